@@ -1,0 +1,110 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{sms::SmsInfo, Channel, MessageStatus, Priority, TenantId};
+
+/// A message id: a UUIDv7, so ids sort by accept time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    pub fn new() -> MessageId {
+        MessageId(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Option<MessageId> {
+        Uuid::try_parse(s).ok().map(MessageId)
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        MessageId::new()
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a message says, after template rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+}
+
+/// A message as accepted and validated, before it is persisted.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub tenant: TenantId,
+    pub channel: Channel,
+    pub priority: Priority,
+    pub to: String,
+    pub from: Option<String>,
+    pub content: Content,
+    pub template: Option<String>,
+    pub sms: Option<SmsInfo>,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub bulk_id: Option<String>,
+    pub external_id: Option<String>,
+    pub correlation_id: String,
+    /// `queued`, or `suppressed` when the recipient is on the suppression list.
+    pub status: MessageStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A persisted message with its current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub tenant: String,
+    pub channel: Channel,
+    pub priority: Priority,
+    pub status: MessageStatus,
+    pub to: String,
+    pub from: Option<String>,
+    pub content: Content,
+    pub template: Option<String>,
+    pub sms: Option<SmsInfo>,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub bulk_id: Option<String>,
+    pub external_id: Option<String>,
+    pub correlation_id: String,
+    pub attempts: u32,
+    pub gateway: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One line of a message's append-only timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryEvent {
+    pub kind: MessageStatus,
+    pub at: DateTime<Utc>,
+    /// Attempt number, gateway, provider id, error: whatever explains this step.
+    pub detail: serde_json::Value,
+}

@@ -1,0 +1,8 @@
+//! Herald's shared crate: the domain, the engine, the HTTP API, the ports and the backends.
+//! Every binary (the local `herald`, and the Lambda functions) builds on this crate.
+
+pub mod domain;
+pub mod ports;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

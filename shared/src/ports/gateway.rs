@@ -1,0 +1,68 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Channel, Content, MessageId};
+
+/// What a gateway gets: the rendered message and the ids that correlate it.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub id: MessageId,
+    pub tenant: String,
+    pub channel: Channel,
+    pub to: String,
+    pub from: Option<String>,
+    pub content: Content,
+    pub attempt: u32,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayReceipt {
+    pub provider_message_id: String,
+}
+
+/// Why a hand-off did not succeed, as the engine needs to know it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// Worth retrying with back-off: timeouts, 5xx, connection errors.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot help: invalid recipient, rejected content.
+    #[error("permanent ({code}): {message}")]
+    Permanent { code: String, message: String },
+    /// The provider asked us to slow down; does not use up an attempt.
+    #[error("throttled")]
+    Throttled { retry_after: Option<Duration> },
+}
+
+/// A provider that delivers messages on some channels.
+#[async_trait]
+pub trait Gateway: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn channels(&self) -> &[Channel];
+    async fn send(&self, message: &OutboundMessage) -> Result<GatewayReceipt, GatewayError>;
+}
+
+/// A provider's report about a message it took (delivered, bounced, ...), from a webhook or
+/// the sandbox.
+#[derive(Debug, Clone)]
+pub struct ProviderEvent {
+    pub gateway: String,
+    pub provider_message_id: String,
+    pub kind: ProviderEventKind,
+    pub at: DateTime<Utc>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderEventKind {
+    Delivered,
+    Opened,
+    Clicked,
+    Bounced { permanent: bool },
+    Complained,
+    /// The provider gave up after accepting (e.g. SMS undelivered).
+    Failed,
+}

@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::StoreError;
+use crate::domain::{
+    template::Template, Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, TemplateName, TenantId,
+};
+
+/// An `Idempotency-Key` and the response it produced, kept at least 24 h.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub tenant: TenantId,
+    pub key: String,
+    /// SHA-256 of method, path and body: the same key with another body is refused.
+    pub request_hash: String,
+    pub response_status: u16,
+    pub response_body: String,
+}
+
+/// One unit of accept work: messages (each with its first event) and the idempotency record
+/// that must commit with them or not at all.
+#[derive(Debug, Clone)]
+pub struct AcceptBatch {
+    pub messages: Vec<NewMessage>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    Accepted,
+    /// The key was used before; nothing was written and this is what it stored.
+    KeyExists(IdempotencyRecord),
+}
+
+/// How a transition changes the attempt counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptChange {
+    Keep,
+    /// A throttle hands the attempt back: it did not use one up.
+    GiveBack,
+    Reset,
+}
+
+/// A compare-and-set on a message's state, with the event it appends.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub id: MessageId,
+    /// When set, the message must belong to this tenant (API calls).
+    pub tenant: Option<TenantId>,
+    pub to: MessageStatus,
+    /// When set, only the holder of this attempt may finish it (dispatch outcomes).
+    pub attempt: Option<u32>,
+    pub attempts: AttemptChange,
+    pub gateway: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub detail: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+impl Transition {
+    pub fn new(id: MessageId, to: MessageStatus, at: DateTime<Utc>) -> Transition {
+        Transition {
+            id,
+            tenant: None,
+            to,
+            attempt: None,
+            attempts: AttemptChange::Keep,
+            gateway: None,
+            provider_message_id: None,
+            last_error: None,
+            detail: serde_json::Value::Null,
+            at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    Applied,
+    /// The message was not in a state that may become the target (or the attempt moved on).
+    Conflict { current: MessageStatus },
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// Now `sending`, attempt counted; the caller holds the hand-off.
+    Claimed(Box<Message>),
+    /// Cancelled, suppressed, already sent, or held by a live claim.
+    NotClaimable { current: MessageStatus, lease_until: Option<DateTime<Utc>> },
+    NotFound,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChannelCount {
+    pub channel: Channel,
+    pub gateway: Option<String>,
+    pub status: MessageStatus,
+    pub count: u64,
+}
+
+/// Messages and their append-only events, idempotency keys, and the outbox onto the lanes:
+/// `accept` and `redrive` make messages visible on their lane in the same unit of work.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError>;
+    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError>;
+    /// Conditional hand-off: `queued`/`deferred` (or `sending` whose lease ran out, after a crash)
+    /// becomes `sending` with one more attempt, appending a `sending` event.
+    async fn claim(&self, id: MessageId, now: DateTime<Utc>, lease: Duration) -> Result<ClaimOutcome, StoreError>;
+    async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<TransitionOutcome>, StoreError>;
+    async fn find_by_provider_id(&self, gateway: &str, provider_message_id: &str)
+        -> Result<Option<MessageId>, StoreError>;
+    /// A tenant's messages in one state, newest first, paged by id.
+    async fn list_by_status(
+        &self,
+        tenant: &TenantId,
+        status: MessageStatus,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// `failed` -> `queued` with attempts reset, back on its lane. Returns the ids redriven.
+    async fn redrive(&self, tenant: &TenantId, ids: Option<Vec<MessageId>>, now: DateTime<Utc>)
+        -> Result<Vec<MessageId>, StoreError>;
+    async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError>;
+    /// Retention: deletes final messages (and their events) last updated before `cutoff`, and
+    /// idempotency keys created before `keys_cutoff`.
+    async fn purge(&self, cutoff: DateTime<Utc>, keys_cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait TemplateStore: Send + Sync + 'static {
+    /// Returns true when the template is new.
+    async fn put(&self, tenant: &TenantId, template: Template) -> Result<bool, StoreError>;
+    async fn get(&self, tenant: &TenantId, name: &TemplateName) -> Result<Option<Template>, StoreError>;
+    async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub tenant: TenantId,
+    pub key_hash: String,
+    pub revoked: bool,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Returns true when the tenant is new.
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool, StoreError>;
+    async fn add_key(&self, tenant: &TenantId, prefix: &str, key_hash: &str) -> Result<(), StoreError>;
+    async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError>;
+    async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError>;
+}

@@ -1,0 +1,374 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use super::rows::{enqueue, events_of, insert_event, message_from_row, parse_status, MESSAGE_COLUMNS};
+use super::{ms, SqliteBackend};
+use crate::domain::{Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId};
+use crate::ports::{
+    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord, MessageStore, StoreError,
+    Transition, TransitionOutcome,
+};
+
+/// Rows deleted per retention job, so the writer is never held long.
+const PURGE_CHUNK: i64 = 2_000;
+
+fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
+    let id = m.id.to_string();
+    let now = ms(m.created_at);
+    conn.prepare_cached(
+        "INSERT INTO messages (id, tenant, channel, priority, status, recipient, sender, subject, body, html, \
+         template, sms, message_type, source_type, source_id, metadata, send_at, bulk_id, external_id, \
+         correlation_id, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21)",
+    )?
+    .execute(params![
+        id,
+        m.tenant.as_str(),
+        m.channel.as_str(),
+        m.priority.index() as i64,
+        m.status.as_str(),
+        m.to,
+        m.from,
+        m.content.subject,
+        m.content.body,
+        m.content.html,
+        m.template,
+        m.sms.map(|s| json!(s).to_string()),
+        m.message_type,
+        m.source_type,
+        m.source_id,
+        m.metadata.as_ref().map(|v| v.to_string()),
+        m.send_at.map(ms),
+        m.bulk_id,
+        m.external_id,
+        m.correlation_id,
+        now,
+    ])?;
+    let mut detail = json!({ "lane": m.priority.as_str() });
+    if let Some(at) = m.send_at {
+        detail["send_at"] = json!(at);
+    }
+    insert_event(conn, &id, m.status, now, &detail)?;
+    if m.status == MessageStatus::Queued {
+        let due = m.send_at.map(ms).unwrap_or(now).max(now);
+        enqueue(conn, m.priority, &id, m.tenant.as_str(), due, now)?;
+    }
+    Ok(())
+}
+
+fn find_key(conn: &Connection, tenant: &TenantId, key: &str) -> rusqlite::Result<Option<IdempotencyRecord>> {
+    conn.prepare_cached(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+    )?
+    .query_row(params![tenant.as_str(), key], |row| {
+        Ok(IdempotencyRecord {
+            tenant: tenant.clone(),
+            key: key.to_owned(),
+            request_hash: row.get(0)?,
+            response_status: row.get(1)?,
+            response_body: row.get(2)?,
+        })
+    })
+    .optional()
+}
+
+fn status_list(states: &[MessageStatus]) -> String {
+    states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(",")
+}
+
+fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<TransitionOutcome> {
+    let id = t.id.to_string();
+    let attempts = match t.attempts {
+        AttemptChange::Keep => "attempts",
+        AttemptChange::GiveBack => "MAX(attempts - 1, 0)",
+        AttemptChange::Reset => "0",
+    };
+    // The allowed sources come from the domain's state machine, never from input.
+    let sql = format!(
+        "UPDATE messages SET status = ?1, updated_at = ?2, attempts = {attempts}, lease_until = NULL, \
+         gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
+         last_error = COALESCE(?5, last_error) \
+         WHERE id = ?6 AND status IN ({}) AND (?7 IS NULL OR tenant = ?7) AND (?8 IS NULL OR attempts = ?8)",
+        status_list(MessageStatus::sources_of(t.to))
+    );
+    let at = ms(t.at);
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        t.to.as_str(),
+        at,
+        t.gateway,
+        t.provider_message_id,
+        t.last_error,
+        id,
+        t.tenant.as_ref().map(|x| x.as_str()),
+        t.attempt,
+    ])?;
+    if changed == 1 {
+        insert_event(conn, &id, t.to, at, &t.detail)?;
+        return Ok(TransitionOutcome::Applied);
+    }
+    let current: Option<(String, String)> = conn
+        .prepare_cached("SELECT status, tenant FROM messages WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match current {
+        Some((status, tenant)) if t.tenant.as_ref().is_none_or(|x| x.as_str() == tenant) => {
+            TransitionOutcome::Conflict { current: parse_status(0, &status)? }
+        }
+        _ => TransitionOutcome::NotFound,
+    })
+}
+
+/// The lowest UUIDv7 at `t`: ids sort by creation time, so retention needs no extra index.
+fn uuid_floor(t: DateTime<Utc>) -> String {
+    let ms = t.timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
+#[async_trait]
+impl MessageStore for SqliteBackend {
+    async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError> {
+        let rank = batch.messages.first().map(|m| m.priority.rank()).unwrap_or(Priority::P4.rank());
+        self.writer
+            .run(rank, move |conn| {
+                if let Some(key) = &batch.idempotency {
+                    if let Some(existing) = find_key(conn, &key.tenant, &key.key)? {
+                        return Ok(AcceptOutcome::KeyExists(existing));
+                    }
+                }
+                for m in &batch.messages {
+                    insert_message(conn, m)?;
+                }
+                if let Some(k) = &batch.idempotency {
+                    conn.prepare_cached(
+                        "INSERT INTO idempotency_keys (tenant, key, request_hash, response_status, response_body, \
+                         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        k.tenant.as_str(),
+                        k.key,
+                        k.request_hash,
+                        k.response_status,
+                        k.response_body,
+                        Utc::now().timestamp_millis()
+                    ])?;
+                }
+                Ok(AcceptOutcome::Accepted)
+            })
+            .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let id = id.to_string();
+                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND tenant = ?2");
+                let Some(message) = conn.prepare_cached(&sql)?.query_row([&id, &tenant], message_from_row).optional()?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((message, events_of(conn, &id)?)))
+            })
+            .await
+    }
+
+    async fn claim(&self, id: MessageId, now: DateTime<Utc>, lease: Duration) -> Result<ClaimOutcome, StoreError> {
+        let now_ms = ms(now);
+        let lease_until = now_ms + lease.as_millis() as i64;
+        self.writer
+            .run(0, move |conn| {
+                let id_s = id.to_string();
+                let sql = format!(
+                    "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
+                     WHERE id = ?3 AND (status IN ('queued', 'deferred') \
+                       OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?2)) \
+                     RETURNING {MESSAGE_COLUMNS}"
+                );
+                let claimed = conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![lease_until, now_ms, id_s], message_from_row)
+                    .optional()?;
+                if let Some(m) = claimed {
+                    insert_event(conn, &id_s, MessageStatus::Sending, now_ms, &json!({ "attempt": m.attempts }))?;
+                    return Ok(ClaimOutcome::Claimed(Box::new(m)));
+                }
+                let current: Option<(String, Option<i64>)> = conn
+                    .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
+                    .query_row([&id_s], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                Ok(match current {
+                    Some((status, lease)) => ClaimOutcome::NotClaimable {
+                        current: parse_status(0, &status)?,
+                        lease_until: lease.filter(|l| *l > now_ms).map(super::from_ms),
+                    },
+                    None => ClaimOutcome::NotFound,
+                })
+            })
+            .await
+    }
+
+    async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<TransitionOutcome>, StoreError> {
+        self.writer.run(1, move |conn| batch.iter().map(|t| apply_transition(conn, t)).collect()).await
+    }
+
+    async fn find_by_provider_id(&self, gateway: &str, provider_id: &str) -> Result<Option<MessageId>, StoreError> {
+        let (gateway, provider_id) = (gateway.to_owned(), provider_id.to_owned());
+        self.readers
+            .run(move |conn| {
+                let id: Option<String> = conn
+                    .prepare_cached("SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2")?
+                    .query_row([gateway, provider_id], |r| r.get(0))
+                    .optional()?;
+                Ok(id.as_deref().and_then(MessageId::parse))
+            })
+            .await
+    }
+
+    async fn list_by_status(
+        &self,
+        tenant: &TenantId,
+        status: MessageStatus,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND status = ?2 \
+                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![tenant, status.as_str(), before.map(|b| b.to_string()), limit as i64],
+                    message_from_row,
+                )?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        ids: Option<Vec<MessageId>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let now_ms = ms(now);
+        self.writer
+            .run(1, move |conn| {
+                let candidates: Vec<String> = match ids {
+                    Some(ids) => ids.iter().map(|i| i.to_string()).collect(),
+                    None => conn
+                        .prepare_cached("SELECT id FROM messages WHERE tenant = ?1 AND status = 'failed' LIMIT 10000")?
+                        .query_map([&tenant], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                };
+                let mut redriven = Vec::new();
+                for id in candidates {
+                    let lane: Option<i64> = conn
+                        .prepare_cached(
+                            "UPDATE messages SET status = 'queued', attempts = 0, lease_until = NULL, updated_at = ?1 \
+                             WHERE id = ?2 AND tenant = ?3 AND status = 'failed' RETURNING priority",
+                        )?
+                        .query_row(params![now_ms, id, tenant], |r| r.get(0))
+                        .optional()?;
+                    let Some(lane) = lane.and_then(|l| Priority::from_index(l as usize)) else { continue };
+                    insert_event(conn, &id, MessageStatus::Queued, now_ms, &json!({ "redriven": true }))?;
+                    enqueue(conn, lane, &id, &tenant, now_ms, now_ms)?;
+                    if let Some(mid) = MessageId::parse(&id) {
+                        redriven.push(mid);
+                    }
+                }
+                Ok(redriven)
+            })
+            .await
+    }
+
+    async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT channel, gateway, status, COUNT(*) FROM messages WHERE tenant = ?1 \
+                     GROUP BY channel, gateway, status ORDER BY channel, gateway, status",
+                )?;
+                let rows = stmt.query_map([tenant], |r| {
+                    let channel: String = r.get(0)?;
+                    let status: String = r.get(2)?;
+                    Ok(ChannelCount {
+                        channel: Channel::parse(&channel).unwrap_or(Channel::Email),
+                        gateway: r.get(1)?,
+                        status: parse_status(2, &status)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn purge(&self, cutoff: DateTime<Utc>, keys_cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let floor = uuid_floor(cutoff);
+        let mut total = 0u64;
+        loop {
+            let floor = floor.clone();
+            let deleted = self
+                .writer
+                .run(4, move |conn| {
+                    let ids: Vec<String> = conn
+                        .prepare_cached(
+                            "SELECT id FROM messages WHERE id < ?1 \
+                             AND status NOT IN ('queued', 'deferred', 'sending') LIMIT ?2",
+                        )?
+                        .query_map(params![floor, PURGE_CHUNK], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    for id in &ids {
+                        conn.prepare_cached("DELETE FROM events WHERE message_id = ?1")?.execute([id])?;
+                        conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?.execute([id])?;
+                    }
+                    Ok(ids.len() as u64)
+                })
+                .await?;
+            total += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+        let keys_ms = ms(keys_cutoff);
+        total += self
+            .writer
+            .run(4, move |conn| {
+                Ok(conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [keys_ms])? as u64)
+            })
+            .await?;
+        Ok(total)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_floor;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn uuid_floor_sorts_below_ids_minted_later() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_000).single().unwrap();
+        let later = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_700_000_000, 1_000_000));
+        let earlier = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_699_999_999, 0));
+        assert!(uuid_floor(t) < later.to_string());
+        assert!(uuid_floor(t) > earlier.to_string());
+    }
+}

@@ -1,0 +1,176 @@
+//! The embedded backend: every port on one SQLite file in WAL mode.
+
+mod messages;
+mod pool;
+mod queue;
+mod rows;
+mod tenants;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::ports::StoreError;
+use pool::{open_connection, to_store_error, Readers, Writer};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_keys (
+    prefix TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    subject TEXT,
+    text TEXT,
+    html TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sender TEXT,
+    subject TEXT,
+    body TEXT,
+    html TEXT,
+    template TEXT,
+    sms TEXT,
+    message_type TEXT,
+    source_type TEXT,
+    source_id TEXT,
+    metadata TEXT,
+    send_at INTEGER,
+    bulk_id TEXT,
+    external_id TEXT,
+    correlation_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER,
+    gateway TEXT,
+    provider_message_id TEXT,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- Provider callbacks find their message by the provider's id.
+CREATE INDEX IF NOT EXISTS messages_by_provider_id
+    ON messages (gateway, provider_message_id) WHERE provider_message_id IS NOT NULL;
+-- The dead-letter list; partial, so other status changes do not pay for it.
+CREATE INDEX IF NOT EXISTS messages_failed ON messages (tenant, id) WHERE status = 'failed';
+-- Append-only timeline; seq grows monotonically, so it orders a message's events.
+CREATE TABLE IF NOT EXISTS events (
+    message_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (message_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    response_status INTEGER NOT NULL,
+    response_body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+-- The lane queues: references only. A received row is hidden until visible_at (the
+-- visibility timeout) and comes back unless acknowledged.
+CREATE TABLE IF NOT EXISTS lane_queue (
+    seq INTEGER PRIMARY KEY,
+    lane INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    visible_at INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS lane_queue_due ON lane_queue (lane, visible_at);
+"#;
+
+/// The embedded backend: implements [`crate::ports::MessageStore`], [`crate::ports::LaneQueue`],
+/// [`crate::ports::TemplateStore`] and [`crate::ports::TenantStore`].
+#[derive(Clone)]
+pub struct SqliteBackend {
+    writer: Writer,
+    readers: Arc<Readers>,
+    path: PathBuf,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
+        let conn = open_connection(path).map_err(to_store_error)?;
+        conn.execute_batch(SCHEMA).map_err(to_store_error)?;
+        let writer = Writer::start(conn)?;
+        let readers = Arc::new(Readers::open(path, 4)?);
+        Ok(SqliteBackend { writer, readers, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start-up recovery for the single embedded process: whatever the previous process had
+    /// received or claimed is released at once (no worker of it survives), instead of waiting
+    /// for visibility timeouts. Returns (queue rows released, claims released).
+    pub async fn release_in_flight(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let now = now.timestamp_millis();
+        self.writer
+            .run(0, move |conn| {
+                let rows = conn.execute(
+                    "UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE in_flight = 1",
+                    [now],
+                )?;
+                let claims = conn.execute(
+                    "UPDATE messages SET lease_until = 0 WHERE status = 'sending' AND lease_until > ?1",
+                    [now],
+                )?;
+                Ok((rows as u64, claims as u64))
+            })
+            .await
+    }
+
+    /// Stops the writer after the jobs already submitted.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+static EVENT_SEQ: AtomicI64 = AtomicI64::new(0);
+
+/// Strictly increasing event sequence: the wall clock in microseconds, bumped on collision.
+pub(crate) fn next_event_seq() -> i64 {
+    let now = Utc::now().timestamp_micros();
+    let mut cur = EVENT_SEQ.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(cur + 1);
+        match EVENT_SEQ.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => cur = seen,
+        }
+    }
+}

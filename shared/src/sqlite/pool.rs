@@ -1,0 +1,204 @@
+//! One writer thread with group commit, and a small pool of WAL readers.
+//!
+//! Every write is a job run inside its own savepoint, so one failing job does not undo the
+//! others; the writer batches whatever jobs are waiting into one transaction, so throughput
+//! does not pay one commit per message. Jobs wait in one queue per priority rank and the
+//! writer drains the highest rank first: P0 work is never stuck behind a bulk backlog.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+use rusqlite::Connection;
+
+use crate::ports::StoreError;
+
+/// Most jobs in one transaction: bounds how long a P0 job can wait for the one in progress.
+const MAX_JOBS_PER_COMMIT: usize = 256;
+pub(crate) const RANKS: usize = 5;
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+struct Queues {
+    ranks: [VecDeque<Job>; RANKS],
+    closed: bool,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+}
+
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL with synchronous=NORMAL: a commit survives a process crash (kill -9) without an fsync
+    // per transaction; only an OS crash can lose the last few commits.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; \
+         PRAGMA cache_size=-16000; PRAGMA foreign_keys=OFF;",
+    )?;
+    Ok(conn)
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> Result<Writer, StoreError> {
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues { ranks: Default::default(), closed: false }),
+            ready: Condvar::new(),
+        });
+        let for_thread = shared.clone();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || writer_loop(&for_thread, conn))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { shared })
+    }
+
+    /// Runs `f` in the next group commit and returns its result once that commit is durable.
+    pub(crate) async fn run<R, F>(&self, rank: usize, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), String>| {
+                let outcome = match committed {
+                    Ok(()) => result.map_err(to_store_error),
+                    Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(outcome);
+            })
+        });
+        {
+            let mut q = self.shared.queues.lock();
+            if q.closed {
+                return Err(StoreError::Unavailable("store is shut down".into()));
+            }
+            q.ranks[rank.min(RANKS - 1)].push_back(job);
+        }
+        self.shared.ready.notify_one();
+        rx.await.map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+    }
+
+    pub(crate) fn close(&self) {
+        self.shared.queues.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, rusqlite::Error>,
+) -> Result<R, rusqlite::Error> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match f(conn) {
+        Ok(r) => {
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(shared: &Shared, conn: Connection) {
+    loop {
+        let jobs: Vec<Job> = {
+            let mut q = shared.queues.lock();
+            while q.ranks.iter().all(VecDeque::is_empty) && !q.closed {
+                shared.ready.wait(&mut q);
+            }
+            if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
+                return;
+            }
+            let mut taken = Vec::new();
+            for rank in q.ranks.iter_mut() {
+                while taken.len() < MAX_JOBS_PER_COMMIT {
+                    match rank.pop_front() {
+                        Some(job) => taken.push(job),
+                        None => break,
+                    }
+                }
+            }
+            taken
+        };
+        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let completions: Vec<Completion> = match &begun {
+            Ok(()) => jobs.into_iter().map(|job| job(&conn)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite: cannot begin a transaction");
+                for job in jobs {
+                    // Run nothing: report the failure to every waiter.
+                    drop(job);
+                }
+                Vec::new()
+            }
+        };
+        if begun.is_ok() {
+            let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+            if let Err(e) = &committed {
+                tracing::error!(error = %e, "sqlite: commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for done in completions {
+                done(committed.clone());
+            }
+        }
+    }
+}
+
+/// Readers: WAL lets them run beside the writer.
+pub(crate) struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    pub(crate) fn open(path: &Path, count: usize) -> Result<Readers, StoreError> {
+        let conns = (0..count.max(1))
+            .map(|_| open_connection(path).map(Mutex::new).map_err(to_store_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Readers { conns, next: AtomicUsize::new(0) })
+    }
+
+    pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = me.next.fetch_add(1, Ordering::Relaxed);
+            let n = me.conns.len();
+            let guard = (0..n)
+                .find_map(|i| me.conns[(start + i) % n].try_lock())
+                .unwrap_or_else(|| me.conns[start % n].lock());
+            f(&guard).map_err(to_store_error)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+}
+
+pub(crate) fn to_store_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

@@ -1,0 +1,103 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{ms, SqliteBackend};
+use crate::domain::{MessageId, Priority};
+use crate::ports::{Delivery, LaneQueue, LaneStats, StoreError};
+
+#[async_trait]
+impl LaneQueue for SqliteBackend {
+    async fn receive(&self, lane: Priority, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let now = ms(Utc::now());
+        let hidden_until = now + visibility.as_millis() as i64;
+        self.writer
+            .run(lane.rank(), move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE lane_queue SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
+                     WHERE seq IN (SELECT seq FROM lane_queue WHERE lane = ?2 AND visible_at <= ?3 \
+                                   ORDER BY visible_at LIMIT ?4) \
+                     RETURNING seq, message_id, tenant, receive_count",
+                )?;
+                let rows = stmt.query_map(params![hidden_until, lane.index() as i64, now, max as i64], |r| {
+                    let seq: i64 = r.get(0)?;
+                    let id: String = r.get(1)?;
+                    Ok((seq, id, r.get::<_, String>(2)?, r.get::<_, u32>(3)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (seq, id, tenant, receive_count) = row?;
+                    let message_id = MessageId::parse(&id).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "bad id".into())
+                    })?;
+                    out.push(Delivery { receipt: seq.to_string(), message_id, tenant, lane, receive_count });
+                }
+                // RETURNING order is unspecified; hand them out oldest first.
+                out.sort_by_key(|d| d.receipt.parse::<i64>().unwrap_or(i64::MAX));
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(lane.rank(), move |conn| {
+                let mut stmt = conn.prepare_cached("DELETE FROM lane_queue WHERE seq = ?1")?;
+                for r in receipts.iter().filter_map(|r| r.parse::<i64>().ok()) {
+                    stmt.execute([r])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn retry_after(&self, lane: Priority, receipt: String, delay: Duration) -> Result<(), StoreError> {
+        let Ok(seq) = receipt.parse::<i64>() else { return Ok(()) };
+        let due = ms(Utc::now()) + delay.as_millis() as i64;
+        self.writer
+            .run(lane.rank(), move |conn| {
+                conn.prepare_cached("UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE seq = ?2")?
+                    .execute(params![due, seq])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError> {
+        let now_ms = ms(now);
+        self.readers
+            .run(move |conn| {
+                let mut stats: Vec<LaneStats> = Priority::ALL
+                    .iter()
+                    .map(|&lane| LaneStats { lane, depth: 0, in_flight: 0, oldest_age_seconds: 0.0, delayed: 0 })
+                    .collect();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT lane, \
+                       SUM(visible_at <= ?1), \
+                       SUM(in_flight = 1 AND visible_at > ?1), \
+                       SUM(in_flight = 0 AND visible_at > ?1), \
+                       MIN(CASE WHEN visible_at <= ?1 THEN enqueued_at END) \
+                     FROM lane_queue GROUP BY lane",
+                )?;
+                let rows = stmt.query_map([now_ms], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?))
+                })?;
+                for row in rows {
+                    let (lane, due, in_flight, delayed, oldest) = row?;
+                    if let Some(s) = stats.get_mut(lane as usize) {
+                        s.depth = (due + delayed) as u64;
+                        s.in_flight = in_flight as u64;
+                        s.delayed = delayed as u64;
+                        s.oldest_age_seconds = oldest.map(|o| (now_ms - o).max(0) as f64 / 1000.0).unwrap_or(0.0);
+                    }
+                }
+                Ok(stats)
+            })
+            .await
+    }
+}

@@ -1,0 +1,98 @@
+//! Row <-> domain mapping shared by the store implementations.
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, Row};
+
+use super::{from_ms, next_event_seq};
+use crate::domain::{sms::SmsInfo, Channel, Content, DeliveryEvent, Message, MessageId, MessageStatus, Priority};
+
+pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant, channel, priority, status, recipient, sender, subject, body, \
+     html, template, sms, message_type, source_type, source_id, metadata, send_at, bulk_id, external_id, \
+     correlation_id, attempts, gateway, provider_message_id, last_error, created_at, updated_at";
+
+fn bad(col: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, Type::Text, what.to_owned().into())
+}
+
+pub(crate) fn parse_status(col: usize, s: &str) -> rusqlite::Result<MessageStatus> {
+    MessageStatus::parse(s).ok_or_else(|| bad(col, "unknown message status"))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(col: usize, s: Option<String>) -> rusqlite::Result<Option<T>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|_| bad(col, "bad json"))).transpose()
+}
+
+pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let id: String = row.get(0)?;
+    let channel: String = row.get(2)?;
+    let priority: i64 = row.get(3)?;
+    let status: String = row.get(4)?;
+    Ok(Message {
+        id: MessageId::parse(&id).ok_or_else(|| bad(0, "bad message id"))?,
+        tenant: row.get(1)?,
+        channel: Channel::parse(&channel).ok_or_else(|| bad(2, "unknown channel"))?,
+        priority: Priority::from_index(priority as usize).ok_or_else(|| bad(3, "unknown priority"))?,
+        status: parse_status(4, &status)?,
+        to: row.get(5)?,
+        from: row.get(6)?,
+        content: Content { subject: row.get(7)?, body: row.get(8)?, html: row.get(9)? },
+        template: row.get(10)?,
+        sms: parse_json::<SmsInfo>(11, row.get(11)?)?,
+        message_type: row.get(12)?,
+        source_type: row.get(13)?,
+        source_id: row.get(14)?,
+        metadata: parse_json(15, row.get(15)?)?,
+        send_at: row.get::<_, Option<i64>>(16)?.map(from_ms),
+        bulk_id: row.get(17)?,
+        external_id: row.get(18)?,
+        correlation_id: row.get(19)?,
+        attempts: row.get(20)?,
+        gateway: row.get(21)?,
+        provider_message_id: row.get(22)?,
+        last_error: row.get(23)?,
+        created_at: from_ms(row.get(24)?),
+        updated_at: from_ms(row.get(25)?),
+    })
+}
+
+pub(crate) fn insert_event(
+    conn: &Connection,
+    message_id: &str,
+    kind: MessageStatus,
+    at_ms: i64,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    let detail = if detail.is_null() { None } else { Some(detail.to_string()) };
+    conn.prepare_cached("INSERT INTO events (message_id, seq, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![message_id, next_event_seq(), kind.as_str(), at_ms, detail])?;
+    Ok(())
+}
+
+pub(crate) fn events_of(conn: &Connection, message_id: &str) -> rusqlite::Result<Vec<DeliveryEvent>> {
+    let mut stmt = conn.prepare_cached("SELECT kind, at, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([message_id], |row| {
+        let kind: String = row.get(0)?;
+        Ok(DeliveryEvent {
+            kind: parse_status(0, &kind)?,
+            at: from_ms(row.get(1)?),
+            detail: parse_json(2, row.get(2)?)?.unwrap_or(serde_json::Value::Null),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Puts a message reference on its lane, due at `visible_at`.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    lane: Priority,
+    message_id: &str,
+    tenant: &str,
+    visible_at_ms: i64,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO lane_queue (lane, message_id, tenant, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![lane.index() as i64, message_id, tenant, visible_at_ms, now_ms])?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_ms, ms, SqliteBackend};
+use crate::domain::{Template, TemplateName, TenantId};
+use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
+
+#[async_trait]
+impl TenantStore for SqliteBackend {
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let name = tenant.as_str().to_owned();
+        let now = ms(Utc::now());
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)", params![name, now])?
+                    == 1)
+            })
+            .await
+    }
+
+    async fn add_key(&self, tenant: &TenantId, prefix: &str, key_hash: &str) -> Result<(), StoreError> {
+        let (tenant, prefix, key_hash) = (tenant.as_str().to_owned(), prefix.to_owned(), key_hash.to_owned());
+        let now = ms(Utc::now());
+        self.writer
+            .run(1, move |conn| {
+                conn.execute(
+                    "INSERT INTO api_keys (prefix, tenant, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![prefix, tenant, key_hash, now],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError> {
+        let prefix = prefix.to_owned();
+        let now = ms(Utc::now());
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE prefix = ?2 AND revoked_at IS NULL",
+                    params![now, prefix],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.readers
+            .run(move |conn| {
+                let row: Option<(String, String, Option<i64>)> = conn
+                    .prepare_cached("SELECT tenant, key_hash, revoked_at FROM api_keys WHERE prefix = ?1")?
+                    .query_row([prefix], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                Ok(row.and_then(|(tenant, key_hash, revoked)| {
+                    TenantId::parse(&tenant).ok().map(|tenant| StoredKey { tenant, key_hash, revoked: revoked.is_some() })
+                }))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl TemplateStore for SqliteBackend {
+    async fn put(&self, tenant: &TenantId, t: Template) -> Result<bool, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.writer
+            .run(1, move |conn| {
+                let existed: bool = conn
+                    .prepare_cached("SELECT 1 FROM templates WHERE tenant = ?1 AND name = ?2")?
+                    .query_row(params![tenant, t.name.as_str()], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO templates (tenant, name, subject, text, html, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![tenant, t.name.as_str(), t.subject, t.text, t.html, ms(t.updated_at)])?;
+                Ok(!existed)
+            })
+            .await
+    }
+
+    async fn get(&self, tenant: &TenantId, name: &TemplateName) -> Result<Option<Template>, StoreError> {
+        let (tenant, name) = (tenant.as_str().to_owned(), name.clone());
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "SELECT subject, text, html, updated_at FROM templates WHERE tenant = ?1 AND name = ?2",
+                )?
+                .query_row(params![tenant, name.as_str()], |r| {
+                    Ok(Template {
+                        name: name.clone(),
+                        subject: r.get(0)?,
+                        text: r.get(1)?,
+                        html: r.get(2)?,
+                        updated_at: from_ms(r.get(3)?),
+                    })
+                })
+                .optional()
+            })
+            .await
+    }
+
+    async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError> {
+        let (tenant, name) = (tenant.as_str().to_owned(), name.as_str().to_owned());
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute("DELETE FROM templates WHERE tenant = ?1 AND name = ?2", params![tenant, name])? == 1)
+            })
+            .await
+    }
+}
