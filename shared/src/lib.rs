@@ -6,3 +6,5 @@ pub mod ports;
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod engine;
+pub mod gateway;

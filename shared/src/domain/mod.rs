@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod channel;
+pub mod content;
 pub mod message;
 pub mod priority;
 pub mod sms;
@@ -17,3 +18,17 @@ pub use priority::Priority;
 pub use status::MessageStatus;
 pub use template::{Template, TemplateName};
 pub use tenant::{ApiKey, TenantId};
+
+/// A value that failed parsing, located by its JSON pointer in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub pointer: String,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(pointer: impl Into<String>, code: &'static str, detail: impl Into<String>) -> FieldError {
+        FieldError { pointer: pointer.into(), code, detail: detail.into() }
+    }
+}

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Channel, Content, MessageId};
+use crate::domain::{Channel, Content, MessageId, Priority};
 
 /// What a gateway gets: the rendered message and the ids that correlate it.
 #[derive(Debug, Clone)]
@@ -11,6 +11,7 @@ pub struct OutboundMessage {
     pub id: MessageId,
     pub tenant: String,
     pub channel: Channel,
+    pub priority: Priority,
     pub to: String,
     pub from: Option<String>,
     pub content: Content,

@@ -1,0 +1,266 @@
+//! Accept: validate, render, persist as `queued` with its event, and wake the lane.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::Herald;
+use crate::domain::content::{self, ContentOrigin};
+use crate::domain::template::{CompiledTemplate, TemplateError};
+use crate::domain::{
+    Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Recipient, Template, TemplateName,
+    TenantId,
+};
+use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
+
+#[derive(Debug, Clone)]
+pub enum ContentSource {
+    Inline(Content),
+    Template(TemplateName),
+}
+
+/// Fields every send carries, single or bulk.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub channel: Channel,
+    pub priority: Priority,
+    pub from: Option<String>,
+    pub content: ContentSource,
+    pub data: serde_json::Value,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendDraft {
+    pub envelope: Envelope,
+    pub to: Recipient,
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkRecipient {
+    pub index: usize,
+    pub to: Recipient,
+    pub data: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkDraft {
+    pub envelope: Envelope,
+    pub recipients: Vec<BulkRecipient>,
+    /// Recipients refused while parsing; reported beside the ones refused at render time.
+    pub rejected: Vec<RejectedRecipient>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RejectedRecipient {
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SendOutcome {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: MessageId,
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkOutcome {
+    pub bulk_id: String,
+    pub queued: usize,
+    pub suppressed: usize,
+    pub rejected: Vec<RejectedRecipient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyInput {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A new response, or the stored one for a replayed `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub enum Accepted<T> {
+    New(T),
+    Replay { status: u16, body: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{}", .0.detail)]
+    Invalid(FieldError),
+    #[error("template `{0}` does not exist")]
+    TemplateNotFound(TemplateName),
+    #[error("{0}")]
+    Template(TemplateError),
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const ACCEPTED: u16 = 202;
+
+impl Herald {
+    pub async fn send(
+        &self,
+        tenant: &TenantId,
+        draft: SendDraft,
+        idempotency: Option<IdempotencyInput>,
+    ) -> Result<Accepted<SendOutcome>, AcceptError> {
+        let template = self.load_template(tenant, &draft.envelope.content).await?;
+        let compiled = template.as_ref().map(CompiledTemplate::compile).transpose().map_err(AcceptError::Template)?;
+        let (content, origin) = match (&draft.envelope.content, &compiled) {
+            (ContentSource::Inline(c), _) => (c.clone(), ContentOrigin::Inline),
+            (ContentSource::Template(_), Some(t)) => {
+                (t.render(&draft.envelope.data).map_err(AcceptError::Template)?, ContentOrigin::Template)
+            }
+            (ContentSource::Template(name), None) => return Err(AcceptError::TemplateNotFound(name.clone())),
+        };
+        let sms = content::check(draft.envelope.channel, &content, origin).map_err(AcceptError::Invalid)?;
+        let message = new_message(tenant, &draft.envelope, draft.to.as_str(), content, sms, None, None);
+        let outcome = SendOutcome { id: message.id, status: message.status };
+        let lane = message.priority;
+        let replay = self.persist(tenant, vec![message], idempotency, &outcome).await?;
+        if replay.is_none() {
+            self.wake(lane, false);
+        }
+        Ok(replay.unwrap_or(Accepted::New(outcome)))
+    }
+
+    pub async fn send_bulk(
+        &self,
+        tenant: &TenantId,
+        draft: BulkDraft,
+        idempotency: Option<IdempotencyInput>,
+    ) -> Result<Accepted<BulkOutcome>, AcceptError> {
+        let env = &draft.envelope;
+        let template = self.load_template(tenant, &env.content).await?;
+        // Compiled once, rendered per recipient.
+        let compiled = template.as_ref().map(CompiledTemplate::compile).transpose().map_err(AcceptError::Template)?;
+        let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+        let mut rejected = draft.rejected;
+        let mut messages = Vec::with_capacity(draft.recipients.len());
+        for r in draft.recipients {
+            let rendered = match (&env.content, &compiled) {
+                (ContentSource::Inline(c), _) => Ok((c.clone(), ContentOrigin::Inline)),
+                (_, Some(t)) => {
+                    let data = merge_data(&env.data, r.data.as_ref());
+                    t.render(&data).map(|c| (c, ContentOrigin::Template)).map_err(|e| e.to_string())
+                }
+                (ContentSource::Template(name), None) => return Err(AcceptError::TemplateNotFound(name.clone())),
+            };
+            let checked = rendered
+                .and_then(|(c, origin)| content::check(env.channel, &c, origin).map(|sms| (c, sms)).map_err(|e| e.detail));
+            match checked {
+                Ok((content, sms)) => messages.push(new_message(
+                    tenant,
+                    env,
+                    r.to.as_str(),
+                    content,
+                    sms,
+                    Some(bulk_id.clone()),
+                    r.external_id,
+                )),
+                Err(reason) => rejected.push(RejectedRecipient { index: r.index, reason }),
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        let suppressed = messages.iter().filter(|m| m.status == MessageStatus::Suppressed).count();
+        let outcome = BulkOutcome { bulk_id, queued: messages.len() - suppressed, suppressed, rejected };
+        let replay = self.persist(tenant, messages, idempotency, &outcome).await?;
+        if replay.is_none() {
+            self.wake(env.priority, true);
+        }
+        Ok(replay.unwrap_or(Accepted::New(outcome)))
+    }
+
+    async fn load_template(
+        &self,
+        tenant: &TenantId,
+        source: &ContentSource,
+    ) -> Result<Option<Template>, AcceptError> {
+        let ContentSource::Template(name) = source else { return Ok(None) };
+        let template = self.templates.get(tenant, name).await?.ok_or_else(|| AcceptError::TemplateNotFound(name.clone()))?;
+        Ok(Some(template))
+    }
+
+    /// Writes messages and the idempotency record in one unit; `Some` when the key was seen before.
+    async fn persist<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        messages: Vec<NewMessage>,
+        idempotency: Option<IdempotencyInput>,
+        response: &T,
+    ) -> Result<Option<Accepted<T>>, AcceptError> {
+        let record = idempotency.as_ref().map(|i| IdempotencyRecord {
+            tenant: tenant.clone(),
+            key: i.key.clone(),
+            request_hash: i.request_hash.clone(),
+            response_status: ACCEPTED,
+            response_body: serde_json::to_string(response).unwrap_or_default(),
+        });
+        match self.store.accept(AcceptBatch { messages, idempotency: record }).await? {
+            AcceptOutcome::Accepted => Ok(None),
+            AcceptOutcome::KeyExists(existing) => match idempotency {
+                Some(i) if i.request_hash == existing.request_hash => {
+                    Ok(Some(Accepted::Replay { status: existing.response_status, body: existing.response_body }))
+                }
+                _ => Err(AcceptError::KeyReused),
+            },
+        }
+    }
+}
+
+fn merge_data(shared: &serde_json::Value, own: Option<&serde_json::Value>) -> serde_json::Value {
+    match (shared, own) {
+        (serde_json::Value::Object(base), Some(serde_json::Value::Object(extra))) => {
+            let mut merged = base.clone();
+            merged.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+            serde_json::Value::Object(merged)
+        }
+        (_, Some(own)) => own.clone(),
+        (shared, None) => shared.clone(),
+    }
+}
+
+fn new_message(
+    tenant: &TenantId,
+    env: &Envelope,
+    to: &str,
+    content: Content,
+    sms: Option<crate::domain::sms::SmsInfo>,
+    bulk_id: Option<String>,
+    external_id: Option<String>,
+) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        tenant: tenant.clone(),
+        channel: env.channel,
+        priority: env.priority,
+        to: to.to_owned(),
+        from: env.from.clone(),
+        content,
+        template: match &env.content {
+            ContentSource::Template(n) => Some(n.as_str().to_owned()),
+            ContentSource::Inline(_) => None,
+        },
+        sms,
+        message_type: env.message_type.clone(),
+        source_type: env.source_type.clone(),
+        source_id: env.source_id.clone(),
+        metadata: env.metadata.clone(),
+        send_at: env.send_at,
+        bulk_id,
+        external_id,
+        correlation_id: env.correlation_id.clone(),
+        status: MessageStatus::Queued,
+        created_at: Utc::now(),
+    }
+}

@@ -1,0 +1,221 @@
+//! Lane workers: receive -> claim (the hand-off point) -> gateway -> record the outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::Herald;
+use crate::domain::{Message, MessageStatus, Priority};
+use crate::gateway::Outcome;
+use crate::ports::{
+    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Transition, TransitionOutcome,
+};
+
+/// What to do with a queue receipt after handling it.
+#[derive(Debug, PartialEq)]
+enum Disposition {
+    /// Handled for good: remove it from the lane.
+    Done,
+    /// Make it visible again after this long (back-off, throttle, live claim elsewhere).
+    RetryIn(Duration),
+}
+
+/// Starts every lane's workers; they stop when `shutdown` turns true.
+pub fn spawn_workers(herald: Arc<Herald>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    for lane in Priority::ALL {
+        for worker in 0..herald.config.lane(lane).workers {
+            let (h, rx) = (herald.clone(), shutdown.clone());
+            handles.push(tokio::spawn(
+                async move { lane_worker(h, lane, rx).await }.instrument(info_span!("lane", %lane, worker)),
+            ));
+        }
+    }
+    handles
+}
+
+async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::Receiver<bool>) {
+    let cfg = herald.config.lane(lane);
+    while !*shutdown.borrow() {
+        // Register for a wake-up before looking, so an accept between the look and the wait is not missed.
+        let notified = herald.waker(lane).notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let deliveries = match herald.queue.receive(lane, cfg.batch, herald.config.visibility_timeout).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "receive failed; backing off");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(herald.config.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let mut done = Vec::with_capacity(deliveries.len());
+        let mut pending = deliveries.into_iter();
+        for delivery in pending.by_ref() {
+            match herald.dispatch(&delivery).await {
+                Disposition::Done => done.push(delivery.receipt),
+                Disposition::RetryIn(delay) => {
+                    if let Err(e) = herald.queue.retry_after(lane, delivery.receipt, delay).await {
+                        warn!(error = %e, "could not re-time a receipt; it returns after the visibility timeout");
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        // On shutdown, hand back what this worker received but did not start.
+        for rest in pending {
+            let _ = herald.queue.retry_after(lane, rest.receipt, Duration::ZERO).await;
+        }
+        if let Err(e) = herald.queue.ack(lane, done).await {
+            // Not lost: the receipts come back and their claims fail harmlessly.
+            warn!(error = %e, "ack failed");
+        }
+    }
+}
+
+impl Herald {
+    async fn dispatch(&self, d: &Delivery) -> Disposition {
+        let now = Utc::now();
+        let claimed = match self.store.claim(d.message_id, now, self.config.visibility_timeout).await {
+            Ok(ClaimOutcome::Claimed(m)) => m,
+            Ok(ClaimOutcome::NotClaimable { lease_until: Some(until), .. }) => {
+                // Another worker holds a live claim; look again when it runs out.
+                return Disposition::RetryIn((until - now).to_std().unwrap_or_default());
+            }
+            Ok(ClaimOutcome::NotClaimable { current, .. }) => {
+                debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
+                return Disposition::Done;
+            }
+            Ok(ClaimOutcome::NotFound) => return Disposition::Done,
+            Err(e) => {
+                warn!(id = %d.message_id, error = %e, "claim failed");
+                return Disposition::RetryIn(Duration::from_secs(1));
+            }
+        };
+        let span = info_span!("dispatch", id = %claimed.id, correlation_id = %claimed.correlation_id, attempt = claimed.attempts);
+        self.hand_off(*claimed).instrument(span).await
+    }
+
+    async fn hand_off(&self, m: Message) -> Disposition {
+        let Some((gateway, reason)) = self.gateways.route(m.channel) else {
+            let mut t = self.outcome(&m, MessageStatus::Failed);
+            t.last_error = Some(format!("no gateway is configured for {}", m.channel));
+            self.record(t).await;
+            return Disposition::Done;
+        };
+        let outbound = OutboundMessage {
+            id: m.id,
+            tenant: m.tenant.clone(),
+            channel: m.channel,
+            priority: m.priority,
+            to: m.to.clone(),
+            from: m.from.clone(),
+            content: m.content.clone(),
+            attempt: m.attempts,
+            correlation_id: m.correlation_id.clone(),
+        };
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.config.send_timeout, gateway.send(&outbound)).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::Transient(format!("no answer within {:?}", self.config.send_timeout))),
+        };
+        let latency = started.elapsed();
+        let name = gateway.name().to_owned();
+        let route = json!({ "gateway": name, "route_reason": reason, "attempt": m.attempts });
+        match result {
+            Ok(receipt) => {
+                self.gateways.health().record(&name, Outcome::Success, latency);
+                let mut t = self.outcome(&m, MessageStatus::Sent);
+                t.gateway = Some(name);
+                t.provider_message_id = Some(receipt.provider_message_id.clone());
+                t.detail = with(route, "provider_message_id", json!(receipt.provider_message_id));
+                t.detail["latency_ms"] = json!(latency.as_millis() as u64);
+                self.record(t).await;
+                Disposition::Done
+            }
+            Err(GatewayError::Throttled { retry_after }) => {
+                self.gateways.health().record(&name, Outcome::Throttled, latency);
+                let delay = retry_after.unwrap_or(Duration::from_secs(1));
+                let mut t = self.outcome(&m, MessageStatus::Deferred);
+                t.attempts = AttemptChange::GiveBack;
+                t.detail = with(route, "reason", json!("throttled"));
+                t.detail["retry_in_ms"] = json!(delay.as_millis() as u64);
+                self.record(t).await;
+                Disposition::RetryIn(delay)
+            }
+            Err(GatewayError::Transient(error)) => {
+                self.gateways.health().record(&name, Outcome::Transient, latency);
+                if m.attempts >= self.config.max_attempts {
+                    let mut t = self.outcome(&m, MessageStatus::Failed);
+                    t.last_error = Some(error.clone());
+                    t.detail = with(route, "error", json!(format!("attempts exhausted: {error}")));
+                    self.record(t).await;
+                    return Disposition::Done;
+                }
+                let delay = self.backoff(m.attempts);
+                let mut t = self.outcome(&m, MessageStatus::Deferred);
+                t.last_error = Some(error.clone());
+                t.detail = with(route, "error", json!(error));
+                t.detail["retry_in_ms"] = json!(delay.as_millis() as u64);
+                self.record(t).await;
+                Disposition::RetryIn(delay)
+            }
+            Err(GatewayError::Permanent { code, message }) => {
+                self.gateways.health().record(&name, Outcome::Permanent, latency);
+                let mut t = self.outcome(&m, MessageStatus::Failed);
+                t.last_error = Some(format!("{code}: {message}"));
+                t.detail = with(route, "error", json!({ "code": code, "message": message }));
+                self.record(t).await;
+                Disposition::Done
+            }
+        }
+    }
+
+    /// A transition that only the holder of this attempt may make.
+    fn outcome(&self, m: &Message, to: MessageStatus) -> Transition {
+        let mut t = Transition::new(m.id, to, Utc::now());
+        t.attempt = Some(m.attempts);
+        t
+    }
+
+    async fn record(&self, t: Transition) {
+        let (id, to) = (t.id, t.to);
+        match self.store.transition(vec![t]).await {
+            Ok(results) => {
+                if let Some(TransitionOutcome::Conflict { current }) = results.first() {
+                    warn!(%id, %to, %current, "outcome not recorded: the message moved on");
+                }
+            }
+            // The claim's lease runs out and the message is handed off again: at least once.
+            Err(e) => warn!(%id, %to, error = %e, "outcome not recorded"),
+        }
+    }
+
+    /// Exponential back-off with full jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.config.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let cap = exp.min(self.config.backoff_max);
+        let millis = cap.as_millis().max(1) as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+fn with(mut v: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    v[key] = value;
+    v
+}

@@ -1,0 +1,39 @@
+//! Periodic jobs of the embedded mode: retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Herald;
+
+/// Deletes final messages older than the retention period, and expired idempotency keys.
+pub async fn purge_once(herald: &Herald) -> u64 {
+    let now = Utc::now();
+    let cutoff = now - chrono::Duration::from_std(herald.config.retention).unwrap_or_default();
+    let keys_cutoff = now - chrono::Duration::from_std(herald.config.idempotency_ttl).unwrap_or_default();
+    match herald.store.purge(cutoff, keys_cutoff).await {
+        Ok(n) => {
+            if n > 0 {
+                info!(deleted = n, "retention purge");
+            }
+            n
+        }
+        Err(e) => {
+            warn!(error = %e, "retention purge failed");
+            0
+        }
+    }
+}
+
+pub async fn run_retention(herald: Arc<Herald>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        purge_once(&herald).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Reading and cancelling a tenant's messages, and the dead-letter list.
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::Herald;
+use crate::domain::{DeliveryEvent, Message, MessageId, MessageStatus, TenantId};
+use crate::ports::{StoreError, Transition, TransitionOutcome};
+
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// It already reached a gateway (or ended otherwise): too late.
+    TooLate(MessageStatus),
+    NotFound,
+}
+
+impl Herald {
+    pub async fn message(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
+        self.store.get(tenant, id).await
+    }
+
+    /// Cancel is a compare-and-set from `queued`/`deferred`; the claim at hand-off is the other
+    /// side of the same race, so exactly one of them wins.
+    pub async fn cancel(&self, tenant: &TenantId, id: MessageId) -> Result<CancelOutcome, StoreError> {
+        let mut t = Transition::new(id, MessageStatus::Cancelled, Utc::now());
+        t.tenant = Some(tenant.clone());
+        t.detail = json!({ "by": "api" });
+        Ok(match self.store.transition(vec![t]).await?.pop() {
+            Some(TransitionOutcome::Applied) => CancelOutcome::Cancelled,
+            Some(TransitionOutcome::Conflict { current: MessageStatus::Cancelled }) => CancelOutcome::Cancelled,
+            Some(TransitionOutcome::Conflict { current }) => CancelOutcome::TooLate(current),
+            Some(TransitionOutcome::NotFound) | None => CancelOutcome::NotFound,
+        })
+    }
+
+    pub async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.store.list_by_status(tenant, MessageStatus::Failed, before, limit).await
+    }
+
+    pub async fn redrive(&self, tenant: &TenantId, ids: Option<Vec<MessageId>>) -> Result<Vec<MessageId>, StoreError> {
+        let redriven = self.store.redrive(tenant, ids, Utc::now()).await?;
+        if !redriven.is_empty() {
+            for lane in crate::domain::Priority::ALL {
+                self.wake(lane, true);
+            }
+        }
+        Ok(redriven)
+    }
+}

@@ -1,0 +1,114 @@
+//! The engine: accept, dispatch per lane, provider callbacks, maintenance. It works on the
+//! ports only, so the embedded and AWS backends run the same logic.
+
+pub mod accept;
+pub mod dispatch;
+pub mod maintenance;
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::domain::Priority;
+use crate::gateway::GatewayRegistry;
+use crate::ports::{LaneQueue, MessageStore, TemplateStore, TenantStore};
+
+pub use accept::{
+    AcceptError, Accepted, BulkDraft, Envelope, BulkOutcome, BulkRecipient, ContentSource, IdempotencyInput, RejectedRecipient,
+    SendDraft, SendOutcome,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct LaneConfig {
+    /// Concurrent hand-offs on this lane.
+    pub workers: usize,
+    /// Messages a worker receives at once.
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub lanes: [LaneConfig; 5],
+    /// How long a received message stays hidden (and a claim is held) before another worker may take it.
+    pub visibility_timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often an idle worker looks for scheduled or retried messages that became due.
+    pub idle_poll: Duration,
+    /// A gateway call that takes longer counts as a transient failure.
+    pub send_timeout: Duration,
+    /// Final messages older than this are deleted by the retention task.
+    pub retention: Duration,
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let lane = |workers, batch| LaneConfig { workers, batch };
+        EngineConfig {
+            // P0 P1 P2 P3 P4: P0 and P4 take small batches so nothing waits behind a batch.
+            lanes: [lane(8, 4), lane(4, 16), lane(16, 32), lane(16, 32), lane(4, 8)],
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+            idle_poll: Duration::from_millis(100),
+            send_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn lane(&self, lane: Priority) -> LaneConfig {
+        self.lanes[lane.index()]
+    }
+
+    pub fn total_workers(&self) -> usize {
+        self.lanes.iter().map(|l| l.workers).sum()
+    }
+}
+
+/// Everything the API and the workers share.
+pub struct Herald {
+    pub store: Arc<dyn MessageStore>,
+    pub queue: Arc<dyn LaneQueue>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub tenants: Arc<dyn TenantStore>,
+    pub gateways: GatewayRegistry,
+    pub config: EngineConfig,
+    wake: [Notify; 5],
+}
+
+impl Herald {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        queue: Arc<dyn LaneQueue>,
+        templates: Arc<dyn TemplateStore>,
+        tenants: Arc<dyn TenantStore>,
+        gateways: GatewayRegistry,
+        config: EngineConfig,
+    ) -> Herald {
+        Herald { store, queue, templates, tenants, gateways, config, wake: Default::default() }
+    }
+
+    /// Tells a lane's idle workers that work arrived.
+    pub fn wake(&self, lane: Priority, many: bool) {
+        let notify = &self.wake[lane.index()];
+        if many {
+            notify.notify_waiters();
+        }
+        notify.notify_one();
+    }
+
+    pub(crate) fn waker(&self, lane: Priority) -> &Notify {
+        &self.wake[lane.index()]
+    }
+}
+
+pub mod messages;
+pub use messages::CancelOutcome;

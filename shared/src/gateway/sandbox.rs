@@ -1,0 +1,191 @@
+//! The sandbox gateway: every channel, no account. It answers like the SES mailbox simulator
+//! and Twilio's test numbers, and reports delivery callbacks back into the engine, so the
+//! whole lifecycle is visible locally.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::domain::{Channel, MessageId, Priority};
+use crate::ports::{
+    Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
+};
+
+pub const SANDBOX: &str = "sandbox";
+const SES_SIMULATOR_DOMAIN: &str = "simulator.amazonses.com";
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Simulated provider latency per send.
+    pub latency: Duration,
+    /// Share of sends (0..=1) that fail with a transient error.
+    pub failure_rate: f64,
+    /// How long after a send the provider's callback arrives.
+    pub callback_delay: Duration,
+    /// Append-only record of every accepted send, outside the process's memory.
+    pub send_log: Option<PathBuf>,
+    /// Keep hand-offs in memory too (tests and the benchmark read them).
+    pub record_handoffs: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            latency: Duration::ZERO,
+            failure_rate: 0.0,
+            callback_delay: Duration::from_millis(20),
+            send_log: None,
+            record_handoffs: false,
+        }
+    }
+}
+
+/// One hand-off as the sandbox saw it.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    pub message_id: MessageId,
+    pub priority: Priority,
+    pub attempt: u32,
+    pub at_micros: i64,
+}
+
+pub struct SandboxGateway {
+    config: SandboxConfig,
+    log: Option<Mutex<File>>,
+    handoffs: Arc<Mutex<Vec<Handoff>>>,
+    callbacks: mpsc::UnboundedSender<ProviderEvent>,
+}
+
+/// What the simulator does with a recipient.
+enum Behaviour {
+    Deliver,
+    Bounce { permanent: bool, reason: &'static str },
+    Complain,
+    Reject { code: &'static str, message: &'static str },
+}
+
+fn behaviour(channel: Channel, to: &str) -> Behaviour {
+    match channel {
+        Channel::Email => {
+            let (local, domain) = to.rsplit_once('@').unwrap_or((to, ""));
+            if !domain.eq_ignore_ascii_case(SES_SIMULATOR_DOMAIN) {
+                return Behaviour::Deliver;
+            }
+            match local.split('+').next().unwrap_or(local) {
+                "bounce" => Behaviour::Bounce { permanent: true, reason: "General: mailbox does not exist" },
+                "suppressionlist" => {
+                    Behaviour::Bounce { permanent: true, reason: "Suppressed: address is on the account suppression list" }
+                }
+                "complaint" => Behaviour::Complain,
+                _ => Behaviour::Deliver, // success@, ooto@ (delivers, with an auto-reply)
+            }
+        }
+        Channel::Sms => match to {
+            "+15005550001" => Behaviour::Reject { code: "21211", message: "The 'To' number is not a valid phone number" },
+            "+15005550009" => Behaviour::Reject { code: "21612", message: "The 'To' phone number is not currently reachable via SMS" },
+            _ => Behaviour::Deliver,
+        },
+        Channel::Push if to.starts_with("unregistered") => {
+            Behaviour::Reject { code: "UNREGISTERED", message: "the registration token is not registered" }
+        }
+        Channel::Push => Behaviour::Deliver,
+    }
+}
+
+impl SandboxGateway {
+    /// Returns the gateway and the stream of callbacks it will produce.
+    pub fn new(config: SandboxConfig) -> std::io::Result<(SandboxGateway, mpsc::UnboundedReceiver<ProviderEvent>)> {
+        let log = match &config.send_log {
+            Some(path) => Some(Mutex::new(OpenOptions::new().create(true).append(true).open(path)?)),
+            None => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((SandboxGateway { config, log, handoffs: Arc::default(), callbacks: tx }, rx))
+    }
+
+    /// The in-memory hand-off record (empty unless `record_handoffs`).
+    pub fn handoffs(&self) -> Arc<Mutex<Vec<Handoff>>> {
+        self.handoffs.clone()
+    }
+
+    fn record(&self, m: &OutboundMessage) -> Result<(), GatewayError> {
+        let at_micros = Utc::now().timestamp_micros();
+        if let Some(log) = &self.log {
+            // One write(2) per send: it survives a kill -9 of this process.
+            let line = format!("{at_micros}\t{}\t{}\t{}\n", m.id, m.attempt, m.priority);
+            log.lock()
+                .write_all(line.as_bytes())
+                .map_err(|e| GatewayError::Transient(format!("sandbox send log: {e}")))?;
+        }
+        if self.config.record_handoffs {
+            self.handoffs.lock().push(Handoff { message_id: m.id, priority: m.priority, attempt: m.attempt, at_micros });
+        }
+        Ok(())
+    }
+
+    fn schedule_callbacks(&self, provider_message_id: String, kinds: Vec<(ProviderEventKind, serde_json::Value)>) {
+        let tx = self.callbacks.clone();
+        let delay = self.config.callback_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for (kind, detail) in kinds {
+                let event = ProviderEvent {
+                    gateway: SANDBOX.into(),
+                    provider_message_id: provider_message_id.clone(),
+                    kind,
+                    at: Utc::now(),
+                    detail,
+                };
+                if tx.send(event).is_err() {
+                    return; // engine shut down
+                }
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Gateway for SandboxGateway {
+    fn name(&self) -> &str {
+        SANDBOX
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &Channel::ALL
+    }
+
+    async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
+        if !self.config.latency.is_zero() {
+            tokio::time::sleep(self.config.latency).await;
+        }
+        if self.config.failure_rate > 0.0 && rand::thread_rng().gen_bool(self.config.failure_rate.clamp(0.0, 1.0)) {
+            return Err(GatewayError::Transient("sandbox: simulated provider failure (503)".into()));
+        }
+        let callbacks = match behaviour(m.channel, &m.to) {
+            Behaviour::Reject { code, message } => {
+                return Err(GatewayError::Permanent { code: code.into(), message: message.into() })
+            }
+            Behaviour::Deliver => vec![(ProviderEventKind::Delivered, json!({ "smtp_response": "250 2.6.0 Message received" }))],
+            Behaviour::Bounce { permanent, reason } => {
+                vec![(ProviderEventKind::Bounced { permanent }, json!({ "bounce_type": "Permanent", "diagnostic": reason }))]
+            }
+            Behaviour::Complain => vec![
+                (ProviderEventKind::Delivered, json!({ "smtp_response": "250 2.6.0 Message received" })),
+                (ProviderEventKind::Complained, json!({ "feedback_type": "abuse" })),
+            ],
+        };
+        self.record(m)?;
+        let provider_message_id = format!("sbx-{}-{}", m.id.as_uuid().simple(), m.attempt);
+        self.schedule_callbacks(provider_message_id.clone(), callbacks);
+        Ok(GatewayReceipt { provider_message_id })
+    }
+}
