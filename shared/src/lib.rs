@@ -4,7 +4,11 @@
 pub mod domain;
 pub mod ports;
 
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
+pub mod api;
 pub mod engine;
 pub mod gateway;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+#[cfg(feature = "sqlite")]
+pub mod embedded;

@@ -1,1 +1,40 @@
-fn main(){}
+//! `herald`: the embedded server, key management, a small HTTP client, and the benchmark.
+
+mod bench;
+mod cli;
+mod client;
+mod config;
+mod keys;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Keys(cmd) => keys::run(cmd).await,
+            cli::Command::Send(args) => client::send(args).await,
+            cli::Command::Status(args) => client::status(args).await,
+            cli::Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

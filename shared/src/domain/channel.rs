@@ -5,7 +5,9 @@ use super::address::{AddressError, DeviceToken, EmailAddress, PhoneNumber};
 
 /// A delivery channel. Adding one (whatsapp, telegram) means a variant here, its address kind in
 /// [`Recipient`], and a gateway that declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Email,

@@ -23,7 +23,11 @@ impl ContentOrigin {
 }
 
 /// Checks content for a channel; for SMS returns the encoding and segment count to store.
-pub fn check(channel: Channel, c: &Content, origin: ContentOrigin) -> Result<Option<SmsInfo>, FieldError> {
+pub fn check(
+    channel: Channel,
+    c: &Content,
+    origin: ContentOrigin,
+) -> Result<Option<SmsInfo>, FieldError> {
     let absent = |field: &str, v: &Option<String>| match v {
         Some(_) => Err(FieldError::new(
             origin.pointer(field),
@@ -37,7 +41,11 @@ pub fn check(channel: Channel, c: &Content, origin: ContentOrigin) -> Result<Opt
         Channel::Email => {
             let subject = c.subject.as_deref().unwrap_or("");
             if subject.trim().is_empty() {
-                return Err(FieldError::new(origin.pointer("subject"), "required", "email needs a subject"));
+                return Err(FieldError::new(
+                    origin.pointer("subject"),
+                    "required",
+                    "email needs a subject",
+                ));
             }
             if subject.chars().count() > MAX_SUBJECT_CHARS {
                 return Err(FieldError::new(
@@ -47,10 +55,18 @@ pub fn check(channel: Channel, c: &Content, origin: ContentOrigin) -> Result<Opt
                 ));
             }
             if subject.contains(['\r', '\n']) {
-                return Err(FieldError::new(origin.pointer("subject"), "invalid", "subject must be one line"));
+                return Err(FieldError::new(
+                    origin.pointer("subject"),
+                    "invalid",
+                    "subject must be one line",
+                ));
             }
             if !non_empty(&c.body) && !non_empty(&c.html) {
-                return Err(FieldError::new(origin.pointer("body"), "required", "email needs a body or html"));
+                return Err(FieldError::new(
+                    origin.pointer("body"),
+                    "required",
+                    "email needs a body or html",
+                ));
             }
             Ok(None)
         }
@@ -59,7 +75,11 @@ pub fn check(channel: Channel, c: &Content, origin: ContentOrigin) -> Result<Opt
             absent("html", &c.html)?;
             let body = c.body.as_deref().unwrap_or("");
             if body.is_empty() {
-                return Err(FieldError::new(origin.pointer("body"), "required", "sms needs a body"));
+                return Err(FieldError::new(
+                    origin.pointer("body"),
+                    "required",
+                    "sms needs a body",
+                ));
             }
             let info = sms::analyze(body);
             if info.segments > MAX_SMS_SEGMENTS {
@@ -78,9 +98,16 @@ pub fn check(channel: Channel, c: &Content, origin: ContentOrigin) -> Result<Opt
         Channel::Push => {
             absent("html", &c.html)?;
             if !non_empty(&c.body) {
-                return Err(FieldError::new(origin.pointer("body"), "required", "push needs a body"));
+                return Err(FieldError::new(
+                    origin.pointer("body"),
+                    "required",
+                    "push needs a body",
+                ));
             }
-            if c.subject.as_deref().is_some_and(|s| s.chars().count() > MAX_PUSH_TITLE_CHARS) {
+            if c.subject
+                .as_deref()
+                .is_some_and(|s| s.chars().count() > MAX_PUSH_TITLE_CHARS)
+            {
                 return Err(FieldError::new(
                     origin.pointer("subject"),
                     "too_long",
@@ -97,40 +124,110 @@ mod tests {
     use super::*;
 
     fn content(subject: Option<&str>, body: Option<&str>, html: Option<&str>) -> Content {
-        Content { subject: subject.map(Into::into), body: body.map(Into::into), html: html.map(Into::into) }
+        Content {
+            subject: subject.map(Into::into),
+            body: body.map(Into::into),
+            html: html.map(Into::into),
+        }
     }
 
     #[test]
     fn email_rules() {
-        assert!(check(Channel::Email, &content(Some("Hi"), Some("x"), None), ContentOrigin::Inline).is_ok());
-        assert!(check(Channel::Email, &content(Some("Hi"), None, Some("<p>")), ContentOrigin::Inline).is_ok());
+        assert!(check(
+            Channel::Email,
+            &content(Some("Hi"), Some("x"), None),
+            ContentOrigin::Inline
+        )
+        .is_ok());
+        assert!(check(
+            Channel::Email,
+            &content(Some("Hi"), None, Some("<p>")),
+            ContentOrigin::Inline
+        )
+        .is_ok());
         let long = "s".repeat(999);
-        let err = check(Channel::Email, &content(Some(&long), Some("x"), None), ContentOrigin::Inline).unwrap_err();
+        let err = check(
+            Channel::Email,
+            &content(Some(&long), Some("x"), None),
+            ContentOrigin::Inline,
+        )
+        .unwrap_err();
         assert_eq!((err.pointer.as_str(), err.code), ("/subject", "too_long"));
         let ok998 = "s".repeat(998);
-        assert!(check(Channel::Email, &content(Some(&ok998), Some("x"), None), ContentOrigin::Inline).is_ok());
-        let err = check(Channel::Email, &content(Some("a\r\nBcc: x"), Some("x"), None), ContentOrigin::Inline).unwrap_err();
+        assert!(check(
+            Channel::Email,
+            &content(Some(&ok998), Some("x"), None),
+            ContentOrigin::Inline
+        )
+        .is_ok());
+        let err = check(
+            Channel::Email,
+            &content(Some("a\r\nBcc: x"), Some("x"), None),
+            ContentOrigin::Inline,
+        )
+        .unwrap_err();
         assert_eq!(err.code, "invalid");
-        let err = check(Channel::Email, &content(Some("Hi"), None, None), ContentOrigin::Template).unwrap_err();
+        let err = check(
+            Channel::Email,
+            &content(Some("Hi"), None, None),
+            ContentOrigin::Template,
+        )
+        .unwrap_err();
         assert_eq!(err.pointer, "/template");
     }
 
     #[test]
     fn sms_segments_are_stored_and_limited() {
-        let info = check(Channel::Sms, &content(None, Some("hello"), None), ContentOrigin::Inline).unwrap().unwrap();
+        let info = check(
+            Channel::Sms,
+            &content(None, Some("hello"), None),
+            ContentOrigin::Inline,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(info.segments, 1);
         let ten = "a".repeat(153 * 10);
-        assert_eq!(check(Channel::Sms, &content(None, Some(&ten), None), ContentOrigin::Inline).unwrap().unwrap().segments, 10);
+        assert_eq!(
+            check(
+                Channel::Sms,
+                &content(None, Some(&ten), None),
+                ContentOrigin::Inline
+            )
+            .unwrap()
+            .unwrap()
+            .segments,
+            10
+        );
         let eleven = "a".repeat(153 * 10 + 1);
-        let err = check(Channel::Sms, &content(None, Some(&eleven), None), ContentOrigin::Inline).unwrap_err();
+        let err = check(
+            Channel::Sms,
+            &content(None, Some(&eleven), None),
+            ContentOrigin::Inline,
+        )
+        .unwrap_err();
         assert_eq!(err.code, "too_many_segments");
-        let err = check(Channel::Sms, &content(Some("x"), Some("y"), None), ContentOrigin::Inline).unwrap_err();
+        let err = check(
+            Channel::Sms,
+            &content(Some("x"), Some("y"), None),
+            ContentOrigin::Inline,
+        )
+        .unwrap_err();
         assert_eq!(err.code, "not_allowed");
     }
 
     #[test]
     fn push_needs_a_body() {
-        assert!(check(Channel::Push, &content(Some("Title"), Some("b"), None), ContentOrigin::Inline).is_ok());
-        assert!(check(Channel::Push, &content(Some("Title"), None, None), ContentOrigin::Inline).is_err());
+        assert!(check(
+            Channel::Push,
+            &content(Some("Title"), Some("b"), None),
+            ContentOrigin::Inline
+        )
+        .is_ok());
+        assert!(check(
+            Channel::Push,
+            &content(Some("Title"), None, None),
+            ContentOrigin::Inline
+        )
+        .is_err());
     }
 }

@@ -28,7 +28,15 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(pointer: impl Into<String>, code: &'static str, detail: impl Into<String>) -> FieldError {
-        FieldError { pointer: pointer.into(), code, detail: detail.into() }
+    pub fn new(
+        pointer: impl Into<String>,
+        code: &'static str,
+        detail: impl Into<String>,
+    ) -> FieldError {
+        FieldError {
+            pointer: pointer.into(),
+            code,
+            detail: detail.into(),
+        }
     }
 }

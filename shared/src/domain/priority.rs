@@ -3,7 +3,9 @@ use utoipa::ToSchema;
 
 /// A priority lane. P0 is emergency broadcast and never waits behind another lane; P2 and P3 are
 /// the bulk lanes that may use only a share of shared budgets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum Priority {
     P0,
     P1,
@@ -13,7 +15,13 @@ pub enum Priority {
 }
 
 impl Priority {
-    pub const ALL: [Priority; 5] = [Priority::P0, Priority::P1, Priority::P2, Priority::P3, Priority::P4];
+    pub const ALL: [Priority; 5] = [
+        Priority::P0,
+        Priority::P1,
+        Priority::P2,
+        Priority::P3,
+        Priority::P4,
+    ];
 
     /// Position in the order of claim on shared budgets: P0 first, then P1, P4 (transactional, never
     /// starved), and the bulk lanes last.

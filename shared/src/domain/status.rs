@@ -3,7 +3,9 @@ use utoipa::ToSchema;
 
 /// Where a message is in its life. Every change is a compare-and-set from an allowed set of
 /// current states (see [`MessageStatus::can_become`]) and appends a delivery event of the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     Queued,
@@ -58,7 +60,10 @@ impl MessageStatus {
 
     /// Handed to a gateway at least once.
     pub fn reached_gateway(self) -> bool {
-        matches!(self, Sending | Sent | Delivered | Opened | Clicked | Bounced | Complained)
+        matches!(
+            self,
+            Sending | Sent | Delivered | Opened | Clicked | Bounced | Complained
+        )
     }
 
     /// Nothing more will be sent for this message (provider callbacks may still add events).
@@ -132,7 +137,10 @@ mod tests {
     fn names_round_trip() {
         for st in MessageStatus::ALL {
             assert_eq!(MessageStatus::parse(st.as_str()), Some(st));
-            assert_eq!(serde_json::to_value(st).ok(), Some(serde_json::json!(st.as_str())));
+            assert_eq!(
+                serde_json::to_value(st).ok(),
+                Some(serde_json::json!(st.as_str()))
+            );
         }
     }
 }

@@ -15,7 +15,8 @@ impl TemplateName {
     pub fn parse(s: &str) -> Result<TemplateName, String> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(TemplateName(s.to_owned()))
         } else {
@@ -55,7 +56,11 @@ pub enum TemplateError {
 }
 
 // Part names double as template file names; the `.html` suffix turns on HTML auto-escaping.
-const PARTS: [(&str, &str); 3] = [("subject", "subject.txt"), ("text", "text.txt"), ("html", "html.html")];
+const PARTS: [(&str, &str); 3] = [
+    ("subject", "subject.txt"),
+    ("text", "text.txt"),
+    ("html", "html.html"),
+];
 
 /// A template compiled once, rendered per recipient (bulk sends render thousands).
 pub struct CompiledTemplate<'a> {
@@ -72,7 +77,10 @@ impl<'a> CompiledTemplate<'a> {
         for (i, ((part, file), source)) in PARTS.iter().zip(sources).enumerate() {
             if let Some(src) = source {
                 env.add_template(file, src)
-                    .map_err(|e| TemplateError::Syntax { part, detail: e.to_string() })?;
+                    .map_err(|e| TemplateError::Syntax {
+                        part,
+                        detail: e.to_string(),
+                    })?;
                 present[i] = true;
             }
         }
@@ -86,7 +94,13 @@ impl<'a> CompiledTemplate<'a> {
             if !self.present[i] {
                 continue;
             }
-            let tmpl = self.env.get_template(file).map_err(|e| TemplateError::Render { part, detail: e.to_string() })?;
+            let tmpl = self
+                .env
+                .get_template(file)
+                .map_err(|e| TemplateError::Render {
+                    part,
+                    detail: e.to_string(),
+                })?;
             match tmpl.render(data) {
                 Ok(s) => out[i] = Some(s),
                 Err(e) if e.kind() == ErrorKind::UndefinedError => {
@@ -97,15 +111,27 @@ impl<'a> CompiledTemplate<'a> {
                         .collect();
                     names.sort();
                     if names.is_empty() {
-                        return Err(TemplateError::Render { part, detail: e.to_string() });
+                        return Err(TemplateError::Render {
+                            part,
+                            detail: e.to_string(),
+                        });
                     }
                     return Err(TemplateError::MissingVariables { names });
                 }
-                Err(e) => return Err(TemplateError::Render { part, detail: e.to_string() }),
+                Err(e) => {
+                    return Err(TemplateError::Render {
+                        part,
+                        detail: e.to_string(),
+                    })
+                }
             }
         }
         let [subject, body, html] = out;
-        Ok(Content { subject, body, html })
+        Ok(Content {
+            subject,
+            body,
+            html,
+        })
     }
 
     fn is_global(&self, name: &str) -> bool {
@@ -143,8 +169,15 @@ mod tests {
 
     #[test]
     fn renders_all_parts_and_escapes_only_html() {
-        let t = template("Hi {{ name }}", "Hello {{ name }}", "<p>Hello {{ name }}</p>");
-        let c = CompiledTemplate::compile(&t).unwrap().render(&json!({"name": "<Bob>"})).unwrap();
+        let t = template(
+            "Hi {{ name }}",
+            "Hello {{ name }}",
+            "<p>Hello {{ name }}</p>",
+        );
+        let c = CompiledTemplate::compile(&t)
+            .unwrap()
+            .render(&json!({"name": "<Bob>"}))
+            .unwrap();
         assert_eq!(c.subject.as_deref(), Some("Hi <Bob>"));
         assert_eq!(c.body.as_deref(), Some("Hello <Bob>"));
         assert_eq!(c.html.as_deref(), Some("<p>Hello &lt;Bob&gt;</p>"));
@@ -153,14 +186,25 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         let t = template("Hi {{ user.name }}", "{{ code }}", "x");
-        let err = CompiledTemplate::compile(&t).unwrap().render(&json!({"user": {}})).unwrap_err();
-        assert_eq!(err, TemplateError::MissingVariables { names: vec!["user.name".into()] });
+        let err = CompiledTemplate::compile(&t)
+            .unwrap()
+            .render(&json!({"user": {}}))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::MissingVariables {
+                names: vec!["user.name".into()]
+            }
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_part() {
         let t = template("ok", "{% if %}", "x");
-        assert!(matches!(CompiledTemplate::compile(&t), Err(TemplateError::Syntax { part: "text", .. })));
+        assert!(matches!(
+            CompiledTemplate::compile(&t),
+            Err(TemplateError::Syntax { part: "text", .. })
+        ));
     }
 
     #[test]

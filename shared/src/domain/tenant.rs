@@ -10,11 +10,14 @@ impl TenantId {
     pub fn parse(s: &str) -> Result<TenantId, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {
             Ok(TenantId(s.to_owned()))
         } else {
-            Err(format!("tenant name {s:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"))
+            Err(format!(
+                "tenant name {s:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
+            ))
         }
     }
 
@@ -44,9 +47,14 @@ impl ApiKey {
     pub fn generate() -> ApiKey {
         let mut rng = rand::thread_rng();
         let mut pick = |n: usize| -> String {
-            (0..n).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+            (0..n)
+                .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+                .collect()
         };
-        ApiKey { prefix: pick(8), secret: pick(38) }
+        ApiKey {
+            prefix: pick(8),
+            secret: pick(38),
+        }
     }
 
     /// Splits a presented key into prefix and the whole; `None` when it is not shaped like a key.
@@ -54,7 +62,10 @@ impl ApiKey {
         let rest = presented.strip_prefix("hk_")?;
         let (prefix, secret) = rest.split_once('_')?;
         let valid = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| ALPHABET.contains(&b));
-        (valid(prefix, 8) && valid(secret, 38)).then(|| ApiKey { prefix: prefix.into(), secret: secret.into() })
+        (valid(prefix, 8) && valid(secret, 38)).then(|| ApiKey {
+            prefix: prefix.into(),
+            secret: secret.into(),
+        })
     }
 
     pub fn expose(&self) -> String {
@@ -86,7 +97,13 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        for bad in ["", "hk_", "hk_abc_def", "sk_abcdefgh_0123456789012345678901234567890123456", "hk_ABCDEFGH_xx"] {
+        for bad in [
+            "",
+            "hk_",
+            "hk_abc_def",
+            "sk_abcdefgh_0123456789012345678901234567890123456",
+            "hk_ABCDEFGH_xx",
+        ] {
             assert!(ApiKey::parse(bad).is_none(), "{bad}");
         }
     }

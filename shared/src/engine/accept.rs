@@ -8,8 +8,8 @@ use super::Herald;
 use crate::domain::content::{self, ContentOrigin};
 use crate::domain::template::{CompiledTemplate, TemplateError};
 use crate::domain::{
-    Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Recipient, Template, TemplateName,
-    TenantId,
+    Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Recipient,
+    Template, TemplateName, TenantId,
 };
 use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
 
@@ -115,19 +115,41 @@ impl Herald {
         idempotency: Option<IdempotencyInput>,
     ) -> Result<Accepted<SendOutcome>, AcceptError> {
         let template = self.load_template(tenant, &draft.envelope.content).await?;
-        let compiled = template.as_ref().map(CompiledTemplate::compile).transpose().map_err(AcceptError::Template)?;
+        let compiled = template
+            .as_ref()
+            .map(CompiledTemplate::compile)
+            .transpose()
+            .map_err(AcceptError::Template)?;
         let (content, origin) = match (&draft.envelope.content, &compiled) {
             (ContentSource::Inline(c), _) => (c.clone(), ContentOrigin::Inline),
-            (ContentSource::Template(_), Some(t)) => {
-                (t.render(&draft.envelope.data).map_err(AcceptError::Template)?, ContentOrigin::Template)
+            (ContentSource::Template(_), Some(t)) => (
+                t.render(&draft.envelope.data)
+                    .map_err(AcceptError::Template)?,
+                ContentOrigin::Template,
+            ),
+            (ContentSource::Template(name), None) => {
+                return Err(AcceptError::TemplateNotFound(name.clone()))
             }
-            (ContentSource::Template(name), None) => return Err(AcceptError::TemplateNotFound(name.clone())),
         };
-        let sms = content::check(draft.envelope.channel, &content, origin).map_err(AcceptError::Invalid)?;
-        let message = new_message(tenant, &draft.envelope, draft.to.as_str(), content, sms, None, None);
-        let outcome = SendOutcome { id: message.id, status: message.status };
+        let sms = content::check(draft.envelope.channel, &content, origin)
+            .map_err(AcceptError::Invalid)?;
+        let message = new_message(
+            tenant,
+            &draft.envelope,
+            draft.to.as_str(),
+            content,
+            sms,
+            None,
+            None,
+        );
+        let outcome = SendOutcome {
+            id: message.id,
+            status: message.status,
+        };
         let lane = message.priority;
-        let replay = self.persist(tenant, vec![message], idempotency, &outcome).await?;
+        let replay = self
+            .persist(tenant, vec![message], idempotency, &outcome)
+            .await?;
         if replay.is_none() {
             self.wake(lane, false);
         }
@@ -143,7 +165,11 @@ impl Herald {
         let env = &draft.envelope;
         let template = self.load_template(tenant, &env.content).await?;
         // Compiled once, rendered per recipient.
-        let compiled = template.as_ref().map(CompiledTemplate::compile).transpose().map_err(AcceptError::Template)?;
+        let compiled = template
+            .as_ref()
+            .map(CompiledTemplate::compile)
+            .transpose()
+            .map_err(AcceptError::Template)?;
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
         let mut rejected = draft.rejected;
         let mut messages = Vec::with_capacity(draft.recipients.len());
@@ -152,12 +178,19 @@ impl Herald {
                 (ContentSource::Inline(c), _) => Ok((c.clone(), ContentOrigin::Inline)),
                 (_, Some(t)) => {
                     let data = merge_data(&env.data, r.data.as_ref());
-                    t.render(&data).map(|c| (c, ContentOrigin::Template)).map_err(|e| e.to_string())
+                    t.render(&data)
+                        .map(|c| (c, ContentOrigin::Template))
+                        .map_err(|e| e.to_string())
                 }
-                (ContentSource::Template(name), None) => return Err(AcceptError::TemplateNotFound(name.clone())),
+                (ContentSource::Template(name), None) => {
+                    return Err(AcceptError::TemplateNotFound(name.clone()))
+                }
             };
-            let checked = rendered
-                .and_then(|(c, origin)| content::check(env.channel, &c, origin).map(|sms| (c, sms)).map_err(|e| e.detail));
+            let checked = rendered.and_then(|(c, origin)| {
+                content::check(env.channel, &c, origin)
+                    .map(|sms| (c, sms))
+                    .map_err(|e| e.detail)
+            });
             match checked {
                 Ok((content, sms)) => messages.push(new_message(
                     tenant,
@@ -168,13 +201,26 @@ impl Herald {
                     Some(bulk_id.clone()),
                     r.external_id,
                 )),
-                Err(reason) => rejected.push(RejectedRecipient { index: r.index, reason }),
+                Err(reason) => rejected.push(RejectedRecipient {
+                    index: r.index,
+                    reason,
+                }),
             }
         }
         rejected.sort_by_key(|r| r.index);
-        let suppressed = messages.iter().filter(|m| m.status == MessageStatus::Suppressed).count();
-        let outcome = BulkOutcome { bulk_id, queued: messages.len() - suppressed, suppressed, rejected };
-        let replay = self.persist(tenant, messages, idempotency, &outcome).await?;
+        let suppressed = messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Suppressed)
+            .count();
+        let outcome = BulkOutcome {
+            bulk_id,
+            queued: messages.len() - suppressed,
+            suppressed,
+            rejected,
+        };
+        let replay = self
+            .persist(tenant, messages, idempotency, &outcome)
+            .await?;
         if replay.is_none() {
             self.wake(env.priority, true);
         }
@@ -186,8 +232,14 @@ impl Herald {
         tenant: &TenantId,
         source: &ContentSource,
     ) -> Result<Option<Template>, AcceptError> {
-        let ContentSource::Template(name) = source else { return Ok(None) };
-        let template = self.templates.get(tenant, name).await?.ok_or_else(|| AcceptError::TemplateNotFound(name.clone()))?;
+        let ContentSource::Template(name) = source else {
+            return Ok(None);
+        };
+        let template = self
+            .templates
+            .get(tenant, name)
+            .await?
+            .ok_or_else(|| AcceptError::TemplateNotFound(name.clone()))?;
         Ok(Some(template))
     }
 
@@ -206,12 +258,20 @@ impl Herald {
             response_status: ACCEPTED,
             response_body: serde_json::to_string(response).unwrap_or_default(),
         });
-        match self.store.accept(AcceptBatch { messages, idempotency: record }).await? {
+        match self
+            .store
+            .accept(AcceptBatch {
+                messages,
+                idempotency: record,
+            })
+            .await?
+        {
             AcceptOutcome::Accepted => Ok(None),
             AcceptOutcome::KeyExists(existing) => match idempotency {
-                Some(i) if i.request_hash == existing.request_hash => {
-                    Ok(Some(Accepted::Replay { status: existing.response_status, body: existing.response_body }))
-                }
+                Some(i) if i.request_hash == existing.request_hash => Ok(Some(Accepted::Replay {
+                    status: existing.response_status,
+                    body: existing.response_body,
+                })),
                 _ => Err(AcceptError::KeyReused),
             },
         }

@@ -13,7 +13,8 @@ use super::Herald;
 use crate::domain::{Message, MessageStatus, Priority};
 use crate::gateway::Outcome;
 use crate::ports::{
-    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Transition, TransitionOutcome,
+    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Transition,
+    TransitionOutcome,
 };
 
 /// What to do with a queue receipt after handling it.
@@ -26,13 +27,17 @@ enum Disposition {
 }
 
 /// Starts every lane's workers; they stop when `shutdown` turns true.
-pub fn spawn_workers(herald: Arc<Herald>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_workers(
+    herald: Arc<Herald>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
     for lane in Priority::ALL {
         for worker in 0..herald.config.lane(lane).workers {
             let (h, rx) = (herald.clone(), shutdown.clone());
             handles.push(tokio::spawn(
-                async move { lane_worker(h, lane, rx).await }.instrument(info_span!("lane", %lane, worker)),
+                async move { lane_worker(h, lane, rx).await }
+                    .instrument(info_span!("lane", %lane, worker)),
             ));
         }
     }
@@ -46,7 +51,11 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
         let notified = herald.waker(lane).notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let deliveries = match herald.queue.receive(lane, cfg.batch, herald.config.visibility_timeout).await {
+        let deliveries = match herald
+            .queue
+            .receive(lane, cfg.batch, herald.config.visibility_timeout)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "receive failed; backing off");
@@ -68,7 +77,11 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
             match herald.dispatch(&delivery).await {
                 Disposition::Done => done.push(delivery.receipt),
                 Disposition::RetryIn(delay) => {
-                    if let Err(e) = herald.queue.retry_after(lane, delivery.receipt, delay).await {
+                    if let Err(e) = herald
+                        .queue
+                        .retry_after(lane, delivery.receipt, delay)
+                        .await
+                    {
                         warn!(error = %e, "could not re-time a receipt; it returns after the visibility timeout");
                     }
                 }
@@ -79,7 +92,10 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
         }
         // On shutdown, hand back what this worker received but did not start.
         for rest in pending {
-            let _ = herald.queue.retry_after(lane, rest.receipt, Duration::ZERO).await;
+            let _ = herald
+                .queue
+                .retry_after(lane, rest.receipt, Duration::ZERO)
+                .await;
         }
         if let Err(e) = herald.queue.ack(lane, done).await {
             // Not lost: the receipts come back and their claims fail harmlessly.
@@ -91,9 +107,16 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
 impl Herald {
     async fn dispatch(&self, d: &Delivery) -> Disposition {
         let now = Utc::now();
-        let claimed = match self.store.claim(d.message_id, now, self.config.visibility_timeout).await {
+        let claimed = match self
+            .store
+            .claim(d.message_id, now, self.config.visibility_timeout)
+            .await
+        {
             Ok(ClaimOutcome::Claimed(m)) => m,
-            Ok(ClaimOutcome::NotClaimable { lease_until: Some(until), .. }) => {
+            Ok(ClaimOutcome::NotClaimable {
+                lease_until: Some(until),
+                ..
+            }) => {
                 // Another worker holds a live claim; look again when it runs out.
                 return Disposition::RetryIn((until - now).to_std().unwrap_or_default());
             }
@@ -130,26 +153,38 @@ impl Herald {
             correlation_id: m.correlation_id.clone(),
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.send_timeout, gateway.send(&outbound)).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::Transient(format!("no answer within {:?}", self.config.send_timeout))),
-        };
+        let result =
+            match tokio::time::timeout(self.config.send_timeout, gateway.send(&outbound)).await {
+                Ok(r) => r,
+                Err(_) => Err(GatewayError::Transient(format!(
+                    "no answer within {:?}",
+                    self.config.send_timeout
+                ))),
+            };
         let latency = started.elapsed();
         let name = gateway.name().to_owned();
         let route = json!({ "gateway": name, "route_reason": reason, "attempt": m.attempts });
         match result {
             Ok(receipt) => {
-                self.gateways.health().record(&name, Outcome::Success, latency);
+                self.gateways
+                    .health()
+                    .record(&name, Outcome::Success, latency);
                 let mut t = self.outcome(&m, MessageStatus::Sent);
                 t.gateway = Some(name);
                 t.provider_message_id = Some(receipt.provider_message_id.clone());
-                t.detail = with(route, "provider_message_id", json!(receipt.provider_message_id));
+                t.detail = with(
+                    route,
+                    "provider_message_id",
+                    json!(receipt.provider_message_id),
+                );
                 t.detail["latency_ms"] = json!(latency.as_millis() as u64);
                 self.record(t).await;
                 Disposition::Done
             }
             Err(GatewayError::Throttled { retry_after }) => {
-                self.gateways.health().record(&name, Outcome::Throttled, latency);
+                self.gateways
+                    .health()
+                    .record(&name, Outcome::Throttled, latency);
                 let delay = retry_after.unwrap_or(Duration::from_secs(1));
                 let mut t = self.outcome(&m, MessageStatus::Deferred);
                 t.attempts = AttemptChange::GiveBack;
@@ -159,11 +194,17 @@ impl Herald {
                 Disposition::RetryIn(delay)
             }
             Err(GatewayError::Transient(error)) => {
-                self.gateways.health().record(&name, Outcome::Transient, latency);
+                self.gateways
+                    .health()
+                    .record(&name, Outcome::Transient, latency);
                 if m.attempts >= self.config.max_attempts {
                     let mut t = self.outcome(&m, MessageStatus::Failed);
                     t.last_error = Some(error.clone());
-                    t.detail = with(route, "error", json!(format!("attempts exhausted: {error}")));
+                    t.detail = with(
+                        route,
+                        "error",
+                        json!(format!("attempts exhausted: {error}")),
+                    );
                     self.record(t).await;
                     return Disposition::Done;
                 }
@@ -176,7 +217,9 @@ impl Herald {
                 Disposition::RetryIn(delay)
             }
             Err(GatewayError::Permanent { code, message }) => {
-                self.gateways.health().record(&name, Outcome::Permanent, latency);
+                self.gateways
+                    .health()
+                    .record(&name, Outcome::Permanent, latency);
                 let mut t = self.outcome(&m, MessageStatus::Failed);
                 t.last_error = Some(format!("{code}: {message}"));
                 t.detail = with(route, "error", json!({ "code": code, "message": message }));
@@ -208,7 +251,10 @@ impl Herald {
 
     /// Exponential back-off with full jitter.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.config.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let cap = exp.min(self.config.backoff_max);
         let millis = cap.as_millis().max(1) as u64;
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))

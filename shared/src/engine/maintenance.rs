@@ -13,7 +13,8 @@ use super::Herald;
 pub async fn purge_once(herald: &Herald) -> u64 {
     let now = Utc::now();
     let cutoff = now - chrono::Duration::from_std(herald.config.retention).unwrap_or_default();
-    let keys_cutoff = now - chrono::Duration::from_std(herald.config.idempotency_ttl).unwrap_or_default();
+    let keys_cutoff =
+        now - chrono::Duration::from_std(herald.config.idempotency_ttl).unwrap_or_default();
     match herald.store.purge(cutoff, keys_cutoff).await {
         Ok(n) => {
             if n > 0 {
@@ -28,7 +29,11 @@ pub async fn purge_once(herald: &Herald) -> u64 {
     }
 }
 
-pub async fn run_retention(herald: Arc<Herald>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_retention(
+    herald: Arc<Herald>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         purge_once(&herald).await;
         tokio::select! {

@@ -26,13 +26,19 @@ impl Herald {
 
     /// Cancel is a compare-and-set from `queued`/`deferred`; the claim at hand-off is the other
     /// side of the same race, so exactly one of them wins.
-    pub async fn cancel(&self, tenant: &TenantId, id: MessageId) -> Result<CancelOutcome, StoreError> {
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<CancelOutcome, StoreError> {
         let mut t = Transition::new(id, MessageStatus::Cancelled, Utc::now());
         t.tenant = Some(tenant.clone());
         t.detail = json!({ "by": "api" });
         Ok(match self.store.transition(vec![t]).await?.pop() {
             Some(TransitionOutcome::Applied) => CancelOutcome::Cancelled,
-            Some(TransitionOutcome::Conflict { current: MessageStatus::Cancelled }) => CancelOutcome::Cancelled,
+            Some(TransitionOutcome::Conflict {
+                current: MessageStatus::Cancelled,
+            }) => CancelOutcome::Cancelled,
             Some(TransitionOutcome::Conflict { current }) => CancelOutcome::TooLate(current),
             Some(TransitionOutcome::NotFound) | None => CancelOutcome::NotFound,
         })
@@ -44,10 +50,16 @@ impl Herald {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.store.list_by_status(tenant, MessageStatus::Failed, before, limit).await
+        self.store
+            .list_by_status(tenant, MessageStatus::Failed, before, limit)
+            .await
     }
 
-    pub async fn redrive(&self, tenant: &TenantId, ids: Option<Vec<MessageId>>) -> Result<Vec<MessageId>, StoreError> {
+    pub async fn redrive(
+        &self,
+        tenant: &TenantId,
+        ids: Option<Vec<MessageId>>,
+    ) -> Result<Vec<MessageId>, StoreError> {
         let redriven = self.store.redrive(tenant, ids, Utc::now()).await?;
         if !redriven.is_empty() {
             for lane in crate::domain::Priority::ALL {

@@ -16,8 +16,8 @@ use crate::gateway::GatewayRegistry;
 use crate::ports::{LaneQueue, MessageStore, TemplateStore, TenantStore};
 
 pub use accept::{
-    AcceptError, Accepted, BulkDraft, Envelope, BulkOutcome, BulkRecipient, ContentSource, IdempotencyInput, RejectedRecipient,
-    SendDraft, SendOutcome,
+    AcceptError, Accepted, BulkDraft, BulkOutcome, BulkRecipient, ContentSource, Envelope,
+    IdempotencyInput, RejectedRecipient, SendDraft, SendOutcome,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,13 @@ impl Default for EngineConfig {
         let lane = |workers, batch| LaneConfig { workers, batch };
         EngineConfig {
             // P0 P1 P2 P3 P4: P0 and P4 take small batches so nothing waits behind a batch.
-            lanes: [lane(8, 4), lane(4, 16), lane(16, 32), lane(16, 32), lane(4, 8)],
+            lanes: [
+                lane(8, 4),
+                lane(4, 16),
+                lane(16, 32),
+                lane(16, 32),
+                lane(4, 8),
+            ],
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 5,
             backoff_base: Duration::from_secs(2),
@@ -93,7 +99,15 @@ impl Herald {
         gateways: GatewayRegistry,
         config: EngineConfig,
     ) -> Herald {
-        Herald { store, queue, templates, tenants, gateways, config, wake: Default::default() }
+        Herald {
+            store,
+            queue,
+            templates,
+            tenants,
+            gateways,
+            config,
+            wake: Default::default(),
+        }
     }
 
     /// Tells a lane's idle workers that work arrived.

@@ -49,7 +49,11 @@ pub async fn run(herald: Arc<Herald>, mut events: mpsc::UnboundedReceiver<Provid
 
 /// Applies one event; false when it arrived before its message was recorded as sent.
 pub async fn apply(herald: &Herald, event: &ProviderEvent) -> bool {
-    let id = match herald.store.find_by_provider_id(&event.gateway, &event.provider_message_id).await {
+    let id = match herald
+        .store
+        .find_by_provider_id(&event.gateway, &event.provider_message_id)
+        .await
+    {
         Ok(Some(id)) => id,
         Ok(None) => return false,
         Err(e) => {
@@ -59,7 +63,8 @@ pub async fn apply(herald: &Herald, event: &ProviderEvent) -> bool {
     };
     let to = target_status(event.kind);
     let mut t = Transition::new(id, to, event.at);
-    let mut detail = json!({ "gateway": event.gateway, "provider_message_id": event.provider_message_id });
+    let mut detail =
+        json!({ "gateway": event.gateway, "provider_message_id": event.provider_message_id });
     if let ProviderEventKind::Bounced { permanent } = event.kind {
         detail["bounce"] = json!(if permanent { "hard" } else { "soft" });
     }
@@ -70,12 +75,18 @@ pub async fn apply(herald: &Herald, event: &ProviderEvent) -> bool {
     }
     t.detail = detail;
     if to == MessageStatus::Failed {
-        t.last_error = event.detail.get("error").and_then(|e| e.as_str()).map(str::to_owned);
+        t.last_error = event
+            .detail
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
     }
     match herald.store.transition(vec![t]).await {
         Ok(r) => match r.first() {
             Some(TransitionOutcome::Applied) => true,
-            Some(TransitionOutcome::Conflict { current: MessageStatus::Sending }) => false,
+            Some(TransitionOutcome::Conflict {
+                current: MessageStatus::Sending,
+            }) => false,
             other => {
                 debug!(%id, %to, outcome = ?other, "provider event ignored");
                 true

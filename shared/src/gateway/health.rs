@@ -66,16 +66,34 @@ impl GatewayHealth {
         let empty = Window::default();
         let w = windows.get(gateway).unwrap_or(&empty);
         let n = w.outcomes.len();
-        let errors = w.outcomes.iter().filter(|(o, _)| *o == Outcome::Transient).count();
-        let error_rate = if n == 0 { 0.0 } else { errors as f64 / n as f64 };
+        let errors = w
+            .outcomes
+            .iter()
+            .filter(|(o, _)| *o == Outcome::Transient)
+            .count();
+        let error_rate = if n == 0 {
+            0.0
+        } else {
+            errors as f64 / n as f64
+        };
         let state = match (n >= MIN_VOLUME, error_rate) {
             (true, r) if r >= 0.5 => "down",
             (true, r) if r >= 0.1 => "degraded",
             _ => "healthy",
         };
-        let mut lat: Vec<f64> = w.outcomes.iter().map(|(_, d)| d.as_secs_f64() * 1000.0).collect();
+        let mut lat: Vec<f64> = w
+            .outcomes
+            .iter()
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .collect();
         lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+        let pct = |p: f64| {
+            if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() - 1) as f64 * p).round() as usize]
+            }
+        };
         HealthSnapshot {
             gateway: gateway.to_owned(),
             state,

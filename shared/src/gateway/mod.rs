@@ -27,7 +27,10 @@ impl GatewayRegistry {
     /// Adds a gateway for every channel it declares, after the ones already there.
     pub fn register(&mut self, gateway: Arc<dyn Gateway>) {
         for channel in gateway.channels() {
-            self.by_channel.entry(*channel).or_default().push(gateway.clone());
+            self.by_channel
+                .entry(*channel)
+                .or_default()
+                .push(gateway.clone());
         }
     }
 
@@ -38,7 +41,11 @@ impl GatewayRegistry {
         if !self.health.is_down(first.name()) {
             return Some((first, "primary healthy"));
         }
-        match candidates.iter().skip(1).find(|g| !self.health.is_down(g.name())) {
+        match candidates
+            .iter()
+            .skip(1)
+            .find(|g| !self.health.is_down(g.name()))
+        {
             Some(next) => Some((next.clone(), "primary down, failover")),
             None => Some((first, "all gateways down, primary")),
         }
@@ -49,6 +56,8 @@ impl GatewayRegistry {
     }
 
     pub fn gateways(&self) -> impl Iterator<Item = (Channel, &Arc<dyn Gateway>)> {
-        self.by_channel.iter().flat_map(|(c, gs)| gs.iter().map(move |g| (*c, g)))
+        self.by_channel
+            .iter()
+            .flat_map(|(c, gs)| gs.iter().map(move |g| (*c, g)))
     }
 }

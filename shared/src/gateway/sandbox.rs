@@ -68,9 +68,15 @@ pub struct SandboxGateway {
 /// What the simulator does with a recipient.
 enum Behaviour {
     Deliver,
-    Bounce { permanent: bool, reason: &'static str },
+    Bounce {
+        permanent: bool,
+        reason: &'static str,
+    },
     Complain,
-    Reject { code: &'static str, message: &'static str },
+    Reject {
+        code: &'static str,
+        message: &'static str,
+    },
 }
 
 fn behaviour(channel: Channel, to: &str) -> Behaviour {
@@ -81,35 +87,58 @@ fn behaviour(channel: Channel, to: &str) -> Behaviour {
                 return Behaviour::Deliver;
             }
             match local.split('+').next().unwrap_or(local) {
-                "bounce" => Behaviour::Bounce { permanent: true, reason: "General: mailbox does not exist" },
-                "suppressionlist" => {
-                    Behaviour::Bounce { permanent: true, reason: "Suppressed: address is on the account suppression list" }
-                }
+                "bounce" => Behaviour::Bounce {
+                    permanent: true,
+                    reason: "General: mailbox does not exist",
+                },
+                "suppressionlist" => Behaviour::Bounce {
+                    permanent: true,
+                    reason: "Suppressed: address is on the account suppression list",
+                },
                 "complaint" => Behaviour::Complain,
                 _ => Behaviour::Deliver, // success@, ooto@ (delivers, with an auto-reply)
             }
         }
         Channel::Sms => match to {
-            "+15005550001" => Behaviour::Reject { code: "21211", message: "The 'To' number is not a valid phone number" },
-            "+15005550009" => Behaviour::Reject { code: "21612", message: "The 'To' phone number is not currently reachable via SMS" },
+            "+15005550001" => Behaviour::Reject {
+                code: "21211",
+                message: "The 'To' number is not a valid phone number",
+            },
+            "+15005550009" => Behaviour::Reject {
+                code: "21612",
+                message: "The 'To' phone number is not currently reachable via SMS",
+            },
             _ => Behaviour::Deliver,
         },
-        Channel::Push if to.starts_with("unregistered") => {
-            Behaviour::Reject { code: "UNREGISTERED", message: "the registration token is not registered" }
-        }
+        Channel::Push if to.starts_with("unregistered") => Behaviour::Reject {
+            code: "UNREGISTERED",
+            message: "the registration token is not registered",
+        },
         Channel::Push => Behaviour::Deliver,
     }
 }
 
 impl SandboxGateway {
     /// Returns the gateway and the stream of callbacks it will produce.
-    pub fn new(config: SandboxConfig) -> std::io::Result<(SandboxGateway, mpsc::UnboundedReceiver<ProviderEvent>)> {
+    pub fn new(
+        config: SandboxConfig,
+    ) -> std::io::Result<(SandboxGateway, mpsc::UnboundedReceiver<ProviderEvent>)> {
         let log = match &config.send_log {
-            Some(path) => Some(Mutex::new(OpenOptions::new().create(true).append(true).open(path)?)),
+            Some(path) => Some(Mutex::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
             None => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        Ok((SandboxGateway { config, log, handoffs: Arc::default(), callbacks: tx }, rx))
+        Ok((
+            SandboxGateway {
+                config,
+                log,
+                handoffs: Arc::default(),
+                callbacks: tx,
+            },
+            rx,
+        ))
     }
 
     /// The in-memory hand-off record (empty unless `record_handoffs`).
@@ -127,12 +156,21 @@ impl SandboxGateway {
                 .map_err(|e| GatewayError::Transient(format!("sandbox send log: {e}")))?;
         }
         if self.config.record_handoffs {
-            self.handoffs.lock().push(Handoff { message_id: m.id, priority: m.priority, attempt: m.attempt, at_micros });
+            self.handoffs.lock().push(Handoff {
+                message_id: m.id,
+                priority: m.priority,
+                attempt: m.attempt,
+                at_micros,
+            });
         }
         Ok(())
     }
 
-    fn schedule_callbacks(&self, provider_message_id: String, kinds: Vec<(ProviderEventKind, serde_json::Value)>) {
+    fn schedule_callbacks(
+        &self,
+        provider_message_id: String,
+        kinds: Vec<(ProviderEventKind, serde_json::Value)>,
+    ) {
         let tx = self.callbacks.clone();
         let delay = self.config.callback_delay;
         tokio::spawn(async move {
@@ -167,25 +205,46 @@ impl Gateway for SandboxGateway {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
-        if self.config.failure_rate > 0.0 && rand::thread_rng().gen_bool(self.config.failure_rate.clamp(0.0, 1.0)) {
-            return Err(GatewayError::Transient("sandbox: simulated provider failure (503)".into()));
+        if self.config.failure_rate > 0.0
+            && rand::thread_rng().gen_bool(self.config.failure_rate.clamp(0.0, 1.0))
+        {
+            return Err(GatewayError::Transient(
+                "sandbox: simulated provider failure (503)".into(),
+            ));
         }
         let callbacks = match behaviour(m.channel, &m.to) {
             Behaviour::Reject { code, message } => {
-                return Err(GatewayError::Permanent { code: code.into(), message: message.into() })
+                return Err(GatewayError::Permanent {
+                    code: code.into(),
+                    message: message.into(),
+                })
             }
-            Behaviour::Deliver => vec![(ProviderEventKind::Delivered, json!({ "smtp_response": "250 2.6.0 Message received" }))],
+            Behaviour::Deliver => vec![(
+                ProviderEventKind::Delivered,
+                json!({ "smtp_response": "250 2.6.0 Message received" }),
+            )],
             Behaviour::Bounce { permanent, reason } => {
-                vec![(ProviderEventKind::Bounced { permanent }, json!({ "bounce_type": "Permanent", "diagnostic": reason }))]
+                vec![(
+                    ProviderEventKind::Bounced { permanent },
+                    json!({ "bounce_type": "Permanent", "diagnostic": reason }),
+                )]
             }
             Behaviour::Complain => vec![
-                (ProviderEventKind::Delivered, json!({ "smtp_response": "250 2.6.0 Message received" })),
-                (ProviderEventKind::Complained, json!({ "feedback_type": "abuse" })),
+                (
+                    ProviderEventKind::Delivered,
+                    json!({ "smtp_response": "250 2.6.0 Message received" }),
+                ),
+                (
+                    ProviderEventKind::Complained,
+                    json!({ "feedback_type": "abuse" }),
+                ),
             ],
         };
         self.record(m)?;
         let provider_message_id = format!("sbx-{}-{}", m.id.as_uuid().simple(), m.attempt);
         self.schedule_callbacks(provider_message_id.clone(), callbacks);
-        Ok(GatewayReceipt { provider_message_id })
+        Ok(GatewayReceipt {
+            provider_message_id,
+        })
     }
 }

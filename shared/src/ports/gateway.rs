@@ -62,7 +62,9 @@ pub enum ProviderEventKind {
     Delivered,
     Opened,
     Clicked,
-    Bounced { permanent: bool },
+    Bounced {
+        permanent: bool,
+    },
     Complained,
     /// The provider gave up after accepting (e.g. SMS undelivered).
     Failed,

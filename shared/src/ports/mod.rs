@@ -5,7 +5,9 @@ mod gateway;
 mod queue;
 mod store;
 
-pub use gateway::{Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind};
+pub use gateway::{
+    Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
+};
 pub use queue::{Delivery, LaneQueue, LaneStats};
 pub use store::*;
 

@@ -39,10 +39,20 @@ pub struct LaneStats {
 #[async_trait]
 pub trait LaneQueue: Send + Sync + 'static {
     /// Up to `max` due messages of one lane, oldest first, hidden for `visibility`.
-    async fn receive(&self, lane: Priority, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError>;
+    async fn receive(
+        &self,
+        lane: Priority,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
     /// Removes handled receipts.
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError>;
     /// Makes a receipt visible again after `delay` (retry back-off, throttles).
-    async fn retry_after(&self, lane: Priority, receipt: String, delay: Duration) -> Result<(), StoreError>;
+    async fn retry_after(
+        &self,
+        lane: Priority,
+        receipt: String,
+        delay: Duration,
+    ) -> Result<(), StoreError>;
     async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError>;
 }

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use super::StoreError;
 use crate::domain::{
-    template::Template, Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, TemplateName, TenantId,
+    template::Template, Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage,
+    TemplateName, TenantId,
 };
 
 /// An `Idempotency-Key` and the response it produced, kept at least 24 h.
@@ -83,7 +84,9 @@ impl Transition {
 pub enum TransitionOutcome {
     Applied,
     /// The message was not in a state that may become the target (or the attempt moved on).
-    Conflict { current: MessageStatus },
+    Conflict {
+        current: MessageStatus,
+    },
     NotFound,
 }
 
@@ -92,7 +95,10 @@ pub enum ClaimOutcome {
     /// Now `sending`, attempt counted; the caller holds the hand-off.
     Claimed(Box<Message>),
     /// Cancelled, suppressed, already sent, or held by a live claim.
-    NotClaimable { current: MessageStatus, lease_until: Option<DateTime<Utc>> },
+    NotClaimable {
+        current: MessageStatus,
+        lease_until: Option<DateTime<Utc>>,
+    },
     NotFound,
 }
 
@@ -109,13 +115,28 @@ pub struct ChannelCount {
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError>;
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError>;
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError>;
     /// Conditional hand-off: `queued`/`deferred` (or `sending` whose lease ran out, after a crash)
     /// becomes `sending` with one more attempt, appending a `sending` event.
-    async fn claim(&self, id: MessageId, now: DateTime<Utc>, lease: Duration) -> Result<ClaimOutcome, StoreError>;
-    async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<TransitionOutcome>, StoreError>;
-    async fn find_by_provider_id(&self, gateway: &str, provider_message_id: &str)
-        -> Result<Option<MessageId>, StoreError>;
+    async fn claim(
+        &self,
+        id: MessageId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError>;
+    async fn transition(
+        &self,
+        batch: Vec<Transition>,
+    ) -> Result<Vec<TransitionOutcome>, StoreError>;
+    async fn find_by_provider_id(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageId>, StoreError>;
     /// A tenant's messages in one state, newest first, paged by id.
     async fn list_by_status(
         &self,
@@ -125,12 +146,20 @@ pub trait MessageStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
     /// `failed` -> `queued` with attempts reset, back on its lane. Returns the ids redriven.
-    async fn redrive(&self, tenant: &TenantId, ids: Option<Vec<MessageId>>, now: DateTime<Utc>)
-        -> Result<Vec<MessageId>, StoreError>;
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        ids: Option<Vec<MessageId>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MessageId>, StoreError>;
     async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError>;
     /// Retention: deletes final messages (and their events) last updated before `cutoff`, and
     /// idempotency keys created before `keys_cutoff`.
-    async fn purge(&self, cutoff: DateTime<Utc>, keys_cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn purge(
+        &self,
+        cutoff: DateTime<Utc>,
+        keys_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -138,7 +167,11 @@ pub trait MessageStore: Send + Sync + 'static {
 pub trait TemplateStore: Send + Sync + 'static {
     /// Returns true when the template is new.
     async fn put(&self, tenant: &TenantId, template: Template) -> Result<bool, StoreError>;
-    async fn get(&self, tenant: &TenantId, name: &TemplateName) -> Result<Option<Template>, StoreError>;
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+    ) -> Result<Option<Template>, StoreError>;
     async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError>;
 }
 
@@ -153,7 +186,12 @@ pub struct StoredKey {
 pub trait TenantStore: Send + Sync + 'static {
     /// Returns true when the tenant is new.
     async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool, StoreError>;
-    async fn add_key(&self, tenant: &TenantId, prefix: &str, key_hash: &str) -> Result<(), StoreError>;
+    async fn add_key(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<(), StoreError>;
     async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError>;
     async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError>;
 }

@@ -5,12 +5,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
-use super::rows::{enqueue, events_of, insert_event, message_from_row, parse_status, MESSAGE_COLUMNS};
+use super::rows::{
+    enqueue, events_of, insert_event, message_from_row, parse_status, MESSAGE_COLUMNS,
+};
 use super::{ms, SqliteBackend};
-use crate::domain::{Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId};
+use crate::domain::{
+    Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
+};
 use crate::ports::{
-    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord, MessageStore, StoreError,
-    Transition, TransitionOutcome,
+    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
+    MessageStore, StoreError, Transition, TransitionOutcome,
 };
 
 /// Rows deleted per retention job, so the writer is never held long.
@@ -60,7 +64,11 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn find_key(conn: &Connection, tenant: &TenantId, key: &str) -> rusqlite::Result<Option<IdempotencyRecord>> {
+fn find_key(
+    conn: &Connection,
+    tenant: &TenantId,
+    key: &str,
+) -> rusqlite::Result<Option<IdempotencyRecord>> {
     conn.prepare_cached(
         "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
     )?
@@ -77,7 +85,11 @@ fn find_key(conn: &Connection, tenant: &TenantId, key: &str) -> rusqlite::Result
 }
 
 fn status_list(states: &[MessageStatus]) -> String {
-    states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(",")
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<TransitionOutcome> {
@@ -116,7 +128,9 @@ fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<Trans
         .optional()?;
     Ok(match current {
         Some((status, tenant)) if t.tenant.as_ref().is_none_or(|x| x.as_str() == tenant) => {
-            TransitionOutcome::Conflict { current: parse_status(0, &status)? }
+            TransitionOutcome::Conflict {
+                current: parse_status(0, &status)?,
+            }
         }
         _ => TransitionOutcome::NotFound,
     })
@@ -134,7 +148,11 @@ fn uuid_floor(t: DateTime<Utc>) -> String {
 #[async_trait]
 impl MessageStore for SqliteBackend {
     async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError> {
-        let rank = batch.messages.first().map(|m| m.priority.rank()).unwrap_or(Priority::P4.rank());
+        let rank = batch
+            .messages
+            .first()
+            .map(|m| m.priority.rank())
+            .unwrap_or(Priority::P4.rank());
         self.writer
             .run(rank, move |conn| {
                 if let Some(key) = &batch.idempotency {
@@ -164,13 +182,21 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
         let tenant = tenant.as_str().to_owned();
         self.readers
             .run(move |conn| {
                 let id = id.to_string();
-                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND tenant = ?2");
-                let Some(message) = conn.prepare_cached(&sql)?.query_row([&id, &tenant], message_from_row).optional()?
+                let sql =
+                    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND tenant = ?2");
+                let Some(message) = conn
+                    .prepare_cached(&sql)?
+                    .query_row([&id, &tenant], message_from_row)
+                    .optional()?
                 else {
                     return Ok(None);
                 };
@@ -179,7 +205,12 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn claim(&self, id: MessageId, now: DateTime<Utc>, lease: Duration) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(
+        &self,
+        id: MessageId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
         let now_ms = ms(now);
         let lease_until = now_ms + lease.as_millis() as i64;
         self.writer
@@ -214,16 +245,29 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<TransitionOutcome>, StoreError> {
-        self.writer.run(1, move |conn| batch.iter().map(|t| apply_transition(conn, t)).collect()).await
+    async fn transition(
+        &self,
+        batch: Vec<Transition>,
+    ) -> Result<Vec<TransitionOutcome>, StoreError> {
+        self.writer
+            .run(1, move |conn| {
+                batch.iter().map(|t| apply_transition(conn, t)).collect()
+            })
+            .await
     }
 
-    async fn find_by_provider_id(&self, gateway: &str, provider_id: &str) -> Result<Option<MessageId>, StoreError> {
+    async fn find_by_provider_id(
+        &self,
+        gateway: &str,
+        provider_id: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
         let (gateway, provider_id) = (gateway.to_owned(), provider_id.to_owned());
         self.readers
             .run(move |conn| {
                 let id: Option<String> = conn
-                    .prepare_cached("SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2")?
+                    .prepare_cached(
+                        "SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2",
+                    )?
                     .query_row([gateway, provider_id], |r| r.get(0))
                     .optional()?;
                 Ok(id.as_deref().and_then(MessageId::parse))
@@ -247,7 +291,12 @@ impl MessageStore for SqliteBackend {
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(
-                    params![tenant, status.as_str(), before.map(|b| b.to_string()), limit as i64],
+                    params![
+                        tenant,
+                        status.as_str(),
+                        before.map(|b| b.to_string()),
+                        limit as i64
+                    ],
                     message_from_row,
                 )?;
                 rows.collect()
@@ -316,7 +365,11 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn purge(&self, cutoff: DateTime<Utc>, keys_cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn purge(
+        &self,
+        cutoff: DateTime<Utc>,
+        keys_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let floor = uuid_floor(cutoff);
         let mut total = 0u64;
         loop {
@@ -332,8 +385,10 @@ impl MessageStore for SqliteBackend {
                         .query_map(params![floor, PURGE_CHUNK], |r| r.get(0))?
                         .collect::<Result<_, _>>()?;
                     for id in &ids {
-                        conn.prepare_cached("DELETE FROM events WHERE message_id = ?1")?.execute([id])?;
-                        conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?.execute([id])?;
+                        conn.prepare_cached("DELETE FROM events WHERE message_id = ?1")?
+                            .execute([id])?;
+                        conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                            .execute([id])?;
                     }
                     Ok(ids.len() as u64)
                 })
@@ -347,14 +402,19 @@ impl MessageStore for SqliteBackend {
         total += self
             .writer
             .run(4, move |conn| {
-                Ok(conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [keys_ms])? as u64)
+                Ok(conn.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                    [keys_ms],
+                )? as u64)
             })
             .await?;
         Ok(total)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.readers.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.readers
+            .run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 }
 
@@ -365,9 +425,20 @@ mod tests {
 
     #[test]
     fn uuid_floor_sorts_below_ids_minted_later() {
-        let t = Utc.timestamp_millis_opt(1_700_000_000_000).single().unwrap();
-        let later = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_700_000_000, 1_000_000));
-        let earlier = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_699_999_999, 0));
+        let t = Utc
+            .timestamp_millis_opt(1_700_000_000_000)
+            .single()
+            .unwrap();
+        let later = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_700_000_000,
+            1_000_000,
+        ));
+        let earlier = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_699_999_999,
+            0,
+        ));
         assert!(uuid_floor(t) < later.to_string());
         assert!(uuid_floor(t) > earlier.to_string());
     }

@@ -119,7 +119,11 @@ impl SqliteBackend {
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         let writer = Writer::start(conn)?;
         let readers = Arc::new(Readers::open(path, 4)?);
-        Ok(SqliteBackend { writer, readers, path: path.to_owned() })
+        Ok(SqliteBackend {
+            writer,
+            readers,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -52,7 +52,10 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
-            queues: Mutex::new(Queues { ranks: Default::default(), closed: false }),
+            queues: Mutex::new(Queues {
+                ranks: Default::default(),
+                closed: false,
+            }),
             ready: Condvar::new(),
         });
         let for_thread = shared.clone();
@@ -88,7 +91,8 @@ impl Writer {
             q.ranks[rank.min(RANKS - 1)].push_back(job);
         }
         self.shared.ready.notify_one();
-        rx.await.map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
     }
 
     pub(crate) fn close(&self) {
@@ -136,7 +140,9 @@ fn writer_loop(shared: &Shared, conn: Connection) {
             }
             taken
         };
-        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let begun = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string());
         let completions: Vec<Completion> = match &begun {
             Ok(()) => jobs.into_iter().map(|job| job(&conn)).collect(),
             Err(e) => {
@@ -170,9 +176,16 @@ pub(crate) struct Readers {
 impl Readers {
     pub(crate) fn open(path: &Path, count: usize) -> Result<Readers, StoreError> {
         let conns = (0..count.max(1))
-            .map(|_| open_connection(path).map(Mutex::new).map_err(to_store_error))
+            .map(|_| {
+                open_connection(path)
+                    .map(Mutex::new)
+                    .map_err(to_store_error)
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Readers { conns, next: AtomicUsize::new(0) })
+        Ok(Readers {
+            conns,
+            next: AtomicUsize::new(0),
+        })
     }
 
     pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, StoreError>

@@ -10,7 +10,12 @@ use crate::ports::{Delivery, LaneQueue, LaneStats, StoreError};
 
 #[async_trait]
 impl LaneQueue for SqliteBackend {
-    async fn receive(&self, lane: Priority, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {
+    async fn receive(
+        &self,
+        lane: Priority,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let now = ms(Utc::now());
         let hidden_until = now + visibility.as_millis() as i64;
         self.writer
@@ -56,13 +61,22 @@ impl LaneQueue for SqliteBackend {
             .await
     }
 
-    async fn retry_after(&self, lane: Priority, receipt: String, delay: Duration) -> Result<(), StoreError> {
-        let Ok(seq) = receipt.parse::<i64>() else { return Ok(()) };
+    async fn retry_after(
+        &self,
+        lane: Priority,
+        receipt: String,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let Ok(seq) = receipt.parse::<i64>() else {
+            return Ok(());
+        };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
             .run(lane.rank(), move |conn| {
-                conn.prepare_cached("UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE seq = ?2")?
-                    .execute(params![due, seq])?;
+                conn.prepare_cached(
+                    "UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE seq = ?2",
+                )?
+                .execute(params![due, seq])?;
                 Ok(())
             })
             .await
@@ -74,7 +88,13 @@ impl LaneQueue for SqliteBackend {
             .run(move |conn| {
                 let mut stats: Vec<LaneStats> = Priority::ALL
                     .iter()
-                    .map(|&lane| LaneStats { lane, depth: 0, in_flight: 0, oldest_age_seconds: 0.0, delayed: 0 })
+                    .map(|&lane| LaneStats {
+                        lane,
+                        depth: 0,
+                        in_flight: 0,
+                        oldest_age_seconds: 0.0,
+                        delayed: 0,
+                    })
                     .collect();
                 let mut stmt = conn.prepare_cached(
                     "SELECT lane, \
@@ -85,7 +105,13 @@ impl LaneQueue for SqliteBackend {
                      FROM lane_queue GROUP BY lane",
                 )?;
                 let rows = stmt.query_map([now_ms], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
                 })?;
                 for row in rows {
                     let (lane, due, in_flight, delayed, oldest) = row?;
@@ -93,7 +119,9 @@ impl LaneQueue for SqliteBackend {
                         s.depth = (due + delayed) as u64;
                         s.in_flight = in_flight as u64;
                         s.delayed = delayed as u64;
-                        s.oldest_age_seconds = oldest.map(|o| (now_ms - o).max(0) as f64 / 1000.0).unwrap_or(0.0);
+                        s.oldest_age_seconds = oldest
+                            .map(|o| (now_ms - o).max(0) as f64 / 1000.0)
+                            .unwrap_or(0.0);
                     }
                 }
                 Ok(stats)

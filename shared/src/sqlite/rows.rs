@@ -4,7 +4,9 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 
 use super::{from_ms, next_event_seq};
-use crate::domain::{sms::SmsInfo, Channel, Content, DeliveryEvent, Message, MessageId, MessageStatus, Priority};
+use crate::domain::{
+    sms::SmsInfo, Channel, Content, DeliveryEvent, Message, MessageId, MessageStatus, Priority,
+};
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant, channel, priority, status, recipient, sender, subject, body, \
      html, template, sms, message_type, source_type, source_id, metadata, send_at, bulk_id, external_id, \
@@ -18,8 +20,12 @@ pub(crate) fn parse_status(col: usize, s: &str) -> rusqlite::Result<MessageStatu
     MessageStatus::parse(s).ok_or_else(|| bad(col, "unknown message status"))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(col: usize, s: Option<String>) -> rusqlite::Result<Option<T>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|_| bad(col, "bad json"))).transpose()
+fn parse_json<T: serde::de::DeserializeOwned>(
+    col: usize,
+    s: Option<String>,
+) -> rusqlite::Result<Option<T>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|_| bad(col, "bad json")))
+        .transpose()
 }
 
 pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -31,11 +37,16 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         id: MessageId::parse(&id).ok_or_else(|| bad(0, "bad message id"))?,
         tenant: row.get(1)?,
         channel: Channel::parse(&channel).ok_or_else(|| bad(2, "unknown channel"))?,
-        priority: Priority::from_index(priority as usize).ok_or_else(|| bad(3, "unknown priority"))?,
+        priority: Priority::from_index(priority as usize)
+            .ok_or_else(|| bad(3, "unknown priority"))?,
         status: parse_status(4, &status)?,
         to: row.get(5)?,
         from: row.get(6)?,
-        content: Content { subject: row.get(7)?, body: row.get(8)?, html: row.get(9)? },
+        content: Content {
+            subject: row.get(7)?,
+            body: row.get(8)?,
+            html: row.get(9)?,
+        },
         template: row.get(10)?,
         sms: parse_json::<SmsInfo>(11, row.get(11)?)?,
         message_type: row.get(12)?,
@@ -62,14 +73,30 @@ pub(crate) fn insert_event(
     at_ms: i64,
     detail: &serde_json::Value,
 ) -> rusqlite::Result<()> {
-    let detail = if detail.is_null() { None } else { Some(detail.to_string()) };
-    conn.prepare_cached("INSERT INTO events (message_id, seq, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![message_id, next_event_seq(), kind.as_str(), at_ms, detail])?;
+    let detail = if detail.is_null() {
+        None
+    } else {
+        Some(detail.to_string())
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (message_id, seq, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        message_id,
+        next_event_seq(),
+        kind.as_str(),
+        at_ms,
+        detail
+    ])?;
     Ok(())
 }
 
-pub(crate) fn events_of(conn: &Connection, message_id: &str) -> rusqlite::Result<Vec<DeliveryEvent>> {
-    let mut stmt = conn.prepare_cached("SELECT kind, at, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
+pub(crate) fn events_of(
+    conn: &Connection,
+    message_id: &str,
+) -> rusqlite::Result<Vec<DeliveryEvent>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT kind, at, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([message_id], |row| {
         let kind: String = row.get(0)?;
         Ok(DeliveryEvent {

@@ -13,14 +13,25 @@ impl TenantStore for SqliteBackend {
         let now = ms(Utc::now());
         self.writer
             .run(1, move |conn| {
-                Ok(conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)", params![name, now])?
-                    == 1)
+                Ok(conn.execute(
+                    "INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)",
+                    params![name, now],
+                )? == 1)
             })
             .await
     }
 
-    async fn add_key(&self, tenant: &TenantId, prefix: &str, key_hash: &str) -> Result<(), StoreError> {
-        let (tenant, prefix, key_hash) = (tenant.as_str().to_owned(), prefix.to_owned(), key_hash.to_owned());
+    async fn add_key(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
+        let (tenant, prefix, key_hash) = (
+            tenant.as_str().to_owned(),
+            prefix.to_owned(),
+            key_hash.to_owned(),
+        );
         let now = ms(Utc::now());
         self.writer
             .run(1, move |conn| {
@@ -51,11 +62,17 @@ impl TenantStore for SqliteBackend {
         self.readers
             .run(move |conn| {
                 let row: Option<(String, String, Option<i64>)> = conn
-                    .prepare_cached("SELECT tenant, key_hash, revoked_at FROM api_keys WHERE prefix = ?1")?
+                    .prepare_cached(
+                        "SELECT tenant, key_hash, revoked_at FROM api_keys WHERE prefix = ?1",
+                    )?
                     .query_row([prefix], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
                 Ok(row.and_then(|(tenant, key_hash, revoked)| {
-                    TenantId::parse(&tenant).ok().map(|tenant| StoredKey { tenant, key_hash, revoked: revoked.is_some() })
+                    TenantId::parse(&tenant).ok().map(|tenant| StoredKey {
+                        tenant,
+                        key_hash,
+                        revoked: revoked.is_some(),
+                    })
                 }))
             })
             .await
@@ -83,7 +100,11 @@ impl TemplateStore for SqliteBackend {
             .await
     }
 
-    async fn get(&self, tenant: &TenantId, name: &TemplateName) -> Result<Option<Template>, StoreError> {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+    ) -> Result<Option<Template>, StoreError> {
         let (tenant, name) = (tenant.as_str().to_owned(), name.clone());
         self.readers
             .run(move |conn| {
@@ -108,7 +129,10 @@ impl TemplateStore for SqliteBackend {
         let (tenant, name) = (tenant.as_str().to_owned(), name.as_str().to_owned());
         self.writer
             .run(1, move |conn| {
-                Ok(conn.execute("DELETE FROM templates WHERE tenant = ?1 AND name = ?2", params![tenant, name])? == 1)
+                Ok(conn.execute(
+                    "DELETE FROM templates WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, name],
+                )? == 1)
             })
             .await
     }

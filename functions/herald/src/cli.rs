@@ -1,0 +1,156 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: one messaging layer for email, SMS and push"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API, the lane workers and the periodic tasks on one SQLite file.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Send one message, or a bulk send from a CSV file, through a running server.
+    Send(SendArgs),
+    /// Show a message's status and timeline.
+    Status(StatusArgs),
+    /// Measure throughput and lane latency on a throwaway data directory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "HERALD_BIND")]
+    pub bind: Option<String>,
+    /// Where the SQLite file and the sandbox send log live [default: ./herald-data]
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional herald.toml with the same settings.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Workers per lane, e.g. "P0=8,P3=32" (others keep their defaults).
+    #[arg(long, env = "HERALD_LANE_WORKERS")]
+    pub lane_workers: Option<String>,
+    /// Days to keep final messages and their events [default: 30]
+    #[arg(long, env = "HERALD_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Attempts before a message is failed and dead-lettered [default: 5]
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles per attempt, with full jitter [default: 2000]
+    #[arg(long, env = "HERALD_BACKOFF_BASE_MS")]
+    pub backoff_base_ms: Option<u64>,
+    /// How long a received message stays hidden before it is handed out again [default: 30]
+    #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT_SECS")]
+    pub visibility_timeout_secs: Option<u64>,
+    /// Simulated latency of the sandbox gateway [default: 0]
+    #[arg(long, env = "HERALD_SANDBOX_LATENCY_MS")]
+    pub sandbox_latency_ms: Option<u64>,
+    /// Share of sandbox sends that fail transiently, 0 to 1 [default: 0]
+    #[arg(long, env = "HERALD_SANDBOX_FAILURE_RATE")]
+    pub sandbox_failure_rate: Option<f64>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a tenant (and the tenant if it is new); prints the key on the last line.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a key by its prefix (the 8 characters after `hk_`).
+    Revoke {
+        key_prefix: String,
+        #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Base URL of a running server.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (Bearer).
+    #[arg(long, env = "HERALD_API_KEY")]
+    pub api_key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long, default_value = "email")]
+    pub channel: String,
+    #[arg(long, default_value = "P4")]
+    pub priority: String,
+    /// Recipient (single send).
+    #[arg(long, required_unless_present = "bulk")]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[arg(long)]
+    pub body: Option<String>,
+    #[arg(long)]
+    pub html: Option<String>,
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Template data as a JSON object.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// RFC 3339 time before which the message is not handed over.
+    #[arg(long)]
+    pub send_at: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// CSV of recipients: a `to` column, an optional `external_id`, other columns become data.
+    #[arg(long)]
+    pub bulk: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    pub id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Single-send API requests to time.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent HTTP clients for the single-send test.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Recipients accepted by the bulk test (in requests of 10,000).
+    #[arg(long, default_value_t = 200_000)]
+    pub bulk_recipients: usize,
+    /// Messages drained by the drain test.
+    #[arg(long, default_value_t = 200_000)]
+    pub drain: usize,
+    /// P3 backlog while P0 and P4 dwell is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// P0 and P4 messages sent (each) while the backlog drains.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+    /// Keep the data directory here instead of a temporary one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}

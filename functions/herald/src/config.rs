@@ -1,0 +1,120 @@
+//! `herald serve` settings: flags and environment over `herald.toml` over defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use shared::domain::Priority;
+use shared::embedded::EmbeddedConfig;
+
+use crate::cli::ServeArgs;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub retention_days: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub visibility_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub lanes: std::collections::BTreeMap<String, LaneFile>,
+    #[serde(default)]
+    pub sandbox: SandboxFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneFile {
+    pub workers: Option<usize>,
+    pub batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxFile {
+    pub latency_ms: Option<u64>,
+    pub failure_rate: Option<f64>,
+}
+
+pub struct ServeConfig {
+    pub bind: String,
+    pub embedded: EmbeddedConfig,
+}
+
+fn lane(name: &str) -> anyhow::Result<Priority> {
+    Priority::parse(name).with_context(|| format!("unknown lane {name:?}: use P0..P4"))
+}
+
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./herald-data"));
+    let mut cfg = EmbeddedConfig::new(data_dir);
+    let engine = &mut cfg.engine;
+    if let Some(days) = args.retention_days.or(file.retention_days) {
+        engine.retention = Duration::from_secs(u64::from(days) * 86_400);
+    }
+    if let Some(n) = args.max_attempts.or(file.max_attempts) {
+        if n == 0 {
+            bail!("max_attempts must be at least 1");
+        }
+        engine.max_attempts = n;
+    }
+    if let Some(ms) = args.backoff_base_ms.or(file.backoff_base_ms) {
+        engine.backoff_base = Duration::from_millis(ms);
+    }
+    if let Some(s) = args
+        .visibility_timeout_secs
+        .or(file.visibility_timeout_secs)
+    {
+        engine.visibility_timeout = Duration::from_secs(s.max(1));
+    }
+    for (name, l) in &file.lanes {
+        let lane_cfg = &mut engine.lanes[lane(name)?.index()];
+        lane_cfg.workers = l.workers.unwrap_or(lane_cfg.workers);
+        lane_cfg.batch = l.batch.unwrap_or(lane_cfg.batch).max(1);
+    }
+    if let Some(spec) = &args.lane_workers {
+        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            let (name, n) = part
+                .split_once('=')
+                .with_context(|| format!("bad lane worker spec {part:?}: use P3=32"))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .with_context(|| format!("bad worker count in {part:?}"))?;
+            engine.lanes[lane(name.trim())?.index()].workers = n;
+        }
+    }
+    if let Some(ms) = args.sandbox_latency_ms.or(file.sandbox.latency_ms) {
+        cfg.sandbox.latency = Duration::from_millis(ms);
+    }
+    if let Some(rate) = args.sandbox_failure_rate.or(file.sandbox.failure_rate) {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("sandbox failure rate must be between 0 and 1");
+        }
+        cfg.sandbox.failure_rate = rate;
+    }
+    let bind = args
+        .bind
+        .clone()
+        .or(file.bind)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    Ok(ServeConfig {
+        bind,
+        embedded: cfg,
+    })
+}

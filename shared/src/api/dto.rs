@@ -1,0 +1,447 @@
+//! Request and response bodies of the HTTP API, and their parsing into domain drafts.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{
+    Channel, Content, DeliveryEvent, EmailAddress, FieldError, Message, MessageStatus, PhoneNumber,
+    Priority, TemplateName,
+};
+use crate::engine::{
+    BulkDraft, BulkRecipient, ContentSource, Envelope, RejectedRecipient, SendDraft,
+};
+
+pub const MAX_BULK_RECIPIENTS: usize = 10_000;
+const MAX_LABEL_CHARS: usize = 128;
+const MAX_SCHEDULE_DAYS: i64 = 90;
+
+/// `POST /v1/messages`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    pub channel: Channel,
+    pub priority: Priority,
+    /// Email address, E.164 phone number, or push device token, by channel.
+    pub to: String,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    /// A stored template's name; excludes subject/body/html.
+    pub template: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Not handed to a gateway before this time (RFC 3339).
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+/// One recipient of a bulk send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRecipientInput {
+    pub to: String,
+    /// Merged over the request's `data` for this recipient.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+}
+
+/// `POST /v1/messages/bulk`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSendRequest {
+    pub channel: Channel,
+    pub priority: Priority,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub template: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub send_at: Option<DateTime<Utc>>,
+    /// 1 to 10,000 recipients; a bad one is reported in `rejected` and does not fail the rest.
+    #[schema(value_type = Vec<BulkRecipientInput>)]
+    pub recipients: Vec<serde_json::Value>,
+}
+
+/// The fields shared by single and bulk sends, before parsing.
+struct EnvelopeInput<'a> {
+    channel: Channel,
+    priority: Priority,
+    from: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+    html: Option<String>,
+    template: Option<String>,
+    data: Option<serde_json::Value>,
+    message_type: Option<String>,
+    source_type: Option<String>,
+    source_id: Option<String>,
+    metadata: Option<serde_json::Value>,
+    send_at: Option<DateTime<Utc>>,
+    correlation_id: &'a str,
+}
+
+fn label(field: &str, v: Option<String>) -> Result<Option<String>, FieldError> {
+    match v {
+        Some(s) if s.is_empty() || s.chars().count() > MAX_LABEL_CHARS => Err(FieldError::new(
+            format!("/{field}"),
+            "invalid",
+            format!("`{field}` must be 1-{MAX_LABEL_CHARS} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn object(
+    field: &str,
+    v: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, FieldError> {
+    match v {
+        Some(serde_json::Value::Null) | None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+        Some(_) => Err(FieldError::new(
+            format!("/{field}"),
+            "invalid",
+            format!("`{field}` must be a JSON object"),
+        )),
+    }
+}
+
+fn sender(channel: Channel, from: Option<String>) -> Result<Option<String>, FieldError> {
+    let Some(raw) = from else { return Ok(None) };
+    let err = |detail: &str| FieldError::new("/from", "invalid_sender", detail);
+    match channel {
+        Channel::Email => EmailAddress::parse(&raw)
+            .map(|a| Some(a.to_string()))
+            .map_err(|e| err(&e.to_string())),
+        Channel::Sms => {
+            // An E.164 number, or an alphanumeric sender id (1-11 characters, at least one letter).
+            if let Ok(n) = PhoneNumber::parse(&raw) {
+                return Ok(Some(n.to_string()));
+            }
+            let alnum = !raw.is_empty()
+                && raw.len() <= 11
+                && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+                && raw.bytes().any(|b| b.is_ascii_alphabetic());
+            if alnum {
+                Ok(Some(raw))
+            } else {
+                Err(err("sms `from` must be an E.164 number or an alphanumeric sender id of at most 11 characters"))
+            }
+        }
+        Channel::Push => label("from", Some(raw)),
+    }
+}
+
+fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
+    let inline = input.subject.is_some() || input.body.is_some() || input.html.is_some();
+    let content = match input.template {
+        Some(_) if inline => {
+            return Err(FieldError::new(
+                "/template",
+                "conflict",
+                "give either `template` or inline subject/body/html, not both",
+            ))
+        }
+        Some(name) => ContentSource::Template(
+            TemplateName::parse(&name).map_err(|e| FieldError::new("/template", "invalid", e))?,
+        ),
+        None => ContentSource::Inline(Content {
+            subject: input.subject,
+            body: input.body,
+            html: input.html,
+        }),
+    };
+    if let Some(at) = input.send_at {
+        if at > Utc::now() + chrono::Duration::days(MAX_SCHEDULE_DAYS) {
+            return Err(FieldError::new(
+                "/send_at",
+                "too_far",
+                format!("send_at may be at most {MAX_SCHEDULE_DAYS} days ahead"),
+            ));
+        }
+    }
+    Ok(Envelope {
+        channel: input.channel,
+        priority: input.priority,
+        from: sender(input.channel, input.from)?,
+        content,
+        data: object("data", input.data)?.unwrap_or_else(|| serde_json::json!({})),
+        message_type: label("message_type", input.message_type)?,
+        source_type: label("source_type", input.source_type)?,
+        source_id: label("source_id", input.source_id)?,
+        metadata: object("metadata", input.metadata)?,
+        send_at: input.send_at,
+        correlation_id: input.correlation_id.to_owned(),
+    })
+}
+
+impl SendMessageRequest {
+    pub fn into_draft(self, correlation_id: &str) -> Result<SendDraft, FieldError> {
+        let to = self
+            .channel
+            .parse_recipient(&self.to)
+            .map_err(|e| FieldError::new("/to", e.code(), e.to_string()))?;
+        let envelope = envelope(EnvelopeInput {
+            channel: self.channel,
+            priority: self.priority,
+            from: self.from,
+            subject: self.subject,
+            body: self.body,
+            html: self.html,
+            template: self.template,
+            data: self.data,
+            message_type: self.message_type,
+            source_type: self.source_type,
+            source_id: self.source_id,
+            metadata: self.metadata,
+            send_at: self.send_at,
+            correlation_id,
+        })?;
+        Ok(SendDraft { envelope, to })
+    }
+}
+
+impl BulkSendRequest {
+    pub fn into_draft(self, correlation_id: &str) -> Result<BulkDraft, FieldError> {
+        if self.recipients.is_empty() || self.recipients.len() > MAX_BULK_RECIPIENTS {
+            return Err(FieldError::new(
+                "/recipients",
+                "invalid_count",
+                format!(
+                    "give 1 to {MAX_BULK_RECIPIENTS} recipients (got {})",
+                    self.recipients.len()
+                ),
+            ));
+        }
+        let channel = self.channel;
+        let envelope = envelope(EnvelopeInput {
+            channel,
+            priority: self.priority,
+            from: self.from,
+            subject: self.subject,
+            body: self.body,
+            html: self.html,
+            template: self.template,
+            data: self.data,
+            message_type: self.message_type,
+            source_type: self.source_type,
+            source_id: self.source_id,
+            metadata: self.metadata,
+            send_at: self.send_at,
+            correlation_id,
+        })?;
+        let mut recipients = Vec::with_capacity(self.recipients.len());
+        let mut rejected = Vec::new();
+        for (index, raw) in self.recipients.into_iter().enumerate() {
+            match parse_recipient(channel, raw) {
+                Ok((to, data, external_id)) => recipients.push(BulkRecipient {
+                    index,
+                    to,
+                    data,
+                    external_id,
+                }),
+                Err(reason) => rejected.push(RejectedRecipient { index, reason }),
+            }
+        }
+        Ok(BulkDraft {
+            envelope,
+            recipients,
+            rejected,
+        })
+    }
+}
+
+type ParsedRecipient = (
+    crate::domain::Recipient,
+    Option<serde_json::Value>,
+    Option<String>,
+);
+
+fn parse_recipient(channel: Channel, raw: serde_json::Value) -> Result<ParsedRecipient, String> {
+    let input: BulkRecipientInput = serde_json::from_value(raw).map_err(|e| e.to_string())?;
+    let to = channel
+        .parse_recipient(&input.to)
+        .map_err(|e| e.to_string())?;
+    let data = object("data", input.data).map_err(|e| e.detail)?;
+    let external_id = label("external_id", input.external_id).map_err(|e| e.detail)?;
+    Ok((to, data, external_id))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    #[serde(rename = "type")]
+    pub kind: MessageStatus,
+    pub at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SmsView {
+    pub encoding: String,
+    pub segments: usize,
+    pub units: usize,
+}
+
+/// A message, its state and (on `GET /v1/messages/{id}`) its timeline, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub status: MessageStatus,
+    pub channel: Channel,
+    pub priority: Priority,
+    pub to: String,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub template: Option<String>,
+    pub sms: Option<SmsView>,
+    pub message_type: Option<String>,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub bulk_id: Option<String>,
+    pub external_id: Option<String>,
+    pub correlation_id: String,
+    pub attempts: u32,
+    pub gateway: Option<String>,
+    /// Why the router picked this gateway.
+    pub route_reason: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventView>>,
+}
+
+impl MessageView {
+    pub fn new(m: Message, events: Option<Vec<DeliveryEvent>>) -> MessageView {
+        let route_reason = events.as_ref().and_then(|evs| {
+            evs.iter().rev().find_map(|e| {
+                e.detail
+                    .get("route_reason")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned)
+            })
+        });
+        MessageView {
+            id: m.id.to_string(),
+            status: m.status,
+            channel: m.channel,
+            priority: m.priority,
+            to: m.to,
+            from: m.from,
+            subject: m.content.subject,
+            body: m.content.body,
+            html: m.content.html,
+            template: m.template,
+            sms: m.sms.map(|s| SmsView {
+                encoding: s.encoding.as_str().to_owned(),
+                segments: s.segments,
+                units: s.units,
+            }),
+            message_type: m.message_type,
+            source_type: m.source_type,
+            source_id: m.source_id,
+            metadata: m.metadata,
+            send_at: m.send_at,
+            bulk_id: m.bulk_id,
+            external_id: m.external_id,
+            correlation_id: m.correlation_id,
+            attempts: m.attempts,
+            gateway: m.gateway,
+            route_reason,
+            provider_message_id: m.provider_message_id,
+            last_error: m.last_error,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            events: events.map(|evs| {
+                evs.into_iter()
+                    .map(|e| EventView {
+                        kind: e.kind,
+                        at: e.at,
+                        detail: e.detail,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// `PUT /v1/templates/{name}`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateInput {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    /// HTML part: variables are HTML-escaped.
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub name: String,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<MessageView>,
+    /// Pass as `before` for the next page; absent on the last one.
+    pub next_before: Option<String>,
+}
+
+/// `POST /v1/dead-letters/redrive`
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Which failed messages to redrive; all of the tenant's (up to 10,000) when absent.
+    pub ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedriveResponse {
+    pub redriven: usize,
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStatsView {
+    pub lanes: Vec<crate::ports::LaneStats>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelStatsView {
+    pub channel: Channel,
+    pub gateway: String,
+    /// Message counts by status for this tenant.
+    #[schema(value_type = Object)]
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub health: crate::gateway::HealthSnapshot,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelStatsResponse {
+    pub channels: Vec<ChannelStatsView>,
+}

@@ -1,0 +1,212 @@
+//! Extractors that turn raw requests into parsed values or problems: the tenant behind a
+//! bearer key, and JSON bodies with JSON-pointer errors.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::problem::Problem;
+use crate::domain::{ApiKey, FieldError, TenantId};
+use crate::engine::{Herald, IdempotencyInput};
+
+/// The tenant that owns the presented API key.
+pub struct AuthTenant(pub TenantId);
+
+impl FromRequestParts<Arc<Herald>> for AuthTenant {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, herald: &Arc<Herald>) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthorized("missing Authorization: Bearer <api key>"))?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <api key>`"))?;
+        let key =
+            ApiKey::parse(presented).ok_or_else(|| Problem::unauthorized("invalid API key"))?;
+        let stored = herald
+            .tenants
+            .find_key(&key.prefix)
+            .await?
+            .ok_or_else(|| Problem::unauthorized("invalid API key"))?;
+        if stored.revoked || !constant_time_eq(stored.key_hash.as_bytes(), key.hash().as_bytes()) {
+            return Err(Problem::unauthorized("invalid API key"));
+        }
+        Ok(AuthTenant(stored.tenant))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A JSON body parsed into `T`, with the raw bytes kept for the idempotency hash.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "the request body is too large",
+                )
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-body",
+                    rejection.body_text(),
+                )
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// Parses JSON; malformed JSON and unknown fields are 400s, wrong values 422s with a pointer.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    if parsed.is_ok() {
+        // Trailing bytes after the value make the document malformed.
+        de.end().map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+    }
+    parsed.map_err(|err| {
+        let pointer = pointer_of(err.path());
+        let inner = err.inner();
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        match inner.classify() {
+            serde_json::error::Category::Data if message.starts_with("unknown field") => {
+                let field = between_backticks(&message).unwrap_or_default();
+                Problem::field(
+                    StatusCode::BAD_REQUEST,
+                    "unknown-field",
+                    FieldError::new(join(&pointer, &field), "unknown_field", message),
+                )
+            }
+            serde_json::error::Category::Data => {
+                let pointer = match message.strip_prefix("missing field ") {
+                    Some(_) => join(&pointer, &between_backticks(&message).unwrap_or_default()),
+                    None => pointer,
+                };
+                Problem::invalid(FieldError::new(pointer, "invalid", message))
+            }
+            _ => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body is not valid JSON: {message}"),
+            ),
+        }
+    })
+}
+
+fn between_backticks(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let end = start + s[start..].find('`')?;
+    Some(s[start..end].to_owned())
+}
+
+fn join(base: &str, field: &str) -> String {
+    format!("{base}/{}", field.replace('~', "~0").replace('/', "~1"))
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => out = join(&out, key),
+            Segment::Enum { variant } => out = join(&out, variant),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `Idempotency-Key`, with the request hash that must match on replay.
+pub fn idempotency(
+    headers: &HeaderMap,
+    path: &str,
+    raw: &[u8],
+) -> Result<Option<IdempotencyInput>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        })?;
+    let mut hasher = Sha256::new();
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(raw);
+    Ok(Some(IdempotencyInput {
+        key: key.to_owned(),
+        request_hash: hex::encode(hasher.finalize()),
+    }))
+}
+
+/// The caller's correlation id (`X-Correlation-Id`), or a new one.
+pub fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}

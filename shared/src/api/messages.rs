@@ -1,0 +1,171 @@
+//! Send, bulk send, status and cancel.
+
+use std::sync::Arc;
+
+use axum::extract::{rejection::PathRejection, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::dto::{BulkSendRequest, MessageView, SendMessageRequest};
+use super::extract::{correlation_id, idempotency, AuthTenant, JsonBody};
+use super::problem::Problem;
+use crate::domain::template::TemplateError;
+use crate::domain::{FieldError, MessageId};
+use crate::engine::{AcceptError, Accepted, BulkOutcome, CancelOutcome, Herald, SendOutcome};
+
+fn accept_problem(e: AcceptError) -> Problem {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    match e {
+        AcceptError::Invalid(fe) => Problem::invalid(fe),
+        AcceptError::TemplateNotFound(name) => Problem::field(
+            unprocessable,
+            "template-not-found",
+            FieldError::new(
+                "/template",
+                "not_found",
+                format!("template `{name}` does not exist"),
+            ),
+        ),
+        AcceptError::Template(TemplateError::MissingVariables { names }) => {
+            let mut p = Problem::field(
+                unprocessable,
+                "missing-template-variable",
+                FieldError::new(
+                    "/data",
+                    "missing_variable",
+                    format!("missing template variable(s): {}", names.join(", ")),
+                ),
+            );
+            p.missing = names;
+            p
+        }
+        AcceptError::Template(other) => Problem::field(
+            unprocessable,
+            "template-invalid",
+            FieldError::new("/template", "invalid", other.to_string()),
+        ),
+        AcceptError::KeyReused => Problem::new(
+            unprocessable,
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used with a different request body",
+        ),
+        AcceptError::Store(e) => Problem::unavailable(e),
+    }
+}
+
+fn respond<T: Serialize>(accepted: Accepted<T>) -> Response {
+    match accepted {
+        Accepted::New(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+        Accepted::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+            let mut res = (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            res
+        }
+    }
+}
+
+pub(crate) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<MessageId, Problem> {
+    path.ok()
+        .and_then(|Path(id)| MessageId::parse(&id))
+        .ok_or_else(|| Problem::not_found("message"))
+}
+
+/// Accept one message.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+    request_body = SendMessageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response for the same body")),
+    responses((status = 202, body = SendOutcome), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 413, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn send(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    headers: HeaderMap,
+    body: JsonBody<SendMessageRequest>,
+) -> Result<Response, Problem> {
+    let idem = idempotency(&headers, "/v1/messages", &body.raw)?;
+    let draft = body
+        .value
+        .into_draft(&correlation_id(&headers))
+        .map_err(Problem::invalid)?;
+    let accepted = herald
+        .send(&tenant, draft, idem)
+        .await
+        .map_err(accept_problem)?;
+    Ok(respond(accepted))
+}
+
+/// Accept up to 10,000 messages in one request.
+#[utoipa::path(post, path = "/v1/messages/bulk", tag = "messages",
+    request_body = BulkSendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response for the same body")),
+    responses((status = 202, body = BulkOutcome), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 413, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn send_bulk(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    headers: HeaderMap,
+    body: JsonBody<BulkSendRequest>,
+) -> Result<Response, Problem> {
+    let idem = idempotency(&headers, "/v1/messages/bulk", &body.raw)?;
+    let draft = body
+        .value
+        .into_draft(&correlation_id(&headers))
+        .map_err(Problem::invalid)?;
+    let accepted = herald
+        .send_bulk(&tenant, draft, idem)
+        .await
+        .map_err(accept_problem)?;
+    Ok(respond(accepted))
+}
+
+/// A message, its status, and its events, oldest first.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "message id")),
+    responses((status = 200, body = MessageView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<MessageView>, Problem> {
+    let id = message_id(path)?;
+    let (m, events) = herald
+        .message(&tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("message"))?;
+    Ok(Json(MessageView::new(m, Some(events))))
+}
+
+/// Cancel a message that has not reached a gateway yet.
+#[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "message id")),
+    responses((status = 200, body = SendOutcome), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "already handed to a gateway")),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<SendOutcome>, Problem> {
+    let id = message_id(path)?;
+    match herald.cancel(&tenant, id).await? {
+        CancelOutcome::Cancelled => Ok(Json(SendOutcome { id, status: crate::domain::MessageStatus::Cancelled })),
+        CancelOutcome::TooLate(status) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "already-dispatched",
+            format!("the message is {status}: it already reached a gateway or ended, so it cannot be cancelled"),
+        )),
+        CancelOutcome::NotFound => Err(Problem::not_found("message")),
+    }
+}

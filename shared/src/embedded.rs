@@ -1,0 +1,168 @@
+//! The embedded runtime: SQLite backend + sandbox gateway + lane workers + callback tracker +
+//! retention, in one process. `herald serve`, the benchmark and the tests all start it here.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::{ApiKey, TenantId};
+use crate::engine::{dispatch, maintenance, tracker, EngineConfig, Herald};
+use crate::gateway::{GatewayRegistry, Handoff, SandboxConfig, SandboxGateway};
+use crate::ports::StoreError;
+use crate::sqlite::SqliteBackend;
+
+pub const DB_FILE: &str = "herald.db";
+pub const LOCK_FILE: &str = "herald.lock";
+pub const SANDBOX_SEND_LOG: &str = "sandbox-sends.log";
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub sandbox: SandboxConfig,
+    pub retention_interval: Duration,
+    /// Start the lane workers (off for a process that only accepts).
+    pub run_workers: bool,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig {
+            data_dir: data_dir.into(),
+            engine: EngineConfig::default(),
+            sandbox: SandboxConfig::default(),
+            retention_interval: Duration::from_secs(3600),
+            run_workers: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("another herald process is using {0} (lock held on {LOCK_FILE})")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Embedded {
+    pub herald: Arc<Herald>,
+    pub backend: SqliteBackend,
+    pub handoffs: Arc<Mutex<Vec<Handoff>>>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    _lock: File,
+}
+
+/// Opens the data directory's database without starting anything (CLI key management).
+pub fn open_backend(data_dir: &std::path::Path) -> Result<SqliteBackend, StartError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StartError::DataDir(data_dir.to_owned(), e))?;
+    Ok(SqliteBackend::open(&data_dir.join(DB_FILE))?)
+}
+
+impl Embedded {
+    pub async fn start(mut cfg: EmbeddedConfig) -> Result<Embedded, StartError> {
+        let dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
+        let lock =
+            File::create(dir.join(LOCK_FILE)).map_err(|e| StartError::DataDir(dir.clone(), e))?;
+        // One process owns a data directory: that is what makes start-up recovery safe.
+        if lock.try_lock().is_err() {
+            return Err(StartError::Locked(dir));
+        }
+        let backend = open_backend(&dir)?;
+        let (released, claims) = backend.release_in_flight(Utc::now()).await?;
+        if released + claims > 0 {
+            tracing::warn!(
+                released,
+                claims,
+                "recovered work left in flight by a previous process"
+            );
+        }
+        cfg.sandbox
+            .send_log
+            .get_or_insert_with(|| dir.join(SANDBOX_SEND_LOG));
+        let (sandbox, callbacks) = SandboxGateway::new(cfg.sandbox.clone())
+            .map_err(|e| StartError::DataDir(dir.clone(), e))?;
+        let handoffs = sandbox.handoffs();
+        let mut gateways = GatewayRegistry::new();
+        gateways.register(Arc::new(sandbox));
+        let store = Arc::new(backend.clone());
+        let herald = Arc::new(Herald::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store,
+            gateways,
+            cfg.engine,
+        ));
+        let (shutdown, rx) = watch::channel(false);
+        let workers = if cfg.run_workers {
+            dispatch::spawn_workers(herald.clone(), rx.clone())
+        } else {
+            Vec::new()
+        };
+        let background = vec![
+            tokio::spawn(tracker::run(herald.clone(), callbacks)),
+            tokio::spawn(maintenance::run_retention(
+                herald.clone(),
+                cfg.retention_interval,
+                rx,
+            )),
+        ];
+        Ok(Embedded {
+            herald,
+            backend,
+            handoffs,
+            shutdown,
+            workers,
+            background,
+            _lock: lock,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.herald.clone())
+    }
+
+    /// Creates the `dev` tenant on first start; returns its new key, or `None` when it existed.
+    pub async fn bootstrap_dev_tenant(&self) -> Result<Option<ApiKey>, StoreError> {
+        let dev = TenantId::parse("dev").map_err(StoreError::Corrupt)?;
+        if !self.herald.tenants.ensure_tenant(&dev).await? {
+            return Ok(None);
+        }
+        Ok(Some(create_key(self.herald.tenants.as_ref(), &dev).await?))
+    }
+
+    /// Stops the workers after their current hand-off, then the background tasks and the writer.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        for b in self.background {
+            b.abort();
+        }
+        self.backend.close();
+    }
+}
+
+/// Makes a new key for a tenant (creating the tenant if needed).
+pub async fn create_key(
+    tenants: &dyn crate::ports::TenantStore,
+    tenant: &TenantId,
+) -> Result<ApiKey, StoreError> {
+    tenants.ensure_tenant(tenant).await?;
+    let key = ApiKey::generate();
+    tenants.add_key(tenant, &key.prefix, &key.hash()).await?;
+    Ok(key)
+}
