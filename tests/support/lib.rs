@@ -1,1 +1,222 @@
+//! Test harness: an embedded Herald on a temporary data directory, served over loopback HTTP,
+//! with a client that speaks the API.
 
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::domain::TenantId;
+use shared::embedded::{create_key, Embedded, EmbeddedConfig};
+
+pub use shared;
+
+pub struct TestServer {
+    pub embedded: Embedded,
+    pub url: String,
+    /// A key of tenant `acme`.
+    pub key: String,
+    pub client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts with test-friendly defaults (fast callbacks, recorded hand-offs), then `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut EmbeddedConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.sandbox.record_handoffs = true;
+        cfg.sandbox.callback_delay = Duration::from_millis(5);
+        cfg.engine.idle_poll = Duration::from_millis(20);
+        tune(&mut cfg);
+        let embedded = Embedded::start(cfg).await.expect("embedded herald starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let router = embedded.router();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let mut s = TestServer {
+            embedded,
+            url,
+            key: String::new(),
+            client: reqwest::Client::new(),
+            server,
+            dir,
+        };
+        s.key = s.new_key("acme").await;
+        s
+    }
+
+    pub async fn new_key(&self, tenant: &str) -> String {
+        let tenant = TenantId::parse(tenant).expect("tenant name");
+        create_key(self.embedded.herald.tenants.as_ref(), &tenant)
+            .await
+            .expect("create key")
+            .expose()
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("response body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_with(path, &self.key, &[], body).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(key),
+            &all,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, Some(&self.key), &[], None)
+            .await
+    }
+
+    pub async fn get_as(&self, path: &str, key: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, Some(key), &[], None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::DELETE, path, Some(&self.key), &[], None)
+            .await
+    }
+
+    /// Sends one message and returns its id; panics unless it was accepted.
+    pub async fn send(&self, body: &Value) -> String {
+        let r = self.post("/v1/messages", body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "send refused: {}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls a message until `done(status)` or the timeout; returns the last view.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(&format!("/v1/messages/{id}")).await;
+            assert_eq!(r.status, StatusCode::OK, "GET message: {}", r.body);
+            if done(r.body["status"].as_str().unwrap_or("")) || Instant::now() > deadline {
+                return r.body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        let view = self
+            .wait_for(id, Duration::from_secs(10), |s| s == status)
+            .await;
+        assert_eq!(
+            view["status"], status,
+            "message never became {status}: {view:#}"
+        );
+        view
+    }
+
+    /// How many times the sandbox took this message.
+    pub fn handoffs_of(&self, id: &str) -> usize {
+        self.embedded
+            .handoffs
+            .lock()
+            .iter()
+            .filter(|h| h.message_id.to_string() == id)
+            .count()
+    }
+
+    pub async fn stop(self) {
+        self.server.abort();
+        self.embedded.shutdown().await;
+    }
+}
+
+/// The event types of a message view, oldest first.
+pub fn timeline(view: &Value) -> Vec<String> {
+    view["events"]
+        .as_array()
+        .map(|evs| {
+            evs.iter()
+                .filter_map(|e| e["type"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Path of the `herald` binary, built on demand (integration tests of another package cannot
+/// use CARGO_BIN_EXE_herald).
+pub fn herald_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "herald", "--bin", "herald"])
+        .status()
+        .expect("run cargo build for the herald binary");
+    assert!(status.success(), "building the herald binary failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    let bin = target.join("debug").join("herald");
+    assert!(bin.exists(), "herald binary not found at {}", bin.display());
+    bin
+}

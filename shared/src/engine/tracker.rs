@@ -1,6 +1,7 @@
 //! Provider callbacks -> delivery events. The same processor serves the sandbox's callbacks and
 //! the providers' webhooks.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,24 +28,70 @@ pub fn target_status(kind: ProviderEventKind) -> MessageStatus {
     }
 }
 
+/// Concurrent appliers; events of one provider message always go to the same one, in order.
+const SHARDS: usize = 8;
+
 /// Consumes provider events until the sender side closes.
-pub async fn run(herald: Arc<Herald>, mut events: mpsc::UnboundedReceiver<ProviderEvent>) {
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(ProviderEvent, u32)>();
-    loop {
-        let (event, tries) = tokio::select! {
-            Some(e) = events.recv() => (e, 0),
-            Some(r) = retry_rx.recv() => r,
-            else => return,
-        };
-        let h = herald.clone();
-        let retry = retry_tx.clone();
-        tokio::spawn(async move {
-            if !apply(&h, &event).await && tries < MAX_EARLY_RETRIES {
-                tokio::time::sleep(EARLY_RETRY_DELAY).await;
-                let _ = retry.send((event, tries + 1));
-            }
-        });
+pub async fn run(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent>) {
+    let shards: Vec<mpsc::Sender<ProviderEvent>> = (0..SHARDS)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(4096);
+            tokio::spawn(run_shard(herald.clone(), rx));
+            tx
+        })
+        .collect();
+    while let Some(event) = events.recv().await {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&event.provider_message_id, &mut hasher);
+        let shard = (std::hash::Hasher::finish(&hasher) % SHARDS as u64) as usize;
+        if shards[shard].send(event).await.is_err() {
+            return;
+        }
     }
+}
+
+/// Applies events in arrival order. One that overtook the recording of `sent` is parked with
+/// every later event of the same message until it applies (or gives up).
+async fn run_shard(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent>) {
+    let mut parked: HashMap<String, (VecDeque<ProviderEvent>, u32)> = HashMap::new();
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => {
+                if let Some((queue, _)) = parked.get_mut(&event.provider_message_id) {
+                    queue.push_back(event);
+                } else if !apply(&herald, &event).await {
+                    let key = event.provider_message_id.clone();
+                    parked.insert(key.clone(), (VecDeque::from([event]), 0));
+                    rearm(&wake_tx, key);
+                }
+            }
+            Some(key) = wake_rx.recv() => {
+                let Some((mut queue, tries)) = parked.remove(&key) else { continue };
+                while let Some(event) = queue.front() {
+                    if apply(&herald, event).await {
+                        queue.pop_front();
+                    } else if tries + 1 >= MAX_EARLY_RETRIES {
+                        warn!(provider_message_id = %key, "provider event for an unknown message dropped");
+                        queue.pop_front();
+                    } else {
+                        parked.insert(key.clone(), (queue, tries + 1));
+                        rearm(&wake_tx, key);
+                        break;
+                    }
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
+    let wake = wake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(EARLY_RETRY_DELAY).await;
+        let _ = wake.send(key);
+    });
 }
 
 /// Applies one event; false when it arrived before its message was recorded as sent.

@@ -62,7 +62,7 @@ pub struct SandboxGateway {
     config: SandboxConfig,
     log: Option<Mutex<File>>,
     handoffs: Arc<Mutex<Vec<Handoff>>>,
-    callbacks: mpsc::UnboundedSender<ProviderEvent>,
+    callbacks: mpsc::Sender<ProviderEvent>,
 }
 
 /// What the simulator does with a recipient.
@@ -122,14 +122,15 @@ impl SandboxGateway {
     /// Returns the gateway and the stream of callbacks it will produce.
     pub fn new(
         config: SandboxConfig,
-    ) -> std::io::Result<(SandboxGateway, mpsc::UnboundedReceiver<ProviderEvent>)> {
+    ) -> std::io::Result<(SandboxGateway, mpsc::Receiver<ProviderEvent>)> {
         let log = match &config.send_log {
             Some(path) => Some(Mutex::new(
                 OpenOptions::new().create(true).append(true).open(path)?,
             )),
             None => None,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: a slow tracker slows the callbacks, not memory.
+        let (tx, rx) = mpsc::channel(65_536);
         Ok((
             SandboxGateway {
                 config,
@@ -183,7 +184,7 @@ impl SandboxGateway {
                     at: Utc::now(),
                     detail,
                 };
-                if tx.send(event).is_err() {
+                if tx.send(event).await.is_err() {
                     return; // engine shut down
                 }
             }
