@@ -109,6 +109,16 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             )
         })?;
     }
+    // Every body is an object: serde would otherwise fill a struct's fields from an array, by
+    // position.
+    let array = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if array && (parsed.is_ok() || is_well_formed(raw)) {
+        return Err(Problem::invalid(FieldError::new(
+            "",
+            "invalid_type",
+            "the body must be a JSON object",
+        )));
+    }
     parsed.map_err(|err| {
         let pointer = pointer_of(err.path());
         let inner = err.inner();
@@ -121,10 +131,16 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
         match inner.classify() {
             serde_json::error::Category::Data if message.starts_with("unknown field") => {
                 let field = between_backticks(&message).unwrap_or_default();
+                // The path already ends at the unknown key.
+                let pointer = if pointer.ends_with(&join("", &field)) {
+                    pointer
+                } else {
+                    join(&pointer, &field)
+                };
                 Problem::field(
                     StatusCode::BAD_REQUEST,
                     "unknown-field",
-                    FieldError::new(join(&pointer, &field), "unknown_field", message),
+                    FieldError::new(pointer, "unknown_field", message),
                 )
             }
             serde_json::error::Category::Data => {
@@ -134,6 +150,13 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
                 };
                 Problem::invalid(FieldError::new(pointer, "invalid", message))
             }
+            // serde_json reports some wrong types as syntax errors (a number or null where an
+            // enum is expected: "expected value"); in a well-formed document they are 422s.
+            _ if is_well_formed(raw) => Problem::invalid(FieldError::new(
+                pointer.clone(),
+                "invalid",
+                format!("the value at `{pointer}` has the wrong type"),
+            )),
             _ => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "malformed-json",
@@ -141,6 +164,11 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             ),
         }
     })
+}
+
+/// Whether `raw` is one syntactically valid JSON document (whatever its shape).
+fn is_well_formed(raw: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
 }
 
 fn between_backticks(s: &str) -> Option<String> {

@@ -147,10 +147,14 @@ impl Herald {
             status: message.status,
         };
         let lane = message.priority;
+        let due_now = message.send_at.is_none_or(|at| at <= Utc::now());
         let replay = self
             .persist(tenant, vec![message], idempotency, &outcome)
             .await?;
         if replay.is_none() {
+            if due_now {
+                self.priority_gate.arrived(lane, 1);
+            }
             self.wake(lane, false);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))
@@ -212,6 +216,11 @@ impl Herald {
             .iter()
             .filter(|m| m.status == MessageStatus::Suppressed)
             .count();
+        let due_now = if env.send_at.is_none_or(|at| at <= Utc::now()) {
+            messages.len() - suppressed
+        } else {
+            0
+        };
         let outcome = BulkOutcome {
             bulk_id,
             queued: messages.len() - suppressed,
@@ -222,6 +231,7 @@ impl Herald {
             .persist(tenant, messages, idempotency, &outcome)
             .await?;
         if replay.is_none() {
+            self.priority_gate.arrived(env.priority, due_now);
             self.wake(env.priority, true);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))

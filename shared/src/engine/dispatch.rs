@@ -74,7 +74,14 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
         let mut done = Vec::with_capacity(deliveries.len());
         let mut pending = deliveries.into_iter();
         for delivery in pending.by_ref() {
-            match herald.dispatch(&delivery).await {
+            if lane.is_bulk() {
+                herald.priority_gate.yield_to_priority_lanes().await;
+            }
+            let disposition = herald.dispatch(&delivery).await;
+            if !lane.is_bulk() && delivery.receive_count == 1 {
+                herald.priority_gate.claimed(lane);
+            }
+            match disposition {
                 Disposition::Done => done.push(delivery.receipt),
                 Disposition::RetryIn(delay) => {
                     if let Err(e) = herald
@@ -109,7 +116,7 @@ impl Herald {
         let now = Utc::now();
         let claimed = match self
             .store
-            .claim(d.message_id, now, self.config.visibility_timeout)
+            .claim(d.message_id, d.lane, now, self.config.visibility_timeout)
             .await
         {
             Ok(ClaimOutcome::Claimed(m)) => m,

@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod dispatch;
+mod gate;
 pub mod maintenance;
 pub mod tracker;
 
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use gate::PriorityGate;
 
 use crate::domain::Priority;
 use crate::gateway::GatewayRegistry;
@@ -88,6 +91,7 @@ pub struct Herald {
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
+    priority_gate: PriorityGate,
 }
 
 impl Herald {
@@ -107,6 +111,7 @@ impl Herald {
             gateways,
             config,
             wake: Default::default(),
+            priority_gate: PriorityGate::default(),
         }
     }
 

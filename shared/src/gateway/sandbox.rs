@@ -147,22 +147,32 @@ impl SandboxGateway {
         self.handoffs.clone()
     }
 
-    fn record(&self, m: &OutboundMessage) -> Result<(), GatewayError> {
-        let at_micros = Utc::now().timestamp_micros();
-        if let Some(log) = &self.log {
-            // One write(2) per send: it survives a kill -9 of this process.
-            let line = format!("{at_micros}\t{}\t{}\t{}\n", m.id, m.attempt, m.priority);
-            log.lock()
-                .write_all(line.as_bytes())
-                .map_err(|e| GatewayError::Transient(format!("sandbox send log: {e}")))?;
-        }
+    /// The hand-off moment: Herald gave the message to the gateway.
+    fn record_handoff(&self, m: &OutboundMessage) {
         if self.config.record_handoffs {
+            let at_micros = Utc::now().timestamp_micros();
             self.handoffs.lock().push(Handoff {
                 message_id: m.id,
                 priority: m.priority,
                 attempt: m.attempt,
                 at_micros,
             });
+        }
+    }
+
+    /// The provider accepted the message: one write(2) to the send log, which survives a kill -9.
+    fn log_send(&self, m: &OutboundMessage) -> Result<(), GatewayError> {
+        if let Some(log) = &self.log {
+            let line = format!(
+                "{}\t{}\t{}\t{}\n",
+                Utc::now().timestamp_micros(),
+                m.id,
+                m.attempt,
+                m.priority
+            );
+            log.lock()
+                .write_all(line.as_bytes())
+                .map_err(|e| GatewayError::Transient(format!("sandbox send log: {e}")))?;
         }
         Ok(())
     }
@@ -203,6 +213,7 @@ impl Gateway for SandboxGateway {
     }
 
     async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
+        self.record_handoff(m);
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
@@ -241,7 +252,7 @@ impl Gateway for SandboxGateway {
                 ),
             ],
         };
-        self.record(m)?;
+        self.log_send(m)?;
         let provider_message_id = format!("sbx-{}-{}", m.id.as_uuid().simple(), m.attempt);
         self.schedule_callbacks(provider_message_id.clone(), callbacks);
         Ok(GatewayReceipt {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::StoreError;
 use crate::domain::{
     template::Template, Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage,
-    TemplateName, TenantId,
+    Priority, TemplateName, TenantId,
 };
 
 /// An `Idempotency-Key` and the response it produced, kept at least 24 h.
@@ -125,6 +125,7 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn claim(
         &self,
         id: MessageId,
+        lane: Priority,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError>;

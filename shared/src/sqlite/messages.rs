@@ -208,13 +208,14 @@ impl MessageStore for SqliteBackend {
     async fn claim(
         &self,
         id: MessageId,
+        lane: Priority,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
         let now_ms = ms(now);
         let lease_until = now_ms + lease.as_millis() as i64;
         self.writer
-            .run(0, move |conn| {
+            .run(lane.rank(), move |conn| {
                 let id_s = id.to_string();
                 let sql = format!(
                     "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::ports::StoreError;
-use pool::{open_connection, to_store_error, Readers, Writer};
+use pool::{open_connection, start_checkpointer, to_store_error, Readers, Writer};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tenants (
@@ -118,6 +118,7 @@ impl SqliteBackend {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         let writer = Writer::start(conn)?;
+        start_checkpointer(path, writer.clone())?;
         let readers = Arc::new(Readers::open(path, 4)?);
         Ok(SqliteBackend {
             writer,

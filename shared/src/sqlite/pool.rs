@@ -44,7 +44,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     // per transaction; only an OS crash can lose the last few commits.
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; \
-         PRAGMA cache_size=-16000; PRAGMA foreign_keys=OFF;",
+         PRAGMA cache_size=-16000; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint=0;",
     )?;
     Ok(conn)
 }
@@ -99,6 +99,31 @@ impl Writer {
         self.shared.queues.lock().closed = true;
         self.shared.ready.notify_all();
     }
+
+    fn is_closed(&self) -> bool {
+        self.shared.queues.lock().closed
+    }
+}
+
+/// Checkpoints the WAL from its own thread and connection. PASSIVE never blocks the writer, so
+/// commits never stall behind copying pages into the database file (which auto-checkpointing on
+/// the writer's connection would do).
+pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), StoreError> {
+    let conn = open_connection(path).map_err(to_store_error)?;
+    std::thread::Builder::new()
+        .name("herald-sqlite-checkpoint".into())
+        .spawn(move || {
+            while !writer.is_closed() {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "wal checkpoint failed");
+                }
+            }
+            // Leave a small WAL behind on shutdown.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 fn in_savepoint<R>(
