@@ -179,3 +179,6 @@ pub(crate) fn next_event_seq() -> i64 {
         }
     }
 }
+
+#[cfg(test)]
+mod contract_tests;
