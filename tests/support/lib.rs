@@ -203,6 +203,11 @@ pub fn timeline(view: &Value) -> Vec<String> {
 /// Path of the `herald` binary, built on demand (integration tests of another package cannot
 /// use CARGO_BIN_EXE_herald).
 pub fn herald_binary() -> std::path::PathBuf {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(build_herald_binary).clone()
+}
+
+fn build_herald_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--quiet", "-p", "herald", "--bin", "herald"])

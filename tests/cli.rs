@@ -1,0 +1,195 @@
+//! The `herald` CLI against a running server: send, bulk send from CSV with a template, status,
+//! keys, and clear errors for bad input.
+
+use std::process::Command;
+
+use herald_tests::{herald_binary, TestServer};
+use serde_json::json;
+
+fn herald(s: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(herald_binary())
+        .args(args)
+        .env("HERALD_URL", &s.url)
+        .env("HERALD_API_KEY", &s.key)
+        .env("HERALD_LOG", "warn")
+        .output()
+        .expect("run herald")
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_bulk_and_status_through_the_cli() {
+    let s = TestServer::start().await;
+
+    let out = herald(
+        &s,
+        &[
+            "send",
+            "--to",
+            "success@simulator.amazonses.com",
+            "--subject",
+            "Hi",
+            "--body",
+            "Hello",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("send prints the JSON response");
+    let id = sent["id"].as_str().expect("id").to_owned();
+    s.wait_status(&id, "delivered").await;
+
+    let out = herald(&s, &["status", &id]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for step in ["queued", "sending", "sent", "delivered"] {
+        assert!(text.contains(step), "status shows {step}:\n{text}");
+    }
+
+    let r = s
+        .request(
+            reqwest::Method::PUT,
+            "/v1/templates/welcome",
+            Some(&s.key),
+            &[("content-type", "application/json")],
+            Some(
+                json!({ "subject": "Welcome {{ name }}", "text": "Hi {{ name }} from {{ city }}" })
+                    .to_string()
+                    .into(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let csv = s.dir.path().join("recipients.csv");
+    let mut rows = String::from("to,name,city,external_id\n");
+    for i in 0..25 {
+        rows.push_str(&format!("user{i}@example.com,User {i},Oslo,ext-{i}\n"));
+    }
+    rows.push_str("not-an-address,Nobody,Nowhere,ext-bad\n");
+    std::fs::write(&csv, rows).unwrap();
+    let out = herald(
+        &s,
+        &[
+            "send",
+            "--bulk",
+            csv.to_str().unwrap(),
+            "--template",
+            "welcome",
+            "--priority",
+            "P2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("bulk prints a JSON summary");
+    assert_eq!(summary["queued"], 25);
+    assert_eq!(summary["rejected"][0]["index"], 25);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.embedded.handoffs.lock().len() < 26 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bulk messages were not handed over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let any = s
+        .embedded
+        .handoffs
+        .lock()
+        .iter()
+        .map(|h| h.message_id.to_string())
+        .find(|m| *m != id)
+        .unwrap();
+    let view = s.get(&format!("/v1/messages/{any}")).await.body;
+    let n = view["external_id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("ext-")
+        .to_owned();
+    assert_eq!(view["subject"], format!("Welcome User {n}"));
+    assert_eq!(view["body"], format!("Hi User {n} from Oslo"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reports_bad_input_clearly() {
+    let s = TestServer::start().await;
+    let out = herald(
+        &s,
+        &[
+            "send",
+            "--to",
+            "not-an-address",
+            "--subject",
+            "Hi",
+            "--body",
+            "x",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("422") && err.contains("/to"),
+        "error names the status and the field: {err}"
+    );
+
+    let out = herald(
+        &s,
+        &["send", "--bulk", "/nonexistent.csv", "--template", "t"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.csv"));
+
+    let out = Command::new(herald_binary())
+        .args(["serve", "--lane-workers", "P9=3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown lane"));
+    s.stop().await;
+}
+
+#[test]
+fn keys_create_prints_the_key_last_and_revoke_disables_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = Command::new(herald_binary())
+        .args(["keys", "create", "--tenant", "acme", "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    assert!(key.starts_with("hk_") && key.len() == 50, "{key}");
+    let prefix = &key[3..11];
+    let out = Command::new(herald_binary())
+        .args(["keys", "revoke", prefix, "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(herald_binary())
+        .args(["keys", "revoke", prefix, "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "revoking twice is an error");
+    let out = Command::new(herald_binary())
+        .args(["keys", "create", "--tenant", "Bad Name", "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
