@@ -94,6 +94,7 @@ impl Embedded {
         let (sandbox, callbacks) = SandboxGateway::new(cfg.sandbox.clone())
             .map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let handoffs = sandbox.handoffs();
+        resume_sandbox_callbacks(&backend, &sandbox).await?;
         let mut gateways = GatewayRegistry::new();
         gateways.register(Arc::new(sandbox));
         let store = Arc::new(backend.clone());
@@ -151,9 +152,40 @@ impl Embedded {
         }
         for b in self.background {
             b.abort();
+            let _ = b.await;
         }
         self.backend.close();
     }
+}
+
+/// Page size of the start-up scan for sandbox messages still awaiting their callbacks.
+const RESUME_PAGE: usize = 10_000;
+
+async fn resume_sandbox_callbacks(
+    backend: &SqliteBackend,
+    sandbox: &SandboxGateway,
+) -> Result<(), StoreError> {
+    use crate::ports::{Gateway, MessageStore};
+    let mut after = None;
+    let mut resumed = 0;
+    loop {
+        let page = backend
+            .sent_by_gateway(sandbox.name(), after, RESUME_PAGE)
+            .await?;
+        sandbox.resume_callbacks(&page);
+        resumed += page.len();
+        match page.last() {
+            Some(last) if page.len() == RESUME_PAGE => after = Some(last.id),
+            _ => break,
+        }
+    }
+    if resumed > 0 {
+        tracing::info!(
+            resumed,
+            "sandbox callbacks resumed for messages still `sent`"
+        );
+    }
+    Ok(())
 }
 
 /// Makes a new key for a tenant (creating the tenant if needed).

@@ -150,6 +150,9 @@ pub struct BenchArgs {
     /// P0 and P4 messages sent (each) while the backlog drains.
     #[arg(long, default_value_t = 200)]
     pub probes: usize,
+    /// Workers per lane for every phase, e.g. "P3=64" (as `serve --lane-workers`).
+    #[arg(long)]
+    pub lane_workers: Option<String>,
     /// Keep the data directory here instead of a temporary one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -48,6 +48,24 @@ fn lane(name: &str) -> anyhow::Result<Priority> {
     Priority::parse(name).with_context(|| format!("unknown lane {name:?}: use P0..P4"))
 }
 
+/// Applies a "P0=8,P3=32" spec; lanes it does not name keep their worker counts.
+pub fn apply_lane_workers(
+    engine: &mut shared::engine::EngineConfig,
+    spec: &str,
+) -> anyhow::Result<()> {
+    for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, n) = part
+            .split_once('=')
+            .with_context(|| format!("bad lane worker spec {part:?}: use P3=32"))?;
+        let n: usize = n
+            .trim()
+            .parse()
+            .with_context(|| format!("bad worker count in {part:?}"))?;
+        engine.lanes[lane(name.trim())?.index()].workers = n;
+    }
+    Ok(())
+}
+
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -88,16 +106,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         lane_cfg.batch = l.batch.unwrap_or(lane_cfg.batch).max(1);
     }
     if let Some(spec) = &args.lane_workers {
-        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
-            let (name, n) = part
-                .split_once('=')
-                .with_context(|| format!("bad lane worker spec {part:?}: use P3=32"))?;
-            let n: usize = n
-                .trim()
-                .parse()
-                .with_context(|| format!("bad worker count in {part:?}"))?;
-            engine.lanes[lane(name.trim())?.index()].workers = n;
-        }
+        apply_lane_workers(engine, spec)?;
     }
     if let Some(ms) = args.sandbox_latency_ms.or(file.sandbox.latency_ms) {
         cfg.sandbox.latency = Duration::from_millis(ms);

@@ -166,9 +166,10 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// Whether `raw` is one syntactically valid JSON document (whatever its shape).
+/// Whether `raw` is one valid JSON document, whatever its shape. (`IgnoredAny` would skip UTF-8
+/// checks and the nesting limit; `Value` keeps them.)
 fn is_well_formed(raw: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+    serde_json::from_slice::<serde_json::Value>(raw).is_ok()
 }
 
 fn between_backticks(s: &str) -> Option<String> {

@@ -90,41 +90,37 @@ impl<'a> CompiledTemplate<'a> {
     /// Renders every part; a variable the data lacks is an error that names it.
     pub fn render(&self, data: &serde_json::Value) -> Result<Content, TemplateError> {
         let mut out: [Option<String>; 3] = [None, None, None];
+        // Every part is rendered, so one 422 names every missing variable at once.
+        let mut missing: Vec<String> = Vec::new();
         for (i, (part, file)) in PARTS.iter().enumerate() {
             if !self.present[i] {
                 continue;
             }
-            let tmpl = self
-                .env
-                .get_template(file)
-                .map_err(|e| TemplateError::Render {
-                    part,
-                    detail: e.to_string(),
-                })?;
+            let render_error = |e: minijinja::Error| TemplateError::Render {
+                part,
+                detail: e.to_string(),
+            };
+            let tmpl = self.env.get_template(file).map_err(render_error)?;
             match tmpl.render(data) {
                 Ok(s) => out[i] = Some(s),
                 Err(e) if e.kind() == ErrorKind::UndefinedError => {
-                    let mut names: Vec<String> = tmpl
-                        .undeclared_variables(true)
-                        .into_iter()
-                        .filter(|name| !self.is_global(name) && !has_path(data, name))
-                        .collect();
-                    names.sort();
-                    if names.is_empty() {
-                        return Err(TemplateError::Render {
-                            part,
-                            detail: e.to_string(),
-                        });
+                    let before = missing.len();
+                    missing.extend(
+                        tmpl.undeclared_variables(true)
+                            .into_iter()
+                            .filter(|name| !self.is_global(name) && !has_path(data, name)),
+                    );
+                    if missing.len() == before {
+                        return Err(render_error(e));
                     }
-                    return Err(TemplateError::MissingVariables { names });
                 }
-                Err(e) => {
-                    return Err(TemplateError::Render {
-                        part,
-                        detail: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(render_error(e)),
             }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            return Err(TemplateError::MissingVariables { names: missing });
         }
         let [subject, body, html] = out;
         Ok(Content {
@@ -185,16 +181,16 @@ mod tests {
 
     #[test]
     fn missing_variables_are_named() {
-        let t = template("Hi {{ user.name }}", "{{ code }}", "x");
+        let t = template("Hi {{ user.name }}", "{{ code }} {{ user.name }}", "x");
         let err = CompiledTemplate::compile(&t)
             .unwrap()
             .render(&json!({"user": {}}))
             .unwrap_err();
+        let names = vec!["code".to_owned(), "user.name".to_owned()];
         assert_eq!(
             err,
-            TemplateError::MissingVariables {
-                names: vec!["user.name".into()]
-            }
+            TemplateError::MissingVariables { names },
+            "every part's missing variables, once each"
         );
     }
 

@@ -114,6 +114,10 @@ impl Herald {
         draft: SendDraft,
         idempotency: Option<IdempotencyInput>,
     ) -> Result<Accepted<SendOutcome>, AcceptError> {
+        // A replay answers from the stored response, whatever changed since (templates, ...).
+        if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
+            return Ok(replay);
+        }
         let template = self.load_template(tenant, &draft.envelope.content).await?;
         let compiled = template
             .as_ref()
@@ -166,6 +170,10 @@ impl Herald {
         draft: BulkDraft,
         idempotency: Option<IdempotencyInput>,
     ) -> Result<Accepted<BulkOutcome>, AcceptError> {
+        // A replay answers from the stored response, whatever changed since (templates, ...).
+        if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
+            return Ok(replay);
+        }
         let env = &draft.envelope;
         let template = self.load_template(tenant, &env.content).await?;
         // Compiled once, rendered per recipient.
@@ -253,6 +261,20 @@ impl Herald {
         Ok(Some(template))
     }
 
+    async fn replay<T>(
+        &self,
+        tenant: &TenantId,
+        idempotency: Option<&IdempotencyInput>,
+    ) -> Result<Option<Accepted<T>>, AcceptError> {
+        let Some(input) = idempotency else {
+            return Ok(None);
+        };
+        match self.store.find_idempotency(tenant, &input.key).await? {
+            None => Ok(None),
+            Some(stored) => replay_of(input, stored).map(Some),
+        }
+    }
+
     /// Writes messages and the idempotency record in one unit; `Some` when the key was seen before.
     async fn persist<T: Serialize>(
         &self,
@@ -278,13 +300,25 @@ impl Herald {
         {
             AcceptOutcome::Accepted => Ok(None),
             AcceptOutcome::KeyExists(existing) => match idempotency {
-                Some(i) if i.request_hash == existing.request_hash => Ok(Some(Accepted::Replay {
-                    status: existing.response_status,
-                    body: existing.response_body,
-                })),
-                _ => Err(AcceptError::KeyReused),
+                Some(input) => replay_of(&input, existing).map(Some),
+                None => Err(AcceptError::KeyReused),
             },
         }
+    }
+}
+
+/// Stripe semantics: the same key with the same request replays; with another request it is refused.
+fn replay_of<T>(
+    input: &IdempotencyInput,
+    stored: IdempotencyRecord,
+) -> Result<Accepted<T>, AcceptError> {
+    if input.request_hash == stored.request_hash {
+        Ok(Accepted::Replay {
+            status: stored.response_status,
+            body: stored.response_body,
+        })
+    } else {
+        Err(AcceptError::KeyReused)
     }
 }
 

@@ -72,15 +72,18 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
             continue;
         }
         let mut done = Vec::with_capacity(deliveries.len());
+        // The last hand-off's outcome rides along with the next claim: one commit per message.
+        let mut unsettled: Option<Transition> = None;
         let mut pending = deliveries.into_iter();
         for delivery in pending.by_ref() {
             if lane.is_bulk() {
                 herald.priority_gate.yield_to_priority_lanes().await;
             }
-            let disposition = herald.dispatch(&delivery).await;
+            let (disposition, outcome) = herald.dispatch(&delivery, unsettled.take()).await;
             if !lane.is_bulk() && delivery.receive_count == 1 {
                 herald.priority_gate.claimed(lane);
             }
+            unsettled = outcome;
             match disposition {
                 Disposition::Done => done.push(delivery.receipt),
                 Disposition::RetryIn(delay) => {
@@ -97,6 +100,9 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
                 break;
             }
         }
+        if let Some(t) = unsettled {
+            herald.record(t).await;
+        }
         // On shutdown, hand back what this worker received but did not start.
         for rest in pending {
             let _ = herald
@@ -112,41 +118,64 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
 }
 
 impl Herald {
-    async fn dispatch(&self, d: &Delivery) -> Disposition {
+    /// Settles the previous hand-off (if any), claims this delivery's message and hands it off.
+    /// Returns what to do with the receipt and, for a final outcome, the transition to settle
+    /// with the next claim.
+    async fn dispatch(
+        &self,
+        d: &Delivery,
+        settle: Option<Transition>,
+    ) -> (Disposition, Option<Transition>) {
         let now = Utc::now();
+        let lease = self.config.visibility_timeout;
         let claimed = match self
             .store
-            .claim(d.message_id, d.lane, now, self.config.visibility_timeout)
+            .settle_and_claim(settle.clone(), Some((d.message_id, d.lane)), now, lease)
             .await
         {
-            Ok(ClaimOutcome::Claimed(m)) => m,
-            Ok(ClaimOutcome::NotClaimable {
+            Ok((settled, claimed)) => {
+                if let Some(TransitionOutcome::Conflict { current }) = settled {
+                    warn!(%current, "outcome not recorded: the message moved on");
+                }
+                claimed
+            }
+            Err(e) => {
+                warn!(id = %d.message_id, error = %e, "claim failed");
+                if let Some(t) = settle {
+                    self.record(t).await;
+                }
+                return (Disposition::RetryIn(Duration::from_secs(1)), None);
+            }
+        };
+        let claimed = match claimed {
+            Some(ClaimOutcome::Claimed(m)) => m,
+            Some(ClaimOutcome::NotClaimable {
                 lease_until: Some(until),
                 ..
             }) => {
                 // Another worker holds a live claim; look again when it runs out.
-                return Disposition::RetryIn((until - now).to_std().unwrap_or_default());
+                return (
+                    Disposition::RetryIn((until - now).to_std().unwrap_or_default()),
+                    None,
+                );
             }
-            Ok(ClaimOutcome::NotClaimable { current, .. }) => {
+            Some(ClaimOutcome::NotClaimable { current, .. }) => {
                 debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
-                return Disposition::Done;
+                return (Disposition::Done, None);
             }
-            Ok(ClaimOutcome::NotFound) => return Disposition::Done,
-            Err(e) => {
-                warn!(id = %d.message_id, error = %e, "claim failed");
-                return Disposition::RetryIn(Duration::from_secs(1));
-            }
+            Some(ClaimOutcome::NotFound) | None => return (Disposition::Done, None),
         };
         let span = info_span!("dispatch", id = %claimed.id, correlation_id = %claimed.correlation_id, attempt = claimed.attempts);
         self.hand_off(*claimed).instrument(span).await
     }
 
-    async fn hand_off(&self, m: Message) -> Disposition {
+    /// Calls the gateway. Retries are recorded at once (the receipt is re-timed right after);
+    /// final outcomes are returned to be settled with the worker's next claim.
+    async fn hand_off(&self, m: Message) -> (Disposition, Option<Transition>) {
         let Some((gateway, reason)) = self.gateways.route(m.channel) else {
             let mut t = self.outcome(&m, MessageStatus::Failed);
             t.last_error = Some(format!("no gateway is configured for {}", m.channel));
-            self.record(t).await;
-            return Disposition::Done;
+            return (Disposition::Done, Some(t));
         };
         let outbound = OutboundMessage {
             id: m.id,
@@ -185,8 +214,7 @@ impl Herald {
                     json!(receipt.provider_message_id),
                 );
                 t.detail["latency_ms"] = json!(latency.as_millis() as u64);
-                self.record(t).await;
-                Disposition::Done
+                (Disposition::Done, Some(t))
             }
             Err(GatewayError::Throttled { retry_after }) => {
                 self.gateways
@@ -198,7 +226,7 @@ impl Herald {
                 t.detail = with(route, "reason", json!("throttled"));
                 t.detail["retry_in_ms"] = json!(delay.as_millis() as u64);
                 self.record(t).await;
-                Disposition::RetryIn(delay)
+                (Disposition::RetryIn(delay), None)
             }
             Err(GatewayError::Transient(error)) => {
                 self.gateways
@@ -212,8 +240,7 @@ impl Herald {
                         "error",
                         json!(format!("attempts exhausted: {error}")),
                     );
-                    self.record(t).await;
-                    return Disposition::Done;
+                    return (Disposition::Done, Some(t));
                 }
                 let delay = self.backoff(m.attempts);
                 let mut t = self.outcome(&m, MessageStatus::Deferred);
@@ -221,7 +248,7 @@ impl Herald {
                 t.detail = with(route, "error", json!(error));
                 t.detail["retry_in_ms"] = json!(delay.as_millis() as u64);
                 self.record(t).await;
-                Disposition::RetryIn(delay)
+                (Disposition::RetryIn(delay), None)
             }
             Err(GatewayError::Permanent { code, message }) => {
                 self.gateways
@@ -230,8 +257,7 @@ impl Herald {
                 let mut t = self.outcome(&m, MessageStatus::Failed);
                 t.last_error = Some(format!("{code}: {message}"));
                 t.detail = with(route, "error", json!({ "code": code, "message": message }));
-                self.record(t).await;
-                Disposition::Done
+                (Disposition::Done, Some(t))
             }
         }
     }

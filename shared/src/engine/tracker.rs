@@ -2,6 +2,7 @@
 //! the providers' webhooks.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutco
 /// A callback can overtake the recording of `sent`; it is tried again this many times.
 const MAX_EARLY_RETRIES: u32 = 50;
 const EARLY_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Concurrent appliers; events of one provider message always go to the same one, in order.
+const SHARDS: usize = 4;
+/// Events applied in one store call.
+const BATCH: usize = 256;
 
 pub fn target_status(kind: ProviderEventKind) -> MessageStatus {
     match kind {
@@ -28,57 +33,69 @@ pub fn target_status(kind: ProviderEventKind) -> MessageStatus {
     }
 }
 
-/// Concurrent appliers; events of one provider message always go to the same one, in order.
-const SHARDS: usize = 8;
-
 /// Consumes provider events until the sender side closes.
 pub async fn run(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent>) {
+    // Owned here, so the shards stop when this task is aborted.
+    let mut appliers = tokio::task::JoinSet::new();
     let shards: Vec<mpsc::Sender<ProviderEvent>> = (0..SHARDS)
         .map(|_| {
             let (tx, rx) = mpsc::channel(4096);
-            tokio::spawn(run_shard(herald.clone(), rx));
+            appliers.spawn(run_shard(herald.clone(), rx));
             tx
         })
         .collect();
     while let Some(event) = events.recv().await {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&event.provider_message_id, &mut hasher);
-        let shard = (std::hash::Hasher::finish(&hasher) % SHARDS as u64) as usize;
+        event.provider_message_id.hash(&mut hasher);
+        let shard = (hasher.finish() % SHARDS as u64) as usize;
         if shards[shard].send(event).await.is_err() {
             return;
         }
     }
 }
 
-/// Applies events in arrival order. One that overtook the recording of `sent` is parked with
-/// every later event of the same message until it applies (or gives up).
+/// Applies events in arrival order, in batches. An event that overtook the recording of `sent`
+/// is parked with every later event of the same message until it applies (or gives up).
 async fn run_shard(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent>) {
     let mut parked: HashMap<String, (VecDeque<ProviderEvent>, u32)> = HashMap::new();
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
     loop {
         tokio::select! {
-            Some(event) = events.recv() => {
-                if let Some((queue, _)) = parked.get_mut(&event.provider_message_id) {
-                    queue.push_back(event);
-                } else if !apply(&herald, &event).await {
-                    let key = event.provider_message_id.clone();
-                    parked.insert(key.clone(), (VecDeque::from([event]), 0));
-                    rearm(&wake_tx, key);
+            Some(first) = events.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match events.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let (waiting, ready): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|e| parked.contains_key(&e.provider_message_id));
+                for e in waiting {
+                    if let Some((queue, _)) = parked.get_mut(&e.provider_message_id) {
+                        queue.push_back(e);
+                    }
+                }
+                for e in apply_batch(&herald, ready).await {
+                    let key = e.provider_message_id.clone();
+                    let (queue, _) = parked.entry(key.clone()).or_insert_with(|| {
+                        rearm(&wake_tx, key);
+                        (VecDeque::new(), 0)
+                    });
+                    queue.push_back(e);
                 }
             }
             Some(key) = wake_rx.recv() => {
-                let Some((mut queue, tries)) = parked.remove(&key) else { continue };
-                while let Some(event) = queue.front() {
-                    if apply(&herald, event).await {
-                        queue.pop_front();
-                    } else if tries + 1 >= MAX_EARLY_RETRIES {
-                        warn!(provider_message_id = %key, "provider event for an unknown message dropped");
-                        queue.pop_front();
-                    } else {
-                        parked.insert(key.clone(), (queue, tries + 1));
-                        rearm(&wake_tx, key);
-                        break;
-                    }
+                let Some((queue, tries)) = parked.remove(&key) else { continue };
+                let left = apply_batch(&herald, queue.into()).await;
+                if left.is_empty() {
+                    continue;
+                }
+                if tries + 1 >= MAX_EARLY_RETRIES {
+                    warn!(provider_message_id = %key, dropped = left.len(), "provider events for an unknown message dropped");
+                } else {
+                    parked.insert(key.clone(), (left.into(), tries + 1));
+                    rearm(&wake_tx, key);
                 }
             }
             else => return,
@@ -94,20 +111,72 @@ fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
     });
 }
 
-/// Applies one event; false when it arrived before its message was recorded as sent.
-pub async fn apply(herald: &Herald, event: &ProviderEvent) -> bool {
-    let id = match herald
-        .store
-        .find_by_provider_id(&event.gateway, &event.provider_message_id)
-        .await
-    {
-        Ok(Some(id)) => id,
-        Ok(None) => return false,
+/// Applies events in order; returns those that must wait (their message is not recorded as
+/// sent yet, or the store failed), in order. While one event of a message waits, every later
+/// event of it waits too.
+pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
+    if events.is_empty() {
+        return events;
+    }
+    let keys = events
+        .iter()
+        .map(|e| (e.gateway.clone(), e.provider_message_id.clone()))
+        .collect();
+    let ids = match herald.store.find_by_provider_ids(keys).await {
+        Ok(ids) => ids,
         Err(e) => {
             warn!(error = %e, "provider event lookup failed");
-            return false;
+            return events;
         }
     };
+    let mut transitions = Vec::new();
+    let mut applied_index = Vec::new(); // event index of each transition
+    let mut wait = vec![false; events.len()];
+    let mut blocked: std::collections::HashSet<&str> = Default::default();
+    for (i, (event, id)) in events.iter().zip(&ids).enumerate() {
+        match id {
+            Some(id) if !blocked.contains(event.provider_message_id.as_str()) => {
+                transitions.push(transition_for(*id, event));
+                applied_index.push(i);
+            }
+            _ => {
+                blocked.insert(&event.provider_message_id);
+                wait[i] = true;
+            }
+        }
+    }
+    if !transitions.is_empty() {
+        match herald.store.transition(transitions).await {
+            Ok(outcomes) => {
+                for (i, outcome) in applied_index.into_iter().zip(outcomes) {
+                    match outcome {
+                        TransitionOutcome::Applied => {}
+                        // Still being handed over: `sent` is not recorded yet.
+                        TransitionOutcome::Conflict {
+                            current: MessageStatus::Sending,
+                        } => wait[i] = true,
+                        other => {
+                            debug!(provider_message_id = %events[i].provider_message_id, outcome = ?other,
+                                        "provider event ignored")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "provider events not recorded");
+                return events;
+            }
+        }
+    }
+    events
+        .into_iter()
+        .zip(wait)
+        .filter(|(_, w)| *w)
+        .map(|(e, _)| e)
+        .collect()
+}
+
+fn transition_for(id: crate::domain::MessageId, event: &ProviderEvent) -> Transition {
     let to = target_status(event.kind);
     let mut t = Transition::new(id, to, event.at);
     let mut detail =
@@ -128,20 +197,5 @@ pub async fn apply(herald: &Herald, event: &ProviderEvent) -> bool {
             .and_then(|e| e.as_str())
             .map(str::to_owned);
     }
-    match herald.store.transition(vec![t]).await {
-        Ok(r) => match r.first() {
-            Some(TransitionOutcome::Applied) => true,
-            Some(TransitionOutcome::Conflict {
-                current: MessageStatus::Sending,
-            }) => false,
-            other => {
-                debug!(%id, %to, outcome = ?other, "provider event ignored");
-                true
-            }
-        },
-        Err(e) => {
-            warn!(%id, error = %e, "provider event not recorded");
-            false
-        }
-    }
+    t
 }

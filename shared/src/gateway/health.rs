@@ -57,8 +57,10 @@ impl GatewayHealth {
         }
     }
 
+    /// On the routing path of every send: only the error rate, no latency percentiles.
     pub fn is_down(&self, gateway: &str) -> bool {
-        self.snapshot(gateway).state == "down"
+        let windows = self.windows.lock();
+        windows.get(gateway).is_some_and(|w| state_of(w) == "down")
     }
 
     pub fn snapshot(&self, gateway: &str) -> HealthSnapshot {
@@ -105,6 +107,28 @@ impl GatewayHealth {
             permanent_errors: w.totals[2],
             throttled: w.totals[3],
         }
+    }
+}
+
+fn error_rate(w: &Window) -> f64 {
+    let n = w.outcomes.len();
+    let errors = w
+        .outcomes
+        .iter()
+        .filter(|(o, _)| *o == Outcome::Transient)
+        .count();
+    if n == 0 {
+        0.0
+    } else {
+        errors as f64 / n as f64
+    }
+}
+
+fn state_of(w: &Window) -> &'static str {
+    match (w.outcomes.len() >= MIN_VOLUME, error_rate(w)) {
+        (true, r) if r >= 0.5 => "down",
+        (true, r) if r >= 0.1 => "degraded",
+        _ => "healthy",
     }
 }
 

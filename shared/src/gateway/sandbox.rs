@@ -79,6 +79,40 @@ enum Behaviour {
     },
 }
 
+type Callbacks = Vec<(ProviderEventKind, serde_json::Value)>;
+
+/// The callbacks the simulated provider sends for a recipient, or its refusal.
+fn callbacks_for(channel: Channel, to: &str) -> Result<Callbacks, GatewayError> {
+    Ok(match behaviour(channel, to) {
+        Behaviour::Reject { code, message } => {
+            return Err(GatewayError::Permanent {
+                code: code.into(),
+                message: message.into(),
+            })
+        }
+        Behaviour::Deliver => vec![(
+            ProviderEventKind::Delivered,
+            json!({ "smtp_response": "250 2.6.0 Message received" }),
+        )],
+        Behaviour::Bounce { permanent, reason } => {
+            vec![(
+                ProviderEventKind::Bounced { permanent },
+                json!({ "bounce_type": "Permanent", "diagnostic": reason }),
+            )]
+        }
+        Behaviour::Complain => vec![
+            (
+                ProviderEventKind::Delivered,
+                json!({ "smtp_response": "250 2.6.0 Message received" }),
+            ),
+            (
+                ProviderEventKind::Complained,
+                json!({ "feedback_type": "abuse" }),
+            ),
+        ],
+    })
+}
+
 fn behaviour(channel: Channel, to: &str) -> Behaviour {
     match channel {
         Channel::Email => {
@@ -140,6 +174,19 @@ impl SandboxGateway {
             },
             rx,
         ))
+    }
+
+    /// Start-up recovery: a provider keeps retrying its callbacks after Herald restarts, so the
+    /// sandbox sends again the callbacks of messages it took that are still `sent`.
+    pub fn resume_callbacks(&self, sent: &[crate::domain::Message]) {
+        for m in sent {
+            let (Some(provider_id), Ok(callbacks)) =
+                (&m.provider_message_id, callbacks_for(m.channel, &m.to))
+            else {
+                continue;
+            };
+            self.schedule_callbacks(provider_id.clone(), callbacks);
+        }
     }
 
     /// The in-memory hand-off record (empty unless `record_handoffs`).
@@ -224,34 +271,7 @@ impl Gateway for SandboxGateway {
                 "sandbox: simulated provider failure (503)".into(),
             ));
         }
-        let callbacks = match behaviour(m.channel, &m.to) {
-            Behaviour::Reject { code, message } => {
-                return Err(GatewayError::Permanent {
-                    code: code.into(),
-                    message: message.into(),
-                })
-            }
-            Behaviour::Deliver => vec![(
-                ProviderEventKind::Delivered,
-                json!({ "smtp_response": "250 2.6.0 Message received" }),
-            )],
-            Behaviour::Bounce { permanent, reason } => {
-                vec![(
-                    ProviderEventKind::Bounced { permanent },
-                    json!({ "bounce_type": "Permanent", "diagnostic": reason }),
-                )]
-            }
-            Behaviour::Complain => vec![
-                (
-                    ProviderEventKind::Delivered,
-                    json!({ "smtp_response": "250 2.6.0 Message received" }),
-                ),
-                (
-                    ProviderEventKind::Complained,
-                    json!({ "feedback_type": "abuse" }),
-                ),
-            ],
-        };
+        let callbacks = callbacks_for(m.channel, &m.to)?;
         self.log_send(m)?;
         let provider_message_id = format!("sbx-{}-{}", m.id.as_uuid().simple(), m.attempt);
         self.schedule_callbacks(provider_message_id.clone(), callbacks);

@@ -115,6 +115,12 @@ pub struct ChannelCount {
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError>;
+    /// The record of an `Idempotency-Key`, if it was used (checked before any work is done).
+    async fn find_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
     async fn get(
         &self,
         tenant: &TenantId,
@@ -133,11 +139,30 @@ pub trait MessageStore: Send + Sync + 'static {
         &self,
         batch: Vec<Transition>,
     ) -> Result<Vec<TransitionOutcome>, StoreError>;
-    async fn find_by_provider_id(
+    /// Records the previous hand-off's outcome and claims the next message as one unit of work,
+    /// so a lane worker pays one commit per message. Adapters that can do both at once override it.
+    async fn settle_and_claim(
         &self,
-        gateway: &str,
-        provider_message_id: &str,
-    ) -> Result<Option<MessageId>, StoreError>;
+        settle: Option<Transition>,
+        claim: Option<(MessageId, Priority)>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<(Option<TransitionOutcome>, Option<ClaimOutcome>), StoreError> {
+        let settled = match settle {
+            Some(t) => self.transition(vec![t]).await?.pop(),
+            None => None,
+        };
+        let claimed = match claim {
+            Some((id, lane)) => Some(self.claim(id, lane, now, lease).await?),
+            None => None,
+        };
+        Ok((settled, claimed))
+    }
+    /// Finds messages by (gateway, provider message id), one answer per key, in order.
+    async fn find_by_provider_ids(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<Option<MessageId>>, StoreError>;
     /// A tenant's messages in one state, newest first, paged by id.
     async fn list_by_status(
         &self,
@@ -153,6 +178,14 @@ pub trait MessageStore: Send + Sync + 'static {
         ids: Option<Vec<MessageId>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<MessageId>, StoreError>;
+    /// Messages of every tenant that a gateway took and has not reported on yet, oldest first,
+    /// paged by id (start-up recovery of an in-process provider).
+    async fn sent_by_gateway(
+        &self,
+        gateway: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
     async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError>;
     /// Retention: deletes final messages (and their events) last updated before `cutoff`, and
     /// idempotency keys created before `keys_cutoff`.

@@ -84,31 +84,46 @@ fn find_key(
     .optional()
 }
 
-fn status_list(states: &[MessageStatus]) -> String {
-    states
+const TRANSITION_SQL: &str =
+    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
+     attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+     gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
+     last_error = COALESCE(?5, last_error) \
+     WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
+     AND (?8 IS NULL OR attempts = ?8)";
+
+/// The states a transition may leave, from the domain's state machine (never from input), as
+/// ",a,b," for one `instr` test: an `IN (...)` list would cost an ephemeral table per statement.
+fn sources(to: MessageStatus) -> &'static str {
+    static LISTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let lists = LISTS.get_or_init(|| {
+        MessageStatus::ALL
+            .iter()
+            .map(|to| {
+                let names: Vec<&str> = MessageStatus::sources_of(*to)
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                format!(",{},", names.join(","))
+            })
+            .collect()
+    });
+    MessageStatus::ALL
         .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(",")
+        .position(|s| *s == to)
+        .map(|i| lists[i].as_str())
+        .unwrap_or(",")
 }
 
 fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<TransitionOutcome> {
     let id = t.id.to_string();
     let attempts = match t.attempts {
-        AttemptChange::Keep => "attempts",
-        AttemptChange::GiveBack => "MAX(attempts - 1, 0)",
-        AttemptChange::Reset => "0",
+        AttemptChange::Keep => 0,
+        AttemptChange::GiveBack => 1,
+        AttemptChange::Reset => 2,
     };
-    // The allowed sources come from the domain's state machine, never from input.
-    let sql = format!(
-        "UPDATE messages SET status = ?1, updated_at = ?2, attempts = {attempts}, lease_until = NULL, \
-         gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
-         last_error = COALESCE(?5, last_error) \
-         WHERE id = ?6 AND status IN ({}) AND (?7 IS NULL OR tenant = ?7) AND (?8 IS NULL OR attempts = ?8)",
-        status_list(MessageStatus::sources_of(t.to))
-    );
     let at = ms(t.at);
-    let changed = conn.prepare_cached(&sql)?.execute(params![
+    let changed = conn.prepare_cached(TRANSITION_SQL)?.execute(params![
         t.to.as_str(),
         at,
         t.gateway,
@@ -117,6 +132,8 @@ fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<Trans
         id,
         t.tenant.as_ref().map(|x| x.as_str()),
         t.attempt,
+        attempts,
+        sources(t.to),
     ])?;
     if changed == 1 {
         insert_event(conn, &id, t.to, at, &t.detail)?;
@@ -133,6 +150,49 @@ fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<Trans
             }
         }
         _ => TransitionOutcome::NotFound,
+    })
+}
+
+/// `queued`/`deferred`, or `sending` whose lease ran out, becomes `sending` with one more attempt.
+fn claim_in(
+    conn: &Connection,
+    id: MessageId,
+    now_ms: i64,
+    lease_until: i64,
+) -> rusqlite::Result<ClaimOutcome> {
+    let id_s = id.to_string();
+    // UPDATE then SELECT: `RETURNING` would cost an ephemeral table on every claim.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
+             WHERE id = ?3 AND (status = 'queued' OR status = 'deferred' \
+               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?2))",
+        )?
+        .execute(params![lease_until, now_ms, id_s])?;
+    if changed == 1 {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+        let m = conn
+            .prepare_cached(&sql)?
+            .query_row([&id_s], message_from_row)?;
+        insert_event(
+            conn,
+            &id_s,
+            MessageStatus::Sending,
+            now_ms,
+            &json!({ "attempt": m.attempts }),
+        )?;
+        return Ok(ClaimOutcome::Claimed(Box::new(m)));
+    }
+    let current: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
+        .query_row([&id_s], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match current {
+        Some((status, lease)) => ClaimOutcome::NotClaimable {
+            current: parse_status(0, &status)?,
+            lease_until: lease.filter(|l| *l > now_ms).map(super::from_ms),
+        },
+        None => ClaimOutcome::NotFound,
     })
 }
 
@@ -182,6 +242,17 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn find_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let (tenant, key) = (tenant.clone(), key.to_owned());
+        self.readers
+            .run(move |conn| find_key(conn, &tenant, &key))
+            .await
+    }
+
     async fn get(
         &self,
         tenant: &TenantId,
@@ -212,36 +283,33 @@ impl MessageStore for SqliteBackend {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
-        let now_ms = ms(now);
-        let lease_until = now_ms + lease.as_millis() as i64;
+        let (now_ms, lease_until) = (ms(now), ms(now) + lease.as_millis() as i64);
         self.writer
             .run(lane.rank(), move |conn| {
-                let id_s = id.to_string();
-                let sql = format!(
-                    "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
-                     WHERE id = ?3 AND (status IN ('queued', 'deferred') \
-                       OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?2)) \
-                     RETURNING {MESSAGE_COLUMNS}"
-                );
-                let claimed = conn
-                    .prepare_cached(&sql)?
-                    .query_row(params![lease_until, now_ms, id_s], message_from_row)
-                    .optional()?;
-                if let Some(m) = claimed {
-                    insert_event(conn, &id_s, MessageStatus::Sending, now_ms, &json!({ "attempt": m.attempts }))?;
-                    return Ok(ClaimOutcome::Claimed(Box::new(m)));
-                }
-                let current: Option<(String, Option<i64>)> = conn
-                    .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
-                    .query_row([&id_s], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                Ok(match current {
-                    Some((status, lease)) => ClaimOutcome::NotClaimable {
-                        current: parse_status(0, &status)?,
-                        lease_until: lease.filter(|l| *l > now_ms).map(super::from_ms),
-                    },
-                    None => ClaimOutcome::NotFound,
-                })
+                claim_in(conn, id, now_ms, lease_until)
+            })
+            .await
+    }
+
+    async fn settle_and_claim(
+        &self,
+        settle: Option<Transition>,
+        claim: Option<(MessageId, Priority)>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<(Option<TransitionOutcome>, Option<ClaimOutcome>), StoreError> {
+        let (now_ms, lease_until) = (ms(now), ms(now) + lease.as_millis() as i64);
+        let rank = claim.map(|(_, lane)| lane.rank()).unwrap_or(1);
+        self.writer
+            .run(rank, move |conn| {
+                let settled = settle
+                    .as_ref()
+                    .map(|t| apply_transition(conn, t))
+                    .transpose()?;
+                let claimed = claim
+                    .map(|(id, _)| claim_in(conn, id, now_ms, lease_until))
+                    .transpose()?;
+                Ok((settled, claimed))
             })
             .await
     }
@@ -257,21 +325,23 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn find_by_provider_id(
+    async fn find_by_provider_ids(
         &self,
-        gateway: &str,
-        provider_id: &str,
-    ) -> Result<Option<MessageId>, StoreError> {
-        let (gateway, provider_id) = (gateway.to_owned(), provider_id.to_owned());
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<Option<MessageId>>, StoreError> {
         self.readers
             .run(move |conn| {
-                let id: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2",
-                    )?
-                    .query_row([gateway, provider_id], |r| r.get(0))
-                    .optional()?;
-                Ok(id.as_deref().and_then(MessageId::parse))
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2",
+                )?;
+                keys.iter()
+                    .map(|(gateway, provider_id)| {
+                        let id: Option<String> = stmt
+                            .query_row([gateway, provider_id], |r| r.get(0))
+                            .optional()?;
+                        Ok(id.as_deref().and_then(MessageId::parse))
+                    })
+                    .collect()
             })
             .await
     }
@@ -339,6 +409,29 @@ impl MessageStore for SqliteBackend {
                     }
                 }
                 Ok(redriven)
+            })
+            .await
+    }
+
+    async fn sent_by_gateway(
+        &self,
+        gateway: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let gateway = gateway.to_owned();
+        self.readers
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'sent' AND gateway = ?1 \
+                     AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![gateway, after.map(|a| a.to_string()), limit as i64],
+                    message_from_row,
+                )?;
+                rows.collect()
             })
             .await
     }

@@ -20,27 +20,29 @@ impl LaneQueue for SqliteBackend {
         let hidden_until = now + visibility.as_millis() as i64;
         self.writer
             .run(lane.rank(), move |conn| {
-                let mut stmt = conn.prepare_cached(
+                // SELECT then UPDATE by rowid: `IN (subquery)` and `RETURNING` would each cost an
+                // ephemeral table.
+                let due: Vec<(i64, String, String, u32)> = conn
+                    .prepare_cached(
+                        "SELECT seq, message_id, tenant, receive_count FROM lane_queue \
+                         WHERE lane = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3",
+                    )?
+                    .query_map(params![lane.index() as i64, now, max as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                let mut hide = conn.prepare_cached(
                     "UPDATE lane_queue SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
-                     WHERE seq IN (SELECT seq FROM lane_queue WHERE lane = ?2 AND visible_at <= ?3 \
-                                   ORDER BY visible_at LIMIT ?4) \
-                     RETURNING seq, message_id, tenant, receive_count",
+                     WHERE seq = ?2",
                 )?;
-                let rows = stmt.query_map(params![hidden_until, lane.index() as i64, now, max as i64], |r| {
-                    let seq: i64 = r.get(0)?;
-                    let id: String = r.get(1)?;
-                    Ok((seq, id, r.get::<_, String>(2)?, r.get::<_, u32>(3)?))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (seq, id, tenant, receive_count) = row?;
+                let mut out = Vec::with_capacity(due.len());
+                for (seq, id, tenant, count) in due {
+                    hide.execute(params![hidden_until, seq])?;
                     let message_id = MessageId::parse(&id).ok_or_else(|| {
                         rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "bad id".into())
                     })?;
-                    out.push(Delivery { receipt: seq.to_string(), message_id, tenant, lane, receive_count });
+                    out.push(Delivery { receipt: seq.to_string(), message_id, tenant, lane, receive_count: count + 1 });
                 }
-                // RETURNING order is unspecified; hand them out oldest first.
-                out.sort_by_key(|d| d.receipt.parse::<i64>().unwrap_or(i64::MAX));
                 Ok(out)
             })
             .await
