@@ -385,7 +385,7 @@ impl MessageStore for SqliteBackend {
         let now_ms = ms(now);
         self.writer
             .run(1, move |conn| {
-                let candidates: Vec<String> = match ids {
+                let candidates: Vec<String> = match &ids {
                     Some(ids) => ids.iter().map(|i| i.to_string()).collect(),
                     None => conn
                         .prepare_cached("SELECT id FROM messages WHERE tenant = ?1 AND status = 'failed' LIMIT 10000")?

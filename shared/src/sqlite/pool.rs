@@ -19,11 +19,43 @@ use crate::ports::StoreError;
 const MAX_JOBS_PER_COMMIT: usize = 256;
 pub(crate) const RANKS: usize = 5;
 
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// A unit of work for the writer. `run` may be called twice: once in the group transaction, and
+/// again on its own (in a savepoint) if another job of the group failed.
+trait Job: Send {
+    fn run(&mut self, conn: &Connection) -> bool;
+    fn complete(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct TypedJob<F, R> {
+    work: F,
+    result: Option<Result<R, rusqlite::Error>>,
+    reply: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> Job for TypedJob<F, R>
+where
+    F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send,
+    R: Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.work)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, committed: Result<(), String>) {
+        let outcome = match (committed, self.result) {
+            (Ok(()), Some(result)) => result.map_err(to_store_error),
+            (Ok(()), None) => Err(StoreError::Unavailable("write job did not run".into())),
+            (Err(e), _) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
 
 struct Queues {
-    ranks: [VecDeque<Job>; RANKS],
+    ranks: [VecDeque<Box<dyn Job>>; RANKS],
     closed: bool,
 }
 
@@ -66,22 +98,18 @@ impl Writer {
         Ok(Writer { shared })
     }
 
-    /// Runs `f` in the next group commit and returns its result once that commit is durable.
-    pub(crate) async fn run<R, F>(&self, rank: usize, f: F) -> Result<R, StoreError>
+    /// Runs `work` in the next group commit and returns its result once that commit is durable.
+    /// `work` must be safe to run twice (it is re-run alone if another job of its group fails).
+    pub(crate) async fn run<R, F>(&self, rank: usize, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed: Result<(), String>| {
-                let outcome = match committed {
-                    Ok(()) => result.map_err(to_store_error),
-                    Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-                };
-                let _ = tx.send(outcome);
-            })
+        let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            work,
+            result: None,
+            reply,
         });
         {
             let mut q = self.shared.queues.lock();
@@ -128,27 +156,45 @@ pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), Stor
     Ok(())
 }
 
-fn in_savepoint<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, rusqlite::Error>,
-) -> Result<R, rusqlite::Error> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(conn) {
-        Ok(r) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(r)
-        }
-        Err(e) => {
-            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Err(e)
+fn exec(conn: &Connection, sql: &str) -> Result<(), String> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]).map(|_| ()))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a group of jobs in one transaction. Fast path: no savepoints. If any job fails, the
+/// group is rolled back and replayed with each job in its own savepoint, so one bad job never
+/// undoes the others.
+fn commit_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    let mut all_ok = true;
+    for job in jobs.iter_mut() {
+        all_ok &= job.run(conn);
+    }
+    if all_ok {
+        return exec(conn, "COMMIT").inspect_err(|_| {
+            let _ = exec(conn, "ROLLBACK");
+        });
+    }
+    exec(conn, "ROLLBACK")?;
+    exec(conn, "BEGIN IMMEDIATE")?;
+    for job in jobs.iter_mut() {
+        exec(conn, "SAVEPOINT job")?;
+        if job.run(conn) {
+            exec(conn, "RELEASE job")?;
+        } else {
+            exec(conn, "ROLLBACK TO job")?;
+            exec(conn, "RELEASE job")?;
         }
     }
+    exec(conn, "COMMIT").inspect_err(|_| {
+        let _ = exec(conn, "ROLLBACK");
+    })
 }
 
 fn writer_loop(shared: &Shared, conn: Connection) {
     loop {
-        let jobs: Vec<Job> = {
+        let mut jobs: Vec<Box<dyn Job>> = {
             let mut q = shared.queues.lock();
             while q.ranks.iter().all(VecDeque::is_empty) && !q.closed {
                 shared.ready.wait(&mut q);
@@ -167,29 +213,12 @@ fn writer_loop(shared: &Shared, conn: Connection) {
             }
             taken
         };
-        let begun = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string());
-        let completions: Vec<Completion> = match &begun {
-            Ok(()) => jobs.into_iter().map(|job| job(&conn)).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "sqlite: cannot begin a transaction");
-                for job in jobs {
-                    // Run nothing: report the failure to every waiter.
-                    drop(job);
-                }
-                Vec::new()
-            }
-        };
-        if begun.is_ok() {
-            let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-            if let Err(e) = &committed {
-                tracing::error!(error = %e, "sqlite: commit failed");
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            for done in completions {
-                done(committed.clone());
-            }
+        let committed = commit_group(&conn, &mut jobs);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "sqlite: group commit failed");
+        }
+        for job in jobs {
+            job.complete(committed.clone());
         }
     }
 }
