@@ -1,1 +1,545 @@
-//! (being written)
+//! Crash safety of `herald serve` as a real process: kill -9 in the middle of a drain, start
+//! again on the same data directory, and check the sandbox's durable send log.
+//! Also: one process per data directory, and the dev key printed on first start only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use herald_tests::herald_binary;
+use herald_tests::shared::embedded::SANDBOX_SEND_LOG;
+use herald_tests::shared::engine::EngineConfig;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BULK_REQUESTS: usize = 2;
+const BULK_SIZE: usize = 10_000;
+const SINGLES: usize = 50;
+const TOTAL: usize = BULK_REQUESTS * BULK_SIZE + SINGLES;
+/// Simulated provider latency: makes the drain last long enough for the kill to land in it.
+const SANDBOX_LATENCY_MS: &str = "2";
+
+/// A `herald serve` child process.
+struct Serve {
+    child: Child,
+    url: String,
+    /// Stdout lines up to and including the `herald listening on` line.
+    banner: Vec<String>,
+    stderr_path: PathBuf,
+}
+
+impl Serve {
+    /// Starts `herald serve` on `data_dir` and waits for its listening line.
+    async fn start(bin: &Path, data_dir: &Path, stderr_path: PathBuf) -> Serve {
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+        let mut child = serve_command(bin, data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn herald serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let read_banner = async {
+            while let Some(line) = lines.next_line().await.expect("read herald stdout") {
+                banner.push(line.clone());
+                if let Some(rest) = line.strip_prefix("herald listening on ") {
+                    return Some(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+            None
+        };
+        let url = match tokio::time::timeout(Duration::from_secs(60), read_banner).await {
+            Ok(Some(url)) => url,
+            Ok(None) => {
+                let status = child.wait().await.expect("wait for herald serve");
+                panic!(
+                    "herald serve exited ({status}) before listening; stdout: {banner:?}; stderr:\n{}",
+                    read_lossy(&stderr_path)
+                );
+            }
+            Err(_) => panic!(
+                "herald serve printed no `herald listening on` line within 60 s; stdout: {banner:?}; stderr:\n{}",
+                read_lossy(&stderr_path)
+            ),
+        };
+        // Keep draining stdout so that a later print never meets a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Serve {
+            child,
+            url,
+            banner,
+            stderr_path,
+        }
+    }
+
+    /// SIGKILL (std/tokio `kill` is SIGKILL on unix), then reap the process.
+    async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9 herald serve");
+    }
+
+    fn stderr(&self) -> String {
+        read_lossy(&self.stderr_path)
+    }
+}
+
+fn serve_command(bin: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--sandbox-latency-ms", SANDBOX_LATENCY_MS])
+        .env("HERALD_LOG", "warn")
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_LANE_WORKERS")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// `herald keys create`: the key is the last line of stdout.
+fn create_key(bin: &Path, data_dir: &Path, tenant: &str) -> String {
+    let out = std::process::Command::new(bin)
+        .args(["keys", "create", "--tenant", tenant, "--data-dir"])
+        .arg(data_dir)
+        .env("HERALD_LOG", "warn")
+        .output()
+        .expect("run herald keys create");
+    assert!(
+        out.status.success(),
+        "herald keys create failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let key = stdout.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(
+        key.starts_with("hk_"),
+        "no key on the last line of stdout: {stdout:?}"
+    );
+    key
+}
+
+/// The sandbox send log's lines: (message id, attempt).
+fn send_log(data_dir: &Path) -> Vec<(String, u32)> {
+    let text = read_lossy(&data_dir.join(SANDBOX_SEND_LOG));
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the send log ends with a partial line"
+    );
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 4, "bad send log line {line:?}");
+            let attempt = f[2]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad attempt in {line:?}"));
+            (f[1].to_owned(), attempt)
+        })
+        .collect()
+}
+
+fn send_log_len(data_dir: &Path) -> usize {
+    std::fs::read(data_dir.join(SANDBOX_SEND_LOG))
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+struct Api {
+    client: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> Value {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = res.status();
+        let reply: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "POST {path}: {reply}");
+        reply
+    }
+
+    /// Lanes' depth + in-flight, summed.
+    async fn queued_work(&self) -> u64 {
+        let stats = self.get("/v1/stats/queue").await;
+        stats["lanes"]
+            .as_array()
+            .expect("lanes")
+            .iter()
+            .map(|l| l["depth"].as_u64().unwrap_or(0) + l["in_flight"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// This tenant's message counts by status, over every channel and gateway.
+    async fn counts(&self) -> BTreeMap<String, u64> {
+        let stats = self.get("/v1/stats/channels").await;
+        let mut counts = BTreeMap::new();
+        for ch in stats["channels"].as_array().expect("channels") {
+            for (status, n) in ch["counts"].as_object().expect("counts") {
+                *counts.entry(status.clone()).or_default() += n.as_u64().expect("count");
+            }
+        }
+        counts
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
+    let bin = herald_binary();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = tempfile::tempdir().expect("temp dir for stderr");
+    let data = dir.path().to_owned();
+    let key = create_key(&bin, &data, "crash");
+
+    // --- first run: accept everything, kill -9 in the middle of the drain ---
+    let first = Serve::start(&bin, &data, logs.path().join("first.stderr")).await;
+    let api = Api {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client"),
+        url: first.url.clone(),
+        key,
+    };
+    let mut singles = Vec::new();
+    for b in 0..BULK_REQUESTS {
+        let recipients: Vec<Value> = (b * BULK_SIZE..(b + 1) * BULK_SIZE)
+            .map(|i| json!({ "to": format!("user{i}@example.com"), "external_id": i.to_string() }))
+            .collect();
+        let reply = api
+            .post(
+                "/v1/messages/bulk",
+                &json!({ "channel": "email", "priority": "P3", "subject": "Campaign",
+                         "body": "Hello from the crash test", "recipients": recipients }),
+            )
+            .await;
+        assert_eq!(reply["queued"], BULK_SIZE, "bulk {b}: {reply}");
+        assert_eq!(reply["suppressed"], 0, "bulk {b}: {reply}");
+        assert_eq!(reply["rejected"], json!([]), "bulk {b}: {reply}");
+        if b == 0 {
+            for i in 0..SINGLES {
+                let reply = api
+                    .post(
+                        "/v1/messages",
+                        &json!({ "channel": "email", "priority": "P0", "to": format!("alert{i}@example.com"),
+                                 "subject": "Alert", "body": format!("alert {i}") }),
+                    )
+                    .await;
+                assert_eq!(reply["status"], "queued", "P0 send {i}: {reply}");
+                singles.push(reply["id"].as_str().expect("id").to_owned());
+            }
+        }
+    }
+    let accepted_after = started.elapsed();
+    let sent_at_accept = send_log_len(&data);
+    assert!(
+        sent_at_accept < TOTAL,
+        "the whole drain finished before every message was even accepted; raise the sandbox latency"
+    );
+
+    // Kill once a good part has been sent, and well before the end.
+    let kill_at = (TOTAL / 4).max(sent_at_accept + 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = send_log_len(&data);
+        if n >= kill_at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not reach {kill_at} sends within 60 s (at {n}); stderr:\n{}",
+            first.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first_stderr_path = first.stderr_path.clone();
+    first.kill9().await;
+    let killed_after = started.elapsed();
+
+    // The process is gone: this part of the log is final.
+    let before_kill = send_log(&data);
+    let lines_at_kill = before_kill.len();
+    println!(
+        "accepted {TOTAL} in {accepted_after:.1?} ({sent_at_accept} sent by then); \
+         killed at {killed_after:.1?} with {lines_at_kill} sends logged"
+    );
+    assert!(
+        lines_at_kill > 0 && lines_at_kill < TOTAL,
+        "the kill did not land mid-drain: {lines_at_kill} of {TOTAL} sends logged"
+    );
+    let stderr = read_lossy(&first_stderr_path);
+    assert!(
+        !stderr.contains("panicked"),
+        "first run panicked:\n{stderr}"
+    );
+
+    // --- second run on the same data directory ---
+    let second = Serve::start(&bin, &data, logs.path().join("second.stderr")).await;
+    let api = Api {
+        url: second.url.clone(),
+        ..api
+    };
+    assert!(
+        !second.banner.iter().any(|l| l.starts_with("hk_")),
+        "the dev key was printed again on restart: {:?}",
+        second.banner
+    );
+
+    // Every lane empties and every message reaches a final state.
+    let non_final = ["queued", "deferred", "sending"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let work = api.queued_work().await;
+        let counts = api.counts().await;
+        let pending: u64 = non_final.iter().filter_map(|s| counts.get(*s)).sum();
+        if work == 0 && pending == 0 {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not drained 60 s after the restart: {work} on the lanes, counts {counts:?}; stderr:\n{}",
+            second.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let drained_after = started.elapsed();
+    let total: u64 = counts.values().sum();
+    assert_eq!(total, TOTAL as u64, "message count by status: {counts:?}");
+    let reached_gateway: u64 = ["sent", "delivered"]
+        .iter()
+        .filter_map(|s| counts.get(*s))
+        .sum();
+    assert_eq!(
+        reached_gateway, TOTAL as u64,
+        "every message should be sent or delivered: {counts:?}"
+    );
+
+    // The durable send log: every message at least once, twice only across the kill.
+    let log = send_log(&data);
+    let mut by_id: BTreeMap<&str, Vec<(usize, u32)>> = BTreeMap::new();
+    for (i, (id, attempt)) in log.iter().enumerate() {
+        by_id.entry(id.as_str()).or_default().push((i, *attempt));
+    }
+    assert_eq!(
+        by_id.len(),
+        TOTAL,
+        "distinct message ids in the send log ({} lines)",
+        log.len()
+    );
+    for id in &singles {
+        assert!(
+            by_id.contains_key(id.as_str()),
+            "P0 message {id} was never sent"
+        );
+    }
+    let duplicates: Vec<(&str, &Vec<(usize, u32)>)> = by_id
+        .iter()
+        .filter(|(_, sends)| sends.len() > 1)
+        .map(|(id, sends)| (*id, sends))
+        .collect();
+    let workers = EngineConfig::default().total_workers();
+    println!(
+        "drained at {drained_after:.1?}: {} sends logged for {TOTAL} messages, {} sent twice \
+         (bound: {workers} workers); counts {counts:?}",
+        log.len(),
+        duplicates.len()
+    );
+    for (id, sends) in &duplicates {
+        // In hand-off at the kill: one send before it, the retry after the restart.
+        assert_eq!(
+            sends.len(),
+            2,
+            "message {id} sent more than twice: {sends:?}"
+        );
+        assert!(
+            sends[0].0 < lines_at_kill && sends[1].0 >= lines_at_kill,
+            "message {id} was sent twice without a crash between: log lines {sends:?}, kill at line {lines_at_kill}"
+        );
+        assert!(
+            sends[1].1 > sends[0].1,
+            "the resend of {id} should be a later attempt: {sends:?}"
+        );
+    }
+    assert!(
+        duplicates.len() <= workers,
+        "{} messages sent twice, more than the {workers} workers that can be in hand-off at once",
+        duplicates.len()
+    );
+    for (id, _) in duplicates.iter().take(5) {
+        let view = api.get(&format!("/v1/messages/{id}")).await;
+        let sending = view["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["type"] == "sending")
+            .count();
+        assert_eq!(sending, 2, "message {id} sent twice: {view:#}");
+    }
+
+    // The sandbox's callbacks: every message to example.com should end `delivered`. Wait until
+    // nothing is left in `sent`, or the count has not moved for 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last_sent, mut last_change) = (u64::MAX, Instant::now());
+    let counts = loop {
+        let counts = api.counts().await;
+        let sent = counts.get("sent").copied().unwrap_or(0);
+        if sent != last_sent {
+            (last_sent, last_change) = (sent, Instant::now());
+        }
+        if sent == 0 || last_change.elapsed() > Duration::from_secs(5) || Instant::now() > deadline
+        {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("final counts: {counts:?}");
+    let delivered = counts.get("delivered").copied().unwrap_or(0);
+    if delivered != TOTAL as u64 {
+        // Which ones: look at the sends logged last before the kill.
+        let mut stuck = Vec::new();
+        for (back, (id, _)) in before_kill.iter().rev().take(500).enumerate() {
+            let view = api.get(&format!("/v1/messages/{id}")).await;
+            if view["status"] == "sent" {
+                stuck.push(back + 1);
+            }
+        }
+        panic!(
+            "every message to example.com should end delivered, but the counts are {counts:?}. \
+             Of the last 500 sends logged before the kill, {} are still `sent` (positions from \
+             the end of the log at the kill: {stuck:?}): their delivery callbacks were lost \
+             with the killed process and nothing recovers them after the restart",
+            stuck.len()
+        );
+    }
+
+    let stderr = second.stderr();
+    assert!(
+        !stderr.contains("panicked"),
+        "second run panicked:\n{stderr}"
+    );
+    second.kill9().await;
+    println!("total {:.1?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_data_dir_and_the_dev_key_is_printed_once() {
+    let bin = herald_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = tempfile::tempdir().expect("temp dir for stderr");
+    let data = dir.path();
+
+    let first = Serve::start(&bin, data, logs.path().join("first.stderr")).await;
+    let keys: Vec<&String> = first
+        .banner
+        .iter()
+        .filter(|l| l.starts_with("hk_"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "first start should print the dev key once: {:?}",
+        first.banner
+    );
+    let dev_key = keys[0].trim().to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    let res = client
+        .get(format!("{}/v1/stats/queue", first.url))
+        .bearer_auth(&dev_key)
+        .send()
+        .await
+        .expect("GET /v1/stats/queue");
+    assert_eq!(res.status(), 200, "the printed dev key is refused");
+
+    // A second process on the same data directory is refused.
+    let second = serve_command(&bin, data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a second herald serve");
+    let out = tokio::time::timeout(Duration::from_secs(60), second.wait_with_output())
+        .await
+        .expect("a second herald serve on a locked data dir should exit within 60 s")
+        .expect("wait for the second herald serve");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second herald serve on the same data dir should fail; stdout: {stdout}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("lock"),
+        "stderr should mention the lock: {stderr}"
+    );
+    assert!(
+        !stdout.contains("herald listening on") && !stdout.lines().any(|l| l.starts_with("hk_")),
+        "the refused process should neither listen nor print a key: {stdout}"
+    );
+    // The first process is unaffected.
+    let res = client
+        .get(format!("{}/readyz", first.url))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(res.status(), 200, "the first server stopped answering");
+    first.kill9().await;
+
+    // After the owner is gone, the data directory can be used again; no new dev key.
+    let again = Serve::start(&bin, data, logs.path().join("again.stderr")).await;
+    assert!(
+        !again.banner.iter().any(|l| l.starts_with("hk_")),
+        "the dev key was printed again on the second start: {:?}",
+        again.banner
+    );
+    let res = client
+        .get(format!("{}/v1/stats/queue", again.url))
+        .bearer_auth(&dev_key)
+        .send()
+        .await
+        .expect("GET /v1/stats/queue");
+    assert_eq!(
+        res.status(),
+        200,
+        "the dev key no longer works after a restart"
+    );
+    again.kill9().await;
+}
