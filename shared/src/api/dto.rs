@@ -17,6 +17,9 @@ const MAX_LABEL_CHARS: usize = 128;
 const MAX_SCHEDULE_DAYS: i64 = 90;
 
 /// `POST /v1/messages`
+///
+/// The envelope fields repeat in [`BulkSendRequest`]: serde cannot combine `flatten` with
+/// `deny_unknown_fields`, and an unknown field must stay a 400.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {

@@ -67,22 +67,7 @@ impl GatewayHealth {
         let windows = self.windows.lock();
         let empty = Window::default();
         let w = windows.get(gateway).unwrap_or(&empty);
-        let n = w.outcomes.len();
-        let errors = w
-            .outcomes
-            .iter()
-            .filter(|(o, _)| *o == Outcome::Transient)
-            .count();
-        let error_rate = if n == 0 {
-            0.0
-        } else {
-            errors as f64 / n as f64
-        };
-        let state = match (n >= MIN_VOLUME, error_rate) {
-            (true, r) if r >= 0.5 => "down",
-            (true, r) if r >= 0.1 => "degraded",
-            _ => "healthy",
-        };
+        let (error_rate, state) = (error_rate(w), state_of(w));
         let mut lat: Vec<f64> = w
             .outcomes
             .iter()
