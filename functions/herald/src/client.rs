@@ -138,6 +138,10 @@ fn read_recipients(path: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let client = http()?;
     let res = call(
@@ -147,10 +151,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     .await?;
     println!(
         "{} {} -> {}  [{}]",
-        res["id"].as_str().unwrap_or(""),
-        res["channel"],
-        res["to"],
-        res["status"]
+        text(&res["id"]),
+        text(&res["channel"]),
+        text(&res["to"]),
+        text(&res["status"])
     );
     for e in res["events"].as_array().into_iter().flatten() {
         println!(

@@ -90,10 +90,7 @@ fn callbacks_for(channel: Channel, to: &str) -> Result<Callbacks, GatewayError> 
                 message: message.into(),
             })
         }
-        Behaviour::Deliver => vec![(
-            ProviderEventKind::Delivered,
-            json!({ "smtp_response": "250 2.6.0 Message received" }),
-        )],
+        Behaviour::Deliver => vec![(ProviderEventKind::Delivered, delivered_detail(channel))],
         Behaviour::Bounce { permanent, reason } => {
             vec![(
                 ProviderEventKind::Bounced { permanent },
@@ -111,6 +108,15 @@ fn callbacks_for(channel: Channel, to: &str) -> Result<Callbacks, GatewayError> 
             ),
         ],
     })
+}
+
+/// What the provider says when it delivered: an SMTP reply for email, a carrier status otherwise.
+fn delivered_detail(channel: Channel) -> serde_json::Value {
+    match channel {
+        Channel::Email => json!({ "smtp_response": "250 2.6.0 Message received" }),
+        Channel::Sms => json!({ "provider_status": "delivered" }),
+        Channel::Push => json!({ "provider_status": "delivered to device" }),
+    }
 }
 
 fn behaviour(channel: Channel, to: &str) -> Behaviour {
