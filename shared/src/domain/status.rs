@@ -58,19 +58,6 @@ impl MessageStatus {
         matches!(self, Queued | Deferred)
     }
 
-    /// Handed to a gateway at least once.
-    pub fn reached_gateway(self) -> bool {
-        matches!(
-            self,
-            Sending | Sent | Delivered | Opened | Clicked | Bounced | Complained
-        )
-    }
-
-    /// Nothing more will be sent for this message (provider callbacks may still add events).
-    pub fn is_final(self) -> bool {
-        !matches!(self, Queued | Deferred | Sending)
-    }
-
     /// The states from which `to` may be entered.
     pub fn sources_of(to: MessageStatus) -> &'static [MessageStatus] {
         match to {

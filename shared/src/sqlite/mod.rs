@@ -6,7 +6,7 @@ mod queue;
 mod rows;
 mod tenants;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -109,7 +109,6 @@ CREATE INDEX IF NOT EXISTS lane_queue_due ON lane_queue (lane, visible_at);
 pub struct SqliteBackend {
     writer: Writer,
     readers: Arc<Readers>,
-    path: PathBuf,
 }
 
 impl SqliteBackend {
@@ -120,15 +119,7 @@ impl SqliteBackend {
         let writer = Writer::start(conn)?;
         start_checkpointer(path, writer.clone())?;
         let readers = Arc::new(Readers::open(path, 4)?);
-        Ok(SqliteBackend {
-            writer,
-            readers,
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SqliteBackend { writer, readers })
     }
 
     /// Start-up recovery for the single embedded process: whatever the previous process had
