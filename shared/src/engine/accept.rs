@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::Herald;
 use crate::domain::content::{self, ContentOrigin};
+use crate::domain::sms::SmsInfo;
 use crate::domain::template::{CompiledTemplate, TemplateError};
 use crate::domain::{
     Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Recipient,
@@ -118,25 +119,10 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
-        let template = self.load_template(tenant, &draft.envelope.content).await?;
-        let compiled = template
-            .as_ref()
-            .map(CompiledTemplate::compile)
-            .transpose()
-            .map_err(AcceptError::Template)?;
-        let (content, origin) = match (&draft.envelope.content, &compiled) {
-            (ContentSource::Inline(c), _) => (c.clone(), ContentOrigin::Inline),
-            (ContentSource::Template(_), Some(t)) => (
-                t.render(&draft.envelope.data)
-                    .map_err(AcceptError::Template)?,
-                ContentOrigin::Template,
-            ),
-            (ContentSource::Template(name), None) => {
-                return Err(AcceptError::TemplateNotFound(name.clone()))
-            }
-        };
-        let sms = content::check(draft.envelope.channel, &content, origin)
-            .map_err(AcceptError::Invalid)?;
+        let source = self.load_content(tenant, &draft.envelope.content).await?;
+        let (content, sms) = source
+            .compile()?
+            .render(draft.envelope.channel, &draft.envelope.data)?;
         let message = new_message(
             tenant,
             &draft.envelope,
@@ -175,35 +161,22 @@ impl Herald {
             return Ok(replay);
         }
         let env = &draft.envelope;
-        let template = self.load_template(tenant, &env.content).await?;
+        let source = self.load_content(tenant, &env.content).await?;
         // Compiled once, rendered per recipient.
-        let compiled = template
-            .as_ref()
-            .map(CompiledTemplate::compile)
-            .transpose()
-            .map_err(AcceptError::Template)?;
+        let renderer = source.compile()?;
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
         let mut rejected = draft.rejected;
         let mut messages = Vec::with_capacity(draft.recipients.len());
         for r in draft.recipients {
-            let rendered = match (&env.content, &compiled) {
-                (ContentSource::Inline(c), _) => Ok((c.clone(), ContentOrigin::Inline)),
-                (_, Some(t)) => {
-                    let data = merge_data(&env.data, r.data.as_ref());
-                    t.render(&data)
-                        .map(|c| (c, ContentOrigin::Template))
-                        .map_err(|e| e.to_string())
+            let merged;
+            let data = match &r.data {
+                Some(own) => {
+                    merged = merge_data(&env.data, own);
+                    &merged
                 }
-                (ContentSource::Template(name), None) => {
-                    return Err(AcceptError::TemplateNotFound(name.clone()))
-                }
+                None => &env.data,
             };
-            let checked = rendered.and_then(|(c, origin)| {
-                content::check(env.channel, &c, origin)
-                    .map(|sms| (c, sms))
-                    .map_err(|e| e.detail)
-            });
-            match checked {
+            match renderer.render(env.channel, data) {
                 Ok((content, sms)) => messages.push(new_message(
                     tenant,
                     env,
@@ -213,9 +186,9 @@ impl Herald {
                     Some(bulk_id.clone()),
                     r.external_id,
                 )),
-                Err(reason) => rejected.push(RejectedRecipient {
+                Err(e) => rejected.push(RejectedRecipient {
                     index: r.index,
-                    reason,
+                    reason: e.to_string(),
                 }),
             }
         }
@@ -245,20 +218,20 @@ impl Herald {
         Ok(replay.unwrap_or(Accepted::New(outcome)))
     }
 
-    async fn load_template(
+    async fn load_content<'a>(
         &self,
         tenant: &TenantId,
-        source: &ContentSource,
-    ) -> Result<Option<Template>, AcceptError> {
-        let ContentSource::Template(name) = source else {
-            return Ok(None);
-        };
-        let template = self
-            .templates
-            .get(tenant, name)
-            .await?
-            .ok_or_else(|| AcceptError::TemplateNotFound(name.clone()))?;
-        Ok(Some(template))
+        source: &'a ContentSource,
+    ) -> Result<Source<'a>, AcceptError> {
+        match source {
+            ContentSource::Inline(content) => Ok(Source::Inline(content)),
+            ContentSource::Template(name) => self
+                .templates
+                .get(tenant, name)
+                .await?
+                .map(Source::Template)
+                .ok_or_else(|| AcceptError::TemplateNotFound(name.clone())),
+        }
     }
 
     async fn replay<T>(
@@ -322,15 +295,58 @@ fn replay_of<T>(
     }
 }
 
-fn merge_data(shared: &serde_json::Value, own: Option<&serde_json::Value>) -> serde_json::Value {
+/// The request's data with one recipient's data over it.
+fn merge_data(shared: &serde_json::Value, own: &serde_json::Value) -> serde_json::Value {
     match (shared, own) {
-        (serde_json::Value::Object(base), Some(serde_json::Value::Object(extra))) => {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
             let mut merged = base.clone();
             merged.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
             serde_json::Value::Object(merged)
         }
-        (_, Some(own)) => own.clone(),
-        (shared, None) => shared.clone(),
+        (_, own) => own.clone(),
+    }
+}
+
+/// A request's content as loaded: inline, or the stored template it names.
+enum Source<'a> {
+    Inline(&'a Content),
+    Template(Template),
+}
+
+impl Source<'_> {
+    fn compile(&self) -> Result<Renderer<'_>, AcceptError> {
+        Ok(match self {
+            Source::Inline(content) => Renderer::Inline(content),
+            Source::Template(t) => Renderer::Template(Box::new(
+                CompiledTemplate::compile(t).map_err(AcceptError::Template)?,
+            )),
+        })
+    }
+}
+
+/// Content ready to render per recipient: the template is compiled once.
+enum Renderer<'a> {
+    Inline(&'a Content),
+    Template(Box<CompiledTemplate<'a>>),
+}
+
+impl Renderer<'_> {
+    /// Renders for one recipient's data and checks the result against the channel's rules; for
+    /// SMS it returns the encoding and segments to store.
+    fn render(
+        &self,
+        channel: Channel,
+        data: &serde_json::Value,
+    ) -> Result<(Content, Option<SmsInfo>), AcceptError> {
+        let (content, origin) = match self {
+            Renderer::Inline(content) => ((*content).clone(), ContentOrigin::Inline),
+            Renderer::Template(t) => (
+                t.render(data).map_err(AcceptError::Template)?,
+                ContentOrigin::Template,
+            ),
+        };
+        let sms = content::check(channel, &content, origin).map_err(AcceptError::Invalid)?;
+        Ok((content, sms))
     }
 }
 
@@ -339,7 +355,7 @@ fn new_message(
     env: &Envelope,
     to: &str,
     content: Content,
-    sms: Option<crate::domain::sms::SmsInfo>,
+    sms: Option<SmsInfo>,
     bulk_id: Option<String>,
     external_id: Option<String>,
 ) -> NewMessage {
