@@ -149,6 +149,29 @@ fn sender(channel: Channel, from: Option<String>) -> Result<Option<String>, Fiel
     }
 }
 
+/// Moves the envelope fields out of either request type (their field lists cannot be shared:
+/// see [`SendMessageRequest`]).
+macro_rules! envelope_input {
+    ($req:ident, $correlation_id:expr) => {
+        EnvelopeInput {
+            channel: $req.channel,
+            priority: $req.priority,
+            from: $req.from,
+            subject: $req.subject,
+            body: $req.body,
+            html: $req.html,
+            template: $req.template,
+            data: $req.data,
+            message_type: $req.message_type,
+            source_type: $req.source_type,
+            source_id: $req.source_id,
+            metadata: $req.metadata,
+            send_at: $req.send_at,
+            correlation_id: $correlation_id,
+        }
+    };
+}
+
 fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
     let inline = input.subject.is_some() || input.body.is_some() || input.html.is_some();
     let content = match input.template {
@@ -198,22 +221,7 @@ impl SendMessageRequest {
             .channel
             .parse_recipient(&self.to)
             .map_err(|e| FieldError::new("/to", e.code(), e.to_string()))?;
-        let envelope = envelope(EnvelopeInput {
-            channel: self.channel,
-            priority: self.priority,
-            from: self.from,
-            subject: self.subject,
-            body: self.body,
-            html: self.html,
-            template: self.template,
-            data: self.data,
-            message_type: self.message_type,
-            source_type: self.source_type,
-            source_id: self.source_id,
-            metadata: self.metadata,
-            send_at: self.send_at,
-            correlation_id,
-        })?;
+        let envelope = envelope(envelope_input!(self, correlation_id))?;
         Ok(SendDraft { envelope, to })
     }
 }
@@ -231,22 +239,7 @@ impl BulkSendRequest {
             ));
         }
         let channel = self.channel;
-        let envelope = envelope(EnvelopeInput {
-            channel,
-            priority: self.priority,
-            from: self.from,
-            subject: self.subject,
-            body: self.body,
-            html: self.html,
-            template: self.template,
-            data: self.data,
-            message_type: self.message_type,
-            source_type: self.source_type,
-            source_id: self.source_id,
-            metadata: self.metadata,
-            send_at: self.send_at,
-            correlation_id,
-        })?;
+        let envelope = envelope(envelope_input!(self, correlation_id))?;
         let mut recipients = Vec::with_capacity(self.recipients.len());
         let mut rejected = Vec::new();
         for (index, raw) in self.recipients.into_iter().enumerate() {
