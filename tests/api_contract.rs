@@ -45,21 +45,6 @@ fn assert_problem(r: &Reply, status: StatusCode, slug: &str) {
     );
 }
 
-async fn put_as(s: &TestServer, path: &str, key: &str, body: &Value) -> Reply {
-    s.request(
-        Method::PUT,
-        path,
-        Some(key),
-        &[("content-type", "application/json")],
-        Some(body.to_string().into_bytes()),
-    )
-    .await
-}
-
-async fn delete_as(s: &TestServer, path: &str, key: &str) -> Reply {
-    s.request(Method::DELETE, path, Some(key), &[], None).await
-}
-
 /// Polls a message (as `key`) until `done(view)`; panics with the last view on timeout.
 async fn wait_view(
     s: &TestServer,
@@ -273,13 +258,13 @@ async fn concurrent_requests_with_one_idempotency_key_make_one_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_replay_does_not_depend_on_the_template_still_existing() {
     let s = TestServer::start().await;
-    let r = put_as(
-        &s,
-        "/v1/templates/receipt",
-        &s.key,
-        &json!({ "subject": "Receipt {{ n }}", "text": "Order {{ n }}" }),
-    )
-    .await;
+    let r = s
+        .put_as(
+            "/v1/templates/receipt",
+            &s.key,
+            &json!({ "subject": "Receipt {{ n }}", "text": "Order {{ n }}" }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let body = json!({ "channel": "email", "priority": "P4", "to": "buyer@example.com",
                        "template": "receipt", "data": { "n": 7 } });
@@ -382,7 +367,7 @@ async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
         "not-found",
     );
     assert_problem(
-        &delete_as(&s, &path, &b).await,
+        &s.delete_as(&path, &b).await,
         StatusCode::NOT_FOUND,
         "not-found",
     );
@@ -409,7 +394,7 @@ async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
 
     // Templates are per tenant.
     let tpl = json!({ "subject": "Welcome {{ name }}", "text": "Hi {{ name }}" });
-    let r = put_as(&s, "/v1/templates/welcome", &s.key, &tpl).await;
+    let r = s.put_as("/v1/templates/welcome", &s.key, &tpl).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_problem(
         &s.get_as("/v1/templates/welcome", &b).await,
@@ -428,7 +413,7 @@ async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "template-not-found");
     assert_eq!(r.body["errors"][0]["pointer"], "/template");
     assert_problem(
-        &delete_as(&s, "/v1/templates/welcome", &b).await,
+        &s.delete_as("/v1/templates/welcome", &b).await,
         StatusCode::NOT_FOUND,
         "not-found",
     );
@@ -437,13 +422,13 @@ async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
     assert_eq!(r.body["subject"], "Welcome {{ name }}");
 
     // B's template of the same name is its own: created, and A's is unchanged.
-    let r = put_as(
-        &s,
-        "/v1/templates/welcome",
-        &b,
-        &json!({ "subject": "Globex welcomes {{ name }}" }),
-    )
-    .await;
+    let r = s
+        .put_as(
+            "/v1/templates/welcome",
+            &b,
+            &json!({ "subject": "Globex welcomes {{ name }}" }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(
         s.get("/v1/templates/welcome").await.body["subject"],
@@ -464,7 +449,7 @@ async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
 async fn templates_are_stored_rendered_escaped_and_deleted() {
     let s = TestServer::start().await;
     let first = json!({ "subject": "Welcome {{ user.name }}", "text": "Hi {{ user.name }}" });
-    let r = put_as(&s, "/v1/templates/welcome", &s.key, &first).await;
+    let r = s.put_as("/v1/templates/welcome", &s.key, &first).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["name"], "welcome");
 
@@ -473,7 +458,7 @@ async fn templates_are_stored_rendered_escaped_and_deleted() {
         "text": "Hi {{ user.name }}, your plan is {{ plan }}.",
         "html": "<p>Hi {{ user.name }}, your plan is {{ plan }}.</p>",
     });
-    let r = put_as(&s, "/v1/templates/welcome", &s.key, &tpl).await;
+    let r = s.put_as("/v1/templates/welcome", &s.key, &tpl).await;
     assert_eq!(r.status, StatusCode::OK, "a replace is 200: {}", r.body);
     let r = s.get("/v1/templates/welcome").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -525,9 +510,7 @@ async fn templates_are_stored_rendered_escaped_and_deleted() {
     assert_eq!(r.body["missing"], json!(["plan"]), "{}", r.body);
 
     // Bulk: per-recipient data over the shared data; a recipient lacking a variable is rejected.
-    let r = put_as(
-        &s,
-        "/v1/templates/digest",
+    let r = s.put_as("/v1/templates/digest",
         &s.key,
         &json!({ "subject": "News for {{ name }}", "text": "Hello {{ name }} from {{ team }}" }),
     )
@@ -623,13 +606,13 @@ async fn templates_are_stored_rendered_escaped_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_missing_template_variable_is_named() {
     let s = TestServer::start().await;
-    let r = put_as(
-        &s,
-        "/v1/templates/welcome",
-        &s.key,
-        &json!({ "subject": "Hello {{ user.name }}", "text": "Your plan is {{ plan }}." }),
-    )
-    .await;
+    let r = s
+        .put_as(
+            "/v1/templates/welcome",
+            &s.key,
+            &json!({ "subject": "Hello {{ user.name }}", "text": "Your plan is {{ plan }}." }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let r = s
         .post(

@@ -53,19 +53,9 @@ async fn send_bulk_and_status_through_the_cli() {
         assert!(text.contains(step), "status shows {step}:\n{text}");
     }
 
-    let r = s
-        .request(
-            reqwest::Method::PUT,
-            "/v1/templates/welcome",
-            Some(&s.key),
-            &[("content-type", "application/json")],
-            Some(
-                json!({ "subject": "Welcome {{ name }}", "text": "Hi {{ name }} from {{ city }}" })
-                    .to_string()
-                    .into(),
-            ),
-        )
-        .await;
+    let template =
+        json!({ "subject": "Welcome {{ name }}", "text": "Hi {{ name }} from {{ city }}" });
+    let r = s.put_as("/v1/templates/welcome", &s.key, &template).await;
     assert_eq!(r.status, 201);
     let csv = s.dir.path().join("recipients.csv");
     let mut rows = String::from("to,name,city,external_id\n");

@@ -131,6 +131,23 @@ impl TestServer {
             .await
     }
 
+    pub async fn put_as(&self, path: &str, key: &str, body: &Value) -> Reply {
+        let headers = [("content-type", "application/json")];
+        self.request(
+            reqwest::Method::PUT,
+            path,
+            Some(key),
+            &headers,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    pub async fn delete_as(&self, path: &str, key: &str) -> Reply {
+        self.request(reqwest::Method::DELETE, path, Some(key), &[], None)
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.request(reqwest::Method::DELETE, path, Some(&self.key), &[], None)
             .await
