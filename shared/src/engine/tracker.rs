@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Herald;
-use crate::domain::MessageStatus;
+use crate::domain::{MessageId, MessageStatus};
 use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutcome};
 
 /// A callback can overtake the recording of `sent`; it is tried again this many times.
@@ -118,11 +118,7 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
     if events.is_empty() {
         return events;
     }
-    let keys = events
-        .iter()
-        .map(|e| (e.gateway.clone(), e.provider_message_id.clone()))
-        .collect();
-    let ids = match herald.store.find_by_provider_ids(keys).await {
+    let ids = match resolve_ids(herald, &events).await {
         Ok(ids) => ids,
         Err(e) => {
             warn!(error = %e, "provider event lookup failed");
@@ -176,7 +172,29 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
         .collect()
 }
 
-fn transition_for(id: crate::domain::MessageId, event: &ProviderEvent) -> Transition {
+/// Herald's id for each event: echoed by the provider, or looked up by the provider's id.
+async fn resolve_ids(
+    herald: &Herald,
+    events: &[ProviderEvent],
+) -> Result<Vec<Option<MessageId>>, crate::ports::StoreError> {
+    let keys: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.message_id.is_none())
+        .map(|e| (e.gateway.clone(), e.provider_message_id.clone()))
+        .collect();
+    let mut found = if keys.is_empty() {
+        Vec::new()
+    } else {
+        herald.store.find_by_provider_ids(keys).await?
+    }
+    .into_iter();
+    Ok(events
+        .iter()
+        .map(|e| e.message_id.or_else(|| found.next().flatten()))
+        .collect())
+}
+
+fn transition_for(id: MessageId, event: &ProviderEvent) -> Transition {
     let to = target_status(event.kind);
     let mut t = Transition::new(id, to, event.at);
     let mut detail =
@@ -198,4 +216,79 @@ fn transition_for(id: crate::domain::MessageId, event: &ProviderEvent) -> Transi
             .map(str::to_owned);
     }
     t
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use super::apply_batch;
+    use crate::domain::{MessageStatus, Priority};
+    use crate::embedded::{Embedded, EmbeddedConfig};
+    use crate::ports::{AcceptBatch, ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
+    use crate::sqlite::contract_tests::{message, tenant};
+
+    fn webhook_event(provider_id: &str, kind: ProviderEventKind) -> ProviderEvent {
+        ProviderEvent {
+            gateway: "ses".into(),
+            provider_message_id: provider_id.into(),
+            message_id: None, // a real provider's webhook: only its own id
+            kind,
+            at: Utc::now(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_without_herald_id_are_found_by_provider_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.run_workers = false;
+        let embedded = Embedded::start(cfg).await.unwrap();
+        let herald = embedded.herald.clone();
+        let t = tenant("acme");
+        let m = message(&t, Priority::P4);
+        let id = m.id;
+        herald
+            .store
+            .accept(AcceptBatch {
+                messages: vec![m],
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        let ClaimOutcome::Claimed(claimed) = herald
+            .store
+            .claim(id, Priority::P4, Utc::now(), Duration::from_secs(30))
+            .await
+            .unwrap()
+        else {
+            panic!("claim")
+        };
+        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+        sent.attempt = Some(claimed.attempts);
+        sent.gateway = Some("ses".into());
+        sent.provider_message_id = Some("0100-abc".into());
+        herald.store.transition(vec![sent]).await.unwrap();
+
+        let left = apply_batch(
+            &herald,
+            vec![
+                webhook_event("0100-abc", ProviderEventKind::Delivered),
+                webhook_event("0100-unknown", ProviderEventKind::Delivered),
+            ],
+        )
+        .await;
+        assert_eq!(left.len(), 1, "the unknown id waits for its message");
+        assert_eq!(left[0].provider_message_id, "0100-unknown");
+        let (m, events) = herald.store.get(&t, id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Delivered);
+        assert_eq!(
+            events.last().map(|e| e.kind),
+            Some(MessageStatus::Delivered)
+        );
+        embedded.shutdown().await;
+    }
 }

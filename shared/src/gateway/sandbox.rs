@@ -62,7 +62,8 @@ pub struct SandboxGateway {
     config: SandboxConfig,
     log: Option<Mutex<File>>,
     handoffs: Arc<Mutex<Vec<Handoff>>>,
-    callbacks: mpsc::Sender<ProviderEvent>,
+    /// Callbacks in the order they are due: the delay is the same for every send.
+    scheduled: mpsc::UnboundedSender<(tokio::time::Instant, Vec<ProviderEvent>)>,
 }
 
 /// What the simulator does with a recipient.
@@ -171,12 +172,14 @@ impl SandboxGateway {
         };
         // Bounded: a slow tracker slows the callbacks, not memory.
         let (tx, rx) = mpsc::channel(65_536);
+        let (scheduled, due) = mpsc::unbounded_channel();
+        tokio::spawn(deliver_callbacks(due, tx));
         Ok((
             SandboxGateway {
                 config,
                 log,
                 handoffs: Arc::default(),
-                callbacks: tx,
+                scheduled,
             },
             rx,
         ))
@@ -191,7 +194,7 @@ impl SandboxGateway {
             else {
                 continue;
             };
-            self.schedule_callbacks(provider_id.clone(), callbacks);
+            self.schedule_callbacks(m.id, provider_id.clone(), callbacks);
         }
     }
 
@@ -232,26 +235,41 @@ impl SandboxGateway {
 
     fn schedule_callbacks(
         &self,
+        message_id: MessageId,
         provider_message_id: String,
         kinds: Vec<(ProviderEventKind, serde_json::Value)>,
     ) {
-        let tx = self.callbacks.clone();
-        let delay = self.config.callback_delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            for (kind, detail) in kinds {
-                let event = ProviderEvent {
-                    gateway: SANDBOX.into(),
-                    provider_message_id: provider_message_id.clone(),
-                    kind,
-                    at: Utc::now(),
-                    detail,
-                };
-                if tx.send(event).await.is_err() {
-                    return; // engine shut down
-                }
+        let events = kinds
+            .into_iter()
+            .map(|(kind, detail)| ProviderEvent {
+                gateway: SANDBOX.into(),
+                provider_message_id: provider_message_id.clone(),
+                message_id: Some(message_id),
+                kind,
+                at: Utc::now(),
+                detail,
+            })
+            .collect();
+        let due = tokio::time::Instant::now() + self.config.callback_delay;
+        // Fails only once the engine has shut down.
+        let _ = self.scheduled.send((due, events));
+    }
+}
+
+/// The simulated provider's webhook sender: one task for every callback, instead of a timer
+/// task per send.
+async fn deliver_callbacks(
+    mut due: mpsc::UnboundedReceiver<(tokio::time::Instant, Vec<ProviderEvent>)>,
+    out: mpsc::Sender<ProviderEvent>,
+) {
+    while let Some((at, events)) = due.recv().await {
+        tokio::time::sleep_until(at).await;
+        for mut event in events {
+            event.at = Utc::now();
+            if out.send(event).await.is_err() {
+                return; // engine shut down
             }
-        });
+        }
     }
 }
 
@@ -280,7 +298,7 @@ impl Gateway for SandboxGateway {
         let callbacks = callbacks_for(m.channel, &m.to)?;
         self.log_send(m)?;
         let provider_message_id = format!("sbx-{}-{}", m.id.as_uuid().simple(), m.attempt);
-        self.schedule_callbacks(provider_message_id.clone(), callbacks);
+        self.schedule_callbacks(m.id, provider_message_id.clone(), callbacks);
         Ok(GatewayReceipt {
             provider_message_id,
         })

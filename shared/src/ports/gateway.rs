@@ -52,6 +52,9 @@ pub trait Gateway: Send + Sync + 'static {
 pub struct ProviderEvent {
     pub gateway: String,
     pub provider_message_id: String,
+    /// Herald's own id, when the provider echoes it back (SES message tags, a Twilio
+    /// StatusCallback query parameter, the sandbox): the event then needs no look-up.
+    pub message_id: Option<MessageId>,
     pub kind: ProviderEventKind,
     pub at: DateTime<Utc>,
     pub detail: serde_json::Value,

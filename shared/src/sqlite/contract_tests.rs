@@ -13,11 +13,11 @@ use crate::ports::{
 };
 use crate::sqlite::SqliteBackend;
 
-fn tenant(name: &str) -> TenantId {
+pub(crate) fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
 }
 
-fn message(t: &TenantId, lane: Priority) -> NewMessage {
+pub(crate) fn message(t: &TenantId, lane: Priority) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
         tenant: t.clone(),
@@ -95,6 +95,51 @@ pub async fn claim_is_exclusive_until_the_lease_runs_out<S: MessageStore>(store:
         ClaimOutcome::Claimed(m) => assert_eq!(m.attempts, 2),
         other => panic!("expired lease is claimable, got {other:?}"),
     }
+}
+
+pub async fn provider_ids_find_their_message<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let id = accept(store, message(&t, Priority::P2)).await;
+    let ClaimOutcome::Claimed(m) = store
+        .claim(id, Priority::P2, Utc::now(), LEASE)
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+    sent.attempt = Some(m.attempts);
+    sent.gateway = Some("ses".into());
+    sent.provider_message_id = Some("0100-abc".into());
+    assert_eq!(
+        store.transition(vec![sent]).await.unwrap(),
+        [TransitionOutcome::Applied]
+    );
+    let found = store
+        .find_by_provider_ids(vec![
+            ("ses".into(), "0100-abc".into()),
+            ("postal".into(), "0100-abc".into()),
+            ("ses".into(), "0100-other".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        [Some(id), None, None],
+        "gateway and id must both match"
+    );
+    // A callback's transition keeps the route it was sent on.
+    let delivered = Transition::new(id, MessageStatus::Delivered, Utc::now());
+    store.transition(vec![delivered]).await.unwrap();
+    let (m, _) = store.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            m.status,
+            m.gateway.as_deref(),
+            m.provider_message_id.as_deref()
+        ),
+        (MessageStatus::Delivered, Some("ses"), Some("0100-abc"))
+    );
 }
 
 pub async fn outcomes_need_the_current_attempt<S: MessageStore>(store: &S) {
@@ -311,4 +356,10 @@ async fn sqlite_received_messages_come_back_after_the_visibility_timeout() {
 async fn sqlite_retention_deletes_only_final_messages() {
     let (_d, b) = backend();
     retention_deletes_only_final_messages(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_provider_ids_find_their_message() {
+    let (_d, b) = backend();
+    provider_ids_find_their_message(&b).await;
 }

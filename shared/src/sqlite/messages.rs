@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use super::rows::{
-    enqueue, events_of, insert_event, message_from_row, parse_status, MESSAGE_COLUMNS,
+    detail_text, enqueue, events_of, insert_event, message_columns, message_from_row, parse_status,
+    MESSAGE_COLUMNS,
 };
 use super::{ms, SqliteBackend};
 use crate::domain::{
@@ -56,7 +57,7 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
     if let Some(at) = m.send_at {
         detail["send_at"] = json!(at);
     }
-    insert_event(conn, &id, m.status, now, &detail)?;
+    insert_event(conn, &id, m.status, now, detail_text(&detail).as_deref())?;
     if m.status == MessageStatus::Queued {
         let due = m.send_at.map(ms).unwrap_or(now).max(now);
         enqueue(conn, m.priority, &id, m.tenant.as_str(), due, now)?;
@@ -84,6 +85,10 @@ fn find_key(
     .optional()
 }
 
+/// Two forms: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
+/// transitions that carry no provider id (callbacks, cancels) leave `gateway` and
+/// `provider_message_id` out (it still names ?3 and ?4, which are NULL there, so both forms bind
+/// the same parameters).
 const TRANSITION_SQL: &str =
     "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
      attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
@@ -91,6 +96,12 @@ const TRANSITION_SQL: &str =
      last_error = COALESCE(?5, last_error) \
      WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
      AND (?8 IS NULL OR attempts = ?8)";
+const TRANSITION_KEEP_ROUTE_SQL: &str =
+    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
+     attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+     last_error = COALESCE(?5, last_error) \
+     WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
+     AND (?8 IS NULL OR attempts = ?8) AND ?3 IS NULL AND ?4 IS NULL";
 
 /// The states a transition may leave, from the domain's state machine (never from input), as
 /// ",a,b," for one `instr` test: an `IN (...)` list would cost an ephemeral table per statement.
@@ -115,15 +126,37 @@ fn sources(to: MessageStatus) -> &'static str {
         .unwrap_or(",")
 }
 
-fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<TransitionOutcome> {
-    let id = t.id.to_string();
+/// A transition with its id and event detail already rendered, off the writer thread.
+struct Prepared {
+    t: Transition,
+    id: String,
+    detail: Option<String>,
+}
+
+impl From<Transition> for Prepared {
+    fn from(t: Transition) -> Prepared {
+        Prepared {
+            id: t.id.to_string(),
+            detail: detail_text(&t.detail),
+            t,
+        }
+    }
+}
+
+fn apply_transition(conn: &Connection, p: &Prepared) -> rusqlite::Result<TransitionOutcome> {
+    let (t, id) = (&p.t, &p.id);
     let attempts = match t.attempts {
         AttemptChange::Keep => 0,
         AttemptChange::GiveBack => 1,
         AttemptChange::Reset => 2,
     };
     let at = ms(t.at);
-    let changed = conn.prepare_cached(TRANSITION_SQL)?.execute(params![
+    let sql = if t.gateway.is_none() && t.provider_message_id.is_none() {
+        TRANSITION_KEEP_ROUTE_SQL
+    } else {
+        TRANSITION_SQL
+    };
+    let changed = conn.prepare_cached(sql)?.execute(params![
         t.to.as_str(),
         at,
         t.gateway,
@@ -136,7 +169,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> rusqlite::Result<Trans
         sources(t.to),
     ])?;
     if changed == 1 {
-        insert_event(conn, &id, t.to, at, &t.detail)?;
+        insert_event(conn, id, t.to, at, p.detail.as_deref())?;
         return Ok(TransitionOutcome::Applied);
     }
     let current: Option<(String, String)> = conn
@@ -170,17 +203,15 @@ fn claim_in(
         )?
         .execute(params![lease_until, now_ms, id_s])?;
     if changed == 1 {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
         let m = conn
-            .prepare_cached(&sql)?
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE id = ?1"
+            ))?
             .query_row([&id_s], message_from_row)?;
-        insert_event(
-            conn,
-            &id_s,
-            MessageStatus::Sending,
-            now_ms,
-            &json!({ "attempt": m.attempts }),
-        )?;
+        let detail = format!(r#"{{"attempt":{}}}"#, m.attempts);
+        insert_event(conn, &id_s, MessageStatus::Sending, now_ms, Some(&detail))?;
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
     let current: Option<(String, Option<i64>)> = conn
@@ -300,6 +331,7 @@ impl MessageStore for SqliteBackend {
     ) -> Result<(Option<TransitionOutcome>, Option<ClaimOutcome>), StoreError> {
         let (now_ms, lease_until) = (ms(now), ms(now) + lease.as_millis() as i64);
         let rank = claim.map(|(_, lane)| lane.rank()).unwrap_or(1);
+        let settle = settle.map(Prepared::from);
         self.writer
             .run(rank, move |conn| {
                 let settled = settle
@@ -318,6 +350,7 @@ impl MessageStore for SqliteBackend {
         &self,
         batch: Vec<Transition>,
     ) -> Result<Vec<TransitionOutcome>, StoreError> {
+        let batch: Vec<Prepared> = batch.into_iter().map(Prepared::from).collect();
         self.writer
             .run(1, move |conn| {
                 batch.iter().map(|t| apply_transition(conn, t)).collect()
@@ -329,8 +362,10 @@ impl MessageStore for SqliteBackend {
         &self,
         keys: Vec<(String, String)>,
     ) -> Result<Vec<Option<MessageId>>, StoreError> {
-        self.readers
-            .run(move |conn| {
+        // On the writer: its page cache is warm, while a reader's is thrown away after every
+        // commit, and the transitions that follow the look-up queue there anyway.
+        self.writer
+            .run(1, move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2",
                 )?;
@@ -402,7 +437,7 @@ impl MessageStore for SqliteBackend {
                         .query_row(params![now_ms, id, tenant], |r| r.get(0))
                         .optional()?;
                     let Some(lane) = lane.and_then(|l| Priority::from_index(l as usize)) else { continue };
-                    insert_event(conn, &id, MessageStatus::Queued, now_ms, &json!({ "redriven": true }))?;
+                    insert_event(conn, &id, MessageStatus::Queued, now_ms, Some(r#"{"redriven":true}"#))?;
                     enqueue(conn, lane, &id, &tenant, now_ms, now_ms)?;
                     if let Some(mid) = MessageId::parse(&id) {
                         redriven.push(mid);

@@ -172,4 +172,4 @@ pub(crate) fn next_event_seq() -> i64 {
 }
 
 #[cfg(test)]
-mod contract_tests;
+pub(crate) mod contract_tests;

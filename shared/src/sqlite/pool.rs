@@ -74,9 +74,12 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL with synchronous=NORMAL: a commit survives a process crash (kill -9) without an fsync
     // per transaction; only an OS crash can lose the last few commits.
+    // A 4 MB page cache, not more: when a B-tree page split renumbers pages, SQLite parks a page
+    // on the lock-byte page number (1 GiB / page size), and until the file is that large every
+    // commit then scans the whole page-cache hash table, whose size follows the cache's.
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; \
-         PRAGMA cache_size=-16000; PRAGMA foreign_keys=OFF;",
+         PRAGMA cache_size=-4000; PRAGMA foreign_keys=OFF;",
     )?;
     Ok(conn)
 }
