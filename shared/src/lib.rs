@@ -12,3 +12,6 @@ pub mod sqlite;
 
 #[cfg(feature = "sqlite")]
 pub mod embedded;
+
+#[cfg(feature = "aws")]
+pub mod aws;

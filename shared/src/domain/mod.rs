@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod channel;
+pub mod compose;
 pub mod content;
 pub mod message;
 pub mod priority;
@@ -13,6 +14,7 @@ pub mod tenant;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber};
 pub use channel::{Channel, Recipient};
+pub use compose::{BulkJob, BulkJobRecipient, ComposeError, ContentSource, Envelope};
 pub use message::{Content, DeliveryEvent, Message, MessageId, NewMessage};
 pub use priority::Priority;
 pub use status::MessageStatus;

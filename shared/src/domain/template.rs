@@ -35,7 +35,7 @@ impl std::fmt::Display for TemplateName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Template {
     pub name: TemplateName,
     pub subject: Option<String>,

@@ -2,8 +2,24 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 /// A tenant: the owner of messages, templates and keys. Every record is scoped by one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
+
+impl TryFrom<String> for TenantId {
+    type Error = String;
+    fn try_from(s: String) -> Result<TenantId, String> {
+        TenantId::parse(&s)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0
+    }
+}
 
 impl TenantId {
     /// Tenant names: 1-64 of `a-z 0-9 - _`.

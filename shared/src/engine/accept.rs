@@ -1,40 +1,18 @@
 //! Accept: validate, render, persist as `queued` with its event, and wake the lane.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Herald;
-use crate::domain::content::{self, ContentOrigin};
-use crate::domain::sms::SmsInfo;
-use crate::domain::template::{CompiledTemplate, TemplateError};
+use crate::domain::compose::{Addressee, Composer};
+use crate::domain::template::TemplateError;
 use crate::domain::{
-    Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Recipient,
-    Template, TemplateName, TenantId,
+    BulkJob, BulkJobRecipient, ComposeError, FieldError, MessageId, MessageStatus, NewMessage,
+    Recipient, Template, TemplateName, TenantId,
 };
+pub use crate::domain::{ContentSource, Envelope};
 use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
-
-#[derive(Debug, Clone)]
-pub enum ContentSource {
-    Inline(Content),
-    Template(TemplateName),
-}
-
-/// Fields every send carries, single or bulk.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub channel: Channel,
-    pub priority: Priority,
-    pub from: Option<String>,
-    pub content: ContentSource,
-    pub data: serde_json::Value,
-    pub message_type: Option<String>,
-    pub source_type: Option<String>,
-    pub source_id: Option<String>,
-    pub metadata: Option<serde_json::Value>,
-    pub send_at: Option<DateTime<Utc>>,
-    pub correlation_id: String,
-}
 
 #[derive(Debug, Clone)]
 pub struct SendDraft {
@@ -106,6 +84,22 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+impl From<ComposeError> for AcceptError {
+    fn from(e: ComposeError) -> AcceptError {
+        match e {
+            ComposeError::Invalid(fe) => AcceptError::Invalid(fe),
+            ComposeError::Template(te) => AcceptError::Template(te),
+            ComposeError::TemplateMissing(name) => AcceptError::TemplateNotFound(name),
+        }
+    }
+}
+
+/// What one accept writes.
+enum Work {
+    Single(NewMessage),
+    Bulk(BulkJob),
+}
+
 const ACCEPTED: u16 = 202;
 
 impl Herald {
@@ -119,19 +113,18 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
-        let source = self.load_content(tenant, &draft.envelope.content).await?;
-        let (content, sms) = source
-            .compile()?
-            .render(draft.envelope.channel, &draft.envelope.data)?;
-        let message = new_message(
+        let template = self.load_template(tenant, &draft.envelope.content).await?;
+        let message = Composer::new(&draft.envelope, template.as_ref())?.compose(
             tenant,
-            &draft.envelope,
-            draft.to.as_str(),
-            content,
-            sms,
-            None,
-            None,
-        );
+            Addressee {
+                id: MessageId::new(),
+                to: draft.to.as_str(),
+                data: None,
+                bulk_id: None,
+                external_id: None,
+            },
+            Utc::now(),
+        )?;
         let outcome = SendOutcome {
             id: message.id,
             status: message.status,
@@ -139,7 +132,7 @@ impl Herald {
         let lane = message.priority;
         let due_now = message.send_at.is_none_or(|at| at <= Utc::now());
         let replay = self
-            .persist(tenant, vec![message], idempotency, &outcome)
+            .persist(tenant, Work::Single(message), idempotency, &outcome)
             .await?;
         if replay.is_none() {
             if due_now {
@@ -160,76 +153,87 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
-        let env = &draft.envelope;
-        let source = self.load_content(tenant, &env.content).await?;
-        // Compiled once, rendered per recipient.
-        let renderer = source.compile()?;
+        let env = draft.envelope;
+        let template = self.load_template(tenant, &env.content).await?;
+        // Compiled once; each recipient is rendered here to validate it, and rendered again
+        // when its message is written, from the stored job.
+        let composer = Composer::new(&env, template.as_ref())?;
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+        let created_at = Utc::now();
         let mut rejected = draft.rejected;
-        let mut messages = Vec::with_capacity(draft.recipients.len());
+        let mut accepted = Vec::with_capacity(draft.recipients.len());
         for r in draft.recipients {
-            let merged;
-            let data = match &r.data {
-                Some(own) => {
-                    merged = merge_data(&env.data, own);
-                    &merged
-                }
-                None => &env.data,
-            };
-            match renderer.render(env.channel, data) {
-                Ok((content, sms)) => messages.push(new_message(
-                    tenant,
-                    env,
-                    r.to.as_str(),
-                    content,
-                    sms,
-                    Some(bulk_id.clone()),
-                    r.external_id,
-                )),
+            let id = MessageId::new();
+            let checked = composer.compose(
+                tenant,
+                Addressee {
+                    id,
+                    to: r.to.as_str(),
+                    data: r.data.as_ref(),
+                    bulk_id: Some(&bulk_id),
+                    external_id: r.external_id.as_deref(),
+                },
+                created_at,
+            );
+            match checked {
+                Ok(_) => accepted.push(BulkJobRecipient {
+                    id,
+                    to: r.to.as_str().to_owned(),
+                    data: r.data,
+                    external_id: r.external_id,
+                }),
                 Err(e) => rejected.push(RejectedRecipient {
                     index: r.index,
                     reason: e.to_string(),
                 }),
             }
         }
+        drop(composer);
         rejected.sort_by_key(|r| r.index);
-        let suppressed = messages
-            .iter()
-            .filter(|m| m.status == MessageStatus::Suppressed)
-            .count();
+        let queued = accepted.len();
         let due_now = if env.send_at.is_none_or(|at| at <= Utc::now()) {
-            messages.len() - suppressed
+            queued
         } else {
             0
         };
+        let lane = env.priority;
         let outcome = BulkOutcome {
-            bulk_id,
-            queued: messages.len() - suppressed,
-            suppressed,
+            bulk_id: bulk_id.clone(),
+            queued,
+            suppressed: 0,
             rejected,
         };
+        let job = BulkJob {
+            bulk_id,
+            tenant: tenant.clone(),
+            envelope: env,
+            template,
+            recipients: accepted,
+            created_at,
+        };
         let replay = self
-            .persist(tenant, messages, idempotency, &outcome)
+            .persist(tenant, Work::Bulk(job), idempotency, &outcome)
             .await?;
         if replay.is_none() {
-            self.priority_gate.arrived(env.priority, due_now);
-            self.wake(env.priority, true);
+            self.priority_gate.arrived(lane, due_now);
+            self.wake(lane, true);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))
     }
 
-    async fn load_content<'a>(
+    /// The template a send names, loaded once per request.
+    async fn load_template(
         &self,
         tenant: &TenantId,
-        source: &'a ContentSource,
-    ) -> Result<Source<'a>, AcceptError> {
+        source: &ContentSource,
+    ) -> Result<Option<Template>, AcceptError> {
         match source {
-            ContentSource::Inline(content) => Ok(Source::Inline(content)),
+            ContentSource::Inline(_) => Ok(None),
             ContentSource::Template(name) => self
                 .templates
                 .get(tenant, name)
                 .await?
-                .map(Source::Template)
+                .map(Some)
                 .ok_or_else(|| AcceptError::TemplateNotFound(name.clone())),
         }
     }
@@ -252,7 +256,7 @@ impl Herald {
     async fn persist<T: Serialize>(
         &self,
         tenant: &TenantId,
-        messages: Vec<NewMessage>,
+        work: Work,
         idempotency: Option<IdempotencyInput>,
         response: &T,
     ) -> Result<Option<Accepted<T>>, AcceptError> {
@@ -263,14 +267,18 @@ impl Herald {
             response_status: ACCEPTED,
             response_body: serde_json::to_string(response).unwrap_or_default(),
         });
-        match self
-            .store
-            .accept(AcceptBatch {
-                messages,
-                idempotency: record,
-            })
-            .await?
-        {
+        let stored = match work {
+            Work::Single(message) => {
+                self.store
+                    .accept(AcceptBatch {
+                        messages: vec![message],
+                        idempotency: record,
+                    })
+                    .await?
+            }
+            Work::Bulk(job) => self.store.accept_bulk(job, record).await?,
+        };
+        match stored {
             AcceptOutcome::Accepted => Ok(None),
             AcceptOutcome::KeyExists(existing) => match idempotency {
                 Some(input) => replay_of(&input, existing).map(Some),
@@ -292,95 +300,5 @@ fn replay_of<T>(
         })
     } else {
         Err(AcceptError::KeyReused)
-    }
-}
-
-/// The request's data with one recipient's data over it.
-fn merge_data(shared: &serde_json::Value, own: &serde_json::Value) -> serde_json::Value {
-    match (shared, own) {
-        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
-            let mut merged = base.clone();
-            merged.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-            serde_json::Value::Object(merged)
-        }
-        (_, own) => own.clone(),
-    }
-}
-
-/// A request's content as loaded: inline, or the stored template it names.
-enum Source<'a> {
-    Inline(&'a Content),
-    Template(Template),
-}
-
-impl Source<'_> {
-    fn compile(&self) -> Result<Renderer<'_>, AcceptError> {
-        Ok(match self {
-            Source::Inline(content) => Renderer::Inline(content),
-            Source::Template(t) => Renderer::Template(Box::new(
-                CompiledTemplate::compile(t).map_err(AcceptError::Template)?,
-            )),
-        })
-    }
-}
-
-/// Content ready to render per recipient: the template is compiled once.
-enum Renderer<'a> {
-    Inline(&'a Content),
-    Template(Box<CompiledTemplate<'a>>),
-}
-
-impl Renderer<'_> {
-    /// Renders for one recipient's data and checks the result against the channel's rules; for
-    /// SMS it returns the encoding and segments to store.
-    fn render(
-        &self,
-        channel: Channel,
-        data: &serde_json::Value,
-    ) -> Result<(Content, Option<SmsInfo>), AcceptError> {
-        let (content, origin) = match self {
-            Renderer::Inline(content) => ((*content).clone(), ContentOrigin::Inline),
-            Renderer::Template(t) => (
-                t.render(data).map_err(AcceptError::Template)?,
-                ContentOrigin::Template,
-            ),
-        };
-        let sms = content::check(channel, &content, origin).map_err(AcceptError::Invalid)?;
-        Ok((content, sms))
-    }
-}
-
-fn new_message(
-    tenant: &TenantId,
-    env: &Envelope,
-    to: &str,
-    content: Content,
-    sms: Option<SmsInfo>,
-    bulk_id: Option<String>,
-    external_id: Option<String>,
-) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        tenant: tenant.clone(),
-        channel: env.channel,
-        priority: env.priority,
-        to: to.to_owned(),
-        from: env.from.clone(),
-        content,
-        template: match &env.content {
-            ContentSource::Template(n) => Some(n.as_str().to_owned()),
-            ContentSource::Inline(_) => None,
-        },
-        sms,
-        message_type: env.message_type.clone(),
-        source_type: env.source_type.clone(),
-        source_id: env.source_id.clone(),
-        metadata: env.metadata.clone(),
-        send_at: env.send_at,
-        bulk_id,
-        external_id,
-        correlation_id: env.correlation_id.clone(),
-        status: MessageStatus::Queued,
-        created_at: Utc::now(),
     }
 }

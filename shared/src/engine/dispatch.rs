@@ -13,7 +13,7 @@ use super::Herald;
 use crate::domain::{Message, MessageStatus, Priority};
 use crate::gateway::Outcome;
 use crate::ports::{
-    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Transition,
+    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Redelivery, Transition,
     TransitionOutcome,
 };
 
@@ -84,17 +84,8 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
                 herald.priority_gate.claimed(lane);
             }
             unsettled = outcome;
-            match disposition {
-                Disposition::Done => done.push(delivery.receipt),
-                Disposition::RetryIn(delay) => {
-                    if let Err(e) = herald
-                        .queue
-                        .retry_after(lane, delivery.receipt, delay)
-                        .await
-                    {
-                        warn!(error = %e, "could not re-time a receipt; it returns after the visibility timeout");
-                    }
-                }
+            if herald.settle_receipt(&delivery, disposition).await == ReceiptFate::Ack {
+                done.push(delivery.receipt);
             }
             if *shutdown.borrow() {
                 break;
@@ -105,10 +96,13 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
         }
         // On shutdown, hand back what this worker received but did not start.
         for rest in pending {
-            let _ = herald
-                .queue
-                .retry_after(lane, rest.receipt, Duration::ZERO)
-                .await;
+            if herald
+                .settle_receipt(&rest, Disposition::RetryIn(Duration::ZERO))
+                .await
+                == ReceiptFate::Ack
+            {
+                done.push(rest.receipt);
+            }
         }
         if let Err(e) = herald.queue.ack(lane, done).await {
             // Not lost: the receipts come back and their claims fail harmlessly.
@@ -117,7 +111,42 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
     }
 }
 
+/// Whether a queue receipt is finished with (delete it) or must come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptFate {
+    Ack,
+    Keep,
+}
+
 impl Herald {
+    /// Handles one delivery from start to end, for a consumer outside the embedded worker loop
+    /// (the Lambda lane consumer): claim, hand-off, record. `Keep` leaves the receipt to come
+    /// back (re-timed, or after its visibility timeout if even that failed).
+    pub async fn process_delivery(&self, d: &Delivery) -> ReceiptFate {
+        let (disposition, outcome) = self.dispatch(d, None).await;
+        if let Some(t) = outcome {
+            if !self.record(t).await {
+                // The claim's lease runs out and a redelivery hands it over again: at least once.
+                return ReceiptFate::Keep;
+            }
+        }
+        self.settle_receipt(d, disposition).await
+    }
+
+    async fn settle_receipt(&self, d: &Delivery, disposition: Disposition) -> ReceiptFate {
+        match disposition {
+            Disposition::Done => ReceiptFate::Ack,
+            Disposition::RetryIn(delay) => match self.queue.retry_after(d, delay).await {
+                Ok(Redelivery::SameReceipt) => ReceiptFate::Keep,
+                Ok(Redelivery::Requeued) => ReceiptFate::Ack,
+                Err(e) => {
+                    warn!(id = %d.message_id, error = %e, "could not re-time a receipt; it returns after the visibility timeout");
+                    ReceiptFate::Keep
+                }
+            },
+        }
+    }
+
     /// Settles the previous hand-off (if any), claims this delivery's message and hands it off.
     /// Returns what to do with the receipt and, for a final outcome, the transition to settle
     /// with the next claim.
@@ -127,6 +156,16 @@ impl Herald {
         settle: Option<Transition>,
     ) -> (Disposition, Option<Transition>) {
         let now = Utc::now();
+        if let Some(due) = d.not_before.filter(|due| *due > now) {
+            // Delivered before its time (SQS delays at most 15 minutes): back until then.
+            if let Some(t) = settle {
+                self.record(t).await;
+            }
+            return (
+                Disposition::RetryIn((due - now).to_std().unwrap_or_default()),
+                None,
+            );
+        }
         let lease = self.config.visibility_timeout;
         let claimed = match self
             .store
@@ -187,6 +226,12 @@ impl Herald {
             content: m.content.clone(),
             attempt: m.attempts,
             correlation_id: m.correlation_id.clone(),
+            unsubscribe_url: m
+                .metadata
+                .as_ref()
+                .and_then(|md| md.get("unsubscribe_url"))
+                .and_then(|u| u.as_str())
+                .map(str::to_owned),
         };
         let started = Instant::now();
         let result =
@@ -269,16 +314,21 @@ impl Herald {
         t
     }
 
-    async fn record(&self, t: Transition) {
+    /// Records an outcome; false when the store could not be reached.
+    async fn record(&self, t: Transition) -> bool {
         let (id, to) = (t.id, t.to);
         match self.store.transition(vec![t]).await {
             Ok(results) => {
                 if let Some(TransitionOutcome::Conflict { current }) = results.first() {
                     warn!(%id, %to, %current, "outcome not recorded: the message moved on");
                 }
+                true
             }
             // The claim's lease runs out and the message is handed off again: at least once.
-            Err(e) => warn!(%id, %to, error = %e, "outcome not recorded"),
+            Err(e) => {
+                warn!(%id, %to, error = %e, "outcome not recorded");
+                false
+            }
         }
     }
 

@@ -50,9 +50,7 @@ impl Herald {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.store
-            .list_by_status(tenant, MessageStatus::Failed, before, limit)
-            .await
+        self.store.list_failed(tenant, before, limit).await
     }
 
     pub async fn redrive(

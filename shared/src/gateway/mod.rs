@@ -1,6 +1,7 @@
 //! Gateways and the routing of a channel to one of them.
 
 pub mod health;
+pub mod mime;
 pub mod sandbox;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,9 @@ pub struct OutboundMessage {
     pub content: Content,
     pub attempt: u32,
     pub correlation_id: String,
+    /// `metadata.unsubscribe_url`: email gateways add List-Unsubscribe (and, for https, the
+    /// RFC 8058 one-click List-Unsubscribe-Post).
+    pub unsubscribe_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,32 @@ pub struct Delivery {
     pub lane: Priority,
     /// 1 on the first receipt.
     pub receive_count: u32,
+    /// A scheduled send that the queue may deliver early (SQS delays at most 15 minutes).
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// What `retry_after` did with a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The same receipt comes back after the delay: do not acknowledge it.
+    SameReceipt,
+    /// A fresh entry was queued (SQS: a receipt near its queue's maxReceiveCount would go to the
+    /// DLQ on its next receive): acknowledge the old receipt.
+    Requeued,
+}
+
+/// What is put on a lane: a reference to a stored message, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaneRef {
+    pub id: MessageId,
+    pub tenant: String,
+    pub lane: Priority,
+    /// Attempts made before this entry was queued.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -28,8 +54,9 @@ pub struct LaneStats {
     pub depth: u64,
     /// Received by a worker and not yet acknowledged.
     pub in_flight: u64,
-    /// Age in seconds of the oldest message that is due now, 0 when none.
-    pub oldest_age_seconds: f64,
+    /// Age in seconds of the oldest message that is due now, 0 when none; null where the queue
+    /// cannot tell (SQS publishes it only as the CloudWatch metric ApproximateAgeOfOldestMessage).
+    pub oldest_age_seconds: Option<f64>,
     /// Due in the future (scheduled sends, back-off).
     pub delayed: u64,
 }
@@ -47,12 +74,12 @@ pub trait LaneQueue: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, StoreError>;
     /// Removes handled receipts.
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError>;
-    /// Makes a receipt visible again after `delay` (retry back-off, throttles).
+    /// Makes a delivery visible again after `delay` (retry back-off, throttles, early scheduled
+    /// sends).
     async fn retry_after(
         &self,
-        lane: Priority,
-        receipt: String,
+        delivery: &Delivery,
         delay: Duration,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Redelivery, StoreError>;
     async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError>;
 }

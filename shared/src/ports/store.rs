@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::StoreError;
 use crate::domain::{
-    template::Template, Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage,
-    Priority, TemplateName, TenantId,
+    template::Template, BulkJob, Channel, DeliveryEvent, Message, MessageId, MessageStatus,
+    NewMessage, Priority, TemplateName, TenantId,
 };
 
 /// An `Idempotency-Key` and the response it produced, kept at least 24 h.
@@ -115,6 +115,23 @@ pub struct ChannelCount {
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError>;
+    /// A bulk send: every recipient's message, or none, with the idempotency record. The default
+    /// renders them here and accepts them as one batch; a backend that fans out later (AWS:
+    /// the `enqueue` function) stores the job instead.
+    async fn accept_bulk(
+        &self,
+        job: BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        let messages = job.messages(..).map_err(|e| {
+            StoreError::Corrupt(format!("bulk job {} does not render: {e}", job.bulk_id))
+        })?;
+        self.accept(AcceptBatch {
+            messages,
+            idempotency,
+        })
+        .await
+    }
     /// The record of an `Idempotency-Key`, if it was used (checked before any work is done).
     async fn find_idempotency(
         &self,
@@ -163,11 +180,10 @@ pub trait MessageStore: Send + Sync + 'static {
         &self,
         keys: Vec<(String, String)>,
     ) -> Result<Vec<Option<MessageId>>, StoreError>;
-    /// A tenant's messages in one state, newest first, paged by id.
-    async fn list_by_status(
+    /// A tenant's dead letters (messages in `failed`), newest first, paged by id.
+    async fn list_failed(
         &self,
         tenant: &TenantId,
-        status: MessageStatus,
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;

@@ -381,10 +381,9 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn list_by_status(
+    async fn list_failed(
         &self,
         tenant: &TenantId,
-        status: MessageStatus,
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
@@ -392,17 +391,12 @@ impl MessageStore for SqliteBackend {
         self.readers
             .run(move |conn| {
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND status = ?2 \
-                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND status = 'failed' \
+                     AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(
-                    params![
-                        tenant,
-                        status.as_str(),
-                        before.map(|b| b.to_string()),
-                        limit as i64
-                    ],
+                    params![tenant, before.map(|b| b.to_string()), limit as i64],
                     message_from_row,
                 )?;
                 rows.collect()

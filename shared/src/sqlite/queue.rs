@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::{ms, SqliteBackend};
 use crate::domain::{MessageId, Priority};
-use crate::ports::{Delivery, LaneQueue, LaneStats, StoreError};
+use crate::ports::{Delivery, LaneQueue, LaneStats, Redelivery, StoreError};
 
 #[async_trait]
 impl LaneQueue for SqliteBackend {
@@ -41,7 +41,15 @@ impl LaneQueue for SqliteBackend {
                     let message_id = MessageId::parse(&id).ok_or_else(|| {
                         rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "bad id".into())
                     })?;
-                    out.push(Delivery { receipt: seq.to_string(), message_id, tenant, lane, receive_count: count + 1 });
+                    out.push(Delivery {
+                        receipt: seq.to_string(),
+                        message_id,
+                        tenant,
+                        lane,
+                        receive_count: count + 1,
+                        // A row is received only once due: `visible_at` holds the schedule.
+                        not_before: None,
+                    });
                 }
                 Ok(out)
             })
@@ -65,12 +73,12 @@ impl LaneQueue for SqliteBackend {
 
     async fn retry_after(
         &self,
-        lane: Priority,
-        receipt: String,
+        delivery: &Delivery,
         delay: Duration,
-    ) -> Result<(), StoreError> {
-        let Ok(seq) = receipt.parse::<i64>() else {
-            return Ok(());
+    ) -> Result<Redelivery, StoreError> {
+        let lane = delivery.lane;
+        let Ok(seq) = delivery.receipt.parse::<i64>() else {
+            return Ok(Redelivery::SameReceipt);
         };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
@@ -79,7 +87,7 @@ impl LaneQueue for SqliteBackend {
                     "UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE seq = ?2",
                 )?
                 .execute(params![due, seq])?;
-                Ok(())
+                Ok(Redelivery::SameReceipt)
             })
             .await
     }
@@ -94,7 +102,7 @@ impl LaneQueue for SqliteBackend {
                         lane,
                         depth: 0,
                         in_flight: 0,
-                        oldest_age_seconds: 0.0,
+                        oldest_age_seconds: Some(0.0),
                         delayed: 0,
                     })
                     .collect();
@@ -121,9 +129,11 @@ impl LaneQueue for SqliteBackend {
                         s.depth = (due + delayed) as u64;
                         s.in_flight = in_flight as u64;
                         s.delayed = delayed as u64;
-                        s.oldest_age_seconds = oldest
-                            .map(|o| (now_ms - o).max(0) as f64 / 1000.0)
-                            .unwrap_or(0.0);
+                        s.oldest_age_seconds = Some(
+                            oldest
+                                .map(|o| (now_ms - o).max(0) as f64 / 1000.0)
+                                .unwrap_or(0.0),
+                        );
                     }
                 }
                 Ok(stats)

@@ -1,0 +1,499 @@
+//! Bulk sends on AWS: the API stores the accepted job and puts one message on the bulk queue;
+//! the `enqueue` function fans it out (BatchWriteItem of 25, SendMessageBatch of 10), part by
+//! part, recording its progress on the job. A redelivery resumes after the last finished part,
+//! and a part cut off half-way is redone without duplicates: its message ids were fixed at
+//! accept time, only the missing ones are written, and a lane entry for a message that was
+//! already queued loses the claim and is dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
+};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
+use super::{build_error, epoch_seconds, unavailable, DynamoStore};
+use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
+use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, MessageStore, StoreError};
+
+/// A part stays well under DynamoDB's 400 KB item limit.
+const PART_BYTES: usize = 300 * 1024;
+/// Recipients per part: the unit of progress a redelivery resumes from.
+const PART_RECIPIENTS: usize = 500;
+const BATCH_WRITE: usize = 25;
+const BATCH_GET: usize = 100;
+/// Concurrent DynamoDB batch calls while writing one part.
+const CONCURRENCY: usize = 8;
+/// A stored job is kept this long after accept, whatever happens to it.
+const JOB_TTL_DAYS: i64 = 7;
+
+/// The job without its recipients: part 0 of a stored job.
+#[derive(Serialize, Deserialize)]
+struct JobHeader {
+    bulk_id: String,
+    tenant: TenantId,
+    envelope: Envelope,
+    template: Option<Template>,
+    created_at: DateTime<Utc>,
+}
+
+/// The bulk queue's message: which job to fan out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkRef {
+    pub bulk_id: String,
+    pub tenant: String,
+}
+
+/// How far a fan-out got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanOut {
+    /// Every part is written and queued (now or by an earlier delivery).
+    Done { written: usize, parts: usize },
+    /// Stopped before the deadline; a redelivery resumes after `parts_done`.
+    Paused { parts_done: usize, parts: usize },
+    /// No such job: it was never committed (its accept failed) or it expired.
+    Missing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("bulk job {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+/// Splits recipients into parts of at most `PART_RECIPIENTS`, each at most `PART_BYTES` of JSON.
+fn parts_of(recipients: &[BulkJobRecipient]) -> Result<Vec<String>, StoreError> {
+    let mut parts = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for r in recipients {
+        let json = serde_json::to_string(r)
+            .map_err(|e| StoreError::Corrupt(format!("recipient does not serialize: {e}")))?;
+        if json.len() > PART_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "one recipient's data is {} bytes; a bulk recipient may carry at most {PART_BYTES}",
+                json.len()
+            )));
+        }
+        if !current.is_empty()
+            && (current.len() == PART_RECIPIENTS || bytes + json.len() > PART_BYTES)
+        {
+            parts.push(format!("[{}]", current.join(",")));
+            current.clear();
+            bytes = 0;
+        }
+        bytes += json.len() + 1;
+        current.push(json);
+    }
+    if !current.is_empty() {
+        parts.push(format!("[{}]", current.join(",")));
+    }
+    Ok(parts)
+}
+
+fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("bulk_id".to_owned(), s(bulk_id)),
+        ("part".to_owned(), n(part)),
+    ])
+}
+
+impl DynamoStore {
+    /// Stores an accepted bulk job and queues its fan-out. The header, written last together
+    /// with the idempotency record, is the commit point: parts without a header are never read
+    /// and expire.
+    pub(super) async fn store_bulk_job(
+        &self,
+        job: BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        let table = self.bulk_table()?;
+        let parts = parts_of(&job.recipients)?;
+        let expires = n(epoch_seconds(
+            Utc::now() + chrono::Duration::days(JOB_TTL_DAYS),
+        ));
+        let writes: Vec<WriteRequest> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let mut item = part_key(&job.bulk_id, i + 1);
+                item.insert("recipients".into(), s(body.as_str()));
+                item.insert("expires_at".into(), expires.clone());
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(build_error)
+            })
+            .collect::<Result<_, _>>()?;
+        self.batch_write(table, writes).await?;
+
+        let header = JobHeader {
+            bulk_id: job.bulk_id.clone(),
+            tenant: job.tenant.clone(),
+            envelope: job.envelope,
+            template: job.template,
+            created_at: job.created_at,
+        };
+        let header_json = serde_json::to_string(&header)
+            .map_err(|e| StoreError::Corrupt(format!("bulk job header: {e}")))?;
+        let mut item = part_key(&job.bulk_id, 0);
+        item.insert("tenant".into(), s(job.tenant.as_str()));
+        item.insert("header".into(), s(header_json));
+        item.insert("parts".into(), n(parts.len()));
+        item.insert("done".into(), n(0));
+        item.insert("recipients".into(), n(job.recipients.len()));
+        item.insert("status".into(), s("pending"));
+        item.insert("expires_at".into(), expires);
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(bulk_id)")
+            .build()
+            .map_err(build_error)?;
+        let mut commit = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(record) = &idempotency {
+            commit.push(
+                TransactWriteItem::builder()
+                    .put(self.idempotency_put(record)?)
+                    .build(),
+            );
+        }
+        let committed = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(commit))
+            .send()
+            .await;
+        if let Err(e) = committed {
+            if let Some(record) = &idempotency {
+                if let Some(existing) = self.find_idempotency(&record.tenant, &record.key).await? {
+                    return Ok(AcceptOutcome::KeyExists(existing));
+                }
+            }
+            return Err(unavailable("TransactWriteItems", e));
+        }
+        let bulk_ref = BulkRef {
+            bulk_id: job.bulk_id.clone(),
+            tenant: job.tenant.as_str().to_owned(),
+        };
+        if let Err(e) = self.lanes.publish_bulk(&bulk_ref).await {
+            // Uncommit: the client gets an error, so the job must never run.
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(table)
+                .set_key(Some(part_key(&job.bulk_id, 0)))
+                .send()
+                .await;
+            if let Err(undo) = deleted {
+                tracing::error!(bulk_id = %job.bulk_id, error = %unavailable("DeleteItem", undo), "refused bulk job left stored");
+            }
+            if let Some(record) = &idempotency {
+                self.forget_idempotency(record).await;
+            }
+            return Err(e);
+        }
+        Ok(AcceptOutcome::Accepted)
+    }
+
+    /// Writes every part not yet done, until `deadline` (leave room for one part).
+    pub async fn fan_out(
+        &self,
+        bulk_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<FanOut, FanOutError> {
+        let table = self.bulk_table()?;
+        let corrupt = |what: String| FanOutError::Corrupt(bulk_id.to_owned(), what);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(part_key(bulk_id, 0)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(head) = out.item else {
+            return Ok(FanOut::Missing);
+        };
+        let parts: usize = get_n(&head, "parts")?;
+        let mut done: usize = get_n(&head, "done")?;
+        let header: JobHeader =
+            serde_json::from_str(get_s(&head, "header")?).map_err(|e| corrupt(e.to_string()))?;
+        let mut written = 0;
+        while done < parts {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(FanOut::Paused {
+                    parts_done: done,
+                    parts,
+                });
+            }
+            let part = done + 1;
+            written += self.fan_out_part(table, &header, part).await?;
+            let advanced = self
+                .client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(part_key(bulk_id, 0)))
+                .update_expression("SET done = :part")
+                .condition_expression("done = :before")
+                .expression_attribute_values(":part", n(part))
+                .expression_attribute_values(":before", n(done))
+                .send()
+                .await;
+            match advanced {
+                Ok(_) => {}
+                // A concurrent delivery of the same job got there first; both wrote the same ids.
+                Err(e) if super::condition_failed(&e) => {}
+                Err(e) => return Err(unavailable("UpdateItem", e).into()),
+            }
+            done = part;
+        }
+        if opt_s(&head, "status") != Some("done") {
+            let finished = self
+                .client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(part_key(bulk_id, 0)))
+                .update_expression("SET #st = :done")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":done", s("done"))
+                .send()
+                .await;
+            if let Err(e) = finished {
+                tracing::warn!(%bulk_id, error = %unavailable("UpdateItem", e), "bulk job not marked done");
+            }
+        }
+        Ok(FanOut::Done { written, parts })
+    }
+
+    /// One part: render, write the messages not written yet, queue them all. Returns how many
+    /// messages this call wrote.
+    async fn fan_out_part(
+        &self,
+        table: &str,
+        header: &JobHeader,
+        part: usize,
+    ) -> Result<usize, FanOutError> {
+        let bulk_id = &header.bulk_id;
+        let corrupt = |what: String| FanOutError::Corrupt(bulk_id.clone(), what);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(part_key(bulk_id, part)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let item = out
+            .item
+            .ok_or_else(|| corrupt(format!("part {part} is missing")))?;
+        let recipients: Vec<BulkJobRecipient> = serde_json::from_str(get_s(&item, "recipients")?)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let job = BulkJob {
+            bulk_id: bulk_id.clone(),
+            tenant: header.tenant.clone(),
+            envelope: header.envelope.clone(),
+            template: header.template.clone(),
+            recipients,
+            created_at: header.created_at,
+        };
+        let messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
+        let messages_table = self.messages_table()?;
+        let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+        let existing = self.existing_ids(messages_table, &ids).await?;
+        let writes: Vec<WriteRequest> = messages
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !existing.contains(*id))
+            .map(|(m, _)| {
+                PutRequest::builder()
+                    .set_item(Some(new_message_item(m)))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(build_error)
+            })
+            .collect::<Result<_, _>>()?;
+        let written = writes.len();
+        self.batch_write(messages_table, writes).await?;
+        let refs: Vec<LaneRef> = messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Queued)
+            .map(|m| LaneRef {
+                id: m.id,
+                tenant: m.tenant.as_str().to_owned(),
+                lane: m.priority,
+                attempt: 0,
+                not_before: m.send_at,
+                correlation_id: Some(m.correlation_id.clone()),
+            })
+            .collect();
+        self.lanes.publish(refs).await?;
+        self.count_accepted(
+            &format!("{bulk_id}#{part}"),
+            &header.tenant,
+            header.envelope.channel,
+            written,
+        )
+        .await;
+        Ok(written)
+    }
+
+    /// Which of `ids` already have an item (BatchGetItem, 100 keys a call).
+    async fn existing_ids(
+        &self,
+        table: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let chunks: Vec<Vec<String>> = ids.chunks(BATCH_GET).map(<[String]>::to_vec).collect();
+        let pages: Vec<Vec<String>> = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|chunk| self.existing_in(table, chunk)),
+        )
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    async fn existing_in(&self, table: &str, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<Item> = ids
+            .into_iter()
+            .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+            .collect();
+        let mut found = Vec::new();
+        // Unprocessed keys (throttling) are asked again.
+        for attempt in 0..8u32 {
+            if keys.is_empty() {
+                return Ok(found);
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6))).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .projection_expression("id")
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchGetItem", e))?;
+            if let Some(items) = out.responses().and_then(|r| r.get(table)) {
+                found.extend(
+                    items
+                        .iter()
+                        .filter_map(|i| opt_s(i, "id"))
+                        .map(str::to_owned),
+                );
+            }
+            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(table)) {
+                keys = left.keys().to_vec();
+            }
+        }
+        if keys.is_empty() {
+            Ok(found)
+        } else {
+            Err(StoreError::Unavailable(
+                "BatchGetItem left keys unprocessed after retries".into(),
+            ))
+        }
+    }
+
+    /// BatchWriteItem in calls of 25, a few at a time, retrying what comes back unprocessed.
+    async fn batch_write(&self, table: &str, writes: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let chunks: Vec<Vec<WriteRequest>> = writes
+            .chunks(BATCH_WRITE)
+            .map(<[WriteRequest]>::to_vec)
+            .collect();
+        futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|chunk| self.write_chunk(table, chunk)),
+        )
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+
+    async fn write_chunk(
+        &self,
+        table: &str,
+        mut pending: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        for attempt in 0..8u32 {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6))).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(table, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchWriteItem", e))?;
+            if let Some(left) = out.unprocessed_items().and_then(|u| u.get(table)) {
+                pending = left.clone();
+            }
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "BatchWriteItem left items unprocessed after retries".into(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MessageId;
+
+    fn recipient(data_bytes: usize) -> BulkJobRecipient {
+        BulkJobRecipient {
+            id: MessageId::new(),
+            to: "ann@example.com".into(),
+            data: Some(serde_json::json!({ "blob": "x".repeat(data_bytes) })),
+            external_id: None,
+        }
+    }
+
+    #[test]
+    fn parts_respect_count_and_size() {
+        let small: Vec<_> = (0..1_201).map(|_| recipient(10)).collect();
+        let parts = parts_of(&small).unwrap();
+        assert_eq!(parts.len(), 3, "500 + 500 + 201");
+        let back: Vec<BulkJobRecipient> = parts
+            .iter()
+            .flat_map(|p| serde_json::from_str::<Vec<BulkJobRecipient>>(p).unwrap())
+            .collect();
+        assert_eq!(back, small, "every recipient, in order");
+
+        let big: Vec<_> = (0..10).map(|_| recipient(100 * 1024)).collect();
+        let parts = parts_of(&big).unwrap();
+        assert!(
+            parts.iter().all(|p| p.len() <= PART_BYTES),
+            "parts stay under the item limit"
+        );
+        assert_eq!(parts.len(), 5, "two 100 KB recipients per part");
+    }
+}

@@ -1,0 +1,193 @@
+//! Per-tenant message counts by channel, gateway and status, for `GET /v1/stats/channels`.
+//! DynamoDB cannot count, so each state change moves one count with an atomic ADD on a counter
+//! item. The counters are spread over shards, because one item takes about 1,000 writes a
+//! second. The ADD follows the state change but is not part of it, so a crash between the two
+//! can leave a count off by one: these are statistics, and the messages stay the truth.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+
+use super::item::{opt_s, s, Item};
+use super::{unavailable, DynamoStore};
+use crate::domain::{Channel, MessageStatus, NewMessage, TenantId};
+use crate::ports::{ChannelCount, StoreError, Transition};
+
+const SHARDS: u64 = 8;
+const NO_GATEWAY: &str = "none";
+
+/// One count leaving a bucket and entering another.
+pub(super) struct Move {
+    tenant: String,
+    from: Option<String>,
+    to: Option<String>,
+    /// How many messages move (more than one for a bulk part).
+    n: i64,
+}
+
+fn bucket(channel: &str, gateway: Option<&str>, status: &str) -> String {
+    format!("{channel}|{}|{status}", gateway.unwrap_or(NO_GATEWAY))
+}
+
+impl Move {
+    pub(super) fn accepted(m: &NewMessage) -> Move {
+        Move {
+            tenant: m.tenant.as_str().to_owned(),
+            from: None,
+            to: Some(bucket(m.channel.as_str(), None, m.status.as_str())),
+            n: 1,
+        }
+    }
+
+    /// From the item as it was before the claim.
+    pub(super) fn of_claim(seen: &Item) -> Move {
+        let channel = opt_s(seen, "channel").unwrap_or_default();
+        let gateway = opt_s(seen, "gateway");
+        Move {
+            tenant: opt_s(seen, "tenant").unwrap_or_default().to_owned(),
+            from: opt_s(seen, "status").map(|st| bucket(channel, gateway, st)),
+            to: Some(bucket(channel, gateway, MessageStatus::Sending.as_str())),
+            n: 1,
+        }
+    }
+
+    /// From the item as it was before the transition.
+    pub(super) fn of_transition(old: &Item, t: &Transition) -> Move {
+        let channel = opt_s(old, "channel").unwrap_or_default();
+        let gateway = opt_s(old, "gateway");
+        Move {
+            tenant: opt_s(old, "tenant").unwrap_or_default().to_owned(),
+            from: opt_s(old, "status").map(|st| bucket(channel, gateway, st)),
+            to: Some(bucket(
+                channel,
+                t.gateway.as_deref().or(gateway),
+                t.to.as_str(),
+            )),
+            n: 1,
+        }
+    }
+}
+
+fn shard_of(id: &str) -> u64 {
+    // FNV-1a: stable across processes and releases, unlike the std hasher.
+    id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    }) % SHARDS
+}
+
+fn counter_pk(tenant: &str, shard: u64) -> String {
+    format!("counts#{tenant}#{shard}")
+}
+
+impl DynamoStore {
+    /// Moves a count; a failure is logged, never the caller's failure.
+    pub(super) async fn count(&self, id: &str, mv: Move) {
+        if mv.from == mv.to || mv.tenant.is_empty() {
+            return;
+        }
+        let Ok(table) = self.tenants_table() else {
+            return;
+        };
+        let mut parts = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        if let Some(from) = mv.from {
+            parts.push("#from :minus");
+            names.insert("#from".to_owned(), from);
+            values.insert(":minus".to_owned(), AttributeValue::N((-mv.n).to_string()));
+        }
+        if let Some(to) = mv.to {
+            parts.push("#to :plus");
+            names.insert("#to".to_owned(), to);
+            values.insert(":plus".to_owned(), AttributeValue::N(mv.n.to_string()));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(counter_pk(&mv.tenant, shard_of(id))))
+            .update_expression(format!("ADD {}", parts.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %unavailable("UpdateItem", e), "channel count not updated");
+        }
+    }
+
+    /// Adds `n` queued messages at once (one part of a bulk fan-out), on the shard of `key`.
+    pub(super) async fn count_accepted(
+        &self,
+        key: &str,
+        tenant: &TenantId,
+        channel: Channel,
+        n: usize,
+    ) {
+        if n == 0 {
+            return;
+        }
+        let mv = Move {
+            tenant: tenant.as_str().to_owned(),
+            from: None,
+            to: Some(bucket(
+                channel.as_str(),
+                None,
+                MessageStatus::Queued.as_str(),
+            )),
+            n: n as i64,
+        };
+        self.count(key, mv).await;
+    }
+
+    pub(super) async fn read_counts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<ChannelCount>, StoreError> {
+        let table = self.tenants_table()?;
+        let keys = (0..SHARDS)
+            .map(|shard| HashMap::from([("pk".to_owned(), s(counter_pk(tenant.as_str(), shard)))]))
+            .collect();
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(super::build_error)?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(table, request)
+            .send()
+            .await
+            .map_err(|e| unavailable("BatchGetItem", e))?;
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for item in out
+            .responses()
+            .and_then(|r| r.get(table))
+            .into_iter()
+            .flatten()
+        {
+            for (k, v) in item {
+                if let (Some(_), AttributeValue::N(count)) = (k.find('|'), v) {
+                    *totals.entry(k.clone()).or_default() += count.parse::<i64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(totals
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .filter_map(|(key, count)| {
+                let mut parts = key.splitn(3, '|');
+                let channel = Channel::parse(parts.next()?)?;
+                let gateway = parts.next()?;
+                let status = MessageStatus::parse(parts.next()?)?;
+                Some(ChannelCount {
+                    channel,
+                    gateway: (gateway != NO_GATEWAY).then(|| gateway.to_owned()),
+                    status,
+                    count: count as u64,
+                })
+            })
+            .collect())
+    }
+}

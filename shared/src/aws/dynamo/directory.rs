@@ -1,0 +1,170 @@
+//! Templates (per tenant) and tenants with their API keys on DynamoDB.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnValue;
+use chrono::Utc;
+
+use super::item::{get_s, ms, n, opt_n, opt_s, s};
+use super::{condition_failed, unavailable, DynamoStore};
+use crate::domain::{Template, TemplateName, TenantId};
+use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
+
+fn tenant_pk(tenant: &TenantId) -> String {
+    format!("tenant#{}", tenant.as_str())
+}
+
+fn key_pk(prefix: &str) -> String {
+    format!("key#{prefix}")
+}
+
+#[async_trait]
+impl TemplateStore for DynamoStore {
+    async fn put(&self, tenant: &TenantId, t: Template) -> Result<bool, StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(self.templates_table()?)
+            .item("tenant", s(tenant.as_str()))
+            .item("name", s(t.name.as_str()))
+            .item("updated_at", n(ms(t.updated_at)))
+            .return_values(ReturnValue::AllOld);
+        for (k, v) in [
+            ("subject", &t.subject),
+            ("text", &t.text),
+            ("html", &t.html),
+        ] {
+            if let Some(v) = v {
+                put = put.item(k, s(v));
+            }
+        }
+        let out = put.send().await.map_err(|e| unavailable("PutItem", e))?;
+        Ok(out.attributes.is_none_or(|a| a.is_empty()))
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+    ) -> Result<Option<Template>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.templates_table()?)
+            .key("tenant", s(tenant.as_str()))
+            .key("name", s(name.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let owned = |k: &str| opt_s(&item, k).map(str::to_owned);
+        Ok(Some(Template {
+            name: name.clone(),
+            subject: owned("subject"),
+            text: owned("text"),
+            html: owned("html"),
+            updated_at: opt_n::<i64>(&item, "updated_at")?
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(self.templates_table()?)
+            .key("tenant", s(tenant.as_str()))
+            .key("name", s(name.as_str()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+}
+
+#[async_trait]
+impl TenantStore for DynamoStore {
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.tenants_table()?)
+            .item("pk", s(tenant_pk(tenant)))
+            .item("created_at", n(ms(Utc::now())))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+
+    async fn add_key(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.tenants_table()?)
+            .item("pk", s(key_pk(prefix)))
+            .item("tenant", s(tenant.as_str()))
+            .item("key_hash", s(key_hash))
+            .item("created_at", n(ms(Utc::now())))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Err(StoreError::Unavailable(format!(
+                "key prefix {prefix} is already taken"
+            ))),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+
+    async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.tenants_table()?)
+            .key("pk", s(key_pk(prefix)))
+            .update_expression("SET revoked_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
+            .expression_attribute_values(":now", n(ms(Utc::now())))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.tenants_table()?)
+            .key("pk", s(key_pk(prefix)))
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        Ok(Some(StoredKey {
+            tenant: TenantId::parse(get_s(&item, "tenant")?).map_err(StoreError::Corrupt)?,
+            key_hash: get_s(&item, "key_hash")?.to_owned(),
+            revoked: item.contains_key("revoked_at"),
+        }))
+    }
+}

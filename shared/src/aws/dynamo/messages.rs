@@ -1,0 +1,630 @@
+//! `MessageStore` on DynamoDB. A claim and every transition is one conditional UpdateItem that
+//! changes the state and appends the event, so the timeline can never disagree with the state.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::counters::Move;
+use super::item::{
+    event_value, events_from_item, get_s, message_from_item, ms, n, new_message_item, opt_n, opt_s,
+    provider_key, s, status_of, Item,
+};
+use super::{
+    build_error, condition_failed, epoch_seconds, unavailable, DynamoStore, IDEMPOTENCY_TTL,
+};
+use crate::domain::{
+    DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
+};
+use crate::ports::{
+    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
+    LaneRef, MessageStore, StoreError, Transition, TransitionOutcome,
+};
+
+/// A transaction holds at most 100 items: the messages and the idempotency record.
+const MAX_TRANSACTION: usize = 100;
+/// Claim races lost before the claim reports who holds the message.
+const CLAIM_TRIES: usize = 3;
+
+/// Statuses a message stays in while Herald still works on it; any other is final, and a final
+/// message expires (TTL) after the retention period.
+fn is_open(status: MessageStatus) -> bool {
+    matches!(
+        status,
+        MessageStatus::Queued | MessageStatus::Deferred | MessageStatus::Sending
+    )
+}
+
+fn lane_ref(m: &NewMessage) -> LaneRef {
+    LaneRef {
+        id: m.id,
+        tenant: m.tenant.as_str().to_owned(),
+        lane: m.priority,
+        attempt: 0,
+        not_before: m.send_at,
+        correlation_id: Some(m.correlation_id.clone()),
+    }
+}
+
+impl DynamoStore {
+    pub(super) fn idempotency_put(&self, record: &IdempotencyRecord) -> Result<Put, StoreError> {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(IDEMPOTENCY_TTL).unwrap_or_default();
+        Put::builder()
+            .table_name(self.idempotency_table()?)
+            .item("pk", s(idempotency_pk(&record.tenant, &record.key)))
+            .item("request_hash", s(&record.request_hash))
+            .item("response_status", n(record.response_status))
+            .item("response_body", s(&record.response_body))
+            .item("created_at", n(ms(now)))
+            .item("expires_at", n(epoch_seconds(expires)))
+            // An expired record that TTL has not deleted yet does not count.
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(epoch_seconds(now)))
+            .build()
+            .map_err(build_error)
+    }
+
+    pub(super) async fn get_item(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Undoes an accept whose messages could not be put on their lane: the client gets an error,
+    /// so the messages must not be sent later, and its idempotency key must not replay a 202.
+    async fn undo_accept(&self, messages: &[NewMessage], record: Option<&IdempotencyRecord>) {
+        for m in messages {
+            let mut t = Transition::new(m.id, MessageStatus::Failed, Utc::now());
+            t.last_error = Some("could not be queued; the request was refused".into());
+            if let Err(e) = self.apply(&t).await {
+                tracing::error!(id = %m.id, error = %e, "accept could not be undone; the message stays queued and unsent");
+            }
+        }
+        if let Some(r) = record {
+            self.forget_idempotency(r).await;
+        }
+    }
+
+    /// Deletes the idempotency record of a request that was refused after all.
+    pub(super) async fn forget_idempotency(&self, record: &IdempotencyRecord) {
+        let Ok(table) = self.idempotency_table() else {
+            return;
+        };
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(table)
+            .key("pk", s(idempotency_pk(&record.tenant, &record.key)))
+            .send()
+            .await;
+        if let Err(e) = deleted {
+            tracing::error!(error = %unavailable("DeleteItem", e), "idempotency key of a refused request not deleted");
+        }
+    }
+
+    /// One conditional update: the state change, its event, and the indexes' attributes.
+    async fn apply(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+        let id = t.id.to_string();
+        let names = HashMap::from([("#st".to_owned(), "status".to_owned())]);
+        let mut values: HashMap<String, AttributeValue> = HashMap::new();
+        let mut set = vec![
+            "#st = :to".to_owned(),
+            "updated_at = :at".to_owned(),
+            "events = list_append(events, :ev)".to_owned(),
+        ];
+        let mut remove = vec!["lease_until".to_owned()];
+        values.insert(":to".into(), s(t.to.as_str()));
+        values.insert(":at".into(), n(ms(t.at)));
+        values.insert(
+            ":ev".into(),
+            AttributeValue::L(vec![event_value(t.to, t.at, &t.detail)]),
+        );
+        let sources = MessageStatus::sources_of(t.to);
+        let placeholders: Vec<String> = (0..sources.len()).map(|i| format!(":src{i}")).collect();
+        for (p, st) in placeholders.iter().zip(sources) {
+            values.insert(p.clone(), s(st.as_str()));
+        }
+        let mut condition = vec![format!("#st IN ({})", placeholders.join(", "))];
+        if let Some(tenant) = &t.tenant {
+            condition.push("tenant = :tenant".into());
+            values.insert(":tenant".into(), s(tenant.as_str()));
+        }
+        if let Some(attempt) = t.attempt {
+            condition.push("attempts = :attempt".into());
+            values.insert(":attempt".into(), n(attempt));
+        }
+        match t.attempts {
+            AttemptChange::Keep => {}
+            AttemptChange::GiveBack => {
+                set.push("attempts = attempts - :one".into());
+                values.insert(":one".into(), n(1));
+                condition.push("attempts >= :one".into());
+            }
+            AttemptChange::Reset => {
+                set.push("attempts = :zero".into());
+                values.insert(":zero".into(), n(0));
+            }
+        }
+        if let Some(g) = &t.gateway {
+            set.push("gateway = :gw".into());
+            values.insert(":gw".into(), s(g));
+        }
+        if let (Some(g), Some(p)) = (&t.gateway, &t.provider_message_id) {
+            set.push("provider_message_id = :pid".into());
+            set.push("provider_key = :pkey".into());
+            values.insert(":pid".into(), s(p));
+            values.insert(":pkey".into(), s(provider_key(g, p)));
+        }
+        if let Some(err) = &t.last_error {
+            set.push("last_error = :err".into());
+            values.insert(":err".into(), s(err));
+        }
+        // The dead-letter index holds exactly the failed messages.
+        match t.to {
+            MessageStatus::Failed => set.push("dl_tenant = tenant".into()),
+            _ => remove.push("dl_tenant".into()),
+        }
+        if is_open(t.to) {
+            remove.push("expires_at".into());
+        } else {
+            set.push("expires_at = :exp".into());
+            let expires =
+                Utc::now() + chrono::Duration::from_std(self.retention).unwrap_or_default();
+            values.insert(":exp".into(), n(epoch_seconds(expires)));
+        }
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(&id))
+            .update_expression(update)
+            .condition_expression(condition.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                if let Some(old) = out.attributes {
+                    self.count(&id, Move::of_transition(&old, t)).await;
+                }
+                Ok(TransitionOutcome::Applied)
+            }
+            Err(e) if condition_failed(&e) => {
+                let Some(item) = self.get_item(&id).await? else {
+                    return Ok(TransitionOutcome::NotFound);
+                };
+                let owner = get_s(&item, "tenant")?;
+                if t.tenant.as_ref().is_some_and(|x| x.as_str() != owner) {
+                    return Ok(TransitionOutcome::NotFound);
+                }
+                Ok(TransitionOutcome::Conflict {
+                    current: status_of(&item)?,
+                })
+            }
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn claim_once(
+        &self,
+        id: &str,
+        seen: &Item,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<Item>, StoreError> {
+        let status = status_of(seen)?;
+        let attempts: u32 = super::item::get_n(seen, "attempts")?;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let mut condition = "#st = :seen AND attempts = :attempts".to_owned();
+        if status == MessageStatus::Sending {
+            // A crashed holder's claim: only once its lease ran out.
+            condition.push_str(" AND (attribute_not_exists(lease_until) OR lease_until <= :now)");
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(id))
+            .update_expression(
+                "SET #st = :sending, attempts = :next, lease_until = :lease, updated_at = :now, \
+                 events = list_append(events, :ev)",
+            )
+            .condition_expression(condition)
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":seen", s(status.as_str()))
+            .expression_attribute_values(":attempts", n(attempts))
+            .expression_attribute_values(":sending", s(MessageStatus::Sending.as_str()))
+            .expression_attribute_values(":next", n(attempts + 1))
+            .expression_attribute_values(":lease", n(ms(lease_until)))
+            .expression_attribute_values(":now", n(ms(now)))
+            .expression_attribute_values(
+                ":ev",
+                AttributeValue::L(vec![event_value(
+                    MessageStatus::Sending,
+                    now,
+                    &json!({ "attempt": attempts + 1 }),
+                )]),
+            )
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+}
+
+fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
+    format!("{}#{key}", tenant.as_str())
+}
+
+fn claimable(status: MessageStatus, lease_until: Option<i64>, now_ms: i64) -> bool {
+    match status {
+        MessageStatus::Queued | MessageStatus::Deferred => true,
+        MessageStatus::Sending => lease_until.is_none_or(|l| l <= now_ms),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl MessageStore for DynamoStore {
+    async fn accept(&self, batch: AcceptBatch) -> Result<AcceptOutcome, StoreError> {
+        let table = self.messages_table()?;
+        let with_key = usize::from(batch.idempotency.is_some());
+        if batch.messages.len() + with_key > MAX_TRANSACTION {
+            return Err(StoreError::Unavailable(format!(
+                "one accept holds at most {} messages on DynamoDB; bulk sends are stored as jobs",
+                MAX_TRANSACTION - with_key
+            )));
+        }
+        let mut writes = Vec::with_capacity(batch.messages.len() + with_key);
+        for m in &batch.messages {
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(new_message_item(m)))
+                .condition_expression("attribute_not_exists(id)")
+                .build()
+                .map_err(build_error)?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        if let Some(record) = &batch.idempotency {
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(self.idempotency_put(record)?)
+                    .build(),
+            );
+        }
+        let written = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        if let Err(e) = written {
+            let key_taken = e
+                .as_service_error()
+                .and_then(|se| match se {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                    _ => None,
+                })
+                .and_then(|c| c.cancellation_reasons().last())
+                .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"));
+            if let (true, Some(record)) = (key_taken, &batch.idempotency) {
+                if let Some(existing) = self.find_idempotency(&record.tenant, &record.key).await? {
+                    return Ok(AcceptOutcome::KeyExists(existing));
+                }
+            }
+            return Err(unavailable("TransactWriteItems", e));
+        }
+        let queued: Vec<&NewMessage> = batch
+            .messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Queued)
+            .collect();
+        if let Err(e) = self
+            .lanes
+            .publish(queued.iter().map(|m| lane_ref(m)).collect())
+            .await
+        {
+            self.undo_accept(&batch.messages, batch.idempotency.as_ref())
+                .await;
+            return Err(e);
+        }
+        for m in &batch.messages {
+            self.count(&m.id.to_string(), Move::accepted(m)).await;
+        }
+        Ok(AcceptOutcome::Accepted)
+    }
+
+    async fn accept_bulk(
+        &self,
+        job: crate::domain::BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        self.store_bulk_job(job, idempotency).await
+    }
+
+    async fn find_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(idempotency_pk(tenant, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        // TTL deletes within days, not at once: an expired record is gone for Herald.
+        if opt_n::<i64>(&item, "expires_at")?.is_some_and(|t| t < epoch_seconds(Utc::now())) {
+            return Ok(None);
+        }
+        Ok(Some(IdempotencyRecord {
+            tenant: tenant.clone(),
+            key: key.to_owned(),
+            request_hash: get_s(&item, "request_hash")?.to_owned(),
+            response_status: super::item::get_n(&item, "response_status")?,
+            response_body: get_s(&item, "response_body")?.to_owned(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
+        let Some(item) = self.get_item(&id.to_string()).await? else {
+            return Ok(None);
+        };
+        // Another tenant's message is as absent as a missing one.
+        if get_s(&item, "tenant")? != tenant.as_str() {
+            return Ok(None);
+        }
+        Ok(Some((message_from_item(&item)?, events_from_item(&item)?)))
+    }
+
+    async fn claim(
+        &self,
+        id: MessageId,
+        _lane: Priority,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let id = id.to_string();
+        let now_ms = ms(now);
+        for _ in 0..CLAIM_TRIES {
+            let Some(seen) = self.get_item(&id).await? else {
+                return Ok(ClaimOutcome::NotFound);
+            };
+            let status = status_of(&seen)?;
+            let lease_until: Option<i64> = opt_n(&seen, "lease_until")?;
+            if !claimable(status, lease_until, now_ms) {
+                return Ok(ClaimOutcome::NotClaimable {
+                    current: status,
+                    lease_until: lease_until
+                        .filter(|l| *l > now_ms)
+                        .and_then(DateTime::from_timestamp_millis),
+                });
+            }
+            if let Some(claimed) = self.claim_once(&id, &seen, now, lease).await? {
+                self.count(&id, Move::of_claim(&seen)).await;
+                return Ok(ClaimOutcome::Claimed(Box::new(message_from_item(
+                    &claimed,
+                )?)));
+            }
+        }
+        // Lost every race: whoever won holds it now.
+        let Some(item) = self.get_item(&id).await? else {
+            return Ok(ClaimOutcome::NotFound);
+        };
+        Ok(ClaimOutcome::NotClaimable {
+            current: status_of(&item)?,
+            lease_until: opt_n::<i64>(&item, "lease_until")?
+                .filter(|l| *l > now_ms)
+                .and_then(DateTime::from_timestamp_millis),
+        })
+    }
+
+    async fn transition(
+        &self,
+        batch: Vec<Transition>,
+    ) -> Result<Vec<TransitionOutcome>, StoreError> {
+        // In order: events of one message must apply in the order they came.
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for t in &batch {
+            outcomes.push(self.apply(t).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn find_by_provider_ids(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<Option<MessageId>>, StoreError> {
+        let table = self.messages_table()?;
+        let mut found = Vec::with_capacity(keys.len());
+        for (gateway, provider_id) in keys {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .index_name("by_provider")
+                .key_condition_expression("provider_key = :k")
+                .expression_attribute_values(":k", s(provider_key(&gateway, &provider_id)))
+                .limit(1)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            found.push(
+                out.items()
+                    .first()
+                    .and_then(|i| opt_s(i, "id"))
+                    .and_then(MessageId::parse),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn list_failed(
+        &self,
+        tenant: &TenantId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(self.messages_table()?)
+            .index_name("dead_letters")
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000) as i32)
+            .expression_attribute_values(":t", s(tenant.as_str()));
+        query = match before {
+            Some(b) => query
+                .key_condition_expression("dl_tenant = :t AND id < :before")
+                .expression_attribute_values(":before", s(b.to_string())),
+            None => query.key_condition_expression("dl_tenant = :t"),
+        };
+        let out = query.send().await.map_err(|e| unavailable("Query", e))?;
+        out.items().iter().map(message_from_item).collect()
+    }
+
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        ids: Option<Vec<MessageId>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let candidates = match ids {
+            Some(ids) => ids,
+            None => {
+                let mut all = Vec::new();
+                let mut before = None;
+                while all.len() < 10_000 {
+                    let page = self.list_failed(tenant, before, 1000).await?;
+                    let last = page.last().map(|m| m.id);
+                    all.extend(page.iter().map(|m| m.id));
+                    match last {
+                        Some(l) if page.len() == 1000 => before = Some(l),
+                        _ => break,
+                    }
+                }
+                all
+            }
+        };
+        let mut redriven = Vec::new();
+        let mut refs = Vec::new();
+        for id in candidates {
+            let mut t = Transition::new(id, MessageStatus::Queued, now);
+            t.tenant = Some(tenant.clone());
+            t.attempts = AttemptChange::Reset;
+            t.detail = json!({ "redriven": true });
+            if self.apply(&t).await? != TransitionOutcome::Applied {
+                continue;
+            }
+            if let Some(item) = self.get_item(&id.to_string()).await? {
+                let m = message_from_item(&item)?;
+                refs.push(LaneRef {
+                    id,
+                    tenant: m.tenant,
+                    lane: m.priority,
+                    attempt: 0,
+                    not_before: None,
+                    correlation_id: Some(m.correlation_id),
+                });
+                redriven.push(id);
+            }
+        }
+        if let Err(e) = self.lanes.publish(refs).await {
+            for id in &redriven {
+                let mut back = Transition::new(*id, MessageStatus::Failed, Utc::now());
+                back.last_error = Some("redrive could not queue it".into());
+                if let Err(undo) = self.apply(&back).await {
+                    tracing::error!(%id, error = %undo, "redrive could not be undone; the message stays queued and unsent");
+                }
+            }
+            return Err(e);
+        }
+        Ok(redriven)
+    }
+
+    async fn sent_by_gateway(
+        &self,
+        gateway: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        // Only an in-process provider (the embedded sandbox) resumes its callbacks at start-up;
+        // on DynamoDB this is a full scan, which that one-off use can afford.
+        let table = self.messages_table()?;
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression("#st = :sent AND gateway = :g")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":sent", s(MessageStatus::Sent.as_str()))
+                .expression_attribute_values(":g", s(gateway))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Scan", e))?;
+            for item in out.items() {
+                let m = message_from_item(item)?;
+                if after.is_none_or(|a| m.id > a) {
+                    found.push(m);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        found.sort_by_key(|m| m.id);
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError> {
+        self.read_counts(tenant).await
+    }
+
+    async fn purge(
+        &self,
+        _cutoff: DateTime<Utc>,
+        _keys_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // DynamoDB's TTL deletes final messages (`expires_at`), idempotency keys and bulk jobs.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get_item("__ping__").await.map(|_| ())
+    }
+}

@@ -1,0 +1,207 @@
+//! The Lambda functions' handlers. A function's `main` builds its clients once per cold start
+//! ([`ColdStart`]) and hands one of these to the runtime; the tests call the same handlers with
+//! events from `events/`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::future::join_all;
+
+use super::dynamo::{BulkRef, FanOut, FanOutError};
+use super::{sdk_config, AwsBackend, AwsSettings, SqsLanes};
+use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
+
+/// A fan-out stops this long before the function's deadline, to record its progress.
+const FAN_OUT_MARGIN: Duration = Duration::from_secs(20);
+
+/// JSON logs, as CloudWatch Logs Insights reads them. The level comes from `HERALD_LOG`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_target(false)
+        .without_time() // Lambda stamps every line itself
+        .init();
+}
+
+/// Everything a function builds once per cold start.
+pub struct ColdStart {
+    pub settings: AwsSettings,
+    pub backend: AwsBackend,
+    pub herald: Arc<Herald>,
+}
+
+/// The engine on Lambda: a claim's lease outlives any hand-off (the gateway call times out
+/// first), and the function is long gone before the lane's visibility timeout returns a message.
+pub fn lambda_engine_config() -> EngineConfig {
+    EngineConfig {
+        visibility_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(20),
+        ..EngineConfig::default()
+    }
+}
+
+impl ColdStart {
+    pub async fn from_env() -> Result<ColdStart, super::SettingsError> {
+        let settings = AwsSettings::from_env()?;
+        let sdk = sdk_config(None).await;
+        Ok(ColdStart::with(&sdk, settings))
+    }
+
+    pub fn with(sdk: &aws_config::SdkConfig, settings: AwsSettings) -> ColdStart {
+        let backend = AwsBackend::new(sdk, &settings);
+        let herald = Arc::new(backend.herald(sdk, &settings, lambda_engine_config()));
+        ColdStart {
+            settings,
+            backend,
+            herald,
+        }
+    }
+}
+
+/// The SQS receive count Lambda passes along with each record.
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The lane consumer (`dispatch`): every record is claimed, handed off and recorded, at once.
+/// Records to keep (re-timed retries, unreadable entries, store failures) are reported as
+/// batch item failures, so Lambda deletes only the finished ones.
+pub async fn dispatch(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
+    let work = event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let count = receive_count(&record);
+        let delivery = match (record.receipt_handle, record.body) {
+            (Some(receipt), Some(body)) => SqsLanes::delivery_of(receipt, &body, count),
+            _ => None,
+        };
+        let fate = match delivery {
+            Some(d) => herald.process_delivery(&d).await,
+            None => {
+                // Poison: after maxReceiveCount it lands in the DLQ, whose alarm calls a human.
+                tracing::error!(sqs_message_id = %id, "unreadable lane entry; left for the DLQ");
+                ReceiptFate::Keep
+            }
+        };
+        (id, fate)
+    });
+    let mut response = SqsBatchResponse::default();
+    for (id, fate) in join_all(work).await {
+        if fate == ReceiptFate::Keep {
+            response.add_failure(id);
+        }
+    }
+    response
+}
+
+/// The bulk consumer (`enqueue`): fans out each stored job until `deadline`. A job that runs
+/// out of time is made visible again at once and resumes after its last finished part.
+pub async fn enqueue(
+    backend: &AwsBackend,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let job: Option<BulkRef> = record
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok());
+        let Some(job) = job else {
+            tracing::error!(sqs_message_id = %id, "unreadable bulk entry; left for the DLQ");
+            response.add_failure(id);
+            continue;
+        };
+        let span = tracing::info_span!("fan_out", bulk_id = %job.bulk_id, tenant = %job.tenant);
+        let _enter = span.enter();
+        match backend.store.fan_out(&job.bulk_id, deadline).await {
+            Ok(FanOut::Done { written, parts }) => {
+                tracing::info!(written, parts, "bulk job fanned out");
+            }
+            Ok(FanOut::Missing) => {
+                tracing::warn!("bulk job not found (refused at accept, or expired); dropped");
+            }
+            Ok(FanOut::Paused { parts_done, parts }) => {
+                tracing::info!(
+                    parts_done,
+                    parts,
+                    "out of time; resuming in a new invocation"
+                );
+                if let Some(receipt) = &record.receipt_handle {
+                    if let Err(e) = backend.lanes.release_bulk(receipt).await {
+                        tracing::warn!(error = %e, "bulk entry comes back after its visibility timeout");
+                    }
+                }
+                response.add_failure(id);
+            }
+            Err(FanOutError::Store(e)) => {
+                tracing::warn!(error = %e, "fan-out interrupted; it resumes on redelivery");
+                response.add_failure(id);
+            }
+            Err(e @ FanOutError::Corrupt(..)) => {
+                tracing::error!(error = %e, "bulk job cannot be fanned out; left for the DLQ");
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
+
+/// The instant to stop a fan-out, from the invocation's deadline (milliseconds since the epoch).
+pub fn fan_out_deadline(deadline_ms: u64) -> Option<Instant> {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Some(Instant::now() + left.saturating_sub(FAN_OUT_MARGIN))
+}
+
+/// `api`: the same Router as `herald serve`, behind API Gateway's HTTP API.
+pub async fn run_api() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    lambda_http::run(crate::api::router(cold.herald)).await
+}
+
+/// `dispatch`: one lane's consumer; the lane comes from `HERALD_LANE`.
+pub async fn run_dispatch() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    let lane = cold
+        .settings
+        .lane
+        .ok_or(super::SettingsError::Missing("HERALD_LANE"))?;
+    tracing::info!(%lane, "dispatch function ready");
+    let herald = cold.herald.clone();
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let herald = herald.clone();
+            async move { Ok::<_, lambda_runtime::Error>(dispatch(&herald, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// `enqueue`: the bulk queue's consumer.
+pub async fn run_enqueue() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    let backend = cold.backend.clone();
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let backend = backend.clone();
+            async move {
+                let deadline = fan_out_deadline(event.context.deadline);
+                Ok::<_, lambda_runtime::Error>(enqueue(&backend, event.payload, deadline).await)
+            }
+        },
+    ))
+    .await
+}

@@ -1,0 +1,79 @@
+//! The AWS backend: DynamoDB for state, SQS for the lanes, SES v2 for email. The same ports as
+//! the embedded backend, so the engine and the Router run unchanged on Lambda.
+
+pub mod dynamo;
+pub mod ses;
+pub mod settings;
+pub mod sqs;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;
+
+use std::sync::Arc;
+
+pub use dynamo::DynamoStore;
+pub use ses::SesGateway;
+pub use settings::{AwsSettings, SettingsError};
+pub use sqs::SqsLanes;
+
+use crate::engine::{EngineConfig, Herald};
+use crate::gateway::GatewayRegistry;
+
+/// The SDK configuration, built once per cold start: region and credentials from the usual
+/// chain, and `AWS_ENDPOINT_URL` (or `endpoint`) to talk to an emulator such as moto.
+pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let from_env = std::env::var("AWS_ENDPOINT_URL").ok();
+    if let Some(url) = endpoint.or(from_env.as_deref()) {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// The AWS backend's clients, made once and shared by every port.
+#[derive(Clone)]
+pub struct AwsBackend {
+    pub store: Arc<DynamoStore>,
+    pub lanes: Arc<SqsLanes>,
+}
+
+impl AwsBackend {
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &AwsSettings) -> AwsBackend {
+        let lanes = Arc::new(SqsLanes::new(
+            aws_sdk_sqs::Client::new(sdk),
+            settings.queues.clone(),
+            settings.max_receive_count,
+        ));
+        let store = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            settings.tables.clone(),
+            lanes.clone(),
+            settings.retention,
+        ));
+        AwsBackend { store, lanes }
+    }
+
+    /// The engine over DynamoDB and SQS, with SES for email when a sender is configured.
+    pub fn herald(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        settings: &AwsSettings,
+        config: EngineConfig,
+    ) -> Herald {
+        let mut gateways = GatewayRegistry::new();
+        if let Some(ses) = &settings.ses {
+            gateways.register(Arc::new(SesGateway::new(
+                aws_sdk_sesv2::Client::new(sdk),
+                ses.clone(),
+            )));
+        }
+        Herald::new(
+            self.store.clone(),
+            self.lanes.clone(),
+            self.store.clone(),
+            self.store.clone(),
+            gateways,
+            config,
+        )
+    }
+}

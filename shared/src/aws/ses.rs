@@ -1,0 +1,147 @@
+//! The SES v2 email gateway. Every send names the configuration set, whose event destination
+//! brings bounces, complaints and deliveries back, and tags the message with Herald's id so
+//! those events need no look-up. Raw MIME is used when the message needs headers that simple
+//! content cannot carry (List-Unsubscribe).
+
+use async_trait::async_trait;
+use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::primitives::Blob;
+use aws_sdk_sesv2::types::{
+    Body, Content, Destination, EmailContent, Message, MessageTag, RawMessage,
+};
+use aws_sdk_sesv2::Client;
+
+use super::settings::SesSettings;
+use crate::domain::Channel;
+use crate::gateway::mime;
+use crate::ports::{Gateway, GatewayError, GatewayReceipt, OutboundMessage};
+
+pub const SES: &str = "ses";
+/// The message tag that carries Herald's id into SES events.
+pub const HERALD_ID_TAG: &str = "herald_id";
+
+pub struct SesGateway {
+    client: Client,
+    settings: SesSettings,
+}
+
+impl SesGateway {
+    pub fn new(client: Client, settings: SesSettings) -> SesGateway {
+        SesGateway { client, settings }
+    }
+
+    fn content(&self, m: &OutboundMessage, from: &str) -> Result<EmailContent, GatewayError> {
+        let build = |e: aws_sdk_sesv2::error::BuildError| GatewayError::Permanent {
+            code: "InvalidContent".into(),
+            message: e.to_string(),
+        };
+        if let Some(headers) = mime::unsubscribe_headers(m.unsubscribe_url.as_deref()) {
+            let raw = RawMessage::builder()
+                .data(Blob::new(mime::compose(m, from, &headers)))
+                .build()
+                .map_err(build)?;
+            return Ok(EmailContent::builder().raw(raw).build());
+        }
+        let utf8 = |text: &str| {
+            Content::builder()
+                .data(text)
+                .charset("UTF-8")
+                .build()
+                .map_err(build)
+        };
+        let mut body = Body::builder();
+        if let Some(text) = &m.content.body {
+            body = body.text(utf8(text)?);
+        }
+        if let Some(html) = &m.content.html {
+            body = body.html(utf8(html)?);
+        }
+        let message = Message::builder()
+            .subject(utf8(m.content.subject.as_deref().unwrap_or_default())?)
+            .body(body.build())
+            .build();
+        Ok(EmailContent::builder().simple(message).build())
+    }
+}
+
+/// SES's answer, in the engine's terms: retry, give up, or slow down.
+fn classify<E, R>(e: SdkError<E, R>) -> GatewayError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = e.code().map(str::to_owned);
+    let message = e
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| DisplayErrorContext(&e).to_string());
+    match code.as_deref() {
+        Some(
+            "TooManyRequestsException"
+            | "LimitExceededException"
+            | "Throttling"
+            | "ThrottlingException",
+        ) => GatewayError::Throttled { retry_after: None },
+        // About this message or this sender: retrying cannot help.
+        Some(
+            code @ ("MessageRejected"
+            | "BadRequestException"
+            | "MailFromDomainNotVerifiedException"
+            | "NotFoundException"),
+        ) => GatewayError::Permanent {
+            code: code.to_owned(),
+            message,
+        },
+        // Paused or suspended sending, 5xx, timeouts, connection errors: try again later.
+        Some(code) => GatewayError::Transient(format!("{code}: {message}")),
+        None => GatewayError::Transient(message),
+    }
+}
+
+#[async_trait]
+impl Gateway for SesGateway {
+    fn name(&self) -> &str {
+        SES
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &[Channel::Email]
+    }
+
+    async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
+        let Some(from) = m.from.as_deref().or(self.settings.default_from.as_deref()) else {
+            return Err(GatewayError::Permanent {
+                code: "NoSender".into(),
+                message: "the message names no sender and HERALD_SES_FROM is not set".into(),
+            });
+        };
+        let tag = |name: &str, value: &str| {
+            MessageTag::builder()
+                .name(name)
+                .value(value)
+                .build()
+                .map_err(|e| GatewayError::Permanent {
+                    code: "InvalidTag".into(),
+                    message: e.to_string(),
+                })
+        };
+        let sent = self
+            .client
+            .send_email()
+            .from_email_address(from)
+            .destination(Destination::builder().to_addresses(&m.to).build())
+            .content(self.content(m, from)?)
+            .set_configuration_set_name(self.settings.configuration_set.clone())
+            .email_tags(tag(HERALD_ID_TAG, &m.id.to_string())?)
+            .email_tags(tag("herald_tenant", &m.tenant)?)
+            .send()
+            .await
+            .map_err(classify)?;
+        let provider_message_id = sent.message_id.ok_or_else(|| {
+            GatewayError::Transient("SES accepted the message but returned no id".into())
+        })?;
+        Ok(GatewayReceipt {
+            provider_message_id,
+        })
+    }
+}

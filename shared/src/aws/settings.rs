@@ -1,0 +1,181 @@
+//! Names of the stack's tables and queues, from the environment the SAM template sets
+//! (see docs/aws-contract.md), or derived from a stack name for the CLI.
+
+use std::time::Duration;
+
+use crate::domain::Priority;
+
+/// The five DynamoDB tables. A function only needs the ones it uses; using one that is not set
+/// is a clear error at the first call.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    pub messages: Option<String>,
+    pub idempotency: Option<String>,
+    pub templates: Option<String>,
+    pub tenants: Option<String>,
+    pub bulk: Option<String>,
+}
+
+/// The lane queues (P0..P4) and the bulk queue.
+#[derive(Debug, Clone, Default)]
+pub struct Queues {
+    pub lanes: [Option<String>; 5],
+    pub bulk: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SesSettings {
+    /// Its event destination carries bounces, complaints and deliveries back to Herald.
+    pub configuration_set: Option<String>,
+    /// The sender when a message names none.
+    pub default_from: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub tables: Tables,
+    pub queues: Queues,
+    /// The lanes' redrive `maxReceiveCount`: a retry that would reach it is queued afresh.
+    pub max_receive_count: u32,
+    pub ses: Option<SesSettings>,
+    /// How long final messages are kept (the messages table's TTL).
+    pub retention: Duration,
+    /// This function's lane (the `dispatch` function is deployed once per lane).
+    pub lane: Option<Priority>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{name} must be {what}, not {value:?}")]
+    Invalid {
+        name: &'static str,
+        what: &'static str,
+        value: String,
+    },
+    #[error("{0} is not set")]
+    Missing(&'static str),
+}
+
+pub const MESSAGES_TABLE: &str = "HERALD_MESSAGES_TABLE";
+pub const IDEMPOTENCY_TABLE: &str = "HERALD_IDEMPOTENCY_TABLE";
+pub const TEMPLATES_TABLE: &str = "HERALD_TEMPLATES_TABLE";
+pub const TENANTS_TABLE: &str = "HERALD_TENANTS_TABLE";
+pub const BULK_TABLE: &str = "HERALD_BULK_TABLE";
+pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
+pub const LANE_QUEUE_URLS: [&str; 5] = [
+    "HERALD_QUEUE_URL_P0",
+    "HERALD_QUEUE_URL_P1",
+    "HERALD_QUEUE_URL_P2",
+    "HERALD_QUEUE_URL_P3",
+    "HERALD_QUEUE_URL_P4",
+];
+
+impl AwsSettings {
+    /// Reads the settings from environment variables through `var` (the process environment
+    /// in a function's main; a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<AwsSettings, SettingsError> {
+        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| SettingsError::Invalid {
+                    name,
+                    what: "a whole number",
+                    value: v,
+                }),
+            }
+        };
+        let lane = match get("HERALD_LANE") {
+            None => None,
+            Some(v) => Some(Priority::parse(v.trim()).ok_or(SettingsError::Invalid {
+                name: "HERALD_LANE",
+                what: "one of P0, P1, P2, P3, P4",
+                value: v,
+            })?),
+        };
+        let configuration_set = get("HERALD_SES_CONFIGURATION_SET");
+        let default_from = get("HERALD_SES_FROM");
+        let ses = (configuration_set.is_some() || default_from.is_some()).then_some(SesSettings {
+            configuration_set,
+            default_from,
+        });
+        Ok(AwsSettings {
+            tables: Tables {
+                messages: get(MESSAGES_TABLE),
+                idempotency: get(IDEMPOTENCY_TABLE),
+                templates: get(TEMPLATES_TABLE),
+                tenants: get(TENANTS_TABLE),
+                bulk: get(BULK_TABLE),
+            },
+            queues: Queues {
+                lanes: LANE_QUEUE_URLS.map(get),
+                bulk: get(BULK_QUEUE_URL),
+            },
+            max_receive_count: number("HERALD_MAX_RECEIVE_COUNT", 5)?.clamp(1, 1000) as u32,
+            ses,
+            retention: Duration::from_secs(number("HERALD_RETENTION_DAYS", 30)? * 24 * 3600),
+            lane,
+        })
+    }
+
+    pub fn from_env() -> Result<AwsSettings, SettingsError> {
+        AwsSettings::from_vars(|name| std::env::var(name).ok())
+    }
+}
+
+impl Tables {
+    /// The table names `infra/template.yaml` gives a stack: `<stack>-<table>`.
+    pub fn of_stack(stack: &str) -> Tables {
+        let name = |t: &str| Some(format!("{stack}-{t}"));
+        Tables {
+            messages: name("messages"),
+            idempotency: name("idempotency"),
+            templates: name("templates"),
+            tenants: name("tenants"),
+            bulk: name("bulk"),
+        }
+    }
+}
+
+/// A table or queue name that must be set for the call at hand.
+pub(crate) fn required<'a>(
+    value: &'a Option<String>,
+    name: &'static str,
+) -> Result<&'a str, crate::ports::StoreError> {
+    value
+        .as_deref()
+        .ok_or_else(|| crate::ports::StoreError::Unavailable(format!("{name} is not set")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_names_and_rejects_bad_numbers() {
+        let env: HashMap<&str, &str> = [
+            (MESSAGES_TABLE, "herald-dev-messages"),
+            ("HERALD_QUEUE_URL_P3", "http://q/p3"),
+            ("HERALD_LANE", "P3"),
+            ("HERALD_SES_FROM", "news@example.com"),
+        ]
+        .into();
+        let s = AwsSettings::from_vars(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.tables.messages.as_deref(), Some("herald-dev-messages"));
+        assert_eq!(s.queues.lanes[3].as_deref(), Some("http://q/p3"));
+        assert_eq!(s.queues.lanes[0], None);
+        assert_eq!(s.lane, Some(Priority::P3));
+        assert_eq!(s.max_receive_count, 5);
+        assert_eq!(
+            s.ses.and_then(|s| s.default_from).as_deref(),
+            Some("news@example.com")
+        );
+
+        let bad =
+            AwsSettings::from_vars(|k| (k == "HERALD_MAX_RECEIVE_COUNT").then(|| "five".into()));
+        assert!(matches!(bad, Err(SettingsError::Invalid { .. })));
+        let bad_lane = AwsSettings::from_vars(|k| (k == "HERALD_LANE").then(|| "P9".into()));
+        assert!(bad_lane.is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! The lanes on SQS: one standard queue per priority, each with its DLQ, plus the bulk queue.
+//! An entry is a small JSON reference ([`LaneRef`]), never the content. Standard queues may
+//! deliver an entry twice; the claim (a conditional write) makes the second one harmless.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::dynamo::BulkRef;
+use super::settings::{required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS};
+use crate::domain::Priority;
+use crate::ports::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
+
+/// SQS takes at most 10 entries per batch call.
+const BATCH: usize = 10;
+/// SQS delays a message at most 15 minutes.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+/// SQS keeps a message invisible at most 12 hours after its receive.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
+const CONCURRENCY: usize = 8;
+
+pub struct SqsLanes {
+    client: Client,
+    queues: Queues,
+    max_receive_count: u32,
+}
+
+fn unavailable<E>(op: &str, e: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Unavailable(format!("sqs {op}: {}", DisplayErrorContext(e)))
+}
+
+/// How long SQS should hold a new entry back so it is not received before `not_before`.
+fn delay_until(not_before: Option<DateTime<Utc>>, now: DateTime<Utc>) -> i32 {
+    not_before
+        .and_then(|at| (at - now).to_std().ok())
+        .map(|d| d.min(MAX_DELAY).as_secs() as i32)
+        .unwrap_or(0)
+}
+
+impl SqsLanes {
+    pub fn new(client: Client, queues: Queues, max_receive_count: u32) -> SqsLanes {
+        SqsLanes {
+            client,
+            queues,
+            max_receive_count,
+        }
+    }
+
+    fn lane_url(&self, lane: Priority) -> Result<&str, StoreError> {
+        required(
+            &self.queues.lanes[lane.index()],
+            LANE_QUEUE_URLS[lane.index()],
+        )
+    }
+
+    /// Puts references on their lanes (SendMessageBatch of 10), retrying entries SQS refused.
+    pub async fn publish(&self, refs: Vec<LaneRef>) -> Result<(), StoreError> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let mut by_lane: HashMap<Priority, Vec<LaneRef>> = HashMap::new();
+        for r in refs {
+            by_lane.entry(r.lane).or_default().push(r);
+        }
+        let mut calls = Vec::new();
+        for (lane, refs) in &by_lane {
+            let url = self.lane_url(*lane)?;
+            for chunk in refs.chunks(BATCH) {
+                calls.push(self.send_batch(url, chunk));
+            }
+        }
+        futures::stream::iter(calls)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn send_batch(&self, url: &str, refs: &[LaneRef]) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut entries: Vec<SendMessageBatchRequestEntry> = refs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let body = serde_json::to_string(r)
+                    .map_err(|e| StoreError::Corrupt(format!("lane entry: {e}")))?;
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .delay_seconds(delay_until(r.not_before, now))
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        for attempt in 0..4u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| unavailable("SendMessageBatch", e))?;
+            let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+            if failed.is_empty() {
+                return Ok(());
+            }
+            entries.retain(|e| failed.contains(&e.id()));
+        }
+        Err(StoreError::Unavailable(format!(
+            "sqs SendMessageBatch: {} entries refused after retries",
+            entries.len()
+        )))
+    }
+
+    /// Puts a stored bulk job on the bulk queue for the `enqueue` function.
+    pub async fn publish_bulk(&self, job: &BulkRef) -> Result<(), StoreError> {
+        let url = required(&self.queues.bulk, BULK_QUEUE_URL)?;
+        let body = serde_json::to_string(job)
+            .map_err(|e| StoreError::Corrupt(format!("bulk entry: {e}")))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable("SendMessage", e))?;
+        Ok(())
+    }
+
+    /// Makes a bulk entry visible again at once, so a paused fan-out resumes without waiting
+    /// out the bulk queue's long visibility timeout.
+    pub async fn release_bulk(&self, receipt: &str) -> Result<(), StoreError> {
+        let url = required(&self.queues.bulk, BULK_QUEUE_URL)?;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| unavailable("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Reads one received SQS message as a delivery; `None` for a body that is not a lane entry.
+    pub fn delivery_of(receipt: String, body: &str, receive_count: u32) -> Option<Delivery> {
+        let r: LaneRef = serde_json::from_str(body).ok()?;
+        Some(Delivery {
+            receipt,
+            message_id: r.id,
+            tenant: r.tenant,
+            lane: r.lane,
+            receive_count,
+            not_before: r.not_before,
+        })
+    }
+}
+
+#[async_trait]
+impl LaneQueue for SqsLanes {
+    async fn receive(
+        &self,
+        lane: Priority,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let url = self.lane_url(lane)?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let want = (max - out.len()).min(BATCH) as i32;
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(want)
+                .visibility_timeout(visibility.as_secs().max(1) as i32)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .map_err(|e| unavailable("ReceiveMessage", e))?;
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                let count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                let (Some(receipt), Some(body)) = (m.receipt_handle, m.body) else {
+                    continue;
+                };
+                match SqsLanes::delivery_of(receipt.clone(), &body, count) {
+                    Some(d) => out.push(d),
+                    // Not ours to read: left alone, it reaches the DLQ after maxReceiveCount.
+                    None => tracing::warn!(%lane, "unreadable lane entry left for the DLQ"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
+        let url = self.lane_url(lane)?;
+        for chunk in receipts.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| unavailable("DeleteMessageBatch", e))?;
+        }
+        Ok(())
+    }
+
+    async fn retry_after(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<Redelivery, StoreError> {
+        // One more receive of this entry would send it to the DLQ although nothing is wrong
+        // with it (throttles, back-off, early scheduled sends): queue it afresh instead.
+        if delivery.receive_count + 1 >= self.max_receive_count {
+            let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            self.publish(vec![LaneRef {
+                id: delivery.message_id,
+                tenant: delivery.tenant.clone(),
+                lane: delivery.lane,
+                attempt: 0,
+                not_before: Some(not_before.max(delivery.not_before.unwrap_or(not_before))),
+                correlation_id: None,
+            }])
+            .await?;
+            return Ok(Redelivery::Requeued);
+        }
+        self.client
+            .change_message_visibility()
+            .queue_url(self.lane_url(delivery.lane)?)
+            .receipt_handle(&delivery.receipt)
+            .visibility_timeout(delay.min(MAX_VISIBILITY).as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| unavailable("ChangeMessageVisibility", e))?;
+        Ok(Redelivery::SameReceipt)
+    }
+
+    async fn stats(&self, _now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError> {
+        let mut stats = Vec::new();
+        for lane in Priority::ALL {
+            let Some(url) = &self.queues.lanes[lane.index()] else {
+                continue;
+            };
+            let out = self
+                .client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .map_err(|e| unavailable("GetQueueAttributes", e))?;
+            let attr = |name: QueueAttributeName| -> u64 {
+                out.attributes()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let visible = attr(QueueAttributeName::ApproximateNumberOfMessages);
+            let delayed = attr(QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+            stats.push(LaneStats {
+                lane,
+                depth: visible + delayed,
+                in_flight: attr(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                oldest_age_seconds: None,
+                delayed,
+            });
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_capped_at_fifteen_minutes() {
+        let now = Utc::now();
+        assert_eq!(delay_until(None, now), 0);
+        assert_eq!(
+            delay_until(Some(now - chrono::Duration::seconds(5)), now),
+            0
+        );
+        assert_eq!(
+            delay_until(Some(now + chrono::Duration::seconds(90)), now),
+            90
+        );
+        assert_eq!(
+            delay_until(Some(now + chrono::Duration::hours(3)), now),
+            900
+        );
+    }
+
+    #[test]
+    fn lane_entries_are_small_references() {
+        let r = LaneRef {
+            id: crate::domain::MessageId::new(),
+            tenant: "acme".into(),
+            lane: Priority::P0,
+            attempt: 0,
+            not_before: None,
+            correlation_id: Some("c-1".into()),
+        };
+        let body = serde_json::to_string(&r).unwrap();
+        assert!(body.len() < 160, "{body}");
+        let d = SqsLanes::delivery_of("rh".into(), &body, 2).unwrap();
+        assert_eq!(
+            (d.message_id, d.lane, d.receive_count),
+            (r.id, Priority::P0, 2)
+        );
+        assert!(SqsLanes::delivery_of("rh".into(), "{\"poison\":true}", 1).is_none());
+    }
+}

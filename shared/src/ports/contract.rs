@@ -1,0 +1,465 @@
+//! Port contract tests: written against the traits only, so every backend runs the same
+//! functions (SQLite in `shared`'s unit tests, DynamoDB and SQS against moto in `tests/`).
+// Test code: a panic is how a contract test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::domain::{
+    Channel, Content, MessageId, MessageStatus, NewMessage, Priority, Template, TemplateName,
+    TenantId,
+};
+use crate::ports::{
+    AcceptBatch, AcceptOutcome, AttemptChange, ClaimOutcome, IdempotencyRecord, LaneQueue,
+    MessageStore, TemplateStore, TenantStore, Transition, TransitionOutcome,
+};
+
+pub fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+pub fn message(t: &TenantId, lane: Priority) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        tenant: t.clone(),
+        channel: Channel::Email,
+        priority: lane,
+        to: "ann@example.com".into(),
+        from: None,
+        content: Content {
+            subject: Some("s".into()),
+            body: Some("b".into()),
+            html: None,
+        },
+        template: None,
+        sms: None,
+        message_type: None,
+        source_type: None,
+        source_id: None,
+        metadata: None,
+        send_at: None,
+        bulk_id: None,
+        external_id: None,
+        correlation_id: "c".into(),
+        status: MessageStatus::Queued,
+        created_at: Utc::now(),
+    }
+}
+
+pub async fn accept<S: MessageStore>(store: &S, m: NewMessage) -> MessageId {
+    let id = m.id;
+    let out = store
+        .accept(AcceptBatch {
+            messages: vec![m],
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, AcceptOutcome::Accepted);
+    id
+}
+
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub async fn claim_is_exclusive_until_the_lease_runs_out<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let id = accept(store, message(&t, Priority::P1)).await;
+    let now = Utc::now();
+    let (a, b) = tokio::join!(
+        store.claim(id, Priority::P1, now, LEASE),
+        store.claim(id, Priority::P1, now, LEASE)
+    );
+    let claimed = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(ClaimOutcome::Claimed(_))))
+        .count();
+    assert_eq!(
+        claimed, 1,
+        "exactly one of two concurrent claims wins: {a:?} {b:?}"
+    );
+    match store.claim(id, Priority::P1, now, LEASE).await.unwrap() {
+        ClaimOutcome::NotClaimable {
+            current: MessageStatus::Sending,
+            lease_until: Some(_),
+        } => {}
+        other => panic!("a live claim blocks others, got {other:?}"),
+    }
+    // After the lease (a crashed worker), the message can be claimed again, as attempt 2.
+    let later = now + chrono::Duration::from_std(LEASE).unwrap() + chrono::Duration::seconds(1);
+    match store.claim(id, Priority::P1, later, LEASE).await.unwrap() {
+        ClaimOutcome::Claimed(m) => assert_eq!(m.attempts, 2),
+        other => panic!("expired lease is claimable, got {other:?}"),
+    }
+}
+
+pub async fn provider_ids_find_their_message<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let id = accept(store, message(&t, Priority::P2)).await;
+    let ClaimOutcome::Claimed(m) = store
+        .claim(id, Priority::P2, Utc::now(), LEASE)
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+    sent.attempt = Some(m.attempts);
+    sent.gateway = Some("ses".into());
+    sent.provider_message_id = Some("0100-abc".into());
+    assert_eq!(
+        store.transition(vec![sent]).await.unwrap(),
+        [TransitionOutcome::Applied]
+    );
+    let found = store
+        .find_by_provider_ids(vec![
+            ("ses".into(), "0100-abc".into()),
+            ("postal".into(), "0100-abc".into()),
+            ("ses".into(), "0100-other".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        [Some(id), None, None],
+        "gateway and id must both match"
+    );
+    // A callback's transition keeps the route it was sent on.
+    let delivered = Transition::new(id, MessageStatus::Delivered, Utc::now());
+    store.transition(vec![delivered]).await.unwrap();
+    let (m, _) = store.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            m.status,
+            m.gateway.as_deref(),
+            m.provider_message_id.as_deref()
+        ),
+        (MessageStatus::Delivered, Some("ses"), Some("0100-abc"))
+    );
+}
+
+pub async fn outcomes_need_the_current_attempt<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let id = accept(store, message(&t, Priority::P4)).await;
+    let ClaimOutcome::Claimed(m) = store
+        .claim(id, Priority::P4, Utc::now(), LEASE)
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    let mut stale = Transition::new(id, MessageStatus::Sent, Utc::now());
+    stale.attempt = Some(m.attempts + 1);
+    assert_eq!(
+        store.transition(vec![stale]).await.unwrap(),
+        [TransitionOutcome::Conflict {
+            current: MessageStatus::Sending
+        }]
+    );
+    let mut throttled = Transition::new(id, MessageStatus::Deferred, Utc::now());
+    throttled.attempt = Some(m.attempts);
+    throttled.attempts = AttemptChange::GiveBack;
+    assert_eq!(
+        store.transition(vec![throttled]).await.unwrap(),
+        [TransitionOutcome::Applied]
+    );
+    let (m, events) = store.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(
+        (m.status, m.attempts),
+        (MessageStatus::Deferred, 0),
+        "a throttle hands the attempt back"
+    );
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            MessageStatus::Deferred
+        ]
+    );
+}
+
+pub async fn cancel_and_claim_race_has_one_winner<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    for _ in 0..20 {
+        let id = accept(store, message(&t, Priority::P0)).await;
+        let mut cancel = Transition::new(id, MessageStatus::Cancelled, Utc::now());
+        cancel.tenant = Some(t.clone());
+        let (c, k) = tokio::join!(
+            store.transition(vec![cancel]),
+            store.claim(id, Priority::P0, Utc::now(), LEASE)
+        );
+        let cancelled = c.unwrap() == [TransitionOutcome::Applied];
+        let claimed = matches!(k.unwrap(), ClaimOutcome::Claimed(_));
+        assert!(
+            cancelled ^ claimed,
+            "exactly one wins (cancelled {cancelled}, claimed {claimed})"
+        );
+    }
+}
+
+pub async fn tenants_are_isolated<S: MessageStore>(store: &S) {
+    let (a, b) = (tenant("acme"), tenant("globex"));
+    let id = accept(store, message(&a, Priority::P2)).await;
+    assert!(store.get(&b, id).await.unwrap().is_none());
+    let mut cancel = Transition::new(id, MessageStatus::Cancelled, Utc::now());
+    cancel.tenant = Some(b);
+    assert_eq!(
+        store.transition(vec![cancel]).await.unwrap(),
+        [TransitionOutcome::NotFound]
+    );
+    assert_eq!(
+        store.get(&a, id).await.unwrap().unwrap().0.status,
+        MessageStatus::Queued
+    );
+}
+
+pub async fn idempotency_keys_commit_with_their_messages<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let record = IdempotencyRecord {
+        tenant: t.clone(),
+        key: "k1".into(),
+        request_hash: "h".into(),
+        response_status: 202,
+        response_body: "{}".into(),
+    };
+    let first = message(&t, Priority::P4);
+    let first_id = first.id;
+    let out = store
+        .accept(AcceptBatch {
+            messages: vec![first],
+            idempotency: Some(record.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, AcceptOutcome::Accepted);
+    let second = message(&t, Priority::P4);
+    let second_id = second.id;
+    let out = store
+        .accept(AcceptBatch {
+            messages: vec![second],
+            idempotency: Some(record.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, AcceptOutcome::KeyExists(record));
+    assert!(store.get(&t, first_id).await.unwrap().is_some());
+    assert!(
+        store.get(&t, second_id).await.unwrap().is_none(),
+        "a replay writes nothing"
+    );
+}
+
+/// `store` puts what it accepts on `q`'s lanes (one backend, or DynamoDB with SQS).
+pub async fn received_messages_come_back_after_the_visibility_timeout<
+    S: MessageStore,
+    Q: LaneQueue,
+>(
+    store: &S,
+    q: &Q,
+) {
+    let t = tenant("acme");
+    let id = accept(store, message(&t, Priority::P3)).await;
+    // SQS counts visibility in whole seconds.
+    let first = q
+        .receive(Priority::P3, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(|d| d.message_id).collect::<Vec<_>>(), [id]);
+    assert_eq!(first[0].receive_count, 1);
+    assert!(
+        q.receive(Priority::P3, 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "hidden while in flight"
+    );
+    assert!(
+        q.receive(Priority::P0, 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "lanes are separate"
+    );
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let again = q
+        .receive(Priority::P3, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    q.ack(Priority::P3, vec![again[0].receipt.clone()])
+        .await
+        .unwrap();
+    let stats = q.stats(Utc::now()).await.unwrap();
+    let p3 = stats.iter().find(|s| s.lane == Priority::P3).unwrap();
+    assert_eq!(p3.depth + p3.in_flight, 0, "{p3:?}");
+}
+
+/// For a backend that purges by itself; DynamoDB leaves it to TTL (`expires_at`, tested apart).
+pub async fn retention_deletes_only_final_messages<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let done = accept(store, message(&t, Priority::P4)).await;
+    let waiting = accept(store, message(&t, Priority::P4)).await;
+    let mut cancel = Transition::new(done, MessageStatus::Cancelled, Utc::now());
+    cancel.detail = json!({ "by": "test" });
+    store.transition(vec![cancel]).await.unwrap();
+    let future = Utc::now() + chrono::Duration::seconds(5);
+    let deleted = store.purge(future, future).await.unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.get(&t, done).await.unwrap().is_none());
+    assert!(
+        store.get(&t, waiting).await.unwrap().is_some(),
+        "queued messages are never purged"
+    );
+}
+
+pub async fn templates_round_trip<S: TemplateStore>(store: &S) {
+    let (a, b) = (tenant("acme"), tenant("globex"));
+    let name = TemplateName::parse("welcome").unwrap();
+    let t = Template {
+        name: name.clone(),
+        subject: Some("Hi {{ name }}".into()),
+        text: Some("Hello".into()),
+        html: None,
+        updated_at: Utc::now(),
+    };
+    assert!(store.put(&a, t.clone()).await.unwrap(), "new");
+    assert!(!store.put(&a, t.clone()).await.unwrap(), "replaced");
+    let got = store.get(&a, &name).await.unwrap().unwrap();
+    assert_eq!((got.subject, got.text, got.html), (t.subject, t.text, None));
+    assert!(store.get(&b, &name).await.unwrap().is_none(), "per tenant");
+    assert!(!store.delete(&b, &name).await.unwrap());
+    assert!(store.delete(&a, &name).await.unwrap());
+    assert!(store.get(&a, &name).await.unwrap().is_none());
+}
+
+pub async fn keys_are_found_by_prefix_and_revoked<S: TenantStore>(store: &S) {
+    let t = tenant("acme");
+    assert!(store.ensure_tenant(&t).await.unwrap(), "new tenant");
+    assert!(!store.ensure_tenant(&t).await.unwrap(), "existing tenant");
+    store.add_key(&t, "abcd1234", "hash-1").await.unwrap();
+    let key = store.find_key("abcd1234").await.unwrap().unwrap();
+    assert_eq!(
+        (key.tenant, key.key_hash.as_str(), key.revoked),
+        (t, "hash-1", false)
+    );
+    assert!(store.find_key("zzzz9999").await.unwrap().is_none());
+    assert!(store.revoke_key("abcd1234").await.unwrap());
+    assert!(store.find_key("abcd1234").await.unwrap().unwrap().revoked);
+    assert!(!store.revoke_key("zzzz9999").await.unwrap());
+}
+
+/// A permanent failure is listed as a dead letter (newest first) and a redrive puts it back
+/// on its lane with its attempts reset.
+pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>(store: &S, q: &Q) {
+    let t = tenant("deadletters");
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let id = accept(store, message(&t, Priority::P1)).await;
+        let ClaimOutcome::Claimed(m) = store
+            .claim(id, Priority::P1, Utc::now(), LEASE)
+            .await
+            .unwrap()
+        else {
+            panic!("claim")
+        };
+        let mut fail = Transition::new(id, MessageStatus::Failed, Utc::now());
+        fail.attempt = Some(m.attempts);
+        fail.last_error = Some("21211: invalid number".into());
+        assert_eq!(
+            store.transition(vec![fail]).await.unwrap(),
+            [TransitionOutcome::Applied]
+        );
+        failed.push(id);
+    }
+    // Drain the lane of the accept entries; only the redrive's must come back.
+    let received = q
+        .receive(Priority::P1, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    q.ack(
+        Priority::P1,
+        received.into_iter().map(|d| d.receipt).collect(),
+    )
+    .await
+    .unwrap();
+
+    let listed = store.list_failed(&t, None, 10).await.unwrap();
+    let mut newest_first = failed.clone();
+    newest_first.reverse();
+    assert_eq!(
+        listed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("21211: invalid number")
+    );
+    let page = store
+        .list_failed(&t, Some(newest_first[0]), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2, "paged by id");
+    assert!(store
+        .list_failed(&tenant("other"), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let redriven = store
+        .redrive(&t, Some(vec![failed[0]]), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(redriven, [failed[0]]);
+    let (m, events) = store.get(&t, failed[0]).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (MessageStatus::Queued, 0));
+    assert_eq!(events.last().map(|e| e.kind), Some(MessageStatus::Queued));
+    assert_eq!(store.list_failed(&t, None, 10).await.unwrap().len(), 2);
+    let back = q
+        .receive(Priority::P1, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        back.iter().map(|d| d.message_id).collect::<Vec<_>>(),
+        [failed[0]]
+    );
+    let all = store.redrive(&t, None, Utc::now()).await.unwrap();
+    assert_eq!(all.len(), 2, "no ids: every dead letter of the tenant");
+}
+
+pub async fn channel_counts_follow_the_state<S: MessageStore>(store: &S) {
+    let t = tenant("counts");
+    let sent = accept(store, message(&t, Priority::P4)).await;
+    accept(store, message(&t, Priority::P4)).await;
+    let ClaimOutcome::Claimed(m) = store
+        .claim(sent, Priority::P4, Utc::now(), LEASE)
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    let mut t_sent = Transition::new(sent, MessageStatus::Sent, Utc::now());
+    t_sent.attempt = Some(m.attempts);
+    t_sent.gateway = Some("ses".into());
+    t_sent.provider_message_id = Some("p-1".into());
+    store.transition(vec![t_sent]).await.unwrap();
+    let mut counts: Vec<(Channel, Option<String>, MessageStatus, u64)> = store
+        .channel_counts(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.channel, c.gateway, c.status, c.count))
+        .collect();
+    counts.sort_by_key(|c| c.2.as_str());
+    assert_eq!(
+        counts,
+        [
+            (Channel::Email, None, MessageStatus::Queued, 1),
+            (Channel::Email, Some("ses".into()), MessageStatus::Sent, 1),
+        ]
+    );
+}
