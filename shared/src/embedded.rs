@@ -188,13 +188,4 @@ async fn resume_sandbox_callbacks(
     Ok(())
 }
 
-/// Makes a new key for a tenant (creating the tenant if needed).
-pub async fn create_key(
-    tenants: &dyn crate::ports::TenantStore,
-    tenant: &TenantId,
-) -> Result<ApiKey, StoreError> {
-    tenants.ensure_tenant(tenant).await?;
-    let key = ApiKey::generate();
-    tenants.add_key(tenant, &key.prefix, &key.hash()).await?;
-    Ok(key)
-}
+pub use crate::engine::keys::create_key;

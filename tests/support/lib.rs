@@ -10,6 +10,8 @@ use shared::embedded::{create_key, Embedded, EmbeddedConfig};
 
 pub use shared;
 
+pub mod aws;
+
 pub struct TestServer {
     pub embedded: Embedded,
     pub url: String,

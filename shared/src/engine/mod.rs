@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod dispatch;
 mod gate;
+pub mod keys;
 pub mod maintenance;
 pub mod tracker;
 

@@ -1,0 +1,78 @@
+//! The port contract suite on the AWS backend: DynamoDB and SQS, on moto.
+
+use herald_tests::aws::Stack;
+use shared::aws::AwsBackend;
+use shared::ports::contract::*;
+
+async fn backend() -> (Stack, AwsBackend) {
+    let stack = Stack::create().await;
+    let backend = AwsBackend::new(&stack.sdk, &stack.settings);
+    (stack, backend)
+}
+
+#[tokio::test]
+async fn dynamo_claim_is_exclusive_until_the_lease_runs_out() {
+    let (_s, b) = backend().await;
+    claim_is_exclusive_until_the_lease_runs_out(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_provider_ids_find_their_message() {
+    let (_s, b) = backend().await;
+    provider_ids_find_their_message(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_outcomes_need_the_current_attempt() {
+    let (_s, b) = backend().await;
+    outcomes_need_the_current_attempt(b.store.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_cancel_and_claim_race_has_one_winner() {
+    let (_s, b) = backend().await;
+    cancel_and_claim_race_has_one_winner(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_tenants_are_isolated() {
+    let (_s, b) = backend().await;
+    tenants_are_isolated(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_idempotency_keys_commit_with_their_messages() {
+    let (_s, b) = backend().await;
+    idempotency_keys_commit_with_their_messages(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqs_received_messages_come_back_after_the_visibility_timeout() {
+    let (_s, b) = backend().await;
+    received_messages_come_back_after_the_visibility_timeout(b.store.as_ref(), b.lanes.as_ref())
+        .await;
+}
+
+#[tokio::test]
+async fn dynamo_templates_round_trip() {
+    let (_s, b) = backend().await;
+    templates_round_trip(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_keys_are_found_by_prefix_and_revoked() {
+    let (_s, b) = backend().await;
+    keys_are_found_by_prefix_and_revoked(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_dead_letters_are_listed_and_redriven() {
+    let (_s, b) = backend().await;
+    dead_letters_are_listed_and_redriven(b.store.as_ref(), b.lanes.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_channel_counts_follow_the_state() {
+    let (_s, b) = backend().await;
+    channel_counts_follow_the_state(b.store.as_ref()).await;
+}

@@ -1,0 +1,348 @@
+//! The AWS pipeline on moto: the API (the same Router, over DynamoDB and SQS) -> the lane queue
+//! -> the `dispatch` handler (fed by a player of the SQS event-source mapping) -> SES v2.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_tests::aws::{ses_sent, Stack};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shared::aws::lambda::{self, ColdStart};
+use shared::domain::{MessageId, Priority, TenantId};
+use shared::engine::Herald;
+use shared::ports::{Delivery, LaneQueue, LaneRef, Redelivery};
+
+struct Api {
+    stack: Stack,
+    herald: Arc<Herald>,
+    cold: ColdStart,
+    url: String,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let stack = Stack::create().await;
+        let cold = ColdStart::with(&stack.sdk, stack.settings.clone());
+        let herald = cold.herald.clone();
+        let tenant = TenantId::parse("acme").unwrap();
+        let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)
+            .await
+            .unwrap()
+            .expose();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = shared::api::router(herald.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Api {
+            stack,
+            herald,
+            cold,
+            url,
+            key,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, body: Value) -> String {
+        let (status, reply) = self
+            .call(reqwest::Method::POST, "/v1/messages", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        reply["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn view(&self, id: &str) -> Value {
+        let (status, view) = self
+            .call(reqwest::Method::GET, &format!("/v1/messages/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        view
+    }
+
+    /// Runs the lane's consumer until the lane is empty; returns the batch failures reported.
+    async fn drain(&self, lane: Priority) -> Vec<String> {
+        let mut failures = Vec::new();
+        let herald = self.herald.clone();
+        while let Some((_, response)) = self
+            .stack
+            .poll_once(self.stack.lane_url(lane), 10, |event| {
+                let herald = herald.clone();
+                async move { lambda::dispatch(&herald, event).await }
+            })
+            .await
+        {
+            failures.extend(
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier),
+            );
+        }
+        failures
+    }
+
+    /// What SES sent from this stack's sender.
+    async fn sent(&self) -> Vec<Value> {
+        ses_sent()
+            .await
+            .into_iter()
+            .filter(|m| m["source"].as_str() == Some(self.stack.sender.as_str()))
+            .collect()
+    }
+}
+
+fn events_of(view: &Value) -> Vec<&str> {
+    view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_goes_from_the_api_through_its_lane_to_ses_once() {
+    let api = Api::start().await;
+    let id = api
+        .send(json!({ "channel": "email", "priority": "P0", "to": "ann@example.com",
+                      "subject": "Storm warning", "body": "Stay inside.", "html": "<p>Stay inside.</p>" }))
+        .await;
+    let queued = api.view(&id).await;
+    assert_eq!(queued["status"], "queued");
+
+    assert!(api.drain(Priority::P0).await.is_empty(), "nothing to retry");
+    let view = api.view(&id).await;
+    assert_eq!(view["status"], "sent", "{view:#}");
+    assert_eq!(events_of(&view), ["queued", "sending", "sent"]);
+    assert_eq!(view["gateway"], "ses");
+    let sent = api.sent().await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["subject"], "Storm warning");
+    assert_eq!(
+        sent[0]["destinations"]["ToAddresses"],
+        json!(["ann@example.com"])
+    );
+    assert_eq!(
+        view["provider_message_id"], sent[0]["id"],
+        "SES's id is recorded"
+    );
+
+    // The same SQS message delivered again (standard queues may): the claim refuses it.
+    let refs = LaneRef {
+        id: MessageId::parse(&id).unwrap(),
+        tenant: "acme".into(),
+        lane: Priority::P0,
+        attempt: 0,
+        not_before: None,
+        correlation_id: None,
+    };
+    api.cold.backend.lanes.publish(vec![refs]).await.unwrap();
+    assert!(api.drain(Priority::P0).await.is_empty());
+    assert_eq!(api.sent().await.len(), 1, "a redelivery never sends twice");
+    assert_eq!(events_of(&api.view(&id).await).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_wins_before_dispatch_and_is_refused_after() {
+    let api = Api::start().await;
+    let early = api
+        .send(
+            json!({ "channel": "email", "priority": "P4", "to": "bob@example.com",
+                      "subject": "Receipt", "body": "Thanks" }),
+        )
+        .await;
+    let (status, reply) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/messages/{early}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    assert!(
+        api.drain(Priority::P4).await.is_empty(),
+        "a cancelled message's entry is finished"
+    );
+    assert!(api.sent().await.is_empty(), "nothing reached SES");
+
+    let late = api
+        .send(
+            json!({ "channel": "email", "priority": "P4", "to": "bob@example.com",
+                      "subject": "Receipt", "body": "Thanks" }),
+        )
+        .await;
+    api.drain(Priority::P4).await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/messages/{late}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_url_makes_a_raw_message_with_rfc_8058_headers() {
+    let api = Api::start().await;
+    api.send(
+        json!({ "channel": "email", "priority": "P2", "to": "cy@example.com",
+                     "subject": "Weekly news", "body": "News", "html": "<p>News</p>",
+                     "metadata": { "unsubscribe_url": "https://example.com/u/cy" } }),
+    )
+    .await;
+    api.drain(Priority::P2).await;
+    let sent = ses_sent().await;
+    let raw = sent
+        .iter()
+        .filter_map(|m| m["raw_data"].as_str())
+        .find(|r| r.contains(api.stack.sender.as_str()))
+        .unwrap_or_else(|| panic!("no raw message from our sender in {sent:#?}"));
+    assert!(
+        raw.contains("List-Unsubscribe: <https://example.com/u/cy>"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{raw}"
+    );
+    assert!(raw.contains("multipart/alternative"), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ses_refusals_are_permanent_failures_in_the_dead_letter_list() {
+    let api = Api::start().await;
+    // A sender whose domain is not a verified SES identity: SES answers MessageRejected.
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P1", "to": "dee@example.com",
+                      "from": "someone@unverified.example.org", "subject": "Hi", "body": "Hi" }),
+        )
+        .await;
+    assert!(api.drain(Priority::P1).await.is_empty());
+    let view = api.view(&id).await;
+    assert_eq!(view["status"], "failed", "{view:#}");
+    assert!(
+        view["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("MessageRejected"),
+        "{view:#}"
+    );
+    let (status, page) = api
+        .call(reqwest::Method::GET, "/v1/dead-letters", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["id"], id.as_str(), "{page:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_entries_and_early_scheduled_sends_are_kept_on_the_queue() {
+    let api = Api::start().await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let scheduled = api
+        .send(
+            json!({ "channel": "email", "priority": "P3", "to": "eve@example.com",
+                      "subject": "Later", "body": "Later", "send_at": later.to_rfc3339() }),
+        )
+        .await;
+    // SQS delays it at most 15 minutes; make it visible now, as it would be by then.
+    let lanes = &api.cold.backend.lanes;
+    let early = lanes
+        .receive(Priority::P3, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(early.len(), 0, "held back by SQS's delay");
+    api.stack
+        .sqs
+        .send_message()
+        .queue_url(api.stack.lane_url(Priority::P3))
+        .message_body(
+            json!({ "id": scheduled, "tenant": "acme", "lane": "P3", "attempt": 0,
+                    "not_before": later.to_rfc3339() })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    api.stack
+        .sqs
+        .send_message()
+        .queue_url(api.stack.lane_url(Priority::P3))
+        .message_body("this is not a lane entry")
+        .send()
+        .await
+        .unwrap();
+    let herald = api.herald.clone();
+    let (event, response) = api
+        .stack
+        .poll_once(api.stack.lane_url(Priority::P3), 10, |event| async move {
+            lambda::dispatch(&herald, event).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(event.records.len(), 2);
+    assert_eq!(
+        response.batch_item_failures.len(),
+        2,
+        "both stay: {response:?}"
+    );
+    assert_eq!(
+        api.view(&scheduled).await["status"],
+        "queued",
+        "not sent before its time"
+    );
+    assert!(api.sent().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
+    let stack = Stack::create().await;
+    let backend = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings);
+    let id = MessageId::new();
+    let delivery = |receive_count: u32| Delivery {
+        receipt: "unused".into(),
+        message_id: id,
+        tenant: "acme".into(),
+        lane: Priority::P2,
+        receive_count,
+        not_before: None,
+    };
+    // maxReceiveCount is 5: the 5th receive may still come back, the next would be dead-lettered.
+    let fresh = backend
+        .lanes
+        .retry_after(&delivery(4), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(fresh, Redelivery::Requeued);
+    assert_eq!(stack.queue_count(stack.lane_url(Priority::P2)).await, 1);
+    assert_eq!(
+        stack.queue_count(&stack.dlqs[Priority::P2.index()]).await,
+        0
+    );
+}

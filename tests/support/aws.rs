@@ -1,0 +1,354 @@
+//! AWS test harness: a fresh stack (tables, queues, SES identity) on moto server for each test,
+//! the same shapes as `infra/template.yaml`, and a player for the SQS event-source mapping.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use serde_json::{json, Value};
+use shared::aws::settings::{Queues, SesSettings, Tables};
+use shared::aws::AwsSettings;
+use shared::domain::Priority;
+
+/// Where the AWS emulator listens. `scripts/test.sh` starts moto and sets it.
+pub fn endpoint() -> String {
+    std::env::var("HERALD_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "HERALD_TEST_AWS_ENDPOINT is not set. The AWS tests need an AWS emulator: run \
+             ./scripts/test.sh (it installs moto and starts it), or start one yourself \
+             (`./scripts/python-tools.sh` then `.venv/bin/moto_server -p 5000`, or LocalStack) \
+             and export HERALD_TEST_AWS_ENDPOINT=http://127.0.0.1:5000"
+        )
+    })
+}
+
+pub async fn sdk() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(endpoint())
+        .load()
+        .await
+}
+
+/// One test's stack: every name carries a random prefix, so tests share one emulator.
+pub struct Stack {
+    pub sdk: SdkConfig,
+    pub settings: AwsSettings,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dlqs: [String; 5],
+    pub bulk_dlq: String,
+    pub sender: String,
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn attr(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn index(
+    name: &str,
+    keys: Vec<KeySchemaElement>,
+    projection: ProjectionType,
+) -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .set_key_schema(Some(keys))
+        .projection(Projection::builder().projection_type(projection).build())
+        .build()
+        .unwrap()
+}
+
+impl Stack {
+    pub async fn create() -> Stack {
+        let sdk = sdk().await;
+        let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let tables = Tables::of_stack(&prefix);
+        use KeyType::{Hash, Range};
+        use ScalarAttributeType::{N, S};
+        let specs: Vec<(
+            &str,
+            Vec<KeySchemaElement>,
+            Vec<AttributeDefinition>,
+            Vec<GlobalSecondaryIndex>,
+        )> = vec![
+            (
+                "messages",
+                vec![key("id", Hash)],
+                vec![attr("id", S), attr("provider_key", S), attr("dl_tenant", S)],
+                vec![
+                    index(
+                        "by_provider",
+                        vec![key("provider_key", Hash)],
+                        ProjectionType::KeysOnly,
+                    ),
+                    index(
+                        "dead_letters",
+                        vec![key("dl_tenant", Hash), key("id", Range)],
+                        ProjectionType::All,
+                    ),
+                ],
+            ),
+            (
+                "idempotency",
+                vec![key("pk", Hash)],
+                vec![attr("pk", S)],
+                vec![],
+            ),
+            (
+                "templates",
+                vec![key("tenant", Hash), key("name", Range)],
+                vec![attr("tenant", S), attr("name", S)],
+                vec![],
+            ),
+            (
+                "tenants",
+                vec![key("pk", Hash)],
+                vec![attr("pk", S)],
+                vec![],
+            ),
+            (
+                "bulk",
+                vec![key("bulk_id", Hash), key("part", Range)],
+                vec![attr("bulk_id", S), attr("part", N)],
+                vec![],
+            ),
+        ];
+        for (name, keys, attrs, indexes) in specs {
+            dynamo
+                .create_table()
+                .table_name(format!("{prefix}-{name}"))
+                .set_key_schema(Some(keys))
+                .set_attribute_definitions(Some(attrs))
+                .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
+        }
+        let mut lanes: [Option<String>; 5] = Default::default();
+        let mut dlqs: [String; 5] = Default::default();
+        for lane in Priority::ALL {
+            let (url, dlq) = queue_with_dlq(&sqs, &format!("{prefix}-{lane}"), 5).await;
+            lanes[lane.index()] = Some(url);
+            dlqs[lane.index()] = dlq;
+        }
+        let (bulk, bulk_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-bulk"), 5).await;
+        let ses = aws_sdk_sesv2::Client::new(&sdk);
+        let domain = format!("{prefix}.example.com");
+        ses.create_email_identity()
+            .email_identity(&domain)
+            .send()
+            .await
+            .expect("create SES identity");
+        ses.create_configuration_set()
+            .configuration_set_name(&prefix)
+            .send()
+            .await
+            .expect("create SES configuration set");
+        let sender = format!("news@{domain}");
+        let settings = AwsSettings {
+            tables,
+            queues: Queues {
+                lanes,
+                bulk: Some(bulk),
+            },
+            max_receive_count: 5,
+            ses: Some(SesSettings {
+                configuration_set: Some(prefix.clone()),
+                default_from: Some(sender.clone()),
+            }),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            lane: None,
+        };
+        Stack {
+            sdk,
+            settings,
+            dynamo,
+            sqs,
+            dlqs,
+            bulk_dlq,
+            sender,
+        }
+    }
+
+    pub fn lane_url(&self, lane: Priority) -> &str {
+        self.settings.queues.lanes[lane.index()].as_deref().unwrap()
+    }
+
+    pub fn bulk_url(&self) -> &str {
+        self.settings.queues.bulk.as_deref().unwrap()
+    }
+
+    /// Plays the SQS event-source mapping once: receives up to `max` messages, hands them to
+    /// `handler` as one event (the JSON Lambda would send), and deletes those it did not report
+    /// as failures. Returns the handler's response (None when the queue was empty).
+    pub async fn poll_once<F, Fut>(
+        &self,
+        url: &str,
+        max: i32,
+        handler: F,
+    ) -> Option<(SqsEvent, SqsBatchResponse)>
+    where
+        F: FnOnce(SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = SqsBatchResponse>,
+    {
+        let got = self
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.min(10))
+            .visibility_timeout(60)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return None;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: HashMap<String, String> = m
+                    .attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald",
+                    "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        let event: SqsEvent =
+            serde_json::from_value(json!({ "Records": records })).expect("SqsEvent");
+        let response = handler(event.clone()).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for m in &messages {
+            if !failed.contains(&m.message_id().unwrap_or_default()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        Some((event, response))
+    }
+
+    /// Visible plus in-flight plus delayed messages of a queue.
+    pub async fn queue_count(&self, url: &str) -> u64 {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let get = |name: QueueAttributeName| -> u64 {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        get(QueueAttributeName::ApproximateNumberOfMessages)
+            + get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            + get(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+    }
+}
+
+async fn queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive: u32,
+) -> (String, String) {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("create dlq")
+        .queue_url
+        .expect("dlq url");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq arn")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("dlq arn");
+    let redrive =
+        json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string() });
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(QueueAttributeName::VisibilityTimeout, "180")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    (url, dlq)
+}
+
+/// What moto's SES recorded as sent, from its state dump: (destinations, raw or simple body).
+pub async fn ses_sent() -> Vec<Value> {
+    let url = format!("{}/moto-api/data.json", endpoint());
+    let data: Value = reqwest::get(url)
+        .await
+        .expect("moto state")
+        .json()
+        .await
+        .expect("json");
+    let mut sent = Vec::new();
+    for kind in ["Message", "RawMessage"] {
+        if let Some(list) = data["ses"][kind].as_array() {
+            sent.extend(list.iter().cloned());
+        }
+    }
+    sent
+}
