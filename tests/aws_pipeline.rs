@@ -1,117 +1,14 @@
 //! The AWS pipeline on moto: the API (the same Router, over DynamoDB and SQS) -> the lane queue
 //! -> the `dispatch` handler (fed by a player of the SQS event-source mapping) -> SES v2.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use herald_tests::aws::{ses_sent, Stack};
+use herald_tests::aws::{ses_sent, AwsApi as Api, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shared::aws::lambda::{self, ColdStart};
-use shared::domain::{MessageId, Priority, TenantId};
-use shared::engine::Herald;
+use shared::aws::lambda;
+use shared::domain::{MessageId, Priority};
 use shared::ports::{Delivery, LaneQueue, LaneRef, Redelivery};
-
-struct Api {
-    stack: Stack,
-    herald: Arc<Herald>,
-    cold: ColdStart,
-    url: String,
-    key: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn start() -> Api {
-        let stack = Stack::create().await;
-        let cold = ColdStart::with(&stack.sdk, stack.settings.clone());
-        let herald = cold.herald.clone();
-        let tenant = TenantId::parse("acme").unwrap();
-        let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)
-            .await
-            .unwrap()
-            .expose();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = shared::api::router(herald.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Api {
-            stack,
-            herald,
-            cold,
-            url,
-            key,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.url, path))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(&self, body: Value) -> String {
-        let (status, reply) = self
-            .call(reqwest::Method::POST, "/v1/messages", Some(body))
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-        reply["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn view(&self, id: &str) -> Value {
-        let (status, view) = self
-            .call(reqwest::Method::GET, &format!("/v1/messages/{id}"), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{view}");
-        view
-    }
-
-    /// Runs the lane's consumer until the lane is empty; returns the batch failures reported.
-    async fn drain(&self, lane: Priority) -> Vec<String> {
-        let mut failures = Vec::new();
-        let herald = self.herald.clone();
-        while let Some((_, response)) = self
-            .stack
-            .poll_once(self.stack.lane_url(lane), 10, |event| {
-                let herald = herald.clone();
-                async move { lambda::dispatch(&herald, event).await }
-            })
-            .await
-        {
-            failures.extend(
-                response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier),
-            );
-        }
-        failures
-    }
-
-    /// What SES sent from this stack's sender.
-    async fn sent(&self) -> Vec<Value> {
-        ses_sent()
-            .await
-            .into_iter()
-            .filter(|m| m["source"].as_str() == Some(self.stack.sender.as_str()))
-            .collect()
-    }
-}
 
 fn events_of(view: &Value) -> Vec<&str> {
     view["events"]

@@ -2,6 +2,7 @@
 //! the same shapes as `infra/template.yaml`, and a player for the SQS event-source mapping.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -11,10 +12,13 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
+use shared::aws::lambda::{self, ColdStart};
 use shared::aws::settings::{Queues, SesSettings, Tables};
 use shared::aws::AwsSettings;
-use shared::domain::Priority;
+use shared::domain::{Priority, TenantId};
+use shared::engine::Herald;
 
 /// Where the AWS emulator listens. `scripts/test.sh` starts moto and sets it.
 pub fn endpoint() -> String {
@@ -49,6 +53,14 @@ pub struct Stack {
     pub bulk_dlq: String,
     pub sender: String,
 }
+
+/// Name, keys, key attributes and indexes of one table, as in `infra/template.yaml`.
+type TableSpec = (
+    &'static str,
+    Vec<KeySchemaElement>,
+    Vec<AttributeDefinition>,
+    Vec<GlobalSecondaryIndex>,
+);
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
     KeySchemaElement::builder()
@@ -88,12 +100,7 @@ impl Stack {
         let tables = Tables::of_stack(&prefix);
         use KeyType::{Hash, Range};
         use ScalarAttributeType::{N, S};
-        let specs: Vec<(
-            &str,
-            Vec<KeySchemaElement>,
-            Vec<AttributeDefinition>,
-            Vec<GlobalSecondaryIndex>,
-        )> = vec![
+        let specs: Vec<TableSpec> = vec![
             (
                 "messages",
                 vec![key("id", Hash)],
@@ -351,4 +358,107 @@ pub async fn ses_sent() -> Vec<Value> {
         }
     }
     sent
+}
+
+/// An AWS-backed Herald: the Router served on loopback over a fresh stack, a key of tenant
+/// `acme`, and the consumers run by [`Stack::poll_once`].
+pub struct AwsApi {
+    pub stack: Stack,
+    pub herald: Arc<Herald>,
+    pub cold: ColdStart,
+    pub url: String,
+    pub key: String,
+    pub client: reqwest::Client,
+}
+
+impl AwsApi {
+    pub async fn start() -> AwsApi {
+        let stack = Stack::create().await;
+        let cold = ColdStart::with(&stack.sdk, stack.settings.clone());
+        let herald = cold.herald.clone();
+        let tenant = TenantId::parse("acme").unwrap();
+        let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)
+            .await
+            .unwrap()
+            .expose();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = shared::api::router(herald.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        AwsApi {
+            stack,
+            herald,
+            cold,
+            url,
+            key,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, body: Value) -> String {
+        let (status, reply) = self
+            .call(reqwest::Method::POST, "/v1/messages", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        reply["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn view(&self, id: &str) -> Value {
+        let (status, view) = self
+            .call(reqwest::Method::GET, &format!("/v1/messages/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        view
+    }
+
+    /// Runs the lane's consumer until the lane is empty; returns the batch failures reported.
+    pub async fn drain(&self, lane: Priority) -> Vec<String> {
+        let mut failures = Vec::new();
+        let herald = self.herald.clone();
+        while let Some((_, response)) = self
+            .stack
+            .poll_once(self.stack.lane_url(lane), 10, |event| {
+                let herald = herald.clone();
+                async move { lambda::dispatch(&herald, event).await }
+            })
+            .await
+        {
+            failures.extend(
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier),
+            );
+        }
+        failures
+    }
+
+    /// What SES sent from this stack's sender.
+    pub async fn sent(&self) -> Vec<Value> {
+        ses_sent()
+            .await
+            .into_iter()
+            .filter(|m| m["source"].as_str() == Some(self.stack.sender.as_str()))
+            .collect()
+    }
 }

@@ -1,0 +1,202 @@
+//! Bulk sends on AWS, on moto: the API stores the job and queues one entry; the `enqueue`
+//! handler fans the recipients out, pauses at its deadline, resumes on redelivery, and two
+//! deliveries of the same job at once still write each message once.
+//!
+//! 1,000 recipients (two parts of 500), not 10,000: moto's SendMessage recounts the whole queue for
+//! every message, so a 10,000-entry lane takes it many minutes. Real SQS does not.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use herald_tests::aws::{AwsApi, Stack};
+use serde_json::{json, Value};
+use shared::aws::dynamo::FanOut;
+use shared::aws::lambda;
+use shared::domain::Priority;
+
+/// Accepted recipients; two more are refused at accept.
+const RECIPIENTS: usize = 998;
+
+async fn post_bulk(api: &AwsApi, body: &Value) -> (u16, Value) {
+    let reply = api
+        .client
+        .post(format!("{}/v1/messages/bulk", api.url))
+        .bearer_auth(&api.key)
+        .header("Idempotency-Key", "bulk-1")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+/// The ids of the messages stored for a bulk send (a paged scan).
+async fn stored_ids(stack: &Stack, bulk_id: &str) -> Vec<String> {
+    let table = stack.settings.tables.messages.clone().unwrap();
+    let mut ids = Vec::new();
+    let mut start = None;
+    loop {
+        let out = stack
+            .dynamo
+            .scan()
+            .table_name(&table)
+            .filter_expression("bulk_id = :b")
+            .expression_attribute_values(":b", AttributeValue::S(bulk_id.into()))
+            .projection_expression("id")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        ids.extend(
+            out.items()
+                .iter()
+                .filter_map(|i| i.get("id").and_then(|v| v.as_s().ok()).cloned()),
+        );
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries() {
+    let api = AwsApi::start().await;
+    let (stack, backend) = (&api.stack, &api.cold.backend);
+    let (put, _) = api
+        .call(
+            reqwest::Method::PUT,
+            "/v1/templates/news",
+            Some(json!({ "subject": "News for {{ name }}", "text": "Hello {{ name }}" })),
+        )
+        .await;
+    assert!(put.is_success());
+    let mut recipients: Vec<_> = (0..RECIPIENTS)
+        .map(|i| json!({ "to": format!("reader{i}@example.com"), "data": { "name": format!("Reader {i}") } }))
+        .collect();
+    recipients.insert(10, json!({ "to": "not-an-address" }));
+    recipients.insert(20, json!({ "to": "x@example.com", "data": { "other": 1 } }));
+    let bulk = json!({ "channel": "email", "priority": "P2", "template": "news", "recipients": recipients });
+
+    let started = Instant::now();
+    let (status, body) = post_bulk(&api, &bulk).await;
+    let accept_time = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["queued"], RECIPIENTS, "{body}");
+    let rejected: Vec<u64> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        rejected,
+        [10, 20],
+        "bad address and missing variable, by index"
+    );
+    let bulk_id = body["bulk_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stack.queue_count(stack.bulk_url()).await,
+        1,
+        "one entry for the whole job"
+    );
+    assert!(
+        stored_ids(stack, &bulk_id).await.is_empty(),
+        "messages are written by the fan-out"
+    );
+
+    // The first invocation runs out of time: it stops at its deadline and hands the entry back.
+    let (_, paused) = stack
+        .poll_once(stack.bulk_url(), 1, |event| async move {
+            lambda::enqueue(
+                backend,
+                event,
+                Some(Instant::now() + Duration::from_millis(100)),
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        paused.batch_item_failures.len(),
+        1,
+        "paused: kept for redelivery"
+    );
+    let after_pause = stored_ids(stack, &bulk_id).await.len();
+    assert!(
+        after_pause < RECIPIENTS,
+        "stopped part-way ({after_pause} written)"
+    );
+
+    // Redelivered twice at once (SQS may): both resume from the recorded progress.
+    let fan_started = Instant::now();
+    let (a, b) = tokio::join!(
+        backend.store.fan_out(&bulk_id, None),
+        backend.store.fan_out(&bulk_id, None)
+    );
+    let fan_time = fan_started.elapsed();
+    for run in [a.unwrap(), b.unwrap()] {
+        assert!(matches!(run, FanOut::Done { .. }), "{run:?}");
+    }
+    let ids = stored_ids(stack, &bulk_id).await;
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (RECIPIENTS, RECIPIENTS),
+        "each recipient once"
+    );
+    // The entry the pause handed back is visible again; finishing it changes nothing.
+    let (_, done) = stack
+        .poll_once(stack.bulk_url(), 1, |event| async move {
+            lambda::enqueue(backend, event, None).await
+        })
+        .await
+        .unwrap();
+    assert!(done.batch_item_failures.is_empty());
+    assert_eq!(stored_ids(stack, &bulk_id).await.len(), RECIPIENTS);
+    assert_eq!(stack.queue_count(stack.bulk_url()).await, 0);
+    let lane_entries = stack.queue_count(stack.lane_url(Priority::P2)).await;
+    assert!(
+        lane_entries >= RECIPIENTS as u64,
+        "every message is on its lane ({lane_entries})"
+    );
+    println!(
+        "bulk on moto: accept of {} recipients {:.0} ms; fan-out of the rest {:.1} s \
+         ({:.0} recipients/s, two deliveries at once); {lane_entries} lane entries",
+        RECIPIENTS + 2,
+        accept_time.as_secs_f64() * 1000.0,
+        fan_time.as_secs_f64(),
+        (RECIPIENTS - after_pause) as f64 / fan_time.as_secs_f64()
+    );
+
+    // Lane entries, duplicates included, send each message once.
+    let mut dispatched = HashSet::new();
+    for _ in 0..4 {
+        let herald = api.herald.clone();
+        let (event, _) = stack
+            .poll_once(stack.lane_url(Priority::P2), 10, |event| async move {
+                lambda::dispatch(&herald, event).await
+            })
+            .await
+            .unwrap();
+        for r in event.records {
+            let entry: Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            dispatched.insert(entry["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        api.sent().await.len(),
+        dispatched.len(),
+        "one send per message"
+    );
+    for id in &dispatched {
+        assert_eq!(api.view(id).await["status"], "sent");
+    }
+
+    // The same Idempotency-Key replays the first answer and stores nothing new.
+    let (status, replay) = post_bulk(&api, &bulk).await;
+    assert_eq!(status, 202);
+    assert_eq!(replay["bulk_id"], bulk_id.as_str());
+    assert_eq!(stack.queue_count(stack.bulk_url()).await, 0);
+}
