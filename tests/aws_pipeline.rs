@@ -243,3 +243,82 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
+    let api = Api::start().await;
+    // The harness names its tables `<prefix>-<table>`, as a stack does.
+    let stack_name = api
+        .stack
+        .settings
+        .tables
+        .tenants
+        .as_deref()
+        .unwrap()
+        .trim_end_matches("-tenants")
+        .to_owned();
+    let herald = |args: &[&str]| {
+        std::process::Command::new(herald_tests::herald_binary())
+            .args(args)
+            .env("AWS_ENDPOINT_URL", herald_tests::aws::endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("HERALD_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = herald(&[
+        "keys",
+        "create",
+        "--tenant",
+        "globex",
+        "--aws-stack",
+        &stack_name,
+        "--aws-region",
+        "us-east-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("hk_"), "{key}");
+    let stats = api
+        .client
+        .get(format!("{}/v1/stats/queue", api.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), StatusCode::OK, "the new key opens the API");
+
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+    let out = herald(&[
+        "keys",
+        "revoke",
+        &prefix,
+        "--aws-stack",
+        &stack_name,
+        "--aws-region",
+        "us-east-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = api
+        .client
+        .get(format!("{}/v1/stats/queue", api.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}

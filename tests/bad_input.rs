@@ -643,6 +643,13 @@ fn cases(acme_message: &str) -> Vec<Case> {
         .expect(422, "validation")
         .at("/channel"),
         Case::raw("bulk malformed JSON", b, "{\"recipients\": [").expect(400, "malformed-json"),
+        Case::post(
+            "bulk whose shared html is over 256 KB",
+            b,
+            with(bulk(), "html", json!("x".repeat(300 * 1024))),
+        )
+        .expect(422, "validation")
+        .at(""),
         // ---- template management ----------------------------------------------------------
         Case::put(
             "template PUT with a syntax error in text",
@@ -1032,6 +1039,7 @@ async fn bulk_reports_bad_recipients_by_index_and_queues_the_rest() {
                     { "to": "r2@example.com", "external_id": "c-2" },
                     { "to": "r3@example.com", "nickname": "Bob" },
                     { "to": "r4@example.com", "data": { "name": "Eve" } },
+                    { "to": "r5@example.com", "data": { "blob": "x".repeat(70 * 1024) } },
                 ],
             }),
         )
@@ -1044,7 +1052,7 @@ async fn bulk_reports_bad_recipients_by_index_and_queues_the_rest() {
         .iter()
         .map(|x| x["index"].as_u64().expect("index"))
         .collect();
-    assert_eq!(indexes, [1, 3], "{}", r.body);
+    assert_eq!(indexes, [1, 3, 5], "{}", r.body);
     for x in rejected {
         assert!(x["reason"].as_str().is_some_and(|s| !s.is_empty()), "{x}");
         assert_eq!(
@@ -1062,6 +1070,14 @@ async fn bulk_reports_bad_recipients_by_index_and_queues_the_rest() {
         rejected[1]["reason"].as_str().unwrap().contains("nickname"),
         "{}",
         rejected[1]
+    );
+    assert!(
+        rejected[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("at most 65536"),
+        "{}",
+        rejected[2]
     );
     s.stop().await;
 }

@@ -68,15 +68,29 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         tenant: String,
-        #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: KeyStore,
     },
     /// Revoke a key by its prefix (the 8 characters after `hk_`).
     Revoke {
         key_prefix: String,
-        #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: KeyStore,
     },
+}
+
+/// Where keys live: a data directory (embedded), or a deployed stack's DynamoDB tables.
+#[derive(Args, Debug, Clone)]
+pub struct KeyStore {
+    #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
+    pub data_dir: PathBuf,
+    /// A deployed stack (`sam deploy`'s stack name, e.g. herald-dev): the key goes into its
+    /// `<stack>-tenants` table, with the AWS credentials and region of your environment.
+    #[arg(long, env = "HERALD_AWS_STACK", conflicts_with = "data_dir")]
+    pub aws_stack: Option<String>,
+    /// AWS region of the stack [default: your profile's]
+    #[arg(long, requires = "aws_stack")]
+    pub aws_region: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

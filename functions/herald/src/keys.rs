@@ -1,39 +1,79 @@
+//! `herald keys`: API keys in a data directory, or in a deployed stack's DynamoDB tables.
+
+use std::sync::Arc;
+
 use anyhow::Context;
+use shared::aws::settings::Tables;
+use shared::aws::{sdk_config, AwsBackend, AwsSettings};
 use shared::domain::TenantId;
 use shared::embedded::{create_key, open_backend};
 use shared::ports::TenantStore;
+use shared::sqlite::SqliteBackend;
 
-use crate::cli::KeysCommand;
+use crate::cli::{KeyStore, KeysCommand};
+
+/// The tenant store the flags name.
+enum Keys {
+    Local(SqliteBackend),
+    Stack(Arc<dyn TenantStore>),
+}
+
+impl Keys {
+    async fn open(store: &KeyStore) -> anyhow::Result<Keys> {
+        Ok(match &store.aws_stack {
+            None => Keys::Local(open_backend(&store.data_dir)?),
+            Some(stack) => {
+                let sdk = sdk_config(None, store.aws_region.as_deref()).await;
+                let settings = AwsSettings {
+                    tables: Tables::of_stack(stack),
+                    ..AwsSettings::from_vars(|_| None)?
+                };
+                Keys::Stack(AwsBackend::new(&sdk, &settings).store)
+            }
+        })
+    }
+
+    fn tenants(&self) -> &dyn TenantStore {
+        match self {
+            Keys::Local(backend) => backend,
+            Keys::Stack(store) => store.as_ref(),
+        }
+    }
+
+    fn close(self) {
+        if let Keys::Local(backend) = self {
+            backend.close();
+        }
+    }
+}
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { tenant, data_dir } => {
+        KeysCommand::Create { tenant, store } => {
             let tenant = TenantId::parse(&tenant).map_err(anyhow::Error::msg)?;
-            let backend = open_backend(&data_dir)?;
-            let key = create_key(&backend, &tenant)
+            let keys = Keys::open(&store).await?;
+            let key = create_key(keys.tenants(), &tenant)
                 .await
-                .context("creating the key")?;
+                .context("creating the key");
+            keys.close();
+            let key = key?;
             eprintln!(
                 "Key for tenant `{tenant}` (prefix {}). It is not stored and is shown once:",
                 key.prefix
             );
             println!("{}", key.expose());
-            backend.close();
         }
-        KeysCommand::Revoke {
-            key_prefix,
-            data_dir,
-        } => {
-            let backend = open_backend(&data_dir)?;
+        KeysCommand::Revoke { key_prefix, store } => {
             let prefix = key_prefix
                 .trim_start_matches("hk_")
                 .split('_')
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            let revoked = backend.revoke_key(&prefix).await?;
-            backend.close();
-            if !revoked {
+            let keys = Keys::open(&store).await?;
+            let revoked = keys.tenants().revoke_key(&prefix).await;
+            keys.close();
+            if !revoked? {
                 anyhow::bail!("no active key with prefix {prefix:?}");
             }
             println!("revoked hk_{prefix}_…");

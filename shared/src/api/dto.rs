@@ -15,6 +15,11 @@ use crate::engine::{
 pub const MAX_BULK_RECIPIENTS: usize = 10_000;
 const MAX_LABEL_CHARS: usize = 128;
 const MAX_SCHEDULE_DAYS: i64 = 90;
+/// What every message of a send shares (content, data, metadata) is held to the single-message
+/// limit, bulk or not, so each stored message fits any backend (DynamoDB items are 400 KB).
+const MAX_SHARED_BYTES: usize = super::MAX_MESSAGE_BYTES;
+/// One bulk recipient's own data.
+const MAX_RECIPIENT_DATA_BYTES: usize = 64 * 1024;
 
 /// `POST /v1/messages`
 ///
@@ -200,6 +205,22 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
             ));
         }
     }
+    let size = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+    let json_size = |v: &Option<serde_json::Value>| v.as_ref().map_or(0, |v| v.to_string().len());
+    let shared = match &content {
+        ContentSource::Inline(c) => size(&c.subject) + size(&c.body) + size(&c.html),
+        ContentSource::Template(_) => 0,
+    } + json_size(&input.data)
+        + json_size(&input.metadata);
+    if shared > MAX_SHARED_BYTES {
+        return Err(FieldError::new(
+            "",
+            "too_large",
+            format!(
+                "content, data and metadata come to {shared} bytes; a message may carry at most {MAX_SHARED_BYTES}"
+            ),
+        ));
+    }
     Ok(Envelope {
         channel: input.channel,
         priority: input.priority,
@@ -273,6 +294,14 @@ fn parse_recipient(channel: Channel, raw: serde_json::Value) -> Result<ParsedRec
         .parse_recipient(&input.to)
         .map_err(|e| e.to_string())?;
     let data = object("data", input.data).map_err(|e| e.detail)?;
+    if let Some(d) = &data {
+        let bytes = d.to_string().len();
+        if bytes > MAX_RECIPIENT_DATA_BYTES {
+            return Err(format!(
+                "`data` is {bytes} bytes; a recipient's data may be at most {MAX_RECIPIENT_DATA_BYTES}"
+            ));
+        }
+    }
     let external_id = label("external_id", input.external_id).map_err(|e| e.detail)?;
     Ok((to, data, external_id))
 }

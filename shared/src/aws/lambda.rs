@@ -48,7 +48,7 @@ pub fn lambda_engine_config() -> EngineConfig {
 impl ColdStart {
     pub async fn from_env() -> Result<ColdStart, super::SettingsError> {
         let settings = AwsSettings::from_env()?;
-        let sdk = sdk_config(None).await;
+        let sdk = sdk_config(None, None).await;
         Ok(ColdStart::with(&sdk, settings))
     }
 

@@ -20,12 +20,16 @@ use crate::engine::{EngineConfig, Herald};
 use crate::gateway::GatewayRegistry;
 
 /// The SDK configuration, built once per cold start: region and credentials from the usual
-/// chain, and `AWS_ENDPOINT_URL` (or `endpoint`) to talk to an emulator such as moto.
-pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+/// chain (or `region`), and `AWS_ENDPOINT_URL` (or `endpoint`) to talk to an emulator such as
+/// moto.
+pub async fn sdk_config(endpoint: Option<&str>, region: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     let from_env = std::env::var("AWS_ENDPOINT_URL").ok();
     if let Some(url) = endpoint.or(from_env.as_deref()) {
         loader = loader.endpoint_url(url);
+    }
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
     }
     loader.load().await
 }
