@@ -267,58 +267,38 @@ async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
             .output()
             .unwrap()
     };
-    let out = herald(&[
-        "keys",
-        "create",
-        "--tenant",
-        "globex",
-        "--aws-stack",
-        &stack_name,
-        "--aws-region",
-        "us-east-1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
+    // Runs `herald keys ...` on the stack; returns its stdout.
+    let keys = |args: &[&str]| {
+        let mut all = vec!["keys"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--aws-stack", &stack_name, "--aws-region", "us-east-1"]);
+        let out = herald(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let stats_with = |key: String| {
+        let request = api
+            .client
+            .get(format!("{}/v1/stats/queue", api.url))
+            .bearer_auth(key);
+        async move { request.send().await.unwrap().status() }
+    };
+    let key = keys(&["create", "--tenant", "globex"])
         .lines()
         .last()
         .unwrap()
         .to_owned();
     assert!(key.starts_with("hk_"), "{key}");
-    let stats = api
-        .client
-        .get(format!("{}/v1/stats/queue", api.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stats.status(), StatusCode::OK, "the new key opens the API");
-
-    let prefix = key.split('_').nth(1).unwrap().to_owned();
-    let out = herald(&[
-        "keys",
-        "revoke",
-        &prefix,
-        "--aws-stack",
-        &stack_name,
-        "--aws-region",
-        "us-east-1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        stats_with(key.clone()).await,
+        StatusCode::OK,
+        "the new key opens the API"
     );
-    let refused = api
-        .client
-        .get(format!("{}/v1/stats/queue", api.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+    keys(&["revoke", &prefix]);
+    assert_eq!(stats_with(key).await, StatusCode::UNAUTHORIZED);
 }
