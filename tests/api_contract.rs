@@ -982,7 +982,20 @@ async fn queue_and_channel_stats_report_lanes_counts_and_health() {
     assert_eq!(email_sandbox["health"]["state"], "healthy");
     assert_eq!(email_sandbox["health"]["gateway"], "sandbox");
     assert!(
-        email_sandbox["health"]["success"].as_u64().unwrap() >= 3,
+        email_sandbox["health"]["counts"]["success"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        email_sandbox["health"]["breaker"]["state"], "closed",
+        "{}",
+        r.body
+    );
+    assert!(
+        email_sandbox["health"]["latency_p95_ms"].is_number(),
         "{}",
         r.body
     );

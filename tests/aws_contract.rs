@@ -76,3 +76,21 @@ async fn dynamo_channel_counts_follow_the_state() {
     let (_s, b) = backend().await;
     channel_counts_follow_the_state(b.store.as_ref()).await;
 }
+
+#[tokio::test]
+async fn dynamo_suppressions_are_scoped_batched_and_expire() {
+    let (_s, b) = backend().await;
+    suppressions_are_scoped_batched_and_expire(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_soft_bounces_are_counted_in_their_window() {
+    let (_s, b) = backend().await;
+    soft_bounces_are_counted_in_their_window(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_provider_events_are_seen_once() {
+    let (_s, b) = backend().await;
+    provider_events_are_seen_once(b.store.as_ref()).await;
+}

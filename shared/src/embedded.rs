@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::{ApiKey, TenantId};
-use crate::engine::{dispatch, maintenance, tracker, EngineConfig, Herald};
-use crate::gateway::{GatewayRegistry, Handoff, SandboxConfig, SandboxGateway};
+use crate::engine::{dispatch, health, maintenance, tracker, EngineConfig, Herald, Ports};
+use crate::gateway::{GatewayRegistry, Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
+use crate::limiter::TokenBuckets;
 use crate::ports::StoreError;
 use crate::sqlite::SqliteBackend;
 
@@ -26,6 +27,8 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub sandbox: SandboxConfig,
+    /// More sandboxes after the first, in failover order (each with its own name).
+    pub backup_sandboxes: Vec<SandboxConfig>,
     pub retention_interval: Duration,
     /// Start the lane workers (off for a process that only accepts).
     pub run_workers: bool,
@@ -37,6 +40,7 @@ impl EmbeddedConfig {
             data_dir: data_dir.into(),
             engine: EngineConfig::default(),
             sandbox: SandboxConfig::default(),
+            backup_sandboxes: Vec::new(),
             retention_interval: Duration::from_secs(3600),
             run_workers: true,
         }
@@ -57,6 +61,8 @@ pub struct Embedded {
     pub herald: Arc<Herald>,
     pub backend: SqliteBackend,
     pub handoffs: Arc<Mutex<Vec<Handoff>>>,
+    /// The sandbox gateways in failover order (tests change their failure rates).
+    pub sandboxes: Vec<Arc<SandboxGateway>>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -95,14 +101,38 @@ impl Embedded {
             .map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let handoffs = sandbox.handoffs();
         resume_sandbox_callbacks(&backend, &sandbox).await?;
+        let mut sandboxes = Vec::new();
+        for backup in &cfg.backup_sandboxes {
+            let mut backup = backup.clone();
+            backup
+                .send_log
+                .get_or_insert_with(|| dir.join(format!("{}-sends.log", backup.name)));
+            let sibling = sandbox
+                .sibling(backup)
+                .map_err(|e| StartError::DataDir(dir.clone(), e))?;
+            resume_sandbox_callbacks(&backend, &sibling).await?;
+            sandboxes.push(Arc::new(sibling));
+        }
+        sandboxes.insert(0, Arc::new(sandbox));
         let mut gateways = GatewayRegistry::new();
-        gateways.register(Arc::new(sandbox));
+        for s in &sandboxes {
+            gateways.register(s.clone());
+        }
         let store = Arc::new(backend.clone());
+        // The pace survives restarts: bucket states are saved every second and on shutdown.
+        let limiter = Arc::new(TokenBuckets::new());
+        limiter.restore(backend.load_buckets().await?);
         let herald = Arc::new(Herald::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            store,
+            Ports {
+                store: store.clone(),
+                queue: store.clone(),
+                templates: store.clone(),
+                tenants: store.clone(),
+                suppressions: store.clone(),
+                events: store,
+                limiter: limiter.clone(),
+                health: Arc::new(InMemoryHealth::default()),
+            },
             gateways,
             cfg.engine,
         ));
@@ -113,7 +143,9 @@ impl Embedded {
             Vec::new()
         };
         let background = vec![
+            tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
+            tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
             tokio::spawn(maintenance::run_retention(
                 herald.clone(),
                 cfg.retention_interval,
@@ -124,6 +156,7 @@ impl Embedded {
             herald,
             backend,
             handoffs,
+            sandboxes,
             shutdown,
             workers,
             background,
@@ -189,3 +222,22 @@ async fn resume_sandbox_callbacks(
 }
 
 pub use crate::engine::keys::create_key;
+
+async fn save_buckets(
+    backend: SqliteBackend,
+    limiter: Arc<TokenBuckets>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = shutdown.changed() => true,
+        };
+        if let Err(e) = backend.save_buckets(limiter.snapshot()).await {
+            tracing::warn!(error = %e, "rate limit state not saved");
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod ports;
 pub mod api;
 pub mod engine;
 pub mod gateway;
+pub mod limiter;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -142,6 +142,19 @@ impl Stack {
                 vec![attr("bulk_id", S), attr("part", N)],
                 vec![],
             ),
+            (
+                "rate-limits",
+                vec![key("pk", Hash)],
+                vec![attr("pk", S)],
+                vec![],
+            ),
+            ("health", vec![key("pk", Hash)], vec![attr("pk", S)], vec![]),
+            (
+                "suppressions",
+                vec![key("scope", Hash), key("entry", Range)],
+                vec![attr("scope", S), attr("entry", S)],
+                vec![],
+            ),
         ];
         for (name, keys, attrs, indexes) in specs {
             dynamo
@@ -189,6 +202,7 @@ impl Stack {
             }),
             retention: Duration::from_secs(30 * 24 * 3600),
             lane: None,
+            rate_limits: Default::default(),
         };
         Stack {
             sdk,

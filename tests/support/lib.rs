@@ -162,6 +162,34 @@ impl TestServer {
         r.body["id"].as_str().expect("id").to_owned()
     }
 
+    /// A bulk email ("News") to `count` addresses made by `address(i)`, on `priority`.
+    pub async fn bulk_email(
+        &self,
+        priority: &str,
+        count: usize,
+        address: impl Fn(usize) -> String,
+    ) -> Reply {
+        let recipients: Vec<Value> = (0..count)
+            .map(|i| serde_json::json!({ "to": address(i) }))
+            .collect();
+        let body = serde_json::json!({ "channel": "email", "priority": priority, "subject": "News",
+                                       "body": "News", "recipients": recipients });
+        self.post("/v1/messages/bulk", &body).await
+    }
+
+    /// One entry of `GET /v1/stats/channels`.
+    pub async fn channel_stats(&self, channel: &str, gateway: &str) -> Value {
+        let stats = self.get("/v1/stats/channels").await.body;
+        stats["channels"]
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|c| c["channel"] == channel && c["gateway"] == gateway)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no {channel}/{gateway} in {stats:#}"))
+    }
+
     /// Polls a message until `done(status)` or the timeout; returns the last view.
     pub async fn wait_for(
         &self,

@@ -24,6 +24,8 @@ pub enum Command {
     Send(SendArgs),
     /// Show a message's status and timeline.
     Status(StatusArgs),
+    /// Manage this tenant's suppression list on a running server.
+    Suppress(SuppressArgs),
     /// Measure throughput and lane latency on a throwaway data directory.
     Bench(BenchArgs),
 }
@@ -135,6 +137,50 @@ pub struct SendArgs {
     /// CSV of recipients: a `to` column, an optional `external_id`, other columns become data.
     #[arg(long)]
     pub bulk: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SuppressArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    #[command(subcommand)]
+    pub command: SuppressCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuppressCommand {
+    /// Stop sends to an address.
+    Add {
+        #[arg(long, default_value = "email")]
+        channel: String,
+        address: String,
+        /// manual, unsubscribe, complaint, sms_opt_out, hard_bounce, soft_bounce_strikes, invalid_token
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        /// RFC 3339 time after which the entry no longer applies.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Allow sends to an address again.
+    Remove {
+        #[arg(long, default_value = "email")]
+        channel: String,
+        address: String,
+    },
+    /// List entries (all pages), one JSON object per line.
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Show the global entries (hard bounces, dead tokens) instead of the tenant's.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Add entries from a CSV file (`channel,address`, optional `reason`, `expires_at`).
+    Import { file: PathBuf },
+    /// Write the list as CSV to stdout.
+    Export,
 }
 
 #[derive(Args, Debug)]

@@ -9,13 +9,13 @@ use crate::cli::{Remote, SendArgs, StatusArgs};
 /// Recipients per bulk request (the API's maximum).
 const BULK_CHUNK: usize = 10_000;
 
-fn http() -> anyhow::Result<reqwest::Client> {
+pub fn http() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
         .build()?)
 }
 
-async fn call(req: reqwest::RequestBuilder, remote: &Remote) -> anyhow::Result<Value> {
+pub async fn call(req: reqwest::RequestBuilder, remote: &Remote) -> anyhow::Result<Value> {
     let res = req
         .bearer_auth(&remote.api_key)
         .send()

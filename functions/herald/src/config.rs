@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub lanes: std::collections::BTreeMap<String, LaneFile>,
     #[serde(default)]
     pub sandbox: SandboxFile,
+    /// Paces per gateway and recipient domain (see the README); the defaults cover the big
+    /// mailbox providers.
+    pub rate_limits: Option<shared::domain::limits::RateLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +40,9 @@ pub struct LaneFile {
 pub struct SandboxFile {
     pub latency_ms: Option<u64>,
     pub failure_rate: Option<f64>,
+    /// More sandbox gateways after `sandbox`, in failover order (their names).
+    #[serde(default)]
+    pub backups: Vec<String>,
 }
 
 pub struct ServeConfig {
@@ -116,6 +122,21 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             bail!("sandbox failure rate must be between 0 and 1");
         }
         cfg.sandbox.failure_rate = rate;
+    }
+    for name in &file.sandbox.backups {
+        if name == &cfg.sandbox.name || name.is_empty() {
+            bail!("sandbox backup names must be distinct from `sandbox` and each other");
+        }
+        cfg.backup_sandboxes.push(shared::gateway::SandboxConfig {
+            name: name.clone(),
+            ..cfg.sandbox.clone()
+        });
+    }
+    if let Some(limits) = file.rate_limits {
+        limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[rate_limits]: {e}"))?;
+        cfg.engine.rate_limits = limits;
     }
     let bind = args
         .bind

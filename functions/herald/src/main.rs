@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod keys;
 mod serve;
+mod suppress;
 
 use clap::Parser;
 
@@ -21,6 +22,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Keys(cmd) => keys::run(cmd).await,
             cli::Command::Send(args) => client::send(args).await,
             cli::Command::Status(args) => client::status(args).await,
+            cli::Command::Suppress(args) => suppress::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
         }
     })

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Channel, Content, DeliveryEvent, EmailAddress, FieldError, Message, MessageStatus, PhoneNumber,
-    Priority, TemplateName,
+    Channel, Content, DeliveryEvent, EmailAddress, EventKind, FieldError, Message, MessageStatus,
+    PhoneNumber, Priority, TemplateName,
 };
 use crate::engine::{
     BulkDraft, BulkRecipient, ContentSource, Envelope, RejectedRecipient, SendDraft,
@@ -309,7 +309,8 @@ fn parse_recipient(channel: Channel, raw: serde_json::Value) -> Result<ParsedRec
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
     #[serde(rename = "type")]
-    pub kind: MessageStatus,
+    #[schema(value_type = String, example = "delivered")]
+    pub kind: EventKind,
     pub at: DateTime<Utc>,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
@@ -463,7 +464,8 @@ pub struct ChannelStatsView {
     /// Message counts by status for this tenant.
     #[schema(value_type = Object)]
     pub counts: std::collections::BTreeMap<String, u64>,
-    pub health: crate::gateway::HealthSnapshot,
+    /// The gateway's state, error rate, latency and breaker; absent for `none`.
+    pub health: Option<crate::domain::health::GatewayStatus>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod messages;
 pub mod ops;
 pub mod problem;
+pub mod suppressions;
 pub mod templates;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
         messages::send, messages::send_bulk, messages::get, messages::cancel,
         templates::put, templates::get, templates::delete,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
+        suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
+        suppressions::import, suppressions::export,
     ),
     modifiers(&BearerAuth),
 )]
@@ -98,6 +101,18 @@ pub fn router(herald: Arc<Herald>) -> Router {
             put(templates::put)
                 .get(templates::get)
                 .delete(templates::delete),
+        )
+        .route("/v1/suppressions", get(suppressions::list))
+        .route(
+            "/v1/suppressions/import",
+            post(suppressions::import).layer(DefaultBodyLimit::max(suppressions::MAX_IMPORT_BYTES)),
+        )
+        .route("/v1/suppressions/export", get(suppressions::export))
+        .route(
+            "/v1/suppressions/{channel}/{address}",
+            put(suppressions::put)
+                .get(suppressions::get)
+                .delete(suppressions::delete),
         )
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))

@@ -38,6 +38,7 @@ pub async fn channel_stats(
     AuthTenant(tenant): AuthTenant,
 ) -> Result<Json<ChannelStatsResponse>, Problem> {
     let counts = herald.store.channel_counts(&tenant).await?;
+    let health = herald.gateway_health().await?;
     let mut channels = Vec::new();
     for (channel, gateway) in herald.gateways.gateways() {
         let mut by_status = BTreeMap::new();
@@ -51,7 +52,7 @@ pub async fn channel_stats(
             channel,
             gateway: gateway.name().to_owned(),
             counts: by_status,
-            health: herald.gateways.health().snapshot(gateway.name()),
+            health: health.get(gateway.name()).cloned(),
         });
     }
     // Messages no gateway has taken yet (queued, cancelled, ...) are listed under "none".
@@ -66,7 +67,7 @@ pub async fn channel_stats(
                 channel,
                 gateway: "none".into(),
                 counts: waiting,
-                health: herald.gateways.health().snapshot("none"),
+                health: None,
             });
         }
     }

@@ -10,7 +10,9 @@ use futures::future::join_all;
 
 use super::dynamo::{BulkRef, FanOut, FanOutError};
 use super::{sdk_config, AwsBackend, AwsSettings, SqsLanes};
+use crate::engine::tracker::Notified;
 use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
+use crate::gateway::ses_events;
 
 /// A fan-out stops this long before the function's deadline, to record its progress.
 const FAN_OUT_MARGIN: Duration = Duration::from_secs(20);
@@ -99,7 +101,29 @@ pub async fn dispatch(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             response.add_failure(id);
         }
     }
+    // This invocation's gateway outcomes, for the health checker.
+    if let Err(e) = herald.health.flush().await {
+        tracing::warn!(error = %e, "gateway outcomes not recorded");
+    }
     response
+}
+
+/// `health-checker`: on a schedule, every gateway's state and breaker from the outcomes all
+/// dispatchers recorded, and its provider's own health check.
+pub async fn run_health_checker() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    let herald = cold.herald.clone();
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let herald = herald.clone();
+            async move {
+                let statuses = herald.check_gateways().await;
+                Ok::<_, lambda_runtime::Error>(serde_json::json!({ "gateways": statuses }))
+            }
+        },
+    ))
+    .await
 }
 
 /// The bulk consumer (`enqueue`): fans out each stored job until `deadline`. A job that runs
@@ -156,6 +180,45 @@ pub async fn enqueue(
     response
 }
 
+/// The SES event consumer (`suppression`): SES configuration-set events, through SNS and SQS,
+/// become delivery events and suppressions, once per SNS message. An event whose message is
+/// not recorded as sent yet is kept and comes back.
+pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let parsed = record
+            .body
+            .as_deref()
+            .ok_or_else(|| ses_events::SesEventError::NotSns("no body".into()))
+            .and_then(ses_events::sns_notification)
+            .and_then(|n| Ok((ses_events::ses_events(&n.message)?, n)));
+        let (events, notification) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(sqs_message_id = %id, error = %e, "unreadable SES event; left for the DLQ");
+                response.add_failure(id);
+                continue;
+            }
+        };
+        match herald
+            .apply_notification("sns", &notification.message_id, events)
+            .await
+        {
+            Ok(Notified::Applied) => {}
+            Ok(Notified::Repeat) => {
+                tracing::info!(sns_message_id = %notification.message_id, "repeated SES event ignored");
+            }
+            Ok(Notified::Retry) => response.add_failure(id),
+            Err(e) => {
+                tracing::warn!(error = %e, "SES event not applied; it comes back");
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
+
 /// The instant to stop a fan-out, from the invocation's deadline (milliseconds since the epoch).
 pub fn fan_out_deadline(deadline_ms: u64) -> Option<Instant> {
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
@@ -184,6 +247,20 @@ pub async fn run_dispatch() -> Result<(), lambda_runtime::Error> {
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
             let herald = herald.clone();
             async move { Ok::<_, lambda_runtime::Error>(dispatch(&herald, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// `suppression`: the SES event queue's consumer.
+pub async fn run_suppression() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    let herald = cold.herald.clone();
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let herald = herald.clone();
+            async move { Ok::<_, lambda_runtime::Error>(suppression(&herald, event.payload).await) }
         },
     ))
     .await

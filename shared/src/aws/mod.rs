@@ -16,7 +16,7 @@ pub use ses::SesGateway;
 pub use settings::{AwsSettings, SettingsError};
 pub use sqs::SqsLanes;
 
-use crate::engine::{EngineConfig, Herald};
+use crate::engine::{EngineConfig, Herald, Ports};
 use crate::gateway::GatewayRegistry;
 
 /// The SDK configuration, built once per cold start: region and credentials from the usual
@@ -62,8 +62,9 @@ impl AwsBackend {
         &self,
         sdk: &aws_config::SdkConfig,
         settings: &AwsSettings,
-        config: EngineConfig,
+        mut config: EngineConfig,
     ) -> Herald {
+        config.rate_limits = settings.rate_limits.clone();
         let mut gateways = GatewayRegistry::new();
         if let Some(ses) = &settings.ses {
             gateways.register(Arc::new(SesGateway::new(
@@ -72,10 +73,16 @@ impl AwsBackend {
             )));
         }
         Herald::new(
-            self.store.clone(),
-            self.lanes.clone(),
-            self.store.clone(),
-            self.store.clone(),
+            Ports {
+                store: self.store.clone(),
+                queue: self.lanes.clone(),
+                templates: self.store.clone(),
+                tenants: self.store.clone(),
+                suppressions: self.store.clone(),
+                events: self.store.clone(),
+                limiter: self.store.clone(),
+                health: self.store.clone(),
+            },
             gateways,
             config,
         )

@@ -12,6 +12,7 @@ use aws_sdk_sesv2::types::{
 use aws_sdk_sesv2::Client;
 
 use super::settings::SesSettings;
+use crate::domain::health::ProbeReport;
 use crate::domain::Channel;
 use crate::gateway::mime;
 use crate::ports::{Gateway, GatewayError, GatewayReceipt, OutboundMessage};
@@ -106,6 +107,37 @@ impl Gateway for SesGateway {
 
     fn channels(&self) -> &[Channel] {
         &[Channel::Email]
+    }
+
+    /// SES's own view: sending enabled on the account, and quota left for the day.
+    async fn probe(&self) -> Option<ProbeReport> {
+        let at = chrono::Utc::now();
+        let report = match self.client.get_account().send().await {
+            Ok(account) => {
+                let quota = account.send_quota();
+                let max = quota.map(|q| q.max24_hour_send()).unwrap_or(-1.0);
+                let sent = quota.map(|q| q.sent_last24_hours()).unwrap_or(0.0);
+                let enabled = account.sending_enabled();
+                ProbeReport {
+                    // A negative max means unlimited.
+                    ok: enabled && (max < 0.0 || sent < max),
+                    detail: serde_json::json!({
+                        "sending_enabled": enabled,
+                        "max_24_hour_send": max,
+                        "sent_last_24_hours": sent,
+                        "max_send_rate": quota.map(|q| q.max_send_rate()),
+                        "enforcement_status": account.enforcement_status(),
+                    }),
+                    at,
+                }
+            }
+            Err(e) => ProbeReport {
+                ok: false,
+                detail: serde_json::json!({ "error": DisplayErrorContext(&e).to_string() }),
+                at,
+            },
+        };
+        Some(report)
     }
 
     async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
 
 /// The five DynamoDB tables. A function only needs the ones it uses; using one that is not set
@@ -14,6 +15,9 @@ pub struct Tables {
     pub templates: Option<String>,
     pub tenants: Option<String>,
     pub bulk: Option<String>,
+    pub suppressions: Option<String>,
+    pub rate_limits: Option<String>,
+    pub health: Option<String>,
 }
 
 /// The lane queues (P0..P4) and the bulk queue.
@@ -42,6 +46,8 @@ pub struct AwsSettings {
     pub retention: Duration,
     /// This function's lane (the `dispatch` function is deployed once per lane).
     pub lane: Option<Priority>,
+    /// `HERALD_RATE_LIMITS`: the paces as JSON (the `[rate_limits]` of herald.toml).
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,9 @@ pub const IDEMPOTENCY_TABLE: &str = "HERALD_IDEMPOTENCY_TABLE";
 pub const TEMPLATES_TABLE: &str = "HERALD_TEMPLATES_TABLE";
 pub const TENANTS_TABLE: &str = "HERALD_TENANTS_TABLE";
 pub const BULK_TABLE: &str = "HERALD_BULK_TABLE";
+pub const SUPPRESSIONS_TABLE: &str = "HERALD_SUPPRESSIONS_TABLE";
+pub const RATE_LIMITS_TABLE: &str = "HERALD_RATE_LIMITS_TABLE";
+pub const HEALTH_TABLE: &str = "HERALD_HEALTH_TABLE";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
     "HERALD_QUEUE_URL_P0",
@@ -99,6 +108,23 @@ impl AwsSettings {
             configuration_set,
             default_from,
         });
+        let rate_limits = match get("HERALD_RATE_LIMITS") {
+            None => RateLimits::default(),
+            Some(json) => {
+                let limits: RateLimits =
+                    serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
+                        name: "HERALD_RATE_LIMITS",
+                        what: "JSON like {\"gateways\":{\"ses\":{\"per_second\":14}}}",
+                        value: e.to_string(),
+                    })?;
+                limits.validate().map_err(|value| SettingsError::Invalid {
+                    name: "HERALD_RATE_LIMITS",
+                    what: "valid paces",
+                    value,
+                })?;
+                limits
+            }
+        };
         Ok(AwsSettings {
             tables: Tables {
                 messages: get(MESSAGES_TABLE),
@@ -106,6 +132,9 @@ impl AwsSettings {
                 templates: get(TEMPLATES_TABLE),
                 tenants: get(TENANTS_TABLE),
                 bulk: get(BULK_TABLE),
+                suppressions: get(SUPPRESSIONS_TABLE),
+                rate_limits: get(RATE_LIMITS_TABLE),
+                health: get(HEALTH_TABLE),
             },
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
@@ -115,6 +144,7 @@ impl AwsSettings {
             ses,
             retention: Duration::from_secs(number("HERALD_RETENTION_DAYS", 30)? * 24 * 3600),
             lane,
+            rate_limits,
         })
     }
 
@@ -133,6 +163,9 @@ impl Tables {
             templates: name("templates"),
             tenants: name("tenants"),
             bulk: name("bulk"),
+            suppressions: name("suppressions"),
+            rate_limits: name("rate-limits"),
+            health: name("health"),
         }
     }
 }

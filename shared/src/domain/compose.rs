@@ -69,6 +69,8 @@ pub struct Addressee<'a> {
     pub data: Option<&'a serde_json::Value>,
     pub bulk_id: Option<&'a str>,
     pub external_id: Option<&'a str>,
+    /// The note of the suppression entry that stops this recipient, if one does.
+    pub suppressed: Option<&'a serde_json::Value>,
 }
 
 impl<'a> Composer<'a> {
@@ -127,7 +129,11 @@ impl<'a> Composer<'a> {
             bulk_id: who.bulk_id.map(str::to_owned),
             external_id: who.external_id.map(str::to_owned),
             correlation_id: env.correlation_id.clone(),
-            status: MessageStatus::Queued,
+            status: match who.suppressed {
+                Some(_) => MessageStatus::Suppressed,
+                None => MessageStatus::Queued,
+            },
+            note: who.suppressed.cloned(),
             created_at,
         })
     }
@@ -183,6 +189,9 @@ pub struct BulkJobRecipient {
     pub data: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// Set when a suppression entry stops this recipient: why, for its first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<serde_json::Value>,
 }
 
 impl BulkJob {
@@ -207,6 +216,7 @@ impl BulkJob {
                         data: r.data.as_ref(),
                         bulk_id: Some(&self.bulk_id),
                         external_id: r.external_id.as_deref(),
+                        suppressed: r.suppressed.as_ref(),
                     },
                     self.created_at,
                 )
@@ -256,12 +266,14 @@ mod tests {
                     to: "ann@example.com".into(),
                     data: Some(json!({"name": "Ann"})),
                     external_id: Some("u1".into()),
+                    suppressed: None,
                 },
                 BulkJobRecipient {
                     id: MessageId::new(),
                     to: "bob@example.com".into(),
                     data: None,
                     external_id: None,
+                    suppressed: None,
                 },
             ],
             created_at: Utc::now(),

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::status::EventKind;
 use super::{sms::SmsInfo, Channel, MessageStatus, Priority, TenantId};
 
 /// A message id: a UUIDv7, so ids sort by accept time.
@@ -68,7 +69,25 @@ pub struct NewMessage {
     pub correlation_id: String,
     /// `queued`, or `suppressed` when the recipient is on the suppression list.
     pub status: MessageStatus,
+    /// Merged into the first event's detail (the suppression that stopped it, say).
+    pub note: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+}
+
+impl NewMessage {
+    /// The detail of its first event: the lane, the schedule, and any note.
+    pub fn first_event_detail(&self) -> serde_json::Value {
+        let mut detail = serde_json::json!({ "lane": self.priority.as_str() });
+        if let Some(at) = self.send_at {
+            detail["send_at"] = serde_json::json!(at);
+        }
+        if let Some(serde_json::Value::Object(note)) = &self.note {
+            for (k, v) in note {
+                detail[k] = v.clone();
+            }
+        }
+        detail
+    }
 }
 
 /// A persisted message with its current state.
@@ -103,7 +122,7 @@ pub struct Message {
 /// One line of a message's append-only timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryEvent {
-    pub kind: MessageStatus,
+    pub kind: EventKind,
     pub at: DateTime<Utc>,
     /// Attempt number, gateway, provider id, error: whatever explains this step.
     pub detail: serde_json::Value,

@@ -5,10 +5,13 @@ pub mod address;
 pub mod channel;
 pub mod compose;
 pub mod content;
+pub mod health;
+pub mod limits;
 pub mod message;
 pub mod priority;
 pub mod sms;
 pub mod status;
+pub mod suppression;
 pub mod template;
 pub mod tenant;
 
@@ -17,7 +20,7 @@ pub use channel::{Channel, Recipient};
 pub use compose::{BulkJob, BulkJobRecipient, ComposeError, ContentSource, Envelope};
 pub use message::{Content, DeliveryEvent, Message, MessageId, NewMessage};
 pub use priority::Priority;
-pub use status::MessageStatus;
+pub use status::{EventKind, MessageStatus};
 pub use template::{Template, TemplateName};
 pub use tenant::{ApiKey, TenantId};
 

@@ -71,7 +71,8 @@ impl MessageStatus {
             Failed => &[Queued, Deferred, Sending, Sent],
             Bounced => &[Sent, Delivered],
             Complained => &[Sent, Delivered, Opened, Clicked],
-            Suppressed => &[Queued, Deferred],
+            // Sending: an entry added after accept stops the hand-off at dispatch.
+            Suppressed => &[Queued, Deferred, Sending],
             Cancelled => &[Queued, Deferred],
             Rejected => &[Queued, Deferred, Sending],
         }
@@ -79,6 +80,61 @@ impl MessageStatus {
 
     pub fn can_become(self, to: MessageStatus) -> bool {
         MessageStatus::sources_of(to).contains(&self)
+    }
+}
+
+/// What a timeline entry records: a state change, or a provider's report that changes no
+/// state (SES DeliveryDelay: still trying, the message stays `sent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Status(MessageStatus),
+    DeliveryDelayed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Status(s) => s.as_str(),
+            EventKind::DeliveryDelayed => "delivery_delayed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "delivery_delayed" => Some(EventKind::DeliveryDelayed),
+            other => MessageStatus::parse(other).map(EventKind::Status),
+        }
+    }
+}
+
+impl From<MessageStatus> for EventKind {
+    fn from(s: MessageStatus) -> EventKind {
+        EventKind::Status(s)
+    }
+}
+
+impl PartialEq<MessageStatus> for EventKind {
+    fn eq(&self, other: &MessageStatus) -> bool {
+        *self == EventKind::Status(*other)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+        let s = String::deserialize(d)?;
+        EventKind::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown event {s}")))
     }
 }
 

@@ -4,6 +4,7 @@ use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::suppress::suppression_note;
 use super::Herald;
 use crate::domain::compose::{Addressee, Composer};
 use crate::domain::template::TemplateError;
@@ -114,7 +115,7 @@ impl Herald {
             return Ok(replay);
         }
         let template = self.load_template(tenant, &draft.envelope.content).await?;
-        let message = Composer::new(&draft.envelope, template.as_ref())?.compose(
+        let mut message = Composer::new(&draft.envelope, template.as_ref())?.compose(
             tenant,
             Addressee {
                 id: MessageId::new(),
@@ -122,19 +123,31 @@ impl Herald {
                 data: None,
                 bulk_id: None,
                 external_id: None,
+                suppressed: None,
             },
             Utc::now(),
         )?;
+        let channel = draft.envelope.channel;
+        if let Some(entry) = self
+            .suppressed_recipients(tenant, channel, &[draft.to.as_str()])
+            .await?
+            .into_values()
+            .next()
+        {
+            message.status = MessageStatus::Suppressed;
+            message.note = Some(suppression_note(&entry));
+        }
         let outcome = SendOutcome {
             id: message.id,
             status: message.status,
         };
         let lane = message.priority;
-        let due_now = message.send_at.is_none_or(|at| at <= Utc::now());
+        let queued = message.status == MessageStatus::Queued;
+        let due_now = queued && message.send_at.is_none_or(|at| at <= Utc::now());
         let replay = self
             .persist(tenant, Work::Single(message), idempotency, &outcome)
             .await?;
-        if replay.is_none() {
+        if replay.is_none() && queued {
             if due_now {
                 self.priority_gate.arrived(lane, 1);
             }
@@ -172,6 +185,7 @@ impl Herald {
                     data: r.data.as_ref(),
                     bulk_id: Some(&bulk_id),
                     external_id: r.external_id.as_deref(),
+                    suppressed: None,
                 },
                 created_at,
             );
@@ -181,6 +195,7 @@ impl Herald {
                     to: r.to.as_str().to_owned(),
                     data: r.data,
                     external_id: r.external_id,
+                    suppressed: None,
                 }),
                 Err(e) => rejected.push(RejectedRecipient {
                     index: r.index,
@@ -190,7 +205,19 @@ impl Herald {
         }
         drop(composer);
         rejected.sort_by_key(|r| r.index);
-        let queued = accepted.len();
+        // One batched look-up for every recipient, never one per recipient.
+        let addresses: Vec<&str> = accepted.iter().map(|r| r.to.as_str()).collect();
+        let found = self
+            .suppressed_recipients(tenant, env.channel, &addresses)
+            .await?;
+        let mut suppressed = 0;
+        for r in &mut accepted {
+            if let Some(entry) = found.get(&r.to) {
+                r.suppressed = Some(suppression_note(entry));
+                suppressed += 1;
+            }
+        }
+        let queued = accepted.len() - suppressed;
         let due_now = if env.send_at.is_none_or(|at| at <= Utc::now()) {
             queued
         } else {
@@ -200,7 +227,7 @@ impl Herald {
         let outcome = BulkOutcome {
             bulk_id: bulk_id.clone(),
             queued,
-            suppressed: 0,
+            suppressed,
             rejected,
         };
         let job = BulkJob {

@@ -9,12 +9,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::suppress::suppression_note;
 use super::Herald;
-use crate::domain::{Message, MessageStatus, Priority};
+use crate::domain::{Message, MessageStatus, Priority, TenantId};
 use crate::gateway::Outcome;
 use crate::ports::{
-    AttemptChange, ClaimOutcome, Delivery, GatewayError, OutboundMessage, Redelivery, Transition,
-    TransitionOutcome,
+    AttemptChange, ClaimOutcome, Delivery, GatewayError, Grant, MessageRef, OutboundMessage,
+    Redelivery, Transition, TransitionOutcome,
 };
 
 /// What to do with a queue receipt after handling it.
@@ -205,17 +206,82 @@ impl Herald {
             Some(ClaimOutcome::NotFound) | None => return (Disposition::Done, None),
         };
         let span = info_span!("dispatch", id = %claimed.id, correlation_id = %claimed.correlation_id, attempt = claimed.attempts);
+        if let Some(stop) = self.stopped_by_suppression(&claimed).await {
+            return stop;
+        }
         self.hand_off(*claimed).instrument(span).await
+    }
+
+    /// Takes the gateway's and the recipient domain's tokens; without them the message is
+    /// deferred, its attempt given back, until the buckets refill (no busy loop: the queue
+    /// brings it back then).
+    async fn pace(&self, m: &Message, gateway: &str) -> Option<(Disposition, Option<Transition>)> {
+        let limits = &self.config.rate_limits;
+        let tenant = TenantId::parse(&m.tenant).ok()?;
+        let buckets = limits.buckets_for(gateway, &tenant, m.channel, &m.to);
+        let wait = match self
+            .limiter
+            .acquire(&buckets, m.priority, limits.bulk_share)
+            .await
+        {
+            Ok(Grant::Go) => return None,
+            Ok(Grant::Wait(wait)) => wait,
+            Err(e) => {
+                warn!(id = %m.id, error = %e, "rate limiter unavailable; deferring");
+                Duration::from_secs(1)
+            }
+        };
+        let mut t = self.outcome(m, MessageStatus::Deferred);
+        t.attempts = AttemptChange::GiveBack;
+        let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
+        t.detail = json!({ "reason": "throttled", "buckets": keys, "gateway": gateway,
+                           "retry_in_ms": wait.as_millis() as u64 });
+        self.record(t).await;
+        Some((Disposition::RetryIn(wait), None))
+    }
+
+    /// An entry added after accept stops the hand-off. When the list cannot be read, the message
+    /// waits rather than risk a send to an address that asked for none.
+    async fn stopped_by_suppression(
+        &self,
+        m: &Message,
+    ) -> Option<(Disposition, Option<Transition>)> {
+        let tenant = TenantId::parse(&m.tenant).ok()?;
+        match self
+            .suppressed_recipients(&tenant, m.channel, &[m.to.as_str()])
+            .await
+        {
+            Ok(found) => {
+                let entry = found.into_values().next()?;
+                let mut t = self.outcome(m, MessageStatus::Suppressed);
+                t.detail = suppression_note(&entry);
+                Some((Disposition::Done, Some(t)))
+            }
+            Err(e) => {
+                warn!(id = %m.id, error = %e, "suppression list unreadable; holding the message");
+                let mut t = self.outcome(m, MessageStatus::Deferred);
+                t.attempts = AttemptChange::GiveBack;
+                t.detail = json!({ "reason": "suppression list unavailable" });
+                self.record(t).await;
+                Some((Disposition::RetryIn(Duration::from_secs(1)), None))
+            }
+        }
     }
 
     /// Calls the gateway. Retries are recorded at once (the receipt is re-timed right after);
     /// final outcomes are returned to be settled with the worker's next claim.
     async fn hand_off(&self, m: Message) -> (Disposition, Option<Transition>) {
-        let Some((gateway, reason)) = self.gateways.route(m.channel) else {
+        let statuses = self.gateway_statuses().await;
+        let Some(chosen) = self.gateways.route(m.channel, &statuses) else {
             let mut t = self.outcome(&m, MessageStatus::Failed);
             t.last_error = Some(format!("no gateway is configured for {}", m.channel));
             return (Disposition::Done, Some(t));
         };
+        let gateway = chosen.gateway.clone();
+        let reason = chosen.reason.clone();
+        if let Some(wait) = self.pace(&m, gateway.name()).await {
+            return wait;
+        }
         let outbound = OutboundMessage {
             id: m.id,
             tenant: m.tenant.clone(),
@@ -247,9 +313,7 @@ impl Herald {
         let route = json!({ "gateway": name, "route_reason": reason, "attempt": m.attempts });
         match result {
             Ok(receipt) => {
-                self.gateways
-                    .health()
-                    .record(&name, Outcome::Success, latency);
+                self.observe(&chosen, Outcome::Success, latency).await;
                 let mut t = self.outcome(&m, MessageStatus::Sent);
                 t.gateway = Some(name);
                 t.provider_message_id = Some(receipt.provider_message_id.clone());
@@ -262,10 +326,15 @@ impl Herald {
                 (Disposition::Done, Some(t))
             }
             Err(GatewayError::Throttled { retry_after }) => {
-                self.gateways
-                    .health()
-                    .record(&name, Outcome::Throttled, latency);
+                self.observe(&chosen, Outcome::Throttled, latency).await;
                 let delay = retry_after.unwrap_or(Duration::from_secs(1));
+                if let Some(after) = retry_after {
+                    // The provider said how long: every send through it waits that long.
+                    let until = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+                    if let Err(e) = self.limiter.pause(&format!("gateway:{name}"), until).await {
+                        warn!(error = %e, "gateway pause not recorded");
+                    }
+                }
                 let mut t = self.outcome(&m, MessageStatus::Deferred);
                 t.attempts = AttemptChange::GiveBack;
                 t.detail = with(route, "reason", json!("throttled"));
@@ -274,9 +343,7 @@ impl Herald {
                 (Disposition::RetryIn(delay), None)
             }
             Err(GatewayError::Transient(error)) => {
-                self.gateways
-                    .health()
-                    .record(&name, Outcome::Transient, latency);
+                self.observe(&chosen, Outcome::Transient, latency).await;
                 if m.attempts >= self.config.max_attempts {
                     let mut t = self.outcome(&m, MessageStatus::Failed);
                     t.last_error = Some(error.clone());
@@ -296,9 +363,18 @@ impl Herald {
                 (Disposition::RetryIn(delay), None)
             }
             Err(GatewayError::Permanent { code, message }) => {
-                self.gateways
-                    .health()
-                    .record(&name, Outcome::Permanent, latency);
+                self.observe(&chosen, Outcome::Permanent, latency).await;
+                if let (Some(reason), Ok(tenant)) =
+                    (gateway.suppression_for(&code), TenantId::parse(&m.tenant))
+                {
+                    let target = MessageRef {
+                        tenant,
+                        channel: m.channel,
+                        to: m.to.clone(),
+                    };
+                    self.add_suppression(&target, reason, format!("{name}:{code}"), Utc::now())
+                        .await;
+                }
                 let mut t = self.outcome(&m, MessageStatus::Failed);
                 t.last_error = Some(format!("{code}: {message}"));
                 t.detail = with(route, "error", json!({ "code": code, "message": message }));

@@ -4,8 +4,10 @@
 pub mod accept;
 pub mod dispatch;
 mod gate;
+pub mod health;
 pub mod keys;
 pub mod maintenance;
+pub mod suppress;
 pub mod tracker;
 
 use std::sync::Arc;
@@ -15,9 +17,14 @@ use tokio::sync::Notify;
 
 use gate::PriorityGate;
 
+use crate::domain::health::BreakerConfig;
+use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
 use crate::gateway::GatewayRegistry;
-use crate::ports::{LaneQueue, MessageStore, TemplateStore, TenantStore};
+use crate::ports::{
+    EventLog, HealthStore, LaneQueue, MessageStore, RateLimiter, SuppressionStore, TemplateStore,
+    TenantStore,
+};
 
 pub use accept::{
     AcceptError, Accepted, BulkDraft, BulkOutcome, BulkRecipient, ContentSource, Envelope,
@@ -47,6 +54,13 @@ pub struct EngineConfig {
     /// Final messages older than this are deleted by the retention task.
     pub retention: Duration,
     pub idempotency_ttl: Duration,
+    /// Paces per gateway and recipient domain, and the bulk lanes' share.
+    pub rate_limits: RateLimits,
+    /// How often the health checker runs (embedded; on AWS its schedule).
+    pub health_interval: Duration,
+    /// The outcomes a gateway's state is judged on.
+    pub health_window: Duration,
+    pub breaker: BreakerConfig,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +83,10 @@ impl Default for EngineConfig {
             send_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(48 * 3600),
+            rate_limits: RateLimits::default(),
+            health_interval: Duration::from_secs(10),
+            health_window: Duration::from_secs(300),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -83,36 +101,53 @@ impl EngineConfig {
     }
 }
 
+/// One backend's implementations of the ports (embedded: SQLite for all of them).
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn MessageStore>,
+    pub queue: Arc<dyn LaneQueue>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub tenants: Arc<dyn TenantStore>,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    pub events: Arc<dyn EventLog>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub health: Arc<dyn HealthStore>,
+}
+
 /// Everything the API and the workers share.
 pub struct Herald {
     pub store: Arc<dyn MessageStore>,
     pub queue: Arc<dyn LaneQueue>,
     pub templates: Arc<dyn TemplateStore>,
     pub tenants: Arc<dyn TenantStore>,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    /// Provider events already applied (a notification delivered twice is applied once).
+    pub events: Arc<dyn EventLog>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub health: Arc<dyn HealthStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
     priority_gate: PriorityGate,
+    status_cache: health::StatusCache,
 }
 
 impl Herald {
-    pub fn new(
-        store: Arc<dyn MessageStore>,
-        queue: Arc<dyn LaneQueue>,
-        templates: Arc<dyn TemplateStore>,
-        tenants: Arc<dyn TenantStore>,
-        gateways: GatewayRegistry,
-        config: EngineConfig,
-    ) -> Herald {
+    pub fn new(ports: Ports, gateways: GatewayRegistry, config: EngineConfig) -> Herald {
         Herald {
-            store,
-            queue,
-            templates,
-            tenants,
+            store: ports.store,
+            queue: ports.queue,
+            templates: ports.templates,
+            tenants: ports.tenants,
+            suppressions: ports.suppressions,
+            events: ports.events,
+            limiter: ports.limiter,
+            health: ports.health,
             gateways,
             config,
             wake: Default::default(),
             priority_gate: PriorityGate::default(),
+            status_cache: Default::default(),
         }
     }
 

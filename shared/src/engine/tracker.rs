@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Herald;
-use crate::domain::{MessageId, MessageStatus};
+use crate::domain::{EventKind, MessageId, MessageStatus};
 use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutcome};
 
 /// A callback can overtake the recording of `sent`; it is tried again this many times.
@@ -30,6 +30,8 @@ pub fn target_status(kind: ProviderEventKind) -> MessageStatus {
         ProviderEventKind::Bounced { .. } => MessageStatus::Bounced,
         ProviderEventKind::Complained => MessageStatus::Complained,
         ProviderEventKind::Failed => MessageStatus::Failed,
+        // Not a state change; recorded with `annotate`, never through here.
+        ProviderEventKind::Delayed => MessageStatus::Sent,
     }
 }
 
@@ -131,6 +133,23 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
     let mut blocked: std::collections::HashSet<&str> = Default::default();
     for (i, (event, id)) in events.iter().zip(&ids).enumerate() {
         match id {
+            Some(id) if event.kind == ProviderEventKind::Delayed => {
+                // Still trying: a timeline entry, no state change.
+                let detail = event_detail(event);
+                let noted = herald
+                    .store
+                    .annotate(
+                        *id,
+                        EventKind::DeliveryDelayed,
+                        event.at,
+                        detail,
+                        &[MessageStatus::Sent],
+                    )
+                    .await;
+                if let Err(e) = noted {
+                    warn!(error = %e, "delivery delay not recorded");
+                }
+            }
             Some(id) if !blocked.contains(event.provider_message_id.as_str()) => {
                 transitions.push(transition_for(*id, event));
                 applied_index.push(i);
@@ -164,12 +183,64 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
             }
         }
     }
+    // Bounces and complaints suppress the address, whatever the message's state by now.
+    for ((event, id), waiting) in events.iter().zip(&ids).zip(&wait) {
+        let suppressing = matches!(
+            event.kind,
+            ProviderEventKind::Bounced { .. } | ProviderEventKind::Complained
+        );
+        if let (true, false, Some(id)) = (suppressing, *waiting, id) {
+            match herald.store.locate(*id).await {
+                Ok(Some(target)) => {
+                    let source = format!("{}:{}", event.gateway, event.provider_message_id);
+                    herald
+                        .suppress_after(&target, event.kind, source, event.at)
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "bounced message not found for suppression"),
+            }
+        }
+    }
     events
         .into_iter()
         .zip(wait)
         .filter(|(_, w)| *w)
         .map(|(e, _)| e)
         .collect()
+}
+
+/// How long a provider's event id is remembered: longer than any provider retries.
+const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What became of a provider notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notified {
+    Applied,
+    /// Seen before (SNS and SQS deliver at least once): nothing done.
+    Repeat,
+    /// Its message is not recorded as sent yet, or the store failed: try again later.
+    Retry,
+}
+
+impl Herald {
+    /// Applies a provider notification once, by the provider's id for it: the same processor
+    /// as the sandbox's callbacks, with de-duplication in front.
+    pub async fn apply_notification(
+        &self,
+        source: &str,
+        id: &str,
+        events: Vec<ProviderEvent>,
+    ) -> Result<Notified, crate::ports::StoreError> {
+        if !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
+            return Ok(Notified::Repeat);
+        }
+        if apply_batch(self, events).await.is_empty() {
+            return Ok(Notified::Applied);
+        }
+        self.events.forget(source, id).await?;
+        Ok(Notified::Retry)
+    }
 }
 
 /// Herald's id for each event: echoed by the provider, or looked up by the provider's id.
@@ -194,9 +265,8 @@ async fn resolve_ids(
         .collect())
 }
 
-fn transition_for(id: MessageId, event: &ProviderEvent) -> Transition {
-    let to = target_status(event.kind);
-    let mut t = Transition::new(id, to, event.at);
+/// What a provider event's timeline entry says: the gateway, its id, and the provider's detail.
+fn event_detail(event: &ProviderEvent) -> serde_json::Value {
     let mut detail =
         json!({ "gateway": event.gateway, "provider_message_id": event.provider_message_id });
     if let ProviderEventKind::Bounced { permanent } = event.kind {
@@ -207,7 +277,13 @@ fn transition_for(id: MessageId, event: &ProviderEvent) -> Transition {
             detail[k] = v.clone();
         }
     }
-    t.detail = detail;
+    detail
+}
+
+fn transition_for(id: MessageId, event: &ProviderEvent) -> Transition {
+    let to = target_status(event.kind);
+    let mut t = Transition::new(id, to, event.at);
+    t.detail = event_detail(event);
     if to == MessageStatus::Failed {
         t.last_error = event
             .detail
@@ -287,7 +363,7 @@ mod tests {
         assert_eq!(m.status, MessageStatus::Delivered);
         assert_eq!(
             events.last().map(|e| e.kind),
-            Some(MessageStatus::Delivered)
+            Some(MessageStatus::Delivered.into())
         );
         embedded.shutdown().await;
     }

@@ -3,21 +3,37 @@
 pub mod health;
 pub mod mime;
 pub mod sandbox;
+pub mod ses_events;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
+use crate::domain::health::{Breaker, GatewayStatus, HealthState};
 use crate::domain::Channel;
 use crate::ports::Gateway;
 
-pub use health::{GatewayHealth, HealthSnapshot, Outcome};
+pub use health::{InMemoryHealth, Outcome};
 pub use sandbox::{Handoff, SandboxConfig, SandboxGateway};
+
+/// Half-open gateways get at most one probe send this often (per process).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The gateways configured for each channel, in failover order.
 #[derive(Clone, Default)]
 pub struct GatewayRegistry {
     by_channel: BTreeMap<Channel, Vec<Arc<dyn Gateway>>>,
-    health: Arc<GatewayHealth>,
+    last_probe: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// The router's decision for one send, recorded on the message.
+pub struct Route {
+    pub gateway: Arc<dyn Gateway>,
+    pub reason: String,
+    /// A probe send to a half-open gateway: its outcome moves the breaker.
+    pub probe: bool,
 }
 
 impl GatewayRegistry {
@@ -35,30 +51,82 @@ impl GatewayRegistry {
         }
     }
 
-    /// The gateway to use for a channel: the first that is not `down`, else the first.
-    pub fn route(&self, channel: Channel) -> Option<(Arc<dyn Gateway>, &'static str)> {
+    /// The gateway for a send on `channel`: the first in failover order whose breaker is
+    /// closed, or a half-open one due for a probe; the primary when every breaker is open.
+    pub fn route(
+        &self,
+        channel: Channel,
+        statuses: &HashMap<String, GatewayStatus>,
+    ) -> Option<Route> {
         let candidates = self.by_channel.get(&channel)?;
-        let first = candidates.first()?.clone();
-        if !self.health.is_down(first.name()) {
-            return Some((first, "primary healthy"));
+        let primary = candidates.first()?;
+        let describe = |g: &Arc<dyn Gateway>| match statuses.get(g.name()) {
+            Some(s) => match s.breaker {
+                Breaker::Open { .. } => format!("{} down (breaker open)", g.name()),
+                Breaker::HalfOpen { .. } => format!("{} recovering (breaker half-open)", g.name()),
+                Breaker::Closed => format!("{} {:?}", g.name(), s.state).to_lowercase(),
+            },
+            None => format!("{} healthy", g.name()),
+        };
+        for (i, g) in candidates.iter().enumerate() {
+            let status = statuses.get(g.name());
+            let breaker = status.map_or(Breaker::Closed, |s| s.breaker);
+            let chosen = match breaker {
+                Breaker::Closed => Some(false),
+                Breaker::HalfOpen { .. } if self.probe_due(g.name()) => Some(true),
+                _ => None,
+            };
+            let Some(probe) = chosen else { continue };
+            let reason = if probe {
+                format!("probe: {}", describe(g))
+            } else if i == 0 {
+                match status.map(|s| s.state) {
+                    Some(HealthState::Degraded) => "primary degraded".to_owned(),
+                    _ => "primary healthy".to_owned(),
+                }
+            } else {
+                format!("failover: {}", describe(primary))
+            };
+            return Some(Route {
+                gateway: g.clone(),
+                reason,
+                probe,
+            });
         }
-        match candidates
-            .iter()
-            .skip(1)
-            .find(|g| !self.health.is_down(g.name()))
-        {
-            Some(next) => Some((next.clone(), "primary down, failover")),
-            None => Some((first, "all gateways down, primary")),
-        }
+        Some(Route {
+            gateway: primary.clone(),
+            reason: "all gateways down: primary".to_owned(),
+            probe: false,
+        })
     }
 
-    pub fn health(&self) -> &Arc<GatewayHealth> {
-        &self.health
+    fn probe_due(&self, gateway: &str) -> bool {
+        let mut last = self.last_probe.lock();
+        let due = last
+            .get(gateway)
+            .is_none_or(|t| t.elapsed() >= PROBE_INTERVAL);
+        if due {
+            last.insert(gateway.to_owned(), Instant::now());
+        }
+        due
     }
 
     pub fn gateways(&self) -> impl Iterator<Item = (Channel, &Arc<dyn Gateway>)> {
         self.by_channel
             .iter()
             .flat_map(|(c, gs)| gs.iter().map(move |g| (*c, g)))
+    }
+
+    /// Every gateway once, whatever channels it serves.
+    pub fn distinct(&self) -> Vec<Arc<dyn Gateway>> {
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for (_, g) in self.gateways() {
+            if !seen.contains(&g.name().to_owned()) {
+                seen.push(g.name().to_owned());
+                out.push(g.clone());
+            }
+        }
+        out
     }
 }

@@ -2,9 +2,11 @@
 //! and Twilio's test numbers, and reports delivery callbacks back into the engine, so the
 //! whole lifecycle is visible locally.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,9 @@ const SES_SIMULATOR_DOMAIN: &str = "simulator.amazonses.com";
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
+    /// The gateway's name (two sandboxes with different names can stand in for a primary
+    /// provider and its failover).
+    pub name: String,
     /// Simulated provider latency per send.
     pub latency: Duration,
     /// Share of sends (0..=1) that fail with a transient error.
@@ -40,6 +45,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
+            name: SANDBOX.to_owned(),
             latency: Duration::ZERO,
             failure_rate: 0.0,
             callback_delay: Duration::from_millis(20),
@@ -52,6 +58,7 @@ impl Default for SandboxConfig {
 /// One hand-off as the sandbox saw it.
 #[derive(Debug, Clone)]
 pub struct Handoff {
+    pub gateway: String,
     pub message_id: MessageId,
     pub priority: Priority,
     pub attempt: u32,
@@ -60,10 +67,16 @@ pub struct Handoff {
 
 pub struct SandboxGateway {
     config: SandboxConfig,
+    /// The failure rate as f64 bits: tests and operators change it while it runs.
+    failure_rate: AtomicU64,
+    /// Messages already answered with a throttle (`throttle@` addresses throttle once).
+    throttled: Mutex<HashSet<MessageId>>,
     log: Option<Mutex<File>>,
     handoffs: Arc<Mutex<Vec<Handoff>>>,
     /// Callbacks in the order they are due: the delay is the same for every send.
     scheduled: mpsc::UnboundedSender<(tokio::time::Instant, Vec<ProviderEvent>)>,
+    /// Where due callbacks go (the tracker).
+    callbacks: mpsc::Sender<ProviderEvent>,
 }
 
 /// What the simulator does with a recipient.
@@ -120,6 +133,17 @@ fn delivered_detail(channel: Channel) -> serde_json::Value {
     }
 }
 
+/// How long the sandbox's 429 asks the sender to wait.
+pub const THROTTLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `throttle@simulator.amazonses.com`: answered 429 (Retry-After 1 s) the first time.
+fn is_throttle_address(channel: Channel, to: &str) -> bool {
+    channel == Channel::Email
+        && to.rsplit_once('@').is_some_and(|(local, domain)| {
+            local == "throttle" && domain.eq_ignore_ascii_case(SES_SIMULATOR_DOMAIN)
+        })
+}
+
 fn behaviour(channel: Channel, to: &str) -> Behaviour {
     match channel {
         Channel::Email => {
@@ -164,25 +188,41 @@ impl SandboxGateway {
     pub fn new(
         config: SandboxConfig,
     ) -> std::io::Result<(SandboxGateway, mpsc::Receiver<ProviderEvent>)> {
+        // Bounded: a slow tracker slows the callbacks, not memory.
+        let (tx, rx) = mpsc::channel(65_536);
+        Ok((
+            SandboxGateway::with_callbacks(config, tx, Arc::default())?,
+            rx,
+        ))
+    }
+
+    /// Another sandbox (a failover stand-in) whose callbacks and hand-offs go where this one's go.
+    pub fn sibling(&self, config: SandboxConfig) -> std::io::Result<SandboxGateway> {
+        SandboxGateway::with_callbacks(config, self.callbacks.clone(), self.handoffs.clone())
+    }
+
+    fn with_callbacks(
+        config: SandboxConfig,
+        callbacks: mpsc::Sender<ProviderEvent>,
+        handoffs: Arc<Mutex<Vec<Handoff>>>,
+    ) -> std::io::Result<SandboxGateway> {
         let log = match &config.send_log {
             Some(path) => Some(Mutex::new(
                 OpenOptions::new().create(true).append(true).open(path)?,
             )),
             None => None,
         };
-        // Bounded: a slow tracker slows the callbacks, not memory.
-        let (tx, rx) = mpsc::channel(65_536);
         let (scheduled, due) = mpsc::unbounded_channel();
-        tokio::spawn(deliver_callbacks(due, tx));
-        Ok((
-            SandboxGateway {
-                config,
-                log,
-                handoffs: Arc::default(),
-                scheduled,
-            },
-            rx,
-        ))
+        tokio::spawn(deliver_callbacks(due, callbacks.clone()));
+        Ok(SandboxGateway {
+            failure_rate: AtomicU64::new(config.failure_rate.to_bits()),
+            throttled: Mutex::default(),
+            config,
+            log,
+            handoffs,
+            scheduled,
+            callbacks,
+        })
     }
 
     /// Start-up recovery: a provider keeps retrying its callbacks after Herald restarts, so the
@@ -198,6 +238,16 @@ impl SandboxGateway {
         }
     }
 
+    /// Changes the share of sends that fail transiently (0 to 1), at once.
+    pub fn set_failure_rate(&self, rate: f64) {
+        self.failure_rate
+            .store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    fn failure_rate(&self) -> f64 {
+        f64::from_bits(self.failure_rate.load(Ordering::Relaxed))
+    }
+
     /// The in-memory hand-off record (empty unless `record_handoffs`).
     pub fn handoffs(&self) -> Arc<Mutex<Vec<Handoff>>> {
         self.handoffs.clone()
@@ -208,6 +258,7 @@ impl SandboxGateway {
         if self.config.record_handoffs {
             let at_micros = Utc::now().timestamp_micros();
             self.handoffs.lock().push(Handoff {
+                gateway: self.config.name.clone(),
                 message_id: m.id,
                 priority: m.priority,
                 attempt: m.attempt,
@@ -242,7 +293,7 @@ impl SandboxGateway {
         let events = kinds
             .into_iter()
             .map(|(kind, detail)| ProviderEvent {
-                gateway: SANDBOX.into(),
+                gateway: self.config.name.clone(),
                 provider_message_id: provider_message_id.clone(),
                 message_id: Some(message_id),
                 kind,
@@ -276,11 +327,21 @@ async fn deliver_callbacks(
 #[async_trait]
 impl Gateway for SandboxGateway {
     fn name(&self) -> &str {
-        SANDBOX
+        &self.config.name
     }
 
     fn channels(&self) -> &[Channel] {
         &Channel::ALL
+    }
+
+    fn suppression_for(&self, code: &str) -> Option<crate::domain::suppression::Reason> {
+        use crate::domain::suppression::Reason;
+        match code {
+            "UNREGISTERED" => Some(Reason::InvalidToken),
+            // Twilio: the recipient replied STOP to this sender.
+            "21610" => Some(Reason::SmsOptOut),
+            _ => None,
+        }
     }
 
     async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
@@ -288,12 +349,17 @@ impl Gateway for SandboxGateway {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
-        if self.config.failure_rate > 0.0
-            && rand::thread_rng().gen_bool(self.config.failure_rate.clamp(0.0, 1.0))
-        {
+        let failure_rate = self.failure_rate();
+        if failure_rate > 0.0 && rand::thread_rng().gen_bool(failure_rate) {
             return Err(GatewayError::Transient(
                 "sandbox: simulated provider failure (503)".into(),
             ));
+        }
+        if is_throttle_address(m.channel, &m.to) && self.throttled.lock().insert(m.id) {
+            // A 429 with Retry-After, once per message: the pace test's provider push-back.
+            return Err(GatewayError::Throttled {
+                retry_after: Some(THROTTLE_RETRY_AFTER),
+            });
         }
         let callbacks = callbacks_for(m.channel, &m.to)?;
         self.log_send(m)?;

@@ -8,13 +8,15 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
+use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{
     Channel, Content, MessageId, MessageStatus, NewMessage, Priority, Template, TemplateName,
     TenantId,
 };
 use crate::ports::{
-    AcceptBatch, AcceptOutcome, AttemptChange, ClaimOutcome, IdempotencyRecord, LaneQueue,
-    MessageStore, TemplateStore, TenantStore, Transition, TransitionOutcome,
+    AcceptBatch, AcceptOutcome, AttemptChange, ClaimOutcome, EventLog, IdempotencyRecord,
+    LaneQueue, MessageStore, SuppressionFilter, SuppressionStore, TemplateStore, TenantStore,
+    Transition, TransitionOutcome,
 };
 
 pub fn tenant(name: &str) -> TenantId {
@@ -45,6 +47,7 @@ pub fn message(t: &TenantId, lane: Priority) -> NewMessage {
         external_id: None,
         correlation_id: "c".into(),
         status: MessageStatus::Queued,
+        note: None,
         created_at: Utc::now(),
     }
 }
@@ -417,7 +420,10 @@ pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>
     assert_eq!(redriven, [failed[0]]);
     let (m, events) = store.get(&t, failed[0]).await.unwrap().unwrap();
     assert_eq!((m.status, m.attempts), (MessageStatus::Queued, 0));
-    assert_eq!(events.last().map(|e| e.kind), Some(MessageStatus::Queued));
+    assert_eq!(
+        events.last().map(|e| e.kind),
+        Some(MessageStatus::Queued.into())
+    );
     assert_eq!(store.list_failed(&t, None, 10).await.unwrap().len(), 2);
     let back = q
         .receive(Priority::P1, 10, Duration::from_secs(30))
@@ -461,5 +467,240 @@ pub async fn channel_counts_follow_the_state<S: MessageStore>(store: &S) {
             (Channel::Email, None, MessageStatus::Queued, 1),
             (Channel::Email, Some("ses".into()), MessageStatus::Sent, 1),
         ]
+    );
+}
+
+fn entry(scope: Scope, channel: Channel, address: &str, reason: Reason) -> Suppression {
+    Suppression {
+        scope,
+        channel,
+        address: address.to_owned(),
+        reason,
+        source: Some("test".into()),
+        created_at: Utc::now(),
+        expires_at: None,
+    }
+}
+
+/// Tenant and global entries, batched checks, expiry, paging and filters.
+pub async fn suppressions_are_scoped_batched_and_expire<S: SuppressionStore>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = Utc::now();
+    let mut expired = entry(
+        Scope::Tenant(acme.clone()),
+        Channel::Email,
+        "old@example.com",
+        Reason::Manual,
+    );
+    expired.expires_at = Some(now - chrono::Duration::seconds(1));
+    let added = store
+        .put_suppressions(vec![
+            entry(
+                Scope::Tenant(acme.clone()),
+                Channel::Email,
+                "ann@example.com",
+                Reason::Complaint,
+            ),
+            entry(
+                Scope::Global,
+                Channel::Email,
+                "gone@example.com",
+                Reason::HardBounce,
+            ),
+            entry(
+                Scope::Tenant(acme.clone()),
+                Channel::Sms,
+                "+15005550006",
+                Reason::SmsOptOut,
+            ),
+            expired,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(added, 4);
+    let again = store
+        .put_suppressions(vec![entry(
+            Scope::Tenant(acme.clone()),
+            Channel::Email,
+            "ann@example.com",
+            Reason::Unsubscribe,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "a replacement is not new");
+
+    let asked: Vec<String> = [
+        "ann@example.com",
+        "gone@example.com",
+        "old@example.com",
+        "bob@example.com",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let found = store
+        .suppressed(&acme, Channel::Email, &asked, now)
+        .await
+        .unwrap();
+    let mut hits: Vec<&str> = found.keys().map(String::as_str).collect();
+    hits.sort();
+    assert_eq!(
+        hits,
+        ["ann@example.com", "gone@example.com"],
+        "expired and absent entries do not stop sends"
+    );
+    assert_eq!(found["ann@example.com"].reason, Reason::Unsubscribe);
+    let other = store
+        .suppressed(&globex, Channel::Email, &asked, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.keys().collect::<Vec<_>>(),
+        ["gone@example.com"],
+        "another tenant sees only global entries"
+    );
+    let sms = store
+        .suppressed(&acme, Channel::Sms, &["+15005550006".to_owned()], now)
+        .await
+        .unwrap();
+    assert_eq!(sms.len(), 1, "per channel");
+    // A large batch in one call.
+    let many: Vec<String> = (0..250)
+        .map(|i| format!("r{i}@example.com"))
+        .chain(["ann@example.com".to_owned()])
+        .collect();
+    assert_eq!(
+        store
+            .suppressed(&acme, Channel::Email, &many, now)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let acme_scope = Scope::Tenant(acme.clone());
+    let page = store
+        .list_suppressions(&acme_scope, &SuppressionFilter::default(), None, 2)
+        .await
+        .unwrap();
+    let listed: Vec<(Channel, &str)> = page
+        .iter()
+        .map(|s| (s.channel, s.address.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (Channel::Email, "ann@example.com"),
+            (Channel::Email, "old@example.com")
+        ]
+    );
+    let rest = store
+        .list_suppressions(
+            &acme_scope,
+            &SuppressionFilter::default(),
+            Some((Channel::Email, "old@example.com".into())),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|s| s.address.as_str()).collect::<Vec<_>>(),
+        ["+15005550006"]
+    );
+    let only_sms = SuppressionFilter {
+        channel: Some(Channel::Sms),
+        reason: None,
+    };
+    assert_eq!(
+        store
+            .list_suppressions(&acme_scope, &only_sms, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let only_unsub = SuppressionFilter {
+        channel: None,
+        reason: Some(Reason::Unsubscribe),
+    };
+    assert_eq!(
+        store
+            .list_suppressions(&acme_scope, &only_unsub, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let got = store
+        .get_suppression(&Scope::Global, Channel::Email, "gone@example.com")
+        .await
+        .unwrap();
+    assert_eq!(got.map(|g| g.reason), Some(Reason::HardBounce));
+    assert!(store
+        .delete_suppression(&acme_scope, Channel::Email, "ann@example.com")
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_suppression(&acme_scope, Channel::Email, "ann@example.com")
+        .await
+        .unwrap());
+    assert!(!store
+        .suppressed(&acme, Channel::Email, &asked, now)
+        .await
+        .unwrap()
+        .contains_key("ann@example.com"));
+}
+
+pub async fn soft_bounces_are_counted_in_their_window<S: SuppressionStore>(store: &S) {
+    let t = tenant("acme");
+    let window = Duration::from_secs(30 * 24 * 3600);
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    assert_eq!(
+        store
+            .soft_bounce(&t, Channel::Email, "full@example.com", old, window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .soft_bounce(&t, Channel::Email, "full@example.com", now, window)
+            .await
+            .unwrap(),
+        1,
+        "the old strike is out of the window"
+    );
+    assert_eq!(
+        store
+            .soft_bounce(&t, Channel::Email, "full@example.com", now, window)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .soft_bounce(&t, Channel::Email, "other@example.com", now, window)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+pub async fn provider_events_are_seen_once<S: EventLog>(log: &S) {
+    let keep = Duration::from_secs(3600);
+    assert!(log.first_seen("sns", "m-1", keep).await.unwrap());
+    assert!(
+        !log.first_seen("sns", "m-1", keep).await.unwrap(),
+        "a repeat"
+    );
+    assert!(
+        log.first_seen("twilio", "m-1", keep).await.unwrap(),
+        "per source"
+    );
+    log.forget("sns", "m-1").await.unwrap();
+    assert!(
+        log.first_seen("sns", "m-1", keep).await.unwrap(),
+        "forgotten: new again"
     );
 }

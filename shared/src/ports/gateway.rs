@@ -47,6 +47,16 @@ pub trait Gateway: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn channels(&self) -> &[Channel];
     async fn send(&self, message: &OutboundMessage) -> Result<GatewayReceipt, GatewayError>;
+    /// The suppression a permanent refusal with this code calls for: the address is dead (an
+    /// unregistered push token) or opted out (Twilio 21610).
+    fn suppression_for(&self, _code: &str) -> Option<crate::domain::suppression::Reason> {
+        None
+    }
+    /// The provider's own health check, where it has one (SES GetAccount: sending enabled,
+    /// quota left); the health checker calls it.
+    async fn probe(&self) -> Option<crate::domain::health::ProbeReport> {
+        None
+    }
 }
 
 /// A provider's report about a message it took (delivered, bounced, ...), from a webhook or
@@ -74,4 +84,6 @@ pub enum ProviderEventKind {
     Complained,
     /// The provider gave up after accepting (e.g. SMS undelivered).
     Failed,
+    /// Delivery is delayed; the provider keeps trying (SES DeliveryDelay).
+    Delayed,
 }

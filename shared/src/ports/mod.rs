@@ -4,14 +4,20 @@
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod gateway;
+mod health;
+mod limits;
 mod queue;
 mod store;
+mod suppression;
 
 pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };
+pub use health::HealthStore;
+pub use limits::{Grant, RateLimiter};
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use store::*;
+pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
 
 /// A backend failure. Domain outcomes (not found, CAS lost) are values, not errors.
 #[derive(Debug, thiserror::Error)]

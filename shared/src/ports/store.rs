@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::StoreError;
 use crate::domain::{
-    template::Template, BulkJob, Channel, DeliveryEvent, Message, MessageId, MessageStatus,
-    NewMessage, Priority, TemplateName, TenantId,
+    template::Template, BulkJob, Channel, DeliveryEvent, EventKind, Message, MessageId,
+    MessageStatus, NewMessage, Priority, TemplateName, TenantId,
 };
 
 /// An `Idempotency-Key` and the response it produced, kept at least 24 h.
@@ -102,6 +102,14 @@ pub enum ClaimOutcome {
     NotFound,
 }
 
+/// A message's owner and recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub tenant: TenantId,
+    pub channel: Channel,
+    pub to: String,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChannelCount {
     pub channel: Channel,
@@ -175,6 +183,18 @@ pub trait MessageStore: Send + Sync + 'static {
         };
         Ok((settled, claimed))
     }
+    /// Who a message is for, whatever its tenant (provider events that suppress an address).
+    async fn locate(&self, id: MessageId) -> Result<Option<MessageRef>, StoreError>;
+    /// Appends an event that changes no state (a provider's DeliveryDelay), if the message is
+    /// in one of `while_in`.
+    async fn annotate(
+        &self,
+        id: MessageId,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        detail: serde_json::Value,
+        while_in: &'static [MessageStatus],
+    ) -> Result<TransitionOutcome, StoreError>;
     /// Finds messages by (gateway, provider message id), one answer per key, in order.
     async fn find_by_provider_ids(
         &self,

@@ -81,3 +81,21 @@ async fn sqlite_channel_counts_follow_the_state() {
     let (_d, b) = backend();
     channel_counts_follow_the_state(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_suppressions_are_scoped_batched_and_expire() {
+    let (_d, b) = backend();
+    suppressions_are_scoped_batched_and_expire(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_soft_bounces_are_counted_in_their_window() {
+    let (_d, b) = backend();
+    soft_bounces_are_counted_in_their_window(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_provider_events_are_seen_once() {
+    let (_d, b) = backend();
+    provider_events_are_seen_once(&b).await;
+}

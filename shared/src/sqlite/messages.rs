@@ -11,11 +11,12 @@ use super::rows::{
 };
 use super::{ms, SqliteBackend};
 use crate::domain::{
-    Channel, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
+    Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority,
+    TenantId,
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
-    MessageStore, StoreError, Transition, TransitionOutcome,
+    MessageRef, MessageStore, StoreError, Transition, TransitionOutcome,
 };
 
 /// Rows deleted per retention job, so the writer is never held long.
@@ -53,11 +54,13 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
         m.correlation_id,
         now,
     ])?;
-    let mut detail = json!({ "lane": m.priority.as_str() });
-    if let Some(at) = m.send_at {
-        detail["send_at"] = json!(at);
-    }
-    insert_event(conn, &id, m.status, now, detail_text(&detail).as_deref())?;
+    insert_event(
+        conn,
+        &id,
+        m.status.into(),
+        now,
+        detail_text(&m.first_event_detail()).as_deref(),
+    )?;
     if m.status == MessageStatus::Queued {
         let due = m.send_at.map(ms).unwrap_or(now).max(now);
         enqueue(conn, m.priority, &id, m.tenant.as_str(), due, now)?;
@@ -169,7 +172,7 @@ fn apply_transition(conn: &Connection, p: &Prepared) -> rusqlite::Result<Transit
         sources(t.to),
     ])?;
     if changed == 1 {
-        insert_event(conn, id, t.to, at, p.detail.as_deref())?;
+        insert_event(conn, id, t.to.into(), at, p.detail.as_deref())?;
         return Ok(TransitionOutcome::Applied);
     }
     let current: Option<(String, String)> = conn
@@ -211,7 +214,13 @@ fn claim_in(
             ))?
             .query_row([&id_s], message_from_row)?;
         let detail = format!(r#"{{"attempt":{}}}"#, m.attempts);
-        insert_event(conn, &id_s, MessageStatus::Sending, now_ms, Some(&detail))?;
+        insert_event(
+            conn,
+            &id_s,
+            MessageStatus::Sending.into(),
+            now_ms,
+            Some(&detail),
+        )?;
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
     let current: Option<(String, Option<i64>)> = conn
@@ -358,6 +367,55 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn locate(&self, id: MessageId) -> Result<Option<MessageRef>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let row: Option<(String, String, String)> = conn
+                    .prepare_cached(
+                        "SELECT tenant, channel, recipient FROM messages WHERE id = ?1",
+                    )?
+                    .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                Ok(row.and_then(|(tenant, channel, to)| {
+                    Some(MessageRef {
+                        tenant: TenantId::parse(&tenant).ok()?,
+                        channel: Channel::parse(&channel)?,
+                        to,
+                    })
+                }))
+            })
+            .await
+    }
+
+    async fn annotate(
+        &self,
+        id: MessageId,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        detail: serde_json::Value,
+        while_in: &'static [MessageStatus],
+    ) -> Result<TransitionOutcome, StoreError> {
+        let detail = detail_text(&detail);
+        self.writer
+            .run(1, move |conn| {
+                let id = id.to_string();
+                let status: Option<String> = conn
+                    .prepare_cached("SELECT status FROM messages WHERE id = ?1")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?;
+                let Some(status) = status else {
+                    return Ok(TransitionOutcome::NotFound);
+                };
+                let current = parse_status(0, &status)?;
+                if !while_in.contains(&current) {
+                    return Ok(TransitionOutcome::Conflict { current });
+                }
+                insert_event(conn, &id, kind, ms(at), detail.as_deref())?;
+                Ok(TransitionOutcome::Applied)
+            })
+            .await
+    }
+
     async fn find_by_provider_ids(
         &self,
         keys: Vec<(String, String)>,
@@ -431,7 +489,7 @@ impl MessageStore for SqliteBackend {
                         .query_row(params![now_ms, id, tenant], |r| r.get(0))
                         .optional()?;
                     let Some(lane) = lane.and_then(|l| Priority::from_index(l as usize)) else { continue };
-                    insert_event(conn, &id, MessageStatus::Queued, now_ms, Some(r#"{"redriven":true}"#))?;
+                    insert_event(conn, &id, MessageStatus::Queued.into(), now_ms, Some(r#"{"redriven":true}"#))?;
                     enqueue(conn, lane, &id, &tenant, now_ms, now_ms)?;
                     if let Some(mid) = MessageId::parse(&id) {
                         redriven.push(mid);
@@ -525,10 +583,25 @@ impl MessageStore for SqliteBackend {
         total += self
             .writer
             .run(4, move |conn| {
-                Ok(conn.execute(
+                let now = Utc::now().timestamp_millis();
+                let soft_window =
+                    chrono::Duration::days(crate::domain::suppression::SOFT_BOUNCE_WINDOW_DAYS)
+                        .num_milliseconds();
+                let keys = conn.execute(
                     "DELETE FROM idempotency_keys WHERE created_at < ?1",
                     [keys_ms],
-                )? as u64)
+                )?;
+                // Bookkeeping past its use: old strikes, expired event ids and entries.
+                conn.execute(
+                    "DELETE FROM soft_bounces WHERE at < ?1",
+                    [now - soft_window],
+                )?;
+                conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
+                conn.execute(
+                    "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at < ?1",
+                    [now],
+                )?;
+                Ok(keys as u64)
             })
             .await?;
         Ok(total)

@@ -4,6 +4,7 @@ mod messages;
 mod pool;
 mod queue;
 mod rows;
+mod suppressions;
 mod tenants;
 
 use std::path::Path;
@@ -101,6 +102,39 @@ CREATE TABLE IF NOT EXISTS lane_queue (
     in_flight INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS lane_queue_due ON lane_queue (lane, visible_at);
+-- The suppression list; scope is a tenant or '*' (global).
+CREATE TABLE IF NOT EXISTS suppressions (
+    scope TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (scope, channel, address)
+) WITHOUT ROWID;
+-- Soft bounces per address, counted over a window to suppress repeat offenders.
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soft_bounces_by_address ON soft_bounces (tenant, channel, address, at);
+-- Rate-limit bucket states, saved every second so a restart keeps the pace.
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    updated_at INTEGER NOT NULL,
+    paused_until INTEGER
+) WITHOUT ROWID;
+-- Provider events already applied (by the provider's event id), so a repeat is dropped.
+CREATE TABLE IF NOT EXISTS seen_events (
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (source, id)
+) WITHOUT ROWID;
 "#;
 
 /// The embedded backend: implements [`crate::ports::MessageStore`], [`crate::ports::LaneQueue`],
@@ -109,6 +143,7 @@ CREATE INDEX IF NOT EXISTS lane_queue_due ON lane_queue (lane, visible_at);
 pub struct SqliteBackend {
     writer: Writer,
     readers: Arc<Readers>,
+    suppression_index: Arc<suppressions::SuppressionIndex>,
 }
 
 impl SqliteBackend {
@@ -116,10 +151,16 @@ impl SqliteBackend {
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
+        let suppression_index =
+            Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);
         let writer = Writer::start(conn)?;
         start_checkpointer(path, writer.clone())?;
         let readers = Arc::new(Readers::open(path, 4)?);
-        Ok(SqliteBackend { writer, readers })
+        Ok(SqliteBackend {
+            writer,
+            readers,
+            suppression_index,
+        })
     }
 
     /// Start-up recovery for the single embedded process: whatever the previous process had
@@ -138,6 +179,50 @@ impl SqliteBackend {
                     [now],
                 )?;
                 Ok((rows as u64, claims as u64))
+            })
+            .await
+    }
+
+    pub async fn load_buckets(&self) -> Result<Vec<crate::limiter::BucketState>, StoreError> {
+        self.readers
+            .run(|conn| {
+                let mut stmt =
+                    conn.prepare("SELECT key, tokens, updated_at, paused_until FROM rate_buckets")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(crate::limiter::BucketState {
+                        key: r.get(0)?,
+                        tokens: r.get(1)?,
+                        updated_at: from_ms(r.get(2)?),
+                        paused_until: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub async fn save_buckets(
+        &self,
+        states: Vec<crate::limiter::BucketState>,
+    ) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(4, move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT OR REPLACE INTO rate_buckets (key, tokens, updated_at, paused_until) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for b in &states {
+                    stmt.execute(rusqlite::params![
+                        b.key,
+                        b.tokens,
+                        ms(b.updated_at),
+                        b.paused_until.map(ms)
+                    ])?;
+                }
+                Ok(())
             })
             .await
     }

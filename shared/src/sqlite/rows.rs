@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, Row};
 
 use super::{from_ms, next_event_seq};
 use crate::domain::{
-    sms::SmsInfo, Channel, Content, DeliveryEvent, Message, MessageId, MessageStatus, Priority,
+    sms::SmsInfo, Channel, Content, DeliveryEvent, EventKind, Message, MessageId, MessageStatus,
+    Priority,
 };
 
 /// The columns `message_from_row` reads, as a literal so hot queries can be `concat!`-ed at
@@ -84,7 +85,7 @@ pub(crate) fn detail_text(detail: &serde_json::Value) -> Option<String> {
 pub(crate) fn insert_event(
     conn: &Connection,
     message_id: &str,
-    kind: MessageStatus,
+    kind: EventKind,
     at_ms: i64,
     detail: Option<&str>,
 ) -> rusqlite::Result<()> {
@@ -110,7 +111,7 @@ pub(crate) fn events_of(
     let rows = stmt.query_map([message_id], |row| {
         let kind: String = row.get(0)?;
         Ok(DeliveryEvent {
-            kind: parse_status(0, &kind)?,
+            kind: EventKind::parse(&kind).ok_or_else(|| bad(0, "unknown event kind"))?,
             at: from_ms(row.get(1)?),
             detail: parse_json(2, row.get(2)?)?.unwrap_or(serde_json::Value::Null),
         })

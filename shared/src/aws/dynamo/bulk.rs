@@ -8,9 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -18,13 +16,14 @@ use serde::{Deserialize, Serialize};
 use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
-use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, MessageStore, StoreError};
+use crate::ports::{
+    AcceptOutcome, IdempotencyRecord, LaneRef, MessageStore, StoreError, SuppressionStore,
+};
 
 /// A part stays well under DynamoDB's 400 KB item limit.
 const PART_BYTES: usize = 300 * 1024;
 /// Recipients per part: the unit of progress a redelivery resumes from.
 const PART_RECIPIENTS: usize = 500;
-const BATCH_WRITE: usize = 25;
 const BATCH_GET: usize = 100;
 /// Concurrent DynamoDB batch calls while writing one part.
 const CONCURRENCY: usize = 8;
@@ -306,7 +305,9 @@ impl DynamoStore {
             recipients,
             created_at: header.created_at,
         };
-        let messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
+        let mut messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
+        self.suppress_added_since_accept(&header.tenant, header.envelope.channel, &mut messages)
+            .await?;
         let messages_table = self.messages_table()?;
         let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
         let existing = self.existing_ids(messages_table, &ids).await?;
@@ -324,10 +325,13 @@ impl DynamoStore {
             .collect::<Result<_, _>>()?;
         let written = writes.len();
         self.batch_write(messages_table, writes).await?;
+        // New queued messages go on their lane, and so does every message an interrupted run
+        // wrote: it may not have queued them, and the claim drops an entry that is not needed.
         let refs: Vec<LaneRef> = messages
             .iter()
-            .filter(|m| m.status == MessageStatus::Queued)
-            .map(|m| LaneRef {
+            .zip(&ids)
+            .filter(|(m, id)| m.status == MessageStatus::Queued || existing.contains(*id))
+            .map(|(m, _)| LaneRef {
                 id: m.id,
                 tenant: m.tenant.as_str().to_owned(),
                 lane: m.priority,
@@ -337,14 +341,54 @@ impl DynamoStore {
             })
             .collect();
         self.lanes.publish(refs).await?;
-        self.count_accepted(
-            &format!("{bulk_id}#{part}"),
-            &header.tenant,
-            header.envelope.channel,
-            written,
-        )
-        .await;
+        for status in [MessageStatus::Queued, MessageStatus::Suppressed] {
+            let n = messages
+                .iter()
+                .zip(&ids)
+                .filter(|(m, id)| m.status == status && !existing.contains(*id))
+                .count();
+            self.count_accepted(
+                &format!("{bulk_id}#{part}"),
+                &header.tenant,
+                header.envelope.channel,
+                status,
+                n,
+            )
+            .await;
+        }
         Ok(written)
+    }
+
+    /// Entries added between the accept and this fan-out stop their recipients too (in one
+    /// batched look-up per part).
+    async fn suppress_added_since_accept(
+        &self,
+        tenant: &TenantId,
+        channel: crate::domain::Channel,
+        messages: &mut [crate::domain::NewMessage],
+    ) -> Result<(), StoreError> {
+        use crate::domain::suppression::canonical_address;
+        let queued: Vec<String> = messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Queued)
+            .map(|m| canonical_address(channel, &m.to))
+            .collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let found = self
+            .suppressed(tenant, channel, &queued, Utc::now())
+            .await?;
+        for m in messages
+            .iter_mut()
+            .filter(|m| m.status == MessageStatus::Queued)
+        {
+            if let Some(entry) = found.get(&canonical_address(channel, &m.to)) {
+                m.status = MessageStatus::Suppressed;
+                m.note = Some(crate::engine::suppress::suppression_note(entry));
+            }
+        }
+        Ok(())
     }
 
     /// Which of `ids` already have an item (BatchGetItem, 100 keys a call).
@@ -354,112 +398,22 @@ impl DynamoStore {
         ids: &[String],
     ) -> Result<HashSet<String>, StoreError> {
         let chunks: Vec<Vec<String>> = ids.chunks(BATCH_GET).map(<[String]>::to_vec).collect();
-        let pages: Vec<Vec<String>> = futures::stream::iter(
-            chunks
+        let pages: Vec<Vec<Item>> = futures::stream::iter(chunks.into_iter().map(|chunk| {
+            let keys = chunk
                 .into_iter()
-                .map(|chunk| self.existing_in(table, chunk)),
-        )
+                .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+                .collect();
+            self.batch_get(table, keys, Some("id"))
+        }))
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-        Ok(pages.into_iter().flatten().collect())
-    }
-
-    async fn existing_in(&self, table: &str, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<Item> = ids
-            .into_iter()
-            .map(|id| HashMap::from([("id".to_owned(), s(id))]))
-            .collect();
-        let mut found = Vec::new();
-        // Unprocessed keys (throttling) are asked again.
-        for attempt in 0..8u32 {
-            if keys.is_empty() {
-                return Ok(found);
-            }
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6))).await;
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut keys)))
-                .projection_expression("id")
-                .consistent_read(true)
-                .build()
-                .map_err(build_error)?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(table, request)
-                .send()
-                .await
-                .map_err(|e| unavailable("BatchGetItem", e))?;
-            if let Some(items) = out.responses().and_then(|r| r.get(table)) {
-                found.extend(
-                    items
-                        .iter()
-                        .filter_map(|i| opt_s(i, "id"))
-                        .map(str::to_owned),
-                );
-            }
-            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(table)) {
-                keys = left.keys().to_vec();
-            }
-        }
-        if keys.is_empty() {
-            Ok(found)
-        } else {
-            Err(StoreError::Unavailable(
-                "BatchGetItem left keys unprocessed after retries".into(),
-            ))
-        }
-    }
-
-    /// BatchWriteItem in calls of 25, a few at a time, retrying what comes back unprocessed.
-    async fn batch_write(&self, table: &str, writes: Vec<WriteRequest>) -> Result<(), StoreError> {
-        let chunks: Vec<Vec<WriteRequest>> = writes
-            .chunks(BATCH_WRITE)
-            .map(<[WriteRequest]>::to_vec)
-            .collect();
-        futures::stream::iter(
-            chunks
-                .into_iter()
-                .map(|chunk| self.write_chunk(table, chunk)),
-        )
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-        Ok(())
-    }
-
-    async fn write_chunk(
-        &self,
-        table: &str,
-        mut pending: Vec<WriteRequest>,
-    ) -> Result<(), StoreError> {
-        for attempt in 0..8u32 {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6))).await;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(table, std::mem::take(&mut pending))
-                .send()
-                .await
-                .map_err(|e| unavailable("BatchWriteItem", e))?;
-            if let Some(left) = out.unprocessed_items().and_then(|u| u.get(table)) {
-                pending = left.clone();
-            }
-        }
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(
-                "BatchWriteItem left items unprocessed after retries".into(),
-            ))
-        }
+        Ok(pages
+            .iter()
+            .flatten()
+            .filter_map(|i| opt_s(i, "id"))
+            .map(str::to_owned)
+            .collect())
     }
 }
 
@@ -474,6 +428,7 @@ mod tests {
             to: "ann@example.com".into(),
             data: Some(serde_json::json!({ "blob": "x".repeat(data_bytes) })),
             external_id: None,
+            suppressed: None,
         }
     }
 

@@ -116,12 +116,14 @@ impl DynamoStore {
         }
     }
 
-    /// Adds `n` queued messages at once (one part of a bulk fan-out), on the shard of `key`.
+    /// Adds `n` new messages in `status` at once (one part of a bulk fan-out), on the shard of
+    /// `key`.
     pub(super) async fn count_accepted(
         &self,
         key: &str,
         tenant: &TenantId,
         channel: Channel,
+        status: MessageStatus,
         n: usize,
     ) {
         if n == 0 {
@@ -130,11 +132,7 @@ impl DynamoStore {
         let mv = Move {
             tenant: tenant.as_str().to_owned(),
             from: None,
-            to: Some(bucket(
-                channel.as_str(),
-                None,
-                MessageStatus::Queued.as_str(),
-            )),
+            to: Some(bucket(channel.as_str(), None, status.as_str())),
             n: n as i64,
         };
         self.count(key, mv).await;

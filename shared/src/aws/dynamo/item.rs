@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    sms::SmsInfo, Channel, Content, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage,
-    Priority,
+    sms::SmsInfo, Channel, Content, DeliveryEvent, EventKind, Message, MessageId, MessageStatus,
+    NewMessage, Priority,
 };
 use crate::ports::StoreError;
 
@@ -77,7 +77,7 @@ pub(crate) fn provider_key(gateway: &str, provider_message_id: &str) -> String {
 
 /// One timeline entry, as an element of the `events` list.
 pub(crate) fn event_value(
-    kind: MessageStatus,
+    kind: EventKind,
     at: DateTime<Utc>,
     detail: &serde_json::Value,
 ) -> AttributeValue {
@@ -129,13 +129,13 @@ pub(crate) fn new_message_item(m: &NewMessage) -> Item {
     if let Some(at) = m.send_at {
         put("send_at", n(ms(at)));
     }
-    let mut detail = serde_json::json!({ "lane": m.priority.as_str() });
-    if let Some(at) = m.send_at {
-        detail["send_at"] = serde_json::json!(at);
-    }
     put(
         "events",
-        AttributeValue::L(vec![event_value(m.status, m.created_at, &detail)]),
+        AttributeValue::L(vec![event_value(
+            m.status.into(),
+            m.created_at,
+            &m.first_event_detail(),
+        )]),
     );
     item
 }
@@ -195,7 +195,7 @@ pub(crate) fn events_from_item(item: &Item) -> Result<Vec<DeliveryEvent>, StoreE
             };
             let kind = get_s(e, "kind")?;
             Ok(DeliveryEvent {
-                kind: MessageStatus::parse(kind)
+                kind: EventKind::parse(kind)
                     .ok_or_else(|| corrupt(format!("unknown event {kind}")))?,
                 at: from_ms(get_n(e, "at")?),
                 detail: json_of(e, "detail")?.unwrap_or(serde_json::Value::Null),

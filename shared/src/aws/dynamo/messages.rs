@@ -18,11 +18,11 @@ use super::{
     build_error, condition_failed, epoch_seconds, unavailable, DynamoStore, IDEMPOTENCY_TTL,
 };
 use crate::domain::{
-    DeliveryEvent, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
+    DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
-    LaneRef, MessageStore, StoreError, Transition, TransitionOutcome,
+    LaneRef, MessageRef, MessageStore, StoreError, Transition, TransitionOutcome,
 };
 
 /// A transaction holds at most 100 items: the messages and the idempotency record.
@@ -129,7 +129,7 @@ impl DynamoStore {
         values.insert(":at".into(), n(ms(t.at)));
         values.insert(
             ":ev".into(),
-            AttributeValue::L(vec![event_value(t.to, t.at, &t.detail)]),
+            AttributeValue::L(vec![event_value(t.to.into(), t.at, &t.detail)]),
         );
         let sources = MessageStatus::sources_of(t.to);
         let placeholders: Vec<String> = (0..sources.len()).map(|i| format!(":src{i}")).collect();
@@ -255,7 +255,7 @@ impl DynamoStore {
             .expression_attribute_values(
                 ":ev",
                 AttributeValue::L(vec![event_value(
-                    MessageStatus::Sending,
+                    MessageStatus::Sending.into(),
                     now,
                     &json!({ "attempt": attempts + 1 }),
                 )]),
@@ -458,6 +458,59 @@ impl MessageStore for DynamoStore {
             outcomes.push(self.apply(t).await?);
         }
         Ok(outcomes)
+    }
+
+    async fn locate(&self, id: MessageId) -> Result<Option<MessageRef>, StoreError> {
+        let Some(item) = self.get_item(&id.to_string()).await? else {
+            return Ok(None);
+        };
+        let channel = get_s(&item, "channel")?;
+        Ok(Some(MessageRef {
+            tenant: TenantId::parse(get_s(&item, "tenant")?).map_err(StoreError::Corrupt)?,
+            channel: crate::domain::Channel::parse(channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown channel {channel}")))?,
+            to: get_s(&item, "recipient")?.to_owned(),
+        }))
+    }
+
+    async fn annotate(
+        &self,
+        id: MessageId,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        detail: serde_json::Value,
+        while_in: &'static [MessageStatus],
+    ) -> Result<TransitionOutcome, StoreError> {
+        let id = id.to_string();
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([(
+            ":ev".to_owned(),
+            AttributeValue::L(vec![event_value(kind, at, &detail)]),
+        )]);
+        let placeholders: Vec<String> = (0..while_in.len()).map(|i| format!(":st{i}")).collect();
+        for (p, st) in placeholders.iter().zip(while_in) {
+            values.insert(p.clone(), s(st.as_str()));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(&id))
+            .update_expression("SET events = list_append(events, :ev)")
+            .condition_expression(format!("#st IN ({})", placeholders.join(", ")))
+            .expression_attribute_names("#st", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(TransitionOutcome::Applied),
+            Err(e) if condition_failed(&e) => Ok(match self.get_item(&id).await? {
+                Some(item) => TransitionOutcome::Conflict {
+                    current: status_of(&item)?,
+                },
+                None => TransitionOutcome::NotFound,
+            }),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
     }
 
     async fn find_by_provider_ids(

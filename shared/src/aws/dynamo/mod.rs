@@ -2,11 +2,15 @@
 //! keys, and stored bulk jobs. Every state change is a conditional write. The table design and
 //! its access patterns are in docs/dynamodb.md.
 
+mod batch;
 mod bulk;
 mod counters;
 mod directory;
+mod health;
 pub(crate) mod item;
+mod limits;
 mod messages;
+mod suppressions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +33,8 @@ pub struct DynamoStore {
     /// Accept and redrive put what they stored on its lane.
     lanes: Arc<SqsLanes>,
     retention: Duration,
+    pauses: limits::PauseCache,
+    pending_outcomes: health::PendingOutcomes,
 }
 
 impl DynamoStore {
@@ -43,6 +49,8 @@ impl DynamoStore {
             tables,
             lanes,
             retention,
+            pauses: Default::default(),
+            pending_outcomes: Default::default(),
         }
     }
 
@@ -64,6 +72,21 @@ impl DynamoStore {
 
     fn bulk_table(&self) -> Result<&str, StoreError> {
         required(&self.tables.bulk, super::settings::BULK_TABLE)
+    }
+
+    fn health_table(&self) -> Result<&str, StoreError> {
+        required(&self.tables.health, super::settings::HEALTH_TABLE)
+    }
+
+    fn rate_limits_table(&self) -> Result<&str, StoreError> {
+        required(&self.tables.rate_limits, super::settings::RATE_LIMITS_TABLE)
+    }
+
+    fn suppressions_table(&self) -> Result<&str, StoreError> {
+        required(
+            &self.tables.suppressions,
+            super::settings::SUPPRESSIONS_TABLE,
+        )
     }
 }
 

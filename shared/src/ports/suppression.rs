@@ -1,0 +1,73 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::domain::suppression::{Reason, Scope, Suppression};
+use crate::domain::{Channel, TenantId};
+
+/// Which entries a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct SuppressionFilter {
+    pub channel: Option<Channel>,
+    pub reason: Option<Reason>,
+}
+
+/// The suppression list, global and per tenant.
+#[async_trait]
+pub trait SuppressionStore: Send + Sync + 'static {
+    /// The active entries (the tenant's, or global) for any of `addresses` (canonical form),
+    /// keyed by address: one call for a whole batch, never a look-up per recipient.
+    async fn suppressed(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        addresses: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Suppression>, StoreError>;
+    /// Adds or replaces entries; returns how many were not there before.
+    async fn put_suppressions(&self, entries: Vec<Suppression>) -> Result<usize, StoreError>;
+    async fn get_suppression(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+    ) -> Result<Option<Suppression>, StoreError>;
+    /// Returns whether there was such an entry.
+    async fn delete_suppression(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+    ) -> Result<bool, StoreError>;
+    /// One scope's entries ordered by (channel, address), after `after`.
+    async fn list_suppressions(
+        &self,
+        scope: &Scope,
+        filter: &SuppressionFilter,
+        after: Option<(Channel, String)>,
+        limit: usize,
+    ) -> Result<Vec<Suppression>, StoreError>;
+    /// Records a soft bounce and returns how many this address had within `window`, this one
+    /// included.
+    async fn soft_bounce(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        address: &str,
+        at: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<u32, StoreError>;
+}
+
+/// Provider events already processed, by the provider's own event id (an SNS MessageId, a
+/// Twilio MessageSid plus status): a notification delivered twice is applied once.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// True the first time `(source, id)` is seen within `keep`; false for a repeat.
+    async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError>;
+    /// Forgets an id whose event could not be applied yet, so its redelivery is not a repeat.
+    async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError>;
+}
