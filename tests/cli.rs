@@ -183,3 +183,70 @@ fn keys_create_prints_the_key_last_and_revoke_disables_it() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppress_add_list_import_export_remove() {
+    let s = TestServer::start().await;
+    let out = herald(
+        &s,
+        &[
+            "suppress",
+            "add",
+            "--channel",
+            "sms",
+            "+15005550006",
+            "--reason",
+            "sms_opt_out",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entry: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (entry["address"].as_str(), entry["reason"].as_str()),
+        (Some("+15005550006"), Some("sms_opt_out"))
+    );
+
+    let csv = s.dir.path().join("list.csv");
+    std::fs::write(
+        &csv,
+        "channel,address\nemail,ann@example.com\nemail,bob@example.com\n",
+    )
+    .unwrap();
+    let out = herald(&s, &["suppress", "import", csv.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = stdout(&herald(&s, &["suppress", "list", "--channel", "email"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let exported = stdout(&herald(&s, &["suppress", "export"]));
+    assert!(exported.starts_with("channel,address,reason"), "{exported}");
+    assert_eq!(
+        exported.lines().count(),
+        4,
+        "header and three entries: {exported}"
+    );
+
+    let out = herald(
+        &s,
+        &["suppress", "remove", "--channel", "sms", "+15005550006"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = s.get("/v1/suppressions/sms/%2B15005550006").await;
+    assert_eq!(r.status.as_u16(), 404);
+    let out = herald(&s, &["suppress", "remove", "nobody@example.com"]);
+    assert!(
+        !out.status.success(),
+        "removing what is not there is an error"
+    );
+    s.stop().await;
+}

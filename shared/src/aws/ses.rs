@@ -131,11 +131,11 @@ impl Gateway for SesGateway {
                     at,
                 }
             }
-            Err(e) => ProbeReport {
-                ok: false,
-                detail: serde_json::json!({ "error": DisplayErrorContext(&e).to_string() }),
-                at,
-            },
+            Err(e) => {
+                // Unanswered is not "cannot send": the sends' own outcomes will tell.
+                tracing::warn!(error = %DisplayErrorContext(&e), "SES GetAccount failed; probe skipped");
+                return None;
+            }
         };
         Some(report)
     }
