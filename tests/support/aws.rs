@@ -359,12 +359,22 @@ async fn queue_with_dlq(
 /// What moto's SES recorded as sent, from its state dump: (destinations, raw or simple body).
 pub async fn ses_sent() -> Vec<Value> {
     let url = format!("{}/moto-api/data.json", endpoint());
-    let data: Value = reqwest::get(url)
-        .await
-        .expect("moto state")
-        .json()
-        .await
-        .expect("json");
+    // moto builds the dump by walking every tracked model while other tests' requests add to
+    // them, so a dump can fail with a 500; another try sees a settled state.
+    let mut data = Value::Null;
+    for attempt in 0..20 {
+        let response = reqwest::get(&url).await.expect("moto state");
+        let status = response.status();
+        let body = response.text().await.expect("moto state body");
+        match serde_json::from_str::<Value>(&body) {
+            Ok(parsed) if status.is_success() => {
+                data = parsed;
+                break;
+            }
+            _ if attempt < 19 => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("moto state dump failed: {status} {body:.300}"),
+        }
+    }
     let mut sent = Vec::new();
     for kind in ["Message", "RawMessage"] {
         if let Some(list) = data["ses"][kind].as_array() {
