@@ -107,7 +107,7 @@ fn sqs_event(path: &str) -> SqsEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_events_drive_dispatch_and_enqueue() {
     let stack = Stack::create().await;
-    let cold = ColdStart::with(&stack.sdk, stack.settings.clone());
+    let cold = ColdStart::with(&stack.sdk, stack.settings.clone()).unwrap();
 
     // Entries for messages this stack never stored: finished, nothing to retry.
     let batch = lambda::dispatch(&cold.herald, sqs_event("dispatch/batch.json")).await;

@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{ApiKey, TenantId};
 use crate::engine::{dispatch, health, maintenance, tracker, EngineConfig, Herald, Ports};
-use crate::gateway::{GatewayRegistry, Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
+use crate::gateway::config::GatewaysConfig;
+use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
-use crate::ports::StoreError;
+use crate::ports::{Gateway, StoreError};
 use crate::sqlite::SqliteBackend;
 
 pub const DB_FILE: &str = "herald.db";
@@ -29,6 +30,8 @@ pub struct EmbeddedConfig {
     pub sandbox: SandboxConfig,
     /// More sandboxes after the first, in failover order (each with its own name).
     pub backup_sandboxes: Vec<SandboxConfig>,
+    /// Provider gateways and each channel's order; without any, the sandbox serves all.
+    pub gateways: GatewaysConfig,
     pub retention_interval: Duration,
     /// Start the lane workers (off for a process that only accepts).
     pub run_workers: bool,
@@ -41,6 +44,7 @@ impl EmbeddedConfig {
             engine: EngineConfig::default(),
             sandbox: SandboxConfig::default(),
             backup_sandboxes: Vec::new(),
+            gateways: GatewaysConfig::default(),
             retention_interval: Duration::from_secs(3600),
             run_workers: true,
         }
@@ -55,6 +59,8 @@ pub enum StartError {
     Locked(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("gateways: {0}")]
+    Config(String),
 }
 
 pub struct Embedded {
@@ -114,10 +120,14 @@ impl Embedded {
             sandboxes.push(Arc::new(sibling));
         }
         sandboxes.insert(0, Arc::new(sandbox));
-        let mut gateways = GatewayRegistry::new();
-        for s in &sandboxes {
-            gateways.register(s.clone());
-        }
+        let fallbacks: Vec<Arc<dyn Gateway>> = sandboxes
+            .iter()
+            .map(|s| s.clone() as Arc<dyn Gateway>)
+            .collect();
+        let gateways = cfg
+            .gateways
+            .registry(Vec::new(), fallbacks)
+            .map_err(StartError::Config)?;
         let store = Arc::new(backend.clone());
         // The pace survives restarts: bucket states are saved every second and on shutdown.
         let limiter = Arc::new(TokenBuckets::new());

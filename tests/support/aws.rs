@@ -203,6 +203,7 @@ impl Stack {
             retention: Duration::from_secs(30 * 24 * 3600),
             lane: None,
             rate_limits: Default::default(),
+            gateways: Default::default(),
         };
         Stack {
             sdk,
@@ -398,7 +399,7 @@ pub struct AwsApi {
 impl AwsApi {
     pub async fn start() -> AwsApi {
         let stack = Stack::create().await;
-        let cold = ColdStart::with(&stack.sdk, stack.settings.clone());
+        let cold = ColdStart::with(&stack.sdk, stack.settings.clone()).unwrap();
         let herald = cold.herald.clone();
         let tenant = TenantId::parse("acme").unwrap();
         let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)

@@ -151,6 +151,13 @@ fn sender(channel: Channel, from: Option<String>) -> Result<Option<String>, Fiel
             }
         }
         Channel::Push => label("from", Some(raw)),
+        // The sending number or bot is the gateway's; a business may run several numbers.
+        Channel::Whatsapp => PhoneNumber::parse(&raw)
+            .map(|n| Some(n.to_string()))
+            .map_err(|e| err(&e.to_string())),
+        Channel::Telegram => Err(err(
+            "telegram messages are sent by the configured bot; leave `from` out",
+        )),
     }
 }
 

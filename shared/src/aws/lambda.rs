@@ -51,17 +51,20 @@ impl ColdStart {
     pub async fn from_env() -> Result<ColdStart, super::SettingsError> {
         let settings = AwsSettings::from_env()?;
         let sdk = sdk_config(None, None).await;
-        Ok(ColdStart::with(&sdk, settings))
+        ColdStart::with(&sdk, settings)
     }
 
-    pub fn with(sdk: &aws_config::SdkConfig, settings: AwsSettings) -> ColdStart {
+    pub fn with(
+        sdk: &aws_config::SdkConfig,
+        settings: AwsSettings,
+    ) -> Result<ColdStart, super::SettingsError> {
         let backend = AwsBackend::new(sdk, &settings);
-        let herald = Arc::new(backend.herald(sdk, &settings, lambda_engine_config()));
-        ColdStart {
+        let herald = Arc::new(backend.herald(sdk, &settings, lambda_engine_config())?);
+        Ok(ColdStart {
             settings,
             backend,
             herald,
-        }
+        })
     }
 }
 

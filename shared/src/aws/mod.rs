@@ -17,7 +17,6 @@ pub use settings::{AwsSettings, SettingsError};
 pub use sqs::SqsLanes;
 
 use crate::engine::{EngineConfig, Herald, Ports};
-use crate::gateway::GatewayRegistry;
 
 /// The SDK configuration, built once per cold start: region and credentials from the usual
 /// chain (or `region`), and `AWS_ENDPOINT_URL` (or `endpoint`) to talk to an emulator such as
@@ -63,16 +62,24 @@ impl AwsBackend {
         sdk: &aws_config::SdkConfig,
         settings: &AwsSettings,
         mut config: EngineConfig,
-    ) -> Herald {
+    ) -> Result<Herald, SettingsError> {
         config.rate_limits = settings.rate_limits.clone();
-        let mut gateways = GatewayRegistry::new();
+        let mut providers: Vec<Arc<dyn crate::ports::Gateway>> = Vec::new();
         if let Some(ses) = &settings.ses {
-            gateways.register(Arc::new(SesGateway::new(
+            providers.push(Arc::new(SesGateway::new(
                 aws_sdk_sesv2::Client::new(sdk),
                 ses.clone(),
             )));
         }
-        Herald::new(
+        let gateways = settings
+            .gateways
+            .registry(providers, Vec::new())
+            .map_err(|value| SettingsError::Invalid {
+                name: "HERALD_GATEWAYS",
+                what: "gateways that can be built",
+                value,
+            })?;
+        Ok(Herald::new(
             Ports {
                 store: self.store.clone(),
                 queue: self.lanes.clone(),
@@ -85,6 +92,6 @@ impl AwsBackend {
             },
             gateways,
             config,
-        )
+        ))
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
+use crate::gateway::config::GatewaysConfig;
 
 /// The five DynamoDB tables. A function only needs the ones it uses; using one that is not set
 /// is a clear error at the first call.
@@ -48,6 +49,9 @@ pub struct AwsSettings {
     pub lane: Option<Priority>,
     /// `HERALD_RATE_LIMITS`: the paces as JSON (the `[rate_limits]` of herald.toml).
     pub rate_limits: RateLimits,
+    /// `HERALD_GATEWAYS`: provider gateways beside SES and the order per channel, as JSON
+    /// (the `[gateways]` of herald.toml; secrets as `{"env": "NAME"}`).
+    pub gateways: GatewaysConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,14 @@ impl AwsSettings {
                 limits
             }
         };
+        let gateways = match get("HERALD_GATEWAYS") {
+            None => GatewaysConfig::default(),
+            Some(json) => serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
+                name: "HERALD_GATEWAYS",
+                what: "JSON like {\"twilio\":{\"account_sid\":\"AC…\",\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"},\"from\":\"+1…\"}}",
+                value: e.to_string(),
+            })?,
+        };
         Ok(AwsSettings {
             tables: Tables {
                 messages: get(MESSAGES_TABLE),
@@ -145,6 +157,7 @@ impl AwsSettings {
             retention: Duration::from_secs(number("HERALD_RETENTION_DAYS", 30)? * 24 * 3600),
             lane,
             rate_limits,
+            gateways,
         })
     }
 

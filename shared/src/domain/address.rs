@@ -46,6 +46,10 @@ pub enum AddressError {
     DeviceTokenTooLong,
     #[error("device token must not contain whitespace or control characters")]
     DeviceTokenInvalid,
+    #[error(
+        "telegram chat must be a chat id (a whole number) or @username (5-32 of A-Z, a-z, 0-9, _)"
+    )]
+    TelegramChatInvalid,
 }
 
 impl AddressError {
@@ -62,6 +66,7 @@ impl AddressError {
             AddressError::DeviceTokenEmpty
             | AddressError::DeviceTokenTooLong
             | AddressError::DeviceTokenInvalid => "invalid_device_token",
+            AddressError::TelegramChatInvalid => "invalid_telegram_chat",
         }
     }
 }
@@ -317,10 +322,48 @@ impl DeviceToken {
     }
 }
 
+/// A Telegram chat: its numeric id (negative for groups and channels) or a public @username.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TelegramChat(String);
+
+string_newtype_impls!(TelegramChat);
+
+impl TelegramChat {
+    pub fn parse(input: &str) -> Result<Self, AddressError> {
+        let s = input.trim();
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        let numeric = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<i64>().is_ok();
+        let username = s.strip_prefix('@').is_some_and(|u| {
+            (5..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if numeric || username {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(AddressError::TelegramChatInvalid)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn telegram_chats_are_ids_or_usernames() {
+        for ok in ["123456789", "-1001234567890", "@herald_news"] {
+            assert!(TelegramChat::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-", "@abc", "12a", "@has space", "99999999999999999999"] {
+            assert_eq!(
+                TelegramChat::parse(bad),
+                Err(AddressError::TelegramChatInvalid),
+                "{bad}"
+            );
+        }
+    }
 
     type R = Result<(), AddressError>;
 

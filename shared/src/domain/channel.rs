@@ -1,10 +1,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::address::{AddressError, DeviceToken, EmailAddress, PhoneNumber};
+use super::address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 
-/// A delivery channel. Adding one (whatsapp, telegram) means a variant here, its address kind in
-/// [`Recipient`], and a gateway that declares it.
+/// A delivery channel. Adding one means a variant here, its address kind in [`Recipient`], its
+/// content rules, and a gateway that declares it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]
@@ -13,16 +13,26 @@ pub enum Channel {
     Email,
     Sms,
     Push,
+    Whatsapp,
+    Telegram,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+    pub const ALL: [Channel; 5] = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::Whatsapp,
+        Channel::Telegram,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
             Channel::Sms => "sms",
             Channel::Push => "push",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Telegram => "telegram",
         }
     }
 
@@ -36,6 +46,9 @@ impl Channel {
             Channel::Email => Recipient::Email(EmailAddress::parse(raw)?),
             Channel::Sms => Recipient::Phone(PhoneNumber::parse(raw)?),
             Channel::Push => Recipient::Device(DeviceToken::parse(raw)?),
+            // A WhatsApp user is addressed by their phone number.
+            Channel::Whatsapp => Recipient::Phone(PhoneNumber::parse(raw)?),
+            Channel::Telegram => Recipient::Chat(TelegramChat::parse(raw)?),
         })
     }
 }
@@ -52,6 +65,7 @@ pub enum Recipient {
     Email(EmailAddress),
     Phone(PhoneNumber),
     Device(DeviceToken),
+    Chat(TelegramChat),
 }
 
 impl Recipient {
@@ -60,6 +74,7 @@ impl Recipient {
             Recipient::Email(a) => a.as_str(),
             Recipient::Phone(p) => p.as_str(),
             Recipient::Device(d) => d.as_str(),
+            Recipient::Chat(c) => c.as_str(),
         }
     }
 }

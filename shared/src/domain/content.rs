@@ -5,6 +5,8 @@ use super::{Channel, Content, FieldError};
 
 pub const MAX_SUBJECT_CHARS: usize = 998;
 pub const MAX_PUSH_TITLE_CHARS: usize = 256;
+/// Telegram's and WhatsApp's limit on one text message.
+pub const MAX_CHAT_TEXT_CHARS: usize = 4096;
 
 /// Where content came from, so errors point at the right field.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +114,28 @@ pub fn check(
                     origin.pointer("subject"),
                     "too_long",
                     format!("push title is longer than {MAX_PUSH_TITLE_CHARS} characters"),
+                ));
+            }
+            Ok(None)
+        }
+        Channel::Whatsapp | Channel::Telegram => {
+            absent("subject", &c.subject)?;
+            absent("html", &c.html)?;
+            if !non_empty(&c.body) {
+                return Err(FieldError::new(
+                    origin.pointer("body"),
+                    "required",
+                    format!("{channel} needs a body"),
+                ));
+            }
+            if c.body
+                .as_deref()
+                .is_some_and(|b| b.chars().count() > MAX_CHAT_TEXT_CHARS)
+            {
+                return Err(FieldError::new(
+                    origin.pointer("body"),
+                    "too_long",
+                    format!("{channel} text is longer than {MAX_CHAT_TEXT_CHARS} characters"),
                 ));
             }
             Ok(None)

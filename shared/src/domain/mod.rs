@@ -15,7 +15,7 @@ pub mod suppression;
 pub mod template;
 pub mod tenant;
 
-pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber};
+pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 pub use channel::{Channel, Recipient};
 pub use compose::{BulkJob, BulkJobRecipient, ComposeError, ContentSource, Envelope};
 pub use message::{Content, DeliveryEvent, Message, MessageId, NewMessage};

@@ -104,7 +104,9 @@ impl Suppression {
 pub fn canonical_address(channel: Channel, address: &str) -> String {
     match channel {
         Channel::Email => address.trim().to_ascii_lowercase(),
-        Channel::Sms | Channel::Push => address.trim().to_owned(),
+        Channel::Sms | Channel::Push | Channel::Whatsapp | Channel::Telegram => {
+            address.trim().to_owned()
+        }
     }
 }
 

@@ -298,6 +298,22 @@ impl Herald {
                 .and_then(|md| md.get("unsubscribe_url"))
                 .and_then(|u| u.as_str())
                 .map(str::to_owned),
+            media_urls: m
+                .metadata
+                .as_ref()
+                .and_then(|md| md.get("media_urls"))
+                .and_then(|u| u.as_array())
+                .map(|urls| {
+                    urls.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            whatsapp_template: m
+                .metadata
+                .as_ref()
+                .and_then(|md| md.get("whatsapp_template"))
+                .cloned(),
         };
         let started = Instant::now();
         let result =

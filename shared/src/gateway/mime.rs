@@ -122,6 +122,8 @@ mod tests {
             attempt: 1,
             correlation_id: "c".into(),
             unsubscribe_url: None,
+            media_urls: Vec::new(),
+            whatsapp_template: None,
         }
     }
 

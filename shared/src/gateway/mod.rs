@@ -1,9 +1,18 @@
 //! Gateways and the routing of a channel to one of them.
 
+pub mod config;
+pub mod fcm;
 pub mod health;
+pub mod http;
 pub mod mime;
+pub mod postal;
 pub mod sandbox;
+pub mod secret;
 pub mod ses_events;
+pub mod smtp;
+pub mod telegram;
+pub mod twilio;
+pub mod whatsapp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,6 +58,11 @@ impl GatewayRegistry {
                 .or_default()
                 .push(gateway.clone());
         }
+    }
+
+    /// Adds a gateway for one channel, after the ones already there.
+    pub fn register_for(&mut self, channel: Channel, gateway: Arc<dyn Gateway>) {
+        self.by_channel.entry(channel).or_default().push(gateway);
     }
 
     /// The gateway for a send on `channel`: the first in failover order whose breaker is

@@ -130,6 +130,8 @@ fn delivered_detail(channel: Channel) -> serde_json::Value {
         Channel::Email => json!({ "smtp_response": "250 2.6.0 Message received" }),
         Channel::Sms => json!({ "provider_status": "delivered" }),
         Channel::Push => json!({ "provider_status": "delivered to device" }),
+        Channel::Whatsapp => json!({ "provider_status": "delivered" }),
+        Channel::Telegram => json!({ "provider_status": "sent to chat" }),
     }
 }
 
@@ -180,6 +182,16 @@ fn behaviour(channel: Channel, to: &str) -> Behaviour {
             message: "the registration token is not registered",
         },
         Channel::Push => Behaviour::Deliver,
+        // WhatsApp's "not a WhatsApp user" (131026), Telegram's "chat not found".
+        Channel::Whatsapp if to == "+15005550001" => Behaviour::Reject {
+            code: "131026",
+            message: "Message undeliverable: the number is not on WhatsApp",
+        },
+        Channel::Telegram if to == "-1" => Behaviour::Reject {
+            code: "400",
+            message: "Bad Request: chat not found",
+        },
+        Channel::Whatsapp | Channel::Telegram => Behaviour::Deliver,
     }
 }
 

@@ -20,6 +20,10 @@ pub struct OutboundMessage {
     /// `metadata.unsubscribe_url`: email gateways add List-Unsubscribe (and, for https, the
     /// RFC 8058 one-click List-Unsubscribe-Post).
     pub unsubscribe_url: Option<String>,
+    /// `metadata.media_urls`: pictures for MMS.
+    pub media_urls: Vec<String>,
+    /// `metadata.whatsapp_template`: send a WhatsApp template message instead of text.
+    pub whatsapp_template: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]

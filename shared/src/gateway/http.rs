@@ -1,0 +1,85 @@
+//! What the HTTP provider gateways share: one client (rustls), and the reading of answers
+//! into the engine's terms.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+
+use crate::ports::GatewayError;
+
+/// A provider call that takes longer is abandoned (the engine's own send timeout is longer).
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+/// A `Retry-After` of seconds (the form providers use).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// No answer, or no readable one: worth retrying.
+pub fn unreachable(provider: &str, e: reqwest::Error) -> GatewayError {
+    GatewayError::Transient(format!("{provider}: {e}"))
+}
+
+/// The default reading of an error status when the body says nothing more specific.
+pub fn by_status(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    code: String,
+    message: String,
+) -> GatewayError {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        GatewayError::Throttled {
+            retry_after: retry_after(headers),
+        }
+    } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        GatewayError::Transient(format!("{provider} {status}: {code} {message}"))
+    } else {
+        GatewayError::Permanent { code, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_the_engine_needs_them() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        let e = by_status(
+            "p",
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            "x".into(),
+            "y".into(),
+        );
+        assert!(
+            matches!(e, GatewayError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(7))
+        );
+        let e = by_status("p", StatusCode::BAD_GATEWAY, &h, "x".into(), "y".into());
+        assert!(matches!(e, GatewayError::Transient(_)));
+        let e = by_status(
+            "p",
+            StatusCode::BAD_REQUEST,
+            &h,
+            "21211".into(),
+            "bad".into(),
+        );
+        assert!(matches!(e, GatewayError::Permanent { code, .. } if code == "21211"));
+    }
+}

@@ -1,0 +1,110 @@
+//! Telegram: the Bot API's `sendMessage`.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::http;
+use super::secret::Secret;
+use crate::domain::suppression::Reason;
+use crate::domain::Channel;
+use crate::ports::{Gateway, GatewayError, GatewayReceipt, OutboundMessage};
+
+pub const TELEGRAM: &str = "telegram";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    pub bot_token: Secret,
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+}
+
+fn default_base_url() -> String {
+    "https://api.telegram.org".into()
+}
+
+pub struct TelegramGateway {
+    config: TelegramConfig,
+    client: reqwest::Client,
+}
+
+impl TelegramGateway {
+    pub fn new(config: TelegramConfig) -> TelegramGateway {
+        TelegramGateway {
+            config,
+            client: http::client(),
+        }
+    }
+}
+
+#[async_trait]
+impl Gateway for TelegramGateway {
+    fn name(&self) -> &str {
+        TELEGRAM
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &[Channel::Telegram]
+    }
+
+    fn suppression_for(&self, code: &str) -> Option<Reason> {
+        // 403: the user blocked the bot; it will not deliver until they unblock it.
+        (code == "403").then_some(Reason::Unsubscribe)
+    }
+
+    async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
+        let chat: Value =
+            m.to.parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(m.to.clone()));
+        let url = format!(
+            "{}/bot{}/sendMessage",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.bot_token.expose()
+        );
+        let res = self
+            .client
+            .post(url)
+            .json(&json!({ "chat_id": chat, "text": m.content.body }))
+            .send()
+            .await
+            .map_err(|e| http::unreachable(TELEGRAM, e))?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        if answer["ok"] == true {
+            let id = answer["result"]["message_id"].as_i64().ok_or_else(|| {
+                GatewayError::Transient("telegram accepted the message but returned no id".into())
+            })?;
+            let chat_id = answer["result"]["chat"]["id"]
+                .as_i64()
+                .map_or(m.to.clone(), |c| c.to_string());
+            return Ok(GatewayReceipt {
+                provider_message_id: format!("{chat_id}:{id}"),
+            });
+        }
+        let code = answer["error_code"]
+            .as_u64()
+            .unwrap_or(status.as_u16().into());
+        let message = answer["description"]
+            .as_str()
+            .unwrap_or("no description")
+            .to_owned();
+        if code == 429 {
+            let wait = answer["parameters"]["retry_after"]
+                .as_u64()
+                .map(std::time::Duration::from_secs);
+            return Err(GatewayError::Throttled {
+                retry_after: wait.or_else(|| http::retry_after(&headers)),
+            });
+        }
+        Err(http::by_status(
+            TELEGRAM,
+            status,
+            &headers,
+            code.to_string(),
+            message,
+        ))
+    }
+}
