@@ -18,6 +18,7 @@ use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
 use crate::ports::{Gateway, StoreError};
 use crate::sqlite::SqliteBackend;
+use crate::webhooks::{Webhooks, WebhooksConfig};
 
 pub const DB_FILE: &str = "herald.db";
 pub const LOCK_FILE: &str = "herald.lock";
@@ -32,6 +33,8 @@ pub struct EmbeddedConfig {
     pub backup_sandboxes: Vec<SandboxConfig>,
     /// Provider gateways and each channel's order; without any, the sandbox serves all.
     pub gateways: GatewaysConfig,
+    /// Provider webhooks: what each source is verified with, and who owns which number.
+    pub webhooks: WebhooksConfig,
     pub retention_interval: Duration,
     /// Start the lane workers (off for a process that only accepts).
     pub run_workers: bool,
@@ -45,6 +48,7 @@ impl EmbeddedConfig {
             sandbox: SandboxConfig::default(),
             backup_sandboxes: Vec::new(),
             gateways: GatewaysConfig::default(),
+            webhooks: WebhooksConfig::default(),
             retention_interval: Duration::from_secs(3600),
             run_workers: true,
         }
@@ -59,12 +63,13 @@ pub enum StartError {
     Locked(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("gateways: {0}")]
+    #[error("{0}")]
     Config(String),
 }
 
 pub struct Embedded {
     pub herald: Arc<Herald>,
+    pub webhooks: Arc<Webhooks>,
     pub backend: SqliteBackend,
     pub handoffs: Arc<Mutex<Vec<Handoff>>>,
     /// The sandbox gateways in failover order (tests change their failure rates).
@@ -127,7 +132,7 @@ impl Embedded {
         let gateways = cfg
             .gateways
             .registry(Vec::new(), fallbacks)
-            .map_err(StartError::Config)?;
+            .map_err(|e| StartError::Config(format!("gateways: {e}")))?;
         let store = Arc::new(backend.clone());
         // The pace survives restarts: bucket states are saved every second and on shutdown.
         let limiter = Arc::new(TokenBuckets::new());
@@ -139,6 +144,7 @@ impl Embedded {
                 templates: store.clone(),
                 tenants: store.clone(),
                 suppressions: store.clone(),
+                inbound: store.clone(),
                 events: store,
                 limiter: limiter.clone(),
                 health: Arc::new(InMemoryHealth::default()),
@@ -146,6 +152,10 @@ impl Embedded {
             gateways,
             cfg.engine,
         ));
+        let webhooks = Arc::new(
+            Webhooks::new(herald.clone(), cfg.webhooks.clone())
+                .map_err(|e| StartError::Config(format!("webhooks: {e}")))?,
+        );
         let (shutdown, rx) = watch::channel(false);
         let workers = if cfg.run_workers {
             dispatch::spawn_workers(herald.clone(), rx.clone())
@@ -164,6 +174,7 @@ impl Embedded {
         ];
         Ok(Embedded {
             herald,
+            webhooks,
             backend,
             handoffs,
             sandboxes,
@@ -174,8 +185,10 @@ impl Embedded {
         })
     }
 
+    /// The API and the provider webhooks.
     pub fn router(&self) -> axum::Router {
         crate::api::router(self.herald.clone())
+            .merge(crate::webhooks::router(self.webhooks.clone()))
     }
 
     /// Creates the `dev` tenant on first start; returns its new key, or `None` when it existed.

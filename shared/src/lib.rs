@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod limiter;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod webhooks;
 
 #[cfg(feature = "sqlite")]
 pub mod embedded;

@@ -155,6 +155,12 @@ impl Stack {
                 vec![attr("scope", S), attr("entry", S)],
                 vec![],
             ),
+            (
+                "inbound",
+                vec![key("tenant", Hash), key("id", Range)],
+                vec![attr("tenant", S), attr("id", S)],
+                vec![],
+            ),
         ];
         for (name, keys, attrs, indexes) in specs {
             dynamo

@@ -7,6 +7,7 @@
 
 pub mod dto;
 pub mod extract;
+pub mod inbound;
 pub mod messages;
 pub mod ops;
 pub mod problem;
@@ -40,7 +41,7 @@ pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
         templates::put, templates::get, templates::delete,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
-        suppressions::import, suppressions::export,
+        suppressions::import, suppressions::export, inbound::list,
     ),
     modifiers(&BearerAuth),
 )]
@@ -114,6 +115,7 @@ pub fn router(herald: Arc<Herald>) -> Router {
                 .get(suppressions::get)
                 .delete(suppressions::delete),
         )
+        .route("/v1/inbound", get(inbound::list))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))

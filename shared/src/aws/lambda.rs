@@ -212,6 +212,9 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             Ok(Notified::Repeat) => {
                 tracing::info!(sns_message_id = %notification.message_id, "repeated SES event ignored");
             }
+            Ok(Notified::Unknown) => {
+                tracing::info!(sns_message_id = %notification.message_id, "SES event for no known message ignored");
+            }
             Ok(Notified::Retry) => response.add_failure(id),
             Err(e) => {
                 tracing::warn!(error = %e, "SES event not applied; it comes back");

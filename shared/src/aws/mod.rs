@@ -89,6 +89,7 @@ impl AwsBackend {
                 events: self.store.clone(),
                 limiter: self.store.clone(),
                 health: self.store.clone(),
+                inbound: self.store.clone(),
             },
             gateways,
             config,

@@ -7,7 +7,7 @@ use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
 use crate::gateway::config::GatewaysConfig;
 
-/// The five DynamoDB tables. A function only needs the ones it uses; using one that is not set
+/// The DynamoDB tables. A function only needs the ones it uses; using one that is not set
 /// is a clear error at the first call.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
@@ -19,6 +19,8 @@ pub struct Tables {
     pub suppressions: Option<String>,
     pub rate_limits: Option<String>,
     pub health: Option<String>,
+    /// Messages received from recipients (SMS, WhatsApp, Telegram).
+    pub inbound: Option<String>,
 }
 
 /// The lane queues (P0..P4) and the bulk queue.
@@ -74,6 +76,7 @@ pub const BULK_TABLE: &str = "HERALD_BULK_TABLE";
 pub const SUPPRESSIONS_TABLE: &str = "HERALD_SUPPRESSIONS_TABLE";
 pub const RATE_LIMITS_TABLE: &str = "HERALD_RATE_LIMITS_TABLE";
 pub const HEALTH_TABLE: &str = "HERALD_HEALTH_TABLE";
+pub const INBOUND_TABLE: &str = "HERALD_INBOUND_TABLE";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
     "HERALD_QUEUE_URL_P0",
@@ -147,6 +150,7 @@ impl AwsSettings {
                 suppressions: get(SUPPRESSIONS_TABLE),
                 rate_limits: get(RATE_LIMITS_TABLE),
                 health: get(HEALTH_TABLE),
+                inbound: get(INBOUND_TABLE),
             },
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
@@ -179,6 +183,7 @@ impl Tables {
             suppressions: name("suppressions"),
             rate_limits: name("rate-limits"),
             health: name("health"),
+            inbound: name("inbound"),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod dispatch;
 mod gate;
 pub mod health;
+pub mod inbound;
 pub mod keys;
 pub mod maintenance;
 pub mod suppress;
@@ -22,8 +23,8 @@ use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
-    EventLog, HealthStore, LaneQueue, MessageStore, RateLimiter, SuppressionStore, TemplateStore,
-    TenantStore,
+    EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter, SuppressionStore,
+    TemplateStore, TenantStore,
 };
 
 pub use accept::{
@@ -112,6 +113,7 @@ pub struct Ports {
     pub events: Arc<dyn EventLog>,
     pub limiter: Arc<dyn RateLimiter>,
     pub health: Arc<dyn HealthStore>,
+    pub inbound: Arc<dyn InboundStore>,
 }
 
 /// Everything the API and the workers share.
@@ -125,6 +127,8 @@ pub struct Herald {
     pub events: Arc<dyn EventLog>,
     pub limiter: Arc<dyn RateLimiter>,
     pub health: Arc<dyn HealthStore>,
+    /// Messages received from recipients.
+    pub inbound: Arc<dyn InboundStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -143,6 +147,7 @@ impl Herald {
             events: ports.events,
             limiter: ports.limiter,
             health: ports.health,
+            inbound: ports.inbound,
             gateways,
             config,
             wake: Default::default(),

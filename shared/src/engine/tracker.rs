@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Herald;
+use crate::domain::suppression::Reason;
 use crate::domain::{EventKind, MessageId, MessageStatus};
 use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutcome};
 
@@ -185,17 +186,33 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
     }
     // Bounces and complaints suppress the address, whatever the message's state by now.
     for ((event, id), waiting) in events.iter().zip(&ids).zip(&wait) {
-        let suppressing = matches!(
-            event.kind,
-            ProviderEventKind::Bounced { .. } | ProviderEventKind::Complained
-        );
+        // A provider's failure report may name a reason too (Twilio 21610: opted out).
+        let named = event
+            .detail
+            .get("suppress")
+            .and_then(|r| r.as_str())
+            .and_then(Reason::parse);
+        let suppressing = named.is_some()
+            || matches!(
+                event.kind,
+                ProviderEventKind::Bounced { .. } | ProviderEventKind::Complained
+            );
         if let (true, false, Some(id)) = (suppressing, *waiting, id) {
             match herald.store.locate(*id).await {
                 Ok(Some(target)) => {
                     let source = format!("{}:{}", event.gateway, event.provider_message_id);
-                    herald
-                        .suppress_after(&target, event.kind, source, event.at)
-                        .await;
+                    match named {
+                        Some(reason) => {
+                            herald
+                                .add_suppression(&target, reason, source, event.at)
+                                .await
+                        }
+                        None => {
+                            herald
+                                .suppress_after(&target, event.kind, source, event.at)
+                                .await
+                        }
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "bounced message not found for suppression"),
@@ -221,6 +238,8 @@ pub enum Notified {
     Repeat,
     /// Its message is not recorded as sent yet, or the store failed: try again later.
     Retry,
+    /// No message Herald knows (sent outside Herald, or long deleted): it never will apply.
+    Unknown,
 }
 
 impl Herald {
@@ -235,8 +254,14 @@ impl Herald {
         if !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
             return Ok(Notified::Repeat);
         }
-        if apply_batch(self, events).await.is_empty() {
+        let left = apply_batch(self, events).await;
+        if left.is_empty() {
             return Ok(Notified::Applied);
+        }
+        // Waiting on a message that is still being handed over is worth a retry; waiting on
+        // one no id leads to is not.
+        if resolve_ids(self, &left).await?.iter().all(Option::is_none) {
+            return Ok(Notified::Unknown);
         }
         self.events.forget(source, id).await?;
         Ok(Notified::Retry)

@@ -58,7 +58,7 @@ fn default_pool() -> u32 {
 pub struct SmtpGateway {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Option<String>,
-    /// The domain of Message-IDs.
+    /// The domain of Message-IDs when the sender's own domain cannot be used.
     host: String,
 }
 
@@ -86,16 +86,38 @@ impl SmtpGateway {
         })
     }
 
-    fn message(&self, m: &OutboundMessage, message_id: &str) -> Result<Message, GatewayError> {
-        let invalid = |what: String| GatewayError::Permanent {
-            code: "InvalidMessage".into(),
-            message: what,
-        };
+    /// The message's own sender, else the configured one.
+    fn sender(&self, m: &OutboundMessage) -> Result<Mailbox, GatewayError> {
         let from =
             m.from.as_ref().or(self.from.as_ref()).ok_or_else(|| {
                 invalid("the message names no sender and smtp has no `from`".into())
             })?;
-        let from: Mailbox = from.parse().map_err(|e| invalid(format!("from: {e}")))?;
+        from.parse().map_err(|e| invalid(format!("from: {e}")))
+    }
+
+    /// The right side of our Message-IDs: the sender's domain (the one the recipient sees, and
+    /// the one that owns the IDs), in ASCII; the SMTP host when that domain is not a plain
+    /// dot-atom (an address literal, say).
+    fn message_id_domain(&self, from: &Mailbox) -> String {
+        match idna::domain_to_ascii(from.email.domain()) {
+            Ok(domain)
+                if !domain.is_empty()
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+            {
+                domain
+            }
+            _ => self.host.clone(),
+        }
+    }
+
+    fn message(
+        &self,
+        m: &OutboundMessage,
+        from: Mailbox,
+        message_id: &str,
+    ) -> Result<Message, GatewayError> {
         let to: Mailbox = m.to.parse().map_err(|e| invalid(format!("to: {e}")))?;
         let mut builder = Message::builder()
             .from(from)
@@ -131,6 +153,14 @@ impl SmtpGateway {
     }
 }
 
+/// A message we cannot build: no retry will change that.
+fn invalid(what: String) -> GatewayError {
+    GatewayError::Permanent {
+        code: "InvalidMessage".into(),
+        message: what,
+    }
+}
+
 #[async_trait]
 impl Gateway for SmtpGateway {
     fn name(&self) -> &str {
@@ -143,18 +173,32 @@ impl Gateway for SmtpGateway {
 
     async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
         // Our Message-ID is the provider id: bounces and replies quote it.
-        let message_id = format!("<{}.{}@{}>", m.id.as_uuid().simple(), m.attempt, self.host);
-        let message = self.message(m, &message_id)?;
+        let from = self.sender(m)?;
+        let message_id = format!(
+            "<{}.{}@{}>",
+            m.id.as_uuid().simple(),
+            m.attempt,
+            self.message_id_domain(&from)
+        );
+        let message = self.message(m, from, &message_id)?;
         match self.transport.send(message).await {
             Ok(_) => Ok(GatewayReceipt {
                 provider_message_id: message_id,
             }),
-            // 5xx: the server refuses this message for good; 4xx: try again later.
-            Err(e) if e.is_permanent() => Err(GatewayError::Permanent {
+            // 5xx: the server refuses this message for good; 4xx: try again later. A refused
+            // login (530, 534, 535) is Herald's configuration, not the message: retry it, and
+            // let the failures count against the gateway's health.
+            Err(e) if e.is_permanent() && !is_auth_refusal(&e) => Err(GatewayError::Permanent {
                 code: e.status().map_or("5xx".into(), |c| c.to_string()),
                 message: e.to_string(),
             }),
             Err(e) => Err(GatewayError::Transient(format!("smtp: {e}"))),
         }
     }
+}
+
+fn is_auth_refusal(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .map(|c| matches!(c.to_string().as_str(), "530" | "534" | "535"))
+        .unwrap_or(false)
 }

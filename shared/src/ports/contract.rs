@@ -15,8 +15,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ClaimOutcome, EventLog, IdempotencyRecord,
-    LaneQueue, MessageStore, SuppressionFilter, SuppressionStore, TemplateStore, TenantStore,
-    Transition, TransitionOutcome,
+    InboundStore, LaneQueue, MessageStore, SuppressionFilter, SuppressionStore, TemplateStore,
+    TenantStore, Transition, TransitionOutcome,
 };
 
 pub fn tenant(name: &str) -> TenantId {
@@ -703,4 +703,57 @@ pub async fn provider_events_are_seen_once<S: EventLog>(log: &S) {
         log.first_seen("sns", "m-1", keep).await.unwrap(),
         "forgotten: new again"
     );
+}
+
+pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::InboundMessage {
+    crate::domain::InboundMessage {
+        id: MessageId::new(),
+        tenant: t.clone(),
+        channel: Channel::Sms,
+        gateway: "twilio".into(),
+        provider_message_id: provider_id.into(),
+        from: "+15005550006".into(),
+        to: "+15557654321".into(),
+        body: body.into(),
+        media_urls: vec!["https://api.twilio.com/media/ME1".into()],
+        keyword: crate::domain::Keyword::of(body),
+        // Stores keep milliseconds.
+        received_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+            .unwrap(),
+    }
+}
+
+pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundStore>(store: &S) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let first = inbound(&acme, "SM-1", "STOP");
+    assert!(store.record_inbound(&first).await.unwrap());
+    let retry = crate::domain::InboundMessage {
+        id: MessageId::new(),
+        ..first.clone()
+    };
+    assert!(
+        !store.record_inbound(&retry).await.unwrap(),
+        "the provider's retry of the same message"
+    );
+    let mut ids = vec![first.id];
+    for n in 2..=5 {
+        let m = inbound(&acme, &format!("SM-{n}"), "hello");
+        assert!(store.record_inbound(&m).await.unwrap());
+        ids.push(m.id);
+    }
+    store
+        .record_inbound(&inbound(&other, "SM-9", "hi"))
+        .await
+        .unwrap();
+    ids.reverse();
+    let page = store.list_inbound(&acme, None, 3).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..3]);
+    let rest = store
+        .list_inbound(&acme, Some(page[2].id), 3)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[3..]);
+    let stored = rest.last().unwrap();
+    assert_eq!(stored, &first, "every field round-trips");
+    assert_eq!(stored.keyword, Some(crate::domain::Keyword::Stop));
 }

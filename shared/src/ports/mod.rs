@@ -5,6 +5,7 @@
 pub mod contract;
 mod gateway;
 mod health;
+mod inbound;
 mod limits;
 mod queue;
 mod store;
@@ -14,6 +15,7 @@ pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };
 pub use health::HealthStore;
+pub use inbound::InboundStore;
 pub use limits::{Grant, RateLimiter};
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use store::*;

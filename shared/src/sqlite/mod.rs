@@ -1,5 +1,6 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 
+mod inbound;
 mod messages;
 mod pool;
 mod queue;
@@ -135,6 +136,22 @@ CREATE TABLE IF NOT EXISTS seen_events (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (source, id)
 ) WITHOUT ROWID;
+-- Messages received from recipients; a provider's retry hits the unique key.
+CREATE TABLE IF NOT EXISTS inbound (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    media_urls TEXT NOT NULL,
+    keyword TEXT,
+    received_at INTEGER NOT NULL,
+    UNIQUE (gateway, provider_message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);
 "#;
 
 /// The embedded backend: implements [`crate::ports::MessageStore`], [`crate::ports::LaneQueue`],

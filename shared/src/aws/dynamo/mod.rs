@@ -7,6 +7,7 @@ mod bulk;
 mod counters;
 mod directory;
 mod health;
+mod inbound;
 pub(crate) mod item;
 mod limits;
 mod messages;
@@ -80,6 +81,10 @@ impl DynamoStore {
 
     fn rate_limits_table(&self) -> Result<&str, StoreError> {
         required(&self.tables.rate_limits, super::settings::RATE_LIMITS_TABLE)
+    }
+
+    fn inbound_table(&self) -> Result<&str, StoreError> {
+        required(&self.tables.inbound, super::settings::INBOUND_TABLE)
     }
 
     fn suppressions_table(&self) -> Result<&str, StoreError> {

@@ -1,0 +1,107 @@
+//! Messages that recipients send back (SMS, WhatsApp, Telegram), and the carrier keywords that
+//! opt a number out, back in, or ask for help.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Channel, MessageId, TenantId};
+
+/// One message received through a provider, stored with the tenant that owns the receiving
+/// number. `(gateway, provider_message_id)` is unique: a callback delivered twice is stored once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Herald's id, a UUIDv7: ids sort by arrival.
+    pub id: MessageId,
+    pub tenant: TenantId,
+    pub channel: Channel,
+    pub gateway: String,
+    pub provider_message_id: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub media_urls: Vec<String>,
+    pub keyword: Option<Keyword>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What a carrier keyword asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keyword {
+    /// STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT: no more messages to this number.
+    Stop,
+    /// START, UNSTOP, YES: messages again.
+    Start,
+    /// HELP, INFO: the sender's help text.
+    Help,
+}
+
+impl Keyword {
+    /// The keyword a message body is, if any. Carriers match the whole body, ignoring case,
+    /// spaces and trailing punctuation: " Stop all! " is STOPALL, "stop sending" is nothing.
+    pub fn of(body: &str) -> Option<Keyword> {
+        let word: String = body
+            .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?'))
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_uppercase)
+            .collect();
+        match word.as_str() {
+            "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" => Some(Keyword::Stop),
+            "START" | "UNSTOP" | "YES" => Some(Keyword::Start),
+            "HELP" | "INFO" => Some(Keyword::Help),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keyword::Stop => "stop",
+            Keyword::Start => "start",
+            Keyword::Help => "help",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Keyword> {
+        match s {
+            "stop" => Some(Keyword::Stop),
+            "start" => Some(Keyword::Start),
+            "help" => Some(Keyword::Help),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_match_the_whole_body_as_carriers_do() {
+        for stop in [
+            "STOP",
+            "stop",
+            " Stop ",
+            "Stop all",
+            "STOPALL",
+            "unsubscribe",
+            "Cancel",
+            "END",
+            "quit.",
+        ] {
+            assert_eq!(Keyword::of(stop), Some(Keyword::Stop), "{stop:?}");
+        }
+        for start in ["START", "unstop", "Yes", "yes!"] {
+            assert_eq!(Keyword::of(start), Some(Keyword::Start), "{start:?}");
+        }
+        for help in ["HELP", "help ", "Info", "info?"] {
+            assert_eq!(Keyword::of(help), Some(Keyword::Help), "{help:?}");
+        }
+        for other in ["stop sending me this", "", "STOPP", "helpful", "yes please"] {
+            assert_eq!(Keyword::of(other), None, "{other:?}");
+        }
+        for k in [Keyword::Stop, Keyword::Start, Keyword::Help] {
+            assert_eq!(Keyword::parse(k.as_str()), Some(k));
+        }
+    }
+}

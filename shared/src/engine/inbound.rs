@@ -1,0 +1,110 @@
+//! Messages received from recipients: stored once per provider message, and the carrier
+//! keywords acted on (STOP opts the number out of the tenant's SMS, START back in, HELP asks
+//! for the tenant's help text).
+
+use serde::Deserialize;
+use tracing::info;
+
+use super::Herald;
+use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
+use crate::domain::{Channel, InboundMessage, Keyword};
+use crate::ports::StoreError;
+
+/// What a tenant answers to the keywords on its numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordReplies {
+    #[serde(default = "default_stop")]
+    pub stop: String,
+    #[serde(default = "default_start")]
+    pub start: String,
+    #[serde(default = "default_help")]
+    pub help: String,
+}
+
+fn default_stop() -> String {
+    "You are unsubscribed and will receive no more messages. Reply START to resubscribe.".into()
+}
+
+fn default_start() -> String {
+    "You are subscribed again. Reply STOP to unsubscribe.".into()
+}
+
+fn default_help() -> String {
+    "Reply STOP to unsubscribe, START to resubscribe.".into()
+}
+
+impl Default for KeywordReplies {
+    fn default() -> Self {
+        KeywordReplies {
+            stop: default_stop(),
+            start: default_start(),
+            help: default_help(),
+        }
+    }
+}
+
+impl KeywordReplies {
+    pub fn for_keyword(&self, keyword: Keyword) -> &str {
+        match keyword {
+            Keyword::Stop => &self.stop,
+            Keyword::Start => &self.start,
+            Keyword::Help => &self.help,
+        }
+    }
+}
+
+impl Herald {
+    /// Stores an inbound message and, the first time only, acts on its keyword. Returns the
+    /// reply to send back, if the message is a keyword on an SMS number (a provider's retry gets
+    /// the same reply: it only sends the one it receives).
+    pub async fn receive(
+        &self,
+        message: InboundMessage,
+        replies: &KeywordReplies,
+    ) -> Result<Option<String>, StoreError> {
+        let keyword = message.keyword.filter(|_| message.channel == Channel::Sms);
+        let first = self.inbound.record_inbound(&message).await?;
+        let Some(keyword) = keyword else {
+            return Ok(None);
+        };
+        if first {
+            let scope = Scope::Tenant(message.tenant.clone());
+            let address = canonical_address(Channel::Sms, &message.from);
+            match keyword {
+                Keyword::Stop => {
+                    info!(tenant = %message.tenant, "sms opt-out by keyword");
+                    self.suppressions
+                        .put_suppressions(vec![Suppression {
+                            scope,
+                            channel: Channel::Sms,
+                            address,
+                            reason: Reason::SmsOptOut,
+                            source: Some(format!(
+                                "{}:{}",
+                                message.gateway, message.provider_message_id
+                            )),
+                            created_at: message.received_at,
+                            expires_at: None,
+                        }])
+                        .await?;
+                }
+                Keyword::Start => {
+                    // START undoes an opt-out only: a complaint or a manual entry stays.
+                    let entry = self
+                        .suppressions
+                        .get_suppression(&scope, Channel::Sms, &address)
+                        .await?;
+                    if entry.is_some_and(|e| e.reason == Reason::SmsOptOut) {
+                        info!(tenant = %message.tenant, "sms opt-in by keyword");
+                        self.suppressions
+                            .delete_suppression(&scope, Channel::Sms, &address)
+                            .await?;
+                    }
+                }
+                Keyword::Help => {}
+            }
+        }
+        Ok(Some(replies.for_keyword(keyword).to_owned()))
+    }
+}

@@ -1,0 +1,107 @@
+//! `POST /webhooks/postal`: Postal's message events, signed with the server's RSA key
+//! (`X-Postal-Signature-256`, SHA-256; older servers only `X-Postal-Signature`, SHA-1).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::signature::{rsa_public_key, verify_rsa, RsaHash};
+use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use crate::gateway::postal::POSTAL;
+use crate::ports::{ProviderEvent, ProviderEventKind};
+
+pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
+    match process(&webhooks, request).await {
+        Ok(()) => ok(),
+        Err(refusal) => refuse("postal", refusal),
+    }
+}
+
+/// Postal's event -> Herald's, and where in the payload the message is.
+fn event_kind(event: &str) -> Option<(ProviderEventKind, &'static str)> {
+    Some(match event {
+        "MessageSent" => (ProviderEventKind::Delivered, "/message"),
+        // The receiving server refused it for good.
+        "MessageDeliveryFailed" => (ProviderEventKind::Bounced { permanent: true }, "/message"),
+        "MessageDelayed" => (ProviderEventKind::Delayed, "/message"),
+        // Held for review on the Postal server: not sent yet.
+        "MessageHeld" => (ProviderEventKind::Delayed, "/message"),
+        "MessageBounced" => (
+            ProviderEventKind::Bounced { permanent: true },
+            "/original_message",
+        ),
+        "MessageLinkClicked" => (ProviderEventKind::Clicked, "/message"),
+        "MessageLoaded" => (ProviderEventKind::Opened, "/message"),
+        _ => return None,
+    })
+}
+
+async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
+    let config = webhooks
+        .config
+        .postal
+        .as_ref()
+        .ok_or(Refusal::NotConfigured("postal"))?;
+    let (headers, _, body) = admit(webhooks, "postal", request).await?;
+    let (hash, signature) = match header_str(&headers, "x-postal-signature-256") {
+        Some(s) => (RsaHash::Sha256, s),
+        None => (
+            RsaHash::Sha1,
+            header_str(&headers, "x-postal-signature")
+                .ok_or_else(|| Refusal::BadSignature("no X-Postal-Signature(-256)".into()))?,
+        ),
+    };
+    // `validate` parsed this key at start-up.
+    let key = rsa_public_key(&config.public_key).map_err(Refusal::BadSignature)?;
+    verify_rsa(&key, hash, &body, signature).map_err(Refusal::BadSignature)?;
+
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let event = v["event"].as_str().unwrap_or_default();
+    let payload = &v["payload"];
+    let Some((kind, message_at)) = event_kind(event) else {
+        info!(event, "postal event without a Herald event; ignored");
+        return Ok(());
+    };
+    let Some(postal_id) = payload
+        .pointer(message_at)
+        .and_then(|m| m.get("id"))
+        .and_then(|id| {
+            id.as_u64()
+                .map(|n| n.to_string())
+                .or_else(|| id.as_str().map(str::to_owned))
+        })
+    else {
+        info!(event, "postal event names no message; ignored");
+        return Ok(());
+    };
+    let at = v["timestamp"]
+        .as_f64()
+        .and_then(|t| DateTime::from_timestamp_millis((t * 1000.0) as i64))
+        .unwrap_or_else(Utc::now);
+    let mut detail = json!({ "postal_event": event, "status": payload["status"],
+                             "details": payload["details"], "output": payload["output"] });
+    if event == "MessageLinkClicked" {
+        detail["url"] = payload["url"].clone();
+    }
+    if event == "MessageBounced" {
+        detail["bounce_id"] = payload["bounce"]["id"].clone();
+    }
+    let event_id = v["uuid"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{event}:{postal_id}:{}", at.timestamp_millis()));
+    let provider_event = ProviderEvent {
+        gateway: POSTAL.into(),
+        provider_message_id: postal_id,
+        message_id: None,
+        kind,
+        at,
+        detail,
+    };
+    apply(webhooks, "postal", &event_id, vec![provider_event]).await
+}

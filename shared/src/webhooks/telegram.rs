@@ -1,0 +1,71 @@
+//! `POST /webhooks/telegram`: the bot's updates, with the `secret_token` given to setWebhook
+//! in `X-Telegram-Bot-Api-Secret-Token`. Messages to the bot are stored as inbound.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tracing::info;
+
+use super::signature::constant_time_eq;
+use super::{admit, header_str, ok, refuse, Refusal, Webhooks};
+use crate::domain::{Channel, InboundMessage, MessageId};
+use crate::engine::inbound::KeywordReplies;
+use crate::gateway::telegram::TELEGRAM;
+
+pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
+    match process(&webhooks, request).await {
+        Ok(()) => ok(),
+        Err(refusal) => refuse("telegram", refusal),
+    }
+}
+
+async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
+    let config = webhooks
+        .config
+        .telegram
+        .as_ref()
+        .ok_or(Refusal::NotConfigured("telegram"))?;
+    let (headers, _, body) = admit(webhooks, "telegram", request).await?;
+    let presented = header_str(&headers, "x-telegram-bot-api-secret-token")
+        .ok_or_else(|| Refusal::BadSignature("no X-Telegram-Bot-Api-Secret-Token".into()))?;
+    if !constant_time_eq(
+        presented.as_bytes(),
+        config.secret_token.expose().as_bytes(),
+    ) {
+        return Err(Refusal::BadSignature("wrong secret token".into()));
+    }
+    let update: Value =
+        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let message = &update["message"];
+    let (Some(update_id), Some(chat)) =
+        (update["update_id"].as_i64(), message["chat"]["id"].as_i64())
+    else {
+        info!("telegram update without a message; ignored");
+        return Ok(());
+    };
+    let inbound = InboundMessage {
+        id: MessageId::new(),
+        tenant: config.tenant.clone(),
+        channel: Channel::Telegram,
+        gateway: TELEGRAM.into(),
+        // Telegram numbers updates per bot: a redelivered update has the same number.
+        provider_message_id: update_id.to_string(),
+        from: chat.to_string(),
+        to: "bot".into(),
+        body: message["text"].as_str().unwrap_or_default().to_owned(),
+        media_urls: Vec::new(),
+        keyword: None,
+        received_at: message["date"]
+            .as_i64()
+            .and_then(|d| DateTime::from_timestamp(d, 0))
+            .unwrap_or_else(Utc::now),
+    };
+    webhooks
+        .herald
+        .receive(inbound, &KeywordReplies::default())
+        .await?;
+    Ok(())
+}

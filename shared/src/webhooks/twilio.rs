@@ -1,0 +1,196 @@
+//! Twilio: status callbacks (`/webhooks/twilio/status`) and inbound messages
+//! (`/webhooks/twilio/inbound`), both signed with `X-Twilio-Signature` over the public URL and
+//! the sorted form parameters. Inbound keywords are answered with TwiML.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use tracing::info;
+
+use super::signature::{constant_time_eq, twilio_signature};
+use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::gateway::twilio::TWILIO;
+use crate::ports::{ProviderEvent, ProviderEventKind};
+
+pub(super) const STATUS_PATH: &str = "/webhooks/twilio/status";
+pub(super) const INBOUND_PATH: &str = "/webhooks/twilio/inbound";
+
+/// Reads the form after checking its signature.
+async fn signed_form(
+    webhooks: &Webhooks,
+    path: &str,
+    request: Request,
+) -> Result<(Vec<(String, String)>, Uri), Refusal> {
+    let config = webhooks
+        .config
+        .twilio
+        .as_ref()
+        .ok_or(Refusal::NotConfigured("twilio"))?;
+    let (headers, uri, body) = admit(webhooks, "twilio", request).await?;
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| Refusal::BadSignature(format!("body is not a form: {e}")))?;
+    check(
+        webhooks,
+        config.auth_token.expose(),
+        path,
+        &uri,
+        &headers,
+        &params,
+    )?;
+    Ok((params, uri))
+}
+
+fn check(
+    webhooks: &Webhooks,
+    auth_token: &str,
+    path: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(), Refusal> {
+    let presented = header_str(headers, "x-twilio-signature")
+        .ok_or_else(|| Refusal::BadSignature("no X-Twilio-Signature".into()))?;
+    let url = webhooks
+        .config
+        .public_url(path, uri.query())
+        .ok_or(Refusal::NotConfigured("twilio"))?;
+    let expected = twilio_signature(auth_token, &url, params);
+    if constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::BadSignature(format!(
+            "X-Twilio-Signature does not match for {url}"
+        )))
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+pub(super) async fn status(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
+    match process_status(&webhooks, request).await {
+        Ok(()) => ok(),
+        Err(refusal) => refuse("twilio", refusal),
+    }
+}
+
+/// Twilio's message status -> Herald's event; `sent` and the in-flight states change nothing.
+fn event_kind(status: &str) -> Option<ProviderEventKind> {
+    match status {
+        "delivered" => Some(ProviderEventKind::Delivered),
+        "undelivered" | "failed" => Some(ProviderEventKind::Failed),
+        "read" => Some(ProviderEventKind::Opened),
+        _ => None,
+    }
+}
+
+async fn process_status(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
+    let (params, uri) = signed_form(webhooks, STATUS_PATH, request).await?;
+    let sid = param(&params, "MessageSid")
+        .or_else(|| param(&params, "SmsSid"))
+        .ok_or_else(|| Refusal::Malformed("no MessageSid".into()))?;
+    let status = param(&params, "MessageStatus")
+        .or_else(|| param(&params, "SmsStatus"))
+        .unwrap_or_default();
+    let Some(kind) = event_kind(status) else {
+        info!(
+            message_sid = sid,
+            status, "twilio status without a Herald event"
+        );
+        return Ok(());
+    };
+    let code = param(&params, "ErrorCode").filter(|c| !c.is_empty() && *c != "0");
+    let mut detail = json!({ "status": status });
+    if let Some(code) = code {
+        detail["error_code"] = json!(code);
+        detail["error"] = json!(format!("twilio error {code}"));
+        if code == "21610" {
+            detail["suppress"] = json!("sms_opt_out");
+        }
+    }
+    let event = ProviderEvent {
+        gateway: TWILIO.into(),
+        provider_message_id: sid.to_owned(),
+        message_id: query_param(&uri, "herald_id")
+            .as_deref()
+            .and_then(MessageId::parse),
+        kind,
+        at: Utc::now(),
+        detail,
+    };
+    // One callback per (message, status): a retry of it is a repeat.
+    apply(webhooks, "twilio", &format!("{sid}:{status}"), vec![event]).await
+}
+
+pub(super) async fn inbound(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
+    match process_inbound(&webhooks, request).await {
+        Ok(reply) => twiml(reply.as_deref()),
+        Err(refusal) => refuse("twilio", refusal),
+    }
+}
+
+async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option<String>, Refusal> {
+    let (params, _) = signed_form(webhooks, INBOUND_PATH, request).await?;
+    let field = |name: &str| param(&params, name).unwrap_or_default().to_owned();
+    let sid = param(&params, "MessageSid")
+        .or_else(|| param(&params, "SmsSid"))
+        .ok_or_else(|| Refusal::Malformed("no MessageSid".into()))?;
+    let to = field("To");
+    let Some(number) = webhooks.config.number(&to) else {
+        info!(to = %to, "inbound message for a number no tenant owns; ignored");
+        return Ok(None);
+    };
+    let count: usize = field("NumMedia").parse().unwrap_or(0);
+    let media_urls = (0..count.min(10))
+        .filter_map(|i| param(&params, &format!("MediaUrl{i}")).map(str::to_owned))
+        .collect();
+    let body = field("Body");
+    let message = InboundMessage {
+        id: MessageId::new(),
+        tenant: number.tenant.clone(),
+        channel: Channel::Sms,
+        gateway: TWILIO.into(),
+        provider_message_id: sid.to_owned(),
+        from: field("From"),
+        to,
+        keyword: Keyword::of(&body),
+        body,
+        media_urls,
+        received_at: Utc::now(),
+    };
+    Ok(webhooks.herald.receive(message, &number.replies).await?)
+}
+
+/// A TwiML answer: the reply as a message back to the sender, or nothing to send.
+fn twiml(reply: Option<&str>) -> Response {
+    let body = match reply {
+        Some(text) => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
+            xml_escape(text)
+        ),
+        None => "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".to_owned(),
+    };
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}

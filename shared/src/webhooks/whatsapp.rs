@@ -1,0 +1,168 @@
+//! `/webhooks/whatsapp`: the WhatsApp Cloud API's webhooks. GET is Meta's verification
+//! handshake; POST carries message statuses and inbound messages, signed with the app secret
+//! (`X-Hub-Signature-256`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::signature::{constant_time_eq, hub_signature_256};
+use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use crate::domain::{Channel, InboundMessage, MessageId};
+use crate::gateway::whatsapp::WHATSAPP;
+use crate::ports::{ProviderEvent, ProviderEventKind};
+
+/// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` is ours.
+pub(super) async fn verify(
+    State(webhooks): State<Arc<Webhooks>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(config) = &webhooks.config.whatsapp else {
+        return refuse("whatsapp", Refusal::NotConfigured("whatsapp"));
+    };
+    let token = query
+        .get("hub.verify_token")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let subscribing = query.get("hub.mode").map(String::as_str) == Some("subscribe");
+    if subscribing && constant_time_eq(token.as_bytes(), config.verify_token.expose().as_bytes()) {
+        let challenge = query.get("hub.challenge").cloned().unwrap_or_default();
+        return (StatusCode::OK, challenge).into_response();
+    }
+    refuse(
+        "whatsapp",
+        Refusal::BadSignature("verification with a wrong hub.verify_token".into()),
+    )
+}
+
+pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
+    match process(&webhooks, request).await {
+        Ok(()) => ok(),
+        Err(refusal) => refuse("whatsapp", refusal),
+    }
+}
+
+fn event_kind(status: &str) -> Option<ProviderEventKind> {
+    match status {
+        "delivered" => Some(ProviderEventKind::Delivered),
+        "read" => Some(ProviderEventKind::Opened),
+        "failed" => Some(ProviderEventKind::Failed),
+        _ => None, // "sent": Herald recorded that already
+    }
+}
+
+fn unix_time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .unwrap_or_else(Utc::now)
+}
+
+async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
+    let config = webhooks
+        .config
+        .whatsapp
+        .as_ref()
+        .ok_or(Refusal::NotConfigured("whatsapp"))?;
+    let (headers, _, body) = admit(webhooks, "whatsapp", request).await?;
+    let presented = header_str(&headers, "x-hub-signature-256")
+        .ok_or_else(|| Refusal::BadSignature("no X-Hub-Signature-256".into()))?;
+    let expected = hub_signature_256(config.app_secret.expose(), &body);
+    if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+        return Err(Refusal::BadSignature(
+            "X-Hub-Signature-256 does not match".into(),
+        ));
+    }
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let changes = v["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["changes"].as_array().into_iter().flatten());
+    for change in changes {
+        let value = &change["value"];
+        for status in value["statuses"].as_array().into_iter().flatten() {
+            apply_status(webhooks, status).await?;
+        }
+        for message in value["messages"].as_array().into_iter().flatten() {
+            receive(webhooks, &value["metadata"], message).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_status(webhooks: &Webhooks, status: &Value) -> Result<(), Refusal> {
+    let (Some(id), Some(state)) = (status["id"].as_str(), status["status"].as_str()) else {
+        info!("whatsapp status without id or status; ignored");
+        return Ok(());
+    };
+    let Some(kind) = event_kind(state) else {
+        return Ok(());
+    };
+    let mut detail = json!({ "status": state });
+    if let Some(error) = status["errors"].get(0) {
+        detail["error_code"] = error["code"].clone();
+        detail["error"] = json!(format!(
+            "whatsapp error {}: {}",
+            error["code"],
+            error["title"].as_str().unwrap_or_default()
+        ));
+    }
+    let event = ProviderEvent {
+        gateway: WHATSAPP.into(),
+        provider_message_id: id.to_owned(),
+        message_id: None,
+        kind,
+        at: unix_time(&status["timestamp"]),
+        detail,
+    };
+    apply(webhooks, "whatsapp", &format!("{id}:{state}"), vec![event]).await
+}
+
+async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Result<(), Refusal> {
+    let to = metadata["display_phone_number"]
+        .as_str()
+        .unwrap_or_default();
+    let phone_id = metadata["phone_number_id"].as_str().unwrap_or_default();
+    let Some(number) = webhooks
+        .config
+        .number(to)
+        .or_else(|| webhooks.config.number(phone_id))
+    else {
+        info!(to, "whatsapp message for a number no tenant owns; ignored");
+        return Ok(());
+    };
+    let Some(id) = message["id"].as_str() else {
+        return Ok(());
+    };
+    let body = message["text"]["body"]
+        .as_str()
+        .or_else(|| message["button"]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let inbound = InboundMessage {
+        id: MessageId::new(),
+        tenant: number.tenant.clone(),
+        channel: Channel::Whatsapp,
+        gateway: WHATSAPP.into(),
+        provider_message_id: id.to_owned(),
+        from: message["from"]
+            .as_str()
+            .map(|f| format!("+{}", f.trim_start_matches('+')))
+            .unwrap_or_default(),
+        to: format!("+{}", to.trim_start_matches('+')),
+        body,
+        media_urls: Vec::new(),
+        keyword: None,
+        received_at: unix_time(&message["timestamp"]),
+    };
+    webhooks.herald.receive(inbound, &number.replies).await?;
+    Ok(())
+}

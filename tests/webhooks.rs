@@ -1,0 +1,890 @@
+//! Provider webhooks end to end on an embedded Herald: messages go out through real gateway
+//! code to wiremock, the providers' callbacks come back signed as the providers sign them, and
+//! only genuine ones change anything. Replays, over-size bodies, rate limits, inbound SMS
+//! keywords (STOP, START, HELP) and `GET /v1/inbound`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::Utc;
+use herald_tests::{timeline, TestServer};
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use rsa::pkcs1v15::SigningKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::signature::{SignatureEncoding, Signer};
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+use shared::webhooks::signature::twilio_signature;
+use shared::webhooks::{HttpsFetch, Webhooks, WebhooksConfig};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const PUBLIC: &str = "https://herald.example.com";
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:herald-ses-events";
+const CERT_URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem";
+
+/// SNS's HTTPS side: serves the test certificate, records every URL fetched.
+#[derive(Default)]
+struct FakeSns {
+    certificate: Mutex<String>,
+    fetched: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl HttpsFetch for FakeSns {
+    async fn get(&self, url: &str) -> Result<String, String> {
+        self.fetched.lock().push(url.to_owned());
+        if url == CERT_URL {
+            Ok(self.certificate.lock().clone())
+        } else {
+            Ok("<ConfirmSubscriptionResponse/>".into())
+        }
+    }
+}
+
+struct Hooks {
+    s: TestServer,
+    /// Where the webhooks are served (with the fake SNS behind them).
+    url: String,
+    sns: Arc<FakeSns>,
+    provider: MockServer,
+    postal_key: RsaPrivateKey,
+    sns_key: RsaPrivateKey,
+}
+
+fn rsa_key() -> RsaPrivateKey {
+    RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap()
+}
+
+/// A self-signed certificate for `key`, as SNS's signing certificate would be.
+fn certificate(key: &RsaPrivateKey) -> String {
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::EncodePem;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+    let signer = SigningKey::<sha2::Sha256>::new(key.clone());
+    let spki_der = key.to_public_key().to_public_key_der().unwrap();
+    let spki = SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes()).unwrap();
+    let subject: Name = "CN=sns.amazonaws.com".parse().unwrap();
+    let builder = CertificateBuilder::new(
+        Profile::Root,
+        SerialNumber::from(7u32),
+        Validity::from_now(Duration::from_secs(3600)).unwrap(),
+        subject,
+        spki,
+        &signer,
+    )
+    .unwrap();
+    let cert = builder.build::<rsa::pkcs1v15::Signature>().unwrap();
+    cert.to_pem(LineEnding::LF).unwrap()
+}
+
+impl Hooks {
+    async fn start() -> Hooks {
+        Hooks::start_with("sandbox", |_| {}).await
+    }
+
+    /// With email sent by `email_gateway` (`sandbox` or `postal`), and `tune` applied.
+    async fn start_with(email_gateway: &str, tune: impl FnOnce(&mut WebhooksConfig)) -> Hooks {
+        let provider = MockServer::start().await;
+        let (postal_key, sns_key) = (rsa_key(), rsa_key());
+        let postal_public = postal_key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let mut webhooks: WebhooksConfig = serde_json::from_value(json!({
+            "public_base_url": PUBLIC,
+            "ses": { "topic_arns": [TOPIC] },
+            "twilio": { "auth_token": TWILIO_TOKEN },
+            "postal": { "public_key": postal_public },
+            "whatsapp": { "app_secret": "meta-app-secret", "verify_token": "verify-me" },
+            "telegram": { "secret_token": "tg-secret", "tenant": "acme" },
+            "numbers": [
+                { "number": "+15557654321", "tenant": "acme",
+                  "replies": { "help": "Acme alerts. Reply STOP to opt out." } },
+                { "number": "15550001111", "tenant": "acme" }
+            ]
+        }))
+        .unwrap();
+        tune(&mut webhooks);
+        let gateways = json!({
+            "order": { "email": [email_gateway] },
+            "twilio": { "account_sid": "AC0123", "auth_token": TWILIO_TOKEN, "from": "+15557654321",
+                        "public_base_url": PUBLIC, "base_url": provider.uri() },
+            "postal": { "base_url": provider.uri(), "api_key": "postal-key", "from": "alerts@acme.example" },
+            "whatsapp": { "phone_number_id": "1066", "access_token": "wa-token", "base_url": provider.uri() }
+        });
+        let config = webhooks.clone();
+        let s = TestServer::start_with(move |cfg| {
+            cfg.gateways = serde_json::from_value(gateways).unwrap();
+            cfg.webhooks = config;
+        })
+        .await;
+        let sns = Arc::new(FakeSns::default());
+        *sns.certificate.lock() = certificate(&sns_key);
+        let hooks = Webhooks::with_fetch(s.embedded.herald.clone(), webhooks, sns.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = shared::webhooks::router(Arc::new(hooks));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Hooks {
+            s,
+            url,
+            sns,
+            provider,
+            postal_key,
+            sns_key,
+        }
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+        let mut req = self.s.client.post(format!("{}{path}", self.url)).body(body);
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        let res = req.send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    /// A Twilio callback to `path_and_query`, signed over the public URL unless `tamper`.
+    async fn twilio(
+        &self,
+        path_and_query: &str,
+        params: &[(&str, &str)],
+        tamper: bool,
+    ) -> (u16, String) {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let signature =
+            twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC}{path_and_query}"), &owned);
+        let mut body = serde_urlencoded::to_string(&owned).unwrap();
+        if tamper {
+            body = body
+                .replace("delivered", "undelivered")
+                .replace("Body=", "Body=x");
+        }
+        self.post(
+            path_and_query,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-twilio-signature", &signature),
+            ],
+            body.into_bytes(),
+        )
+        .await
+    }
+
+    async fn answer(&self, body: Value) {
+        self.provider.reset().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&self.provider)
+            .await;
+    }
+}
+
+fn sms(to: &str) -> Value {
+    json!({ "channel": "sms", "priority": "P1", "to": to, "body": "Storm warning" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_status_callbacks_are_verified_applied_once_and_can_suppress() {
+    let h = Hooks::start().await;
+    h.answer(json!({ "sid": "SM0001", "status": "queued" }))
+        .await;
+    let id = h.s.send(&sms("+15551230001")).await;
+    h.s.wait_status(&id, "sent").await;
+    let sent = h.provider.received_requests().await.unwrap();
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&sent[0].body).unwrap();
+    let callback = form
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    let path = callback.strip_prefix(PUBLIC).unwrap().to_owned();
+    assert_eq!(path, format!("/webhooks/twilio/status?herald_id={id}"));
+
+    let delivered = [
+        ("MessageSid", "SM0001"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", "AC0123"),
+    ];
+    let (status, _) = h.twilio(&path, &delivered, true).await;
+    assert_eq!(status, 401, "a tampered parameter fails the signature");
+    let (status, _) = h
+        .post(
+            &path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"MessageSid=SM0001&MessageStatus=delivered".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 401, "no signature at all");
+    assert_eq!(
+        h.s.get(&format!("/v1/messages/{id}")).await.body["status"],
+        "sent",
+        "nothing changed"
+    );
+
+    assert_eq!(h.twilio(&path, &delivered, false).await.0, 200);
+    let view = h.s.wait_status(&id, "delivered").await;
+    assert_eq!(
+        h.twilio(&path, &delivered, false).await.0,
+        200,
+        "a replay is accepted"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let view_after = h.s.get(&format!("/v1/messages/{id}")).await.body;
+    assert_eq!(timeline(&view_after), timeline(&view), "and dropped");
+    assert_eq!(timeline(&view), ["queued", "sending", "sent", "delivered"]);
+
+    // Undelivered because the recipient opted out at Twilio (21610): failed, and suppressed.
+    h.answer(json!({ "sid": "SM0002", "status": "queued" }))
+        .await;
+    let id = h.s.send(&sms("+15551230002")).await;
+    h.s.wait_status(&id, "sent").await;
+    let path = format!("/webhooks/twilio/status?herald_id={id}");
+    let undelivered = [
+        ("MessageSid", "SM0002"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "21610"),
+    ];
+    assert_eq!(h.twilio(&path, &undelivered, false).await.0, 200);
+    let view = h.s.wait_status(&id, "failed").await;
+    assert_eq!(view["last_error"], "twilio error 21610", "{view:#}");
+    let entry = h.s.get("/v1/suppressions/sms/+15551230002").await;
+    assert_eq!(entry.status.as_u16(), 200, "{}", entry.body);
+    assert_eq!(entry.body["reason"], "sms_opt_out");
+
+    // A status Herald has no event for (`sent`) is a 200, so Twilio stops retrying.
+    let sent = [("MessageSid", "SM0002"), ("MessageStatus", "sent")];
+    assert_eq!(h.twilio(&path, &sent, false).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_and_help_keywords_on_inbound_sms() {
+    let h = Hooks::start().await;
+    h.answer(json!({ "sid": "SM0100", "status": "queued" }))
+        .await;
+    let from = "+15551239999";
+    let inbound = |sid: &'static str, body: &'static str| {
+        [
+            ("MessageSid", sid),
+            ("From", from),
+            ("To", "+15557654321"),
+            ("Body", body),
+            ("NumMedia", "0"),
+        ]
+    };
+    let (status, reply) = h
+        .twilio(
+            "/webhooks/twilio/inbound",
+            &inbound("SM-in-1", " Stop "),
+            false,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("<Message>You are unsubscribed"), "{reply}");
+    let r = h.s.post("/v1/messages", &sms(from)).await;
+    assert_eq!(
+        r.body["status"], "suppressed",
+        "STOP, then a send to that number: {}",
+        r.body
+    );
+    let entry = h.s.get(&format!("/v1/suppressions/sms/{from}")).await.body;
+    assert_eq!(entry["reason"], "sms_opt_out");
+
+    let (_, reply) = h
+        .twilio(
+            "/webhooks/twilio/inbound",
+            &inbound("SM-in-2", "help"),
+            false,
+        )
+        .await;
+    assert!(
+        reply.contains("<Message>Acme alerts. Reply STOP to opt out.</Message>"),
+        "{reply}"
+    );
+
+    let (_, reply) = h
+        .twilio(
+            "/webhooks/twilio/inbound",
+            &inbound("SM-in-3", "START"),
+            false,
+        )
+        .await;
+    assert!(reply.contains("subscribed again"), "{reply}");
+    let id = h.s.send(&sms(from)).await;
+    h.s.wait_status(&id, "sent").await;
+
+    // Twilio retries the STOP: stored once, and the opt-out is not applied again.
+    let (status, _) = h
+        .twilio(
+            "/webhooks/twilio/inbound",
+            &inbound("SM-in-1", " Stop "),
+            false,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = h.s.post("/v1/messages", &sms(from)).await;
+    assert_eq!(
+        r.body["status"], "queued",
+        "a replayed STOP does not undo the START"
+    );
+
+    // An ordinary reply with a picture.
+    let mms = [
+        ("MessageSid", "MM-in-4"),
+        ("From", from),
+        ("To", "+15557654321"),
+        ("Body", "See photo"),
+        ("NumMedia", "1"),
+        ("MediaUrl0", "https://api.twilio.com/media/ME1"),
+    ];
+    let (status, reply) = h.twilio("/webhooks/twilio/inbound", &mms, false).await;
+    assert_eq!(
+        (status, reply.contains("<Message>")),
+        (200, false),
+        "{reply}"
+    );
+
+    let page = h.s.get("/v1/inbound?limit=2").await.body;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page:#}");
+    assert_eq!(items[0]["body"], "See photo");
+    assert_eq!(
+        items[0]["media_urls"],
+        json!(["https://api.twilio.com/media/ME1"])
+    );
+    assert_eq!(items[1]["keyword"], "start");
+    let before = page["next_before"].as_str().unwrap();
+    let rest = h.s.get(&format!("/v1/inbound?before={before}")).await.body;
+    let bodies: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["help", " Stop "],
+        "four messages, the retried STOP stored once"
+    );
+    let other = h.s.new_key("other").await;
+    let theirs = h.s.get_as("/v1/inbound", &other).await.body;
+    assert_eq!(theirs["items"], json!([]), "another tenant sees none");
+}
+
+/// An SNS message for `message`, signed with `key` (v1: SHA-1, v2: SHA-256).
+fn sns(
+    key: &RsaPrivateKey,
+    version: u8,
+    kind: &str,
+    message: &str,
+    topic: &str,
+    cert_url: &str,
+) -> Value {
+    let mut v = json!({
+        "Type": kind, "MessageId": uuid::Uuid::now_v7().to_string(), "TopicArn": topic,
+        "Message": message, "Timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "SignatureVersion": version.to_string(), "SigningCertURL": cert_url,
+    });
+    let mut fields = vec!["Message", "MessageId"];
+    if kind == "Notification" {
+        fields.extend(["Timestamp", "TopicArn", "Type"]);
+    } else {
+        v["Token"] = json!("token-1");
+        v["SubscribeURL"] =
+            json!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=token-1");
+        fields.extend(["SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]);
+    }
+    let signed: String = fields
+        .iter()
+        .map(|f| format!("{f}\n{}\n", v[*f].as_str().unwrap()))
+        .collect();
+    v["Signature"] = json!(rsa_sign(key, version == 1, signed.as_bytes()));
+    v
+}
+
+fn rsa_sign(key: &RsaPrivateKey, sha1: bool, data: &[u8]) -> String {
+    let signature = if sha1 {
+        SigningKey::<sha1::Sha1>::new(key.clone())
+            .sign(data)
+            .to_vec()
+    } else {
+        SigningKey::<sha2::Sha256>::new(key.clone())
+            .sign(data)
+            .to_vec()
+    };
+    STANDARD.encode(signature)
+}
+
+fn ses_bounce(herald_id: &str, to: &str) -> String {
+    json!({ "eventType": "Bounce",
+            "mail": { "messageId": "ses-1", "timestamp": Utc::now().to_rfc3339(),
+                      "destination": [to], "tags": { "herald_id": [herald_id] } },
+            "bounce": { "bounceType": "Permanent", "bounceSubType": "General",
+                        "bouncedRecipients": [{ "emailAddress": to, "status": "5.1.1" }],
+                        "timestamp": Utc::now().to_rfc3339(), "feedbackId": "fb-1" } })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
+    let h = Hooks::start().await;
+    let email = json!({ "channel": "email", "priority": "P1", "to": "ann@example.com",
+                        "subject": "Hi", "body": "Hello" });
+    // The sandbox sends it (and reports it delivered); SES's bounce comes later over SNS.
+    let id = h.s.send(&email).await;
+    h.s.wait_status(&id, "delivered").await;
+    let hooks = &h;
+    let post = move |v: Value| async move {
+        hooks
+            .post(
+                "/webhooks/ses",
+                &[("content-type", "text/plain; charset=UTF-8")],
+                v.to_string().into_bytes(),
+            )
+            .await
+            .0
+    };
+    let bounce = ses_bounce(&id, "ann@example.com");
+
+    let other_host = "https://sns.us-east-1.amazonaws.com.evil.example/cert.pem";
+    assert_eq!(
+        post(sns(
+            &h.sns_key,
+            1,
+            "Notification",
+            &bounce,
+            TOPIC,
+            other_host
+        ))
+        .await,
+        401,
+        "wrong host"
+    );
+    let other_topic = "arn:aws:sns:us-east-1:123456789012:someone-else";
+    assert_eq!(
+        post(sns(
+            &h.sns_key,
+            1,
+            "Notification",
+            &bounce,
+            other_topic,
+            CERT_URL
+        ))
+        .await,
+        401,
+        "wrong topic"
+    );
+    let mut tampered = sns(&h.sns_key, 2, "Notification", &bounce, TOPIC, CERT_URL);
+    tampered["Message"] = json!(ses_bounce(&id, "bob@example.com"));
+    assert_eq!(post(tampered).await, 401, "tampered body");
+    let stranger = rsa_key();
+    assert_eq!(
+        post(sns(&stranger, 2, "Notification", &bounce, TOPIC, CERT_URL)).await,
+        401,
+        "another key"
+    );
+    let mut stale = sns(&h.sns_key, 2, "Notification", &bounce, TOPIC, CERT_URL);
+    stale["Timestamp"] = json!((Utc::now() - chrono::Duration::minutes(6))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    assert_eq!(
+        post(stale).await,
+        401,
+        "signed more than 5 minutes ago (and the signature no longer matches either)"
+    );
+    assert_eq!(
+        h.s.get(&format!("/v1/messages/{id}")).await.body["status"],
+        "delivered",
+        "nothing changed"
+    );
+    assert_eq!(
+        h.s.get("/v1/suppressions/email/ann@example.com?scope=global")
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+
+    for version in [1, 2] {
+        let to = format!("v{version}@example.com");
+        let id = h.s.send(&json!({ "channel": "email", "priority": "P1", "to": to, "subject": "Hi", "body": "Hello" })).await;
+        h.s.wait_status(&id, "delivered").await;
+        let notification = sns(
+            &h.sns_key,
+            version,
+            "Notification",
+            &ses_bounce(&id, &to),
+            TOPIC,
+            CERT_URL,
+        );
+        assert_eq!(
+            post(notification.clone()).await,
+            200,
+            "SignatureVersion {version}"
+        );
+        let view = h.s.wait_status(&id, "bounced").await;
+        assert_eq!(post(notification).await, 200, "a replay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            timeline(&h.s.get(&format!("/v1/messages/{id}")).await.body),
+            timeline(&view),
+            "applied once"
+        );
+        let listed = h.s.get("/v1/suppressions?scope=global").await.body;
+        assert!(
+            listed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["address"] == to && e["reason"] == "hard_bounce"),
+            "{listed:#}"
+        );
+    }
+    let fetched = h.sns.fetched.lock().clone();
+    assert_eq!(
+        fetched.iter().filter(|u| *u == CERT_URL).count(),
+        1,
+        "the certificate is fetched once: {fetched:?}"
+    );
+    assert!(
+        !fetched.iter().any(|u| u.contains("evil")),
+        "never from another host"
+    );
+
+    // Subscription confirmations: confirmed for an allowed topic only.
+    let confirm = sns(
+        &h.sns_key,
+        2,
+        "SubscriptionConfirmation",
+        "You have chosen to subscribe",
+        other_topic,
+        CERT_URL,
+    );
+    assert_eq!(post(confirm).await, 401);
+    assert!(!h
+        .sns
+        .fetched
+        .lock()
+        .iter()
+        .any(|u| u.contains("ConfirmSubscription")));
+    let confirm = sns(
+        &h.sns_key,
+        1,
+        "SubscriptionConfirmation",
+        "You have chosen to subscribe",
+        TOPIC,
+        CERT_URL,
+    );
+    assert_eq!(post(confirm).await, 200);
+    assert!(h
+        .sns
+        .fetched
+        .lock()
+        .iter()
+        .any(|u| u.contains("ConfirmSubscription&Token=token-1")));
+
+    // A genuine notification that is no SES event: 200 and ignored.
+    assert_eq!(
+        post(sns(
+            &h.sns_key,
+            2,
+            "Notification",
+            "{\"hello\":1}",
+            TOPIC,
+            CERT_URL
+        ))
+        .await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postal_events_are_verified_with_the_servers_key() {
+    let h = Hooks::start_with("postal", |_| {}).await;
+    h.answer(
+        json!({ "status": "success", "data": { "message_id": "<m1@postal>",
+                     "messages": { "cat@example.com": { "id": 4711, "token": "tok" } } } }),
+    )
+    .await;
+    let s = &h.s;
+    let id = s
+        .send(
+            &json!({ "channel": "email", "priority": "P1", "to": "cat@example.com",
+                              "subject": "Hi", "body": "Hello" }),
+        )
+        .await;
+    let view = s.wait_status(&id, "sent").await;
+    assert_eq!(view["gateway"], "postal", "{view:#}");
+    let event = |name: &str, uuid: &str| {
+        json!({ "event": name, "timestamp": 1_700_000_000.5, "uuid": uuid,
+                "payload": { "status": "Sent", "details": "250 OK", "output": "250 OK",
+                             "message": { "id": 4711, "token": "tok", "direction": "outgoing" },
+                             "url": "https://acme.example/offer" } })
+        .to_string()
+    };
+    let hooks = &h;
+    let post = move |body: String, header: &'static str, key: RsaPrivateKey| async move {
+        let signature = rsa_sign(&key, header == "x-postal-signature", body.as_bytes());
+        hooks
+            .post(
+                "/webhooks/postal",
+                &[("content-type", "application/json"), (header, &signature)],
+                body.into_bytes(),
+            )
+            .await
+            .0
+    };
+    let sent = event("MessageSent", "u-1");
+    assert_eq!(
+        post(sent.clone(), "x-postal-signature-256", rsa_key()).await,
+        401,
+        "another key"
+    );
+    assert_eq!(
+        post(
+            sent.replace("4711", "4712").replace("u-1", "u-0"),
+            "x-postal-signature-256",
+            h.postal_key.clone()
+        )
+        .await,
+        200,
+        "unknown message, valid: 200"
+    );
+    let mut bad = sent.clone();
+    let signature = rsa_sign(&h.postal_key, false, bad.as_bytes());
+    bad = bad.replace("250 OK", "251 OK");
+    let (status, _) = h
+        .post(
+            "/webhooks/postal",
+            &[("x-postal-signature-256", &signature)],
+            bad.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 401, "tampered body");
+    assert_eq!(
+        s.get(&format!("/v1/messages/{id}")).await.body["status"],
+        "sent"
+    );
+
+    assert_eq!(
+        post(sent.clone(), "x-postal-signature-256", h.postal_key.clone()).await,
+        200
+    );
+    s.wait_status(&id, "delivered").await;
+    // An older Postal signs with SHA-1 only.
+    assert_eq!(
+        post(
+            event("MessageLinkClicked", "u-2"),
+            "x-postal-signature",
+            h.postal_key.clone()
+        )
+        .await,
+        200
+    );
+    let view = s.wait_status(&id, "clicked").await;
+    assert_eq!(
+        post(
+            event("MessageLinkClicked", "u-2"),
+            "x-postal-signature",
+            h.postal_key.clone()
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post(
+            event("DomainDNSError", "u-3"),
+            "x-postal-signature-256",
+            h.postal_key.clone()
+        )
+        .await,
+        200,
+        "unknown event"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        timeline(&s.get(&format!("/v1/messages/{id}")).await.body),
+        timeline(&view)
+    );
+    assert_eq!(
+        timeline(&view),
+        ["queued", "sending", "sent", "delivered", "clicked"]
+    );
+}
+
+fn hub_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"meta-app-secret").unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_handshake_statuses_and_messages() {
+    let h = Hooks::start().await;
+    let get = |q: &str| {
+        let url = format!("{}/webhooks/whatsapp?{q}", h.url);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        get("hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444").await,
+        (200, "1158201444".into())
+    );
+    assert_eq!(
+        get("hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1")
+            .await
+            .0,
+        401
+    );
+
+    h.answer(json!({ "messaging_product": "whatsapp", "messages": [{ "id": "wamid.A1" }] }))
+        .await;
+    let id =
+        h.s.send(
+            &json!({ "channel": "whatsapp", "priority": "P1", "to": "+15551230005", "body": "Hi" }),
+        )
+        .await;
+    h.s.wait_status(&id, "sent").await;
+    let update = json!({ "object": "whatsapp_business_account", "entry": [{ "id": "WABA", "changes": [{
+        "field": "messages",
+        "value": { "messaging_product": "whatsapp",
+                   "metadata": { "display_phone_number": "15550001111", "phone_number_id": "1066" },
+                   "statuses": [{ "id": "wamid.A1", "status": "read", "timestamp": "1700000000", "recipient_id": "15551230005" }],
+                   "messages": [{ "from": "15551230005", "id": "wamid.IN1", "timestamp": "1700000001",
+                                  "type": "text", "text": { "body": "Thanks!" } }] } }] }] })
+    .to_string()
+    .into_bytes();
+    let (status, _) = h
+        .post(
+            "/webhooks/whatsapp",
+            &[("x-hub-signature-256", "sha256=00")],
+            update.clone(),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        h.s.get("/v1/inbound").await.body["items"],
+        json!([]),
+        "nothing stored"
+    );
+    let signature = hub_signature(&update);
+    for _ in 0..2 {
+        let (status, _) = h
+            .post(
+                "/webhooks/whatsapp",
+                &[("x-hub-signature-256", &signature)],
+                update.clone(),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    h.s.wait_status(&id, "opened").await;
+    let inbound = h.s.get("/v1/inbound").await.body;
+    let items = inbound["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "stored once: {inbound:#}");
+    assert_eq!(
+        (
+            items[0]["channel"].as_str(),
+            items[0]["from"].as_str(),
+            items[0]["body"].as_str()
+        ),
+        (Some("whatsapp"), Some("+15551230005"), Some("Thanks!"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_needs_the_secret_token() {
+    let h = Hooks::start().await;
+    let update = json!({ "update_id": 90001, "message": { "message_id": 5, "date": 1700000000,
+                         "chat": { "id": 424242, "type": "private" }, "text": "/start" } })
+    .to_string()
+    .into_bytes();
+    let (status, _) = h
+        .post(
+            "/webhooks/telegram",
+            &[("x-telegram-bot-api-secret-token", "guess")],
+            update.clone(),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = h.post("/webhooks/telegram", &[], update.clone()).await;
+    assert_eq!(status, 401);
+    for _ in 0..2 {
+        let (status, _) = h
+            .post(
+                "/webhooks/telegram",
+                &[("x-telegram-bot-api-secret-token", "tg-secret")],
+                update.clone(),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let items = h.s.get("/v1/inbound").await.body["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 1, "{items:#}");
+    assert_eq!(
+        (items[0]["from"].as_str(), items[0]["body"].as_str()),
+        (Some("424242"), Some("/start"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_unconfigured_sources_and_floods_are_refused() {
+    let h = Hooks::start_with("sandbox", |w| {
+        w.rate_per_second = 2.0;
+        w.telegram = None;
+    })
+    .await;
+    let big = vec![b'a'; 64 * 1024 + 1];
+    let (status, body) = h
+        .post(
+            "/webhooks/postal",
+            &[("x-postal-signature-256", "AAAA")],
+            big,
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let (status, _) = h.post("/webhooks/telegram", &[], b"{}".to_vec()).await;
+    assert_eq!(status, 404, "not configured");
+    // Burst of twice the rate, then 429 with Retry-After; other sources are not affected.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            h.post(
+                "/webhooks/whatsapp",
+                &[("x-hub-signature-256", "sha256=00")],
+                b"{}".to_vec(),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    let (status, _) = h
+        .twilio(
+            "/webhooks/twilio/status",
+            &[("MessageSid", "SM9"), ("MessageStatus", "sent")],
+            false,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
