@@ -26,6 +26,13 @@ pub struct FileConfig {
     /// Paces per gateway and recipient domain (see the README); the defaults cover the big
     /// mailbox providers.
     pub rate_limits: Option<shared::domain::limits::RateLimits>,
+    /// Provider gateways (smtp, postal, twilio, fcm, telegram, whatsapp) and each channel's
+    /// failover order; without any, the sandbox sends everything.
+    #[serde(default)]
+    pub gateways: shared::gateway::config::GatewaysConfig,
+    /// What the provider webhooks are verified with, and who owns which receiving number.
+    #[serde(default)]
+    pub webhooks: shared::webhooks::WebhooksConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +145,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .map_err(|e| anyhow::anyhow!("[rate_limits]: {e}"))?;
         cfg.engine.rate_limits = limits;
     }
+    file.webhooks
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[webhooks]: {e}"))?;
+    cfg.gateways = file.gateways;
+    cfg.webhooks = file.webhooks;
     let bind = args
         .bind
         .clone()
@@ -147,4 +159,69 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         bind,
         embedded: cfg,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileConfig;
+
+    // A runtime: the SMTP gateway's connection pool runs on one.
+    #[tokio::test]
+    async fn gateways_and_webhooks_come_from_herald_toml() {
+        let text = r#"
+            [gateways.order]
+            sms = ["twilio", "sandbox"]
+
+            [gateways.twilio]
+            account_sid = "AC0123"
+            auth_token = { env = "PATH" }
+            from = "+15557654321"
+            public_base_url = "https://herald.example.com"
+
+            [gateways.smtp]
+            host = "smtp.example.com"
+            username = "herald"
+            password = "secret"
+            from = "alerts@example.com"
+
+            [webhooks]
+            public_base_url = "https://herald.example.com"
+            twilio = { auth_token = "twilio-token" }
+            ses = { topic_arns = ["arn:aws:sns:eu-west-1:123456789012:ses-events"] }
+
+            [[webhooks.numbers]]
+            number = "+15557654321"
+            tenant = "acme"
+            replies = { help = "Acme alerts: reply STOP to opt out." }
+        "#;
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert!(file.webhooks.validate().is_ok());
+        assert_eq!(file.gateways.order.len(), 1);
+        let providers = file.gateways.providers().unwrap();
+        let names: Vec<&str> = providers.iter().map(|g| g.name()).collect();
+        assert_eq!(names, ["smtp", "twilio"]);
+        let number = file.webhooks.number("15557654321").unwrap();
+        assert_eq!(number.tenant.as_str(), "acme");
+        assert_eq!(number.replies.help, "Acme alerts: reply STOP to opt out.");
+        assert!(
+            number.replies.stop.contains("START"),
+            "defaults for the rest"
+        );
+
+        let unknown = toml::from_str::<FileConfig>("[webhooks]\ntwillio = {}\n");
+        assert!(
+            unknown.unwrap_err().to_string().contains("twillio"),
+            "typos are errors"
+        );
+        let unsigned: FileConfig =
+            toml::from_str("[webhooks]\ntwilio = { auth_token = \"t\" }\n").unwrap();
+        assert!(
+            unsigned
+                .webhooks
+                .validate()
+                .unwrap_err()
+                .contains("public_base_url"),
+            "twilio signs the public URL: it must be known"
+        );
+    }
 }

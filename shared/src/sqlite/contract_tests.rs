@@ -105,3 +105,26 @@ async fn sqlite_inbound_messages_are_stored_once_and_paged_newest_first() {
     let (_d, b) = backend();
     inbound_messages_are_stored_once_and_paged_newest_first(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_retention_deletes_old_inbound_messages() {
+    use crate::ports::{InboundStore, MessageStore};
+    let (_d, b) = backend();
+    let acme = tenant("acme");
+    b.record_inbound(&crate::ports::contract::inbound(&acme, "SM-old", "hi"))
+        .await
+        .unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::days(1);
+    b.purge(past, past).await.unwrap();
+    assert_eq!(
+        b.list_inbound(&acme, None, 10).await.unwrap().len(),
+        1,
+        "recent: kept"
+    );
+    let future = chrono::Utc::now() + chrono::Duration::seconds(5);
+    b.purge(future, future).await.unwrap();
+    assert!(
+        b.list_inbound(&acme, None, 10).await.unwrap().is_empty(),
+        "past retention: gone"
+    );
+}

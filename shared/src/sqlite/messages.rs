@@ -580,9 +580,12 @@ impl MessageStore for SqliteBackend {
             }
         }
         let keys_ms = ms(keys_cutoff);
+        let inbound_floor = floor.clone();
         total += self
             .writer
             .run(4, move |conn| {
+                // Inbound messages are kept as long as outbound ones (ids are UUIDv7 too).
+                conn.execute("DELETE FROM inbound WHERE id < ?1", [&inbound_floor])?;
                 let now = Utc::now().timestamp_millis();
                 let soft_window =
                     chrono::Duration::days(crate::domain::suppression::SOFT_BOUNCE_WINDOW_DAYS)
