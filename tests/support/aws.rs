@@ -210,6 +210,7 @@ impl Stack {
             lane: None,
             rate_limits: Default::default(),
             gateways: Default::default(),
+            webhooks: Default::default(),
         };
         Stack {
             sdk,

@@ -13,6 +13,7 @@ use super::{sdk_config, AwsBackend, AwsSettings, SqsLanes};
 use crate::engine::tracker::Notified;
 use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
 use crate::gateway::ses_events;
+use crate::webhooks::Webhooks;
 
 /// A fan-out stops this long before the function's deadline, to record its progress.
 const FAN_OUT_MARGIN: Duration = Duration::from_secs(20);
@@ -237,6 +238,26 @@ pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
     lambda_http::run(crate::api::router(cold.herald)).await
+}
+
+/// `webhooks`: the providers' callbacks (`/webhooks/*`) behind API Gateway's HTTP API, the
+/// same Router `herald serve` merges beside the API.
+pub async fn run_webhooks() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    lambda_http::run(webhooks_router(cold)?).await
+}
+
+/// The webhook Router over a cold start's engine, accepting what `HERALD_WEBHOOKS` says.
+pub fn webhooks_router(cold: ColdStart) -> Result<axum::Router, super::SettingsError> {
+    let webhooks = Webhooks::new(cold.herald, cold.settings.webhooks).map_err(|value| {
+        super::SettingsError::Invalid {
+            name: super::settings::WEBHOOKS,
+            what: "webhook settings that can be served",
+            value,
+        }
+    })?;
+    Ok(crate::webhooks::router(Arc::new(webhooks)))
 }
 
 /// `dispatch`: one lane's consumer; the lane comes from `HERALD_LANE`.

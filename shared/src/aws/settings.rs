@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
 use crate::gateway::config::GatewaysConfig;
+use crate::webhooks::WebhooksConfig;
 
 /// The DynamoDB tables. A function only needs the ones it uses; using one that is not set
 /// is a clear error at the first call.
@@ -54,6 +55,9 @@ pub struct AwsSettings {
     /// `HERALD_GATEWAYS`: provider gateways beside SES and the order per channel, as JSON
     /// (the `[gateways]` of herald.toml; secrets as `{"env": "NAME"}`).
     pub gateways: GatewaysConfig,
+    /// `HERALD_WEBHOOKS`: what the provider webhooks accept, as JSON (the `[webhooks]` of
+    /// herald.toml; secrets as `{"env": "NAME"}`). Only the `webhooks` function reads it.
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,7 @@ pub const SUPPRESSIONS_TABLE: &str = "HERALD_SUPPRESSIONS_TABLE";
 pub const RATE_LIMITS_TABLE: &str = "HERALD_RATE_LIMITS_TABLE";
 pub const HEALTH_TABLE: &str = "HERALD_HEALTH_TABLE";
 pub const INBOUND_TABLE: &str = "HERALD_INBOUND_TABLE";
+pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
     "HERALD_QUEUE_URL_P0",
@@ -140,6 +145,23 @@ impl AwsSettings {
                 value: e.to_string(),
             })?,
         };
+        let webhooks = match get(WEBHOOKS) {
+            None => WebhooksConfig::default(),
+            Some(json) => {
+                let config: WebhooksConfig =
+                    serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
+                        name: WEBHOOKS,
+                        what: "JSON like {\"public_base_url\":\"https://…\",\"twilio\":{\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"}}}",
+                        value: e.to_string(),
+                    })?;
+                config.validate().map_err(|value| SettingsError::Invalid {
+                    name: WEBHOOKS,
+                    what: "valid webhook settings",
+                    value,
+                })?;
+                config
+            }
+        };
         Ok(AwsSettings {
             tables: Tables {
                 messages: get(MESSAGES_TABLE),
@@ -162,6 +184,7 @@ impl AwsSettings {
             lane,
             rate_limits,
             gateways,
+            webhooks,
         })
     }
 
@@ -228,5 +251,43 @@ mod tests {
         assert!(matches!(bad, Err(SettingsError::Invalid { .. })));
         let bad_lane = AwsSettings::from_vars(|k| (k == "HERALD_LANE").then(|| "P9".into()));
         assert!(bad_lane.is_err());
+    }
+
+    #[test]
+    fn reads_webhooks_and_names_the_variable_when_wrong() {
+        let with = |json: &'static str| {
+            AwsSettings::from_vars(move |k| (k == WEBHOOKS).then(|| json.to_owned()))
+        };
+        let none = AwsSettings::from_vars(|_| None).unwrap();
+        assert!(none.webhooks.twilio.is_none());
+        assert!(none.webhooks.numbers.is_empty());
+
+        // A secret named by a variable (PATH is always set) and a receiving number.
+        let s = with(
+            r#"{"public_base_url":"https://herald.example.com",
+                "twilio":{"auth_token":{"env":"PATH"}},
+                "numbers":[{"number":"+15557654321","tenant":"acme"}]}"#,
+        )
+        .unwrap();
+        let twilio = s.webhooks.twilio.as_ref().unwrap();
+        assert!(!twilio.auth_token.expose().is_empty());
+        assert_eq!(
+            s.webhooks.number("15557654321").unwrap().tenant.as_str(),
+            "acme"
+        );
+
+        for bad in [
+            "{not json",
+            r#"{"twilio":{"auth_token":"t"}}"#, // Twilio signs the public URL: it is needed
+            r#"{"telegram":{"secret_token":{"env":"HERALD_TEST_NO_SUCH_VARIABLE"},"tenant":"acme"}}"#,
+            r#"{"unknown":1}"#,
+        ] {
+            match with(bad) {
+                Err(e @ SettingsError::Invalid { .. }) => {
+                    assert!(e.to_string().starts_with(WEBHOOKS), "{bad}: {e}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

@@ -1,0 +1,229 @@
+//! The `webhooks` function over DynamoDB (moto): its settings read from `HERALD_WEBHOOKS` as
+//! the template passes them, the Router it runs (`lambda::webhooks_router`) served over HTTP
+//! and fed an API Gateway event from `events/webhooks/`. A signed Twilio STOP is stored once,
+//! answered with TwiML and puts the sender on the list; a forged one changes nothing.
+
+use std::path::Path;
+
+use herald_tests::aws::AwsApi;
+use http_body_util::BodyExt;
+use lambda_http::http::HeaderValue;
+use reqwest::Method;
+use serde_json::json;
+use shared::aws::lambda::{self, ColdStart};
+use shared::aws::settings::WEBHOOKS;
+use shared::aws::AwsSettings;
+use shared::domain::suppression::{Reason, Scope};
+use shared::domain::{Channel, InboundMessage, TenantId};
+use shared::webhooks::signature::twilio_signature;
+use tower::ServiceExt;
+
+const PUBLIC: &str = "https://herald.example.com";
+const INBOUND: &str = "/webhooks/twilio/inbound";
+/// The token `events/webhooks/twilio-inbound-stop.json` is signed with.
+const TOKEN: &str = "twilio-auth-token";
+const NUMBER: &str = "+15557654321";
+
+/// The stack's settings with `HERALD_WEBHOOKS` read as the function reads it.
+fn settings(api: &AwsApi) -> AwsSettings {
+    let config = json!({
+        "public_base_url": PUBLIC,
+        "twilio": { "auth_token": TOKEN },
+        "numbers": [{ "number": NUMBER, "tenant": "acme" }]
+    })
+    .to_string();
+    let read = AwsSettings::from_vars(|name| (name == WEBHOOKS).then(|| config.clone()))
+        .expect("HERALD_WEBHOOKS");
+    AwsSettings {
+        webhooks: read.webhooks,
+        ..api.stack.settings.clone()
+    }
+}
+
+/// The webhooks function's Router over the same tables as `api`.
+fn webhooks_router(api: &AwsApi) -> axum::Router {
+    let cold = ColdStart::with(&api.stack.sdk, settings(api)).unwrap();
+    lambda::webhooks_router(cold).unwrap()
+}
+
+async fn inbound(api: &AwsApi) -> Vec<InboundMessage> {
+    let acme = TenantId::parse("acme").unwrap();
+    api.herald
+        .inbound
+        .list_inbound(&acme, None, 50)
+        .await
+        .unwrap()
+}
+
+fn form(params: &[(&str, &str)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_twilio_stop_is_stored_once_and_suppresses_the_sender() {
+    let api = AwsApi::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = webhooks_router(&api);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let from = "+15551230077";
+    let params = form(&[
+        ("MessageSid", "SM0aws0stop"),
+        ("AccountSid", "AC0123"),
+        ("From", from),
+        ("To", NUMBER),
+        ("Body", "STOP"),
+        ("NumMedia", "0"),
+    ]);
+    let post = |params: Vec<(String, String)>, signature: String| {
+        let client = api.client.clone();
+        let url = format!("{url}{INBOUND}");
+        async move {
+            let res = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", signature)
+                .body(serde_urlencoded::to_string(&params).unwrap())
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let content_type = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (status, content_type, res.text().await.unwrap())
+        }
+    };
+    let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
+
+    let (status, content_type, reply) = post(params.clone(), signature.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(content_type.starts_with("text/xml"), "{content_type}");
+    assert!(
+        reply.contains("<Response><Message>You are unsubscribed"),
+        "TwiML: {reply}"
+    );
+    let stored = inbound(&api).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].from, from);
+    assert_eq!(stored[0].to, NUMBER);
+    assert_eq!(stored[0].body, "STOP");
+    assert_eq!(stored[0].gateway, "twilio");
+    assert_eq!(stored[0].provider_message_id, "SM0aws0stop");
+
+    // Through the API (tenant acme's key) and through the port.
+    let (status, entry) = api
+        .call(
+            Method::GET,
+            &format!("/v1/suppressions/sms/{}", from.replace('+', "%2B")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["reason"], "sms_opt_out", "{entry}");
+    let acme = Scope::Tenant(TenantId::parse("acme").unwrap());
+    let entry = api
+        .herald
+        .suppressions
+        .get_suppression(&acme, Channel::Sms, from)
+        .await
+        .unwrap()
+        .expect("suppressed");
+    assert_eq!(entry.reason, Reason::SmsOptOut);
+    assert_eq!(entry.source.as_deref(), Some("twilio:SM0aws0stop"));
+
+    // Twilio retries a callback it got no answer to: the same reply, nothing stored twice.
+    let (status, _, again) = post(params.clone(), signature.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, reply);
+    assert_eq!(inbound(&api).await.len(), 1, "stored once");
+
+    // Forged: a valid signature of other parameters, and one signed with another token.
+    let other = "+15551230078";
+    let forged = form(&[
+        ("MessageSid", "SM0aws0forged"),
+        ("From", other),
+        ("To", NUMBER),
+        ("Body", "STOP"),
+    ]);
+    let (status, _, body) = post(forged.clone(), signature).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad-signature"), "{body}");
+    let wrong_token = twilio_signature("not-the-token", &format!("{PUBLIC}{INBOUND}"), &forged);
+    let (status, _, body) = post(forged, wrong_token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(inbound(&api).await.len(), 1, "nothing stored");
+    let none = api
+        .herald
+        .suppressions
+        .get_suppression(&acme, Channel::Sms, other)
+        .await
+        .unwrap();
+    assert!(none.is_none(), "{none:?}");
+}
+
+fn fixture(path: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("events/{path}: {e}"))
+}
+
+async fn call(router: &axum::Router, request: lambda_http::Request) -> (u16, String) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_gateway_event_reaches_the_webhooks_function() {
+    let api = AwsApi::start().await;
+    let router = webhooks_router(&api);
+    let event = fixture("webhooks/twilio-inbound-stop.json");
+    let parse = || {
+        lambda_http::request::from_str(&event)
+            .unwrap_or_else(|e| panic!("not an API Gateway request: {e}"))
+    };
+
+    // Tampered first: nothing may come of it.
+    let mut forged = parse();
+    forged.headers_mut().insert(
+        "x-twilio-signature",
+        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
+    let (status, body) = call(&router, forged).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(inbound(&api).await.is_empty());
+
+    // The base64 form body API Gateway passes, signed over the public URL.
+    let (status, reply) = call(&router, parse()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("<Message>You are unsubscribed"), "{reply}");
+    let stored = inbound(&api).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].from, "+15551239876");
+    let (status, entry) = api
+        .call(Method::GET, "/v1/suppressions/sms/%2B15551239876", None)
+        .await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["reason"], "sms_opt_out");
+
+    let (status, _) = call(&router, parse()).await;
+    assert_eq!(status, 200);
+    assert_eq!(inbound(&api).await.len(), 1, "a retry is stored once");
+
+    // Providers left out of HERALD_WEBHOOKS are not served.
+    let mut telegram = parse();
+    *telegram.uri_mut() = "/webhooks/telegram".parse().unwrap();
+    let (status, body) = call(&router, telegram).await;
+    assert_eq!(status, 404, "{body}");
+}
