@@ -384,6 +384,36 @@ async fn stop_start_and_help_keywords_on_inbound_sms() {
     let other = h.s.new_key("other").await;
     let theirs = h.s.get_as("/v1/inbound", &other).await.body;
     assert_eq!(theirs["items"], json!([]), "another tenant sees none");
+
+    // A number blocked for another reason stays blocked through STOP and START.
+    let blocked = "+15551238888";
+    let put =
+        h.s.put_as(
+            &format!("/v1/suppressions/sms/{blocked}"),
+            &h.s.key,
+            &json!({ "reason": "manual" }),
+        )
+        .await;
+    assert_eq!(put.status.as_u16(), 201, "{}", put.body);
+    for (sid, body) in [("SM-in-5", "STOP"), ("SM-in-6", "START")] {
+        let params = [
+            ("MessageSid", sid),
+            ("From", blocked),
+            ("To", "+15557654321"),
+            ("Body", body),
+        ];
+        assert_eq!(
+            h.twilio("/webhooks/twilio/inbound", &params, false).await.0,
+            200
+        );
+    }
+    let r = h.s.post("/v1/messages", &sms(blocked)).await;
+    assert_eq!(r.body["status"], "suppressed", "{}", r.body);
+    let entry =
+        h.s.get(&format!("/v1/suppressions/sms/{blocked}"))
+            .await
+            .body;
+    assert_eq!(entry["reason"], "manual");
 }
 
 /// An SNS message for `message`, signed with `key` (v1: SHA-1, v2: SHA-256).

@@ -10,6 +10,9 @@ use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::ports::StoreError;
 
+/// How long a keyword's application is remembered: longer than any provider retries.
+const KEYWORD_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// What a tenant answers to the keywords on its numbers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,47 +67,67 @@ impl Herald {
         replies: &KeywordReplies,
     ) -> Result<Option<String>, StoreError> {
         let keyword = message.keyword.filter(|_| message.channel == Channel::Sms);
-        let first = self.inbound.record_inbound(&message).await?;
+        self.inbound.record_inbound(&message).await?;
         let Some(keyword) = keyword else {
             return Ok(None);
         };
-        if first {
-            let scope = Scope::Tenant(message.tenant.clone());
-            let address = canonical_address(Channel::Sms, &message.from);
-            match keyword {
-                Keyword::Stop => {
-                    info!(tenant = %message.tenant, "sms opt-out by keyword");
-                    self.suppressions
-                        .put_suppressions(vec![Suppression {
-                            scope,
-                            channel: Channel::Sms,
-                            address,
-                            reason: Reason::SmsOptOut,
-                            source: Some(format!(
-                                "{}:{}",
-                                message.gateway, message.provider_message_id
-                            )),
-                            created_at: message.received_at,
-                            expires_at: None,
-                        }])
-                        .await?;
-                }
-                Keyword::Start => {
-                    // START undoes an opt-out only: a complaint or a manual entry stays.
-                    let entry = self
-                        .suppressions
-                        .get_suppression(&scope, Channel::Sms, &address)
-                        .await?;
-                    if entry.is_some_and(|e| e.reason == Reason::SmsOptOut) {
-                        info!(tenant = %message.tenant, "sms opt-in by keyword");
-                        self.suppressions
-                            .delete_suppression(&scope, Channel::Sms, &address)
-                            .await?;
-                    }
-                }
-                Keyword::Help => {}
+        // The keyword's effect is applied once per provider message, and forgotten again if
+        // it fails, so the provider's retry applies it then (a stored message alone is not
+        // proof that its STOP took effect).
+        let key = format!("{}:{}", message.gateway, message.provider_message_id);
+        if self
+            .events
+            .first_seen("keyword", &key, KEYWORD_KEEP)
+            .await?
+        {
+            if let Err(e) = self.apply_keyword(&message, keyword).await {
+                self.events.forget("keyword", &key).await?;
+                return Err(e);
             }
         }
         Ok(Some(replies.for_keyword(keyword).to_owned()))
+    }
+
+    async fn apply_keyword(
+        &self,
+        message: &InboundMessage,
+        keyword: Keyword,
+    ) -> Result<(), StoreError> {
+        let scope = Scope::Tenant(message.tenant.clone());
+        let address = canonical_address(Channel::Sms, &message.from);
+        let existing = self
+            .suppressions
+            .get_suppression(&scope, Channel::Sms, &address)
+            .await?;
+        match keyword {
+            // An entry for another reason (a complaint, a manual block) stays as it is, so a
+            // later START cannot lift it.
+            Keyword::Stop if existing.is_none() => {
+                info!(tenant = %message.tenant, "sms opt-out by keyword");
+                self.suppressions
+                    .put_suppressions(vec![Suppression {
+                        scope,
+                        channel: Channel::Sms,
+                        address,
+                        reason: Reason::SmsOptOut,
+                        source: Some(format!(
+                            "{}:{}",
+                            message.gateway, message.provider_message_id
+                        )),
+                        created_at: message.received_at,
+                        expires_at: None,
+                    }])
+                    .await?;
+            }
+            // START undoes an opt-out only.
+            Keyword::Start if existing.is_some_and(|e| e.reason == Reason::SmsOptOut) => {
+                info!(tenant = %message.tenant, "sms opt-in by keyword");
+                self.suppressions
+                    .delete_suppression(&scope, Channel::Sms, &address)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -260,8 +260,11 @@ impl Herald {
         }
         // Waiting on a message that is still being handed over is worth a retry; waiting on
         // one no id leads to is not.
-        if resolve_ids(self, &left).await?.iter().all(Option::is_none) {
-            return Ok(Notified::Unknown);
+        match resolve_ids(self, &left).await {
+            Ok(ids) if ids.iter().all(Option::is_none) => return Ok(Notified::Unknown),
+            Ok(_) => {}
+            // Forgotten below either way, so the provider's retry is not taken for a repeat.
+            Err(e) => warn!(error = %e, "provider event lookup failed"),
         }
         self.events.forget(source, id).await?;
         Ok(Notified::Retry)

@@ -77,7 +77,9 @@ struct Envelope {
     subscribe_url: Option<String>,
 }
 
-/// SNS hosts only: `sns.<region>.amazonaws.com` (or `.com.cn`), over https.
+/// SNS hosts only: `sns.<region>.amazonaws.com` (or `.com.cn`) over https, where the region
+/// looks like one (`us-east-1`, `ap-southeast-2`, `us-gov-west-1`): never an S3 bucket host
+/// such as `sns.s3.amazonaws.com`, and no credentials or port in the URL.
 fn is_sns_url(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url) else {
         return false;
@@ -92,10 +94,40 @@ fn is_sns_url(url: &str) -> bool {
         .unwrap_or_default();
     url.scheme() == "https"
         && url.port().is_none()
-        && !region.is_empty()
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && url.username().is_empty()
+        && url.password().is_none()
+        && is_region(region)
+}
+
+fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+}
+
+/// A signing certificate's URL: an SNS host, the `SimpleNotificationService-<id>.pem` path and
+/// no query, so a sender cannot make Herald fetch (and cache) arbitrary URLs.
+fn is_certificate_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let name = parsed
+        .path()
+        .strip_prefix("/SimpleNotificationService-")
+        .and_then(|p| p.strip_suffix(".pem"))
+        .unwrap_or_default();
+    is_sns_url(url)
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+        && !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 impl Envelope {
@@ -148,9 +180,9 @@ impl SnsVerifier {
     }
 
     async fn key(&self, url: &str) -> Result<RsaPublicKey, Refusal> {
-        if !is_sns_url(url) {
+        if !is_certificate_url(url) {
             return Err(Refusal::BadSignature(format!(
-                "SigningCertURL {url} is not an https SNS host"
+                "SigningCertURL {url} is not an SNS signing certificate"
             )));
         }
         if let Some(key) = self.certificates.lock().get(url) {
@@ -250,7 +282,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<Response, Refu
 
 #[cfg(test)]
 mod tests {
-    use super::is_sns_url;
+    use super::{is_certificate_url, is_sns_url};
 
     #[test]
     fn certificates_come_from_sns_hosts_over_https_only() {
@@ -267,9 +299,25 @@ mod tests {
             "https://sns..amazonaws.com/cert.pem",
             "https://s3.us-east-1.amazonaws.com/cert.pem",
             "https://sns.us-east-1.amazonaws.com:8443/cert.pem",
+            "https://sns.s3.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://user@sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
             "not a url",
         ] {
             assert!(!is_sns_url(bad), "{bad}");
+        }
+        assert!(is_sns_url(
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem"
+        ));
+        assert!(is_certificate_url(
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem"
+        ));
+        for bad in [
+            "https://sns.eu-west-1.amazonaws.com/cert.pem",
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem?1",
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-../x.pem",
+        ] {
+            assert!(!is_certificate_url(bad), "{bad}");
         }
     }
 }
