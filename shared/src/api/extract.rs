@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::problem::Problem;
 use crate::domain::{ApiKey, FieldError, TenantId};
 use crate::engine::{Herald, IdempotencyInput};
+use crate::webhooks::signature::constant_time_eq;
 
 /// The tenant that owns the presented API key.
 pub struct AuthTenant(pub TenantId);
@@ -44,10 +46,6 @@ impl FromRequestParts<Arc<Herald>> for AuthTenant {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A JSON body parsed into `T`, with the raw bytes kept for the idempotency hash.
 pub struct JsonBody<T> {
     pub value: T,
@@ -75,23 +73,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "send the body as Content-Type: application/json",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "the request body is too large",
-                )
-            } else {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-body",
-                    rejection.body_text(),
-                )
-            }
-        })?;
+        let raw = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_problem(&rejection, "the request body is too large"))?;
         let value = parse_json(&raw)?;
         Ok(JsonBody { value, raw })
+    }
+}
+
+/// A body that could not be read: over the route's limit (413, with `too_large` as detail) or
+/// broken off (400).
+pub fn body_problem(rejection: &BytesRejection, too_large: impl Into<String>) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            too_large,
+        )
+    } else {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+            rejection.body_text(),
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{AuthTenant, JsonBody};
+use super::extract::{body_problem, AuthTenant, JsonBody};
 use super::problem::Problem;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, FieldError};
@@ -293,19 +293,10 @@ pub async fn import(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, Problem> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
-            )
-        } else {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-body",
-                rejection.body_text(),
-            )
-        }
+        body_problem(
+            &rejection,
+            format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
+        )
     })?;
     let csv_type = headers
         .get(header::CONTENT_TYPE)

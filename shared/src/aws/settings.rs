@@ -120,48 +120,24 @@ impl AwsSettings {
             configuration_set,
             default_from,
         });
-        let rate_limits = match get("HERALD_RATE_LIMITS") {
-            None => RateLimits::default(),
-            Some(json) => {
-                let limits: RateLimits =
-                    serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
-                        name: "HERALD_RATE_LIMITS",
-                        what: "JSON like {\"gateways\":{\"ses\":{\"per_second\":14}}}",
-                        value: e.to_string(),
-                    })?;
-                limits.validate().map_err(|value| SettingsError::Invalid {
-                    name: "HERALD_RATE_LIMITS",
-                    what: "valid paces",
-                    value,
-                })?;
-                limits
-            }
-        };
-        let gateways = match get("HERALD_GATEWAYS") {
-            None => GatewaysConfig::default(),
-            Some(json) => serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
-                name: "HERALD_GATEWAYS",
-                what: "JSON like {\"twilio\":{\"account_sid\":\"AC…\",\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"},\"from\":\"+1…\"}}",
-                value: e.to_string(),
-            })?,
-        };
-        let webhooks = match get(WEBHOOKS) {
-            None => WebhooksConfig::default(),
-            Some(json) => {
-                let config: WebhooksConfig =
-                    serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
-                        name: WEBHOOKS,
-                        what: "JSON like {\"public_base_url\":\"https://…\",\"twilio\":{\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"}}}",
-                        value: e.to_string(),
-                    })?;
-                config.validate().map_err(|value| SettingsError::Invalid {
-                    name: WEBHOOKS,
-                    what: "valid webhook settings",
-                    value,
-                })?;
-                config
-            }
-        };
+        let rate_limits = json_setting(
+            get("HERALD_RATE_LIMITS"),
+            "HERALD_RATE_LIMITS",
+            "JSON like {\"gateways\":{\"ses\":{\"per_second\":14}}}",
+            ("valid paces", RateLimits::validate),
+        )?;
+        let gateways = json_setting(
+            get("HERALD_GATEWAYS"),
+            "HERALD_GATEWAYS",
+            "JSON like {\"twilio\":{\"account_sid\":\"AC…\",\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"},\"from\":\"+1…\"}}",
+            ("gateways", |_: &GatewaysConfig| Ok(())),
+        )?;
+        let webhooks = json_setting(
+            get(WEBHOOKS),
+            WEBHOOKS,
+            "JSON like {\"public_base_url\":\"https://…\",\"twilio\":{\"auth_token\":{\"env\":\"TWILIO_AUTH_TOKEN\"}}}",
+            ("valid webhook settings", WebhooksConfig::validate),
+        )?;
         Ok(AwsSettings {
             tables: Tables {
                 messages: get(MESSAGES_TABLE),
@@ -191,6 +167,30 @@ impl AwsSettings {
     pub fn from_env() -> Result<AwsSettings, SettingsError> {
         AwsSettings::from_vars(|name| std::env::var(name).ok())
     }
+}
+
+/// A setting given as JSON: absent is the default; unreadable JSON (`example` says what is
+/// expected) or a value `validate` refuses names the variable.
+fn json_setting<T: serde::de::DeserializeOwned + Default>(
+    value: Option<String>,
+    name: &'static str,
+    example: &'static str,
+    (valid, validate): (&'static str, impl Fn(&T) -> Result<(), String>),
+) -> Result<T, SettingsError> {
+    let Some(json) = value else {
+        return Ok(T::default());
+    };
+    let parsed: T = serde_json::from_str(&json).map_err(|e| SettingsError::Invalid {
+        name,
+        what: example,
+        value: e.to_string(),
+    })?;
+    validate(&parsed).map_err(|value| SettingsError::Invalid {
+        name,
+        what: valid,
+        value,
+    })?;
+    Ok(parsed)
 }
 
 impl Tables {

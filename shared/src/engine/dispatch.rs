@@ -282,6 +282,7 @@ impl Herald {
         if let Some(wait) = self.pace(&m, gateway.name()).await {
             return wait;
         }
+        let metadata = |key: &str| m.metadata.as_ref().and_then(|md| md.get(key));
         let outbound = OutboundMessage {
             id: m.id,
             tenant: m.tenant.clone(),
@@ -292,16 +293,10 @@ impl Herald {
             content: m.content.clone(),
             attempt: m.attempts,
             correlation_id: m.correlation_id.clone(),
-            unsubscribe_url: m
-                .metadata
-                .as_ref()
-                .and_then(|md| md.get("unsubscribe_url"))
+            unsubscribe_url: metadata("unsubscribe_url")
                 .and_then(|u| u.as_str())
                 .map(str::to_owned),
-            media_urls: m
-                .metadata
-                .as_ref()
-                .and_then(|md| md.get("media_urls"))
+            media_urls: metadata("media_urls")
                 .and_then(|u| u.as_array())
                 .map(|urls| {
                     urls.iter()
@@ -309,11 +304,7 @@ impl Herald {
                         .collect()
                 })
                 .unwrap_or_default(),
-            whatsapp_template: m
-                .metadata
-                .as_ref()
-                .and_then(|md| md.get("whatsapp_template"))
-                .cloned(),
+            whatsapp_template: metadata("whatsapp_template").cloned(),
         };
         let started = Instant::now();
         let result =

@@ -5,13 +5,11 @@
 use serde::Deserialize;
 use tracing::info;
 
+use super::tracker::EVENT_ID_KEEP;
 use super::Herald;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::ports::StoreError;
-
-/// How long a keyword's application is remembered: longer than any provider retries.
-const KEYWORD_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// What a tenant answers to the keywords on its numbers.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,7 +75,7 @@ impl Herald {
         let key = format!("{}:{}", message.gateway, message.provider_message_id);
         if self
             .events
-            .first_seen("keyword", &key, KEYWORD_KEEP)
+            .first_seen("keyword", &key, EVENT_ID_KEEP)
             .await?
         {
             if let Err(e) = self.apply_keyword(&message, keyword).await {

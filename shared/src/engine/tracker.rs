@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Herald;
-use crate::domain::suppression::Reason;
 use crate::domain::{EventKind, MessageId, MessageStatus};
 use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutcome};
 
@@ -186,12 +185,17 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
     }
     // Bounces and complaints suppress the address, whatever the message's state by now.
     for ((event, id), waiting) in events.iter().zip(&ids).zip(&wait) {
-        // A provider's failure report may name a reason too (Twilio 21610: opted out).
-        let named = event
-            .detail
-            .get("suppress")
-            .and_then(|r| r.as_str())
-            .and_then(Reason::parse);
+        // A failure report's error code means what it would for a refused send, and the
+        // gateway knows which codes suppress (Twilio 21610: the recipient opted out).
+        let named = (event.kind == ProviderEventKind::Failed)
+            .then(|| error_code(&event.detail))
+            .flatten()
+            .and_then(|code| {
+                herald
+                    .gateways
+                    .named(&event.gateway)?
+                    .suppression_for(&code)
+            });
         let suppressing = named.is_some()
             || matches!(
                 event.kind,
@@ -227,8 +231,17 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
         .collect()
 }
 
+/// The provider's error code in an event's detail (a string or a number).
+fn error_code(detail: &serde_json::Value) -> Option<String> {
+    match detail.get("error_code")? {
+        serde_json::Value::String(code) => Some(code.clone()),
+        serde_json::Value::Number(code) => Some(code.to_string()),
+        _ => None,
+    }
+}
+
 /// How long a provider's event id is remembered: longer than any provider retries.
-const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What became of a provider notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

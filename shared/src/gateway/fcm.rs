@@ -95,18 +95,18 @@ impl FcmGateway {
                 return Ok(token.clone());
             }
         }
-        let res = self
-            .client
-            .post(&self.token_uri)
-            .form(&[
+        let http::Answer {
+            status,
+            body: answer,
+            ..
+        } = http::call(
+            "fcm token",
+            self.client.post(&self.token_uri).form(&[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", &self.assertion()),
-            ])
-            .send()
-            .await
-            .map_err(|e| http::unreachable("fcm token", e))?;
-        let status = res.status();
-        let answer: Value = res.json().await.unwrap_or(Value::Null);
+            ]),
+        )
+        .await?;
         let token = answer["access_token"].as_str();
         match (status.is_success(), token) {
             (true, Some(token)) => {
@@ -168,24 +168,13 @@ impl Gateway for FcmGateway {
             self.config.base_url.trim_end_matches('/'),
             self.config.project_id
         );
-        let res = self
-            .client
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| http::unreachable(FCM, e))?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        let http::Answer {
+            status,
+            headers,
+            body: answer,
+        } = http::call(FCM, self.client.post(url).bearer_auth(token).json(&body)).await?;
         if status.is_success() {
-            let name = answer["name"].as_str().ok_or_else(|| {
-                GatewayError::Transient("fcm accepted the message but returned no name".into())
-            })?;
-            return Ok(GatewayReceipt {
-                provider_message_id: name.to_owned(),
-            });
+            return http::receipt(FCM, answer["name"].as_str().map(str::to_owned));
         }
         let code = error_code(&answer);
         let message = answer["error"]["message"]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use crate::ports::GatewayError;
+use serde_json::Value;
+
+use crate::ports::{GatewayError, GatewayReceipt};
 
 /// A provider call that takes longer is abandoned (the engine's own send timeout is longer).
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,9 +31,43 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// No answer, or no readable one: worth retrying.
-pub fn unreachable(provider: &str, e: reqwest::Error) -> GatewayError {
-    GatewayError::Transient(format!("{provider}: {e}"))
+/// A provider's answer: status, headers, and the JSON body (`Null` when there is none).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// Sends a provider request. No answer at all is worth retrying.
+pub async fn call(
+    provider: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<Answer, GatewayError> {
+    let res = request
+        .send()
+        .await
+        .map_err(|e| GatewayError::Transient(format!("{provider}: {e}")))?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.json().await.unwrap_or(Value::Null);
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The receipt of an accepted send. An acceptance without an id cannot be tracked, so it is
+/// treated as not sent.
+pub fn receipt(provider: &str, id: Option<String>) -> Result<GatewayReceipt, GatewayError> {
+    id.map(|provider_message_id| GatewayReceipt {
+        provider_message_id,
+    })
+    .ok_or_else(|| {
+        GatewayError::Transient(format!(
+            "{provider} accepted the message but returned no id"
+        ))
+    })
 }
 
 /// The default reading of an error status when the body says nothing more specific.

@@ -131,6 +131,11 @@ impl GatewayRegistry {
             .flat_map(|(c, gs)| gs.iter().map(move |g| (*c, g)))
     }
 
+    /// The gateway registered under `name`, for any channel.
+    pub fn named(&self, name: &str) -> Option<&Arc<dyn Gateway>> {
+        self.gateways().map(|(_, g)| g).find(|g| g.name() == name)
+    }
+
     /// Every gateway once, whatever channels it serves.
     pub fn distinct(&self) -> Vec<Arc<dyn Gateway>> {
         let mut seen = Vec::new();

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::http;
 use super::mime::unsubscribe_headers;
@@ -69,29 +69,25 @@ impl Gateway for PostalGateway {
             "{}/api/v1/send/message",
             self.config.base_url.trim_end_matches('/')
         );
-        let res = self
-            .client
-            .post(url)
-            .header("X-Server-API-Key", self.config.api_key.expose())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| http::unreachable(POSTAL, e))?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        let http::Answer {
+            status,
+            headers,
+            body: answer,
+        } = http::call(
+            POSTAL,
+            self.client
+                .post(url)
+                .header("X-Server-API-Key", self.config.api_key.expose())
+                .json(&body),
+        )
+        .await?;
         if status.is_success() && answer["status"] == "success" {
             // Postal's per-recipient message id is what its webhooks name.
             let id = answer["data"]["messages"][&m.to]["id"]
                 .as_u64()
                 .map(|id| id.to_string())
-                .or_else(|| answer["data"]["message_id"].as_str().map(str::to_owned))
-                .ok_or_else(|| {
-                    GatewayError::Transient("postal accepted the message but returned no id".into())
-                })?;
-            return Ok(GatewayReceipt {
-                provider_message_id: id,
-            });
+                .or_else(|| answer["data"]["message_id"].as_str().map(str::to_owned));
+            return http::receipt(POSTAL, id);
         }
         let code = answer["data"]["code"]
             .as_str()

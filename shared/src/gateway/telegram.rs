@@ -63,26 +63,23 @@ impl Gateway for TelegramGateway {
             self.config.base_url.trim_end_matches('/'),
             self.config.bot_token.expose()
         );
-        let res = self
-            .client
-            .post(url)
-            .json(&json!({ "chat_id": chat, "text": m.content.body }))
-            .send()
-            .await
-            .map_err(|e| http::unreachable(TELEGRAM, e))?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        let http::Answer {
+            status,
+            headers,
+            body: answer,
+        } = http::call(
+            TELEGRAM,
+            self.client
+                .post(url)
+                .json(&json!({ "chat_id": chat, "text": m.content.body })),
+        )
+        .await?;
         if answer["ok"] == true {
-            let id = answer["result"]["message_id"].as_i64().ok_or_else(|| {
-                GatewayError::Transient("telegram accepted the message but returned no id".into())
-            })?;
             let chat_id = answer["result"]["chat"]["id"]
                 .as_i64()
                 .map_or(m.to.clone(), |c| c.to_string());
-            return Ok(GatewayReceipt {
-                provider_message_id: format!("{chat_id}:{id}"),
-            });
+            let id = answer["result"]["message_id"].as_i64();
+            return http::receipt(TELEGRAM, id.map(|id| format!("{chat_id}:{id}")));
         }
         let code = answer["error_code"]
             .as_u64()

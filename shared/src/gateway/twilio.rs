@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::http;
 use super::secret::Secret;
@@ -116,8 +115,9 @@ impl Gateway for TwilioGateway {
             form.push((
                 "StatusCallback",
                 format!(
-                    "{}/webhooks/twilio/status?herald_id={}",
+                    "{}{}?herald_id={}",
                     base.trim_end_matches('/'),
+                    crate::webhooks::twilio::STATUS_PATH,
                     m.id
                 ),
             ));
@@ -131,24 +131,20 @@ impl Gateway for TwilioGateway {
             self.config.account_sid
         );
         let (user, password) = self.credentials();
-        let res = self
-            .client
-            .post(url)
-            .basic_auth(user, Some(password))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::unreachable(TWILIO, e))?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let http::Answer {
+            status,
+            headers,
+            body,
+        } = http::call(
+            TWILIO,
+            self.client
+                .post(url)
+                .basic_auth(user, Some(password))
+                .form(&form),
+        )
+        .await?;
         if status.is_success() {
-            let sid = body["sid"].as_str().ok_or_else(|| {
-                GatewayError::Transient("twilio accepted the message but returned no sid".into())
-            })?;
-            return Ok(GatewayReceipt {
-                provider_message_id: sid.to_owned(),
-            });
+            return http::receipt(TWILIO, body["sid"].as_str().map(str::to_owned));
         }
         let code = body["code"].as_u64();
         let message = body["message"].as_str().unwrap_or("no message").to_owned();

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::http;
 use super::secret::Secret;
@@ -93,24 +93,23 @@ impl Gateway for WhatsappGateway {
             self.config.api_version,
             self.config.phone_number_id
         );
-        let res = self
-            .client
-            .post(url)
-            .bearer_auth(self.config.access_token.expose())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| http::unreachable(WHATSAPP, e))?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        let http::Answer {
+            status,
+            headers,
+            body: answer,
+        } = http::call(
+            WHATSAPP,
+            self.client
+                .post(url)
+                .bearer_auth(self.config.access_token.expose())
+                .json(&body),
+        )
+        .await?;
         if status.is_success() {
-            let id = answer["messages"][0]["id"].as_str().ok_or_else(|| {
-                GatewayError::Transient("whatsapp accepted the message but returned no id".into())
-            })?;
-            return Ok(GatewayReceipt {
-                provider_message_id: id.to_owned(),
-            });
+            return http::receipt(
+                WHATSAPP,
+                answer["messages"][0]["id"].as_str().map(str::to_owned),
+            );
         }
         let error = &answer["error"];
         let code = error["code"].as_u64().unwrap_or(0);

@@ -112,10 +112,6 @@ impl WebhooksConfig {
                     .into(),
             );
         }
-        if let Some(postal) = &self.postal {
-            super::signature::rsa_public_key(&postal.public_key)
-                .map_err(|e| format!("webhooks.postal.public_key: {e}"))?;
-        }
         Ok(())
     }
 

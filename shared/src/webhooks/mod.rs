@@ -8,7 +8,7 @@ mod postal;
 pub mod signature;
 mod sns;
 mod telegram;
-mod twilio;
+pub mod twilio;
 mod whatsapp;
 
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub struct Webhooks {
     pub config: WebhooksConfig,
     limiter: TokenBuckets,
     sns: sns::SnsVerifier,
+    /// Postal's key, parsed once.
+    postal_key: Option<rsa::RsaPublicKey>,
 }
 
 impl Webhooks {
@@ -57,9 +59,16 @@ impl Webhooks {
         fetch: Arc<dyn HttpsFetch>,
     ) -> Result<Webhooks, String> {
         config.validate()?;
+        let postal_key = config
+            .postal
+            .as_ref()
+            .map(|p| signature::rsa_public_key(&p.public_key))
+            .transpose()
+            .map_err(|e| format!("webhooks.postal.public_key: {e}"))?;
         Ok(Webhooks {
             herald,
             config,
+            postal_key,
             limiter: TokenBuckets::new(),
             sns: sns::SnsVerifier::new(fetch),
         })
@@ -174,6 +183,14 @@ fn refuse(source: &'static str, refusal: Refusal) -> Response {
         other => info!(source, refusal = %other, "webhook refused"),
     }
     refusal.into_response()
+}
+
+/// The answer to a webhook: 200 once processed, else the refusal (logged).
+fn respond(source: &'static str, processed: Result<(), Refusal>) -> Response {
+    match processed {
+        Ok(()) => ok(),
+        Err(refusal) => refuse(source, refusal),
+    }
 }
 
 /// Applies one provider event notification once, by the provider's id for it.

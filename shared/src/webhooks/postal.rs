@@ -9,16 +9,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::signature::{rsa_public_key, verify_rsa, RsaHash};
-use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use super::signature::{verify_rsa, RsaHash};
+use super::{admit, apply, header_str, respond, Refusal, Webhooks};
 use crate::gateway::postal::POSTAL;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    match process(&webhooks, request).await {
-        Ok(()) => ok(),
-        Err(refusal) => refuse("postal", refusal),
-    }
+    respond("postal", process(&webhooks, request).await)
 }
 
 /// Postal's event -> Herald's, and where in the payload the message is.
@@ -41,9 +38,8 @@ fn event_kind(event: &str) -> Option<(ProviderEventKind, &'static str)> {
 }
 
 async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
-    let config = webhooks
-        .config
-        .postal
+    let key = webhooks
+        .postal_key
         .as_ref()
         .ok_or(Refusal::NotConfigured("postal"))?;
     let (headers, _, body) = admit(webhooks, "postal", request).await?;
@@ -55,9 +51,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
                 .ok_or_else(|| Refusal::BadSignature("no X-Postal-Signature(-256)".into()))?,
         ),
     };
-    // `validate` parsed this key at start-up.
-    let key = rsa_public_key(&config.public_key).map_err(Refusal::BadSignature)?;
-    verify_rsa(&key, hash, &body, signature).map_err(Refusal::BadSignature)?;
+    verify_rsa(key, hash, &body, signature).map_err(Refusal::BadSignature)?;
 
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tracing::info;
 
 use super::signature::{certificate_key, verify_rsa, RsaHash};
-use super::{admit, apply, ok, refuse, Refusal, Webhooks};
+use super::{admit, apply, respond, Refusal, Webhooks};
 use crate::gateway::ses_events;
 
 /// Notifications signed longer ago (or ahead) than this are refused.
@@ -222,13 +222,10 @@ impl SnsVerifier {
 }
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    match process(&webhooks, request).await {
-        Ok(response) => response,
-        Err(refusal) => refuse("sns", refusal),
-    }
+    respond("sns", process(&webhooks, request).await)
 }
 
-async fn process(webhooks: &Webhooks, request: Request) -> Result<Response, Refusal> {
+async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
     let allowed = &webhooks
         .config
         .ses
@@ -261,21 +258,21 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<Response, Refu
                 .await
                 .map_err(|e| Refusal::Malformed(format!("subscription not confirmed: {e}")))?;
             info!(topic = %envelope.topic_arn, "SNS subscription confirmed");
-            Ok(ok())
+            Ok(())
         }
         "Notification" => match ses_events::ses_events(&envelope.message) {
             Ok(events) => {
                 apply(webhooks, "sns", &envelope.message_id, events).await?;
-                Ok(ok())
+                Ok(())
             }
             Err(e) => {
                 info!(sns_message_id = %envelope.message_id, error = %e, "SNS notification is no SES event; ignored");
-                Ok(ok())
+                Ok(())
             }
         },
         _ => {
             info!(kind = %envelope.kind, topic = %envelope.topic_arn, "SNS message ignored");
-            Ok(ok())
+            Ok(())
         }
     }
 }

@@ -10,16 +10,13 @@ use serde_json::Value;
 use tracing::info;
 
 use super::signature::constant_time_eq;
-use super::{admit, header_str, ok, refuse, Refusal, Webhooks};
+use super::{admit, header_str, respond, Refusal, Webhooks};
 use crate::domain::{Channel, InboundMessage, MessageId};
 use crate::engine::inbound::KeywordReplies;
 use crate::gateway::telegram::TELEGRAM;
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    match process(&webhooks, request).await {
-        Ok(()) => ok(),
-        Err(refusal) => refuse("telegram", refusal),
-    }
+    respond("telegram", process(&webhooks, request).await)
 }
 
 async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {

@@ -12,12 +12,13 @@ use serde_json::json;
 use tracing::info;
 
 use super::signature::{constant_time_eq, twilio_signature};
-use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::gateway::twilio::TWILIO;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
-pub(super) const STATUS_PATH: &str = "/webhooks/twilio/status";
+/// Where Twilio reports on a message: the gateway names it as each send's StatusCallback.
+pub const STATUS_PATH: &str = "/webhooks/twilio/status";
 pub(super) const INBOUND_PATH: &str = "/webhooks/twilio/inbound";
 
 /// Reads the form after checking its signature.
@@ -82,10 +83,7 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 pub(super) async fn status(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    match process_status(&webhooks, request).await {
-        Ok(()) => ok(),
-        Err(refusal) => refuse("twilio", refusal),
-    }
+    respond("twilio", process_status(&webhooks, request).await)
 }
 
 /// Twilio's message status -> Herald's event; `sent` and the in-flight states change nothing.
@@ -118,9 +116,6 @@ async fn process_status(webhooks: &Webhooks, request: Request) -> Result<(), Ref
     if let Some(code) = code {
         detail["error_code"] = json!(code);
         detail["error"] = json!(format!("twilio error {code}"));
-        if code == "21610" {
-            detail["suppress"] = json!("sms_opt_out");
-        }
     }
     let event = ProviderEvent {
         gateway: TWILIO.into(),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::signature::{constant_time_eq, hub_signature_256};
-use super::{admit, apply, header_str, ok, refuse, Refusal, Webhooks};
+use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
 use crate::domain::{Channel, InboundMessage, MessageId};
 use crate::gateway::whatsapp::WHATSAPP;
 use crate::ports::{ProviderEvent, ProviderEventKind};
@@ -42,10 +42,7 @@ pub(super) async fn verify(
 }
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    match process(&webhooks, request).await {
-        Ok(()) => ok(),
-        Err(refusal) => refuse("whatsapp", refusal),
-    }
+    respond("whatsapp", process(&webhooks, request).await)
 }
 
 fn event_kind(status: &str) -> Option<ProviderEventKind> {

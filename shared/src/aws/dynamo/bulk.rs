@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
-use crate::ports::{
-    AcceptOutcome, IdempotencyRecord, LaneRef, MessageStore, StoreError, SuppressionStore,
-};
+use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError, SuppressionStore};
 
 /// A part stays well under DynamoDB's 400 KB item limit.
 const PART_BYTES: usize = 300 * 1024;
@@ -156,27 +154,9 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(bulk_id)")
             .build()
             .map_err(build_error)?;
-        let mut commit = vec![TransactWriteItem::builder().put(put).build()];
-        if let Some(record) = &idempotency {
-            commit.push(
-                TransactWriteItem::builder()
-                    .put(self.idempotency_put(record)?)
-                    .build(),
-            );
-        }
-        let committed = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(commit))
-            .send()
-            .await;
-        if let Err(e) = committed {
-            if let Some(record) = &idempotency {
-                if let Some(existing) = self.find_idempotency(&record.tenant, &record.key).await? {
-                    return Ok(AcceptOutcome::KeyExists(existing));
-                }
-            }
-            return Err(unavailable("TransactWriteItems", e));
+        let commit = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(existing) = self.commit_with_key(commit, idempotency.as_ref()).await? {
+            return Ok(AcceptOutcome::KeyExists(existing));
         }
         let bulk_ref = BulkRef {
             bulk_id: job.bulk_id.clone(),

@@ -3,12 +3,13 @@
 //! idempotency table, written in the same transaction (see docs/dynamodb.md).
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::DateTime;
 
 use super::item::{get_n, get_s, ms, n, opt_s, s, Item};
-use super::{build_error, epoch_seconds, unavailable, DynamoStore};
+use super::{
+    build_error, cancelled_by_condition, epoch_seconds, query_up_to, unavailable, DynamoStore,
+};
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
 use crate::ports::{InboundStore, StoreError};
 
@@ -109,20 +110,9 @@ impl InboundStore for DynamoStore {
             .await;
         match written {
             Ok(_) => Ok(true),
-            Err(e) => {
-                // The marker is the first item: its condition failing means a retry.
-                let seen = matches!(
-                    e.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(c))
-                        if c.cancellation_reasons().first().and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
-                );
-                if seen {
-                    Ok(false)
-                } else {
-                    Err(unavailable("TransactWriteItems", e))
-                }
-            }
+            // The marker is the first item: its condition failing means a retry.
+            Err(e) if cancelled_by_condition(&e, Some(0)) => Ok(false),
+            Err(e) => Err(unavailable("TransactWriteItems", e)),
         }
     }
 
@@ -132,39 +122,18 @@ impl InboundStore for DynamoStore {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboundMessage>, StoreError> {
-        let table = self.inbound_table()?;
-        let mut found = Vec::new();
-        if limit == 0 {
-            return Ok(found);
-        }
-        let mut start: Option<Item> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(table)
-                .scan_index_forward(false)
-                .expression_attribute_values(":t", s(tenant.as_str()))
-                .set_exclusive_start_key(start.take())
-                .limit((limit - found.len()).clamp(1, 1000) as i32);
-            query = match before {
-                Some(b) => query
-                    .key_condition_expression("tenant = :t AND id < :before")
-                    .expression_attribute_values(":before", s(b.to_string())),
-                None => query.key_condition_expression("tenant = :t"),
-            };
-            let out = query.send().await.map_err(|e| unavailable("Query", e))?;
-            for item in out.items() {
-                found.push(from_item(item)?);
-                if found.len() == limit {
-                    return Ok(found);
-                }
-            }
-            // A page ends early at 1 MB of items.
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(found),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(self.inbound_table()?)
+            .scan_index_forward(false)
+            .expression_attribute_values(":t", s(tenant.as_str()));
+        let query = match before {
+            Some(b) => query
+                .key_condition_expression("tenant = :t AND id < :before")
+                .expression_attribute_values(":before", s(b.to_string())),
+            None => query.key_condition_expression("tenant = :t"),
+        };
+        query_up_to(query, limit, from_item).await
     }
 }

@@ -15,7 +15,8 @@ use super::item::{
     provider_key, s, status_of, Item,
 };
 use super::{
-    build_error, condition_failed, epoch_seconds, unavailable, DynamoStore, IDEMPOTENCY_TTL,
+    build_error, cancelled_by_condition, condition_failed, epoch_seconds, unavailable, DynamoStore,
+    IDEMPOTENCY_TTL,
 };
 use crate::domain::{
     DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
@@ -67,6 +68,37 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .build()
             .map_err(build_error)
+    }
+
+    /// Writes `writes` and, last, the idempotency record in one transaction. `Some(existing)`
+    /// when the record's key was taken meanwhile (the caller answers with it).
+    pub(super) async fn commit_with_key(
+        &self,
+        mut writes: Vec<TransactWriteItem>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if let Some(record) = idempotency {
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(self.idempotency_put(record)?)
+                    .build(),
+            );
+        }
+        let written = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        let Err(e) = written else {
+            return Ok(None);
+        };
+        if let (Some(record), true) = (idempotency, cancelled_by_condition(&e, None)) {
+            if let Some(existing) = self.find_idempotency(&record.tenant, &record.key).await? {
+                return Ok(Some(existing));
+            }
+        }
+        Err(unavailable("TransactWriteItems", e))
     }
 
     pub(super) async fn get_item(&self, id: &str) -> Result<Option<Item>, StoreError> {
@@ -304,34 +336,11 @@ impl MessageStore for DynamoStore {
                 .map_err(build_error)?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        if let Some(record) = &batch.idempotency {
-            writes.push(
-                TransactWriteItem::builder()
-                    .put(self.idempotency_put(record)?)
-                    .build(),
-            );
-        }
-        let written = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await;
-        if let Err(e) = written {
-            let key_taken = e
-                .as_service_error()
-                .and_then(|se| match se {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
-                    _ => None,
-                })
-                .and_then(|c| c.cancellation_reasons().last())
-                .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"));
-            if let (true, Some(record)) = (key_taken, &batch.idempotency) {
-                if let Some(existing) = self.find_idempotency(&record.tenant, &record.key).await? {
-                    return Ok(AcceptOutcome::KeyExists(existing));
-                }
-            }
-            return Err(unavailable("TransactWriteItems", e));
+        if let Some(existing) = self
+            .commit_with_key(writes, batch.idempotency.as_ref())
+            .await?
+        {
+            return Ok(AcceptOutcome::KeyExists(existing));
         }
         let queued: Vec<&NewMessage> = batch
             .messages

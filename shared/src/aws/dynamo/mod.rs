@@ -103,6 +103,32 @@ where
     StoreError::Unavailable(format!("dynamodb {op}: {}", DisplayErrorContext(e)))
 }
 
+/// Reads a Query page after page until `limit` items (a page also ends at 1 MB, or before a
+/// filter has kept enough), starting where `query` says.
+pub(crate) async fn query_up_to<T>(
+    mut query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    limit: usize,
+    read: impl Fn(&item::Item) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut found = Vec::new();
+    while found.len() < limit {
+        let out = query
+            .clone()
+            .limit((limit - found.len()).clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        for item in out.items().iter().take(limit - found.len()) {
+            found.push(read(item)?);
+        }
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => query = query.set_exclusive_start_key(Some(k)),
+            _ => break,
+        }
+    }
+    Ok(found)
+}
+
 /// A request the SDK refused to build (a required field missing): a bug, reported as such.
 pub(crate) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Unavailable(format!("dynamodb request: {e}"))
@@ -116,6 +142,28 @@ where
     e.as_service_error()
         .and_then(|se| se.code())
         .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+/// Whether a transaction was cancelled by the condition of one of its items: the one at
+/// `index`, or the last when `None`.
+pub(crate) fn cancelled_by_condition<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+    index: Option<usize>,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+    else {
+        return false;
+    };
+    let reasons = c.cancellation_reasons();
+    let reason = match index {
+        Some(i) => reasons.get(i),
+        None => reasons.last(),
+    };
+    reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
 }
 
 fn epoch_seconds(t: chrono::DateTime<chrono::Utc>) -> i64 {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
-use super::{build_error, condition_failed, epoch_seconds, unavailable, DynamoStore};
+use super::{build_error, condition_failed, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::{EventLog, StoreError, SuppressionFilter, SuppressionStore};
@@ -170,41 +170,25 @@ impl SuppressionStore for DynamoStore {
         after: Option<(Channel, String)>,
         limit: usize,
     ) -> Result<Vec<Suppression>, StoreError> {
-        let table = self.suppressions_table()?;
-        let mut found = Vec::new();
-        let mut start: Option<Item> = after.map(|(c, a)| key(scope.key(), entry_key(c, &a)));
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(table)
-                .expression_attribute_values(":scope", s(scope.key()))
-                .set_exclusive_start_key(start.take())
-                .limit(limit.clamp(1, 1000) as i32);
-            query = match filter.channel {
-                Some(c) => query
-                    .key_condition_expression("#scope = :scope AND begins_with(entry, :channel)")
-                    .expression_attribute_values(":channel", s(format!("{}#", c.as_str()))),
-                None => query.key_condition_expression("#scope = :scope"),
-            };
-            query = query.expression_attribute_names("#scope", "scope");
-            if let Some(r) = filter.reason {
-                query = query
-                    .filter_expression("reason = :reason")
-                    .expression_attribute_values(":reason", s(r.as_str()));
-            }
-            let out = query.send().await.map_err(|e| unavailable("Query", e))?;
-            for item in out.items() {
-                found.push(from_item(item)?);
-                if found.len() == limit {
-                    return Ok(found);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(found),
-            }
+        let mut query = self
+            .client
+            .query()
+            .table_name(self.suppressions_table()?)
+            .expression_attribute_names("#scope", "scope")
+            .expression_attribute_values(":scope", s(scope.key()))
+            .set_exclusive_start_key(after.map(|(c, a)| key(scope.key(), entry_key(c, &a))));
+        query = match filter.channel {
+            Some(c) => query
+                .key_condition_expression("#scope = :scope AND begins_with(entry, :channel)")
+                .expression_attribute_values(":channel", s(format!("{}#", c.as_str()))),
+            None => query.key_condition_expression("#scope = :scope"),
+        };
+        if let Some(r) = filter.reason {
+            query = query
+                .filter_expression("reason = :reason")
+                .expression_attribute_values(":reason", s(r.as_str()));
         }
+        query_up_to(query, limit, from_item).await
     }
 
     async fn soft_bounce(
