@@ -66,6 +66,12 @@ async fn dynamo_keys_are_found_by_prefix_and_revoked() {
 }
 
 #[tokio::test]
+async fn dynamo_sender_identities_are_per_tenant() {
+    let (_s, b) = backend().await;
+    sender_identities_are_per_tenant(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_dead_letters_are_listed_and_redriven() {
     let (_s, b) = backend().await;
     dead_letters_are_listed_and_redriven(b.store.as_ref(), b.lanes.as_ref()).await;

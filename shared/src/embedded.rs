@@ -105,6 +105,13 @@ impl Embedded {
                 "recovered work left in flight by a previous process"
             );
         }
+        let finished = backend.resume_bulk_jobs().await?;
+        if finished > 0 {
+            tracing::warn!(
+                finished,
+                "finished writing bulk sends a previous process had accepted"
+            );
+        }
         cfg.sandbox
             .send_log
             .get_or_insert_with(|| dir.join(SANDBOX_SEND_LOG));
@@ -137,6 +144,8 @@ impl Embedded {
         // The pace survives restarts: bucket states are saved every second and on shutdown.
         let limiter = Arc::new(TokenBuckets::new());
         limiter.restore(backend.load_buckets().await?);
+        // A tenant may send from the numbers it receives on.
+        cfg.engine.add_senders(cfg.webhooks.sender_identities());
         let herald = Arc::new(Herald::new(
             Ports {
                 store: store.clone(),

@@ -182,7 +182,12 @@ async fn bench_bulk_and_drain(args: &BenchArgs, dir: &Path) -> anyhow::Result<()
     // queue table) only once everything was handed over, so the measuring costs no CPU.
     loop {
         if s.embedded.handoffs.lock().len() >= total {
-            let stats = s.embedded.herald.queue.stats(chrono::Utc::now()).await?;
+            let stats = s
+                .embedded
+                .herald
+                .queue
+                .stats(chrono::Utc::now(), None)
+                .await?;
             if stats.iter().all(|l| l.depth + l.in_flight == 0) {
                 break;
             }
@@ -242,7 +247,12 @@ async fn bench_dwell(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let handoffs = s.embedded.handoffs.lock().clone();
-    let stats = s.embedded.herald.queue.stats(chrono::Utc::now()).await?;
+    let stats = s
+        .embedded
+        .herald
+        .queue
+        .stats(chrono::Utc::now(), None)
+        .await?;
     let p3_left = stats
         .iter()
         .find(|l| l.lane == Priority::P3)

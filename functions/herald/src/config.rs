@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub lanes: std::collections::BTreeMap<String, LaneFile>,
     #[serde(default)]
     pub sandbox: SandboxFile,
+    /// What template renders may spend (see the README's Security section).
+    #[serde(default)]
+    pub render: RenderFile,
     /// Paces per gateway and recipient domain (see the README); the defaults cover the big
     /// mailbox providers.
     pub rate_limits: Option<shared::domain::limits::RateLimits>,
@@ -33,6 +36,11 @@ pub struct FileConfig {
     /// What the provider webhooks are verified with, and who owns which receiving number.
     #[serde(default)]
     pub webhooks: shared::webhooks::WebhooksConfig,
+    /// The identities each tenant may send as (`from`), beside those set through the API:
+    /// `acme = ["acme.com", "alerts@acme.net", "+15551234567", "ACME"]`.
+    #[serde(default)]
+    pub senders:
+        std::collections::BTreeMap<shared::domain::TenantId, Vec<shared::domain::SenderIdentity>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +48,41 @@ pub struct FileConfig {
 pub struct LaneFile {
     pub workers: Option<usize>,
     pub batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderFile {
+    /// minijinja instructions per message.
+    pub fuel: Option<u64>,
+    pub time_ms: Option<u64>,
+    /// Rendered content of a whole bulk request, in MB.
+    pub bulk_mb: Option<usize>,
+    pub bulk_time_secs: Option<u64>,
+    /// Renders at once (blocking threads).
+    pub threads: Option<usize>,
+}
+
+impl RenderFile {
+    fn apply(&self, engine: &mut shared::engine::EngineConfig) -> anyhow::Result<()> {
+        if self.fuel == Some(0)
+            || self.time_ms == Some(0)
+            || self.bulk_mb == Some(0)
+            || self.threads == Some(0)
+        {
+            bail!("[render] limits must be above 0");
+        }
+        engine.render.fuel = self.fuel.unwrap_or(engine.render.fuel);
+        engine.render.time = self
+            .time_ms
+            .map_or(engine.render.time, Duration::from_millis);
+        engine.bulk_render.bytes = self.bulk_mb.map_or(engine.bulk_render.bytes, |mb| mb << 20);
+        engine.bulk_render.time = self
+            .bulk_time_secs
+            .map_or(engine.bulk_render.time, Duration::from_secs);
+        engine.render_threads = self.threads.unwrap_or(engine.render_threads);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +161,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         lane_cfg.workers = l.workers.unwrap_or(lane_cfg.workers);
         lane_cfg.batch = l.batch.unwrap_or(lane_cfg.batch).max(1);
     }
+    file.render.apply(engine)?;
     if let Some(spec) = &args.lane_workers {
         apply_lane_workers(engine, spec)?;
     }
@@ -148,6 +192,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     file.webhooks
         .validate()
         .map_err(|e| anyhow::anyhow!("[webhooks]: {e}"))?;
+    cfg.engine.add_senders(
+        file.senders
+            .into_iter()
+            .flat_map(|(tenant, ids)| ids.into_iter().map(move |id| (tenant.clone(), id))),
+    );
     cfg.gateways = file.gateways;
     cfg.webhooks = file.webhooks;
     let bind = args

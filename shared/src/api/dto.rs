@@ -427,6 +427,9 @@ pub struct TemplateInput {
     pub text: Option<String>,
     /// HTML part: variables are HTML-escaped.
     pub html: Option<String>,
+    /// Data for the trial render at save time; variables it lacks get a placeholder string.
+    #[schema(value_type = Option<Object>)]
+    pub sample_data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -462,6 +465,9 @@ pub struct RedriveResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueStatsView {
     pub lanes: Vec<crate::ports::LaneStats>,
+    /// `tenant`: the caller's messages only (embedded); `all_tenants`: lane totals with no
+    /// tenant's detail, where the queue counts only whole lanes (SQS).
+    pub scope: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::dto::{BulkSendRequest, MessageView, SendMessageRequest};
 use super::extract::{correlation_id, idempotency, AuthTenant, JsonBody};
 use super::problem::Problem;
-use crate::domain::template::TemplateError;
+use crate::domain::template::{RenderLimit, TemplateError};
 use crate::domain::{FieldError, MessageId};
 use crate::engine::{AcceptError, Accepted, BulkOutcome, CancelOutcome, Herald, SendOutcome};
 
@@ -41,6 +41,10 @@ fn accept_problem(e: AcceptError) -> Problem {
             p.missing = names;
             p
         }
+        AcceptError::Template(TemplateError::Limit { limit, .. }) => {
+            limit_problem("/template", limit)
+        }
+        AcceptError::BulkBudget(limit) => limit_problem("/recipients", limit),
         AcceptError::Template(other) => Problem::field(
             unprocessable,
             "template-invalid",
@@ -53,6 +57,21 @@ fn accept_problem(e: AcceptError) -> Problem {
         ),
         AcceptError::Store(e) => Problem::unavailable(e),
     }
+}
+
+/// A render limit hit: a 422 that names the limit (`fuel`, `time`, `output_bytes`).
+pub(crate) fn limit_problem(pointer: &str, limit: RenderLimit) -> Problem {
+    let mut p = Problem::field(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "template-limit",
+        FieldError::new(
+            pointer,
+            limit.name(),
+            format!("rendering exceeded its limit on {limit}"),
+        ),
+    );
+    p.limit = Some(limit.name().to_owned());
+    p
 }
 
 fn respond<T: Serialize>(accepted: Accepted<T>) -> Response {

@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod messages;
 pub mod ops;
 pub mod problem;
+pub mod senders;
 pub mod suppressions;
 pub mod templates;
 
@@ -42,6 +43,7 @@ pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
         suppressions::import, suppressions::export, inbound::list,
+        senders::list, senders::put, senders::delete,
     ),
     modifiers(&BearerAuth),
 )]
@@ -116,6 +118,11 @@ pub fn router(herald: Arc<Herald>) -> Router {
                 .delete(suppressions::delete),
         )
         .route("/v1/inbound", get(inbound::list))
+        .route("/v1/sender-identities", get(senders::list))
+        .route(
+            "/v1/sender-identities/{identity}",
+            put(senders::put).delete(senders::delete),
+        )
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))

@@ -23,10 +23,12 @@ use crate::engine::Herald;
     responses((status = 200, body = QueueStatsView)), security(("api_key" = [])))]
 pub async fn queue_stats(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(_): AuthTenant,
+    AuthTenant(tenant): AuthTenant,
 ) -> Result<Json<QueueStatsView>, Problem> {
+    let per_tenant = herald.queue.stats_per_tenant();
     Ok(Json(QueueStatsView {
-        lanes: herald.queue.stats(Utc::now()).await?,
+        lanes: herald.queue.stats(Utc::now(), Some(&tenant)).await?,
+        scope: if per_tenant { "tenant" } else { "all_tenants" }.to_owned(),
     }))
 }
 

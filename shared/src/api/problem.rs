@@ -29,6 +29,9 @@ pub struct Problem {
     /// Template variables the data lacks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+    /// The limit a request ran into (`fuel`, `time`, `output_bytes`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl Problem {
@@ -40,6 +43,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             missing: Vec::new(),
+            limit: None,
         }
     }
 

@@ -41,15 +41,30 @@ pub struct SuppressionView {
 
 impl From<Suppression> for SuppressionView {
     fn from(s: Suppression) -> SuppressionView {
+        // A global entry may have come from another tenant's message: its source (a provider's
+        // event or message id) is that tenant's business, so only the provider is shown.
+        let source = match s.scope {
+            Scope::Global => s.source.map(|src| provider_of(&src)),
+            Scope::Tenant(_) => s.source,
+        };
         SuppressionView {
             channel: s.channel,
             scope: s.scope.label().to_owned(),
             address: s.address,
             reason: s.reason,
-            source: s.source,
+            source,
             created_at: s.created_at,
             expires_at: s.expires_at,
         }
+    }
+}
+
+/// `ses:0100018f...` -> `ses`; a source with no provider part is named by its kind only.
+fn provider_of(source: &str) -> String {
+    match source.split_once(':') {
+        Some((provider, _)) => provider.to_owned(),
+        None if matches!(source, "api" | "import" | "cli") => source.to_owned(),
+        None => "provider".to_owned(),
     }
 }
 

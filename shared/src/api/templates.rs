@@ -10,13 +10,26 @@ use chrono::Utc;
 use super::dto::{TemplateInput, TemplateView};
 use super::extract::{AuthTenant, JsonBody};
 use super::problem::Problem;
-use crate::domain::template::{CompiledTemplate, TemplateError};
+use crate::domain::template::TemplateError;
 use crate::domain::{FieldError, Template, TemplateName};
 use crate::engine::Herald;
 
 fn name_of(path: Result<Path<String>, PathRejection>) -> Result<TemplateName, Problem> {
     let Path(raw) = path.map_err(|_| Problem::not_found("template"))?;
     TemplateName::parse(&raw).map_err(|e| Problem::invalid(FieldError::new("/name", "invalid", e)))
+}
+
+/// A template refused at save: its syntax, or a limit its trial render ran into.
+fn template_problem(e: TemplateError) -> Problem {
+    match e {
+        TemplateError::Syntax { part, detail } => {
+            Problem::invalid(FieldError::new(format!("/{part}"), "syntax", detail))
+        }
+        TemplateError::Limit { part, limit } => {
+            super::messages::limit_problem(&format!("/{part}"), limit)
+        }
+        other => Problem::invalid(FieldError::new("", "invalid", other.to_string())),
+    }
 }
 
 fn view(t: Template) -> TemplateView {
@@ -56,13 +69,11 @@ pub async fn put(
         html: input.html,
         updated_at: Utc::now(),
     };
-    if let Err(TemplateError::Syntax { part, detail }) = CompiledTemplate::compile(&template) {
-        return Err(Problem::invalid(FieldError::new(
-            format!("/{part}"),
-            "syntax",
-            detail,
-        )));
-    }
+    let sample = input.sample_data.unwrap_or(serde_json::Value::Null);
+    let template = herald
+        .check_template(template, sample)
+        .await
+        .map_err(template_problem)?;
     let created = herald.templates.put(&tenant, template.clone()).await?;
     let status = if created {
         StatusCode::CREATED

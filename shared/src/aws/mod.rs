@@ -64,6 +64,7 @@ impl AwsBackend {
         mut config: EngineConfig,
     ) -> Result<Herald, SettingsError> {
         config.rate_limits = settings.rate_limits.clone();
+        config.add_senders(settings.webhooks.sender_identities());
         let mut providers: Vec<Arc<dyn crate::ports::Gateway>> = Vec::new();
         if let Some(ses) = &settings.ses {
             providers.push(Arc::new(SesGateway::new(

@@ -15,10 +15,16 @@ use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::dynamo::BulkRef;
 use super::settings::{required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS};
-use crate::domain::Priority;
+use crate::domain::{Priority, TenantId};
 use crate::ports::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
+
+/// The bulk queue's message: which job to fan out (the job itself is in DynamoDB).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BulkRef {
+    pub bulk_id: String,
+    pub tenant: String,
+}
 
 /// SQS takes at most 10 entries per batch call.
 const BATCH: usize = 10;
@@ -273,7 +279,15 @@ impl LaneQueue for SqsLanes {
         Ok(Redelivery::SameReceipt)
     }
 
-    async fn stats(&self, _now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError> {
+    fn stats_per_tenant(&self) -> bool {
+        false
+    }
+
+    async fn stats(
+        &self,
+        _now: DateTime<Utc>,
+        _tenant: Option<&TenantId>,
+    ) -> Result<Vec<LaneStats>, StoreError> {
         let mut stats = Vec::new();
         for lane in Priority::ALL {
             let Some(url) = &self.queues.lanes[lane.index()] else {

@@ -195,7 +195,7 @@ fn domain_err(msg: impl Into<String>) -> AddressError {
 }
 
 /// Converts a domain to lowercase ASCII (punycode) and checks its labels.
-fn normalize_domain(domain: &str) -> Result<String, AddressError> {
+pub(crate) fn normalize_domain(domain: &str) -> Result<String, AddressError> {
     if domain.is_empty() {
         return Err(domain_err("domain is empty"));
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content::{self, ContentOrigin};
 use super::sms::SmsInfo;
-use super::template::{CompiledTemplate, TemplateError};
+use super::template::{CompiledTemplate, RenderLimits, TemplateError};
 use super::{
     Channel, Content, FieldError, MessageId, MessageStatus, NewMessage, Priority, Template,
     TemplateName, TenantId,
@@ -78,11 +78,12 @@ impl<'a> Composer<'a> {
     pub fn new(
         envelope: &'a Envelope,
         template: Option<&'a Template>,
+        limits: RenderLimits,
     ) -> Result<Composer<'a>, ComposeError> {
         let render = match (&envelope.content, template) {
             (ContentSource::Inline(content), _) => Render::Inline(content),
             (ContentSource::Template(_), Some(t)) => Render::Template(Box::new(
-                CompiledTemplate::compile(t).map_err(ComposeError::Template)?,
+                CompiledTemplate::compile(t, limits).map_err(ComposeError::Template)?,
             )),
             (ContentSource::Template(name), None) => {
                 return Err(ComposeError::TemplateMissing(name.clone()))
@@ -146,7 +147,8 @@ impl<'a> Composer<'a> {
         let (content, origin) = match &self.render {
             Render::Inline(content) => ((*content).clone(), ContentOrigin::Inline),
             Render::Template(t) => (
-                t.render(data).map_err(ComposeError::Template)?,
+                t.render(data, content::max_content_bytes(channel))
+                    .map_err(ComposeError::Template)?,
                 ContentOrigin::Template,
             ),
         };
@@ -195,8 +197,53 @@ pub struct BulkJobRecipient {
 }
 
 impl BulkJob {
+    /// Its messages are rendered again when they are written, from the stored job: with limits
+    /// far above accept's, so that a template accept passed cannot fail here on a busy machine.
+    pub const FAN_OUT_LIMITS: RenderLimits = RenderLimits {
+        fuel: 50_000_000,
+        time: std::time::Duration::from_secs(10),
+    };
+
     pub fn composer(&self) -> Result<Composer<'_>, ComposeError> {
-        Composer::new(&self.envelope, self.template.as_ref())
+        Composer::new(
+            &self.envelope,
+            self.template.as_ref(),
+            BulkJob::FAN_OUT_LIMITS,
+        )
+    }
+
+    /// The messages of the recipients from `start` on: at most `max_count` of them, and no more
+    /// once their content reaches `max_bytes`, so a chunk's memory is bounded whatever the
+    /// template renders.
+    pub fn chunk_from(
+        &self,
+        start: usize,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<NewMessage>, ComposeError> {
+        let composer = self.composer()?;
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for r in self.recipients.iter().skip(start).take(max_count) {
+            if bytes >= max_bytes {
+                break;
+            }
+            let message = composer.compose(&self.tenant, self.addressee(r), self.created_at)?;
+            bytes += message.content.byte_len();
+            chunk.push(message);
+        }
+        Ok(chunk)
+    }
+
+    fn addressee<'r>(&'r self, r: &'r BulkJobRecipient) -> Addressee<'r> {
+        Addressee {
+            id: r.id,
+            to: &r.to,
+            data: r.data.as_ref(),
+            bulk_id: Some(&self.bulk_id),
+            external_id: r.external_id.as_deref(),
+            suppressed: r.suppressed.as_ref(),
+        }
     }
 
     /// The messages of the recipients in `range` (all of them: `..`).
@@ -207,20 +254,7 @@ impl BulkJob {
         let composer = self.composer()?;
         self.recipients[range]
             .iter()
-            .map(|r| {
-                composer.compose(
-                    &self.tenant,
-                    Addressee {
-                        id: r.id,
-                        to: &r.to,
-                        data: r.data.as_ref(),
-                        bulk_id: Some(&self.bulk_id),
-                        external_id: r.external_id.as_deref(),
-                        suppressed: r.suppressed.as_ref(),
-                    },
-                    self.created_at,
-                )
-            })
+            .map(|r| composer.compose(&self.tenant, self.addressee(r), self.created_at))
             .collect()
     }
 }
@@ -297,7 +331,7 @@ mod tests {
     fn a_named_template_must_be_loaded() {
         let env = envelope(ContentSource::Template(TemplateName::parse("x").unwrap()));
         assert!(matches!(
-            Composer::new(&env, None),
+            Composer::new(&env, None, RenderLimits::default()),
             Err(ComposeError::TemplateMissing(_))
         ));
     }

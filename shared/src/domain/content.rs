@@ -8,6 +8,18 @@ pub const MAX_PUSH_TITLE_CHARS: usize = 256;
 /// Telegram's and WhatsApp's limit on one text message.
 pub const MAX_CHAT_TEXT_CHARS: usize = 4096;
 
+/// The most bytes a message's rendered content (subject, text and html together) may take, per
+/// channel: what the channel can carry, so a template cannot amplify a small request into a
+/// large stored message. SMS: 10 segments of up to 160 characters of up to 4 bytes.
+pub const fn max_content_bytes(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => 256 * 1024,
+        Channel::Sms => MAX_SMS_SEGMENTS as usize * 160 * 4,
+        Channel::Push => 4 * 1024,
+        Channel::Whatsapp | Channel::Telegram => MAX_CHAT_TEXT_CHARS * 4,
+    }
+}
+
 /// Where content came from, so errors point at the right field.
 #[derive(Debug, Clone, Copy)]
 pub enum ContentOrigin {
@@ -39,6 +51,15 @@ pub fn check(
         None => Ok(()),
     };
     let non_empty = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    let size = c.byte_len();
+    let cap = max_content_bytes(channel);
+    if size > cap {
+        return Err(FieldError::new(
+            origin.pointer("body"),
+            "too_large",
+            format!("the {channel} content is {size} bytes; the limit is {cap} bytes (subject, body and html together)"),
+        ));
+    }
     match channel {
         Channel::Email => {
             let subject = c.subject.as_deref().unwrap_or("");
@@ -237,6 +258,33 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, "not_allowed");
+    }
+
+    #[test]
+    fn content_is_capped_per_channel() {
+        let big = "x".repeat(4 * 1024 + 1);
+        let err = check(
+            Channel::Push,
+            &content(Some("T"), Some(&big), None),
+            ContentOrigin::Template,
+        )
+        .unwrap_err();
+        assert_eq!((err.pointer.as_str(), err.code), ("/template", "too_large"));
+        let html = "x".repeat(200 * 1024);
+        let text = "y".repeat(60 * 1024);
+        let err = check(
+            Channel::Email,
+            &content(Some("S"), Some(&text), Some(&html)),
+            ContentOrigin::Inline,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "too_large", "the parts count together");
+        assert!(check(
+            Channel::Email,
+            &content(Some("S"), Some(&text), None),
+            ContentOrigin::Inline
+        )
+        .is_ok());
     }
 
     #[test]

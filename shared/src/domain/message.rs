@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::status::EventKind;
-use super::{sms::SmsInfo, Channel, MessageStatus, Priority, TenantId};
+use super::{sms::SmsInfo, Channel, DeliveryOptions, MessageStatus, Priority, TenantId};
 
 /// A message id: a UUIDv7, so ids sort by accept time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -45,6 +45,16 @@ pub struct Content {
     pub body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+}
+
+impl Content {
+    /// Subject, body and html together, in bytes: what a channel's size cap counts.
+    pub fn byte_len(&self) -> usize {
+        [&self.subject, &self.body, &self.html]
+            .iter()
+            .map(|p| p.as_deref().map_or(0, str::len))
+            .sum()
+    }
 }
 
 /// A message as accepted and validated, before it is persisted.
@@ -94,7 +104,7 @@ impl NewMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub channel: Channel,
     pub priority: Priority,
     pub status: MessageStatus,
@@ -107,6 +117,9 @@ pub struct Message {
     pub source_type: Option<String>,
     pub source_id: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// The delivery options in `metadata`, as parsed at accept.
+    #[serde(default)]
+    pub options: DeliveryOptions,
     pub send_at: Option<DateTime<Utc>>,
     pub bulk_id: Option<String>,
     pub external_id: Option<String>,

@@ -1,5 +1,7 @@
 //! Templates: named subject/text/html parts rendered with minijinja at accept time.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,85 @@ pub enum TemplateError {
     MissingVariables { names: Vec<String> },
     #[error("template part `{part}` failed to render: {detail}")]
     Render { part: &'static str, detail: String },
+    #[error("template part `{part}` exceeded the render limit on {limit}")]
+    Limit {
+        part: &'static str,
+        limit: RenderLimit,
+    },
+}
+
+/// What one message's render may spend. Fuel (minijinja's instruction count) bounds CPU
+/// deterministically; the wall-clock budget catches what fuel does not price (large copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderLimits {
+    pub fuel: u64,
+    pub time: Duration,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        RenderLimits {
+            fuel: 500_000,
+            time: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The limit a render ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderLimit {
+    Fuel(u64),
+    Time(Duration),
+    Bytes(usize),
+}
+
+impl std::fmt::Display for RenderLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderLimit::Fuel(n) => write!(f, "fuel ({n} instructions)"),
+            RenderLimit::Time(t) => write!(f, "time ({} ms)", t.as_millis()),
+            RenderLimit::Bytes(n) => write!(f, "output size ({n} bytes)"),
+        }
+    }
+}
+
+impl RenderLimit {
+    /// A stable name for problem details: `fuel`, `time` or `output_bytes`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RenderLimit::Fuel(_) => "fuel",
+            RenderLimit::Time(_) => "time",
+            RenderLimit::Bytes(_) => "output_bytes",
+        }
+    }
+}
+
+/// Collects a part's output and stops the render at the byte cap or the deadline, so a
+/// template can never produce more than its channel stores nor run past its time.
+struct CappedWriter {
+    out: Vec<u8>,
+    cap: usize,
+    deadline: Instant,
+    time: Duration,
+    hit: Option<RenderLimit>,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.cap {
+            self.hit = Some(RenderLimit::Bytes(self.cap));
+        } else if Instant::now() > self.deadline {
+            self.hit = Some(RenderLimit::Time(self.time));
+        } else {
+            self.out.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        Err(std::io::Error::other("render limit"))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 // Part names double as template file names; the `.html` suffix turns on HTML auto-escaping.
@@ -66,12 +147,17 @@ const PARTS: [(&str, &str); 3] = [
 pub struct CompiledTemplate<'a> {
     env: Environment<'a>,
     present: [bool; 3],
+    limits: RenderLimits,
 }
 
 impl<'a> CompiledTemplate<'a> {
-    pub fn compile(template: &'a Template) -> Result<CompiledTemplate<'a>, TemplateError> {
+    pub fn compile(
+        template: &'a Template,
+        limits: RenderLimits,
+    ) -> Result<CompiledTemplate<'a>, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(limits.fuel));
         let sources = [&template.subject, &template.text, &template.html];
         let mut present = [false; 3];
         for (i, ((part, file), source)) in PARTS.iter().zip(sources).enumerate() {
@@ -84,11 +170,22 @@ impl<'a> CompiledTemplate<'a> {
                 present[i] = true;
             }
         }
-        Ok(CompiledTemplate { env, present })
+        Ok(CompiledTemplate {
+            env,
+            present,
+            limits,
+        })
     }
 
-    /// Renders every part; a variable the data lacks is an error that names it.
-    pub fn render(&self, data: &serde_json::Value) -> Result<Content, TemplateError> {
+    /// Renders every part, at most `max_bytes` of them together; a variable the data lacks is
+    /// an error that names it.
+    pub fn render(
+        &self,
+        data: &serde_json::Value,
+        max_bytes: usize,
+    ) -> Result<Content, TemplateError> {
+        let deadline = Instant::now() + self.limits.time;
+        let mut left = max_bytes;
         let mut out: [Option<String>; 3] = [None, None, None];
         // Every part is rendered, so one 422 names every missing variable at once.
         let mut missing: Vec<String> = Vec::new();
@@ -101,8 +198,32 @@ impl<'a> CompiledTemplate<'a> {
                 detail: e.to_string(),
             };
             let tmpl = self.env.get_template(file).map_err(render_error)?;
-            match tmpl.render(data) {
-                Ok(s) => out[i] = Some(s),
+            let mut writer = CappedWriter {
+                out: Vec::new(),
+                cap: left,
+                deadline,
+                time: self.limits.time,
+                hit: None,
+            };
+            let rendered = tmpl.render_captured_to(data, &mut writer).map(drop);
+            if let Some(limit) = writer.hit {
+                return Err(TemplateError::Limit { part, limit });
+            }
+            match rendered {
+                Ok(()) => {
+                    left -= writer.out.len();
+                    out[i] =
+                        Some(
+                            String::from_utf8(writer.out).map_err(|e| TemplateError::Render {
+                                part,
+                                detail: e.to_string(),
+                            })?,
+                        );
+                }
+                Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                    let limit = RenderLimit::Fuel(self.limits.fuel);
+                    return Err(TemplateError::Limit { part, limit });
+                }
                 Err(e) if e.kind() == ErrorKind::UndefinedError => {
                     let before = missing.len();
                     missing.extend(
@@ -130,6 +251,32 @@ impl<'a> CompiledTemplate<'a> {
         })
     }
 
+    /// Renders once with `sample` data, filled in with a placeholder string for every variable it
+    /// lacks, to find templates that run out of fuel, time or bytes whatever the data. Only a
+    /// limit is an error here: anything else may be the placeholders' fault, not the template's.
+    pub fn trial(&self, sample: &serde_json::Value, max_bytes: usize) -> Result<(), TemplateError> {
+        let mut data = match sample {
+            serde_json::Value::Object(_) => sample.clone(),
+            _ => serde_json::Value::Object(Default::default()),
+        };
+        for (i, (_, file)) in PARTS.iter().enumerate() {
+            if !self.present[i] {
+                continue;
+            }
+            if let Ok(tmpl) = self.env.get_template(file) {
+                for name in tmpl.undeclared_variables(true) {
+                    if !self.is_global(&name) && !has_path(&data, &name) {
+                        fill_path(&mut data, &name);
+                    }
+                }
+            }
+        }
+        match self.render(&data, max_bytes) {
+            Err(e @ TemplateError::Limit { .. }) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn is_global(&self, name: &str) -> bool {
         let root = name.split('.').next().unwrap_or(name);
         self.env.globals().any(|(g, _)| g == root)
@@ -146,6 +293,24 @@ fn has_path(data: &serde_json::Value, dotted: &str) -> bool {
         }
     }
     true
+}
+
+/// Sets `a.b.c` in `data` to a placeholder, making the objects on the way.
+fn fill_path(data: &mut serde_json::Value, dotted: &str) {
+    let mut cur = data;
+    let mut segments = dotted.split('.').peekable();
+    while let Some(seg) = segments.next() {
+        let serde_json::Value::Object(map) = cur else {
+            return;
+        };
+        let last = segments.peek().is_none();
+        let fresh = if last {
+            serde_json::Value::String("sample".into())
+        } else {
+            serde_json::Value::Object(Default::default())
+        };
+        cur = map.entry(seg.to_owned()).or_insert(fresh);
+    }
 }
 
 #[cfg(test)]
@@ -170,9 +335,9 @@ mod tests {
             "Hello {{ name }}",
             "<p>Hello {{ name }}</p>",
         );
-        let c = CompiledTemplate::compile(&t)
+        let c = CompiledTemplate::compile(&t, RenderLimits::default())
             .unwrap()
-            .render(&json!({"name": "<Bob>"}))
+            .render(&json!({"name": "<Bob>"}), usize::MAX)
             .unwrap();
         assert_eq!(c.subject.as_deref(), Some("Hi <Bob>"));
         assert_eq!(c.body.as_deref(), Some("Hello <Bob>"));
@@ -182,9 +347,9 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         let t = template("Hi {{ user.name }}", "{{ code }} {{ user.name }}", "x");
-        let err = CompiledTemplate::compile(&t)
+        let err = CompiledTemplate::compile(&t, RenderLimits::default())
             .unwrap()
-            .render(&json!({"user": {}}))
+            .render(&json!({"user": {}}), usize::MAX)
             .unwrap_err();
         let names = vec!["code".to_owned(), "user.name".to_owned()];
         assert_eq!(
@@ -198,9 +363,90 @@ mod tests {
     fn syntax_errors_name_the_part() {
         let t = template("ok", "{% if %}", "x");
         assert!(matches!(
-            CompiledTemplate::compile(&t),
+            CompiledTemplate::compile(&t, RenderLimits::default()),
             Err(TemplateError::Syntax { part: "text", .. })
         ));
+    }
+
+    fn limit_of(text: &str, limits: RenderLimits, max_bytes: usize) -> Option<RenderLimit> {
+        let t = Template {
+            name: TemplateName::parse("t").unwrap(),
+            subject: None,
+            text: Some(text.into()),
+            html: None,
+            updated_at: Utc::now(),
+        };
+        let compiled = CompiledTemplate::compile(&t, limits).unwrap();
+        match compiled.render(&json!({}), max_bytes) {
+            Err(TemplateError::Limit { limit, .. }) => Some(limit),
+            Err(e) => panic!("not a limit: {e}"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn nested_loops_run_out_of_fuel_quickly() {
+        let started = Instant::now();
+        let hang =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let limits = RenderLimits::default();
+        assert_eq!(
+            limit_of(hang, limits, usize::MAX),
+            Some(RenderLimit::Fuel(limits.fuel))
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn output_stops_at_the_byte_cap() {
+        let big = r#"{{ "x" * 50000000 }}"#;
+        assert_eq!(
+            limit_of(big, RenderLimits::default(), 256 * 1024),
+            Some(RenderLimit::Bytes(256 * 1024))
+        );
+        let looped = "{% for i in range(100000) %}xxxxxxxxxx{% endfor %}";
+        assert_eq!(
+            limit_of(looped, RenderLimits::default(), 1000),
+            Some(RenderLimit::Bytes(1000))
+        );
+        assert_eq!(limit_of("small", RenderLimits::default(), 5), None);
+    }
+
+    #[test]
+    fn a_slow_render_stops_at_its_deadline() {
+        // Large copies cost little fuel, so only the clock stops this one.
+        let slow = r#"{% for i in range(100000) %}{{ ("x" * 5000000)|length }}{% endfor %}"#;
+        let limits = RenderLimits {
+            fuel: 1_000_000_000_000,
+            time: Duration::from_millis(30),
+        };
+        let time = Duration::from_millis(30);
+        assert_eq!(
+            limit_of(slow, limits, usize::MAX),
+            Some(RenderLimit::Time(time))
+        );
+    }
+
+    #[test]
+    fn a_trial_render_finds_data_independent_blowups_only() {
+        let t = |text: &str| Template {
+            name: TemplateName::parse("t").unwrap(),
+            subject: None,
+            text: Some(text.into()),
+            html: None,
+            updated_at: Utc::now(),
+        };
+        let limits = RenderLimits::default();
+        let hang =
+            t("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}");
+        let compiled = CompiledTemplate::compile(&hang, limits).unwrap();
+        assert!(matches!(
+            compiled.trial(&json!({}), 256 * 1024),
+            Err(TemplateError::Limit { .. })
+        ));
+        let fine = t("Hi {{ user.name }}, {% for i in items %}{{ i }}{% endfor %}");
+        let compiled = CompiledTemplate::compile(&fine, limits).unwrap();
+        assert_eq!(compiled.trial(&json!(null), 256 * 1024), Ok(()));
     }
 
     #[test]

@@ -7,10 +7,11 @@ use utoipa::ToSchema;
 use super::suppress::suppression_note;
 use super::Herald;
 use crate::domain::compose::{Addressee, Composer};
-use crate::domain::template::TemplateError;
+use crate::domain::sender::{self, SenderIdentity};
+use crate::domain::template::{RenderLimit, RenderLimits, TemplateError};
 use crate::domain::{
-    BulkJob, BulkJobRecipient, ComposeError, FieldError, MessageId, MessageStatus, NewMessage,
-    Recipient, Template, TemplateName, TenantId,
+    BulkJob, BulkJobRecipient, ComposeError, DeliveryOptions, FieldError, MessageId, MessageStatus,
+    NewMessage, Recipient, Template, TemplateName, TenantId,
 };
 pub use crate::domain::{ContentSource, Envelope};
 use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
@@ -79,6 +80,8 @@ pub enum AcceptError {
     TemplateNotFound(TemplateName),
     #[error("{0}")]
     Template(TemplateError),
+    #[error("the bulk request exceeds its total render budget on {0}")]
+    BulkBudget(RenderLimit),
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
     #[error(transparent)]
@@ -92,6 +95,121 @@ impl From<ComposeError> for AcceptError {
             ComposeError::Template(te) => AcceptError::Template(te),
             ComposeError::TemplateMissing(name) => AcceptError::TemplateNotFound(name),
         }
+    }
+}
+
+/// Recipients validated per trip to the render pool: other requests' renders run in between.
+const CHECK_CHUNK: usize = 500;
+
+/// A bulk send's recipients sorted into accepted and rejected.
+struct CheckedBulk {
+    envelope: Envelope,
+    template: Option<Template>,
+    accepted: Vec<BulkJobRecipient>,
+    rejected: Vec<RejectedRecipient>,
+}
+
+impl CheckedBulk {
+    fn check_chunk(
+        &mut self,
+        chunk: Vec<BulkRecipient>,
+        limits: RenderLimits,
+        tenant: &TenantId,
+        bulk_id: &str,
+        created_at: chrono::DateTime<Utc>,
+        spent: &mut BulkBudget,
+    ) -> Result<(), AcceptError> {
+        let composer = Composer::new(&self.envelope, self.template.as_ref(), limits)?;
+        for r in chunk {
+            let id = MessageId::new();
+            let who = Addressee {
+                id,
+                to: r.to.as_str(),
+                data: r.data.as_ref(),
+                bulk_id: Some(bulk_id),
+                external_id: r.external_id.as_deref(),
+                suppressed: None,
+            };
+            match composer.compose(tenant, who, created_at) {
+                Ok(message) => {
+                    spent.add_bytes(message.content.byte_len());
+                    self.accepted.push(BulkJobRecipient {
+                        id,
+                        to: r.to.as_str().to_owned(),
+                        data: r.data,
+                        external_id: r.external_id,
+                        suppressed: None,
+                    });
+                }
+                Err(e) => self.rejected.push(RejectedRecipient {
+                    index: r.index,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a whole bulk request may spend rendering: every recipient's content together, and the
+/// time the renders take. Over either, the request is refused before anything is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRenderBudget {
+    pub bytes: usize,
+    pub time: std::time::Duration,
+}
+
+impl BulkRenderBudget {
+    const UNLIMITED: BulkRenderBudget = BulkRenderBudget {
+        bytes: usize::MAX,
+        time: std::time::Duration::MAX,
+    };
+}
+
+impl Default for BulkRenderBudget {
+    fn default() -> Self {
+        BulkRenderBudget {
+            bytes: 256 * 1024 * 1024,
+            time: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A budget being spent.
+struct BulkBudget {
+    limit: BulkRenderBudget,
+    bytes: usize,
+    time: std::time::Duration,
+    started: std::time::Instant,
+}
+
+impl BulkBudget {
+    fn new(limit: BulkRenderBudget) -> BulkBudget {
+        BulkBudget {
+            limit,
+            bytes: 0,
+            time: std::time::Duration::ZERO,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn add_bytes(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n);
+    }
+
+    /// Adds a chunk's spending (its bytes, and the time since it was started).
+    fn spend(&mut self, chunk: BulkBudget) -> Result<(), AcceptError> {
+        self.bytes = self.bytes.saturating_add(chunk.bytes);
+        self.time += chunk.started.elapsed();
+        if self.bytes > self.limit.bytes {
+            return Err(AcceptError::BulkBudget(RenderLimit::Bytes(
+                self.limit.bytes,
+            )));
+        }
+        if self.time > self.limit.time {
+            return Err(AcceptError::BulkBudget(RenderLimit::Time(self.limit.time)));
+        }
+        Ok(())
     }
 }
 
@@ -114,22 +232,9 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
-        let template = self.load_template(tenant, &draft.envelope.content).await?;
-        let mut message = Composer::new(&draft.envelope, template.as_ref())?.compose(
-            tenant,
-            Addressee {
-                id: MessageId::new(),
-                to: draft.to.as_str(),
-                data: None,
-                bulk_id: None,
-                external_id: None,
-                suppressed: None,
-            },
-            Utc::now(),
-        )?;
-        let channel = draft.envelope.channel;
+        let mut message = self.compose_single(tenant, draft).await?;
         if let Some(entry) = self
-            .suppressed_recipients(tenant, channel, &[draft.to.as_str()])
+            .suppressed_recipients(tenant, message.channel, &[message.to.as_str()])
             .await?
             .into_values()
             .next()
@@ -166,44 +271,19 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
-        let env = draft.envelope;
-        let template = self.load_template(tenant, &env.content).await?;
-        // Compiled once; each recipient is rendered here to validate it, and rendered again
-        // when its message is written, from the stored job.
-        let composer = Composer::new(&env, template.as_ref())?;
+        self.check_envelope(tenant, &draft.envelope).await?;
+        let template = self.load_template(tenant, &draft.envelope.content).await?;
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
         let created_at = Utc::now();
-        let mut rejected = draft.rejected;
-        let mut accepted = Vec::with_capacity(draft.recipients.len());
-        for r in draft.recipients {
-            let id = MessageId::new();
-            let checked = composer.compose(
-                tenant,
-                Addressee {
-                    id,
-                    to: r.to.as_str(),
-                    data: r.data.as_ref(),
-                    bulk_id: Some(&bulk_id),
-                    external_id: r.external_id.as_deref(),
-                    suppressed: None,
-                },
-                created_at,
-            );
-            match checked {
-                Ok(_) => accepted.push(BulkJobRecipient {
-                    id,
-                    to: r.to.as_str().to_owned(),
-                    data: r.data,
-                    external_id: r.external_id,
-                    suppressed: None,
-                }),
-                Err(e) => rejected.push(RejectedRecipient {
-                    index: r.index,
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        drop(composer);
+        let checked = self
+            .check_recipients(tenant, draft, template, &bulk_id, created_at)
+            .await?;
+        let CheckedBulk {
+            envelope: env,
+            template,
+            mut accepted,
+            mut rejected,
+        } = checked;
         rejected.sort_by_key(|r| r.index);
         // One batched look-up for every recipient, never one per recipient.
         let addresses: Vec<&str> = accepted.iter().map(|r| r.to.as_str()).collect();
@@ -246,6 +326,119 @@ impl Herald {
             self.wake(lane, true);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))
+    }
+
+    /// Renders every recipient once to validate it, in chunks on the render pool, within the
+    /// bulk budget; nothing rendered is kept (the messages are rendered again when written).
+    async fn check_recipients(
+        &self,
+        tenant: &TenantId,
+        draft: BulkDraft,
+        template: Option<Template>,
+        bulk_id: &str,
+        created_at: chrono::DateTime<Utc>,
+    ) -> Result<CheckedBulk, AcceptError> {
+        let mut checked = CheckedBulk {
+            envelope: draft.envelope,
+            template,
+            accepted: Vec::with_capacity(draft.recipients.len()),
+            rejected: draft.rejected,
+        };
+        let mut budget = BulkBudget::new(self.config.bulk_render);
+        let mut pending = draft.recipients.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<BulkRecipient> = pending.by_ref().take(CHECK_CHUNK).collect();
+            let (limits, owner, id) = (self.config.render, tenant.clone(), bulk_id.to_owned());
+            let (back, spent) = self
+                .render_off_async(move || {
+                    let mut spent = BulkBudget::new(BulkRenderBudget::UNLIMITED);
+                    let result =
+                        checked.check_chunk(chunk, limits, &owner, &id, created_at, &mut spent);
+                    (checked, result.map(|()| spent))
+                })
+                .await?;
+            checked = back;
+            budget.spend(spent?)?;
+        }
+        Ok(checked)
+    }
+
+    /// Runs `work` on a blocking thread, at most one per permit of the render pool.
+    pub(crate) async fn render_off_async<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AcceptError> {
+        let _permit = self
+            .render_pool
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("render pool closed".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AcceptError::Store(StoreError::Unavailable(format!("render failed: {e}"))))
+    }
+
+    /// The message of a single send. Inline content is only checked; a template runs in the
+    /// render pool, never on the async workers, so a slow one cannot stall other requests.
+    async fn compose_single(
+        &self,
+        tenant: &TenantId,
+        draft: SendDraft,
+    ) -> Result<NewMessage, AcceptError> {
+        self.check_envelope(tenant, &draft.envelope).await?;
+        let template_named = matches!(draft.envelope.content, ContentSource::Template(_));
+        let template = self.load_template(tenant, &draft.envelope.content).await?;
+        let limits = self.config.render;
+        let owner = tenant.clone();
+        let compose = move || {
+            let who = Addressee {
+                id: MessageId::new(),
+                to: draft.to.as_str(),
+                data: None,
+                bulk_id: None,
+                external_id: None,
+                suppressed: None,
+            };
+            Composer::new(&draft.envelope, template.as_ref(), limits)?.compose(
+                &owner,
+                who,
+                Utc::now(),
+            )
+        };
+        Ok(match template_named {
+            false => compose()?,
+            true => self.render_off_async(compose).await??,
+        })
+    }
+
+    /// What every send is held to before any rendering: its delivery options parse, and its
+    /// `from` is one of the tenant's sender identities.
+    async fn check_envelope(&self, tenant: &TenantId, env: &Envelope) -> Result<(), AcceptError> {
+        DeliveryOptions::from_metadata(env.metadata.as_ref()).map_err(AcceptError::Invalid)?;
+        let Some(from) = env.from.as_deref() else {
+            return Ok(());
+        };
+        if !sender::needs_identity(env.channel) {
+            return Ok(());
+        }
+        let allows = |ids: &[SenderIdentity]| ids.iter().any(|i| i.allows(env.channel, from));
+        if self
+            .config
+            .senders
+            .get(tenant)
+            .is_some_and(|ids| allows(ids))
+            || allows(&self.tenants.sender_identities(tenant).await?)
+        {
+            return Ok(());
+        }
+        Err(AcceptError::Invalid(FieldError::new(
+            "/from",
+            "sender_not_allowed",
+            format!(
+                "`{from}` is not one of this tenant's sender identities; add it with \
+                 PUT /v1/sender-identities/{{identity}}, or leave `from` out to use the gateway's sender"
+            ),
+        )))
     }
 
     /// The template a send names, loaded once per request.

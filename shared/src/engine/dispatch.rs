@@ -11,7 +11,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::suppress::suppression_note;
 use super::Herald;
-use crate::domain::{Message, MessageStatus, Priority, TenantId};
+use crate::domain::{Message, MessageStatus, Priority};
 use crate::gateway::Outcome;
 use crate::ports::{
     AttemptChange, ClaimOutcome, Delivery, GatewayError, Grant, MessageRef, OutboundMessage,
@@ -217,8 +217,7 @@ impl Herald {
     /// brings it back then).
     async fn pace(&self, m: &Message, gateway: &str) -> Option<(Disposition, Option<Transition>)> {
         let limits = &self.config.rate_limits;
-        let tenant = TenantId::parse(&m.tenant).ok()?;
-        let buckets = limits.buckets_for(gateway, &tenant, m.channel, &m.to);
+        let buckets = limits.buckets_for(gateway, &m.tenant, m.channel, &m.to);
         let wait = match self
             .limiter
             .acquire(&buckets, m.priority, limits.bulk_share)
@@ -246,9 +245,8 @@ impl Herald {
         &self,
         m: &Message,
     ) -> Option<(Disposition, Option<Transition>)> {
-        let tenant = TenantId::parse(&m.tenant).ok()?;
         match self
-            .suppressed_recipients(&tenant, m.channel, &[m.to.as_str()])
+            .suppressed_recipients(&m.tenant, m.channel, &[m.to.as_str()])
             .await
         {
             Ok(found) => {
@@ -282,10 +280,10 @@ impl Herald {
         if let Some(wait) = self.pace(&m, gateway.name()).await {
             return wait;
         }
-        let metadata = |key: &str| m.metadata.as_ref().and_then(|md| md.get(key));
+        let options = &m.options;
         let outbound = OutboundMessage {
             id: m.id,
-            tenant: m.tenant.clone(),
+            tenant: m.tenant.to_string(),
             channel: m.channel,
             priority: m.priority,
             to: m.to.clone(),
@@ -293,18 +291,17 @@ impl Herald {
             content: m.content.clone(),
             attempt: m.attempts,
             correlation_id: m.correlation_id.clone(),
-            unsubscribe_url: metadata("unsubscribe_url")
-                .and_then(|u| u.as_str())
-                .map(str::to_owned),
-            media_urls: metadata("media_urls")
-                .and_then(|u| u.as_array())
-                .map(|urls| {
-                    urls.iter()
-                        .filter_map(|u| u.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            whatsapp_template: metadata("whatsapp_template").cloned(),
+            unsubscribe_url: options.unsubscribe_url.clone().map(String::from),
+            media_urls: options
+                .media_urls
+                .iter()
+                .cloned()
+                .map(String::from)
+                .collect(),
+            whatsapp_template: options
+                .whatsapp_template
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok()),
         };
         let started = Instant::now();
         let result =
@@ -371,11 +368,9 @@ impl Herald {
             }
             Err(GatewayError::Permanent { code, message }) => {
                 self.observe(&chosen, Outcome::Permanent, latency).await;
-                if let (Some(reason), Ok(tenant)) =
-                    (gateway.suppression_for(&code), TenantId::parse(&m.tenant))
-                {
+                if let Some(reason) = gateway.suppression_for(&code) {
                     let target = MessageRef {
-                        tenant,
+                        tenant: m.tenant.clone(),
                         channel: m.channel,
                         to: m.to.clone(),
                     };

@@ -9,8 +9,10 @@ pub mod inbound;
 pub mod keys;
 pub mod maintenance;
 pub mod suppress;
+mod templates;
 pub mod tracker;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,8 @@ use gate::PriorityGate;
 
 use crate::domain::health::BreakerConfig;
 use crate::domain::limits::RateLimits;
-use crate::domain::Priority;
+use crate::domain::template::RenderLimits;
+use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter, SuppressionStore,
@@ -28,8 +31,8 @@ use crate::ports::{
 };
 
 pub use accept::{
-    AcceptError, Accepted, BulkDraft, BulkOutcome, BulkRecipient, ContentSource, Envelope,
-    IdempotencyInput, RejectedRecipient, SendDraft, SendOutcome,
+    AcceptError, Accepted, BulkDraft, BulkOutcome, BulkRecipient, BulkRenderBudget, ContentSource,
+    Envelope, IdempotencyInput, RejectedRecipient, SendDraft, SendOutcome,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +65,15 @@ pub struct EngineConfig {
     /// The outcomes a gateway's state is judged on.
     pub health_window: Duration,
     pub breaker: BreakerConfig,
+    /// What one message's template render may spend.
+    pub render: RenderLimits,
+    /// What a whole bulk request's renders may spend.
+    pub bulk_render: BulkRenderBudget,
+    /// Template renders that run at once (each on a blocking thread, off the async workers).
+    pub render_threads: usize,
+    /// Sender identities from configuration (herald.toml, the numbers each tenant owns), beside
+    /// those set through the API.
+    pub senders: BTreeMap<TenantId, Vec<SenderIdentity>>,
 }
 
 impl Default for EngineConfig {
@@ -88,11 +100,25 @@ impl Default for EngineConfig {
             health_interval: Duration::from_secs(10),
             health_window: Duration::from_secs(300),
             breaker: BreakerConfig::default(),
+            render: RenderLimits::default(),
+            bulk_render: BulkRenderBudget::default(),
+            render_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            senders: BTreeMap::new(),
         }
     }
 }
 
 impl EngineConfig {
+    /// Adds configured sender identities to the tenants' lists.
+    pub fn add_senders(&mut self, senders: impl IntoIterator<Item = (TenantId, SenderIdentity)>) {
+        for (tenant, identity) in senders {
+            let ids = self.senders.entry(tenant).or_default();
+            if !ids.contains(&identity) {
+                ids.push(identity);
+            }
+        }
+    }
+
     pub fn lane(&self, lane: Priority) -> LaneConfig {
         self.lanes[lane.index()]
     }
@@ -134,11 +160,14 @@ pub struct Herald {
     wake: [Notify; 5],
     priority_gate: PriorityGate,
     status_cache: health::StatusCache,
+    render_pool: tokio::sync::Semaphore,
 }
 
 impl Herald {
     pub fn new(ports: Ports, gateways: GatewayRegistry, config: EngineConfig) -> Herald {
+        let render_pool = tokio::sync::Semaphore::new(config.render_threads.max(1));
         Herald {
+            render_pool,
             store: ports.store,
             queue: ports.queue,
             templates: ports.templates,

@@ -297,7 +297,7 @@ pub async fn received_messages_come_back_after_the_visibility_timeout<
     q.ack(Priority::P3, vec![again[0].receipt.clone()])
         .await
         .unwrap();
-    let stats = q.stats(Utc::now()).await.unwrap();
+    let stats = q.stats(Utc::now(), None).await.unwrap();
     let p3 = stats.iter().find(|s| s.lane == Priority::P3).unwrap();
     assert_eq!(p3.depth + p3.in_flight, 0, "{p3:?}");
 }
@@ -354,6 +354,42 @@ pub async fn keys_are_found_by_prefix_and_revoked<S: TenantStore>(store: &S) {
     assert!(store.revoke_key("abcd1234").await.unwrap());
     assert!(store.find_key("abcd1234").await.unwrap().unwrap().revoked);
     assert!(!store.revoke_key("zzzz9999").await.unwrap());
+}
+
+pub async fn sender_identities_are_per_tenant<S: TenantStore>(store: &S) {
+    use crate::domain::SenderIdentity;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let domain = SenderIdentity::parse("acme.com").unwrap();
+    let phone = SenderIdentity::parse("+15551234567").unwrap();
+    assert!(store.sender_identities(&acme).await.unwrap().is_empty());
+    assert!(
+        store.add_sender_identity(&acme, &phone).await.unwrap(),
+        "new"
+    );
+    assert!(
+        store.add_sender_identity(&acme, &domain).await.unwrap(),
+        "new"
+    );
+    assert!(
+        !store.add_sender_identity(&acme, &domain).await.unwrap(),
+        "again"
+    );
+    assert_eq!(
+        store.sender_identities(&acme).await.unwrap(),
+        vec![phone.clone(), domain.clone()],
+        "sorted by their text"
+    );
+    assert!(
+        store.sender_identities(&globex).await.unwrap().is_empty(),
+        "isolated"
+    );
+    assert!(!store
+        .remove_sender_identity(&globex, &domain)
+        .await
+        .unwrap());
+    assert!(store.remove_sender_identity(&acme, &domain).await.unwrap());
+    assert!(!store.remove_sender_identity(&acme, &domain).await.unwrap());
+    assert_eq!(store.sender_identities(&acme).await.unwrap(), vec![phone]);
 }
 
 /// A permanent failure is listed as a dead letter (newest first) and a redrive puts it back

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::StoreError;
-use crate::domain::{MessageId, Priority};
+use crate::domain::{MessageId, Priority, TenantId};
 
 /// One receipt of a queued message, SQS style: it stays invisible to other consumers until
 /// `visibility` runs out, then comes back unless acknowledged.
@@ -81,5 +81,13 @@ pub trait LaneQueue: Send + Sync + 'static {
         delivery: &Delivery,
         delay: Duration,
     ) -> Result<Redelivery, StoreError>;
-    async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError>;
+    /// Per lane; with `tenant`, only that tenant's messages where the backend can tell them
+    /// apart (see [`LaneQueue::stats_per_tenant`]), else every tenant's together.
+    async fn stats(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<LaneStats>, StoreError>;
+    /// Whether `stats` can count one tenant's messages (SQS counts whole queues only).
+    fn stats_per_tenant(&self) -> bool;
 }

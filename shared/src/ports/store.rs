@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::StoreError;
 use crate::domain::{
     template::Template, BulkJob, Channel, DeliveryEvent, EventKind, Message, MessageId,
-    MessageStatus, NewMessage, Priority, TemplateName, TenantId,
+    MessageStatus, NewMessage, Priority, SenderIdentity, TemplateName, TenantId,
 };
 
 /// An `Idempotency-Key` and the response it produced, kept at least 24 h.
@@ -264,4 +264,19 @@ pub trait TenantStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError>;
     async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// The identities the tenant may send as (set through the API), sorted by their text.
+    async fn sender_identities(&self, tenant: &TenantId)
+        -> Result<Vec<SenderIdentity>, StoreError>;
+    /// Returns true when the identity is new for the tenant.
+    async fn add_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError>;
+    /// Returns true when the tenant had the identity.
+    async fn remove_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError>;
 }

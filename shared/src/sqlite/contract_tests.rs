@@ -71,6 +71,12 @@ async fn sqlite_keys_are_found_by_prefix_and_revoked() {
 }
 
 #[tokio::test]
+async fn sqlite_sender_identities_are_per_tenant() {
+    let (_d, b) = backend();
+    sender_identities_are_per_tenant(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_dead_letters_are_listed_and_redriven() {
     let (_d, b) = backend();
     dead_letters_are_listed_and_redriven(&b, &b).await;

@@ -22,7 +22,7 @@ use crate::ports::{
 /// Rows deleted per retention job, so the writer is never held long.
 const PURGE_CHUNK: i64 = 2_000;
 
-fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
+pub(super) fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
     let id = m.id.to_string();
     let now = ms(m.created_at);
     conn.prepare_cached(
@@ -68,7 +68,7 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn find_key(
+pub(super) fn find_key(
     conn: &Connection,
     tenant: &TenantId,
     key: &str,
@@ -86,6 +86,22 @@ fn find_key(
         })
     })
     .optional()
+}
+
+pub(super) fn insert_key(conn: &Connection, k: &IdempotencyRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency_keys (tenant, key, request_hash, response_status, response_body, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        k.tenant.as_str(),
+        k.key,
+        k.request_hash,
+        k.response_status,
+        k.response_body,
+        Utc::now().timestamp_millis()
+    ])?;
+    Ok(())
 }
 
 /// Two forms: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
@@ -264,22 +280,19 @@ impl MessageStore for SqliteBackend {
                     insert_message(conn, m)?;
                 }
                 if let Some(k) = &batch.idempotency {
-                    conn.prepare_cached(
-                        "INSERT INTO idempotency_keys (tenant, key, request_hash, response_status, response_body, \
-                         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![
-                        k.tenant.as_str(),
-                        k.key,
-                        k.request_hash,
-                        k.response_status,
-                        k.response_body,
-                        Utc::now().timestamp_millis()
-                    ])?;
+                    insert_key(conn, k)?;
                 }
                 Ok(AcceptOutcome::Accepted)
             })
             .await
+    }
+
+    async fn accept_bulk(
+        &self,
+        job: crate::domain::BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        self.accept_bulk_in_chunks(job, idempotency).await
     }
 
     async fn find_idempotency(

@@ -1,5 +1,6 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 
+mod bulk;
 mod inbound;
 mod messages;
 mod pool;
@@ -152,6 +153,19 @@ CREATE TABLE IF NOT EXISTS inbound (
     UNIQUE (gateway, provider_message_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);
+-- The identities each tenant may send as (`from`).
+CREATE TABLE IF NOT EXISTS sender_identities (
+    tenant TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, identity)
+) WITHOUT ROWID;
+-- Bulk sends being written: the accepted job, and how far its messages are written.
+CREATE TABLE IF NOT EXISTS bulk_jobs (
+    bulk_id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    next_index INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// The embedded backend: implements [`crate::ports::MessageStore`], [`crate::ports::LaneQueue`],

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use super::{ms, SqliteBackend};
-use crate::domain::{MessageId, Priority};
+use crate::domain::{MessageId, Priority, TenantId};
 use crate::ports::{Delivery, LaneQueue, LaneStats, Redelivery, StoreError};
 
 #[async_trait]
@@ -92,8 +92,17 @@ impl LaneQueue for SqliteBackend {
             .await
     }
 
-    async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<LaneStats>, StoreError> {
+    fn stats_per_tenant(&self) -> bool {
+        true
+    }
+
+    async fn stats(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<LaneStats>, StoreError> {
         let now_ms = ms(now);
+        let tenant = tenant.map(|t| t.as_str().to_owned());
         self.readers
             .run(move |conn| {
                 let mut stats: Vec<LaneStats> = Priority::ALL
@@ -112,9 +121,9 @@ impl LaneQueue for SqliteBackend {
                        SUM(in_flight = 1 AND visible_at > ?1), \
                        SUM(in_flight = 0 AND visible_at > ?1), \
                        MIN(CASE WHEN visible_at <= ?1 THEN enqueued_at END) \
-                     FROM lane_queue GROUP BY lane",
+                     FROM lane_queue WHERE ?2 IS NULL OR tenant = ?2 GROUP BY lane",
                 )?;
-                let rows = stmt.query_map([now_ms], |r| {
+                let rows = stmt.query_map(rusqlite::params![now_ms, tenant], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, Row};
 
 use super::{from_ms, next_event_seq};
 use crate::domain::{
-    sms::SmsInfo, Channel, Content, DeliveryEvent, EventKind, Message, MessageId, MessageStatus,
-    Priority,
+    sms::SmsInfo, Channel, Content, DeliveryEvent, DeliveryOptions, EventKind, Message, MessageId,
+    MessageStatus, Priority, TenantId,
 };
 
 /// The columns `message_from_row` reads, as a literal so hot queries can be `concat!`-ed at
@@ -43,9 +43,9 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let channel: String = row.get(2)?;
     let priority: i64 = row.get(3)?;
     let status: String = row.get(4)?;
-    Ok(Message {
+    let mut m = Message {
         id: MessageId::parse(&id).ok_or_else(|| bad(0, "bad message id"))?,
-        tenant: row.get(1)?,
+        tenant: TenantId::parse(&row.get::<_, String>(1)?).map_err(|_| bad(1, "bad tenant"))?,
         channel: Channel::parse(&channel).ok_or_else(|| bad(2, "unknown channel"))?,
         priority: Priority::from_index(priority as usize)
             .ok_or_else(|| bad(3, "unknown priority"))?,
@@ -63,6 +63,7 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         source_type: row.get(13)?,
         source_id: row.get(14)?,
         metadata: parse_json(15, row.get(15)?)?,
+        options: Default::default(),
         send_at: row.get::<_, Option<i64>>(16)?.map(from_ms),
         bulk_id: row.get(17)?,
         external_id: row.get(18)?,
@@ -73,7 +74,10 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         last_error: row.get(23)?,
         created_at: from_ms(row.get(24)?),
         updated_at: from_ms(row.get(25)?),
-    })
+    };
+    m.options = DeliveryOptions::from_metadata(m.metadata.as_ref())
+        .map_err(|e| bad(15, &format!("delivery options: {}", e.detail)))?;
+    Ok(m)
 }
 
 /// An event's detail as stored: serialized before the write job, so the writer thread (the

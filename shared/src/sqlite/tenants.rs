@@ -3,7 +3,7 @@ use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
 use super::{from_ms, ms, SqliteBackend};
-use crate::domain::{Template, TemplateName, TenantId};
+use crate::domain::{SenderIdentity, Template, TemplateName, TenantId};
 use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
 
 #[async_trait]
@@ -74,6 +74,62 @@ impl TenantStore for SqliteBackend {
                         revoked: revoked.is_some(),
                     })
                 }))
+            })
+            .await
+    }
+
+    async fn sender_identities(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<SenderIdentity>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT identity FROM sender_identities WHERE tenant = ?1 ORDER BY identity",
+                )?;
+                let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for raw in rows {
+                    // Stored only after parsing; a row that no longer parses is skipped, not sent as.
+                    if let Ok(identity) = SenderIdentity::parse(&raw?) {
+                        out.push(identity);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn add_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError> {
+        let (tenant, identity) = (tenant.as_str().to_owned(), identity.to_string());
+        let now = ms(Utc::now());
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute(
+                    "INSERT OR IGNORE INTO sender_identities (tenant, identity, created_at) VALUES (?1, ?2, ?3)",
+                    params![tenant, identity, now],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn remove_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError> {
+        let (tenant, identity) = (tenant.as_str().to_owned(), identity.to_string());
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM sender_identities WHERE tenant = ?1 AND identity = ?2",
+                    params![tenant, identity],
+                )? == 1)
             })
             .await
     }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::domain::TenantId;
+use crate::domain::{SenderIdentity, TenantId};
 use crate::engine::inbound::KeywordReplies;
 use crate::gateway::secret::Secret;
 
@@ -116,6 +116,23 @@ impl WebhooksConfig {
     }
 
     /// The number's owner and its keyword replies.
+    /// Each receiving number is a sender identity of the tenant that owns it.
+    pub fn sender_identities(&self) -> Vec<(TenantId, SenderIdentity)> {
+        self.numbers
+            .iter()
+            .filter_map(|n| {
+                let number = if n.number.starts_with('+') {
+                    n.number.clone()
+                } else {
+                    format!("+{}", n.number)
+                };
+                SenderIdentity::parse(&number)
+                    .ok()
+                    .map(|id| (n.tenant.clone(), id))
+            })
+            .collect()
+    }
+
     pub fn number(&self, to: &str) -> Option<&InboundNumber> {
         let digits = |s: &str| s.trim().trim_start_matches('+').to_owned();
         self.numbers

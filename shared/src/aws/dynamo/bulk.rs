@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
-use super::{build_error, epoch_seconds, unavailable, DynamoStore};
+use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError, SuppressionStore};
 
@@ -36,13 +36,6 @@ struct JobHeader {
     envelope: Envelope,
     template: Option<Template>,
     created_at: DateTime<Utc>,
-}
-
-/// The bulk queue's message: which job to fan out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BulkRef {
-    pub bulk_id: String,
-    pub tenant: String,
 }
 
 /// How far a fan-out got.

@@ -1,16 +1,21 @@
 //! Templates (per tenant) and tenants with their API keys on DynamoDB.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
 use super::item::{get_s, ms, n, opt_n, opt_s, s};
 use super::{condition_failed, unavailable, DynamoStore};
-use crate::domain::{Template, TemplateName, TenantId};
+use crate::domain::{SenderIdentity, Template, TemplateName, TenantId};
 use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
 
 fn tenant_pk(tenant: &TenantId) -> String {
     format!("tenant#{}", tenant.as_str())
+}
+
+/// One item per tenant holds its sender identities as a string set.
+fn senders_pk(tenant: &TenantId) -> String {
+    format!("senders#{}", tenant.as_str())
 }
 
 fn key_pk(prefix: &str) -> String {
@@ -166,5 +171,75 @@ impl TenantStore for DynamoStore {
             key_hash: get_s(&item, "key_hash")?.to_owned(),
             revoked: item.contains_key("revoked_at"),
         }))
+    }
+
+    async fn sender_identities(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<SenderIdentity>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.tenants_table()?)
+            .key("pk", s(senders_pk(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let mut identities: Vec<SenderIdentity> =
+            match out.item.as_ref().and_then(|i| i.get("identities")) {
+                Some(AttributeValue::Ss(set)) => set
+                    .iter()
+                    .filter_map(|raw| SenderIdentity::parse(raw).ok())
+                    .collect(),
+                _ => Vec::new(),
+            };
+        identities.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(identities)
+    }
+
+    async fn add_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError> {
+        self.change_identities(tenant, identity, "ADD")
+            .await
+            .map(|had| !had)
+    }
+
+    async fn remove_sender_identity(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+    ) -> Result<bool, StoreError> {
+        self.change_identities(tenant, identity, "DELETE").await
+    }
+}
+
+impl DynamoStore {
+    /// ADDs to or DELETEs from the tenant's identity set; returns whether the set had it before.
+    async fn change_identities(
+        &self,
+        tenant: &TenantId,
+        identity: &SenderIdentity,
+        verb: &str,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.tenants_table()?)
+            .key("pk", s(senders_pk(tenant)))
+            .update_expression(format!("{verb} identities :one"))
+            .expression_attribute_values(":one", AttributeValue::Ss(vec![identity.to_string()]))
+            .return_values(ReturnValue::UpdatedOld)
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
+        let had = matches!(
+            out.attributes.as_ref().and_then(|a| a.get("identities")),
+            Some(AttributeValue::Ss(set)) if set.iter().any(|v| v == identity.as_str())
+        );
+        Ok(had)
     }
 }

@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    sms::SmsInfo, Channel, Content, DeliveryEvent, EventKind, Message, MessageId, MessageStatus,
-    NewMessage, Priority,
+    sms::SmsInfo, Channel, Content, DeliveryEvent, DeliveryOptions, EventKind, Message, MessageId,
+    MessageStatus, NewMessage, Priority, TenantId,
 };
 use crate::ports::StoreError;
 
@@ -150,9 +150,13 @@ pub(crate) fn message_from_item(item: &Item) -> Result<Message, StoreError> {
     let channel = get_s(item, "channel")?;
     let priority = get_s(item, "priority")?;
     let owned = |k: &str| opt_s(item, k).map(str::to_owned);
+    let tenant = get_s(item, "tenant")?;
+    let metadata: Option<serde_json::Value> = json_of(item, "metadata")?;
+    let options = DeliveryOptions::from_metadata(metadata.as_ref())
+        .map_err(|e| corrupt(format!("delivery options: {}", e.detail)))?;
     Ok(Message {
         id: MessageId::parse(id).ok_or_else(|| corrupt(format!("bad message id {id}")))?,
-        tenant: get_s(item, "tenant")?.to_owned(),
+        tenant: TenantId::parse(tenant).map_err(|_| corrupt(format!("bad tenant {tenant}")))?,
         channel: Channel::parse(channel)
             .ok_or_else(|| corrupt(format!("unknown channel {channel}")))?,
         priority: Priority::parse(priority)
@@ -170,7 +174,8 @@ pub(crate) fn message_from_item(item: &Item) -> Result<Message, StoreError> {
         message_type: owned("message_type"),
         source_type: owned("source_type"),
         source_id: owned("source_id"),
-        metadata: json_of(item, "metadata")?,
+        metadata,
+        options,
         send_at: opt_n::<i64>(item, "send_at")?.map(from_ms),
         bulk_id: owned("bulk_id"),
         external_id: owned("external_id"),

@@ -611,7 +611,7 @@ impl MessageStore for DynamoStore {
                 let m = message_from_item(&item)?;
                 refs.push(LaneRef {
                     id,
-                    tenant: m.tenant,
+                    tenant: m.tenant.to_string(),
                     lane: m.priority,
                     attempt: 0,
                     not_before: None,

@@ -19,7 +19,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::Client;
 
-pub use bulk::{BulkRef, FanOut, FanOutError};
+pub use super::sqs::BulkRef;
+pub use bulk::{FanOut, FanOutError};
 
 use super::settings::{required, Tables};
 use super::sqs::SqsLanes;

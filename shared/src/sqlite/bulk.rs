@@ -1,0 +1,131 @@
+//! Bulk sends, written in chunks: the job and its idempotency key are stored in one
+//! transaction (that is the accept), then its messages are rendered and written a chunk per
+//! transaction, each with the job's progress. Memory stays bounded whatever the job's size or
+//! template, a large bulk never holds the writer for long, and a crash between chunks is
+//! finished at the next start by [`SqliteBackend::resume_bulk_jobs`].
+
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::messages::{find_key, insert_key, insert_message};
+use super::SqliteBackend;
+use crate::domain::BulkJob;
+use crate::ports::{AcceptOutcome, IdempotencyRecord, StoreError};
+
+/// Messages per chunk, and the rendered content after which a chunk is cut short.
+const CHUNK_MESSAGES: usize = 500;
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+impl SqliteBackend {
+    pub(super) async fn accept_bulk_in_chunks(
+        &self,
+        job: BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        let stored = self.store_bulk_job(&job, idempotency).await?;
+        if matches!(stored, AcceptOutcome::Accepted) {
+            self.write_bulk(Arc::new(job), 0).await?;
+        }
+        Ok(stored)
+    }
+
+    /// The accept itself: the job and its idempotency key, durable before any message is
+    /// written (a job stored but not written to the end is finished at the next start).
+    pub async fn store_bulk_job(
+        &self,
+        job: &BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        let text = serde_json::to_string(&job)
+            .map_err(|e| StoreError::Corrupt(format!("bulk job does not serialize: {e}")))?;
+        let (bulk_id, rank) = (job.bulk_id.clone(), job.envelope.priority.rank());
+        self.writer
+            .run(rank, move |conn| {
+                if let Some(key) = &idempotency {
+                    if let Some(existing) = find_key(conn, &key.tenant, &key.key)? {
+                        return Ok(AcceptOutcome::KeyExists(existing));
+                    }
+                    insert_key(conn, key)?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO bulk_jobs (bulk_id, job, next_index) VALUES (?1, ?2, 0)",
+                )?
+                .execute(params![bulk_id, text])?;
+                Ok(AcceptOutcome::Accepted)
+            })
+            .await
+    }
+
+    /// Writes a job's messages from `next` on, chunk by chunk; the last chunk removes the job.
+    async fn write_bulk(&self, job: Arc<BulkJob>, mut next: usize) -> Result<(), StoreError> {
+        let rank = job.envelope.priority.rank();
+        while next < job.recipients.len() {
+            let source = job.clone();
+            let chunk = tokio::task::spawn_blocking(move || {
+                source.chunk_from(next, CHUNK_MESSAGES, CHUNK_BYTES)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("bulk render stopped: {e}")))?
+            .map_err(|e| {
+                StoreError::Corrupt(format!("bulk job {} does not render: {e}", job.bulk_id))
+            })?;
+            let end = next + chunk.len().max(1);
+            let done = end >= job.recipients.len();
+            let bulk_id = job.bulk_id.clone();
+            self.writer
+                .run(rank, move |conn| {
+                    for m in &chunk {
+                        insert_message(conn, m)?;
+                    }
+                    if done {
+                        conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
+                            .execute([&bulk_id])?;
+                    } else {
+                        conn.prepare_cached(
+                            "UPDATE bulk_jobs SET next_index = ?2 WHERE bulk_id = ?1",
+                        )?
+                        .execute(params![bulk_id, end as i64])?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            next = end;
+        }
+        if job.recipients.is_empty() {
+            let bulk_id = job.bulk_id.clone();
+            self.writer
+                .run(rank, move |conn| {
+                    conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
+                        .execute([&bulk_id])
+                        .map(drop)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the bulk jobs a previous process accepted but did not write to the end.
+    /// Returns how many it finished.
+    pub async fn resume_bulk_jobs(&self) -> Result<usize, StoreError> {
+        let mut resumed = 0;
+        while let Some((text, next)) = self.next_unfinished_job().await? {
+            let job: BulkJob = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("stored bulk job: {e}")))?;
+            self.write_bulk(Arc::new(job), next).await?;
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    async fn next_unfinished_job(&self) -> Result<Option<(String, usize)>, StoreError> {
+        self.readers
+            .run(|conn| {
+                conn.query_row("SELECT job, next_index FROM bulk_jobs LIMIT 1", [], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+                })
+                .optional()
+            })
+            .await
+    }
+}
