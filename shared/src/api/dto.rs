@@ -32,17 +32,25 @@ pub struct SendMessageRequest {
     pub priority: Priority,
     /// Email address, E.164 phone number, or push device token, by channel.
     pub to: String,
+    /// One of the tenant's sender identities (`GET /v1/sender-identities`); leave it out to
+    /// send as the gateway's default sender.
     pub from: Option<String>,
     pub subject: Option<String>,
+    /// Rendered content is capped per channel (subject, body and html together): email
+    /// 262,144 bytes, SMS 10 segments, push 4,096 bytes, WhatsApp and Telegram 4,096 characters.
     pub body: Option<String>,
     pub html: Option<String>,
-    /// A stored template's name; excludes subject/body/html.
+    /// A stored template's name; excludes subject/body/html. Its render is limited in fuel,
+    /// time and output (the channel's cap); over a limit is a 422 of type `template-limit`.
     pub template: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     pub message_type: Option<String>,
     pub source_type: Option<String>,
     pub source_id: Option<String>,
+    /// The tenant's own data, plus delivery options checked at accept: `unsubscribe_url`
+    /// (http, https or mailto), `media_urls` (up to 10 http(s) URLs), `whatsapp_template`
+    /// (`{name, language: {code}, components?}`).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// Not handed to a gateway before this time (RFC 3339).
