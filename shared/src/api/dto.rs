@@ -29,6 +29,8 @@ const MAX_RECIPIENT_DATA_BYTES: usize = 64 * 1024;
 /// `deny_unknown_fields`, and an unknown field must stay a 400.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"channel": "email", "priority": "P4", "to": "ann@example.com",
+    "subject": "Your receipt", "body": "Thanks for your order."}))]
 pub struct SendMessageRequest {
     pub channel: Channel,
     pub priority: Priority,
@@ -68,6 +70,8 @@ pub struct BulkRecipientInput {
 /// `POST /v1/messages/bulk`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"channel": "sms", "priority": "P2", "body": "Sale ends tonight",
+    "recipients": [{"to": "+15005550006"}, {"to": "+15005550007", "external_id": "c-7"}]}))]
 pub struct BulkSendRequest {
     pub channel: Channel,
     pub priority: Priority,
@@ -456,6 +460,7 @@ impl utoipa::PartialSchema for TemplateInput {
             .property("text", part("Plain-text body."))
             .property("html", part("HTML body: variables are HTML-escaped."))
             .min_properties(Some(1))
+            .examples([serde_json::json!({"subject": "Hello {{ name }}", "text": "Hi {{ name }}!"})])
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .into()
     }

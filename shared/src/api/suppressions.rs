@@ -57,6 +57,7 @@ impl From<Suppression> for SuppressionView {
 /// `PUT /v1/suppressions/{channel}/{address}`
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "unsubscribe"}))]
 pub struct SuppressionInput {
     /// Default `manual`.
     pub reason: Option<Reason>,
@@ -120,7 +121,8 @@ fn parse_target(channel: &str, address: &str) -> Result<(Channel, String), Field
 
 /// Add or replace an entry on this tenant's list.
 #[utoipa::path(put, operation_id = "put_suppression", path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
-    params(("channel" = Channel, Path), ("address" = String, Path, description = "URL-encoded: + is %2B")),
+    params(("channel" = Channel, Path, example = "email"),
+           ("address" = String, Path, example = "ann@example.com", description = "URL-encoded: + is %2B")),
     request_body = SuppressionInput,
     responses((status = 201, body = SuppressionView), (status = 200, body = SuppressionView), AuthErrors, JsonBodyErrors),
     security(("api_key" = [])))]
