@@ -460,7 +460,9 @@ impl utoipa::PartialSchema for TemplateInput {
             .property("text", part("Plain-text body."))
             .property("html", part("HTML body: variables are HTML-escaped."))
             .min_properties(Some(1))
-            .examples([serde_json::json!({"subject": "Hello {{ name }}", "text": "Hi {{ name }}!"})])
+            .examples([
+                serde_json::json!({"subject": "Hello {{ name }}", "text": "Hi {{ name }}!"}),
+            ])
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .into()
     }
