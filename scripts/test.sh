@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test Herald has: formatting, lints, the SAM template's validation, unit tests, router and
 # engine tests, the embedded end-to-end suites (lifecycle, API contract, bad input, lanes, crash
-# safety, CLI, bench smoke) and the AWS suites (port contract on DynamoDB and SQS, the Lambda
-# pipeline, bulk fan-out, sample events) against moto.
+# safety, CLI, bench smoke), the AWS suites (port contract on DynamoDB and SQS, the Lambda
+# pipeline, bulk fan-out, sample events) against moto, and last schemathesis against a running
+# `herald serve` (scripts/schemathesis.sh).
 # Needs Rust (stable), a C compiler and Python 3 with venv; everything else it installs into
 # ./.venv (scripts/python-tools.txt). Set HERALD_TEST_AWS_ENDPOINT to use an emulator you run
 # yourself (LocalStack, say) instead of the moto server this script starts.
@@ -33,3 +34,5 @@ if [[ -z "${HERALD_TEST_AWS_ENDPOINT:-}" ]]; then
 fi
 
 cargo test --workspace --all-targets
+
+SCHEMATHESIS="$tools/schemathesis" ./scripts/schemathesis.sh

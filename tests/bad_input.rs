@@ -716,6 +716,18 @@ fn cases(acme_message: &str) -> Vec<Case> {
             .expect(422, "validation")
             .at("/limit"),
         Case::get(
+            "suppression list with limit=abc",
+            "/v1/suppressions?limit=abc",
+        )
+        .expect(422, "validation")
+        .at("/limit"),
+        Case::get(
+            "suppression list with an unknown parameter",
+            "/v1/suppressions?sort=address",
+        )
+        .expect(400, "invalid-query")
+        .at("/sort"),
+        Case::get(
             "suppression list with a forged cursor",
             "/v1/suppressions?after=garbage",
         )
@@ -909,17 +921,46 @@ fn cases(acme_message: &str) -> Vec<Case> {
             .expect(422, "validation")
             .at("/limit"),
         Case::get("dead-letters limit=abc", "/v1/dead-letters?limit=abc")
-            .expect(400, "invalid-query"),
+            .expect(422, "validation")
+            .at("/limit"),
         Case::get("dead-letters limit=-1", "/v1/dead-letters?limit=-1")
-            .expect(400, "invalid-query"),
+            .expect(422, "validation")
+            .at("/limit"),
         Case::get(
-            "dead-letters before not a uuid",
-            "/v1/dead-letters?before=yesterday",
+            "dead-letters after not a uuid",
+            "/v1/dead-letters?after=yesterday",
         )
         .expect(422, "validation")
-        .at("/before"),
+        .at("/after"),
         Case::get("dead-letters unknown parameter", "/v1/dead-letters?page=2")
-            .expect(400, "invalid-query"),
+            .expect(400, "invalid-query")
+            .at("/page"),
+        Case::get(
+            "dead-letters with the old before cursor",
+            "/v1/dead-letters?before=yesterday",
+        )
+        .expect(400, "invalid-query")
+        .at("/before"),
+        Case::get(
+            "dead-letters limit given twice",
+            "/v1/dead-letters?limit=1&limit=2",
+        )
+        .expect(400, "invalid-query")
+        .at("/limit"),
+        // ---- inbound ----------------------------------------------------------------------
+        Case::get("inbound limit=0", "/v1/inbound?limit=0")
+            .expect(422, "validation")
+            .at("/limit"),
+        Case::get("inbound limit=1001", "/v1/inbound?limit=1001")
+            .expect(422, "validation")
+            .at("/limit"),
+        Case::get("inbound limit=1000 (control)", "/v1/inbound?limit=1000").succeeds(200),
+        Case::get("inbound after not a uuid", "/v1/inbound?after=yesterday")
+            .expect(422, "validation")
+            .at("/after"),
+        Case::get("inbound unknown parameter", "/v1/inbound?channel=sms")
+            .expect(400, "invalid-query")
+            .at("/channel"),
         Case::post(
             "redrive an id that is not a uuid",
             "/v1/dead-letters/redrive",

@@ -368,8 +368,8 @@ async fn stop_start_and_help_keywords_on_inbound_sms() {
         json!(["https://api.twilio.com/media/ME1"])
     );
     assert_eq!(items[1]["keyword"], "start");
-    let before = page["next_before"].as_str().unwrap();
-    let rest = h.s.get(&format!("/v1/inbound?before={before}")).await.body;
+    let after = page["next_after"].as_str().unwrap();
+    let rest = h.s.get(&format!("/v1/inbound?after={after}")).await.body;
     let bodies: Vec<&str> = rest["items"]
         .as_array()
         .unwrap()

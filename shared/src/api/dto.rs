@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
+use utoipa::openapi::{ObjectBuilder, RefOr, Type};
 use utoipa::ToSchema;
 
 use crate::domain::{
@@ -27,6 +29,8 @@ const MAX_RECIPIENT_DATA_BYTES: usize = 64 * 1024;
 /// `deny_unknown_fields`, and an unknown field must stay a 400.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"channel": "email", "priority": "P4", "to": "ann@example.com",
+    "subject": "Your receipt", "body": "Thanks for your order."}))]
 pub struct SendMessageRequest {
     pub channel: Channel,
     pub priority: Priority,
@@ -45,8 +49,11 @@ pub struct SendMessageRequest {
     pub template: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+    #[schema(min_length = 1, max_length = 128)]
     pub message_type: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     pub source_type: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     pub source_id: Option<String>,
     /// The tenant's own data, plus delivery options checked at accept: `unsubscribe_url`
     /// (http, https or mailto), `media_urls` (up to 10 http(s) URLs), `whatsapp_template`
@@ -71,6 +78,8 @@ pub struct BulkRecipientInput {
 /// `POST /v1/messages/bulk`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"channel": "sms", "priority": "P2", "body": "Sale ends tonight",
+    "recipients": [{"to": "+15005550006"}, {"to": "+15005550007", "external_id": "c-7"}]}))]
 pub struct BulkSendRequest {
     pub channel: Channel,
     pub priority: Priority,
@@ -81,14 +90,18 @@ pub struct BulkSendRequest {
     pub template: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+    #[schema(min_length = 1, max_length = 128)]
     pub message_type: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     pub source_type: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     pub source_id: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub send_at: Option<DateTime<Utc>>,
-    /// 1 to 10,000 recipients; a bad one is reported in `rejected` and does not fail the rest.
-    #[schema(value_type = Vec<BulkRecipientInput>)]
+    /// 1 to 10,000 recipients, each a `BulkRecipientInput`. Any value is taken here: one that is
+    /// not a valid recipient is reported in `rejected` and does not fail the rest.
+    #[schema(min_items = 1, max_items = 10_000)]
     pub recipients: Vec<serde_json::Value>,
 }
 
@@ -427,17 +440,65 @@ impl MessageView {
     }
 }
 
-/// `PUT /v1/templates/{name}`
-#[derive(Debug, Deserialize, ToSchema)]
+/// `PUT /v1/templates/{name}`: at least one of the parts. A part left out is absent; `null`
+/// is refused, so that the document says exactly what the server takes.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
+    #[serde(default, deserialize_with = "present")]
     pub subject: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub text: Option<String>,
     /// HTML part: variables are HTML-escaped.
+    #[serde(default, deserialize_with = "present")]
     pub html: Option<String>,
     /// Data for the trial render at save time; variables it lacks get a placeholder string.
-    #[schema(value_type = Option<Object>)]
+    #[serde(default)]
     pub sample_data: Option<serde_json::Value>,
+}
+
+// Written out: the derive cannot say `minProperties` (utoipa 5.5 emits it as maxProperties).
+impl utoipa::PartialSchema for TemplateInput {
+    fn schema() -> RefOr<Schema> {
+        let part = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let fields = ObjectBuilder::new()
+            .description(Some("At least one part; a part left out is absent."))
+            .property("subject", part("Email subject or push title."))
+            .property("text", part("Plain-text body."))
+            .property("html", part("HTML body: variables are HTML-escaped."))
+            .property(
+                "sample_data",
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some(
+                    "Data for the trial render at save time; variables it lacks get a placeholder.",
+                )),
+            )
+            .examples([
+                serde_json::json!({"subject": "Hello {{ name }}", "text": "Hi {{ name }}!"}),
+            ])
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let needs = |part: &str| ObjectBuilder::new().required(part);
+        let one_part = utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(needs("subject"))
+            .item(needs("text"))
+            .item(needs("html"));
+        utoipa::openapi::schema::AllOfBuilder::new()
+            .item(fields)
+            .item(one_part)
+            .into()
+    }
+}
+
+impl ToSchema for TemplateInput {}
+
+/// A field that, when given, must be a string (not `null`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -452,8 +513,8 @@ pub struct TemplateView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterPage {
     pub items: Vec<MessageView>,
-    /// Pass as `before` for the next page; absent on the last one.
-    pub next_before: Option<String>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
 }
 
 /// `POST /v1/dead-letters/redrive`
@@ -461,7 +522,22 @@ pub struct DeadLetterPage {
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
     /// Which failed messages to redrive; all of the tenant's (up to 10,000) when absent.
+    #[schema(schema_with = message_ids)]
     pub ids: Option<Vec<String>>,
+}
+
+/// An optional list of message ids (the derive would not give the items their pattern).
+fn message_ids() -> Schema {
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(super::paging::MESSAGE_ID_PATTERN));
+    let list = utoipa::openapi::ArrayBuilder::new().items(id);
+    Schema::OneOf(
+        utoipa::openapi::OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(list)
+            .build(),
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -56,29 +56,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "send the body as Content-Type: application/json",
-            ));
-        }
-        let raw = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| body_problem(&rejection, "the request body is too large"))?;
+        require_json(req.headers())?;
+        let raw = read_body(req, state).await?;
         let value = parse_json(&raw)?;
         Ok(JsonBody { value, raw })
     }
+}
+
+/// A JSON body that may be left out: an empty body, or `null`, reads as `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let headers = req.headers().clone();
+        let raw = read_body(req, state).await?;
+        if raw.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        require_json(&headers)?;
+        let value: Option<T> = parse_json(&raw)?;
+        Ok(OptionalJsonBody(value.unwrap_or_default()))
+    }
+}
+
+/// A body must say it is JSON (`application/json` or `application/*+json`).
+fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if is_json {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as Content-Type: application/json",
+        ))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| body_problem(&rejection, "the request body is too large"))
 }
 
 /// A body that could not be read: over the route's limit (413, with `too_large` as detail) or
@@ -186,7 +214,7 @@ fn join(base: &str, field: &str) -> String {
     format!("{base}/{}", field.replace('~', "~0").replace('/', "~1"))
 }
 
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn pointer_of(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {

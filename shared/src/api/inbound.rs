@@ -2,17 +2,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::AuthTenant;
-use super::problem::Problem;
-use crate::domain::{Channel, FieldError, InboundMessage, Keyword, MessageId};
+use super::paging::{ListQuery, NoFilter};
+use super::problem::{AuthErrors, Problem, QueryErrors};
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -52,51 +51,28 @@ impl From<InboundMessage> for InboundView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboundPage {
     pub items: Vec<InboundView>,
-    /// Pass as `before` for the next (older) page; absent on the last page.
-    pub next_before: Option<String>,
+    /// Pass as `after` for the next (older) page; absent on the last page.
+    pub next_after: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InboundQuery {
-    limit: Option<usize>,
-    before: Option<String>,
-}
-
-fn query_error(pointer: &str, detail: &str) -> Problem {
-    Problem::invalid(FieldError::new(pointer, "invalid", detail))
-}
+/// `GET /v1/inbound`'s query: no filters, pages of up to 1,000.
+pub type InboundQuery = ListQuery<MessageId, NoFilter, 1000>;
 
 /// The tenant's inbound messages, newest first.
-#[utoipa::path(get, path = "/v1/inbound", tag = "inbound",
-    params(("limit" = Option<usize>, Query, description = "1-1000, default 100"),
-           ("before" = Option<String>, Query, description = "next_before of the previous page")),
-    responses((status = 200, body = InboundPage), (status = 422, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "list_inbound", path = "/v1/inbound", tag = "inbound", params(InboundQuery),
+    responses((status = 200, body = InboundPage), AuthErrors, QueryErrors), security(("api_key" = [])))]
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
-    query: Result<Query<InboundQuery>, QueryRejection>,
+    ListQuery { page, .. }: InboundQuery,
 ) -> Result<Json<InboundPage>, Problem> {
-    let Query(q) =
-        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(query_error("/limit", "limit must be 1-1000"));
-    }
-    let before = q
-        .before
-        .as_deref()
-        .map(|b| {
-            MessageId::parse(b)
-                .ok_or_else(|| query_error("/before", "pass next_before from the previous page"))
-        })
-        .transpose()?;
-    let items = herald.inbound.list_inbound(&tenant, before, limit).await?;
-    let next_before = (items.len() == limit)
-        .then(|| items.last().map(|m| m.id.to_string()))
-        .flatten();
+    let items = herald
+        .inbound
+        .list_inbound(&tenant, page.after, page.limit)
+        .await?;
+    let next_after = page.next_after(&items, |m| m.id);
     Ok(Json(InboundPage {
         items: items.into_iter().map(Into::into).collect(),
-        next_before,
+        next_after,
     }))
 }

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::dto::{BulkSendRequest, MessageView, SendMessageRequest};
 use super::extract::{correlation_id, idempotency, AuthTenant, JsonBody};
-use super::problem::Problem;
+use super::paging;
+use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
 use crate::domain::template::{RenderLimit, TemplateError};
 use crate::domain::{FieldError, MessageId};
 use crate::engine::{AcceptError, Accepted, BulkOutcome, CancelOutcome, Herald, SendOutcome};
@@ -94,16 +95,19 @@ fn respond<T: Serialize>(accepted: Accepted<T>) -> Response {
 
 pub(crate) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<MessageId, Problem> {
     path.ok()
-        .and_then(|Path(id)| MessageId::parse(&id))
+        .and_then(|Path(id)| paging::message_id(&id))
         .ok_or_else(|| Problem::not_found("message"))
 }
 
 /// Accept one message.
-#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+#[utoipa::path(post, operation_id = "send_message", path = "/v1/messages", tag = "messages",
     request_body = SendMessageRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response for the same body")),
-    responses((status = 202, body = SendOutcome), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 413, body = Problem), (status = 422, body = Problem)),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "replays the first response for the same body")),
+    responses((status = 202, body = SendOutcome, links(
+                  ("GetMessage" = (operation_id = "get_message", parameters(("id" = "$response.body#/id")))),
+                  ("CancelMessage" = (operation_id = "cancel_message", parameters(("id" = "$response.body#/id")))))),
+              AuthErrors, JsonBodyErrors),
     security(("api_key" = [])))]
 pub async fn send(
     State(herald): State<Arc<Herald>>,
@@ -124,11 +128,11 @@ pub async fn send(
 }
 
 /// Accept up to 10,000 messages in one request.
-#[utoipa::path(post, path = "/v1/messages/bulk", tag = "messages",
+#[utoipa::path(post, operation_id = "send_bulk", path = "/v1/messages/bulk", tag = "messages",
     request_body = BulkSendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response for the same body")),
-    responses((status = 202, body = BulkOutcome), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 413, body = Problem), (status = 422, body = Problem)),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "replays the first response for the same body")),
+    responses((status = 202, body = BulkOutcome), AuthErrors, JsonBodyErrors),
     security(("api_key" = [])))]
 pub async fn send_bulk(
     State(herald): State<Arc<Herald>>,
@@ -149,9 +153,10 @@ pub async fn send_bulk(
 }
 
 /// A message, its status, and its events, oldest first.
-#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "message id")),
-    responses((status = 200, body = MessageView), (status = 401, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, operation_id = "get_message", path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+             description = "message id (paging::MESSAGE_ID_PATTERN)")),
+    responses((status = 200, body = MessageView), AuthErrors, NotFound),
     security(("api_key" = [])))]
 pub async fn get(
     State(herald): State<Arc<Herald>>,
@@ -167,10 +172,11 @@ pub async fn get(
 }
 
 /// Cancel a message that has not reached a gateway yet.
-#[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "message id")),
-    responses((status = 200, body = SendOutcome), (status = 404, body = Problem),
-              (status = 409, body = Problem, description = "already handed to a gateway")),
+#[utoipa::path(delete, operation_id = "cancel_message", path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+             description = "message id (paging::MESSAGE_ID_PATTERN)")),
+    responses((status = 200, body = SendOutcome), AuthErrors, NotFound,
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "already handed to a gateway")),
     security(("api_key" = [])))]
 pub async fn cancel(
     State(herald): State<Arc<Herald>>,

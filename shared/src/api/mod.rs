@@ -10,6 +10,7 @@ pub mod extract;
 pub mod inbound;
 pub mod messages;
 pub mod ops;
+pub mod paging;
 pub mod problem;
 pub mod senders;
 pub mod suppressions;
@@ -45,6 +46,7 @@ pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
         suppressions::import, suppressions::export, inbound::list,
         senders::list, senders::put, senders::delete,
     ),
+    components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -62,7 +64,42 @@ impl Modify for BearerAuth {
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(openapi_document())
+}
+
+/// The OpenAPI document as served.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    camel_case_links(&mut doc);
+    doc
+}
+
+/// utoipa 5.5 writes a Link's fields in snake_case (`operation_id`); OpenAPI names them in
+/// camelCase, and tools ignore a link without `operationId`.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|r| r.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(v) = link.remove(snake) {
+                link.insert(camel.to_owned(), v);
+            }
+        }
+    }
 }
 
 async fn not_found() -> Problem {
@@ -135,4 +172,90 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .with_state(herald)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn operations() -> Vec<(String, serde_json::Value)> {
+        let doc = openapi_document();
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((format!("{} {path}", method.to_uppercase()), op.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn api_doc_every_error_is_problem_json() {
+        for (op, spec) in operations() {
+            for (status, response) in spec["responses"].as_object().unwrap() {
+                let media: Vec<&String> = response["content"]
+                    .as_object()
+                    .map(|c| c.keys().collect())
+                    .unwrap_or_default();
+                if status.as_str() >= "400" {
+                    assert_eq!(media, [problem::PROBLEM_JSON], "{op} {status}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn api_doc_keyed_routes_document_401_and_503() {
+        for (op, spec) in operations() {
+            if spec.get("security").is_some() {
+                for status in ["401", "503"] {
+                    assert!(
+                        spec["responses"].get(status).is_some(),
+                        "{op} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn api_doc_message_ids_have_the_pattern_the_server_reads() {
+        for (op, spec) in operations() {
+            for p in spec["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "id" {
+                    assert_eq!(p["schema"]["pattern"], paging::MESSAGE_ID_PATTERN, "{op}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn api_doc_links_name_their_target_in_camel_case() {
+        let doc = openapi_document();
+        let link = &doc["paths"]["/v1/messages"]["post"]["responses"]["202"]["links"]["GetMessage"];
+        assert_eq!(link["operationId"], "get_message", "{link}");
+        assert!(link.get("operation_id").is_none(), "{link}");
+    }
+
+    #[test]
+    fn api_doc_lists_page_with_limit_and_after() {
+        for (op, spec) in operations() {
+            let names: Vec<&str> = spec["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            let lists = [
+                "GET /v1/suppressions",
+                "GET /v1/inbound",
+                "GET /v1/dead-letters",
+            ];
+            assert_eq!(
+                names.contains(&"limit") && names.contains(&"after"),
+                lists.contains(&op.as_str()),
+                "{op}: {names:?}"
+            );
+        }
+    }
 }

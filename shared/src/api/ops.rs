@@ -3,24 +3,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{rejection::QueryRejection, Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::dto::{
     ChannelStatsResponse, ChannelStatsView, DeadLetterPage, MessageView, QueueStatsView,
     RedriveRequest, RedriveResponse,
 };
-use super::extract::{parse_json, AuthTenant};
-use super::problem::Problem;
+use super::extract::{AuthTenant, OptionalJsonBody};
+use super::paging::{self, ListQuery, NoFilter};
+use super::problem::{AuthErrors, JsonBodyErrors, Problem, QueryErrors};
 use crate::domain::{FieldError, MessageId};
 use crate::engine::Herald;
 
 /// Per lane: depth, in-flight count and the age of the oldest due message.
-#[utoipa::path(get, path = "/v1/stats/queue", tag = "stats",
-    responses((status = 200, body = QueueStatsView)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "queue_stats", path = "/v1/stats/queue", tag = "stats",
+    responses((status = 200, body = QueueStatsView), AuthErrors), security(("api_key" = [])))]
 pub async fn queue_stats(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
@@ -33,8 +34,8 @@ pub async fn queue_stats(
 }
 
 /// Per channel and gateway: this tenant's counts by outcome, and the gateway's health.
-#[utoipa::path(get, path = "/v1/stats/channels", tag = "stats",
-    responses((status = 200, body = ChannelStatsResponse)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "channel_stats", path = "/v1/stats/channels", tag = "stats",
+    responses((status = 200, body = ChannelStatsResponse), AuthErrors), security(("api_key" = [])))]
 pub async fn channel_stats(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
@@ -76,75 +77,43 @@ pub async fn channel_stats(
     Ok(Json(ChannelStatsResponse { channels }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    limit: Option<usize>,
-    before: Option<String>,
-}
+/// `GET /v1/dead-letters`'s query: no filters, pages of up to 500 (whole messages).
+pub type DeadLetterQuery = ListQuery<MessageId, NoFilter, 500>;
 
 /// Failed messages with their last error, newest first.
-#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters",
-    params(("limit" = Option<usize>, Query, description = "1-500, default 100"),
-           ("before" = Option<String>, Query, description = "next_before of the previous page")),
-    responses((status = 200, body = DeadLetterPage), (status = 400, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "list_dead_letters", path = "/v1/dead-letters", tag = "dead-letters", params(DeadLetterQuery),
+    responses((status = 200, body = DeadLetterPage), AuthErrors, QueryErrors), security(("api_key" = [])))]
 pub async fn dead_letters(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    ListQuery { page, .. }: DeadLetterQuery,
 ) -> Result<Json<DeadLetterPage>, Problem> {
-    let Query(q) =
-        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(Problem::invalid(FieldError::new(
-            "/limit",
-            "out_of_range",
-            "limit must be 1-500",
-        )));
-    }
-    let before = match q.before {
-        Some(b) => Some(MessageId::parse(&b).ok_or_else(|| {
-            Problem::invalid(FieldError::new(
-                "/before",
-                "invalid",
-                "before must be a message id",
-            ))
-        })?),
-        None => None,
-    };
-    let items = herald.dead_letters(&tenant, before, limit).await?;
-    let next_before = (items.len() == limit)
-        .then(|| items.last().map(|m| m.id.to_string()))
-        .flatten();
+    let items = herald.dead_letters(&tenant, page.after, page.limit).await?;
+    let next_after = page.next_after(&items, |m| m.id);
     Ok(Json(DeadLetterPage {
         items: items
             .into_iter()
             .map(|m| MessageView::new(m, None))
             .collect(),
-        next_before,
+        next_after,
     }))
 }
 
 /// Put failed messages back on their lanes with fresh attempts.
-#[utoipa::path(post, path = "/v1/dead-letters/redrive", tag = "dead-letters", request_body = RedriveRequest,
-    responses((status = 200, body = RedriveResponse), (status = 422, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(post, operation_id = "redrive_dead_letters", path = "/v1/dead-letters/redrive", tag = "dead-letters",
+    request_body(content = Option<RedriveRequest>, description = "may be left out: redrive all"),
+    responses((status = 200, body = RedriveResponse), AuthErrors, JsonBodyErrors), security(("api_key" = [])))]
 pub async fn redrive(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
-    body: axum::body::Bytes,
+    OptionalJsonBody(req): OptionalJsonBody<RedriveRequest>,
 ) -> Result<Json<RedriveResponse>, Problem> {
-    let req: RedriveRequest = if body.is_empty() {
-        RedriveRequest::default()
-    } else {
-        parse_json(&body)?
-    };
     let ids = match req.ids {
         Some(ids) => Some(
             ids.iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    MessageId::parse(s).ok_or_else(|| {
+                    paging::message_id(s).ok_or_else(|| {
                         Problem::invalid(FieldError::new(
                             format!("/ids/{i}"),
                             "invalid",
@@ -164,14 +133,20 @@ pub async fn redrive(
 }
 
 /// Alive.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200)))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health", responses((status = 200, body = HealthView)))]
+pub async fn healthz() -> Json<HealthView> {
+    Json(HealthView { status: "ok" })
 }
 
 /// Ready: the store answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200), (status = 503, body = Problem)))]
-pub async fn readyz(State(herald): State<Arc<Herald>>) -> Result<Json<serde_json::Value>, Problem> {
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health", responses((status = 200, body = HealthView), (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn readyz(State(herald): State<Arc<Herald>>) -> Result<Json<HealthView>, Problem> {
     herald.store.ping().await?;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(HealthView { status: "ready" }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok` (alive) or `ready`.
+    pub status: &'static str,
 }

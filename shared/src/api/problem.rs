@@ -1,13 +1,21 @@
 //! RFC 9457 problem details: every error the API returns, with a stable `type`.
 
+use std::collections::BTreeMap;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
+use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Type};
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::domain::FieldError;
 
 pub const PROBLEM_BASE: &str = "https://herald.dev/problems/";
+/// The media type of every error response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldProblem {
@@ -24,10 +32,13 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// The offending values, for a problem with fields.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<FieldProblem>,
     /// Template variables the data lacks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub missing: Vec<String>,
     /// The limit a request ran into (`fuel`, `time`, `output_bytes`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,10 +100,7 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut res = (status, body).into_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -103,5 +111,101 @@ impl IntoResponse for Problem {
 impl From<crate::ports::StoreError> for Problem {
     fn from(e: crate::ports::StoreError) -> Problem {
         Problem::unavailable(e)
+    }
+}
+
+/// One documented problem response.
+fn problem_response(description: &str) -> ApiResponse {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+fn responses(list: Vec<(&str, ApiResponse)>) -> BTreeMap<String, RefOr<ApiResponse>> {
+    list.into_iter()
+        .map(|(status, r)| (status.to_owned(), RefOr::T(r)))
+        .collect()
+}
+
+/// The problems of every route behind an API key: no valid key (401), or the store behind the
+/// key look-up unavailable (503).
+pub struct AuthErrors;
+
+impl IntoResponses for AuthErrors {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        let mut unauthorized = problem_response("no valid API key");
+        unauthorized.headers.insert(
+            header::WWW_AUTHENTICATE.as_str().to_owned(),
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some("Bearer"))
+                .build(),
+        );
+        responses(vec![
+            ("401", unauthorized),
+            (
+                "503",
+                problem_response("the store is unavailable; retry later"),
+            ),
+        ])
+    }
+}
+
+/// The problems of a JSON request body.
+pub struct JsonBodyErrors;
+
+impl IntoResponses for JsonBodyErrors {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        responses(vec![
+            (
+                "400",
+                problem_response("malformed JSON, an unknown field, or a malformed header"),
+            ),
+            (
+                "413",
+                problem_response("the body is over the route's limit"),
+            ),
+            (
+                "415",
+                problem_response("the body is not sent as application/json"),
+            ),
+            (
+                "422",
+                problem_response("well-formed JSON with a wrong value; `errors` points at it"),
+            ),
+        ])
+    }
+}
+
+/// The problems of a list's query (see `paging`).
+pub struct QueryErrors;
+
+impl IntoResponses for QueryErrors {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        responses(vec![
+            (
+                "400",
+                problem_response("a query parameter the route does not take, or one given twice"),
+            ),
+            (
+                "422",
+                problem_response("a query parameter's value is wrong; `errors` points at it"),
+            ),
+        ])
+    }
+}
+
+/// No such resource (or one of another tenant).
+pub struct NotFound;
+
+impl IntoResponses for NotFound {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        responses(vec![("404", problem_response("no such resource"))])
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::AuthTenant;
-use super::problem::Problem;
+use super::problem::{AuthErrors, NotFound, Problem};
 use crate::domain::{FieldError, SenderIdentity};
 use crate::engine::Herald;
 
@@ -44,8 +44,8 @@ fn identity_of(path: Result<Path<String>, PathRejection>) -> Result<SenderIdenti
 }
 
 /// The caller's sender identities: those set through the API and those from configuration.
-#[utoipa::path(get, path = "/v1/sender-identities", tag = "senders",
-    responses((status = 200, body = SenderIdentityList), (status = 401, body = Problem, content_type = "application/problem+json")),
+#[utoipa::path(get, operation_id = "list_sender_identities", path = "/v1/sender-identities", tag = "senders",
+    responses((status = 200, body = SenderIdentityList), AuthErrors),
     security(("api_key" = [])))]
 pub async fn list(
     State(herald): State<Arc<Herald>>,
@@ -65,10 +65,10 @@ pub async fn list(
 }
 
 /// Allows the caller's tenant to send as `identity`.
-#[utoipa::path(put, path = "/v1/sender-identities/{identity}", tag = "senders",
+#[utoipa::path(put, operation_id = "put_sender_identity", path = "/v1/sender-identities/{identity}", tag = "senders",
     params(("identity" = String, Path, description = "an email address, a domain, an E.164 number or an SMS sender id")),
     responses((status = 201, body = SenderIdentityView), (status = 200, body = SenderIdentityView),
-              (status = 401, body = Problem, content_type = "application/problem+json"),
+              AuthErrors, NotFound,
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn put(
@@ -90,10 +90,9 @@ pub async fn put(
 }
 
 /// Stops the caller's tenant from sending as `identity` (configured identities stay).
-#[utoipa::path(delete, path = "/v1/sender-identities/{identity}", tag = "senders",
+#[utoipa::path(delete, operation_id = "delete_sender_identity", path = "/v1/sender-identities/{identity}", tag = "senders",
     params(("identity" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
+    responses((status = 204), AuthErrors, NotFound,
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn delete(

@@ -4,20 +4,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{body_problem, AuthTenant, JsonBody};
-use super::problem::Problem;
+use super::paging::{Cursor, ListQuery};
+use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, FieldError};
 use crate::engine::Herald;
@@ -71,6 +72,7 @@ fn provider_of(source: &str) -> String {
 /// `PUT /v1/suppressions/{channel}/{address}`
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "unsubscribe"}))]
 pub struct SuppressionInput {
     /// Default `manual`.
     pub reason: Option<Reason>,
@@ -101,12 +103,21 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-/// Parses the `{channel}/{address}` of a path into the channel and the canonical address.
+/// Parses the `{channel}/{address}` of a path into the channel and the canonical address; a
+/// malformed one is a 422.
 fn target(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(Channel, String), Problem> {
     let Path((channel, address)) = path.map_err(|_| Problem::not_found("suppression"))?;
     parse_target(&channel, &address).map_err(Problem::invalid)
+}
+
+/// The `{channel}/{address}` of an entry that may exist: none has a malformed one, so that is a
+/// 404.
+fn existing_target(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(Channel, String), Problem> {
+    target(path).map_err(|_| Problem::not_found("suppression"))
 }
 
 fn parse_target(channel: &str, address: &str) -> Result<(Channel, String), FieldError> {
@@ -124,10 +135,11 @@ fn parse_target(channel: &str, address: &str) -> Result<(Channel, String), Field
 }
 
 /// Add or replace an entry on this tenant's list.
-#[utoipa::path(put, path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
-    params(("channel" = String, Path), ("address" = String, Path, description = "URL-encoded: + is %2B")),
+#[utoipa::path(put, operation_id = "put_suppression", path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
+    params(("channel" = Channel, Path, example = "email"),
+           ("address" = String, Path, example = "ann@example.com", description = "URL-encoded: + is %2B")),
     request_body = SuppressionInput,
-    responses((status = 201, body = SuppressionView), (status = 200, body = SuppressionView), (status = 422, body = Problem)),
+    responses((status = 201, body = SuppressionView), (status = 200, body = SuppressionView), AuthErrors, JsonBodyErrors),
     security(("api_key" = [])))]
 pub async fn put(
     State(herald): State<Arc<Herald>>,
@@ -159,15 +171,15 @@ pub async fn put(
 }
 
 /// The entry that stops sends to this address: this tenant's, or a global one.
-#[utoipa::path(get, path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
-    params(("channel" = String, Path), ("address" = String, Path)),
-    responses((status = 200, body = SuppressionView), (status = 404, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "get_suppression", path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
+    params(("channel" = Channel, Path), ("address" = String, Path)),
+    responses((status = 200, body = SuppressionView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn get(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<SuppressionView>, Problem> {
-    let (channel, address) = target(path)?;
+    let (channel, address) = existing_target(path)?;
     for scope in [Scope::Tenant(tenant), Scope::Global] {
         if let Some(entry) = herald
             .suppressions
@@ -181,16 +193,17 @@ pub async fn get(
 }
 
 /// Remove this tenant's entry. A global entry is Herald's (a dead mailbox or token) and stays.
-#[utoipa::path(delete, path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
-    params(("channel" = String, Path), ("address" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)),
+#[utoipa::path(delete, operation_id = "delete_suppression", path = "/v1/suppressions/{channel}/{address}", tag = "suppressions",
+    params(("channel" = Channel, Path), ("address" = String, Path)),
+    responses((status = 204), AuthErrors, NotFound,
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "the address is on the global list")),
     security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    let (channel, address) = target(path)?;
+    let (channel, address) = existing_target(path)?;
     if herald
         .suppressions
         .delete_suppression(&Scope::Tenant(tenant), channel, &address)
@@ -213,94 +226,124 @@ pub async fn delete(
     Err(Problem::not_found("suppression"))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/suppressions`'s filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    channel: Option<String>,
-    reason: Option<String>,
-    /// `tenant` (default) or `global`.
-    scope: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
+#[into_params(parameter_in = Query)]
+pub struct SuppressionFilters {
+    channel: Option<Channel>,
+    reason: Option<Reason>,
+    /// Whose entries: this tenant's (default) or the global list.
+    #[param(inline)]
+    scope: Option<ScopeParam>,
 }
 
-fn query_error(pointer: &str, detail: impl Into<String>) -> Problem {
-    Problem::invalid(FieldError::new(pointer, "invalid", detail))
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeParam {
+    Tenant,
+    Global,
 }
+
+/// `GET /v1/suppressions`'s query: filters, pages of up to 1,000.
+pub type SuppressionQuery = ListQuery<EntryCursor, SuppressionFilters, 1000>;
 
 /// One scope's entries, by channel then address, with filters and paging.
-#[utoipa::path(get, path = "/v1/suppressions", tag = "suppressions",
-    params(("channel" = Option<String>, Query), ("reason" = Option<String>, Query),
-           ("scope" = Option<String>, Query, description = "tenant (default) or global"),
-           ("limit" = Option<usize>, Query, description = "1-1000, default 100"),
-           ("after" = Option<String>, Query, description = "next_after of the previous page")),
-    responses((status = 200, body = SuppressionPage), (status = 422, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "list_suppressions", path = "/v1/suppressions", tag = "suppressions", params(SuppressionQuery),
+    responses((status = 200, body = SuppressionPage), AuthErrors, QueryErrors), security(("api_key" = [])))]
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ListQuery { page, filter }: SuppressionQuery,
 ) -> Result<Json<SuppressionPage>, Problem> {
-    let Query(q) =
-        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-query", e.body_text()))?;
+    let scope = match filter.scope {
+        None | Some(ScopeParam::Tenant) => Scope::Tenant(tenant),
+        Some(ScopeParam::Global) => Scope::Global,
+    };
     let filter = SuppressionFilter {
-        channel: q
-            .channel
-            .as_deref()
-            .map(|c| Channel::parse(c).ok_or_else(|| query_error("/channel", "unknown channel")))
-            .transpose()?,
-        reason: q
-            .reason
-            .as_deref()
-            .map(|r| Reason::parse(r).ok_or_else(|| query_error("/reason", "unknown reason")))
-            .transpose()?,
+        channel: filter.channel,
+        reason: filter.reason,
     };
-    let scope = match q.scope.as_deref() {
-        None | Some("tenant") => Scope::Tenant(tenant),
-        Some("global") => Scope::Global,
-        Some(_) => return Err(query_error("/scope", "scope is `tenant` or `global`")),
+    let Some(after) = resume_within(page.after.as_ref(), filter.channel) else {
+        return Ok(Json(SuppressionPage {
+            items: Vec::new(),
+            next_after: None,
+        }));
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(query_error("/limit", "limit must be 1-1000"));
-    }
-    let after = q
-        .after
-        .as_deref()
-        .map(|a| {
-            decode_cursor(a)
-                .ok_or_else(|| query_error("/after", "pass next_after from the previous page"))
-        })
-        .transpose()?;
     let items = herald
         .suppressions
-        .list_suppressions(&scope, &filter, after, limit)
+        .list_suppressions(&scope, &filter, after, page.limit)
         .await?;
-    let next_after = (items.len() == limit)
-        .then(|| items.last().map(|s| encode_cursor(s.channel, &s.address)))
-        .flatten();
+    let next_after = page.next_after(&items, |s| EntryCursor(s.channel, s.address.clone()));
     Ok(Json(SuppressionPage {
         items: items.into_iter().map(Into::into).collect(),
         next_after,
     }))
 }
 
-/// A page cursor, URL-safe as it is (addresses hold `+` and `@`).
-fn encode_cursor(channel: Channel, address: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{address}", channel.as_str()))
+/// Where a list filtered to `channel` resumes: a cursor of an earlier channel starts it from
+/// the top, one of a later channel leaves nothing (`None`). DynamoDB refuses a start key outside
+/// the key condition, so neither reaches a store.
+fn resume_within(
+    after: Option<&EntryCursor>,
+    channel: Option<Channel>,
+) -> Option<Option<(Channel, String)>> {
+    match (after, channel) {
+        // Stores order entries by the channel's name.
+        (Some(EntryCursor(c, _)), Some(wanted)) if c.as_str() < wanted.as_str() => Some(None),
+        (Some(EntryCursor(c, _)), Some(wanted)) if c.as_str() > wanted.as_str() => None,
+        (after, _) => Some(after.map(|EntryCursor(c, a)| (*c, a.clone()))),
+    }
 }
 
-fn decode_cursor(cursor: &str) -> Option<(Channel, String)> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (channel, address) = raw.split_once(':')?;
-    Some((Channel::parse(channel)?, address.to_owned()))
+/// A position in the suppression list: an entry's channel and address, as
+/// `{channel}.{address in unpadded base64url}` (URL-safe as it is; addresses hold `+` and `@`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryCursor(Channel, String);
+
+/// Reads any base64url text, so that every string of the cursor's pattern is a position.
+const CURSOR_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
+impl Cursor for EntryCursor {
+    fn pattern() -> String {
+        let channels: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+        format!(
+            "^({})\\.([A-Za-z0-9_-]{{4}})*[A-Za-z0-9_-]{{2,4}}$",
+            channels.join("|")
+        )
+    }
+
+    fn decode(raw: &str) -> Option<EntryCursor> {
+        let (channel, address) = raw.split_once('.')?;
+        let address = CURSOR_BASE64.decode(address).ok()?;
+        if address.is_empty() {
+            return None;
+        }
+        // A position needs no real address: whatever it decodes to sorts somewhere.
+        let address = String::from_utf8_lossy(&address).into_owned();
+        Some(EntryCursor(Channel::parse(channel)?, address))
+    }
+
+    fn encode(&self) -> String {
+        format!("{}.{}", self.0.as_str(), CURSOR_BASE64.encode(&self.1))
+    }
 }
 
 /// Adds entries from CSV (header `channel,address`, optional `reason`, `expires_at`) to this
 /// tenant's list. Bad rows are reported by line; the others are imported.
-#[utoipa::path(post, path = "/v1/suppressions/import", tag = "suppressions",
+#[utoipa::path(post, operation_id = "import_suppressions", path = "/v1/suppressions/import", tag = "suppressions",
     request_body(content = String, content_type = "text/csv"),
-    responses((status = 200, body = ImportReport), (status = 400, body = Problem), (status = 413, body = Problem),
-              (status = 415, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = ImportReport), AuthErrors,
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "the header row is not CSV or lacks `channel` and `address`"),
+        (status = 413, body = Problem, content_type = "application/problem+json", description = "over 16 MiB or 100,000 rows"),
+        (status = 415, body = Problem, content_type = "application/problem+json", description = "not sent as text/csv")),
+    security(("api_key" = [])))]
 pub async fn import(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
@@ -416,8 +459,8 @@ fn parse_csv(
 }
 
 /// This tenant's list as CSV, in the import's format plus source and created_at.
-#[utoipa::path(get, path = "/v1/suppressions/export", tag = "suppressions",
-    responses((status = 200, content_type = "text/csv", body = String)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "export_suppressions", path = "/v1/suppressions/export", tag = "suppressions",
+    responses((status = 200, content_type = "text/csv", body = String), AuthErrors), security(("api_key" = [])))]
 pub async fn export(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
@@ -460,4 +503,42 @@ pub async fn export(
         .into_inner()
         .map_err(|e| Problem::unavailable(format!("csv: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn api_suppression_cursor_round_trips_and_reads_any_string_of_its_pattern() {
+        let c = EntryCursor(Channel::Sms, "+15005550006".into());
+        let encoded = c.encode();
+        assert!(encoded.starts_with("sms."), "{encoded}");
+        assert!(!encoded.contains(['+', '@', '/', '=']), "{encoded}");
+        assert_eq!(EntryCursor::decode(&encoded), Some(c));
+        let mail = EntryCursor(Channel::Email, "ann+x@example.com".into());
+        assert_eq!(EntryCursor::decode(&mail.encode()), Some(mail));
+        // Trailing bits and bytes that are not UTF-8 still name a position.
+        for any in ["email.AB", "push._-_-", "telegram.zzzz99"] {
+            assert!(EntryCursor::decode(any).is_some(), "{any}");
+        }
+        for bad in ["garbage", "email.", "email.A", "pigeon.AAAA", "email.AA=="] {
+            assert_eq!(EntryCursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_suppression_cursor_of_another_channel_restarts_or_ends_a_filtered_list() {
+        let at = |c| EntryCursor(c, "x".into());
+        let sms = Some(Channel::Sms);
+        assert_eq!(resume_within(Some(&at(Channel::Email)), sms), Some(None));
+        assert_eq!(resume_within(Some(&at(Channel::Whatsapp)), sms), None);
+        assert_eq!(
+            resume_within(Some(&at(Channel::Sms)), sms),
+            Some(Some((Channel::Sms, "x".into())))
+        );
+        assert_eq!(resume_within(None, sms), Some(None));
+    }
 }

@@ -9,11 +9,12 @@ use chrono::Utc;
 
 use super::dto::{TemplateInput, TemplateView};
 use super::extract::{AuthTenant, JsonBody};
-use super::problem::Problem;
+use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
 use crate::domain::template::TemplateError;
 use crate::domain::{FieldError, Template, TemplateName};
 use crate::engine::Herald;
 
+/// The name to store a template under: a malformed one is a 422.
 fn name_of(path: Result<Path<String>, PathRejection>) -> Result<TemplateName, Problem> {
     let Path(raw) = path.map_err(|_| Problem::not_found("template"))?;
     TemplateName::parse(&raw).map_err(|e| Problem::invalid(FieldError::new("/name", "invalid", e)))
@@ -32,6 +33,11 @@ fn template_problem(e: TemplateError) -> Problem {
     }
 }
 
+/// The name of a stored template: no template has a malformed name, so that is a 404.
+fn existing_name(path: Result<Path<String>, PathRejection>) -> Result<TemplateName, Problem> {
+    name_of(path).map_err(|_| Problem::not_found("template"))
+}
+
 fn view(t: Template) -> TemplateView {
     TemplateView {
         name: t.name.to_string(),
@@ -43,9 +49,9 @@ fn view(t: Template) -> TemplateView {
 }
 
 /// Create or replace a template (minijinja syntax; the html part is HTML-escaped).
-#[utoipa::path(put, path = "/v1/templates/{name}", tag = "templates",
-    params(("name" = String, Path)), request_body = TemplateInput,
-    responses((status = 201, body = TemplateView), (status = 200, body = TemplateView), (status = 422, body = Problem)),
+#[utoipa::path(put, operation_id = "put_template", path = "/v1/templates/{name}", tag = "templates",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = TemplateInput,
+    responses((status = 201, body = TemplateView), (status = 200, body = TemplateView), AuthErrors, JsonBodyErrors),
     security(("api_key" = [])))]
 pub async fn put(
     State(herald): State<Arc<Herald>>,
@@ -83,14 +89,14 @@ pub async fn put(
     Ok((status, Json(view(template))))
 }
 
-#[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates", params(("name" = String, Path)),
-    responses((status = 200, body = TemplateView), (status = 404, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, operation_id = "get_template", path = "/v1/templates/{name}", tag = "templates", params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 200, body = TemplateView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn get(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TemplateView>, Problem> {
-    let name = name_of(path)?;
+    let name = existing_name(path)?;
     let t = herald
         .templates
         .get(&tenant, &name)
@@ -99,14 +105,14 @@ pub async fn get(
     Ok(Json(view(t)))
 }
 
-#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(delete, operation_id = "delete_template", path = "/v1/templates/{name}", tag = "templates", params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 204), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    let name = name_of(path)?;
+    let name = existing_name(path)?;
     if herald.templates.delete(&tenant, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
