@@ -209,19 +209,45 @@ impl Embedded {
         Ok(Some(create_key(self.herald.tenants.as_ref(), &dev).await?))
     }
 
-    /// Stops the workers after their current hand-off, then the background tasks and the writer.
-    pub async fn shutdown(self) {
+    /// Stops the lane workers: each records its current hand-off's outcome and hands back the
+    /// rest of its batch. A worker still busy after `WORKER_GRACE` (a gateway call that hangs)
+    /// is aborted: its message keeps its claim, which the next start releases, so it is handed
+    /// off again (at least once, as after a crash). Nothing is lost either way.
+    pub async fn stop_workers(&mut self) {
         let _ = self.shutdown.send(true);
-        for w in self.workers {
-            let _ = w.await;
+        let workers = std::mem::take(&mut self.workers);
+        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        let joined = futures::future::join_all(workers);
+        if tokio::time::timeout(WORKER_GRACE, joined).await.is_err() {
+            let stuck = aborts.iter().filter(|a| !a.is_finished()).count();
+            tracing::warn!(
+                stuck,
+                "lane workers still in a hand-off after {WORKER_GRACE:?}; their messages are released at the next start"
+            );
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
         }
+    }
+
+    /// Stops the workers (see `stop_workers`), then the background tasks, then waits for the
+    /// writer to commit what is queued. Bounded: at most `WORKER_GRACE` + `WRITER_GRACE`.
+    pub async fn shutdown(mut self) {
+        self.stop_workers().await;
         for b in self.background {
             b.abort();
             let _ = b.await;
         }
-        self.backend.close();
+        if !self.backend.close_and_wait(WRITER_GRACE).await {
+            // A transaction cut short by the exit is rolled back at the next open, as after a
+            // crash; its callers never got an answer, so none of them counted on it.
+            tracing::warn!("the writer did not finish within {WRITER_GRACE:?}");
+        }
     }
 }
+
+/// How long lane workers get on shutdown to finish their current hand-off.
+pub const WORKER_GRACE: Duration = Duration::from_secs(5);
+/// How long the writer gets on shutdown to commit what is queued.
+pub const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// Page size of the start-up scan for sandbox messages still awaiting their callbacks.
 const RESUME_PAGE: usize = 10_000;

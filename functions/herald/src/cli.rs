@@ -62,6 +62,23 @@ pub struct ServeArgs {
     /// Share of sandbox sends that fail transiently, 0 to 1 [default: 0]
     #[arg(long, env = "HERALD_SANDBOX_FAILURE_RATE")]
     pub sandbox_failure_rate: Option<f64>,
+    /// Time a client has to send a request's headers, from connecting or from the first
+    /// byte of a request on a kept-alive connection [default: 10]
+    #[arg(long, env = "HERALD_HTTP_HEADER_READ_TIMEOUT_SECS")]
+    pub http_header_read_timeout_secs: Option<u64>,
+    /// Longest pause while a request body is sent (then 408) [default: 30]
+    #[arg(long, env = "HERALD_HTTP_BODY_READ_TIMEOUT_SECS")]
+    pub http_body_read_timeout_secs: Option<u64>,
+    /// How long a kept-alive connection may wait for its next request [default: 60]
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT_SECS")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Longest time to answer a request, body included (then 408) [default: 30]
+    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_SECS")]
+    pub http_request_timeout_secs: Option<u64>,
+    /// Open connections at most; at the cap, the longest-waiting idle one is closed
+    /// [default: 1024, less if the open-file limit leaves less room]
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
 }
 
 #[derive(Subcommand)]

@@ -9,6 +9,7 @@ use shared::domain::Priority;
 use shared::embedded::EmbeddedConfig;
 
 use crate::cli::ServeArgs;
+use crate::http::Limits;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +42,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub senders:
         std::collections::BTreeMap<shared::domain::TenantId, Vec<shared::domain::SenderIdentity>>,
+    /// Connection timeouts and cap of the HTTP server.
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +112,10 @@ pub struct SandboxFile {
 pub struct ServeConfig {
     pub bind: String,
     pub embedded: EmbeddedConfig,
+    /// The HTTP timeouts; the connection cap is settled at start (see `max_connections`).
+    pub http: Limits,
+    /// The configured connection cap; without one, it follows the open-file limit.
+    pub max_connections: Option<usize>,
 }
 
 fn lane(name: &str) -> anyhow::Result<Priority> {
@@ -204,15 +222,85 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         .clone()
         .or(file.bind)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let max_connections = args.http_max_connections.or(file.http.max_connections);
+    if max_connections == Some(0) {
+        bail!("http max_connections must be at least 1");
+    }
     Ok(ServeConfig {
         bind,
         embedded: cfg,
+        http: http_limits(args, &file.http)?,
+        max_connections,
+    })
+}
+
+/// The HTTP timeouts: flags and environment over `[http]` over the defaults.
+fn http_limits(args: &ServeArgs, file: &HttpFile) -> anyhow::Result<Limits> {
+    let secs = |flag: Option<u64>, key: Option<u64>, name: &str, default: Duration| match flag
+        .or(key)
+    {
+        None => Ok(default),
+        Some(0) => bail!("http {name} must be at least 1 second"),
+        Some(s) => Ok(Duration::from_secs(s)),
+    };
+    let d = Limits::default();
+    Ok(Limits {
+        header_read: secs(
+            args.http_header_read_timeout_secs,
+            file.header_read_timeout_secs,
+            "header_read_timeout_secs",
+            d.header_read,
+        )?,
+        body_read: secs(
+            args.http_body_read_timeout_secs,
+            file.body_read_timeout_secs,
+            "body_read_timeout_secs",
+            d.body_read,
+        )?,
+        idle: secs(
+            args.http_idle_timeout_secs,
+            file.idle_timeout_secs,
+            "idle_timeout_secs",
+            d.idle,
+        )?,
+        request: secs(
+            args.http_request_timeout_secs,
+            file.request_timeout_secs,
+            "request_timeout_secs",
+            d.request,
+        )?,
+        max_connections: d.max_connections,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::FileConfig;
+    use super::{http_limits, FileConfig};
+    use crate::cli::ServeArgs;
+    use std::time::Duration;
+
+    #[test]
+    fn http_limits_come_from_flags_over_herald_toml_over_defaults() {
+        let file: FileConfig = toml::from_str(
+            "[http]\nheader_read_timeout_secs = 5\nidle_timeout_secs = 90\nmax_connections = 64\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            http_idle_timeout_secs: Some(30),
+            ..ServeArgs::default()
+        };
+        let limits = http_limits(&args, &file.http).unwrap();
+        assert_eq!(limits.header_read, Duration::from_secs(5));
+        assert_eq!(limits.idle, Duration::from_secs(30), "the flag wins");
+        assert_eq!(limits.body_read, Duration::from_secs(30), "default");
+        assert_eq!(limits.request, Duration::from_secs(30), "default");
+        assert_eq!(file.http.max_connections, Some(64));
+        let zero = ServeArgs {
+            http_request_timeout_secs: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(http_limits(&zero, &file.http).is_err(), "0 s is refused");
+    }
 
     // A runtime: the SMTP gateway's connection pool runs on one.
     #[tokio::test]

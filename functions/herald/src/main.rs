@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod client;
 mod config;
+mod http;
 mod keys;
 mod serve;
 mod suppress;

@@ -1,13 +1,19 @@
+use std::time::Instant;
+
 use anyhow::Context;
 use shared::embedded::Embedded;
-use tracing::info;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
+use crate::http;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = crate::config::resolve(&args)?;
+    let mut limits = cfg.http;
+    limits.max_connections = http::connection_cap(cfg.max_connections, raise_open_file_limit());
     let data_dir = cfg.embedded.data_dir.clone();
-    let embedded = Embedded::start(cfg.embedded).await?;
+    let mut embedded = Embedded::start(cfg.embedded).await?;
     if let Some(key) = embedded.bootstrap_dev_tenant().await? {
         println!(
             "Created tenant `dev`. Its API key is shown once:\n{}",
@@ -22,13 +28,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "herald listening on http://{addr} (data in {})",
         data_dir.display()
     );
-    info!(%addr, "serving");
-    axum::serve(listener, embedded.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    info!("draining workers");
+    info!(%addr, ?limits, "serving");
+    let (stop_tx, stop) = watch::channel(false);
+    let server = http::serve(listener, embedded.router(), limits, stop);
+    // Requests and hand-offs finish side by side; the writer flushes after both.
+    let stopping = async {
+        shutdown_signal().await;
+        let at = Instant::now();
+        info!("stopping: no new connections; finishing requests and hand-offs");
+        let _ = stop_tx.send(true);
+        embedded.stop_workers().await;
+        at
+    };
+    let ((), stopped_at) = tokio::join!(server, stopping);
     embedded.shutdown().await;
+    info!(took = ?stopped_at.elapsed(), "stopped");
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit (each connection holds a descriptor);
+/// returns the limit now in force, if known.
+fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            info!(open_files = limit, "open-file limit");
+            Some(limit)
+        }
+        Err(e) => {
+            warn!(error = %e, "the open-file limit could not be raised");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -262,6 +262,12 @@ impl SqliteBackend {
     pub fn close(&self) {
         self.writer.close();
     }
+
+    /// Stops the writer and waits until the jobs already submitted are committed; false if
+    /// that took longer than `within`.
+    pub async fn close_and_wait(&self, within: std::time::Duration) -> bool {
+        self.writer.close_and_wait(within).await
+    }
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

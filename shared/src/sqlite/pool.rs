@@ -62,6 +62,8 @@ struct Queues {
 struct Shared {
     queues: Mutex<Queues>,
     ready: Condvar,
+    /// Turns true when the writer thread has run its last job.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -92,11 +94,15 @@ impl Writer {
                 closed: false,
             }),
             ready: Condvar::new(),
+            stopped: tokio::sync::watch::Sender::new(false),
         });
         let for_thread = shared.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(&for_thread, conn))
+            .spawn(move || {
+                writer_loop(&for_thread, conn);
+                for_thread.stopped.send_replace(true);
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { shared })
     }
@@ -129,6 +135,16 @@ impl Writer {
     pub(crate) fn close(&self) {
         self.shared.queues.lock().closed = true;
         self.shared.ready.notify_all();
+    }
+
+    /// Closes, then waits for the jobs already submitted; false if that took over `within`.
+    pub(crate) async fn close_and_wait(&self, within: std::time::Duration) -> bool {
+        self.close();
+        let mut stopped = self.shared.stopped.subscribe();
+        let done = tokio::time::timeout(within, stopped.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        done
     }
 
     fn is_closed(&self) -> bool {
