@@ -304,8 +304,9 @@ impl Herald {
                 .and_then(|t| serde_json::to_value(t).ok()),
         };
         let started = Instant::now();
+        // Through the route: its failures come back without the gateways' credentials.
         let result =
-            match tokio::time::timeout(self.config.send_timeout, gateway.send(&outbound)).await {
+            match tokio::time::timeout(self.config.send_timeout, chosen.send(&outbound)).await {
                 Ok(r) => r,
                 Err(_) => Err(GatewayError::Transient(format!(
                     "no answer within {:?}",
