@@ -236,13 +236,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
 
 /// The HTTP timeouts: flags and environment over `[http]` over the defaults.
 fn http_limits(args: &ServeArgs, file: &HttpFile) -> anyhow::Result<Limits> {
-    let secs = |flag: Option<u64>, key: Option<u64>, name: &str, default: Duration| match flag
-        .or(key)
-    {
-        None => Ok(default),
-        Some(0) => bail!("http {name} must be at least 1 second"),
-        Some(s) => Ok(Duration::from_secs(s)),
-    };
+    let secs =
+        |flag: Option<u64>, key: Option<u64>, name: &str, default: Duration| match flag.or(key) {
+            None => Ok(default),
+            Some(0) => bail!("http {name} must be at least 1 second"),
+            Some(s) => Ok(Duration::from_secs(s)),
+        };
     let d = Limits::default();
     Ok(Limits {
         header_read: secs(

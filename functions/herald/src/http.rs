@@ -70,14 +70,17 @@ const RESERVED_FILES: u64 = 128;
 
 /// The connection cap: the configured one, or 1,024 but no more than the open-file limit leaves.
 pub fn connection_cap(configured: Option<usize>, open_files: Option<u64>) -> usize {
-    let room = open_files.map(|n| usize::try_from(n.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX));
+    let room =
+        open_files.map(|n| usize::try_from(n.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX));
     match (configured, room) {
         (Some(n), Some(room)) if n > room => {
             warn!(max_connections = n, room, "more connections allowed than the open-file limit leaves room for; accepts may fail");
             n
         }
         (Some(n), _) => n,
-        (None, room) => DEFAULT_MAX_CONNECTIONS.min(room.unwrap_or(usize::MAX)).max(1),
+        (None, room) => DEFAULT_MAX_CONNECTIONS
+            .min(room.unwrap_or(usize::MAX))
+            .max(1),
     }
 }
 
@@ -251,14 +254,12 @@ async fn answer(
     let stalled = Arc::new(AtomicBool::new(false));
     let flag = stalled.clone();
     let mut req = req.map(|body| {
-        Body::new(
-            TimeoutBody::new(limits.body_read, body).map_err(move |e| {
-                if e.is::<TimeoutError>() {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                e
-            }),
-        )
+        Body::new(TimeoutBody::new(limits.body_read, body).map_err(move |e| {
+            if e.is::<TimeoutError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        }))
     });
     req.extensions_mut().insert(ConnectInfo(peer));
     match tokio::time::timeout(limits.request, router.oneshot(req)).await {
@@ -518,7 +519,10 @@ mod tests {
 
         stop.send(true).unwrap();
         server.await.unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "no accepts after the stop");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no accepts after the stop"
+        );
     }
 
     #[test]
@@ -527,7 +531,11 @@ mod tests {
         assert_eq!(connection_cap(None, Some(1024)), 1024 - 128);
         assert_eq!(connection_cap(None, None), 1024);
         assert_eq!(connection_cap(None, Some(10)), 1);
-        assert_eq!(connection_cap(Some(5000), Some(1024)), 5000, "the operator's word");
+        assert_eq!(
+            connection_cap(Some(5000), Some(1024)),
+            5000,
+            "the operator's word"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub const MAX_CHAT_TEXT_CHARS: usize = 4096;
 pub const fn max_content_bytes(channel: Channel) -> usize {
     match channel {
         Channel::Email => 256 * 1024,
-        Channel::Sms => MAX_SMS_SEGMENTS as usize * 160 * 4,
+        Channel::Sms => MAX_SMS_SEGMENTS * 160 * 4,
         Channel::Push => 4 * 1024,
         Channel::Whatsapp | Channel::Telegram => MAX_CHAT_TEXT_CHARS * 4,
     }
