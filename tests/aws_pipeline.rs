@@ -134,7 +134,12 @@ async fn an_unsubscribe_url_makes_a_raw_message_with_rfc_8058_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_refusals_are_permanent_failures_in_the_dead_letter_list() {
     let api = Api::start().await;
-    // A sender whose domain is not a verified SES identity: SES answers MessageRejected.
+    // A sender whose domain is not a verified SES identity: SES answers MessageRejected. It is
+    // one of the tenant's sender identities, so Herald itself lets it through.
+    let (status, _) = api
+        .call(reqwest::Method::PUT, "/v1/sender-identities/unverified.example.org", None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
     let id = api
         .send(
             json!({ "channel": "email", "priority": "P1", "to": "dee@example.com",
