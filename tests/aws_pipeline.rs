@@ -137,7 +137,11 @@ async fn ses_refusals_are_permanent_failures_in_the_dead_letter_list() {
     // A sender whose domain is not a verified SES identity: SES answers MessageRejected. It is
     // one of the tenant's sender identities, so Herald itself lets it through.
     let (status, _) = api
-        .call(reqwest::Method::PUT, "/v1/sender-identities/unverified.example.org", None)
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sender-identities/unverified.example.org",
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let id = api
