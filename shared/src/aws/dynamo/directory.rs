@@ -203,9 +203,8 @@ impl TenantStore for DynamoStore {
         tenant: &TenantId,
         identity: &SenderIdentity,
     ) -> Result<bool, StoreError> {
-        self.change_identities(tenant, identity, "ADD")
+        self.change_identities(tenant, identity, "ADD", "NOT contains(identities, :v)")
             .await
-            .map(|had| !had)
     }
 
     async fn remove_sender_identity(
@@ -213,33 +212,36 @@ impl TenantStore for DynamoStore {
         tenant: &TenantId,
         identity: &SenderIdentity,
     ) -> Result<bool, StoreError> {
-        self.change_identities(tenant, identity, "DELETE").await
+        self.change_identities(tenant, identity, "DELETE", "contains(identities, :v)")
+            .await
     }
 }
 
 impl DynamoStore {
-    /// ADDs to or DELETEs from the tenant's identity set; returns whether the set had it before.
+    /// ADDs to or DELETEs from the tenant's identity set when `condition` holds; returns
+    /// whether it changed the set.
     async fn change_identities(
         &self,
         tenant: &TenantId,
         identity: &SenderIdentity,
         verb: &str,
+        condition: &str,
     ) -> Result<bool, StoreError> {
-        let out = self
+        let result = self
             .client
             .update_item()
             .table_name(self.tenants_table()?)
             .key("pk", s(senders_pk(tenant)))
             .update_expression(format!("{verb} identities :one"))
+            .condition_expression(condition)
             .expression_attribute_values(":one", AttributeValue::Ss(vec![identity.to_string()]))
-            .return_values(ReturnValue::UpdatedOld)
+            .expression_attribute_values(":v", s(identity.as_str()))
             .send()
-            .await
-            .map_err(|e| unavailable("UpdateItem", e))?;
-        let had = matches!(
-            out.attributes.as_ref().and_then(|a| a.get("identities")),
-            Some(AttributeValue::Ss(set)) if set.iter().any(|v| v == identity.as_str())
-        );
-        Ok(had)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
     }
 }
