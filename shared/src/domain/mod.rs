@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod limits;
 pub mod message;
 pub mod priority;
+pub mod secret;
 pub mod sms;
 pub mod status;
 pub mod suppression;
