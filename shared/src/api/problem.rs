@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::ToSchema;
 
 use crate::domain::FieldError;
@@ -100,4 +101,24 @@ impl From<crate::ports::StoreError> for Problem {
     fn from(e: crate::ports::StoreError) -> Problem {
         Problem::unavailable(e)
     }
+}
+
+/// What a panicking handler answers with.
+pub type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> Response;
+
+/// Turns a panic in any handler below it into a 500 problem: the API and the webhooks both sit
+/// under it, so no input ends in a dropped connection.
+pub fn catch_panics() -> CatchPanicLayer<PanicHandler> {
+    CatchPanicLayer::custom(panic_to_problem as PanicHandler)
+}
+
+fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may hold request data: it is not logged.
+    tracing::error!("handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
 }
