@@ -8,6 +8,7 @@ pub mod health;
 pub mod inbound;
 pub mod keys;
 pub mod maintenance;
+mod parked;
 pub mod suppress;
 pub mod tracker;
 
