@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::http;
+use super::redact::Redactor;
 use super::secret::Secret;
 use crate::domain::suppression::Reason;
 use crate::domain::Channel;
@@ -48,6 +49,43 @@ struct ServiceAccount {
     token_uri: String,
 }
 
+impl ServiceAccount {
+    /// The key file's JSON, read without quoting it back: serde's messages can include the
+    /// value they choke on, and this one holds a private key.
+    fn parse(json: &str) -> Result<ServiceAccount, String> {
+        serde_json::from_str(json).map_err(|e| {
+            format!(
+                "fcm service_account is not a service account key file's JSON with client_email, \
+                 private_key and token_uri ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })
+    }
+}
+
+impl FcmConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        vec![("service_account", &self.service_account)]
+    }
+
+    /// The private key, whole and line by line (a partial echo of the PEM is still the key).
+    pub(super) fn secret_forms(&self) -> Vec<String> {
+        let Ok(account) = ServiceAccount::parse(self.service_account.expose()) else {
+            return Vec::new();
+        };
+        let lines = account
+            .private_key
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        std::iter::once(account.private_key).chain(lines).collect()
+    }
+}
+
 pub struct FcmGateway {
     config: FcmConfig,
     client_email: String,
@@ -59,8 +97,7 @@ pub struct FcmGateway {
 
 impl FcmGateway {
     pub fn new(config: FcmConfig) -> Result<FcmGateway, String> {
-        let account: ServiceAccount = serde_json::from_str(config.service_account.expose())
-            .map_err(|e| format!("fcm service account: {e}"))?;
+        let account = ServiceAccount::parse(config.service_account.expose())?;
         let key = RsaPrivateKey::from_pkcs8_pem(&account.private_key)
             .map_err(|e| format!("fcm service account private_key: {e}"))?;
         Ok(FcmGateway {
@@ -95,6 +132,9 @@ impl FcmGateway {
                 return Ok(token.clone());
             }
         }
+        // The assertion buys tokens for an hour: an endpoint that quotes it must not leak it.
+        let assertion = self.assertion();
+        let scrub = Redactor::new([assertion.as_str()]);
         let http::Answer {
             status,
             body: answer,
@@ -103,10 +143,11 @@ impl FcmGateway {
             "fcm token",
             self.client.post(&self.token_uri).form(&[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &self.assertion()),
+                ("assertion", &assertion),
             ]),
         )
-        .await?;
+        .await
+        .map_err(|e| scrub.error(e))?;
         let token = answer["access_token"].as_str();
         match (status.is_success(), token) {
             (true, Some(token)) => {
@@ -114,11 +155,18 @@ impl FcmGateway {
                 *cached = Some((token.to_owned(), Instant::now() + lifetime));
                 Ok(token.to_owned())
             }
-            // A refused grant will not succeed on retry: the key is wrong or revoked.
-            _ if status.is_client_error() => Err(GatewayError::Permanent {
+            // A refused grant will not succeed on retry: the key is wrong or revoked. OAuth's
+            // `error` and `error_description` say why; the rest of the answer is not needed.
+            _ if status.is_client_error() => Err(scrub.error(GatewayError::Permanent {
                 code: "TOKEN_GRANT_REFUSED".into(),
-                message: format!("fcm token endpoint: {answer}"),
-            }),
+                message: format!(
+                    "fcm token endpoint {status}: {} {}",
+                    answer["error"].as_str().unwrap_or("no error code"),
+                    answer["error_description"].as_str().unwrap_or_default()
+                )
+                .trim_end()
+                .to_owned(),
+            })),
             _ => Err(GatewayError::Transient(format!(
                 "fcm token endpoint {status}"
             ))),
@@ -168,20 +216,33 @@ impl Gateway for FcmGateway {
             self.config.base_url.trim_end_matches('/'),
             self.config.project_id
         );
+        let sent = http::call(FCM, self.client.post(url).bearer_auth(&token).json(&body)).await;
+        let outcome = match sent {
+            Ok(answer) if answer.status.is_success() => {
+                http::receipt(FCM, answer.body["name"].as_str().map(str::to_owned))
+            }
+            Ok(answer) => Err(self.refusal(answer).await),
+            Err(e) => Err(e),
+        };
+        // The access token is no configured secret, but it is one: an answer may quote it.
+        outcome.map_err(|e| Redactor::new([token.as_str()]).error(e))
+    }
+}
+
+impl FcmGateway {
+    /// What an error answer to `messages:send` means for the message.
+    async fn refusal(&self, answer: http::Answer) -> GatewayError {
         let http::Answer {
             status,
             headers,
             body: answer,
-        } = http::call(FCM, self.client.post(url).bearer_auth(token).json(&body)).await?;
-        if status.is_success() {
-            return http::receipt(FCM, answer["name"].as_str().map(str::to_owned));
-        }
+        } = answer;
         let code = error_code(&answer);
         let message = answer["error"]["message"]
             .as_str()
             .unwrap_or("no message")
             .to_owned();
-        Err(match code.as_str() {
+        match code.as_str() {
             "UNREGISTERED" | "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR" => {
                 GatewayError::Permanent { code, message }
             }
@@ -202,6 +263,6 @@ impl Gateway for FcmGateway {
                 GatewayError::Transient(format!("fcm: {code}: {message}"))
             }
             _ => http::by_status(FCM, status, &headers, code, message),
-        })
+        }
     }
 }

@@ -46,7 +46,7 @@ pub async fn call(
     let res = request
         .send()
         .await
-        .map_err(|e| GatewayError::Transient(format!("{provider}: {e}")))?;
+        .map_err(|e| GatewayError::Transient(format!("{provider}: {}", transport_error(e))))?;
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.json().await.unwrap_or(Value::Null);
@@ -55,6 +55,20 @@ pub async fn call(
         headers,
         body,
     })
+}
+
+/// A failed request in words: what went wrong and its causes ("Connection refused"), but not
+/// the URL, which can carry a credential (Telegram's bot token is in the path).
+fn transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The receipt of an accepted send. An acceptance without an id cannot be tracked, so it is
@@ -92,6 +106,26 @@ pub fn by_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_request_names_its_cause_but_not_its_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://127.0.0.1:{port}/bot123:SECRET/sendMessage");
+        match call("telegram", client().post(url)).await {
+            Err(GatewayError::Transient(text)) => {
+                assert!(!text.contains("SECRET") && !text.contains("/bot"), "{text}");
+                assert!(
+                    text.starts_with("telegram: error sending request: "),
+                    "{text}"
+                );
+                assert!(text.to_lowercase().contains("connect"), "{text}");
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a closed port answered"),
+        }
+    }
 
     #[test]
     fn statuses_read_as_the_engine_needs_them() {

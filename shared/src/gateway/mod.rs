@@ -6,6 +6,7 @@ pub mod health;
 pub mod http;
 pub mod mime;
 pub mod postal;
+pub mod redact;
 pub mod sandbox;
 pub mod secret;
 pub mod ses_events;
@@ -22,9 +23,10 @@ use parking_lot::Mutex;
 
 use crate::domain::health::{Breaker, GatewayStatus, HealthState};
 use crate::domain::Channel;
-use crate::ports::Gateway;
+use crate::ports::{Gateway, GatewayError, GatewayReceipt, OutboundMessage};
 
 pub use health::{InMemoryHealth, Outcome};
+pub use redact::Redactor;
 pub use sandbox::{Handoff, SandboxConfig, SandboxGateway};
 
 /// Half-open gateways get at most one probe send this often (per process).
@@ -35,19 +37,47 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct GatewayRegistry {
     by_channel: BTreeMap<Channel, Vec<Arc<dyn Gateway>>>,
     last_probe: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Removes the configured credentials from every gateway's failures.
+    redactor: Redactor,
 }
 
 /// The router's decision for one send, recorded on the message.
 pub struct Route {
+    /// Send through [`Route::send`], which keeps credentials out of the failure.
     pub gateway: Arc<dyn Gateway>,
     pub reason: String,
     /// A probe send to a half-open gateway: its outcome moves the breaker.
     pub probe: bool,
+    redactor: Redactor,
+}
+
+impl Route {
+    /// Hands the message to the chosen gateway. A failure's text is what gets stored, shown
+    /// and logged, so the configured secrets are removed from it here, whatever the gateway.
+    pub async fn send(&self, m: &OutboundMessage) -> Result<GatewayReceipt, GatewayError> {
+        self.gateway
+            .send(m)
+            .await
+            .map_err(|e| self.redactor.error(e))
+    }
 }
 
 impl GatewayRegistry {
     pub fn new() -> GatewayRegistry {
         GatewayRegistry::default()
+    }
+
+    /// An empty registry whose routes redact these secrets from failures.
+    pub fn redacting(redactor: Redactor) -> GatewayRegistry {
+        GatewayRegistry {
+            redactor,
+            ..GatewayRegistry::default()
+        }
+    }
+
+    /// The configured secrets' redactor, for any other text that comes from a gateway.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Adds a gateway for every channel it declares, after the ones already there.
@@ -105,12 +135,14 @@ impl GatewayRegistry {
                 gateway: g.clone(),
                 reason,
                 probe,
+                redactor: self.redactor.clone(),
             });
         }
         Some(Route {
             gateway: primary.clone(),
             reason: "all gateways down: primary".to_owned(),
             probe: false,
+            redactor: self.redactor.clone(),
         })
     }
 

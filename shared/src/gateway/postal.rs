@@ -22,6 +22,12 @@ pub struct PostalConfig {
     pub from: Option<String>,
 }
 
+impl PostalConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        vec![("api_key", &self.api_key)]
+    }
+}
+
 pub struct PostalGateway {
     config: PostalConfig,
     client: reqwest::Client,

@@ -55,6 +55,20 @@ fn default_pool() -> u32 {
     4
 }
 
+impl SmtpConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        self.password.iter().map(|p| ("password", p)).collect()
+    }
+
+    /// AUTH PLAIN's `\0user\0password` (sent base64-encoded, and a server may quote it back).
+    pub(super) fn secret_forms(&self) -> Vec<String> {
+        match (&self.username, &self.password) {
+            (Some(user), Some(password)) => vec![format!("\0{user}\0{}", password.expose())],
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub struct SmtpGateway {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Option<String>,

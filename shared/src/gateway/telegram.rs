@@ -24,6 +24,22 @@ fn default_base_url() -> String {
     "https://api.telegram.org".into()
 }
 
+impl TelegramConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        vec![("bot_token", &self.bot_token)]
+    }
+
+    /// The token's secret half on its own (`<bot id>:<secret>`; the bot id is public).
+    pub(super) fn secret_forms(&self) -> Vec<String> {
+        let token = self.bot_token.expose();
+        token
+            .split_once(':')
+            .map(|(_, secret)| secret.to_owned())
+            .into_iter()
+            .collect()
+    }
+}
+
 pub struct TelegramGateway {
     config: TelegramConfig,
     client: reqwest::Client,

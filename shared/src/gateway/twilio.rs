@@ -33,6 +33,31 @@ fn default_base_url() -> String {
     "https://api.twilio.com".into()
 }
 
+impl TwilioConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        let mut out = Vec::new();
+        if let Some(token) = &self.auth_token {
+            out.push(("auth_token", token));
+        }
+        if let Some(secret) = &self.api_key_secret {
+            out.push(("api_key_secret", secret));
+        }
+        out
+    }
+
+    /// The basic-auth pairs (`user:secret`): base64-encoded, they are the Authorization header.
+    pub(super) fn secret_forms(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(token) = &self.auth_token {
+            out.push(format!("{}:{}", self.account_sid, token.expose()));
+        }
+        if let (Some(sid), Some(secret)) = (&self.api_key_sid, &self.api_key_secret) {
+            out.push(format!("{sid}:{}", secret.expose()));
+        }
+        out
+    }
+}
+
 pub struct TwilioGateway {
     config: TwilioConfig,
     client: reqwest::Client,

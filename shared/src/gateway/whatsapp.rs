@@ -30,6 +30,12 @@ fn default_version() -> String {
     "v21.0".into()
 }
 
+impl WhatsappConfig {
+    pub(super) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        vec![("access_token", &self.access_token)]
+    }
+}
+
 /// Cloud API error codes that are about this message or recipient, not the service.
 const PERMANENT_CODES: &[u64] = &[
     131026, // undeliverable: not a WhatsApp user, or an old app
