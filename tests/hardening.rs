@@ -16,6 +16,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The child-process tests measure latency and memory: one at a time, so neither measures the
+/// other's load.
+static ONE_SERVER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `herald serve` child with its dev key.
 struct Serve {
     child: Child,
@@ -145,6 +149,7 @@ fn email(template: &str, data: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_template_that_loops_is_refused_and_never_stalls_the_server() {
+    let _alone = ONE_SERVER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path()).await;
     let put = reqwest::Method::PUT;
@@ -213,6 +218,7 @@ fn db_bytes(dir: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rendered_size_is_capped_and_bulk_memory_is_bounded() {
+    let _alone = ONE_SERVER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path()).await;
     let (put, post) = (reqwest::Method::PUT, reqwest::Method::POST);
