@@ -453,8 +453,15 @@ pub struct TemplateInput {
     #[serde(default, deserialize_with = "present")]
     pub html: Option<String>,
     /// Data for the trial render at save time; variables it lacks get a placeholder string.
-    #[serde(default)]
-    pub sample_data: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present_object")]
+    pub sample_data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A field that, when given, must be a JSON object (not `null`, not a list).
+fn present_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, D::Error> {
+    serde_json::Map::deserialize(d).map(Some)
 }
 
 // Written out: the derive cannot say `minProperties` (utoipa 5.5 emits it as maxProperties).

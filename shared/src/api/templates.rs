@@ -75,7 +75,9 @@ pub async fn put(
         html: input.html,
         updated_at: Utc::now(),
     };
-    let sample = input.sample_data.unwrap_or(serde_json::Value::Null);
+    let sample = input
+        .sample_data
+        .map_or(serde_json::Value::Null, serde_json::Value::Object);
     let template = herald
         .check_template(template, sample)
         .await
