@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::problem::Problem;
+use crate::domain::secret::constant_time_eq;
 use crate::domain::{ApiKey, FieldError, TenantId};
 use crate::engine::{Herald, IdempotencyInput};
-use crate::webhooks::signature::constant_time_eq;
 
 /// The tenant that owns the presented API key.
 pub struct AuthTenant(pub TenantId);

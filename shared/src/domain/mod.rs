@@ -11,6 +11,7 @@ pub mod limits;
 pub mod message;
 pub mod options;
 pub mod priority;
+pub mod secret;
 pub mod sender;
 pub mod sms;
 pub mod status;

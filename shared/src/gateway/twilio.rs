@@ -11,6 +11,11 @@ use crate::domain::Channel;
 use crate::ports::{Gateway, GatewayError, GatewayReceipt, OutboundMessage};
 
 pub const TWILIO: &str = "twilio";
+/// Where Twilio reports on a message: each send names it as its StatusCallback, and the webhook
+/// router serves it.
+pub const STATUS_PATH: &str = "/webhooks/twilio/status";
+/// Where Twilio posts messages to Herald's numbers (set on the number in Twilio's console).
+pub const INBOUND_PATH: &str = "/webhooks/twilio/inbound";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +147,7 @@ impl Gateway for TwilioGateway {
                 format!(
                     "{}{}?herald_id={}",
                     base.trim_end_matches('/'),
-                    crate::webhooks::twilio::STATUS_PATH,
+                    STATUS_PATH,
                     m.id
                 ),
             ));

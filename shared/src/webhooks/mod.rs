@@ -8,7 +8,7 @@ mod postal;
 pub mod signature;
 mod sns;
 mod telegram;
-pub mod twilio;
+mod twilio;
 mod whatsapp;
 
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use crate::domain::limits::{BucketSpec, Rate};
 use crate::domain::Priority;
 use crate::engine::tracker::Notified;
 use crate::engine::Herald;
+use crate::gateway;
 use crate::limiter::TokenBuckets;
 use crate::ports::{Grant, ProviderEvent, StoreError};
 
@@ -79,8 +80,8 @@ impl Webhooks {
 pub fn router(webhooks: Arc<Webhooks>) -> Router {
     Router::new()
         .route("/webhooks/ses", post(sns::handle))
-        .route(twilio::STATUS_PATH, post(twilio::status))
-        .route(twilio::INBOUND_PATH, post(twilio::inbound))
+        .route(gateway::twilio::STATUS_PATH, post(twilio::status))
+        .route(gateway::twilio::INBOUND_PATH, post(twilio::inbound))
         .route("/webhooks/postal", post(postal::handle))
         .route(
             "/webhooks/whatsapp",

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::info;
 
-use super::signature::constant_time_eq;
 use super::{admit, header_str, respond, Refusal, Webhooks};
+use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, MessageId};
 use crate::engine::inbound::KeywordReplies;
 use crate::gateway::telegram::TELEGRAM;

@@ -11,15 +11,12 @@ use chrono::Utc;
 use serde_json::json;
 use tracing::info;
 
-use super::signature::{constant_time_eq, twilio_signature};
+use super::signature::twilio_signature;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
+use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
-use crate::gateway::twilio::TWILIO;
+use crate::gateway::twilio::{INBOUND_PATH, STATUS_PATH, TWILIO};
 use crate::ports::{ProviderEvent, ProviderEventKind};
-
-/// Where Twilio reports on a message: the gateway names it as each send's StatusCallback.
-pub const STATUS_PATH: &str = "/webhooks/twilio/status";
-pub(super) const INBOUND_PATH: &str = "/webhooks/twilio/inbound";
 
 /// Reads the form after checking its signature.
 async fn signed_form(

@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::signature::{constant_time_eq, hub_signature_256};
+use super::signature::hub_signature_256;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
+use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, MessageId};
 use crate::gateway::whatsapp::WHATSAPP;
 use crate::ports::{ProviderEvent, ProviderEventKind};
