@@ -227,3 +227,42 @@ async fn api_gateway_event_reaches_the_webhooks_function() {
     let (status, body) = call(&router, telegram).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgeries_are_counted_per_api_gateway_source_ip() {
+    let api = AwsApi::start().await;
+    let router = webhooks_router(&api);
+    let event = fixture("webhooks/twilio-inbound-stop.json");
+    // Same X-Forwarded-For, another caller as API Gateway saw it.
+    let other_caller = event.replace(
+        "\"sourceIp\": \"54.172.60.1\"",
+        "\"sourceIp\": \"198.51.100.20\"",
+    );
+    assert_ne!(other_caller, event);
+    let forged = |event: &str| {
+        let mut request = lambda_http::request::from_str(event).unwrap();
+        request.headers_mut().insert(
+            "x-twilio-signature",
+            HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        );
+        request
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(call(&router, forged(&event)).await.0);
+    }
+    // The default allowance: 10 a second, bursts of 20.
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].contains(&429), "{statuses:?}");
+    assert_eq!(
+        call(&router, forged(&other_caller)).await.0,
+        401,
+        "another caller"
+    );
+    let genuine = lambda_http::request::from_str(&event).unwrap();
+    let (status, reply) = call(&router, genuine).await;
+    assert_eq!(
+        status, 200,
+        "the genuine STOP from the same address: {reply}"
+    );
+}

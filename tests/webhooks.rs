@@ -3,6 +3,7 @@
 //! only genuine ones change anything. Replays, over-size bodies, rate limits, inbound SMS
 //! keywords (STOP, START, HELP) and `GET /v1/inbound`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,7 +135,9 @@ impl Hooks {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = shared::webhooks::router(Arc::new(hooks));
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            // As `herald serve` does: failed verifications are counted per peer address.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(listener, service).await;
         });
         Hooks {
             s,
@@ -430,21 +433,29 @@ fn sns(
         "Message": message, "Timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "SignatureVersion": version.to_string(), "SigningCertURL": cert_url,
     });
-    let mut fields = vec!["Message", "MessageId"];
-    if kind == "Notification" {
-        fields.extend(["Timestamp", "TopicArn", "Type"]);
-    } else {
+    if kind != "Notification" {
         v["Token"] = json!("token-1");
         v["SubscribeURL"] =
             json!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=token-1");
+    }
+    sign_sns(key, &mut v);
+    v
+}
+
+/// Signs an SNS message (again, after a signed field changed) as SNS does.
+fn sign_sns(key: &RsaPrivateKey, v: &mut Value) {
+    let mut fields = vec!["Message", "MessageId"];
+    if v["Type"] == "Notification" {
+        fields.extend(["Timestamp", "TopicArn", "Type"]);
+    } else {
         fields.extend(["SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]);
     }
     let signed: String = fields
         .iter()
         .map(|f| format!("{f}\n{}\n", v[*f].as_str().unwrap()))
         .collect();
-    v["Signature"] = json!(rsa_sign(key, version == 1, signed.as_bytes()));
-    v
+    let sha1 = v["SignatureVersion"] == "1";
+    v["Signature"] = json!(rsa_sign(key, sha1, signed.as_bytes()));
 }
 
 fn rsa_sign(key: &RsaPrivateKey, sha1: bool, data: &[u8]) -> String {
@@ -528,14 +539,10 @@ async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
         401,
         "another key"
     );
-    let mut stale = sns(&h.sns_key, 2, "Notification", &bounce, TOPIC, CERT_URL);
-    stale["Timestamp"] = json!((Utc::now() - chrono::Duration::minutes(6))
+    let mut moved = sns(&h.sns_key, 2, "Notification", &bounce, TOPIC, CERT_URL);
+    moved["Timestamp"] = json!((Utc::now() - chrono::Duration::minutes(6))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    assert_eq!(
-        post(stale).await,
-        401,
-        "signed more than 5 minutes ago (and the signature no longer matches either)"
-    );
+    assert_eq!(post(moved).await, 401, "a Timestamp changed after signing");
     assert_eq!(
         h.s.get(&format!("/v1/messages/{id}")).await.body["status"],
         "delivered",
@@ -549,6 +556,16 @@ async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
         404
     );
 
+    let cert_fetches = || {
+        h.sns
+            .fetched
+            .lock()
+            .iter()
+            .filter(|u| *u == CERT_URL)
+            .count()
+    };
+    // Every refusal above fetched it anew: only a certificate that verified is kept.
+    let fetched_before = cert_fetches();
     for version in [1, 2] {
         let to = format!("v{version}@example.com");
         let id = h.s.send(&json!({ "channel": "email", "priority": "P1", "to": to, "subject": "Hi", "body": "Hello" })).await;
@@ -586,9 +603,9 @@ async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
     }
     let fetched = h.sns.fetched.lock().clone();
     assert_eq!(
-        fetched.iter().filter(|u| *u == CERT_URL).count(),
-        1,
-        "the certificate is fetched once: {fetched:?}"
+        cert_fetches(),
+        fetched_before + 1,
+        "once it verified, the certificate is fetched no more: {fetched:?}"
     );
     assert!(
         !fetched.iter().any(|u| u.contains("evil")),
@@ -917,4 +934,141 @@ async fn oversize_bodies_unconfigured_sources_and_floods_are_refused() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forgeries_does_not_crowd_out_a_signed_stop() {
+    let h = Hooks::start().await;
+    let from = "+15551237777";
+    let stop = [
+        ("MessageSid", "SM-flood-stop"),
+        ("From", from),
+        ("To", "+15557654321"),
+        ("Body", "STOP"),
+    ];
+    let forged_body = serde_urlencoded::to_string(stop).unwrap();
+    let forged = || {
+        h.post(
+            "/webhooks/twilio/inbound",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl"),
+            ],
+            forged_body.clone().into_bytes(),
+        )
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let wave = futures::future::join_all((0..50).map(|_| forged())).await;
+        statuses.extend(wave.into_iter().map(|(status, _)| status));
+    }
+    assert_eq!(statuses.len(), 1500);
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() > 1000,
+        "the forger's own bucket ran dry"
+    );
+    let (status, reply) = h.twilio("/webhooks/twilio/inbound", &stop, false).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("You are unsubscribed"), "{reply}");
+    let r = h.s.post("/v1/messages", &sms(from)).await;
+    assert_eq!(
+        r.body["status"], "suppressed",
+        "the STOP took effect: {}",
+        r.body
+    );
+    assert_eq!(
+        forged().await.0,
+        429,
+        "the forger is still held back after the genuine request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_retries_with_an_old_timestamp_apply_once() {
+    let h = Hooks::start().await;
+    let to = "late@example.com";
+    let id =
+        h.s.send(&json!({ "channel": "email", "priority": "P1", "to": to,
+                                "subject": "Hi", "body": "Hello" }))
+            .await;
+    h.s.wait_status(&id, "delivered").await;
+    // SNS retries for up to an hour with the first attempt's Timestamp.
+    let mut retry = sns(
+        &h.sns_key,
+        2,
+        "Notification",
+        &ses_bounce(&id, to),
+        TOPIC,
+        CERT_URL,
+    );
+    retry["Timestamp"] = json!((Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    sign_sns(&h.sns_key, &mut retry);
+    let post = |v: &Value| {
+        h.post(
+            "/webhooks/ses",
+            &[("content-type", "text/plain; charset=UTF-8")],
+            v.to_string().into_bytes(),
+        )
+    };
+    let (status, body) = post(&retry).await;
+    assert_eq!(status, 200, "{body}");
+    let view = h.s.wait_status(&id, "bounced").await;
+    let (status, _) = post(&retry).await;
+    assert_eq!(status, 200, "a replay is answered");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        timeline(&h.s.get(&format!("/v1/messages/{id}")).await.body),
+        timeline(&view),
+        "and dropped by its MessageId"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_certificates_are_cached_by_normalised_url_after_they_verify() {
+    let h = Hooks::start().await;
+    let hooks = &h;
+    let post = move |v: Value| async move {
+        hooks
+            .post(
+                "/webhooks/ses",
+                &[("content-type", "text/plain; charset=UTF-8")],
+                v.to_string().into_bytes(),
+            )
+            .await
+            .0
+    };
+    let fetches = || {
+        h.sns
+            .fetched
+            .lock()
+            .iter()
+            .filter(|u| *u == CERT_URL)
+            .count()
+    };
+    let hello = "{\"hello\":1}";
+    // A forgery fetches the certificate but leaves nothing cached.
+    let forged = sns(&rsa_key(), 2, "Notification", hello, TOPIC, CERT_URL);
+    assert_eq!(post(forged).await, 401);
+    assert_eq!(fetches(), 1);
+    assert_eq!(
+        post(sns(&h.sns_key, 2, "Notification", hello, TOPIC, CERT_URL)).await,
+        200
+    );
+    assert_eq!(fetches(), 2, "fetched again: the forgery cached nothing");
+    for spelling in [
+        "https://sns.us-east-1.amazonaws.com:443/./SimpleNotificationService-test.pem",
+        "HTTPS://SNS.US-EAST-1.AMAZONAWS.COM/SimpleNotificationService-test.pem",
+        "https://sns.us-east-1.amazonaws.com/x/../SimpleNotificationService-test.pem",
+    ] {
+        let signed = sns(&h.sns_key, 1, "Notification", hello, TOPIC, spelling);
+        assert_eq!(post(signed).await, 200, "{spelling}");
+    }
+    assert_eq!(fetches(), 2, "every spelling is the one cached certificate");
+    let fetched = h.sns.fetched.lock().clone();
+    assert!(fetched.iter().all(|u| u == CERT_URL), "{fetched:?}");
 }

@@ -23,7 +23,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -114,16 +113,6 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    tracing::error!("handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
-    .into_response()
-}
-
 /// The whole API on one Router.
 pub fn router(herald: Arc<Herald>) -> Router {
     Router::new()
@@ -170,7 +159,7 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
-        .layer(CatchPanicLayer::custom(panic_to_problem))
+        .layer(problem::catch_panics())
         .with_state(herald)
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
@@ -208,4 +209,24 @@ impl IntoResponses for NotFound {
     fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
         responses(vec![("404", problem_response("no such resource"))])
     }
+}
+
+/// What a panicking handler answers with.
+pub type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> Response;
+
+/// Turns a panic in any handler below it into a 500 problem: the API and the webhooks both sit
+/// under it, so no input ends in a dropped connection.
+pub fn catch_panics() -> CatchPanicLayer<PanicHandler> {
+    CatchPanicLayer::custom(panic_to_problem as PanicHandler)
+}
+
+fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may hold request data: it is not logged.
+    tracing::error!("handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
 }

@@ -257,7 +257,27 @@ pub fn webhooks_router(cold: ColdStart) -> Result<axum::Router, super::SettingsE
             value,
         }
     })?;
-    Ok(crate::webhooks::router(Arc::new(webhooks)))
+    let router = crate::webhooks::router(Arc::new(webhooks));
+    Ok(router.layer(axum::middleware::map_request(with_source_ip)))
+}
+
+/// API Gateway's view of the caller as the request's peer address (a Lambda has no socket to
+/// ask): the webhooks count failed verifications per client address.
+async fn with_source_ip(mut request: axum::extract::Request) -> axum::extract::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let ip = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.as_deref(),
+        _ => None,
+    }
+    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    if let Some(ip) = ip {
+        let peer = std::net::SocketAddr::new(ip, 0);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+    }
+    request
 }
 
 /// `dispatch`: one lane's consumer; the lane comes from `HERALD_LANE`.

@@ -240,7 +240,9 @@ fn error_code(detail: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// How long a provider's event id is remembered: longer than any provider retries.
+/// How long a provider's event id is remembered: longer than any provider retries. SNS gives
+/// up on an HTTP(S) endpoint within an hour (a hard limit) and signatures of any age are
+/// accepted, so a replayed SNS notification always meets its MessageId here.
 pub(crate) const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What became of a provider notification.

@@ -22,13 +22,14 @@ pub struct WebhooksConfig {
     /// Receiving numbers (E.164; for WhatsApp also the phone-number id) and their tenants.
     #[serde(default)]
     pub numbers: Vec<InboundNumber>,
-    /// Requests a second per source (SNS, Twilio, ...), with bursts of twice that.
+    /// Failed verifications a second per client address, with bursts of twice that; past it a
+    /// client's failures are answered 429. Valid requests are never counted.
     #[serde(default = "default_rate")]
     pub rate_per_second: f64,
 }
 
 fn default_rate() -> f64 {
-    200.0
+    10.0
 }
 
 impl Default for WebhooksConfig {
@@ -96,8 +97,20 @@ pub struct InboundNumber {
 
 impl WebhooksConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.rate_per_second.is_nan() || self.rate_per_second <= 0.0 {
+        if !self.rate_per_second.is_finite() || self.rate_per_second <= 0.0 {
             return Err("webhooks.rate_per_second must be above 0".into());
+        }
+        if let Some(empty) = self.empty_secret() {
+            return Err(format!(
+                "{empty} is empty: a webhook secret anyone can match is no secret"
+            ));
+        }
+        if self
+            .ses
+            .as_ref()
+            .is_some_and(|s| s.topic_arns.iter().any(|t| t.trim().is_empty()))
+        {
+            return Err("webhooks.ses.topic_arns holds an empty topic".into());
         }
         if let Some(base) = &self.public_base_url {
             if !(base.starts_with("https://") || base.starts_with("http://")) {
@@ -113,6 +126,29 @@ impl WebhooksConfig {
             );
         }
         Ok(())
+    }
+
+    /// The first configured secret that is empty (or only blanks), by its setting's name.
+    fn empty_secret(&self) -> Option<&'static str> {
+        let blank = |s: &Secret| s.expose().trim().is_empty();
+        let mut secrets: Vec<(&'static str, bool)> = Vec::new();
+        if let Some(t) = &self.twilio {
+            secrets.push(("webhooks.twilio.auth_token", blank(&t.auth_token)));
+        }
+        if let Some(p) = &self.postal {
+            secrets.push(("webhooks.postal.public_key", p.public_key.trim().is_empty()));
+        }
+        if let Some(w) = &self.whatsapp {
+            secrets.push(("webhooks.whatsapp.app_secret", blank(&w.app_secret)));
+            secrets.push(("webhooks.whatsapp.verify_token", blank(&w.verify_token)));
+        }
+        if let Some(t) = &self.telegram {
+            secrets.push(("webhooks.telegram.secret_token", blank(&t.secret_token)));
+        }
+        secrets
+            .into_iter()
+            .find(|(_, empty)| *empty)
+            .map(|(name, _)| name)
     }
 
     /// The number's owner and its keyword replies.
@@ -147,5 +183,59 @@ impl WebhooksConfig {
             Some(q) if !q.is_empty() => format!("{base}{path}?{q}"),
             _ => format!("{base}{path}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebhooksConfig;
+
+    fn config(extra: serde_json::Value) -> WebhooksConfig {
+        let mut v = serde_json::json!({ "public_base_url": "https://herald.example.com" });
+        if let (Some(base), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn empty_secrets_are_refused_at_start_by_name() {
+        let good = config(serde_json::json!({
+            "twilio": { "auth_token": "t" },
+            "postal": { "public_key": "k" },
+            "whatsapp": { "app_secret": "a", "verify_token": "v" },
+            "telegram": { "secret_token": "s", "tenant": "acme" },
+            "ses": { "topic_arns": ["arn:aws:sns:us-east-1:1:t"] }
+        }));
+        assert_eq!(good.validate(), Ok(()));
+        for (setting, extra) in [
+            (
+                "webhooks.twilio.auth_token",
+                serde_json::json!({ "twilio": { "auth_token": "" } }),
+            ),
+            (
+                "webhooks.postal.public_key",
+                serde_json::json!({ "postal": { "public_key": " " } }),
+            ),
+            (
+                "webhooks.whatsapp.app_secret",
+                serde_json::json!({ "whatsapp": { "app_secret": "", "verify_token": "v" } }),
+            ),
+            (
+                "webhooks.whatsapp.verify_token",
+                serde_json::json!({ "whatsapp": { "app_secret": "a", "verify_token": "\t" } }),
+            ),
+            (
+                "webhooks.telegram.secret_token",
+                serde_json::json!({ "telegram": { "secret_token": "", "tenant": "acme" } }),
+            ),
+            (
+                "webhooks.ses.topic_arns",
+                serde_json::json!({ "ses": { "topic_arns": [""] } }),
+            ),
+        ] {
+            let refused = config(extra).validate().unwrap_err();
+            assert!(refused.starts_with(setting), "{setting}: {refused}");
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Provider webhooks: delivery reports and inbound messages, accepted only when genuine. Each
-//! request is rate-limited per source, read up to 64 KB, and its signature checked before any
-//! of it is trusted; then its events go to the same processor as every other provider event.
+//! request is read up to 64 KB and its signature checked before any of it is trusted; failed
+//! checks are rate-limited per client address; then its events go to the same processor as
+//! every other provider event.
 //! Served by `herald serve` beside the API and by the `webhooks` Lambda function.
 
 mod config;
+mod guard;
 mod postal;
 pub mod signature;
 mod sns;
@@ -12,28 +14,26 @@ mod twilio;
 mod whatsapp;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use chrono::Utc;
 use tracing::{info, warn};
 
 pub use config::{InboundNumber, WebhooksConfig};
 pub use sns::{HttpsFetch, ReqwestFetch};
 
-use crate::api::problem::Problem;
-use crate::domain::limits::{BucketSpec, Rate};
-use crate::domain::Priority;
+use crate::api::problem::{catch_panics, Problem};
 use crate::engine::tracker::Notified;
 use crate::engine::Herald;
 use crate::gateway;
-use crate::limiter::TokenBuckets;
-use crate::ports::{Grant, ProviderEvent, StoreError};
+use crate::ports::{ProviderEvent, StoreError};
+use guard::LogLine;
 
 /// Largest webhook body accepted.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -42,7 +42,9 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 pub struct Webhooks {
     pub herald: Arc<Herald>,
     pub config: WebhooksConfig,
-    limiter: TokenBuckets,
+    /// Failed verifications per client address.
+    failures: guard::Failures,
+    log_limit: guard::LogLimit,
     sns: sns::SnsVerifier,
     /// Postal's key, parsed once.
     postal_key: Option<rsa::RsaPublicKey>,
@@ -68,17 +70,18 @@ impl Webhooks {
             .map_err(|e| format!("webhooks.postal.public_key: {e}"))?;
         Ok(Webhooks {
             herald,
-            config,
             postal_key,
-            limiter: TokenBuckets::new(),
+            failures: guard::Failures::new(config.rate_per_second),
+            log_limit: guard::LogLimit::default(),
             sns: sns::SnsVerifier::new(fetch),
+            config,
         })
     }
 }
 
 /// The webhook routes.
 pub fn router(webhooks: Arc<Webhooks>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/webhooks/ses", post(sns::handle))
         .route(gateway::twilio::STATUS_PATH, post(twilio::status))
         .route(gateway::twilio::INBOUND_PATH, post(twilio::inbound))
@@ -88,7 +91,16 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
             post(whatsapp::handle).get(whatsapp::verify),
         )
         .route("/webhooks/telegram", post(telegram::handle))
-        .with_state(webhooks)
+        .with_state(webhooks.clone());
+    guarded(routes, webhooks)
+}
+
+/// Every webhook route sits behind these: failed verifications counted per client, and a
+/// panic answered with a 500 problem, as in the API.
+fn guarded(routes: Router, webhooks: Arc<Webhooks>) -> Router {
+    routes
+        .layer(middleware::from_fn_with_state(webhooks, count_failures))
+        .layer(catch_panics())
 }
 
 /// Why a webhook request is refused.
@@ -147,50 +159,99 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Takes a token of `source`'s pace, then reads the body up to the limit.
-async fn admit(
-    webhooks: &Webhooks,
-    source: &'static str,
-    request: Request,
-) -> Result<(HeaderMap, axum::http::Uri, Bytes), Refusal> {
-    let rate = Rate {
-        per_second: webhooks.config.rate_per_second,
-        burst: Some(webhooks.config.rate_per_second * 2.0),
-    };
-    let spec = [BucketSpec {
-        key: format!("webhook:{source}"),
-        rate,
-    }];
-    if let Grant::Wait(wait) = webhooks
-        .limiter
-        .acquire_at(&spec, Priority::P0, 1.0, Utc::now())
-    {
-        warn!(source, "webhook rate limit hit");
-        return Err(Refusal::RateLimited(wait));
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
-        .await
-        .map_err(|_| Refusal::TooLarge)?;
-    Ok((parts.headers, parts.uri, bytes))
+/// A request's parts once its body is read (up to the limit).
+struct Admitted {
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+    /// Its client has used up its failed verifications: nothing costly on its word alone.
+    suspect: bool,
 }
 
-/// Logs a refusal with its reason: a bad signature is worth knowing about, never silent.
-fn refuse(source: &'static str, refusal: Refusal) -> Response {
-    match &refusal {
-        Refusal::BadSignature(reason) => warn!(source, %reason, "webhook signature refused"),
-        Refusal::Malformed(reason) => warn!(source, %reason, "malformed webhook"),
-        Refusal::Store(e) => warn!(source, error = %e, "webhook not applied: store unavailable"),
-        other => info!(source, refusal = %other, "webhook refused"),
+/// Reads the body up to the limit. Nothing is spent here: only a failed verification costs
+/// its client (see [`count_failures`]).
+async fn admit(request: Request) -> Result<Admitted, Refusal> {
+    let suspect = request.extensions().get::<Suspect>().is_some();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
+        .await
+        .map_err(|_| Refusal::TooLarge)?;
+    Ok(Admitted {
+        headers: parts.headers,
+        uri: parts.uri,
+        body,
+        suspect,
+    })
+}
+
+/// Marks a request whose client has no failed verifications left.
+#[derive(Debug, Clone, Copy)]
+struct Suspect;
+
+/// Verification comes first, for everyone; a request that fails it (401) spends a token of
+/// its client's own bucket, and past that is answered 429. A valid request spends nothing, so
+/// no one's forgeries can crowd it out.
+async fn count_failures(
+    State(webhooks): State<Arc<Webhooks>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = guard::client_address(&request);
+    if webhooks.failures.exhausted(&client, Instant::now()) {
+        request.extensions_mut().insert(Suspect);
+    }
+    let response = next.run(request).await;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    match webhooks.failures.spend(&client, Instant::now()) {
+        None => response,
+        Some(wait) => Refusal::RateLimited(wait).into_response(),
+    }
+}
+
+/// Logs a refusal with its reason: a bad signature is worth knowing about, never silent, but
+/// a flood of them is counted rather than written line by line.
+fn refuse(webhooks: &Webhooks, source: &'static str, refusal: Refusal) -> Response {
+    let quiet = matches!(refusal, Refusal::NotConfigured(_) | Refusal::TooLarge);
+    if !quiet {
+        match webhooks.log_limit.line(source, Instant::now()) {
+            LogLine::Write { held } => {
+                if held > 0 {
+                    warn!(
+                        source,
+                        held, "webhook refusals not logged in the last minute"
+                    );
+                }
+                log_refusal(source, &refusal);
+            }
+            LogLine::Limit => {
+                warn!(source, "webhook refusals over the log limit: counted, not logged, for the rest of the minute")
+            }
+            LogLine::Hold => {}
+        }
     }
     refusal.into_response()
 }
 
+fn log_refusal(source: &'static str, refusal: &Refusal) {
+    match refusal {
+        Refusal::BadSignature(reason) => {
+            warn!(source, reason = %guard::clip(reason), "webhook signature refused")
+        }
+        Refusal::Malformed(reason) => {
+            warn!(source, reason = %guard::clip(reason), "malformed webhook")
+        }
+        Refusal::Store(e) => warn!(source, error = %e, "webhook not applied: store unavailable"),
+        other => info!(source, refusal = %other, "webhook refused"),
+    }
+}
+
 /// The answer to a webhook: 200 once processed, else the refusal (logged).
-fn respond(source: &'static str, processed: Result<(), Refusal>) -> Response {
+fn respond(webhooks: &Webhooks, source: &'static str, processed: Result<(), Refusal>) -> Response {
     match processed {
         Ok(()) => ok(),
-        Err(refusal) => refuse(source, refusal),
+        Err(refusal) => refuse(webhooks, source, refusal),
     }
 }
 
@@ -231,4 +292,43 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn ok() -> Response {
     StatusCode::OK.into_response()
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::{guarded, Webhooks, WebhooksConfig};
+    use crate::embedded::{Embedded, EmbeddedConfig};
+
+    async fn panicking() -> StatusCode {
+        panic!("a handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_webhook_route_answers_a_500_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.run_workers = false;
+        let embedded = Embedded::start(cfg).await.unwrap();
+        let webhooks =
+            Arc::new(Webhooks::new(embedded.herald.clone(), WebhooksConfig::default()).unwrap());
+        let boom = Router::new().route("/webhooks/boom", post(panicking));
+        let request = Request::post("/webhooks/boom").body(Body::empty()).unwrap();
+        let response = guarded(boom, webhooks).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let content_type = response.headers()["content-type"].clone();
+        assert_eq!(content_type, "application/problem+json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "https://herald.dev/problems/internal");
+        embedded.shutdown().await;
+    }
 }

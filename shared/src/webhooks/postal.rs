@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::info;
 
+use super::guard::clip;
 use super::signature::{verify_rsa, RsaHash};
 use super::{admit, apply, header_str, respond, Refusal, Webhooks};
 use crate::gateway::postal::POSTAL;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    respond("postal", process(&webhooks, request).await)
+    respond(&webhooks, "postal", process(&webhooks, request).await)
 }
 
 /// Postal's event -> Herald's, and where in the payload the message is.
@@ -42,7 +43,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         .postal_key
         .as_ref()
         .ok_or(Refusal::NotConfigured("postal"))?;
-    let (headers, _, body) = admit(webhooks, "postal", request).await?;
+    let request = admit(request).await?;
+    let (headers, body) = (request.headers, request.body);
     let (hash, signature) = match header_str(&headers, "x-postal-signature-256") {
         Some(s) => (RsaHash::Sha256, s),
         None => (
@@ -53,8 +55,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
     };
     verify_rsa(key, hash, &body, signature).map_err(Refusal::BadSignature)?;
 
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::Malformed(format!("not JSON: {}", clip(&e.to_string()))))?;
     let event = v["event"].as_str().unwrap_or_default();
     let payload = &v["payload"];
     let Some((kind, message_at)) = event_kind(event) else {

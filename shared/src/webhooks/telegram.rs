@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::info;
 
+use super::guard::clip;
 use super::{admit, header_str, respond, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, MessageId};
@@ -16,7 +17,7 @@ use crate::engine::inbound::KeywordReplies;
 use crate::gateway::telegram::TELEGRAM;
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    respond("telegram", process(&webhooks, request).await)
+    respond(&webhooks, "telegram", process(&webhooks, request).await)
 }
 
 async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
@@ -25,8 +26,9 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         .telegram
         .as_ref()
         .ok_or(Refusal::NotConfigured("telegram"))?;
-    let (headers, _, body) = admit(webhooks, "telegram", request).await?;
-    let presented = header_str(&headers, "x-telegram-bot-api-secret-token")
+    let request = admit(request).await?;
+    let body = request.body;
+    let presented = header_str(&request.headers, "x-telegram-bot-api-secret-token")
         .ok_or_else(|| Refusal::BadSignature("no X-Telegram-Bot-Api-Secret-Token".into()))?;
     if !constant_time_eq(
         presented.as_bytes(),
@@ -34,8 +36,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
     ) {
         return Err(Refusal::BadSignature("wrong secret token".into()));
     }
-    let update: Value =
-        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let update: Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::Malformed(format!("not JSON: {}", clip(&e.to_string()))))?;
     let message = &update["message"];
     let (Some(update_id), Some(chat)) =
         (update["update_id"].as_i64(), message["chat"]["id"].as_i64())

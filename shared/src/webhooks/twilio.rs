@@ -11,6 +11,7 @@ use chrono::Utc;
 use serde_json::json;
 use tracing::info;
 
+use super::guard::clip;
 use super::signature::twilio_signature;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
@@ -29,18 +30,20 @@ async fn signed_form(
         .twilio
         .as_ref()
         .ok_or(Refusal::NotConfigured("twilio"))?;
-    let (headers, uri, body) = admit(webhooks, "twilio", request).await?;
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| Refusal::BadSignature(format!("body is not a form: {e}")))?;
+    let request = admit(request).await?;
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(&request.body).map_err(|e| {
+            Refusal::BadSignature(format!("body is not a form: {}", clip(&e.to_string())))
+        })?;
     check(
         webhooks,
         config.auth_token.expose(),
         path,
-        &uri,
-        &headers,
+        &request.uri,
+        &request.headers,
         &params,
     )?;
-    Ok((params, uri))
+    Ok((params, request.uri))
 }
 
 fn check(
@@ -62,7 +65,8 @@ fn check(
         Ok(())
     } else {
         Err(Refusal::BadSignature(format!(
-            "X-Twilio-Signature does not match for {url}"
+            "X-Twilio-Signature does not match for {}",
+            clip(&url)
         )))
     }
 }
@@ -80,7 +84,11 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 pub(super) async fn status(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    respond("twilio", process_status(&webhooks, request).await)
+    respond(
+        &webhooks,
+        "twilio",
+        process_status(&webhooks, request).await,
+    )
 }
 
 /// Twilio's message status -> Herald's event; `sent` and the in-flight states change nothing.
@@ -131,7 +139,7 @@ async fn process_status(webhooks: &Webhooks, request: Request) -> Result<(), Ref
 pub(super) async fn inbound(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
     match process_inbound(&webhooks, request).await {
         Ok(reply) => twiml(reply.as_deref()),
-        Err(refusal) => refuse("twilio", refusal),
+        Err(refusal) => refuse(&webhooks, "twilio", refusal),
     }
 }
 

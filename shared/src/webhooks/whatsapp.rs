@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::info;
 
+use super::guard::clip;
 use super::signature::hub_signature_256;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
@@ -25,7 +26,7 @@ pub(super) async fn verify(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(config) = &webhooks.config.whatsapp else {
-        return refuse("whatsapp", Refusal::NotConfigured("whatsapp"));
+        return refuse(&webhooks, "whatsapp", Refusal::NotConfigured("whatsapp"));
     };
     let token = query
         .get("hub.verify_token")
@@ -37,13 +38,14 @@ pub(super) async fn verify(
         return (StatusCode::OK, challenge).into_response();
     }
     refuse(
+        &webhooks,
         "whatsapp",
         Refusal::BadSignature("verification with a wrong hub.verify_token".into()),
     )
 }
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    respond("whatsapp", process(&webhooks, request).await)
+    respond(&webhooks, "whatsapp", process(&webhooks, request).await)
 }
 
 fn event_kind(status: &str) -> Option<ProviderEventKind> {
@@ -68,8 +70,9 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         .whatsapp
         .as_ref()
         .ok_or(Refusal::NotConfigured("whatsapp"))?;
-    let (headers, _, body) = admit(webhooks, "whatsapp", request).await?;
-    let presented = header_str(&headers, "x-hub-signature-256")
+    let request = admit(request).await?;
+    let body = request.body;
+    let presented = header_str(&request.headers, "x-hub-signature-256")
         .ok_or_else(|| Refusal::BadSignature("no X-Hub-Signature-256".into()))?;
     let expected = hub_signature_256(config.app_secret.expose(), &body);
     if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
@@ -77,8 +80,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
             "X-Hub-Signature-256 does not match".into(),
         ));
     }
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::Malformed(format!("not JSON: {}", clip(&e.to_string()))))?;
     let changes = v["entry"]
         .as_array()
         .into_iter()
