@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use herald_tests::aws::AwsApi;
 use http_body_util::BodyExt;
 use lambda_http::http::HeaderValue;
@@ -265,4 +267,63 @@ async fn forgeries_are_counted_per_api_gateway_source_ip() {
         status, 200,
         "the genuine STOP from the same address: {reply}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_start_never_lifts_a_later_stop() {
+    let api = AwsApi::start().await;
+    let router = webhooks_router(&api);
+    let from = "+15551230079";
+    let signed = |sid: &str, body: &str| {
+        let params = form(&[
+            ("MessageSid", sid),
+            ("From", from),
+            ("To", NUMBER),
+            ("Body", body),
+        ]);
+        let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri(INBOUND)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(lambda_http::Body::from(
+                serde_urlencoded::to_string(&params).unwrap(),
+            ))
+            .unwrap()
+    };
+    for (sid, body) in [("SM-k1", "STOP"), ("SM-k2", "START"), ("SM-k3", "STOP")] {
+        let (status, reply) = call(&router, signed(sid, body)).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let acme = Scope::Tenant(TenantId::parse("acme").unwrap());
+    let opted_out = || async {
+        api.herald
+            .suppressions
+            .get_suppression(&acme, Channel::Sms, from)
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(opted_out().await);
+    // A year on: past any event-id retention.
+    let table = api.stack.settings.tables.idempotency.clone().unwrap();
+    for sid in ["SM-k1", "SM-k2", "SM-k3"] {
+        api.stack
+            .dynamo
+            .update_item()
+            .table_name(&table)
+            .key(
+                "pk",
+                AttributeValue::S(format!("event#keyword#twilio:{sid}")),
+            )
+            .update_expression("SET expires_at = expires_at - :year")
+            .expression_attribute_values(":year", AttributeValue::N((365 * 86400).to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (status, reply) = call(&router, signed("SM-k2", "START")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(opted_out().await, "the replayed START changed nothing");
 }

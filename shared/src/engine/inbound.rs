@@ -2,14 +2,20 @@
 //! keywords acted on (STOP opts the number out of the tenant's SMS, START back in, HELP asks
 //! for the tenant's help text).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use tracing::info;
 
-use super::tracker::EVENT_ID_KEEP;
 use super::Herald;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::ports::StoreError;
+
+/// How long the mark of an applied keyword is kept: as long as the opt-out it concerns, and
+/// opt-outs never expire, so for good (a century). A replayed START older than any event-id
+/// retention must still not lift a later STOP.
+pub(crate) const KEYWORD_MARK_KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// What a tenant answers to the keywords on its numbers.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,7 +81,7 @@ impl Herald {
         let key = format!("{}:{}", message.gateway, message.provider_message_id);
         if self
             .events
-            .first_seen("keyword", &key, EVENT_ID_KEEP)
+            .first_seen("keyword", &key, KEYWORD_MARK_KEEP)
             .await?
         {
             if let Err(e) = self.apply_keyword(&message, keyword).await {
@@ -127,5 +133,56 @@ impl Herald {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::KeywordReplies;
+    use crate::domain::suppression::Scope;
+    use crate::domain::Channel;
+    use crate::embedded::{Embedded, EmbeddedConfig};
+    use crate::engine::maintenance::purge_once;
+    use crate::ports::contract::{inbound, tenant};
+
+    #[tokio::test]
+    async fn a_replayed_start_never_lifts_a_later_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.run_workers = false;
+        let embedded = Embedded::start(cfg).await.unwrap();
+        let herald = embedded.herald.clone();
+        let acme = tenant("acme");
+        let replies = KeywordReplies::default();
+        let start = inbound(&acme, "SM-start", "START");
+        for m in [
+            inbound(&acme, "SM-stop-1", "STOP"),
+            start.clone(),
+            inbound(&acme, "SM-stop-2", "STOP"),
+        ] {
+            herald.receive(m, &replies).await.unwrap();
+        }
+        let from = start.from.clone();
+        let opted_out = || async {
+            herald
+                .suppressions
+                .get_suppression(&Scope::Tenant(acme.clone()), Channel::Sms, &from)
+                .await
+                .unwrap()
+                .is_some()
+        };
+        assert!(opted_out().await);
+        // A year on, past any event-id retention, and after the retention purge ran.
+        embedded
+            .backend
+            .age_seen_events(Duration::from_secs(365 * 24 * 3600))
+            .await
+            .unwrap();
+        purge_once(&herald).await;
+        herald.receive(start, &replies).await.unwrap();
+        assert!(opted_out().await, "the replayed START changed nothing");
+        embedded.shutdown().await;
     }
 }

@@ -287,3 +287,17 @@ impl EventLog for SqliteBackend {
             .await
     }
 }
+
+#[cfg(test)]
+impl SqliteBackend {
+    /// Moves every remembered event id's expiry `by` earlier, as if that much time had passed.
+    pub(crate) async fn age_seen_events(&self, by: Duration) -> Result<(), StoreError> {
+        let by = by.as_millis() as i64;
+        self.writer
+            .run(1, move |conn| {
+                conn.execute("UPDATE seen_events SET expires_at = expires_at - ?1", [by])?;
+                Ok(())
+            })
+            .await
+    }
+}
