@@ -102,6 +102,12 @@ async fn dynamo_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn dynamo_provider_events_park_until_taken() {
+    let (_s, b) = backend().await;
+    provider_events_park_until_taken(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_inbound_messages_are_stored_once_and_paged_newest_first() {
     let (_s, b) = backend().await;
     inbound_messages_are_stored_once_and_paged_newest_first(b.store.as_ref()).await;

@@ -1072,3 +1072,42 @@ async fn sns_certificates_are_cached_by_normalised_url_after_they_verify() {
     let fetched = h.sns.fetched.lock().clone();
     assert!(fetched.iter().all(|u| u == CERT_URL), "{fetched:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_callbacks_before_sent_is_recorded_are_parked_then_applied() {
+    let h = Hooks::start().await;
+    for (sid, to, path) in [
+        (
+            "SM0early1",
+            "+15551230011",
+            "/webhooks/twilio/status?herald_id=",
+        ),
+        // No Herald id: the message is found by its sid, which is not recorded yet either.
+        ("SM0early2", "+15551230012", "/webhooks/twilio/status"),
+    ] {
+        // Twilio answers slowly: the message stays `sending` meanwhile.
+        h.provider.reset().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "sid": sid, "status": "queued" }))
+                    .set_delay(Duration::from_millis(1500)),
+            )
+            .mount(&h.provider)
+            .await;
+        let id = h.s.send(&sms(to)).await;
+        h.s.wait_status(&id, "sending").await;
+        let path = if path.ends_with('=') {
+            format!("{path}{id}")
+        } else {
+            path.to_owned()
+        };
+        let delivered = [("MessageSid", sid), ("MessageStatus", "delivered")];
+        let (status, body) = h.twilio(&path, &delivered, false).await;
+        assert_eq!(status, 200, "parked, not refused: {body}");
+        let view = h.s.get(&format!("/v1/messages/{id}")).await.body;
+        assert_eq!(view["status"], "sending", "{view:#}");
+        let view = h.s.wait_status(&id, "delivered").await;
+        assert_eq!(timeline(&view), ["queued", "sending", "sent", "delivered"]);
+    }
+}

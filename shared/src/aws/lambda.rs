@@ -186,7 +186,7 @@ pub async fn enqueue(
 
 /// The SES event consumer (`suppression`): SES configuration-set events, through SNS and SQS,
 /// become delivery events and suppressions, once per SNS message. An event whose message is
-/// not recorded as sent yet is kept and comes back.
+/// not recorded as sent yet is parked, and applied when it is.
 pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
@@ -213,10 +213,9 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             Ok(Notified::Repeat) => {
                 tracing::info!(sns_message_id = %notification.message_id, "repeated SES event ignored");
             }
-            Ok(Notified::Unknown) => {
-                tracing::info!(sns_message_id = %notification.message_id, "SES event for no known message ignored");
+            Ok(Notified::Parked) => {
+                tracing::info!(sns_message_id = %notification.message_id, "SES event parked until its message is recorded as sent");
             }
-            Ok(Notified::Retry) => response.add_failure(id),
             Err(e) => {
                 tracing::warn!(error = %e, "SES event not applied; it comes back");
                 response.add_failure(id);

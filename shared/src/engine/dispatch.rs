@@ -177,6 +177,9 @@ impl Herald {
                 if let Some(TransitionOutcome::Conflict { current }) = settled {
                     warn!(%current, "outcome not recorded: the message moved on");
                 }
+                if let Some(t) = &settle {
+                    self.after_recorded(t, settled.as_ref()).await;
+                }
                 claimed
             }
             Err(e) => {
@@ -396,10 +399,14 @@ impl Herald {
     /// Records an outcome; false when the store could not be reached.
     async fn record(&self, t: Transition) -> bool {
         let (id, to) = (t.id, t.to);
+        let sent = (to == MessageStatus::Sent).then(|| t.clone());
         match self.store.transition(vec![t]).await {
             Ok(results) => {
                 if let Some(TransitionOutcome::Conflict { current }) = results.first() {
                     warn!(%id, %to, %current, "outcome not recorded: the message moved on");
+                }
+                if let Some(t) = &sent {
+                    self.after_recorded(t, results.first()).await;
                 }
                 true
             }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod inbound;
 pub mod keys;
 pub mod maintenance;
+mod parked;
 pub mod suppress;
 mod templates;
 pub mod tracker;

@@ -12,9 +12,10 @@ use tracing::{debug, warn};
 
 use super::Herald;
 use crate::domain::{EventKind, MessageId, MessageStatus};
-use crate::ports::{ProviderEvent, ProviderEventKind, Transition, TransitionOutcome};
+use crate::ports::{ProviderEvent, ProviderEventKind, StoreError, Transition, TransitionOutcome};
 
-/// A callback can overtake the recording of `sent`; it is tried again this many times.
+/// A callback can overtake the recording of `sent`; it is tried again this many times, then
+/// parked in the store (see `parked`).
 const MAX_EARLY_RETRIES: u32 = 50;
 const EARLY_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Concurrent appliers; events of one provider message always go to the same one, in order.
@@ -94,7 +95,10 @@ async fn run_shard(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent
                     continue;
                 }
                 if tries + 1 >= MAX_EARLY_RETRIES {
-                    warn!(provider_message_id = %key, dropped = left.len(), "provider events for an unknown message dropped");
+                    // Kept in the store from here on, until the message's `sent` is recorded.
+                    if let Err(e) = herald.park(left).await {
+                        warn!(provider_message_id = %key, error = %e, "provider events not parked; dropped");
+                    }
                 } else {
                     parked.insert(key.clone(), (left.into(), tries + 1));
                     rearm(&wake_tx, key);
@@ -117,38 +121,53 @@ fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
 /// sent yet, or the store failed), in order. While one event of a message waits, every later
 /// event of it waits too.
 pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
-    if events.is_empty() {
-        return events;
-    }
-    let ids = match resolve_ids(herald, &events).await {
-        Ok(ids) => ids,
+    match try_apply(herald, &events).await {
+        Ok(wait) => waiting(events, &wait),
         Err(e) => {
-            warn!(error = %e, "provider event lookup failed");
-            return events;
+            warn!(error = %e, "provider events not recorded");
+            events
         }
-    };
+    }
+}
+
+/// Applies what it can of `events`; says which wait for their message's `sent`.
+pub(crate) async fn try_apply(
+    herald: &Herald,
+    events: &[ProviderEvent],
+) -> Result<Vec<bool>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = resolve_ids(herald, events).await?;
+    let wait = record(herald, events, &ids).await?;
+    suppress(herald, events, &ids, &wait).await;
+    Ok(wait)
+}
+
+/// The events flagged to wait, in order.
+pub(crate) fn waiting(events: Vec<ProviderEvent>, wait: &[bool]) -> Vec<ProviderEvent> {
+    events
+        .into_iter()
+        .zip(wait)
+        .filter(|(_, w)| **w)
+        .map(|(e, _)| e)
+        .collect()
+}
+
+/// Records each event's transition (or timeline note); returns which must wait.
+async fn record(
+    herald: &Herald,
+    events: &[ProviderEvent],
+    ids: &[Option<MessageId>],
+) -> Result<Vec<bool>, StoreError> {
     let mut transitions = Vec::new();
     let mut applied_index = Vec::new(); // event index of each transition
     let mut wait = vec![false; events.len()];
     let mut blocked: std::collections::HashSet<&str> = Default::default();
-    for (i, (event, id)) in events.iter().zip(&ids).enumerate() {
+    for (i, (event, id)) in events.iter().zip(ids).enumerate() {
         match id {
             Some(id) if event.kind == ProviderEventKind::Delayed => {
-                // Still trying: a timeline entry, no state change.
-                let detail = event_detail(event);
-                let noted = herald
-                    .store
-                    .annotate(
-                        *id,
-                        EventKind::DeliveryDelayed,
-                        event.at,
-                        detail,
-                        &[MessageStatus::Sent],
-                    )
-                    .await;
-                if let Err(e) = noted {
-                    warn!(error = %e, "delivery delay not recorded");
-                }
+                note_delay(herald, *id, event).await
             }
             Some(id) if !blocked.contains(event.provider_message_id.as_str()) => {
                 transitions.push(transition_for(*id, event));
@@ -160,31 +179,51 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
             }
         }
     }
-    if !transitions.is_empty() {
-        match herald.store.transition(transitions).await {
-            Ok(outcomes) => {
-                for (i, outcome) in applied_index.into_iter().zip(outcomes) {
-                    match outcome {
-                        TransitionOutcome::Applied => {}
-                        // Still being handed over: `sent` is not recorded yet.
-                        TransitionOutcome::Conflict {
-                            current: MessageStatus::Sending,
-                        } => wait[i] = true,
-                        other => {
-                            debug!(provider_message_id = %events[i].provider_message_id, outcome = ?other,
-                                        "provider event ignored")
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "provider events not recorded");
-                return events;
+    if transitions.is_empty() {
+        return Ok(wait);
+    }
+    let outcomes = herald.store.transition(transitions).await?;
+    for (i, outcome) in applied_index.into_iter().zip(outcomes) {
+        match outcome {
+            TransitionOutcome::Applied => {}
+            // Still being handed over: `sent` is not recorded yet.
+            TransitionOutcome::Conflict {
+                current: MessageStatus::Sending,
+            } => wait[i] = true,
+            other => {
+                debug!(provider_message_id = %events[i].provider_message_id, outcome = ?other,
+                       "provider event ignored")
             }
         }
     }
-    // Bounces and complaints suppress the address, whatever the message's state by now.
-    for ((event, id), waiting) in events.iter().zip(&ids).zip(&wait) {
+    Ok(wait)
+}
+
+/// Still trying: a timeline entry, no state change.
+async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) {
+    let noted = herald
+        .store
+        .annotate(
+            id,
+            EventKind::DeliveryDelayed,
+            event.at,
+            event_detail(event),
+            &[MessageStatus::Sent],
+        )
+        .await;
+    if let Err(e) = noted {
+        warn!(error = %e, "delivery delay not recorded");
+    }
+}
+
+/// Bounces and complaints suppress the address, whatever the message's state by now.
+async fn suppress(
+    herald: &Herald,
+    events: &[ProviderEvent],
+    ids: &[Option<MessageId>],
+    wait: &[bool],
+) {
+    for ((event, id), waiting) in events.iter().zip(ids).zip(wait) {
         // A failure report's error code means what it would for a refused send, and the
         // gateway knows which codes suppress (Twilio 21610: the recipient opted out).
         let named = (event.kind == ProviderEventKind::Failed)
@@ -223,12 +262,6 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
             }
         }
     }
-    events
-        .into_iter()
-        .zip(wait)
-        .filter(|(_, w)| *w)
-        .map(|(e, _)| e)
-        .collect()
 }
 
 /// The provider's error code in an event's detail (a string or a number).
@@ -251,10 +284,9 @@ pub enum Notified {
     Applied,
     /// Seen before (SNS and SQS deliver at least once): nothing done.
     Repeat,
-    /// Its message is not recorded as sent yet, or the store failed: try again later.
-    Retry,
-    /// No message Herald knows (sent outside Herald, or long deleted): it never will apply.
-    Unknown,
+    /// Some of its events wait for their message's `sent` (or for a message Herald does not
+    /// know yet): parked, and applied when that `sent` is recorded.
+    Parked,
 }
 
 impl Herald {
@@ -265,24 +297,27 @@ impl Herald {
         source: &str,
         id: &str,
         events: Vec<ProviderEvent>,
-    ) -> Result<Notified, crate::ports::StoreError> {
+    ) -> Result<Notified, StoreError> {
         if !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
             return Ok(Notified::Repeat);
         }
-        let left = apply_batch(self, events).await;
-        if left.is_empty() {
+        let early = match try_apply(self, &events).await {
+            Ok(wait) => waiting(events, &wait),
+            Err(e) => return self.unseen(source, id, e).await,
+        };
+        if early.is_empty() {
             return Ok(Notified::Applied);
         }
-        // Waiting on a message that is still being handed over is worth a retry; waiting on
-        // one no id leads to is not.
-        match resolve_ids(self, &left).await {
-            Ok(ids) if ids.iter().all(Option::is_none) => return Ok(Notified::Unknown),
-            Ok(_) => {}
-            // Forgotten below either way, so the provider's retry is not taken for a repeat.
-            Err(e) => warn!(error = %e, "provider event lookup failed"),
+        match self.park(early).await {
+            Ok(()) => Ok(Notified::Parked),
+            Err(e) => self.unseen(source, id, e).await,
         }
+    }
+
+    /// Forgets a notification that failed, so the provider's retry is not taken for a repeat.
+    async fn unseen(&self, source: &str, id: &str, e: StoreError) -> Result<Notified, StoreError> {
         self.events.forget(source, id).await?;
-        Ok(Notified::Retry)
+        Err(e)
     }
 }
 

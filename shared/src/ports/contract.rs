@@ -741,6 +741,51 @@ pub async fn provider_events_are_seen_once<S: EventLog>(log: &S) {
     );
 }
 
+/// Events parked for a provider message come back once, in order, and only for that message.
+pub async fn provider_events_park_until_taken<S: EventLog>(log: &S) {
+    let event = |id: &str, kind: crate::ports::ProviderEventKind| crate::ports::ProviderEvent {
+        gateway: "twilio".into(),
+        provider_message_id: id.into(),
+        message_id: Some(MessageId::new()),
+        kind,
+        at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+        detail: json!({ "status": "delivered", "error_code": 30003 }),
+    };
+    use crate::ports::ProviderEventKind::{Bounced, Delivered, Opened};
+    let keep = Duration::from_secs(3600);
+    assert!(log.take_parked("twilio", "SM-p1").await.unwrap().is_empty());
+    let first = vec![
+        event("SM-p1", Delivered),
+        event("SM-p2", Bounced { permanent: true }),
+    ];
+    log.park(&first, keep).await.unwrap();
+    log.park(&[event("SM-p1", Opened)], keep).await.unwrap();
+    let taken = log.take_parked("twilio", "SM-p1").await.unwrap();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert_eq!(taken[0], first[0], "as parked, oldest first");
+    assert_eq!(taken[1].kind, Opened);
+    assert!(
+        log.take_parked("twilio", "SM-p1").await.unwrap().is_empty(),
+        "taken once"
+    );
+    assert!(
+        log.take_parked("postal", "SM-p2").await.unwrap().is_empty(),
+        "per gateway"
+    );
+    assert_eq!(
+        log.take_parked("twilio", "SM-p2").await.unwrap(),
+        vec![first[1].clone()]
+    );
+    log.park(&[event("SM-p3", Delivered)], Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        log.take_parked("twilio", "SM-p3").await.unwrap().is_empty(),
+        "expired"
+    );
+}
+
 pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::InboundMessage {
     crate::domain::InboundMessage {
         id: MessageId::new(),

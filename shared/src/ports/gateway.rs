@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{Channel, Content, MessageId, Priority};
 
@@ -64,8 +65,8 @@ pub trait Gateway: Send + Sync + 'static {
 }
 
 /// A provider's report about a message it took (delivered, bounced, ...), from a webhook or
-/// the sandbox.
-#[derive(Debug, Clone)]
+/// the sandbox. Serialisable: an event that comes before its message's `sent` is parked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderEvent {
     pub gateway: String,
     pub provider_message_id: String,
@@ -77,7 +78,7 @@ pub struct ProviderEvent {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProviderEventKind {
     Delivered,
     Opened,

@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use super::{ProviderEvent, StoreError};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 
@@ -70,4 +70,13 @@ pub trait EventLog: Send + Sync + 'static {
     async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError>;
     /// Forgets an id whose event could not be applied yet, so its redelivery is not a repeat.
     async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError>;
+    /// Keeps events that came before their message's `sent` was recorded, each under its
+    /// gateway and provider message id, for `keep`.
+    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError>;
+    /// Removes and returns, oldest first, the unexpired events parked for a provider message.
+    async fn take_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Vec<ProviderEvent>, StoreError>;
 }

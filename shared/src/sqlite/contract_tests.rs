@@ -107,6 +107,12 @@ async fn sqlite_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn sqlite_provider_events_park_until_taken() {
+    let (_d, b) = backend();
+    provider_events_park_until_taken(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_inbound_messages_are_stored_once_and_paged_newest_first() {
     let (_d, b) = backend();
     inbound_messages_are_stored_once_and_paged_newest_first(&b).await;

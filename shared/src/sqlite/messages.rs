@@ -594,6 +594,7 @@ impl MessageStore for SqliteBackend {
         }
         let keys_ms = ms(keys_cutoff);
         let inbound_floor = floor.clone();
+        let parked = self.parked_index.clone();
         total += self
             .writer
             .run(4, move |conn| {
@@ -613,6 +614,7 @@ impl MessageStore for SqliteBackend {
                     [now - soft_window],
                 )?;
                 conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
+                super::parked::purge_parked(conn, &parked, now)?;
                 conn.execute(
                     "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at < ?1",
                     [now],

@@ -3,6 +3,7 @@
 mod bulk;
 mod inbound;
 mod messages;
+mod parked;
 mod pool;
 mod queue;
 mod rows;
@@ -137,6 +138,16 @@ CREATE TABLE IF NOT EXISTS seen_events (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (source, id)
 ) WITHOUT ROWID;
+-- Provider events that came before their message's `sent`: applied when it is recorded.
+CREATE TABLE IF NOT EXISTS parked_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    gateway TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parked_events_by_provider
+    ON parked_events (gateway, provider_message_id);
 -- Messages received from recipients; a provider's retry hits the unique key.
 CREATE TABLE IF NOT EXISTS inbound (
     id TEXT PRIMARY KEY,
@@ -175,6 +186,7 @@ pub struct SqliteBackend {
     writer: Writer,
     readers: Arc<Readers>,
     suppression_index: Arc<suppressions::SuppressionIndex>,
+    parked_index: Arc<parked::ParkedIndex>,
 }
 
 impl SqliteBackend {
@@ -184,6 +196,7 @@ impl SqliteBackend {
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);
+        let parked_index = Arc::new(parked::ParkedIndex::load(&conn).map_err(to_store_error)?);
         let writer = Writer::start(conn)?;
         start_checkpointer(path, writer.clone())?;
         let readers = Arc::new(Readers::open(path, 4)?);
@@ -191,6 +204,7 @@ impl SqliteBackend {
             writer,
             readers,
             suppression_index,
+            parked_index,
         })
     }
 

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
-use crate::ports::{EventLog, StoreError, SuppressionFilter, SuppressionStore};
+use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
 
 /// Hashes of every stored entry's (scope, channel, address).
 #[derive(Default)]
@@ -285,6 +285,18 @@ impl EventLog for SqliteBackend {
                 Ok(())
             })
             .await
+    }
+
+    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError> {
+        self.park_events(events, keep).await
+    }
+
+    async fn take_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Vec<ProviderEvent>, StoreError> {
+        self.take_parked_events(gateway, provider_message_id).await
     }
 }
 

@@ -118,9 +118,6 @@ pub enum Refusal {
     RateLimited(Duration),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
-    /// The event's message is not recorded as sent yet: the provider should try again.
-    #[error("not ready for this event yet")]
-    NotYet,
 }
 
 impl IntoResponse for Refusal {
@@ -149,7 +146,7 @@ impl IntoResponse for Refusal {
                 }
                 r
             }
-            Refusal::Store(_) | Refusal::NotYet => {
+            Refusal::Store(_) => {
                 let mut r = Problem::unavailable(detail).into_response();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
@@ -275,14 +272,8 @@ async fn apply(
             info!(source, event_id, "repeated webhook event dropped");
             Ok(())
         }
-        Notified::Unknown => {
-            info!(
-                source,
-                event_id, "webhook event for no known message; ignored"
-            );
-            Ok(())
-        }
-        Notified::Retry => Err(Refusal::NotYet),
+        // Applied once its message is recorded as sent; the provider need not retry.
+        Notified::Parked => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ mod inbound;
 pub(crate) mod item;
 mod limits;
 mod messages;
+mod parked;
 mod suppressions;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{build_error, condition_failed, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
-use crate::ports::{EventLog, StoreError, SuppressionFilter, SuppressionStore};
+use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
 
 /// Two keys (the tenant's and the global entry) per address, 100 keys per BatchGetItem.
 const ADDRESSES_PER_GET: usize = 50;
@@ -272,5 +272,17 @@ impl EventLog for DynamoStore {
             .await
             .map_err(|e| unavailable("DeleteItem", e))?;
         Ok(())
+    }
+
+    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError> {
+        self.park_events(events, keep).await
+    }
+
+    async fn take_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Vec<ProviderEvent>, StoreError> {
+        self.take_parked_events(gateway, provider_message_id).await
     }
 }
