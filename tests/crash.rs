@@ -5,16 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use herald_tests::herald_binary;
-use herald_tests::shared::embedded::SANDBOX_SEND_LOG;
+use herald_tests::process::{
+    create_key, read_lossy, send_log, send_log_len, serve_command, Api, Serve,
+};
 use herald_tests::shared::engine::EngineConfig;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const BULK_REQUESTS: usize = 2;
 const BULK_SIZE: usize = 10_000;
@@ -22,202 +21,7 @@ const SINGLES: usize = 50;
 const TOTAL: usize = BULK_REQUESTS * BULK_SIZE + SINGLES;
 /// Simulated provider latency: makes the drain last long enough for the kill to land in it.
 const SANDBOX_LATENCY_MS: &str = "2";
-
-/// A `herald serve` child process.
-struct Serve {
-    child: Child,
-    url: String,
-    /// Stdout lines up to and including the `herald listening on` line.
-    banner: Vec<String>,
-    stderr_path: PathBuf,
-}
-
-impl Serve {
-    /// Starts `herald serve` on `data_dir` and waits for its listening line.
-    async fn start(bin: &Path, data_dir: &Path, stderr_path: PathBuf) -> Serve {
-        let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let mut child = serve_command(bin, data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn herald serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut banner = Vec::new();
-        let read_banner = async {
-            while let Some(line) = lines.next_line().await.expect("read herald stdout") {
-                banner.push(line.clone());
-                if let Some(rest) = line.strip_prefix("herald listening on ") {
-                    return Some(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
-            }
-            None
-        };
-        let url = match tokio::time::timeout(Duration::from_secs(60), read_banner).await {
-            Ok(Some(url)) => url,
-            Ok(None) => {
-                let status = child.wait().await.expect("wait for herald serve");
-                panic!(
-                    "herald serve exited ({status}) before listening; stdout: {banner:?}; stderr:\n{}",
-                    read_lossy(&stderr_path)
-                );
-            }
-            Err(_) => panic!(
-                "herald serve printed no `herald listening on` line within 60 s; stdout: {banner:?}; stderr:\n{}",
-                read_lossy(&stderr_path)
-            ),
-        };
-        // Keep draining stdout so that a later print never meets a closed pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Serve {
-            child,
-            url,
-            banner,
-            stderr_path,
-        }
-    }
-
-    /// SIGKILL (std/tokio `kill` is SIGKILL on unix), then reap the process.
-    async fn kill9(mut self) {
-        self.child.kill().await.expect("kill -9 herald serve");
-    }
-
-    fn stderr(&self) -> String {
-        read_lossy(&self.stderr_path)
-    }
-}
-
-fn serve_command(bin: &Path, data_dir: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(["--sandbox-latency-ms", SANDBOX_LATENCY_MS])
-        .env("HERALD_LOG", "warn")
-        .env_remove("HERALD_CONFIG")
-        .env_remove("HERALD_LANE_WORKERS")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// `herald keys create`: the key is the last line of stdout.
-fn create_key(bin: &Path, data_dir: &Path, tenant: &str) -> String {
-    let out = std::process::Command::new(bin)
-        .args(["keys", "create", "--tenant", tenant, "--data-dir"])
-        .arg(data_dir)
-        .env("HERALD_LOG", "warn")
-        .output()
-        .expect("run herald keys create");
-    assert!(
-        out.status.success(),
-        "herald keys create failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let key = stdout.lines().last().unwrap_or_default().trim().to_owned();
-    assert!(
-        key.starts_with("hk_"),
-        "no key on the last line of stdout: {stdout:?}"
-    );
-    key
-}
-
-/// The sandbox send log's lines: (message id, attempt).
-fn send_log(data_dir: &Path) -> Vec<(String, u32)> {
-    let text = read_lossy(&data_dir.join(SANDBOX_SEND_LOG));
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "the send log ends with a partial line"
-    );
-    text.lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 4, "bad send log line {line:?}");
-            let attempt = f[2]
-                .parse()
-                .unwrap_or_else(|_| panic!("bad attempt in {line:?}"));
-            (f[1].to_owned(), attempt)
-        })
-        .collect()
-}
-
-fn send_log_len(data_dir: &Path) -> usize {
-    std::fs::read(data_dir.join(SANDBOX_SEND_LOG))
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
-}
-
-struct Api {
-    client: reqwest::Client,
-    url: String,
-    key: String,
-}
-
-impl Api {
-    async fn get(&self, path: &str) -> Value {
-        let res = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Value {
-        let res = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = res.status();
-        let reply: Value = res.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 202, "POST {path}: {reply}");
-        reply
-    }
-
-    /// Lanes' depth + in-flight, summed.
-    async fn queued_work(&self) -> u64 {
-        let stats = self.get("/v1/stats/queue").await;
-        stats["lanes"]
-            .as_array()
-            .expect("lanes")
-            .iter()
-            .map(|l| l["depth"].as_u64().unwrap_or(0) + l["in_flight"].as_u64().unwrap_or(0))
-            .sum()
-    }
-
-    /// This tenant's message counts by status, over every channel and gateway.
-    async fn counts(&self) -> BTreeMap<String, u64> {
-        let stats = self.get("/v1/stats/channels").await;
-        let mut counts = BTreeMap::new();
-        for ch in stats["channels"].as_array().expect("channels") {
-            for (status, n) in ch["counts"].as_object().expect("counts") {
-                *counts.entry(status.clone()).or_default() += n.as_u64().expect("count");
-            }
-        }
-        counts
-    }
-}
+const SERVE_ARGS: &[&str] = &["--sandbox-latency-ms", SANDBOX_LATENCY_MS];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
@@ -229,7 +33,7 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
     let key = create_key(&bin, &data, "crash");
 
     // --- first run: accept everything, kill -9 in the middle of the drain ---
-    let first = Serve::start(&bin, &data, logs.path().join("first.stderr")).await;
+    let first = Serve::start(&bin, &data, logs.path().join("first.stderr"), SERVE_ARGS).await;
     let api = Api {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -311,7 +115,7 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
     );
 
     // --- second run on the same data directory ---
-    let second = Serve::start(&bin, &data, logs.path().join("second.stderr")).await;
+    let second = Serve::start(&bin, &data, logs.path().join("second.stderr"), SERVE_ARGS).await;
     let api = Api {
         url: second.url.clone(),
         ..api
@@ -465,7 +269,7 @@ async fn one_process_per_data_dir_and_the_dev_key_is_printed_once() {
     let logs = tempfile::tempdir().expect("temp dir for stderr");
     let data = dir.path();
 
-    let first = Serve::start(&bin, data, logs.path().join("first.stderr")).await;
+    let first = Serve::start(&bin, data, logs.path().join("first.stderr"), SERVE_ARGS).await;
     let keys: Vec<&String> = first
         .banner
         .iter()
@@ -491,7 +295,7 @@ async fn one_process_per_data_dir_and_the_dev_key_is_printed_once() {
     assert_eq!(res.status(), 200, "the printed dev key is refused");
 
     // A second process on the same data directory is refused.
-    let second = serve_command(&bin, data)
+    let second = serve_command(&bin, data, SERVE_ARGS)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -524,7 +328,7 @@ async fn one_process_per_data_dir_and_the_dev_key_is_printed_once() {
     first.kill9().await;
 
     // After the owner is gone, the data directory can be used again; no new dev key.
-    let again = Serve::start(&bin, data, logs.path().join("again.stderr")).await;
+    let again = Serve::start(&bin, data, logs.path().join("again.stderr"), SERVE_ARGS).await;
     assert!(
         !again.banner.iter().any(|l| l.starts_with("hk_")),
         "the dev key was printed again on the second start: {:?}",
