@@ -149,14 +149,14 @@ async fn under_the_cap_each_deadline_applies(addr: &str, key: &str) {
     }
     let slow_body = watch_close(open(addr, &slow_body_head(key)).await, watch_for);
     // A kept-alive connection after one answer: only the idle timeout closes it.
-    let mut kept = open(
-        addr,
-        b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n",
-    )
-    .await;
+    let mut kept = open(addr, b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n").await;
     let mut first = [0u8; 512];
     let n = kept.read(&mut first).await.expect("read the first answer");
-    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..n]));
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
     let answered = Instant::now();
     let kept = watch_close(kept, watch_for);
 
@@ -167,7 +167,11 @@ async fn under_the_cap_each_deadline_applies(addr: &str, key: &str) {
     let header = HEADER_SECS as f64;
     for (what, list) in [("partial-header", partial), ("silent", silent)] {
         let secs = closed_after(what, list, start).await;
-        println!("{what} connections closed after {:.2}..{:.2} s", secs[0], secs[secs.len() - 1]);
+        println!(
+            "{what} connections closed after {:.2}..{:.2} s",
+            secs[0],
+            secs[secs.len() - 1]
+        );
         assert!(
             secs[0] >= header * 0.75 && secs[secs.len() - 1] <= header + 5.0,
             "{what} connections should close about {header} s in (header read timeout): {secs:?}"
@@ -177,18 +181,30 @@ async fn under_the_cap_each_deadline_applies(addr: &str, key: &str) {
     let closed = closed.expect("the slow-body request was never closed");
     let reply = String::from_utf8_lossy(&reply);
     let secs = closed.duration_since(start).as_secs_f64();
-    println!("slow body: {} after {secs:.2} s", reply.lines().next().unwrap_or("closed"));
+    println!(
+        "slow body: {} after {secs:.2} s",
+        reply.lines().next().unwrap_or("closed")
+    );
     assert!(
         reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
         "a stalled body gets a 408 or a closed connection: {reply}"
     );
-    assert!(reply.contains("body-read-timeout"), "the 408 names the limit: {reply}");
-    assert!(secs <= BODY_SECS as f64 + 5.0, "the slow body closed after {secs:.2} s");
+    assert!(
+        reply.contains("body-read-timeout"),
+        "the 408 names the limit: {reply}"
+    );
+    assert!(
+        secs <= BODY_SECS as f64 + 5.0,
+        "the slow body closed after {secs:.2} s"
+    );
     let (_, closed) = kept.await.expect("watcher");
-    let idle = closed.expect("the kept-alive connection was never closed").duration_since(answered);
+    let idle = closed
+        .expect("the kept-alive connection was never closed")
+        .duration_since(answered);
     println!("kept-alive connection closed after {idle:.2?} idle");
     assert!(
-        idle >= Duration::from_secs(IDLE_SECS) * 3 / 4 && idle <= Duration::from_secs(IDLE_SECS + 5),
+        idle >= Duration::from_secs(IDLE_SECS) * 3 / 4
+            && idle <= Duration::from_secs(IDLE_SECS + 5),
         "an idle kept-alive connection should close about {IDLE_SECS} s in: {idle:?}"
     );
 }
@@ -210,7 +226,10 @@ async fn at_the_cap_healthz_keeps_answering(addr: &str, key: &str) {
     let mut latencies = Vec::new();
     for _ in 0..10 {
         let (status, took) = healthz(addr).await;
-        assert!(status.starts_with("HTTP/1.1 200"), "healthz under attack: {status}");
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "healthz under attack: {status}"
+        );
         latencies.push(took);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -254,14 +273,21 @@ struct Single {
     id: Option<String>,
 }
 
-async fn send_single(client: &reqwest::Client, url: &str, api_key: &str, key: &str) -> Option<String> {
+async fn send_single(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    key: &str,
+) -> Option<String> {
     let n = key.trim_start_matches("single-");
     let res = client
         .post(format!("{url}/v1/messages"))
         .bearer_auth(api_key)
         .header("Idempotency-Key", key)
-        .json(&json!({ "channel": "email", "priority": "P0", "to": format!("alert-{n}@example.com"),
-                       "subject": "Alert", "body": "alert" }))
+        .json(
+            &json!({ "channel": "email", "priority": "P0", "to": format!("alert-{n}@example.com"),
+                       "subject": "Alert", "body": "alert" }),
+        )
         .send()
         .await
         .ok()?;
@@ -307,7 +333,11 @@ async fn sigterm_under_load_exits_promptly_then_every_message_is_sent_once() {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("http client");
-    let api = Api { client, url: first.url.clone(), key };
+    let api = Api {
+        client,
+        url: first.url.clone(),
+        key,
+    };
     let recipients: Vec<Value> = (0..BULK)
         .map(|i| json!({ "to": format!("user{i}@example.com") }))
         .collect();
@@ -325,17 +355,30 @@ async fn sigterm_under_load_exits_promptly_then_every_message_is_sent_once() {
     let (status, took) = first.terminate(Duration::from_secs(10)).await;
     let at_exit = send_log_len(&data);
     println!("SIGTERM with {at_exit} of {BULK}+ sent: exited ({status}) after {took:.2?}");
-    assert!(status.success(), "herald serve should exit 0 on SIGTERM: {status}");
-    assert!(at_exit < BULK, "the drain had finished before SIGTERM; raise the sandbox latency");
-    let first_stderr = std::fs::read_to_string(logs.path().join("first.stderr")).unwrap_or_default();
-    assert!(!first_stderr.contains("panicked"), "first run panicked:\n{first_stderr}");
+    assert!(
+        status.success(),
+        "herald serve should exit 0 on SIGTERM: {status}"
+    );
+    assert!(
+        at_exit < BULK,
+        "the drain had finished before SIGTERM; raise the sandbox latency"
+    );
+    let first_stderr =
+        std::fs::read_to_string(logs.path().join("first.stderr")).unwrap_or_default();
+    assert!(
+        !first_stderr.contains("panicked"),
+        "first run panicked:\n{first_stderr}"
+    );
     let mut singles = Vec::new();
     for s in senders {
         singles.extend(s.await.expect("sender task"));
     }
 
     let second = Serve::start(&bin, &data, logs.path().join("second.stderr"), &args).await;
-    let api = Api { url: second.url.clone(), ..api };
+    let api = Api {
+        url: second.url.clone(),
+        ..api
+    };
     // Unanswered sends are retried with their keys: accepted once, whatever happened before.
     for s in singles.iter_mut().filter(|s| s.id.is_none()) {
         s.id = send_single(&api.client, &api.url, &api.key, &s.key).await;
@@ -343,7 +386,10 @@ async fn sigterm_under_load_exits_promptly_then_every_message_is_sent_once() {
     }
     let total = BULK + singles.len();
     let counts = wait_for_delivery(&api, total).await;
-    println!("{} singles around the SIGTERM; after the restart: {counts:?}", singles.len());
+    println!(
+        "{} singles around the SIGTERM; after the restart: {counts:?}",
+        singles.len()
+    );
 
     let log = send_log(&data);
     let mut sends: BTreeMap<&str, usize> = BTreeMap::new();
@@ -351,21 +397,39 @@ async fn sigterm_under_load_exits_promptly_then_every_message_is_sent_once() {
         *sends.entry(id.as_str()).or_default() += 1;
     }
     let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "sent more than once across a graceful stop: {twice:?}");
-    assert_eq!(sends.len(), total, "every message sent once ({} log lines)", log.len());
+    assert!(
+        twice.is_empty(),
+        "sent more than once across a graceful stop: {twice:?}"
+    );
+    assert_eq!(
+        sends.len(),
+        total,
+        "every message sent once ({} log lines)",
+        log.len()
+    );
     for s in &singles {
         let id = s.id.as_deref().expect("answered");
-        assert!(sends.contains_key(id), "single {} ({id}) was never sent", s.key);
+        assert!(
+            sends.contains_key(id),
+            "single {} ({id}) was never sent",
+            s.key
+        );
     }
     let stderr = second.stderr();
-    assert!(!stderr.contains("panicked"), "second run panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "second run panicked:\n{stderr}"
+    );
     second.kill9().await;
 }
 
 async fn wait_for_sends(data: &Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while send_log_len(data) < n {
-        assert!(Instant::now() < deadline, "the drain did not reach {n} sends in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not reach {n} sends in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

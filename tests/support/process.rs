@@ -226,4 +226,3 @@ impl Api {
         counts
     }
 }
-
