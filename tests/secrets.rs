@@ -404,8 +404,12 @@ fn messages() -> Vec<Value> {
     ]
     .into_iter()
     .map(|(channel, to)| {
-        json!({ "channel": channel, "priority": "P1", "to": to, "subject": "Storm",
-                "body": "Stay inside." })
+        let mut m =
+            json!({ "channel": channel, "priority": "P1", "to": to, "body": "Stay inside." });
+        if matches!(channel, "email" | "push") {
+            m["subject"] = json!("Storm");
+        }
+        m
     })
     .collect()
 }

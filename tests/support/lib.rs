@@ -257,8 +257,28 @@ pub fn herald_binary() -> std::path::PathBuf {
 
 fn build_herald_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "herald", "--bin", "herald"])
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "herald", "--bin", "herald"]);
+    // Cargo gives this test process the tests crate's own variables; a nested build that
+    // inherits them looks like a changed environment to build scripts (ring watches
+    // CARGO_MANIFEST_DIR) and rebuilds the TLS and AWS stack twice per test run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let set_for_this_crate = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_str(),
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_for_this_crate {
+            build.env_remove(&name);
+        }
+    }
+    let status = build
         .status()
         .expect("run cargo build for the herald binary");
     assert!(status.success(), "building the herald binary failed");
