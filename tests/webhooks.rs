@@ -980,10 +980,16 @@ async fn a_flood_of_forgeries_does_not_crowd_out_a_signed_stop() {
         "the STOP took effect: {}",
         r.body
     );
-    assert_eq!(
-        forged().await.0,
-        429,
-        "the forger is still held back after the genuine request"
+    // Its bucket refills while the STOP is handled (slowly on a busy machine), so look at a
+    // burst, not one request: the forger is still held back after the genuine request.
+    let after: Vec<u16> = futures::future::join_all((0..50).map(|_| forged()))
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert!(
+        after.contains(&429) && after.iter().all(|s| *s == 401 || *s == 429),
+        "the forger is still held back after the genuine request: {after:?}"
     );
 }
 
