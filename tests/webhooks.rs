@@ -957,10 +957,16 @@ async fn a_flood_of_forgeries_does_not_crowd_out_a_signed_stop() {
             forged_body.clone().into_bytes(),
         )
     };
+    let wave = || async {
+        futures::future::join_all((0..50).map(|_| forged()))
+            .await
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect::<Vec<u16>>()
+    };
     let mut statuses = Vec::new();
     for _ in 0..30 {
-        let wave = futures::future::join_all((0..50).map(|_| forged())).await;
-        statuses.extend(wave.into_iter().map(|(status, _)| status));
+        statuses.extend(wave().await);
     }
     assert_eq!(statuses.len(), 1500);
     assert!(
@@ -982,11 +988,7 @@ async fn a_flood_of_forgeries_does_not_crowd_out_a_signed_stop() {
     );
     // Its bucket refills while the STOP is handled (slowly on a busy machine), so look at a
     // burst, not one request: the forger is still held back after the genuine request.
-    let after: Vec<u16> = futures::future::join_all((0..50).map(|_| forged()))
-        .await
-        .into_iter()
-        .map(|(status, _)| status)
-        .collect();
+    let after = wave().await;
     assert!(
         after.contains(&429) && after.iter().all(|s| *s == 401 || *s == 429),
         "the forger is still held back after the genuine request: {after:?}"
