@@ -29,6 +29,12 @@ async fn dynamo_outcomes_need_the_current_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_batches_claim_and_settle_message_by_message() {
+    let (_s, b) = backend().await;
+    batches_claim_and_settle_message_by_message(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_cancel_and_claim_race_has_one_winner() {
     let (_s, b) = backend().await;
     cancel_and_claim_race_has_one_winner(b.store.as_ref()).await;

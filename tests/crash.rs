@@ -12,7 +12,7 @@ use herald_tests::herald_binary;
 use herald_tests::process::{
     create_key, read_lossy, send_log, send_log_len, serve_command, Api, Serve,
 };
-use herald_tests::shared::engine::EngineConfig;
+use herald_tests::shared::engine::{EngineConfig, LaneConfig};
 use serde_json::{json, Value};
 
 const BULK_REQUESTS: usize = 2;
@@ -25,6 +25,25 @@ const SERVE_ARGS: &[&str] = &["--sandbox-latency-ms", SANDBOX_LATENCY_MS];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
+    kill_9_mid_drain(SERVE_ARGS, EngineConfig::default()).await;
+}
+
+/// The same with few workers and large batches: more claims open per worker at the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_large_batches_sends_every_message_at_least_once() {
+    let mut engine = EngineConfig::default();
+    engine.lanes[3] = LaneConfig {
+        workers: 2,
+        batch: 512,
+    };
+    let mut args = SERVE_ARGS.to_vec();
+    args.extend(["--lane-workers", "P3=2x512"]);
+    kill_9_mid_drain(&args, engine).await;
+}
+
+/// `engine` is the lane configuration that `args` give the server: the most messages it can
+/// have in hand-off at once bounds the resends after the kill.
+async fn kill_9_mid_drain(args: &[&str], engine: EngineConfig) {
     let bin = herald_binary();
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -33,7 +52,7 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
     let key = create_key(&bin, &data, "crash");
 
     // --- first run: accept everything, kill -9 in the middle of the drain ---
-    let first = Serve::start(&bin, &data, logs.path().join("first.stderr"), SERVE_ARGS).await;
+    let first = Serve::start(&bin, &data, logs.path().join("first.stderr"), args).await;
     let api = Api {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -115,7 +134,7 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
     );
 
     // --- second run on the same data directory ---
-    let second = Serve::start(&bin, &data, logs.path().join("second.stderr"), SERVE_ARGS).await;
+    let second = Serve::start(&bin, &data, logs.path().join("second.stderr"), args).await;
     let api = Api {
         url: second.url.clone(),
         ..api
@@ -178,10 +197,10 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
         .filter(|(_, sends)| sends.len() > 1)
         .map(|(id, sends)| (*id, sends))
         .collect();
-    let workers = EngineConfig::default().total_workers();
+    let bound = engine.max_in_hand_off();
     println!(
         "drained at {drained_after:.1?}: {} sends logged for {TOTAL} messages, {} sent twice \
-         (bound: {workers} workers); counts {counts:?}",
+         (bound: {bound} in hand-off at once); counts {counts:?}",
         log.len(),
         duplicates.len()
     );
@@ -202,8 +221,8 @@ async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
         );
     }
     assert!(
-        duplicates.len() <= workers,
-        "{} messages sent twice, more than the {workers} workers that can be in hand-off at once",
+        duplicates.len() <= bound,
+        "{} messages sent twice, more than the {bound} that can be in hand-off at once",
         duplicates.len()
     );
     for (id, _) in duplicates.iter().take(5) {

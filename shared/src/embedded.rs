@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::{ApiKey, TenantId};
-use crate::engine::{dispatch, health, maintenance, tracker, EngineConfig, Herald, Ports};
+use crate::engine::{drain, health, maintenance, tracker, EngineConfig, Herald, Ports};
 use crate::gateway::config::GatewaysConfig;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
@@ -167,7 +167,7 @@ impl Embedded {
         );
         let (shutdown, rx) = watch::channel(false);
         let workers = if cfg.run_workers {
-            dispatch::spawn_workers(herald.clone(), rx.clone())
+            drain::spawn_workers(herald.clone(), rx.clone())
         } else {
             Vec::new()
         };

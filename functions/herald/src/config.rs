@@ -122,23 +122,37 @@ fn lane(name: &str) -> anyhow::Result<Priority> {
     Priority::parse(name).with_context(|| format!("unknown lane {name:?}: use P0..P4"))
 }
 
-/// Applies a "P0=8,P3=32" spec; lanes it does not name keep their worker counts.
+/// Applies a "P0=8,P3=4x256" spec (workers, and optionally x the batch each worker claims);
+/// lanes it does not name keep their settings.
 pub fn apply_lane_workers(
     engine: &mut shared::engine::EngineConfig,
     spec: &str,
 ) -> anyhow::Result<()> {
+    let count = |text: &str, part: &str, what: &str| -> anyhow::Result<usize> {
+        text.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LANE_SETTING).contains(n))
+            .with_context(|| format!("bad {what} in {part:?}: use 1..={MAX_LANE_SETTING}"))
+    };
     for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
-        let (name, n) = part
+        let (name, value) = part
             .split_once('=')
-            .with_context(|| format!("bad lane worker spec {part:?}: use P3=32"))?;
-        let n: usize = n
-            .trim()
-            .parse()
-            .with_context(|| format!("bad worker count in {part:?}"))?;
-        engine.lanes[lane(name.trim())?.index()].workers = n;
+            .with_context(|| format!("bad lane worker spec {part:?}: use P3=32 or P3=4x256"))?;
+        let lane = &mut engine.lanes[lane(name.trim())?.index()];
+        match value.split_once('x') {
+            Some((workers, batch)) => {
+                lane.workers = count(workers, part, "worker count")?;
+                lane.batch = count(batch, part, "batch size")?;
+            }
+            None => lane.workers = count(value, part, "worker count")?,
+        }
     }
     Ok(())
 }
+
+/// Workers or batch size of one lane: beyond this a typo, not a setting.
+const MAX_LANE_SETTING: usize = 4096;
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let file: FileConfig = match &args.config {

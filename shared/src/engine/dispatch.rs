@@ -1,17 +1,16 @@
-//! Lane workers: receive -> claim (the hand-off point) -> gateway -> record the outcome.
+//! One delivery: claim (the hand-off point) -> gateway -> record the outcome. The embedded lane
+//! workers run these steps a batch at a time (`drain`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::watch;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::suppress::suppression_note;
 use super::Herald;
-use crate::domain::{Message, MessageStatus, Priority};
+use crate::domain::{Message, MessageStatus};
 use crate::gateway::Outcome;
 use crate::ports::{
     AttemptChange, ClaimOutcome, Delivery, GatewayError, Grant, MessageRef, OutboundMessage,
@@ -19,97 +18,12 @@ use crate::ports::{
 };
 
 /// What to do with a queue receipt after handling it.
-#[derive(Debug, PartialEq)]
-enum Disposition {
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Disposition {
     /// Handled for good: remove it from the lane.
     Done,
     /// Make it visible again after this long (back-off, throttle, live claim elsewhere).
     RetryIn(Duration),
-}
-
-/// Starts every lane's workers; they stop when `shutdown` turns true.
-pub fn spawn_workers(
-    herald: Arc<Herald>,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = Vec::new();
-    for lane in Priority::ALL {
-        for worker in 0..herald.config.lane(lane).workers {
-            let (h, rx) = (herald.clone(), shutdown.clone());
-            handles.push(tokio::spawn(
-                async move { lane_worker(h, lane, rx).await }
-                    .instrument(info_span!("lane", %lane, worker)),
-            ));
-        }
-    }
-    handles
-}
-
-async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::Receiver<bool>) {
-    let cfg = herald.config.lane(lane);
-    while !*shutdown.borrow() {
-        // Register for a wake-up before looking, so an accept between the look and the wait is not missed.
-        let notified = herald.waker(lane).notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let deliveries = match herald
-            .queue
-            .receive(lane, cfg.batch, herald.config.visibility_timeout)
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "receive failed; backing off");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if deliveries.is_empty() {
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(herald.config.idle_poll) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let mut done = Vec::with_capacity(deliveries.len());
-        // The last hand-off's outcome rides along with the next claim: one commit per message.
-        let mut unsettled: Option<Transition> = None;
-        let mut pending = deliveries.into_iter();
-        for delivery in pending.by_ref() {
-            if lane.is_bulk() {
-                herald.priority_gate.yield_to_priority_lanes().await;
-            }
-            let (disposition, outcome) = herald.dispatch(&delivery, unsettled.take()).await;
-            if !lane.is_bulk() && delivery.receive_count == 1 {
-                herald.priority_gate.claimed(lane);
-            }
-            unsettled = outcome;
-            if herald.settle_receipt(&delivery, disposition).await == ReceiptFate::Ack {
-                done.push(delivery.receipt);
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
-        if let Some(t) = unsettled {
-            herald.record(t).await;
-        }
-        // On shutdown, hand back what this worker received but did not start.
-        for rest in pending {
-            if herald
-                .settle_receipt(&rest, Disposition::RetryIn(Duration::ZERO))
-                .await
-                == ReceiptFate::Ack
-            {
-                done.push(rest.receipt);
-            }
-        }
-        if let Err(e) = herald.queue.ack(lane, done).await {
-            // Not lost: the receipts come back and their claims fail harmlessly.
-            warn!(error = %e, "ack failed");
-        }
-    }
 }
 
 /// Whether a queue receipt is finished with (delete it) or must come back.
@@ -124,7 +38,7 @@ impl Herald {
     /// (the Lambda lane consumer): claim, hand-off, record. `Keep` leaves the receipt to come
     /// back (re-timed, or after its visibility timeout if even that failed).
     pub async fn process_delivery(&self, d: &Delivery) -> ReceiptFate {
-        let (disposition, outcome) = self.dispatch(d, None).await;
+        let (disposition, outcome) = self.dispatch(d).await;
         if let Some(t) = outcome {
             if !self.record(t).await {
                 // The claim's lease runs out and a redelivery hands it over again: at least once.
@@ -134,7 +48,11 @@ impl Herald {
         self.settle_receipt(d, disposition).await
     }
 
-    async fn settle_receipt(&self, d: &Delivery, disposition: Disposition) -> ReceiptFate {
+    pub(super) async fn settle_receipt(
+        &self,
+        d: &Delivery,
+        disposition: Disposition,
+    ) -> ReceiptFate {
         match disposition {
             Disposition::Done => ReceiptFate::Ack,
             Disposition::RetryIn(delay) => match self.queue.retry_after(d, delay).await {
@@ -148,45 +66,22 @@ impl Herald {
         }
     }
 
-    /// Settles the previous hand-off (if any), claims this delivery's message and hands it off.
-    /// Returns what to do with the receipt and, for a final outcome, the transition to settle
-    /// with the next claim.
-    async fn dispatch(
-        &self,
-        d: &Delivery,
-        settle: Option<Transition>,
-    ) -> (Disposition, Option<Transition>) {
+    /// Claims this delivery's message and hands it off. Returns what to do with the receipt and,
+    /// for a final outcome, the transition to record.
+    async fn dispatch(&self, d: &Delivery) -> (Disposition, Option<Transition>) {
         let now = Utc::now();
         if let Some(due) = d.not_before.filter(|due| *due > now) {
             // Delivered before its time (SQS delays at most 15 minutes): back until then.
-            if let Some(t) = settle {
-                self.record(t).await;
-            }
             return (
                 Disposition::RetryIn((due - now).to_std().unwrap_or_default()),
                 None,
             );
         }
         let lease = self.config.visibility_timeout;
-        let claimed = match self
-            .store
-            .settle_and_claim(settle.clone(), Some((d.message_id, d.lane)), now, lease)
-            .await
-        {
-            Ok((settled, claimed)) => {
-                if let Some(TransitionOutcome::Conflict { current }) = settled {
-                    warn!(%current, "outcome not recorded: the message moved on");
-                }
-                if let Some(t) = &settle {
-                    self.after_recorded(t, settled.as_ref()).await;
-                }
-                claimed
-            }
+        let claimed = match self.store.claim(d.message_id, d.lane, now, lease).await {
+            Ok(claimed) => Some(claimed),
             Err(e) => {
                 warn!(id = %d.message_id, error = %e, "claim failed");
-                if let Some(t) = settle {
-                    self.record(t).await;
-                }
                 return (Disposition::RetryIn(Duration::from_secs(1)), None);
             }
         };
@@ -271,7 +166,7 @@ impl Herald {
 
     /// Calls the gateway. Retries are recorded at once (the receipt is re-timed right after);
     /// final outcomes are returned to be settled with the worker's next claim.
-    async fn hand_off(&self, m: Message) -> (Disposition, Option<Transition>) {
+    pub(super) async fn hand_off(&self, m: Message) -> (Disposition, Option<Transition>) {
         let statuses = self.gateway_statuses().await;
         let Some(chosen) = self.gateways.route(m.channel, &statuses) else {
             let mut t = self.outcome(&m, MessageStatus::Failed);
@@ -390,7 +285,7 @@ impl Herald {
     }
 
     /// A transition that only the holder of this attempt may make.
-    fn outcome(&self, m: &Message, to: MessageStatus) -> Transition {
+    pub(super) fn outcome(&self, m: &Message, to: MessageStatus) -> Transition {
         let mut t = Transition::new(m.id, to, Utc::now());
         t.attempt = Some(m.attempts);
         t

@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod dispatch;
+pub mod drain;
 mod gate;
 pub mod health;
 pub mod inbound;
@@ -126,6 +127,12 @@ impl EngineConfig {
 
     pub fn total_workers(&self) -> usize {
         self.lanes.iter().map(|l| l.workers).sum()
+    }
+
+    /// The most messages claimed and not yet recorded at once (each worker holds one batch):
+    /// what a kill -9 can leave to be sent again.
+    pub fn max_in_hand_off(&self) -> usize {
+        self.lanes.iter().map(|l| l.workers * l.batch).sum()
     }
 }
 

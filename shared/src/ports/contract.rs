@@ -204,6 +204,96 @@ pub async fn cancel_and_claim_race_has_one_winner<S: MessageStore>(store: &S) {
     }
 }
 
+/// A batch claim is a compare-and-set per message: a cancelled one and a held one are refused,
+/// the others are claimed; outcomes recorded together apply in order, each checked on its own.
+pub async fn batches_claim_and_settle_message_by_message<S: MessageStore>(store: &S) {
+    let t = tenant("acme");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(accept(store, message(&t, Priority::P3)).await);
+    }
+    let missing = MessageId::new();
+    let mut cancel = Transition::new(ids[1], MessageStatus::Cancelled, Utc::now());
+    cancel.tenant = Some(t.clone());
+    store.transition(vec![cancel]).await.unwrap();
+    store
+        .claim(ids[2], Priority::P3, Utc::now(), LEASE)
+        .await
+        .unwrap();
+    let mut asked = ids.clone();
+    asked.push(missing);
+    let outcomes = store
+        .claim_many(asked, Priority::P3, Utc::now(), LEASE)
+        .await
+        .unwrap();
+    let shape: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            ClaimOutcome::Claimed(_) => "claimed",
+            ClaimOutcome::NotClaimable {
+                lease_until: Some(_),
+                ..
+            } => "held",
+            ClaimOutcome::NotClaimable { .. } => "final",
+            ClaimOutcome::NotFound => "missing",
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        ["claimed", "final", "held", "claimed", "claimed", "missing"]
+    );
+    let attempt = |i: usize| match &outcomes[i] {
+        ClaimOutcome::Claimed(m) => m.attempts,
+        other => panic!("not claimed: {other:?}"),
+    };
+    let sent = |i: usize, provider: &str| {
+        let mut s = Transition::new(ids[i], MessageStatus::Sent, Utc::now());
+        s.attempt = Some(attempt(i));
+        s.gateway = Some("sandbox".into());
+        s.provider_message_id = Some(provider.into());
+        s
+    };
+    let mut stale = sent(4, "p-stale");
+    stale.attempt = Some(attempt(4) + 1);
+    let batch = vec![
+        sent(0, "p-0"),
+        Transition::new(ids[0], MessageStatus::Delivered, Utc::now()),
+        sent(3, "p-3"),
+        stale,
+        Transition::new(missing, MessageStatus::Delivered, Utc::now()),
+    ];
+    assert_eq!(
+        store.transition(batch).await.unwrap(),
+        [
+            TransitionOutcome::Applied,
+            TransitionOutcome::Applied,
+            TransitionOutcome::Applied,
+            TransitionOutcome::Conflict {
+                current: MessageStatus::Sending
+            },
+            TransitionOutcome::NotFound,
+        ]
+    );
+    let (m0, events) = store.get(&t, ids[0]).await.unwrap().unwrap();
+    assert_eq!(m0.status, MessageStatus::Delivered);
+    assert_eq!(m0.provider_message_id.as_deref(), Some("p-0"));
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            MessageStatus::Sent,
+            MessageStatus::Delivered
+        ]
+    );
+    let found = store
+        .find_by_provider_ids(vec![("sandbox".into(), "p-3".into())])
+        .await
+        .unwrap();
+    assert_eq!(found, [Some(ids[3])]);
+}
+
 pub async fn tenants_are_isolated<S: MessageStore>(store: &S) {
     let (a, b) = (tenant("acme"), tenant("globex"));
     let id = accept(store, message(&a, Priority::P2)).await;

@@ -160,29 +160,27 @@ pub trait MessageStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError>;
+    /// Claims several messages of one lane as one unit of work, each a compare-and-set as in
+    /// [`MessageStore::claim`]; one outcome per id, in order. Adapters that can claim a set at
+    /// once override it.
+    async fn claim_many(
+        &self,
+        ids: Vec<MessageId>,
+        lane: Priority,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            outcomes.push(self.claim(id, lane, now, lease).await?);
+        }
+        Ok(outcomes)
+    }
+    /// Applies transitions in order; one outcome each.
     async fn transition(
         &self,
         batch: Vec<Transition>,
     ) -> Result<Vec<TransitionOutcome>, StoreError>;
-    /// Records the previous hand-off's outcome and claims the next message as one unit of work,
-    /// so a lane worker pays one commit per message. Adapters that can do both at once override it.
-    async fn settle_and_claim(
-        &self,
-        settle: Option<Transition>,
-        claim: Option<(MessageId, Priority)>,
-        now: DateTime<Utc>,
-        lease: Duration,
-    ) -> Result<(Option<TransitionOutcome>, Option<ClaimOutcome>), StoreError> {
-        let settled = match settle {
-            Some(t) => self.transition(vec![t]).await?.pop(),
-            None => None,
-        };
-        let claimed = match claim {
-            Some((id, lane)) => Some(self.claim(id, lane, now, lease).await?),
-            None => None,
-        };
-        Ok((settled, claimed))
-    }
     /// Who a message is for, whatever its tenant (provider events that suppress an address).
     async fn locate(&self, id: MessageId) -> Result<Option<MessageRef>, StoreError>;
     /// Appends an event that changes no state (a provider's DeliveryDelay), if the message is

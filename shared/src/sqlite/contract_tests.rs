@@ -23,6 +23,12 @@ async fn sqlite_outcomes_need_the_current_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batches_claim_and_settle_message_by_message() {
+    let (_d, b) = backend();
+    batches_claim_and_settle_message_by_message(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_cancel_and_claim_race_has_one_winner() {
     let (_d, b) = backend();
     cancel_and_claim_race_has_one_winner(&b).await;

@@ -9,6 +9,7 @@ use super::rows::{
     detail_text, enqueue, events_of, insert_event, message_columns, message_from_row, parse_status,
     MESSAGE_COLUMNS,
 };
+use super::sets::{apply_transitions, claim_many, Prepared};
 use super::{ms, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority,
@@ -124,7 +125,7 @@ const TRANSITION_KEEP_ROUTE_SQL: &str =
 
 /// The states a transition may leave, from the domain's state machine (never from input), as
 /// ",a,b," for one `instr` test: an `IN (...)` list would cost an ephemeral table per statement.
-fn sources(to: MessageStatus) -> &'static str {
+pub(super) fn sources(to: MessageStatus) -> &'static str {
     static LISTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let lists = LISTS.get_or_init(|| {
         MessageStatus::ALL
@@ -145,24 +146,10 @@ fn sources(to: MessageStatus) -> &'static str {
         .unwrap_or(",")
 }
 
-/// A transition with its id and event detail already rendered, off the writer thread.
-struct Prepared {
-    t: Transition,
-    id: String,
-    detail: Option<String>,
-}
-
-impl From<Transition> for Prepared {
-    fn from(t: Transition) -> Prepared {
-        Prepared {
-            id: t.id.to_string(),
-            detail: detail_text(&t.detail),
-            t,
-        }
-    }
-}
-
-fn apply_transition(conn: &Connection, p: &Prepared) -> rusqlite::Result<TransitionOutcome> {
+pub(super) fn apply_transition(
+    conn: &Connection,
+    p: &Prepared,
+) -> rusqlite::Result<TransitionOutcome> {
     let (t, id) = (&p.t, &p.id);
     let attempts = match t.attempts {
         AttemptChange::Keep => 0,
@@ -344,26 +331,17 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
-    async fn settle_and_claim(
+    async fn claim_many(
         &self,
-        settle: Option<Transition>,
-        claim: Option<(MessageId, Priority)>,
+        ids: Vec<MessageId>,
+        lane: Priority,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<(Option<TransitionOutcome>, Option<ClaimOutcome>), StoreError> {
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
         let (now_ms, lease_until) = (ms(now), ms(now) + lease.as_millis() as i64);
-        let rank = claim.map(|(_, lane)| lane.rank()).unwrap_or(1);
-        let settle = settle.map(Prepared::from);
         self.writer
-            .run(rank, move |conn| {
-                let settled = settle
-                    .as_ref()
-                    .map(|t| apply_transition(conn, t))
-                    .transpose()?;
-                let claimed = claim
-                    .map(|(id, _)| claim_in(conn, id, now_ms, lease_until))
-                    .transpose()?;
-                Ok((settled, claimed))
+            .run(lane.rank(), move |conn| {
+                claim_many(conn, &ids, now_ms, lease_until)
             })
             .await
     }
@@ -374,9 +352,7 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Vec<TransitionOutcome>, StoreError> {
         let batch: Vec<Prepared> = batch.into_iter().map(Prepared::from).collect();
         self.writer
-            .run(1, move |conn| {
-                batch.iter().map(|t| apply_transition(conn, t)).collect()
-            })
+            .run(1, move |conn| apply_transitions(conn, &batch))
             .await
     }
 

@@ -7,6 +7,7 @@ mod parked;
 mod pool;
 mod queue;
 mod rows;
+mod sets;
 mod suppressions;
 mod tenants;
 

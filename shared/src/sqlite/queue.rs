@@ -20,33 +20,35 @@ impl LaneQueue for SqliteBackend {
         let hidden_until = now + visibility.as_millis() as i64;
         self.writer
             .run(lane.rank(), move |conn| {
-                // SELECT then UPDATE by rowid: `IN (subquery)` and `RETURNING` would each cost an
-                // ephemeral table.
-                let due: Vec<(i64, String, String, u32)> = conn
+                // One statement hides the whole batch; RETURNING's buffer is paid once per batch.
+                let mut due: Vec<(i64, String, String, u32)> = conn
                     .prepare_cached(
-                        "SELECT seq, message_id, tenant, receive_count FROM lane_queue \
-                         WHERE lane = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3",
+                        "UPDATE lane_queue SET visible_at = ?1, receive_count = receive_count + 1, \
+                         in_flight = 1 WHERE seq IN (SELECT seq FROM lane_queue \
+                         WHERE lane = ?2 AND visible_at <= ?3 ORDER BY visible_at LIMIT ?4) \
+                         RETURNING seq, message_id, tenant, receive_count",
                     )?
-                    .query_map(params![lane.index() as i64, now, max as i64], |r| {
+                    .query_map(params![hidden_until, lane.index() as i64, now, max as i64], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })?
                     .collect::<Result<_, _>>()?;
-                let mut hide = conn.prepare_cached(
-                    "UPDATE lane_queue SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
-                     WHERE seq = ?2",
-                )?;
+                // RETURNING has no order; seq is the order of arrival.
+                due.sort_unstable_by_key(|d| d.0);
                 let mut out = Vec::with_capacity(due.len());
                 for (seq, id, tenant, count) in due {
-                    hide.execute(params![hidden_until, seq])?;
                     let message_id = MessageId::parse(&id).ok_or_else(|| {
-                        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "bad id".into())
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            "bad id".into(),
+                        )
                     })?;
                     out.push(Delivery {
                         receipt: seq.to_string(),
                         message_id,
                         tenant,
                         lane,
-                        receive_count: count + 1,
+                        receive_count: count,
                         // A row is received only once due: `visible_at` holds the schedule.
                         not_before: None,
                     });
@@ -57,15 +59,17 @@ impl LaneQueue for SqliteBackend {
     }
 
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
-        if receipts.is_empty() {
+        let seqs: Vec<i64> = receipts.iter().filter_map(|r| r.parse().ok()).collect();
+        if seqs.is_empty() {
             return Ok(());
         }
+        let seqs = serde_json::Value::from(seqs).to_string();
         self.writer
             .run(lane.rank(), move |conn| {
-                let mut stmt = conn.prepare_cached("DELETE FROM lane_queue WHERE seq = ?1")?;
-                for r in receipts.iter().filter_map(|r| r.parse::<i64>().ok()) {
-                    stmt.execute([r])?;
-                }
+                conn.prepare_cached(
+                    "DELETE FROM lane_queue WHERE seq IN (SELECT value FROM json_each(?1))",
+                )?
+                .execute([&seqs])?;
                 Ok(())
             })
             .await

@@ -1,0 +1,266 @@
+//! The embedded lane workers, a batch at a time: one unit of work claims the batch, its
+//! hand-offs run together, and one unit of work records their outcomes, so the writer pays a few
+//! statements per batch instead of several per message.
+//!
+//! Crash window: a message handed off but not yet recorded is sent again after a kill -9 (at
+//! least once). At most `workers x batch` of a lane are in that window at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::dispatch::{Disposition, ReceiptFate};
+use super::suppress::suppression_note;
+use super::Herald;
+use crate::domain::{Message, MessageStatus, Priority};
+use crate::ports::{AttemptChange, ClaimOutcome, Delivery, Transition, TransitionOutcome};
+
+/// Starts every lane's workers; they stop when `shutdown` turns true.
+pub fn spawn_workers(
+    herald: Arc<Herald>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    for lane in Priority::ALL {
+        for worker in 0..herald.config.lane(lane).workers {
+            let (h, rx) = (herald.clone(), shutdown.clone());
+            handles.push(tokio::spawn(
+                async move { lane_worker(h, lane, rx).await }
+                    .instrument(info_span!("lane", %lane, worker)),
+            ));
+        }
+    }
+    handles
+}
+
+async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::Receiver<bool>) {
+    let cfg = herald.config.lane(lane);
+    while !*shutdown.borrow() {
+        // Register for a wake-up before looking, so an accept between the look and the wait is not missed.
+        let notified = herald.waker(lane).notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let deliveries = match herald
+            .queue
+            .receive(lane, cfg.batch, herald.config.visibility_timeout)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "receive failed; backing off");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(herald.config.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        herald.drain_batch(lane, deliveries, &shutdown).await;
+    }
+}
+
+/// A batch on its way through: what becomes of each receipt, and the outcomes to record.
+#[derive(Default)]
+struct Batch {
+    fates: Vec<(Delivery, Disposition)>,
+    outcomes: Vec<Transition>,
+}
+
+impl Herald {
+    async fn drain_batch(
+        &self,
+        lane: Priority,
+        deliveries: Vec<Delivery>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        if lane.is_bulk() {
+            self.priority_gate.yield_to_priority_lanes().await;
+        }
+        let mut batch = Batch::default();
+        let claimed = self.claim_batch(lane, deliveries, &mut batch).await;
+        let to_send = self.drop_suppressed(claimed, &mut batch).await;
+        if *shutdown.borrow() {
+            // Stopping: hand back what was claimed and not started.
+            for (d, m) in to_send {
+                let mut t = self.outcome(&m, MessageStatus::Deferred);
+                t.attempts = AttemptChange::GiveBack;
+                t.detail = json!({ "reason": "shutting down" });
+                batch.outcomes.push(t);
+                batch.fates.push((d, Disposition::RetryIn(Duration::ZERO)));
+            }
+        } else {
+            let sends = to_send.into_iter().map(|(d, m)| async move {
+                let span = info_span!("dispatch", id = %m.id, correlation_id = %m.correlation_id, attempt = m.attempts);
+                (d, self.hand_off(m).instrument(span).await)
+            });
+            for (d, (disposition, outcome)) in futures::future::join_all(sends).await {
+                batch.outcomes.extend(outcome);
+                batch.fates.push((d, disposition));
+            }
+        }
+        let recorded = self.record_outcomes(batch.outcomes).await;
+        let mut done = Vec::with_capacity(batch.fates.len());
+        for (d, disposition) in batch.fates {
+            // An outcome not recorded leaves its receipt to come back after the visibility
+            // timeout: the claim's lease runs out and it is handed off again (at least once).
+            if disposition == Disposition::Done && !recorded {
+                continue;
+            }
+            if self.settle_receipt(&d, disposition).await == ReceiptFate::Ack {
+                done.push(d.receipt);
+            }
+        }
+        if let Err(e) = self.queue.ack(lane, done).await {
+            // Not lost: the receipts come back and their claims fail harmlessly.
+            warn!(error = %e, "ack failed");
+        }
+    }
+
+    /// Claims the due deliveries in one unit of work; the rest get their disposition now.
+    async fn claim_batch(
+        &self,
+        lane: Priority,
+        deliveries: Vec<Delivery>,
+        batch: &mut Batch,
+    ) -> Vec<(Delivery, Message)> {
+        let now = Utc::now();
+        let mut due = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match d.not_before.filter(|t| *t > now) {
+                // Delivered before its time (SQS delays at most 15 minutes): back until then.
+                Some(t) => batch.fates.push((d, Disposition::RetryIn(until(t, now)))),
+                None => due.push(d),
+            }
+        }
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let ids = due.iter().map(|d| d.message_id).collect();
+        let lease = self.config.visibility_timeout;
+        let outcomes = match self.store.claim_many(ids, lane, now, lease).await {
+            Ok(o) if o.len() == due.len() => o,
+            Ok(_) | Err(_) => {
+                warn!(%lane, "batch claim failed; the receipts come back");
+                let retry = Disposition::RetryIn(Duration::from_secs(1));
+                batch
+                    .fates
+                    .extend(due.into_iter().map(|d| (d, retry.clone())));
+                return Vec::new();
+            }
+        };
+        let mut claimed = Vec::with_capacity(due.len());
+        for (d, outcome) in due.into_iter().zip(outcomes) {
+            if !lane.is_bulk() && d.receive_count == 1 {
+                self.priority_gate.claimed(lane);
+            }
+            match outcome {
+                ClaimOutcome::Claimed(m) => claimed.push((d, *m)),
+                // Another worker holds a live claim; look again when it runs out.
+                ClaimOutcome::NotClaimable {
+                    lease_until: Some(t),
+                    ..
+                } => batch.fates.push((d, Disposition::RetryIn(until(t, now)))),
+                ClaimOutcome::NotClaimable { current, .. } => {
+                    debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
+                    batch.fates.push((d, Disposition::Done));
+                }
+                ClaimOutcome::NotFound => batch.fates.push((d, Disposition::Done)),
+            }
+        }
+        claimed
+    }
+
+    /// An entry added after accept stops the hand-off: one look-up per tenant and channel.
+    /// When the list cannot be read, the messages wait rather than risk a send to an address
+    /// that asked for none.
+    async fn drop_suppressed(
+        &self,
+        claimed: Vec<(Delivery, Message)>,
+        batch: &mut Batch,
+    ) -> Vec<(Delivery, Message)> {
+        let mut groups: HashMap<_, Vec<(Delivery, Message)>> = HashMap::new();
+        for (d, m) in claimed {
+            groups
+                .entry((m.tenant.clone(), m.channel))
+                .or_default()
+                .push((d, m));
+        }
+        let mut to_send = Vec::new();
+        for ((tenant, channel), members) in groups {
+            let to: Vec<&str> = members.iter().map(|(_, m)| m.to.as_str()).collect();
+            match self.suppressed_recipients(&tenant, channel, &to).await {
+                Ok(found) => {
+                    for (d, m) in members {
+                        match found.get(&m.to) {
+                            Some(entry) => {
+                                let mut t = self.outcome(&m, MessageStatus::Suppressed);
+                                t.detail = suppression_note(entry);
+                                batch.outcomes.push(t);
+                                batch.fates.push((d, Disposition::Done));
+                            }
+                            None => to_send.push((d, m)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(%tenant, error = %e, "suppression list unreadable; holding the messages");
+                    for (d, m) in members {
+                        let mut t = self.outcome(&m, MessageStatus::Deferred);
+                        t.attempts = AttemptChange::GiveBack;
+                        t.detail = json!({ "reason": "suppression list unavailable" });
+                        batch.outcomes.push(t);
+                        batch
+                            .fates
+                            .push((d, Disposition::RetryIn(Duration::from_secs(1))));
+                    }
+                }
+            }
+        }
+        to_send
+    }
+
+    /// Records a batch's outcomes as one unit of work; false when the store could not be reached.
+    async fn record_outcomes(&self, outcomes: Vec<Transition>) -> bool {
+        if outcomes.is_empty() {
+            return true;
+        }
+        let sent: Vec<(usize, Transition)> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.to == MessageStatus::Sent)
+            .map(|(i, t)| (i, t.clone()))
+            .collect();
+        let summary: Vec<_> = outcomes.iter().map(|t| (t.id, t.to)).collect();
+        match self.store.transition(outcomes).await {
+            Ok(results) => {
+                for ((id, to), result) in summary.iter().zip(&results) {
+                    if let TransitionOutcome::Conflict { current } = result {
+                        warn!(%id, %to, %current, "outcome not recorded: the message moved on");
+                    }
+                }
+                for (i, t) in &sent {
+                    self.after_recorded(t, results.get(*i)).await;
+                }
+                true
+            }
+            Err(e) => {
+                warn!(count = summary.len(), error = %e, "outcomes not recorded");
+                false
+            }
+        }
+    }
+}
+
+fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (t - now).to_std().unwrap_or_default()
+}
