@@ -100,6 +100,11 @@ impl Herald {
             }
         } else {
             let sends = to_send.into_iter().map(|(d, m)| async move {
+                if lane.is_bulk() {
+                    // Each bulk hand-off steps aside on its own, so a priority message accepted
+                    // while this batch was being claimed waits behind none of it.
+                    self.priority_gate.yield_to_priority_lanes().await;
+                }
                 let span = info_span!("dispatch", id = %m.id, correlation_id = %m.correlation_id, attempt = m.attempts);
                 (d, self.hand_off(m).instrument(span).await)
             });
