@@ -1,4 +1,5 @@
-//! `herald bench` runs end to end on small numbers and prints every figure it promises.
+//! `herald bench` runs end to end on small numbers (its server a `herald serve` child) and prints
+//! every figure it promises, in words and as `name value` lines.
 
 use herald_tests::herald_binary;
 
@@ -12,8 +13,6 @@ fn bench_prints_every_figure() {
             "--concurrency",
             "8",
             "--bulk-recipients",
-            "10000",
-            "--drain",
             "10000",
             "--backlog",
             "10000",
@@ -42,6 +41,26 @@ fn bench_prints_every_figure() {
             stdout.contains(figure),
             "bench output lacks {figure:?}:\n{stdout}"
         );
+    }
+    // One `name value` line per figure, for scripts that compare runs.
+    for name in [
+        "single_send_req_per_s",
+        "single_send_p99_ms",
+        "bulk_accept_recipients_per_s",
+        "drain_msgs_per_s",
+        "p0_dwell_p99_ms",
+        "p4_dwell_p99_ms",
+        "server_peak_rss_mb",
+        "bench_peak_rss_mb",
+    ] {
+        let value = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no `{name} <value>` line:\n{stdout}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("`{name}` is not a number: {value}"));
+        assert!(value > 0.0, "`{name}` is {value}");
     }
     assert!(
         !stdout.contains("not handed over"),

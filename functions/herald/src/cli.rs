@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// [default: 1024, less if the open-file limit leaves less room]
     #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
+    /// Accept and store only: no lane workers hand messages over (to load a backlog, or to
+    /// hold sends during maintenance; they go when a server runs without this flag).
+    #[arg(long, env = "HERALD_NO_WORKERS")]
+    pub no_workers: bool,
 }
 
 #[derive(Subcommand)]
@@ -215,12 +219,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients for the single-send test.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Recipients accepted by the bulk test (in requests of 10,000).
+    /// Recipients accepted by the bulk test (in requests of 10,000), then drained.
     #[arg(long, default_value_t = 200_000)]
     pub bulk_recipients: usize,
-    /// Messages drained by the drain test.
-    #[arg(long, default_value_t = 200_000)]
-    pub drain: usize,
     /// P3 backlog while P0 and P4 dwell is measured.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,

@@ -240,6 +240,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     if max_connections == Some(0) {
         bail!("http max_connections must be at least 1");
     }
+    cfg.run_workers = !args.no_workers;
     Ok(ServeConfig {
         bind,
         embedded: cfg,

@@ -83,11 +83,13 @@ impl Default for EngineConfig {
         let lane = |workers, batch| LaneConfig { workers, batch };
         EngineConfig {
             // P0 P1 P2 P3 P4: P0 and P4 take small batches so nothing waits behind a batch.
+            // Four bulk workers of 32 keep the writer busy; more only add CPU contention that
+            // priority messages feel (docs/performance.md).
             lanes: [
                 lane(8, 4),
                 lane(4, 16),
-                lane(16, 32),
-                lane(16, 32),
+                lane(4, 32),
+                lane(4, 32),
                 lane(4, 8),
             ],
             visibility_timeout: Duration::from_secs(30),

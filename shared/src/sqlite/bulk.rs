@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::messages::{find_key, insert_key, insert_message};
+use super::inserts::insert_messages;
+use super::messages::{find_key, insert_key};
 use super::SqliteBackend;
 use crate::domain::BulkJob;
 use crate::ports::{AcceptOutcome, IdempotencyRecord, StoreError};
 
 /// Messages per chunk, and the rendered content after which a chunk is cut short.
-const CHUNK_MESSAGES: usize = 500;
+const CHUNK_MESSAGES: usize = 256;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 impl SqliteBackend {
@@ -74,10 +75,8 @@ impl SqliteBackend {
             let done = end >= job.recipients.len();
             let bulk_id = job.bulk_id.clone();
             self.writer
-                .run(rank, move |conn| {
-                    for m in &chunk {
-                        insert_message(conn, m)?;
-                    }
+                .run_rows(rank, chunk.len(), move |conn| {
+                    insert_messages(conn, &chunk)?;
                     if done {
                         conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
                             .execute([&bulk_id])?;

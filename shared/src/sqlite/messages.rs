@@ -3,8 +3,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::json;
 
+use super::inserts::insert_message;
 use super::rows::{
     detail_text, enqueue, events_of, insert_event, message_columns, message_from_row, parse_status,
     MESSAGE_COLUMNS,
@@ -12,8 +12,7 @@ use super::rows::{
 use super::sets::{apply_transitions, claim_many, Prepared};
 use super::{ms, SqliteBackend};
 use crate::domain::{
-    Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority,
-    TenantId,
+    Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
@@ -22,52 +21,6 @@ use crate::ports::{
 
 /// Rows deleted per retention job, so the writer is never held long.
 const PURGE_CHUNK: i64 = 2_000;
-
-pub(super) fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
-    let id = m.id.to_string();
-    let now = ms(m.created_at);
-    conn.prepare_cached(
-        "INSERT INTO messages (id, tenant, channel, priority, status, recipient, sender, subject, body, html, \
-         template, sms, message_type, source_type, source_id, metadata, send_at, bulk_id, external_id, \
-         correlation_id, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21)",
-    )?
-    .execute(params![
-        id,
-        m.tenant.as_str(),
-        m.channel.as_str(),
-        m.priority.index() as i64,
-        m.status.as_str(),
-        m.to,
-        m.from,
-        m.content.subject,
-        m.content.body,
-        m.content.html,
-        m.template,
-        m.sms.map(|s| json!(s).to_string()),
-        m.message_type,
-        m.source_type,
-        m.source_id,
-        m.metadata.as_ref().map(|v| v.to_string()),
-        m.send_at.map(ms),
-        m.bulk_id,
-        m.external_id,
-        m.correlation_id,
-        now,
-    ])?;
-    insert_event(
-        conn,
-        &id,
-        m.status.into(),
-        now,
-        detail_text(&m.first_event_detail()).as_deref(),
-    )?;
-    if m.status == MessageStatus::Queued {
-        let due = m.send_at.map(ms).unwrap_or(now).max(now);
-        enqueue(conn, m.priority, &id, m.tenant.as_str(), due, now)?;
-    }
-    Ok(())
-}
 
 pub(super) fn find_key(
     conn: &Connection,
@@ -340,7 +293,7 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
         let (now_ms, lease_until) = (ms(now), ms(now) + lease.as_millis() as i64);
         self.writer
-            .run(lane.rank(), move |conn| {
+            .run_rows(lane.rank(), ids.len(), move |conn| {
                 claim_many(conn, &ids, now_ms, lease_until)
             })
             .await
@@ -352,7 +305,9 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Vec<TransitionOutcome>, StoreError> {
         let batch: Vec<Prepared> = batch.into_iter().map(Prepared::from).collect();
         self.writer
-            .run(1, move |conn| apply_transitions(conn, &batch))
+            // Rank 3: outcomes are not on a priority message's way to its gateway, so they
+            // never cut a group short (the urgent ranks do).
+            .run_rows(3, batch.len(), move |conn| apply_transitions(conn, &batch))
             .await
     }
 

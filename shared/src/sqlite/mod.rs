@@ -2,6 +2,7 @@
 
 mod bulk;
 mod inbound;
+mod inserts;
 mod messages;
 mod parked;
 mod pool;

@@ -3,7 +3,9 @@
 //! Every write is a job run inside its own savepoint, so one failing job does not undo the
 //! others; the writer batches whatever jobs are waiting into one transaction, so throughput
 //! does not pay one commit per message. Jobs wait in one queue per priority rank and the
-//! writer drains the highest rank first: P0 work is never stuck behind a bulk backlog.
+//! writer drains the highest rank first: P0 work is never stuck behind a bulk backlog. A
+//! priority-lane job that arrives while a group of bulk work runs ends that group after the
+//! job in progress, so it waits behind one batch, not a whole group.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -15,18 +17,24 @@ use rusqlite::Connection;
 
 use crate::ports::StoreError;
 
-/// Most jobs in one transaction: bounds how long a P0 job can wait for the one in progress.
-const MAX_JOBS_PER_COMMIT: usize = 256;
+/// Most rows in one transaction (a job's weight is the rows it writes, one for a single-message
+/// job): large groups pay fewer commits.
+const MAX_WEIGHT_PER_COMMIT: usize = 2048;
 pub(crate) const RANKS: usize = 5;
+/// Jobs of these ranks (the priority lanes P0, P1, P4) cut a group of bulk work short: the
+/// group commits what it ran and they go next, so they wait behind one job, not a group.
+const URGENT_RANKS: usize = 3;
 
 /// A unit of work for the writer. `run` may be called twice: once in the group transaction, and
 /// again on its own (in a savepoint) if another job of the group failed.
 trait Job: Send {
+    fn weight(&self) -> usize;
     fn run(&mut self, conn: &Connection) -> bool;
     fn complete(self: Box<Self>, committed: Result<(), String>);
 }
 
 struct TypedJob<F, R> {
+    weight: usize,
     work: F,
     result: Option<Result<R, rusqlite::Error>>,
     reply: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
@@ -37,6 +45,10 @@ where
     F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send,
     R: Send,
 {
+    fn weight(&self) -> usize {
+        self.weight
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let result = (self.work)(conn);
         let ok = result.is_ok();
@@ -61,6 +73,8 @@ struct Queues {
 
 struct Shared {
     queues: Mutex<Queues>,
+    /// Urgent jobs queued and not yet taken into a group.
+    urgent: AtomicUsize,
     ready: Condvar,
     /// Turns true when the writer thread has run its last job.
     stopped: tokio::sync::watch::Sender<bool>,
@@ -94,6 +108,7 @@ impl Writer {
                 closed: false,
             }),
             ready: Condvar::new(),
+            urgent: AtomicUsize::new(0),
             stopped: tokio::sync::watch::Sender::new(false),
         });
         let for_thread = shared.clone();
@@ -114,8 +129,23 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
+        self.run_rows(rank, 1, work).await
+    }
+
+    /// As `run`, for a job that writes about `rows` rows (a batch).
+    pub(crate) async fn run_rows<R, F>(
+        &self,
+        rank: usize,
+        rows: usize,
+        work: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
         let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
         let job: Box<dyn Job> = Box::new(TypedJob {
+            weight: rows.max(1),
             work,
             result: None,
             reply,
@@ -125,7 +155,11 @@ impl Writer {
             if q.closed {
                 return Err(StoreError::Unavailable("store is shut down".into()));
             }
-            q.ranks[rank.min(RANKS - 1)].push_back(job);
+            let rank = rank.min(RANKS - 1);
+            if rank < URGENT_RANKS {
+                self.shared.urgent.fetch_add(1, Ordering::SeqCst);
+            }
+            q.ranks[rank].push_back(job);
         }
         self.shared.ready.notify_one();
         rx.await
@@ -184,12 +218,26 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), String> {
 /// Runs a group of jobs in one transaction. Fast path: no savepoints. If any job fails, the
 /// group is rolled back and replayed with each job in its own savepoint, so one bad job never
 /// undoes the others.
-fn commit_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec(conn, "BEGIN IMMEDIATE")?;
-    let mut all_ok = true;
-    for job in jobs.iter_mut() {
-        all_ok &= job.run(conn);
+/// Returns how many of the group's jobs ran; the rest go back to their queues.
+fn commit_group(
+    conn: &Connection,
+    group: &mut Group,
+    urgent: &AtomicUsize,
+) -> (Result<(), String>, usize) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        return (Err(e), group.jobs.len());
     }
+    let mut ran = 0;
+    let mut all_ok = true;
+    while ran < group.jobs.len() && group.runs_before_urgent(ran, urgent) {
+        all_ok &= group.jobs[ran].run(conn);
+        ran += 1;
+    }
+    (finish_group(conn, &mut group.jobs[..ran], all_ok), ran)
+}
+
+/// Commits the jobs that ran; on a failure, replays them each in its own savepoint.
+fn finish_group(conn: &Connection, jobs: &mut [Box<dyn Job>], all_ok: bool) -> Result<(), String> {
     if all_ok {
         return exec(conn, "COMMIT").inspect_err(|_| {
             let _ = exec(conn, "ROLLBACK");
@@ -213,7 +261,7 @@ fn commit_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), Stri
 
 fn writer_loop(shared: &Shared, conn: Connection) {
     loop {
-        let mut jobs: Vec<Box<dyn Job>> = {
+        let mut group = {
             let mut q = shared.queues.lock();
             while q.ranks.iter().all(VecDeque::is_empty) && !q.closed {
                 shared.ready.wait(&mut q);
@@ -221,24 +269,62 @@ fn writer_loop(shared: &Shared, conn: Connection) {
             if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
                 return;
             }
-            let mut taken = Vec::new();
-            for rank in q.ranks.iter_mut() {
-                while taken.len() < MAX_JOBS_PER_COMMIT {
-                    match rank.pop_front() {
-                        Some(job) => taken.push(job),
-                        None => break,
-                    }
-                }
-            }
-            taken
+            take_group(shared, &mut q.ranks)
         };
-        let committed = commit_group(&conn, &mut jobs);
+        let (committed, ran) = commit_group(&conn, &mut group, &shared.urgent);
+        let jobs = put_back_unrun(shared, group, ran);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "sqlite: group commit failed");
         }
         for job in jobs {
             job.complete(committed.clone());
         }
+    }
+}
+
+/// Returns the first `ran` jobs; the others go back to the front of their queues, in order.
+fn put_back_unrun(shared: &Shared, mut group: Group, ran: usize) -> Vec<Box<dyn Job>> {
+    let rest = group.jobs.split_off(ran);
+    if !rest.is_empty() {
+        let mut q = shared.queues.lock();
+        for (job, rank) in rest.into_iter().zip(&group.ranks[ran..]).rev() {
+            q.ranks[*rank].push_front(job);
+        }
+    }
+    group.jobs
+}
+
+/// The next group: highest rank first, up to the weight budget (always at least one job).
+fn take_group(shared: &Shared, ranks: &mut [VecDeque<Box<dyn Job>>; RANKS]) -> Group {
+    let mut group = Group::default();
+    let mut weight = 0;
+    for (rank, queue) in ranks.iter_mut().enumerate() {
+        while let Some(job) = queue.front() {
+            if !group.jobs.is_empty() && weight + job.weight() > MAX_WEIGHT_PER_COMMIT {
+                return group;
+            }
+            weight += job.weight();
+            if rank < URGENT_RANKS {
+                shared.urgent.fetch_sub(1, Ordering::SeqCst);
+            }
+            group.jobs.extend(queue.pop_front());
+            group.ranks.push(rank);
+        }
+    }
+    group
+}
+
+/// Jobs taken for one transaction, with their ranks.
+#[derive(Default)]
+struct Group {
+    jobs: Vec<Box<dyn Job>>,
+    ranks: Vec<usize>,
+}
+
+impl Group {
+    /// How many jobs to run: all, unless an urgent job arrives before a non-urgent one starts.
+    fn runs_before_urgent(&self, at: usize, urgent: &AtomicUsize) -> bool {
+        at == 0 || self.ranks[at] < URGENT_RANKS || urgent.load(Ordering::SeqCst) == 0
     }
 }
 

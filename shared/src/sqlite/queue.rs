@@ -19,7 +19,7 @@ impl LaneQueue for SqliteBackend {
         let now = ms(Utc::now());
         let hidden_until = now + visibility.as_millis() as i64;
         self.writer
-            .run(lane.rank(), move |conn| {
+            .run_rows(lane.rank(), max, move |conn| {
                 // One statement hides the whole batch; RETURNING's buffer is paid once per batch.
                 let mut due: Vec<(i64, String, String, u32)> = conn
                     .prepare_cached(
@@ -63,9 +63,10 @@ impl LaneQueue for SqliteBackend {
         if seqs.is_empty() {
             return Ok(());
         }
+        let rows = seqs.len();
         let seqs = serde_json::Value::from(seqs).to_string();
         self.writer
-            .run(lane.rank(), move |conn| {
+            .run_rows(lane.rank(), rows, move |conn| {
                 conn.prepare_cached(
                     "DELETE FROM lane_queue WHERE seq IN (SELECT value FROM json_each(?1))",
                 )?

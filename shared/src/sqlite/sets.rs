@@ -20,6 +20,10 @@ pub(crate) struct NewEvent<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// Event rows as JSON arrays `[message id, seq, kind, at, detail]`.
+const INSERT_EVENT_ROWS_SQL: &str = "INSERT INTO events (message_id, seq, kind, at, detail) \
+     SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1)";
+
 /// Appends a batch of events with one multi-row insert.
 pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent<'_>]) -> rusqlite::Result<()> {
     match events {
@@ -30,11 +34,8 @@ pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent<'_>]) -> rusql
                 .iter()
                 .map(|e| json!([e.id, next_event_seq(), e.kind.as_str(), e.at_ms, e.detail]))
                 .collect();
-            conn.prepare_cached(
-                "INSERT INTO events (message_id, seq, kind, at, detail) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1)",
-            )?
-            .execute([Value::Array(rows).to_string()])?;
+            conn.prepare_cached(INSERT_EVENT_ROWS_SQL)?
+                .execute([Value::Array(rows).to_string()])?;
             Ok(())
         }
     }
@@ -128,18 +129,49 @@ const TRANSITIONS_KEEP_ROUTE_SQL: &str = "UPDATE messages SET status = j.value->
      AND (j.value->>6 IS NULL OR tenant = j.value->>6) \
      AND (j.value->>7 IS NULL OR attempts = j.value->>7) RETURNING messages.id";
 
-/// A transition with its id and event detail rendered off the writer thread.
+/// A transition with its statement row and most of its event row rendered off the writer
+/// thread: the writer only joins texts (and numbers the event, so events keep the order in
+/// which they are written).
 pub(crate) struct Prepared {
     pub t: Transition,
     pub id: String,
     pub detail: Option<String>,
+    row: String,
+    /// The event row after its id and seq: `,"kind",at,detail]`.
+    event_tail: String,
 }
 
 impl From<Transition> for Prepared {
     fn from(t: Transition) -> Prepared {
+        let id = t.id.to_string();
+        let detail = super::rows::detail_text(&t.detail);
+        let attempts = match t.attempts {
+            AttemptChange::Keep => 0,
+            AttemptChange::GiveBack => 1,
+            AttemptChange::Reset => 2,
+        };
+        let at_ms = super::ms(t.at);
+        let row = json!([
+            id,
+            t.to.as_str(),
+            at_ms,
+            t.gateway,
+            t.provider_message_id,
+            t.last_error,
+            t.tenant.as_ref().map(|x| x.as_str()),
+            t.attempt,
+            attempts,
+            super::messages::sources(t.to),
+        ])
+        .to_string();
+        let kind: EventKind = t.to.into();
+        let event_tail = json!([kind.as_str(), at_ms, detail.as_deref()]).to_string();
+        let event_tail = format!(",{}", &event_tail[1..]);
         Prepared {
-            id: t.id.to_string(),
-            detail: super::rows::detail_text(&t.detail),
+            id,
+            detail,
+            row,
+            event_tail,
             t,
         }
     }
@@ -149,27 +181,19 @@ impl Prepared {
     fn keeps_route(&self) -> bool {
         self.t.gateway.is_none() && self.t.provider_message_id.is_none()
     }
+}
 
-    fn row(&self) -> Value {
-        let t = &self.t;
-        let attempts = match t.attempts {
-            AttemptChange::Keep => 0,
-            AttemptChange::GiveBack => 1,
-            AttemptChange::Reset => 2,
-        };
-        json!([
-            self.id,
-            t.to.as_str(),
-            super::ms(t.at),
-            t.gateway,
-            t.provider_message_id,
-            t.last_error,
-            t.tenant.as_ref().map(|x| x.as_str()),
-            t.attempt,
-            attempts,
-            super::messages::sources(t.to),
-        ])
+/// `[a,b,...]` from rows that are JSON texts already.
+fn json_array<'a>(rows: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, row) in rows.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(row);
     }
+    out.push(']');
+    out
 }
 
 /// Applies transitions in order: each run of distinct ids is one UPDATE per form and one event
@@ -199,31 +223,27 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
     }
     let mut applied: HashSet<String> = HashSet::with_capacity(run.len());
     for (sql, keeps_route) in [(TRANSITIONS_KEEP_ROUTE_SQL, true), (TRANSITIONS_SQL, false)] {
-        let rows: Vec<Value> = run
+        let mut rows = run
             .iter()
             .filter(|p| p.keeps_route() == keeps_route)
-            .map(Prepared::row)
-            .collect();
-        if rows.is_empty() {
+            .peekable();
+        if rows.peek().is_none() {
             continue;
         }
+        let rows = json_array(rows.map(|p| p.row.as_str()));
         let mut stmt = conn.prepare_cached(sql)?;
-        let ids = stmt.query_map([Value::Array(rows).to_string()], |r| r.get::<_, String>(0))?;
-        for id in ids {
+        for id in stmt.query_map([rows], |r| r.get::<_, String>(0))? {
             applied.insert(id?);
         }
     }
-    let events: Vec<NewEvent<'_>> = run
-        .iter()
-        .filter(|p| applied.contains(&p.id))
-        .map(|p| NewEvent {
-            id: &p.id,
-            kind: p.t.to.into(),
-            at_ms: super::ms(p.t.at),
-            detail: p.detail.as_deref(),
-        })
-        .collect();
-    insert_events(conn, &events)?;
+    let mut events = run.iter().filter(|p| applied.contains(&p.id)).peekable();
+    if events.peek().is_some() {
+        let rows: Vec<String> = events
+            .map(|p| format!("[\"{}\",{}{}", p.id, next_event_seq(), p.event_tail))
+            .collect();
+        conn.prepare_cached(INSERT_EVENT_ROWS_SQL)?
+            .execute([json_array(rows.iter().map(String::as_str))])?;
+    }
     run.iter()
         .map(|p| match applied.contains(&p.id) {
             true => Ok(TransitionOutcome::Applied),
