@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::json;
 use tracing::{debug, info_span, warn, Instrument};
@@ -24,6 +24,42 @@ pub(super) enum Disposition {
     Done,
     /// Make it visible again after this long (back-off, throttle, live claim elsewhere).
     RetryIn(Duration),
+}
+
+/// The detail of a message held because the suppression list could not be read.
+pub(super) fn suppressions_unreadable() -> serde_json::Value {
+    json!({ "reason": "suppression list unavailable" })
+}
+
+/// A delivery that arrived before its time (SQS delays at most 15 minutes) goes back until then.
+pub(super) fn early(d: &Delivery, now: DateTime<Utc>) -> Option<Disposition> {
+    let due = d.not_before.filter(|due| *due > now)?;
+    Some(Disposition::RetryIn(until(due, now)))
+}
+
+/// The claimed message, or what to do with the receipt when the claim did not take.
+pub(super) fn claimed_or(
+    outcome: ClaimOutcome,
+    d: &Delivery,
+    now: DateTime<Utc>,
+) -> Result<Box<Message>, Disposition> {
+    match outcome {
+        ClaimOutcome::Claimed(m) => Ok(m),
+        // Another worker holds a live claim; look again when it runs out.
+        ClaimOutcome::NotClaimable {
+            lease_until: Some(t),
+            ..
+        } => Err(Disposition::RetryIn(until(t, now))),
+        ClaimOutcome::NotClaimable { current, .. } => {
+            debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
+            Err(Disposition::Done)
+        }
+        ClaimOutcome::NotFound => Err(Disposition::Done),
+    }
+}
+
+fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (t - now).to_std().unwrap_or_default()
 }
 
 /// Whether a queue receipt is finished with (delete it) or must come back.
@@ -70,38 +106,19 @@ impl Herald {
     /// for a final outcome, the transition to record.
     async fn dispatch(&self, d: &Delivery) -> (Disposition, Option<Transition>) {
         let now = Utc::now();
-        if let Some(due) = d.not_before.filter(|due| *due > now) {
-            // Delivered before its time (SQS delays at most 15 minutes): back until then.
-            return (
-                Disposition::RetryIn((due - now).to_std().unwrap_or_default()),
-                None,
-            );
+        if let Some(early) = early(d, now) {
+            return (early, None);
         }
         let lease = self.config.visibility_timeout;
         let claimed = match self.store.claim(d.message_id, d.lane, now, lease).await {
-            Ok(claimed) => Some(claimed),
+            Ok(outcome) => match claimed_or(outcome, d, now) {
+                Ok(m) => m,
+                Err(disposition) => return (disposition, None),
+            },
             Err(e) => {
                 warn!(id = %d.message_id, error = %e, "claim failed");
                 return (Disposition::RetryIn(Duration::from_secs(1)), None);
             }
-        };
-        let claimed = match claimed {
-            Some(ClaimOutcome::Claimed(m)) => m,
-            Some(ClaimOutcome::NotClaimable {
-                lease_until: Some(until),
-                ..
-            }) => {
-                // Another worker holds a live claim; look again when it runs out.
-                return (
-                    Disposition::RetryIn((until - now).to_std().unwrap_or_default()),
-                    None,
-                );
-            }
-            Some(ClaimOutcome::NotClaimable { current, .. }) => {
-                debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
-                return (Disposition::Done, None);
-            }
-            Some(ClaimOutcome::NotFound) | None => return (Disposition::Done, None),
         };
         let span = info_span!("dispatch", id = %claimed.id, correlation_id = %claimed.correlation_id, attempt = claimed.attempts);
         if let Some(stop) = self.stopped_by_suppression(&claimed).await {
@@ -128,11 +145,12 @@ impl Herald {
                 Duration::from_secs(1)
             }
         };
-        let mut t = self.outcome(m, MessageStatus::Deferred);
-        t.attempts = AttemptChange::GiveBack;
         let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
-        t.detail = json!({ "reason": "throttled", "buckets": keys, "gateway": gateway,
-                           "retry_in_ms": wait.as_millis() as u64 });
+        let t = self.give_back(
+            m,
+            json!({ "reason": "throttled", "buckets": keys, "gateway": gateway,
+                                          "retry_in_ms": wait.as_millis() as u64 }),
+        );
         self.record(t).await;
         Some((Disposition::RetryIn(wait), None))
     }
@@ -155,10 +173,8 @@ impl Herald {
             }
             Err(e) => {
                 warn!(id = %m.id, error = %e, "suppression list unreadable; holding the message");
-                let mut t = self.outcome(m, MessageStatus::Deferred);
-                t.attempts = AttemptChange::GiveBack;
-                t.detail = json!({ "reason": "suppression list unavailable" });
-                self.record(t).await;
+                self.record(self.give_back(m, suppressions_unreadable()))
+                    .await;
                 Some((Disposition::RetryIn(Duration::from_secs(1)), None))
             }
         }
@@ -288,6 +304,14 @@ impl Herald {
     pub(super) fn outcome(&self, m: &Message, to: MessageStatus) -> Transition {
         let mut t = Transition::new(m.id, to, Utc::now());
         t.attempt = Some(m.attempts);
+        t
+    }
+
+    /// Back to `deferred` with the attempt given back: the message was held, not tried.
+    pub(super) fn give_back(&self, m: &Message, detail: serde_json::Value) -> Transition {
+        let mut t = self.outcome(m, MessageStatus::Deferred);
+        t.attempts = AttemptChange::GiveBack;
+        t.detail = detail;
         t
     }
 

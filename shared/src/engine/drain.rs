@@ -9,16 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{info_span, warn, Instrument};
 
-use super::dispatch::{Disposition, ReceiptFate};
+use super::dispatch::{claimed_or, early, suppressions_unreadable, Disposition, ReceiptFate};
 use super::suppress::suppression_note;
 use super::Herald;
 use crate::domain::{Message, MessageStatus, Priority};
-use crate::ports::{AttemptChange, ClaimOutcome, Delivery, Transition, TransitionOutcome};
+use crate::ports::{Delivery, Transition, TransitionOutcome};
 
 /// Starts every lane's workers; they stop when `shutdown` turns true.
 pub fn spawn_workers(
@@ -92,10 +92,9 @@ impl Herald {
         if *shutdown.borrow() {
             // Stopping: hand back what was claimed and not started.
             for (d, m) in to_send {
-                let mut t = self.outcome(&m, MessageStatus::Deferred);
-                t.attempts = AttemptChange::GiveBack;
-                t.detail = json!({ "reason": "shutting down" });
-                batch.outcomes.push(t);
+                batch
+                    .outcomes
+                    .push(self.give_back(&m, json!({ "reason": "shutting down" })));
                 batch.fates.push((d, Disposition::RetryIn(Duration::ZERO)));
             }
         } else {
@@ -141,9 +140,8 @@ impl Herald {
         let now = Utc::now();
         let mut due = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            match d.not_before.filter(|t| *t > now) {
-                // Delivered before its time (SQS delays at most 15 minutes): back until then.
-                Some(t) => batch.fates.push((d, Disposition::RetryIn(until(t, now)))),
+            match early(&d, now) {
+                Some(early) => batch.fates.push((d, early)),
                 None => due.push(d),
             }
         }
@@ -168,18 +166,9 @@ impl Herald {
             if !lane.is_bulk() && d.receive_count == 1 {
                 self.priority_gate.claimed(lane);
             }
-            match outcome {
-                ClaimOutcome::Claimed(m) => claimed.push((d, *m)),
-                // Another worker holds a live claim; look again when it runs out.
-                ClaimOutcome::NotClaimable {
-                    lease_until: Some(t),
-                    ..
-                } => batch.fates.push((d, Disposition::RetryIn(until(t, now)))),
-                ClaimOutcome::NotClaimable { current, .. } => {
-                    debug!(id = %d.message_id, %current, "not claimable; dropping the receipt");
-                    batch.fates.push((d, Disposition::Done));
-                }
-                ClaimOutcome::NotFound => batch.fates.push((d, Disposition::Done)),
+            match claimed_or(outcome, &d, now) {
+                Ok(m) => claimed.push((d, *m)),
+                Err(disposition) => batch.fates.push((d, disposition)),
             }
         }
         claimed
@@ -220,10 +209,9 @@ impl Herald {
                 Err(e) => {
                     warn!(%tenant, error = %e, "suppression list unreadable; holding the messages");
                     for (d, m) in members {
-                        let mut t = self.outcome(&m, MessageStatus::Deferred);
-                        t.attempts = AttemptChange::GiveBack;
-                        t.detail = json!({ "reason": "suppression list unavailable" });
-                        batch.outcomes.push(t);
+                        batch
+                            .outcomes
+                            .push(self.give_back(&m, suppressions_unreadable()));
                         batch
                             .fates
                             .push((d, Disposition::RetryIn(Duration::from_secs(1))));
@@ -239,33 +227,19 @@ impl Herald {
         if outcomes.is_empty() {
             return true;
         }
-        let sent: Vec<(usize, Transition)> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.to == MessageStatus::Sent)
-            .map(|(i, t)| (i, t.clone()))
-            .collect();
-        let summary: Vec<_> = outcomes.iter().map(|t| (t.id, t.to)).collect();
-        match self.store.transition(outcomes).await {
-            Ok(results) => {
-                for ((id, to), result) in summary.iter().zip(&results) {
-                    if let TransitionOutcome::Conflict { current } = result {
-                        warn!(%id, %to, %current, "outcome not recorded: the message moved on");
-                    }
-                }
-                for (i, t) in &sent {
-                    self.after_recorded(t, results.get(*i)).await;
-                }
-                true
-            }
+        let results = match self.store.transition(outcomes.clone()).await {
+            Ok(results) => results,
             Err(e) => {
-                warn!(count = summary.len(), error = %e, "outcomes not recorded");
-                false
+                warn!(count = outcomes.len(), error = %e, "outcomes not recorded");
+                return false;
             }
+        };
+        for (t, result) in outcomes.iter().zip(&results) {
+            if let TransitionOutcome::Conflict { current } = result {
+                warn!(id = %t.id, to = %t.to, %current, "outcome not recorded: the message moved on");
+            }
+            self.after_recorded(t, Some(result)).await;
         }
+        true
     }
-}
-
-fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-    (t - now).to_std().unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use super::rows::{
     detail_text, enqueue, events_of, insert_event, message_columns, message_from_row, parse_status,
     MESSAGE_COLUMNS,
 };
-use super::sets::{apply_transitions, claim_many, Prepared};
+use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
 use super::{ms, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
@@ -179,17 +179,7 @@ fn claim_in(
         )?;
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
-    let current: Option<(String, Option<i64>)> = conn
-        .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
-        .query_row([&id_s], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match current {
-        Some((status, lease)) => ClaimOutcome::NotClaimable {
-            current: parse_status(0, &status)?,
-            lease_until: lease.filter(|l| *l > now_ms).map(super::from_ms),
-        },
-        None => ClaimOutcome::NotFound,
-    })
+    not_claimable(conn, &id_s, now_ms)
 }
 
 /// The lowest UUIDv7 at `t`: ids sort by creation time, so retention needs no extra index.

@@ -322,7 +322,8 @@ struct Group {
 }
 
 impl Group {
-    /// How many jobs to run: all, unless an urgent job arrives before a non-urgent one starts.
+    /// Whether the job at `at` runs in this group: every job does, but an urgent job queued
+    /// meanwhile ends the group before the next non-urgent one.
     fn runs_before_urgent(&self, at: usize, urgent: &AtomicUsize) -> bool {
         at == 0 || self.ranks[at] < URGENT_RANKS || urgent.load(Ordering::SeqCst) == 0
     }

@@ -93,7 +93,12 @@ pub(crate) fn claim_many(
         .collect()
 }
 
-fn not_claimable(conn: &Connection, id: &str, now_ms: i64) -> rusqlite::Result<ClaimOutcome> {
+/// Why a claim did not take: the message's state now, or that it is gone.
+pub(crate) fn not_claimable(
+    conn: &Connection,
+    id: &str,
+    now_ms: i64,
+) -> rusqlite::Result<ClaimOutcome> {
     let current: Option<(String, Option<i64>)> = conn
         .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -2,14 +2,15 @@
 //! (`micros \t message id \t attempt \t priority`), written by the server under test.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::PathBuf;
 
 use shared::domain::MessageId;
 
 pub struct SendLog {
     path: PathBuf,
-    offset: u64,
+    /// Opened once the server has written its first line; read on from where it stopped.
+    file: Option<std::fs::File>,
     partial: Vec<u8>,
     /// Hand-offs read so far.
     pub lines: usize,
@@ -19,7 +20,7 @@ impl SendLog {
     pub fn new(data_dir: &std::path::Path) -> SendLog {
         SendLog {
             path: data_dir.join(shared::embedded::SANDBOX_SEND_LOG),
-            offset: 0,
+            file: None,
             partial: Vec::new(),
             lines: 0,
         }
@@ -28,15 +29,16 @@ impl SendLog {
     /// Reads what was appended since the last call; `watch` collects the hand-off times
     /// (micros) of the ids it holds.
     pub fn read_new(&mut self, watch: &mut HashMap<MessageId, Option<i64>>) -> anyhow::Result<()> {
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut fresh = Vec::new();
-        self.offset += file.read_to_end(&mut fresh)? as u64;
-        self.partial.extend_from_slice(&fresh);
+        if self.file.is_none() {
+            match std::fs::File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(file) = &mut self.file {
+            file.read_to_end(&mut self.partial)?;
+        }
         let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
             return Ok(());
         };
