@@ -3,33 +3,10 @@
 //! even when delivered twice.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use herald_tests::aws::AwsApi;
+use herald_tests::aws::{ses_fixture, ses_notification, AwsApi};
 use serde_json::{json, Value};
 use shared::aws::lambda;
 use shared::domain::Priority;
-
-fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../events/suppression/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// The fixture's SES events re-addressed to a message this test sent: its Herald id (the tag)
-/// and SES's id for it. Each use gets its own SNS message id (the same for every record of
-/// the event, so a fixture's duplicates stay duplicates).
-fn aimed_at(mut event: Value, herald_id: &str, ses_id: &str) -> SqsEvent {
-    let sns_id = uuid::Uuid::now_v7().to_string();
-    for record in event["Records"].as_array_mut().unwrap() {
-        let mut sns: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
-        sns["MessageId"] = json!(sns_id);
-        let mut ses: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
-        ses["mail"]["messageId"] = json!(ses_id);
-        ses["mail"]["tags"]["herald_id"] = json!([herald_id]);
-        sns["Message"] = json!(ses.to_string());
-        record["body"] = json!(sns.to_string());
-    }
-    serde_json::from_value(event).unwrap()
-}
 
 fn events_of(view: &Value) -> Vec<String> {
     view["events"]
@@ -88,7 +65,7 @@ async fn ses_notifications_drive_events_and_suppressions_once() {
         let view = api.view(id).await;
         assert_eq!(view["status"], "sent", "{view:#}");
         let ses_id = view["provider_message_id"].as_str().unwrap();
-        let event = aimed_at(fixture(name), id, ses_id);
+        let event = ses_notification(ses_fixture(name), id, ses_id);
         let response = lambda::suppression(&api.herald, event).await;
         assert!(
             response.batch_item_failures.is_empty(),
@@ -132,7 +109,7 @@ async fn ses_notifications_drive_events_and_suppressions_once() {
     api.drain(Priority::P1).await;
     let view = api.view(&twice).await;
     let ses_id = view["provider_message_id"].as_str().unwrap().to_owned();
-    let duplicate = aimed_at(fixture("duplicate"), &twice, &ses_id);
+    let duplicate = ses_notification(ses_fixture("duplicate"), &twice, &ses_id);
     let response = lambda::suppression(&api.herald, duplicate.clone()).await;
     assert!(response.batch_item_failures.is_empty());
     let again = lambda::suppression(&api.herald, duplicate).await;
@@ -145,7 +122,7 @@ async fn ses_notifications_drive_events_and_suppressions_once() {
     );
 
     // Not an SNS notification: kept for the DLQ.
-    let poison: SqsEvent = serde_json::from_value(fixture("not-sns")).unwrap();
+    let poison: SqsEvent = serde_json::from_value(ses_fixture("not-sns")).unwrap();
     assert_eq!(
         lambda::suppression(&api.herald, poison)
             .await

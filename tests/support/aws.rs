@@ -406,7 +406,21 @@ pub struct AwsApi {
 impl AwsApi {
     pub async fn start() -> AwsApi {
         let stack = Stack::create().await;
-        let cold = ColdStart::with(&stack.sdk, stack.settings.clone()).unwrap();
+        let clients = shared::aws::SdkClients::new(&stack.sdk);
+        AwsApi::serve(stack, clients).await
+    }
+
+    /// Herald's clients count for `herald` on `meter`, and the event-source player's SQS
+    /// client (receives and deletes, as Lambda's pollers make them) for `lambda-esm`.
+    pub async fn start_metered(meter: &crate::meter::Meter) -> AwsApi {
+        let mut stack = Stack::create().await;
+        stack.sqs = meter.clients(&stack.sdk, "lambda-esm").sqs;
+        let clients = meter.clients(&stack.sdk, "herald");
+        AwsApi::serve(stack, clients).await
+    }
+
+    async fn serve(stack: Stack, clients: shared::aws::SdkClients) -> AwsApi {
+        let cold = ColdStart::with_clients(clients, stack.settings.clone()).unwrap();
         let herald = cold.herald.clone();
         let tenant = TenantId::parse("acme").unwrap();
         let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)
@@ -493,4 +507,28 @@ impl AwsApi {
             .filter(|m| m["source"].as_str() == Some(self.stack.sender.as_str()))
             .collect()
     }
+}
+
+/// An SES notification from `events/suppression/` (an SQS event of SNS envelopes).
+pub fn ses_fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../events/suppression/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A fixture's SES events re-addressed to a message a test sent: its Herald id (the tag) and
+/// SES's id for it. Each use gets its own SNS message id (the same for every record of the
+/// event, so a fixture's duplicates stay duplicates).
+pub fn ses_notification(mut event: Value, herald_id: &str, ses_id: &str) -> SqsEvent {
+    let sns_id = uuid::Uuid::now_v7().to_string();
+    for record in event["Records"].as_array_mut().unwrap() {
+        let mut sns: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        sns["MessageId"] = json!(sns_id);
+        let mut ses: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
+        ses["mail"]["messageId"] = json!(ses_id);
+        ses["mail"]["tags"]["herald_id"] = json!([herald_id]);
+        sns["Message"] = json!(ses.to_string());
+        record["body"] = json!(sns.to_string());
+    }
+    serde_json::from_value(event).unwrap()
 }

@@ -18,7 +18,7 @@ pub mod templates;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -159,8 +159,23 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            herald.clone(),
+            flush_counts_after,
+        ))
         .layer(problem::catch_panics())
         .with_state(herald)
+}
+
+/// A request's statistics are written when it is answered (one write for all it changed).
+pub async fn flush_counts_after(
+    State(herald): State<Arc<Herald>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    herald.store.flush_counts().await;
+    response
 }
 
 #[cfg(test)]

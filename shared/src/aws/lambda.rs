@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 
 use super::dynamo::{BulkRef, FanOut, FanOutError};
-use super::{sdk_config, AwsBackend, AwsSettings, SqsLanes};
+use super::{sdk_config, AwsBackend, AwsSettings, SdkClients, SqsLanes};
 use crate::engine::tracker::Notified;
 use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
 use crate::gateway::ses_events;
@@ -59,8 +59,15 @@ impl ColdStart {
         sdk: &aws_config::SdkConfig,
         settings: AwsSettings,
     ) -> Result<ColdStart, super::SettingsError> {
-        let backend = AwsBackend::new(sdk, &settings);
-        let herald = Arc::new(backend.herald(sdk, &settings, lambda_engine_config())?);
+        ColdStart::with_clients(SdkClients::new(sdk), settings)
+    }
+
+    pub fn with_clients(
+        clients: SdkClients,
+        settings: AwsSettings,
+    ) -> Result<ColdStart, super::SettingsError> {
+        let backend = AwsBackend::with_clients(clients, &settings);
+        let herald = Arc::new(backend.herald(&settings, lambda_engine_config())?);
         Ok(ColdStart {
             settings,
             backend,
@@ -105,6 +112,7 @@ pub async fn dispatch(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             response.add_failure(id);
         }
     }
+    herald.store.flush_counts().await;
     // This invocation's gateway outcomes, for the health checker.
     if let Err(e) = herald.health.flush().await {
         tracing::warn!(error = %e, "gateway outcomes not recorded");
@@ -181,6 +189,7 @@ pub async fn enqueue(
             }
         }
     }
+    backend.store.flush_counts().await;
     response
 }
 
@@ -222,6 +231,7 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             }
         }
     }
+    herald.store.flush_counts().await;
     response
 }
 
@@ -256,7 +266,10 @@ pub fn webhooks_router(cold: ColdStart) -> Result<axum::Router, super::SettingsE
             value,
         }
     })?;
-    let router = crate::webhooks::router(Arc::new(webhooks));
+    let herald = webhooks.herald.clone();
+    let router = crate::webhooks::router(Arc::new(webhooks)).layer(
+        axum::middleware::from_fn_with_state(herald, crate::api::flush_counts_after),
+    );
     Ok(router.layer(axum::middleware::map_request(with_source_ip)))
 }
 

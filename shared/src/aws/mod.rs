@@ -33,33 +33,60 @@ pub async fn sdk_config(endpoint: Option<&str>, region: Option<&str>) -> aws_con
     loader.load().await
 }
 
+/// One client per AWS service, built once per cold start. The tests build them with a
+/// request-counting interceptor (tests/aws_cost.rs); Lambda builds them plain.
+#[derive(Clone, Debug)]
+pub struct SdkClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+}
+
+impl SdkClients {
+    pub fn new(sdk: &aws_config::SdkConfig) -> SdkClients {
+        SdkClients {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            sesv2: aws_sdk_sesv2::Client::new(sdk),
+        }
+    }
+}
+
 /// The AWS backend's clients, made once and shared by every port.
 #[derive(Clone)]
 pub struct AwsBackend {
     pub store: Arc<DynamoStore>,
     pub lanes: Arc<SqsLanes>,
+    ses: aws_sdk_sesv2::Client,
 }
 
 impl AwsBackend {
     pub fn new(sdk: &aws_config::SdkConfig, settings: &AwsSettings) -> AwsBackend {
+        AwsBackend::with_clients(SdkClients::new(sdk), settings)
+    }
+
+    pub fn with_clients(clients: SdkClients, settings: &AwsSettings) -> AwsBackend {
         let lanes = Arc::new(SqsLanes::new(
-            aws_sdk_sqs::Client::new(sdk),
+            clients.sqs,
             settings.queues.clone(),
             settings.max_receive_count,
         ));
         let store = Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            clients.dynamodb,
             settings.tables.clone(),
             lanes.clone(),
             settings.retention,
         ));
-        AwsBackend { store, lanes }
+        AwsBackend {
+            store,
+            lanes,
+            ses: clients.sesv2,
+        }
     }
 
     /// The engine over DynamoDB and SQS, with SES for email when a sender is configured.
     pub fn herald(
         &self,
-        sdk: &aws_config::SdkConfig,
         settings: &AwsSettings,
         mut config: EngineConfig,
     ) -> Result<Herald, SettingsError> {
@@ -67,10 +94,7 @@ impl AwsBackend {
         config.add_senders(settings.webhooks.sender_identities());
         let mut providers: Vec<Arc<dyn crate::ports::Gateway>> = Vec::new();
         if let Some(ses) = &settings.ses {
-            providers.push(Arc::new(SesGateway::new(
-                aws_sdk_sesv2::Client::new(sdk),
-                ses.clone(),
-            )));
+            providers.push(Arc::new(SesGateway::new(self.ses.clone(), ses.clone())));
         }
         let gateways = settings
             .gateways

@@ -298,25 +298,39 @@ impl Herald {
         id: &str,
         events: Vec<ProviderEvent>,
     ) -> Result<Notified, StoreError> {
-        if !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
+        // A delivery is a conditional state change (`sent` -> `delivered`): applied again it
+        // is refused, so it needs no marker (a write per message saved). Others append to the
+        // timeline or add suppressions, and are marked.
+        let marked = !events
+            .iter()
+            .all(|e| e.kind == ProviderEventKind::Delivered);
+        if marked && !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
             return Ok(Notified::Repeat);
         }
         let early = match try_apply(self, &events).await {
             Ok(wait) => waiting(events, &wait),
-            Err(e) => return self.unseen(source, id, e).await,
+            Err(e) => return self.unseen(marked, source, id, e).await,
         };
         if early.is_empty() {
             return Ok(Notified::Applied);
         }
         match self.park(early).await {
             Ok(()) => Ok(Notified::Parked),
-            Err(e) => self.unseen(source, id, e).await,
+            Err(e) => self.unseen(marked, source, id, e).await,
         }
     }
 
     /// Forgets a notification that failed, so the provider's retry is not taken for a repeat.
-    async fn unseen(&self, source: &str, id: &str, e: StoreError) -> Result<Notified, StoreError> {
-        self.events.forget(source, id).await?;
+    async fn unseen(
+        &self,
+        marked: bool,
+        source: &str,
+        id: &str,
+        e: StoreError,
+    ) -> Result<Notified, StoreError> {
+        if marked {
+            self.events.forget(source, id).await?;
+        }
         Err(e)
     }
 }

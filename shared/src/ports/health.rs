@@ -13,7 +13,8 @@ use crate::domain::health::{GatewayStatus, Outcome, OutcomeCounts};
 pub trait HealthStore: Send + Sync + 'static {
     /// Counts one outcome (buffered where the store is remote: see `flush`).
     fn record(&self, gateway: &str, outcome: Outcome, latency: Duration);
-    /// Writes buffered counts (a Lambda invocation's, before it returns).
+    /// Writes buffered counts when due (a Lambda invocation's, before it returns; DynamoDB
+    /// writes failures at once and successes alone at most every 30 s).
     async fn flush(&self) -> Result<(), StoreError>;
     /// A gateway's outcomes since `since` (over the store's window at most).
     async fn window(

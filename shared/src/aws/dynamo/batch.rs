@@ -19,6 +19,15 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(25 << attempt.min(6))
 }
 
+/// How fresh a batch read must be: a strongly consistent read costs twice an eventual one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Sees every write acknowledged before it.
+    Strong,
+    /// May miss writes of the last second or so.
+    Eventual,
+}
+
 impl DynamoStore {
     /// One BatchGetItem of at most 100 keys, asking again for unprocessed keys.
     pub(super) async fn batch_get(
@@ -26,6 +35,7 @@ impl DynamoStore {
         table: &str,
         keys: Vec<Item>,
         projection: Option<&str>,
+        read: Read,
     ) -> Result<Vec<Item>, StoreError> {
         let mut pending = keys;
         let mut found = Vec::new();
@@ -39,7 +49,7 @@ impl DynamoStore {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
                 .set_projection_expression(projection.map(str::to_owned))
-                .consistent_read(true)
+                .consistent_read(read == Read::Strong)
                 .build()
                 .map_err(build_error)?;
             let out = self

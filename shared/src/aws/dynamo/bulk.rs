@@ -14,6 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
+use super::batch::Read;
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError, SuppressionStore};
@@ -320,14 +321,7 @@ impl DynamoStore {
                 .zip(&ids)
                 .filter(|(m, id)| m.status == status && !existing.contains(*id))
                 .count();
-            self.count_accepted(
-                &format!("{bulk_id}#{part}"),
-                &header.tenant,
-                header.envelope.channel,
-                status,
-                n,
-            )
-            .await;
+            self.count_accepted(&header.tenant, header.envelope.channel, status, n);
         }
         Ok(written)
     }
@@ -376,7 +370,7 @@ impl DynamoStore {
                 .into_iter()
                 .map(|id| HashMap::from([("id".to_owned(), s(id))]))
                 .collect();
-            self.batch_get(table, keys, Some("id"))
+            self.batch_get(table, keys, Some("id"), Read::Strong)
         }))
         .buffer_unordered(CONCURRENCY)
         .try_collect()

@@ -1,10 +1,14 @@
 //! Per-tenant message counts by channel, gateway and status, for `GET /v1/stats/channels`.
-//! DynamoDB cannot count, so each state change moves one count with an atomic ADD on a counter
-//! item. The counters are spread over shards, because one item takes about 1,000 writes a
-//! second. The ADD follows the state change but is not part of it, so a crash between the two
-//! can leave a count off by one: these are statistics, and the messages stay the truth.
+//! DynamoDB cannot count, so each state change moves a count on a counter item. The moves are
+//! summed in memory and written with one atomic ADD per tenant when the work ends: after each
+//! API request, and once per invocation of a queue consumer (so a batch of ten messages costs
+//! one write, not forty). The counters are spread over shards, because one item takes about
+//! 1,000 writes a second. The ADD follows the state changes but is not part of them, so a crash
+//! in between can leave counts off: these are statistics, and the messages stay the truth.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rand::Rng;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
@@ -14,6 +18,9 @@ use crate::domain::{Channel, MessageStatus, NewMessage, TenantId};
 use crate::ports::{ChannelCount, StoreError, Transition};
 
 const SHARDS: u64 = 8;
+
+/// Count moves made and not written yet: tenant -> bucket -> change.
+pub(crate) type PendingCounts = parking_lot::Mutex<HashMap<String, BTreeMap<String, i64>>>;
 const NO_GATEWAY: &str = "none";
 
 /// One count leaving a bucket and entering another.
@@ -68,59 +75,66 @@ impl Move {
     }
 }
 
-fn shard_of(id: &str) -> u64 {
-    // FNV-1a: stable across processes and releases, unlike the std hasher.
-    id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    }) % SHARDS
-}
-
 fn counter_pk(tenant: &str, shard: u64) -> String {
     format!("counts#{tenant}#{shard}")
 }
 
 impl DynamoStore {
-    /// Moves a count; a failure is logged, never the caller's failure.
-    pub(super) async fn count(&self, id: &str, mv: Move) {
+    /// Notes a move; [`DynamoStore::flush_counts`] writes it.
+    pub(super) fn count(&self, mv: Move) {
         if mv.from == mv.to || mv.tenant.is_empty() {
             return;
         }
-        let Ok(table) = self.tenants_table() else {
-            return;
-        };
-        let mut parts = Vec::new();
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
+        let mut pending = self.pending_counts.lock();
+        let buckets = pending.entry(mv.tenant).or_default();
         if let Some(from) = mv.from {
-            parts.push("#from :minus");
-            names.insert("#from".to_owned(), from);
-            values.insert(":minus".to_owned(), AttributeValue::N((-mv.n).to_string()));
+            *buckets.entry(from).or_default() -= mv.n;
         }
         if let Some(to) = mv.to {
-            parts.push("#to :plus");
-            names.insert("#to".to_owned(), to);
-            values.insert(":plus".to_owned(), AttributeValue::N(mv.n.to_string()));
-        }
-        let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(counter_pk(&mv.tenant, shard_of(id))))
-            .update_expression(format!("ADD {}", parts.join(", ")))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %unavailable("UpdateItem", e), "channel count not updated");
+            *buckets.entry(to).or_default() += mv.n;
         }
     }
 
-    /// Adds `n` new messages in `status` at once (one part of a bulk fan-out), on the shard of
-    /// `key`.
-    pub(super) async fn count_accepted(
+    /// Writes the moves noted so far, one ADD per tenant on a shard picked at random; a failure
+    /// is logged, never the caller's failure.
+    pub async fn flush_counts(&self) {
+        let pending: Vec<_> = self.pending_counts.lock().drain().collect();
+        let Ok(table) = self.tenants_table() else {
+            return;
+        };
+        for (tenant, buckets) in pending {
+            let changed: Vec<(String, i64)> = buckets.into_iter().filter(|(_, n)| *n != 0).collect();
+            if changed.is_empty() {
+                continue;
+            }
+            let mut adds = Vec::with_capacity(changed.len());
+            let mut names = HashMap::new();
+            let mut values = HashMap::new();
+            for (i, (bucket, n)) in changed.into_iter().enumerate() {
+                adds.push(format!("#b{i} :n{i}"));
+                names.insert(format!("#b{i}"), bucket);
+                values.insert(format!(":n{i}"), AttributeValue::N(n.to_string()));
+            }
+            let shard = rand::thread_rng().gen_range(0..SHARDS);
+            let result = self
+                .client
+                .update_item()
+                .table_name(table)
+                .key("pk", s(counter_pk(&tenant, shard)))
+                .update_expression(format!("ADD {}", adds.join(", ")))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %unavailable("UpdateItem", e), %tenant, "channel counts not updated");
+            }
+        }
+    }
+
+    /// Adds `n` new messages in `status` at once (one part of a bulk fan-out).
+    pub(super) fn count_accepted(
         &self,
-        key: &str,
         tenant: &TenantId,
         channel: Channel,
         status: MessageStatus,
@@ -129,19 +143,20 @@ impl DynamoStore {
         if n == 0 {
             return;
         }
-        let mv = Move {
+        self.count(Move {
             tenant: tenant.as_str().to_owned(),
             from: None,
             to: Some(bucket(channel.as_str(), None, status.as_str())),
             n: n as i64,
-        };
-        self.count(key, mv).await;
+        });
     }
 
     pub(super) async fn read_counts(
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<ChannelCount>, StoreError> {
+        // This instance's own moves first, so it reads what it did.
+        self.flush_counts().await;
         let table = self.tenants_table()?;
         let keys = (0..SHARDS)
             .map(|shard| HashMap::from([("pk".to_owned(), s(counter_pk(tenant.as_str(), shard)))]))

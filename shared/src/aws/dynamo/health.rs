@@ -4,13 +4,14 @@
 //! as the health checker last wrote it.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use super::item::{n, opt_n, s, Item};
+use super::batch::Read;
 use super::{epoch_seconds, unavailable, DynamoStore};
 use crate::domain::health::{GatewayStatus, Outcome, OutcomeCounts};
 use crate::ports::{HealthStore, StoreError};
@@ -18,8 +19,40 @@ use crate::ports::{HealthStore, StoreError};
 const STATUSES: &str = "statuses";
 const FIELDS: [&str; 4] = ["success", "transient", "permanent", "throttled"];
 
-/// Outcomes recorded by this instance and not written yet.
-pub(crate) type PendingOutcomes = parking_lot::Mutex<HashMap<String, OutcomeCounts>>;
+/// Successes alone are written at most this often: they cannot change a gateway's state, and a
+/// write per invocation would cost a write unit per P0 message.
+const QUIET_FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+/// Outcomes recorded by this instance and not written yet, and when they were last written.
+pub(crate) struct PendingOutcomes {
+    counts: parking_lot::Mutex<HashMap<String, OutcomeCounts>>,
+    flushed_at: parking_lot::Mutex<Instant>,
+}
+
+impl Default for PendingOutcomes {
+    fn default() -> PendingOutcomes {
+        PendingOutcomes {
+            counts: Default::default(),
+            flushed_at: parking_lot::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl PendingOutcomes {
+    /// What to write now: everything once a failure is among it or the quiet period is over.
+    fn due(&self) -> Vec<(String, OutcomeCounts)> {
+        let mut counts = self.counts.lock();
+        let failing = counts
+            .values()
+            .any(|c| c.transient + c.permanent + c.throttled > 0);
+        let mut flushed_at = self.flushed_at.lock();
+        if counts.is_empty() || (!failing && flushed_at.elapsed() < QUIET_FLUSH_EVERY) {
+            return Vec::new();
+        }
+        *flushed_at = Instant::now();
+        counts.drain().collect()
+    }
+}
 
 fn minute_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(60)
@@ -48,6 +81,7 @@ fn counts_of(item: &Item) -> Result<OutcomeCounts, StoreError> {
 impl HealthStore for DynamoStore {
     fn record(&self, gateway: &str, outcome: Outcome, latency: Duration) {
         self.pending_outcomes
+            .counts
             .lock()
             .entry(gateway.to_owned())
             .or_default()
@@ -55,7 +89,7 @@ impl HealthStore for DynamoStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let pending: Vec<(String, OutcomeCounts)> = self.pending_outcomes.lock().drain().collect();
+        let pending = self.pending_outcomes.due();
         if pending.is_empty() {
             return Ok(());
         }
@@ -104,7 +138,7 @@ impl HealthStore for DynamoStore {
             .map(|m| HashMap::from([("pk".to_owned(), s(counts_key(gateway, m)))]))
             .collect();
         let mut total = OutcomeCounts::default();
-        for item in self.batch_get(table, keys, None).await? {
+        for item in self.batch_get(table, keys, None, Read::Eventual).await? {
             total.merge(&counts_of(&item)?);
         }
         Ok(total)

@@ -232,7 +232,7 @@ impl DynamoStore {
         match result {
             Ok(out) => {
                 if let Some(old) = out.attributes {
-                    self.count(&id, Move::of_transition(&old, t)).await;
+                    self.count(Move::of_transition(&old, t));
                 }
                 Ok(TransitionOutcome::Applied)
             }
@@ -252,21 +252,17 @@ impl DynamoStore {
         }
     }
 
+    /// One conditional update, no read first: the claim expects `attempts` (a guess) and, when
+    /// refused, DynamoDB returns the item as it is, so a wrong guess costs one more try and a
+    /// message that is not claimable costs nothing more. `Ok` holds the item as it was before.
     async fn claim_once(
         &self,
         id: &str,
-        seen: &Item,
+        attempts: u32,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Option<Item>, StoreError> {
-        let status = status_of(seen)?;
-        let attempts: u32 = super::item::get_n(seen, "attempts")?;
+    ) -> Result<Result<Item, Option<Item>>, StoreError> {
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        let mut condition = "#st = :seen AND attempts = :attempts".to_owned();
-        if status == MessageStatus::Sending {
-            // A crashed holder's claim: only once its lease ran out.
-            condition.push_str(" AND (attribute_not_exists(lease_until) OR lease_until <= :now)");
-        }
         let result = self
             .client
             .update_item()
@@ -276,9 +272,14 @@ impl DynamoStore {
                 "SET #st = :sending, attempts = :next, lease_until = :lease, updated_at = :now, \
                  events = list_append(events, :ev)",
             )
-            .condition_expression(condition)
+            // Queued or deferred; or sending under a crashed holder's claim whose lease ran out.
+            .condition_expression(
+                "attempts = :attempts AND (#st IN (:queued, :deferred) OR (#st = :sending AND \
+                 (attribute_not_exists(lease_until) OR lease_until <= :now)))",
+            )
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":seen", s(status.as_str()))
+            .expression_attribute_values(":queued", s(MessageStatus::Queued.as_str()))
+            .expression_attribute_values(":deferred", s(MessageStatus::Deferred.as_str()))
             .expression_attribute_values(":attempts", n(attempts))
             .expression_attribute_values(":sending", s(MessageStatus::Sending.as_str()))
             .expression_attribute_values(":next", n(attempts + 1))
@@ -292,12 +293,23 @@ impl DynamoStore {
                     &json!({ "attempt": attempts + 1 }),
                 )]),
             )
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         match result {
-            Ok(out) => Ok(out.attributes),
-            Err(e) if condition_failed(&e) => Ok(None),
+            Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
+
+            Err(e) if condition_failed(&e) => {
+                use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+                let current = match e.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                Ok(Err(current))
+            }
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
     }
@@ -326,21 +338,33 @@ impl MessageStore for DynamoStore {
                 MAX_TRANSACTION - with_key
             )));
         }
-        let mut writes = Vec::with_capacity(batch.messages.len() + with_key);
-        for m in &batch.messages {
-            let put = Put::builder()
+        if let ([only], None) = (batch.messages.as_slice(), &batch.idempotency) {
+            // Nothing to commit together with it: a plain conditional put, half a transaction.
+            self.client
+                .put_item()
                 .table_name(table)
-                .set_item(Some(new_message_item(m)))
+                .set_item(Some(new_message_item(only)))
                 .condition_expression("attribute_not_exists(id)")
-                .build()
-                .map_err(build_error)?;
-            writes.push(TransactWriteItem::builder().put(put).build());
-        }
-        if let Some(existing) = self
-            .commit_with_key(writes, batch.idempotency.as_ref())
-            .await?
-        {
-            return Ok(AcceptOutcome::KeyExists(existing));
+                .send()
+                .await
+                .map_err(|e| unavailable("PutItem", e))?;
+        } else {
+            let mut writes = Vec::with_capacity(batch.messages.len() + with_key);
+            for m in &batch.messages {
+                let put = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(new_message_item(m)))
+                    .condition_expression("attribute_not_exists(id)")
+                    .build()
+                    .map_err(build_error)?;
+                writes.push(TransactWriteItem::builder().put(put).build());
+            }
+            if let Some(existing) = self
+                .commit_with_key(writes, batch.idempotency.as_ref())
+                .await?
+            {
+                return Ok(AcceptOutcome::KeyExists(existing));
+            }
         }
         let queued: Vec<&NewMessage> = batch
             .messages
@@ -357,7 +381,7 @@ impl MessageStore for DynamoStore {
             return Err(e);
         }
         for m in &batch.messages {
-            self.count(&m.id.to_string(), Move::accepted(m)).await;
+            self.count(Move::accepted(m));
         }
         Ok(AcceptOutcome::Accepted)
     }
@@ -424,34 +448,39 @@ impl MessageStore for DynamoStore {
     ) -> Result<ClaimOutcome, StoreError> {
         let id = id.to_string();
         let now_ms = ms(now);
+        // Most claims are first attempts; a refusal says how many there were.
+        let mut attempts = 0;
+        let mut current = None;
         for _ in 0..CLAIM_TRIES {
-            let Some(seen) = self.get_item(&id).await? else {
-                return Ok(ClaimOutcome::NotFound);
-            };
-            let status = status_of(&seen)?;
-            let lease_until: Option<i64> = opt_n(&seen, "lease_until")?;
-            if !claimable(status, lease_until, now_ms) {
-                return Ok(ClaimOutcome::NotClaimable {
-                    current: status,
-                    lease_until: lease_until
-                        .filter(|l| *l > now_ms)
-                        .and_then(DateTime::from_timestamp_millis),
-                });
-            }
-            if let Some(claimed) = self.claim_once(&id, &seen, now, lease).await? {
-                self.count(&id, Move::of_claim(&seen)).await;
-                return Ok(ClaimOutcome::Claimed(Box::new(message_from_item(
-                    &claimed,
-                )?)));
+            match self.claim_once(&id, attempts, now, lease).await? {
+                Ok(before) => {
+                    self.count(Move::of_claim(&before));
+                    let mut claimed = message_from_item(&before)?;
+                    claimed.status = MessageStatus::Sending;
+                    claimed.attempts = attempts + 1;
+                    claimed.updated_at = now;
+                    return Ok(ClaimOutcome::Claimed(Box::new(claimed)));
+                }
+                Err(None) => return Ok(ClaimOutcome::NotFound),
+                Err(Some(item)) => {
+                    let status = status_of(&item)?;
+                    let lease_until: Option<i64> = opt_n(&item, "lease_until")?;
+                    let seen: u32 = super::item::get_n(&item, "attempts")?;
+                    current = Some((status, lease_until));
+                    if !claimable(status, lease_until, now_ms) || seen == attempts {
+                        break;
+                    }
+                    attempts = seen;
+                }
             }
         }
-        // Lost every race: whoever won holds it now.
-        let Some(item) = self.get_item(&id).await? else {
+        // Not claimable, or lost every race: whoever won holds it now.
+        let Some((status, lease_until)) = current else {
             return Ok(ClaimOutcome::NotFound);
         };
         Ok(ClaimOutcome::NotClaimable {
-            current: status_of(&item)?,
-            lease_until: opt_n::<i64>(&item, "lease_until")?
+            current: status,
+            lease_until: lease_until
                 .filter(|l| *l > now_ms)
                 .and_then(DateTime::from_timestamp_millis),
         })
@@ -688,5 +717,9 @@ impl MessageStore for DynamoStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.get_item("__ping__").await.map(|_| ())
+    }
+
+    async fn flush_counts(&self) {
+        DynamoStore::flush_counts(self).await;
     }
 }

@@ -38,6 +38,7 @@ pub struct DynamoStore {
     retention: Duration,
     pauses: limits::PauseCache,
     pending_outcomes: health::PendingOutcomes,
+    pending_counts: counters::PendingCounts,
 }
 
 impl DynamoStore {
@@ -54,6 +55,7 @@ impl DynamoStore {
             retention,
             pauses: Default::default(),
             pending_outcomes: Default::default(),
+            pending_counts: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
+use super::batch::Read;
 use super::{build_error, condition_failed, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
@@ -87,7 +88,7 @@ impl SuppressionStore for DynamoStore {
         let pages: Vec<Vec<Item>> = futures::stream::iter(
             chunks
                 .into_iter()
-                .map(|keys| self.batch_get(table, keys, None)),
+                .map(|keys| self.batch_get(table, keys, None, Read::Eventual)),
         )
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -111,7 +112,7 @@ impl SuppressionStore for DynamoStore {
             .collect();
         let mut existing = 0;
         for chunk in keys.chunks(100) {
-            existing += self.batch_get(table, chunk.to_vec(), None).await?.len();
+            existing += self.batch_get(table, chunk.to_vec(), None, Read::Strong).await?.len();
         }
         let writes: Vec<WriteRequest> = entries
             .iter()
