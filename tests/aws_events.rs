@@ -99,6 +99,31 @@ async fn every_api_event_reaches_its_route() {
     );
 }
 
+/// Lambda takes at most 6 MB per invocation: the `api` function's Router refuses a larger
+/// bulk body itself, with a problem document, below that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_router_refuses_bodies_lambda_cannot_carry() {
+    let api = AwsApi::start().await;
+    let router = shared::api::router_with(api.herald.clone(), shared::api::BodyLimits::LAMBDA);
+    let big = format!(
+        r#"{{"channel":"email","subject":"s","body":"b","recipients":[{{"to":"a@example.com","data":{{"pad":"{}"}}}}]}}"#,
+        "x".repeat(shared::api::MAX_LAMBDA_BODY_BYTES)
+    );
+    let request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/v1/messages/bulk")
+        .header("authorization", format!("Bearer {}", api.key))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(big))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
 fn sqs_event(path: &str) -> SqsEvent {
     serde_json::from_str(&fixture(path))
         .unwrap_or_else(|e| panic!("events/{path} is not an SQS event: {e}"))

@@ -9,9 +9,11 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::aws::lambda::{self, ColdStart};
@@ -52,6 +54,8 @@ pub struct Stack {
     pub dlqs: [String; 5],
     pub bulk_dlq: String,
     pub sender: String,
+    /// The messages table's stream, as the `stats` function's event-source mapping reads it.
+    pub messages_stream: crate::stream::StreamPlayer,
 }
 
 /// Name, keys, key attributes and indexes of one table, as in `infra/template.yaml`.
@@ -163,9 +167,18 @@ impl Stack {
             ),
         ];
         for (name, keys, attrs, indexes) in specs {
+            // The stats function counts the messages table's changes from its stream.
+            let stream = (name == "messages").then(|| {
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .unwrap()
+            });
             dynamo
                 .create_table()
                 .table_name(format!("{prefix}-{name}"))
+                .set_stream_specification(stream)
                 .set_key_schema(Some(keys))
                 .set_attribute_definitions(Some(attrs))
                 .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
@@ -212,7 +225,9 @@ impl Stack {
             gateways: Default::default(),
             webhooks: Default::default(),
         };
+        let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {
+            messages_stream: crate::stream::StreamPlayer::new(&endpoint(), &messages_table),
             sdk,
             settings,
             dynamo,
@@ -290,16 +305,29 @@ impl Stack {
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
-        for m in &messages {
-            if !failed.contains(&m.message_id().unwrap_or_default()) {
-                self.sqs
-                    .delete_message()
-                    .queue_url(url)
+        // As Lambda's poller does: the finished records in one DeleteMessageBatch.
+        let finished: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
                     .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
-            }
+                    .build()
+                    .expect("delete entry")
+            })
+            .collect();
+        if !finished.is_empty() {
+            let deleted = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(finished))
+                .send()
+                .await
+                .expect("delete");
+            assert!(deleted.failed().is_empty(), "{:?}", deleted.failed());
         }
         Some((event, response))
     }
@@ -398,6 +426,8 @@ pub struct AwsApi {
     pub stack: Stack,
     pub herald: Arc<Herald>,
     pub cold: ColdStart,
+    /// The `stats` function's clients (metered apart).
+    pub stats: shared::aws::AwsBackend,
     pub url: String,
     pub key: String,
     pub client: reqwest::Client,
@@ -407,7 +437,8 @@ impl AwsApi {
     pub async fn start() -> AwsApi {
         let stack = Stack::create().await;
         let clients = shared::aws::SdkClients::new(&stack.sdk);
-        AwsApi::serve(stack, clients).await
+        let stats = shared::aws::SdkClients::new(&stack.sdk);
+        AwsApi::serve(stack, clients, stats).await
     }
 
     /// Herald's clients count for `herald` on `meter`, and the event-source player's SQS
@@ -416,10 +447,16 @@ impl AwsApi {
         let mut stack = Stack::create().await;
         stack.sqs = meter.clients(&stack.sdk, "lambda-esm").sqs;
         let clients = meter.clients(&stack.sdk, "herald");
-        AwsApi::serve(stack, clients).await
+        let stats = meter.clients(&stack.sdk, "stats");
+        AwsApi::serve(stack, clients, stats).await
     }
 
-    async fn serve(stack: Stack, clients: shared::aws::SdkClients) -> AwsApi {
+    async fn serve(
+        stack: Stack,
+        clients: shared::aws::SdkClients,
+        stats: shared::aws::SdkClients,
+    ) -> AwsApi {
+        let stats = shared::aws::AwsBackend::with_clients(stats, &stack.settings);
         let cold = ColdStart::with_clients(clients, stack.settings.clone()).unwrap();
         let herald = cold.herald.clone();
         let tenant = TenantId::parse("acme").unwrap();
@@ -437,6 +474,7 @@ impl AwsApi {
             stack,
             herald,
             cold,
+            stats,
             url,
             key,
             client: reqwest::Client::new(),
@@ -497,6 +535,11 @@ impl AwsApi {
             );
         }
         failures
+    }
+
+    /// Plays the messages stream through the `stats` function: the channel counts catch up.
+    pub async fn count_changes(&self) -> usize {
+        self.stack.messages_stream.play(&self.stats).await
     }
 
     /// What SES sent from this stack's sender.

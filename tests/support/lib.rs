@@ -12,6 +12,7 @@ pub use shared;
 
 pub mod aws;
 pub mod meter;
+pub mod stream;
 pub mod process;
 
 pub struct TestServer {

@@ -18,7 +18,7 @@ pub mod templates;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -33,6 +33,30 @@ use problem::Problem;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Largest bulk request: 10,000 recipients with their data.
 pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
+/// Behind API Gateway, Lambda takes at most 6 MB per invocation, the event around the body
+/// (headers, JSON escaping) included: larger bodies get a 413 from Herald below that, not an
+/// opaque error from the platform.
+pub const MAX_LAMBDA_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// The largest bodies the bulk and import routes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub bulk: usize,
+    pub import: usize,
+}
+
+impl BodyLimits {
+    /// `herald serve`: the whole of a large bulk send in one request.
+    pub const EMBEDDED: BodyLimits = BodyLimits {
+        bulk: MAX_BULK_BYTES,
+        import: suppressions::MAX_IMPORT_BYTES,
+    };
+    /// The `api` function behind API Gateway's HTTP API.
+    pub const LAMBDA: BodyLimits = BodyLimits {
+        bulk: MAX_LAMBDA_BODY_BYTES,
+        import: MAX_LAMBDA_BODY_BYTES,
+    };
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -113,13 +137,18 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-/// The whole API on one Router.
+/// The whole API on one Router, with the embedded server's body limits.
 pub fn router(herald: Arc<Herald>) -> Router {
+    router_with(herald, BodyLimits::EMBEDDED)
+}
+
+/// The whole API on one Router.
+pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::send))
         .route(
             "/v1/messages/bulk",
-            post(messages::send_bulk).layer(DefaultBodyLimit::max(MAX_BULK_BYTES)),
+            post(messages::send_bulk).layer(DefaultBodyLimit::max(limits.bulk)),
         )
         .route(
             "/v1/messages/{id}",
@@ -134,7 +163,7 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .route("/v1/suppressions", get(suppressions::list))
         .route(
             "/v1/suppressions/import",
-            post(suppressions::import).layer(DefaultBodyLimit::max(suppressions::MAX_IMPORT_BYTES)),
+            post(suppressions::import).layer(DefaultBodyLimit::max(limits.import)),
         )
         .route("/v1/suppressions/export", get(suppressions::export))
         .route(
@@ -159,23 +188,8 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            herald.clone(),
-            flush_counts_after,
-        ))
         .layer(problem::catch_panics())
         .with_state(herald)
-}
-
-/// A request's statistics are written when it is answered (one write for all it changed).
-pub async fn flush_counts_after(
-    State(herald): State<Arc<Herald>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let response = next.run(request).await;
-    herald.store.flush_counts().await;
-    response
 }
 
 #[cfg(test)]

@@ -353,7 +353,8 @@ pub async fn import(
     let body = body.map_err(|rejection| {
         body_problem(
             &rejection,
-            format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
+            "the import is larger than this server takes in one request (16 MB embedded, 5 MB \
+             on AWS Lambda): split it",
         )
     })?;
     let csv_type = headers

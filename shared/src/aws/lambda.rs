@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 
-use super::dynamo::{BulkRef, FanOut, FanOutError};
+use super::dynamo::{BulkRef, FanOut, FanOutError, StreamEvent};
 use super::{sdk_config, AwsBackend, AwsSettings, SdkClients, SqsLanes};
 use crate::engine::tracker::Notified;
 use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
 use crate::gateway::ses_events;
+use crate::ports::StoreError;
 use crate::webhooks::Webhooks;
 
 /// A fan-out stops this long before the function's deadline, to record its progress.
@@ -112,7 +113,6 @@ pub async fn dispatch(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             response.add_failure(id);
         }
     }
-    herald.store.flush_counts().await;
     // This invocation's gateway outcomes, for the health checker.
     if let Err(e) = herald.health.flush().await {
         tracing::warn!(error = %e, "gateway outcomes not recorded");
@@ -189,7 +189,6 @@ pub async fn enqueue(
             }
         }
     }
-    backend.store.flush_counts().await;
     response
 }
 
@@ -231,8 +230,13 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             }
         }
     }
-    herald.store.flush_counts().await;
     response
+}
+
+/// The `stats` function: a batch of the messages table's stream into channel counts. An error
+/// makes Lambda retry the batch (bisecting it), then hand it to the on-failure queue.
+pub async fn stats(backend: &AwsBackend, event: StreamEvent) -> Result<(), StoreError> {
+    backend.store.count_changes(&event).await
 }
 
 /// The instant to stop a fan-out, from the invocation's deadline (milliseconds since the epoch).
@@ -246,7 +250,8 @@ pub fn fan_out_deadline(deadline_ms: u64) -> Option<Instant> {
 pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
-    lambda_http::run(crate::api::router(cold.herald)).await
+    let limits = crate::api::BodyLimits::LAMBDA;
+    lambda_http::run(crate::api::router_with(cold.herald, limits)).await
 }
 
 /// `webhooks`: the providers' callbacks (`/webhooks/*`) behind API Gateway's HTTP API, the
@@ -266,10 +271,7 @@ pub fn webhooks_router(cold: ColdStart) -> Result<axum::Router, super::SettingsE
             value,
         }
     })?;
-    let herald = webhooks.herald.clone();
-    let router = crate::webhooks::router(Arc::new(webhooks)).layer(
-        axum::middleware::from_fn_with_state(herald, crate::api::flush_counts_after),
-    );
+    let router = crate::webhooks::router(Arc::new(webhooks));
     Ok(router.layer(axum::middleware::map_request(with_source_ip)))
 }
 
@@ -320,6 +322,26 @@ pub async fn run_suppression() -> Result<(), lambda_runtime::Error> {
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
             let herald = herald.clone();
             async move { Ok::<_, lambda_runtime::Error>(suppression(&herald, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// `stats`: the messages stream's consumer.
+pub async fn run_stats() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let cold = ColdStart::from_env().await?;
+    let backend = cold.backend.clone();
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<StreamEvent>| {
+            let backend = backend.clone();
+            async move {
+                let changes = event.payload.records.len();
+                stats(&backend, event.payload).await.map_err(|e| {
+                    tracing::warn!(error = %e, changes, "channel counts not written; the batch comes back");
+                    lambda_runtime::Error::from(e)
+                })
+            }
         },
     ))
     .await

@@ -563,7 +563,13 @@ pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>
     assert_eq!(all.len(), 2, "no ids: every dead letter of the tenant");
 }
 
-pub async fn channel_counts_follow_the_state<S: MessageStore>(store: &S) {
+/// `settle` lets the counts catch up where they follow the store asynchronously (DynamoDB's
+/// stream).
+pub async fn channel_counts_follow_the_state<S, F>(store: &S, settle: impl Fn() -> F)
+where
+    S: MessageStore,
+    F: std::future::Future<Output = ()>,
+{
     let t = tenant("counts");
     let sent = accept(store, message(&t, Priority::P4)).await;
     accept(store, message(&t, Priority::P4)).await;
@@ -579,6 +585,7 @@ pub async fn channel_counts_follow_the_state<S: MessageStore>(store: &S) {
     t_sent.gateway = Some("ses".into());
     t_sent.provider_message_id = Some("p-1".into());
     store.transition(vec![t_sent]).await.unwrap();
+    settle().await;
     let mut counts: Vec<(Channel, Option<String>, MessageStatus, u64)> = store
         .channel_counts(&t)
         .await

@@ -229,9 +229,6 @@ pub trait MessageStore: Send + Sync + 'static {
         keys_cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Writes statistics the adapter holds back to write them together (DynamoDB sums the
-    /// channel-count moves of a unit of work): called when a request or an invocation ends.
-    async fn flush_counts(&self) {}
 }
 
 #[async_trait]

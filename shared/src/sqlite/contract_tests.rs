@@ -91,7 +91,7 @@ async fn sqlite_dead_letters_are_listed_and_redriven() {
 #[tokio::test]
 async fn sqlite_channel_counts_follow_the_state() {
     let (_d, b) = backend();
-    channel_counts_follow_the_state(&b).await;
+    channel_counts_follow_the_state(&b, || async {}).await;
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::batch::Read;
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
-use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError, SuppressionStore};
+use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 
 /// A part stays well under DynamoDB's 400 KB item limit.
 const PART_BYTES: usize = 300 * 1024;
@@ -201,6 +201,12 @@ impl DynamoStore {
         let header: JobHeader =
             serde_json::from_str(get_s(&head, "header")?).map_err(|e| corrupt(e.to_string()))?;
         let mut written = 0;
+        // `started` names the part being written: equal to the next part, an earlier run was
+        // cut off in it (or runs now), so that part checks which messages exist already.
+        let mut resumed = get_n::<usize>(&head, "started").ok() == Some(done + 1);
+        if done < parts && !resumed && !self.mark_started(table, bulk_id, done + 1).await? {
+            resumed = true;
+        }
         while done < parts {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(FanOut::Paused {
@@ -209,15 +215,17 @@ impl DynamoStore {
                 });
             }
             let part = done + 1;
-            written += self.fan_out_part(table, &header, part).await?;
+            written += self.fan_out_part(table, &header, part, resumed).await?;
+            resumed = false;
             let advanced = self
                 .client
                 .update_item()
                 .table_name(table)
                 .set_key(Some(part_key(bulk_id, 0)))
-                .update_expression("SET done = :part")
+                .update_expression("SET done = :part, started = :next")
                 .condition_expression("done = :before")
                 .expression_attribute_values(":part", n(part))
+                .expression_attribute_values(":next", n(part + 1))
                 .expression_attribute_values(":before", n(done))
                 .send()
                 .await;
@@ -247,6 +255,30 @@ impl DynamoStore {
         Ok(FanOut::Done { written, parts })
     }
 
+    /// Marks `part` as being written; false when another run marked it first.
+    async fn mark_started(
+        &self,
+        table: &str,
+        bulk_id: &str,
+        part: usize,
+    ) -> Result<bool, FanOutError> {
+        let marked = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(part_key(bulk_id, 0)))
+            .update_expression("SET started = :part")
+            .condition_expression("attribute_not_exists(started) OR started < :part")
+            .expression_attribute_values(":part", n(part))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => Ok(true),
+            Err(e) if super::condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e).into()),
+        }
+    }
+
     /// One part: render, write the messages not written yet, queue them all. Returns how many
     /// messages this call wrote.
     async fn fan_out_part(
@@ -254,6 +286,7 @@ impl DynamoStore {
         table: &str,
         header: &JobHeader,
         part: usize,
+        resumed: bool,
     ) -> Result<usize, FanOutError> {
         let bulk_id = &header.bulk_id;
         let corrupt = |what: String| FanOutError::Corrupt(bulk_id.clone(), what);
@@ -279,12 +312,15 @@ impl DynamoStore {
             recipients,
             created_at: header.created_at,
         };
-        let mut messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
-        self.suppress_added_since_accept(&header.tenant, header.envelope.channel, &mut messages)
-            .await?;
+        // Suppressions added since the accept are caught by the dispatch check, as later ones are.
+        let messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
         let messages_table = self.messages_table()?;
         let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
-        let existing = self.existing_ids(messages_table, &ids).await?;
+        // Only a part an earlier run started can have messages written already.
+        let existing = match resumed {
+            true => self.existing_ids(messages_table, &ids).await?,
+            false => HashSet::new(),
+        };
         let writes: Vec<WriteRequest> = messages
             .iter()
             .zip(&ids)
@@ -315,47 +351,7 @@ impl DynamoStore {
             })
             .collect();
         self.lanes.publish(refs).await?;
-        for status in [MessageStatus::Queued, MessageStatus::Suppressed] {
-            let n = messages
-                .iter()
-                .zip(&ids)
-                .filter(|(m, id)| m.status == status && !existing.contains(*id))
-                .count();
-            self.count_accepted(&header.tenant, header.envelope.channel, status, n);
-        }
         Ok(written)
-    }
-
-    /// Entries added between the accept and this fan-out stop their recipients too (in one
-    /// batched look-up per part).
-    async fn suppress_added_since_accept(
-        &self,
-        tenant: &TenantId,
-        channel: crate::domain::Channel,
-        messages: &mut [crate::domain::NewMessage],
-    ) -> Result<(), StoreError> {
-        use crate::domain::suppression::canonical_address;
-        let queued: Vec<String> = messages
-            .iter()
-            .filter(|m| m.status == MessageStatus::Queued)
-            .map(|m| canonical_address(channel, &m.to))
-            .collect();
-        if queued.is_empty() {
-            return Ok(());
-        }
-        let found = self
-            .suppressed(tenant, channel, &queued, Utc::now())
-            .await?;
-        for m in messages
-            .iter_mut()
-            .filter(|m| m.status == MessageStatus::Queued)
-        {
-            if let Some(entry) = found.get(&canonical_address(channel, &m.to)) {
-                m.status = MessageStatus::Suppressed;
-                m.note = Some(crate::engine::suppress::suppression_note(entry));
-            }
-        }
-        Ok(())
     }
 
     /// Which of `ids` already have an item (BatchGetItem, 100 keys a call).

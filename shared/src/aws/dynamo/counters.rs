@@ -1,78 +1,85 @@
 //! Per-tenant message counts by channel, gateway and status, for `GET /v1/stats/channels`.
-//! DynamoDB cannot count, so each state change moves a count on a counter item. The moves are
-//! summed in memory and written with one atomic ADD per tenant when the work ends: after each
-//! API request, and once per invocation of a queue consumer (so a batch of ten messages costs
-//! one write, not forty). The counters are spread over shards, because one item takes about
-//! 1,000 writes a second. The ADD follows the state changes but is not part of them, so a crash
-//! in between can leave counts off: these are statistics, and the messages stay the truth.
+//! DynamoDB cannot count, and a counter update beside every state change would cost a write
+//! unit each. So the counts follow the messages table's stream instead: the `stats` function
+//! receives its changes in batches (reading a stream from Lambda costs nothing), sums the
+//! moves and writes one atomic ADD per tenant and batch, on one of a few shards (an item takes
+//! about 1,000 writes a second). The counts lag the messages by the batching window, and a
+//! batch retried after a failed write can count twice: these are statistics, and the messages
+//! stay the truth. A message deleted by TTL keeps its count, as it always has.
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand::Rng;
-
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use rand::Rng;
+use serde::Deserialize;
 
-use super::item::{opt_s, s, Item};
+use super::item::s;
 use super::{unavailable, DynamoStore};
-use crate::domain::{Channel, MessageStatus, NewMessage, TenantId};
-use crate::ports::{ChannelCount, StoreError, Transition};
+use crate::domain::{Channel, MessageStatus, TenantId};
+use crate::ports::{ChannelCount, StoreError};
 
 const SHARDS: u64 = 8;
-
-/// Count moves made and not written yet: tenant -> bucket -> change.
-pub(crate) type PendingCounts = parking_lot::Mutex<HashMap<String, BTreeMap<String, i64>>>;
 const NO_GATEWAY: &str = "none";
 
-/// One count leaving a bucket and entering another.
-pub(super) struct Move {
-    tenant: String,
-    from: Option<String>,
-    to: Option<String>,
-    /// How many messages move (more than one for a bulk part).
-    n: i64,
+/// A batch of the messages table's stream, as Lambda delivers it: only what the counts read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<StreamRecord>,
 }
 
-fn bucket(channel: &str, gateway: Option<&str>, status: &str) -> String {
-    format!("{channel}|{}|{status}", gateway.unwrap_or(NO_GATEWAY))
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventName", default)]
+    pub event_name: String,
+    pub dynamodb: StreamChange,
 }
 
-impl Move {
-    pub(super) fn accepted(m: &NewMessage) -> Move {
-        Move {
-            tenant: m.tenant.as_str().to_owned(),
-            from: None,
-            to: Some(bucket(m.channel.as_str(), None, m.status.as_str())),
-            n: 1,
-        }
-    }
+/// Item images in DynamoDB JSON (`{"status": {"S": "sent"}}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamChange {
+    #[serde(rename = "OldImage", default)]
+    pub old_image: Option<HashMap<String, serde_json::Value>>,
+    #[serde(rename = "NewImage", default)]
+    pub new_image: Option<HashMap<String, serde_json::Value>>,
+}
 
-    /// From the item as it was before the claim.
-    pub(super) fn of_claim(seen: &Item) -> Move {
-        let channel = opt_s(seen, "channel").unwrap_or_default();
-        let gateway = opt_s(seen, "gateway");
-        Move {
-            tenant: opt_s(seen, "tenant").unwrap_or_default().to_owned(),
-            from: opt_s(seen, "status").map(|st| bucket(channel, gateway, st)),
-            to: Some(bucket(channel, gateway, MessageStatus::Sending.as_str())),
-            n: 1,
-        }
-    }
+type Image = HashMap<String, serde_json::Value>;
 
-    /// From the item as it was before the transition.
-    pub(super) fn of_transition(old: &Item, t: &Transition) -> Move {
-        let channel = opt_s(old, "channel").unwrap_or_default();
-        let gateway = opt_s(old, "gateway");
-        Move {
-            tenant: opt_s(old, "tenant").unwrap_or_default().to_owned(),
-            from: opt_s(old, "status").map(|st| bucket(channel, gateway, st)),
-            to: Some(bucket(
-                channel,
-                t.gateway.as_deref().or(gateway),
-                t.to.as_str(),
-            )),
-            n: 1,
+fn text<'a>(image: &'a Image, key: &str) -> Option<&'a str> {
+    image.get(key)?.get("S")?.as_str()
+}
+
+/// The count an image of a message is in: (tenant, bucket).
+fn bucket_of(image: &Image) -> Option<(&str, String)> {
+    let tenant = text(image, "tenant")?;
+    let channel = text(image, "channel")?;
+    let status = text(image, "status")?;
+    let gateway = text(image, "gateway").unwrap_or(NO_GATEWAY);
+    Some((tenant, format!("{channel}|{gateway}|{status}")))
+}
+
+/// The moves of a batch of changes, summed: tenant -> bucket -> change. Removals (TTL) move
+/// nothing.
+pub fn moves_of(event: &StreamEvent) -> HashMap<String, BTreeMap<String, i64>> {
+    let mut moves: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+    for record in event.records.iter().filter(|r| r.event_name != "REMOVE") {
+        let from = record.dynamodb.old_image.as_ref().and_then(bucket_of);
+        let to = record.dynamodb.new_image.as_ref().and_then(bucket_of);
+        if from == to {
+            continue;
+        }
+        for (side, change) in [(from, -1), (to, 1)] {
+            if let Some((tenant, bucket)) = side {
+                *moves
+                    .entry(tenant.to_owned())
+                    .or_default()
+                    .entry(bucket)
+                    .or_default() += change;
+            }
         }
     }
+    moves
 }
 
 fn counter_pk(tenant: &str, shard: u64) -> String {
@@ -80,30 +87,12 @@ fn counter_pk(tenant: &str, shard: u64) -> String {
 }
 
 impl DynamoStore {
-    /// Notes a move; [`DynamoStore::flush_counts`] writes it.
-    pub(super) fn count(&self, mv: Move) {
-        if mv.from == mv.to || mv.tenant.is_empty() {
-            return;
-        }
-        let mut pending = self.pending_counts.lock();
-        let buckets = pending.entry(mv.tenant).or_default();
-        if let Some(from) = mv.from {
-            *buckets.entry(from).or_default() -= mv.n;
-        }
-        if let Some(to) = mv.to {
-            *buckets.entry(to).or_default() += mv.n;
-        }
-    }
-
-    /// Writes the moves noted so far, one ADD per tenant on a shard picked at random; a failure
-    /// is logged, never the caller's failure.
-    pub async fn flush_counts(&self) {
-        let pending: Vec<_> = self.pending_counts.lock().drain().collect();
-        let Ok(table) = self.tenants_table() else {
-            return;
-        };
-        for (tenant, buckets) in pending {
-            let changed: Vec<(String, i64)> = buckets.into_iter().filter(|(_, n)| *n != 0).collect();
+    /// Counts a batch of the messages stream: one ADD per tenant.
+    pub async fn count_changes(&self, event: &StreamEvent) -> Result<(), StoreError> {
+        let table = self.tenants_table()?;
+        for (tenant, buckets) in moves_of(event) {
+            let changed: Vec<(String, i64)> =
+                buckets.into_iter().filter(|(_, n)| *n != 0).collect();
             if changed.is_empty() {
                 continue;
             }
@@ -116,8 +105,7 @@ impl DynamoStore {
                 values.insert(format!(":n{i}"), AttributeValue::N(n.to_string()));
             }
             let shard = rand::thread_rng().gen_range(0..SHARDS);
-            let result = self
-                .client
+            self.client
                 .update_item()
                 .table_name(table)
                 .key("pk", s(counter_pk(&tenant, shard)))
@@ -125,38 +113,16 @@ impl DynamoStore {
                 .set_expression_attribute_names(Some(names))
                 .set_expression_attribute_values(Some(values))
                 .send()
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %unavailable("UpdateItem", e), %tenant, "channel counts not updated");
-            }
+                .await
+                .map_err(|e| unavailable("UpdateItem", e))?;
         }
-    }
-
-    /// Adds `n` new messages in `status` at once (one part of a bulk fan-out).
-    pub(super) fn count_accepted(
-        &self,
-        tenant: &TenantId,
-        channel: Channel,
-        status: MessageStatus,
-        n: usize,
-    ) {
-        if n == 0 {
-            return;
-        }
-        self.count(Move {
-            tenant: tenant.as_str().to_owned(),
-            from: None,
-            to: Some(bucket(channel.as_str(), None, status.as_str())),
-            n: n as i64,
-        });
+        Ok(())
     }
 
     pub(super) async fn read_counts(
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<ChannelCount>, StoreError> {
-        // This instance's own moves first, so it reads what it did.
-        self.flush_counts().await;
         let table = self.tenants_table()?;
         let keys = (0..SHARDS)
             .map(|shard| HashMap::from([("pk".to_owned(), s(counter_pk(tenant.as_str(), shard)))]))
@@ -202,5 +168,48 @@ impl DynamoStore {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn image(status: &str, gateway: Option<&str>) -> serde_json::Value {
+        let mut i = serde_json::json!({ "tenant": { "S": "acme" }, "channel": { "S": "email" },
+                                        "status": { "S": status } });
+        if let Some(g) = gateway {
+            i["gateway"] = serde_json::json!({ "S": g });
+        }
+        i
+    }
+
+    #[test]
+    fn a_batch_of_changes_sums_to_moves() {
+        let event: StreamEvent = serde_json::from_value(serde_json::json!({ "Records": [
+            { "eventName": "INSERT", "dynamodb": { "NewImage": image("queued", None) } },
+            { "eventName": "MODIFY", "dynamodb": { "OldImage": image("queued", None),
+                                                   "NewImage": image("sending", None) } },
+            { "eventName": "MODIFY", "dynamodb": { "OldImage": image("sending", None),
+                                                   "NewImage": image("sent", Some("ses")) } },
+            { "eventName": "MODIFY", "dynamodb": { "OldImage": image("sent", Some("ses")),
+                                                   "NewImage": image("sent", Some("ses")) } },
+            { "eventName": "REMOVE", "dynamodb": { "OldImage": image("sent", Some("ses")) } }
+        ] }))
+        .unwrap();
+        let moves = moves_of(&event);
+        let acme: Vec<(&str, i64)> = moves["acme"]
+            .iter()
+            .map(|(b, n)| (b.as_str(), *n))
+            .collect();
+        assert_eq!(
+            acme,
+            [
+                ("email|none|queued", 0),
+                ("email|none|sending", 0),
+                ("email|ses|sent", 1)
+            ]
+        );
     }
 }

@@ -9,7 +9,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::counters::Move;
 use super::item::{
     event_value, events_from_item, get_s, message_from_item, ms, n, new_message_item, opt_n, opt_s,
     provider_key, s, status_of, Item,
@@ -226,16 +225,10 @@ impl DynamoStore {
             .condition_expression(condition.join(" AND "))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(out) => {
-                if let Some(old) = out.attributes {
-                    self.count(Move::of_transition(&old, t));
-                }
-                Ok(TransitionOutcome::Applied)
-            }
+            Ok(_) => Ok(TransitionOutcome::Applied),
             Err(e) if condition_failed(&e) => {
                 let Some(item) = self.get_item(&id).await? else {
                     return Ok(TransitionOutcome::NotFound);
@@ -380,9 +373,6 @@ impl MessageStore for DynamoStore {
                 .await;
             return Err(e);
         }
-        for m in &batch.messages {
-            self.count(Move::accepted(m));
-        }
         Ok(AcceptOutcome::Accepted)
     }
 
@@ -454,7 +444,6 @@ impl MessageStore for DynamoStore {
         for _ in 0..CLAIM_TRIES {
             match self.claim_once(&id, attempts, now, lease).await? {
                 Ok(before) => {
-                    self.count(Move::of_claim(&before));
                     let mut claimed = message_from_item(&before)?;
                     claimed.status = MessageStatus::Sending;
                     claimed.attempts = attempts + 1;
@@ -719,7 +708,4 @@ impl MessageStore for DynamoStore {
         self.get_item("__ping__").await.map(|_| ())
     }
 
-    async fn flush_counts(&self) {
-        DynamoStore::flush_counts(self).await;
-    }
 }

@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::Client;
 
 pub use super::sqs::BulkRef;
 pub use bulk::{FanOut, FanOutError};
+pub use counters::StreamEvent;
 
 use super::settings::{required, Tables};
 use super::sqs::SqsLanes;
@@ -38,7 +39,6 @@ pub struct DynamoStore {
     retention: Duration,
     pauses: limits::PauseCache,
     pending_outcomes: health::PendingOutcomes,
-    pending_counts: counters::PendingCounts,
 }
 
 impl DynamoStore {
@@ -55,7 +55,6 @@ impl DynamoStore {
             retention,
             pauses: Default::default(),
             pending_outcomes: Default::default(),
-            pending_counts: Default::default(),
         }
     }
 
