@@ -21,9 +21,7 @@ async fn outcomes_from_many_instances_open_the_breaker_everywhere() {
     };
     let instance = |_: usize| {
         let backend = AwsBackend::new(&api.stack.sdk, &api.stack.settings);
-        backend
-            .herald(&api.stack.settings, config.clone())
-            .unwrap()
+        backend.herald(&api.stack.settings, config.clone()).unwrap()
     };
     // Two dispatchers' invocations, each flushing its outcomes at the end.
     for i in 0..2 {

@@ -332,6 +332,31 @@ impl Stack {
         Some((event, response))
     }
 
+    /// Raises a queue's maxReceiveCount (its DLQ stays the same).
+    pub async fn allow_receives(&self, url: &str, max_receive: u32) {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .expect("queue attributes");
+        let policy = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .expect("a redrive policy");
+        let mut policy: Value = serde_json::from_str(policy).expect("redrive policy");
+        policy["maxReceiveCount"] = json!(max_receive.to_string());
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+            .send()
+            .await
+            .expect("set redrive policy");
+    }
+
     /// Visible plus in-flight plus delayed messages of a queue.
     pub async fn queue_count(&self, url: &str) -> u64 {
         let out = self

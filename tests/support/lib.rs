@@ -12,8 +12,8 @@ pub use shared;
 
 pub mod aws;
 pub mod meter;
-pub mod stream;
 pub mod process;
+pub mod stream;
 
 pub struct TestServer {
     pub embedded: Embedded,

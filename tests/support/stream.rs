@@ -45,20 +45,29 @@ impl StreamPlayer {
             .unwrap_or_else(|e| panic!("stream player: {target}: {e}"));
         let status = reply.status();
         let text = reply.text().await.unwrap_or_default();
-        assert!(status.is_success(), "stream player: {target}: {status} {text:.300}");
+        assert!(
+            status.is_success(),
+            "stream player: {target}: {status} {text:.300}"
+        );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stream player: {target}: {e}"))
     }
 
     async fn first_iterator(&self) -> String {
         let table = self
-            .call("DynamoDB_20120810.DescribeTable", json!({ "TableName": self.table }))
+            .call(
+                "DynamoDB_20120810.DescribeTable",
+                json!({ "TableName": self.table }),
+            )
             .await;
         let arn = table["Table"]["LatestStreamArn"]
             .as_str()
             .expect("the messages table has a stream (StreamSpecification, as in the template)")
             .to_owned();
         let stream = self
-            .call("DynamoDBStreams_20120810.DescribeStream", json!({ "StreamArn": arn }))
+            .call(
+                "DynamoDBStreams_20120810.DescribeStream",
+                json!({ "StreamArn": arn }),
+            )
             .await;
         let shard = stream["StreamDescription"]["Shards"][0]["ShardId"].clone();
         let it = self
@@ -67,7 +76,10 @@ impl StreamPlayer {
                 json!({ "StreamArn": arn, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON" }),
             )
             .await;
-        it["ShardIterator"].as_str().expect("shard iterator").to_owned()
+        it["ShardIterator"]
+            .as_str()
+            .expect("shard iterator")
+            .to_owned()
     }
 
     /// Every change since the last read.
@@ -80,7 +92,10 @@ impl StreamPlayer {
         let mut records = Vec::new();
         loop {
             let page = self
-                .call("DynamoDBStreams_20120810.GetRecords", json!({ "ShardIterator": at }))
+                .call(
+                    "DynamoDBStreams_20120810.GetRecords",
+                    json!({ "ShardIterator": at }),
+                )
                 .await;
             let got = page["Records"].as_array().cloned().unwrap_or_default();
             at = page["NextShardIterator"].as_str().unwrap_or(&at).to_owned();

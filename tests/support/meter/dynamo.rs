@@ -37,7 +37,10 @@ pub fn charge(op: &str, req: &Value, resp: &Value, failed: bool, books: &Books) 
 }
 
 fn items(v: &Value) -> impl Iterator<Item = &Item> {
-    v.as_array().into_iter().flatten().filter_map(Value::as_object)
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
 }
 
 /// Each key asked for is a read of its own, found or not.
@@ -92,9 +95,23 @@ fn batch_write(req: &Value, books: &Books) -> f64 {
     for (table, writes) in req["RequestItems"].as_object().into_iter().flatten() {
         for w in writes.as_array().into_iter().flatten() {
             units += if w["PutRequest"].is_object() {
-                write(books, "PutItem", table, &Value::Null, &w["PutRequest"]["Item"], false)
+                write(
+                    books,
+                    "PutItem",
+                    table,
+                    &Value::Null,
+                    &w["PutRequest"]["Item"],
+                    false,
+                )
             } else {
-                write(books, "DeleteItem", table, &w["DeleteRequest"]["Key"], &Value::Null, false)
+                write(
+                    books,
+                    "DeleteItem",
+                    table,
+                    &w["DeleteRequest"]["Key"],
+                    &Value::Null,
+                    false,
+                )
             };
         }
     }

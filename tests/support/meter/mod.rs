@@ -125,7 +125,12 @@ impl Intercept for Counting {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let body = context.request().body().bytes().unwrap_or_default().to_vec();
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .unwrap_or_default()
+            .to_vec();
         cfg.interceptor_state().store_put(Sent(body));
         Ok(())
     }
@@ -153,15 +158,34 @@ impl Intercept for Counting {
                     .map(dynamo::short_table)
                     .unwrap_or_else(|| tables_of(&req));
                 let (wru, rru) = dynamo::charge(&op, &req, &resp, failed, &self.meter.books);
-                (table, Tally { requests: 1.0, wru, rru })
+                (
+                    table,
+                    Tally {
+                        requests: 1.0,
+                        wru,
+                        rru,
+                    },
+                )
             }
             "sqs" | "SQS" => {
                 // SQS bills each 64 KB of a request's payload as one request.
                 let chunks = sent.len().div_ceil(64 * 1024).max(1) as f64;
                 let queue = queue_of(&req);
-                (queue, Tally { requests: chunks, ..Tally::default() })
+                (
+                    queue,
+                    Tally {
+                        requests: chunks,
+                        ..Tally::default()
+                    },
+                )
             }
-            _ => (String::new(), Tally { requests: 1.0, ..Tally::default() }),
+            _ => (
+                String::new(),
+                Tally {
+                    requests: 1.0,
+                    ..Tally::default()
+                },
+            ),
         };
         let line = (self.actor.to_owned(), service.to_lowercase(), op, target);
         self.meter.add(line, tally);

@@ -21,10 +21,9 @@ fn value_size(v: &Value) -> usize {
         ("N", Value::String(s)) => s.len().div_ceil(2) + 1,
         ("B", Value::String(s)) => s.len() * 3 / 4,
         ("BOOL" | "NULL", _) => 1,
-        ("SS" | "NS" | "BS", Value::Array(a)) => a
-            .iter()
-            .map(|e| e.as_str().map_or(0, str::len))
-            .sum(),
+        ("SS" | "NS" | "BS", Value::Array(a)) => {
+            a.iter().map(|e| e.as_str().map_or(0, str::len)).sum()
+        }
         ("L", Value::Array(a)) => 3 + a.iter().map(|e| value_size(e) + 1).sum::<usize>(),
         ("M", Value::Object(m)) => {
             3 + m
@@ -38,10 +37,7 @@ fn value_size(v: &Value) -> usize {
 
 /// Write units of one item write: 1 KB units of the larger of the item before and after.
 pub fn write_units(before: Option<&Item>, after: Option<&Item>) -> f64 {
-    let size = before
-        .map(item_size)
-        .max(after.map(item_size))
-        .unwrap_or(0);
+    let size = before.map(item_size).max(after.map(item_size)).unwrap_or(0);
     size.div_ceil(1024).max(1) as f64
 }
 
@@ -92,7 +88,9 @@ fn projected(item: &Item, index: &IndexSpec, table_key: &[&str]) -> Item {
 /// Write units an item write costs in the table's indexes: an entry put, deleted, or moved
 /// (two writes) when its key changes, rewritten when a projected attribute changes.
 pub fn index_write_units(table: &str, before: Option<&Item>, after: Option<&Item>) -> f64 {
-    let table_key = ["id", "pk", "tenant", "scope", "entry", "bulk_id", "part", "name"];
+    let table_key = [
+        "id", "pk", "tenant", "scope", "entry", "bulk_id", "part", "name",
+    ];
     let mut units = 0.0;
     for index in indexes_of(table) {
         let in_index = |i: Option<&Item>| {
@@ -100,7 +98,13 @@ pub fn index_write_units(table: &str, before: Option<&Item>, after: Option<&Item
                 .map(|i| projected(i, index, &table_key))
         };
         let (old, new) = (in_index(before), in_index(after));
-        let key_of = |i: &Item| index.key.iter().map(|k| i.get(*k).cloned()).collect::<Vec<_>>();
+        let key_of = |i: &Item| {
+            index
+                .key
+                .iter()
+                .map(|k| i.get(*k).cloned())
+                .collect::<Vec<_>>()
+        };
         units += match (&old, &new) {
             (None, None) => 0.0,
             (Some(o), None) => write_units(Some(o), None),
@@ -140,10 +144,19 @@ mod tests {
         let before = item(json!({ "id": { "S": "m1" }, "status": { "S": "sending" } }));
         let mut after = before.clone();
         after.insert("provider_key".into(), json!({ "S": "ses#1" }));
-        assert_eq!(index_write_units("messages", Some(&before), Some(&after)), 1.0);
-        assert_eq!(index_write_units("messages", Some(&before), Some(&before)), 0.0);
+        assert_eq!(
+            index_write_units("messages", Some(&before), Some(&after)),
+            1.0
+        );
+        assert_eq!(
+            index_write_units("messages", Some(&before), Some(&before)),
+            0.0
+        );
         let mut moved = after.clone();
         moved.insert("provider_key".into(), json!({ "S": "ses#2" }));
-        assert_eq!(index_write_units("messages", Some(&after), Some(&moved)), 2.0);
+        assert_eq!(
+            index_write_units("messages", Some(&after), Some(&moved)),
+            2.0
+        );
     }
 }

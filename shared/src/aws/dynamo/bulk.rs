@@ -1,9 +1,10 @@
 //! Bulk sends on AWS: the API stores the accepted job and puts one message on the bulk queue;
 //! the `enqueue` function fans it out (BatchWriteItem of 25, SendMessageBatch of 10), part by
 //! part, recording its progress on the job. A redelivery resumes after the last finished part,
-//! and a part cut off half-way is redone without duplicates: its message ids were fixed at
-//! accept time, only the missing ones are written, and a lane entry for a message that was
-//! already queued loses the claim and is dropped.
+//! and a part cut off half-way is redone without duplicates: a part is marked on the job before
+//! it is written, so a marked part is known to be a redo; its message ids were fixed at accept
+//! time, only the missing ones are written, and a lane entry for a message that was already
+//! queued loses the claim and is dropped. A fresh part skips that look-up.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -13,8 +14,8 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::batch::Read;
+use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
@@ -201,12 +202,6 @@ impl DynamoStore {
         let header: JobHeader =
             serde_json::from_str(get_s(&head, "header")?).map_err(|e| corrupt(e.to_string()))?;
         let mut written = 0;
-        // `started` names the part being written: equal to the next part, an earlier run was
-        // cut off in it (or runs now), so that part checks which messages exist already.
-        let mut resumed = get_n::<usize>(&head, "started").ok() == Some(done + 1);
-        if done < parts && !resumed && !self.mark_started(table, bulk_id, done + 1).await? {
-            resumed = true;
-        }
         while done < parts {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(FanOut::Paused {
@@ -215,17 +210,18 @@ impl DynamoStore {
                 });
             }
             let part = done + 1;
+            // Marked before it is written: a part marked already was started by a run that was
+            // cut off in it (or runs now), so only then are its messages looked for first.
+            let resumed = !self.mark_started(table, bulk_id, part).await?;
             written += self.fan_out_part(table, &header, part, resumed).await?;
-            resumed = false;
             let advanced = self
                 .client
                 .update_item()
                 .table_name(table)
                 .set_key(Some(part_key(bulk_id, 0)))
-                .update_expression("SET done = :part, started = :next")
+                .update_expression("SET done = :part REMOVE started")
                 .condition_expression("done = :before")
                 .expression_attribute_values(":part", n(part))
-                .expression_attribute_values(":next", n(part + 1))
                 .expression_attribute_values(":before", n(done))
                 .send()
                 .await;
@@ -255,7 +251,7 @@ impl DynamoStore {
         Ok(FanOut::Done { written, parts })
     }
 
-    /// Marks `part` as being written; false when another run marked it first.
+    /// Marks `part` as being written; false when a run marked it first or finished it.
     async fn mark_started(
         &self,
         table: &str,
@@ -268,7 +264,9 @@ impl DynamoStore {
             .table_name(table)
             .set_key(Some(part_key(bulk_id, 0)))
             .update_expression("SET started = :part")
-            .condition_expression("attribute_not_exists(started) OR started < :part")
+            .condition_expression(
+                "done < :part AND (attribute_not_exists(started) OR started < :part)",
+            )
             .expression_attribute_values(":part", n(part))
             .send()
             .await;

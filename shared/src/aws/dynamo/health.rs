@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use super::item::{n, opt_n, s, Item};
 use super::batch::Read;
+use super::item::{n, opt_n, s, Item};
 use super::{epoch_seconds, unavailable, DynamoStore};
 use crate::domain::health::{GatewayStatus, Outcome, OutcomeCounts};
 use crate::ports::{HealthStore, StoreError};

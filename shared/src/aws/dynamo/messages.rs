@@ -707,5 +707,4 @@ impl MessageStore for DynamoStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.get_item("__ping__").await.map(|_| ())
     }
-
 }

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{PutRequest, ReturnValue, WriteRequest};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::batch::Read;
+use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{build_error, condition_failed, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
@@ -112,7 +112,10 @@ impl SuppressionStore for DynamoStore {
             .collect();
         let mut existing = 0;
         for chunk in keys.chunks(100) {
-            existing += self.batch_get(table, chunk.to_vec(), None, Read::Strong).await?.len();
+            existing += self
+                .batch_get(table, chunk.to_vec(), None, Read::Strong)
+                .await?
+                .len();
         }
         let writes: Vec<WriteRequest> = entries
             .iter()
