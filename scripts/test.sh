@@ -25,7 +25,8 @@ start_moto() {
     local name=$1 port url
     port=$("$tools/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     url="http://127.0.0.1:$port"
-    "$tools/moto_server" -H 127.0.0.1 -p "$port" > "target/$name.log" 2>&1 &
+    # One request at a time: DynamoDB's atomic conditional writes (scripts/moto_server.py).
+    "$tools/python" scripts/moto_server.py -H 127.0.0.1 -p "$port" > "target/$name.log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 100); do
         if "$tools/python" -c "import urllib.request; urllib.request.urlopen('$url/moto-api/')" 2>/dev/null; then

@@ -177,10 +177,11 @@ async fn a_single_send_from_accept_to_delivered_stays_in_budget() {
         &warm,
         1.0,
         &per_message,
+        // Held to what it costs now: one more request fails the test and names itself.
         Budget {
-            wru: 5.0,
-            rru: 4.0,
-            sqs: 3.0,
+            wru: 4.0,
+            rru: 3.5,
+            sqs: 2.0,
         },
         Budget {
             wru: 5.0,
@@ -232,13 +233,14 @@ async fn a_bulk_job_of_ten_thousand_stays_in_budget_per_recipient() {
         &usage,
         per,
         &|l: &Line| ours(l) && !on_a_clock(l),
-        // Reached: one write per message per state (3) plus its `by_provider` entry (1) and the
-        // stored job (0.1); the suppression checks at accept and dispatch (2) and the
-        // parked-events read at `sent` (1).
+        // Held to what it costs now, with room only for the steps' timing (the job's head is
+        // read once per step): one write per message per state (3) and the stored job (0.1);
+        // the suppression checks at accept and dispatch (2) and the parked-events read at
+        // `sent` (1); a tenth of a SendMessageBatch.
         Budget {
-            wru: 4.2,
+            wru: 3.15,
             rru: 3.1,
-            sqs: 0.2,
+            sqs: 0.12,
         },
         Budget {
             wru: 3.0,

@@ -28,7 +28,8 @@ pub fn endpoint() -> String {
         panic!(
             "HERALD_TEST_AWS_ENDPOINT is not set. The AWS tests need an AWS emulator: run \
              ./scripts/test.sh (it installs moto and starts it), or start one yourself \
-             (`./scripts/python-tools.sh` then `.venv/bin/moto_server -p 5000`, or LocalStack) \
+             (`./scripts/python-tools.sh` then `.venv/bin/python scripts/moto_server.py -p 5000`: \
+             moto one request at a time, as DynamoDB's conditional writes need; or LocalStack) \
              and export HERALD_TEST_AWS_ENDPOINT=http://127.0.0.1:5000"
         )
     })

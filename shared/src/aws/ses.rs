@@ -109,6 +109,11 @@ impl Gateway for SesGateway {
         &[Channel::Email]
     }
 
+    /// Every SES event carries the `herald_id` tag each send sets.
+    fn callbacks_name_the_message(&self) -> bool {
+        true
+    }
+
     /// SES's own view: sending enabled on the account, and quota left for the day.
     async fn probe(&self) -> Option<ProbeReport> {
         let at = chrono::Utc::now();

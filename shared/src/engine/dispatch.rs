@@ -236,6 +236,7 @@ impl Herald {
                 let mut t = self.outcome(&m, MessageStatus::Sent);
                 t.gateway = Some(name);
                 t.provider_message_id = Some(receipt.provider_message_id.clone());
+                t.index_provider_id = !gateway.callbacks_name_the_message();
                 t.detail = with(
                     route,
                     "provider_message_id",

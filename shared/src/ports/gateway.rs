@@ -57,6 +57,11 @@ pub trait Gateway: Send + Sync + 'static {
     fn suppression_for(&self, _code: &str) -> Option<crate::domain::suppression::Reason> {
         None
     }
+    /// Whether every status callback of this provider carries Herald's message id (SES: the
+    /// `herald_id` tag), so a message sent through it is never looked up by the provider's id.
+    fn callbacks_name_the_message(&self) -> bool {
+        false
+    }
     /// The provider's own health check, where it has one (SES GetAccount: sending enabled,
     /// quota left); the health checker calls it.
     async fn probe(&self) -> Option<crate::domain::health::ProbeReport> {

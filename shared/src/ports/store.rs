@@ -58,6 +58,9 @@ pub struct Transition {
     pub attempts: AttemptChange,
     pub gateway: Option<String>,
     pub provider_message_id: Option<String>,
+    /// Whether the message must be found by `provider_message_id` later: false when the
+    /// provider's callbacks carry Herald's id (SES's tag), which saves DynamoDB an index write.
+    pub index_provider_id: bool,
     pub last_error: Option<String>,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
@@ -73,6 +76,7 @@ impl Transition {
             attempts: AttemptChange::Keep,
             gateway: None,
             provider_message_id: None,
+            index_provider_id: true,
             last_error: None,
             detail: serde_json::Value::Null,
             at,

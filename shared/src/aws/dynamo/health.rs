@@ -1,6 +1,6 @@
 //! Gateway health on DynamoDB (`health` table, PK `pk`): per gateway per minute, outcome
-//! counters (`counts#<gateway>#<minute>`, ADDed by every dispatcher at the end of its
-//! invocation, TTL an hour); and one `statuses` item whose map holds each gateway's status
+//! counters (`counts#<gateway>#<minute>`, ADDed by a dispatcher at the end of an invocation
+//! that saw a failure, or after 30 s of successes; TTL an hour); and one `statuses` item whose map holds each gateway's status
 //! as the health checker last wrote it.
 
 use std::collections::HashMap;
@@ -20,7 +20,9 @@ const STATUSES: &str = "statuses";
 const FIELDS: [&str; 4] = ["success", "transient", "permanent", "throttled"];
 
 /// Successes alone are written at most this often: they cannot change a gateway's state, and a
-/// write per invocation would cost a write unit per P0 message.
+/// write per invocation would cost a write unit per P0 message. An instance that ends before
+/// its next write loses its last successes, which leans the window towards failures, never
+/// away from them.
 const QUIET_FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 /// Outcomes recorded by this instance and not written yet, and when they were last written.

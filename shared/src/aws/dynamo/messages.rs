@@ -194,9 +194,13 @@ impl DynamoStore {
         }
         if let (Some(g), Some(p)) = (&t.gateway, &t.provider_message_id) {
             set.push("provider_message_id = :pid".into());
-            set.push("provider_key = :pkey".into());
             values.insert(":pid".into(), s(p));
-            values.insert(":pkey".into(), s(provider_key(g, p)));
+            // The `by_provider` index entry costs a write unit; callbacks that name the
+            // message do not need it.
+            if t.index_provider_id {
+                set.push("provider_key = :pkey".into());
+                values.insert(":pkey".into(), s(provider_key(g, p)));
+            }
         }
         if let Some(err) = &t.last_error {
             set.push("last_error = :err".into());
@@ -294,7 +298,6 @@ impl DynamoStore {
             .await;
         match result {
             Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
-
             Err(e) if condition_failed(&e) => {
                 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
                 let current = match e.into_service_error() {
