@@ -27,19 +27,48 @@ pub fn get_item(endpoint: &str, table: &str, key: &Value) -> Option<Item> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let mut stream = TcpStream::connect(&host)
-                    .unwrap_or_else(|e| panic!("meter: cannot reach the emulator at {host}: {e}"));
-                stream.write_all(request.as_bytes()).expect("meter: send");
-                let mut reply = Vec::new();
-                stream.read_to_end(&mut reply).expect("meter: read");
-                let text = String::from_utf8_lossy(&reply);
-                let (head, body) = text.split_once("\r\n\r\n").expect("meter: HTTP reply");
-                assert!(head.contains(" 200 "), "meter: GetItem failed: {text:.500}");
-                let parsed: Value = serde_json::from_str(body)
-                    .unwrap_or_else(|e| panic!("meter: GetItem reply {body:.300}: {e}"));
-                parsed["Item"].as_object().cloned()
+                // A busy emulator may drop a connection unanswered: ask again.
+                let mut last = String::new();
+                for attempt in 0..5 {
+                    if attempt > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                    }
+                    match exchange(&host, &request) {
+                        Ok(reply) => return parse(&reply),
+                        Err(e) => last = e,
+                    }
+                }
+                panic!("meter: GetItem from the emulator at {host} failed 5 times: {last}")
             })
             .join()
             .expect("meter: peek thread")
     })
+}
+
+/// One request on its own connection, the whole reply back; Err when there is none.
+fn exchange(host: &str, request: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(host).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    if !text.contains("\r\n\r\n") {
+        return Err(format!("no HTTP reply: {text:.200}"));
+    }
+    Ok(text)
+}
+
+fn parse(reply: &str) -> Option<Item> {
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(
+        head.contains(" 200 "),
+        "meter: GetItem failed: {reply:.500}"
+    );
+    let parsed: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("meter: GetItem reply {body:.300}: {e}"));
+    parsed["Item"].as_object().cloned()
 }
