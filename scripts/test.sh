@@ -55,8 +55,9 @@ cargo test --workspace --all-targets -- --skip _stays_in_budget
 # The AWS cost scenarios (tests/aws_cost.rs: a 10,000-recipient job, request by request) keep
 # one moto busy for about ten minutes. They run on a moto of their own, beside schemathesis,
 # after the timing-sensitive suites (lanes, crash, bench) have had the machine to themselves.
+# --nocapture: their tables (requests, WRU, RRU per operation) are the point of them.
 HERALD_TEST_AWS_ENDPOINT=$cost_endpoint cargo test -p herald-tests --test aws_cost \
-    > target/aws_cost.log 2>&1 &
+    -- --nocapture > target/aws_cost.log 2>&1 &
 cost=$!
 
 SCHEMATHESIS="$tools/schemathesis" ./scripts/schemathesis.sh
