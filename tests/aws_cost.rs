@@ -5,10 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use herald_tests::aws::{endpoint, ses_fixture, ses_notification, AwsApi};
+use herald_tests::meter::peek;
+use herald_tests::meter::units::item_size;
 use herald_tests::meter::{Line, Meter, Tally, Usage};
 use serde_json::{json, Value};
 use shared::aws::lambda;
+use shared::domain::limits::Rate;
 use shared::domain::Priority;
 
 const BULK_RECIPIENTS: usize = 10_000;
@@ -278,4 +282,117 @@ async fn fan_out_in_steps(api: &AwsApi) {
             }
         }
     }
+}
+
+const THROTTLED: usize = 1_000;
+
+/// A backlog against a bucket far slower than the lane: 1,000 messages at 10/s. Tokens are
+/// taken before anything is claimed, so a message without one is re-timed to its turn with no
+/// write to it: no claim, no give-back, nothing on its timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_backlog_stays_in_budget() {
+    let meter = Meter::new(&endpoint());
+    let api = AwsApi::start_metered_with(&meter, |settings| {
+        let limits = &mut settings.rate_limits;
+        limits.gateways.insert("ses".into(), Rate::per_second(10.0));
+        limits.bulk_share = 1.0;
+    })
+    .await;
+    let ids: Vec<String> = futures::stream::iter(0..THROTTLED)
+        .map(|i| {
+            let api = &api;
+            async move {
+                api.send(json!({ "channel": "email", "priority": "P2",
+                                 "to": format!("reader{i}@example.com"),
+                                 "subject": "Hello", "body": "A short note" }))
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    meter.take();
+
+    let started = Instant::now();
+    let receives = drain_throttled(&api).await;
+    let took = started.elapsed();
+    let usage = meter.take();
+    let per = THROTTLED as f64;
+    usage.print(
+        "throttled backlog: 1,000 messages at 10/s, dispatch only",
+        per,
+    );
+    assert_eq!(api.sent().await.len(), THROTTLED, "every message sent once");
+    // The bucket held: 10 a second, the first slice's tokens aside.
+    assert!(
+        took >= Duration::from_secs((THROTTLED / 10 - 2) as u64),
+        "{THROTTLED} sent in {took:.1?} at 10/s"
+    );
+
+    // Extra SQS requests: beyond one receive and one delete per full batch of ten, which an
+    // unthrottled drain needs (the re-times, the receives and deletes of returning receipts).
+    let ours = usage.total(|l| l.0 == "herald" && l.1 == "sqs").requests;
+    let deletes = usage
+        .total(|l| l.0 == "lambda-esm" && l.2 == "DeleteMessageBatch")
+        .requests;
+    let full_batches = THROTTLED.div_ceil(10) as f64;
+    let extra = (ours + receives as f64 + deletes - 2.0 * full_batches) / per;
+    let largest = largest_item(&api, &ids);
+    println!(
+        "throttled on moto: {THROTTLED} sent in {took:.1?}; {receives} receives with messages, \
+         {deletes} deletes, {ours} SQS requests of ours; {extra:.3} extra SQS requests a \
+         message (target < 0.5); largest item {largest} bytes (target <= 4096)"
+    );
+    assert!(extra < 0.5, "{extra:.3} extra SQS requests a message");
+    assert!(largest <= 4096, "an item of {largest} bytes");
+}
+
+/// Plays the lane's event-source mapping until the lane is empty, waiting while receipts wait
+/// for their turns; how many receives brought messages (a poller's empty receives are its
+/// fixed cost, not a message's).
+async fn drain_throttled(api: &AwsApi) -> usize {
+    let stack = &api.stack;
+    let url = stack.lane_url(Priority::P2);
+    let herald = api.herald.clone();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut receives = 0;
+    loop {
+        let herald = herald.clone();
+        let polled = stack
+            .poll_once(url, 10, |event| async move {
+                lambda::dispatch(&herald, event).await
+            })
+            .await;
+        if polled.is_some() {
+            receives += 1;
+            continue;
+        }
+        if stack.queue_count(url).await == 0 {
+            return receives;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the throttled lane never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The largest of these messages' items, in bytes as DynamoDB counts them.
+fn largest_item(api: &AwsApi, ids: &[String]) -> usize {
+    let table = api
+        .stack
+        .settings
+        .tables
+        .messages
+        .clone()
+        .unwrap_or_default();
+    ids.iter()
+        .map(|id| {
+            let item = peek::get_item(&endpoint(), &table, &json!({ "id": { "S": id } }))
+                .expect("the message's item");
+            item_size(&item)
+        })
+        .max()
+        .unwrap_or(0)
 }

@@ -470,7 +470,16 @@ impl AwsApi {
     /// Herald's clients count for `herald` on `meter`, and the event-source player's SQS
     /// client (receives and deletes, as Lambda's pollers make them) for `lambda-esm`.
     pub async fn start_metered(meter: &crate::meter::Meter) -> AwsApi {
+        AwsApi::start_metered_with(meter, |_| {}).await
+    }
+
+    /// As [`AwsApi::start_metered`], with settings of the test's own (paces, say).
+    pub async fn start_metered_with(
+        meter: &crate::meter::Meter,
+        configure: impl FnOnce(&mut AwsSettings),
+    ) -> AwsApi {
         let mut stack = Stack::create().await;
+        configure(&mut stack.settings);
         stack.sqs = meter.clients(&stack.sdk, "lambda-esm").sqs;
         let clients = meter.clients(&stack.sdk, "herald");
         let stats = meter.clients(&stack.sdk, "stats");

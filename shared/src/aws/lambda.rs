@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::future::join_all;
 
 use super::dynamo::{BulkRef, FanOut, FanOutError, StreamEvent};
 use super::{sdk_config, AwsBackend, AwsSettings, SdkClients, SqsLanes};
@@ -90,25 +89,30 @@ fn receive_count(record: &SqsMessage) -> u32 {
 /// Records to keep (re-timed retries, unreadable entries, store failures) are reported as
 /// batch item failures, so Lambda deletes only the finished ones.
 pub async fn dispatch(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
-    let work = event.records.into_iter().map(|record| async move {
+    let mut response = SqsBatchResponse::default();
+    let mut ids = Vec::new();
+    let mut deliveries = Vec::new();
+    for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let count = receive_count(&record);
         let delivery = match (record.receipt_handle, record.body) {
             (Some(receipt), Some(body)) => SqsLanes::delivery_of(receipt, &body, count),
             _ => None,
         };
-        let fate = match delivery {
-            Some(d) => herald.process_delivery(&d).await,
+        match delivery {
+            Some(d) => {
+                ids.push(id);
+                deliveries.push(d);
+            }
             None => {
                 // Poison: after maxReceiveCount it lands in the DLQ, whose alarm calls a human.
                 tracing::error!(sqs_message_id = %id, "unreadable lane entry; left for the DLQ");
-                ReceiptFate::Keep
+                response.add_failure(id);
             }
-        };
-        (id, fate)
-    });
-    let mut response = SqsBatchResponse::default();
-    for (id, fate) in join_all(work).await {
+        }
+    }
+    let fates = herald.process_batch(&deliveries).await;
+    for (id, fate) in ids.into_iter().zip(fates) {
         if fate == ReceiptFate::Keep {
             response.add_failure(id);
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
@@ -164,6 +164,67 @@ impl SqsLanes {
         Ok(())
     }
 
+    /// One more receive of this entry would send it to the DLQ although nothing is wrong with
+    /// it (throttles, back-off, early scheduled sends): it is queued afresh instead.
+    fn near_dlq(&self, delivery: &Delivery) -> bool {
+        delivery.receive_count + 1 >= self.max_receive_count
+    }
+
+    /// One ChangeMessageVisibilityBatch for up to ten of `retries` (all of one lane); the
+    /// entries SQS refused, by index.
+    async fn change_visibility(
+        &self,
+        retries: &[(Delivery, Duration)],
+        chunk: &[usize],
+    ) -> Vec<(usize, StoreError)> {
+        let all_failed = |e: StoreError| chunk.iter().map(|i| (*i, e.clone())).collect();
+        let Some(first) = chunk.first() else {
+            return Vec::new();
+        };
+        let url = match self.lane_url(retries[*first].0.lane) {
+            Ok(url) => url,
+            Err(e) => return all_failed(e),
+        };
+        let entries: Result<Vec<_>, _> = chunk
+            .iter()
+            .map(|i| {
+                let (d, delay) = &retries[*i];
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&d.receipt)
+                    .visibility_timeout(visibility_secs(*delay))
+                    .build()
+            })
+            .collect();
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(e) => return all_failed(StoreError::Unavailable(format!("sqs request: {e}"))),
+        };
+        let sent = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => out
+                .failed()
+                .iter()
+                .filter_map(|f| {
+                    let i = f.id().parse().ok()?;
+                    let e = StoreError::Unavailable(format!(
+                        "ChangeMessageVisibilityBatch: {} {}",
+                        f.code(),
+                        f.message().unwrap_or_default()
+                    ));
+                    Some((i, e))
+                })
+                .collect(),
+            Err(e) => all_failed(unavailable("ChangeMessageVisibilityBatch", e)),
+        }
+    }
+
     /// Reads one received SQS message as a delivery; `None` for a body that is not a lane entry.
     pub fn delivery_of(receipt: String, body: &str, receive_count: u32) -> Option<Delivery> {
         let r: LaneRef = serde_json::from_str(body).ok()?;
@@ -174,6 +235,7 @@ impl SqsLanes {
             lane: r.lane,
             receive_count,
             not_before: r.not_before,
+            pace: r.pace,
         })
     }
 }
@@ -253,30 +315,46 @@ impl LaneQueue for SqsLanes {
         delivery: &Delivery,
         delay: Duration,
     ) -> Result<Redelivery, StoreError> {
-        // One more receive of this entry would send it to the DLQ although nothing is wrong
-        // with it (throttles, back-off, early scheduled sends): queue it afresh instead.
-        if delivery.receive_count + 1 >= self.max_receive_count {
-            let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            self.publish(vec![LaneRef {
-                id: delivery.message_id,
-                tenant: delivery.tenant.clone(),
-                lane: delivery.lane,
-                attempt: 0,
-                not_before: Some(not_before.max(delivery.not_before.unwrap_or(not_before))),
-                correlation_id: None,
-            }])
-            .await?;
+        if self.near_dlq(delivery) {
+            self.publish(vec![afresh(delivery, delay)]).await?;
             return Ok(Redelivery::Requeued);
         }
         self.client
             .change_message_visibility()
             .queue_url(self.lane_url(delivery.lane)?)
             .receipt_handle(&delivery.receipt)
-            .visibility_timeout(delay.min(MAX_VISIBILITY).as_secs() as i32)
+            .visibility_timeout(visibility_secs(delay))
             .send()
             .await
             .map_err(|e| unavailable("ChangeMessageVisibility", e))?;
         Ok(Redelivery::SameReceipt)
+    }
+
+    /// Re-times up to ten receipts per ChangeMessageVisibilityBatch; those near the DLQ are
+    /// queued afresh together.
+    async fn retry_many(
+        &self,
+        retries: &[(Delivery, Duration)],
+    ) -> Vec<Result<Redelivery, StoreError>> {
+        let (afresh_ones, retimed): (Vec<usize>, Vec<usize>) =
+            (0..retries.len()).partition(|i| self.near_dlq(&retries[*i].0));
+        let mut out: Vec<Result<Redelivery, StoreError>> = (0..retries.len())
+            .map(|_| Ok(Redelivery::SameReceipt))
+            .collect();
+        let refs = afresh_ones
+            .iter()
+            .map(|i| afresh(&retries[*i].0, retries[*i].1));
+        let published = self.publish(refs.collect()).await;
+        for i in afresh_ones {
+            out[i] = published.clone().map(|()| Redelivery::Requeued);
+        }
+        for chunk in retimed.chunks(BATCH) {
+            let failed = self.change_visibility(retries, chunk).await;
+            for (i, e) in failed {
+                out[i] = Err(e);
+            }
+        }
+        out
     }
 
     fn stats_per_tenant(&self) -> bool {
@@ -323,9 +401,31 @@ impl LaneQueue for SqsLanes {
     }
 }
 
+/// A fresh lane entry for a receipt that must come back after `delay`.
+fn afresh(delivery: &Delivery, delay: Duration) -> LaneRef {
+    let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    LaneRef {
+        id: delivery.message_id,
+        tenant: delivery.tenant.clone(),
+        lane: delivery.lane,
+        attempt: 0,
+        not_before: Some(not_before.max(delivery.not_before.unwrap_or(not_before))),
+        correlation_id: None,
+        pace: delivery.pace.clone(),
+    }
+}
+
+/// SQS takes whole seconds: rounded to the nearest, so receipts spread over a second come back
+/// spread around it rather than all late.
+fn visibility_secs(delay: Duration) -> i32 {
+    (delay.min(MAX_VISIBILITY).as_millis() as i64 + 500).div_euclid(1000) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::limits::PaceKey;
+    use crate::domain::Channel;
 
     #[test]
     fn delays_are_capped_at_fifteen_minutes() {
@@ -354,14 +454,18 @@ mod tests {
             attempt: 0,
             not_before: None,
             correlation_id: Some("c-1".into()),
+            pace: Some(PaceKey::of(Channel::Email, "ann@googlemail.com")),
         };
         let body = serde_json::to_string(&r).unwrap();
-        assert!(body.len() < 160, "{body}");
+        assert!(body.len() < 200, "{body}");
         let d = SqsLanes::delivery_of("rh".into(), &body, 2).unwrap();
         assert_eq!(
             (d.message_id, d.lane, d.receive_count),
             (r.id, Priority::P0, 2)
         );
+        // The recipient's address stays out of the queue; its domain group travels.
+        assert!(!body.contains("ann@"), "{body}");
+        assert_eq!(d.pace.and_then(|p| p.domain).as_deref(), Some("gmail"));
         assert!(SqsLanes::delivery_of("rh".into(), "{\"poison\":true}", 1).is_none());
     }
 }

@@ -92,6 +92,26 @@ impl Default for RateLimits {
     }
 }
 
+/// What a lane entry says about the buckets its send takes from (the channel and, for email,
+/// the recipient's domain group), so a consumer can take tokens before it claims anything.
+/// The domain group is a routing fact like the channel, not the address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PaceKey {
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl PaceKey {
+    pub fn of(channel: Channel, to: &str) -> PaceKey {
+        let domain = match channel {
+            Channel::Email => to.rsplit_once('@').map(|(_, d)| domain_group(d)),
+            _ => None,
+        };
+        PaceKey { channel, domain }
+    }
+}
+
 /// One bucket a send must take a token from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketSpec {
@@ -142,6 +162,11 @@ impl RateLimits {
         channel: Channel,
         to: &str,
     ) -> Vec<BucketSpec> {
+        self.buckets_of(gateway, tenant, &PaceKey::of(channel, to))
+    }
+
+    /// As [`RateLimits::buckets_for`], from what a lane entry carries.
+    pub fn buckets_of(&self, gateway: &str, tenant: &TenantId, pace: &PaceKey) -> Vec<BucketSpec> {
         let mut buckets = Vec::with_capacity(2);
         buckets.push(BucketSpec {
             key: format!("gateway:{gateway}"),
@@ -151,25 +176,24 @@ impl RateLimits {
                 .copied()
                 .unwrap_or(Rate::UNLIMITED),
         });
-        if channel == Channel::Email {
-            if let Some((_, domain)) = to.rsplit_once('@') {
-                let group = domain_group(domain);
-                let own = self
-                    .tenants
-                    .get(tenant.as_str())
-                    .and_then(|d| d.get(&group));
-                if let Some(rate) = own {
-                    buckets.push(BucketSpec {
-                        key: format!("domain:{group}:tenant:{tenant}"),
-                        rate: *rate,
-                    });
-                } else if let Some(rate) = self.domains.get(&group) {
-                    buckets.push(BucketSpec {
-                        key: format!("domain:{group}"),
-                        rate: *rate,
-                    });
-                }
-            }
+        let Some(group) = pace
+            .domain
+            .as_ref()
+            .filter(|_| pace.channel == Channel::Email)
+        else {
+            return buckets;
+        };
+        let own = self.tenants.get(tenant.as_str()).and_then(|d| d.get(group));
+        if let Some(rate) = own {
+            buckets.push(BucketSpec {
+                key: format!("domain:{group}:tenant:{tenant}"),
+                rate: *rate,
+            });
+        } else if let Some(rate) = self.domains.get(group) {
+            buckets.push(BucketSpec {
+                key: format!("domain:{group}"),
+                rate: *rate,
+            });
         }
         buckets
     }

@@ -74,7 +74,12 @@ impl Herald {
     /// (the Lambda lane consumer): claim, hand-off, record. `Keep` leaves the receipt to come
     /// back (re-timed, or after its visibility timeout if even that failed).
     pub async fn process_delivery(&self, d: &Delivery) -> ReceiptFate {
-        let (disposition, outcome) = self.dispatch(d).await;
+        self.process_paced(d, None).await
+    }
+
+    /// As [`Herald::process_delivery`], with this gateway's tokens already taken.
+    pub(super) async fn process_paced(&self, d: &Delivery, paced: Option<&str>) -> ReceiptFate {
+        let (disposition, outcome) = self.dispatch(d, paced).await;
         if let Some(t) = outcome {
             if !self.record(t).await {
                 // The claim's lease runs out and a redelivery hands it over again: at least once.
@@ -104,7 +109,11 @@ impl Herald {
 
     /// Claims this delivery's message and hands it off. Returns what to do with the receipt and,
     /// for a final outcome, the transition to record.
-    async fn dispatch(&self, d: &Delivery) -> (Disposition, Option<Transition>) {
+    async fn dispatch(
+        &self,
+        d: &Delivery,
+        paced: Option<&str>,
+    ) -> (Disposition, Option<Transition>) {
         let now = Utc::now();
         if let Some(early) = early(d, now) {
             return (early, None);
@@ -124,7 +133,7 @@ impl Herald {
         if let Some(stop) = self.stopped_by_suppression(&claimed).await {
             return stop;
         }
-        self.hand_off(*claimed).instrument(span).await
+        self.hand_off(*claimed, paced).instrument(span).await
     }
 
     /// Takes the gateway's and the recipient domain's tokens; without them the message is
@@ -181,8 +190,13 @@ impl Herald {
     }
 
     /// Calls the gateway. Retries are recorded at once (the receipt is re-timed right after);
-    /// final outcomes are returned to be settled with the worker's next claim.
-    pub(super) async fn hand_off(&self, m: Message) -> (Disposition, Option<Transition>) {
+    /// final outcomes are returned to be settled with the worker's next claim. `paced` names
+    /// the gateway whose tokens were taken before the claim.
+    pub(super) async fn hand_off(
+        &self,
+        m: Message,
+        paced: Option<&str>,
+    ) -> (Disposition, Option<Transition>) {
         let statuses = self.gateway_statuses().await;
         let Some(chosen) = self.gateways.route(m.channel, &statuses) else {
             let mut t = self.outcome(&m, MessageStatus::Failed);
@@ -191,8 +205,10 @@ impl Herald {
         };
         let gateway = chosen.gateway.clone();
         let reason = chosen.reason.clone();
-        if let Some(wait) = self.pace(&m, gateway.name()).await {
-            return wait;
+        if paced != Some(gateway.name()) {
+            if let Some(wait) = self.pace(&m, gateway.name()).await {
+                return wait;
+            }
         }
         let options = &m.options;
         let outbound = OutboundMessage {

@@ -105,7 +105,7 @@ impl Herald {
                     self.priority_gate.yield_to_priority_lanes().await;
                 }
                 let span = info_span!("dispatch", id = %m.id, correlation_id = %m.correlation_id, attempt = m.attempts);
-                (d, self.hand_off(m).instrument(span).await)
+                (d, self.hand_off(m, None).instrument(span).await)
             });
             for (d, (disposition, outcome)) in futures::future::join_all(sends).await {
                 batch.outcomes.extend(outcome);

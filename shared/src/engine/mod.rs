@@ -2,6 +2,7 @@
 //! ports only, so the embedded and AWS backends run the same logic.
 
 pub mod accept;
+mod consumer;
 pub mod dispatch;
 pub mod drain;
 mod gate;

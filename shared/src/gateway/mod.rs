@@ -146,6 +146,23 @@ impl GatewayRegistry {
         })
     }
 
+    /// The gateway a send on `channel` will most likely take, without taking a probe's turn:
+    /// whose tokens a consumer takes before it claims. The first closed breaker, else the
+    /// primary (a probe or an all-down route is paced again once routed).
+    pub fn likely_gateway(
+        &self,
+        channel: Channel,
+        statuses: &HashMap<String, GatewayStatus>,
+    ) -> Option<&str> {
+        let candidates = self.by_channel.get(&channel)?;
+        let closed = candidates.iter().find(|g| {
+            statuses
+                .get(g.name())
+                .is_none_or(|s| s.breaker == Breaker::Closed)
+        });
+        closed.or(candidates.first()).map(|g| g.name())
+    }
+
     fn probe_due(&self, gateway: &str) -> bool {
         let mut last = self.last_probe.lock();
         let due = last

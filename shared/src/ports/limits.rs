@@ -28,6 +28,22 @@ pub trait RateLimiter: Send + Sync + 'static {
         lane: Priority,
         bulk_share: f64,
     ) -> Result<Grant, StoreError>;
+    /// Tokens for `n` sends at once (a consumer's batch, before it claims any): one grant per
+    /// send, in order. Those without a token are given turns at the buckets' pace, so they come
+    /// back when a token will be there rather than all at once.
+    async fn acquire_many(
+        &self,
+        buckets: &[BucketSpec],
+        lane: Priority,
+        bulk_share: f64,
+        n: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let mut grants = Vec::with_capacity(n);
+        for _ in 0..n {
+            grants.push(self.acquire(buckets, lane, bulk_share).await?);
+        }
+        Ok(grants)
+    }
     /// Stops a bucket until `until` (a provider's Retry-After).
     async fn pause(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
 }

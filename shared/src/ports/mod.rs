@@ -22,7 +22,7 @@ pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
 
 /// A backend failure. Domain outcomes (not found, CAS lost) are values, not errors.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),

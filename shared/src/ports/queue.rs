@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::StoreError;
+use crate::domain::limits::PaceKey;
 use crate::domain::{MessageId, Priority, TenantId};
 
 /// One receipt of a queued message, SQS style: it stays invisible to other consumers until
@@ -21,6 +22,8 @@ pub struct Delivery {
     pub receive_count: u32,
     /// A scheduled send that the queue may deliver early (SQS delays at most 15 minutes).
     pub not_before: Option<DateTime<Utc>>,
+    /// The buckets its send takes from, where the entry says (tokens before the claim).
+    pub pace: Option<PaceKey>,
 }
 
 /// What `retry_after` did with a receipt.
@@ -45,6 +48,8 @@ pub struct LaneRef {
     pub not_before: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceKey>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -81,6 +86,18 @@ pub trait LaneQueue: Send + Sync + 'static {
         delivery: &Delivery,
         delay: Duration,
     ) -> Result<Redelivery, StoreError>;
+    /// `retry_after` for many receipts of one lane at once (SQS: one request per ten). One
+    /// answer per delivery, in order.
+    async fn retry_many(
+        &self,
+        retries: &[(Delivery, Duration)],
+    ) -> Vec<Result<Redelivery, StoreError>> {
+        let mut out = Vec::with_capacity(retries.len());
+        for (d, delay) in retries {
+            out.push(self.retry_after(d, *delay).await);
+        }
+        out
+    }
     /// Per lane; with `tenant`, only that tenant's messages where the backend can tell them
     /// apart (see [`LaneQueue::stats_per_tenant`]), else every tenant's together.
     async fn stats(

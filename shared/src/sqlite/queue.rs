@@ -51,6 +51,8 @@ impl LaneQueue for SqliteBackend {
                         receive_count: count,
                         // A row is received only once due: `visible_at` holds the schedule.
                         not_before: None,
+                        // Embedded pacing is in process, after the batch claim.
+                        pace: None,
                     });
                 }
                 Ok(out)

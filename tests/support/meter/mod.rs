@@ -3,7 +3,7 @@
 //! `units`). tests/aws_cost.rs holds the scenarios and the budgets.
 
 mod dynamo;
-mod peek;
+pub mod peek;
 pub mod units;
 
 use std::collections::{BTreeMap, HashMap};

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::Read;
 use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
+use crate::domain::limits::PaceKey;
 use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 
@@ -346,6 +347,7 @@ impl DynamoStore {
                 attempt: 0,
                 not_before: m.send_at,
                 correlation_id: Some(m.correlation_id.clone()),
+                pace: Some(PaceKey::of(m.channel, &m.to)),
             })
             .collect();
         self.lanes.publish(refs).await?;

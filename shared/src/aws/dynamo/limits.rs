@@ -16,7 +16,7 @@ use crate::domain::limits::BucketSpec;
 use crate::domain::Priority;
 use crate::ports::{Grant, RateLimiter, StoreError};
 
-const SLICE_MS: i64 = 1000;
+pub(super) const SLICE_MS: i64 = 1000;
 /// How long an instance trusts what it read about a pause.
 const PAUSE_CACHE: Duration = Duration::from_secs(1);
 
@@ -52,6 +52,22 @@ impl DynamoStore {
         Ok(until)
     }
 
+    /// How long the longest pause among `buckets` still runs, if any does.
+    async fn pause_of(
+        &self,
+        table: &str,
+        buckets: &[BucketSpec],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut pause = Duration::ZERO;
+        for b in buckets {
+            if let Some(until) = self.paused_until(table, &b.key).await?.filter(|u| *u > now) {
+                pause = pause.max((until - now).to_std().unwrap_or_default());
+            }
+        }
+        Ok((!pause.is_zero()).then_some(pause))
+    }
+
     /// Takes one token from this slice's counter; false when the slice is used up.
     async fn take(
         &self,
@@ -80,9 +96,9 @@ impl DynamoStore {
         }
     }
 
-    /// Gives back tokens taken from other buckets when one bucket said no.
-    async fn give_back(&self, table: &str, pks: &[String]) {
-        for pk in pks {
+    /// Gives back tokens taken from other buckets when one bucket gave fewer: (slice, count).
+    pub(super) async fn give_back(&self, table: &str, taken: &[(String, i64)]) {
+        for (pk, count) in taken.iter().filter(|(_, c)| *c > 0) {
             let result = self
                 .client
                 .update_item()
@@ -90,7 +106,7 @@ impl DynamoStore {
                 .key("pk", s(pk))
                 .update_expression("ADD #n :minus")
                 .expression_attribute_names("#n", "n")
-                .expression_attribute_values(":minus", n(-1))
+                .expression_attribute_values(":minus", n(-count))
                 .send()
                 .await;
             if let Err(e) = result {
@@ -110,13 +126,7 @@ impl RateLimiter for DynamoStore {
     ) -> Result<Grant, StoreError> {
         let table = self.rate_limits_table()?;
         let now = Utc::now();
-        let mut pause = Duration::ZERO;
-        for b in buckets {
-            if let Some(until) = self.paused_until(table, &b.key).await?.filter(|u| *u > now) {
-                pause = pause.max((until - now).to_std().unwrap_or_default());
-            }
-        }
-        if !pause.is_zero() {
+        if let Some(pause) = self.pause_of(table, buckets, now).await? {
             return Ok(Grant::Wait(pause));
         }
         let now_ms = ms(now);
@@ -124,12 +134,10 @@ impl RateLimiter for DynamoStore {
         let slice_end = (slice + 1) * SLICE_MS;
         let mut taken = Vec::new();
         for b in buckets.iter().filter(|b| !b.rate.is_unlimited()) {
-            let per_slice = b.rate.per_second * SLICE_MS as f64 / 1000.0;
-            let share = if lane.is_bulk() { bulk_share } else { 1.0 };
-            let limit = ((per_slice * share).floor() as i64).max(1);
+            let limit = slice_limit(b, lane, bulk_share);
             let pk = format!("slice#{}#{slice}", b.key);
             if self.take(table, &pk, limit, slice_end).await? {
-                taken.push(pk);
+                taken.push((pk, 1));
                 continue;
             }
             self.give_back(table, &taken).await;
@@ -139,6 +147,22 @@ impl RateLimiter for DynamoStore {
             return Ok(Grant::Wait(Duration::from_millis(wait)));
         }
         Ok(Grant::Go)
+    }
+
+    async fn acquire_many(
+        &self,
+        buckets: &[BucketSpec],
+        lane: Priority,
+        bulk_share: f64,
+        want: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let table = self.rate_limits_table()?;
+        let now = Utc::now();
+        if let Some(pause) = self.pause_of(table, buckets, now).await? {
+            return Ok(spread_over_a_slice(pause, want));
+        }
+        self.take_for_batch(table, buckets, lane, bulk_share, want, now)
+            .await
     }
 
     async fn pause(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
@@ -166,4 +190,19 @@ impl RateLimiter for DynamoStore {
             .insert(key.to_owned(), (Instant::now(), Some(until)));
         Ok(())
     }
+}
+
+/// A bucket's tokens per slice for `lane`: the bulk lanes get their share of it.
+pub(super) fn slice_limit(b: &BucketSpec, lane: Priority, bulk_share: f64) -> i64 {
+    let per_slice = b.rate.per_second * SLICE_MS as f64 / 1000.0;
+    let share = if lane.is_bulk() { bulk_share } else { 1.0 };
+    ((per_slice * share).floor() as i64).max(1)
+}
+
+/// Paused receipts come back after the pause, spread over a slice rather than at once.
+fn spread_over_a_slice(pause: Duration, count: usize) -> Vec<Grant> {
+    let mut rng = rand::thread_rng();
+    (0..count)
+        .map(|_| Grant::Wait(pause + Duration::from_millis(rng.gen_range(0..SLICE_MS as u64))))
+        .collect()
 }

@@ -17,6 +17,7 @@ use super::{
     build_error, cancelled_by_condition, condition_failed, epoch_seconds, unavailable, DynamoStore,
     IDEMPOTENCY_TTL,
 };
+use crate::domain::limits::PaceKey;
 use crate::domain::{
     DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
 };
@@ -47,6 +48,7 @@ fn lane_ref(m: &NewMessage) -> LaneRef {
         attempt: 0,
         not_before: m.send_at,
         correlation_id: Some(m.correlation_id.clone()),
+        pace: Some(PaceKey::of(m.channel, &m.to)),
     }
 }
 
@@ -636,6 +638,7 @@ impl MessageStore for DynamoStore {
                     lane: m.priority,
                     attempt: 0,
                     not_before: None,
+                    pace: Some(PaceKey::of(m.channel, &m.to)),
                     correlation_id: Some(m.correlation_id),
                 });
                 redriven.push(id);

@@ -13,6 +13,7 @@ mod limits;
 mod messages;
 mod parked;
 mod suppressions;
+mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;
