@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use herald_tests::aws::{ses_sent, AwsApi as Api, Stack};
+use herald_tests::aws::{endpoint, ses_sent, AwsApi as Api, Stack};
+use herald_tests::meter::peek;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::aws::lambda;
-use shared::domain::{MessageId, Priority};
-use shared::ports::{Delivery, LaneQueue, LaneRef, Redelivery};
+use shared::domain::{EventKind, MessageId, MessageStatus, Priority};
+use shared::ports::{Delivery, LaneQueue, LaneRef, Redelivery, TransitionOutcome};
 
 fn events_of(view: &Value) -> Vec<&str> {
     view["events"]
@@ -312,4 +313,56 @@ async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
     let prefix = key.split('_').nth(1).unwrap().to_owned();
     keys(&["revoke", &prefix]);
     assert_eq!(stats_with(key).await, StatusCode::UNAUTHORIZED);
+}
+
+/// However often a message is noted, retried or opened, its item stays small: past 64 events
+/// a write counts its event (`events_dropped`) instead of storing it, and still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_timeline_counts_further_events_instead_of_storing_them() {
+    const MAX_EVENTS: usize = 64;
+    let api = Api::start().await;
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P1", "to": "ann@example.com",
+                      "subject": "Hello", "body": "A short note" }),
+        )
+        .await;
+    let message = MessageId::parse(&id).unwrap();
+    let store = &api.herald.store;
+    for i in 1..MAX_EVENTS {
+        let noted = store
+            .annotate(
+                message,
+                EventKind::DeliveryDelayed,
+                chrono::Utc::now(),
+                json!({ "note": i }),
+                &[MessageStatus::Queued],
+            )
+            .await
+            .unwrap();
+        assert_eq!(noted, TransitionOutcome::Applied);
+    }
+    // The claim and the outcome still apply; their events are counted.
+    assert!(api.drain(Priority::P1).await.is_empty());
+    let view = api.view(&id).await;
+    assert_eq!(view["status"], "sent", "{view:#}");
+    assert_eq!(view["events"].as_array().unwrap().len(), MAX_EVENTS);
+    let late = store
+        .annotate(
+            message,
+            EventKind::Status(MessageStatus::Delivered),
+            chrono::Utc::now(),
+            Value::Null,
+            &[MessageStatus::Sent],
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, TransitionOutcome::Applied);
+    let table = api.stack.settings.tables.messages.clone().unwrap();
+    let item = peek::get_item(&endpoint(), &table, &json!({ "id": { "S": id } })).unwrap();
+    assert_eq!(
+        item["events_dropped"],
+        json!({ "N": "3" }),
+        "sending, sent, delivered"
+    );
 }

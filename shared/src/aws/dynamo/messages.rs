@@ -13,6 +13,7 @@ use super::item::{
     event_value, events_from_item, get_s, message_from_item, ms, n, new_message_item, opt_n, opt_s,
     provider_key, s, status_of, Item,
 };
+use super::timeline::{join_update, timeline_full, Timeline};
 use super::{
     build_error, cancelled_by_condition, condition_failed, epoch_seconds, unavailable, DynamoStore,
     IDEMPOTENCY_TTL,
@@ -147,29 +148,58 @@ impl DynamoStore {
         }
     }
 
-    /// One conditional update: the state change, its event, and the indexes' attributes.
+    /// One conditional update: the state change, its event, and the indexes' attributes. A
+    /// full timeline takes a second update that counts the event instead.
     async fn apply(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let id = t.id.to_string();
+        if self.apply_once(t, &id, Timeline::Append).await? {
+            return Ok(TransitionOutcome::Applied);
+        }
+        let Some(mut item) = self.get_item(&id).await? else {
+            return Ok(TransitionOutcome::NotFound);
+        };
+        if timeline_full(&item) {
+            if self.apply_once(t, &id, Timeline::Count).await? {
+                return Ok(TransitionOutcome::Applied);
+            }
+            let Some(now) = self.get_item(&id).await? else {
+                return Ok(TransitionOutcome::NotFound);
+            };
+            item = now;
+        }
+        let owner = get_s(&item, "tenant")?;
+        if t.tenant.as_ref().is_some_and(|x| x.as_str() != owner) {
+            return Ok(TransitionOutcome::NotFound);
+        }
+        Ok(TransitionOutcome::Conflict {
+            current: status_of(&item)?,
+        })
+    }
+
+    /// The transition's update; false when its condition refused it.
+    async fn apply_once(
+        &self,
+        t: &Transition,
+        id: &str,
+        timeline: Timeline,
+    ) -> Result<bool, StoreError> {
         let names = HashMap::from([("#st".to_owned(), "status".to_owned())]);
         let mut values: HashMap<String, AttributeValue> = HashMap::new();
-        let mut set = vec![
-            "#st = :to".to_owned(),
-            "updated_at = :at".to_owned(),
-            "events = list_append(events, :ev)".to_owned(),
-        ];
+        let mut set = vec!["#st = :to".to_owned(), "updated_at = :at".to_owned()];
         let mut remove = vec!["lease_until".to_owned()];
         values.insert(":to".into(), s(t.to.as_str()));
         values.insert(":at".into(), n(ms(t.at)));
-        values.insert(
-            ":ev".into(),
-            AttributeValue::L(vec![event_value(t.to.into(), t.at, &t.detail)]),
-        );
+        let (event_clause, event_condition) = timeline.clauses();
+        timeline.values(event_value(t.to.into(), t.at, &t.detail), &mut values);
         let sources = MessageStatus::sources_of(t.to);
         let placeholders: Vec<String> = (0..sources.len()).map(|i| format!(":src{i}")).collect();
         for (p, st) in placeholders.iter().zip(sources) {
             values.insert(p.clone(), s(st.as_str()));
         }
-        let mut condition = vec![format!("#st IN ({})", placeholders.join(", "))];
+        let mut condition = vec![
+            format!("#st IN ({})", placeholders.join(", ")),
+            event_condition.to_owned(),
+        ];
         if let Some(tenant) = &t.tenant {
             condition.push("tenant = :tenant".into());
             values.insert(":tenant".into(), s(tenant.as_str()));
@@ -221,12 +251,12 @@ impl DynamoStore {
                 Utc::now() + chrono::Duration::from_std(self.retention).unwrap_or_default();
             values.insert(":exp".into(), n(epoch_seconds(expires)));
         }
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let update = join_update(event_clause, &set, &remove);
         let result = self
             .client
             .update_item()
             .table_name(self.messages_table()?)
-            .key("id", s(&id))
+            .key("id", s(id))
             .update_expression(update)
             .condition_expression(condition.join(" AND "))
             .set_expression_attribute_names(Some(names))
@@ -234,19 +264,45 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(TransitionOutcome::Applied),
-            Err(e) if condition_failed(&e) => {
-                let Some(item) = self.get_item(&id).await? else {
-                    return Ok(TransitionOutcome::NotFound);
-                };
-                let owner = get_s(&item, "tenant")?;
-                if t.tenant.as_ref().is_some_and(|x| x.as_str() != owner) {
-                    return Ok(TransitionOutcome::NotFound);
-                }
-                Ok(TransitionOutcome::Conflict {
-                    current: status_of(&item)?,
-                })
-            }
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    /// Adds (or counts) one event while the message is in one of `while_in`; false when
+    /// refused.
+    async fn annotate_once(
+        &self,
+        id: &str,
+        event: &AttributeValue,
+        while_in: &[MessageStatus],
+        timeline: Timeline,
+    ) -> Result<bool, StoreError> {
+        let mut values: HashMap<String, AttributeValue> = HashMap::new();
+        timeline.values(event.clone(), &mut values);
+        let placeholders: Vec<String> = (0..while_in.len()).map(|i| format!(":st{i}")).collect();
+        for (p, st) in placeholders.iter().zip(while_in) {
+            values.insert(p.clone(), s(st.as_str()));
+        }
+        let (event_clause, event_condition) = timeline.clauses();
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(id))
+            .update_expression(event_clause)
+            .condition_expression(format!(
+                "#st IN ({}) AND {event_condition}",
+                placeholders.join(", ")
+            ))
+            .expression_attribute_names("#st", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
     }
@@ -260,22 +316,35 @@ impl DynamoStore {
         attempts: u32,
         now: DateTime<Utc>,
         lease: Duration,
+        timeline: Timeline,
     ) -> Result<Result<Item, Option<Item>>, StoreError> {
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let (event_clause, event_condition) = timeline.clauses();
+        let mut values = HashMap::new();
+        let event = event_value(
+            MessageStatus::Sending.into(),
+            now,
+            &json!({ "attempt": attempts + 1 }),
+        );
+        timeline.values(event, &mut values);
+        let set = [
+            "#st = :sending".to_owned(),
+            "attempts = :next".to_owned(),
+            "lease_until = :lease".to_owned(),
+            "updated_at = :now".to_owned(),
+        ];
         let result = self
             .client
             .update_item()
             .table_name(self.messages_table()?)
             .key("id", s(id))
-            .update_expression(
-                "SET #st = :sending, attempts = :next, lease_until = :lease, updated_at = :now, \
-                 events = list_append(events, :ev)",
-            )
+            .update_expression(join_update(event_clause, &set, &[]))
             // Queued or deferred; or sending under a crashed holder's claim whose lease ran out.
-            .condition_expression(
+            .condition_expression(format!(
                 "attempts = :attempts AND (#st IN (:queued, :deferred) OR (#st = :sending AND \
-                 (attribute_not_exists(lease_until) OR lease_until <= :now)))",
-            )
+                 (attribute_not_exists(lease_until) OR lease_until <= :now))) AND {event_condition}"
+            ))
+            .set_expression_attribute_values(Some(values))
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":queued", s(MessageStatus::Queued.as_str()))
             .expression_attribute_values(":deferred", s(MessageStatus::Deferred.as_str()))
@@ -284,14 +353,6 @@ impl DynamoStore {
             .expression_attribute_values(":next", n(attempts + 1))
             .expression_attribute_values(":lease", n(ms(lease_until)))
             .expression_attribute_values(":now", n(ms(now)))
-            .expression_attribute_values(
-                ":ev",
-                AttributeValue::L(vec![event_value(
-                    MessageStatus::Sending.into(),
-                    now,
-                    &json!({ "attempt": attempts + 1 }),
-                )]),
-            )
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
@@ -446,8 +507,9 @@ impl MessageStore for DynamoStore {
         // Most claims are first attempts; a refusal says how many there were.
         let mut attempts = 0;
         let mut current = None;
+        let mut timeline = Timeline::Append;
         for _ in 0..CLAIM_TRIES {
-            match self.claim_once(&id, attempts, now, lease).await? {
+            match self.claim_once(&id, attempts, now, lease, timeline).await? {
                 Ok(before) => {
                     let mut claimed = message_from_item(&before)?;
                     claimed.status = MessageStatus::Sending;
@@ -461,10 +523,14 @@ impl MessageStore for DynamoStore {
                     let lease_until: Option<i64> = opt_n(&item, "lease_until")?;
                     let seen: u32 = super::item::get_n(&item, "attempts")?;
                     current = Some((status, lease_until));
-                    if !claimable(status, lease_until, now_ms) || seen == attempts {
+                    let full = timeline_full(&item) && timeline == Timeline::Append;
+                    if !claimable(status, lease_until, now_ms) || (seen == attempts && !full) {
                         break;
                     }
                     attempts = seen;
+                    if full {
+                        timeline = Timeline::Count;
+                    }
                 }
             }
         }
@@ -514,35 +580,23 @@ impl MessageStore for DynamoStore {
         while_in: &'static [MessageStatus],
     ) -> Result<TransitionOutcome, StoreError> {
         let id = id.to_string();
-        let mut values: HashMap<String, AttributeValue> = HashMap::from([(
-            ":ev".to_owned(),
-            AttributeValue::L(vec![event_value(kind, at, &detail)]),
-        )]);
-        let placeholders: Vec<String> = (0..while_in.len()).map(|i| format!(":st{i}")).collect();
-        for (p, st) in placeholders.iter().zip(while_in) {
-            values.insert(p.clone(), s(st.as_str()));
+        let event = event_value(kind, at, &detail);
+        let mut item = None;
+        for timeline in [Timeline::Append, Timeline::Count] {
+            if timeline == Timeline::Count && !item.as_ref().is_some_and(timeline_full) {
+                break;
+            }
+            if self.annotate_once(&id, &event, while_in, timeline).await? {
+                return Ok(TransitionOutcome::Applied);
+            }
+            item = self.get_item(&id).await?;
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.messages_table()?)
-            .key("id", s(&id))
-            .update_expression("SET events = list_append(events, :ev)")
-            .condition_expression(format!("#st IN ({})", placeholders.join(", ")))
-            .expression_attribute_names("#st", "status")
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(TransitionOutcome::Applied),
-            Err(e) if condition_failed(&e) => Ok(match self.get_item(&id).await? {
-                Some(item) => TransitionOutcome::Conflict {
-                    current: status_of(&item)?,
-                },
-                None => TransitionOutcome::NotFound,
-            }),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        Ok(match item {
+            Some(item) => TransitionOutcome::Conflict {
+                current: status_of(&item)?,
+            },
+            None => TransitionOutcome::NotFound,
+        })
     }
 
     async fn find_by_provider_ids(

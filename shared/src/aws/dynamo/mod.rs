@@ -13,6 +13,7 @@ mod limits;
 mod messages;
 mod parked;
 mod suppressions;
+mod timeline;
 mod turns;
 
 use std::sync::Arc;
