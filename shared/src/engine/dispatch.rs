@@ -329,6 +329,7 @@ impl Herald {
         let mut t = self.outcome(m, MessageStatus::Deferred);
         t.attempts = AttemptChange::GiveBack;
         t.detail = detail;
+        t.hold = true;
         t
     }
 

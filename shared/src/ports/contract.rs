@@ -175,14 +175,35 @@ pub async fn outcomes_need_the_current_attempt<S: MessageStore>(store: &S) {
         "a throttle hands the attempt back"
     );
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            MessageStatus::Queued,
-            MessageStatus::Sending,
-            MessageStatus::Deferred
-        ]
-    );
+    let tried = [
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Deferred,
+    ];
+    assert_eq!(kinds, tried);
+
+    // A hold (a throttle before the send) leaves no trace on the timeline, however many.
+    for _ in 0..3 {
+        let ClaimOutcome::Claimed(m) = store
+            .claim(id, Priority::P4, Utc::now(), LEASE)
+            .await
+            .unwrap()
+        else {
+            panic!("claim")
+        };
+        let mut held = Transition::new(id, MessageStatus::Deferred, Utc::now());
+        held.attempt = Some(m.attempts);
+        held.attempts = AttemptChange::GiveBack;
+        held.hold = true;
+        assert_eq!(
+            store.transition(vec![held]).await.unwrap(),
+            [TransitionOutcome::Applied]
+        );
+    }
+    let (m, events) = store.get(&t, id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (MessageStatus::Deferred, 0));
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, tried, "holds leave the timeline as it was");
 }
 
 pub async fn cancel_and_claim_race_has_one_winner<S: MessageStore>(store: &S) {
@@ -292,6 +313,23 @@ pub async fn batches_claim_and_settle_message_by_message<S: MessageStore>(store:
         .await
         .unwrap();
     assert_eq!(found, [Some(ids[3])]);
+
+    // A hold in a batch takes back its claim's event; the others keep theirs.
+    let mut held = Transition::new(ids[4], MessageStatus::Deferred, Utc::now());
+    held.attempt = Some(attempt(4));
+    held.attempts = AttemptChange::GiveBack;
+    held.hold = true;
+    let delivered = Transition::new(ids[3], MessageStatus::Delivered, Utc::now());
+    assert_eq!(
+        store.transition(vec![held, delivered]).await.unwrap(),
+        [TransitionOutcome::Applied, TransitionOutcome::Applied]
+    );
+    let (m4, events) = store.get(&t, ids[4]).await.unwrap().unwrap();
+    assert_eq!(m4.status, MessageStatus::Deferred);
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [MessageStatus::Queued]);
+    let (_, events) = store.get(&t, ids[3]).await.unwrap().unwrap();
+    assert_eq!(events.len(), 4, "queued, sending, sent, delivered");
 }
 
 pub async fn tenants_are_isolated<S: MessageStore>(store: &S) {

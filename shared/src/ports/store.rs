@@ -64,6 +64,10 @@ pub struct Transition {
     pub last_error: Option<String>,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
+    /// A hold, not a try (a throttle, a shutdown, an unreadable suppression list): the message
+    /// goes back with no event of its own, and the claim's `sending` event is taken back, so
+    /// holds leave its timeline as it was however often they come.
+    pub hold: bool,
 }
 
 impl Transition {
@@ -80,6 +84,7 @@ impl Transition {
             last_error: None,
             detail: serde_json::Value::Null,
             at,
+            hold: false,
         }
     }
 }

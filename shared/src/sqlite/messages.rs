@@ -128,7 +128,10 @@ pub(super) fn apply_transition(
         sources(t.to),
     ])?;
     if changed == 1 {
-        insert_event(conn, id, t.to.into(), at, p.detail.as_deref())?;
+        match t.hold {
+            true => super::sets::take_back_claims(conn, &[id.as_str()])?,
+            false => insert_event(conn, id, t.to.into(), at, p.detail.as_deref())?,
+        }
         return Ok(TransitionOutcome::Applied);
     }
     let current: Option<(String, String)> = conn

@@ -241,7 +241,16 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
             applied.insert(id?);
         }
     }
-    let mut events = run.iter().filter(|p| applied.contains(&p.id)).peekable();
+    let held: Vec<&str> = run
+        .iter()
+        .filter(|p| p.t.hold && applied.contains(&p.id))
+        .map(|p| p.id.as_str())
+        .collect();
+    take_back_claims(conn, &held)?;
+    let mut events = run
+        .iter()
+        .filter(|p| !p.t.hold && applied.contains(&p.id))
+        .peekable();
     if events.peek().is_some() {
         let rows: Vec<String> = events
             .map(|p| format!("[\"{}\",{}{}", p.id, next_event_seq(), p.event_tail))
@@ -255,6 +264,21 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
             false => refused(conn, p),
         })
         .collect()
+}
+
+/// Held messages go back without a trace: each one's last event, its claim's `sending`, is
+/// deleted (one statement for the batch).
+pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "DELETE FROM events WHERE kind = 'sending' AND (message_id, seq) IN \
+         (SELECT message_id, MAX(seq) FROM events \
+          WHERE message_id IN (SELECT value FROM json_each(?1)) GROUP BY message_id)",
+    )?
+    .execute([json!(ids).to_string()])?;
+    Ok(())
 }
 
 /// Why a transition did not apply: the message moved on, or it is not the caller's.

@@ -152,6 +152,9 @@ impl DynamoStore {
     /// full timeline takes a second update that counts the event instead.
     async fn apply(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let id = t.id.to_string();
+        if t.hold {
+            return self.hold(t, &id).await;
+        }
         if self.apply_once(t, &id, Timeline::Append).await? {
             return Ok(TransitionOutcome::Applied);
         }
@@ -173,6 +176,24 @@ impl DynamoStore {
         }
         Ok(TransitionOutcome::Conflict {
             current: status_of(&item)?,
+        })
+    }
+
+    /// A hold goes back without an event and takes back its claim's: a read to find that
+    /// event's index, then the update (holds are rare: throttles are paced before the claim).
+    async fn hold(&self, t: &Transition, id: &str) -> Result<TransitionOutcome, StoreError> {
+        let Some(item) = self.get_item(id).await? else {
+            return Ok(TransitionOutcome::NotFound);
+        };
+        if self.apply_once(t, id, Timeline::take_back(&item)).await? {
+            return Ok(TransitionOutcome::Applied);
+        }
+        let item = self.get_item(id).await?;
+        Ok(match item {
+            Some(item) => TransitionOutcome::Conflict {
+                current: status_of(&item)?,
+            },
+            None => TransitionOutcome::NotFound,
         })
     }
 
@@ -198,7 +219,7 @@ impl DynamoStore {
         }
         let mut condition = vec![
             format!("#st IN ({})", placeholders.join(", ")),
-            event_condition.to_owned(),
+            event_condition,
         ];
         if let Some(tenant) = &t.tenant {
             condition.push("tenant = :tenant".into());
@@ -251,7 +272,7 @@ impl DynamoStore {
                 Utc::now() + chrono::Duration::from_std(self.retention).unwrap_or_default();
             values.insert(":exp".into(), n(epoch_seconds(expires)));
         }
-        let update = join_update(event_clause, &set, &remove);
+        let update = join_update(&event_clause, &set, &remove);
         let result = self
             .client
             .update_item()
@@ -291,7 +312,7 @@ impl DynamoStore {
             .update_item()
             .table_name(self.messages_table()?)
             .key("id", s(id))
-            .update_expression(event_clause)
+            .update_expression(&event_clause)
             .condition_expression(format!(
                 "#st IN ({}) AND {event_condition}",
                 placeholders.join(", ")
@@ -338,7 +359,7 @@ impl DynamoStore {
             .update_item()
             .table_name(self.messages_table()?)
             .key("id", s(id))
-            .update_expression(join_update(event_clause, &set, &[]))
+            .update_expression(join_update(&event_clause, &set, &[]))
             // Queued or deferred; or sending under a crashed holder's claim whose lease ran out.
             .condition_expression(format!(
                 "attempts = :attempts AND (#st IN (:queued, :deferred) OR (#st = :sending AND \
