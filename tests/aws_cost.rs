@@ -120,10 +120,16 @@ fn ses_event_delivered(meter: &Meter) {
 /// One email from accept to `delivered` (an SES delivery event through the `suppression`
 /// function): what it asked of AWS, the test's own looks left out.
 async fn one_send(api: &AwsApi, meter: &Meter, to: &str) -> Usage {
+    one_email(api, meter, to, "123456", 4).await
+}
+
+/// As [`one_send`], with this body; the stream carries `changes` (the item's four states, and
+/// a content item kept apart).
+async fn one_email(api: &AwsApi, meter: &Meter, to: &str, body: &str, changes: usize) -> Usage {
     let started = Instant::now();
     let id = api
         .send(json!({ "channel": "email", "priority": "P1", "to": to,
-                      "subject": "Your code", "body": "123456" }))
+                      "subject": "Your code", "body": body }))
         .await;
     let accepted = started.elapsed();
     let started = Instant::now();
@@ -153,11 +159,7 @@ async fn one_send(api: &AwsApi, meter: &Meter, to: &str) -> Usage {
     usage.merge(meter.take());
     assert_eq!(api.view(&id).await["status"], "delivered");
     meter.take();
-    assert_eq!(
-        api.count_changes().await,
-        4,
-        "queued, sending, sent, delivered"
-    );
+    assert_eq!(api.count_changes().await, changes, "the stream's changes");
     usage.merge(meter.take());
     usage
 }
@@ -190,6 +192,40 @@ async fn a_single_send_from_accept_to_delivered_stays_in_budget() {
         Budget {
             wru: 5.0,
             rru: 4.0,
+            sqs: 3.0,
+        },
+    );
+}
+
+/// A 20 KB email: its content is written once, apart from the status item, so each status
+/// change costs what a small message's does (inline, each would cost 20 write units).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_email_is_written_once_and_stays_in_budget() {
+    let meter = Meter::new(&endpoint());
+    let api = AwsApi::start_metered(&meter).await;
+    one_send(&api, &meter, "warm-up@example.com").await;
+    meter.take();
+    let body = "All the news that fits. ".repeat(20 * 1024 / 24);
+    let usage = one_email(&api, &meter, "success@simulator.amazonses.com", &body, 5).await;
+    usage.print("a 20 KB email, accept -> sent -> delivered", 1.0);
+    let sent = api.sent().await;
+    let last = sent.last().expect("sent").to_string();
+    assert!(last.contains(&body[..2000]), "SES got the whole body");
+    hold(
+        &usage,
+        1.0,
+        &per_message,
+        // The content once (20 WRU to write it, 2.5 RRU to read it eventually consistent at
+        // the claim), and otherwise what a small message costs.
+        Budget {
+            wru: 25.0,
+            rru: 6.5,
+            sqs: 2.0,
+        },
+        // The single send's target with the content written and read once.
+        Budget {
+            wru: 26.0,
+            rru: 7.0,
             sqs: 3.0,
         },
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::dispatch::{early, ReceiptFate};
 use super::Herald;
@@ -47,6 +47,14 @@ impl Herald {
         });
         for (i, fate) in join_all(sent).await {
             fates[i] = fate;
+        }
+        if !retries.is_empty() {
+            // Counted here, not on the messages: a throttle leaves no trace on an item.
+            info!(
+                re_timed = retries.len(),
+                batch = deliveries.len(),
+                "receipts re-timed to their turns"
+            );
         }
         let (at, retries): (Vec<usize>, Vec<(Delivery, Duration)>) = retries.into_iter().unzip();
         for (i, result) in at.into_iter().zip(self.queue.retry_many(&retries).await) {

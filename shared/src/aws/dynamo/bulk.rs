@@ -15,10 +15,13 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::batch::Read;
-use super::item::{get_n, get_s, n, new_message_item, opt_s, s, Item};
+use super::content::message_items;
+use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
-use crate::domain::{BulkJob, BulkJobRecipient, Envelope, MessageStatus, Template, TenantId};
+use crate::domain::{
+    BulkJob, BulkJobRecipient, Envelope, MessageStatus, NewMessage, Template, TenantId,
+};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 
 /// A part stays well under DynamoDB's 400 KB item limit.
@@ -320,19 +323,30 @@ impl DynamoStore {
             true => self.existing_ids(messages_table, &ids).await?,
             false => HashSet::new(),
         };
-        let writes: Vec<WriteRequest> = messages
+        let missing: Vec<&NewMessage> = messages
             .iter()
             .zip(&ids)
             .filter(|(_, id)| !existing.contains(*id))
-            .map(|(m, _)| {
+            .map(|(m, _)| m)
+            .collect();
+        let written = missing.len();
+        let items: Vec<Item> = missing
+            .into_iter()
+            .flat_map(|m| {
+                let (item, content) = message_items(m, self.retention);
+                [Some(item), content].into_iter().flatten()
+            })
+            .collect();
+        let writes: Vec<WriteRequest> = items
+            .into_iter()
+            .map(|item| {
                 PutRequest::builder()
-                    .set_item(Some(new_message_item(m)))
+                    .set_item(Some(item))
                     .build()
                     .map(|p| WriteRequest::builder().put_request(p).build())
                     .map_err(build_error)
             })
             .collect::<Result<_, _>>()?;
-        let written = writes.len();
         self.batch_write(messages_table, writes).await?;
         // New queued messages go on their lane, and so does every message an interrupted run
         // wrote: it may not have queued them, and the claim drops an entry that is not needed.

@@ -9,9 +9,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::content::message_items;
 use super::item::{
-    event_value, events_from_item, get_s, message_from_item, ms, n, new_message_item, opt_n, opt_s,
-    provider_key, s, status_of, Item,
+    event_value, events_from_item, get_s, message_from_item, ms, n, opt_n, opt_s, provider_key, s,
+    status_of, Item,
 };
 use super::timeline::{join_update, timeline_full, Timeline};
 use super::{
@@ -418,22 +419,29 @@ impl MessageStore for DynamoStore {
                 MAX_TRANSACTION - with_key
             )));
         }
-        if let ([only], None) = (batch.messages.as_slice(), &batch.idempotency) {
+        let (items, contents): (Vec<Item>, Vec<Option<Item>>) = batch
+            .messages
+            .iter()
+            .map(|m| message_items(m, self.retention))
+            .unzip();
+        self.put_contents(contents.into_iter().flatten().collect())
+            .await?;
+        if let ([only], None) = (items.as_slice(), &batch.idempotency) {
             // Nothing to commit together with it: a plain conditional put, half a transaction.
             self.client
                 .put_item()
                 .table_name(table)
-                .set_item(Some(new_message_item(only)))
+                .set_item(Some(only.clone()))
                 .condition_expression("attribute_not_exists(id)")
                 .send()
                 .await
                 .map_err(|e| unavailable("PutItem", e))?;
         } else {
             let mut writes = Vec::with_capacity(batch.messages.len() + with_key);
-            for m in &batch.messages {
+            for item in items {
                 let put = Put::builder()
                     .table_name(table)
-                    .set_item(Some(new_message_item(m)))
+                    .set_item(Some(item))
                     .condition_expression("attribute_not_exists(id)")
                     .build()
                     .map_err(build_error)?;
@@ -513,7 +521,9 @@ impl MessageStore for DynamoStore {
         if get_s(&item, "tenant")? != tenant.as_str() {
             return Ok(None);
         }
-        Ok(Some((message_from_item(&item)?, events_from_item(&item)?)))
+        let mut m = message_from_item(&item)?;
+        self.load_content(&item, &mut m).await?;
+        Ok(Some((m, events_from_item(&item)?)))
     }
 
     async fn claim(
@@ -533,6 +543,7 @@ impl MessageStore for DynamoStore {
             match self.claim_once(&id, attempts, now, lease, timeline).await? {
                 Ok(before) => {
                     let mut claimed = message_from_item(&before)?;
+                    self.load_content(&before, &mut claimed).await?;
                     claimed.status = MessageStatus::Sending;
                     claimed.attempts = attempts + 1;
                     claimed.updated_at = now;

@@ -4,6 +4,7 @@
 
 mod batch;
 mod bulk;
+mod content;
 mod counters;
 mod directory;
 mod health;

@@ -137,6 +137,9 @@ mod tests {
             "SET #st = :to REMOVE lease_until, events[3]"
         );
         let nothing = Timeline::TakeBack { at: None, len: 4 };
-        assert_eq!(join_update(&nothing.clauses().0, &set, &[]), "SET #st = :to");
+        assert_eq!(
+            join_update(&nothing.clauses().0, &set, &[]),
+            "SET #st = :to"
+        );
     }
 }
