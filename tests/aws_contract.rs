@@ -112,6 +112,16 @@ async fn dynamo_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn dynamo_a_sent_never_hides_parked_events() {
+    let (_s, b) = backend().await;
+    // Only a message with parked events costs the dispatcher a look-up.
+    assert_eq!(
+        a_sent_never_hides_parked_events(b.store.as_ref()).await,
+        shared::ports::TransitionOutcome::AppliedNothingParked
+    );
+}
+
+#[tokio::test]
 async fn dynamo_provider_events_park_until_taken() {
     let (_s, b) = backend().await;
     provider_events_park_until_taken(b.store.as_ref()).await;

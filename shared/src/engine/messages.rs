@@ -35,7 +35,9 @@ impl Herald {
         t.tenant = Some(tenant.clone());
         t.detail = json!({ "by": "api" });
         Ok(match self.store.transition(vec![t]).await?.pop() {
-            Some(TransitionOutcome::Applied) => CancelOutcome::Cancelled,
+            Some(TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked) => {
+                CancelOutcome::Cancelled
+            }
             Some(TransitionOutcome::Conflict {
                 current: MessageStatus::Cancelled,
             }) => CancelOutcome::Cancelled,

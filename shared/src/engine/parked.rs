@@ -45,6 +45,7 @@ impl Herald {
 
     /// After a recorded transition: a `sent` releases what was parked for its provider id.
     pub(crate) async fn after_recorded(&self, t: &Transition, outcome: Option<&TransitionOutcome>) {
+        // `AppliedNothingParked`: applied, with nothing to release.
         if t.to != MessageStatus::Sent || outcome != Some(&TransitionOutcome::Applied) {
             return;
         }

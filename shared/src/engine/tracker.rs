@@ -185,7 +185,7 @@ async fn record(
     let outcomes = herald.store.transition(transitions).await?;
     for (i, outcome) in applied_index.into_iter().zip(outcomes) {
         match outcome {
-            TransitionOutcome::Applied => {}
+            TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked => {}
             // Still being handed over: `sent` is not recorded yet.
             TransitionOutcome::Conflict {
                 current: MessageStatus::Sending,

@@ -973,3 +973,63 @@ pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundS
     assert_eq!(stored, &first, "every field round-trips");
     assert_eq!(stored.keyword, Some(crate::domain::Keyword::Stop));
 }
+
+/// A `sent` never says "nothing parked" for a message whose provider events were parked
+/// while it was being handed over: the dispatcher would leave them parked. Returns what a
+/// `sent` without parked events said (DynamoDB saves the look-up with it).
+pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
+    store: &S,
+) -> TransitionOutcome {
+    let t = tenant("acme");
+    let sent = |id: MessageId, attempt: u32| {
+        let mut s = Transition::new(id, MessageStatus::Sent, Utc::now());
+        s.attempt = Some(attempt);
+        s.gateway = Some("ses".into());
+        s.provider_message_id = Some(format!("ses-{id}"));
+        // SES's callbacks carry Herald's id.
+        s.index_provider_id = false;
+        s
+    };
+    let claimed = |id: MessageId| async move {
+        match store.claim(id, Priority::P1, Utc::now(), LEASE).await.unwrap() {
+            ClaimOutcome::Claimed(m) => m.attempts,
+            other => panic!("not claimed: {other:?}"),
+        }
+    };
+    let early = accept(store, message(&t, Priority::P1)).await;
+    let attempt = claimed(early).await;
+    let delivered = crate::ports::ProviderEvent {
+        gateway: "ses".into(),
+        provider_message_id: format!("ses-{early}"),
+        message_id: Some(early),
+        kind: crate::ports::ProviderEventKind::Delivered,
+        at: Utc::now(),
+        detail: json!({}),
+    };
+    store
+        .park(&[delivered], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.transition(vec![sent(early, attempt)]).await.unwrap(),
+        [TransitionOutcome::Applied],
+        "the parked event must be looked for"
+    );
+    assert_eq!(
+        store.take_parked("ses", &format!("ses-{early}")).await.unwrap().len(),
+        1
+    );
+
+    let plain = accept(store, message(&t, Priority::P1)).await;
+    let attempt = claimed(plain).await;
+    let mut outcome = store.transition(vec![sent(plain, attempt)]).await.unwrap();
+    let outcome = outcome.pop().unwrap();
+    assert!(
+        matches!(
+            outcome,
+            TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked
+        ),
+        "{outcome:?}"
+    );
+    outcome
+}

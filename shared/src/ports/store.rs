@@ -92,6 +92,10 @@ impl Transition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
     Applied,
+    /// Applied, and the store knows no provider event was parked for the message meanwhile,
+    /// so a `sent` needs no look-up of parked events (DynamoDB, for messages whose provider
+    /// callbacks name them).
+    AppliedNothingParked,
     /// The message was not in a state that may become the target (or the attempt moved on).
     Conflict {
         current: MessageStatus,

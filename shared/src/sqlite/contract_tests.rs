@@ -113,6 +113,16 @@ async fn sqlite_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn sqlite_a_sent_never_hides_parked_events() {
+    let (_d, b) = backend();
+    // SQLite looks every time: a look-up costs it nothing worth saving.
+    assert_eq!(
+        a_sent_never_hides_parked_events(&b).await,
+        crate::ports::TransitionOutcome::Applied
+    );
+}
+
+#[tokio::test]
 async fn sqlite_provider_events_park_until_taken() {
     let (_d, b) = backend();
     provider_events_park_until_taken(&b).await;

@@ -15,6 +15,7 @@ mod messages;
 mod parked;
 mod suppressions;
 mod timeline;
+mod transitions;
 mod turns;
 
 use std::sync::Arc;

@@ -1,6 +1,11 @@
 //! Provider events parked until their message's `sent` is recorded: one item per provider
 //! message in the idempotency table (`parked#<gateway>#<provider id>`), its events a list
 //! appended to in order, gone with the table's TTL (`expires_at`) if never taken.
+//!
+//! An event that names its message (SES's tag) also flags that message (`parked`) once parked.
+//! The `sent` transition returns the flag with the old item, so the dispatcher looks for parked
+//! events only when there are some. The parker tries its events again after flagging, so a
+//! `sent` that came before the flag is caught by the parker instead.
 
 use std::time::Duration;
 
@@ -8,7 +13,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
 use super::item::{opt_n, s, Item};
-use super::{epoch_seconds, unavailable, DynamoStore};
+use super::transitions::PARKED_FLAG;
+use super::{condition_failed, epoch_seconds, unavailable, DynamoStore};
 use crate::ports::{ProviderEvent, StoreError};
 
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
@@ -46,7 +52,35 @@ impl DynamoStore {
                 .await
                 .map_err(|e| unavailable("UpdateItem", e))?;
         }
+        let mut named: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.message_id.map(|id| id.to_string()))
+            .collect();
+        named.dedup();
+        for id in named {
+            self.flag_parked(&id).await?;
+        }
         Ok(())
+    }
+
+    /// Marks a message as having parked events; a message that does not exist stays absent.
+    async fn flag_parked(&self, id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(id))
+            .update_expression("SET #parked = :yes")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#parked", PARKED_FLAG)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
     }
 
     /// A consistent read first: a `sent` with nothing parked (nearly all) costs no write.
