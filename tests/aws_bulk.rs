@@ -64,14 +64,7 @@ async fn stored_ids(stack: &Stack, bulk_id: &str) -> Vec<String> {
 async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries() {
     let api = AwsApi::start().await;
     let (stack, backend) = (&api.stack, &api.cold.backend);
-    let (put, _) = api
-        .call(
-            reqwest::Method::PUT,
-            "/v1/templates/news",
-            Some(json!({ "subject": "News for {{ name }}", "text": "Hello {{ name }}" })),
-        )
-        .await;
-    assert!(put.is_success());
+    api.put_news_template().await;
     let mut recipients: Vec<_> = (0..RECIPIENTS)
         .map(|i| json!({ "to": format!("reader{i}@example.com"), "data": { "name": format!("Reader {i}") } }))
         .collect();

@@ -235,14 +235,7 @@ async fn a_large_email_is_written_once_and_stays_in_budget() {
 async fn a_bulk_job_of_ten_thousand_stays_in_budget_per_recipient() {
     let meter = Meter::new(&endpoint());
     let api = AwsApi::start_metered(&meter).await;
-    let (put, _) = api
-        .call(
-            reqwest::Method::PUT,
-            "/v1/templates/news",
-            Some(json!({ "subject": "News for {{ name }}", "text": "Hello {{ name }}" })),
-        )
-        .await;
-    assert!(put.is_success());
+    api.put_news_template().await;
     // Each step of the fan-out below receives the bulk entry again: more receives than the
     // template's maxReceiveCount, which a single Lambda invocation never needs.
     api.stack.allow_receives(api.stack.bulk_url(), 1000).await;

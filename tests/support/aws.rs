@@ -577,6 +577,18 @@ impl AwsApi {
         self.stack.messages_stream.play(&self.stats).await
     }
 
+    /// The bulk tests' template: `news`, with a `name` variable.
+    pub async fn put_news_template(&self) {
+        let (put, body) = self
+            .call(
+                reqwest::Method::PUT,
+                "/v1/templates/news",
+                Some(json!({ "subject": "News for {{ name }}", "text": "Hello {{ name }}" })),
+            )
+            .await;
+        assert!(put.is_success(), "{body}");
+    }
+
     /// What SES sent from this stack's sender.
     pub async fn sent(&self) -> Vec<Value> {
         ses_sent()

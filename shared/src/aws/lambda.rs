@@ -298,72 +298,77 @@ async fn with_source_ip(mut request: axum::extract::Request) -> axum::extract::R
     request
 }
 
-/// `dispatch`: one lane's consumer; the lane comes from `HERALD_LANE`.
-pub async fn run_dispatch() -> Result<(), lambda_runtime::Error> {
+/// Runs an event function for the life of its instance: tracing, the cold start (`ready` may
+/// check what the function needs of it), then `handle` for every event.
+async fn serve_events<E, R, F, Fut>(
+    ready: impl FnOnce(&ColdStart) -> Result<(), super::SettingsError>,
+    handle: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    F: Fn(Arc<ColdStart>, E, lambda_runtime::Context) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<R, lambda_runtime::Error>> + Send + 'static,
+{
     init_tracing();
-    let cold = ColdStart::from_env().await?;
-    let lane = cold
-        .settings
-        .lane
-        .ok_or(super::SettingsError::Missing("HERALD_LANE"))?;
-    tracing::info!(%lane, "dispatch function ready");
-    let herald = cold.herald.clone();
+    let cold = Arc::new(ColdStart::from_env().await?);
+    ready(&cold)?;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-            let herald = herald.clone();
-            async move { Ok::<_, lambda_runtime::Error>(dispatch(&herald, event.payload).await) }
+        move |event: lambda_runtime::LambdaEvent<E>| {
+            handle(cold.clone(), event.payload, event.context)
         },
     ))
+    .await
+}
+
+/// `dispatch`: one lane's consumer; the lane comes from `HERALD_LANE`.
+pub async fn run_dispatch() -> Result<(), lambda_runtime::Error> {
+    let ready = |cold: &ColdStart| {
+        let lane = cold
+            .settings
+            .lane
+            .ok_or(super::SettingsError::Missing("HERALD_LANE"))?;
+        tracing::info!(%lane, "dispatch function ready");
+        Ok(())
+    };
+    serve_events(ready, |cold, event: SqsEvent, _| async move {
+        Ok(dispatch(&cold.herald, event).await)
+    })
     .await
 }
 
 /// `suppression`: the SES event queue's consumer.
 pub async fn run_suppression() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
-    let cold = ColdStart::from_env().await?;
-    let herald = cold.herald.clone();
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-            let herald = herald.clone();
-            async move { Ok::<_, lambda_runtime::Error>(suppression(&herald, event.payload).await) }
-        },
-    ))
+    serve_events(
+        |_| Ok(()),
+        |cold, event: SqsEvent, _| async move { Ok(suppression(&cold.herald, event).await) },
+    )
     .await
 }
 
-/// `stats`: the messages stream's consumer.
+/// `stats`: the messages stream's consumer. A failed batch comes back whole.
 pub async fn run_stats() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
-    let cold = ColdStart::from_env().await?;
-    let backend = cold.backend.clone();
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<StreamEvent>| {
-            let backend = backend.clone();
-            async move {
-                let changes = event.payload.records.len();
-                stats(&backend, event.payload).await.map_err(|e| {
-                    tracing::warn!(error = %e, changes, "channel counts not written; the batch comes back");
-                    lambda_runtime::Error::from(e)
-                })
-            }
+    serve_events(
+        |_| Ok(()),
+        |cold, event: StreamEvent, _| async move {
+            let changes = event.records.len();
+            stats(&cold.backend, event).await.map_err(|e| {
+            tracing::warn!(error = %e, changes, "channel counts not written; the batch comes back");
+            lambda_runtime::Error::from(e)
+        })
         },
-    ))
+    )
     .await
 }
 
 /// `enqueue`: the bulk queue's consumer.
 pub async fn run_enqueue() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
-    let cold = ColdStart::from_env().await?;
-    let backend = cold.backend.clone();
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-            let backend = backend.clone();
-            async move {
-                let deadline = fan_out_deadline(event.context.deadline);
-                Ok::<_, lambda_runtime::Error>(enqueue(&backend, event.payload, deadline).await)
-            }
+    serve_events(
+        |_| Ok(()),
+        |cold, event: SqsEvent, context| async move {
+            let deadline = fan_out_deadline(context.deadline);
+            Ok(enqueue(&cold.backend, event, deadline).await)
         },
-    ))
+    )
     .await
 }

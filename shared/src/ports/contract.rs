@@ -991,7 +991,11 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
         s
     };
     let claimed = |id: MessageId| async move {
-        match store.claim(id, Priority::P1, Utc::now(), LEASE).await.unwrap() {
+        match store
+            .claim(id, Priority::P1, Utc::now(), LEASE)
+            .await
+            .unwrap()
+        {
             ClaimOutcome::Claimed(m) => m.attempts,
             other => panic!("not claimed: {other:?}"),
         }
@@ -1016,7 +1020,11 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
         "the parked event must be looked for"
     );
     assert_eq!(
-        store.take_parked("ses", &format!("ses-{early}")).await.unwrap().len(),
+        store
+            .take_parked("ses", &format!("ses-{early}"))
+            .await
+            .unwrap()
+            .len(),
         1
     );
 

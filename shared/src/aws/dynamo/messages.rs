@@ -33,6 +33,13 @@ const MAX_TRANSACTION: usize = 100;
 /// Claim races lost before the claim reports who holds the message.
 const CLAIM_TRIES: usize = 3;
 
+/// One try at a claim: the item as it was before the claim took, or as it is (None: there is
+/// no such message) when the condition refused it.
+enum ClaimTry {
+    Claimed(Item),
+    Refused(Option<Item>),
+}
+
 /// Statuses a message stays in while Herald still works on it; any other is final, and a final
 /// message expires (TTL) after the retention period.
 pub(super) fn is_open(status: MessageStatus) -> bool {
@@ -188,7 +195,7 @@ impl DynamoStore {
 
     /// One conditional update, no read first: the claim expects `attempts` (a guess) and, when
     /// refused, DynamoDB returns the item as it is, so a wrong guess costs one more try and a
-    /// message that is not claimable costs nothing more. `Ok` holds the item as it was before.
+    /// message that is not claimable costs nothing more. `Claimed` holds the item as it was before.
     async fn claim_once(
         &self,
         id: &str,
@@ -196,7 +203,7 @@ impl DynamoStore {
         now: DateTime<Utc>,
         lease: Duration,
         timeline: Timeline,
-    ) -> Result<Result<Item, Option<Item>>, StoreError> {
+    ) -> Result<ClaimTry, StoreError> {
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let (event_clause, event_condition) = timeline.clauses();
         let mut values = HashMap::new();
@@ -239,14 +246,14 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
+            Ok(out) => Ok(ClaimTry::Claimed(out.attributes.unwrap_or_default())),
             Err(e) if condition_failed(&e) => {
                 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
                 let current = match e.into_service_error() {
                     UpdateItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
                 };
-                Ok(Err(current))
+                Ok(ClaimTry::Refused(current))
             }
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
@@ -398,7 +405,7 @@ impl MessageStore for DynamoStore {
         let mut timeline = Timeline::Append;
         for _ in 0..CLAIM_TRIES {
             match self.claim_once(&id, attempts, now, lease, timeline).await? {
-                Ok(before) => {
+                ClaimTry::Claimed(before) => {
                     let mut claimed = message_from_item(&before)?;
                     self.load_content(&before, &mut claimed).await?;
                     claimed.status = MessageStatus::Sending;
@@ -406,8 +413,8 @@ impl MessageStore for DynamoStore {
                     claimed.updated_at = now;
                     return Ok(ClaimOutcome::Claimed(Box::new(claimed)));
                 }
-                Err(None) => return Ok(ClaimOutcome::NotFound),
-                Err(Some(item)) => {
+                ClaimTry::Refused(None) => return Ok(ClaimOutcome::NotFound),
+                ClaimTry::Refused(Some(item)) => {
                     let status = status_of(&item)?;
                     let lease_until: Option<i64> = opt_n(&item, "lease_until")?;
                     let seen: u32 = super::item::get_n(&item, "attempts")?;
