@@ -218,23 +218,15 @@ impl DynamoStore {
             // cut off in it (or runs now), so only then are its messages looked for first.
             let resumed = !self.mark_started(table, bulk_id, part).await?;
             written += self.fan_out_part(table, &header, part, resumed).await?;
-            let advanced = self
-                .client
-                .update_item()
-                .table_name(table)
-                .set_key(Some(part_key(bulk_id, 0)))
-                .update_expression("SET done = :part REMOVE started")
-                .condition_expression("done = :before")
-                .expression_attribute_values(":part", n(part))
-                .expression_attribute_values(":before", n(done))
-                .send()
-                .await;
-            match advanced {
-                Ok(_) => {}
-                // A concurrent delivery of the same job got there first; both wrote the same ids.
-                Err(e) if super::condition_failed(&e) => {}
-                Err(e) => return Err(unavailable("UpdateItem", e).into()),
-            }
+            // False when a concurrent delivery of the job got there first (both wrote the
+            // same ids).
+            self.update_head(
+                (table, bulk_id),
+                "SET done = :part REMOVE started",
+                "done = :before",
+                &[(":part", part), (":before", done)],
+            )
+            .await?;
             done = part;
         }
         if opt_s(&head, "status") != Some("done") {
@@ -262,19 +254,38 @@ impl DynamoStore {
         bulk_id: &str,
         part: usize,
     ) -> Result<bool, FanOutError> {
-        let marked = self
+        self.update_head(
+            (table, bulk_id),
+            "SET started = :part",
+            "done < :part AND (attribute_not_exists(started) OR started < :part)",
+            &[(":part", part)],
+        )
+        .await
+    }
+
+    /// A conditional update of a job's head (its progress); false when the condition refused.
+    async fn update_head(
+        &self,
+        (table, bulk_id): (&str, &str),
+        update: &str,
+        condition: &str,
+        values: &[(&str, usize)],
+    ) -> Result<bool, FanOutError> {
+        let values = values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), n(*v)))
+            .collect();
+        let result = self
             .client
             .update_item()
             .table_name(table)
             .set_key(Some(part_key(bulk_id, 0)))
-            .update_expression("SET started = :part")
-            .condition_expression(
-                "done < :part AND (attribute_not_exists(started) OR started < :part)",
-            )
-            .expression_attribute_values(":part", n(part))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match marked {
+        match result {
             Ok(_) => Ok(true),
             Err(e) if super::condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable("UpdateItem", e).into()),
