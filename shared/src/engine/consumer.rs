@@ -102,7 +102,11 @@ impl Herald {
                 .members
                 .push(i);
         }
-        for ((_, lane), group) in groups {
+        for ((_, lane), mut group) in groups {
+            // Receipts back from their turn go first: new arrivals wait behind them.
+            group
+                .members
+                .sort_by_key(|i| std::cmp::Reverse(deliveries[*i].receive_count));
             let grants = match self
                 .limiter
                 .acquire_many(&group.buckets, lane, limits.bulk_share, group.members.len())
