@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{
-    Channel, Content, MessageId, MessageStatus, NewMessage, Priority, Template, TemplateName,
-    TenantId,
+    Channel, Content, Message, MessageId, MessageStatus, NewMessage, Priority, Template,
+    TemplateName, TenantId,
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ClaimOutcome, EventLog, IdempotencyRecord,
@@ -49,6 +49,14 @@ pub fn message(t: &TenantId, lane: Priority) -> NewMessage {
         status: MessageStatus::Queued,
         note: None,
         created_at: Utc::now(),
+    }
+}
+
+/// Claims `id`, which must be claimable.
+pub async fn claim_now<S: MessageStore>(store: &S, id: MessageId, lane: Priority) -> Box<Message> {
+    match store.claim(id, lane, Utc::now(), LEASE).await.unwrap() {
+        ClaimOutcome::Claimed(m) => m,
+        other => panic!("not claimed: {other:?}"),
     }
 }
 
@@ -101,13 +109,7 @@ pub async fn claim_is_exclusive_until_the_lease_runs_out<S: MessageStore>(store:
 pub async fn provider_ids_find_their_message<S: MessageStore>(store: &S) {
     let t = tenant("acme");
     let id = accept(store, message(&t, Priority::P2)).await;
-    let ClaimOutcome::Claimed(m) = store
-        .claim(id, Priority::P2, Utc::now(), LEASE)
-        .await
-        .unwrap()
-    else {
-        panic!("claim")
-    };
+    let m = claim_now(store, id, Priority::P2).await;
     let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
     sent.attempt = Some(m.attempts);
     sent.gateway = Some("ses".into());
@@ -146,13 +148,7 @@ pub async fn provider_ids_find_their_message<S: MessageStore>(store: &S) {
 pub async fn outcomes_need_the_current_attempt<S: MessageStore>(store: &S) {
     let t = tenant("acme");
     let id = accept(store, message(&t, Priority::P4)).await;
-    let ClaimOutcome::Claimed(m) = store
-        .claim(id, Priority::P4, Utc::now(), LEASE)
-        .await
-        .unwrap()
-    else {
-        panic!("claim")
-    };
+    let m = claim_now(store, id, Priority::P4).await;
     let mut stale = Transition::new(id, MessageStatus::Sent, Utc::now());
     stale.attempt = Some(m.attempts + 1);
     assert_eq!(
@@ -184,13 +180,7 @@ pub async fn outcomes_need_the_current_attempt<S: MessageStore>(store: &S) {
 
     // A hold (a throttle before the send) leaves no trace on the timeline, however many.
     for _ in 0..3 {
-        let ClaimOutcome::Claimed(m) = store
-            .claim(id, Priority::P4, Utc::now(), LEASE)
-            .await
-            .unwrap()
-        else {
-            panic!("claim")
-        };
+        let m = claim_now(store, id, Priority::P4).await;
         let mut held = Transition::new(id, MessageStatus::Deferred, Utc::now());
         held.attempt = Some(m.attempts);
         held.attempts = AttemptChange::GiveBack;
@@ -527,13 +517,7 @@ pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>
     let mut failed = Vec::new();
     for _ in 0..3 {
         let id = accept(store, message(&t, Priority::P1)).await;
-        let ClaimOutcome::Claimed(m) = store
-            .claim(id, Priority::P1, Utc::now(), LEASE)
-            .await
-            .unwrap()
-        else {
-            panic!("claim")
-        };
+        let m = claim_now(store, id, Priority::P1).await;
         let mut fail = Transition::new(id, MessageStatus::Failed, Utc::now());
         fail.attempt = Some(m.attempts);
         fail.last_error = Some("21211: invalid number".into());
@@ -611,13 +595,7 @@ where
     let t = tenant("counts");
     let sent = accept(store, message(&t, Priority::P4)).await;
     accept(store, message(&t, Priority::P4)).await;
-    let ClaimOutcome::Claimed(m) = store
-        .claim(sent, Priority::P4, Utc::now(), LEASE)
-        .await
-        .unwrap()
-    else {
-        panic!("claim")
-    };
+    let m = claim_now(store, sent, Priority::P4).await;
     let mut t_sent = Transition::new(sent, MessageStatus::Sent, Utc::now());
     t_sent.attempt = Some(m.attempts);
     t_sent.gateway = Some("ses".into());
@@ -990,16 +968,7 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
         s.index_provider_id = false;
         s
     };
-    let claimed = |id: MessageId| async move {
-        match store
-            .claim(id, Priority::P1, Utc::now(), LEASE)
-            .await
-            .unwrap()
-        {
-            ClaimOutcome::Claimed(m) => m.attempts,
-            other => panic!("not claimed: {other:?}"),
-        }
-    };
+    let claimed = |id: MessageId| async move { claim_now(store, id, Priority::P1).await.attempts };
     let early = accept(store, message(&t, Priority::P1)).await;
     let attempt = claimed(early).await;
     let delivered = crate::ports::ProviderEvent {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{KeysAndAttributes, WriteRequest};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 
 use super::item::Item;
@@ -73,6 +73,21 @@ impl DynamoStore {
                 "BatchGetItem left keys unprocessed after retries".into(),
             ))
         }
+    }
+
+    /// Puts `items` with [`DynamoStore::batch_write`].
+    pub(super) async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+        let writes = items
+            .into_iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(build_error)
+            })
+            .collect::<Result<_, _>>()?;
+        self.batch_write(table, writes).await
     }
 
     /// BatchWriteItem in calls of 25, a few at a time, retrying what comes back unprocessed.

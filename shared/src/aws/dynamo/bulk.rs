@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -114,21 +114,17 @@ impl DynamoStore {
         let expires = n(epoch_seconds(
             Utc::now() + chrono::Duration::days(JOB_TTL_DAYS),
         ));
-        let writes: Vec<WriteRequest> = parts
+        let items: Vec<Item> = parts
             .iter()
             .enumerate()
             .map(|(i, body)| {
                 let mut item = part_key(&job.bulk_id, i + 1);
                 item.insert("recipients".into(), s(body.as_str()));
                 item.insert("expires_at".into(), expires.clone());
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(build_error)
+                item
             })
-            .collect::<Result<_, _>>()?;
-        self.batch_write(table, writes).await?;
+            .collect();
+        self.batch_put(table, items).await?;
 
         let header = JobHeader {
             bulk_id: job.bulk_id.clone(),
@@ -285,11 +281,7 @@ impl DynamoStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if super::condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e).into()),
-        }
+        Ok(super::applied(result, "UpdateItem")?)
     }
 
     /// One part: render, write the messages not written yet, queue them all. Returns how many
@@ -348,17 +340,7 @@ impl DynamoStore {
                 [Some(item), content].into_iter().flatten()
             })
             .collect();
-        let writes: Vec<WriteRequest> = items
-            .into_iter()
-            .map(|item| {
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(build_error)
-            })
-            .collect::<Result<_, _>>()?;
-        self.batch_write(messages_table, writes).await?;
+        self.batch_put(messages_table, items).await?;
         // New queued messages go on their lane, and so does every message an interrupted run
         // wrote: it may not have queued them, and the claim drops an entry that is not needed.
         let refs: Vec<LaneRef> = messages

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
 use super::item::{n, new_message_item, opt_s, s, Item};
-use super::{build_error, epoch_seconds, unavailable, DynamoStore};
+use super::{epoch_seconds, unavailable, DynamoStore};
 use crate::domain::{Message, NewMessage};
 use crate::ports::StoreError;
 
@@ -60,17 +60,7 @@ impl DynamoStore {
         if contents.is_empty() {
             return Ok(());
         }
-        let writes = contents
-            .into_iter()
-            .map(|item| {
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(build_error)
-            })
-            .collect::<Result<_, _>>()?;
-        self.batch_write(self.messages_table()?, writes).await
+        self.batch_put(self.messages_table()?, contents).await
     }
 
     /// Fills in the content of a message whose status item says it is apart. Eventually

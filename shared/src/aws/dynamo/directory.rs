@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
 use super::item::{get_s, ms, n, opt_n, opt_s, s};
-use super::{condition_failed, unavailable, DynamoStore};
+use super::{applied, condition_failed, unavailable, DynamoStore};
 use crate::domain::{SenderIdentity, Template, TemplateName, TenantId};
 use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
 
@@ -103,11 +103,7 @@ impl TenantStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        applied(result, "PutItem")
     }
 
     async fn add_key(
@@ -147,11 +143,7 @@ impl TenantStore for DynamoStore {
             .expression_attribute_values(":now", n(ms(Utc::now())))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem")
     }
 
     async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError> {
@@ -238,10 +230,6 @@ impl DynamoStore {
             .expression_attribute_values(":v", s(identity.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem")
     }
 }

@@ -76,24 +76,7 @@ impl DynamoStore {
         limit: i64,
         slice_end: i64,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(pk))
-            .update_expression("ADD #n :one SET expires_at = :exp")
-            .condition_expression("attribute_not_exists(#n) OR #n < :limit")
-            .expression_attribute_names("#n", "n")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(limit))
-            .expression_attribute_values(":exp", n(slice_end / 1000 + 3600))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        Ok(self.take_up_to(table, pk, limit, 1, slice_end).await? == 1)
     }
 
     /// Gives back tokens taken from other buckets when one bucket gave fewer: (slice, count).

@@ -15,9 +15,10 @@ use super::item::{
     status_of, Item,
 };
 use super::timeline::{join_update, timeline_full, Timeline};
+use super::transitions::refusal;
 use super::{
-    build_error, cancelled_by_condition, condition_failed, epoch_seconds, unavailable, DynamoStore,
-    IDEMPOTENCY_TTL,
+    applied, build_error, cancelled_by_condition, condition_failed, epoch_seconds, unavailable,
+    DynamoStore, IDEMPOTENCY_TTL,
 };
 use crate::domain::limits::PaceKey;
 use crate::domain::{
@@ -186,11 +187,7 @@ impl DynamoStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem")
     }
 
     /// One conditional update, no read first: the claim expects `attempts` (a guess) and, when
@@ -487,12 +484,7 @@ impl MessageStore for DynamoStore {
             }
             item = self.get_item(&id).await?;
         }
-        Ok(match item {
-            Some(item) => TransitionOutcome::Conflict {
-                current: status_of(&item)?,
-            },
-            None => TransitionOutcome::NotFound,
-        })
+        refusal(item, None)
     }
 
     async fn find_by_provider_ids(

@@ -151,6 +151,22 @@ where
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
+/// A conditional write's result: true when it applied, false when its condition refused it.
+pub(crate) fn applied<T, E, R>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    op: &str,
+) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(unavailable(op, e)),
+    }
+}
+
 /// Whether a transaction was cancelled by the condition of one of its items: the one at
 /// `index`, or the last when `None`.
 pub(crate) fn cancelled_by_condition<R>(

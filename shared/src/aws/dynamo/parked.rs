@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::item::{opt_n, s, Item};
 use super::transitions::PARKED_FLAG;
-use super::{condition_failed, epoch_seconds, unavailable, DynamoStore};
+use super::{applied, epoch_seconds, unavailable, DynamoStore};
 use crate::ports::{ProviderEvent, StoreError};
 
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
@@ -76,11 +76,8 @@ impl DynamoStore {
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        // A message that is gone refuses the condition: nothing to flag.
+        applied(result, "UpdateItem").map(|_| ())
     }
 
     /// A consistent read first: a `sent` with nothing parked (nearly all) costs no write.

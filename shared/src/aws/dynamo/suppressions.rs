@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::batch::Read;
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
-use super::{build_error, condition_failed, epoch_seconds, query_up_to, unavailable, DynamoStore};
+use super::{applied, build_error, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
@@ -260,11 +260,7 @@ impl EventLog for DynamoStore {
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        applied(result, "PutItem")
     }
 
     async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError> {

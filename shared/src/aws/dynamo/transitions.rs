@@ -9,11 +9,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
-use super::item::{event_value, get_s, ms, n, provider_key, s, status_of};
+use super::item::{event_value, get_s, ms, n, provider_key, s, status_of, Item};
 use super::messages::is_open;
 use super::timeline::{join_update, timeline_full, Timeline};
 use super::{condition_failed, epoch_seconds, unavailable, DynamoStore};
-use crate::domain::MessageStatus;
+use crate::domain::{MessageStatus, TenantId};
 use crate::ports::{AttemptChange, StoreError, Transition, TransitionOutcome};
 
 /// Set on a message by whoever parks provider events that name it (see `parked.rs`).
@@ -48,13 +48,7 @@ impl DynamoStore {
             };
             item = now;
         }
-        let owner = get_s(&item, "tenant")?;
-        if t.tenant.as_ref().is_some_and(|x| x.as_str() != owner) {
-            return Ok(TransitionOutcome::NotFound);
-        }
-        Ok(TransitionOutcome::Conflict {
-            current: status_of(&item)?,
-        })
+        refusal(Some(item), t.tenant.as_ref())
     }
 
     /// A hold goes back without an event and takes back its claim's: a read to find that
@@ -66,13 +60,7 @@ impl DynamoStore {
         if let Some(applied) = self.apply_once(t, id, Timeline::take_back(&item)).await? {
             return Ok(applied);
         }
-        let item = self.get_item(id).await?;
-        Ok(match item {
-            Some(item) => TransitionOutcome::Conflict {
-                current: status_of(&item)?,
-            },
-            None => TransitionOutcome::NotFound,
-        })
+        refusal(self.get_item(id).await?, None)
     }
 
     /// The transition's update; None when its condition refused it.
@@ -111,6 +99,25 @@ impl DynamoStore {
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
     }
+}
+
+/// Why a write was refused, from the item as it is now: another tenant's message, or one that
+/// is gone, is not found; any other is in a state the write may not leave.
+pub(super) fn refusal(
+    item: Option<Item>,
+    tenant: Option<&TenantId>,
+) -> Result<TransitionOutcome, StoreError> {
+    let Some(item) = item else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    if let Some(tenant) = tenant {
+        if tenant.as_str() != get_s(&item, "tenant")? {
+            return Ok(TransitionOutcome::NotFound);
+        }
+    }
+    Ok(TransitionOutcome::Conflict {
+        current: status_of(&item)?,
+    })
 }
 
 /// The update of `t`: its state change and event, what it expects, and its index attributes.

@@ -72,7 +72,7 @@ impl DynamoStore {
     }
 
     /// Takes up to `want` of this slice's `limit` tokens; how many it got.
-    async fn take_up_to(
+    pub(super) async fn take_up_to(
         &self,
         table: &str,
         pk: &str,
@@ -135,19 +135,22 @@ impl DynamoStore {
         let step = SLICE_MS as f64 / per_slice.max(1) as f64;
         let span = (step * count as f64).ceil() as i64;
         let expires = from_ms / 1000 + span / 1000 + LINE_TTL_SECS;
-        // A race with another instance starting the same line costs a try; three settle it.
+        // A running line (it ends past `from_ms`) grows by `span`; an idle or new one starts at
+        // `from_ms`. A race with another instance starting it costs a try; three settle it.
+        let join = ("ADD #at :at SET expires_at = :exp", "#at >= :from", span);
+        let start = (
+            "SET #at = :at, expires_at = :exp",
+            "attribute_not_exists(#at) OR #at < :from",
+            from_ms + span,
+        );
         for _ in 0..3 {
-            if let Some(end) = self
-                .join_running(table, line, span, from_ms, expires)
-                .await?
-            {
-                return Ok(spread(end - span, step, count, now_ms));
-            }
-            if self
-                .start_idle(table, line, from_ms + span, from_ms, expires)
-                .await?
-            {
-                return Ok(spread(from_ms, step, count, now_ms));
+            for (update, condition, value) in [join, start] {
+                let ended = self
+                    .update_line(table, line, (update, condition), [value, from_ms, expires])
+                    .await?;
+                if let Some(end) = ended {
+                    return Ok(spread(end - span, step, count, now_ms));
+                }
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -155,24 +158,24 @@ impl DynamoStore {
         )))
     }
 
-    /// A line that runs past `from_ms` grows by `span`; its new end, or None when idle.
-    async fn join_running(
+    /// One conditional update of a line, given `:at` (what to add, or the new end), `:from` and
+    /// `:exp`; where the line now ends, or None when the condition refused it.
+    async fn update_line(
         &self,
         table: &str,
         line: &str,
-        span: i64,
-        from_ms: i64,
-        expires: i64,
+        (update, condition): (&str, &str),
+        [at, from_ms, expires]: [i64; 3],
     ) -> Result<Option<i64>, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(table)
             .key("pk", s(line))
-            .update_expression("ADD #at :span SET expires_at = :exp")
-            .condition_expression("#at >= :from")
+            .update_expression(update)
+            .condition_expression(condition)
             .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":span", n(span))
+            .expression_attribute_values(":at", n(at))
             .expression_attribute_values(":from", n(from_ms))
             .expression_attribute_values(":exp", n(expires))
             .return_values(ReturnValue::UpdatedNew)
@@ -181,36 +184,6 @@ impl DynamoStore {
         match result {
             Ok(out) => Ok(Some(get_n(&out.attributes.unwrap_or_default(), "at")?)),
             Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
-    }
-
-    /// An idle (or new) line starts at `from_ms` and ends at `end`; false when another
-    /// instance started it first.
-    async fn start_idle(
-        &self,
-        table: &str,
-        line: &str,
-        end: i64,
-        from_ms: i64,
-        expires: i64,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(line))
-            .update_expression("SET #at = :end, expires_at = :exp")
-            .condition_expression("attribute_not_exists(#at) OR #at < :from")
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":end", n(end))
-            .expression_attribute_values(":from", n(from_ms))
-            .expression_attribute_values(":exp", n(expires))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
     }
