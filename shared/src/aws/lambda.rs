@@ -353,9 +353,9 @@ pub async fn run_stats() -> Result<(), lambda_runtime::Error> {
         |cold, event: StreamEvent, _| async move {
             let changes = event.records.len();
             stats(&cold.backend, event).await.map_err(|e| {
-            tracing::warn!(error = %e, changes, "channel counts not written; the batch comes back");
-            lambda_runtime::Error::from(e)
-        })
+                tracing::warn!(error = %e, changes, "channel counts not written; batch returns");
+                lambda_runtime::Error::from(e)
+            })
         },
     )
     .await

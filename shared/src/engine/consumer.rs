@@ -42,12 +42,6 @@ impl Herald {
                 Paced::RetryIn(delay) => retries.push((i, (d.clone(), delay))),
             }
         }
-        let sent = goes.into_iter().map(|(i, d, gateway)| async move {
-            (i, self.process_paced(d, gateway.as_deref()).await)
-        });
-        for (i, fate) in join_all(sent).await {
-            fates[i] = fate;
-        }
         if !retries.is_empty() {
             // Counted here, not on the messages: a throttle leaves no trace on an item.
             info!(
@@ -57,7 +51,15 @@ impl Herald {
             );
         }
         let (at, retries): (Vec<usize>, Vec<(Delivery, Duration)>) = retries.into_iter().unzip();
-        for (i, result) in at.into_iter().zip(self.queue.retry_many(&retries).await) {
+        let sends = goes.into_iter().map(|(i, d, gateway)| async move {
+            (i, self.process_paced(d, gateway.as_deref()).await)
+        });
+        // The re-times need not wait for the gateways' answers.
+        let (sent, retimed) = tokio::join!(join_all(sends), self.queue.retry_many(&retries));
+        for (i, fate) in sent {
+            fates[i] = fate;
+        }
+        for (i, result) in at.into_iter().zip(retimed) {
             fates[i] = match result {
                 Ok(Redelivery::SameReceipt) => ReceiptFate::Keep,
                 Ok(Redelivery::Requeued) => ReceiptFate::Ack,
