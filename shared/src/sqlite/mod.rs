@@ -1,5 +1,6 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 
+mod blocks;
 mod bulk;
 mod inbound;
 mod inserts;

@@ -3,6 +3,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
+use rusqlite::types::ToSql;
+
+use super::blocks::BlockSql;
 
 use super::{ms, SqliteBackend};
 use crate::domain::{MessageId, Priority, TenantId};
@@ -61,19 +64,15 @@ impl LaneQueue for SqliteBackend {
     }
 
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
+        static ACK: BlockSql = BlockSql::new("DELETE FROM lane_queue WHERE seq IN (", 1, ")");
         let seqs: Vec<i64> = receipts.iter().filter_map(|r| r.parse().ok()).collect();
         if seqs.is_empty() {
             return Ok(());
         }
-        let rows = seqs.len();
-        let seqs = serde_json::Value::from(seqs).to_string();
         self.writer
-            .run_rows(lane.rank(), rows, move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM lane_queue WHERE seq IN (SELECT value FROM json_each(?1))",
-                )?
-                .execute([&seqs])?;
-                Ok(())
+            .run_rows(lane.rank(), seqs.len(), move |conn| {
+                let values: Vec<&dyn ToSql> = seqs.iter().map(|s| s as &dyn ToSql).collect();
+                ACK.execute(conn, &values)
             })
             .await
     }

@@ -1,12 +1,13 @@
 //! Set-based statements for the hot path: a batch of claims, outcomes or events costs one
-//! statement per kind, not one per message. The rows travel as one JSON array bound to a
-//! fixed statement (`json_each`), so the statement cache holds one plan whatever the batch size.
+//! statement per kind and block of rows, not one per message. Rows are bound as plain values
+//! (`blocks.rs`), so the statement cache holds a few plans whatever the batch size.
 
 use std::collections::{HashMap, HashSet};
 
+use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension};
-use serde_json::{json, Value};
 
+use super::blocks::BlockSql;
 use super::next_event_seq;
 use super::rows::{message_columns, message_from_row, parse_status};
 use crate::domain::{EventKind, MessageId, MessageStatus};
@@ -20,25 +21,29 @@ pub(crate) struct NewEvent<'a> {
     pub detail: Option<&'a str>,
 }
 
-/// Event rows as JSON arrays `[message id, seq, kind, at, detail]`.
-const INSERT_EVENT_ROWS_SQL: &str = "INSERT INTO events (message_id, seq, kind, at, detail) \
-     SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1)";
+static INSERT_EVENTS: BlockSql = BlockSql::new(
+    "INSERT INTO events (message_id, seq, kind, at, detail) \
+     SELECT column1, column2, column3, column4, column5 FROM (VALUES ",
+    5,
+    ") WHERE column1 IS NOT NULL",
+);
 
-/// Appends a batch of events with one multi-row insert.
+/// Appends a batch of events with one multi-row insert per block.
 pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent<'_>]) -> rusqlite::Result<()> {
-    match events {
-        [] => Ok(()),
-        [e] => super::rows::insert_event(conn, e.id, e.kind, e.at_ms, e.detail),
-        _ => {
-            let rows: Vec<Value> = events
-                .iter()
-                .map(|e| json!([e.id, next_event_seq(), e.kind.as_str(), e.at_ms, e.detail]))
-                .collect();
-            conn.prepare_cached(INSERT_EVENT_ROWS_SQL)?
-                .execute([Value::Array(rows).to_string()])?;
-            Ok(())
-        }
+    if let [e] = events {
+        return super::rows::insert_event(conn, e.id, e.kind, e.at_ms, e.detail);
     }
+    // Numbered here, on the writer, so events keep the order in which they are written.
+    let rows: Vec<(i64, &str)> = events
+        .iter()
+        .map(|e| (next_event_seq(), e.kind.as_str()))
+        .collect();
+    let values: Vec<&dyn ToSql> = events
+        .iter()
+        .zip(&rows)
+        .flat_map(|(e, (seq, kind))| -> [&dyn ToSql; 5] { [&e.id, seq, kind, &e.at_ms, &e.detail] })
+        .collect();
+    INSERT_EVENTS.execute(conn, &values)
 }
 
 /// `queued`/`deferred`, or `sending` whose lease ran out, becomes `sending` with one more
@@ -50,21 +55,28 @@ pub(crate) fn claim_many(
     now_ms: i64,
     lease_until: i64,
 ) -> rusqlite::Result<Vec<ClaimOutcome>> {
+    static CLAIM: BlockSql = BlockSql::new(
+        "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?, \
+             updated_at = ? WHERE (status = 'queued' OR status = 'deferred' \
+               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?)) AND id IN (",
+        1,
+        concat!(") RETURNING ", message_columns!()),
+    );
     let texts: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let mut claimed: HashMap<MessageId, crate::domain::Message> = conn
-        .prepare_cached(concat!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, \
-             updated_at = ?2 WHERE id IN (SELECT value FROM json_each(?3)) \
-             AND (status = 'queued' OR status = 'deferred' \
-               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?2)) RETURNING ",
-            message_columns!()
-        ))?
-        .query_map(
-            rusqlite::params![lease_until, now_ms, json!(texts).to_string()],
-            message_from_row,
-        )?
-        .map(|m| m.map(|m| (m.id, m)))
-        .collect::<rusqlite::Result<_>>()?;
+    let mut claimed: HashMap<MessageId, crate::domain::Message> = HashMap::with_capacity(ids.len());
+    let values: Vec<&dyn ToSql> = texts.iter().map(|t| t as &dyn ToSql).collect();
+    CLAIM.run_with(
+        conn,
+        &[&lease_until, &now_ms, &now_ms],
+        &values,
+        |stmt, params| {
+            for m in stmt.query_map(params, message_from_row)? {
+                let m = m?;
+                claimed.insert(m.id, m);
+            }
+            Ok(())
+        },
+    )?;
     let details: Vec<(String, &str)> = texts
         .iter()
         .zip(ids)
@@ -112,71 +124,63 @@ pub(crate) fn not_claimable(
     })
 }
 
-/// Two forms, as for one transition: SQLite rewrites an index entry whenever an UPDATE names
-/// one of its columns, so outcomes without a provider id leave the route columns out.
-const TRANSITIONS_SQL: &str =
-    "UPDATE messages SET status = j.value->>1, updated_at = j.value->>2, \
-     lease_until = NULL, \
-     attempts = CASE j.value->>8 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
-     gateway = COALESCE(j.value->>3, gateway), \
-     provider_message_id = COALESCE(j.value->>4, provider_message_id), \
-     last_error = COALESCE(j.value->>5, last_error) \
-     FROM json_each(?1) AS j \
-     WHERE messages.id = j.value->>0 AND instr(j.value->>9, ',' || status || ',') > 0 \
-     AND (j.value->>6 IS NULL OR tenant = j.value->>6) \
-     AND (j.value->>7 IS NULL OR attempts = j.value->>7) RETURNING messages.id";
-const TRANSITIONS_KEEP_ROUTE_SQL: &str = "UPDATE messages SET status = j.value->>1, \
-     updated_at = j.value->>2, lease_until = NULL, \
-     attempts = CASE j.value->>8 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
-     last_error = COALESCE(j.value->>5, last_error) \
-     FROM json_each(?1) AS j \
-     WHERE messages.id = j.value->>0 AND instr(j.value->>9, ',' || status || ',') > 0 \
-     AND (j.value->>6 IS NULL OR tenant = j.value->>6) \
-     AND (j.value->>7 IS NULL OR attempts = j.value->>7) RETURNING messages.id";
+/// The batch form of `messages::TRANSITION_SQL`, over rows `(id, status, at, gateway,
+/// provider id, last error, tenant, attempt, attempt change, sources)`. Two forms, as for one
+/// transition: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
+/// outcomes without a provider id leave the route columns out.
+macro_rules! transitions_sql {
+    ($route:literal) => {
+        BlockSql::new(
+            concat!(
+                "UPDATE messages SET status = j.column2, updated_at = j.column3, \
+                 lease_until = NULL, attempts = CASE j.column9 WHEN 1 THEN MAX(attempts - 1, 0) \
+                 WHEN 2 THEN 0 ELSE attempts END, ",
+                $route,
+                "last_error = COALESCE(j.column6, last_error) FROM (VALUES "
+            ),
+            10,
+            ") AS j WHERE messages.id = j.column1 \
+             AND instr(j.column10, ',' || status || ',') > 0 \
+             AND (j.column7 IS NULL OR tenant = j.column7) \
+             AND (j.column8 IS NULL OR attempts = j.column8) RETURNING messages.id",
+        )
+    };
+}
+static TRANSITIONS: BlockSql = transitions_sql!(
+    "gateway = COALESCE(j.column4, gateway), \
+     provider_message_id = COALESCE(j.column5, provider_message_id), "
+);
+static TRANSITIONS_KEEP_ROUTE: BlockSql = transitions_sql!("");
 
-/// A transition with its statement row and most of its event row rendered off the writer
-/// thread: the writer only joins texts (and numbers the event, so events keep the order in
-/// which they are written).
+/// A transition with its values ready to bind, rendered off the writer thread.
 pub(crate) struct Prepared {
     pub t: Transition,
     pub id: String,
     pub detail: Option<String>,
-    row: String,
-    /// The event row after its id and seq: `,"kind",at,detail]`.
-    event_tail: String,
+    to: &'static str,
+    kind: &'static str,
+    at_ms: i64,
+    tenant: Option<String>,
+    attempt_change: i64,
+    sources: &'static str,
 }
 
 impl From<Transition> for Prepared {
     fn from(t: Transition) -> Prepared {
-        let id = t.id.to_string();
-        let detail = super::rows::detail_text(&t.detail);
-        let attempts = match t.attempts {
-            AttemptChange::Keep => 0,
-            AttemptChange::GiveBack => 1,
-            AttemptChange::Reset => 2,
-        };
-        let at_ms = super::ms(t.at);
-        let row = json!([
-            id,
-            t.to.as_str(),
-            at_ms,
-            t.gateway,
-            t.provider_message_id,
-            t.last_error,
-            t.tenant.as_ref().map(|x| x.as_str()),
-            t.attempt,
-            attempts,
-            super::messages::sources(t.to),
-        ])
-        .to_string();
         let kind: EventKind = t.to.into();
-        let event_tail = json!([kind.as_str(), at_ms, detail.as_deref()]).to_string();
-        let event_tail = format!(",{}", &event_tail[1..]);
         Prepared {
-            id,
-            detail,
-            row,
-            event_tail,
+            id: t.id.to_string(),
+            detail: super::rows::detail_text(&t.detail),
+            to: t.to.as_str(),
+            kind: kind.as_str(),
+            at_ms: super::ms(t.at),
+            tenant: t.tenant.as_ref().map(|x| x.as_str().to_owned()),
+            attempt_change: match t.attempts {
+                AttemptChange::Keep => 0,
+                AttemptChange::GiveBack => 1,
+                AttemptChange::Reset => 2,
+            },
+            sources: super::messages::sources(t.to),
             t,
         }
     }
@@ -186,19 +190,22 @@ impl Prepared {
     fn keeps_route(&self) -> bool {
         self.t.gateway.is_none() && self.t.provider_message_id.is_none()
     }
-}
 
-/// `[a,b,...]` from rows that are JSON texts already.
-fn json_array<'a>(rows: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::from("[");
-    for (i, row) in rows.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(row);
+    /// The statement row, in `transitions_sql!`'s column order.
+    fn values(&self) -> [&dyn ToSql; 10] {
+        [
+            &self.id,
+            &self.to,
+            &self.at_ms,
+            &self.t.gateway,
+            &self.t.provider_message_id,
+            &self.t.last_error,
+            &self.tenant,
+            &self.t.attempt,
+            &self.attempt_change,
+            &self.sources,
+        ]
     }
-    out.push(']');
-    out
 }
 
 /// Applies transitions in order: each run of distinct ids is one UPDATE per form and one event
@@ -223,23 +230,22 @@ pub(crate) fn apply_transitions(
 
 fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<TransitionOutcome>> {
     if let [one] = run {
-        // One row: the plain statement costs less than unpacking JSON.
+        // One row: the plain statement needs no RETURNING.
         return super::messages::apply_transition(conn, one).map(|o| vec![o]);
     }
     let mut applied: HashSet<String> = HashSet::with_capacity(run.len());
-    for (sql, keeps_route) in [(TRANSITIONS_KEEP_ROUTE_SQL, true), (TRANSITIONS_SQL, false)] {
-        let mut rows = run
+    for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
+        let values: Vec<&dyn ToSql> = run
             .iter()
             .filter(|p| p.keeps_route() == keeps_route)
-            .peekable();
-        if rows.peek().is_none() {
-            continue;
-        }
-        let rows = json_array(rows.map(|p| p.row.as_str()));
-        let mut stmt = conn.prepare_cached(sql)?;
-        for id in stmt.query_map([rows], |r| r.get::<_, String>(0))? {
-            applied.insert(id?);
-        }
+            .flat_map(Prepared::values)
+            .collect();
+        sql.run(conn, &values, |stmt, params| {
+            for id in stmt.query_map(params, |r| r.get::<_, String>(0))? {
+                applied.insert(id?);
+            }
+            Ok(())
+        })?;
     }
     let held: Vec<&str> = run
         .iter()
@@ -247,17 +253,16 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         .map(|p| p.id.as_str())
         .collect();
     take_back_claims(conn, &held)?;
-    let mut events = run
+    let events: Vec<(&Prepared, i64)> = run
         .iter()
         .filter(|p| !p.t.hold && applied.contains(&p.id))
-        .peekable();
-    if events.peek().is_some() {
-        let rows: Vec<String> = events
-            .map(|p| format!("[\"{}\",{}{}", p.id, next_event_seq(), p.event_tail))
-            .collect();
-        conn.prepare_cached(INSERT_EVENT_ROWS_SQL)?
-            .execute([json_array(rows.iter().map(String::as_str))])?;
-    }
+        .map(|p| (p, next_event_seq()))
+        .collect();
+    let values: Vec<&dyn ToSql> = events
+        .iter()
+        .flat_map(|(p, seq)| -> [&dyn ToSql; 5] { [&p.id, seq, &p.kind, &p.at_ms, &p.detail] })
+        .collect();
+    INSERT_EVENTS.execute(conn, &values)?;
     run.iter()
         .map(|p| match applied.contains(&p.id) {
             true => Ok(TransitionOutcome::Applied),
@@ -267,18 +272,16 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
 }
 
 /// Held messages go back without a trace: each one's last event, its claim's `sending`, is
-/// deleted (one statement for the batch).
+/// deleted (one statement per block).
 pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    conn.prepare_cached(
+    static TAKE_BACK: BlockSql = BlockSql::new(
         "DELETE FROM events WHERE kind = 'sending' AND (message_id, seq) IN \
-         (SELECT message_id, MAX(seq) FROM events \
-          WHERE message_id IN (SELECT value FROM json_each(?1)) GROUP BY message_id)",
-    )?
-    .execute([json!(ids).to_string()])?;
-    Ok(())
+         (SELECT message_id, MAX(seq) FROM events WHERE message_id IN (",
+        1,
+        ") GROUP BY message_id)",
+    );
+    let values: Vec<&dyn ToSql> = ids.iter().map(|id| id as &dyn ToSql).collect();
+    TAKE_BACK.execute(conn, &values)
 }
 
 /// Why a transition did not apply: the message moved on, or it is not the caller's.
