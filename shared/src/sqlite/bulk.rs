@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension};
 use super::inserts::insert_messages;
 use super::messages::{find_key, insert_key};
 use super::SqliteBackend;
-use crate::domain::BulkJob;
+use crate::domain::{BulkJob, NewMessage};
 use crate::ports::{AcceptOutcome, IdempotencyRecord, StoreError};
 
 /// Messages per chunk, and the rendered content after which a chunk is cut short.
@@ -59,49 +59,52 @@ impl SqliteBackend {
     }
 
     /// Writes a job's messages from `next` on, chunk by chunk; the last chunk removes the job.
-    async fn write_bulk(&self, job: Arc<BulkJob>, mut next: usize) -> Result<(), StoreError> {
-        let rank = job.envelope.priority.rank();
-        while next < job.recipients.len() {
-            let source = job.clone();
-            let chunk = tokio::task::spawn_blocking(move || {
-                source.chunk_from(next, CHUNK_MESSAGES, CHUNK_BYTES)
-            })
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("bulk render stopped: {e}")))?
-            .map_err(|e| {
-                StoreError::Corrupt(format!("bulk job {} does not render: {e}", job.bulk_id))
-            })?;
-            let end = next + chunk.len().max(1);
-            let done = end >= job.recipients.len();
-            let bulk_id = job.bulk_id.clone();
-            self.writer
-                .run_rows(rank, chunk.len(), move |conn| {
-                    insert_messages(conn, &chunk)?;
-                    if done {
-                        conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
-                            .execute([&bulk_id])?;
-                    } else {
-                        conn.prepare_cached(
-                            "UPDATE bulk_jobs SET next_index = ?2 WHERE bulk_id = ?1",
-                        )?
-                        .execute(params![bulk_id, end as i64])?;
-                    }
-                    Ok(())
-                })
-                .await?;
-            next = end;
-        }
+    /// The next chunk renders while the writer stores this one, so render and write overlap.
+    async fn write_bulk(&self, job: Arc<BulkJob>, next: usize) -> Result<(), StoreError> {
         if job.recipients.is_empty() {
-            let bulk_id = job.bulk_id.clone();
-            self.writer
-                .run(rank, move |conn| {
-                    conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
-                        .execute([&bulk_id])
-                        .map(drop)
-                })
-                .await?;
+            return self.finish_bulk(&job, 0, Vec::new()).await;
+        }
+        let mut at = next;
+        let mut chunk = render_chunk(&job, at).await?;
+        while at < job.recipients.len() {
+            let end = at + chunk.len().max(1);
+            let store = self.finish_bulk(&job, end, chunk);
+            let render_next = async {
+                match end < job.recipients.len() {
+                    true => render_chunk(&job, end).await,
+                    false => Ok(Vec::new()),
+                }
+            };
+            let (stored, rendered) = tokio::join!(store, render_next);
+            stored?;
+            chunk = rendered?;
+            at = end;
         }
         Ok(())
+    }
+
+    /// Stores a chunk with the job's progress (`end`), or removes the job after its last one.
+    async fn finish_bulk(
+        &self,
+        job: &BulkJob,
+        end: usize,
+        chunk: Vec<NewMessage>,
+    ) -> Result<(), StoreError> {
+        let done = end >= job.recipients.len();
+        let bulk_id = job.bulk_id.clone();
+        self.writer
+            .run_rows(job.envelope.priority.rank(), chunk.len(), move |conn| {
+                insert_messages(conn, &chunk)?;
+                if done {
+                    conn.prepare_cached("DELETE FROM bulk_jobs WHERE bulk_id = ?1")?
+                        .execute([&bulk_id])?;
+                } else {
+                    conn.prepare_cached("UPDATE bulk_jobs SET next_index = ?2 WHERE bulk_id = ?1")?
+                        .execute(params![bulk_id, end as i64])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Finishes the bulk jobs a previous process accepted but did not write to the end.
@@ -127,4 +130,13 @@ impl SqliteBackend {
             })
             .await
     }
+}
+
+/// The chunk of `job`'s messages from `from`, rendered on a blocking thread.
+async fn render_chunk(job: &Arc<BulkJob>, from: usize) -> Result<Vec<NewMessage>, StoreError> {
+    let source = job.clone();
+    tokio::task::spawn_blocking(move || source.chunk_from(from, CHUNK_MESSAGES, CHUNK_BYTES))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("bulk render stopped: {e}")))?
+        .map_err(|e| StoreError::Corrupt(format!("bulk job {} does not render: {e}", job.bulk_id)))
 }

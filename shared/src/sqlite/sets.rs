@@ -2,7 +2,7 @@
 //! statement per kind and block of rows, not one per message. Rows are bound as plain values
 //! (`blocks.rs`), so the statement cache holds a few plans whatever the batch size.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension};
@@ -63,7 +63,8 @@ pub(crate) fn claim_many(
         concat!(") RETURNING ", message_columns!()),
     );
     let texts: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let mut claimed: HashMap<MessageId, crate::domain::Message> = HashMap::with_capacity(ids.len());
+    let mut claimed: FxHashMap<MessageId, crate::domain::Message> =
+        FxHashMap::with_capacity_and_hasher(ids.len(), Default::default());
     let values: Vec<&dyn ToSql> = texts.iter().map(|t| t as &dyn ToSql).collect();
     CLAIM.run_with(
         conn,
@@ -217,7 +218,8 @@ pub(crate) fn apply_transitions(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut start = 0;
     while start < batch.len() {
-        let mut seen = HashSet::new();
+        // Ids are Herald's own, so a fast hash without flood resistance is safe here.
+        let mut seen = FxHashSet::default();
         let end = batch[start..]
             .iter()
             .position(|p| !seen.insert(p.id.as_str()))
@@ -233,7 +235,8 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         // One row: the plain statement needs no RETURNING.
         return super::messages::apply_transition(conn, one).map(|o| vec![o]);
     }
-    let mut applied: HashSet<String> = HashSet::with_capacity(run.len());
+    let mut applied: FxHashSet<String> =
+        FxHashSet::with_capacity_and_hasher(run.len(), Default::default());
     for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
         let values: Vec<&dyn ToSql> = run
             .iter()
