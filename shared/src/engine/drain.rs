@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info_span, warn, Instrument};
@@ -18,7 +18,7 @@ use super::dispatch::{claimed_or, early, suppressions_unreadable, Disposition, R
 use super::suppress::suppression_note;
 use super::Herald;
 use crate::domain::{Message, MessageStatus, Priority};
-use crate::ports::{Delivery, Transition, TransitionOutcome};
+use crate::ports::{ClaimOutcome, Delivery, StoreError, Transition, TransitionOutcome};
 
 /// Starts every lane's workers; they stop when `shutdown` turns true.
 pub fn spawn_workers(
@@ -45,19 +45,19 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
         let notified = herald.waker(lane).notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let deliveries = match herald
-            .queue
-            .receive(lane, cfg.batch, herald.config.visibility_timeout)
-            .await
-        {
-            Ok(d) => d,
+        if lane.is_bulk() {
+            // Step aside before claiming: a priority message accepted meanwhile goes first.
+            herald.priority_gate.yield_to_priority_lanes().await;
+        }
+        let received = match herald.receive_batch(lane, cfg.batch).await {
+            Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "receive failed; backing off");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if deliveries.is_empty() {
+        if received.is_empty() {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(herald.config.idle_poll) => {}
@@ -65,7 +65,23 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
             }
             continue;
         }
-        herald.drain_batch(lane, deliveries, &shutdown).await;
+        herald.drain_batch(lane, received, &shutdown).await;
+    }
+}
+
+/// What a lane worker received: receipts to claim, or receipts claimed in the same unit of
+/// work (the embedded store, where the queue and the messages are one database).
+enum Received {
+    Receipts(Vec<Delivery>),
+    Claimed(Vec<(Delivery, ClaimOutcome)>),
+}
+
+impl Received {
+    fn is_empty(&self) -> bool {
+        match self {
+            Received::Receipts(d) => d.is_empty(),
+            Received::Claimed(c) => c.is_empty(),
+        }
     }
 }
 
@@ -77,17 +93,36 @@ struct Batch {
 }
 
 impl Herald {
+    async fn receive_batch(&self, lane: Priority, max: usize) -> Result<Received, StoreError> {
+        let visibility = self.config.visibility_timeout;
+        let claimed = self
+            .queue
+            .receive_claimed(lane, max, visibility, visibility)
+            .await?;
+        match claimed {
+            Some(claimed) => Ok(Received::Claimed(claimed)),
+            None => self
+                .queue
+                .receive(lane, max, visibility)
+                .await
+                .map(Received::Receipts),
+        }
+    }
+
     async fn drain_batch(
         &self,
         lane: Priority,
-        deliveries: Vec<Delivery>,
+        received: Received,
         shutdown: &watch::Receiver<bool>,
     ) {
         if lane.is_bulk() {
             self.priority_gate.yield_to_priority_lanes().await;
         }
         let mut batch = Batch::default();
-        let claimed = self.claim_batch(lane, deliveries, &mut batch).await;
+        let claimed = match received {
+            Received::Receipts(deliveries) => self.claim_batch(lane, deliveries, &mut batch).await,
+            Received::Claimed(claims) => self.take_claims(lane, claims, Utc::now(), &mut batch),
+        };
         let to_send = self.drop_suppressed(claimed, &mut batch).await;
         if *shutdown.borrow() {
             // Stopping: hand back what was claimed and not started.
@@ -161,8 +196,19 @@ impl Herald {
                 return Vec::new();
             }
         };
-        let mut claimed = Vec::with_capacity(due.len());
-        for (d, outcome) in due.into_iter().zip(outcomes) {
+        self.take_claims(lane, due.into_iter().zip(outcomes).collect(), now, batch)
+    }
+
+    /// The claimed messages of a batch; the receipts of the others get their disposition now.
+    fn take_claims(
+        &self,
+        lane: Priority,
+        claims: Vec<(Delivery, ClaimOutcome)>,
+        now: DateTime<Utc>,
+        batch: &mut Batch,
+    ) -> Vec<(Delivery, Message)> {
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (d, outcome) in claims {
             if !lane.is_bulk() && d.receive_count == 1 {
                 self.priority_gate.claimed(lane);
             }

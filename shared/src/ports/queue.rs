@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::StoreError;
+use super::{ClaimOutcome, StoreError};
 use crate::domain::limits::PaceKey;
 use crate::domain::{MessageId, Priority, TenantId};
 
@@ -77,6 +77,19 @@ pub trait LaneQueue: Send + Sync + 'static {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, StoreError>;
+    /// Receives as `receive` and claims what it received (as `MessageStore::claim_many`, with
+    /// `lease`) in one unit of work, when the queue and the message store are one database
+    /// (the embedded SQLite: one job and one commit instead of two per batch). `None` when they
+    /// are apart (SQS and DynamoDB): the caller receives, then claims.
+    async fn receive_claimed(
+        &self,
+        _lane: Priority,
+        _max: usize,
+        _visibility: Duration,
+        _lease: Duration,
+    ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
+        Ok(None)
+    }
     /// Removes handled receipts.
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError>;
     /// Makes a delivery visible again after `delay` (retry back-off, throttles, early scheduled
