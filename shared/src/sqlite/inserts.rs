@@ -1,5 +1,6 @@
 //! New messages: one at a time for a single send, and many per statement for bulk chunks
-//! (three statements per 64 messages: the messages, their first events, their queue entries).
+//! (two statements per 64 messages: the messages, with their place on the lane, and their
+//! first events).
 
 use std::sync::OnceLock;
 
@@ -7,23 +8,21 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params_from_iter, Connection};
 
 use super::ms;
-use super::rows::{detail_text, enqueue, insert_event};
+use super::rows::{detail_text, insert_event};
 use crate::domain::{EventKind, MessageStatus, NewMessage};
 
-/// Messages per multi-row INSERT: 64 rows of 21 parameters is far under SQLite's limit, and one
+/// Messages per multi-row INSERT: 64 rows of 23 parameters is far under SQLite's limit, and one
 /// fixed size keeps one cached plan per statement.
 const ROWS_PER_INSERT: usize = 64;
 
 const MESSAGE_INSERT: &str = "INSERT INTO messages (id, tenant, channel, priority, status, \
      recipient, sender, subject, body, html, template, sms, message_type, source_type, source_id, \
-     metadata, send_at, bulk_id, external_id, correlation_id, created_at, updated_at) VALUES ";
-/// One row's placeholders; `created_at` doubles as `updated_at`.
-const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+     metadata, send_at, bulk_id, external_id, correlation_id, created_at, updated_at, visible_at) \
+     VALUES ";
+/// One row's placeholders.
+const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 const EVENT_INSERT: &str = "INSERT INTO events (message_id, seq, kind, at, detail) VALUES ";
 const EVENT_ROW: &str = "(?,?,?,?,?)";
-const QUEUE_INSERT: &str =
-    "INSERT INTO lane_queue (lane, message_id, tenant, visible_at, enqueued_at) VALUES ";
-const QUEUE_ROW: &str = "(?,?,?,?,?)";
 
 pub(super) fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Result<()> {
     let id = m.id.to_string();
@@ -31,11 +30,7 @@ pub(super) fn insert_message(conn: &Connection, m: &NewMessage) -> rusqlite::Res
         .execute(params_from_iter(message_values(m, &id)))?;
     let now = ms(m.created_at);
     let detail = detail_text(&m.first_event_detail());
-    insert_event(conn, &id, m.status.into(), now, detail.as_deref())?;
-    if m.status == MessageStatus::Queued {
-        enqueue(conn, m.priority, &id, m.tenant.as_str(), due_ms(m), now)?;
-    }
-    Ok(())
+    insert_event(conn, &id, m.status.into(), now, detail.as_deref())
 }
 
 /// Inserts a chunk of new messages: full blocks of 64 as multi-row statements, the rest one by one.
@@ -51,13 +46,12 @@ pub(super) fn insert_messages(conn: &Connection, chunk: &[NewMessage]) -> rusqli
 }
 
 fn insert_block(conn: &Connection, block: &[NewMessage]) -> rusqlite::Result<()> {
-    static SQL: OnceLock<[String; 3]> = OnceLock::new();
-    let [messages, events, queue] = SQL.get_or_init(|| {
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let [messages, events] = SQL.get_or_init(|| {
         let rows = |row: &str| vec![row; ROWS_PER_INSERT].join(",");
         [
             format!("{MESSAGE_INSERT}{}", rows(MESSAGE_ROW)),
             format!("{EVENT_INSERT}{}", rows(EVENT_ROW)),
-            format!("{QUEUE_INSERT}{}", rows(QUEUE_ROW)),
         ]
     });
     let ids: Vec<String> = block.iter().map(|m| m.id.to_string()).collect();
@@ -79,38 +73,18 @@ fn insert_block(conn: &Connection, block: &[NewMessage]) -> rusqlite::Result<()>
     });
     conn.prepare_cached(events)?
         .execute(params_from_iter(events_values))?;
-    if block.iter().all(|m| m.status == MessageStatus::Queued) {
-        let queue_values = block.iter().zip(&ids).flat_map(|(m, id)| {
-            [
-                Sql::Integer(m.priority.index() as i64),
-                Sql::Text(id.clone()),
-                Sql::Text(m.tenant.as_str().to_owned()),
-                Sql::Integer(due_ms(m)),
-                Sql::Integer(ms(m.created_at)),
-            ]
-        });
-        conn.prepare_cached(queue)?
-            .execute(params_from_iter(queue_values))?;
-    } else {
-        // Some were settled at accept (suppressed): queue the others one by one.
-        for (m, id) in block.iter().zip(&ids) {
-            if m.status == MessageStatus::Queued {
-                let now = ms(m.created_at);
-                enqueue(conn, m.priority, id, m.tenant.as_str(), due_ms(m), now)?;
-            }
-        }
-    }
     Ok(())
 }
 
-/// When a queued message becomes due: its `send_at`, never before it was created.
-fn due_ms(m: &NewMessage) -> i64 {
+/// When a queued message becomes due on its lane: its `send_at`, never before it was created.
+/// None for a message settled at accept (suppressed), which never goes on a lane.
+fn due_ms(m: &NewMessage) -> Option<i64> {
     let now = ms(m.created_at);
-    m.send_at.map(ms).unwrap_or(now).max(now)
+    (m.status == MessageStatus::Queued).then(|| m.send_at.map(ms).unwrap_or(now).max(now))
 }
 
-/// The 22 values of a `messages` row, in `MESSAGE_INSERT`'s order.
-fn message_values(m: &NewMessage, id: &str) -> [Sql; 22] {
+/// The 23 values of a `messages` row, in `MESSAGE_INSERT`'s order.
+fn message_values(m: &NewMessage, id: &str) -> [Sql; 23] {
     let text = |s: Option<&str>| s.map_or(Sql::Null, |s| Sql::Text(s.to_owned()));
     let now = ms(m.created_at);
     [
@@ -139,5 +113,6 @@ fn message_values(m: &NewMessage, id: &str) -> [Sql; 22] {
         Sql::Text(m.correlation_id.clone()),
         Sql::Integer(now),
         Sql::Integer(now),
+        due_ms(m).map_or(Sql::Null, Sql::Integer),
     ]
 }

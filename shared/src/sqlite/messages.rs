@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::inserts::insert_message;
 use super::rows::{
-    detail_text, enqueue, events_of, insert_event, message_columns, message_from_row, parse_status,
+    detail_text, events_of, insert_event, message_columns, message_from_row, parse_status,
     MESSAGE_COLUMNS,
 };
 use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
@@ -58,12 +58,16 @@ pub(super) fn insert_key(conn: &Connection, k: &IdempotencyRecord) -> rusqlite::
     Ok(())
 }
 
+/// A message that leaves `queued`/`deferred` for good (sent, failed, cancelled, ...) leaves its
+/// lane in the same write: its receipt's ack then finds nothing to do.
 /// Two forms: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
 /// transitions that carry no provider id (callbacks, cancels) leave `gateway` and
 /// `provider_message_id` out (it still names ?3 and ?4, which are NULL there, so both forms bind
 /// the same parameters).
 const TRANSITION_SQL: &str =
     "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
+     visible_at = CASE WHEN ?1 IN ('queued', 'deferred') THEN visible_at END, \
+     in_flight = CASE WHEN ?1 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
      attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
      last_error = COALESCE(?5, last_error) \
@@ -71,6 +75,8 @@ const TRANSITION_SQL: &str =
      AND (?8 IS NULL OR attempts = ?8)";
 const TRANSITION_KEEP_ROUTE_SQL: &str =
     "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
+     visible_at = CASE WHEN ?1 IN ('queued', 'deferred') THEN visible_at END, \
+     in_flight = CASE WHEN ?1 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
      attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      last_error = COALESCE(?5, last_error) \
      WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
@@ -418,16 +424,19 @@ impl MessageStore for SqliteBackend {
                 };
                 let mut redriven = Vec::new();
                 for id in candidates {
-                    let lane: Option<i64> = conn
+                    // Back on its lane in the same write: due now, never received.
+                    let redrove: Option<i64> = conn
                         .prepare_cached(
-                            "UPDATE messages SET status = 'queued', attempts = 0, lease_until = NULL, updated_at = ?1 \
-                             WHERE id = ?2 AND tenant = ?3 AND status = 'failed' RETURNING priority",
+                            "UPDATE messages SET status = 'queued', attempts = 0, lease_until = NULL, updated_at = ?1, \
+                             visible_at = ?1, receive_count = 0, in_flight = 0 \
+                             WHERE id = ?2 AND tenant = ?3 AND status = 'failed' RETURNING rowid",
                         )?
                         .query_row(params![now_ms, id, tenant], |r| r.get(0))
                         .optional()?;
-                    let Some(lane) = lane.and_then(|l| Priority::from_index(l as usize)) else { continue };
+                    if redrove.is_none() {
+                        continue;
+                    }
                     insert_event(conn, &id, MessageStatus::Queued.into(), now_ms, Some(r#"{"redriven":true}"#))?;
-                    enqueue(conn, lane, &id, &tenant, now_ms, now_ms)?;
                     if let Some(mid) = MessageId::parse(&id) {
                         redriven.push(mid);
                     }

@@ -5,6 +5,7 @@ mod bulk;
 mod inbound;
 mod inserts;
 mod messages;
+mod migrate;
 mod parked;
 mod pool;
 mod queue;
@@ -70,7 +71,13 @@ CREATE TABLE IF NOT EXISTS messages (
     provider_message_id TEXT,
     last_error TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    -- The lane queue is these columns and the index `messages_due` (see `migrate.rs`): a
+    -- queued message is due at `visible_at` (NULL when it is not on a lane); a received one is
+    -- hidden until then and comes back unless acknowledged.
+    visible_at INTEGER,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0
 );
 -- Provider callbacks find their message by the provider's id.
 CREATE INDEX IF NOT EXISTS messages_by_provider_id
@@ -95,19 +102,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, key)
 ) WITHOUT ROWID;
--- The lane queues: references only. A received row is hidden until visible_at (the
--- visibility timeout) and comes back unless acknowledged.
-CREATE TABLE IF NOT EXISTS lane_queue (
-    seq INTEGER PRIMARY KEY,
-    lane INTEGER NOT NULL,
-    message_id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    visible_at INTEGER NOT NULL,
-    enqueued_at INTEGER NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    in_flight INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS lane_queue_due ON lane_queue (lane, visible_at);
 -- The suppression list; scope is a tenant or '*' (global).
 CREATE TABLE IF NOT EXISTS suppressions (
     scope TEXT NOT NULL,
@@ -197,6 +191,7 @@ impl SqliteBackend {
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
+        migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);
         let parked_index = Arc::new(parked::ParkedIndex::load(&conn).map_err(to_store_error)?);
@@ -219,7 +214,8 @@ impl SqliteBackend {
         self.writer
             .run(0, move |conn| {
                 let rows = conn.execute(
-                    "UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE in_flight = 1",
+                    "UPDATE messages SET visible_at = ?1, in_flight = 0 \
+                     WHERE visible_at IS NOT NULL AND in_flight = 1",
                     [now],
                 )?;
                 let claims = conn.execute(

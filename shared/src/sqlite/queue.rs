@@ -1,57 +1,140 @@
+//! The lane queues, as columns of the message rows (`visible_at`, `receive_count`,
+//! `in_flight`) and the partial index `messages_due`: a queued message is due at `visible_at`;
+//! a received one is hidden until the visibility timeout and comes back unless acknowledged.
+//! A receipt is `rowid:receive_count`, so an old receipt never settles a newer receive (or a
+//! redriven message's fresh place on its lane).
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::{ToSql, Type};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, Row};
 
 use super::blocks::BlockSql;
-use super::sets::claim_many;
-use super::{ms, SqliteBackend};
-use crate::domain::{MessageId, Priority, TenantId};
+use super::rows::{message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT};
+use super::sets::insert_sending_events;
+use super::{from_ms, ms, SqliteBackend};
+use crate::domain::{Message, MessageId, Priority, TenantId};
 use crate::ports::{ClaimOutcome, Delivery, LaneQueue, LaneStats, Redelivery, StoreError};
 
-/// Hides up to `max` due entries of `lane` until `hidden_until`, oldest first: one statement
-/// for the whole batch (RETURNING's buffer is paid once per batch).
+/// The due entries of lane ?2 at time ?3, oldest first, at most ?4.
+const DUE: &str = "SELECT rowid FROM messages WHERE priority = ?2 AND visible_at <= ?3 \
+     ORDER BY visible_at LIMIT ?4";
+
+fn receipt(rowid: i64, receive_count: u32) -> String {
+    format!("{rowid}:{receive_count}")
+}
+
+fn parse_receipt(receipt: &str) -> Option<(i64, u32)> {
+    let (rowid, count) = receipt.split_once(':')?;
+    Some((rowid.parse().ok()?, count.parse().ok()?))
+}
+
+fn delivery(
+    lane: Priority,
+    rowid: i64,
+    id: &str,
+    tenant: String,
+    count: u32,
+) -> rusqlite::Result<Delivery> {
+    let message_id = MessageId::parse(id)
+        .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, "bad id".into()))?;
+    Ok(Delivery {
+        receipt: receipt(rowid, count),
+        message_id,
+        tenant,
+        lane,
+        receive_count: count,
+        // An entry is received only once due: `visible_at` holds the schedule.
+        not_before: None,
+        // Embedded pacing is in process, after the claim.
+        pace: None,
+    })
+}
+
+/// A received entry, with its message's state (for the claim that may follow).
+struct Entry {
+    rowid: i64,
+    delivery: Delivery,
+    status: String,
+    lease_until: Option<i64>,
+}
+
+/// Hides up to `max` due entries of `lane` until `hidden_until`: one statement for the batch.
 fn receive_in(
     conn: &Connection,
     lane: Priority,
     max: usize,
     now: i64,
     hidden_until: i64,
-) -> rusqlite::Result<Vec<Delivery>> {
-    let mut due: Vec<(i64, String, String, u32)> = conn
-        .prepare_cached(
-            "UPDATE lane_queue SET visible_at = ?1, receive_count = receive_count + 1, \
-             in_flight = 1 WHERE seq IN (SELECT seq FROM lane_queue \
-             WHERE lane = ?2 AND visible_at <= ?3 ORDER BY visible_at LIMIT ?4) \
-             RETURNING seq, message_id, tenant, receive_count",
-        )?
-        .query_map(
-            params![hidden_until, lane.index() as i64, now, max as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?
-        .collect::<Result<_, _>>()?;
-    // RETURNING has no order; seq is the order of arrival.
-    due.sort_unstable_by_key(|d| d.0);
-    due.into_iter()
-        .map(|(seq, id, tenant, count)| {
-            let message_id = MessageId::parse(&id).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(1, Type::Text, "bad id".into())
-            })?;
-            Ok(Delivery {
-                receipt: seq.to_string(),
-                message_id,
-                tenant,
-                lane,
-                receive_count: count,
-                // A row is received only once due: `visible_at` holds the schedule.
-                not_before: None,
-                // Embedded pacing is in process, after the batch claim.
-                pace: None,
+) -> rusqlite::Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
+         WHERE rowid IN ({DUE}) RETURNING rowid, id, tenant, receive_count, status, lease_until"
+    ))?;
+    let params = params![hidden_until, lane.index() as i64, now, max as i64];
+    let mut due: Vec<Entry> = stmt
+        .query_map(params, |r| {
+            let rowid = r.get(0)?;
+            Ok(Entry {
+                rowid,
+                delivery: delivery(lane, rowid, &r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)?,
+                status: r.get(4)?,
+                lease_until: r.get(5)?,
             })
-        })
-        .collect()
+        })?
+        .collect::<Result<_, _>>()?;
+    // RETURNING has no order; rowids follow accept order.
+    due.sort_unstable_by_key(|e| e.rowid);
+    Ok(due)
+}
+
+/// Receives and claims in one statement: each due entry whose message can be claimed is
+/// hidden and becomes `sending` with one more attempt in a single row write.
+fn claim_due(
+    conn: &Connection,
+    lane: Priority,
+    max: usize,
+    now: i64,
+    hidden_until: i64,
+    lease_until: i64,
+) -> rusqlite::Result<Vec<(i64, Delivery, Message)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        concat!(
+            "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
+             status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3 \
+             WHERE rowid IN ({due}) AND (status = 'queued' OR status = 'deferred' \
+               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?3)) \
+             RETURNING ",
+            message_columns!(),
+            ", rowid, receive_count"
+        ),
+        due = DUE
+    ))?;
+    let params = params![
+        hidden_until,
+        lane.index() as i64,
+        now,
+        max as i64,
+        lease_until
+    ];
+    let rows = stmt.query_map(params, |r: &Row<'_>| {
+        let m = message_from_row(r)?;
+        let (rowid, count): (i64, u32) = (
+            r.get(MESSAGE_COLUMN_COUNT)?,
+            r.get(MESSAGE_COLUMN_COUNT + 1)?,
+        );
+        let d = delivery(
+            lane,
+            rowid,
+            &m.id.to_string(),
+            m.tenant.as_str().to_owned(),
+            count,
+        )?;
+        Ok((rowid, d, m))
+    })?;
+    rows.collect()
 }
 
 #[async_trait]
@@ -66,7 +149,8 @@ impl LaneQueue for SqliteBackend {
         let hidden_until = now + visibility.as_millis() as i64;
         self.writer
             .run_rows(lane.rank(), max, move |conn| {
-                receive_in(conn, lane, max, now, hidden_until)
+                let due = receive_in(conn, lane, max, now, hidden_until)?;
+                Ok(due.into_iter().map(|e| e.delivery).collect())
             })
             .await
     }
@@ -85,23 +169,30 @@ impl LaneQueue for SqliteBackend {
         );
         self.writer
             .run_rows(lane.rank(), max, move |conn| {
-                let deliveries = receive_in(conn, lane, max, now, hidden_until)?;
-                let ids: Vec<MessageId> = deliveries.iter().map(|d| d.message_id).collect();
-                let outcomes = claim_many(conn, &ids, now, lease_until)?;
-                Ok(Some(deliveries.into_iter().zip(outcomes).collect()))
+                receive_and_claim(conn, lane, max, now, hidden_until, lease_until).map(Some)
             })
             .await
     }
 
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
-        static ACK: BlockSql = BlockSql::new("DELETE FROM lane_queue WHERE seq IN (", 1, ")");
-        let seqs: Vec<i64> = receipts.iter().filter_map(|r| r.parse().ok()).collect();
-        if seqs.is_empty() {
+        // A final outcome already took its message off the lane; this settles the rest
+        // (receipts whose claim did not take) and writes nothing for the others.
+        static ACK: BlockSql = BlockSql::new(
+            "UPDATE messages SET visible_at = NULL, in_flight = 0 FROM (VALUES ",
+            2,
+            ") AS r WHERE messages.rowid = r.column1 AND messages.receive_count = r.column2 \
+             AND messages.visible_at IS NOT NULL",
+        );
+        let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if receipts.is_empty() {
             return Ok(());
         }
         self.writer
-            .run_rows(lane.rank(), seqs.len(), move |conn| {
-                let values: Vec<&dyn ToSql> = seqs.iter().map(|s| s as &dyn ToSql).collect();
+            .run_rows(lane.rank(), receipts.len(), move |conn| {
+                let values: Vec<&dyn ToSql> = receipts
+                    .iter()
+                    .flat_map(|(rowid, count)| -> [&dyn ToSql; 2] { [rowid, count] })
+                    .collect();
                 ACK.execute(conn, &values)
             })
             .await
@@ -113,16 +204,17 @@ impl LaneQueue for SqliteBackend {
         delay: Duration,
     ) -> Result<Redelivery, StoreError> {
         let lane = delivery.lane;
-        let Ok(seq) = delivery.receipt.parse::<i64>() else {
+        let Some((rowid, count)) = parse_receipt(&delivery.receipt) else {
             return Ok(Redelivery::SameReceipt);
         };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
             .run(lane.rank(), move |conn| {
                 conn.prepare_cached(
-                    "UPDATE lane_queue SET visible_at = ?1, in_flight = 0 WHERE seq = ?2",
+                    "UPDATE messages SET visible_at = ?1, in_flight = 0 \
+                     WHERE rowid = ?2 AND receive_count = ?3 AND visible_at IS NOT NULL",
                 )?
-                .execute(params![due, seq])?;
+                .execute(params![due, rowid, count])?;
                 Ok(Redelivery::SameReceipt)
             })
             .await
@@ -140,74 +232,109 @@ impl LaneQueue for SqliteBackend {
         let now_ms = ms(now);
         let tenant = tenant.map(|t| t.as_str().to_owned());
         self.readers
-            .run(move |conn| {
-                let mut stats: Vec<LaneStats> = Priority::ALL
-                    .iter()
-                    .map(|&lane| LaneStats {
-                        lane,
-                        depth: 0,
-                        in_flight: 0,
-                        oldest_age_seconds: Some(0.0),
-                        delayed: 0,
-                    })
-                    .collect();
-                let mut stmt = conn.prepare_cached(
-                    "SELECT lane, \
-                       SUM(visible_at <= ?1), \
-                       SUM(in_flight = 1 AND visible_at > ?1), \
-                       SUM(in_flight = 0 AND visible_at > ?1), \
-                       MIN(CASE WHEN visible_at <= ?1 THEN enqueued_at END) \
-                     FROM lane_queue WHERE ?2 IS NULL OR tenant = ?2 GROUP BY lane",
-                )?;
-                let rows = stmt.query_map(rusqlite::params![now_ms, tenant], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (lane, due, in_flight, delayed, oldest) = row?;
-                    if let Some(s) = stats.get_mut(lane as usize) {
-                        s.depth = (due + delayed) as u64;
-                        s.in_flight = in_flight as u64;
-                        s.delayed = delayed as u64;
-                        s.oldest_age_seconds = Some(
-                            oldest
-                                .map(|o| (now_ms - o).max(0) as f64 / 1000.0)
-                                .unwrap_or(0.0),
-                        );
-                    }
-                }
-                Ok(stats)
-            })
+            .run(move |conn| lane_stats(conn, now_ms, tenant.as_deref()))
             .await
     }
+}
+
+/// The claims of one batch: the claimable due entries in one statement, then the rest of the
+/// batch hidden with the reason their claim did not take.
+fn receive_and_claim(
+    conn: &Connection,
+    lane: Priority,
+    max: usize,
+    now: i64,
+    hidden_until: i64,
+    lease_until: i64,
+) -> rusqlite::Result<Vec<(Delivery, ClaimOutcome)>> {
+    let claimed = claim_due(conn, lane, max, now, hidden_until, lease_until)?;
+    insert_sending_events(conn, claimed.iter().map(|(_, _, m)| m), now)?;
+    let mut out: Vec<(i64, Delivery, ClaimOutcome)> = claimed
+        .into_iter()
+        .map(|(rowid, d, m)| (rowid, d, ClaimOutcome::Claimed(Box::new(m))))
+        .collect();
+    // The claimed entries are hidden now, so the first due entries left are the batch's others.
+    if out.len() < max {
+        for e in receive_in(conn, lane, max - out.len(), now, hidden_until)? {
+            let refused = ClaimOutcome::NotClaimable {
+                current: parse_status(0, &e.status)?,
+                lease_until: e.lease_until.filter(|l| *l > now).map(from_ms),
+            };
+            out.push((e.rowid, e.delivery, refused));
+        }
+    }
+    out.sort_unstable_by_key(|(rowid, _, _)| *rowid);
+    Ok(out.into_iter().map(|(_, d, o)| (d, o)).collect())
+}
+
+/// Per lane: due, in flight, scheduled later, and how long the oldest due entry has waited.
+/// Read from the partial index alone (it holds the lane, time, flag and tenant).
+fn lane_stats(
+    conn: &Connection,
+    now_ms: i64,
+    tenant: Option<&str>,
+) -> rusqlite::Result<Vec<LaneStats>> {
+    let mut stats: Vec<LaneStats> = Priority::ALL
+        .iter()
+        .map(|&lane| LaneStats {
+            lane,
+            depth: 0,
+            in_flight: 0,
+            oldest_age_seconds: Some(0.0),
+            delayed: 0,
+        })
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT priority, SUM(visible_at <= ?1), SUM(in_flight = 1 AND visible_at > ?1), \
+           SUM(in_flight = 0 AND visible_at > ?1), MIN(CASE WHEN visible_at <= ?1 THEN visible_at END) \
+         FROM messages INDEXED BY messages_due \
+         WHERE visible_at IS NOT NULL AND (?2 IS NULL OR tenant = ?2) GROUP BY priority",
+    )?;
+    let rows = stmt.query_map(params![now_ms, tenant], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (lane, due, in_flight, delayed, oldest) = row?;
+        if let Some(s) = stats.get_mut(lane as usize) {
+            s.depth = (due + delayed) as u64;
+            s.in_flight = in_flight as u64;
+            s.delayed = delayed as u64;
+            s.oldest_age_seconds =
+                Some(oldest.map_or(0.0, |o| (now_ms - o).max(0) as f64 / 1000.0));
+        }
+    }
+    Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::MessageStatus;
-    use crate::ports::contract::{accept, message, tenant};
+    use crate::ports::contract::{accept, claim_now, message, tenant};
     use crate::ports::{MessageStore, Transition};
 
-    /// Receive and claim are one unit of work: each receipt comes with its claim, a cancelled
-    /// message's receipt with the refusal, and what was received is hidden from the next look.
+    /// Receive and claim are one unit of work: each receipt comes with its claim, a message
+    /// held by a live claim with the refusal, a cancelled message is off its lane at once, and
+    /// what was received is hidden from the next look.
     #[tokio::test]
     async fn receipts_come_with_their_claims() {
         let dir = tempfile::tempdir().unwrap();
         let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
         let t = tenant("acme");
         let mut ids = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             ids.push(accept(&b, message(&t, Priority::P3)).await);
         }
-        let mut cancel = Transition::new(ids[1], MessageStatus::Cancelled, Utc::now());
+        let mut cancel = Transition::new(ids[3], MessageStatus::Cancelled, Utc::now());
         cancel.tenant = Some(t.clone());
         b.transition(vec![cancel]).await.unwrap();
+        let held = claim_now(&b, ids[1], Priority::P3).await;
 
         let lease = Duration::from_secs(30);
         let claims = b
@@ -216,12 +343,27 @@ mod tests {
             .unwrap()
             .expect("the embedded queue claims on receive");
         let got: Vec<MessageId> = claims.iter().map(|(d, _)| d.message_id).collect();
-        assert_eq!(got, ids, "oldest first, one receipt each");
+        assert_eq!(
+            got,
+            ids[..3],
+            "oldest first, one receipt each, the cancelled one gone"
+        );
         for (i, (d, outcome)) in claims.iter().enumerate() {
             assert_eq!(d.receive_count, 1);
             match (i, outcome) {
-                (1, ClaimOutcome::NotClaimable { current, .. }) => {
-                    assert_eq!(*current, MessageStatus::Cancelled)
+                (
+                    1,
+                    ClaimOutcome::NotClaimable {
+                        current,
+                        lease_until,
+                    },
+                ) => {
+                    assert_eq!(*current, MessageStatus::Sending);
+                    assert!(
+                        lease_until.is_some(),
+                        "comes back when {} runs out",
+                        held.id
+                    );
                 }
                 (_, ClaimOutcome::Claimed(m)) if i != 1 => {
                     assert_eq!((m.status, m.attempts), (MessageStatus::Sending, 1));
@@ -239,5 +381,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(again.is_empty(), "received receipts are hidden");
+    }
+
+    /// A receipt settles only the receive it came from: after the entry came back and was
+    /// received again, the first receipt's ack leaves the second in flight.
+    #[tokio::test]
+    async fn an_old_receipt_never_settles_a_newer_receive() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
+        let t = tenant("acme");
+        accept(&b, message(&t, Priority::P3)).await;
+        let first = b
+            .receive(Priority::P3, 1, Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = b
+            .receive(Priority::P3, 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        let in_flight = |stats: Vec<LaneStats>| stats[Priority::P3.index()].in_flight;
+        b.ack(Priority::P3, vec![first[0].receipt.clone()])
+            .await
+            .unwrap();
+        assert_eq!(in_flight(b.stats(Utc::now(), None).await.unwrap()), 1);
+        b.ack(Priority::P3, vec![second[0].receipt.clone()])
+            .await
+            .unwrap();
+        assert_eq!(in_flight(b.stats(Utc::now(), None).await.unwrap()), 0);
     }
 }

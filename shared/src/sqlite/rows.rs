@@ -21,6 +21,8 @@ macro_rules! message_columns {
 }
 pub(crate) use message_columns;
 pub(crate) const MESSAGE_COLUMNS: &str = message_columns!();
+/// How many columns `message_columns!` names: what a statement returns after them starts here.
+pub(crate) const MESSAGE_COLUMN_COUNT: usize = 26;
 
 fn bad(col: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, Type::Text, what.to_owned().into())
@@ -123,18 +125,13 @@ pub(crate) fn events_of(
     rows.collect()
 }
 
-/// Puts a message reference on its lane, due at `visible_at`.
-pub(crate) fn enqueue(
-    conn: &Connection,
-    lane: Priority,
-    message_id: &str,
-    tenant: &str,
-    visible_at_ms: i64,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO lane_queue (lane, message_id, tenant, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![lane.index() as i64, message_id, tenant, visible_at_ms, now_ms])?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_column_count_matches_the_list() {
+        assert_eq!(
+            super::MESSAGE_COLUMNS.split(',').count(),
+            super::MESSAGE_COLUMN_COUNT
+        );
+    }
 }

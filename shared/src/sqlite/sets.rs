@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::blocks::BlockSql;
 use super::next_event_seq;
 use super::rows::{message_columns, message_from_row, parse_status};
-use crate::domain::{EventKind, MessageId, MessageStatus};
+use crate::domain::{EventKind, Message, MessageId, MessageStatus};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
 
 /// One event row to append: message id, kind, time (ms), detail text.
@@ -63,7 +63,7 @@ pub(crate) fn claim_many(
         concat!(") RETURNING ", message_columns!()),
     );
     let texts: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let mut claimed: FxHashMap<MessageId, crate::domain::Message> =
+    let mut claimed: FxHashMap<MessageId, Message> =
         FxHashMap::with_capacity_and_hasher(ids.len(), Default::default());
     let values: Vec<&dyn ToSql> = texts.iter().map(|t| t as &dyn ToSql).collect();
     CLAIM.run_with(
@@ -78,25 +78,7 @@ pub(crate) fn claim_many(
             Ok(())
         },
     )?;
-    let details: Vec<(String, &str)> = texts
-        .iter()
-        .zip(ids)
-        .filter_map(|(text, id)| {
-            claimed
-                .get(id)
-                .map(|m| (format!(r#"{{"attempt":{}}}"#, m.attempts), text.as_str()))
-        })
-        .collect();
-    let events: Vec<NewEvent<'_>> = details
-        .iter()
-        .map(|(detail, id)| NewEvent {
-            id,
-            kind: MessageStatus::Sending.into(),
-            at_ms: now_ms,
-            detail: Some(detail),
-        })
-        .collect();
-    insert_events(conn, &events)?;
+    insert_sending_events(conn, ids.iter().filter_map(|id| claimed.get(id)), now_ms)?;
     ids.iter()
         .zip(&texts)
         .map(|(id, text)| match claimed.remove(id) {
@@ -104,6 +86,27 @@ pub(crate) fn claim_many(
             None => not_claimable(conn, text, now_ms),
         })
         .collect()
+}
+
+/// The `sending` event of each claimed message, with its attempt, in one insert.
+pub(crate) fn insert_sending_events<'a>(
+    conn: &Connection,
+    claimed: impl Iterator<Item = &'a Message>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String)> = claimed
+        .map(|m| (m.id.to_string(), format!(r#"{{"attempt":{}}}"#, m.attempts)))
+        .collect();
+    let events: Vec<NewEvent<'_>> = rows
+        .iter()
+        .map(|(id, detail)| NewEvent {
+            id,
+            kind: MessageStatus::Sending.into(),
+            at_ms: now_ms,
+            detail: Some(detail),
+        })
+        .collect();
+    insert_events(conn, &events)
 }
 
 /// Why a claim did not take: the message's state now, or that it is gone.
@@ -134,7 +137,10 @@ macro_rules! transitions_sql {
         BlockSql::new(
             concat!(
                 "UPDATE messages SET status = j.column2, updated_at = j.column3, \
-                 lease_until = NULL, attempts = CASE j.column9 WHEN 1 THEN MAX(attempts - 1, 0) \
+                 lease_until = NULL, \
+                 visible_at = CASE WHEN j.column2 IN ('queued', 'deferred') THEN visible_at END, \
+                 in_flight = CASE WHEN j.column2 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
+                 attempts = CASE j.column9 WHEN 1 THEN MAX(attempts - 1, 0) \
                  WHEN 2 THEN 0 ELSE attempts END, ",
                 $route,
                 "last_error = COALESCE(j.column6, last_error) FROM (VALUES "

@@ -1,0 +1,143 @@
+//! Schema changes to a data directory written by an older Herald, in order, each once
+//! (`PRAGMA user_version` counts the ones applied). `SCHEMA` creates a new database in its
+//! latest form; these bring an old one there, keeping every message and queue entry.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Runs the migrations the database has not had, in one transaction.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= 1 {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    queue_into_messages(&tx)?;
+    tx.execute_batch("PRAGMA user_version = 1")?;
+    tx.commit()
+}
+
+/// Version 1: the lane queue moves from its own table onto the message rows (`visible_at`,
+/// `receive_count`, `in_flight`), so receiving and claiming a message write one row, and a
+/// final outcome leaves the lane in the same write.
+fn queue_into_messages(conn: &Connection) -> rusqlite::Result<()> {
+    let has_column: bool = conn
+        .query_row(
+            "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'visible_at'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_column {
+        conn.execute_batch(
+            "ALTER TABLE messages ADD COLUMN visible_at INTEGER; \
+             ALTER TABLE messages ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0; \
+             ALTER TABLE messages ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    let has_table: bool = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lane_queue'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if has_table {
+        // A message with two entries keeps the one due first.
+        conn.execute_batch(
+            "UPDATE messages SET visible_at = q.visible_at, receive_count = q.receive_count, \
+               in_flight = q.in_flight \
+             FROM (SELECT message_id, MIN(visible_at) AS visible_at, MAX(receive_count) AS receive_count, \
+                     MAX(in_flight) AS in_flight FROM lane_queue GROUP BY message_id) AS q \
+             WHERE messages.id = q.message_id; \
+             DROP TABLE lane_queue;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_due ON messages (priority, visible_at, in_flight, tenant) \
+         WHERE visible_at IS NOT NULL;",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::domain::{MessageId, Priority};
+    use crate::ports::LaneQueue;
+    use crate::sqlite::SqliteBackend;
+
+    /// The tables as Herald wrote them before version 1 (the rest of the schema is unchanged).
+    const BEFORE_V1: &str = "
+        CREATE TABLE messages (id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL, channel TEXT NOT NULL,
+            priority INTEGER NOT NULL, status TEXT NOT NULL, recipient TEXT NOT NULL, sender TEXT,
+            subject TEXT, body TEXT, html TEXT, template TEXT, sms TEXT, message_type TEXT,
+            source_type TEXT, source_id TEXT, metadata TEXT, send_at INTEGER, bulk_id TEXT,
+            external_id TEXT, correlation_id TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            lease_until INTEGER, gateway TEXT, provider_message_id TEXT, last_error TEXT,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE TABLE lane_queue (seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL,
+            message_id TEXT NOT NULL, tenant TEXT NOT NULL, visible_at INTEGER NOT NULL,
+            enqueued_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0,
+            in_flight INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX lane_queue_due ON lane_queue (lane, visible_at);";
+
+    fn old_row(conn: &rusqlite::Connection, id: MessageId, status: &str, queued: bool) {
+        conn.execute(
+            "INSERT INTO messages (id, tenant, channel, priority, status, recipient, body, \
+             correlation_id, created_at, updated_at) \
+             VALUES (?1, 'acme', 'email', 3, ?2, 'a@example.com', 'hi', 'c', 1, 1)",
+            rusqlite::params![id.to_string(), status],
+        )
+        .unwrap();
+        if queued {
+            conn.execute(
+                "INSERT INTO lane_queue (lane, message_id, tenant, visible_at, enqueued_at) \
+                 VALUES (3, ?1, 'acme', 1, 1)",
+                [id.to_string()],
+            )
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_from_before_keeps_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (queued, sent) = (MessageId::new(), MessageId::new());
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(BEFORE_V1).unwrap();
+            old_row(&conn, queued, "queued", true);
+            old_row(&conn, sent, "sent", false);
+        }
+        for _ in 0..2 {
+            // Twice: a migrated database opens as it is.
+            let b = SqliteBackend::open(&path).unwrap();
+            b.close_and_wait(Duration::from_secs(5)).await;
+        }
+        let b = SqliteBackend::open(&path).unwrap();
+        let got = b
+            .receive(Priority::P3, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|d| d.message_id).collect::<Vec<_>>(),
+            [queued]
+        );
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'lane_queue'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the old queue table is gone");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
+    }
+}
