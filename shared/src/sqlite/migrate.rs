@@ -16,34 +16,29 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Whether `query` finds a row.
+fn found(conn: &Connection, query: &str) -> rusqlite::Result<bool> {
+    Ok(conn.query_row(query, [], |_| Ok(())).optional()?.is_some())
+}
+
 /// Version 1: the lane queue moves from its own table onto the message rows (`visible_at`,
 /// `receive_count`, `in_flight`), so receiving and claiming a message write one row, and a
 /// final outcome leaves the lane in the same write.
 fn queue_into_messages(conn: &Connection) -> rusqlite::Result<()> {
-    let has_column: bool = conn
-        .query_row(
-            "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'visible_at'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !has_column {
+    if !found(
+        conn,
+        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'visible_at'",
+    )? {
         conn.execute_batch(
             "ALTER TABLE messages ADD COLUMN visible_at INTEGER; \
              ALTER TABLE messages ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0; \
              ALTER TABLE messages ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
-    let has_table: bool = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lane_queue'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if has_table {
+    if found(
+        conn,
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lane_queue'",
+    )? {
         // A message with two entries keeps the one due first.
         conn.execute_batch(
             "UPDATE messages SET visible_at = q.visible_at, receive_count = q.receive_count, \

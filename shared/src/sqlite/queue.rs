@@ -53,6 +53,30 @@ fn delivery(
     })
 }
 
+/// One look at a lane: up to `max` entries due at `now` (ms), hidden until `hidden_until`,
+/// and, when claimed, leased until `lease_until`.
+#[derive(Clone, Copy)]
+struct Look {
+    lane: Priority,
+    max: usize,
+    now: i64,
+    hidden_until: i64,
+    lease_until: i64,
+}
+
+impl Look {
+    fn new(lane: Priority, max: usize, visibility: Duration, lease: Duration) -> Look {
+        let now = ms(Utc::now());
+        Look {
+            lane,
+            max,
+            now,
+            hidden_until: now + visibility.as_millis() as i64,
+            lease_until: now + lease.as_millis() as i64,
+        }
+    }
+}
+
 /// A received entry, with its message's state (for the claim that may follow).
 struct Entry {
     rowid: i64,
@@ -62,18 +86,13 @@ struct Entry {
 }
 
 /// Hides up to `max` due entries of `lane` until `hidden_until`: one statement for the batch.
-fn receive_in(
-    conn: &Connection,
-    lane: Priority,
-    max: usize,
-    now: i64,
-    hidden_until: i64,
-) -> rusqlite::Result<Vec<Entry>> {
+fn receive_in(conn: &Connection, look: Look) -> rusqlite::Result<Vec<Entry>> {
+    let Look { lane, now, .. } = look;
     let mut stmt = conn.prepare_cached(&format!(
         "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
          WHERE rowid IN ({DUE}) RETURNING rowid, id, tenant, receive_count, status, lease_until"
     ))?;
-    let params = params![hidden_until, lane.index() as i64, now, max as i64];
+    let params = params![look.hidden_until, lane.index() as i64, now, look.max as i64];
     let mut due: Vec<Entry> = stmt
         .query_map(params, |r| {
             let rowid = r.get(0)?;
@@ -92,14 +111,8 @@ fn receive_in(
 
 /// Receives and claims in one statement: each due entry whose message can be claimed is
 /// hidden and becomes `sending` with one more attempt in a single row write.
-fn claim_due(
-    conn: &Connection,
-    lane: Priority,
-    max: usize,
-    now: i64,
-    hidden_until: i64,
-    lease_until: i64,
-) -> rusqlite::Result<Vec<(i64, Delivery, Message)>> {
+fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delivery, Message)>> {
+    let lane = look.lane;
     let mut stmt = conn.prepare_cached(&format!(
         concat!(
             "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
@@ -113,11 +126,11 @@ fn claim_due(
         due = DUE
     ))?;
     let params = params![
-        hidden_until,
+        look.hidden_until,
         lane.index() as i64,
-        now,
-        max as i64,
-        lease_until
+        look.now,
+        look.max as i64,
+        look.lease_until
     ];
     let rows = stmt.query_map(params, |r: &Row<'_>| {
         let m = message_from_row(r)?;
@@ -145,11 +158,10 @@ impl LaneQueue for SqliteBackend {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let now = ms(Utc::now());
-        let hidden_until = now + visibility.as_millis() as i64;
+        let look = Look::new(lane, max, visibility, visibility);
         self.writer
             .run_rows(lane.rank(), max, move |conn| {
-                let due = receive_in(conn, lane, max, now, hidden_until)?;
+                let due = receive_in(conn, look)?;
                 Ok(due.into_iter().map(|e| e.delivery).collect())
             })
             .await
@@ -162,14 +174,10 @@ impl LaneQueue for SqliteBackend {
         visibility: Duration,
         lease: Duration,
     ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
-        let now = ms(Utc::now());
-        let (hidden_until, lease_until) = (
-            now + visibility.as_millis() as i64,
-            now + lease.as_millis() as i64,
-        );
+        let look = Look::new(lane, max, visibility, lease);
         self.writer
             .run_rows(lane.rank(), max, move |conn| {
-                receive_and_claim(conn, lane, max, now, hidden_until, lease_until).map(Some)
+                receive_and_claim(conn, look).map(Some)
             })
             .await
     }
@@ -241,24 +249,24 @@ impl LaneQueue for SqliteBackend {
 /// batch hidden with the reason their claim did not take.
 fn receive_and_claim(
     conn: &Connection,
-    lane: Priority,
-    max: usize,
-    now: i64,
-    hidden_until: i64,
-    lease_until: i64,
+    look: Look,
 ) -> rusqlite::Result<Vec<(Delivery, ClaimOutcome)>> {
-    let claimed = claim_due(conn, lane, max, now, hidden_until, lease_until)?;
-    insert_sending_events(conn, claimed.iter().map(|(_, _, m)| m), now)?;
+    let claimed = claim_due(conn, look)?;
+    insert_sending_events(conn, claimed.iter().map(|(_, _, m)| m), look.now)?;
     let mut out: Vec<(i64, Delivery, ClaimOutcome)> = claimed
         .into_iter()
         .map(|(rowid, d, m)| (rowid, d, ClaimOutcome::Claimed(Box::new(m))))
         .collect();
     // The claimed entries are hidden now, so the first due entries left are the batch's others.
-    if out.len() < max {
-        for e in receive_in(conn, lane, max - out.len(), now, hidden_until)? {
+    if out.len() < look.max {
+        let rest = Look {
+            max: look.max - out.len(),
+            ..look
+        };
+        for e in receive_in(conn, rest)? {
             let refused = ClaimOutcome::NotClaimable {
                 current: parse_status(0, &e.status)?,
-                lease_until: e.lease_until.filter(|l| *l > now).map(from_ms),
+                lease_until: e.lease_until.filter(|l| *l > look.now).map(from_ms),
             };
             out.push((e.rowid, e.delivery, refused));
         }
