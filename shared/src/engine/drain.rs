@@ -115,9 +115,8 @@ impl Herald {
         received: Received,
         shutdown: &watch::Receiver<bool>,
     ) {
-        if lane.is_bulk() {
-            self.priority_gate.yield_to_priority_lanes().await;
-        }
+        // A bulk worker stepped aside before it received (`lane_worker`); each hand-off steps
+        // aside again below.
         let mut batch = Batch::default();
         let claimed = match received {
             Received::Receipts(deliveries) => self.claim_batch(lane, deliveries, &mut batch).await,

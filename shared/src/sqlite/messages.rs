@@ -6,10 +6,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::inserts::insert_message;
 use super::rows::{
-    detail_text, events_of, insert_event, message_columns, message_from_row, parse_status,
-    MESSAGE_COLUMNS,
+    claimable, detail_text, events_of, insert_event, lane_after, message_columns, message_from_row,
+    parse_status, MESSAGE_COLUMNS,
 };
-use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
+use super::sets::{apply_transitions, claim_many, insert_sending_events, not_claimable, Prepared};
 use super::{ms, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
@@ -58,29 +58,27 @@ pub(super) fn insert_key(conn: &Connection, k: &IdempotencyRecord) -> rusqlite::
     Ok(())
 }
 
-/// A message that leaves `queued`/`deferred` for good (sent, failed, cancelled, ...) leaves its
-/// lane in the same write: its receipt's ack then finds nothing to do.
 /// Two forms: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
 /// transitions that carry no provider id (callbacks, cancels) leave `gateway` and
 /// `provider_message_id` out (it still names ?3 and ?4, which are NULL there, so both forms bind
 /// the same parameters).
-const TRANSITION_SQL: &str =
-    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
-     visible_at = CASE WHEN ?1 IN ('queued', 'deferred') THEN visible_at END, \
-     in_flight = CASE WHEN ?1 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
-     attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+const TRANSITION_SQL: &str = concat!(
+    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, ",
+    lane_after!("?1"),
+    "attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
      last_error = COALESCE(?5, last_error) \
      WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
-     AND (?8 IS NULL OR attempts = ?8)";
-const TRANSITION_KEEP_ROUTE_SQL: &str =
-    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, \
-     visible_at = CASE WHEN ?1 IN ('queued', 'deferred') THEN visible_at END, \
-     in_flight = CASE WHEN ?1 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
-     attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+     AND (?8 IS NULL OR attempts = ?8)"
+);
+const TRANSITION_KEEP_ROUTE_SQL: &str = concat!(
+    "UPDATE messages SET status = ?1, updated_at = ?2, lease_until = NULL, ",
+    lane_after!("?1"),
+    "attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      last_error = COALESCE(?5, last_error) \
      WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
-     AND (?8 IS NULL OR attempts = ?8) AND ?3 IS NULL AND ?4 IS NULL";
+     AND (?8 IS NULL OR attempts = ?8) AND ?3 IS NULL AND ?4 IS NULL"
+);
 
 /// The states a transition may leave, from the domain's state machine (never from input), as
 /// ",a,b," for one `instr` test: an `IN (...)` list would cost an ephemeral table per statement.
@@ -164,11 +162,11 @@ fn claim_in(
     let id_s = id.to_string();
     // UPDATE then SELECT: `RETURNING` would cost an ephemeral table on every claim.
     let changed = conn
-        .prepare_cached(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
-             WHERE id = ?3 AND (status = 'queued' OR status = 'deferred' \
-               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?2))",
-        )?
+        .prepare_cached(concat!(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, \
+             updated_at = ?2 WHERE id = ?3 AND ",
+            claimable!("?2")
+        ))?
         .execute(params![lease_until, now_ms, id_s])?;
     if changed == 1 {
         let m = conn
@@ -178,14 +176,7 @@ fn claim_in(
                 " FROM messages WHERE id = ?1"
             ))?
             .query_row([&id_s], message_from_row)?;
-        let detail = format!(r#"{{"attempt":{}}}"#, m.attempts);
-        insert_event(
-            conn,
-            &id_s,
-            MessageStatus::Sending.into(),
-            now_ms,
-            Some(&detail),
-        )?;
+        insert_sending_events(conn, std::iter::once(&m), now_ms)?;
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
     not_claimable(conn, &id_s, now_ms)

@@ -12,15 +12,22 @@ use rusqlite::types::{ToSql, Type};
 use rusqlite::{params, Connection, Row};
 
 use super::blocks::BlockSql;
-use super::rows::{message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT};
+use super::rows::{
+    claimable, message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT,
+};
 use super::sets::insert_sending_events;
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::{Message, MessageId, Priority, TenantId};
 use crate::ports::{ClaimOutcome, Delivery, LaneQueue, LaneStats, Redelivery, StoreError};
 
-/// The due entries of lane ?2 at time ?3, oldest first, at most ?4.
-const DUE: &str = "SELECT rowid FROM messages WHERE priority = ?2 AND visible_at <= ?3 \
-     ORDER BY visible_at LIMIT ?4";
+/// The due entries of lane ?2 at time ?3, oldest first, at most ?4; a literal, so the
+/// statements that use it are built at compile time.
+macro_rules! due {
+    () => {
+        "SELECT rowid FROM messages WHERE priority = ?2 AND visible_at <= ?3 \
+         ORDER BY visible_at LIMIT ?4"
+    };
+}
 
 fn receipt(rowid: i64, receive_count: u32) -> String {
     format!("{rowid}:{receive_count}")
@@ -34,13 +41,11 @@ fn parse_receipt(receipt: &str) -> Option<(i64, u32)> {
 fn delivery(
     lane: Priority,
     rowid: i64,
-    id: &str,
+    message_id: MessageId,
     tenant: String,
     count: u32,
-) -> rusqlite::Result<Delivery> {
-    let message_id = MessageId::parse(id)
-        .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, "bad id".into()))?;
-    Ok(Delivery {
+) -> Delivery {
+    Delivery {
         receipt: receipt(rowid, count),
         message_id,
         tenant,
@@ -50,7 +55,7 @@ fn delivery(
         not_before: None,
         // Embedded pacing is in process, after the claim.
         pace: None,
-    })
+    }
 }
 
 /// One look at a lane: up to `max` entries due at `now` (ms), hidden until `hidden_until`,
@@ -88,17 +93,23 @@ struct Entry {
 /// Hides up to `max` due entries of `lane` until `hidden_until`: one statement for the batch.
 fn receive_in(conn: &Connection, look: Look) -> rusqlite::Result<Vec<Entry>> {
     let Look { lane, now, .. } = look;
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut stmt = conn.prepare_cached(concat!(
         "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
-         WHERE rowid IN ({DUE}) RETURNING rowid, id, tenant, receive_count, status, lease_until"
+         WHERE rowid IN (",
+        due!(),
+        ") RETURNING rowid, id, tenant, receive_count, status, lease_until"
     ))?;
     let params = params![look.hidden_until, lane.index() as i64, now, look.max as i64];
     let mut due: Vec<Entry> = stmt
         .query_map(params, |r| {
             let rowid = r.get(0)?;
+            let id: String = r.get(1)?;
+            let id = MessageId::parse(&id).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(1, Type::Text, "bad id".into())
+            })?;
             Ok(Entry {
                 rowid,
-                delivery: delivery(lane, rowid, &r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)?,
+                delivery: delivery(lane, rowid, id, r.get(2)?, r.get(3)?),
                 status: r.get(4)?,
                 lease_until: r.get(5)?,
             })
@@ -113,17 +124,16 @@ fn receive_in(conn: &Connection, look: Look) -> rusqlite::Result<Vec<Entry>> {
 /// hidden and becomes `sending` with one more attempt in a single row write.
 fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delivery, Message)>> {
     let lane = look.lane;
-    let mut stmt = conn.prepare_cached(&format!(
-        concat!(
-            "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
-             status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3 \
-             WHERE rowid IN ({due}) AND (status = 'queued' OR status = 'deferred' \
-               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?3)) \
-             RETURNING ",
-            message_columns!(),
-            ", rowid, receive_count"
-        ),
-        due = DUE
+    let mut stmt = conn.prepare_cached(concat!(
+        "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
+         status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3 \
+         WHERE rowid IN (",
+        due!(),
+        ") AND ",
+        claimable!("?3"),
+        " RETURNING ",
+        message_columns!(),
+        ", rowid, receive_count"
     ))?;
     let params = params![
         look.hidden_until,
@@ -138,13 +148,7 @@ fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delive
             r.get(MESSAGE_COLUMN_COUNT)?,
             r.get(MESSAGE_COLUMN_COUNT + 1)?,
         );
-        let d = delivery(
-            lane,
-            rowid,
-            &m.id.to_string(),
-            m.tenant.as_str().to_owned(),
-            count,
-        )?;
+        let d = delivery(lane, rowid, m.id, m.tenant.as_str().to_owned(), count);
         Ok((rowid, d, m))
     })?;
     rows.collect()

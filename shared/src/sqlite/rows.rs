@@ -22,7 +22,49 @@ macro_rules! message_columns {
 pub(crate) use message_columns;
 pub(crate) const MESSAGE_COLUMNS: &str = message_columns!();
 /// How many columns `message_columns!` names: what a statement returns after them starts here.
-pub(crate) const MESSAGE_COLUMN_COUNT: usize = 26;
+pub(crate) const MESSAGE_COLUMN_COUNT: usize = count_columns(MESSAGE_COLUMNS);
+
+const fn count_columns(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut i, mut columns) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            columns += 1;
+        }
+        i += 1;
+    }
+    columns
+}
+
+/// The claim's compare-and-set, for every claim statement: `queued`/`deferred`, or `sending`
+/// whose lease ran out by the parameter `$now`.
+macro_rules! claimable {
+    ($now:literal) => {
+        concat!(
+            "(status = 'queued' OR status = 'deferred' \
+             OR (status = 'sending' AND COALESCE(lease_until, 0) <= ",
+            $now,
+            "))"
+        )
+    };
+}
+pub(crate) use claimable;
+
+/// The lane columns of a transition to the status `$to`: a message that leaves
+/// `queued`/`deferred` for good (sent, failed, cancelled, ...) leaves its lane in the same
+/// write, so its receipt's ack then finds nothing to do.
+macro_rules! lane_after {
+    ($to:literal) => {
+        concat!(
+            "visible_at = CASE WHEN ",
+            $to,
+            " IN ('queued', 'deferred') THEN visible_at END, in_flight = CASE WHEN ",
+            $to,
+            " IN ('queued', 'deferred') THEN in_flight ELSE 0 END, "
+        )
+    };
+}
+pub(crate) use lane_after;
 
 fn bad(col: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, Type::Text, what.to_owned().into())
@@ -123,15 +165,4 @@ pub(crate) fn events_of(
         })
     })?;
     rows.collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_column_count_matches_the_list() {
-        assert_eq!(
-            super::MESSAGE_COLUMNS.split(',').count(),
-            super::MESSAGE_COLUMN_COUNT
-        );
-    }
 }

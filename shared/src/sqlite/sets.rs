@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::blocks::BlockSql;
 use super::next_event_seq;
-use super::rows::{message_columns, message_from_row, parse_status};
+use super::rows::{claimable, lane_after, message_columns, message_from_row, parse_status};
 use crate::domain::{EventKind, Message, MessageId, MessageStatus};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
 
@@ -56,9 +56,12 @@ pub(crate) fn claim_many(
     lease_until: i64,
 ) -> rusqlite::Result<Vec<ClaimOutcome>> {
     static CLAIM: BlockSql = BlockSql::new(
-        "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?, \
-             updated_at = ? WHERE (status = 'queued' OR status = 'deferred' \
-               OR (status = 'sending' AND COALESCE(lease_until, 0) <= ?)) AND id IN (",
+        concat!(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?, \
+             updated_at = ? WHERE ",
+            claimable!("?"),
+            " AND id IN ("
+        ),
         1,
         concat!(") RETURNING ", message_columns!()),
     );
@@ -137,10 +140,9 @@ macro_rules! transitions_sql {
         BlockSql::new(
             concat!(
                 "UPDATE messages SET status = j.column2, updated_at = j.column3, \
-                 lease_until = NULL, \
-                 visible_at = CASE WHEN j.column2 IN ('queued', 'deferred') THEN visible_at END, \
-                 in_flight = CASE WHEN j.column2 IN ('queued', 'deferred') THEN in_flight ELSE 0 END, \
-                 attempts = CASE j.column9 WHEN 1 THEN MAX(attempts - 1, 0) \
+                 lease_until = NULL, ",
+                lane_after!("j.column2"),
+                "attempts = CASE j.column9 WHEN 1 THEN MAX(attempts - 1, 0) \
                  WHEN 2 THEN 0 ELSE attempts END, ",
                 $route,
                 "last_error = COALESCE(j.column6, last_error) FROM (VALUES "
@@ -165,7 +167,7 @@ pub(crate) struct Prepared {
     pub id: String,
     pub detail: Option<String>,
     to: &'static str,
-    kind: &'static str,
+    kind: EventKind,
     at_ms: i64,
     tenant: Option<String>,
     attempt_change: i64,
@@ -174,12 +176,11 @@ pub(crate) struct Prepared {
 
 impl From<Transition> for Prepared {
     fn from(t: Transition) -> Prepared {
-        let kind: EventKind = t.to.into();
         Prepared {
             id: t.id.to_string(),
             detail: super::rows::detail_text(&t.detail),
             to: t.to.as_str(),
-            kind: kind.as_str(),
+            kind: t.to.into(),
             at_ms: super::ms(t.at),
             tenant: t.tenant.as_ref().map(|x| x.as_str().to_owned()),
             attempt_change: match t.attempts {
@@ -262,16 +263,17 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         .map(|p| p.id.as_str())
         .collect();
     take_back_claims(conn, &held)?;
-    let events: Vec<(&Prepared, i64)> = run
+    let events: Vec<NewEvent<'_>> = run
         .iter()
         .filter(|p| !p.t.hold && applied.contains(&p.id))
-        .map(|p| (p, next_event_seq()))
+        .map(|p| NewEvent {
+            id: &p.id,
+            kind: p.kind,
+            at_ms: p.at_ms,
+            detail: p.detail.as_deref(),
+        })
         .collect();
-    let values: Vec<&dyn ToSql> = events
-        .iter()
-        .flat_map(|(p, seq)| -> [&dyn ToSql; 5] { [&p.id, seq, &p.kind, &p.at_ms, &p.detail] })
-        .collect();
-    INSERT_EVENTS.execute(conn, &values)?;
+    insert_events(conn, &events)?;
     run.iter()
         .map(|p| match applied.contains(&p.id) {
             true => Ok(TransitionOutcome::Applied),
