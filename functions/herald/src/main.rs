@@ -1,5 +1,6 @@
 //! `herald`: the embedded server, key management, a small HTTP client, and the benchmark.
 
+mod allocator;
 mod bench;
 mod cli;
 mod client;
@@ -11,12 +12,8 @@ mod suppress;
 
 use clap::Parser;
 
-// The SQLite writer and the HTTP workers allocate small blocks on different threads; glibc's
-// arenas spent a sixth of the writer's time in malloc/free (perf, docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
+    allocator::return_freed_memory_soon();
     let cli = cli::Cli::parse();
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
