@@ -146,12 +146,21 @@ impl Herald {
                 batch.fates.push((d, disposition));
             }
         }
-        let recorded = self.record_outcomes(batch.outcomes).await;
-        let mut done = Vec::with_capacity(batch.fates.len());
+        let finished: Vec<String> = batch
+            .fates
+            .iter()
+            .filter(|(_, disposition)| *disposition == Disposition::Done)
+            .map(|(d, _)| d.receipt.clone())
+            .collect();
+        let recorded = self.record_outcomes(lane, batch.outcomes, &finished).await;
+        let mut done = Vec::new();
         for (d, disposition) in batch.fates {
-            // An outcome not recorded leaves its receipt to come back after the visibility
-            // timeout: the claim's lease runs out and it is handed off again (at least once).
-            if disposition == Disposition::Done && !recorded {
+            if disposition == Disposition::Done {
+                // Not recorded: the receipt comes back after the visibility timeout, the claim's
+                // lease runs out and the message is handed off again (at least once).
+                if recorded == Recorded::Only {
+                    done.push(d.receipt);
+                }
                 continue;
             }
             if self.settle_receipt(&d, disposition).await == ReceiptFate::Ack {
@@ -268,16 +277,24 @@ impl Herald {
     }
 
     /// Records a batch's outcomes as one unit of work; false when the store could not be reached.
-    async fn record_outcomes(&self, outcomes: Vec<Transition>) -> bool {
+    /// Records a batch's outcomes, and with them the receipts of the finished hand-offs where
+    /// the queue can take both in one unit of work.
+    async fn record_outcomes(
+        &self,
+        lane: Priority,
+        outcomes: Vec<Transition>,
+        finished: &[String],
+    ) -> Recorded {
         if outcomes.is_empty() {
-            return true;
+            return Recorded::Only;
         }
-        let results = match self.store.transition(outcomes.clone()).await {
-            Ok(results) => results,
-            Err(e) => {
-                warn!(count = outcomes.len(), error = %e, "outcomes not recorded");
-                return false;
-            }
+        let (results, recorded) = match self.queue.record_and_ack(lane, &outcomes, finished).await {
+            Ok(Some(results)) => (results, Recorded::WithReceipts),
+            Ok(None) => match self.store.transition(outcomes.clone()).await {
+                Ok(results) => (results, Recorded::Only),
+                Err(e) => return not_recorded(outcomes.len(), e),
+            },
+            Err(e) => return not_recorded(outcomes.len(), e),
         };
         for (t, result) in outcomes.iter().zip(&results) {
             if let TransitionOutcome::Conflict { current } = result {
@@ -285,6 +302,20 @@ impl Herald {
             }
             self.after_recorded(t, Some(result)).await;
         }
-        true
+        recorded
     }
+}
+
+/// Whether a batch's outcomes were recorded, and whether its finished receipts went with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// The finished receipts are still to be acknowledged.
+    Only,
+    WithReceipts,
+    Not,
+}
+
+fn not_recorded(count: usize, e: StoreError) -> Recorded {
+    warn!(count, error = %e, "outcomes not recorded");
+    Recorded::Not
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{ClaimOutcome, StoreError};
+use super::{ClaimOutcome, StoreError, Transition, TransitionOutcome};
 use crate::domain::limits::PaceKey;
 use crate::domain::{MessageId, Priority, TenantId};
 
@@ -88,6 +88,18 @@ pub trait LaneQueue: Send + Sync + 'static {
         _visibility: Duration,
         _lease: Duration,
     ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
+        Ok(None)
+    }
+    /// Records a batch's outcomes (as `MessageStore::transition`) and removes `receipts` in one
+    /// unit of work, when the queue and the message store are one database (one job and one
+    /// commit instead of two per batch). The receipts go only if the outcomes are recorded.
+    /// `None` when they are apart: the caller records, then acks.
+    async fn record_and_ack(
+        &self,
+        _lane: Priority,
+        _outcomes: &[Transition],
+        _receipts: &[String],
+    ) -> Result<Option<Vec<TransitionOutcome>>, StoreError> {
         Ok(None)
     }
     /// Removes handled receipts.

@@ -6,11 +6,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::inserts::insert_message;
 use super::rows::{
-    claimable, detail_text, events_of, insert_event, lane_after, message_columns, message_from_row,
-    parse_status, MESSAGE_COLUMNS,
+    claim_recorded, claimable, detail_text, events_of, insert_event, lane_after, message_columns,
+    message_from_row, parse_status, MESSAGE_COLUMNS,
 };
-use super::sets::{apply_transitions, claim_many, insert_sending_events, not_claimable, Prepared};
-use super::{ms, SqliteBackend};
+use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
+use super::{ms, next_event_seq, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
 };
@@ -164,10 +164,12 @@ fn claim_in(
     let changed = conn
         .prepare_cached(concat!(
             "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, \
-             updated_at = ?2 WHERE id = ?3 AND ",
+             updated_at = ?2, ",
+            claim_recorded!("?4", "?2"),
+            " WHERE id = ?3 AND ",
             claimable!("?2")
         ))?
-        .execute(params![lease_until, now_ms, id_s])?;
+        .execute(params![lease_until, now_ms, id_s, next_event_seq()])?;
     if changed == 1 {
         let m = conn
             .prepare_cached(concat!(
@@ -176,7 +178,6 @@ fn claim_in(
                 " FROM messages WHERE id = ?1"
             ))?
             .query_row([&id_s], message_from_row)?;
-        insert_sending_events(conn, std::iter::once(&m), now_ms)?;
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
     not_claimable(conn, &id_s, now_ms)

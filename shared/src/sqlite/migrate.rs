@@ -4,15 +4,22 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+/// The migrations in order; a database at `user_version` n has had the first n.
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 2] =
+    [queue_into_messages, claims_on_the_row];
+
 /// Runs the migrations the database has not had, in one transaction.
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= 1 {
+    let done = usize::try_from(version).unwrap_or(0);
+    if done >= MIGRATIONS.len() {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
-    queue_into_messages(&tx)?;
-    tx.execute_batch("PRAGMA user_version = 1")?;
+    for step in &MIGRATIONS[done..] {
+        step(&tx)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
     tx.commit()
 }
 
@@ -52,6 +59,32 @@ fn queue_into_messages(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS messages_due ON messages (priority, visible_at, in_flight, tenant) \
          WHERE visible_at IS NOT NULL;",
+    )
+}
+
+/// Version 2: a claim is recorded on its message row (`claim_seq`, `claimed_at`,
+/// `claim_attempt`) instead of as a `sending` event row, one row write fewer per attempt. When
+/// the next claim replaces it, this trigger moves the old one into `events`, so a timeline keeps
+/// every attempt; a claim taken back (a held message) is cleared and leaves no trace.
+fn claims_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
+    if !found(
+        conn,
+        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'claim_seq'",
+    )? {
+        conn.execute_batch(
+            "ALTER TABLE messages ADD COLUMN claim_seq INTEGER; \
+             ALTER TABLE messages ADD COLUMN claimed_at INTEGER; \
+             ALTER TABLE messages ADD COLUMN claim_attempt INTEGER;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE TRIGGER IF NOT EXISTS messages_claim_replaced \
+         AFTER UPDATE OF claim_seq ON messages \
+         WHEN OLD.claim_seq IS NOT NULL AND NEW.claim_seq IS NOT NULL \
+         BEGIN \
+           INSERT INTO events (message_id, seq, kind, at, detail) VALUES (OLD.id, OLD.claim_seq, \
+             'sending', OLD.claimed_at, json_object('attempt', OLD.claim_attempt)); \
+         END;",
     )
 }
 
@@ -133,6 +166,6 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
     }
 }

@@ -77,7 +77,12 @@ CREATE TABLE IF NOT EXISTS messages (
     -- hidden until then and comes back unless acknowledged.
     visible_at INTEGER,
     receive_count INTEGER NOT NULL DEFAULT 0,
-    in_flight INTEGER NOT NULL DEFAULT 0
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    -- The last claim (event sequence, time, attempt): its `sending` event is read from here
+    -- until the next claim moves it into `events` (see `migrate.rs`).
+    claim_seq INTEGER,
+    claimed_at INTEGER,
+    claim_attempt INTEGER
 );
 -- Provider callbacks find their message by the provider's id.
 CREATE INDEX IF NOT EXISTS messages_by_provider_id

@@ -13,12 +13,16 @@ use rusqlite::{params, Connection, Row};
 
 use super::blocks::BlockSql;
 use super::rows::{
-    claimable, message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT,
+    claim_recorded, claimable, message_columns, message_from_row, parse_status,
+    MESSAGE_COLUMN_COUNT,
 };
-use super::sets::insert_sending_events;
-use super::{from_ms, ms, SqliteBackend};
+use super::sets::{apply_transitions, Prepared};
+use super::{from_ms, ms, next_event_seq, SqliteBackend};
 use crate::domain::{Message, MessageId, Priority, TenantId};
-use crate::ports::{ClaimOutcome, Delivery, LaneQueue, LaneStats, Redelivery, StoreError};
+use crate::ports::{
+    ClaimOutcome, Delivery, LaneQueue, LaneStats, Redelivery, StoreError, Transition,
+    TransitionOutcome,
+};
 
 /// The due entries of lane ?2 at time ?3, oldest first, at most ?4; a literal, so the
 /// statements that use it are built at compile time.
@@ -126,8 +130,9 @@ fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delive
     let lane = look.lane;
     let mut stmt = conn.prepare_cached(concat!(
         "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
-         status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3 \
-         WHERE rowid IN (",
+         status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3, ",
+        claim_recorded!("?6", "?3"),
+        " WHERE rowid IN (",
         due!(),
         ") AND ",
         claimable!("?3"),
@@ -140,7 +145,8 @@ fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delive
         lane.index() as i64,
         look.now,
         look.max as i64,
-        look.lease_until
+        look.lease_until,
+        next_event_seq()
     ];
     let rows = stmt.query_map(params, |r: &Row<'_>| {
         let m = message_from_row(r)?;
@@ -186,26 +192,32 @@ impl LaneQueue for SqliteBackend {
             .await
     }
 
+    async fn record_and_ack(
+        &self,
+        _lane: Priority,
+        outcomes: &[Transition],
+        receipts: &[String],
+    ) -> Result<Option<Vec<TransitionOutcome>>, StoreError> {
+        let batch: Vec<Prepared> = outcomes.iter().cloned().map(Prepared::from).collect();
+        let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        self.writer
+            // The rank of outcomes (`MessageStore::transition`).
+            .run_rows(3, batch.len(), move |conn| {
+                let results = apply_transitions(conn, &batch)?;
+                ack_in(conn, &receipts)?;
+                Ok(Some(results))
+            })
+            .await
+    }
+
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
-        // A final outcome already took its message off the lane; this settles the rest
-        // (receipts whose claim did not take) and writes nothing for the others.
-        static ACK: BlockSql = BlockSql::new(
-            "UPDATE messages SET visible_at = NULL, in_flight = 0 FROM (VALUES ",
-            2,
-            ") AS r WHERE messages.rowid = r.column1 AND messages.receive_count = r.column2 \
-             AND messages.visible_at IS NOT NULL",
-        );
         let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
         if receipts.is_empty() {
             return Ok(());
         }
         self.writer
             .run_rows(lane.rank(), receipts.len(), move |conn| {
-                let values: Vec<&dyn ToSql> = receipts
-                    .iter()
-                    .flat_map(|(rowid, count)| -> [&dyn ToSql; 2] { [rowid, count] })
-                    .collect();
-                ACK.execute(conn, &values)
+                ack_in(conn, &receipts)
             })
             .await
     }
@@ -249,6 +261,25 @@ impl LaneQueue for SqliteBackend {
     }
 }
 
+/// Takes received entries off their lane. A final outcome already took its message off; this
+/// settles the rest (receipts whose claim did not take) and writes nothing for the others.
+fn ack_in(conn: &Connection, receipts: &[(i64, u32)]) -> rusqlite::Result<()> {
+    static ACK: BlockSql = BlockSql::new(
+        "UPDATE messages SET visible_at = NULL, in_flight = 0 FROM (VALUES ",
+        2,
+        ") AS r WHERE messages.rowid = r.column1 AND messages.receive_count = r.column2 \
+         AND messages.visible_at IS NOT NULL",
+    );
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<&dyn ToSql> = receipts
+        .iter()
+        .flat_map(|(rowid, count)| -> [&dyn ToSql; 2] { [rowid, count] })
+        .collect();
+    ACK.execute(conn, &values)
+}
+
 /// The claims of one batch: the claimable due entries in one statement, then the rest of the
 /// batch hidden with the reason their claim did not take.
 fn receive_and_claim(
@@ -256,7 +287,6 @@ fn receive_and_claim(
     look: Look,
 ) -> rusqlite::Result<Vec<(Delivery, ClaimOutcome)>> {
     let claimed = claim_due(conn, look)?;
-    insert_sending_events(conn, claimed.iter().map(|(_, _, m)| m), look.now)?;
     let mut out: Vec<(i64, Delivery, ClaimOutcome)> = claimed
         .into_iter()
         .map(|(rowid, d, m)| (rowid, d, ClaimOutcome::Claimed(Box::new(m))))
@@ -393,6 +423,81 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(again.is_empty(), "received receipts are hidden");
+    }
+
+    /// A claim lives on its row until the next claim moves it into `events`: every attempt
+    /// keeps its `sending` event, in order, with its number.
+    #[tokio::test]
+    async fn every_attempt_keeps_its_sending_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
+        let t = tenant("acme");
+        let id = accept(&b, message(&t, Priority::P3)).await;
+        for attempt in 1..=3 {
+            // Each lease has run out by the next claim, as after a crash mid-hand-off.
+            let lease = Duration::from_millis(1);
+            match b.claim(id, Priority::P3, Utc::now(), lease).await.unwrap() {
+                ClaimOutcome::Claimed(m) => assert_eq!(m.attempts, attempt),
+                other => panic!("attempt {attempt} not claimed: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+        sent.tenant = Some(t.clone());
+        b.transition(vec![sent]).await.unwrap();
+        let (_, events) = b.get(&t, id).await.unwrap().unwrap();
+        let timeline: Vec<(&str, Option<i64>)> = events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.detail["attempt"].as_i64()))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                ("queued", None),
+                ("sending", Some(1)),
+                ("sending", Some(2)),
+                ("sending", Some(3)),
+                ("sent", None)
+            ]
+        );
+    }
+
+    /// Outcomes and acks in one unit of work: a receipt whose claim did not take leaves its lane
+    /// with the batch's outcomes, and the claimed message is recorded and off its lane.
+    #[tokio::test]
+    async fn outcomes_and_receipts_settle_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
+        let t = tenant("acme");
+        let (sent, lost) = (
+            accept(&b, message(&t, Priority::P3)).await,
+            accept(&b, message(&t, Priority::P3)).await,
+        );
+        let lease = Duration::from_secs(30);
+        let claims = b
+            .receive_claimed(Priority::P3, 10, lease, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claims.len(), 2);
+        let outcome = Transition::new(sent, MessageStatus::Sent, Utc::now());
+        let receipts: Vec<String> = claims.iter().map(|(d, _)| d.receipt.clone()).collect();
+        // `lost` had no outcome (say its gateway call was never made): only its ack moves it.
+        let results = b
+            .record_and_ack(Priority::P3, &[outcome], &receipts)
+            .await
+            .unwrap()
+            .expect("the embedded queue records and acks together");
+        assert_eq!(results, [TransitionOutcome::Applied]);
+        let p3 = &b.stats(Utc::now(), None).await.unwrap()[Priority::P3.index()];
+        assert_eq!((p3.depth, p3.in_flight), (0, 0), "{p3:?}");
+        let status = |id| {
+            let b = &b;
+            let t = &t;
+            async move { b.get(t, id).await.unwrap().unwrap().0.status }
+        };
+        assert_eq!(status(sent).await, MessageStatus::Sent);
+        assert_eq!(status(lost).await, MessageStatus::Sending);
     }
 
     /// A receipt settles only the receive it came from: after the entry came back and was

@@ -50,6 +50,21 @@ macro_rules! claimable {
 }
 pub(crate) use claimable;
 
+/// What every claim statement records besides the status: the claim itself, on the row, in
+/// place of a `sending` event row (the parameter `$seq` is its event sequence, `$now` its time).
+macro_rules! claim_recorded {
+    ($seq:literal, $now:literal) => {
+        concat!(
+            "claim_seq = ",
+            $seq,
+            ", claimed_at = ",
+            $now,
+            ", claim_attempt = attempts + 1"
+        )
+    };
+}
+pub(crate) use claim_recorded;
+
 /// The lane columns of a transition to the status `$to`: a message that leaves
 /// `queued`/`deferred` for good (sent, failed, cancelled, ...) leaves its lane in the same
 /// write, so its receipt's ack then finds nothing to do.
@@ -154,8 +169,15 @@ pub(crate) fn events_of(
     conn: &Connection,
     message_id: &str,
 ) -> rusqlite::Result<Vec<DeliveryEvent>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT kind, at, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
+    // The last claim's `sending` event lives on the message row (`claim_recorded!`).
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, at, detail FROM ( \
+           SELECT seq, kind, at, detail FROM events WHERE message_id = ?1 \
+           UNION ALL \
+           SELECT claim_seq, 'sending', claimed_at, json_object('attempt', claim_attempt) \
+           FROM messages WHERE id = ?1 AND claim_seq IS NOT NULL) \
+         ORDER BY seq",
+    )?;
     let rows = stmt.query_map([message_id], |row| {
         let kind: String = row.get(0)?;
         Ok(DeliveryEvent {

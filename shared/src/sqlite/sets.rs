@@ -9,8 +9,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::blocks::BlockSql;
 use super::next_event_seq;
-use super::rows::{claimable, lane_after, message_columns, message_from_row, parse_status};
-use crate::domain::{EventKind, Message, MessageId, MessageStatus};
+use super::rows::{
+    claim_recorded, claimable, lane_after, message_columns, message_from_row, parse_status,
+};
+use crate::domain::{EventKind, Message, MessageId};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
 
 /// One event row to append: message id, kind, time (ms), detail text.
@@ -48,7 +50,8 @@ pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent<'_>]) -> rusql
 
 /// `queued`/`deferred`, or `sending` whose lease ran out, becomes `sending` with one more
 /// attempt, for every id at once: one compare-and-set UPDATE (a cancel that committed first
-/// wins, row by row), one insert for the `sending` events. One outcome per id, in order.
+/// wins, row by row), which records the claim on the row (its `sending` event). One outcome
+/// per id, in order.
 pub(crate) fn claim_many(
     conn: &Connection,
     ids: &[MessageId],
@@ -58,7 +61,9 @@ pub(crate) fn claim_many(
     static CLAIM: BlockSql = BlockSql::new(
         concat!(
             "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?, \
-             updated_at = ? WHERE ",
+             updated_at = ?, ",
+            claim_recorded!("?", "?"),
+            " WHERE ",
             claimable!("?"),
             " AND id IN ("
         ),
@@ -69,9 +74,10 @@ pub(crate) fn claim_many(
     let mut claimed: FxHashMap<MessageId, Message> =
         FxHashMap::with_capacity_and_hasher(ids.len(), Default::default());
     let values: Vec<&dyn ToSql> = texts.iter().map(|t| t as &dyn ToSql).collect();
+    let seq = next_event_seq();
     CLAIM.run_with(
         conn,
-        &[&lease_until, &now_ms, &now_ms],
+        &[&lease_until, &now_ms, &seq, &now_ms, &now_ms],
         &values,
         |stmt, params| {
             for m in stmt.query_map(params, message_from_row)? {
@@ -81,7 +87,6 @@ pub(crate) fn claim_many(
             Ok(())
         },
     )?;
-    insert_sending_events(conn, ids.iter().filter_map(|id| claimed.get(id)), now_ms)?;
     ids.iter()
         .zip(&texts)
         .map(|(id, text)| match claimed.remove(id) {
@@ -89,27 +94,6 @@ pub(crate) fn claim_many(
             None => not_claimable(conn, text, now_ms),
         })
         .collect()
-}
-
-/// The `sending` event of each claimed message, with its attempt, in one insert.
-pub(crate) fn insert_sending_events<'a>(
-    conn: &Connection,
-    claimed: impl Iterator<Item = &'a Message>,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    let rows: Vec<(String, String)> = claimed
-        .map(|m| (m.id.to_string(), format!(r#"{{"attempt":{}}}"#, m.attempts)))
-        .collect();
-    let events: Vec<NewEvent<'_>> = rows
-        .iter()
-        .map(|(id, detail)| NewEvent {
-            id,
-            kind: MessageStatus::Sending.into(),
-            at_ms: now_ms,
-            detail: Some(detail),
-        })
-        .collect();
-    insert_events(conn, &events)
 }
 
 /// Why a claim did not take: the message's state now, or that it is gone.
@@ -282,14 +266,14 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         .collect()
 }
 
-/// Held messages go back without a trace: each one's last event, its claim's `sending`, is
-/// deleted (one statement per block).
+/// Held messages go back without a trace: the claim on each row, which is its `sending` event,
+/// is forgotten (one statement per block).
 pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
     static TAKE_BACK: BlockSql = BlockSql::new(
-        "DELETE FROM events WHERE kind = 'sending' AND (message_id, seq) IN \
-         (SELECT message_id, MAX(seq) FROM events WHERE message_id IN (",
+        "UPDATE messages SET claim_seq = NULL, claimed_at = NULL, claim_attempt = NULL \
+         WHERE id IN (",
         1,
-        ") GROUP BY message_id)",
+        ")",
     );
     let values: Vec<&dyn ToSql> = ids.iter().map(|id| id as &dyn ToSql).collect();
     TAKE_BACK.execute(conn, &values)
