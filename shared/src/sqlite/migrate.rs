@@ -28,20 +28,30 @@ fn found(conn: &Connection, query: &str) -> rusqlite::Result<bool> {
     Ok(conn.query_row(query, [], |_| Ok(())).optional()?.is_some())
 }
 
+/// Adds columns (name, type) to `messages` that it lacks: a database `SCHEMA` created new
+/// has them already.
+fn add_message_columns(conn: &Connection, columns: &[(&str, &str)]) -> rusqlite::Result<()> {
+    for (name, kind) in columns {
+        let query = format!("SELECT 1 FROM pragma_table_info('messages') WHERE name = '{name}'");
+        if !found(conn, &query)? {
+            conn.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Version 1: the lane queue moves from its own table onto the message rows (`visible_at`,
 /// `receive_count`, `in_flight`), so receiving and claiming a message write one row, and a
 /// final outcome leaves the lane in the same write.
 fn queue_into_messages(conn: &Connection) -> rusqlite::Result<()> {
-    if !found(
+    add_message_columns(
         conn,
-        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'visible_at'",
-    )? {
-        conn.execute_batch(
-            "ALTER TABLE messages ADD COLUMN visible_at INTEGER; \
-             ALTER TABLE messages ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0; \
-             ALTER TABLE messages ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;",
-        )?;
-    }
+        &[
+            ("visible_at", "INTEGER"),
+            ("receive_count", "INTEGER NOT NULL DEFAULT 0"),
+            ("in_flight", "INTEGER NOT NULL DEFAULT 0"),
+        ],
+    )?;
     if found(
         conn,
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lane_queue'",
@@ -67,16 +77,14 @@ fn queue_into_messages(conn: &Connection) -> rusqlite::Result<()> {
 /// the next claim replaces it, this trigger moves the old one into `events`, so a timeline keeps
 /// every attempt; a claim taken back (a held message) is cleared and leaves no trace.
 fn claims_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
-    if !found(
+    add_message_columns(
         conn,
-        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'claim_seq'",
-    )? {
-        conn.execute_batch(
-            "ALTER TABLE messages ADD COLUMN claim_seq INTEGER; \
-             ALTER TABLE messages ADD COLUMN claimed_at INTEGER; \
-             ALTER TABLE messages ADD COLUMN claim_attempt INTEGER;",
-        )?;
-    }
+        &[
+            ("claim_seq", "INTEGER"),
+            ("claimed_at", "INTEGER"),
+            ("claim_attempt", "INTEGER"),
+        ],
+    )?;
     conn.execute_batch(
         "CREATE TRIGGER IF NOT EXISTS messages_claim_replaced \
          AFTER UPDATE OF claim_seq ON messages \
