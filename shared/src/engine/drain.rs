@@ -276,9 +276,8 @@ impl Herald {
         to_send
     }
 
-    /// Records a batch's outcomes as one unit of work; false when the store could not be reached.
-    /// Records a batch's outcomes, and with them the receipts of the finished hand-offs where
-    /// the queue can take both in one unit of work.
+    /// Records a batch's outcomes as one unit of work, with the receipts of its finished
+    /// hand-offs where the queue can take both together.
     async fn record_outcomes(
         &self,
         lane: Priority,
