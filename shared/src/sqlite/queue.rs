@@ -200,9 +200,10 @@ impl LaneQueue for SqliteBackend {
     ) -> Result<Option<Vec<TransitionOutcome>>, StoreError> {
         let batch: Vec<Prepared> = outcomes.iter().cloned().map(Prepared::from).collect();
         let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        let rows = batch.len() + receipts.len();
         self.writer
             // The rank of outcomes (`MessageStore::transition`).
-            .run_rows(3, batch.len(), move |conn| {
+            .run_rows(3, rows, move |conn| {
                 let results = apply_transitions(conn, &batch)?;
                 ack_in(conn, &receipts)?;
                 Ok(Some(results))
@@ -462,42 +463,67 @@ mod tests {
         );
     }
 
-    /// Outcomes and acks in one unit of work: a receipt whose claim did not take leaves its lane
-    /// with the batch's outcomes, and the claimed message is recorded and off its lane.
+    /// Outcomes and acks in one unit of work: the batch's receipts leave their lane with its
+    /// outcomes (a receipt whose claim did not take included), and when the outcomes cannot be
+    /// recorded, no receipt goes either.
     #[tokio::test]
     async fn outcomes_and_receipts_settle_together() {
         let dir = tempfile::tempdir().unwrap();
-        let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
+        let path = dir.path().join("t.db");
+        let b = SqliteBackend::open(&path).unwrap();
         let t = tenant("acme");
-        let (sent, lost) = (
+        let ids = [
             accept(&b, message(&t, Priority::P3)).await,
             accept(&b, message(&t, Priority::P3)).await,
-        );
+            accept(&b, message(&t, Priority::P3)).await,
+        ];
+        // Held by a live claim: received, but its claim does not take.
+        claim_now(&b, ids[1], Priority::P3).await;
         let lease = Duration::from_secs(30);
         let claims = b
             .receive_claimed(Priority::P3, 10, lease, lease)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(claims.len(), 2);
-        let outcome = Transition::new(sent, MessageStatus::Sent, Utc::now());
-        let receipts: Vec<String> = claims.iter().map(|(d, _)| d.receipt.clone()).collect();
-        // `lost` had no outcome (say its gateway call was never made): only its ack moves it.
+        assert_eq!(claims.len(), 3);
+        let receipt = |i: usize| claims[i].0.receipt.clone();
+        let sent = |i: usize| Transition::new(ids[i], MessageStatus::Sent, Utc::now());
+        let p3 = |b: &SqliteBackend| {
+            let b = b.clone();
+            async move { b.stats(Utc::now(), None).await.unwrap()[Priority::P3.index()].clone() }
+        };
         let results = b
-            .record_and_ack(Priority::P3, &[outcome], &receipts)
+            .record_and_ack(Priority::P3, &[sent(0)], &[receipt(0), receipt(1)])
             .await
             .unwrap()
             .expect("the embedded queue records and acks together");
         assert_eq!(results, [TransitionOutcome::Applied]);
-        let p3 = &b.stats(Utc::now(), None).await.unwrap()[Priority::P3.index()];
-        assert_eq!((p3.depth, p3.in_flight), (0, 0), "{p3:?}");
-        let status = |id| {
-            let b = &b;
-            let t = &t;
-            async move { b.get(t, id).await.unwrap().unwrap().0.status }
-        };
-        assert_eq!(status(sent).await, MessageStatus::Sent);
-        assert_eq!(status(lost).await, MessageStatus::Sending);
+        let lane = p3(&b).await;
+        assert_eq!(
+            (lane.depth, lane.in_flight),
+            (0, 1),
+            "only the third is left: {lane:?}"
+        );
+
+        // The outcome cannot be written: the job fails whole, and the receipt stays in flight.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON messages \
+                 WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let refused = b
+            .record_and_ack(Priority::P3, &[sent(2)], &[receipt(2)])
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(
+            p3(&b).await.in_flight,
+            1,
+            "the receipt went without its outcome"
+        );
+        let (m, _) = b.get(&t, ids[2]).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sending);
     }
 
     /// A receipt settles only the receive it came from: after the entry came back and was
