@@ -351,6 +351,43 @@ async fn cancel_before_hand_off_is_final_and_after_hand_off_is_a_conflict() {
 // 3. Tenant isolation
 // ---------------------------------------------------------------------------------------------
 
+/// A request's id comes back in `X-Request-Id` and is its message's correlation id, so the
+/// logs of the request and of the message's dispatch share it; an unusable one is replaced.
+#[tokio::test]
+async fn the_request_id_is_answered_and_follows_its_message() {
+    let s = TestServer::start().await;
+    let r = s
+        .post_with(
+            "/v1/messages",
+            &s.key,
+            &[("x-request-id", "req-7")],
+            &email("a@example.com"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.headers["x-request-id"], "req-7");
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let view = s.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(view.body["correlation_id"], "req-7", "{:#}", view.body);
+    let generated = view.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+
+    // Even an anonymous caller's 401 names its request.
+    let r = s
+        .request(
+            Method::GET,
+            "/v1/messages/x",
+            None,
+            &[("x-request-id", "bad id")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let named = r.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(named).is_ok(), "{named}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_cannot_see_or_touch_each_others_messages_and_templates() {
     let s = TestServer::start().await;

@@ -260,14 +260,12 @@ pub fn idempotency(
     }))
 }
 
-/// The caller's correlation id (`X-Correlation-Id`), or a new one.
+/// The caller's correlation id (`X-Correlation-Id`; the request id when the caller sent none,
+/// see `request_id`), or a new one.
 pub fn correlation_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
-        })
+        .get(&super::request_id::CORRELATION_ID)
+        .and_then(super::request_id::usable_id)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod ops;
 pub mod paging;
 pub mod problem;
+pub mod request_id;
 pub mod senders;
 pub mod suppressions;
 pub mod templates;
@@ -189,6 +190,8 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(problem::catch_panics())
+        // Outermost, so every answer (a 404, a caught panic) carries the request's id.
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(herald)
 }
 
