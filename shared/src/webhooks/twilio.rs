@@ -151,7 +151,7 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         .ok_or_else(|| Refusal::Malformed("no MessageSid".into()))?;
     let to = field("To");
     let Some(number) = webhooks.config.number(&to) else {
-        info!(to = %to, "inbound message for a number no tenant owns; ignored");
+        info!(to = %crate::redact::Masked(&to), "inbound message for a number no tenant owns; ignored");
         return Ok(None);
     };
     let count: usize = field("NumMedia").parse().unwrap_or(0);

@@ -137,7 +137,7 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         .number(to)
         .or_else(|| webhooks.config.number(phone_id))
     else {
-        info!(to, "whatsapp message for a number no tenant owns; ignored");
+        info!(to = %crate::redact::Masked(to), "whatsapp message for a number no tenant owns; ignored");
         return Ok(());
     };
     let Some(id) = message["id"].as_str() else {
