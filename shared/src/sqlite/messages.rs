@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::inserts::insert_message;
+use super::pool::OUTCOMES_RANK;
 use super::rows::{
-    claim_recorded, claimable, detail_text, events_of, insert_event, lane_after, message_columns,
+    claim_set, claimable, detail_text, events_of, insert_event, lane_after, message_columns,
     message_from_row, parse_status, MESSAGE_COLUMNS,
 };
 use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
@@ -163,9 +164,8 @@ fn claim_in(
     // UPDATE then SELECT: `RETURNING` would cost an ephemeral table on every claim.
     let changed = conn
         .prepare_cached(concat!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, \
-             updated_at = ?2, ",
-            claim_recorded!("?4", "?2"),
+            "UPDATE messages SET ",
+            claim_set!("?1", "?2", "?4"),
             " WHERE id = ?3 AND ",
             claimable!("?2")
         ))?
@@ -296,9 +296,9 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Vec<TransitionOutcome>, StoreError> {
         let batch: Vec<Prepared> = batch.into_iter().map(Prepared::from).collect();
         self.writer
-            // Rank 3: outcomes are not on a priority message's way to its gateway, so they
-            // never cut a group short (the urgent ranks do).
-            .run_rows(3, batch.len(), move |conn| apply_transitions(conn, &batch))
+            .run_rows(OUTCOMES_RANK, batch.len(), move |conn| {
+                apply_transitions(conn, &batch)
+            })
             .await
     }
 

@@ -24,6 +24,9 @@ pub(crate) const RANKS: usize = 5;
 /// Jobs of these ranks (the priority lanes P0, P1, P4) cut a group of bulk work short: the
 /// group commits what it ran and they go next, so they wait behind one job, not a group.
 const URGENT_RANKS: usize = 3;
+/// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
+/// so they never cut a group short.
+pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
 
 /// A unit of work for the writer. `run` may be called twice: once in the group transaction, and
 /// again on its own (in a savepoint) if another job of the group failed.

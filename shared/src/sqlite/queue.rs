@@ -12,9 +12,9 @@ use rusqlite::types::{ToSql, Type};
 use rusqlite::{params, Connection, Row};
 
 use super::blocks::BlockSql;
+use super::pool::OUTCOMES_RANK;
 use super::rows::{
-    claim_recorded, claimable, message_columns, message_from_row, parse_status,
-    MESSAGE_COLUMN_COUNT,
+    claim_set, claimable, message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT,
 };
 use super::sets::{apply_transitions, Prepared};
 use super::{from_ms, ms, next_event_seq, SqliteBackend};
@@ -40,6 +40,11 @@ fn receipt(rowid: i64, receive_count: u32) -> String {
 fn parse_receipt(receipt: &str) -> Option<(i64, u32)> {
     let (rowid, count) = receipt.split_once(':')?;
     Some((rowid.parse().ok()?, count.parse().ok()?))
+}
+
+/// The receipts Herald issued; anything else settles nothing.
+fn parse_receipts(receipts: &[String]) -> Vec<(i64, u32)> {
+    receipts.iter().filter_map(|r| parse_receipt(r)).collect()
 }
 
 fn delivery(
@@ -129,9 +134,8 @@ fn receive_in(conn: &Connection, look: Look) -> rusqlite::Result<Vec<Entry>> {
 fn claim_due(conn: &Connection, look: Look) -> rusqlite::Result<Vec<(i64, Delivery, Message)>> {
     let lane = look.lane;
     let mut stmt = conn.prepare_cached(concat!(
-        "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, \
-         status = 'sending', attempts = attempts + 1, lease_until = ?5, updated_at = ?3, ",
-        claim_recorded!("?6", "?3"),
+        "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1, ",
+        claim_set!("?5", "?3", "?6"),
         " WHERE rowid IN (",
         due!(),
         ") AND ",
@@ -199,11 +203,10 @@ impl LaneQueue for SqliteBackend {
         receipts: &[String],
     ) -> Result<Option<Vec<TransitionOutcome>>, StoreError> {
         let batch: Vec<Prepared> = outcomes.iter().cloned().map(Prepared::from).collect();
-        let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        let receipts = parse_receipts(receipts);
         let rows = batch.len() + receipts.len();
         self.writer
-            // The rank of outcomes (`MessageStore::transition`).
-            .run_rows(3, rows, move |conn| {
+            .run_rows(OUTCOMES_RANK, rows, move |conn| {
                 let results = apply_transitions(conn, &batch)?;
                 ack_in(conn, &receipts)?;
                 Ok(Some(results))
@@ -212,7 +215,7 @@ impl LaneQueue for SqliteBackend {
     }
 
     async fn ack(&self, lane: Priority, receipts: Vec<String>) -> Result<(), StoreError> {
-        let receipts: Vec<(i64, u32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        let receipts = parse_receipts(&receipts);
         if receipts.is_empty() {
             return Ok(());
         }

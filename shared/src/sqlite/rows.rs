@@ -50,12 +50,17 @@ macro_rules! claimable {
 }
 pub(crate) use claimable;
 
-/// What every claim statement records besides the status: the claim itself, on the row, in
-/// place of a `sending` event row (the parameter `$seq` is its event sequence, `$now` its time).
-macro_rules! claim_recorded {
-    ($seq:literal, $now:literal) => {
+/// What every claim statement writes: `sending` with one more attempt, leased until `$lease`,
+/// and the claim itself on the row in place of a `sending` event row (`$seq` is its event
+/// sequence, `$now` its time). The placeholders appear in the order lease, now, seq, now.
+macro_rules! claim_set {
+    ($lease:literal, $now:literal, $seq:literal) => {
         concat!(
-            "claim_seq = ",
+            "status = 'sending', attempts = attempts + 1, lease_until = ",
+            $lease,
+            ", updated_at = ",
+            $now,
+            ", claim_seq = ",
             $seq,
             ", claimed_at = ",
             $now,
@@ -63,7 +68,7 @@ macro_rules! claim_recorded {
         )
     };
 }
-pub(crate) use claim_recorded;
+pub(crate) use claim_set;
 
 /// The lane columns of a transition to the status `$to`: a message that leaves
 /// `queued`/`deferred` for good (sent, failed, cancelled, ...) leaves its lane in the same
@@ -169,7 +174,7 @@ pub(crate) fn events_of(
     conn: &Connection,
     message_id: &str,
 ) -> rusqlite::Result<Vec<DeliveryEvent>> {
-    // The last claim's `sending` event lives on the message row (`claim_recorded!`).
+    // The last claim's `sending` event lives on the message row (`claim_set!`).
     let mut stmt = conn.prepare_cached(
         "SELECT kind, at, detail FROM ( \
            SELECT seq, kind, at, detail FROM events WHERE message_id = ?1 \

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::blocks::BlockSql;
 use super::next_event_seq;
 use super::rows::{
-    claim_recorded, claimable, lane_after, message_columns, message_from_row, parse_status,
+    claim_set, claimable, lane_after, message_columns, message_from_row, parse_status,
 };
 use crate::domain::{EventKind, Message, MessageId};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
@@ -60,9 +60,8 @@ pub(crate) fn claim_many(
 ) -> rusqlite::Result<Vec<ClaimOutcome>> {
     static CLAIM: BlockSql = BlockSql::new(
         concat!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?, \
-             updated_at = ?, ",
-            claim_recorded!("?", "?"),
+            "UPDATE messages SET ",
+            claim_set!("?", "?", "?"),
             " WHERE ",
             claimable!("?"),
             " AND id IN ("
