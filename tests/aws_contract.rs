@@ -132,3 +132,15 @@ async fn dynamo_inbound_messages_are_stored_once_and_paged_newest_first() {
     let (_s, b) = backend().await;
     inbound_messages_are_stored_once_and_paged_newest_first(b.store.as_ref()).await;
 }
+
+#[tokio::test]
+async fn dynamo_search_filters_pages_and_isolates() {
+    let (_s, b) = backend().await;
+    search_filters_pages_and_isolates(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_bulk_progress_counts_a_tenants_own_job() {
+    let (_s, b) = backend().await;
+    bulk_progress_counts_a_tenants_own_job(b.store.as_ref()).await;
+}

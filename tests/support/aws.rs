@@ -96,6 +96,34 @@ fn index(
         .unwrap()
 }
 
+/// `by_tenant`, as in `infra/template.yaml`: only attributes that never change are projected.
+fn search_index() -> GlobalSecondaryIndex {
+    use KeyType::{Hash, Range};
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .set_non_key_attributes(Some(
+            SEARCH_PROJECTION.iter().map(|a| (*a).to_owned()).collect(),
+        ))
+        .build();
+    GlobalSecondaryIndex::builder()
+        .index_name("by_tenant")
+        .set_key_schema(Some(vec![key("search_shard", Hash), key("id", Range)]))
+        .projection(projection)
+        .build()
+        .unwrap()
+}
+
+/// The attributes `by_tenant` projects besides its keys.
+pub const SEARCH_PROJECTION: &[&str] = &[
+    "channel",
+    "priority",
+    "recipient",
+    "source_type",
+    "source_id",
+    "external_id",
+    "bulk_id",
+];
+
 impl Stack {
     pub async fn create() -> Stack {
         let sdk = sdk().await;
@@ -109,7 +137,12 @@ impl Stack {
             (
                 "messages",
                 vec![key("id", Hash)],
-                vec![attr("id", S), attr("provider_key", S), attr("dl_tenant", S)],
+                vec![
+                    attr("id", S),
+                    attr("provider_key", S),
+                    attr("dl_tenant", S),
+                    attr("search_shard", S),
+                ],
                 vec![
                     index(
                         "by_provider",
@@ -121,6 +154,7 @@ impl Stack {
                         vec![key("dl_tenant", Hash), key("id", Range)],
                         ProjectionType::All,
                     ),
+                    search_index(),
                 ],
             ),
             (

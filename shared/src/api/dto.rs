@@ -15,7 +15,7 @@ use crate::engine::{
 };
 
 pub const MAX_BULK_RECIPIENTS: usize = 10_000;
-const MAX_LABEL_CHARS: usize = 128;
+pub(crate) const MAX_LABEL_CHARS: usize = 128;
 const MAX_SCHEDULE_DAYS: i64 = 90;
 /// What every message of a send shares (content, data, metadata) is held to the single-message
 /// limit, bulk or not, so each stored message fits any backend (DynamoDB items are 400 KB).
@@ -123,7 +123,7 @@ struct EnvelopeInput<'a> {
     correlation_id: &'a str,
 }
 
-fn label(field: &str, v: Option<String>) -> Result<Option<String>, FieldError> {
+pub(crate) fn label(field: &str, v: Option<String>) -> Result<Option<String>, FieldError> {
     match v {
         Some(s) if s.is_empty() || s.chars().count() > MAX_LABEL_CHARS => Err(FieldError::new(
             format!("/{field}"),

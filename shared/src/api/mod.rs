@@ -13,6 +13,7 @@ pub mod ops;
 pub mod paging;
 pub mod problem;
 pub mod request_id;
+pub mod search;
 pub mod senders;
 pub mod suppressions;
 pub mod templates;
@@ -63,7 +64,7 @@ impl BodyLimits {
 #[openapi(
     info(title = "Herald", description = "One messaging layer: email, SMS and push, in priority lanes."),
     paths(
-        messages::send, messages::send_bulk, messages::get, messages::cancel,
+        messages::send, messages::send_bulk, messages::get, messages::cancel, search::list, search::bulk,
         templates::put, templates::get, templates::delete,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
@@ -146,7 +147,8 @@ pub fn router(herald: Arc<Herald>) -> Router {
 /// The whole API on one Router.
 pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
     Router::new()
-        .route("/v1/messages", post(messages::send))
+        .route("/v1/messages", post(messages::send).get(search::list))
+        .route("/v1/bulk/{bulk_id}", get(search::bulk))
         .route(
             "/v1/messages/bulk",
             post(messages::send_bulk).layer(DefaultBodyLimit::max(limits.bulk)),

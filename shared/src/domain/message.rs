@@ -22,6 +22,10 @@ impl MessageId {
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }
+
+    pub fn from_uuid(id: Uuid) -> MessageId {
+        MessageId(id)
+    }
 }
 
 impl Default for MessageId {

@@ -1010,3 +1010,268 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
     );
     outcome
 }
+
+/// Accepts a message for `t` shaped by `f`.
+async fn accept_shaped<S: MessageStore>(
+    store: &S,
+    t: &TenantId,
+    f: impl FnOnce(&mut NewMessage),
+) -> MessageId {
+    let mut m = message(t, Priority::P3);
+    f(&mut m);
+    accept(store, m).await
+}
+
+/// Every page of a search, following `resume_below` to the end.
+async fn search_all<S: MessageStore>(
+    store: &S,
+    t: &TenantId,
+    filter: &crate::ports::MessageFilter,
+    limit: usize,
+) -> Vec<MessageId> {
+    let (mut found, mut cursor) = (Vec::new(), None);
+    for _ in 0..1_000 {
+        let page = store.search(t, filter, cursor, limit).await.unwrap();
+        assert!(page.items.len() <= limit);
+        found.extend(page.items.iter().map(|m| m.id));
+        match page.resume_below {
+            Some(next) => cursor = Some(next),
+            None => return found,
+        }
+    }
+    panic!("search never ended");
+}
+
+pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
+    use crate::ports::MessageFilter;
+    let (t, other) = (tenant("searcher"), tenant("stranger"));
+    let mut all = Vec::new();
+    for i in 0..12 {
+        all.push(
+            accept_shaped(store, &t, |m| {
+                m.to = format!("user{}@example.com", i % 3);
+                m.priority = if i % 4 == 0 {
+                    Priority::P1
+                } else {
+                    Priority::P3
+                };
+                m.external_id = (i == 5).then(|| "order-5".into());
+                m.source_type = Some(if i % 2 == 0 { "invoice" } else { "signup" }.into());
+                m.source_id = Some(format!("src-{}", i / 6));
+                m.bulk_id = (i >= 8).then(|| "bulk_search".into());
+            })
+            .await,
+        );
+    }
+    let sms = accept_shaped(store, &t, |m| {
+        m.channel = Channel::Sms;
+        m.to = "+15550100123".into();
+    })
+    .await;
+    all.push(sms);
+    // The stranger's messages look the same and are never found.
+    for _ in 0..3 {
+        accept_shaped(store, &other, |m| {
+            m.to = "user0@example.com".into();
+            m.external_id = Some("order-5".into());
+        })
+        .await;
+    }
+    let newest_first: Vec<MessageId> = all.iter().rev().copied().collect();
+    let everything = MessageFilter::default();
+    assert_eq!(search_all(store, &t, &everything, 100).await, newest_first);
+    assert_eq!(
+        search_all(store, &t, &everything, 4).await,
+        newest_first,
+        "pages of 4 neither skip nor repeat"
+    );
+    let cases: Vec<(MessageFilter, usize)> = vec![
+        (
+            MessageFilter {
+                to: Some("user1@example.com".into()),
+                ..Default::default()
+            },
+            4,
+        ),
+        (
+            MessageFilter {
+                external_id: Some("order-5".into()),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            MessageFilter {
+                source_type: Some("invoice".into()),
+                ..Default::default()
+            },
+            6,
+        ),
+        (
+            MessageFilter {
+                source_id: Some("src-1".into()),
+                ..Default::default()
+            },
+            6,
+        ),
+        (
+            MessageFilter {
+                bulk_id: Some("bulk_search".into()),
+                ..Default::default()
+            },
+            4,
+        ),
+        (
+            MessageFilter {
+                channel: Some(Channel::Sms),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            MessageFilter {
+                priority: Some(Priority::P1),
+                ..Default::default()
+            },
+            3,
+        ),
+        (
+            MessageFilter {
+                status: Some(MessageStatus::Queued),
+                ..Default::default()
+            },
+            13,
+        ),
+        (
+            MessageFilter {
+                status: Some(MessageStatus::Failed),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            MessageFilter {
+                to: Some("user0@example.com".into()),
+                priority: Some(Priority::P1),
+                ..Default::default()
+            },
+            1,
+        ),
+    ];
+    for (filter, expected) in cases {
+        let found = search_all(store, &t, &filter, 2).await;
+        assert_eq!(found.len(), expected, "{filter:?}");
+        let page = store.search(&t, &filter, None, 100).await.unwrap();
+        assert!(page
+            .items
+            .iter()
+            .all(|m| filter.matches(m) && m.tenant == t));
+        assert!(
+            found.windows(2).all(|w| w[0] > w[1]),
+            "newest first: {filter:?}"
+        );
+    }
+    // A time range is an id range.
+    let first = store.get(&t, all[0]).await.unwrap().unwrap().0;
+    let last = store.get(&t, sms).await.unwrap().unwrap().0;
+    let none_after = MessageFilter {
+        created_after: Some(last.created_at + chrono::Duration::seconds(1)),
+        ..Default::default()
+    };
+    assert!(search_all(store, &t, &none_after, 10).await.is_empty());
+    let before_first = MessageFilter {
+        created_before: Some(first.created_at - chrono::Duration::seconds(1)),
+        ..Default::default()
+    };
+    assert!(search_all(store, &t, &before_first, 10).await.is_empty());
+    let around = MessageFilter {
+        created_after: Some(first.created_at - chrono::Duration::seconds(1)),
+        created_before: Some(last.created_at + chrono::Duration::seconds(1)),
+        ..Default::default()
+    };
+    assert_eq!(search_all(store, &t, &around, 5).await, newest_first);
+    // New messages do not disturb a walk already under way: they are newer than its cursor.
+    let page = store.search(&t, &everything, None, 5).await.unwrap();
+    accept_shaped(store, &t, |_| {}).await;
+    let rest = search_all_from(store, &t, &everything, page.resume_below).await;
+    let walked: Vec<MessageId> = page.items.iter().map(|m| m.id).chain(rest).collect();
+    assert_eq!(walked, newest_first);
+    assert!(search_all(store, &tenant("nobody"), &everything, 10)
+        .await
+        .is_empty());
+}
+
+async fn search_all_from<S: MessageStore>(
+    store: &S,
+    t: &TenantId,
+    filter: &crate::ports::MessageFilter,
+    mut cursor: Option<MessageId>,
+) -> Vec<MessageId> {
+    let mut found = Vec::new();
+    while let Some(c) = cursor {
+        let page = store.search(t, filter, Some(c), 5).await.unwrap();
+        found.extend(page.items.iter().map(|m| m.id));
+        cursor = page.resume_below;
+    }
+    found
+}
+
+pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) {
+    use crate::domain::{BulkJob, BulkJobRecipient, ContentSource, Envelope};
+    let t = tenant("bulker");
+    let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+    let recipients: Vec<BulkJobRecipient> = (0..30)
+        .map(|i| BulkJobRecipient {
+            id: MessageId::new(),
+            to: format!("r{i}@example.com"),
+            data: None,
+            external_id: None,
+            suppressed: None,
+        })
+        .collect();
+    let job = BulkJob {
+        bulk_id: bulk_id.clone(),
+        tenant: t.clone(),
+        envelope: Envelope {
+            channel: Channel::Email,
+            priority: Priority::P3,
+            from: None,
+            content: ContentSource::Inline(Content {
+                subject: Some("s".into()),
+                body: Some("b".into()),
+                html: None,
+            }),
+            data: json!({}),
+            message_type: None,
+            source_type: None,
+            source_id: None,
+            metadata: None,
+            send_at: None,
+            correlation_id: "c".into(),
+        },
+        template: None,
+        recipients,
+        created_at: Utc::now(),
+    };
+    assert_eq!(
+        store.accept_bulk(job, None).await.unwrap(),
+        AcceptOutcome::Accepted
+    );
+    let progress = store.bulk_progress(&t, &bulk_id).await.unwrap().unwrap();
+    let written: u64 = progress.by_status.values().sum();
+    assert_eq!(written + progress.pending, 30, "{progress:?}");
+    assert!(progress
+        .by_status
+        .keys()
+        .all(|s| *s == MessageStatus::Queued));
+    assert_eq!(
+        store
+            .bulk_progress(&tenant("stranger"), &bulk_id)
+            .await
+            .unwrap(),
+        None,
+        "another tenant's bulk send is not found"
+    );
+    let unknown = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+    assert_eq!(store.bulk_progress(&t, &unknown).await.unwrap(), None);
+}

@@ -8,6 +8,7 @@ mod health;
 mod inbound;
 mod limits;
 mod queue;
+mod search;
 mod store;
 mod suppression;
 
@@ -18,6 +19,7 @@ pub use health::HealthStore;
 pub use inbound::InboundStore;
 pub use limits::{Grant, RateLimiter};
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
+pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
 

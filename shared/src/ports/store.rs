@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::StoreError;
+use super::{BulkProgress, MessageFilter, SearchPage, StoreError};
 use crate::domain::{
     template::Template, BulkJob, Channel, DeliveryEvent, EventKind, Message, MessageId,
     MessageStatus, NewMessage, Priority, SenderIdentity, TemplateName, TenantId,
@@ -218,6 +218,22 @@ pub trait MessageStore: Send + Sync + 'static {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
+    /// A tenant's messages that pass `filter`, newest first, below `cursor` (a page's
+    /// `resume_below`), at most `limit` of them, reading at most [`super::SEARCH_SCAN_BUDGET`]
+    /// index entries.
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        filter: &MessageFilter,
+        cursor: Option<MessageId>,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError>;
+    /// A tenant's bulk send by status; `None` when the tenant has no bulk send of that id.
+    async fn bulk_progress(
+        &self,
+        tenant: &TenantId,
+        bulk_id: &str,
+    ) -> Result<Option<BulkProgress>, StoreError>;
     /// `failed` -> `queued` with attempts reset, back on its lane. Returns the ids redriven.
     async fn redrive(
         &self,

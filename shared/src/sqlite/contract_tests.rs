@@ -156,3 +156,15 @@ async fn sqlite_retention_deletes_old_inbound_messages() {
         "past retention: gone"
     );
 }
+
+#[tokio::test]
+async fn sqlite_search_filters_pages_and_isolates() {
+    let (_d, b) = backend();
+    search_filters_pages_and_isolates(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_bulk_progress_counts_a_tenants_own_job() {
+    let (_d, b) = backend();
+    bulk_progress_counts_a_tenants_own_job(&b).await;
+}

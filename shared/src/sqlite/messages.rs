@@ -15,6 +15,7 @@ use super::{ms, next_event_seq, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
 };
+use crate::ports::{first_id_at, BulkProgress, MessageFilter, SearchPage};
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
     MessageRef, MessageStore, StoreError, Transition, TransitionOutcome,
@@ -181,15 +182,6 @@ fn claim_in(
         return Ok(ClaimOutcome::Claimed(Box::new(m)));
     }
     not_claimable(conn, &id_s, now_ms)
-}
-
-/// The lowest UUIDv7 at `t`: ids sort by creation time, so retention needs no extra index.
-fn uuid_floor(t: DateTime<Utc>) -> String {
-    let ms = t.timestamp_millis().max(0) as u64;
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    bytes[6] = 0x70;
-    uuid::Uuid::from_bytes(bytes).to_string()
 }
 
 #[async_trait]
@@ -397,6 +389,24 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        filter: &MessageFilter,
+        cursor: Option<MessageId>,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError> {
+        self.search_messages(tenant, filter, cursor, limit).await
+    }
+
+    async fn bulk_progress(
+        &self,
+        tenant: &TenantId,
+        bulk_id: &str,
+    ) -> Result<Option<BulkProgress>, StoreError> {
+        self.bulk_progress_of(tenant, bulk_id).await
+    }
+
     async fn redrive(
         &self,
         tenant: &TenantId,
@@ -489,7 +499,7 @@ impl MessageStore for SqliteBackend {
         cutoff: DateTime<Utc>,
         keys_cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let floor = uuid_floor(cutoff);
+        let floor = first_id_at(cutoff).to_string();
         let mut total = 0u64;
         loop {
             let floor = floor.clone();
@@ -559,11 +569,11 @@ impl MessageStore for SqliteBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::uuid_floor;
+    use crate::ports::first_id_at;
     use chrono::{TimeZone, Utc};
 
     #[test]
-    fn uuid_floor_sorts_below_ids_minted_later() {
+    fn first_id_at_sorts_below_ids_minted_later() {
         let t = Utc
             .timestamp_millis_opt(1_700_000_000_000)
             .single()
@@ -578,7 +588,7 @@ mod tests {
             1_699_999_999,
             0,
         ));
-        assert!(uuid_floor(t) < later.to_string());
-        assert!(uuid_floor(t) > earlier.to_string());
+        assert!(first_id_at(t).to_string() < later.to_string());
+        assert!(first_id_at(t).to_string() > earlier.to_string());
     }
 }

@@ -5,8 +5,8 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 2] =
-    [queue_into_messages, claims_on_the_row];
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 3] =
+    [queue_into_messages, claims_on_the_row, search_indexes];
 
 /// Runs the migrations the database has not had, in one transaction.
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -96,6 +96,12 @@ fn claims_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 3: the indexes of message search (`GET /v1/messages`), see `search.rs`. A large
+/// database builds them once, at the first start of this version.
+fn search_indexes(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(super::search::SEARCH_INDEXES)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -174,7 +180,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let triggers: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' \
@@ -184,5 +190,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(triggers, 1, "claims replaced later move into events");
+        let search_indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+                 AND name LIKE 'messages_by_%' AND name != 'messages_by_provider_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            search_indexes, 5,
+            "an old database gains the search indexes"
+        );
     }
 }

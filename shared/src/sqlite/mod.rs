@@ -10,6 +10,7 @@ mod parked;
 mod pool;
 mod queue;
 mod rows;
+mod search;
 mod sets;
 mod suppressions;
 mod tenants;

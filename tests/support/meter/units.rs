@@ -51,10 +51,12 @@ pub fn read_units(bytes: usize, consistent: bool) -> f64 {
     }
 }
 
-/// A global secondary index: its key attributes and whether it projects every attribute.
+/// A global secondary index: its key attributes, whether it projects every attribute, and
+/// the other attributes it projects.
 pub struct IndexSpec {
     pub key: &'static [&'static str],
     pub all_attributes: bool,
+    pub include: &'static [&'static str],
 }
 
 /// The indexes of each table, by table suffix, as in `infra/template.yaml`.
@@ -63,10 +65,17 @@ pub fn indexes_of(table: &str) -> &'static [IndexSpec] {
         IndexSpec {
             key: &["provider_key"],
             all_attributes: false,
+            include: &[],
         },
         IndexSpec {
             key: &["dl_tenant"],
             all_attributes: true,
+            include: &[],
+        },
+        IndexSpec {
+            key: &["search_shard"],
+            all_attributes: false,
+            include: crate::aws::SEARCH_PROJECTION,
         },
     ];
     match table {
@@ -80,7 +89,10 @@ fn projected(item: &Item, index: &IndexSpec, table_key: &[&str]) -> Item {
         return item.clone();
     }
     item.iter()
-        .filter(|(k, _)| index.key.contains(&k.as_str()) || table_key.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            index.key.contains(&k) || table_key.contains(&k) || index.include.contains(&k)
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -157,6 +169,22 @@ mod tests {
         assert_eq!(
             index_write_units("messages", Some(&after), Some(&moved)),
             2.0
+        );
+    }
+
+    #[test]
+    fn the_search_index_is_written_at_accept_and_never_by_a_status_change() {
+        let queued = item(json!({
+            "id": { "S": "m1" }, "search_shard": { "S": "acme#03" },
+            "status": { "S": "queued" }, "recipient": { "S": "a@example.com" },
+            "body": { "S": "x".repeat(3000) }
+        }));
+        assert_eq!(index_write_units("messages", None, Some(&queued)), 1.0);
+        let mut sent = queued.clone();
+        sent.insert("status".into(), json!({ "S": "sent" }));
+        assert_eq!(
+            index_write_units("messages", Some(&queued), Some(&sent)),
+            0.0
         );
     }
 }

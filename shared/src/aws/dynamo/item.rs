@@ -99,6 +99,10 @@ pub(crate) fn new_message_item(m: &NewMessage) -> Item {
     };
     put("id", s(m.id.to_string()));
     put("tenant", s(m.tenant.as_str()));
+    put(
+        "search_shard",
+        s(super::search::search_shard(&m.tenant, m.id)),
+    );
     put("channel", s(m.channel.as_str()));
     put("priority", s(m.priority.as_str()));
     put("status", s(m.status.as_str()));

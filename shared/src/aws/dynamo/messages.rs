@@ -25,8 +25,9 @@ use crate::domain::{
     DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
 };
 use crate::ports::{
-    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
-    LaneRef, MessageRef, MessageStore, StoreError, Transition, TransitionOutcome,
+    AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount, ClaimOutcome,
+    IdempotencyRecord, LaneRef, MessageFilter, MessageRef, MessageStore, SearchPage, StoreError,
+    Transition, TransitionOutcome,
 };
 
 /// A transaction holds at most 100 items: the messages and the idempotency record.
@@ -537,6 +538,24 @@ impl MessageStore for DynamoStore {
         };
         let out = query.send().await.map_err(|e| unavailable("Query", e))?;
         out.items().iter().map(message_from_item).collect()
+    }
+
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        filter: &MessageFilter,
+        cursor: Option<MessageId>,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError> {
+        self.search_messages(tenant, filter, cursor, limit).await
+    }
+
+    async fn bulk_progress(
+        &self,
+        tenant: &TenantId,
+        bulk_id: &str,
+    ) -> Result<Option<BulkProgress>, StoreError> {
+        self.bulk_progress_of(tenant, bulk_id).await
     }
 
     async fn redrive(

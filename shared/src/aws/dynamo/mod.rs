@@ -13,6 +13,7 @@ pub(crate) mod item;
 mod limits;
 mod messages;
 mod parked;
+mod search;
 mod suppressions;
 mod timeline;
 mod transitions;
