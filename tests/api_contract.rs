@@ -1073,8 +1073,9 @@ async fn openapi_documents_every_route_and_health_needs_no_key() {
         doc["openapi"]
     );
     let routes: &[(&str, &[&str])] = &[
-        ("/v1/messages", &["post"]),
+        ("/v1/messages", &["post", "get"]),
         ("/v1/messages/bulk", &["post"]),
+        ("/v1/bulk/{bulk_id}", &["get"]),
         ("/v1/messages/{id}", &["get", "delete"]),
         ("/v1/templates/{name}", &["put", "get", "delete"]),
         ("/v1/stats/queue", &["get"]),
@@ -1106,5 +1107,192 @@ async fn openapi_documents_every_route_and_health_needs_no_key() {
         .request(Method::GET, "/v1/stats/queue", None, &[], None)
         .await;
     assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    s.stop().await;
+}
+
+/// The ids of every page of `GET /v1/messages?{query}`, following `next_after`.
+async fn search_ids(s: &TestServer, key: &str, query: &str) -> Vec<String> {
+    let (mut ids, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let r = s
+            .get_as(&format!("/v1/messages?{query}{cursor}"), key)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.body);
+        for m in r.body["items"].as_array().expect("items") {
+            assert!(m["body"].is_null(), "a list carries no body: {m}");
+            ids.push(m["id"].as_str().expect("id").to_owned());
+        }
+        match r.body["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_searched_by_every_filter_newest_first_and_per_tenant() {
+    let s = TestServer::start().await;
+    let globex = s.new_key("globex").await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let mut body = email(&format!("Reader{}@Example.com", i % 2));
+        body["external_id"] = json!(format!("order-{i}"));
+        body["source_type"] = json!("invoice");
+        body["source_id"] = json!(format!("inv-{}", i / 3));
+        sent.push(s.send(&body).await);
+    }
+    sent.push(
+        s.send(
+            &json!({ "channel": "sms", "priority": "P1", "to": "+15005550006",
+                              "body": "Your code is 1234" }),
+        )
+        .await,
+    );
+    s.post_with("/v1/messages", &globex, &[], &email("reader0@example.com"))
+        .await;
+    let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
+
+    assert_eq!(
+        search_ids(&s, &s.key, "limit=2").await,
+        newest_first,
+        "pages of 2"
+    );
+    let to_reader0 = search_ids(&s, &s.key, "to=Reader0@EXAMPLE.COM").await;
+    assert_eq!(
+        to_reader0,
+        [sent[4].clone(), sent[2].clone(), sent[0].clone()],
+        "the address as stored: its domain lowercased"
+    );
+    assert_eq!(
+        search_ids(&s, &s.key, "external_id=order-3").await,
+        [sent[3].clone()]
+    );
+    assert_eq!(
+        search_ids(&s, &s.key, "source_type=invoice&source_id=inv-1")
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        search_ids(&s, &s.key, "channel=sms&priority=P1").await,
+        [sent[6].clone()]
+    );
+    assert_eq!(
+        search_ids(&s, &s.key, "to=%2B15005550006").await,
+        [sent[6].clone()]
+    );
+    let created = s.get(&format!("/v1/messages/{}", sent[6])).await.body["created_at"].clone();
+    let after = format!(
+        "created_after={}",
+        created.as_str().expect("created_at").replace('+', "%2B")
+    );
+    assert_eq!(search_ids(&s, &s.key, &after).await, [sent[6].clone()]);
+    s.wait_status(&sent[6], "delivered").await;
+    assert_eq!(
+        search_ids(&s, &s.key, "status=delivered&channel=sms").await,
+        [sent[6].clone()]
+    );
+
+    // The other tenant sees only its own message, whatever it asks for.
+    assert_eq!(search_ids(&s, &globex, "").await.len(), 1);
+    assert!(search_ids(&s, &globex, "external_id=order-3")
+        .await
+        .is_empty());
+    assert!(search_ids(&s, &globex, "to=reader1@example.com")
+        .await
+        .is_empty());
+
+    for (query, status, slug) in [
+        (
+            "status=lost",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        ("to=", StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+        (
+            "to=not%20an%20address@",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            "created_after=yesterday",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        ("limit=501", StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+        (
+            "after=../../etc",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        ("colour=red", StatusCode::BAD_REQUEST, "invalid-query"),
+        (
+            "to=a@example.com&to=b@example.com",
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+        ),
+    ] {
+        let r = s.get(&format!("/v1/messages?{query}")).await;
+        assert_problem(&r, status, slug);
+    }
+    let long = "x".repeat(129);
+    assert_problem(
+        &s.get(&format!("/v1/messages?external_id={long}")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    );
+    let r = s
+        .request(Method::GET, "/v1/messages", None, &[], None)
+        .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_sends_progress_is_counted_for_its_own_tenant_only() {
+    let s = TestServer::start().await;
+    let globex = s.new_key("globex").await;
+    let r = s
+        .bulk_email("P3", 40, |i| format!("fan{i}@example.com"))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let bulk_id = r.body["bulk_id"].as_str().expect("bulk_id").to_owned();
+    let path = format!("/v1/bulk/{bulk_id}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s.get(&path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["total"], 40, "{}", r.body);
+        assert_eq!(r.body["bulk_id"], bulk_id.as_str());
+        if r.body["counts"]["delivered"] == 40 {
+            assert_eq!(r.body["pending"], 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never all delivered: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        search_ids(&s, &s.key, &format!("bulk_id={bulk_id}"))
+            .await
+            .len(),
+        40
+    );
+    assert_problem(
+        &s.get_as(&path, &globex).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    assert!(search_ids(&s, &globex, &format!("bulk_id={bulk_id}"))
+        .await
+        .is_empty());
+    for bad in [
+        "/v1/bulk/nonsense",
+        "/v1/bulk/bulk_0000000000000000000000000000000g",
+    ] {
+        assert_problem(&s.get(bad).await, StatusCode::NOT_FOUND, "not-found");
+    }
+    let unknown = format!("/v1/bulk/bulk_{}", uuid::Uuid::now_v7().simple());
+    assert_problem(&s.get(&unknown).await, StatusCode::NOT_FOUND, "not-found");
     s.stop().await;
 }

@@ -62,6 +62,9 @@ pub struct SendMessageRequest {
     pub metadata: Option<serde_json::Value>,
     /// Not handed to a gateway before this time (RFC 3339).
     pub send_at: Option<DateTime<Utc>>,
+    /// The caller's own id for this message: shown with it and searchable.
+    #[schema(min_length = 1, max_length = 128)]
+    pub external_id: Option<String>,
 }
 
 /// One recipient of a bulk send.
@@ -265,13 +268,18 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
 }
 
 impl SendMessageRequest {
-    pub fn into_draft(self, correlation_id: &str) -> Result<SendDraft, FieldError> {
+    pub fn into_draft(mut self, correlation_id: &str) -> Result<SendDraft, FieldError> {
         let to = self
             .channel
             .parse_recipient(&self.to)
             .map_err(|e| FieldError::new("/to", e.code(), e.to_string()))?;
+        let external_id = label("external_id", self.external_id.take())?;
         let envelope = envelope(envelope_input!(self, correlation_id))?;
-        Ok(SendDraft { envelope, to })
+        Ok(SendDraft {
+            envelope,
+            to,
+            external_id,
+        })
     }
 }
 

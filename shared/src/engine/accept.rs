@@ -20,6 +20,8 @@ use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
 pub struct SendDraft {
     pub envelope: Envelope,
     pub to: Recipient,
+    /// The caller's own id for this message (searchable: `GET /v1/messages?external_id=`).
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -396,7 +398,7 @@ impl Herald {
                 to: draft.to.as_str(),
                 data: None,
                 bulk_id: None,
-                external_id: None,
+                external_id: draft.external_id.as_deref(),
                 suppressed: None,
             };
             Composer::new(&draft.envelope, template.as_ref(), limits)?.compose(
