@@ -250,3 +250,54 @@ async fn suppress_add_list_import_export_remove() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_list_and_bulk_search_through_the_cli() {
+    let s = TestServer::start().await;
+    let email = |to: &str| json!({ "channel": "email", "priority": "P4", "to": to, "subject": "s", "body": "b" });
+    let first = s.send(&email("ann@example.com")).await;
+    let _other = s.send(&email("bob@example.com")).await;
+    let second = s.send(&email("ann@example.com")).await;
+
+    let out = herald(&s, &["messages", "list", "--to", "ann@example.com"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&second) && lines[1].starts_with(&first),
+        "newest first: {lines:?}"
+    );
+
+    let out = herald(&s, &["messages", "list", "--json", "--max", "2"]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "--max caps what is shown");
+    assert_eq!(rows[0]["id"], second.as_str());
+
+    let out = herald(&s, &["messages", "list", "--status", "lost"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422") && err.contains("status"), "{err}");
+
+    let r = s.bulk_email("P3", 5, |i| format!("b{i}@example.com")).await;
+    let bulk_id = r.body["bulk_id"].as_str().expect("bulk_id").to_owned();
+    let out = herald(&s, &["messages", "bulk", &bulk_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progress: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(progress["total"], 5, "{progress}");
+    let out = herald(&s, &["messages", "bulk", "bulk_nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    s.stop().await;
+}

@@ -24,6 +24,9 @@ pub enum Command {
     Send(SendArgs),
     /// Show a message's status and timeline.
     Status(StatusArgs),
+    /// Search messages, or show a bulk send's progress.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
     /// Manage this tenant's suppression list on a running server.
     Suppress(SuppressArgs),
     /// Measure throughput and lane latency on a throwaway data directory.
@@ -202,6 +205,53 @@ pub enum SuppressCommand {
     Import { file: PathBuf },
     /// Write the list as CSV to stdout.
     Export,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MessagesCommand {
+    /// The tenant's messages, newest first, filtered (all filters combine).
+    List(Box<SearchArgs>),
+    /// A bulk send's messages counted by status.
+    Bulk {
+        #[command(flatten)]
+        remote: Remote,
+        bulk_id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// queued, deferred, sending, sent, delivered, opened, clicked, failed, bounced, ...
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long)]
+    pub priority: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub source_type: Option<String>,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    #[arg(long)]
+    pub external_id: Option<String>,
+    #[arg(long)]
+    pub bulk_id: Option<String>,
+    /// RFC 3339: accepted at or after.
+    #[arg(long)]
+    pub created_after: Option<String>,
+    /// RFC 3339: accepted before.
+    #[arg(long)]
+    pub created_before: Option<String>,
+    /// Messages to show at most.
+    #[arg(long, default_value_t = 100)]
+    pub max: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

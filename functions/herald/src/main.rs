@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod http;
 mod keys;
+mod messages;
 mod serve;
 mod suppress;
 
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Keys(cmd) => keys::run(cmd).await,
             cli::Command::Send(args) => client::send(args).await,
             cli::Command::Status(args) => client::status(args).await,
+            cli::Command::Messages(cmd) => messages::run(cmd).await,
             cli::Command::Suppress(args) => suppress::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
         }

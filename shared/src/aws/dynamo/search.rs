@@ -29,8 +29,9 @@ pub(crate) fn search_shard(tenant: &TenantId, id: MessageId) -> String {
     format!("{}#{shard:02}", tenant.as_str())
 }
 
-/// The immutable filters, as a filter expression on the index, with its values.
-fn index_filter(f: &MessageFilter) -> (Option<String>, HashMap<String, AttributeValue>) {
+/// The immutable filters, as a filter expression on the index, with its names (through
+/// placeholders: some attribute names are DynamoDB reserved words) and values.
+fn index_filter(f: &MessageFilter) -> IndexFilter {
     let wanted = [
         ("channel", f.channel.map(|c| c.as_str().to_owned())),
         ("priority", f.priority.map(|p| p.as_str().to_owned())),
@@ -40,15 +41,24 @@ fn index_filter(f: &MessageFilter) -> (Option<String>, HashMap<String, Attribute
         ("external_id", f.external_id.clone()),
         ("bulk_id", f.bulk_id.clone()),
     ];
+    let mut filter = IndexFilter::default();
     let mut terms = Vec::new();
-    let mut values = HashMap::new();
     for (name, value) in wanted {
         if let Some(v) = value {
-            terms.push(format!("{name} = :{name}"));
-            values.insert(format!(":{name}"), s(v));
+            terms.push(format!("#{name} = :{name}"));
+            filter.names.insert(format!("#{name}"), name.to_owned());
+            filter.values.insert(format!(":{name}"), s(v));
         }
     }
-    ((!terms.is_empty()).then(|| terms.join(" AND ")), values)
+    filter.expression = (!terms.is_empty()).then(|| terms.join(" AND "));
+    filter
+}
+
+#[derive(Default)]
+struct IndexFilter {
+    expression: Option<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
 }
 
 /// The id just before `id` (ids are fixed-width hex, so the order of text is the order of
@@ -74,7 +84,11 @@ impl DynamoStore {
         high: Option<MessageId>,
         per_shard: usize,
     ) -> Result<ShardPage, StoreError> {
-        let (filter, mut values) = index_filter(f);
+        let IndexFilter {
+            expression,
+            names,
+            mut values,
+        } = index_filter(f);
         values.insert(":shard".into(), s(shard));
         let low = f.lowest_id();
         let range = match (low, high) {
@@ -99,7 +113,8 @@ impl DynamoStore {
             .table_name(self.messages_table()?)
             .index_name("by_tenant")
             .key_condition_expression(format!("search_shard = :shard{range}"))
-            .set_filter_expression(filter)
+            .set_filter_expression(expression)
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
             .set_expression_attribute_values(Some(values))
             .scan_index_forward(false)
             .limit(per_shard as i32)
@@ -133,7 +148,7 @@ impl DynamoStore {
             None => None,
         };
         // Filters read index entries that do not match; give each shard its share of the budget.
-        let filtered = index_filter(f).0.is_some() || f.status.is_some();
+        let filtered = index_filter(f).expression.is_some() || f.status.is_some();
         let per_shard = match filtered {
             true => limit.max(SEARCH_SCAN_BUDGET / SHARDS as usize),
             false => limit,
@@ -179,7 +194,7 @@ impl DynamoStore {
                 .map(message_from_item)
                 .collect::<Result<_, _>>()?;
             found.retain(|m| &m.tenant == tenant && f.matches(m));
-            found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            found.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
             items.extend(found);
             if items.len() >= limit {
                 items.truncate(limit);
