@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod redact;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod telemetry;
 pub mod webhooks;
 
 #[cfg(feature = "sqlite")]

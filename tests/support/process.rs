@@ -105,6 +105,11 @@ pub fn serve_command(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(args)
+        // Each server's /metrics on a port of its own, unless the test picks one.
+        .args(match args.contains(&"--metrics-bind") {
+            true => &[][..],
+            false => &["--metrics-bind", "127.0.0.1:0"][..],
+        })
         .env("HERALD_LOG", "warn")
         .env_remove("HERALD_CONFIG")
         .env_remove("HERALD_LANE_WORKERS")

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "HERALD_BIND")]
     pub bind: Option<String>,
+    /// Where `GET /metrics` (Prometheus) is served, apart from the API; `off` for nowhere
+    /// [default: 127.0.0.1:9464]
+    #[arg(long, env = "HERALD_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
     /// Where the SQLite file and the sandbox send log live [default: ./herald-data]
     #[arg(long, env = "HERALD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -15,6 +15,7 @@ use crate::http::Limits;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub bind: Option<String>,
+    pub metrics_bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub retention_days: Option<u32>,
     pub max_attempts: Option<u32>,
@@ -111,6 +112,9 @@ pub struct SandboxFile {
 
 pub struct ServeConfig {
     pub bind: String,
+    /// Where /metrics is served, and whether it was asked for (then a failure to bind is an
+    /// error; the default's is a warning).
+    pub metrics: Option<(String, bool)>,
     pub embedded: EmbeddedConfig,
     /// The HTTP timeouts; the connection cap is settled at start (see `max_connections`).
     pub http: Limits,
@@ -241,8 +245,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         bail!("http max_connections must be at least 1");
     }
     cfg.run_workers = !args.no_workers;
+    let metrics = match args.metrics_bind.clone().or(file.metrics_bind) {
+        Some(off) if off == "off" => None,
+        Some(bind) => Some((bind, true)),
+        None => Some(("127.0.0.1:9464".to_owned(), false)),
+    };
     Ok(ServeConfig {
         bind,
+        metrics,
         embedded: cfg,
         http: http_limits(args, &file.http)?,
         max_connections,

@@ -13,7 +13,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut limits = cfg.http;
     limits.max_connections = http::connection_cap(cfg.max_connections, raise_open_file_limit());
     let data_dir = cfg.embedded.data_dir.clone();
+    let metrics = cfg
+        .metrics
+        .as_ref()
+        .and(shared::telemetry::prometheus::install());
     let mut embedded = Embedded::start(cfg.embedded).await?;
+    if let (Some((bind, asked)), Some(handle)) = (&cfg.metrics, metrics) {
+        serve_metrics(bind, *asked, embedded.herald.clone(), handle).await?;
+    }
     if let Some(key) = embedded.bootstrap_dev_tenant().await? {
         println!(
             "Created tenant `dev`. Its API key is shown once:\n{}",
@@ -43,6 +50,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ((), stopped_at) = tokio::join!(server, stopping);
     embedded.shutdown().await;
     info!(took = ?stopped_at.elapsed(), "stopped");
+    Ok(())
+}
+
+/// Serves /metrics on its own listener for the life of the process. A bind that was asked
+/// for must succeed; the default's may be taken (another server on this host) and is skipped.
+async fn serve_metrics(
+    bind: &str,
+    asked: bool,
+    herald: std::sync::Arc<shared::engine::Herald>,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) if !asked => {
+            warn!(%bind, error = %e, "metrics listener not started (set --metrics-bind)");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("binding metrics on {bind}")),
+    };
+    let addr = listener.local_addr()?;
+    println!("metrics on http://{addr}/metrics");
+    let router = shared::telemetry::prometheus::router(herald, handle);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            warn!(error = %e, "metrics listener stopped");
+        }
+    });
     Ok(())
 }
 

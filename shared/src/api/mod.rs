@@ -188,6 +188,7 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(openapi_json))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::http::record))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))

@@ -130,7 +130,7 @@ pub async fn run_health_checker() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
     let herald = cold.herald.clone();
-    lambda_runtime::run(lambda_runtime::service_fn(
+    crate::telemetry::emf::run_events(
         move |_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let herald = herald.clone();
             async move {
@@ -138,7 +138,7 @@ pub async fn run_health_checker() -> Result<(), lambda_runtime::Error> {
                 Ok::<_, lambda_runtime::Error>(serde_json::json!({ "gateways": statuses }))
             }
         },
-    ))
+    )
     .await
 }
 
@@ -255,7 +255,7 @@ pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
     let limits = crate::api::BodyLimits::LAMBDA;
-    lambda_http::run(crate::api::router_with(cold.herald, limits)).await
+    crate::telemetry::emf::run_http(crate::api::router_with(cold.herald, limits)).await
 }
 
 /// `webhooks`: the providers' callbacks (`/webhooks/*`) behind API Gateway's HTTP API, the
@@ -263,7 +263,7 @@ pub async fn run_api() -> Result<(), lambda_http::Error> {
 pub async fn run_webhooks() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
-    lambda_http::run(webhooks_router(cold)?).await
+    crate::telemetry::emf::run_http(webhooks_router(cold)?).await
 }
 
 /// The webhook Router over a cold start's engine, accepting what `HERALD_WEBHOOKS` says.
@@ -313,11 +313,9 @@ where
     init_tracing();
     let cold = Arc::new(ColdStart::from_env().await?);
     ready(&cold)?;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<E>| {
-            handle(cold.clone(), event.payload, event.context)
-        },
-    ))
+    crate::telemetry::emf::run_events(move |event: lambda_runtime::LambdaEvent<E>| {
+        handle(cold.clone(), event.payload, event.context)
+    })
     .await
 }
 

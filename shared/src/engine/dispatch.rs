@@ -154,6 +154,7 @@ impl Herald {
                 Duration::from_secs(1)
             }
         };
+        crate::telemetry::throttled(gateway);
         let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
         let t = self.give_back(
             m,
@@ -249,6 +250,8 @@ impl Herald {
         match result {
             Ok(receipt) => {
                 self.observe(&chosen, Outcome::Success, latency).await;
+                let first_due = (m.attempts == 1).then(|| super::drain::due_at(&m));
+                crate::telemetry::handed_off(m.priority, first_due);
                 let mut t = self.outcome(&m, MessageStatus::Sent);
                 t.gateway = Some(name);
                 t.provider_message_id = Some(receipt.provider_message_id.clone());

@@ -122,6 +122,9 @@ impl Herald {
             Received::Receipts(deliveries) => self.claim_batch(lane, deliveries, &mut batch).await,
             Received::Claimed(claims) => self.take_claims(lane, claims, Utc::now(), &mut batch),
         };
+        // Dwell counts first receipts only: a retry's wait is its back-off, not the lane's.
+        let first_tries = claimed.iter().filter(|(d, _)| d.receive_count == 1);
+        crate::telemetry::claimed(lane, first_tries.map(|(_, m)| due_at(m)), Utc::now());
         let to_send = self.drop_suppressed(claimed, &mut batch).await;
         if *shutdown.borrow() {
             // Stopping: hand back what was claimed and not started.
@@ -317,4 +320,9 @@ enum Recorded {
 fn not_recorded(count: usize, e: StoreError) -> Recorded {
     warn!(count, error = %e, "outcomes not recorded");
     Recorded::Not
+}
+
+/// When a message became due: its schedule, else its accept.
+pub(crate) fn due_at(m: &Message) -> DateTime<Utc> {
+    m.send_at.map_or(m.created_at, |at| at.max(m.created_at))
 }

@@ -52,6 +52,7 @@ impl Herald {
     pub(crate) async fn observe(&self, route: &Route, outcome: Outcome, latency: Duration) {
         let name = route.gateway.name();
         self.health.record(name, outcome, latency);
+        crate::telemetry::gateway_outcome(name, outcome, latency);
         if !route.probe {
             return;
         }

@@ -275,9 +275,13 @@ fn writer_loop(shared: &Shared, conn: Connection) {
             if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
                 return;
             }
-            take_group(shared, &mut q.ranks)
+            let group = take_group(shared, &mut q.ranks);
+            crate::telemetry::writer_queue(q.ranks.iter().map(VecDeque::len).sum());
+            group
         };
+        let started = std::time::Instant::now();
         let (committed, ran) = commit_group(&conn, &mut group, &shared.urgent);
+        crate::telemetry::writer_commit(started.elapsed());
         let jobs = put_back_unrun(shared, group, ran);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "sqlite: group commit failed");

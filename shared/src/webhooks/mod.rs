@@ -197,13 +197,37 @@ async fn count_failures(
     if webhooks.failures.exhausted(&client, Instant::now()) {
         request.extensions_mut().insert(Suspect);
     }
+    let source = webhook_source(request.uri().path());
     let response = next.run(request).await;
+    crate::telemetry::webhook_received(&source, verdict(response.status()));
     if response.status() != StatusCode::UNAUTHORIZED {
         return response;
     }
     match webhooks.failures.spend(&client, Instant::now()) {
         None => response,
         Some(wait) => Refusal::RateLimited(wait).into_response(),
+    }
+}
+
+/// The source a webhook path names (`/webhooks/twilio/status` -> `twilio`), for metrics.
+fn webhook_source(path: &str) -> String {
+    let source = path.trim_start_matches('/').split('/').nth(1).unwrap_or("");
+    match source.len() <= 32 && source.bytes().all(|b| b.is_ascii_lowercase()) {
+        true => source.to_owned(),
+        false => "other".to_owned(),
+    }
+}
+
+/// A webhook's verdict, from the answer it got.
+fn verdict(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "accepted",
+        401 => "bad_signature",
+        404 => "not_configured",
+        413 => "too_large",
+        429 => "rate_limited",
+        400..=499 => "malformed",
+        _ => "unavailable",
     }
 }
 
