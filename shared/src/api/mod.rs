@@ -271,6 +271,7 @@ mod tests {
                 .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
                 .unwrap_or_default();
             let lists = [
+                "GET /v1/messages",
                 "GET /v1/suppressions",
                 "GET /v1/inbound",
                 "GET /v1/dead-letters",
