@@ -12,7 +12,10 @@ use serde_json::json;
 async fn scrape(url: &str) -> Scrape {
     let res = reqwest::get(url).await.expect("GET /metrics");
     assert_eq!(res.status(), 200);
-    let kind = res.headers()["content-type"].to_str().unwrap_or("").to_owned();
+    let kind = res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .to_owned();
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
     let text = res.text().await.expect("metrics text");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -21,9 +24,8 @@ async fn scrape(url: &str) -> Scrape {
 
 /// The value of the samples named `name` whose labels include `labels`, summed.
 fn total(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let matching = |s: &&Sample| {
-        s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-    };
+    let matching =
+        |s: &&Sample| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
     scrape
         .samples
         .iter()
@@ -53,8 +55,16 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_the_messages() {
         url: serve.url.clone(),
         key,
     };
-    let on_api = api.client.get(format!("{}/metrics", serve.url)).send().await;
-    assert_eq!(on_api.expect("GET").status(), 404, "/metrics is not on the API's listener");
+    let on_api = api
+        .client
+        .get(format!("{}/metrics", serve.url))
+        .send()
+        .await;
+    assert_eq!(
+        on_api.expect("GET").status(),
+        404,
+        "/metrics is not on the API's listener"
+    );
 
     let before = scrape(&metrics).await;
     for i in 0..20 {
@@ -64,7 +74,10 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_the_messages() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while send_log_len(dir.path()) < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "the sends never went out");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sends never went out"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     api.get("/v1/stats/queue").await;
@@ -73,15 +86,28 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_the_messages() {
     let moved = |name: &str, labels: &[(&str, &str)]| {
         total(&after, name, labels) - total(&before, name, labels)
     };
-    let accepted = [("route", "/v1/messages"), ("method", "POST"), ("status", "202")];
+    let accepted = [
+        ("route", "/v1/messages"),
+        ("method", "POST"),
+        ("status", "202"),
+    ];
     assert_eq!(moved("herald_http_requests_total", &accepted), 20.0);
     assert_eq!(moved("herald_lane_handoffs_total", &[("lane", "P1")]), 10.0);
     assert_eq!(moved("herald_lane_handoffs_total", &[("lane", "P3")]), 10.0);
     assert_eq!(moved("herald_lane_claims_total", &[]), 20.0);
-    assert_eq!(moved("herald_lane_dwell_seconds_count", &[("lane", "P1")]), 10.0);
-    assert_eq!(moved("herald_accept_to_sent_seconds_count", &[("lane", "P3")]), 10.0);
     assert_eq!(
-        moved("herald_gateway_outcomes_total", &[("gateway", "sandbox"), ("class", "success")]),
+        moved("herald_lane_dwell_seconds_count", &[("lane", "P1")]),
+        10.0
+    );
+    assert_eq!(
+        moved("herald_accept_to_sent_seconds_count", &[("lane", "P3")]),
+        10.0
+    );
+    assert_eq!(
+        moved(
+            "herald_gateway_outcomes_total",
+            &[("gateway", "sandbox"), ("class", "success")]
+        ),
         20.0
     );
     assert!(moved("herald_sqlite_commit_seconds_count", &[]) >= 1.0);
@@ -89,14 +115,37 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_the_messages() {
         .samples
         .iter()
         .filter(|s| s.metric == "herald_lane_depth")
-        .filter_map(|s| Some((s.labels.get("lane")?.to_owned(), total(&after, "herald_lane_depth", &[("lane", s.labels.get("lane")?)]))))
+        .filter_map(|s| {
+            Some((
+                s.labels.get("lane")?.to_owned(),
+                total(
+                    &after,
+                    "herald_lane_depth",
+                    &[("lane", s.labels.get("lane")?)],
+                ),
+            ))
+        })
         .collect();
     assert_eq!(by_lane.len(), 5, "a depth per lane: {by_lane:?}");
-    assert_eq!(total(&after, "herald_gateway_breaker_state", &[("gateway", "sandbox")]), 0.0);
+    assert_eq!(
+        total(
+            &after,
+            "herald_gateway_breaker_state",
+            &[("gateway", "sandbox")]
+        ),
+        0.0
+    );
     // A route that does not exist is one label, whatever the caller typed.
-    let stray = api.client.get(format!("{}/v1/nothing/{}", serve.url, "x".repeat(40))).send().await;
+    let stray = api
+        .client
+        .get(format!("{}/v1/nothing/{}", serve.url, "x".repeat(40)))
+        .send()
+        .await;
     assert_eq!(stray.expect("GET").status(), 404);
     let last = scrape(&metrics).await;
-    assert!(last.samples.iter().all(|s| !s.labels.values().any(|v| v.contains("xxxxxxxx"))));
+    assert!(last
+        .samples
+        .iter()
+        .all(|s| !s.labels.values().any(|v| v.contains("xxxxxxxx"))));
     serve.kill9().await;
 }

@@ -1022,14 +1022,15 @@ async fn accept_shaped<S: MessageStore>(
     accept(store, m).await
 }
 
-/// Every page of a search, following `resume_below` to the end.
-async fn search_all<S: MessageStore>(
+/// Every page of a search from `cursor` on, following `resume_below` to the end.
+async fn walk<S: MessageStore>(
     store: &S,
     t: &TenantId,
     filter: &crate::ports::MessageFilter,
     limit: usize,
+    mut cursor: Option<MessageId>,
 ) -> Vec<MessageId> {
-    let (mut found, mut cursor) = (Vec::new(), None);
+    let mut found = Vec::new();
     for _ in 0..1_000 {
         let page = store.search(t, filter, cursor, limit).await.unwrap();
         assert!(page.items.len() <= limit);
@@ -1040,6 +1041,15 @@ async fn search_all<S: MessageStore>(
         }
     }
     panic!("search never ended");
+}
+
+async fn search_all<S: MessageStore>(
+    store: &S,
+    t: &TenantId,
+    filter: &crate::ports::MessageFilter,
+    limit: usize,
+) -> Vec<MessageId> {
+    walk(store, t, filter, limit, None).await
 }
 
 pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
@@ -1193,27 +1203,19 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
     // New messages do not disturb a walk already under way: they are newer than its cursor.
     let page = store.search(&t, &everything, None, 5).await.unwrap();
     accept_shaped(store, &t, |_| {}).await;
-    let rest = search_all_from(store, &t, &everything, page.resume_below).await;
+    let rest = walk(
+        store,
+        &t,
+        &everything,
+        5,
+        Some(page.resume_below.expect("a next page")),
+    )
+    .await;
     let walked: Vec<MessageId> = page.items.iter().map(|m| m.id).chain(rest).collect();
     assert_eq!(walked, newest_first);
     assert!(search_all(store, &tenant("nobody"), &everything, 10)
         .await
         .is_empty());
-}
-
-async fn search_all_from<S: MessageStore>(
-    store: &S,
-    t: &TenantId,
-    filter: &crate::ports::MessageFilter,
-    mut cursor: Option<MessageId>,
-) -> Vec<MessageId> {
-    let mut found = Vec::new();
-    while let Some(c) = cursor {
-        let page = store.search(t, filter, Some(c), 5).await.unwrap();
-        found.extend(page.items.iter().map(|m| m.id));
-        cursor = page.resume_below;
-    }
-    found
 }
 
 pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) {

@@ -147,11 +147,12 @@ impl DynamoStore {
             },
             None => None,
         };
-        // Filters read index entries that do not match; give each shard its share of the budget.
+        // Unfiltered, every entry read is a match: each shard reads twice its share of a page
+        // (shards fill unevenly). Filtered, each reads its share of the page's budget.
         let filtered = index_filter(f).expression.is_some() || f.status.is_some();
         let per_shard = match filtered {
-            true => limit.max(SEARCH_SCAN_BUDGET / SHARDS as usize),
-            false => limit,
+            true => SEARCH_SCAN_BUDGET / SHARDS as usize,
+            false => (limit / SHARDS as usize + 1) * 2,
         };
         let shards = (0..SHARDS).map(|n| format!("{}#{n:02}", tenant.as_str()));
         let pages: Vec<ShardPage> =
