@@ -892,7 +892,7 @@ fn cases(acme_message: &str) -> Vec<Case> {
         Case::get("unknown version", "/v2/messages")
             .auth(Auth::None)
             .expect(404, "not-found"),
-        Case::get("GET on the send route", m).expect(405, "method-not-allowed"),
+        Case::new("PUT on the send route", Method::PUT, m).expect(405, "method-not-allowed"),
         Case::new("DELETE on the send route", Method::DELETE, m).expect(405, "method-not-allowed"),
         Case::new("PATCH a template", Method::PATCH, "/v1/templates/welcome")
             .expect(405, "method-not-allowed"),
