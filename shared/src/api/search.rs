@@ -57,17 +57,17 @@ pub struct MessagePage {
     pub next_after: Option<String>,
 }
 
-/// The recipient as Herald stores it, when the text is an email address or a number.
-fn stored_recipient(raw: String, channel: Option<Channel>) -> Result<String, FieldError> {
+/// The recipient as Herald stores it: an address or number in the form accept would have
+/// given it, anything else as it is (it matches no message, and a search for it is empty
+/// rather than refused).
+fn stored_recipient(raw: String, channel: Option<Channel>) -> String {
     let kind = channel.or(match raw.as_bytes().first() {
         _ if raw.contains('@') => Some(Channel::Email),
         Some(b'+') => Some(Channel::Sms),
         _ => None,
     });
-    let Some(kind) = kind else { return Ok(raw) };
-    kind.parse_recipient(&raw)
-        .map(|r| r.as_str().to_owned())
-        .map_err(|e| FieldError::new("/to", "invalid", e.to_string()))
+    kind.and_then(|k| k.parse_recipient(&raw).ok())
+        .map_or(raw, |r| r.as_str().to_owned())
 }
 
 fn filter_of(q: SearchFilters) -> Result<MessageFilter, Problem> {
@@ -80,7 +80,7 @@ fn filter_of(q: SearchFilters) -> Result<MessageFilter, Problem> {
                 "`to` must be 1-320 characters",
             )))
         }
-        Some(t) => Some(stored_recipient(t, q.channel).map_err(Problem::invalid)?),
+        Some(t) => Some(stored_recipient(t, q.channel)),
         None => None,
     };
     Ok(MessageFilter {
@@ -184,21 +184,26 @@ mod tests {
     #[test]
     fn recipients_are_matched_as_stored() {
         assert_eq!(
-            stored_recipient("Ann@Example.COM".into(), None).unwrap(),
+            stored_recipient("Ann@Example.COM".into(), None),
             Channel::Email
                 .parse_recipient("Ann@Example.COM")
                 .unwrap()
                 .as_str()
         );
         assert_eq!(
-            stored_recipient("+1 555 010 0123".into(), None).ok(),
+            stored_recipient("+1 555 010 0123".into(), None),
             Channel::Sms
                 .parse_recipient("+1 555 010 0123")
-                .ok()
-                .map(|r| r.as_str().to_owned())
+                .unwrap()
+                .as_str()
         );
-        assert_eq!(stored_recipient("chat-42".into(), None).unwrap(), "chat-42");
-        assert!(stored_recipient("not an address@".into(), None).is_err());
+        assert_eq!(stored_recipient("chat-42".into(), None), "chat-42");
+        // Not an address: searched as it is (and found nowhere), not refused.
+        assert_eq!(stored_recipient("0".into(), Some(Channel::Email)), "0");
+        assert_eq!(
+            stored_recipient("not an address@".into(), None),
+            "not an address@"
+        );
     }
 
     #[test]
