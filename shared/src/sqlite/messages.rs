@@ -10,15 +10,16 @@ use super::rows::{
     claim_set, claimable, detail_text, events_of, insert_event, lane_after, message_columns,
     message_from_row, parse_status, MESSAGE_COLUMNS,
 };
+use super::search;
 use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
 use super::{ms, next_event_seq, SqliteBackend};
 use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
 };
-use crate::ports::{first_id_at, BulkProgress, MessageFilter, SearchPage};
 use crate::ports::{
-    AcceptBatch, AcceptOutcome, AttemptChange, ChannelCount, ClaimOutcome, IdempotencyRecord,
-    MessageRef, MessageStore, StoreError, Transition, TransitionOutcome,
+    first_id_at, AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount,
+    ClaimOutcome, IdempotencyRecord, MessageFilter, MessageRef, MessageStore, SearchPage,
+    StoreError, Transition, TransitionOutcome,
 };
 
 /// Rows deleted per retention job, so the writer is never held long.
@@ -396,7 +397,10 @@ impl MessageStore for SqliteBackend {
         cursor: Option<MessageId>,
         limit: usize,
     ) -> Result<SearchPage, StoreError> {
-        self.search_messages(tenant, filter, cursor, limit).await
+        let (tenant, filter) = (tenant.as_str().to_owned(), filter.clone());
+        self.readers
+            .run(move |conn| search::search_in(conn, &tenant, &filter, cursor, limit))
+            .await
     }
 
     async fn bulk_progress(
@@ -404,7 +408,10 @@ impl MessageStore for SqliteBackend {
         tenant: &TenantId,
         bulk_id: &str,
     ) -> Result<Option<BulkProgress>, StoreError> {
-        self.bulk_progress_of(tenant, bulk_id).await
+        let (tenant, bulk_id) = (tenant.as_str().to_owned(), bulk_id.to_owned());
+        self.readers
+            .run(move |conn| search::bulk_progress_in(conn, &tenant, &bulk_id))
+            .await
     }
 
     async fn redrive(

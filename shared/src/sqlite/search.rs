@@ -1,15 +1,14 @@
 //! Message search and bulk progress on SQLite. A search walks one index newest first (the
-//! most selective one its filters allow, see `SEARCH_INDEXES`), checks the filters that index
-//! does not hold on each row it reaches, and stops at a full page or after
+//! most selective one its filters allow, see `SEARCH_INDEXES`), has SQLite check every
+//! filter on each row it reaches, and stops at a full page or after
 //! [`SEARCH_SCAN_BUDGET`] rows, so a page costs milliseconds in a tenant of any size.
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::rows::{message_from_row, MESSAGE_COLUMNS};
-use super::SqliteBackend;
-use crate::domain::{Message, MessageId, MessageStatus, TenantId};
-use crate::ports::{BulkProgress, MessageFilter, SearchPage, StoreError, SEARCH_SCAN_BUDGET};
+use crate::domain::{Message, MessageId, MessageStatus};
+use crate::ports::{BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 
 /// The search indexes (migration 3). Every index ends in `id`, so each walks newest first.
 pub(super) const SEARCH_INDEXES: &str = "\
@@ -50,99 +49,114 @@ fn plan(tenant: &str, f: &MessageFilter) -> (&'static str, Vec<(&'static str, St
 /// The condition of the partial index `messages_failed`.
 const FAILED: &str = "status = 'failed'";
 
-/// The columns the row check reads, after `id`.
-const CHECKED: &str = "status, channel, priority, recipient, source_type, source_id, \
-                       external_id, bulk_id";
-
-/// Whether a row of `CHECKED` passes the filters (those the index held pass trivially).
-fn row_passes(f: &MessageFilter, row: &Row<'_>) -> rusqlite::Result<bool> {
-    let text = |i: usize| row.get::<_, Option<String>>(i);
-    let same = |want: &Option<String>, i: usize| -> rusqlite::Result<bool> {
-        Ok(match want {
-            Some(w) => text(i)?.as_deref() == Some(w.as_str()),
-            None => true,
-        })
-    };
-    Ok(f.status
-        .is_none_or(|s| matches!(text(1), Ok(Some(v)) if v == s.as_str()))
-        && f.channel
-            .is_none_or(|c| matches!(text(2), Ok(Some(v)) if v == c.as_str()))
-        && f.priority
-            .is_none_or(|p| matches!(row.get::<_, i64>(3), Ok(v) if v == p.index() as i64))
-        && same(&f.to, 4)?
-        && same(&f.source_type, 5)?
-        && same(&f.source_id, 6)?
-        && same(&f.external_id, 7)?
-        && same(&f.bulk_id, 8)?)
+/// The filters as SQL equalities, for the rows the index walk reaches (those the index
+/// already holds are true there, and cheap to test again).
+fn equalities(f: &MessageFilter) -> Vec<(&'static str, Sql)> {
+    let text = |v: &Option<String>| v.clone().map(Sql::Text);
+    [
+        ("status", f.status.map(|s| Sql::Text(s.as_str().into()))),
+        ("channel", f.channel.map(|c| Sql::Text(c.as_str().into()))),
+        (
+            "priority",
+            f.priority.map(|p| Sql::Integer(p.index() as i64)),
+        ),
+        ("recipient", text(&f.to)),
+        ("source_type", text(&f.source_type)),
+        ("source_id", text(&f.source_id)),
+        ("external_id", text(&f.external_id)),
+        ("bulk_id", text(&f.bulk_id)),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| Some((column, value?)))
+    .collect()
 }
 
-fn search_in(
+/// The walk's statement: newest first along `plan`'s index, each row's `rowid`, `id`, and
+/// whether it passes every filter. Unfiltered, it reads the index alone.
+fn walk_statement(
+    tenant: &str,
+    f: &MessageFilter,
+    cursor: Option<MessageId>,
+) -> (String, Vec<Sql>) {
+    let mut args: Vec<Sql> = Vec::new();
+    let mut bind = |value: Sql| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    let (index, seek) = plan(tenant, f);
+    let mut conditions: Vec<String> = seek
+        .into_iter()
+        .map(|(column, value)| match column {
+            FAILED => FAILED.to_owned(),
+            _ => format!("{column} = {}", bind(Sql::Text(value))),
+        })
+        .collect();
+    if let Some(low) = f.lowest_id() {
+        conditions.push(format!("id >= {}", bind(Sql::Text(low.to_string()))));
+    }
+    if let Some(high) = f.below_id(cursor) {
+        conditions.push(format!("id < {}", bind(Sql::Text(high.to_string()))));
+    }
+    let checks: Vec<String> = equalities(f)
+        .into_iter()
+        .map(|(column, value)| format!("{column} = {}", bind(value)))
+        .collect();
+    // A NULL column makes its equality NULL, not false.
+    let passes = match checks.is_empty() {
+        true => "1".to_owned(),
+        false => format!("IFNULL({}, 0)", checks.join(" AND ")),
+    };
+    let sql = format!(
+        "SELECT rowid, id, ({passes}) FROM messages INDEXED BY {index} WHERE {} \
+         ORDER BY id DESC",
+        conditions.join(" AND ")
+    );
+    (sql, args)
+}
+
+pub(super) fn search_in(
     conn: &Connection,
     tenant: &str,
     f: &MessageFilter,
     cursor: Option<MessageId>,
     limit: usize,
 ) -> rusqlite::Result<SearchPage> {
-    let (index, seek) = plan(tenant, f);
-    let mut sql = format!("SELECT id, {CHECKED} FROM messages INDEXED BY {index} WHERE ");
-    let mut args: Vec<Sql> = Vec::new();
-    for (column, value) in seek {
-        if column == FAILED {
-            sql.push_str(FAILED);
-            sql.push_str(" AND ");
-            continue;
-        }
-        sql.push_str(&format!("{column} = ?{} AND ", args.len() + 1));
-        args.push(Sql::Text(value));
-    }
-    if let Some(low) = f.lowest_id() {
-        sql.push_str(&format!("id >= ?{} AND ", args.len() + 1));
-        args.push(Sql::Text(low.to_string()));
-    }
-    if let Some(high) = f.below_id(cursor) {
-        sql.push_str(&format!("id < ?{} AND ", args.len() + 1));
-        args.push(Sql::Text(high.to_string()));
-    }
-    sql.push_str("1 ORDER BY id DESC");
+    let (sql, args) = walk_statement(tenant, f, cursor);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
-    let (mut hits, mut scanned, mut last) = (Vec::new(), 0, None);
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        scanned += 1;
-        if row_passes(f, row)? {
-            hits.push(id.clone());
-        }
-        last = Some(id);
-        if hits.len() == limit || scanned == SEARCH_SCAN_BUDGET {
+    let (mut hits, mut scanned, mut last, mut ended) = (Vec::new(), 0, None, false);
+    while hits.len() < limit && scanned < SEARCH_SCAN_BUDGET {
+        let Some(row) = rows.next()? else {
+            ended = true;
             break;
+        };
+        scanned += 1;
+        if row.get::<_, bool>(2)? {
+            hits.push(row.get::<_, i64>(0)?);
         }
+        last = Some(row.get::<_, String>(1)?);
     }
-    let stopped_early = hits.len() == limit || scanned == SEARCH_SCAN_BUDGET;
-    let resume_below = last
-        .filter(|_| stopped_early)
-        .as_deref()
-        .and_then(MessageId::parse);
     Ok(SearchPage {
         items: load(conn, &hits)?,
-        resume_below,
+        resume_below: last
+            .filter(|_| !ended)
+            .as_deref()
+            .and_then(MessageId::parse),
     })
 }
 
-fn load(conn: &Connection, ids: &[String]) -> rusqlite::Result<Vec<Message>> {
+/// The messages at `rowids`, in that order.
+fn load(conn: &Connection, rowids: &[i64]) -> rusqlite::Result<Vec<Message>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE rowid = ?1"
     ))?;
-    ids.iter()
-        .filter_map(|id| {
-            stmt.query_row([id], message_from_row)
-                .optional()
-                .transpose()
-        })
+    rowids
+        .iter()
+        .map(|rowid| stmt.query_row([rowid], message_from_row))
         .collect()
 }
 
-fn bulk_progress_in(
+pub(super) fn bulk_progress_in(
     conn: &Connection,
     tenant: &str,
     bulk_id: &str,
@@ -172,30 +186,4 @@ fn bulk_progress_in(
     progress.pending = job.unwrap_or(0).max(0) as u64;
     let found = job.is_some() || !progress.by_status.is_empty();
     Ok(found.then_some(progress))
-}
-
-impl SqliteBackend {
-    pub(super) async fn search_messages(
-        &self,
-        tenant: &TenantId,
-        filter: &MessageFilter,
-        cursor: Option<MessageId>,
-        limit: usize,
-    ) -> Result<SearchPage, StoreError> {
-        let (tenant, filter) = (tenant.as_str().to_owned(), filter.clone());
-        self.readers
-            .run(move |conn| search_in(conn, &tenant, &filter, cursor, limit))
-            .await
-    }
-
-    pub(super) async fn bulk_progress_of(
-        &self,
-        tenant: &TenantId,
-        bulk_id: &str,
-    ) -> Result<Option<BulkProgress>, StoreError> {
-        let (tenant, bulk_id) = (tenant.as_str().to_owned(), bulk_id.to_owned());
-        self.readers
-            .run(move |conn| bulk_progress_in(conn, &tenant, &bulk_id))
-            .await
-    }
 }
