@@ -6,11 +6,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 
-use super::item::Item;
+use super::item::{s, Item};
 use super::{build_error, unavailable, DynamoStore};
 use crate::ports::StoreError;
 
 const BATCH_WRITE: usize = 25;
+pub(super) const BATCH_GET: usize = 100;
 /// Concurrent batch calls.
 const CONCURRENCY: usize = 8;
 const TRIES: u32 = 8;
@@ -73,6 +74,35 @@ impl DynamoStore {
                 "BatchGetItem left keys unprocessed after retries".into(),
             ))
         }
+    }
+
+    /// The items of `ids` (keyed by `id`), in any order: BatchGetItem of 100 keys, a few calls
+    /// at a time.
+    pub(super) async fn batch_get_ids(
+        &self,
+        table: &str,
+        ids: &[String],
+        projection: Option<&str>,
+        read: Read,
+    ) -> Result<Vec<Item>, StoreError> {
+        // Keys are built before the stream: a stream over borrowed chunks fails the Send check.
+        let chunks: Vec<Vec<Item>> = ids
+            .chunks(BATCH_GET)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|id| Item::from([("id".to_owned(), s(id.as_str()))]))
+                    .collect()
+            })
+            .collect();
+        let calls = chunks
+            .into_iter()
+            .map(|keys| self.batch_get(table, keys, projection, read));
+        let pages: Vec<Vec<Item>> = futures::stream::iter(calls)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
     }
 
     /// Puts `items` with [`DynamoStore::batch_write`].

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::batch::Read;
@@ -20,7 +19,7 @@ use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
 use crate::domain::{
-    BulkJob, BulkJobRecipient, Envelope, MessageStatus, NewMessage, Template, TenantId,
+    BulkJob, BulkJobRecipient, Envelope, MessageId, MessageStatus, NewMessage, Template, TenantId,
 };
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 
@@ -28,9 +27,6 @@ use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 const PART_BYTES: usize = 300 * 1024;
 /// Recipients per part: the unit of progress a redelivery resumes from.
 const PART_RECIPIENTS: usize = 500;
-const BATCH_GET: usize = 100;
-/// Concurrent DynamoDB batch calls while writing one part.
-const CONCURRENCY: usize = 8;
 /// A stored job is kept this long after accept, whatever happens to it.
 const JOB_TTL_DAYS: i64 = 7;
 
@@ -361,29 +357,58 @@ impl DynamoStore {
         Ok(written)
     }
 
-    /// Which of `ids` already have an item (BatchGetItem, 100 keys a call).
+    /// Which of `ids` already have an item.
     async fn existing_ids(
         &self,
         table: &str,
         ids: &[String],
     ) -> Result<HashSet<String>, StoreError> {
-        let chunks: Vec<Vec<String>> = ids.chunks(BATCH_GET).map(<[String]>::to_vec).collect();
-        let pages: Vec<Vec<Item>> = futures::stream::iter(chunks.into_iter().map(|chunk| {
-            let keys = chunk
-                .into_iter()
-                .map(|id| HashMap::from([("id".to_owned(), s(id))]))
-                .collect();
-            self.batch_get(table, keys, Some("id"), Read::Strong)
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-        Ok(pages
+        let found = self
+            .batch_get_ids(table, ids, Some("id"), Read::Strong)
+            .await?;
+        Ok(found
             .iter()
-            .flatten()
             .filter_map(|i| opt_s(i, "id"))
             .map(str::to_owned)
             .collect())
+    }
+
+    /// The message ids a tenant's stored job gave its recipients at accept; `None` when the
+    /// tenant has no such job (never, or expired).
+    pub(super) async fn job_message_ids(
+        &self,
+        tenant: &TenantId,
+        bulk_id: &str,
+    ) -> Result<Option<Vec<MessageId>>, StoreError> {
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
+        let (mut ids, mut owned, mut start) = (Vec::new(), false, None);
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.bulk_table()?)
+                .key_condition_expression("bulk_id = :b")
+                .expression_attribute_values(":b", s(bulk_id))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for part in out.items() {
+                if let Some(header) = opt_s(part, "header") {
+                    let header: JobHeader = serde_json::from_str(header).map_err(corrupt)?;
+                    owned = &header.tenant == tenant;
+                    continue;
+                }
+                let recipients: Vec<BulkJobRecipient> =
+                    serde_json::from_str(get_s(part, "recipients")?).map_err(corrupt)?;
+                ids.extend(recipients.into_iter().map(|r| r.id));
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(owned.then_some(ids));
+            }
+        }
     }
 }
 

@@ -12,53 +12,77 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt};
 
-use super::batch::Read;
-use super::item::{get_s, message_from_item, opt_s, s, Item};
+use super::batch::{Read, BATCH_GET};
+use super::item::{message_from_item, opt_s, s, status_of};
 use super::{unavailable, DynamoStore};
-use crate::domain::{BulkJobRecipient, Message, MessageId, TenantId};
+use crate::domain::{Message, MessageId, TenantId};
 use crate::ports::{BulkProgress, MessageFilter, SearchPage, StoreError, SEARCH_SCAN_BUDGET};
 
 /// Shards of a tenant's search index: each partition key takes about 1,000 writes a second.
 pub(crate) const SHARDS: u8 = 16;
-const BATCH_GET: usize = 100;
-const CONCURRENCY: usize = 8;
 
-/// The `by_tenant` partition key of a message.
-pub(crate) fn search_shard(tenant: &TenantId, id: MessageId) -> String {
-    let shard = id.as_uuid().as_bytes()[15] % SHARDS;
+/// A `by_tenant` partition key: the tenant and a shard.
+fn shard_key(tenant: &TenantId, shard: u8) -> String {
     format!("{}#{shard:02}", tenant.as_str())
 }
 
-/// The immutable filters, as a filter expression on the index, with its names (through
-/// placeholders: some attribute names are DynamoDB reserved words) and values.
-fn index_filter(f: &MessageFilter) -> IndexFilter {
-    let wanted = [
-        ("channel", f.channel.map(|c| c.as_str().to_owned())),
-        ("priority", f.priority.map(|p| p.as_str().to_owned())),
-        ("recipient", f.to.clone()),
-        ("source_type", f.source_type.clone()),
-        ("source_id", f.source_id.clone()),
-        ("external_id", f.external_id.clone()),
-        ("bulk_id", f.bulk_id.clone()),
-    ];
-    let mut filter = IndexFilter::default();
-    let mut terms = Vec::new();
-    for (name, value) in wanted {
-        if let Some(v) = value {
-            terms.push(format!("#{name} = :{name}"));
-            filter.names.insert(format!("#{name}"), name.to_owned());
-            filter.values.insert(format!(":{name}"), s(v));
-        }
-    }
-    filter.expression = (!terms.is_empty()).then(|| terms.join(" AND "));
-    filter
+/// The `by_tenant` partition key of a message.
+pub(crate) fn search_shard(tenant: &TenantId, id: MessageId) -> String {
+    shard_key(tenant, id.as_uuid().as_bytes()[15] % SHARDS)
 }
 
-#[derive(Default)]
-struct IndexFilter {
-    expression: Option<String>,
+/// What every shard's query of one page shares: the id range as a key condition, the
+/// immutable filters as a filter expression (names through placeholders: some are DynamoDB
+/// reserved words), and their values; `:shard` is each query's own.
+struct ShardQuery {
+    key_condition: String,
+    filter: Option<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
+}
+
+impl ShardQuery {
+    /// `None` when no id can be in range (a cursor at the lowest id).
+    fn new(f: &MessageFilter, cursor: Option<MessageId>) -> Option<ShardQuery> {
+        let mut values = HashMap::new();
+        let high = match f.below_id(cursor) {
+            Some(below) => Some(previous(below)?),
+            None => None,
+        };
+        let mut bound = |name: &str, id: Option<MessageId>| {
+            id.map(|id| values.insert(name.to_owned(), s(id.to_string())))
+                .is_some()
+        };
+        let range = match (bound(":low", f.lowest_id()), bound(":high", high)) {
+            (true, true) => " AND id BETWEEN :low AND :high",
+            (true, false) => " AND id >= :low",
+            (false, true) => " AND id <= :high",
+            (false, false) => "",
+        };
+        let wanted = [
+            ("channel", f.channel.map(|c| c.as_str().to_owned())),
+            ("priority", f.priority.map(|p| p.as_str().to_owned())),
+            ("recipient", f.to.clone()),
+            ("source_type", f.source_type.clone()),
+            ("source_id", f.source_id.clone()),
+            ("external_id", f.external_id.clone()),
+            ("bulk_id", f.bulk_id.clone()),
+        ];
+        let (mut terms, mut names) = (Vec::new(), HashMap::new());
+        for (name, value) in wanted {
+            if let Some(v) = value {
+                terms.push(format!("#{name} = :{name}"));
+                names.insert(format!("#{name}"), name.to_owned());
+                values.insert(format!(":{name}"), s(v));
+            }
+        }
+        Some(ShardQuery {
+            key_condition: format!("search_shard = :shard{range}"),
+            filter: (!terms.is_empty()).then(|| terms.join(" AND ")),
+            names,
+            values,
+        })
+    }
 }
 
 /// The id just before `id` (ids are fixed-width hex, so the order of text is the order of
@@ -80,41 +104,19 @@ impl DynamoStore {
     async fn query_shard(
         &self,
         shard: String,
-        f: &MessageFilter,
-        high: Option<MessageId>,
+        q: &ShardQuery,
         per_shard: usize,
     ) -> Result<ShardPage, StoreError> {
-        let IndexFilter {
-            expression,
-            names,
-            mut values,
-        } = index_filter(f);
+        let mut values = q.values.clone();
         values.insert(":shard".into(), s(shard));
-        let low = f.lowest_id();
-        let range = match (low, high) {
-            (Some(l), Some(h)) => {
-                values.insert(":low".into(), s(l.to_string()));
-                values.insert(":high".into(), s(h.to_string()));
-                " AND id BETWEEN :low AND :high"
-            }
-            (Some(l), None) => {
-                values.insert(":low".into(), s(l.to_string()));
-                " AND id >= :low"
-            }
-            (None, Some(h)) => {
-                values.insert(":high".into(), s(h.to_string()));
-                " AND id <= :high"
-            }
-            (None, None) => "",
-        };
         let out = self
             .client
             .query()
             .table_name(self.messages_table()?)
             .index_name("by_tenant")
-            .key_condition_expression(format!("search_shard = :shard{range}"))
-            .set_filter_expression(expression)
-            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .key_condition_expression(&q.key_condition)
+            .set_filter_expression(q.filter.clone())
+            .set_expression_attribute_names((!q.names.is_empty()).then(|| q.names.clone()))
             .set_expression_attribute_values(Some(values))
             .scan_index_forward(false)
             .limit(per_shard as i32)
@@ -140,26 +142,21 @@ impl DynamoStore {
         cursor: Option<MessageId>,
         limit: usize,
     ) -> Result<SearchPage, StoreError> {
-        let high = match f.below_id(cursor) {
-            Some(below) => match previous(below) {
-                Some(h) => Some(h),
-                None => return Ok(SearchPage::default()),
-            },
-            None => None,
+        let Some(query) = ShardQuery::new(f, cursor) else {
+            return Ok(SearchPage::default());
         };
         // Unfiltered, every entry read is a match: each shard reads twice its share of a page
         // (shards fill unevenly). Filtered, each reads its share of the page's budget.
-        let filtered = index_filter(f).expression.is_some() || f.status.is_some();
-        let per_shard = match filtered {
+        let per_shard = match query.filter.is_some() || f.status.is_some() {
             true => SEARCH_SCAN_BUDGET / SHARDS as usize,
             false => (limit / SHARDS as usize + 1) * 2,
         };
-        let shards = (0..SHARDS).map(|n| format!("{}#{n:02}", tenant.as_str()));
-        let pages: Vec<ShardPage> =
-            futures::stream::iter(shards.map(|shard| self.query_shard(shard, f, high, per_shard)))
-                .buffer_unordered(SHARDS as usize)
-                .try_collect()
-                .await?;
+        let queries =
+            (0..SHARDS).map(|n| self.query_shard(shard_key(tenant, n), &query, per_shard));
+        let pages: Vec<ShardPage> = futures::stream::iter(queries)
+            .buffer_unordered(SHARDS as usize)
+            .try_collect()
+            .await?;
         // Below the highest point a shard stopped at, that shard has not been read yet.
         let frontier = pages.iter().filter_map(|p| p.stopped_at).max();
         let mut candidates: Vec<MessageId> = pages
@@ -171,8 +168,8 @@ impl DynamoStore {
         self.page_of(tenant, f, candidates, frontier, limit).await
     }
 
-    /// Reads the candidates' items, newest first, until `limit` pass the whole filter (the
-    /// status is only in the table).
+    /// Reads the candidates' items, newest first, a batch at a time, until `limit` pass the
+    /// whole filter (the status is only in the table).
     async fn page_of(
         &self,
         tenant: &TenantId,
@@ -184,12 +181,9 @@ impl DynamoStore {
         let table = self.messages_table()?;
         let mut items: Vec<Message> = Vec::new();
         for chunk in candidates.chunks(BATCH_GET) {
-            let keys = chunk
-                .iter()
-                .map(|id| HashMap::from([("id".to_owned(), s(id.to_string()))]))
-                .collect();
+            let ids: Vec<String> = chunk.iter().map(MessageId::to_string).collect();
             let mut found: Vec<Message> = self
-                .batch_get(table, keys, None, Read::Eventual)
+                .batch_get_ids(table, &ids, None, Read::Eventual)
                 .await?
                 .iter()
                 .map(message_from_item)
@@ -217,71 +211,21 @@ impl DynamoStore {
         tenant: &TenantId,
         bulk_id: &str,
     ) -> Result<Option<BulkProgress>, StoreError> {
-        let Some(ids) = self.bulk_message_ids(tenant, bulk_id).await? else {
+        let Some(ids) = self.job_message_ids(tenant, bulk_id).await? else {
             return Ok(None);
         };
-        let table = self.messages_table()?;
-        let chunks: Vec<Vec<MessageId>> = ids.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
-        let pages: Vec<Vec<Item>> = futures::stream::iter(chunks.into_iter().map(|chunk| {
-            let keys = chunk
-                .iter()
-                .map(|id| HashMap::from([("id".to_owned(), s(id.to_string()))]))
-                .collect();
-            self.batch_get(table, keys, None, Read::Eventual)
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-        let mut progress = BulkProgress::default();
-        let mut written = 0u64;
-        for item in pages.iter().flatten() {
-            let status = super::item::status_of(item)?;
-            *progress.by_status.entry(status).or_default() += 1;
-            written += 1;
+        let keys: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+        let items = self
+            .batch_get_ids(self.messages_table()?, &keys, None, Read::Eventual)
+            .await?;
+        let mut progress = BulkProgress {
+            pending: ids.len().saturating_sub(items.len()) as u64,
+            ..BulkProgress::default()
+        };
+        for item in &items {
+            *progress.by_status.entry(status_of(item)?).or_default() += 1;
         }
-        progress.pending = (ids.len() as u64).saturating_sub(written);
         Ok(Some(progress))
-    }
-
-    /// The message ids a tenant's stored bulk job gave its recipients at accept.
-    async fn bulk_message_ids(
-        &self,
-        tenant: &TenantId,
-        bulk_id: &str,
-    ) -> Result<Option<Vec<MessageId>>, StoreError> {
-        let mut ids = Vec::new();
-        let mut start: Option<Item> = None;
-        let mut owned = false;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.bulk_table()?)
-                .key_condition_expression("bulk_id = :b")
-                .expression_attribute_values(":b", s(bulk_id))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for part in out.items() {
-                if let Some(header) = opt_s(part, "header") {
-                    owned = serde_json::from_str::<serde_json::Value>(header)
-                        .ok()
-                        .is_some_and(|h| h["tenant"] == tenant.as_str());
-                    continue;
-                }
-                let recipients: Vec<BulkJobRecipient> =
-                    serde_json::from_str(get_s(part, "recipients")?).map_err(|e| {
-                        StoreError::Corrupt(format!("bulk job {bulk_id} part: {e}"))
-                    })?;
-                ids.extend(recipients.into_iter().map(|r| r.id));
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(owned.then_some(ids))
     }
 }
 
