@@ -324,44 +324,14 @@ async fn rendered_size_is_capped_and_bulk_memory_is_bounded() {
 async fn a_bulk_job_interrupted_between_chunks_is_finished_at_the_next_start() {
     // Store a job the way accept does, but stop before its messages are written: the next
     // start must write every one of them, once.
-    use herald_tests::shared::domain::{BulkJob, BulkJobRecipient, Envelope, MessageId, Priority};
-    use herald_tests::shared::domain::{Channel, Content, ContentSource, TenantId};
+    use herald_tests::shared::domain::{MessageId, TenantId};
+    use herald_tests::shared::ports::contract::bulk_job;
     use herald_tests::shared::ports::MessageStore;
     let server = TestServer::start().await;
     let tenant = TenantId::parse("acme").unwrap();
-    let recipients: Vec<BulkJobRecipient> = (0..1_200)
-        .map(|i| BulkJobRecipient {
-            id: MessageId::new(),
-            to: format!("r{i}@example.com"),
-            data: None,
-            external_id: None,
-            suppressed: None,
-        })
-        .collect();
-    let job = BulkJob {
-        bulk_id: "bulk_resume".into(),
-        tenant: tenant.clone(),
-        envelope: Envelope {
-            channel: Channel::Email,
-            priority: Priority::P3,
-            from: None,
-            content: ContentSource::Inline(Content {
-                subject: Some("s".into()),
-                body: Some("b".into()),
-                html: None,
-            }),
-            data: json!({}),
-            message_type: None,
-            source_type: None,
-            source_id: None,
-            metadata: None,
-            send_at: Some(chrono::Utc::now() + chrono::Duration::days(1)),
-            correlation_id: "c".into(),
-        },
-        template: None,
-        recipients,
-        created_at: chrono::Utc::now(),
-    };
+    let mut job = bulk_job(&tenant, "bulk_resume", 1_200);
+    // Far in the future: the messages stay queued while the test looks at them.
+    job.envelope.send_at = Some(chrono::Utc::now() + chrono::Duration::days(1));
     let ids: Vec<MessageId> = job.recipients.iter().map(|r| r.id).collect();
     let backend = server.embedded.backend.clone();
     backend.store_bulk_job(&job, None).await.unwrap();

@@ -107,6 +107,7 @@ pub async fn list(
 ) -> Result<Json<MessagePage>, Problem> {
     let filter = filter_of(filter)?;
     let found = herald
+        .store
         .search(&tenant, &filter, page.after, page.limit)
         .await?;
     let items = found
@@ -164,6 +165,7 @@ pub async fn bulk(
 ) -> Result<Json<BulkView>, Problem> {
     let bulk_id = bulk_id(path)?;
     let progress = herald
+        .store
         .bulk_progress(&tenant, &bulk_id)
         .await?
         .ok_or_else(|| Problem::not_found("bulk send"))?;

@@ -5,9 +5,7 @@ use serde_json::json;
 
 use super::Herald;
 use crate::domain::{DeliveryEvent, Message, MessageId, MessageStatus, TenantId};
-use crate::ports::{
-    BulkProgress, MessageFilter, SearchPage, StoreError, Transition, TransitionOutcome,
-};
+use crate::ports::{StoreError, Transition, TransitionOutcome};
 
 #[derive(Debug)]
 pub enum CancelOutcome {
@@ -46,25 +44,6 @@ impl Herald {
             Some(TransitionOutcome::Conflict { current }) => CancelOutcome::TooLate(current),
             Some(TransitionOutcome::NotFound) | None => CancelOutcome::NotFound,
         })
-    }
-
-    /// `GET /v1/messages`: the tenant's messages that pass `filter`, newest first.
-    pub async fn search(
-        &self,
-        tenant: &TenantId,
-        filter: &MessageFilter,
-        cursor: Option<MessageId>,
-        limit: usize,
-    ) -> Result<SearchPage, StoreError> {
-        self.store.search(tenant, filter, cursor, limit).await
-    }
-
-    pub async fn bulk_progress(
-        &self,
-        tenant: &TenantId,
-        bulk_id: &str,
-    ) -> Result<Option<BulkProgress>, StoreError> {
-        self.store.bulk_progress(tenant, bulk_id).await
     }
 
     pub async fn dead_letters(

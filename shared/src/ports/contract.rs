@@ -1043,15 +1043,6 @@ async fn walk<S: MessageStore>(
     panic!("search never ended");
 }
 
-async fn search_all<S: MessageStore>(
-    store: &S,
-    t: &TenantId,
-    filter: &crate::ports::MessageFilter,
-    limit: usize,
-) -> Vec<MessageId> {
-    walk(store, t, filter, limit, None).await
-}
-
 pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
     use crate::ports::MessageFilter;
     let (t, other) = (tenant("searcher"), tenant("stranger"));
@@ -1089,9 +1080,9 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
     }
     let newest_first: Vec<MessageId> = all.iter().rev().copied().collect();
     let everything = MessageFilter::default();
-    assert_eq!(search_all(store, &t, &everything, 100).await, newest_first);
+    assert_eq!(walk(store, &t, &everything, 100, None).await, newest_first);
     assert_eq!(
-        search_all(store, &t, &everything, 4).await,
+        walk(store, &t, &everything, 4, None).await,
         newest_first,
         "pages of 4 neither skip nor repeat"
     );
@@ -1169,7 +1160,7 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
         ),
     ];
     for (filter, expected) in cases {
-        let found = search_all(store, &t, &filter, 2).await;
+        let found = walk(store, &t, &filter, 2, None).await;
         assert_eq!(found.len(), expected, "{filter:?}");
         let page = store.search(&t, &filter, None, 100).await.unwrap();
         assert!(page
@@ -1188,18 +1179,18 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
         created_after: Some(last.created_at + chrono::Duration::seconds(1)),
         ..Default::default()
     };
-    assert!(search_all(store, &t, &none_after, 10).await.is_empty());
+    assert!(walk(store, &t, &none_after, 10, None).await.is_empty());
     let before_first = MessageFilter {
         created_before: Some(first.created_at - chrono::Duration::seconds(1)),
         ..Default::default()
     };
-    assert!(search_all(store, &t, &before_first, 10).await.is_empty());
+    assert!(walk(store, &t, &before_first, 10, None).await.is_empty());
     let around = MessageFilter {
         created_after: Some(first.created_at - chrono::Duration::seconds(1)),
         created_before: Some(last.created_at + chrono::Duration::seconds(1)),
         ..Default::default()
     };
-    assert_eq!(search_all(store, &t, &around, 5).await, newest_first);
+    assert_eq!(walk(store, &t, &around, 5, None).await, newest_first);
     // New messages do not disturb a walk already under way: they are newer than its cursor.
     let page = store.search(&t, &everything, None, 5).await.unwrap();
     accept_shaped(store, &t, |_| {}).await;
@@ -1213,26 +1204,16 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
     .await;
     let walked: Vec<MessageId> = page.items.iter().map(|m| m.id).chain(rest).collect();
     assert_eq!(walked, newest_first);
-    assert!(search_all(store, &tenant("nobody"), &everything, 10)
+    assert!(walk(store, &tenant("nobody"), &everything, 10, None)
         .await
         .is_empty());
 }
 
-pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) {
+/// A P3 email bulk job of `recipients` inline-content recipients, ready to accept or store.
+pub fn bulk_job(t: &TenantId, bulk_id: &str, recipients: usize) -> crate::domain::BulkJob {
     use crate::domain::{BulkJob, BulkJobRecipient, ContentSource, Envelope};
-    let t = tenant("bulker");
-    let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
-    let recipients: Vec<BulkJobRecipient> = (0..30)
-        .map(|i| BulkJobRecipient {
-            id: MessageId::new(),
-            to: format!("r{i}@example.com"),
-            data: None,
-            external_id: None,
-            suppressed: None,
-        })
-        .collect();
-    let job = BulkJob {
-        bulk_id: bulk_id.clone(),
+    BulkJob {
+        bulk_id: bulk_id.to_owned(),
         tenant: t.clone(),
         envelope: Envelope {
             channel: Channel::Email,
@@ -1252,9 +1233,23 @@ pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) 
             correlation_id: "c".into(),
         },
         template: None,
-        recipients,
+        recipients: (0..recipients)
+            .map(|i| BulkJobRecipient {
+                id: MessageId::new(),
+                to: format!("r{i}@example.com"),
+                data: None,
+                external_id: None,
+                suppressed: None,
+            })
+            .collect(),
         created_at: Utc::now(),
-    };
+    }
+}
+
+pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) {
+    let t = tenant("bulker");
+    let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+    let job = bulk_job(&t, &bulk_id, 30);
     assert_eq!(
         store.accept_bulk(job, None).await.unwrap(),
         AcceptOutcome::Accepted
