@@ -140,6 +140,12 @@ async fn dynamo_search_filters_pages_and_isolates() {
 }
 
 #[tokio::test]
+async fn dynamo_audit_log_appends_filters_and_isolates() {
+    let (_s, b) = backend().await;
+    audit_log_appends_filters_and_isolates(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_bulk_progress_counts_a_tenants_own_job() {
     let (_s, b) = backend().await;
     bulk_progress_counts_a_tenants_own_job(b.store.as_ref()).await;

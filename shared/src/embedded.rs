@@ -154,6 +154,7 @@ impl Embedded {
                 tenants: store.clone(),
                 suppressions: store.clone(),
                 inbound: store.clone(),
+                audit: store.clone(),
                 events: store,
                 limiter: limiter.clone(),
                 health: Arc::new(InMemoryHealth::default()),

@@ -200,6 +200,12 @@ impl Stack {
                 vec![attr("tenant", S), attr("id", S)],
                 vec![],
             ),
+            (
+                "audit",
+                vec![key("scope", Hash), key("id", Range)],
+                vec![attr("scope", S), attr("id", S)],
+                vec![],
+            ),
         ];
         for (name, keys, attrs, indexes) in specs {
             // The stats function counts the messages table's changes from its stream.

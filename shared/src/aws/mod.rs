@@ -115,6 +115,7 @@ impl AwsBackend {
                 limiter: self.store.clone(),
                 health: self.store.clone(),
                 inbound: self.store.clone(),
+                audit: self.store.clone(),
             },
             gateways,
             config,

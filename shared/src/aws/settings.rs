@@ -22,6 +22,8 @@ pub struct Tables {
     pub health: Option<String>,
     /// Messages received from recipients (SMS, WhatsApp, Telegram).
     pub inbound: Option<String>,
+    /// The audit log.
+    pub audit: Option<String>,
 }
 
 /// The lane queues (P0..P4) and the bulk queue.
@@ -81,6 +83,7 @@ pub const SUPPRESSIONS_TABLE: &str = "HERALD_SUPPRESSIONS_TABLE";
 pub const RATE_LIMITS_TABLE: &str = "HERALD_RATE_LIMITS_TABLE";
 pub const HEALTH_TABLE: &str = "HERALD_HEALTH_TABLE";
 pub const INBOUND_TABLE: &str = "HERALD_INBOUND_TABLE";
+pub const AUDIT_TABLE: &str = "HERALD_AUDIT_TABLE";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
@@ -149,6 +152,7 @@ impl AwsSettings {
                 rate_limits: get(RATE_LIMITS_TABLE),
                 health: get(HEALTH_TABLE),
                 inbound: get(INBOUND_TABLE),
+                audit: get(AUDIT_TABLE),
             },
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
@@ -207,6 +211,7 @@ impl Tables {
             rate_limits: name("rate-limits"),
             health: name("health"),
             inbound: name("inbound"),
+            audit: name("audit"),
         }
     }
 }

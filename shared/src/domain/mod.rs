@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP, SQLite or AWS.
 
 pub mod address;
+pub mod audit;
 pub mod channel;
 pub mod compose;
 pub mod content;

@@ -29,8 +29,8 @@ use crate::domain::template::RenderLimits;
 use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
-    EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter, SuppressionStore,
-    TemplateStore, TenantStore,
+    AuditLog, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter,
+    SuppressionStore, TemplateStore, TenantStore,
 };
 
 pub use accept::{
@@ -151,6 +151,7 @@ pub struct Ports {
     pub limiter: Arc<dyn RateLimiter>,
     pub health: Arc<dyn HealthStore>,
     pub inbound: Arc<dyn InboundStore>,
+    pub audit: Arc<dyn AuditLog>,
 }
 
 /// Everything the API and the workers share.
@@ -166,6 +167,8 @@ pub struct Herald {
     pub health: Arc<dyn HealthStore>,
     /// Messages received from recipients.
     pub inbound: Arc<dyn InboundStore>,
+    /// Who changed what: appended by [`Herald::audit`].
+    pub audit: Arc<dyn AuditLog>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -188,6 +191,7 @@ impl Herald {
             limiter: ports.limiter,
             health: ports.health,
             inbound: ports.inbound,
+            audit: ports.audit,
             gateways,
             config,
             wake: Default::default(),

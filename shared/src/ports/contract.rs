@@ -1272,3 +1272,88 @@ pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) 
     let unknown = format!("bulk_{}", uuid::Uuid::now_v7().simple());
     assert_eq!(store.bulk_progress(&t, &unknown).await.unwrap(), None);
 }
+
+/// Appends, newest-first pages, every filter, scope isolation, and no overwrite of an id.
+pub async fn audit_log_appends_filters_and_isolates<S: crate::ports::AuditLog>(store: &S) {
+    use crate::domain::audit::{Actor, AuditAction, AuditEntry};
+    use crate::domain::suppression::Scope;
+    use crate::ports::AuditFilter;
+    let mine = Scope::Tenant(tenant(&format!("aud{}", uuid::Uuid::now_v7().simple())));
+    let theirs = Scope::Tenant(tenant(&format!("oth{}", uuid::Uuid::now_v7().simple())));
+    let mut written = Vec::new();
+    for i in 0..9 {
+        let (actor, action) = match i % 3 {
+            0 => (Actor::Key("abcd1234".into()), AuditAction::TemplatePut),
+            1 => (Actor::Cli("ops".into()), AuditAction::KeyCreated),
+            _ => (Actor::System, AuditAction::SuppressionAdded),
+        };
+        let e = AuditEntry::now(mine.clone(), actor, action)
+            .target(format!("t{i}"))
+            .detail(json!({ "n": i }));
+        let e = AuditEntry {
+            client: Some("127.0.0.1".into()),
+            request_id: Some(format!("req-{i}")),
+            ..e
+        };
+        store.append(&e).await.unwrap();
+        written.push(e);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let other = AuditEntry::now(theirs.clone(), Actor::System, AuditAction::TemplatePut);
+    store.append(&other).await.unwrap();
+    assert!(store.append(&other).await.is_err(), "an id is written once");
+
+    let all = |filter: AuditFilter, limit: usize| {
+        let scope = mine.clone();
+        async move {
+            let (mut found, mut cursor) = (Vec::new(), None);
+            for _ in 0..100 {
+                let page = store
+                    .audit_page(&scope, &filter, cursor, limit)
+                    .await
+                    .unwrap();
+                assert!(page.items.len() <= limit);
+                found.extend(page.items);
+                match page.resume_below {
+                    Some(next) => cursor = Some(next),
+                    None => return found,
+                }
+            }
+            panic!("audit pages never ended");
+        }
+    };
+    let newest_first: Vec<_> = written.iter().rev().cloned().collect();
+    assert_eq!(all(AuditFilter::default(), 100).await, newest_first);
+    assert_eq!(all(AuditFilter::default(), 4).await, newest_first);
+    let by_action = all(
+        AuditFilter {
+            action: Some(AuditAction::KeyCreated),
+            ..AuditFilter::default()
+        },
+        2,
+    )
+    .await;
+    assert_eq!(by_action.len(), 3);
+    assert!(by_action
+        .iter()
+        .all(|e| e.actor == Actor::Cli("ops".into())));
+    let by_actor = AuditFilter {
+        actor: Some(Actor::System),
+        target: Some("t5".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(by_actor, 10).await, vec![written[5].clone()]);
+    let window = AuditFilter {
+        after: Some(written[2].at),
+        before: Some(written[6].at),
+        ..AuditFilter::default()
+    };
+    let in_window: Vec<_> = all(window, 10).await.iter().map(|e| e.id).collect();
+    assert!(in_window.contains(&written[3].id) && in_window.contains(&written[5].id));
+    assert!(!in_window.contains(&written[7].id) && !in_window.contains(&written[1].id));
+    let theirs_seen = store
+        .audit_page(&theirs, &AuditFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(theirs_seen.items, vec![other], "each scope sees its own");
+}

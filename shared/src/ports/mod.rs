@@ -1,6 +1,7 @@
 //! Ports: what the engine needs from storage, queues and gateways. The embedded backend
 //! (SQLite) implements them today; the AWS backend implements the same traits.
 
+mod audit;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod gateway;
@@ -12,6 +13,7 @@ mod search;
 mod store;
 mod suppression;
 
+pub use audit::{AuditFilter, AuditLog, AuditPage};
 pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };

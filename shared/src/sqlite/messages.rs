@@ -556,6 +556,7 @@ impl MessageStore for SqliteBackend {
                     [now - soft_window],
                 )?;
                 conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
+                super::audit::purge_audit(conn)?;
                 super::parked::purge_parked(conn, &parked, now)?;
                 conn.execute(
                     "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at < ?1",

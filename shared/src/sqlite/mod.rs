@@ -1,5 +1,6 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 
+mod audit;
 mod blocks;
 mod bulk;
 mod inbound;
@@ -174,6 +175,21 @@ CREATE TABLE IF NOT EXISTS sender_identities (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, identity)
 ) WITHOUT ROWID;
+-- The audit log (see audit.rs): appended, never updated; retention deletes old rows.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT,
+    client TEXT,
+    request_id TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_scope ON audit_log (scope, id);
+CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 -- Bulk sends being written: the accepted job, and how far its messages are written.
 CREATE TABLE IF NOT EXISTS bulk_jobs (
     bulk_id TEXT PRIMARY KEY,

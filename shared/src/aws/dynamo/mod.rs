@@ -2,6 +2,7 @@
 //! keys, and stored bulk jobs. Every state change is a conditional write. The table design and
 //! its access patterns are in docs/dynamodb.md.
 
+mod audit;
 mod batch;
 mod bulk;
 mod content;
@@ -89,6 +90,10 @@ impl DynamoStore {
 
     fn rate_limits_table(&self) -> Result<&str, StoreError> {
         required(&self.tables.rate_limits, super::settings::RATE_LIMITS_TABLE)
+    }
+
+    fn audit_table(&self) -> Result<&str, StoreError> {
+        required(&self.tables.audit, super::settings::AUDIT_TABLE)
     }
 
     fn inbound_table(&self) -> Result<&str, StoreError> {

@@ -45,20 +45,11 @@ impl ShardQuery {
     /// `None` when no id can be in range (a cursor at the lowest id).
     fn new(f: &MessageFilter, cursor: Option<MessageId>) -> Option<ShardQuery> {
         let mut values = HashMap::new();
-        let high = match f.below_id(cursor) {
-            Some(below) => Some(previous(below)?),
-            None => None,
-        };
-        let mut bound = |name: &str, id: Option<MessageId>| {
-            id.map(|id| values.insert(name.to_owned(), s(id.to_string())))
-                .is_some()
-        };
-        let range = match (bound(":low", f.lowest_id()), bound(":high", high)) {
-            (true, true) => " AND id BETWEEN :low AND :high",
-            (true, false) => " AND id >= :low",
-            (false, true) => " AND id <= :high",
-            (false, false) => "",
-        };
+        let range = id_range(
+            f.lowest_id().map(|id| id.as_uuid()),
+            f.below_id(cursor).map(|id| id.as_uuid()),
+            &mut values,
+        )?;
         let wanted = [
             ("channel", f.channel.map(|c| c.as_str().to_owned())),
             ("priority", f.priority.map(|p| p.as_str().to_owned())),
@@ -85,13 +76,34 @@ impl ShardQuery {
     }
 }
 
-/// The id just before `id` (ids are fixed-width hex, so the order of text is the order of
-/// numbers): `id <= previous(id)` is `id < id` in a key condition.
-fn previous(id: MessageId) -> Option<MessageId> {
-    id.as_uuid()
-        .as_u128()
-        .checked_sub(1)
-        .map(|v| MessageId::from_uuid(uuid::Uuid::from_u128(v)))
+/// The key condition's part on `id` (UUIDv7 ids as hyphenated text, whose order is the ids'
+/// order) for ids at or above `low` and below `below`, its values put in `values`; `None` when
+/// no id can be in range (`below` is the lowest id).
+pub(super) fn id_range(
+    low: Option<uuid::Uuid>,
+    below: Option<uuid::Uuid>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> Option<&'static str> {
+    // `id <= previous(below)` is `id < below`, which a key condition cannot say beside a low.
+    let high = match below {
+        Some(b) => Some(previous(b)?),
+        None => None,
+    };
+    let mut bound = |name: &str, id: Option<uuid::Uuid>| {
+        id.map(|id| values.insert(name.to_owned(), s(id.hyphenated().to_string())))
+            .is_some()
+    };
+    Some(match (bound(":low", low), bound(":high", high)) {
+        (true, true) => " AND id BETWEEN :low AND :high",
+        (true, false) => " AND id >= :low",
+        (false, true) => " AND id <= :high",
+        (false, false) => "",
+    })
+}
+
+/// The id just before `id`.
+fn previous(id: uuid::Uuid) -> Option<uuid::Uuid> {
+    id.as_u128().checked_sub(1).map(uuid::Uuid::from_u128)
 }
 
 /// What one shard gave: its matches, and the last id it read when it stopped before the end.
@@ -235,11 +247,11 @@ mod tests {
 
     #[test]
     fn previous_is_the_id_just_below() {
-        let id = MessageId::new();
+        let id = MessageId::new().as_uuid();
         let before = previous(id).unwrap_or(id);
         assert!(before < id);
-        assert!(before.to_string() < id.to_string());
-        assert_eq!(previous(MessageId::from_uuid(uuid::Uuid::nil())), None);
+        assert!(before.hyphenated().to_string() < id.hyphenated().to_string());
+        assert_eq!(previous(uuid::Uuid::nil()), None);
     }
 
     #[test]
