@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::domain::audit::{Actor, AuditAction, AuditEntry};
+use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, TenantId};
 use crate::engine::{drain, health, maintenance, tracker, EngineConfig, Herald, Ports};
 use crate::gateway::config::GatewaysConfig;
@@ -207,7 +209,12 @@ impl Embedded {
         if !self.herald.tenants.ensure_tenant(&dev).await? {
             return Ok(None);
         }
-        Ok(Some(create_key(self.herald.tenants.as_ref(), &dev).await?))
+        let key = create_key(self.herald.tenants.as_ref(), &dev).await?;
+        let entry = AuditEntry::now(Scope::Tenant(dev), Actor::System, AuditAction::KeyCreated)
+            .target(format!("hk_{}", key.prefix))
+            .detail(serde_json::json!({ "why": "the dev tenant's first start" }));
+        self.herald.audit(entry).await;
+        Ok(Some(key))
     }
 
     /// Stops the lane workers: each records its current hand-off's outcome and hands back the

@@ -1,17 +1,21 @@
 //! Extractors that turn raw requests into parsed values or problems: the tenant behind a
 //! bearer key, and JSON bodies with JSON-pointer errors.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::problem::Problem;
+use super::request_id::RequestId;
+use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::secret::constant_time_eq;
+use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, FieldError, TenantId};
 use crate::engine::{Herald, IdempotencyInput};
 
@@ -19,6 +23,41 @@ use crate::engine::{Herald, IdempotencyInput};
 pub struct AuthTenant(pub TenantId);
 
 impl FromRequestParts<Arc<Herald>> for AuthTenant {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, herald: &Arc<Herald>) -> Result<Self, Problem> {
+        Caller::from_request_parts(parts, herald)
+            .await
+            .map(|caller| AuthTenant(caller.tenant))
+    }
+}
+
+/// The caller behind a valid API key, as the audit log names it: its tenant, the key's prefix,
+/// its address and the request's id. A presented key that is not valid is refused (401) and
+/// recorded: in its tenant's log when its prefix names a key, else in the platform's.
+pub struct Caller {
+    pub tenant: TenantId,
+    key_prefix: String,
+    client: Option<String>,
+    request_id: Option<String>,
+}
+
+impl Caller {
+    /// An entry in the caller's tenant's log, made now by the caller.
+    pub fn entry(&self, action: AuditAction) -> AuditEntry {
+        AuditEntry {
+            client: self.client.clone(),
+            request_id: self.request_id.clone(),
+            ..AuditEntry::now(
+                Scope::Tenant(self.tenant.clone()),
+                Actor::Key(self.key_prefix.clone()),
+                action,
+            )
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Herald>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, herald: &Arc<Herald>) -> Result<Self, Problem> {
@@ -32,17 +71,46 @@ impl FromRequestParts<Arc<Herald>> for AuthTenant {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <api key>`"))?;
-        let key =
-            ApiKey::parse(presented).ok_or_else(|| Problem::unauthorized("invalid API key"))?;
-        let stored = herald
-            .tenants
-            .find_key(&key.prefix)
-            .await?
-            .ok_or_else(|| Problem::unauthorized("invalid API key"))?;
-        if stored.revoked || !constant_time_eq(stored.key_hash.as_bytes(), key.hash().as_bytes()) {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip().to_string());
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let denied = |scope: Scope, actor: Actor, why: &str| AuditEntry {
+            client: client.clone(),
+            request_id: request_id.clone(),
+            ..AuditEntry::now(scope, actor, AuditAction::AccessDenied)
+                .target(parts.uri.path().chars().take(200).collect::<String>())
+                .detail(serde_json::json!({ "reason": why }))
+        };
+        let Some(key) = ApiKey::parse(presented) else {
+            let entry = denied(Scope::Global, Actor::Anonymous, "malformed key");
+            herald.audit_denial(entry).await;
+            return Err(Problem::unauthorized("invalid API key"));
+        };
+        let Some(stored) = herald.tenants.find_key(&key.prefix).await? else {
+            let entry = denied(Scope::Global, Actor::Anonymous, "unknown key");
+            herald.audit_denial(entry).await;
+            return Err(Problem::unauthorized("invalid API key"));
+        };
+        let why = match stored.revoked {
+            true => Some("revoked key"),
+            false => (!constant_time_eq(stored.key_hash.as_bytes(), key.hash().as_bytes()))
+                .then_some("wrong secret for the key's prefix"),
+        };
+        if let Some(why) = why {
+            let scope = Scope::Tenant(stored.tenant);
+            herald
+                .audit_denial(denied(scope, Actor::Key(key.prefix), why))
+                .await;
             return Err(Problem::unauthorized("invalid API key"));
         }
-        Ok(AuthTenant(stored.tenant))
+        Ok(Caller {
+            tenant: stored.tenant,
+            key_prefix: key.prefix,
+            client,
+            request_id,
+        })
     }
 }
 

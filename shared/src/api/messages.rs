@@ -7,11 +7,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use serde_json::json;
 
 use super::dto::{BulkSendRequest, MessageView, SendMessageRequest};
-use super::extract::{correlation_id, idempotency, AuthTenant, JsonBody};
+use super::extract::{correlation_id, idempotency, AuthTenant, Caller, JsonBody};
 use super::paging;
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
+use crate::domain::audit::AuditAction;
+use crate::domain::suppression::Scope;
 use crate::domain::template::{RenderLimit, TemplateError};
 use crate::domain::{FieldError, MessageId};
 use crate::engine::{AcceptError, Accepted, BulkOutcome, CancelOutcome, Herald, SendOutcome};
@@ -160,14 +163,13 @@ pub async fn send_bulk(
     security(("api_key" = [])))]
 pub async fn get(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageView>, Problem> {
     let id = message_id(path)?;
-    let (m, events) = herald
-        .message(&tenant, id)
-        .await?
-        .ok_or_else(|| Problem::not_found("message"))?;
+    let Some((m, events)) = herald.message(&caller.tenant, id).await? else {
+        return Err(not_found(&herald, &caller, id).await);
+    };
     Ok(Json(MessageView::new(m, Some(events))))
 }
 
@@ -180,17 +182,37 @@ pub async fn get(
     security(("api_key" = [])))]
 pub async fn cancel(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SendOutcome>, Problem> {
     let id = message_id(path)?;
-    match herald.cancel(&tenant, id).await? {
-        CancelOutcome::Cancelled => Ok(Json(SendOutcome { id, status: crate::domain::MessageStatus::Cancelled })),
+    match herald.cancel(&caller.tenant, id).await? {
+        CancelOutcome::Cancelled => {
+            let entry = caller.entry(AuditAction::MessageCancelled).target(id.to_string());
+            herald.audit(entry).await;
+            Ok(Json(SendOutcome { id, status: crate::domain::MessageStatus::Cancelled }))
+        }
         CancelOutcome::TooLate(status) => Err(Problem::new(
             StatusCode::CONFLICT,
             "already-dispatched",
             format!("the message is {status}: it already reached a gateway or ended, so it cannot be cancelled"),
         )),
-        CancelOutcome::NotFound => Err(Problem::not_found("message")),
+        CancelOutcome::NotFound => Err(not_found(&herald, &caller, id).await),
     }
+}
+
+/// The 404 of a message id the caller's tenant does not have. When another tenant has it, the
+/// probe is recorded in the platform's audit log; the caller cannot tell the two apart.
+async fn not_found(herald: &Herald, caller: &Caller, id: MessageId) -> Problem {
+    if let Ok(Some(owner)) = herald.store.owner_of(id).await {
+        if owner != caller.tenant {
+            let mut entry = caller
+                .entry(AuditAction::AccessDenied)
+                .target(id.to_string())
+                .detail(json!({ "reason": "another tenant's message", "tenant": caller.tenant.as_str() }));
+            entry.scope = Scope::Global;
+            herald.audit_denial(entry).await;
+        }
+    }
+    Problem::not_found("message")
 }

@@ -5,6 +5,7 @@
 // failed request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod dto;
 pub mod extract;
 pub mod inbound;
@@ -69,7 +70,7 @@ impl BodyLimits {
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
         suppressions::import, suppressions::export, inbound::list,
-        senders::list, senders::put, senders::delete,
+        senders::list, senders::put, senders::delete, audit::list, audit::export,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -181,6 +182,8 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             "/v1/sender-identities/{identity}",
             put(senders::put).delete(senders::delete),
         )
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/export", get(audit::export))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))

@@ -13,11 +13,13 @@ use super::dto::{
     ChannelStatsResponse, ChannelStatsView, DeadLetterPage, MessageView, QueueStatsView,
     RedriveRequest, RedriveResponse,
 };
-use super::extract::{AuthTenant, OptionalJsonBody};
+use super::extract::{AuthTenant, Caller, OptionalJsonBody};
 use super::paging::{self, ListQuery, NoFilter};
 use super::problem::{AuthErrors, JsonBodyErrors, Problem, QueryErrors};
+use crate::domain::audit::AuditAction;
 use crate::domain::{FieldError, MessageId};
 use crate::engine::Herald;
+use serde_json::json;
 
 /// Per lane: depth, in-flight count and the age of the oldest due message.
 #[utoipa::path(get, operation_id = "queue_stats", path = "/v1/stats/queue", tag = "stats",
@@ -105,7 +107,7 @@ pub async fn dead_letters(
     responses((status = 200, body = RedriveResponse), AuthErrors, JsonBodyErrors), security(("api_key" = [])))]
 pub async fn redrive(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     OptionalJsonBody(req): OptionalJsonBody<RedriveRequest>,
 ) -> Result<Json<RedriveResponse>, Problem> {
     let ids = match req.ids {
@@ -125,7 +127,16 @@ pub async fn redrive(
         ),
         None => None,
     };
-    let redriven = herald.redrive(&tenant, ids).await?;
+    let asked = ids.as_ref().map(Vec::len);
+    let redriven = herald.redrive(&caller.tenant, ids).await?;
+    let entry = caller
+        .entry(AuditAction::DeadLettersRedriven)
+        .detail(json!({
+            "asked": asked.map_or(json!("all"), |n| json!(n)),
+            "redriven": redriven.len(),
+            "first_ids": redriven.iter().take(100).map(|i| i.to_string()).collect::<Vec<_>>(),
+        }));
+    herald.audit(entry).await;
     Ok(Json(RedriveResponse {
         redriven: redriven.len(),
         ids: redriven.iter().map(|i| i.to_string()).collect(),

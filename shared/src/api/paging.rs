@@ -99,13 +99,7 @@ where
 pub fn parse_query<C: Cursor, F: DeserializeOwned, const MAX: usize>(
     raw: &str,
 ) -> Result<ListQuery<C, F, MAX>, Problem> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            format!("the query string is malformed: {e}"),
-        )
-    })?;
+    let pairs = pairs_of(raw)?;
     let mut limit = None;
     let mut after = None;
     let mut rest = serde_json::Map::new();
@@ -131,6 +125,17 @@ pub fn parse_query<C: Cursor, F: DeserializeOwned, const MAX: usize>(
         after: after.as_deref().map(parse_cursor).transpose()?,
     };
     Ok(ListQuery { page, filter })
+}
+
+/// A query string's name-value pairs, in order.
+fn pairs_of(raw: &str) -> Result<Vec<(String, String)>, Problem> {
+    serde_urlencoded::from_str(raw).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            format!("the query string is malformed: {e}"),
+        )
+    })
 }
 
 fn twice(name: &str) -> Problem {
@@ -193,6 +198,34 @@ fn parse_filter<F: DeserializeOwned>(
             None => Problem::invalid(FieldError::new(pointer_of(err.path()), "invalid", message)),
         }
     })
+}
+
+/// The query of an endpoint that takes filters and no page (an export of everything that
+/// matches): `limit` and `after` are unknown parameters there.
+#[derive(Debug)]
+pub struct FilterQuery<F>(pub F);
+
+impl<S: Send + Sync, F: DeserializeOwned> FromRequestParts<S> for FilterQuery<F> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let pairs = pairs_of(raw)?;
+        let mut params = serde_json::Map::new();
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                return Err(twice(&name));
+            }
+            params.insert(name, serde_json::Value::String(value));
+        }
+        parse_filter(params).map(FilterQuery)
+    }
+}
+
+impl<F: IntoParams> IntoParams for FilterQuery<F> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        F::into_params(|| Some(ParameterIn::Query))
+    }
 }
 
 impl<C: Cursor, F: IntoParams, const MAX: usize> IntoParams for ListQuery<C, F, MAX> {

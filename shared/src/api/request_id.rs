@@ -12,6 +12,10 @@ use tracing::{info_span, Instrument};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
+/// The request's id, in the request's extensions for handlers (the audit log records it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// A caller's id, if it is 1-128 visible ASCII characters (it goes into logs and headers).
 pub fn usable_id(value: &HeaderValue) -> Option<&str> {
     value.to_str().ok().filter(|v| {
@@ -40,6 +44,7 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         }
     }
     let span = info_span!("request", request_id = %id, method = %req.method());
+    req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.run(req).instrument(span).await;
     if let Some(v) = value {
         res.headers_mut().insert(REQUEST_ID, v);

@@ -9,8 +9,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::AuthTenant;
+use super::extract::{AuthTenant, Caller};
 use super::problem::{AuthErrors, NotFound, Problem};
+use crate::domain::audit::AuditAction;
 use crate::domain::{FieldError, SenderIdentity};
 use crate::engine::Herald;
 
@@ -73,14 +74,19 @@ pub async fn list(
     security(("api_key" = [])))]
 pub async fn put(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<SenderIdentityView>), Problem> {
     let identity = identity_of(path)?;
     let created = herald
         .tenants
-        .add_sender_identity(&tenant, &identity)
+        .add_sender_identity(&caller.tenant, &identity)
         .await?;
+    let entry = caller
+        .entry(AuditAction::SenderIdentityPut)
+        .target(identity.as_str())
+        .detail(serde_json::json!({ "created": created }));
+    herald.audit(entry).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -97,15 +103,19 @@ pub async fn put(
     security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let identity = identity_of(path)?;
     if herald
         .tenants
-        .remove_sender_identity(&tenant, &identity)
+        .remove_sender_identity(&caller.tenant, &identity)
         .await?
     {
+        let entry = caller
+            .entry(AuditAction::SenderIdentityDeleted)
+            .target(identity.as_str());
+        herald.audit(entry).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("sender identity"))

@@ -14,11 +14,13 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{body_problem, AuthTenant, JsonBody};
+use super::extract::{body_problem, AuthTenant, Caller, JsonBody};
 use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
+use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, FieldError};
 use crate::engine::Herald;
@@ -143,14 +145,14 @@ fn parse_target(channel: &str, address: &str) -> Result<(Channel, String), Field
     security(("api_key" = [])))]
 pub async fn put(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<SuppressionInput>,
 ) -> Result<(StatusCode, Json<SuppressionView>), Problem> {
     let (channel, address) = target(path)?;
     let input = body.value;
     let entry = Suppression {
-        scope: Scope::Tenant(tenant),
+        scope: Scope::Tenant(caller.tenant.clone()),
         channel,
         address,
         reason: input.reason.unwrap_or(Reason::Manual),
@@ -162,6 +164,11 @@ pub async fn put(
         .suppressions
         .put_suppressions(vec![entry.clone()])
         .await?;
+    let record = caller
+        .entry(AuditAction::SuppressionAdded)
+        .target(format!("{channel}:{}", entry.address))
+        .detail(json!({ "reason": entry.reason.as_str(), "source": "api" }));
+    herald.audit(record).await;
     let status = if added == 1 {
         StatusCode::CREATED
     } else {
@@ -200,15 +207,19 @@ pub async fn get(
     security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let (channel, address) = existing_target(path)?;
     if herald
         .suppressions
-        .delete_suppression(&Scope::Tenant(tenant), channel, &address)
+        .delete_suppression(&Scope::Tenant(caller.tenant.clone()), channel, &address)
         .await?
     {
+        let record = caller
+            .entry(AuditAction::SuppressionRemoved)
+            .target(format!("{channel}:{address}"));
+        herald.audit(record).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     if herald
@@ -346,7 +357,7 @@ impl Cursor for EntryCursor {
     security(("api_key" = [])))]
 pub async fn import(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, Problem> {
@@ -369,12 +380,21 @@ pub async fn import(
             "send the list as Content-Type: text/csv",
         ));
     }
-    let (entries, rejected) = parse_csv(&tenant, &body)?;
+    let (entries, rejected) = parse_csv(&caller.tenant, &body)?;
     let total = entries.len();
     let mut imported = 0;
     for chunk in entries.chunks(1000).map(<[Suppression]>::to_vec) {
         imported += herald.suppressions.put_suppressions(chunk).await?;
     }
+    // One entry per import: its counts, not its rows (an import may hold 100,000).
+    let record = caller
+        .entry(AuditAction::SuppressionsImported)
+        .detail(json!({
+            "imported": imported,
+            "updated": total - imported,
+            "rejected": rejected.len(),
+        }));
+    herald.audit(record).await;
     Ok(Json(ImportReport {
         imported,
         updated: total - imported,

@@ -8,8 +8,9 @@ use axum::Json;
 use chrono::Utc;
 
 use super::dto::{TemplateInput, TemplateView};
-use super::extract::{AuthTenant, JsonBody};
+use super::extract::{AuthTenant, Caller, JsonBody};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
+use crate::domain::audit::AuditAction;
 use crate::domain::template::TemplateError;
 use crate::domain::{FieldError, Template, TemplateName};
 use crate::engine::Herald;
@@ -55,10 +56,11 @@ fn view(t: Template) -> TemplateView {
     security(("api_key" = [])))]
 pub async fn put(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     body: JsonBody<TemplateInput>,
 ) -> Result<(StatusCode, Json<TemplateView>), Problem> {
+    let tenant = &caller.tenant;
     let name = name_of(path)?;
     let input = body.value;
     if input.subject.is_none() && input.text.is_none() && input.html.is_none() {
@@ -82,7 +84,12 @@ pub async fn put(
         .check_template(template, sample)
         .await
         .map_err(template_problem)?;
-    let created = herald.templates.put(&tenant, template.clone()).await?;
+    let created = herald.templates.put(tenant, template.clone()).await?;
+    let entry = caller
+        .entry(AuditAction::TemplatePut)
+        .target(template.name.as_str())
+        .detail(serde_json::json!({ "created": created }));
+    herald.audit(entry).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -111,11 +118,15 @@ pub async fn get(
     responses((status = 204), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let name = existing_name(path)?;
-    if herald.templates.delete(&tenant, &name).await? {
+    if herald.templates.delete(&caller.tenant, &name).await? {
+        let entry = caller
+            .entry(AuditAction::TemplateDeleted)
+            .target(name.as_str());
+        herald.audit(entry).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("template"))

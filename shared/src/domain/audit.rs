@@ -2,6 +2,8 @@
 //! and never changed; only retention removes old ones.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::suppression::Scope;
@@ -67,8 +69,8 @@ impl Actor {
 
     pub fn parse(s: &str) -> Option<Actor> {
         let named = |rest: &str| {
-            (!rest.is_empty() && rest.len() <= 64 && !rest.contains(char::is_control))
-                .then(|| rest.to_owned())
+            let chars = rest.chars().count();
+            ((1..=64).contains(&chars) && !rest.contains(char::is_control)).then(|| rest.to_owned())
         };
         match s.split_once(':') {
             Some(("key", prefix)) => named(prefix).map(Actor::Key),
@@ -83,8 +85,8 @@ impl Actor {
 macro_rules! actions {
     ($($variant:ident => $name:literal,)*) => {
         /// What happened.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum AuditAction { $($variant,)* }
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum AuditAction { $(#[serde(rename = $name)] $variant,)* }
 
         impl AuditAction {
             pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant,)*];

@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Herald;
+use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::health::{after_probe, next_status, Breaker, GatewayStatus, Outcome};
+use crate::domain::suppression::Scope;
 use crate::gateway::Route;
 
 /// How long a dispatcher trusts the statuses it read (on AWS, a DynamoDB read).
@@ -57,13 +59,17 @@ impl Herald {
             return;
         }
         let current = self.gateway_statuses().await.get(name).cloned();
-        let Some(moved) = current.and_then(|s| after_probe(s, outcome, Utc::now())) else {
+        let Some(moved) = current
+            .clone()
+            .and_then(|s| after_probe(s, outcome, Utc::now()))
+        else {
             return;
         };
         info!(gateway = name, breaker = ?moved.breaker, "probe send moved the breaker");
         if let Err(e) = self.health.put_status(&moved).await {
             warn!(error = %e, "gateway status not recorded");
         }
+        self.audit_health_change(current.as_ref(), &moved).await;
         *self.status_cache.0.lock() = None;
     }
 
@@ -139,16 +145,37 @@ impl Herald {
             };
             let probe = gateway.probe().await;
             let status = next_status(prev, name, counts, probe, &self.config.breaker, now);
-            if prev.map(|p| (p.state, p.breaker)) != Some((status.state, status.breaker)) {
-                info!(gateway = name, state = ?status.state, breaker = ?status.breaker, "gateway health changed");
-            }
             if let Err(e) = self.health.put_status(&status).await {
                 warn!(gateway = name, error = %e, "gateway status not recorded");
             }
+            self.audit_health_change(prev, &status).await;
             out.push(status);
         }
         *self.status_cache.0.lock() = None;
         out
+    }
+}
+
+impl Herald {
+    /// Records a change of a gateway's state or breaker (what moves traffic to a fallback, or
+    /// back) in the platform's audit log.
+    async fn audit_health_change(&self, prev: Option<&GatewayStatus>, now: &GatewayStatus) {
+        let was = prev.map(|p| (p.state, p.breaker));
+        if was == Some((now.state, now.breaker)) {
+            return;
+        }
+        info!(gateway = %now.gateway, state = ?now.state, breaker = ?now.breaker, "gateway health changed");
+        let entry = AuditEntry::now(
+            Scope::Global,
+            Actor::System,
+            AuditAction::GatewayHealthChanged,
+        )
+        .target(now.gateway.as_str())
+        .detail(serde_json::json!({
+            "from": prev.map(|p| serde_json::json!({ "state": p.state, "breaker": p.breaker })),
+            "to": { "state": now.state, "breaker": now.breaker },
+        }));
+        self.audit(entry).await;
     }
 }
 

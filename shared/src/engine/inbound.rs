@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tracing::info;
 
 use super::Herald;
+use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::ports::StoreError;
@@ -108,28 +109,37 @@ impl Herald {
             // later START cannot lift it.
             Keyword::Stop if existing.is_none() => {
                 info!(tenant = %message.tenant, "sms opt-out by keyword");
+                let entry = Suppression {
+                    scope,
+                    channel: Channel::Sms,
+                    address,
+                    reason: Reason::SmsOptOut,
+                    source: Some(format!(
+                        "{}:{}",
+                        message.gateway, message.provider_message_id
+                    )),
+                    created_at: message.received_at,
+                    expires_at: None,
+                };
                 self.suppressions
-                    .put_suppressions(vec![Suppression {
-                        scope,
-                        channel: Channel::Sms,
-                        address,
-                        reason: Reason::SmsOptOut,
-                        source: Some(format!(
-                            "{}:{}",
-                            message.gateway, message.provider_message_id
-                        )),
-                        created_at: message.received_at,
-                        expires_at: None,
-                    }])
+                    .put_suppressions(vec![entry.clone()])
                     .await?;
+                self.audit_suppression(&message.tenant, AuditAction::SuppressionAdded, &entry)
+                    .await;
             }
             // START undoes an opt-out only.
-            Keyword::Start if existing.is_some_and(|e| e.reason == Reason::SmsOptOut) => {
-                info!(tenant = %message.tenant, "sms opt-in by keyword");
-                self.suppressions
-                    .delete_suppression(&scope, Channel::Sms, &address)
-                    .await?;
-            }
+            Keyword::Start => match existing {
+                Some(entry) if entry.reason == Reason::SmsOptOut => {
+                    info!(tenant = %message.tenant, "sms opt-in by keyword");
+                    self.suppressions
+                        .delete_suppression(&scope, Channel::Sms, &address)
+                        .await?;
+                    let action = AuditAction::SuppressionRemoved;
+                    self.audit_suppression(&message.tenant, action, &entry)
+                        .await;
+                }
+                _ => {}
+            },
             _ => {}
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! ports only, so the embedded and AWS backends run the same logic.
 
 pub mod accept;
+mod audit;
 mod consumer;
 pub mod dispatch;
 pub mod drain;
@@ -175,6 +176,7 @@ pub struct Herald {
     priority_gate: PriorityGate,
     status_cache: health::StatusCache,
     render_pool: tokio::sync::Semaphore,
+    denials: audit::DenialBudget,
 }
 
 impl Herald {
@@ -197,6 +199,7 @@ impl Herald {
             wake: Default::default(),
             priority_gate: PriorityGate::default(),
             status_cache: Default::default(),
+            denials: Default::default(),
         }
     }
 

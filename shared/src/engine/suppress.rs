@@ -10,6 +10,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Herald;
+use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{
     canonical_address, Reason, Scope, Suppression, SOFT_BOUNCE_STRIKES, SOFT_BOUNCE_WINDOW_DAYS,
 };
@@ -75,8 +76,16 @@ impl Herald {
             expires_at: None,
         };
         info!(channel = %entry.channel, reason = reason.as_str(), scope = entry.scope.label(), "address suppressed");
-        if let Err(e) = self.suppressions.put_suppressions(vec![entry]).await {
-            warn!(error = %e, "suppression not recorded");
+        match self
+            .suppressions
+            .put_suppressions(vec![entry.clone()])
+            .await
+        {
+            Ok(_) => {
+                self.audit_suppression(&target.tenant, AuditAction::SuppressionAdded, &entry)
+                    .await
+            }
+            Err(e) => warn!(error = %e, "suppression not recorded"),
         }
     }
 

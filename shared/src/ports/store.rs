@@ -164,6 +164,9 @@ pub trait MessageStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: MessageId,
     ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError>;
+    /// Whose message `id` is, whatever the caller: only to record a probe of another tenant's
+    /// id in the audit log, never to answer a caller.
+    async fn owner_of(&self, id: MessageId) -> Result<Option<TenantId>, StoreError>;
     /// Conditional hand-off: `queued`/`deferred` (or `sending` whose lease ran out, after a crash)
     /// becomes `sending` with one more attempt, appending a `sending` event.
     async fn claim(

@@ -230,6 +230,18 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn owner_of(&self, id: MessageId) -> Result<Option<TenantId>, StoreError> {
+        let owner: Option<String> = self
+            .readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT tenant FROM messages WHERE id = ?1")?
+                    .query_row([id.to_string()], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        Ok(owner.and_then(|t| TenantId::parse(&t).ok()))
+    }
+
     async fn get(
         &self,
         tenant: &TenantId,

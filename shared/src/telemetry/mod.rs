@@ -35,6 +35,8 @@ pub const THROTTLED: &str = "herald_rate_limited_total";
 pub const WEBHOOKS_RECEIVED: &str = "herald_webhooks_received_total";
 pub const WRITER_QUEUE: &str = "herald_sqlite_writer_queue_jobs";
 pub const WRITER_COMMIT: &str = "herald_sqlite_commit_seconds";
+pub const ACCESS_DENIED: &str = "herald_access_denied_total";
+pub const AUDIT_NOT_RECORDED: &str = "herald_audit_not_recorded_total";
 
 /// Describes every metric once (units and help text); recorders that know none ignore it.
 pub fn describe() {
@@ -74,6 +76,14 @@ pub fn describe() {
     describe_counter!(WEBHOOKS_RECEIVED, "provider webhooks by source and verdict");
     describe_gauge!(WRITER_QUEUE, "jobs waiting for the SQLite writer");
     describe_histogram!(WRITER_COMMIT, Unit::Seconds, "SQLite group commit latency");
+    describe_counter!(
+        ACCESS_DENIED,
+        "requests refused for a bad or revoked API key"
+    );
+    describe_counter!(
+        AUDIT_NOT_RECORDED,
+        "audit entries the store failed to append"
+    );
 }
 
 /// Messages claimed from a lane, and how long each waited since it was due.

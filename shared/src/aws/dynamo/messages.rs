@@ -371,6 +371,23 @@ impl MessageStore for DynamoStore {
         }))
     }
 
+    async fn owner_of(&self, id: MessageId) -> Result<Option<TenantId>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.messages_table()?)
+            .key("id", s(id.to_string()))
+            .projection_expression("tenant")
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| opt_s(i, "tenant"))
+            .and_then(|t| TenantId::parse(t).ok()))
+    }
+
     async fn get(
         &self,
         tenant: &TenantId,

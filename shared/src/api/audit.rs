@@ -1,0 +1,224 @@
+//! `GET /v1/audit` (the tenant's audit log, newest first) and `GET /v1/audit/export` (all of
+//! it that matches, as CSV, streamed page by page in constant memory). Neither this nor any
+//! other route changes or deletes an entry.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::AuthTenant;
+use super::paging::{Cursor, FilterQuery, ListQuery, MESSAGE_ID_PATTERN};
+use super::problem::{AuthErrors, Problem, QueryErrors};
+use crate::domain::audit::{Actor, AuditAction, AuditEntry, AuditId};
+use crate::domain::suppression::Scope;
+use crate::domain::FieldError;
+use crate::engine::Herald;
+use crate::ports::{AuditFilter, AuditLog};
+
+/// The filters of both routes, all optional and combined.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilters {
+    pub action: Option<AuditAction>,
+    /// `key:<prefix>`, `cli:<user>`, `system` or `anonymous`.
+    #[param(pattern = "^((key|cli):[^\\x00-\\x1f\\x7f-\\x9f]{1,64}|system|anonymous)$")]
+    pub actor: Option<String>,
+    /// What the action was done to (a template name, `email:ann@example.com`, a message id).
+    #[param(min_length = 1, max_length = 400)]
+    pub target: Option<String>,
+    /// At or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Entries are ordered by id, newest first; a page resumes below the last id it showed.
+impl Cursor for AuditId {
+    fn pattern() -> String {
+        MESSAGE_ID_PATTERN.into()
+    }
+
+    fn decode(raw: &str) -> Option<AuditId> {
+        AuditId::parse(raw)
+    }
+
+    fn encode(&self) -> String {
+        self.to_string()
+    }
+}
+
+pub type AuditQuery = ListQuery<AuditId, AuditFilters, 500>;
+
+fn filter_of(q: AuditFilters) -> Result<AuditFilter, Problem> {
+    let actor = match q.actor {
+        Some(raw) => Some(Actor::parse(&raw).ok_or_else(|| {
+            Problem::invalid(FieldError::new(
+                "/actor",
+                "invalid",
+                "`actor` is key:<prefix>, cli:<user>, system or anonymous",
+            ))
+        })?),
+        None => None,
+    };
+    if q.target
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > 400)
+    {
+        return Err(Problem::invalid(FieldError::new(
+            "/target",
+            "invalid",
+            "`target` must be 1-400 characters",
+        )));
+    }
+    Ok(AuditFilter {
+        action: q.action,
+        actor,
+        target: q.target,
+        after: q.created_after,
+        before: q.created_before,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// `key:<prefix>` (never the key), `cli:<user>`, `system` or `anonymous`.
+    pub actor: String,
+    pub action: AuditAction,
+    pub target: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    /// The caller's IP address.
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl From<AuditEntry> for AuditView {
+    fn from(e: AuditEntry) -> AuditView {
+        AuditView {
+            id: e.id.to_string(),
+            at: e.at,
+            actor: e.actor.label(),
+            action: e.action,
+            target: e.target,
+            detail: e.detail,
+            client: e.client,
+            request_id: e.request_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPageView {
+    pub items: Vec<AuditView>,
+    /// Pass as `after` for the next (older) page; absent at the end. A page may be short, even
+    /// empty, and still have a next one: each reads a bounded slice of the log.
+    pub next_after: Option<String>,
+}
+
+/// The tenant's audit log, newest first, filtered.
+#[utoipa::path(get, operation_id = "list_audit", path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPageView), AuthErrors, QueryErrors), security(("api_key" = [])))]
+pub async fn list(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    ListQuery { page, filter }: AuditQuery,
+) -> Result<Json<AuditPageView>, Problem> {
+    let filter = filter_of(filter)?;
+    let found = herald
+        .audit
+        .audit_page(&Scope::Tenant(tenant), &filter, page.after, page.limit)
+        .await?;
+    Ok(Json(AuditPageView {
+        items: found.items.into_iter().map(AuditView::from).collect(),
+        next_after: found.resume_below.map(|id| id.encode()),
+    }))
+}
+
+/// Entries read per page of an export.
+const EXPORT_PAGE: usize = 1_000;
+const CSV_HEADER: &str = "id,at,actor,action,target,client,request_id,detail\n";
+
+/// Every entry of the tenant's audit log that matches, newest first, as CSV.
+#[utoipa::path(get, operation_id = "export_audit", path = "/v1/audit/export", tag = "audit", params(FilterQuery<AuditFilters>),
+    responses((status = 200, content_type = "text/csv", body = String), AuthErrors, QueryErrors), security(("api_key" = [])))]
+pub async fn export(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    FilterQuery(filter): FilterQuery<AuditFilters>,
+) -> Result<Response, Problem> {
+    let filter = filter_of(filter)?;
+    let rows = csv_pages(herald.audit.clone(), Scope::Tenant(tenant), filter);
+    let headers = [
+        (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"audit.csv\"",
+        ),
+    ];
+    Ok((headers, Body::from_stream(rows)).into_response())
+}
+
+/// The CSV, one chunk per page: the header, then each page's rows as it is read. A store
+/// failure mid-way ends the body with an error, so the client sees a broken transfer rather
+/// than a short file that looks whole.
+fn csv_pages(
+    log: Arc<dyn AuditLog>,
+    scope: Scope,
+    filter: AuditFilter,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    enum At {
+        Header,
+        Below(Option<AuditId>),
+        Done,
+    }
+    futures::stream::unfold(At::Header, move |at| {
+        let (log, scope, filter) = (log.clone(), scope.clone(), filter.clone());
+        async move {
+            let cursor = match at {
+                At::Header => return Some((Ok(Bytes::from(CSV_HEADER)), At::Below(None))),
+                At::Below(cursor) => cursor,
+                At::Done => return None,
+            };
+            let page = match log.audit_page(&scope, &filter, cursor, EXPORT_PAGE).await {
+                Ok(page) => page,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), At::Done)),
+            };
+            let next = page.resume_below.map_or(At::Done, |id| At::Below(Some(id)));
+            Some((csv_rows(&page.items), next))
+        }
+    })
+}
+
+fn csv_rows(entries: &[AuditEntry]) -> Result<Bytes, std::io::Error> {
+    let mut out = csv::Writer::from_writer(Vec::with_capacity(entries.len() * 160));
+    for e in entries {
+        let detail = match &e.detail {
+            serde_json::Value::Null => String::new(),
+            d => d.to_string(),
+        };
+        out.write_record([
+            e.id.to_string().as_str(),
+            &e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            &e.actor.label(),
+            e.action.as_str(),
+            e.target.as_deref().unwrap_or_default(),
+            e.client.as_deref().unwrap_or_default(),
+            e.request_id.as_deref().unwrap_or_default(),
+            &detail,
+        ])?;
+    }
+    out.into_inner()
+        .map(Bytes::from)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
