@@ -182,6 +182,82 @@ fn keys_create_prints_the_key_last_and_revoke_disables_it() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    keys_left_audit_entries(dir.path(), prefix);
+}
+
+/// The creation and the revocation of `prefix` are in the tenant's audit log, by the operator.
+fn keys_left_audit_entries(data_dir: &std::path::Path, prefix: &str) {
+    use herald_tests::shared::domain::audit::{Actor, AuditAction};
+    use herald_tests::shared::domain::{suppression::Scope, TenantId};
+    use herald_tests::shared::ports::{AuditFilter, AuditLog};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = herald_tests::shared::embedded::open_backend(data_dir).unwrap();
+    let scope = Scope::Tenant(TenantId::parse("acme").unwrap());
+    let page = runtime
+        .block_on(backend.audit_page(&scope, &AuditFilter::default(), None, 10))
+        .unwrap();
+    let actions: Vec<AuditAction> = page.items.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [AuditAction::KeyRevoked, AuditAction::KeyCreated]);
+    let user = std::env::var("USER").unwrap_or_default();
+    for e in &page.items {
+        assert_eq!(e.target.as_deref(), Some(format!("hk_{prefix}").as_str()));
+        assert!(
+            matches!(&e.actor, Actor::Cli(u) if user.is_empty() || *u == user),
+            "{e:?}"
+        );
+    }
+    backend.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_writes_the_tenants_log_as_csv() {
+    let s = TestServer::start().await;
+    for name in ["a", "b"] {
+        let body = json!({ "text": "hi" });
+        let r = s
+            .put_as(&format!("/v1/templates/{name}"), &s.key, &body)
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    s.delete("/v1/templates/a").await;
+    let out = herald(&s, &["audit", "export", "--action", "template.put"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = stdout(&out);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,at,actor,action,target,client,request_id,detail"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].contains(",template.put,b,127.0.0.1,"), "{csv}");
+    assert!(lines[2].contains(",template.put,a,"), "{csv}");
+    let file = s.dir.path().join("audit.csv");
+    let out = herald(&s, &["audit", "export", "-o", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        written
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains(",template.deleted,a,"),
+        "{written}"
+    );
+    let out = herald(&s, &["audit", "export", "--action", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("422"),
+        "{out:?}"
+    );
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,5 +107,38 @@ async fn traffic_fails_over_and_comes_back_with_every_message_sent_once() {
     assert_eq!(all_sent.len(), i, "every message was sent");
     let twice: Vec<_> = all_sent.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    health_changes_are_in_the_platform_audit_log(&s).await;
     s.stop().await;
+}
+
+/// The primary went down and came back: both changes are in the platform's audit log, by Herald.
+async fn health_changes_are_in_the_platform_audit_log(s: &TestServer) {
+    use herald_tests::shared::domain::audit::{Actor, AuditAction};
+    use herald_tests::shared::domain::suppression::Scope;
+    use herald_tests::shared::ports::AuditFilter;
+    let filter = AuditFilter {
+        action: Some(AuditAction::GatewayHealthChanged),
+        target: Some("sandbox".into()),
+        ..AuditFilter::default()
+    };
+    let changes = s
+        .embedded
+        .herald
+        .audit
+        .audit_page(&Scope::Global, &filter, None, 100)
+        .await
+        .unwrap()
+        .items;
+    assert!(changes.iter().all(|e| e.actor == Actor::System));
+    let down = changes
+        .iter()
+        .position(|e| e.detail["to"]["state"] == "down")
+        .unwrap_or_else(|| panic!("no change to down in {changes:#?}"));
+    let closed_again = changes[..down]
+        .iter()
+        .any(|e| e.detail["to"]["breaker"].to_string().contains("closed"));
+    assert!(
+        closed_again,
+        "no newer change back to a closed breaker: {changes:#?}"
+    );
 }

@@ -50,8 +50,10 @@ impl TestServer {
             .expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let router = embedded.router();
+        // Peers' addresses reach handlers as `herald serve` gives them (the audit log's client).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(listener, service).await;
         });
         let mut s = TestServer {
             embedded,

@@ -29,6 +29,9 @@ pub enum Command {
     Messages(MessagesCommand),
     /// Manage this tenant's suppression list on a running server.
     Suppress(SuppressArgs),
+    /// Read this tenant's audit log on a running server.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Measure throughput and lane latency on a throwaway data directory.
     Bench(BenchArgs),
 }
@@ -256,6 +259,35 @@ pub struct SearchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Every matching entry, newest first, as CSV (streamed: no row limit).
+    Export(AuditExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// e.g. template.put, suppression.added, access.denied, key.created
+    #[arg(long)]
+    pub action: Option<String>,
+    /// key:<prefix>, cli:<user>, system or anonymous
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// RFC 3339: at or after.
+    #[arg(long)]
+    pub created_after: Option<String>,
+    /// RFC 3339: before.
+    #[arg(long)]
+    pub created_before: Option<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

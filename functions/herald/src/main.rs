@@ -1,6 +1,7 @@
 //! `herald`: the embedded server, key management, a small HTTP client, and the benchmark.
 
 mod allocator;
+mod audit;
 mod bench;
 mod cli;
 mod client;
@@ -28,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Status(args) => client::status(args).await,
             cli::Command::Messages(cmd) => messages::run(cmd).await,
             cli::Command::Suppress(args) => suppress::run(args).await,
+            cli::Command::Audit(cmd) => audit::run(cmd).await,
             cli::Command::Bench(args) => bench::run(args).await,
         }
     })

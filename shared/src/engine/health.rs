@@ -158,10 +158,12 @@ impl Herald {
 
 impl Herald {
     /// Records a change of a gateway's state or breaker (what moves traffic to a fallback, or
-    /// back) in the platform's audit log.
+    /// back) in the platform's audit log. A gateway's first status is no change.
     async fn audit_health_change(&self, prev: Option<&GatewayStatus>, now: &GatewayStatus) {
-        let was = prev.map(|p| (p.state, p.breaker));
-        if was == Some((now.state, now.breaker)) {
+        let Some(prev) = prev else {
+            return;
+        };
+        if (prev.state, prev.breaker) == (now.state, now.breaker) {
             return;
         }
         info!(gateway = %now.gateway, state = ?now.state, breaker = ?now.breaker, "gateway health changed");
@@ -172,7 +174,7 @@ impl Herald {
         )
         .target(now.gateway.as_str())
         .detail(serde_json::json!({
-            "from": prev.map(|p| serde_json::json!({ "state": p.state, "breaker": p.breaker })),
+            "from": { "state": prev.state, "breaker": prev.breaker },
             "to": { "state": now.state, "breaker": now.breaker },
         }));
         self.audit(entry).await;
