@@ -48,6 +48,7 @@ fn key_attributes(short_table: &str) -> &'static [&'static str] {
         "bulk" => &["bulk_id", "part"],
         "suppressions" => &["scope", "entry"],
         "inbound" => &["tenant", "id"],
+        "audit" => &["scope", "id"],
         _ => &["pk"],
     }
 }
