@@ -88,6 +88,19 @@ async fn cancel_wins_before_dispatch_and_is_refused_after() {
         "a cancelled message's entry is finished"
     );
     assert!(api.sent().await.is_empty(), "nothing reached SES");
+    let (status, log) = api
+        .call(
+            reqwest::Method::GET,
+            "/v1/audit?action=message.cancelled",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    assert_eq!(log["items"][0]["target"], early.as_str(), "{log:#}");
+    assert!(log["items"][0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("key:"));
 
     let late = api
         .send(
@@ -313,6 +326,31 @@ async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
     let prefix = key.split('_').nth(1).unwrap().to_owned();
     keys(&["revoke", &prefix]);
     assert_eq!(stats_with(key).await, StatusCode::UNAUTHORIZED);
+
+    // The CLI's changes and the refused key are in the tenant's audit log on DynamoDB.
+    use herald_tests::shared::domain::audit::AuditAction;
+    use herald_tests::shared::domain::{suppression::Scope, TenantId};
+    use herald_tests::shared::ports::{AuditFilter, AuditLog};
+    let scope = Scope::Tenant(TenantId::parse("globex").unwrap());
+    let log = api
+        .cold
+        .backend
+        .store
+        .audit_page(&scope, &AuditFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .items;
+    let actions: Vec<AuditAction> = log.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::AccessDenied,
+            AuditAction::KeyRevoked,
+            AuditAction::KeyCreated
+        ],
+        "{log:#?}"
+    );
+    assert_eq!(log[0].detail["reason"], "revoked key");
 }
 
 /// However often a message is noted, retried or opened, its item stays small: past 64 events
