@@ -82,36 +82,71 @@ impl Actor {
     }
 }
 
-macro_rules! actions {
-    ($($variant:ident => $name:literal,)*) => {
-        /// What happened.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        pub enum AuditAction { $(#[serde(rename = $name)] $variant,)* }
-
-        impl AuditAction {
-            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant,)*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(AuditAction::$variant => $name,)* }
-            }
-        }
-    };
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum AuditAction {
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    #[serde(rename = "template.put")]
+    TemplatePut,
+    #[serde(rename = "template.deleted")]
+    TemplateDeleted,
+    #[serde(rename = "suppression.added")]
+    SuppressionAdded,
+    #[serde(rename = "suppression.removed")]
+    SuppressionRemoved,
+    #[serde(rename = "suppression.imported")]
+    SuppressionsImported,
+    #[serde(rename = "sender_identity.put")]
+    SenderIdentityPut,
+    #[serde(rename = "sender_identity.deleted")]
+    SenderIdentityDeleted,
+    #[serde(rename = "dead_letters.redriven")]
+    DeadLettersRedriven,
+    #[serde(rename = "message.cancelled")]
+    MessageCancelled,
+    #[serde(rename = "access.denied")]
+    AccessDenied,
+    #[serde(rename = "gateway.health_changed")]
+    GatewayHealthChanged,
 }
 
-actions! {
-    KeyCreated => "key.created",
-    KeyRevoked => "key.revoked",
-    TemplatePut => "template.put",
-    TemplateDeleted => "template.deleted",
-    SuppressionAdded => "suppression.added",
-    SuppressionRemoved => "suppression.removed",
-    SuppressionsImported => "suppression.imported",
-    SenderIdentityPut => "sender_identity.put",
-    SenderIdentityDeleted => "sender_identity.deleted",
-    DeadLettersRedriven => "dead_letters.redriven",
-    MessageCancelled => "message.cancelled",
-    AccessDenied => "access.denied",
-    GatewayHealthChanged => "gateway.health_changed",
+impl AuditAction {
+    pub const ALL: &'static [AuditAction] = &[
+        AuditAction::KeyCreated,
+        AuditAction::KeyRevoked,
+        AuditAction::TemplatePut,
+        AuditAction::TemplateDeleted,
+        AuditAction::SuppressionAdded,
+        AuditAction::SuppressionRemoved,
+        AuditAction::SuppressionsImported,
+        AuditAction::SenderIdentityPut,
+        AuditAction::SenderIdentityDeleted,
+        AuditAction::DeadLettersRedriven,
+        AuditAction::MessageCancelled,
+        AuditAction::AccessDenied,
+        AuditAction::GatewayHealthChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::KeyCreated => "key.created",
+            AuditAction::KeyRevoked => "key.revoked",
+            AuditAction::TemplatePut => "template.put",
+            AuditAction::TemplateDeleted => "template.deleted",
+            AuditAction::SuppressionAdded => "suppression.added",
+            AuditAction::SuppressionRemoved => "suppression.removed",
+            AuditAction::SuppressionsImported => "suppression.imported",
+            AuditAction::SenderIdentityPut => "sender_identity.put",
+            AuditAction::SenderIdentityDeleted => "sender_identity.deleted",
+            AuditAction::DeadLettersRedriven => "dead_letters.redriven",
+            AuditAction::MessageCancelled => "message.cancelled",
+            AuditAction::AccessDenied => "access.denied",
+            AuditAction::GatewayHealthChanged => "gateway.health_changed",
+        }
+    }
 }
 
 impl AuditAction {
