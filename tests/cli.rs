@@ -377,3 +377,61 @@ async fn messages_list_and_bulk_search_through_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
     s.stop().await;
 }
+
+#[test]
+fn audit_platform_reads_the_platform_log_from_the_store() {
+    use herald_tests::shared::domain::audit::{Actor, AuditAction, AuditEntry};
+    use herald_tests::shared::domain::suppression::Scope;
+    use herald_tests::shared::ports::AuditLog;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = herald_tests::shared::embedded::open_backend(dir.path()).unwrap();
+    let entries = [
+        AuditEntry::now(Scope::Global, Actor::Anonymous, AuditAction::AccessDenied)
+            .target("/v1/templates")
+            .detail(json!({ "reason": "unknown key" })),
+        AuditEntry::now(
+            Scope::Global,
+            Actor::System,
+            AuditAction::GatewayHealthChanged,
+        )
+        .target("sandbox"),
+    ];
+    for e in &entries {
+        runtime.block_on(backend.append(e)).unwrap();
+    }
+    backend.close();
+    drop(runtime);
+    let data = dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["audit", "platform", "--data-dir", data];
+        args.extend_from_slice(extra);
+        Command::new(herald_binary()).args(&args).output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = stdout(&out);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].contains(",system,gateway.health_changed,sandbox,"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].contains(",anonymous,access.denied,/v1/templates,"),
+        "{csv}"
+    );
+    assert!(lines[2].contains("unknown key"), "{csv}");
+    let out = run(&["--action", "access.denied"]);
+    assert_eq!(stdout(&out).lines().count(), 2);
+    let out = run(&["--actor", "root"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--actor"),
+        "{out:?}"
+    );
+}

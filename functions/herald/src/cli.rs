@@ -102,23 +102,24 @@ pub enum KeysCommand {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        store: KeyStore,
+        store: StoreLocation,
     },
     /// Revoke a key by its prefix (the 8 characters after `hk_`).
     Revoke {
         key_prefix: String,
         #[command(flatten)]
-        store: KeyStore,
+        store: StoreLocation,
     },
 }
 
-/// Where keys live: a data directory (embedded), or a deployed stack's DynamoDB tables.
+/// The store itself, not a server: a data directory (embedded), or a deployed stack's
+/// DynamoDB tables.
 #[derive(Args, Debug, Clone)]
-pub struct KeyStore {
+pub struct StoreLocation {
     #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
     pub data_dir: PathBuf,
-    /// A deployed stack (`sam deploy`'s stack name, e.g. herald-dev): the key goes into its
-    /// `<stack>-tenants` table, with the AWS credentials and region of your environment.
+    /// A deployed stack (`sam deploy`'s stack name, e.g. herald-dev): its `<stack>-<table>`
+    /// tables, with the AWS credentials and region of your environment.
     #[arg(long, env = "HERALD_AWS_STACK", conflicts_with = "data_dir")]
     pub aws_stack: Option<String>,
     /// AWS region of the stack [default: your profile's]
@@ -263,14 +264,26 @@ pub struct SearchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Every matching entry, newest first, as CSV (streamed: no row limit).
-    Export(AuditExportArgs),
+    /// This tenant's entries, newest first, as CSV, from a running server (streamed: no row
+    /// limit).
+    Export {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        filters: AuditFilterArgs,
+    },
+    /// The platform's entries (unknown keys, probes of other tenants' ids, gateway health),
+    /// newest first, as CSV, read from the store itself.
+    Platform {
+        #[command(flatten)]
+        store: StoreLocation,
+        #[command(flatten)]
+        filters: AuditFilterArgs,
+    },
 }
 
 #[derive(Args, Debug)]
-pub struct AuditExportArgs {
-    #[command(flatten)]
-    pub remote: Remote,
+pub struct AuditFilterArgs {
     /// e.g. template.put, suppression.added, access.denied, key.created
     #[arg(long)]
     pub action: Option<String>,

@@ -10,6 +10,7 @@ mod http;
 mod keys;
 mod messages;
 mod serve;
+mod store;
 mod suppress;
 
 use clap::Parser;

@@ -147,7 +147,8 @@ pub async fn list(
 
 /// Entries read per page of an export.
 const EXPORT_PAGE: usize = 1_000;
-const CSV_HEADER: &str = "id,at,actor,action,target,client,request_id,detail\n";
+/// The export's first line.
+pub const CSV_HEADER: &str = "id,at,actor,action,target,client,request_id,detail\n";
 
 /// Every entry of the tenant's audit log that matches, newest first, as CSV.
 #[utoipa::path(get, operation_id = "export_audit", path = "/v1/audit/export", tag = "audit", params(FilterQuery<AuditFilters>),
@@ -200,7 +201,8 @@ fn csv_pages(
     })
 }
 
-fn csv_rows(entries: &[AuditEntry]) -> Result<Bytes, std::io::Error> {
+/// Entries as CSV lines, under [`CSV_HEADER`].
+pub fn csv_rows(entries: &[AuditEntry]) -> Result<Bytes, std::io::Error> {
     let mut out = csv::Writer::from_writer(Vec::with_capacity(entries.len() * 160));
     for e in entries {
         let detail = match &e.detail {

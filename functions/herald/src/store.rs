@@ -1,0 +1,56 @@
+//! The store itself, for the commands that work without a server (`herald keys`,
+//! `herald audit platform`): a data directory, or a deployed stack's DynamoDB tables.
+
+use std::sync::Arc;
+
+use shared::aws::settings::Tables;
+use shared::aws::DynamoStore;
+use shared::aws::{sdk_config, AwsBackend, AwsSettings};
+use shared::embedded::open_backend;
+use shared::ports::{AuditLog, TenantStore};
+use shared::sqlite::SqliteBackend;
+
+use crate::cli::StoreLocation;
+
+/// The store the flags name.
+pub enum DirectStore {
+    Local(SqliteBackend),
+    Stack(Arc<DynamoStore>),
+}
+
+impl DirectStore {
+    pub async fn open(store: &StoreLocation) -> anyhow::Result<DirectStore> {
+        Ok(match &store.aws_stack {
+            None => DirectStore::Local(open_backend(&store.data_dir)?),
+            Some(stack) => {
+                let sdk = sdk_config(None, store.aws_region.as_deref()).await;
+                let settings = AwsSettings {
+                    tables: Tables::of_stack(stack),
+                    ..AwsSettings::from_vars(|_| None)?
+                };
+                DirectStore::Stack(AwsBackend::new(&sdk, &settings).store)
+            }
+        })
+    }
+
+    pub fn tenants(&self) -> &dyn TenantStore {
+        match self {
+            DirectStore::Local(backend) => backend,
+            DirectStore::Stack(store) => store.as_ref(),
+        }
+    }
+
+    pub fn audit(&self) -> &dyn AuditLog {
+        match self {
+            DirectStore::Local(backend) => backend,
+            DirectStore::Stack(store) => store.as_ref(),
+        }
+    }
+
+    /// Closes a data directory's database (a stack has nothing to close).
+    pub fn close(self) {
+        if let DirectStore::Local(backend) = self {
+            backend.close();
+        }
+    }
+}
