@@ -70,15 +70,7 @@ async fn each_audited_api_action_leaves_its_row() {
     s.put_as(path, &s.key, &json!({})).await;
     s.delete(path).await;
     let csv = "channel,address\nemail,bob@example.com\nemail,not-an-address\n";
-    let import = s
-        .request(
-            Method::POST,
-            "/v1/suppressions/import",
-            Some(&s.key),
-            &[("content-type", "text/csv")],
-            Some(csv.as_bytes().to_vec()),
-        )
-        .await;
+    let import = s.import_suppressions(&s.key, csv).await;
     assert_eq!(import.status, StatusCode::OK, "{}", import.body);
     s.put_as("/v1/sender-identities/example.com", &s.key, &json!({}))
         .await;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use herald_tests::{timeline, TestServer};
-use reqwest::Method;
 use serde_json::json;
 use shared::domain::MessageId;
 use shared::engine::tracker::Notified;
@@ -90,15 +89,7 @@ async fn bulk_filters_two_thousand_suppressed_out_of_ten_thousand() {
     for i in (0..10_000).step_by(5) {
         csv.push_str(&format!("email,reader{i}@example.com,unsubscribe\n"));
     }
-    let imported = s
-        .request(
-            Method::POST,
-            "/v1/suppressions/import",
-            Some(&s.key),
-            &[("content-type", "text/csv")],
-            Some(csv.into_bytes()),
-        )
-        .await;
+    let imported = s.import_suppressions(&s.key, &csv).await;
     assert_eq!(imported.status.as_u16(), 200, "{}", imported.body);
     assert_eq!(imported.body["imported"], 2_000);
     let r = s
@@ -227,15 +218,7 @@ async fn csv_import_and_export_round_trip() {
                email,not-an-address,manual,\n\
                push,token-1,invalid_reason,\n\
                email,bob@example.com,,\n";
-    let r = s
-        .request(
-            Method::POST,
-            "/v1/suppressions/import",
-            Some(&s.key),
-            &[("content-type", "text/csv")],
-            Some(csv.as_bytes().to_vec()),
-        )
-        .await;
+    let r = s.import_suppressions(&s.key, csv).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.body);
     assert_eq!(
         (r.body["imported"].as_u64(), r.body["updated"].as_u64()),
@@ -260,15 +243,7 @@ async fn csv_import_and_export_round_trip() {
     let exported = export.text().await.unwrap();
     // Into a second tenant: the export is a valid import, entry for entry.
     let other = s.new_key("globex").await;
-    let again = s
-        .request(
-            Method::POST,
-            "/v1/suppressions/import",
-            Some(&other),
-            &[("content-type", "text/csv")],
-            Some(exported.clone().into_bytes()),
-        )
-        .await;
+    let again = s.import_suppressions(&other, &exported).await;
     assert_eq!(again.body["imported"], 3, "{}", again.body);
     let listed = s.get_as("/v1/suppressions?limit=10", &other).await.body;
     let entries: Vec<(String, String, String)> = listed["items"]

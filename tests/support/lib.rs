@@ -160,6 +160,20 @@ impl TestServer {
             .await
     }
 
+    /// `POST /v1/suppressions/import` of `csv`, as the tenant of `key`.
+    pub async fn import_suppressions(&self, key: &str, csv: &str) -> Reply {
+        let headers = [("content-type", "text/csv")];
+        let body = Some(csv.as_bytes().to_vec());
+        self.request(
+            reqwest::Method::POST,
+            "/v1/suppressions/import",
+            Some(key),
+            &headers,
+            body,
+        )
+        .await
+    }
+
     /// Sends one message and returns its id; panics unless it was accepted.
     pub async fn send(&self, body: &Value) -> String {
         let r = self.post("/v1/messages", body).await;
