@@ -303,3 +303,51 @@ async fn the_export_streams_200_000_rows_in_bounded_memory() {
     assert!(growth_mb < 50.0, "RSS grew {growth_mb:.1} MB");
     s.stop().await;
 }
+
+/// Lambda cannot stream a response and carries at most 6 MB: there an export past its cap is a
+/// 422 that says how to narrow it, never a 5xx; a narrower export still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_an_export_past_the_response_cap_is_a_422() {
+    use herald_tests::shared::api::{router_with, BodyLimits};
+    use tower::ServiceExt;
+    let s = TestServer::start().await;
+    let tenant = Scope::Tenant(TenantId::parse("acme").unwrap());
+    for i in 0..100 {
+        let entry = AuditEntry::now(tenant.clone(), Actor::System, AuditAction::TemplatePut)
+            .target(format!("template-{i}"));
+        s.embedded.herald.audit.append(&entry).await.unwrap();
+    }
+    let csv: String = std::iter::once("channel,address\n".to_owned())
+        .chain((0..1_000).map(|i| format!("email,user{i}@example.com\n")))
+        .collect();
+    s.import_suppressions(&s.key, &csv).await;
+    let limits = BodyLimits {
+        export: Some(2_048),
+        ..BodyLimits::LAMBDA
+    };
+    let app = router_with(s.embedded.herald.clone(), limits);
+    let get = |path: &str| {
+        let request = axum::http::Request::get(path)
+            .header("authorization", format!("Bearer {}", s.key))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(request).await.unwrap();
+            let status = res.status();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    for path in ["/v1/audit/export", "/v1/suppressions/export"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert!(body.contains("export-too-large"), "{path}: {body}");
+    }
+    let (status, body) = get("/v1/audit/export?target=template-7").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.lines().count(), 2, "{body}");
+    s.stop().await;
+}

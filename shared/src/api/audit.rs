@@ -8,15 +8,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::AuthTenant;
 use super::paging::{Cursor, FilterQuery, ListQuery, MESSAGE_ID_PATTERN};
 use super::problem::{AuthErrors, Problem, QueryErrors};
+use super::ExportLimit;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry, AuditId};
 use crate::domain::suppression::Scope;
 use crate::domain::FieldError;
@@ -156,10 +158,15 @@ pub const CSV_HEADER: &str = "id,at,actor,action,target,client,request_id,detail
 pub async fn export(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
+    Extension(ExportLimit(cap)): Extension<ExportLimit>,
     FilterQuery(filter): FilterQuery<AuditFilters>,
 ) -> Result<Response, Problem> {
     let filter = filter_of(filter)?;
     let rows = csv_pages(herald.audit.clone(), Scope::Tenant(tenant), filter);
+    let body = match cap {
+        None => Body::from_stream(rows),
+        Some(cap) => Body::from(buffered(rows, cap).await?),
+    };
     let headers = [
         (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
         (
@@ -167,7 +174,27 @@ pub async fn export(
             "attachment; filename=\"audit.csv\"",
         ),
     ];
-    Ok((headers, Body::from_stream(rows)).into_response())
+    Ok((headers, body).into_response())
+}
+
+/// The whole export in memory, where a response cannot stream (Lambda); refused past `cap`.
+async fn buffered(
+    rows: impl Stream<Item = Result<Bytes, std::io::Error>>,
+    cap: usize,
+) -> Result<Vec<u8>, Problem> {
+    let mut out = Vec::new();
+    let mut rows = std::pin::pin!(rows);
+    while let Some(chunk) = rows.next().await {
+        let chunk = chunk.map_err(Problem::unavailable)?;
+        if out.len() + chunk.len() > cap {
+            return Err(Problem::export_too_large(
+                cap,
+                "narrow it with created_after and created_before, or read GET /v1/audit page by page",
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// The CSV, one chunk per page: the header, then each page's rows as it is read. A store

@@ -25,7 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -41,23 +41,32 @@ pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
 /// opaque error from the platform.
 pub const MAX_LAMBDA_BODY_BYTES: usize = 5 * 1024 * 1024;
 
-/// The largest bodies the bulk and import routes take.
+/// The largest bodies the bulk and import routes take, and the largest export they answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     pub bulk: usize,
     pub import: usize,
+    /// `None`: exports stream, whatever their size. Lambda buffers a response and carries at
+    /// most 6 MB, so there a larger export is a 413 that says how to narrow it, not a 5xx.
+    pub export: Option<usize>,
 }
+
+/// The route's [`BodyLimits::export`], for the export handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportLimit(pub Option<usize>);
 
 impl BodyLimits {
     /// `herald serve`: the whole of a large bulk send in one request.
     pub const EMBEDDED: BodyLimits = BodyLimits {
         bulk: MAX_BULK_BYTES,
         import: suppressions::MAX_IMPORT_BYTES,
+        export: None,
     };
     /// The `api` function behind API Gateway's HTTP API.
     pub const LAMBDA: BodyLimits = BodyLimits {
         bulk: MAX_LAMBDA_BODY_BYTES,
         import: MAX_LAMBDA_BODY_BYTES,
+        export: Some(MAX_LAMBDA_BODY_BYTES),
     };
 }
 
@@ -169,7 +178,10 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             "/v1/suppressions/import",
             post(suppressions::import).layer(DefaultBodyLimit::max(limits.import)),
         )
-        .route("/v1/suppressions/export", get(suppressions::export))
+        .route(
+            "/v1/suppressions/export",
+            get(suppressions::export).layer(Extension(ExportLimit(limits.export))),
+        )
         .route(
             "/v1/suppressions/{channel}/{address}",
             put(suppressions::put)
@@ -183,7 +195,10 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             put(senders::put).delete(senders::delete),
         )
         .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/export", get(audit::export))
+        .route(
+            "/v1/audit/export",
+            get(audit::export).layer(Extension(ExportLimit(limits.export))),
+        )
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))

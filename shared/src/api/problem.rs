@@ -81,6 +81,18 @@ impl Problem {
         )
     }
 
+    /// An export larger than this deployment answers at once (Lambda's response cap).
+    pub fn export_too_large(cap: usize, narrow: &str) -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "export-too-large",
+            format!(
+                "the export is over {} MB, more than this deployment answers at once: {narrow}",
+                cap / (1024 * 1024)
+            ),
+        )
+    }
+
     pub fn unauthorized(detail: &str) -> Problem {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }

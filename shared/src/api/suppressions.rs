@@ -8,6 +8,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -20,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{body_problem, AuthTenant, Caller, JsonBody};
 use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
+use super::ExportLimit;
 use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::{Channel, FieldError};
@@ -481,10 +483,13 @@ fn parse_csv(
 
 /// This tenant's list as CSV, in the import's format plus source and created_at.
 #[utoipa::path(get, operation_id = "export_suppressions", path = "/v1/suppressions/export", tag = "suppressions",
-    responses((status = 200, content_type = "text/csv", body = String), AuthErrors), security(("api_key" = [])))]
+    responses((status = 200, content_type = "text/csv", body = String), AuthErrors,
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "on AWS Lambda, over 5 MB: read GET /v1/suppressions page by page")),
+    security(("api_key" = [])))]
 pub async fn export(
     State(herald): State<Arc<Herald>>,
     AuthTenant(tenant): AuthTenant,
+    Extension(ExportLimit(cap)): Extension<ExportLimit>,
 ) -> Result<Response, Problem> {
     let scope = Scope::Tenant(tenant);
     let mut out = csv::Writer::from_writer(Vec::new());
@@ -514,6 +519,10 @@ pub async fn export(
                 &s.created_at.to_rfc3339(),
             ])
             .map_err(write_error)?;
+        }
+        if let Some(cap) = cap.filter(|cap| out.get_ref().len() > *cap) {
+            let narrow = "read GET /v1/suppressions page by page";
+            return Err(Problem::export_too_large(cap, narrow));
         }
         match page.last() {
             Some(last) if page.len() == 1000 => after = Some((last.channel, last.address.clone())),
