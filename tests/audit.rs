@@ -139,7 +139,8 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
     let prefix = s.key.split('_').nth(1).unwrap().to_owned();
     let other = s.new_key("globex").await;
     let other_secret = other.split('_').nth(2).unwrap();
-    // The right prefix with a wrong secret: the tenant's log names the key's prefix.
+    // The right prefix with a wrong secret: in the key's tenant's log, by an anonymous caller
+    // (whoever it is, it is not the key's holder), with the prefix in the detail.
     let forged = format!("hk_{prefix}_{other_secret}");
     let refused = s.get_as("/v1/suppressions", &forged).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
@@ -155,16 +156,35 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
 
     let log = audit_of(&s, &s.key, "&action=access.denied").await;
     assert_eq!(log.len(), 1, "{log:#?}");
-    assert_eq!(log[0]["actor"], format!("key:{prefix}"));
+    assert_eq!(log[0]["actor"], "anonymous");
+    assert_eq!(log[0]["detail"]["key_prefix"], prefix.as_str());
+    let malformed = s.get_as("/v1/suppressions", "hk_short").await;
+    assert_eq!(malformed.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         log[0]["detail"]["reason"],
         "wrong secret for the key's prefix"
     );
-    let platform = platform_log(&s).await;
+    // The probe is recorded in the background, so the 404 takes no longer than any other.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let platform = loop {
+        let platform = platform_log(&s).await;
+        let probed = platform
+            .iter()
+            .any(|e| e.target.as_deref() == Some(foreign));
+        if probed || Instant::now() > deadline {
+            break platform;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let denied: Vec<&AuditEntry> = platform
         .iter()
         .filter(|e| e.action == AuditAction::AccessDenied)
         .collect();
+    assert_eq!(
+        denied.len(),
+        2,
+        "a malformed key is only counted: {denied:#?}"
+    );
     assert!(
         denied
             .iter()
@@ -201,6 +221,17 @@ async fn herald_records_what_it_does_by_itself() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A global entry blocks every tenant's sends: the platform's log has it too.
+    let platform = platform_log(&s).await;
+    let global = platform
+        .iter()
+        .find(|e| e.action == AuditAction::SuppressionAdded)
+        .unwrap_or_else(|| panic!("no global suppression in {platform:#?}"));
+    assert_eq!(
+        global.target.as_deref(),
+        Some("email:bounce@simulator.amazonses.com")
+    );
+    assert_eq!(global.detail["tenant"], "acme");
     s.stop().await;
 }
 

@@ -200,7 +200,7 @@ fn keys_left_audit_entries(data_dir: &std::path::Path, prefix: &str) {
     assert_eq!(actions, [AuditAction::KeyRevoked, AuditAction::KeyCreated]);
     let user = std::env::var("USER").unwrap_or_default();
     for e in &page.items {
-        assert_eq!(e.target.as_deref(), Some(format!("hk_{prefix}").as_str()));
+        assert_eq!(e.target.as_deref(), Some(format!("key:{prefix}").as_str()));
         assert!(
             matches!(&e.actor, Actor::Cli(u) if user.is_empty() || *u == user),
             "{e:?}"

@@ -211,9 +211,9 @@ impl Embedded {
         }
         let key = create_key(self.herald.tenants.as_ref(), &dev).await?;
         let entry = AuditEntry::now(Scope::Tenant(dev), Actor::System, AuditAction::KeyCreated)
-            .target(format!("hk_{}", key.prefix))
+            .target(Actor::Key(key.prefix.clone()).label())
             .detail(serde_json::json!({ "why": "the dev tenant's first start" }));
-        self.herald.audit(entry).await;
+        self.herald.record_audit(entry).await;
         Ok(Some(key))
     }
 

@@ -13,7 +13,7 @@ impl DirectStore {
     /// Records a key's creation or revocation, by the operator at this terminal.
     async fn record(&self, tenant: &TenantId, action: AuditAction, prefix: &str) {
         let entry = AuditEntry::now(Scope::Tenant(tenant.clone()), operator(), action)
-            .target(format!("hk_{prefix}"));
+            .target(Actor::Key(prefix.to_owned()).label());
         if let Err(e) = self.audit().append(&entry).await {
             eprintln!("warning: the audit log did not take the entry: {e}");
         }

@@ -98,7 +98,8 @@ pub struct AuditView {
     pub actor: String,
     pub action: AuditAction,
     pub target: Option<String>,
-    #[schema(value_type = Object)]
+    /// What the action was, in detail (null when there is nothing to add).
+    #[schema(value_type = Option<Object>)]
     pub detail: serde_json::Value,
     /// The caller's IP address.
     pub client: Option<String>,
@@ -177,16 +178,21 @@ pub async fn export(
     Ok((headers, body).into_response())
 }
 
-/// The whole export in memory, where a response cannot stream (Lambda); refused past `cap`.
+/// How long a buffered export may read: API Gateway gives a Lambda answer 30 s.
+const BUFFERED_EXPORT_TIME: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The whole export in memory, where a response cannot stream (Lambda); refused past `cap`
+/// bytes, or past [`BUFFERED_EXPORT_TIME`] (a narrow filter over a large log).
 async fn buffered(
     rows: impl Stream<Item = Result<Bytes, std::io::Error>>,
     cap: usize,
 ) -> Result<Vec<u8>, Problem> {
+    let deadline = tokio::time::Instant::now() + BUFFERED_EXPORT_TIME;
     let mut out = Vec::new();
     let mut rows = std::pin::pin!(rows);
     while let Some(chunk) = rows.next().await {
         let chunk = chunk.map_err(Problem::unavailable)?;
-        if out.len() + chunk.len() > cap {
+        if out.len() + chunk.len() > cap || tokio::time::Instant::now() > deadline {
             return Err(Problem::export_too_large(
                 cap,
                 "narrow it with created_after and created_before, or read GET /v1/audit page by page",
@@ -228,6 +234,22 @@ fn csv_pages(
     })
 }
 
+/// A cell a spreadsheet will not run as a formula: text a caller chose (a request id, a path)
+/// that starts like one gets a leading `'` (OWASP's advice for CSV exports). A number such as
+/// `+15551234567` is not a formula and stays as it is.
+fn spreadsheet_safe(cell: &str) -> String {
+    let number = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    let formula = match cell.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r') => true,
+        Some(b'+' | b'-') => !number(&cell[1..]),
+        _ => false,
+    };
+    match formula {
+        true => format!("'{cell}"),
+        false => cell.to_owned(),
+    }
+}
+
 /// Entries as CSV lines, under [`CSV_HEADER`].
 pub fn csv_rows(entries: &[AuditEntry]) -> Result<Bytes, std::io::Error> {
     let mut out = csv::Writer::from_writer(Vec::with_capacity(entries.len() * 160));
@@ -236,18 +258,40 @@ pub fn csv_rows(entries: &[AuditEntry]) -> Result<Bytes, std::io::Error> {
             serde_json::Value::Null => String::new(),
             d => d.to_string(),
         };
-        out.write_record([
-            e.id.to_string().as_str(),
-            &e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            &e.actor.label(),
-            e.action.as_str(),
-            e.target.as_deref().unwrap_or_default(),
-            e.client.as_deref().unwrap_or_default(),
-            e.request_id.as_deref().unwrap_or_default(),
-            &detail,
-        ])?;
+        let actor = e.actor.label();
+        let cells = [
+            e.id.to_string(),
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            spreadsheet_safe(&actor),
+            e.action.as_str().to_owned(),
+            spreadsheet_safe(e.target.as_deref().unwrap_or_default()),
+            e.client.clone().unwrap_or_default(),
+            spreadsheet_safe(e.request_id.as_deref().unwrap_or_default()),
+            detail,
+        ];
+        out.write_record(&cells)?;
     }
     out.into_inner()
         .map(Bytes::from)
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_that_start_like_a_formula_are_quoted_and_numbers_are_not() {
+        for (cell, safe) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("+15551234567", "+15551234567"),
+            ("welcome", "welcome"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe, "{cell}");
+        }
+    }
 }

@@ -71,47 +71,55 @@ impl FromRequestParts<Arc<Herald>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <api key>`"))?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip().to_string());
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        let denied = |scope: Scope, actor: Actor, why: &str| AuditEntry {
-            client: client.clone(),
-            request_id: request_id.clone(),
-            ..AuditEntry::now(scope, actor, AuditAction::AccessDenied)
-                .target(parts.uri.path().chars().take(200).collect::<String>())
-                .detail(serde_json::json!({ "reason": why }))
-        };
         let Some(key) = ApiKey::parse(presented) else {
-            let entry = denied(Scope::Global, Actor::Anonymous, "malformed key");
-            herald.audit_denial(entry).await;
+            // Only counted: a malformed key names no tenant, and recording it would let
+            // anyone write to the log.
+            metrics::counter!(crate::telemetry::ACCESS_DENIED).increment(1);
             return Err(Problem::unauthorized("invalid API key"));
         };
-        let Some(stored) = herald.tenants.find_key(&key.prefix).await? else {
-            let entry = denied(Scope::Global, Actor::Anonymous, "unknown key");
-            herald.audit_denial(entry).await;
-            return Err(Problem::unauthorized("invalid API key"));
+        let stored = herald.tenants.find_key(&key.prefix).await?;
+        let refusal = match &stored {
+            None => Some((Scope::Global, "unknown key")),
+            Some(s) if s.revoked => Some((Scope::Tenant(s.tenant.clone()), "revoked key")),
+            Some(s) if !constant_time_eq(s.key_hash.as_bytes(), key.hash().as_bytes()) => Some((
+                Scope::Tenant(s.tenant.clone()),
+                "wrong secret for the key's prefix",
+            )),
+            Some(_) => None,
         };
-        let why = match stored.revoked {
-            true => Some("revoked key"),
-            false => (!constant_time_eq(stored.key_hash.as_bytes(), key.hash().as_bytes()))
-                .then_some("wrong secret for the key's prefix"),
-        };
-        if let Some(why) = why {
-            let scope = Scope::Tenant(stored.tenant);
-            herald
-                .audit_denial(denied(scope, Actor::Key(key.prefix), why))
-                .await;
-            return Err(Problem::unauthorized("invalid API key"));
+        let (client, request_id) = origin(parts);
+        match (refusal, stored) {
+            (None, Some(stored)) => Ok(Caller {
+                tenant: stored.tenant,
+                key_prefix: key.prefix,
+                client,
+                request_id,
+            }),
+            (refusal, _) => {
+                let (scope, why) = refusal.unwrap_or((Scope::Global, "unknown key"));
+                // Whoever presented it is not the key's holder: anonymous, the prefix in detail.
+                let entry = AuditEntry {
+                    client,
+                    request_id,
+                    ..AuditEntry::now(scope, Actor::Anonymous, AuditAction::AccessDenied)
+                        .target(parts.uri.path().chars().take(200).collect::<String>())
+                        .detail(serde_json::json!({ "reason": why, "key_prefix": key.prefix }))
+                };
+                herald.audit_denial(entry).await;
+                Err(Problem::unauthorized("invalid API key"))
+            }
         }
-        Ok(Caller {
-            tenant: stored.tenant,
-            key_prefix: key.prefix,
-            client,
-            request_id,
-        })
     }
+}
+
+/// Where a request came from: the peer's IP address, and the request's id.
+fn origin(parts: &Parts) -> (Option<String>, Option<String>) {
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+    (client, request_id)
 }
 
 /// A JSON body parsed into `T`, with the raw bytes kept for the idempotency hash.

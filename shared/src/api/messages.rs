@@ -189,7 +189,7 @@ pub async fn cancel(
     match herald.cancel(&caller.tenant, id).await? {
         CancelOutcome::Cancelled => {
             let entry = caller.entry(AuditAction::MessageCancelled).target(id.to_string());
-            herald.audit(entry).await;
+            herald.record_audit(entry).await;
             Ok(Json(SendOutcome { id, status: crate::domain::MessageStatus::Cancelled }))
         }
         CancelOutcome::TooLate(status) => Err(Problem::new(
@@ -203,7 +203,7 @@ pub async fn cancel(
 
 /// The 404 of a message id the caller's tenant does not have. When another tenant has it, the
 /// probe is recorded in the platform's audit log; the caller cannot tell the two apart.
-async fn not_found(herald: &Herald, caller: &Caller, id: MessageId) -> Problem {
+async fn not_found(herald: &Arc<Herald>, caller: &Caller, id: MessageId) -> Problem {
     if let Ok(Some(owner)) = herald.store.owner_of(id).await {
         if owner != caller.tenant {
             let mut entry = caller
@@ -211,7 +211,9 @@ async fn not_found(herald: &Herald, caller: &Caller, id: MessageId) -> Problem {
                 .target(id.to_string())
                 .detail(json!({ "reason": "another tenant's message", "tenant": caller.tenant.as_str() }));
             entry.scope = Scope::Global;
-            herald.audit_denial(entry).await;
+            // In the background: the 404 must not take longer when the id exists elsewhere.
+            let herald = herald.clone();
+            tokio::spawn(async move { herald.audit_denial(entry).await });
         }
     }
     Problem::not_found("message")

@@ -47,7 +47,7 @@ pub struct BodyLimits {
     pub bulk: usize,
     pub import: usize,
     /// `None`: exports stream, whatever their size. Lambda buffers a response and carries at
-    /// most 6 MB, so there a larger export is a 413 that says how to narrow it, not a 5xx.
+    /// most 6 MB, so there a larger export is a 422 that says how to narrow it, not a 5xx.
     pub export: Option<usize>,
 }
 

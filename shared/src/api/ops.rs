@@ -136,7 +136,7 @@ pub async fn redrive(
             "redriven": redriven.len(),
             "first_ids": redriven.iter().take(100).map(|i| i.to_string()).collect::<Vec<_>>(),
         }));
-    herald.audit(entry).await;
+    herald.record_audit(entry).await;
     Ok(Json(RedriveResponse {
         redriven: redriven.len(),
         ids: redriven.iter().map(|i| i.to_string()).collect(),

@@ -86,7 +86,7 @@ pub async fn put(
         .entry(AuditAction::SenderIdentityPut)
         .target(identity.as_str())
         .detail(serde_json::json!({ "created": created }));
-    herald.audit(entry).await;
+    herald.record_audit(entry).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -115,7 +115,7 @@ pub async fn delete(
         let entry = caller
             .entry(AuditAction::SenderIdentityDeleted)
             .target(identity.as_str());
-        herald.audit(entry).await;
+        herald.record_audit(entry).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("sender identity"))

@@ -170,7 +170,7 @@ pub async fn put(
         .entry(AuditAction::SuppressionAdded)
         .target(format!("{channel}:{}", entry.address))
         .detail(json!({ "reason": entry.reason.as_str(), "source": "api" }));
-    herald.audit(record).await;
+    herald.record_audit(record).await;
     let status = if added == 1 {
         StatusCode::CREATED
     } else {
@@ -221,7 +221,7 @@ pub async fn delete(
         let record = caller
             .entry(AuditAction::SuppressionRemoved)
             .target(format!("{channel}:{address}"));
-        herald.audit(record).await;
+        herald.record_audit(record).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     if herald
@@ -396,7 +396,7 @@ pub async fn import(
             "updated": total - imported,
             "rejected": rejected.len(),
         }));
-    herald.audit(record).await;
+    herald.record_audit(record).await;
     Ok(Json(ImportReport {
         imported,
         updated: total - imported,

@@ -89,7 +89,7 @@ pub async fn put(
         .entry(AuditAction::TemplatePut)
         .target(template.name.as_str())
         .detail(serde_json::json!({ "created": created }));
-    herald.audit(entry).await;
+    herald.record_audit(entry).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -126,7 +126,7 @@ pub async fn delete(
         let entry = caller
             .entry(AuditAction::TemplateDeleted)
             .target(name.as_str());
-        herald.audit(entry).await;
+        herald.record_audit(entry).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("template"))

@@ -66,10 +66,10 @@ impl Herald {
             return;
         };
         info!(gateway = name, breaker = ?moved.breaker, "probe send moved the breaker");
-        if let Err(e) = self.health.put_status(&moved).await {
-            warn!(error = %e, "gateway status not recorded");
+        match self.health.put_status(&moved).await {
+            Ok(()) => self.audit_health_change(current.as_ref(), &moved).await,
+            Err(e) => warn!(error = %e, "gateway status not recorded"),
         }
-        self.audit_health_change(current.as_ref(), &moved).await;
         *self.status_cache.0.lock() = None;
     }
 
@@ -145,10 +145,10 @@ impl Herald {
             };
             let probe = gateway.probe().await;
             let status = next_status(prev, name, counts, probe, &self.config.breaker, now);
-            if let Err(e) = self.health.put_status(&status).await {
-                warn!(gateway = name, error = %e, "gateway status not recorded");
+            match self.health.put_status(&status).await {
+                Ok(()) => self.audit_health_change(prev, &status).await,
+                Err(e) => warn!(gateway = name, error = %e, "gateway status not recorded"),
             }
-            self.audit_health_change(prev, &status).await;
             out.push(status);
         }
         *self.status_cache.0.lock() = None;
@@ -177,7 +177,7 @@ impl Herald {
             "from": { "state": prev.state, "breaker": prev.breaker },
             "to": { "state": now.state, "breaker": now.breaker },
         }));
-        self.audit(entry).await;
+        self.record_audit(entry).await;
     }
 }
 

@@ -1191,6 +1191,12 @@ pub async fn search_filters_pages_and_isolates<S: MessageStore>(store: &S) {
         ..Default::default()
     };
     assert_eq!(walk(store, &t, &around, 5, None).await, newest_first);
+    let backwards = MessageFilter {
+        created_after: around.created_before,
+        created_before: around.created_after,
+        ..Default::default()
+    };
+    assert!(walk(store, &t, &backwards, 5, None).await.is_empty());
     // New messages do not disturb a walk already under way: they are newer than its cursor.
     let page = store.search(&t, &everything, None, 5).await.unwrap();
     accept_shaped(store, &t, |_| {}).await;
@@ -1351,6 +1357,15 @@ pub async fn audit_log_appends_filters_and_isolates<S: crate::ports::AuditLog>(s
     let in_window: Vec<_> = all(window, 10).await.iter().map(|e| e.id).collect();
     assert!(in_window.contains(&written[3].id) && in_window.contains(&written[5].id));
     assert!(!in_window.contains(&written[7].id) && !in_window.contains(&written[1].id));
+    let backwards = AuditFilter {
+        after: Some(written[6].at),
+        before: Some(written[2].at),
+        ..AuditFilter::default()
+    };
+    assert!(
+        all(backwards, 10).await.is_empty(),
+        "an empty range is empty"
+    );
     let theirs_seen = store
         .audit_page(&theirs, &AuditFilter::default(), None, 10)
         .await

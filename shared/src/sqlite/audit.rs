@@ -86,7 +86,8 @@ impl AuditLog for SqliteBackend {
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let e = entry.clone();
         self.writer
-            .run(2, move |conn| {
+            // Behind the priority lanes: no message waits for an audit entry.
+            .run(super::pool::OUTCOMES_RANK, move |conn| {
                 conn.prepare_cached(&format!(
                     "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ))?

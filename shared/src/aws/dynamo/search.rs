@@ -78,7 +78,7 @@ impl ShardQuery {
 
 /// The key condition's part on `id` (UUIDv7 ids as hyphenated text, whose order is the ids'
 /// order) for ids at or above `low` and below `below`, its values put in `values`; `None` when
-/// no id can be in range (`below` is the lowest id).
+/// no id can be in range.
 pub(super) fn id_range(
     low: Option<uuid::Uuid>,
     below: Option<uuid::Uuid>,
@@ -89,6 +89,12 @@ pub(super) fn id_range(
         Some(b) => Some(previous(b)?),
         None => None,
     };
+    // DynamoDB refuses a BETWEEN whose bounds are out of order: an empty range reads nothing.
+    if let (Some(low), Some(high)) = (low, high) {
+        if low > high {
+            return None;
+        }
+    }
     let mut bound = |name: &str, id: Option<uuid::Uuid>| {
         id.map(|id| values.insert(name.to_owned(), s(id.hyphenated().to_string())))
             .is_some()
