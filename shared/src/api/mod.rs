@@ -293,6 +293,7 @@ mod tests {
                 "GET /v1/suppressions",
                 "GET /v1/inbound",
                 "GET /v1/dead-letters",
+                "GET /v1/audit",
             ];
             assert_eq!(
                 names.contains(&"limit") && names.contains(&"after"),
