@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::search::first_id_at;
-use super::StoreError;
+use super::{StoreError, SEARCH_SCAN_BUDGET};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry, AuditId};
 use crate::domain::suppression::Scope;
 
@@ -57,6 +57,49 @@ impl AuditFilter {
 pub struct AuditPage {
     pub items: Vec<AuditEntry>,
     pub resume_below: Option<AuditId>,
+}
+
+/// Fills one page from entries read newest first: the one rule every store follows for when
+/// a page ends (full, or [`SEARCH_SCAN_BUDGET`] entries read) and where the next one starts.
+pub struct AuditPageFill<'a> {
+    filter: &'a AuditFilter,
+    limit: usize,
+    scanned: usize,
+    page: AuditPage,
+}
+
+impl<'a> AuditPageFill<'a> {
+    pub fn new(filter: &'a AuditFilter, limit: usize) -> AuditPageFill<'a> {
+        AuditPageFill {
+            filter,
+            limit,
+            scanned: 0,
+            page: AuditPage::default(),
+        }
+    }
+
+    /// Entries read so far.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
+    /// Takes the next entry read; `true` when the page is done, resuming below that entry.
+    pub fn take(&mut self, entry: AuditEntry) -> bool {
+        self.scanned += 1;
+        let id = entry.id;
+        if self.filter.matches(&entry) {
+            self.page.items.push(entry);
+        }
+        let done = self.page.items.len() == self.limit || self.scanned == SEARCH_SCAN_BUDGET;
+        if done {
+            self.page.resume_below = Some(id);
+        }
+        done
+    }
+
+    pub fn finish(self) -> AuditPage {
+        self.page
+    }
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ mod search;
 mod store;
 mod suppression;
 
-pub use audit::{AuditFilter, AuditLog, AuditPage};
+pub use audit::{AuditFilter, AuditLog, AuditPage, AuditPageFill};
 pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };

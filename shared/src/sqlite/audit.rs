@@ -8,7 +8,9 @@ use rusqlite::{params, Connection, Row};
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry, AuditId, RETENTION_DAYS};
 use crate::domain::suppression::Scope;
-use crate::ports::{AuditFilter, AuditLog, AuditPage, StoreError, SEARCH_SCAN_BUDGET};
+use crate::ports::{
+    AuditFilter, AuditLog, AuditPage, AuditPageFill, StoreError, SEARCH_SCAN_BUDGET,
+};
 
 const COLUMNS: &str = "id, scope, at, actor, action, target, detail, client, request_id";
 
@@ -54,24 +56,13 @@ fn page_in(
          AND (?2 IS NULL OR id >= ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
     ))?;
     let mut rows = stmt.query(params![scope, low, below, SEARCH_SCAN_BUDGET as i64])?;
-    let (mut page, mut scanned) = (AuditPage::default(), 0usize);
-    let mut last = None;
+    let mut fill = AuditPageFill::new(filter, limit);
     while let Some(row) = rows.next()? {
-        let entry = from_row(row)?;
-        scanned += 1;
-        last = Some(entry.id);
-        if filter.matches(&entry) {
-            page.items.push(entry);
-            if page.items.len() == limit {
-                page.resume_below = last;
-                return Ok(page);
-            }
+        if fill.take(from_row(row)?) {
+            break;
         }
     }
-    if scanned == SEARCH_SCAN_BUDGET {
-        page.resume_below = last;
-    }
-    Ok(page)
+    Ok(fill.finish())
 }
 
 /// Deletes entries past retention (ids are UUIDv7: older ids are below the cutoff's).

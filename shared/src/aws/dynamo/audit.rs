@@ -11,7 +11,9 @@ use super::search::id_range;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry, AuditId, RETENTION_DAYS};
 use crate::domain::suppression::Scope;
-use crate::ports::{AuditFilter, AuditLog, AuditPage, StoreError, SEARCH_SCAN_BUDGET};
+use crate::ports::{
+    AuditFilter, AuditLog, AuditPage, AuditPageFill, StoreError, SEARCH_SCAN_BUDGET,
+};
 
 fn to_item(e: &AuditEntry) -> Item {
     let mut item = Item::from([
@@ -106,34 +108,23 @@ impl AuditLog for DynamoStore {
             .expression_attribute_names("#scope", "scope")
             .set_expression_attribute_values(Some(values))
             .scan_index_forward(false);
-        let (mut page, mut scanned, mut start) = (AuditPage::default(), 0usize, None);
+        let (mut fill, mut start) = (AuditPageFill::new(filter, limit), None);
         loop {
             let out = query
                 .clone()
                 .set_exclusive_start_key(start)
-                .limit((SEARCH_SCAN_BUDGET - scanned).min(1000) as i32)
+                .limit((SEARCH_SCAN_BUDGET - fill.scanned()).min(1000) as i32)
                 .send()
                 .await
                 .map_err(|e| unavailable("Query", e))?;
             for item in out.items() {
-                let entry = from_item(item)?;
-                scanned += 1;
-                let id = entry.id;
-                if filter.matches(&entry) {
-                    page.items.push(entry);
-                    if page.items.len() == limit {
-                        page.resume_below = Some(id);
-                        return Ok(page);
-                    }
-                }
-                if scanned == SEARCH_SCAN_BUDGET {
-                    page.resume_below = Some(id);
-                    return Ok(page);
+                if fill.take(from_item(item)?) {
+                    return Ok(fill.finish());
                 }
             }
             start = out.last_evaluated_key().cloned();
             if start.is_none() {
-                return Ok(page);
+                return Ok(fill.finish());
             }
         }
     }
