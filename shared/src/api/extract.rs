@@ -77,26 +77,23 @@ impl FromRequestParts<Arc<Herald>> for Caller {
             metrics::counter!(crate::telemetry::ACCESS_DENIED).increment(1);
             return Err(Problem::unauthorized("invalid API key"));
         };
-        let stored = herald.tenants.find_key(&key.prefix).await?;
-        let refusal = match &stored {
-            None => Some((Scope::Global, "unknown key")),
-            Some(s) if s.revoked => Some((Scope::Tenant(s.tenant.clone()), "revoked key")),
-            Some(s) if !constant_time_eq(s.key_hash.as_bytes(), key.hash().as_bytes()) => Some((
-                Scope::Tenant(s.tenant.clone()),
-                "wrong secret for the key's prefix",
-            )),
-            Some(_) => None,
+        let verdict = match herald.tenants.find_key(&key.prefix).await? {
+            None => Err((Scope::Global, "unknown key")),
+            Some(s) if s.revoked => Err((Scope::Tenant(s.tenant), "revoked key")),
+            Some(s) if !constant_time_eq(s.key_hash.as_bytes(), key.hash().as_bytes()) => {
+                Err((Scope::Tenant(s.tenant), "wrong secret for the key's prefix"))
+            }
+            Some(s) => Ok(s.tenant),
         };
         let (client, request_id) = origin(parts);
-        match (refusal, stored) {
-            (None, Some(stored)) => Ok(Caller {
-                tenant: stored.tenant,
+        match verdict {
+            Ok(tenant) => Ok(Caller {
+                tenant,
                 key_prefix: key.prefix,
                 client,
                 request_id,
             }),
-            (refusal, _) => {
-                let (scope, why) = refusal.unwrap_or((Scope::Global, "unknown key"));
+            Err((scope, why)) => {
                 // Whoever presented it is not the key's holder: anonymous, the prefix in detail.
                 let entry = AuditEntry {
                     client,
