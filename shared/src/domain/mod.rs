@@ -10,6 +10,7 @@ pub mod health;
 pub mod inbound;
 pub mod limits;
 pub mod message;
+pub mod notify;
 pub mod options;
 pub mod priority;
 pub mod secret;

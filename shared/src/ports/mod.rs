@@ -8,6 +8,7 @@ mod gateway;
 mod health;
 mod inbound;
 mod limits;
+mod notify;
 mod queue;
 mod search;
 mod store;
@@ -20,6 +21,7 @@ pub use gateway::{
 pub use health::HealthStore;
 pub use inbound::InboundStore;
 pub use limits::{Grant, RateLimiter};
+pub use notify::{Attempt, DeliveryState, Queued, WebhookDelivery, WebhookStore};
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;

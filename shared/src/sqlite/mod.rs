@@ -7,6 +7,7 @@ mod inbound;
 mod inserts;
 mod messages;
 mod migrate;
+mod notify;
 mod parked;
 mod pool;
 mod queue;
@@ -213,6 +214,8 @@ impl SqliteBackend {
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(notify::SCHEMA)
+            .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);

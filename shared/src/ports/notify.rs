@@ -1,0 +1,165 @@
+//! Events out: a tenant's webhook endpoints, the durable outbox of events, and each event's
+//! deliveries with their attempts.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::StoreError;
+use crate::domain::notify::{DeliveryId, EndpointId, EventId, EventType, Notice, WebhookEndpoint};
+use crate::domain::TenantId;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    Succeeded,
+    /// Out of retries, or its endpoint is gone (410).
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [Self::Pending, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// One try at a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// The endpoint's HTTP status; absent when no answer came (a timeout, a refused address).
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    /// The start of the endpoint's answer, or why there was none.
+    pub excerpt: String,
+}
+
+/// An event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDelivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub tenant: TenantId,
+    pub endpoint: EndpointId,
+    pub event_type: EventType,
+    /// The body, fixed when the event was fanned out: every attempt sends the same bytes.
+    pub payload: String,
+    /// When the event happened: the signature's timestamp is when each attempt is made.
+    pub created_at: DateTime<Utc>,
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+impl WebhookDelivery {
+    pub fn new(notice_id: EventId, endpoint: &WebhookEndpoint, t: EventType, payload: String) -> WebhookDelivery {
+        let now = Utc::now();
+        WebhookDelivery {
+            id: DeliveryId::new(),
+            event_id: notice_id,
+            tenant: endpoint.tenant.clone(),
+            endpoint: endpoint.id,
+            event_type: t,
+            payload,
+            created_at: now,
+            state: DeliveryState::Pending,
+            next_attempt_at: Some(now),
+            attempts: Vec::new(),
+        }
+    }
+}
+
+/// A notice read from the outbox, with the position that removes it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: i64,
+    pub notice: Notice,
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Creates or replaces an endpoint.
+    async fn put_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+    async fn endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+    ) -> Result<Option<WebhookEndpoint>, StoreError>;
+    /// A tenant's endpoints, oldest first.
+    async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    /// Deletes an endpoint and its pending deliveries; false when there was none.
+    async fn delete_endpoint(&self, tenant: &TenantId, id: EndpointId) -> Result<bool, StoreError>;
+    /// Every enabled endpoint of every tenant: what the notifier fans out to.
+    async fn enabled_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    /// Notes a delivery's result on its endpoint: failing since when (`None`: it succeeded),
+    /// and, when Herald turns it off, why. Leaves every other field as a person set it.
+    async fn note_endpoint_health(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        failing_since: Option<DateTime<Utc>>,
+        disable: Option<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds events to the outbox.
+    async fn publish(&self, notices: Vec<Notice>) -> Result<(), StoreError>;
+    /// The oldest events in the outbox.
+    async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError>;
+    /// In one unit of work: removes events from the outbox and stores their deliveries.
+    async fn fan_out(&self, done: Vec<i64>, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError>;
+
+    /// Pending deliveries due at `now` to enabled endpoints, oldest event first.
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records an attempt and the delivery's new state.
+    async fn record_attempt(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        state: DeliveryState,
+        next_attempt_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+    /// An endpoint's deliveries, newest first, below `before`.
+    async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint: EndpointId,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    async fn delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> Result<Option<WebhookDelivery>, StoreError>;
+    /// An endpoint's deliveries made since `since`, oldest first, at most `limit`.
+    async fn deliveries_since(
+        &self,
+        tenant: &TenantId,
+        endpoint: EndpointId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Retention: deletes finished deliveries made before `cutoff`.
+    async fn purge_deliveries(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+}
