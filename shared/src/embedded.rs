@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, TenantId};
-use crate::engine::{drain, health, maintenance, tracker, EngineConfig, Herald, Ports};
+use crate::engine::{drain, health, maintenance, notify, tracker, EngineConfig, Herald, Ports};
 use crate::gateway::config::GatewaysConfig;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
@@ -157,6 +157,7 @@ impl Embedded {
                 suppressions: store.clone(),
                 inbound: store.clone(),
                 audit: store.clone(),
+                webhooks: Some(store.clone()),
                 events: store,
                 limiter: limiter.clone(),
                 health: Arc::new(InMemoryHealth::default()),
@@ -178,6 +179,7 @@ impl Embedded {
             tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
             tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
+            tokio::spawn(notify::deliver::run(herald.clone(), rx.clone())),
             tokio::spawn(maintenance::run_retention(
                 herald.clone(),
                 cfg.retention_interval,

@@ -10,6 +10,7 @@ pub mod dto;
 pub mod extract;
 pub mod inbound;
 pub mod messages;
+pub mod notify;
 pub mod ops;
 pub mod paging;
 pub mod problem;
@@ -80,6 +81,8 @@ impl BodyLimits {
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
         suppressions::import, suppressions::export, inbound::list,
         senders::list, senders::put, senders::delete, audit::list, audit::export,
+        notify::create, notify::list, notify::get, notify::update, notify::delete,
+        notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -199,6 +202,30 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             "/v1/audit/export",
             get(audit::export).layer(Extension(ExportLimit(limits.export))),
         )
+        .route(
+            "/v1/webhook-endpoints",
+            post(notify::create).get(notify::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(notify::get)
+                .patch(notify::update)
+                .delete(notify::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(notify::rotate_secret),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(notify::deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/replay",
+            post(notify::replay_since),
+        )
+        .route("/v1/webhook-deliveries/{id}", get(notify::delivery))
+        .route("/v1/webhook-deliveries/{id}/replay", post(notify::replay))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))
@@ -294,6 +321,7 @@ mod tests {
                 "GET /v1/inbound",
                 "GET /v1/dead-letters",
                 "GET /v1/audit",
+                "GET /v1/webhook-endpoints/{id}/deliveries",
             ];
             assert_eq!(
                 names.contains(&"limit") && names.contains(&"after"),

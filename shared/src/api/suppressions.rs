@@ -171,6 +171,9 @@ pub async fn put(
         .target(format!("{channel}:{}", entry.address))
         .detail(json!({ "reason": entry.reason.as_str(), "source": "api" }));
     herald.record_audit(record).await;
+    herald
+        .notify_suppression(&caller.tenant, channel, &entry.address, Some(&entry))
+        .await;
     let status = if added == 1 {
         StatusCode::CREATED
     } else {
@@ -222,6 +225,9 @@ pub async fn delete(
             .entry(AuditAction::SuppressionRemoved)
             .target(format!("{channel}:{address}"));
         herald.record_audit(record).await;
+        herald
+            .notify_suppression(&caller.tenant, channel, &address, None)
+            .await;
         return Ok(StatusCode::NO_CONTENT);
     }
     if herald

@@ -116,6 +116,8 @@ impl AwsBackend {
                 health: self.store.clone(),
                 inbound: self.store.clone(),
                 audit: self.store.clone(),
+                // Webhooks out are not on AWS yet: their endpoints answer 501 there.
+                webhooks: None,
             },
             gateways,
             config,

@@ -111,6 +111,18 @@ pub enum AuditAction {
     AccessDenied,
     #[serde(rename = "gateway.health_changed")]
     GatewayHealthChanged,
+    #[serde(rename = "webhook_endpoint.created")]
+    WebhookEndpointCreated,
+    #[serde(rename = "webhook_endpoint.updated")]
+    WebhookEndpointUpdated,
+    #[serde(rename = "webhook_endpoint.deleted")]
+    WebhookEndpointDeleted,
+    #[serde(rename = "webhook_endpoint.secret_rotated")]
+    WebhookSecretRotated,
+    #[serde(rename = "webhook_endpoint.disabled")]
+    WebhookEndpointDisabled,
+    #[serde(rename = "webhook_deliveries.replayed")]
+    WebhookReplayed,
 }
 
 impl AuditAction {
@@ -128,6 +140,12 @@ impl AuditAction {
         AuditAction::MessageCancelled,
         AuditAction::AccessDenied,
         AuditAction::GatewayHealthChanged,
+        AuditAction::WebhookEndpointCreated,
+        AuditAction::WebhookEndpointUpdated,
+        AuditAction::WebhookEndpointDeleted,
+        AuditAction::WebhookSecretRotated,
+        AuditAction::WebhookEndpointDisabled,
+        AuditAction::WebhookReplayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +163,12 @@ impl AuditAction {
             AuditAction::MessageCancelled => "message.cancelled",
             AuditAction::AccessDenied => "access.denied",
             AuditAction::GatewayHealthChanged => "gateway.health_changed",
+            AuditAction::WebhookEndpointCreated => "webhook_endpoint.created",
+            AuditAction::WebhookEndpointUpdated => "webhook_endpoint.updated",
+            AuditAction::WebhookEndpointDeleted => "webhook_endpoint.deleted",
+            AuditAction::WebhookSecretRotated => "webhook_endpoint.secret_rotated",
+            AuditAction::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            AuditAction::WebhookReplayed => "webhook_deliveries.replayed",
         }
     }
 }

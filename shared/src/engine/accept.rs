@@ -249,11 +249,18 @@ impl Herald {
             status: message.status,
         };
         let lane = message.priority;
+        let announced = (message.id, message.status, message.note.clone());
         let queued = message.status == MessageStatus::Queued;
         let due_now = queued && message.send_at.is_none_or(|at| at <= Utc::now());
         let replay = self
             .persist(tenant, Work::Single(message), idempotency, &outcome)
             .await?;
+        if replay.is_none() {
+            let (id, status, note) = announced;
+            let detail = note.unwrap_or(serde_json::Value::Null);
+            self.notify_message(Some(tenant), id, status.into(), Utc::now(), &detail)
+                .await;
+        }
         if replay.is_none() && queued {
             if due_now {
                 self.priority_gate.arrived(lane, 1);

@@ -87,6 +87,9 @@ impl Herald {
             self.record_audit(platform).await;
         }
         self.record_audit(record).await;
+        let added = (action == AuditAction::SuppressionAdded).then_some(entry);
+        self.notify_suppression(tenant, entry.channel, &entry.address, added)
+            .await;
     }
 
     /// Appends a denied request's entry, within its scope's denial budget.

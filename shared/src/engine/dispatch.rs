@@ -340,8 +340,10 @@ impl Herald {
     async fn record(&self, t: Transition) -> bool {
         let (id, to) = (t.id, t.to);
         let sent = (to == MessageStatus::Sent).then(|| t.clone());
-        match self.store.transition(vec![t]).await {
+        let batch = vec![t];
+        match self.store.transition(batch.clone()).await {
             Ok(results) => {
+                self.announce(&batch, &results).await;
                 if let Some(TransitionOutcome::Conflict { current }) = results.first() {
                     warn!(%id, %to, %current, "outcome not recorded: the message moved on");
                 }

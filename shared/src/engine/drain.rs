@@ -304,6 +304,7 @@ impl Herald {
             }
             self.after_recorded(t, Some(result)).await;
         }
+        self.announce(&outcomes, &results).await;
         recorded
     }
 }

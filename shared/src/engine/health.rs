@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::Herald;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::health::{after_probe, next_status, Breaker, GatewayStatus, Outcome};
+use crate::domain::notify::{EventType, Notice, Subject};
 use crate::domain::suppression::Scope;
 use crate::gateway::Route;
 
@@ -177,7 +178,15 @@ impl Herald {
             "from": { "state": prev.state, "breaker": prev.breaker },
             "to": { "state": now.state, "breaker": now.breaker },
         }));
+        let data = serde_json::json!({ "gateway": now.gateway, "change": entry.detail });
         self.record_audit(entry).await;
+        // Every tenant may route through the gateway: a platform event.
+        let n = Notice::new(
+            None,
+            EventType::GatewayHealthChanged,
+            Subject::Data { data },
+        );
+        self.notify(vec![n]).await;
     }
 }
 

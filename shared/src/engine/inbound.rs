@@ -72,7 +72,9 @@ impl Herald {
         replies: &KeywordReplies,
     ) -> Result<Option<String>, StoreError> {
         let keyword = message.keyword.filter(|_| message.channel == Channel::Sms);
-        self.inbound.record_inbound(&message).await?;
+        if self.inbound.record_inbound(&message).await? {
+            self.notify_inbound(&message).await;
+        }
         let Some(keyword) = keyword else {
             return Ok(None);
         };

@@ -34,7 +34,10 @@ impl Herald {
         let mut t = Transition::new(id, MessageStatus::Cancelled, Utc::now());
         t.tenant = Some(tenant.clone());
         t.detail = json!({ "by": "api" });
-        Ok(match self.store.transition(vec![t]).await?.pop() {
+        let batch = vec![t];
+        let outcomes = self.store.transition(batch.clone()).await?;
+        self.announce(&batch, &outcomes).await;
+        Ok(match outcomes.into_iter().next() {
             Some(TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked) => {
                 CancelOutcome::Cancelled
             }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod inbound;
 pub mod keys;
 pub mod maintenance;
+pub mod notify;
 mod parked;
 pub mod suppress;
 mod templates;
@@ -31,7 +32,7 @@ use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter,
-    SuppressionStore, TemplateStore, TenantStore,
+    SuppressionStore, TemplateStore, TenantStore, WebhookStore,
 };
 
 pub use accept::{
@@ -78,6 +79,8 @@ pub struct EngineConfig {
     /// Sender identities from configuration (herald.toml, the numbers each tenant owns), beside
     /// those set through the API.
     pub senders: BTreeMap<TenantId, Vec<SenderIdentity>>,
+    /// Webhooks out: retries, timeouts, which addresses endpoints may have.
+    pub notify: notify::NotifyConfig,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             bulk_render: BulkRenderBudget::default(),
             render_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             senders: BTreeMap::new(),
+            notify: notify::NotifyConfig::default(),
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Ports {
     pub health: Arc<dyn HealthStore>,
     pub inbound: Arc<dyn InboundStore>,
     pub audit: Arc<dyn AuditLog>,
+    /// Webhook endpoints and the events out; `None` where the backend has none yet.
+    pub webhooks: Option<Arc<dyn WebhookStore>>,
 }
 
 /// Everything the API and the workers share.
@@ -170,6 +176,8 @@ pub struct Herald {
     pub inbound: Arc<dyn InboundStore>,
     /// Who changed what: appended by [`Herald::audit`].
     pub audit: Arc<dyn AuditLog>,
+    /// Webhook endpoints, the outbox and deliveries (see [`notify`]).
+    pub webhooks: Option<Arc<dyn WebhookStore>>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -177,6 +185,7 @@ pub struct Herald {
     status_cache: health::StatusCache,
     render_pool: tokio::sync::Semaphore,
     denials: audit::DenialBudget,
+    outbox: notify::Outbox,
 }
 
 impl Herald {
@@ -194,12 +203,14 @@ impl Herald {
             health: ports.health,
             inbound: ports.inbound,
             audit: ports.audit,
+            webhooks: ports.webhooks,
             gateways,
             config,
             wake: Default::default(),
             priority_gate: PriorityGate::default(),
             status_cache: Default::default(),
             denials: Default::default(),
+            outbox: Default::default(),
         }
     }
 

@@ -182,7 +182,8 @@ async fn record(
     if transitions.is_empty() {
         return Ok(wait);
     }
-    let outcomes = herald.store.transition(transitions).await?;
+    let outcomes = herald.store.transition(transitions.clone()).await?;
+    herald.announce(&transitions, &outcomes).await;
     for (i, outcome) in applied_index.into_iter().zip(outcomes) {
         match outcome {
             TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked => {}
@@ -211,8 +212,20 @@ async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) {
             &[MessageStatus::Sent],
         )
         .await;
-    if let Err(e) = noted {
-        warn!(error = %e, "delivery delay not recorded");
+    match noted {
+        Ok(TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked) => {
+            herald
+                .notify_message(
+                    None,
+                    id,
+                    EventKind::DeliveryDelayed,
+                    event.at,
+                    &event_detail(event),
+                )
+                .await
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "delivery delay not recorded"),
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn call(
     let res = request
         .send()
         .await
-        .map_err(|e| GatewayError::Transient(format!("{provider}: {}", transport_error(e))))?;
+        .map_err(|e| GatewayError::Transient(format!("{provider}: {}", describe(e))))?;
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.json().await.unwrap_or(Value::Null);
@@ -59,7 +59,7 @@ pub async fn call(
 
 /// A failed request in words: what went wrong and its causes ("Connection refused"), but not
 /// the URL, which can carry a credential (Telegram's bot token is in the path).
-fn transport_error(e: reqwest::Error) -> String {
+pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(&e);

@@ -69,7 +69,12 @@ pub struct WebhookDelivery {
 }
 
 impl WebhookDelivery {
-    pub fn new(notice_id: EventId, endpoint: &WebhookEndpoint, t: EventType, payload: String) -> WebhookDelivery {
+    pub fn new(
+        notice_id: EventId,
+        endpoint: &WebhookEndpoint,
+        t: EventType,
+        payload: String,
+    ) -> WebhookDelivery {
         let now = Utc::now();
         WebhookDelivery {
             id: DeliveryId::new(),
@@ -123,7 +128,11 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// The oldest events in the outbox.
     async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError>;
     /// In one unit of work: removes events from the outbox and stores their deliveries.
-    async fn fan_out(&self, done: Vec<i64>, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError>;
+    async fn fan_out(
+        &self,
+        done: Vec<i64>,
+        deliveries: Vec<WebhookDelivery>,
+    ) -> Result<(), StoreError>;
 
     /// Pending deliveries due at `now` to enabled endpoints, oldest event first.
     async fn due_deliveries(

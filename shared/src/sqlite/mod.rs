@@ -214,8 +214,7 @@ impl SqliteBackend {
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
-        conn.execute_batch(notify::SCHEMA)
-            .map_err(to_store_error)?;
+        conn.execute_batch(notify::SCHEMA).map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::notify::{
-    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice,
-    SigningSecret, WebhookEndpoint,
+    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, SigningSecret,
+    WebhookEndpoint,
 };
 use crate::domain::TenantId;
-use crate::ports::{Attempt, WebhookDelivery, DeliveryState, Queued, StoreError, WebhookStore};
+use crate::ports::{Attempt, DeliveryState, Queued, StoreError, WebhookDelivery, WebhookStore};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
@@ -312,7 +312,8 @@ impl WebhookStore for SqliteBackend {
         let count = rows.len();
         self.writer
             .run_rows(RANK, count, move |conn| {
-                let mut stmt = conn.prepare_cached("INSERT INTO notify_outbox (notice) VALUES (?1)")?;
+                let mut stmt =
+                    conn.prepare_cached("INSERT INTO notify_outbox (notice) VALUES (?1)")?;
                 for row in &rows {
                     stmt.execute([row])?;
                 }
@@ -337,7 +338,11 @@ impl WebhookStore for SqliteBackend {
             .await
     }
 
-    async fn fan_out(&self, done: Vec<i64>, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError> {
+    async fn fan_out(
+        &self,
+        done: Vec<i64>,
+        deliveries: Vec<WebhookDelivery>,
+    ) -> Result<(), StoreError> {
         let rows = done.len() + deliveries.len();
         self.writer
             .run_rows(RANK, rows, move |conn| {
@@ -420,7 +425,11 @@ impl WebhookStore for SqliteBackend {
         );
         self.readers
             .run(move |conn| {
-                deliveries_with_attempts(conn, &sql, params![endpoint, tenant, before, limit as i64])
+                deliveries_with_attempts(
+                    conn,
+                    &sql,
+                    params![endpoint, tenant, before, limit as i64],
+                )
             })
             .await
     }
@@ -431,8 +440,9 @@ impl WebhookStore for SqliteBackend {
         id: DeliveryId,
     ) -> Result<Option<WebhookDelivery>, StoreError> {
         let (tenant, id) = (tenant.as_str().to_owned(), id.to_string());
-        let sql =
-            format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1 AND tenant = ?2");
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1 AND tenant = ?2"
+        );
         self.readers
             .run(move |conn| Ok(deliveries_with_attempts(conn, &sql, [id, tenant])?.pop()))
             .await
@@ -452,7 +462,11 @@ impl WebhookStore for SqliteBackend {
         );
         self.readers
             .run(move |conn| {
-                deliveries_with_attempts(conn, &sql, params![endpoint, tenant, ms(since), limit as i64])
+                deliveries_with_attempts(
+                    conn,
+                    &sql,
+                    params![endpoint, tenant, ms(since), limit as i64],
+                )
             })
             .await
     }

@@ -159,7 +159,8 @@ impl WebhookEndpoint {
     /// Makes a new current secret; the old one keeps signing for `overlap`, and secrets already
     /// expired are dropped.
     pub fn rotate(&mut self, now: DateTime<Utc>, overlap: chrono::Duration) -> SigningSecret {
-        self.secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
+        self.secrets
+            .retain(|s| s.expires_at.is_none_or(|e| e > now));
         for s in &mut self.secrets {
             s.expires_at = Some(s.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
         }
@@ -256,7 +257,9 @@ mod tests {
         let new = ep.rotate(now, chrono::Duration::hours(1));
         let signing: Vec<_> = ep.signing_secrets(now).cloned().collect();
         assert_eq!(signing, vec![new.clone(), old]);
-        let later: Vec<_> = ep.signing_secrets(now + chrono::Duration::hours(2)).collect();
+        let later: Vec<_> = ep
+            .signing_secrets(now + chrono::Duration::hours(2))
+            .collect();
         assert_eq!(later, vec![&new]);
         ep.rotate(now + chrono::Duration::hours(2), chrono::Duration::zero());
         assert_eq!(ep.secrets.len(), 2, "the expired secret is dropped");

@@ -75,8 +75,9 @@ v7_id!(
 );
 
 /// The event types a tenant may subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum EventType {
     #[serde(rename = "message.queued")]
     MessageQueued,
@@ -239,11 +240,7 @@ impl Notice {
         };
         Some(Notice {
             at,
-            ..Notice::new(
-                tenant,
-                event_type,
-                Subject::Message { id, status, detail },
-            )
+            ..Notice::new(tenant, event_type, Subject::Message { id, status, detail })
         })
     }
 }
@@ -298,10 +295,16 @@ mod tests {
     fn the_default_schedule_retries_for_more_than_a_day() {
         let s = RetrySchedule::default();
         let total: std::time::Duration = (1..=7).filter_map(|a| s.after(a, -0.1)).sum();
-        assert!(total > std::time::Duration::from_secs(24 * 3600), "{total:?}");
+        assert!(
+            total > std::time::Duration::from_secs(24 * 3600),
+            "{total:?}"
+        );
         assert_eq!(s.after(8, 0.0), None);
         assert_eq!(s.after(0, 0.0), None);
-        assert_eq!(s.after(1, 0.5), Some(std::time::Duration::from_millis(5500)));
+        assert_eq!(
+            s.after(1, 0.5),
+            Some(std::time::Duration::from_millis(5500))
+        );
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! A tenant's endpoints: register, change, rotate the secret, delete, and replay deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::guard;
+use crate::domain::notify::{
+    DeliveryId, EndpointId, EndpointPatch, NewEndpoint, SigningSecret, WebhookEndpoint,
+};
+use crate::domain::TenantId;
+use crate::engine::Herald;
+use crate::ports::{StoreError, WebhookDelivery, WebhookStore};
+
+/// The most deliveries one replay-since request makes.
+pub const MAX_REPLAY: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("url: {0}")]
+    Refused(String),
+    #[error("a tenant may have at most {0} webhook endpoints")]
+    TooMany(usize),
+    #[error("not found")]
+    NotFound,
+    #[error("webhook endpoints are not available on this backend")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Herald {
+    fn webhook_store(&self) -> Result<&Arc<dyn WebhookStore>, EndpointError> {
+        self.webhooks.as_ref().ok_or(EndpointError::Unavailable)
+    }
+
+    /// Saves an endpoint and has the notifier see it at once.
+    async fn save_endpoint(&self, ep: &WebhookEndpoint) -> Result<(), EndpointError> {
+        self.webhook_store()?.put_endpoint(ep).await?;
+        self.refresh_subscriptions(Duration::ZERO).await;
+        Ok(())
+    }
+
+    pub async fn create_endpoint(
+        &self,
+        tenant: &TenantId,
+        new: NewEndpoint,
+    ) -> Result<(WebhookEndpoint, SigningSecret), EndpointError> {
+        guard::check_url(&new.url, self.config.notify.policy).map_err(EndpointError::Refused)?;
+        let store = self.webhook_store()?;
+        let max = self.config.notify.max_endpoints_per_tenant;
+        if store.endpoints(tenant).await?.len() >= max {
+            return Err(EndpointError::TooMany(max));
+        }
+        let ep = WebhookEndpoint::create(tenant.clone(), new, Utc::now());
+        self.save_endpoint(&ep).await?;
+        let secret = ep.secrets[0].secret.clone();
+        Ok((ep, secret))
+    }
+
+    pub async fn endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+    ) -> Result<WebhookEndpoint, EndpointError> {
+        self.webhook_store()?
+            .endpoint(tenant, id)
+            .await?
+            .ok_or(EndpointError::NotFound)
+    }
+
+    pub async fn endpoints(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<WebhookEndpoint>, EndpointError> {
+        Ok(self.webhook_store()?.endpoints(tenant).await?)
+    }
+
+    pub async fn update_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        patch: EndpointPatch,
+    ) -> Result<WebhookEndpoint, EndpointError> {
+        if let Some(url) = &patch.url {
+            guard::check_url(url, self.config.notify.policy).map_err(EndpointError::Refused)?;
+        }
+        let mut ep = self.endpoint(tenant, id).await?;
+        ep.apply(patch, Utc::now());
+        self.save_endpoint(&ep).await?;
+        Ok(ep)
+    }
+
+    pub async fn rotate_endpoint_secret(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+    ) -> Result<(WebhookEndpoint, SigningSecret), EndpointError> {
+        let mut ep = self.endpoint(tenant, id).await?;
+        let overlap = chrono::Duration::from_std(self.config.notify.secret_overlap)
+            .unwrap_or_else(|_| chrono::Duration::hours(24));
+        let secret = ep.rotate(Utc::now(), overlap);
+        self.save_endpoint(&ep).await?;
+        Ok((ep, secret))
+    }
+
+    pub async fn delete_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+    ) -> Result<(), EndpointError> {
+        if !self.webhook_store()?.delete_endpoint(tenant, id).await? {
+            return Err(EndpointError::NotFound);
+        }
+        self.refresh_subscriptions(Duration::ZERO).await;
+        Ok(())
+    }
+
+    pub async fn endpoint_deliveries(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, EndpointError> {
+        self.endpoint(tenant, id).await?;
+        Ok(self
+            .webhook_store()?
+            .deliveries(tenant, id, before, limit)
+            .await?)
+    }
+
+    /// Sends a delivery's event again, as a new delivery with the same `webhook-id` and body.
+    pub async fn replay_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> Result<WebhookDelivery, EndpointError> {
+        let store = self.webhook_store()?;
+        let old = store
+            .delivery(tenant, id)
+            .await?
+            .ok_or(EndpointError::NotFound)?;
+        let ep = self.endpoint(tenant, old.endpoint).await?;
+        let again = WebhookDelivery::new(old.event_id, &ep, old.event_type, old.payload);
+        store.fan_out(Vec::new(), vec![again.clone()]).await?;
+        Ok(again)
+    }
+
+    /// Sends again every event delivered to an endpoint since `since` (at most
+    /// [`MAX_REPLAY`]); returns how many.
+    pub async fn replay_since(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        since: DateTime<Utc>,
+    ) -> Result<usize, EndpointError> {
+        let ep = self.endpoint(tenant, id).await?;
+        let store = self.webhook_store()?;
+        let old = store
+            .deliveries_since(tenant, id, since, MAX_REPLAY)
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        let again: Vec<_> = old
+            .into_iter()
+            .filter(|d| seen.insert(d.event_id))
+            .map(|d| WebhookDelivery::new(d.event_id, &ep, d.event_type, d.payload))
+            .collect();
+        let count = again.len();
+        store.fan_out(Vec::new(), again).await?;
+        Ok(count)
+    }
+}

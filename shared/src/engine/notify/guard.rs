@@ -1,0 +1,197 @@
+//! Which addresses Herald may call on a tenant's behalf. A tenant chooses the URL, so without
+//! this an endpoint could make Herald reach its own network: private ranges, loopback, the
+//! cloud's metadata service. Checked when an endpoint is saved (the URL's scheme, a literal
+//! address, names that mean this host) and again at every delivery, where every address the
+//! name resolves to must be public, so a name that later points inside is refused too.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::domain::notify::EndpointUrl;
+
+/// What the operator allows beyond the public internet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddressPolicy {
+    /// Development: endpoints on this host (http allowed there, https elsewhere still).
+    pub allow_loopback: bool,
+}
+
+fn v4_forbidden(ip: Ipv4Addr, allow_loopback: bool) -> bool {
+    let [a, b, ..] = ip.octets();
+    (ip.is_loopback() && !allow_loopback)
+        || ip.is_private()
+        || ip.is_link_local() // 169.254/16: the metadata service lives here
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240 // reserved
+}
+
+fn v6_forbidden(ip: Ipv6Addr, allow_loopback: bool) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_forbidden(v4, allow_loopback);
+    }
+    let first = ip.segments()[0];
+    (ip.is_loopback() && !allow_loopback)
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local, AWS's fd00:ec2::254 metadata too
+        || (first & 0xffc0) == 0xfe80 // link-local
+        || (first == 0x64 && ip.segments()[1] == 0xff9b) // NAT64 to any v4 address
+        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
+}
+
+/// Whether Herald refuses to call `ip`.
+pub fn is_forbidden(ip: IpAddr, policy: AddressPolicy) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_forbidden(v4, policy.allow_loopback),
+        IpAddr::V6(v6) => v6_forbidden(v6, policy.allow_loopback),
+    }
+}
+
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => is_local_name(d),
+        None => false,
+    }
+}
+
+/// Names that mean this host or the cloud's metadata service, whatever DNS says.
+fn is_local_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+fn is_metadata_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "metadata" | "metadata.google.internal" | "instance-data" | "instance-data.ec2.internal"
+    )
+}
+
+/// The checks that need no DNS: scheme, a literal address, names that mean this host.
+pub fn check_url(url: &EndpointUrl, policy: AddressPolicy) -> Result<(), String> {
+    let u = url.url();
+    let loopback = is_loopback_host(u);
+    if u.scheme() != "https" && !(loopback && policy.allow_loopback) {
+        return Err("the URL must be https".into());
+    }
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) if is_forbidden(IpAddr::V4(ip), policy) => {
+            Err(format!("{ip} is a private, loopback or reserved address"))
+        }
+        Some(url::Host::Ipv6(ip)) if is_forbidden(IpAddr::V6(ip), policy) => {
+            Err(format!("{ip} is a private, loopback or reserved address"))
+        }
+        Some(url::Host::Domain(d)) if is_metadata_name(d) => {
+            Err(format!("{d} names a metadata service"))
+        }
+        Some(url::Host::Domain(d)) if is_local_name(d) && !policy.allow_loopback => {
+            Err(format!("{d} names this host"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Resolves names for delivery: every address must be allowed, or the name is refused whole
+/// (a name with one public and one private address is how rebinding attacks start).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver(pub AddressPolicy);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), policy)) {
+                return Err(format!("{host} resolves to {}, which is not public", bad.ip()).into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client for deliveries: no redirects (a 3xx is an answer, not an instruction), no
+/// proxy from the environment, names resolved through [`GuardedResolver`].
+pub fn client(policy: AddressPolicy, timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver(policy)))
+        .build()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> EndpointUrl {
+        EndpointUrl::parse(s).unwrap()
+    }
+
+    const STRICT: AddressPolicy = AddressPolicy {
+        allow_loopback: false,
+    };
+    const DEV: AddressPolicy = AddressPolicy {
+        allow_loopback: true,
+    };
+
+    #[test]
+    fn private_loopback_link_local_and_metadata_addresses_are_refused() {
+        for bad in [
+            "https://10.1.2.3/",
+            "https://172.16.0.1/",
+            "https://192.168.1.1/",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://127.0.0.1/",
+            "https://[::1]/",
+            "https://[fd00:ec2::254]/",
+            "https://[fe80::1]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://0.0.0.0/",
+            "https://100.64.0.1/",
+            "https://localhost/",
+            "https://a.localhost/",
+            "https://metadata.google.internal/",
+        ] {
+            assert!(check_url(&url(bad), STRICT).is_err(), "{bad}");
+        }
+        assert!(check_url(&url("https://203.0.114.1/x"), STRICT).is_ok());
+        assert!(check_url(&url("https://hooks.example.com/x"), STRICT).is_ok());
+    }
+
+    #[test]
+    fn http_is_only_for_loopback_in_development() {
+        assert!(check_url(&url("http://hooks.example.com/"), DEV).is_err());
+        assert!(check_url(&url("http://127.0.0.1:8080/"), STRICT).is_err());
+        assert!(check_url(&url("http://127.0.0.1:8080/"), DEV).is_ok());
+        assert!(check_url(&url("http://localhost:8080/"), DEV).is_ok());
+        assert!(check_url(&url("https://10.0.0.1/"), DEV).is_err());
+        assert!(check_url(&url("https://169.254.169.254/"), DEV).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_that_resolves_inside() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let refused = GuardedResolver(STRICT).resolve(name).await;
+        assert!(refused.is_err());
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let allowed = GuardedResolver(DEV).resolve(name).await;
+        assert!(allowed.is_ok());
+    }
+}

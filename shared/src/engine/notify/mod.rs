@@ -1,0 +1,280 @@
+//! Events out: the engine announces what happens ([`Herald::notify`]), and the notifier
+//! ([`deliver`]) fans each event out to the tenant's endpoints and delivers it, signed per the
+//! Standard Webhooks specification, with retries.
+//!
+//! Nothing here is on the send path's clock: an event whose tenant has no endpoint that wants
+//! it is dropped by an in-memory check, and the rest are handed to a queue that a background
+//! task writes to the outbox in batches.
+
+pub mod deliver;
+mod endpoints;
+pub mod guard;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use super::Herald;
+use crate::domain::notify::Subject;
+use crate::domain::notify::{EventType, Notice, RetrySchedule, WebhookEndpoint};
+use crate::domain::suppression::Suppression;
+use crate::domain::{Channel, EventKind, InboundMessage, MessageId, TenantId};
+use crate::ports::{Transition, TransitionOutcome};
+use chrono::{DateTime, Utc};
+
+pub use endpoints::EndpointError;
+pub use guard::AddressPolicy;
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub policy: AddressPolicy,
+    pub retries: RetrySchedule,
+    /// An endpoint that has not answered within this failed the attempt.
+    pub timeout: Duration,
+    /// How long a replaced secret keeps signing beside the new one.
+    pub secret_overlap: Duration,
+    /// An endpoint whose every delivery failed for this long is turned off.
+    pub disable_after: Duration,
+    /// How often the notifier looks for due retries when nothing wakes it.
+    pub poll: Duration,
+    pub max_endpoints_per_tenant: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            policy: AddressPolicy::default(),
+            retries: RetrySchedule::default(),
+            timeout: Duration::from_secs(10),
+            secret_overlap: Duration::from_secs(24 * 3600),
+            disable_after: Duration::from_secs(3 * 24 * 3600),
+            poll: Duration::from_millis(500),
+            max_endpoints_per_tenant: 20,
+        }
+    }
+}
+
+/// Which tenants want which event types: every enabled endpoint, read at most every
+/// [`REFRESH`] (and at once after a change through this process's API).
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+}
+
+pub(crate) const REFRESH: Duration = Duration::from_secs(2);
+
+pub(crate) struct Snapshot {
+    pub endpoints: Vec<WebhookEndpoint>,
+    masks: HashMap<TenantId, u32>,
+    any: u32,
+    loaded: Instant,
+}
+
+fn bit(t: EventType) -> u32 {
+    1 << EventType::ALL.iter().position(|x| *x == t).unwrap_or(31)
+}
+
+impl Snapshot {
+    fn new(endpoints: Vec<WebhookEndpoint>) -> Snapshot {
+        let mut masks: HashMap<TenantId, u32> = HashMap::new();
+        for ep in &endpoints {
+            let mask = if ep.event_types.is_empty() {
+                u32::MAX
+            } else {
+                ep.event_types.iter().fold(0, |m, t| m | bit(*t))
+            };
+            *masks.entry(ep.tenant.clone()).or_default() |= mask;
+        }
+        let any = masks.values().fold(0, |m, v| m | v);
+        Snapshot {
+            endpoints,
+            masks,
+            any,
+            loaded: Instant::now(),
+        }
+    }
+
+    /// Whether anyone may want `n`: its tenant, or any tenant when the notice does not say.
+    fn wants(&self, n: &Notice) -> bool {
+        let mask = match &n.tenant {
+            Some(t) => self.masks.get(t).copied().unwrap_or(0),
+            None => self.any,
+        };
+        mask & bit(n.event_type) != 0
+    }
+}
+
+/// The queue between the engine and the outbox writer.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Vec<Notice>>,
+    rx: Mutex<Option<mpsc::Receiver<Vec<Notice>>>>,
+    /// Set once the notifier took `rx`; until then notices are written directly.
+    running: AtomicBool,
+    pub(crate) subscriptions: Subscriptions,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        Outbox {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            running: AtomicBool::new(false),
+            subscriptions: Subscriptions::default(),
+        }
+    }
+}
+
+impl Herald {
+    /// Announces events. Those no endpoint wants are dropped here; the rest are queued for the
+    /// outbox and this returns at once.
+    pub async fn notify(&self, notices: Vec<Notice>) {
+        let Some(store) = &self.webhooks else { return };
+        let snapshot = self.outbox.subscriptions.snapshot.read().clone();
+        let wanted: Vec<Notice> = match snapshot {
+            Some(s) => notices.into_iter().filter(|n| s.wants(n)).collect(),
+            // Not read yet: keep everything, the fan-out drops what nobody wants.
+            None => notices,
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        metrics::counter!("herald_webhook_events_total").increment(wanted.len() as u64);
+        if self.outbox.running.load(Ordering::Acquire) {
+            if self.outbox.tx.send(wanted).await.is_ok() {
+                return;
+            }
+            tracing::warn!("the notifier stopped; writing events to the outbox directly");
+            return;
+        }
+        if let Err(e) = store.publish(wanted).await {
+            metrics::counter!("herald_webhook_events_dropped_total").increment(1);
+            tracing::error!(error = %e, "events not written to the outbox");
+        }
+    }
+
+    /// Announces a message received from a recipient.
+    pub async fn notify_inbound(&self, m: &InboundMessage) {
+        let data = serde_json::json!({
+            "inbound_id": m.id,
+            "channel": m.channel,
+            "from": m.from,
+            "to": m.to,
+            "body": m.body,
+            "media_urls": m.media_urls,
+            "keyword": m.keyword,
+            "received_at": m.received_at,
+        });
+        let n = Notice::new(
+            Some(m.tenant.clone()),
+            EventType::InboundReceived,
+            Subject::Data { data },
+        );
+        self.notify(vec![n]).await;
+    }
+
+    /// Announces a suppression added (with its entry) or removed, to `tenant`'s endpoints.
+    pub async fn notify_suppression(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        address: &str,
+        added: Option<&Suppression>,
+    ) {
+        let mut data = serde_json::json!({ "channel": channel, "address": address });
+        let event_type = match added {
+            Some(entry) => {
+                data["reason"] = entry.reason.as_str().into();
+                data["scope"] = entry.scope.label().into();
+                data["source"] = entry.source.clone().into();
+                data["expires_at"] = serde_json::to_value(entry.expires_at).unwrap_or_default();
+                EventType::SuppressionAdded
+            }
+            None => EventType::SuppressionRemoved,
+        };
+        let n = Notice::new(Some(tenant.clone()), event_type, Subject::Data { data });
+        self.notify(vec![n]).await;
+    }
+
+    /// Announces a message's timeline entry (see [`Notice::of_message`]).
+    pub async fn notify_message(
+        &self,
+        tenant: Option<&TenantId>,
+        id: MessageId,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) {
+        if self.nobody_listens() {
+            return;
+        }
+        if let Some(n) = Notice::of_message(tenant.cloned(), id, kind, at, detail.clone()) {
+            self.notify(vec![n]).await;
+        }
+    }
+
+    /// Announces the transitions a store applied (outcomes in the same order). Holds are not
+    /// events; transitions whose tenant the caller did not know are looked up by the notifier.
+    pub(crate) async fn announce(
+        &self,
+        transitions: &[Transition],
+        outcomes: &[TransitionOutcome],
+    ) {
+        if self.nobody_listens() {
+            return;
+        }
+        let notices: Vec<Notice> = transitions
+            .iter()
+            .zip(outcomes)
+            .filter(|(t, o)| {
+                !t.hold
+                    && matches!(
+                        o,
+                        TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked
+                    )
+            })
+            .filter_map(|(t, _)| {
+                Notice::of_message(t.tenant.clone(), t.id, t.to.into(), t.at, t.detail.clone())
+            })
+            .collect();
+        if !notices.is_empty() {
+            self.notify(notices).await;
+        }
+    }
+
+    /// True when no endpoint wants any event: the send path's only cost of webhooks.
+    fn nobody_listens(&self) -> bool {
+        self.webhooks.is_none()
+            || self
+                .outbox
+                .subscriptions
+                .snapshot
+                .read()
+                .as_ref()
+                .is_some_and(|s| s.any == 0)
+    }
+
+    /// Re-reads the enabled endpoints now, or when the last read is older than `max_age`.
+    pub(crate) async fn refresh_subscriptions(&self, max_age: Duration) -> Option<Arc<Snapshot>> {
+        let store = self.webhooks.as_ref()?;
+        let current = self.outbox.subscriptions.snapshot.read().clone();
+        if let Some(s) = current.as_ref().filter(|s| s.loaded.elapsed() < max_age) {
+            return Some(s.clone());
+        }
+        match store.enabled_endpoints().await {
+            Ok(endpoints) => {
+                let fresh = Arc::new(Snapshot::new(endpoints));
+                *self.outbox.subscriptions.snapshot.write() = Some(fresh.clone());
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook endpoints not read");
+                current
+            }
+        }
+    }
+}
