@@ -13,6 +13,7 @@ pub use shared;
 pub mod aws;
 pub mod meter;
 pub mod process;
+pub mod receiver;
 pub mod stream;
 
 pub struct TestServer {

@@ -1,0 +1,357 @@
+//! Outbound webhooks end to end on the embedded backend: endpoints through the API, events from
+//! real sends, every delivery verified by the Python `standardwebhooks` package, retries,
+//! 410, address refusals and tenant isolation.
+
+use std::time::Duration;
+
+use herald_tests::receiver::Receiver;
+use herald_tests::shared::domain::notify::RetrySchedule;
+use herald_tests::TestServer;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Loopback endpoints allowed, retries 100 ms apart, a 1 s delivery timeout.
+async fn server() -> TestServer {
+    TestServer::start_with(|cfg| {
+        let n = &mut cfg.engine.notify;
+        n.policy.allow_loopback = true;
+        n.retries = RetrySchedule(vec![Duration::from_millis(100); 7]);
+        n.timeout = Duration::from_secs(1);
+        n.poll = Duration::from_millis(20);
+    })
+    .await
+}
+
+async fn endpoint(s: &TestServer, url: &str, types: &[&str]) -> Value {
+    let r = s
+        .post(
+            "/v1/webhook-endpoints",
+            &json!({ "url": url, "event_types": types }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body
+}
+
+fn of_type<'a>(reqs: &'a [Value], t: &str, message: &str) -> Vec<&'a Value> {
+    reqs.iter()
+        .filter(|r| r["body"]["type"] == t && r["body"]["data"]["message_id"] == message)
+        .collect()
+}
+
+#[tokio::test]
+async fn deliveries_verify_with_an_independent_implementation_through_a_secret_rotation() {
+    let s = server().await;
+    let rx = Receiver::start("");
+    let types = ["message.queued", "message.sent", "message.delivered"];
+    let ep = endpoint(&s, &rx.url, &types).await;
+    let first = ep["secret"]
+        .as_str()
+        .expect("secret shown at creation")
+        .to_owned();
+    assert!(first.starts_with("whsec_"));
+    rx.trust(&[&first]);
+
+    let id = s
+        .send(
+            &json!({"channel": "email", "priority": "P1", "to": "ann@example.com", "subject": "Hi", "body": "x",
+                      "source_type": "crm", "source_id": "lead-7", "external_id": "ext-1",
+                      "metadata": {"campaign": "spring"}}),
+        )
+        .await;
+    let reqs = rx
+        .wait_for("queued, sent and delivered", |r| {
+            types.iter().all(|t| !of_type(r, t, &id).is_empty())
+        })
+        .await;
+    for t in types {
+        for r in of_type(&reqs, t, &id) {
+            assert_eq!(r["verified_by"], json!([0]), "{r}");
+            let data = &r["body"]["data"];
+            assert_eq!(data["source_type"], "crm");
+            assert_eq!(data["source_id"], "lead-7");
+            assert_eq!(data["external_id"], "ext-1");
+            assert_eq!(data["metadata"]["campaign"], "spring");
+            assert!(r["body"]["timestamp"].is_string());
+        }
+    }
+
+    // Rotation: for the overlap, both secrets sign, and either alone verifies.
+    let ep_id = ep["id"].as_str().expect("id");
+    let r = s
+        .post(
+            &format!("/v1/webhook-endpoints/{ep_id}/rotate-secret"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = r.body["secret"].as_str().expect("new secret").to_owned();
+    assert_ne!(first, second);
+    assert!(r.body["previous_secret_expires_at"].is_string());
+    rx.trust(&[&first, &second]);
+    let id2 = s
+        .send(&json!({"channel": "email", "priority": "P1", "to": "bo@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    let reqs = rx
+        .wait_for("the second message's queued", |r| {
+            !of_type(r, "message.queued", &id2).is_empty()
+        })
+        .await;
+    let after = of_type(&reqs, "message.queued", &id2)[0];
+    assert_eq!(after["verified_by"], json!([0, 1]), "{after}");
+    assert_eq!(after["signatures"].as_array().map(Vec::len), Some(2));
+
+    // The secret is never shown again.
+    for path in [
+        "/v1/webhook-endpoints".to_owned(),
+        format!("/v1/webhook-endpoints/{ep_id}"),
+    ] {
+        let text = s.get(&path).await.body.to_string();
+        assert!(
+            !text.contains(&first[6..]) && !text.contains(&second[6..]),
+            "{path}: {text}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_until_one_success_and_410_disables() {
+    let s = server().await;
+    let flaky = Receiver::start("500,500,500,sleep,200");
+    let ep = endpoint(&s, &flaky.url, &["message.queued"]).await;
+    flaky.trust(&[ep["secret"].as_str().expect("secret")]);
+    let id = s
+        .send(&json!({"channel": "email", "priority": "P1", "to": "cy@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    let reqs = flaky
+        .wait_for("four failures and a success", |r| {
+            // The timed-out try is logged when its answer is finally written, after the others.
+            r.len() == 5 && r.iter().any(|x| x["planned"] == "200")
+        })
+        .await;
+    let tries = of_type(&reqs, "message.queued", &id);
+    assert_eq!(tries.len(), 5, "{tries:#?}");
+    let ids: std::collections::HashSet<_> = tries.iter().map(|r| r["webhook_id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "retries share the webhook-id");
+
+    let ep_id = ep["id"].as_str().expect("id");
+    let log = wait_delivery(&s, ep_id, |d| d["state"] == "succeeded").await;
+    let codes: Vec<Value> = log["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![json!(500), json!(500), json!(500), Value::Null, json!(200)]
+    );
+
+    // 410 Gone turns the endpoint off, and says so in the audit log.
+    let gone = Receiver::start("410");
+    let ep = endpoint(&s, &gone.url, &["message.queued"]).await;
+    let gone_id = ep["id"].as_str().expect("id").to_owned();
+    s.send(&json!({"channel": "email", "priority": "P1", "to": "di@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    let view = wait_endpoint(&s, &gone_id, |e| e["enabled"] == false).await;
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("410"),
+        "{view}"
+    );
+    let audit = s.get("/v1/audit?action=webhook_endpoint.disabled").await;
+    assert_eq!(
+        audit.body["items"][0]["target"],
+        gone_id.as_str(),
+        "{}",
+        audit.body
+    );
+    s.send(&json!({"channel": "email", "priority": "P1", "to": "ed@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gone.requests().len(),
+        1,
+        "nothing goes to a disabled endpoint"
+    );
+    s.stop().await;
+}
+
+async fn wait_delivery(s: &TestServer, ep: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..400 {
+        let page = s
+            .get(&format!("/v1/webhook-endpoints/{ep}/deliveries"))
+            .await;
+        if let Some(d) = page.body["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|d| ready(d)))
+        {
+            return d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no delivery of {ep} became ready");
+}
+
+async fn wait_endpoint(s: &TestServer, ep: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..400 {
+        let view = s.get(&format!("/v1/webhook-endpoints/{ep}")).await.body;
+        if ready(&view) {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("endpoint {ep} never became ready");
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused_when_saved_and_when_delivered() {
+    // The default policy: public https only.
+    let s = TestServer::start_with(|cfg| {
+        cfg.engine.notify.poll = Duration::from_millis(20);
+    })
+    .await;
+    for url in [
+        "https://10.0.0.1/hooks",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]/hooks",
+        "http://127.0.0.1:9/hooks",
+        "https://localhost/hooks",
+        "http://hooks.example.com/",
+        "https://user:pw@hooks.example.com/",
+    ] {
+        let r = s
+            .post("/v1/webhook-endpoints", &json!({ "url": url }))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{url}: {}",
+            r.body
+        );
+        assert_eq!(r.body["errors"][0]["pointer"], "/url", "{url}");
+    }
+    // A URL saved while it was allowed is checked again at every attempt: nothing is sent.
+    let rx = Receiver::start("");
+    let herald = &s.embedded.herald;
+    let tenant = herald_tests::shared::domain::TenantId::parse("acme").expect("tenant");
+    let url = herald_tests::shared::domain::notify::EndpointUrl::parse(&rx.url).expect("url");
+    let new = herald_tests::shared::domain::notify::NewEndpoint {
+        url,
+        event_types: vec![],
+        description: String::new(),
+        enabled: true,
+    };
+    let ep = herald_tests::shared::domain::notify::WebhookEndpoint::create(
+        tenant,
+        new,
+        chrono::Utc::now(),
+    );
+    herald
+        .webhooks
+        .as_ref()
+        .expect("webhook store")
+        .put_endpoint(&ep)
+        .await
+        .expect("put");
+    // The notifier reads endpoints saved behind the API's back within two seconds.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.send(&json!({"channel": "email", "priority": "P1", "to": "fi@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    let d = wait_delivery(&s, &ep.id.to_string(), |d| {
+        d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let excerpt = d["attempts"][0]["excerpt"].as_str().unwrap_or("");
+    assert!(excerpt.starts_with("refused:"), "{d}");
+    assert!(rx.requests().is_empty(), "the loopback receiver was called");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenants_endpoints_and_deliveries_are_not_found() {
+    let s = server().await;
+    let rx = Receiver::start("");
+    let ep = endpoint(&s, &rx.url, &["message.queued"]).await;
+    let ep_id = ep["id"].as_str().expect("id").to_owned();
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let id = s
+        .send(&json!({"channel": "email", "priority": "P1", "to": "gus@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    rx.wait_for("queued", |r| !of_type(r, "message.queued", &id).is_empty())
+        .await;
+    let delivery = wait_delivery(&s, &ep_id, |d| d["state"] == "succeeded").await;
+    let d_id = delivery["id"].as_str().expect("delivery id").to_owned();
+
+    let other = s.new_key("globex").await;
+    let json_ct = [("content-type", "application/json")];
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/v1/webhook-endpoints/{ep_id}"),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/webhook-endpoints/{ep_id}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/webhook-endpoints/{ep_id}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/webhook-endpoints/{ep_id}/rotate-secret"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/webhook-endpoints/{ep_id}/deliveries"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/webhook-deliveries/{d_id}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/webhook-deliveries/{d_id}/replay"),
+        ),
+    ] {
+        let body = Some(b"{}".to_vec());
+        let r = s
+            .request(method.clone(), &path, Some(&other), &json_ct, body.clone())
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            r.body
+        );
+        let anon = s.request(method.clone(), &path, None, &json_ct, body).await;
+        assert_eq!(anon.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let listed = s.get_as("/v1/webhook-endpoints", &other).await;
+    assert_eq!(listed.body["items"], json!([]));
+
+    // The owner replays: the event comes again with the same webhook-id.
+    let r = s
+        .post(&format!("/v1/webhook-deliveries/{d_id}/replay"), &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let reqs = rx
+        .wait_for("the replay", |r| {
+            of_type(r, "message.queued", &id).len() == 2
+        })
+        .await;
+    let ids: Vec<_> = of_type(&reqs, "message.queued", &id)
+        .iter()
+        .map(|r| r["webhook_id"].clone())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        reqs.last().map(|r| r["verified_by"].clone()),
+        Some(json!([0]))
+    );
+    s.stop().await;
+}
