@@ -58,7 +58,7 @@ pub struct EndpointPatchInput {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointView {
-    #[schema(pattern = "^[0-9a-f-]{36}$")]
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub id: String,
     pub url: String,
     /// Empty: every type.
@@ -259,7 +259,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, operation_id = "get_webhook_endpoint", path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = EndpointView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn get(
     State(herald): State<Arc<Herald>>,
@@ -272,7 +272,7 @@ pub async fn get(
 
 /// Changes the fields given; turning a disabled endpoint back on resets its failure count.
 #[utoipa::path(patch, operation_id = "update_webhook_endpoint", path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
-    params(("id" = String, Path)), request_body = EndpointPatchInput,
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = EndpointPatchInput,
     responses((status = 200, body = EndpointView), AuthErrors, NotFound, JsonBodyErrors), security(("api_key" = [])))]
 pub async fn update(
     State(herald): State<Arc<Herald>>,
@@ -301,7 +301,7 @@ pub async fn update(
 
 /// Deletes the endpoint and drops its pending deliveries.
 #[utoipa::path(delete, operation_id = "delete_webhook_endpoint", path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 204), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn delete(
     State(herald): State<Arc<Herald>>,
@@ -320,7 +320,7 @@ pub async fn delete(
 /// A new secret, shown once; the old one keeps signing beside it for the overlap (24 h by
 /// default), so receivers can switch without losing a delivery.
 #[utoipa::path(post, operation_id = "rotate_webhook_secret", path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = EndpointWithSecret), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn rotate_secret(
     State(herald): State<Arc<Herald>>,
@@ -341,7 +341,7 @@ pub async fn rotate_secret(
 
 /// The endpoint's deliveries, newest first, each with its attempts.
 #[utoipa::path(get, operation_id = "list_webhook_deliveries", path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks",
-    params(("id" = String, Path), DeliveryQuery),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), DeliveryQuery),
     responses((status = 200, body = DeliveryPage), AuthErrors, NotFound, QueryErrors), security(("api_key" = [])))]
 pub async fn deliveries(
     State(herald): State<Arc<Herald>>,
@@ -359,7 +359,7 @@ pub async fn deliveries(
 }
 
 #[utoipa::path(get, operation_id = "get_webhook_delivery", path = "/v1/webhook-deliveries/{id}", tag = "webhooks",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = DeliveryView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn delivery(
     State(herald): State<Arc<Herald>>,
@@ -377,7 +377,7 @@ pub async fn delivery(
 
 /// Sends the delivery's event again: a new delivery, with the same `webhook-id` and body.
 #[utoipa::path(post, operation_id = "replay_webhook_delivery", path = "/v1/webhook-deliveries/{id}/replay", tag = "webhooks",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 202, body = DeliveryView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn replay(
     State(herald): State<Arc<Herald>>,
@@ -402,7 +402,7 @@ pub async fn replay(
 
 /// Sends again every event delivered to the endpoint since a time.
 #[utoipa::path(post, operation_id = "replay_webhook_endpoint", path = "/v1/webhook-endpoints/{id}/replay", tag = "webhooks",
-    params(("id" = String, Path)), request_body = ReplayInput,
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ReplayInput,
     responses((status = 202, body = ReplayCount), AuthErrors, NotFound, JsonBodyErrors), security(("api_key" = [])))]
 pub async fn replay_since(
     State(herald): State<Arc<Herald>>,
