@@ -46,6 +46,43 @@ pub struct FileConfig {
     /// Connection timeouts and cap of the HTTP server.
     #[serde(default)]
     pub http: HttpFile,
+    /// Webhooks out to the tenants' endpoints.
+    #[serde(default)]
+    pub events_out: EventsOutFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsOutFile {
+    /// Development only: endpoints on this host (http allowed there).
+    pub allow_loopback: Option<bool>,
+    /// A delivery with no answer within this failed its attempt (default 10).
+    pub timeout_secs: Option<u64>,
+    /// How long a replaced signing secret keeps signing beside the new one (default 24).
+    pub secret_overlap_hours: Option<u64>,
+    /// An endpoint failing every delivery this long is turned off (default 72).
+    pub disable_after_hours: Option<u64>,
+}
+
+impl EventsOutFile {
+    fn apply(&self, n: &mut shared::engine::notify::NotifyConfig) -> anyhow::Result<()> {
+        if let Some(allow) = self.allow_loopback {
+            n.policy.allow_loopback = allow;
+        }
+        if let Some(s) = self.timeout_secs {
+            if !(1..=30).contains(&s) {
+                bail!("[events_out] timeout_secs must be between 1 and 30");
+            }
+            n.timeout = Duration::from_secs(s);
+        }
+        if let Some(h) = self.secret_overlap_hours {
+            n.secret_overlap = Duration::from_secs(h * 3600);
+        }
+        if let Some(h) = self.disable_after_hours {
+            n.disable_after = Duration::from_secs(h.max(1) * 3600);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +235,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         lane_cfg.batch = l.batch.unwrap_or(lane_cfg.batch).max(1);
     }
     file.render.apply(engine)?;
+    file.events_out.apply(&mut engine.notify)?;
     if let Some(spec) = &args.lane_workers {
         apply_lane_workers(engine, spec)?;
     }

@@ -9,12 +9,21 @@ use tracing::{info, warn};
 
 use super::Herald;
 
-/// Deletes final messages older than the retention period, and expired idempotency keys.
+/// Deletes final messages (and finished webhook deliveries) older than the retention period,
+/// and expired idempotency keys.
 pub async fn purge_once(herald: &Herald) -> u64 {
     let now = Utc::now();
     let cutoff = now - chrono::Duration::from_std(herald.config.retention).unwrap_or_default();
     let keys_cutoff =
         now - chrono::Duration::from_std(herald.config.idempotency_ttl).unwrap_or_default();
+    // Webhook deliveries are kept as long as the messages they tell of.
+    if let Some(webhooks) = &herald.webhooks {
+        match webhooks.purge_deliveries(cutoff).await {
+            Ok(n) if n > 0 => info!(deleted = n, "webhook delivery retention purge"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "webhook delivery retention purge failed"),
+        }
+    }
     match herald.store.purge(cutoff, keys_cutoff).await {
         Ok(n) => {
             if n > 0 {
