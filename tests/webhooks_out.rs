@@ -355,3 +355,41 @@ async fn another_tenants_endpoints_and_deliveries_are_not_found() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_past_the_limit_is_disabled_and_announced() {
+    let s = TestServer::start_with(|cfg| {
+        let n = &mut cfg.engine.notify;
+        n.policy.allow_loopback = true;
+        n.retries = RetrySchedule(vec![Duration::from_millis(150); 7]);
+        n.poll = Duration::from_millis(20);
+        // Three days in production; here the streak limit is reached by the third try.
+        n.disable_after = Duration::from_millis(250);
+    })
+    .await;
+    let down = Receiver::start("500,500,500,500,500,500,500,500");
+    let watcher = Receiver::start("");
+    let ep = endpoint(&s, &down.url, &["message.queued"]).await;
+    let down_id = ep["id"].as_str().expect("id").to_owned();
+    let w = endpoint(&s, &watcher.url, &["webhook_endpoint.disabled"]).await;
+    watcher.trust(&[w["secret"].as_str().expect("secret")]);
+    s.send(&json!({"channel": "email", "priority": "P1", "to": "hal@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    let view = wait_endpoint(&s, &down_id, |e| e["enabled"] == false).await;
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("failed since"),
+        "{view}"
+    );
+    let reqs = watcher
+        .wait_for("webhook_endpoint.disabled", |r| !r.is_empty())
+        .await;
+    assert_eq!(reqs[0]["body"]["type"], "webhook_endpoint.disabled");
+    assert_eq!(reqs[0]["body"]["data"]["endpoint_id"], down_id.as_str());
+    assert_eq!(reqs[0]["verified_by"], json!([0]));
+    let tries = down.requests().len();
+    assert!((2..=4).contains(&tries), "{tries} tries before the limit");
+    s.stop().await;
+}

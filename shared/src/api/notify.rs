@@ -58,7 +58,9 @@ pub struct EndpointPatchInput {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointView {
-    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub id: String,
     pub url: String,
     /// Empty: every type.

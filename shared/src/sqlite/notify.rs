@@ -291,7 +291,8 @@ impl WebhookStore for SqliteBackend {
                     )
                     .optional()?;
                 let Some(mut ep) = found else { return Ok(()) };
-                ep.failing_since = failing_since;
+                // A streak runs from its first failure, whoever noted it first.
+                ep.failing_since = failing_since.map(|t| ep.failing_since.map_or(t, |s| s.min(t)));
                 if let Some(reason) = &disable {
                     ep.disable(reason, Utc::now());
                 }

@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 
 use super::{guard, Snapshot, REFRESH};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
-use crate::domain::notify::{EventType, Notice, Payload, Subject, WebhookEndpoint};
+use crate::domain::notify::{EndpointId, EventType, Notice, Payload, Subject, WebhookEndpoint};
 use crate::domain::suppression::Scope;
 use crate::engine::Herald;
 use crate::ports::{Attempt, DeliveryState, Queued, WebhookDelivery, WebhookStore};
@@ -38,8 +38,9 @@ pub async fn run(herald: Arc<Herald>, mut shutdown: watch::Receiver<bool>) {
         tokio::spawn(write_outbox(store.clone(), rx, wake.clone()));
     }
     let client = guard::client(herald.config.notify.policy, herald.config.notify.timeout);
+    let streaks = Streaks::default();
     loop {
-        let busy = round(&herald, store.as_ref(), &client).await;
+        let busy = round(&herald, store.as_ref(), &client, &streaks).await;
         if *shutdown.borrow() {
             return;
         }
@@ -81,8 +82,18 @@ async fn write_outbox(
     }
 }
 
+/// Since when each endpoint has failed every delivery (`None`: its last one succeeded). The
+/// notifier's own record, so a streak is not restarted by a snapshot read before it was saved.
+#[derive(Default)]
+struct Streaks(parking_lot::Mutex<std::collections::HashMap<EndpointId, Option<DateTime<Utc>>>>);
+
 /// One round: fan out, then deliver what is due. True when there may be more to do now.
-async fn round(herald: &Herald, store: &dyn WebhookStore, client: &reqwest::Client) -> bool {
+async fn round(
+    herald: &Herald,
+    store: &dyn WebhookStore,
+    client: &reqwest::Client,
+    streaks: &Streaks,
+) -> bool {
     let Some(snapshot) = herald.refresh_subscriptions(REFRESH).await else {
         return false;
     };
@@ -102,7 +113,7 @@ async fn round(herald: &Herald, store: &dyn WebhookStore, client: &reqwest::Clie
         }
     };
     let delivered = due.len();
-    deliver_all(herald, store, client, &snapshot, due).await;
+    deliver_all(herald, store, client, &snapshot, due, streaks).await;
     fanned == ROUND || delivered == ROUND
 }
 
@@ -187,6 +198,7 @@ async fn deliver_all(
     client: &reqwest::Client,
     snapshot: &Snapshot,
     due: Vec<WebhookDelivery>,
+    streaks: &Streaks,
 ) {
     let mut by_endpoint: BTreeMap<_, Vec<WebhookDelivery>> = BTreeMap::new();
     for d in due {
@@ -200,9 +212,8 @@ async fn deliver_all(
             else {
                 return;
             };
-            let mut ep = ep.clone();
             for d in group {
-                if !deliver_one(herald, store, client, &mut ep, &d).await {
+                if !deliver_one(herald, store, client, ep, &d, streaks).await {
                     return;
                 }
             }
@@ -221,8 +232,9 @@ async fn deliver_one(
     herald: &Herald,
     store: &dyn WebhookStore,
     client: &reqwest::Client,
-    ep: &mut WebhookEndpoint,
+    ep: &WebhookEndpoint,
     d: &WebhookDelivery,
+    streaks: &Streaks,
 ) -> bool {
     let cfg = &herald.config.notify;
     let started = Instant::now();
@@ -265,7 +277,7 @@ async fn deliver_one(
     if let Err(e) = store.record_attempt(d.id, record, state, next).await {
         tracing::warn!(error = %e, delivery = %d.id, "attempt not recorded; it is made again");
     }
-    note_health(herald, store, ep, ok, gone).await
+    note_health(herald, store, ep, ok, gone, streaks).await
 }
 
 /// POSTs the delivery, signed with every secret now signing.
@@ -332,12 +344,14 @@ fn excerpt(body: &[u8]) -> String {
 async fn note_health(
     herald: &Herald,
     store: &dyn WebhookStore,
-    ep: &mut WebhookEndpoint,
+    ep: &WebhookEndpoint,
     ok: bool,
     gone: bool,
+    streaks: &Streaks,
 ) -> bool {
     let now = Utc::now();
-    let since = (!ok).then(|| ep.failing_since.unwrap_or(now));
+    let before = *streaks.0.lock().entry(ep.id).or_insert(ep.failing_since);
+    let since = (!ok).then(|| before.unwrap_or(now));
     let too_long = since.is_some_and(|s| {
         (now - s).to_std().unwrap_or_default() >= herald.config.notify.disable_after
     });
@@ -351,10 +365,10 @@ async fn note_health(
     } else {
         None
     };
-    if since == ep.failing_since && disable.is_none() {
+    if since == before && disable.is_none() {
         return true;
     }
-    ep.failing_since = since;
+    streaks.0.lock().insert(ep.id, since);
     if let Err(e) = store
         .note_endpoint_health(&ep.tenant, ep.id, since, disable.clone())
         .await
@@ -362,6 +376,7 @@ async fn note_health(
         tracing::warn!(error = %e, endpoint = %ep.id, "endpoint health not recorded");
     }
     let Some(reason) = disable else { return true };
+    streaks.0.lock().remove(&ep.id);
     announce_disabled(herald, ep, &reason).await;
     false
 }
