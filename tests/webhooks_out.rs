@@ -180,31 +180,29 @@ async fn a_failing_endpoint_is_retried_until_one_success_and_410_disables() {
     s.stop().await;
 }
 
-async fn wait_delivery(s: &TestServer, ep: &str, ready: impl Fn(&Value) -> bool) -> Value {
+/// Polls `path` until `pick` finds what the test waits for.
+async fn wait_get(s: &TestServer, path: &str, pick: impl Fn(&Value) -> Option<Value>) -> Value {
     for _ in 0..400 {
-        let page = s
-            .get(&format!("/v1/webhook-endpoints/{ep}/deliveries"))
-            .await;
-        if let Some(d) = page.body["items"]
-            .as_array()
-            .and_then(|i| i.iter().find(|d| ready(d)))
-        {
-            return d.clone();
+        if let Some(found) = pick(&s.get(path).await.body) {
+            return found;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("no delivery of {ep} became ready");
+    panic!("{path} never showed what the test waits for");
+}
+
+async fn wait_delivery(s: &TestServer, ep: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    wait_get(
+        s,
+        &format!("/v1/webhook-endpoints/{ep}/deliveries"),
+        |page| page["items"].as_array()?.iter().find(|d| ready(d)).cloned(),
+    )
+    .await
 }
 
 async fn wait_endpoint(s: &TestServer, ep: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..400 {
-        let view = s.get(&format!("/v1/webhook-endpoints/{ep}")).await.body;
-        if ready(&view) {
-            return view;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("endpoint {ep} never became ready");
+    let path = format!("/v1/webhook-endpoints/{ep}");
+    wait_get(s, &path, |view| ready(view).then(|| view.clone())).await
 }
 
 #[tokio::test]
