@@ -179,7 +179,11 @@ impl Embedded {
             tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
             tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
-            tokio::spawn(notify::deliver::run(herald.clone(), rx.clone())),
+            tokio::spawn(notify::runner::run(
+                herald.clone(),
+                Arc::new(backend.clone()),
+                rx.clone(),
+            )),
             tokio::spawn(maintenance::run_retention(
                 herald.clone(),
                 cfg.retention_interval,

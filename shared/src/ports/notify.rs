@@ -123,23 +123,10 @@ pub trait WebhookStore: Send + Sync + 'static {
         disable: Option<String>,
     ) -> Result<(), StoreError>;
 
-    /// Adds events to the outbox.
+    /// Queues events for the notifier: the outbox table embedded, the notify queue on AWS.
     async fn publish(&self, notices: Vec<Notice>) -> Result<(), StoreError>;
-    /// The oldest events in the outbox.
-    async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError>;
-    /// In one unit of work: removes events from the outbox and stores their deliveries.
-    async fn fan_out(
-        &self,
-        done: Vec<i64>,
-        deliveries: Vec<WebhookDelivery>,
-    ) -> Result<(), StoreError>;
-
-    /// Pending deliveries due at `now` to enabled endpoints, oldest event first.
-    async fn due_deliveries(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Stores new deliveries (fanned-out events, replays) as pending.
+    async fn save_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError>;
     /// Records an attempt and the delivery's new state.
     async fn record_attempt(
         &self,
@@ -169,6 +156,26 @@ pub trait WebhookStore: Send + Sync + 'static {
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookDelivery>, StoreError>;
-    /// Retention: deletes finished deliveries made before `cutoff`.
+    /// Retention: deletes finished deliveries made before `cutoff` (DynamoDB: its TTL does).
     async fn purge_deliveries(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// The embedded notifier's queue: the outbox and the due deliveries are polled from tables.
+/// (On AWS, SQS pushes events and retries to the `notify` function instead.)
+#[async_trait]
+pub trait PolledOutbox: WebhookStore {
+    /// The oldest events in the outbox.
+    async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError>;
+    /// In one unit of work: removes events from the outbox and stores their deliveries.
+    async fn fan_out(
+        &self,
+        done: Vec<i64>,
+        deliveries: Vec<WebhookDelivery>,
+    ) -> Result<(), StoreError>;
+    /// Pending deliveries due at `now` to enabled endpoints, oldest event first.
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
 }

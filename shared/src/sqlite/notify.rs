@@ -13,7 +13,9 @@ use crate::domain::notify::{
     WebhookEndpoint,
 };
 use crate::domain::TenantId;
-use crate::ports::{Attempt, DeliveryState, Queued, StoreError, WebhookDelivery, WebhookStore};
+use crate::ports::{
+    Attempt, DeliveryState, PolledOutbox, Queued, StoreError, WebhookDelivery, WebhookStore,
+};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
@@ -323,60 +325,8 @@ impl WebhookStore for SqliteBackend {
             .await
     }
 
-    async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        self.readers
-            .run(move |conn| {
-                conn.prepare_cached("SELECT seq, notice FROM notify_outbox ORDER BY seq LIMIT ?1")?
-                    .query_map([limit as i64], |r| {
-                        let json: String = r.get(1)?;
-                        Ok(Queued {
-                            seq: r.get(0)?,
-                            notice: serde_json::from_str(&json).map_err(|_| corrupt("notice"))?,
-                        })
-                    })?
-                    .collect()
-            })
-            .await
-    }
-
-    async fn fan_out(
-        &self,
-        done: Vec<i64>,
-        deliveries: Vec<WebhookDelivery>,
-    ) -> Result<(), StoreError> {
-        let rows = done.len() + deliveries.len();
-        self.writer
-            .run_rows(RANK, rows, move |conn| {
-                for d in &deliveries {
-                    insert_delivery(conn, d)?;
-                }
-                let mut stmt = conn.prepare_cached("DELETE FROM notify_outbox WHERE seq = ?1")?;
-                for seq in &done {
-                    stmt.execute([seq])?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn due_deliveries(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
-             ORDER BY d.next_attempt_at, d.id LIMIT ?2",
-            DELIVERY_COLUMNS
-                .split(", ")
-                .map(|c| format!("d.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.readers
-            .run(move |conn| deliveries_with_attempts(conn, &sql, params![ms(now), limit as i64]))
-            .await
+    async fn save_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError> {
+        self.fan_out(Vec::new(), deliveries).await
     }
 
     async fn record_attempt(
@@ -486,6 +436,65 @@ impl WebhookStore for SqliteBackend {
                 )?;
                 Ok(n as u64)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl PolledOutbox for SqliteBackend {
+    async fn outbox(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT seq, notice FROM notify_outbox ORDER BY seq LIMIT ?1")?
+                    .query_map([limit as i64], |r| {
+                        let json: String = r.get(1)?;
+                        Ok(Queued {
+                            seq: r.get(0)?,
+                            notice: serde_json::from_str(&json).map_err(|_| corrupt("notice"))?,
+                        })
+                    })?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn fan_out(
+        &self,
+        done: Vec<i64>,
+        deliveries: Vec<WebhookDelivery>,
+    ) -> Result<(), StoreError> {
+        let rows = done.len() + deliveries.len();
+        self.writer
+            .run_rows(RANK, rows, move |conn| {
+                for d in &deliveries {
+                    insert_delivery(conn, d)?;
+                }
+                let mut stmt = conn.prepare_cached("DELETE FROM notify_outbox WHERE seq = ?1")?;
+                for seq in &done {
+                    stmt.execute([seq])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
+             ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+            DELIVERY_COLUMNS
+                .split(", ")
+                .map(|c| format!("d.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.readers
+            .run(move |conn| deliveries_with_attempts(conn, &sql, params![ms(now), limit as i64]))
             .await
     }
 }

@@ -1,158 +1,138 @@
-//! The notifier: writes queued events to the outbox, fans each out to the endpoints that want
-//! it (one delivery per endpoint, its body fixed then), and delivers what is due, oldest first
-//! per endpoint, retrying on the schedule until success, 410 Gone, or the schedule's end.
+//! Delivering one event to one endpoint: the body fixed at fan-out, signed per the Standard
+//! Webhooks specification with every secret now signing, POSTed through the address guard,
+//! and the attempt recorded with the endpoint's failure streak (410 or too long a streak turns
+//! it off). The embedded runner and the `notify` function both deliver through [`Notifier`].
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use rand::Rng;
-use tokio::sync::{watch, Notify};
 
-use super::{guard, Snapshot, REFRESH};
+use super::{guard, Snapshot};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::notify::{EndpointId, EventType, Notice, Payload, Subject, WebhookEndpoint};
 use crate::domain::suppression::Scope;
 use crate::engine::Herald;
-use crate::ports::{Attempt, DeliveryState, Queued, WebhookDelivery, WebhookStore};
+use crate::ports::{Attempt, DeliveryState, WebhookDelivery, WebhookStore};
 
-/// Outbox events fanned out per round, and due deliveries taken per round.
-const ROUND: usize = 256;
-/// Endpoints delivered to at once.
-const PARALLEL_ENDPOINTS: usize = 16;
 /// How much of an endpoint's answer is read, and how much of it is kept in the log.
 const BODY_CAP: usize = 4096;
 const EXCERPT: usize = 256;
 
-/// Runs until `shutdown`: the outbox writer and the delivery loop.
-pub async fn run(herald: Arc<Herald>, mut shutdown: watch::Receiver<bool>) {
-    let Some(store) = herald.webhooks.clone() else {
-        return;
-    };
-    let wake = Arc::new(Notify::new());
-    if let Some(rx) = herald.outbox.rx.lock().take() {
-        herald.outbox.running.store(true, Ordering::Release);
-        tokio::spawn(write_outbox(store.clone(), rx, wake.clone()));
-    }
-    let client = guard::client(herald.config.notify.policy, herald.config.notify.timeout);
-    let streaks = Streaks::default();
-    loop {
-        let busy = round(&herald, store.as_ref(), &client, &streaks).await;
-        if *shutdown.borrow() {
-            return;
-        }
-        if !busy {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(herald.config.notify.poll) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-/// Writes what the engine queued to the outbox, many events per write.
-async fn write_outbox(
-    store: Arc<dyn WebhookStore>,
-    mut rx: tokio::sync::mpsc::Receiver<Vec<Notice>>,
-    wake: Arc<Notify>,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < ROUND {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let mut tries = 0;
-        while let Err(e) = store.publish(batch.clone()).await {
-            tries += 1;
-            if tries == 5 {
-                metrics::counter!("herald_webhook_events_dropped_total")
-                    .increment(batch.len() as u64);
-                tracing::error!(error = %e, events = batch.len(), "events not written to the outbox");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-        }
-        wake.notify_one();
-    }
-}
-
 /// Since when each endpoint has failed every delivery (`None`: its last one succeeded). The
 /// notifier's own record, so a streak is not restarted by a snapshot read before it was saved.
 #[derive(Default)]
-struct Streaks(parking_lot::Mutex<std::collections::HashMap<EndpointId, Option<DateTime<Utc>>>>);
+struct Streaks(parking_lot::Mutex<HashMap<EndpointId, Option<DateTime<Utc>>>>);
 
-/// One round: fan out, then deliver what is due. True when there may be more to do now.
-async fn round(
-    herald: &Herald,
-    store: &dyn WebhookStore,
-    client: &reqwest::Client,
-    streaks: &Streaks,
-) -> bool {
-    let Some(snapshot) = herald.refresh_subscriptions(REFRESH).await else {
-        return false;
-    };
-    let fanned = match store.outbox(ROUND).await {
-        Ok(queued) if !queued.is_empty() => fan_out(herald, store, &snapshot, queued).await,
-        Ok(_) => 0,
-        Err(e) => {
-            tracing::warn!(error = %e, "outbox not read");
-            0
-        }
-    };
-    let due = match store.due_deliveries(Utc::now(), ROUND).await {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::warn!(error = %e, "due deliveries not read");
-            Vec::new()
-        }
-    };
-    let delivered = due.len();
-    deliver_all(herald, store, client, &snapshot, due, streaks).await;
-    fanned == ROUND || delivered == ROUND
+/// Delivers events: one per process (embedded) or cold start (the `notify` function).
+pub struct Notifier {
+    client: reqwest::Client,
+    streaks: Streaks,
 }
 
-async fn fan_out(
-    herald: &Herald,
-    store: &dyn WebhookStore,
-    snapshot: &Snapshot,
-    queued: Vec<Queued>,
-) -> usize {
-    let count = queued.len();
-    let mut done = Vec::with_capacity(count);
-    let mut deliveries = Vec::new();
-    for q in queued {
-        done.push(q.seq);
-        let Some((tenant, data)) = payload_data(herald, &q.notice).await else {
-            continue;
+/// What an attempt left the delivery as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub state: DeliveryState,
+    /// When to try again, if pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// False when this attempt turned the endpoint off.
+    pub endpoint_on: bool,
+}
+
+impl Notifier {
+    pub fn new(config: &super::NotifyConfig) -> Notifier {
+        Notifier {
+            client: guard::client(config.policy, config.timeout),
+            streaks: Streaks::default(),
+        }
+    }
+
+    /// One delivery per endpoint that wants the event, each with the body it will always
+    /// have; none when the event's message is gone.
+    pub async fn deliveries_for(
+        &self,
+        herald: &Herald,
+        snapshot: &Snapshot,
+        notice: &Notice,
+    ) -> Vec<WebhookDelivery> {
+        let Some((tenant, data)) = payload_data(herald, notice).await else {
+            return Vec::new();
         };
         let payload = Payload {
-            event_type: q.notice.event_type,
-            timestamp: q.notice.at,
+            event_type: notice.event_type,
+            timestamp: notice.at,
             data,
         };
         let body = serde_json::to_string(&payload).unwrap_or_default();
-        for ep in snapshot.endpoints.iter().filter(|ep| {
-            ep.wants(q.notice.event_type) && tenant.as_ref().is_none_or(|t| *t == ep.tenant)
-        }) {
-            deliveries.push(WebhookDelivery::new(
-                q.notice.id,
-                ep,
-                q.notice.event_type,
-                body.clone(),
-            ));
+        snapshot
+            .endpoints
+            .iter()
+            .filter(|ep| {
+                ep.wants(notice.event_type) && tenant.as_ref().is_none_or(|t| *t == ep.tenant)
+            })
+            .map(|ep| WebhookDelivery::new(notice.id, ep, notice.event_type, body.clone()))
+            .collect()
+    }
+
+    /// One attempt, recorded, with the endpoint's failure streak.
+    pub async fn deliver(
+        &self,
+        herald: &Herald,
+        store: &dyn WebhookStore,
+        ep: &WebhookEndpoint,
+        d: &WebhookDelivery,
+    ) -> Delivered {
+        let cfg = &herald.config.notify;
+        let started = Instant::now();
+        let at = Utc::now();
+        let answer = attempt(&self.client, cfg.policy, ep, d).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let n = d.attempts.len() as u32 + 1;
+        let ok = answer.status.is_some_and(|s| (200..300).contains(&s));
+        let gone = answer.status == Some(410);
+        let retry_in = (!ok && !gone)
+            .then(|| {
+                cfg.retries
+                    .after(n, rand::thread_rng().gen_range(-0.1..=0.1))
+            })
+            .flatten();
+        let (state, next) = match retry_in {
+            _ if ok => (DeliveryState::Succeeded, None),
+            Some(wait) => (
+                DeliveryState::Pending,
+                Some(at + chrono::Duration::from_std(wait).unwrap_or_default()),
+            ),
+            None => (DeliveryState::Failed, None),
+        };
+        let result = if ok {
+            "success"
+        } else if answer.status.is_some() {
+            "rejected"
+        } else {
+            "no_answer"
+        };
+        metrics::counter!("herald_webhook_deliveries_total", "result" => result).increment(1);
+        metrics::histogram!("herald_webhook_delivery_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let record = Attempt {
+            attempt: n,
+            at,
+            status_code: answer.status,
+            latency_ms,
+            excerpt: answer.excerpt,
+        };
+        if let Err(e) = store.record_attempt(d.id, record, state, next).await {
+            tracing::warn!(error = %e, delivery = %d.id, "attempt not recorded; it is made again");
+        }
+        let endpoint_on = note_health(herald, store, ep, ok, gone, &self.streaks).await;
+        Delivered {
+            state,
+            next_attempt_at: next,
+            endpoint_on,
         }
     }
-    if let Err(e) = store.fan_out(done, deliveries).await {
-        tracing::warn!(error = %e, "events not fanned out; tried again next round");
-        return 0;
-    }
-    count
 }
 
 /// The payload's `data`, and whose event it is (`None`: every tenant's).
@@ -191,93 +171,10 @@ async fn payload_data(
     Some((Some(tenant), data))
 }
 
-/// Delivers due deliveries: endpoints side by side, each endpoint's in order.
-async fn deliver_all(
-    herald: &Herald,
-    store: &dyn WebhookStore,
-    client: &reqwest::Client,
-    snapshot: &Snapshot,
-    due: Vec<WebhookDelivery>,
-    streaks: &Streaks,
-) {
-    let mut by_endpoint: BTreeMap<_, Vec<WebhookDelivery>> = BTreeMap::new();
-    for d in due {
-        by_endpoint.entry(d.endpoint).or_default().push(d);
-    }
-    futures::stream::iter(by_endpoint.into_values())
-        .for_each_concurrent(PARALLEL_ENDPOINTS, |group| async move {
-            let Some(ep) = group
-                .first()
-                .and_then(|d| snapshot.endpoints.iter().find(|e| e.id == d.endpoint))
-            else {
-                return;
-            };
-            for d in group {
-                if !deliver_one(herald, store, client, ep, &d, streaks).await {
-                    return;
-                }
-            }
-        })
-        .await;
-}
-
 /// What one attempt came to.
 struct Answer {
     status: Option<u16>,
     excerpt: String,
-}
-
-/// One attempt, recorded. False when the endpoint was turned off by it.
-async fn deliver_one(
-    herald: &Herald,
-    store: &dyn WebhookStore,
-    client: &reqwest::Client,
-    ep: &WebhookEndpoint,
-    d: &WebhookDelivery,
-    streaks: &Streaks,
-) -> bool {
-    let cfg = &herald.config.notify;
-    let started = Instant::now();
-    let at = Utc::now();
-    let answer = attempt(client, cfg.policy, ep, d).await;
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let n = d.attempts.len() as u32 + 1;
-    let ok = answer.status.is_some_and(|s| (200..300).contains(&s));
-    let gone = answer.status == Some(410);
-    let retry_in = (!ok && !gone)
-        .then(|| {
-            cfg.retries
-                .after(n, rand::thread_rng().gen_range(-0.1..=0.1))
-        })
-        .flatten();
-    let (state, next) = match retry_in {
-        _ if ok => (DeliveryState::Succeeded, None),
-        Some(wait) => (
-            DeliveryState::Pending,
-            Some(at + chrono::Duration::from_std(wait).unwrap_or_default()),
-        ),
-        None => (DeliveryState::Failed, None),
-    };
-    let result = if ok {
-        "success"
-    } else if answer.status.is_some() {
-        "rejected"
-    } else {
-        "no_answer"
-    };
-    metrics::counter!("herald_webhook_deliveries_total", "result" => result).increment(1);
-    metrics::histogram!("herald_webhook_delivery_seconds").record(started.elapsed().as_secs_f64());
-    let record = Attempt {
-        attempt: n,
-        at,
-        status_code: answer.status,
-        latency_ms,
-        excerpt: answer.excerpt,
-    };
-    if let Err(e) = store.record_attempt(d.id, record, state, next).await {
-        tracing::warn!(error = %e, delivery = %d.id, "attempt not recorded; it is made again");
-    }
-    note_health(herald, store, ep, ok, gone, streaks).await
 }
 
 /// POSTs the delivery, signed with every secret now signing.

@@ -144,7 +144,7 @@ impl Herald {
             .ok_or(EndpointError::NotFound)?;
         let ep = self.endpoint(tenant, old.endpoint).await?;
         let again = WebhookDelivery::new(old.event_id, &ep, old.event_type, old.payload);
-        store.fan_out(Vec::new(), vec![again.clone()]).await?;
+        store.save_deliveries(vec![again.clone()]).await?;
         Ok(again)
     }
 
@@ -168,7 +168,7 @@ impl Herald {
             .map(|d| WebhookDelivery::new(d.event_id, &ep, d.event_type, d.payload))
             .collect();
         let count = again.len();
-        store.fan_out(Vec::new(), again).await?;
+        store.save_deliveries(again).await?;
         Ok(count)
     }
 }

@@ -9,6 +9,7 @@
 pub mod deliver;
 mod endpoints;
 pub mod guard;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +68,7 @@ pub(crate) struct Subscriptions {
 
 pub(crate) const REFRESH: Duration = Duration::from_secs(2);
 
-pub(crate) struct Snapshot {
+pub struct Snapshot {
     pub endpoints: Vec<WebhookEndpoint>,
     masks: HashMap<TenantId, u32>,
     any: u32,
@@ -259,7 +260,7 @@ impl Herald {
     }
 
     /// Re-reads the enabled endpoints now, or when the last read is older than `max_age`.
-    pub(crate) async fn refresh_subscriptions(&self, max_age: Duration) -> Option<Arc<Snapshot>> {
+    pub async fn refresh_subscriptions(&self, max_age: Duration) -> Option<Arc<Snapshot>> {
         let store = self.webhooks.as_ref()?;
         let current = self.outbox.subscriptions.snapshot.read().clone();
         if let Some(s) = current.as_ref().filter(|s| s.loaded.elapsed() < max_age) {
