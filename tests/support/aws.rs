@@ -20,7 +20,7 @@ use shared::aws::lambda::{self, ColdStart};
 use shared::aws::settings::{Queues, SesSettings, Tables};
 use shared::aws::AwsSettings;
 use shared::domain::{Priority, TenantId};
-use shared::engine::Herald;
+use shared::engine::{EngineConfig, Herald};
 
 /// Where the AWS emulator listens. `scripts/test.sh` starts moto and sets it.
 pub fn endpoint() -> String {
@@ -54,6 +54,7 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     pub dlqs: [String; 5],
     pub bulk_dlq: String,
+    pub notify_dlq: String,
     pub sender: String,
     /// The messages table's stream, as the `stats` function's event-source mapping reads it.
     pub messages_stream: crate::stream::StreamPlayer,
@@ -206,6 +207,22 @@ impl Stack {
                 vec![attr("scope", S), attr("id", S)],
                 vec![],
             ),
+            (
+                "webhook-endpoints",
+                vec![key("tenant", Hash), key("id", Range)],
+                vec![attr("tenant", S), attr("id", S)],
+                vec![],
+            ),
+            (
+                "webhook-deliveries",
+                vec![key("id", Hash)],
+                vec![attr("id", S), attr("endpoint_id", S)],
+                vec![index(
+                    "by_endpoint",
+                    vec![key("endpoint_id", Hash), key("id", Range)],
+                    ProjectionType::All,
+                )],
+            ),
         ];
         for (name, keys, attrs, indexes) in specs {
             // The stats function counts the messages table's changes from its stream.
@@ -236,6 +253,7 @@ impl Stack {
             dlqs[lane.index()] = dlq;
         }
         let (bulk, bulk_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-bulk"), 5).await;
+        let (notify, notify_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-notify"), 12).await;
         let ses = aws_sdk_sesv2::Client::new(&sdk);
         let domain = format!("{prefix}.example.com");
         ses.create_email_identity()
@@ -254,6 +272,7 @@ impl Stack {
             queues: Queues {
                 lanes,
                 bulk: Some(bulk),
+                notify: Some(notify),
             },
             max_receive_count: 5,
             ses: Some(SesSettings {
@@ -275,6 +294,7 @@ impl Stack {
             sqs,
             dlqs,
             bulk_dlq,
+            notify_dlq,
             sender,
         }
     }
@@ -501,10 +521,17 @@ pub struct AwsApi {
 
 impl AwsApi {
     pub async fn start() -> AwsApi {
+        AwsApi::start_tuned(|_| {}).await
+    }
+
+    /// As [`AwsApi::start`], with the engine configuration changed by `tune`.
+    pub async fn start_tuned(tune: impl FnOnce(&mut EngineConfig)) -> AwsApi {
         let stack = Stack::create().await;
         let clients = shared::aws::SdkClients::new(&stack.sdk);
         let stats = shared::aws::SdkClients::new(&stack.sdk);
-        AwsApi::serve(stack, clients, stats).await
+        let mut config = lambda::lambda_engine_config();
+        tune(&mut config);
+        AwsApi::serve_with(stack, clients, stats, config).await
     }
 
     /// Herald's clients count for `herald` on `meter`, and the event-source player's SQS
@@ -531,8 +558,17 @@ impl AwsApi {
         clients: shared::aws::SdkClients,
         stats: shared::aws::SdkClients,
     ) -> AwsApi {
+        AwsApi::serve_with(stack, clients, stats, lambda::lambda_engine_config()).await
+    }
+
+    async fn serve_with(
+        stack: Stack,
+        clients: shared::aws::SdkClients,
+        stats: shared::aws::SdkClients,
+        config: EngineConfig,
+    ) -> AwsApi {
         let stats = shared::aws::AwsBackend::with_clients(stats, &stack.settings);
-        let cold = ColdStart::with_clients(clients, stack.settings.clone()).unwrap();
+        let cold = ColdStart::with_config(clients, stack.settings.clone(), config).unwrap();
         let herald = cold.herald.clone();
         let tenant = TenantId::parse("acme").unwrap();
         let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)

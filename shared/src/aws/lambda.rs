@@ -41,11 +41,14 @@ pub struct ColdStart {
 /// The engine on Lambda: a claim's lease outlives any hand-off (the gateway call times out
 /// first), and the function is long gone before the lane's visibility timeout returns a message.
 pub fn lambda_engine_config() -> EngineConfig {
-    EngineConfig {
+    let mut config = EngineConfig {
         visibility_timeout: Duration::from_secs(60),
         send_timeout: Duration::from_secs(20),
         ..EngineConfig::default()
-    }
+    };
+    // Each warm function scans the endpoints table at most this often.
+    config.notify.subscriptions_refresh = Duration::from_secs(30);
+    config
 }
 
 impl ColdStart {
@@ -66,8 +69,17 @@ impl ColdStart {
         clients: SdkClients,
         settings: AwsSettings,
     ) -> Result<ColdStart, super::SettingsError> {
+        ColdStart::with_config(clients, settings, lambda_engine_config())
+    }
+
+    /// As [`ColdStart::with_clients`], with an engine configuration of the caller's (tests).
+    pub fn with_config(
+        clients: SdkClients,
+        settings: AwsSettings,
+        config: EngineConfig,
+    ) -> Result<ColdStart, super::SettingsError> {
         let backend = AwsBackend::with_clients(clients, &settings);
-        let herald = Arc::new(backend.herald(&settings, lambda_engine_config())?);
+        let herald = Arc::new(backend.herald(&settings, config)?);
         Ok(ColdStart {
             settings,
             backend,

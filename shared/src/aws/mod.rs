@@ -8,6 +8,8 @@ pub mod sqs;
 
 #[cfg(feature = "lambda")]
 pub mod lambda;
+#[cfg(feature = "lambda")]
+pub mod notify_function;
 
 use std::sync::Arc;
 
@@ -116,8 +118,12 @@ impl AwsBackend {
                 health: self.store.clone(),
                 inbound: self.store.clone(),
                 audit: self.store.clone(),
-                // Webhooks out are not on AWS yet: their endpoints answer 501 there.
-                webhooks: None,
+                // Functions deployed without the endpoints table announce nothing.
+                webhooks: settings
+                    .tables
+                    .webhook_endpoints
+                    .is_some()
+                    .then(|| self.store.clone() as Arc<dyn crate::ports::WebhookStore>),
             },
             gateways,
             config,

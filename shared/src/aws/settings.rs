@@ -24,6 +24,9 @@ pub struct Tables {
     pub inbound: Option<String>,
     /// The audit log.
     pub audit: Option<String>,
+    /// Tenants' webhook endpoints, and their deliveries with attempts.
+    pub webhook_endpoints: Option<String>,
+    pub webhook_deliveries: Option<String>,
 }
 
 /// The lane queues (P0..P4) and the bulk queue.
@@ -31,6 +34,8 @@ pub struct Tables {
 pub struct Queues {
     pub lanes: [Option<String>; 5],
     pub bulk: Option<String>,
+    /// Events and deliveries for the `notify` function (webhooks out).
+    pub notify: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +89,9 @@ pub const RATE_LIMITS_TABLE: &str = "HERALD_RATE_LIMITS_TABLE";
 pub const HEALTH_TABLE: &str = "HERALD_HEALTH_TABLE";
 pub const INBOUND_TABLE: &str = "HERALD_INBOUND_TABLE";
 pub const AUDIT_TABLE: &str = "HERALD_AUDIT_TABLE";
+pub const WEBHOOK_ENDPOINTS_TABLE: &str = "HERALD_WEBHOOK_ENDPOINTS_TABLE";
+pub const WEBHOOK_DELIVERIES_TABLE: &str = "HERALD_WEBHOOK_DELIVERIES_TABLE";
+pub const NOTIFY_QUEUE_URL: &str = "HERALD_NOTIFY_QUEUE_URL";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
@@ -153,10 +161,13 @@ impl AwsSettings {
                 health: get(HEALTH_TABLE),
                 inbound: get(INBOUND_TABLE),
                 audit: get(AUDIT_TABLE),
+                webhook_endpoints: get(WEBHOOK_ENDPOINTS_TABLE),
+                webhook_deliveries: get(WEBHOOK_DELIVERIES_TABLE),
             },
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
                 bulk: get(BULK_QUEUE_URL),
+                notify: get(NOTIFY_QUEUE_URL),
             },
             max_receive_count: number("HERALD_MAX_RECEIVE_COUNT", 5)?.clamp(1, 1000) as u32,
             ses,
@@ -212,6 +223,8 @@ impl Tables {
             health: name("health"),
             inbound: name("inbound"),
             audit: name("audit"),
+            webhook_endpoints: name("webhook-endpoints"),
+            webhook_deliveries: name("webhook-deliveries"),
         }
     }
 }

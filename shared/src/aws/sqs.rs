@@ -15,7 +15,7 @@ use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::settings::{required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS};
+use super::settings::{required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS, NOTIFY_QUEUE_URL};
 use crate::domain::{Priority, TenantId};
 use crate::ports::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
 
@@ -31,7 +31,7 @@ const BATCH: usize = 10;
 /// SQS delays a message at most 15 minutes.
 const MAX_DELAY: Duration = Duration::from_secs(900);
 /// SQS keeps a message invisible at most 12 hours after its receive.
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
 const CONCURRENCY: usize = 8;
 
 pub struct SqsLanes {
@@ -45,6 +45,19 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     StoreError::Unavailable(format!("sqs {op}: {}", DisplayErrorContext(e)))
+}
+
+/// What the notify queue carries: an event to fan out, or one delivery to attempt.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NotifyMessage {
+    Event {
+        notice: crate::domain::notify::Notice,
+    },
+    Delivery {
+        id: crate::domain::notify::DeliveryId,
+        tenant: crate::domain::TenantId,
+    },
 }
 
 /// How long SQS should hold a new entry back so it is not received before `not_before`.
@@ -96,16 +109,27 @@ impl SqsLanes {
 
     async fn send_batch(&self, url: &str, refs: &[LaneRef]) -> Result<(), StoreError> {
         let now = Utc::now();
-        let mut entries: Vec<SendMessageBatchRequestEntry> = refs
+        let bodies = refs
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
+            .map(|r| {
                 let body = serde_json::to_string(r)
                     .map_err(|e| StoreError::Corrupt(format!("lane entry: {e}")))?;
+                Ok((body, delay_until(r.not_before, now)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.send_bodies(url, bodies).await
+    }
+
+    /// Sends up to ten bodies, each with its delay in seconds, retrying entries SQS refused.
+    async fn send_bodies(&self, url: &str, bodies: Vec<(String, i32)>) -> Result<(), StoreError> {
+        let mut entries: Vec<SendMessageBatchRequestEntry> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, (body, delay))| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(body)
-                    .delay_seconds(delay_until(r.not_before, now))
+                    .delay_seconds(delay)
                     .build()
                     .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
             })
@@ -132,6 +156,44 @@ impl SqsLanes {
             "sqs SendMessageBatch: {} entries refused after retries",
             entries.len()
         )))
+    }
+
+    /// Puts events and deliveries on the notify queue for the `notify` function.
+    pub async fn publish_notify(&self, messages: Vec<NotifyMessage>) -> Result<(), StoreError> {
+        let url = required(&self.queues.notify, NOTIFY_QUEUE_URL)?;
+        let bodies = messages
+            .iter()
+            .map(|m| {
+                let body = serde_json::to_string(m)
+                    .map_err(|e| StoreError::Corrupt(format!("notify entry: {e}")))?;
+                Ok((body, 0))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let chunks: Vec<Vec<(String, i32)>> = bodies.chunks(BATCH).map(<[_]>::to_vec).collect();
+        let calls: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| self.send_bodies(url, chunk))
+            .collect();
+        futures::stream::iter(calls)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Hides a notify entry for `wait` (at most 12 hours, SQS's limit): a delivery's retry.
+    pub async fn hold_notify(&self, receipt: &str, wait: Duration) -> Result<(), StoreError> {
+        let url = required(&self.queues.notify, NOTIFY_QUEUE_URL)?;
+        let secs = wait.as_secs().clamp(0, MAX_VISIBILITY.as_secs()) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| unavailable("ChangeMessageVisibility", e))?;
+        Ok(())
     }
 
     /// Puts a stored bulk job on the bulk queue for the `enqueue` function.

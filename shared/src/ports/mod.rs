@@ -21,7 +21,9 @@ pub use gateway::{
 pub use health::HealthStore;
 pub use inbound::InboundStore;
 pub use limits::{Grant, RateLimiter};
-pub use notify::{Attempt, DeliveryState, PolledOutbox, Queued, WebhookDelivery, WebhookStore};
+pub use notify::{
+    Attempt, DeliveryState, EndpointRecord, PolledOutbox, Queued, WebhookDelivery, WebhookStore,
+};
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;

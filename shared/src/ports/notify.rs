@@ -3,11 +3,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::StoreError;
-use crate::domain::notify::{DeliveryId, EndpointId, EventId, EventType, Notice, WebhookEndpoint};
+use crate::domain::notify::{
+    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, SigningSecret,
+    WebhookEndpoint,
+};
 use crate::domain::TenantId;
 
 /// Where a delivery stands.
@@ -38,7 +41,7 @@ impl DeliveryState {
 }
 
 /// One try at a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     /// 1 for the first try.
     pub attempt: u32,
@@ -88,6 +91,75 @@ impl WebhookDelivery {
             next_attempt_at: Some(now),
             attempts: Vec::new(),
         }
+    }
+}
+
+/// An endpoint as both backends store it: the domain type's fields in their plain forms, as
+/// JSON beside its id and tenant.
+#[derive(Serialize, Deserialize)]
+pub struct EndpointRecord {
+    url: String,
+    event_types: Vec<EventType>,
+    description: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    secrets: Vec<(String, Option<i64>)>,
+    failing_since: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl EndpointRecord {
+    pub fn of(ep: &WebhookEndpoint) -> EndpointRecord {
+        let ms = |t: DateTime<Utc>| t.timestamp_millis();
+        EndpointRecord {
+            url: ep.url.as_str().to_owned(),
+            event_types: ep.event_types.clone(),
+            description: ep.description.clone(),
+            enabled: ep.enabled,
+            disabled_reason: ep.disabled_reason.clone(),
+            secrets: ep
+                .secrets
+                .iter()
+                .map(|s| (s.secret.expose().to_owned(), s.expires_at.map(ms)))
+                .collect(),
+            failing_since: ep.failing_since.map(ms),
+            created_at: ms(ep.created_at),
+            updated_at: ms(ep.updated_at),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The endpoint stored as `json` under `id` and `tenant`; the error names the bad field.
+    pub fn read(id: &str, tenant: &str, json: &str) -> Result<WebhookEndpoint, String> {
+        let at = |v: i64| DateTime::from_timestamp_millis(v).unwrap_or_default();
+        let r: EndpointRecord = serde_json::from_str(json).map_err(|_| "endpoint".to_owned())?;
+        let secrets = r
+            .secrets
+            .into_iter()
+            .map(|(secret, expires)| {
+                Ok(EndpointSecret {
+                    secret: SigningSecret::from_stored(secret).ok_or("secret")?,
+                    expires_at: expires.map(at),
+                })
+            })
+            .collect::<Result<_, &str>>()?;
+        Ok(WebhookEndpoint {
+            id: EndpointId::parse(id).ok_or("endpoint id")?,
+            tenant: TenantId::parse(tenant).map_err(|_| "tenant")?,
+            url: EndpointUrl::parse(&r.url).map_err(|_| "url")?,
+            event_types: r.event_types,
+            description: r.description,
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            secrets,
+            failing_since: r.failing_since.map(at),
+            created_at: at(r.created_at),
+            updated_at: at(r.updated_at),
+        })
     }
 }
 

@@ -5,16 +5,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
 
 use super::{from_ms, ms, SqliteBackend};
-use crate::domain::notify::{
-    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, SigningSecret,
-    WebhookEndpoint,
-};
+use crate::domain::notify::{DeliveryId, EndpointId, EventId, EventType, Notice, WebhookEndpoint};
 use crate::domain::TenantId;
 use crate::ports::{
-    Attempt, DeliveryState, PolledOutbox, Queued, StoreError, WebhookDelivery, WebhookStore,
+    Attempt, DeliveryState, EndpointRecord, PolledOutbox, Queued, StoreError, WebhookDelivery,
+    WebhookStore,
 };
 
 pub(super) const SCHEMA: &str = "
@@ -51,20 +48,6 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
 ) WITHOUT ROWID;
 ";
 
-/// An endpoint as stored: the domain type's fields in their plain forms.
-#[derive(Serialize, Deserialize)]
-struct StoredEndpoint {
-    url: String,
-    event_types: Vec<EventType>,
-    description: String,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    secrets: Vec<(String, Option<i64>)>,
-    failing_since: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         0,
@@ -74,50 +57,12 @@ fn corrupt(what: &str) -> rusqlite::Error {
 }
 
 fn to_json(ep: &WebhookEndpoint) -> String {
-    let stored = StoredEndpoint {
-        url: ep.url.as_str().to_owned(),
-        event_types: ep.event_types.clone(),
-        description: ep.description.clone(),
-        enabled: ep.enabled,
-        disabled_reason: ep.disabled_reason.clone(),
-        secrets: ep
-            .secrets
-            .iter()
-            .map(|s| (s.secret.expose().to_owned(), s.expires_at.map(ms)))
-            .collect(),
-        failing_since: ep.failing_since.map(ms),
-        created_at: ms(ep.created_at),
-        updated_at: ms(ep.updated_at),
-    };
-    serde_json::to_string(&stored).unwrap_or_default()
+    EndpointRecord::of(ep).to_json()
 }
 
 fn endpoint_row(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
     let (id, tenant, json): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-    let s: StoredEndpoint = serde_json::from_str(&json).map_err(|_| corrupt("endpoint"))?;
-    let secrets = s
-        .secrets
-        .into_iter()
-        .map(|(secret, expires)| {
-            Ok(EndpointSecret {
-                secret: SigningSecret::from_stored(secret).ok_or_else(|| corrupt("secret"))?,
-                expires_at: expires.map(from_ms),
-            })
-        })
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(WebhookEndpoint {
-        id: EndpointId::parse(&id).ok_or_else(|| corrupt("endpoint id"))?,
-        tenant: TenantId::parse(&tenant).map_err(|_| corrupt("tenant"))?,
-        url: EndpointUrl::parse(&s.url).map_err(|_| corrupt("url"))?,
-        event_types: s.event_types,
-        description: s.description,
-        enabled: s.enabled,
-        disabled_reason: s.disabled_reason,
-        secrets,
-        failing_since: s.failing_since.map(from_ms),
-        created_at: from_ms(s.created_at),
-        updated_at: from_ms(s.updated_at),
-    })
+    EndpointRecord::read(&id, &tenant, &json).map_err(|e| corrupt(&e))
 }
 
 const DELIVERY_COLUMNS: &str =

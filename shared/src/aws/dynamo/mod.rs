@@ -13,6 +13,7 @@ mod inbound;
 pub(crate) mod item;
 mod limits;
 mod messages;
+mod notify;
 mod parked;
 mod search;
 mod suppressions;

@@ -43,6 +43,8 @@ pub struct NotifyConfig {
     /// How often the notifier looks for due retries when nothing wakes it.
     pub poll: Duration,
     pub max_endpoints_per_tenant: usize,
+    /// How stale the list of who wants which events may be (each process keeps its own).
+    pub subscriptions_refresh: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -55,18 +57,17 @@ impl Default for NotifyConfig {
             disable_after: Duration::from_secs(3 * 24 * 3600),
             poll: Duration::from_millis(500),
             max_endpoints_per_tenant: 20,
+            subscriptions_refresh: Duration::from_secs(2),
         }
     }
 }
 
 /// Which tenants want which event types: every enabled endpoint, read at most every
-/// [`REFRESH`] (and at once after a change through this process's API).
+/// `subscriptions_refresh` (and at once after a change through this process's API).
 #[derive(Default)]
 pub(crate) struct Subscriptions {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
 }
-
-pub(crate) const REFRESH: Duration = Duration::from_secs(2);
 
 pub struct Snapshot {
     pub endpoints: Vec<WebhookEndpoint>,
@@ -135,7 +136,7 @@ impl Herald {
     /// outbox and this returns at once.
     pub async fn notify(&self, notices: Vec<Notice>) {
         let Some(store) = &self.webhooks else { return };
-        let snapshot = self.outbox.subscriptions.snapshot.read().clone();
+        let snapshot = self.current_subscriptions().await;
         let wanted: Vec<Notice> = match snapshot {
             Some(s) => notices.into_iter().filter(|n| s.wants(n)).collect(),
             // Not read yet: keep everything, the fan-out drops what nobody wants.
@@ -210,7 +211,7 @@ impl Herald {
         at: DateTime<Utc>,
         detail: &serde_json::Value,
     ) {
-        if self.nobody_listens() {
+        if self.nobody_listens().await {
             return;
         }
         if let Some(n) = Notice::of_message(tenant.cloned(), id, kind, at, detail.clone()) {
@@ -225,7 +226,7 @@ impl Herald {
         transitions: &[Transition],
         outcomes: &[TransitionOutcome],
     ) {
-        if self.nobody_listens() {
+        if self.nobody_listens().await {
             return;
         }
         let notices: Vec<Notice> = transitions
@@ -248,15 +249,22 @@ impl Herald {
     }
 
     /// True when no endpoint wants any event: the send path's only cost of webhooks.
-    fn nobody_listens(&self) -> bool {
+    async fn nobody_listens(&self) -> bool {
         self.webhooks.is_none()
             || self
-                .outbox
-                .subscriptions
-                .snapshot
-                .read()
-                .as_ref()
+                .current_subscriptions()
+                .await
                 .is_some_and(|s| s.any == 0)
+    }
+
+    /// Who wants what: as the embedded notifier keeps it, or read when older than
+    /// `subscriptions_refresh` where no notifier runs beside the engine (Lambda).
+    async fn current_subscriptions(&self) -> Option<Arc<Snapshot>> {
+        if self.outbox.running.load(Ordering::Acquire) {
+            return self.outbox.subscriptions.snapshot.read().clone();
+        }
+        self.refresh_subscriptions(self.config.notify.subscriptions_refresh)
+            .await
     }
 
     /// Re-reads the enabled endpoints now, or when the last read is older than `max_age`.

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
 use super::deliver::Notifier;
-use super::{Snapshot, REFRESH};
+use super::Snapshot;
 use crate::domain::notify::Notice;
 use crate::engine::Herald;
 use crate::ports::{PolledOutbox, Queued, WebhookDelivery, WebhookStore};
@@ -87,7 +87,10 @@ async fn round(
     outbox: &dyn PolledOutbox,
     notifier: &Notifier,
 ) -> bool {
-    let Some(snapshot) = herald.refresh_subscriptions(REFRESH).await else {
+    let Some(snapshot) = herald
+        .refresh_subscriptions(herald.config.notify.subscriptions_refresh)
+        .await
+    else {
         return false;
     };
     let fanned = match outbox.outbox(ROUND).await {

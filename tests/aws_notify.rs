@@ -1,0 +1,172 @@
+//! Webhooks out on AWS (moto): endpoints through the API over DynamoDB, events queued on the
+//! notify queue by the API and the dispatcher, and the `notify` function's handler played over
+//! that queue: it delivers (verified by the Python `standardwebhooks` package), retries by
+//! hiding the entry, and a delivery out of retries ends in the DLQ.
+
+use std::time::Duration;
+
+use herald_tests::aws::AwsApi;
+use herald_tests::receiver::Receiver;
+use reqwest::Method;
+use serde_json::{json, Value};
+use shared::aws::notify_function;
+use shared::domain::notify::RetrySchedule;
+use shared::domain::Priority;
+use shared::engine::notify::deliver::Notifier;
+
+async fn api() -> AwsApi {
+    AwsApi::start_tuned(|c| {
+        c.notify.policy.allow_loopback = true;
+        c.notify.retries = RetrySchedule(vec![Duration::from_secs(1); 2]);
+        c.notify.timeout = Duration::from_secs(2);
+        c.notify.subscriptions_refresh = Duration::ZERO;
+    })
+    .await
+}
+
+fn notify_url(api: &AwsApi) -> String {
+    api.stack
+        .settings
+        .queues
+        .notify
+        .clone()
+        .expect("notify queue")
+}
+
+/// Plays the notify queue into the function's handler until `done`, or fails after 30 s.
+async fn play_until(api: &AwsApi, notifier: &Notifier, what: &str, done: impl Fn() -> bool) {
+    let url = notify_url(api);
+    for _ in 0..150 {
+        if done() {
+            return;
+        }
+        let polled = api
+            .stack
+            .poll_once(&url, 10, |event| async {
+                notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
+            })
+            .await;
+        if polled.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    panic!("the notify queue never got to {what}");
+}
+
+async fn endpoint(api: &AwsApi, url: &str, types: &[&str]) -> Value {
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Some(json!({ "url": url, "event_types": types })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_notify_function_delivers_signed_events_and_retries() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let rx = Receiver::start("500");
+    let ep = endpoint(&api, &rx.url, &["message.queued", "message.sent"]).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let id = api
+        .send(
+            json!({"channel": "email", "priority": "P1", "to": "ann@example.com",
+                     "subject": "Hi", "body": "x", "external_id": "ext-9"}),
+        )
+        .await;
+    api.drain(Priority::P1).await;
+    let of = |t: &str| {
+        rx.requests()
+            .into_iter()
+            .filter(|r| r["body"]["type"] == t && r["body"]["data"]["message_id"] == id.as_str())
+            .collect::<Vec<_>>()
+    };
+    play_until(&api, &notifier, "queued and sent answered 200", || {
+        ["message.queued", "message.sent"]
+            .iter()
+            .all(|t| of(t).iter().any(|r| r["answered"] == 200))
+    })
+    .await;
+    for t in ["message.queued", "message.sent"] {
+        for r in of(t) {
+            assert_eq!(r["verified_by"], json!([0]), "{r}");
+            assert_eq!(r["body"]["data"]["external_id"], "ext-9");
+        }
+    }
+    // The first try got the 500: it was retried with the same webhook-id.
+    let tries: Vec<Value> = rx.requests();
+    assert_eq!(tries[0]["answered"], 500);
+    let retried = tries[1..]
+        .iter()
+        .any(|r| r["webhook_id"] == tries[0]["webhook_id"] && r["answered"] == 200);
+    assert!(retried, "{tries:#?}");
+
+    let ep_id = ep["id"].as_str().expect("id");
+    let (status, page) = api
+        .call(
+            Method::GET,
+            &format!("/v1/webhook-endpoints/{ep_id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{page}");
+    assert!(items.iter().all(|d| d["state"] == "succeeded"), "{page}");
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_retries_ends_in_the_dlq() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let down = Receiver::start("500,500,500,500,500,500,500,500,500,500");
+    let ep = endpoint(&api, &down.url, &["message.queued"]).await;
+    // Few receives, so the DLQ is reached soon after the schedule's last try.
+    api.stack.allow_receives(&notify_url(&api), 4).await;
+    api.send(
+        json!({"channel": "email", "priority": "P1", "to": "bo@example.com",
+                    "subject": "Hi", "body": "x"}),
+    )
+    .await;
+    let dlq = api.stack.notify_dlq.clone();
+    let in_dlq = || async { api.stack.queue_count(&dlq).await };
+    for _ in 0..60 {
+        if in_dlq().await > 0 {
+            break;
+        }
+        let url = notify_url(&api);
+        let polled = api
+            .stack
+            .poll_once(&url, 10, |event| async {
+                notify_function::notify(&api.herald, &api.cold.backend.lanes, &notifier, event)
+                    .await
+            })
+            .await;
+        if polled.is_none() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert_eq!(in_dlq().await, 1, "the delivery is in the DLQ");
+    assert_eq!(
+        down.requests().len(),
+        3,
+        "three tries: the first and two retries"
+    );
+    let ep_id = ep["id"].as_str().expect("id");
+    let (_, page) = api
+        .call(
+            Method::GET,
+            &format!("/v1/webhook-endpoints/{ep_id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(page["items"][0]["state"], "failed", "{page}");
+    assert_eq!(
+        page["items"][0]["attempts"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
