@@ -170,3 +170,37 @@ async fn a_delivery_out_of_retries_ends_in_the_dlq() {
         Some(3)
     );
 }
+
+fn sample(name: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events/notify")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("sample event");
+    serde_json::from_str(&text).expect("an SQS event")
+}
+
+#[tokio::test]
+async fn sample_events_are_handled_and_poison_is_left_for_the_dlq() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let lanes = &api.cold.backend.lanes;
+    // An event whose message is not stored (nor any endpoint): nothing to deliver, done.
+    let done = notify_function::notify(&api.herald, lanes, &notifier, sample("event.json")).await;
+    assert!(
+        done.batch_item_failures.is_empty(),
+        "{:?}",
+        done.batch_item_failures
+    );
+    // A delivery that is not stored (deleted with its endpoint): done.
+    let gone =
+        notify_function::notify(&api.herald, lanes, &notifier, sample("delivery.json")).await;
+    assert!(gone.batch_item_failures.is_empty());
+    let poison =
+        notify_function::notify(&api.herald, lanes, &notifier, sample("poison.json")).await;
+    let failed: Vec<_> = poison
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["7d2a9e3c-af5b-4a4c-9d8e-3f4a5b6c7d8e"]);
+}
