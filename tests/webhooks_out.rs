@@ -101,6 +101,20 @@ async fn deliveries_verify_with_an_independent_implementation_through_a_secret_r
     assert_eq!(after["verified_by"], json!([0, 1]), "{after}");
     assert_eq!(after["signatures"].as_array().map(Vec::len), Some(2));
 
+    // Both changes are in the audit log, by the key that made them, without the secret.
+    for action in [
+        "webhook_endpoint.created",
+        "webhook_endpoint.secret_rotated",
+    ] {
+        let audit = s.get(&format!("/v1/audit?action={action}")).await.body;
+        assert_eq!(audit["items"][0]["target"], ep_id, "{action}: {audit}");
+        assert!(audit["items"][0]["actor"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("key:"));
+        assert!(!audit.to_string().contains(&second[6..]), "{audit}");
+    }
+
     // The secret is never shown again.
     for path in [
         "/v1/webhook-endpoints".to_owned(),
