@@ -238,11 +238,7 @@ impl WebhookStore for SqliteBackend {
                     )
                     .optional()?;
                 let Some(mut ep) = found else { return Ok(()) };
-                // A streak runs from its first failure, whoever noted it first.
-                ep.failing_since = failing_since.map(|t| ep.failing_since.map_or(t, |s| s.min(t)));
-                if let Some(reason) = &disable {
-                    ep.disable(reason, Utc::now());
-                }
+                ep.note_health(failing_since, disable.as_deref(), Utc::now());
                 conn.execute(
                     "UPDATE webhook_endpoints SET enabled = ?2, endpoint = ?3 WHERE id = ?1",
                     params![id, ep.enabled, to_json(&ep)],

@@ -243,10 +243,7 @@ impl WebhookStore for DynamoStore {
         let Some(mut ep) = self.endpoint(tenant, id).await? else {
             return Ok(());
         };
-        ep.failing_since = failing_since.map(|t| ep.failing_since.map_or(t, |s| s.min(t)));
-        if let Some(reason) = &disable {
-            ep.disable(reason, Utc::now());
-        }
+        ep.note_health(failing_since, disable.as_deref(), Utc::now());
         self.put_endpoint(&ep).await
     }
 

@@ -197,6 +197,20 @@ impl WebhookEndpoint {
         self.updated_at = now;
     }
 
+    /// Notes a delivery's result: failing since when (`None`: it succeeded; a streak runs
+    /// from its first failure, whoever noted it first), and, when Herald turns it off, why.
+    pub fn note_health(
+        &mut self,
+        failing_since: Option<DateTime<Utc>>,
+        disable: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        self.failing_since = failing_since.map(|t| self.failing_since.map_or(t, |s| s.min(t)));
+        if let Some(reason) = disable {
+            self.disable(reason, now);
+        }
+    }
+
     /// Herald turns the endpoint off, saying why.
     pub fn disable(&mut self, reason: &str, now: DateTime<Utc>) {
         self.enabled = false;
