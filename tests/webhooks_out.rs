@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use herald_tests::receiver::Receiver;
-use herald_tests::shared::domain::notify::RetrySchedule;
+use herald_tests::shared::domain::notify::{self, RetrySchedule};
+use herald_tests::shared::ports::WebhookDelivery;
 use herald_tests::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -403,5 +404,57 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_and_announced() {
     assert_eq!(reqs[0]["verified_by"], json!([0]));
     let tries = down.requests().len();
     assert!((2..=4).contains(&tries), "{tries} tries before the limit");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
+    let s = server().await;
+    // Each request to `hanging` takes 3 s, three times the delivery timeout.
+    let hanging = Receiver::start("sleep,sleep,sleep,sleep,sleep,sleep,sleep,sleep");
+    let healthy = Receiver::start("");
+    let ep = endpoint(&s, &hanging.url, &["message.queued"]).await;
+    let other = s.new_key("globex").await;
+    let r = s
+        .post_with(
+            "/v1/webhook-endpoints",
+            &other,
+            &[],
+            &json!({ "url": healthy.url, "event_types": ["message.queued"] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Five of acme's deliveries due at once.
+    let store = s.embedded.herald.webhooks.clone().expect("webhook store");
+    let acme = herald_tests::shared::domain::TenantId::parse("acme").expect("tenant");
+    let ep_id = notify::EndpointId::parse(ep["id"].as_str().expect("id")).expect("endpoint id");
+    let stored = store
+        .endpoint(&acme, ep_id)
+        .await
+        .expect("read")
+        .expect("endpoint");
+    let due = (0..5)
+        .map(|_| {
+            let t = notify::EventType::MessageQueued;
+            WebhookDelivery::new(notify::EventId::new(), &stored, t, "{}".into())
+        })
+        .collect();
+    store.save_deliveries(due).await.expect("save");
+    tokio::time::sleep(Duration::from_millis(200)).await; // acme's deliveries are under way
+    let r = s
+        .post_with(
+            "/v1/messages",
+            &other,
+            &[],
+            &json!({"channel": "email", "priority": "P1", "to": "v@example.com",
+                    "subject": "Hi", "body": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    healthy.wait_for("globex's event", |r| !r.is_empty()).await;
+    assert!(
+        hanging.requests().is_empty(),
+        "globex's event waited for acme's hanging endpoint"
+    );
     s.stop().await;
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
+use futures::StreamExt;
 
 use super::lambda::{init_tracing, ColdStart};
 use super::sqs::NotifyMessage;
@@ -47,15 +48,25 @@ pub async fn notify(
         }
         return response;
     };
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let fate = match handle(herald, store.as_ref(), lanes, notifier, &snapshot, &record).await {
-            Ok(fate) => fate,
-            Err(e) => {
-                tracing::warn!(sqs_message_id = %id, error = %e, "notify entry not handled; it comes back");
-                Fate::Keep
+    // All at once: a slow endpoint (up to the delivery timeout) delays no other record.
+    let fates: Vec<(String, Fate)> = futures::stream::iter(event.records)
+        .map(|record| {
+            let (store, snapshot) = (store.clone(), snapshot.clone());
+            async move {
+                let id = record.message_id.clone().unwrap_or_default();
+                let handled =
+                    handle(herald, store.as_ref(), lanes, notifier, &snapshot, &record).await;
+                let fate = handled.unwrap_or_else(|e| {
+                    tracing::warn!(sqs_message_id = %id, error = %e, "notify entry not handled; it comes back");
+                    Fate::Keep
+                });
+                (id, fate)
             }
-        };
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    for (id, fate) in fates {
         if let Fate::Keep = fate {
             response.add_failure(id);
         }

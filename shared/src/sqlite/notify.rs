@@ -133,6 +133,10 @@ fn insert_delivery(conn: &Connection, d: &WebhookDelivery) -> rusqlite::Result<(
     Ok(())
 }
 
+/// How many due deliveries a round looks at, and takes at most per endpoint.
+const DUE_WINDOW: usize = 5000;
+const DUE_PER_ENDPOINT: usize = 8;
+
 /// Rank of webhook writes: behind every lane, as the audit log's.
 const RANK: usize = super::pool::OUTCOMES_RANK;
 
@@ -424,15 +428,15 @@ impl PolledOutbox for SqliteBackend {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        // At most a few per endpoint, so one endpoint's backlog cannot fill every round.
         let sql = format!(
-            "SELECT {} FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
-             ORDER BY d.next_attempt_at, d.id LIMIT ?2",
-            DELIVERY_COLUMNS
-                .split(", ")
-                .map(|c| format!("d.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "SELECT {DELIVERY_COLUMNS} FROM ( \
+               SELECT d.*, ROW_NUMBER() OVER \
+                 (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS nth \
+               FROM (SELECT * FROM webhook_deliveries WHERE state = 'pending' \
+                     AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT {DUE_WINDOW}) d \
+               JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE e.enabled = 1) \
+             WHERE nth <= {DUE_PER_ENDPOINT} ORDER BY next_attempt_at, id LIMIT ?2"
         );
         self.readers
             .run(move |conn| deliveries_with_attempts(conn, &sql, params![ms(now), limit as i64]))

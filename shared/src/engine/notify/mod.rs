@@ -137,7 +137,7 @@ impl Herald {
     pub async fn notify(&self, notices: Vec<Notice>) {
         let Some(store) = &self.webhooks else { return };
         let snapshot = self.current_subscriptions().await;
-        let wanted: Vec<Notice> = match snapshot {
+        let mut wanted: Vec<Notice> = match snapshot {
             Some(s) => notices.into_iter().filter(|n| s.wants(n)).collect(),
             // Not read yet: keep everything, the fan-out drops what nobody wants.
             None => notices,
@@ -147,14 +147,17 @@ impl Herald {
         }
         metrics::counter!("herald_webhook_events_total").increment(wanted.len() as u64);
         if self.outbox.running.load(Ordering::Acquire) {
-            if self.outbox.tx.send(wanted).await.is_ok() {
-                return;
+            match self.outbox.tx.send(wanted).await {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(back)) => {
+                    tracing::warn!("the notifier stopped; writing events to the outbox directly");
+                    wanted = back;
+                }
             }
-            tracing::warn!("the notifier stopped; writing events to the outbox directly");
-            return;
         }
+        let count = wanted.len() as u64;
         if let Err(e) = store.publish(wanted).await {
-            metrics::counter!("herald_webhook_events_dropped_total").increment(1);
+            metrics::counter!("herald_webhook_events_dropped_total").increment(count);
             tracing::error!(error = %e, "events not written to the outbox");
         }
     }

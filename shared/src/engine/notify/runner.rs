@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use chrono::Utc;
-use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
 use super::deliver::Notifier;
 use super::Snapshot;
-use crate::domain::notify::Notice;
+use crate::domain::notify::{EndpointId, Notice};
 use crate::engine::Herald;
-use crate::ports::{PolledOutbox, Queued, WebhookDelivery, WebhookStore};
+use crate::ports::{DeliveryState, PolledOutbox, Queued, WebhookDelivery, WebhookStore};
 
 /// Outbox events fanned out per round, and due deliveries taken per round.
 const ROUND: usize = 256;
@@ -36,9 +37,13 @@ pub async fn run(
         herald.outbox.running.store(true, Ordering::Release);
         tokio::spawn(write_outbox(store.clone(), rx, wake.clone()));
     }
-    let notifier = Notifier::new(&herald.config.notify);
+    let workers = Workers {
+        notifier: Arc::new(Notifier::new(&herald.config.notify)),
+        busy: Default::default(),
+        permits: Arc::new(tokio::sync::Semaphore::new(PARALLEL_ENDPOINTS)),
+    };
     loop {
-        let busy = round(&herald, store.as_ref(), outbox.as_ref(), &notifier).await;
+        let busy = round(&herald, &store, outbox.as_ref(), &workers).await;
         if *shutdown.borrow() {
             return;
         }
@@ -80,12 +85,22 @@ async fn write_outbox(
     }
 }
 
-/// One round: fan out, then deliver what is due. True when there may be more to do now.
+/// Who delivers: a task per endpoint with due deliveries, at most [`PARALLEL_ENDPOINTS`] at
+/// once, and never two for one endpoint. A round does not wait for them, so a slow or dead
+/// endpoint holds up its own deliveries only.
+struct Workers {
+    notifier: Arc<Notifier>,
+    busy: Arc<parking_lot::Mutex<HashSet<EndpointId>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// One round: fan out, then hand what is due to the endpoints' tasks. True when there may be
+/// more to do now.
 async fn round(
-    herald: &Herald,
-    store: &dyn WebhookStore,
+    herald: &Arc<Herald>,
+    store: &Arc<dyn WebhookStore>,
     outbox: &dyn PolledOutbox,
-    notifier: &Notifier,
+    workers: &Workers,
 ) -> bool {
     let Some(snapshot) = herald
         .refresh_subscriptions(herald.config.notify.subscriptions_refresh)
@@ -95,7 +110,7 @@ async fn round(
     };
     let fanned = match outbox.outbox(ROUND).await {
         Ok(queued) if !queued.is_empty() => {
-            fan_out(herald, outbox, notifier, &snapshot, queued).await
+            fan_out(herald, outbox, &workers.notifier, &snapshot, queued).await
         }
         Ok(_) => 0,
         Err(e) => {
@@ -110,13 +125,12 @@ async fn round(
             Vec::new()
         }
     };
-    let delivered = due.len();
-    deliver_all(herald, store, notifier, &snapshot, due).await;
-    fanned == ROUND || delivered == ROUND
+    let started = deliver_all(herald, store, workers, &snapshot, due);
+    fanned == ROUND || started == ROUND
 }
 
 async fn fan_out(
-    herald: &Herald,
+    herald: &Arc<Herald>,
     outbox: &dyn PolledOutbox,
     notifier: &Notifier,
     snapshot: &Snapshot,
@@ -136,31 +150,46 @@ async fn fan_out(
     count
 }
 
-/// Delivers due deliveries: endpoints side by side, each endpoint's in order.
-async fn deliver_all(
-    herald: &Herald,
-    store: &dyn WebhookStore,
-    notifier: &Notifier,
+/// Starts a task for each endpoint with due deliveries and none running; returns how many
+/// deliveries it handed over.
+fn deliver_all(
+    herald: &Arc<Herald>,
+    store: &Arc<dyn WebhookStore>,
+    workers: &Workers,
     snapshot: &Snapshot,
     due: Vec<WebhookDelivery>,
-) {
+) -> usize {
     let mut by_endpoint: BTreeMap<_, Vec<WebhookDelivery>> = BTreeMap::new();
     for d in due {
         by_endpoint.entry(d.endpoint).or_default().push(d);
     }
-    futures::stream::iter(by_endpoint.into_values())
-        .for_each_concurrent(PARALLEL_ENDPOINTS, |group| async move {
-            let Some(ep) = group
-                .first()
-                .and_then(|d| snapshot.endpoints.iter().find(|e| e.id == d.endpoint))
-            else {
-                return;
-            };
+    let mut started = 0;
+    for (id, group) in by_endpoint {
+        let Some(ep) = snapshot.endpoints.iter().find(|e| e.id == id).cloned() else {
+            continue;
+        };
+        if workers.busy.lock().contains(&id) {
+            continue;
+        }
+        let Ok(permit) = workers.permits.clone().try_acquire_owned() else {
+            break; // every worker is busy: the rest wait for the next round
+        };
+        workers.busy.lock().insert(id);
+        started += group.len();
+        let (herald, store) = (herald.clone(), store.clone());
+        let (notifier, busy) = (workers.notifier.clone(), workers.busy.clone());
+        tokio::spawn(async move {
             for d in group {
-                if !notifier.deliver(herald, store, ep, &d).await.endpoint_on {
-                    return;
+                let done = notifier.deliver(&herald, store.as_ref(), &ep, &d).await;
+                // After a failure, the rest wait for a later round: one dead endpoint costs
+                // one attempt (and one timeout) at a time.
+                if done.state != DeliveryState::Succeeded || !done.endpoint_on {
+                    break;
                 }
             }
-        })
-        .await;
+            busy.lock().remove(&id);
+            drop(permit);
+        });
+    }
+    started
 }
