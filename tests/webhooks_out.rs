@@ -458,3 +458,27 @@ async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_event_of_a_busy_endpoint_arrives_exactly_once() {
+    let s = server().await;
+    let rx = Receiver::start("");
+    let types = ["message.queued", "message.sent", "message.delivered"];
+    let ep = endpoint(&s, &rx.url, &types).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let sends = 150;
+    for i in 0..sends {
+        s.send(&json!({"channel": "email", "priority": "P1", "to": format!("u{i}@example.com"), "subject": "Hi", "body": "x"}))
+            .await;
+    }
+    let want = sends * types.len();
+    rx.wait_for("every event", |r| r.len() >= want).await;
+    // Rounds that overlap a finishing endpoint task once sent some events twice; give any
+    // duplicate time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = rx.requests();
+    let ids: std::collections::HashSet<_> = reqs.iter().map(|r| r["webhook_id"].clone()).collect();
+    assert_eq!(ids.len(), want, "distinct events");
+    assert_eq!(reqs.len(), want, "requests, duplicates included");
+    s.stop().await;
+}

@@ -38,8 +38,10 @@ pub async fn run(
         tokio::spawn(write_outbox(store.clone(), rx, wake.clone()));
     }
     let workers = Workers {
+        wake: wake.clone(),
         notifier: Arc::new(Notifier::new(&herald.config.notify)),
         busy: Default::default(),
+        finished: Default::default(),
         permits: Arc::new(tokio::sync::Semaphore::new(PARALLEL_ENDPOINTS)),
     };
     loop {
@@ -89,8 +91,13 @@ async fn write_outbox(
 /// once, and never two for one endpoint. A round does not wait for them, so a slow or dead
 /// endpoint holds up its own deliveries only.
 struct Workers {
+    /// A task that finishes wakes the loop, so an endpoint's next deliveries go at once.
+    wake: Arc<Notify>,
     notifier: Arc<Notifier>,
     busy: Arc<parking_lot::Mutex<HashSet<EndpointId>>>,
+    /// Endpoints whose task ended since this round began reading due deliveries: what it
+    /// read of them may be stale (already delivered), so they wait for the next round.
+    finished: Arc<parking_lot::Mutex<HashSet<EndpointId>>>,
     permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -118,6 +125,7 @@ async fn round(
             0
         }
     };
+    workers.finished.lock().clear();
     let due = match outbox.due_deliveries(Utc::now(), ROUND).await {
         Ok(due) => due,
         Err(e) => {
@@ -168,7 +176,7 @@ fn deliver_all(
         let Some(ep) = snapshot.endpoints.iter().find(|e| e.id == id).cloned() else {
             continue;
         };
-        if workers.busy.lock().contains(&id) {
+        if workers.busy.lock().contains(&id) || workers.finished.lock().contains(&id) {
             continue;
         }
         let Ok(permit) = workers.permits.clone().try_acquire_owned() else {
@@ -178,6 +186,7 @@ fn deliver_all(
         started += group.len();
         let (herald, store) = (herald.clone(), store.clone());
         let (notifier, busy) = (workers.notifier.clone(), workers.busy.clone());
+        let (wake, finished) = (workers.wake.clone(), workers.finished.clone());
         tokio::spawn(async move {
             for d in group {
                 let done = notifier.deliver(&herald, store.as_ref(), &ep, &d).await;
@@ -187,8 +196,10 @@ fn deliver_all(
                     break;
                 }
             }
+            finished.lock().insert(id);
             busy.lock().remove(&id);
             drop(permit);
+            wake.notify_one();
         });
     }
     started
