@@ -204,3 +204,81 @@ async fn sample_events_are_handled_and_poison_is_left_for_the_dlq() {
         .collect();
     assert_eq!(failed, ["7d2a9e3c-af5b-4a4c-9d8e-3f4a5b6c7d8e"]);
 }
+
+/// One connection to the event stream, read whole (as API Gateway sends it): its events as
+/// (event, id, data).
+async fn stream_once(api: &AwsApi, last: Option<&str>) -> Vec<(String, String, Value)> {
+    let mut req = api
+        .client
+        .get(format!("{}/v1/events/stream", api.url))
+        .query(&[("types", "message.queued,message.sent")])
+        .bearer_auth(&api.key);
+    if let Some(id) = last {
+        req = req.header("last-event-id", id);
+    }
+    let res = req.send().await.expect("stream request");
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.expect("the window closes");
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .map(str::to_owned)
+            };
+            let data = serde_json::from_str(&field("data")?).expect("JSON data");
+            Some((field("event")?, field("id")?, data))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_stream_reads_what_the_notify_function_kept_and_nothing_is_pushed() {
+    let api = AwsApi::start_tuned(|c| {
+        c.notify.subscriptions_refresh = Duration::ZERO;
+        c.notify.streams.window = Duration::from_secs(2);
+    })
+    .await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let opened = stream_once(&api, None).await;
+    assert_eq!(opened[0].0, "open", "{opened:?}");
+    let mut cursor = opened[0].1.clone();
+
+    let id = api
+        .send(json!({"channel": "email", "priority": "P1", "to": "sue@example.com", "subject": "Hi", "body": "x"}))
+        .await;
+    api.drain(Priority::P1).await;
+    let url = notify_url(&api);
+    while api
+        .stack
+        .poll_once(&url, 10, |event| async {
+            notify_function::notify(&api.herald, &api.cold.backend.lanes, &notifier, event).await
+        })
+        .await
+        .is_some()
+    {}
+    assert_eq!(
+        api.stack.queue_count(&url).await,
+        0,
+        "a stream's events are kept, not queued for delivery"
+    );
+
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        for (event, event_id, data) in stream_once(&api, Some(&cursor)).await {
+            if event != "open" {
+                assert_eq!(data["data"]["message_id"], id.as_str());
+                seen.push(event);
+            }
+            cursor = event_id;
+        }
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, ["message.queued", "message.sent"]);
+    // Resumed past them: nothing again.
+    let again = stream_once(&api, Some(&cursor)).await;
+    assert!(again.iter().all(|(e, ..)| e == "open"), "{again:?}");
+}

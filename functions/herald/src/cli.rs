@@ -24,6 +24,8 @@ pub enum Command {
     Send(SendArgs),
     /// Show a message's status and timeline.
     Status(StatusArgs),
+    /// Follow this tenant's events live (server-sent events from a running server).
+    Tail(TailArgs),
     /// Search messages, or show a bulk send's progress.
     #[command(subcommand)]
     Messages(MessagesCommand),
@@ -135,6 +137,21 @@ pub struct Remote {
     /// API key (Bearer).
     #[arg(long, env = "HERALD_API_KEY")]
     pub api_key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Event types to follow, comma-separated (message.sent,message.failed); none: every type.
+    #[arg(long)]
+    pub types: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// Print each event's payload as one JSON line instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

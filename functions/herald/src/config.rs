@@ -62,6 +62,9 @@ pub struct EventsOutFile {
     pub secret_overlap_hours: Option<u64>,
     /// An endpoint failing every delivery this long is turned off (default 72).
     pub disable_after_hours: Option<u64>,
+    /// How long one event-stream connection lasts before the client reconnects (default
+    /// 300); lower it below a proxy's idle or response timeout.
+    pub stream_window_secs: Option<u64>,
 }
 
 impl EventsOutFile {
@@ -80,6 +83,12 @@ impl EventsOutFile {
         }
         if let Some(h) = self.disable_after_hours {
             n.disable_after = Duration::from_secs(h.max(1) * 3600);
+        }
+        if let Some(s) = self.stream_window_secs {
+            if !(1..=3600).contains(&s) {
+                bail!("[events_out] stream_window_secs must be between 1 and 3600");
+            }
+            n.streams.window = Duration::from_secs(s);
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -199,8 +200,7 @@ impl Conn {
             async move {
                 state.begin();
                 let res = answer(router, req, peer, &limits).await;
-                state.end();
-                Ok::<_, Infallible>(res)
+                Ok::<_, Infallible>(end_when_sent(res, state))
             }
         });
         let conn = http1::Builder::new()
@@ -279,6 +279,35 @@ async fn answer(
                 limits.request
             ),
         ),
+    }
+}
+
+/// Marks the request done. A streamed answer (server-sent events) is in progress until its
+/// body ends, so neither the idle deadline nor the room made for a newcomer closes it midway.
+fn end_when_sent(res: Response, state: Arc<ConnState>) -> Response {
+    let streamed = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streamed {
+        state.end();
+        return res;
+    }
+    let sending = Sending(state);
+    res.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _ = &sending;
+            chunk
+        }))
+    })
+}
+
+/// Ends its connection's request when dropped: when the streamed body is done or abandoned.
+struct Sending(Arc<ConnState>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

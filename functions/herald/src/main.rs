@@ -12,6 +12,7 @@ mod messages;
 mod serve;
 mod store;
 mod suppress;
+mod tail;
 
 use clap::Parser;
 
@@ -29,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Send(args) => client::send(args).await,
             cli::Command::Status(args) => client::status(args).await,
             cli::Command::Messages(cmd) => messages::run(cmd).await,
+            cli::Command::Tail(args) => tail::run(args).await,
             cli::Command::Suppress(args) => suppress::run(args).await,
             cli::Command::Audit(cmd) => audit::run(cmd).await,
             cli::Command::Bench(args) => bench::run(args).await,

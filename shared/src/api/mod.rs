@@ -17,6 +17,7 @@ pub mod problem;
 pub mod request_id;
 pub mod search;
 pub mod senders;
+pub mod stream;
 pub mod suppressions;
 pub mod templates;
 
@@ -83,6 +84,7 @@ impl BodyLimits {
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
+        stream::stream,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -225,6 +227,7 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             post(notify::replay_since),
         )
         .route("/v1/webhook-deliveries/{id}", get(notify::delivery))
+        .route("/v1/events/stream", get(stream::stream))
         .route("/v1/webhook-deliveries/{id}/replay", post(notify::replay))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))

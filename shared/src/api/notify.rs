@@ -144,7 +144,7 @@ pub type DeliveryQuery = ListQuery<DeliveryId, NoFilter, 100>;
 fn view(ep: &WebhookEndpoint) -> EndpointView {
     EndpointView {
         id: ep.id.to_string(),
-        url: ep.url.as_str().to_owned(),
+        url: ep.url().map_or("", |u| u.as_str()).to_owned(),
         event_types: ep.event_types.clone(),
         description: ep.description.clone(),
         enabled: ep.enabled,
@@ -180,6 +180,9 @@ impl From<EndpointError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "too-many-endpoints", e.to_string())
             }
             EndpointError::NotFound => Problem::not_found("webhook endpoint"),
+            EndpointError::Busy(why) => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-streams", why)
+            }
             EndpointError::Unavailable => {
                 Problem::new(StatusCode::NOT_IMPLEMENTED, "not-available", e.to_string())
             }
@@ -239,7 +242,7 @@ pub async fn create(
     let entry = caller
         .entry(AuditAction::WebhookEndpointCreated)
         .target(ep.id.to_string())
-        .detail(serde_json::json!({ "url": ep.url.as_str(), "event_types": ep.event_types }));
+        .detail(serde_json::json!({ "url": ep.url().map_or("", |u| u.as_str()), "event_types": ep.event_types }));
     herald.record_audit(entry).await;
     let endpoint = view(&ep);
     let secret = secret.expose().to_owned();
@@ -295,7 +298,7 @@ pub async fn update(
         .entry(AuditAction::WebhookEndpointUpdated)
         .target(id.to_string())
         .detail(serde_json::json!({
-            "url": ep.url.as_str(), "event_types": ep.event_types, "enabled": ep.enabled,
+            "url": ep.url().map_or("", |u| u.as_str()), "event_types": ep.event_types, "enabled": ep.enabled,
         }));
     herald.record_audit(entry).await;
     Ok(Json(view(&ep)))

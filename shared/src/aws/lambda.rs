@@ -48,6 +48,10 @@ pub fn lambda_engine_config() -> EngineConfig {
     };
     // Each warm function scans the endpoints table at most this often.
     config.notify.subscriptions_refresh = Duration::from_secs(30);
+    // API Gateway sends an answer whole and within 30 s: a stream's connection is a long
+    // poll, and events wait a second for those another Lambda stores a little late.
+    config.notify.streams.window = Duration::from_secs(20);
+    config.notify.streams.settle = Duration::from_secs(1);
     config
 }
 

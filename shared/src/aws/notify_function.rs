@@ -116,7 +116,8 @@ async fn deliver(
         return Ok(Fate::Done);
     };
     match d.state {
-        DeliveryState::Succeeded => return Ok(Fate::Done),
+        // A stream reads its own; nothing is pushed.
+        DeliveryState::Succeeded | DeliveryState::Buffered => return Ok(Fate::Done),
         // Out of retries: straight back, until the queue moves it to the DLQ.
         DeliveryState::Failed => {
             lanes

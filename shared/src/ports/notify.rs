@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::StoreError;
 use crate::domain::notify::{
     DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, SigningSecret,
-    WebhookEndpoint,
+    Target, WebhookEndpoint,
 };
 use crate::domain::TenantId;
 
@@ -22,6 +22,8 @@ pub enum DeliveryState {
     Succeeded,
     /// Out of retries, or its endpoint is gone (410).
     Failed,
+    /// Kept for an event stream to read; never pushed.
+    Buffered,
 }
 
 impl DeliveryState {
@@ -30,11 +32,12 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Succeeded => "succeeded",
             DeliveryState::Failed => "failed",
+            DeliveryState::Buffered => "buffered",
         }
     }
 
     pub fn parse(s: &str) -> Option<DeliveryState> {
-        [Self::Pending, Self::Succeeded, Self::Failed]
+        [Self::Pending, Self::Succeeded, Self::Failed, Self::Buffered]
             .into_iter()
             .find(|d| d.as_str() == s)
     }
@@ -79,6 +82,10 @@ impl WebhookDelivery {
         payload: String,
     ) -> WebhookDelivery {
         let now = Utc::now();
+        let (state, next_attempt_at) = match endpoint.target {
+            Target::Push(_) => (DeliveryState::Pending, Some(now)),
+            Target::Stream { .. } => (DeliveryState::Buffered, None),
+        };
         WebhookDelivery {
             id: DeliveryId::new(),
             event_id: notice_id,
@@ -87,8 +94,8 @@ impl WebhookDelivery {
             event_type: t,
             payload,
             created_at: now,
-            state: DeliveryState::Pending,
-            next_attempt_at: Some(now),
+            state,
+            next_attempt_at,
             attempts: Vec::new(),
         }
     }
@@ -98,7 +105,11 @@ impl WebhookDelivery {
 /// JSON beside its id and tenant.
 #[derive(Serialize, Deserialize)]
 pub struct EndpointRecord {
-    url: String,
+    /// Absent for a stream.
+    url: Option<String>,
+    /// When a stream's subscription lapses (ms); absent for a pushed endpoint.
+    #[serde(default)]
+    stream_until: Option<i64>,
     event_types: Vec<EventType>,
     description: String,
     enabled: bool,
@@ -113,7 +124,11 @@ impl EndpointRecord {
     pub fn of(ep: &WebhookEndpoint) -> EndpointRecord {
         let ms = |t: DateTime<Utc>| t.timestamp_millis();
         EndpointRecord {
-            url: ep.url.as_str().to_owned(),
+            url: ep.url().map(|u| u.as_str().to_owned()),
+            stream_until: match ep.target {
+                Target::Push(_) => None,
+                Target::Stream { until } => Some(ms(until)),
+            },
             event_types: ep.event_types.clone(),
             description: ep.description.clone(),
             enabled: ep.enabled,
@@ -150,7 +165,11 @@ impl EndpointRecord {
         Ok(WebhookEndpoint {
             id: EndpointId::parse(id).ok_or("endpoint id")?,
             tenant: TenantId::parse(tenant).map_err(|_| "tenant")?,
-            url: EndpointUrl::parse(&r.url).map_err(|_| "url")?,
+            target: match (r.url, r.stream_until) {
+                (Some(url), None) => Target::Push(EndpointUrl::parse(&url).map_err(|_| "url")?),
+                (None, Some(until)) => Target::Stream { until: at(until) },
+                _ => return Err("target".into()),
+            },
             event_types: r.event_types,
             description: r.description,
             enabled: r.enabled,
@@ -220,7 +239,8 @@ pub trait WebhookStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: DeliveryId,
     ) -> Result<Option<WebhookDelivery>, StoreError>;
-    /// An endpoint's deliveries made since `since`, oldest first, at most `limit`.
+    /// An endpoint's deliveries made at or after `since` (their ids' time), in id order, at
+    /// most `limit`.
     async fn deliveries_since(
         &self,
         tenant: &TenantId,

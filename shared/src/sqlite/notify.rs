@@ -354,15 +354,12 @@ impl WebhookStore for SqliteBackend {
         let (tenant, endpoint) = (tenant.as_str().to_owned(), endpoint.to_string());
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE endpoint_id = ?1 \
-             AND tenant = ?2 AND created_at >= ?3 ORDER BY id LIMIT ?4"
+             AND tenant = ?2 AND id >= ?3 ORDER BY id LIMIT ?4"
         );
+        let low = crate::ports::first_id_at(since).to_string();
         self.readers
             .run(move |conn| {
-                deliveries_with_attempts(
-                    conn,
-                    &sql,
-                    params![endpoint, tenant, ms(since), limit as i64],
-                )
+                deliveries_with_attempts(conn, &sql, params![endpoint, tenant, low, limit as i64])
             })
             .await
     }

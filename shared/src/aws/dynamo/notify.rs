@@ -267,8 +267,10 @@ impl WebhookStore for DynamoStore {
                 .await
                 .map_err(|e| unavailable("PutItem", e))?;
         }
+        // Only pushed deliveries go on the queue: a stream's are read from the table.
         let messages = deliveries
             .into_iter()
+            .filter(|d| d.state == DeliveryState::Pending)
             .map(|d| NotifyMessage::Delivery {
                 id: d.id,
                 tenant: d.tenant,

@@ -86,11 +86,21 @@ pub struct EndpointSecret {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Where an endpoint's events go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Herald POSTs each event to the URL, signed, with retries.
+    Push(EndpointUrl),
+    /// An event stream (`GET /v1/events/stream`, `herald tail`) reads the events itself, and
+    /// keeps this subscription while it reads: it lapses at `until` unless a reader renews it.
+    Stream { until: DateTime<Utc> },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEndpoint {
     pub id: EndpointId,
     pub tenant: TenantId,
-    pub url: EndpointUrl,
+    pub target: Target,
     /// The types it wants; empty means every type.
     pub event_types: Vec<EventType>,
     pub description: String,
@@ -126,13 +136,36 @@ pub struct EndpointPatch {
 impl WebhookEndpoint {
     /// A new endpoint with a fresh secret.
     pub fn create(tenant: TenantId, new: NewEndpoint, now: DateTime<Utc>) -> WebhookEndpoint {
+        let target = Target::Push(new.url);
+        let mut ep = WebhookEndpoint::with_target(tenant, target, new.event_types, now);
+        ep.description = new.description;
+        ep.enabled = new.enabled;
+        ep
+    }
+
+    /// A stream's subscription, lapsing at `until` unless renewed; its secret is never used.
+    pub fn stream(
+        tenant: TenantId,
+        event_types: Vec<EventType>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> WebhookEndpoint {
+        WebhookEndpoint::with_target(tenant, Target::Stream { until }, event_types, now)
+    }
+
+    fn with_target(
+        tenant: TenantId,
+        target: Target,
+        event_types: Vec<EventType>,
+        now: DateTime<Utc>,
+    ) -> WebhookEndpoint {
         WebhookEndpoint {
             id: EndpointId::new(),
             tenant,
-            url: new.url,
-            event_types: dedup(new.event_types),
-            description: new.description,
-            enabled: new.enabled,
+            target,
+            event_types: dedup(event_types),
+            description: String::new(),
+            enabled: true,
             disabled_reason: None,
             secrets: vec![EndpointSecret {
                 secret: SigningSecret::generate(),
@@ -141,6 +174,26 @@ impl WebhookEndpoint {
             failing_since: None,
             created_at: now,
             updated_at: now,
+        }
+    }
+
+    /// The URL events are pushed to; `None` for a stream.
+    pub fn url(&self) -> Option<&EndpointUrl> {
+        match &self.target {
+            Target::Push(url) => Some(url),
+            Target::Stream { .. } => None,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self.target, Target::Stream { .. })
+    }
+
+    /// False once a stream's subscription has lapsed; a pushed endpoint never lapses.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        match self.target {
+            Target::Push(_) => true,
+            Target::Stream { until } => until > now,
         }
     }
 
@@ -177,8 +230,8 @@ impl WebhookEndpoint {
     }
 
     pub fn apply(&mut self, patch: EndpointPatch, now: DateTime<Utc>) {
-        if let Some(url) = patch.url {
-            self.url = url;
+        if let (Some(url), Target::Push(_)) = (patch.url, &self.target) {
+            self.target = Target::Push(url);
         }
         if let Some(types) = patch.event_types {
             self.event_types = dedup(types);

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{EventKind, MessageId, MessageStatus, TenantId};
 
 pub use endpoint::{
-    EndpointPatch, EndpointSecret, EndpointUrl, NewEndpoint, SigningSecret, WebhookEndpoint,
-    MAX_DESCRIPTION, MAX_URL,
+    EndpointPatch, EndpointSecret, EndpointUrl, NewEndpoint, SigningSecret, Target,
+    WebhookEndpoint, MAX_DESCRIPTION, MAX_URL,
 };
 
 /// A time-ordered id (UUIDv7), shown hyphenated and parsed only in that form.
@@ -30,6 +30,13 @@ macro_rules! v7_id {
 
             pub fn parse(s: &str) -> Option<$name> {
                 (s.len() == 36).then(|| Uuid::parse_str(s).ok().map($name))?
+            }
+
+            /// When it was made: the millisecond in its first 48 bits.
+            pub fn made_at(&self) -> chrono::DateTime<chrono::Utc> {
+                let b = self.0.as_bytes();
+                let ms = b[..6].iter().fold(0i64, |acc, x| (acc << 8) | i64::from(*x));
+                chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
             }
         }
 

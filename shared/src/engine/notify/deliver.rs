@@ -188,7 +188,10 @@ async fn attempt(
         status: None,
         excerpt: why,
     };
-    if let Err(why) = guard::check_url(&ep.url, policy) {
+    let Some(url) = ep.url() else {
+        return refused("an event stream reads its events; none are pushed".into());
+    };
+    if let Err(why) = guard::check_url(url, policy) {
         return refused(format!("refused: {why}"));
     }
     let now = Utc::now();
@@ -199,7 +202,7 @@ async fn attempt(
         .filter_map(|w| w.sign(&id, now.timestamp(), d.payload.as_bytes()).ok())
         .collect();
     let request = client
-        .post(ep.url.url().clone())
+        .post(url.url().clone())
         .header("content-type", "application/json")
         .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
         .header(standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, now.timestamp())
@@ -282,7 +285,7 @@ async fn announce_disabled(herald: &Herald, ep: &WebhookEndpoint, reason: &str) 
     tracing::warn!(endpoint = %ep.id, tenant = %ep.tenant, reason, "webhook endpoint disabled");
     let data = serde_json::json!({
         "endpoint_id": ep.id,
-        "url": ep.url.as_str(),
+        "url": ep.url().map(|u| u.as_str()),
         "reason": reason,
     });
     let entry = AuditEntry::now(

@@ -20,10 +20,13 @@ pub const MAX_REPLAY: usize = 10_000;
 pub enum EndpointError {
     #[error("url: {0}")]
     Refused(String),
-    #[error("a tenant may have at most {0} webhook endpoints")]
+    #[error("a tenant may have at most {0} webhook endpoints and event streams")]
     TooMany(usize),
     #[error("not found")]
     NotFound,
+    /// Too many event streams open (per tenant or in all).
+    #[error("{0}")]
+    Busy(String),
     #[error("webhook endpoints are not available on this backend")]
     Unavailable,
     #[error(transparent)]
@@ -36,7 +39,7 @@ impl Herald {
     }
 
     /// Saves an endpoint and has the notifier see it at once.
-    async fn save_endpoint(&self, ep: &WebhookEndpoint) -> Result<(), EndpointError> {
+    pub(super) async fn save_endpoint(&self, ep: &WebhookEndpoint) -> Result<(), EndpointError> {
         self.webhook_store()?.put_endpoint(ep).await?;
         self.refresh_subscriptions(Duration::ZERO).await;
         Ok(())
@@ -48,17 +51,33 @@ impl Herald {
         new: NewEndpoint,
     ) -> Result<(WebhookEndpoint, SigningSecret), EndpointError> {
         guard::check_url(&new.url, self.config.notify.policy).map_err(EndpointError::Refused)?;
-        let store = self.webhook_store()?;
-        let max = self.config.notify.max_endpoints_per_tenant;
-        if store.endpoints(tenant).await?.len() >= max {
-            return Err(EndpointError::TooMany(max));
-        }
+        self.make_room(tenant).await?;
         let ep = WebhookEndpoint::create(tenant.clone(), new, Utc::now());
         self.save_endpoint(&ep).await?;
         let secret = ep.secrets[0].secret.clone();
         Ok((ep, secret))
     }
 
+    /// Checks the tenant may have one more endpoint or stream, deleting its lapsed streams.
+    pub(super) async fn make_room(&self, tenant: &TenantId) -> Result<(), EndpointError> {
+        let store = self.webhook_store()?;
+        let now = Utc::now();
+        let mut live = 0;
+        for ep in store.endpoints(tenant).await? {
+            if ep.is_live(now) {
+                live += 1;
+            } else {
+                store.delete_endpoint(tenant, ep.id).await?;
+            }
+        }
+        let max = self.config.notify.max_endpoints_per_tenant;
+        if live >= max {
+            return Err(EndpointError::TooMany(max));
+        }
+        Ok(())
+    }
+
+    /// A pushed endpoint (streams are not managed through the endpoints API).
     pub async fn endpoint(
         &self,
         tenant: &TenantId,
@@ -67,14 +86,18 @@ impl Herald {
         self.webhook_store()?
             .endpoint(tenant, id)
             .await?
+            .filter(|ep| !ep.is_stream())
             .ok_or(EndpointError::NotFound)
     }
 
+    /// The tenant's pushed endpoints, oldest first.
     pub async fn endpoints(
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<WebhookEndpoint>, EndpointError> {
-        Ok(self.webhook_store()?.endpoints(tenant).await?)
+        let mut all = self.webhook_store()?.endpoints(tenant).await?;
+        all.retain(|ep| !ep.is_stream());
+        Ok(all)
     }
 
     pub async fn update_endpoint(
@@ -110,6 +133,7 @@ impl Herald {
         tenant: &TenantId,
         id: EndpointId,
     ) -> Result<(), EndpointError> {
+        self.endpoint(tenant, id).await?;
         if !self.webhook_store()?.delete_endpoint(tenant, id).await? {
             return Err(EndpointError::NotFound);
         }

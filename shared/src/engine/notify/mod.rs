@@ -10,6 +10,7 @@ pub mod deliver;
 mod endpoints;
 pub mod guard;
 pub mod runner;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,7 @@ pub struct NotifyConfig {
     pub max_endpoints_per_tenant: usize,
     /// How stale the list of who wants which events may be (each process keeps its own).
     pub subscriptions_refresh: Duration,
+    pub streams: stream::StreamConfig,
 }
 
 impl Default for NotifyConfig {
@@ -58,6 +60,7 @@ impl Default for NotifyConfig {
             poll: Duration::from_millis(500),
             max_endpoints_per_tenant: 20,
             subscriptions_refresh: Duration::from_secs(2),
+            streams: stream::StreamConfig::default(),
         }
     }
 }
@@ -81,7 +84,9 @@ fn bit(t: EventType) -> u32 {
 }
 
 impl Snapshot {
-    fn new(endpoints: Vec<WebhookEndpoint>) -> Snapshot {
+    fn new(mut endpoints: Vec<WebhookEndpoint>) -> Snapshot {
+        let now = Utc::now();
+        endpoints.retain(|ep| ep.is_live(now));
         let mut masks: HashMap<TenantId, u32> = HashMap::new();
         for ep in &endpoints {
             let mask = if ep.event_types.is_empty() {
@@ -117,6 +122,7 @@ pub(crate) struct Outbox {
     /// Set once the notifier took `rx`; until then notices are written directly.
     running: AtomicBool,
     pub(crate) subscriptions: Subscriptions,
+    pub(crate) open_streams: stream::OpenStreams,
 }
 
 impl Default for Outbox {
@@ -127,6 +133,7 @@ impl Default for Outbox {
             rx: Mutex::new(Some(rx)),
             running: AtomicBool::new(false),
             subscriptions: Subscriptions::default(),
+            open_streams: stream::OpenStreams::default(),
         }
     }
 }
