@@ -129,12 +129,28 @@ async fn slow_and_idle_connections_are_closed_and_cannot_lock_out_healthz() {
     let serve = Serve::start(&bin, dir.path(), logs.path().join("serve.stderr"), &args).await;
     let addr = host(&serve.url);
 
+    an_event_stream_outlives_the_idle_deadline(&addr, &key).await;
     under_the_cap_each_deadline_applies(&addr, &key).await;
     at_the_cap_healthz_keeps_answering(&addr, &key).await;
 
     let stderr = serve.stderr();
     assert!(!stderr.contains("panicked"), "herald panicked:\n{stderr}");
     serve.kill9().await;
+}
+
+/// A server-sent event stream is a request in progress while it streams: the idle deadline,
+/// which runs between requests, does not close it.
+async fn an_event_stream_outlives_the_idle_deadline(addr: &str, key: &str) {
+    let head = format!(
+        "GET /v1/events/stream HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {key}\r\n\r\n"
+    );
+    let stream = open(addr, head.as_bytes()).await;
+    let (got, closed) = watch_close(stream, Duration::from_secs(IDLE_SECS + 3))
+        .await
+        .expect("watcher");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("event: open"), "{got}");
+    assert!(closed.is_none(), "the stream was cut at {closed:?}:\n{got}");
 }
 
 /// Fewer sockets than the cap: each kind is closed by its own deadline.
