@@ -182,6 +182,21 @@ fn keys_create_prints_the_key_last_and_revoke_disables_it() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let out = Command::new(herald_binary())
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "send,owner",
+            "--data-dir",
+            data,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`owner` is not a scope"));
     keys_left_audit_entries(dir.path(), prefix);
 }
 

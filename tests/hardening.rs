@@ -570,3 +570,122 @@ async fn global_entries_and_queue_stats_show_nothing_of_other_tenants() {
     assert_eq!(depth(&theirs), 3);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_does_only_what_its_scopes_allow_and_a_refusal_is_recorded() {
+    let s = TestServer::start().await;
+    let (reader, sender, admin) = (
+        s.new_key_with("acme", "read").await,
+        s.new_key_with("acme", "send").await,
+        s.new_key_with("acme", "admin").await,
+    );
+    let ct = [("content-type", "application/json")];
+    // Scheduled an hour ahead, so it can still be cancelled.
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let message = json!({"channel": "email", "priority": "P2", "to": "ann@example.com",
+                         "subject": "Hi", "body": "x", "send_at": at});
+    let body = |v: &Value| Some(serde_json::to_vec(v).expect("json"));
+    let post = reqwest::Method::POST;
+    let sent = s
+        .request(
+            post.clone(),
+            "/v1/messages",
+            Some(&sender),
+            &ct,
+            body(&message),
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let id = sent.body["id"].as_str().expect("id").to_owned();
+    let template = json!({"subject": "Hi", "text": "Hello"});
+    for (key, method, path, payload, want) in [
+        (
+            &reader,
+            reqwest::Method::GET,
+            format!("/v1/messages/{id}"),
+            None,
+            200,
+        ),
+        (
+            &reader,
+            post.clone(),
+            "/v1/messages".to_owned(),
+            body(&message),
+            403,
+        ),
+        (
+            &reader,
+            reqwest::Method::PUT,
+            "/v1/templates/welcome".to_owned(),
+            body(&template),
+            403,
+        ),
+        (
+            &reader,
+            reqwest::Method::GET,
+            "/v1/webhook-endpoints".to_owned(),
+            None,
+            403,
+        ),
+        (
+            &reader,
+            reqwest::Method::GET,
+            "/v1/audit".to_owned(),
+            None,
+            403,
+        ),
+        (
+            &sender,
+            reqwest::Method::GET,
+            format!("/v1/messages/{id}"),
+            None,
+            403,
+        ),
+        (
+            &sender,
+            reqwest::Method::DELETE,
+            format!("/v1/messages/{id}"),
+            None,
+            200,
+        ),
+        (
+            &admin,
+            reqwest::Method::PUT,
+            "/v1/templates/welcome".to_owned(),
+            body(&template),
+            201,
+        ),
+        (
+            &admin,
+            post.clone(),
+            "/v1/messages".to_owned(),
+            body(&message),
+            403,
+        ),
+    ] {
+        let r = s
+            .request(method.clone(), &path, Some(key), &ct, payload)
+            .await;
+        assert_eq!(r.status.as_u16(), want, "{method} {path}: {}", r.body);
+        if want == 403 {
+            assert_eq!(
+                r.body["type"].as_str().map(|t| t.ends_with("forbidden")),
+                Some(true),
+                "{}",
+                r.body
+            );
+        }
+    }
+    let log = s.get_as("/v1/audit?action=access.denied", &admin).await;
+    let denials: Vec<&Value> = log.body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", log.body))
+        .iter()
+        .filter(|e| e["detail"]["reason"] == "scope")
+        .collect();
+    assert_eq!(denials.len(), 6, "{}", log.body);
+    assert!(denials.iter().any(
+        |e| e["actor"] == format!("key:{}", &reader[3..11]) && e["detail"]["needed"] == "send"
+    ));
+    s.stop().await;
+}

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
-use crate::domain::{ApiKey, TenantId};
+use crate::domain::{ApiKey, KeyScopes, TenantId};
 use crate::engine::{drain, health, maintenance, notify, tracker, EngineConfig, Herald, Ports};
 use crate::gateway::config::GatewaysConfig;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
@@ -215,7 +215,7 @@ impl Embedded {
         if !self.herald.tenants.ensure_tenant(&dev).await? {
             return Ok(None);
         }
-        let key = create_key(self.herald.tenants.as_ref(), &dev).await?;
+        let key = create_key(self.herald.tenants.as_ref(), &dev, KeyScopes::ALL).await?;
         let entry = AuditEntry::now(Scope::Tenant(dev), Actor::System, AuditAction::KeyCreated)
             .target(Actor::Key(key.prefix.clone()).label())
             .detail(serde_json::json!({ "why": "the dev tenant's first start" }));

@@ -571,7 +571,8 @@ impl AwsApi {
         let cold = ColdStart::with_config(clients, stack.settings.clone(), config).unwrap();
         let herald = cold.herald.clone();
         let tenant = TenantId::parse("acme").unwrap();
-        let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant)
+        let all = shared::domain::KeyScopes::ALL;
+        let key = shared::engine::keys::create_key(herald.tenants.as_ref(), &tenant, all)
             .await
             .unwrap()
             .expose();

@@ -69,8 +69,14 @@ impl TestServer {
     }
 
     pub async fn new_key(&self, tenant: &str) -> String {
+        self.new_key_with(tenant, "send,read,admin").await
+    }
+
+    /// A key with only `scopes` (comma-separated).
+    pub async fn new_key_with(&self, tenant: &str, scopes: &str) -> String {
         let tenant = TenantId::parse(tenant).expect("tenant name");
-        create_key(self.embedded.herald.tenants.as_ref(), &tenant)
+        let scopes = shared::domain::KeyScopes::parse(scopes).expect("scopes");
+        create_key(self.embedded.herald.tenants.as_ref(), &tenant, scopes)
             .await
             .expect("create key")
             .expose()

@@ -103,6 +103,10 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         tenant: String,
+        /// What the key may do, comma-separated: send (send and cancel), read (read messages,
+        /// events, lists), admin (change configuration, read the audit log).
+        #[arg(long, default_value = "send,read,admin")]
+        scopes: String,
         #[command(flatten)]
         store: StoreLocation,
     },

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use shared::domain::audit::{Actor, AuditAction, AuditEntry};
 use shared::domain::suppression::Scope;
-use shared::domain::TenantId;
+use shared::domain::{KeyScopes, TenantId};
 use shared::embedded::create_key;
 
 use crate::cli::KeysCommand;
@@ -30,10 +30,15 @@ fn operator() -> Actor {
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { tenant, store } => {
+        KeysCommand::Create {
+            tenant,
+            scopes,
+            store,
+        } => {
             let tenant = TenantId::parse(&tenant).map_err(anyhow::Error::msg)?;
+            let scopes = KeyScopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let keys = DirectStore::open(&store).await?;
-            let key = create_key(keys.tenants(), &tenant)
+            let key = create_key(keys.tenants(), &tenant, scopes)
                 .await
                 .context("creating the key");
             if let Ok(key) = &key {
@@ -43,7 +48,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             keys.close();
             let key = key?;
             eprintln!(
-                "Key for tenant `{tenant}` (prefix {}). It is not stored and is shown once:",
+                "Key for tenant `{tenant}` (prefix {}, scopes {scopes}). It is not stored and is shown once:",
                 key.prefix
             );
             println!("{}", key.expose());

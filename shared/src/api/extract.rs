@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use super::request_id::RequestId;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::secret::constant_time_eq;
 use crate::domain::suppression::Scope;
-use crate::domain::{ApiKey, FieldError, TenantId};
+use crate::domain::{ApiKey, FieldError, KeyScopes, TenantId};
 use crate::engine::{Herald, IdempotencyInput};
 
 /// The tenant that owns the presented API key.
@@ -83,16 +83,20 @@ impl FromRequestParts<Arc<Herald>> for Caller {
             Some(s) if !constant_time_eq(s.key_hash.as_bytes(), key.hash().as_bytes()) => {
                 Err((Scope::Tenant(s.tenant), "wrong secret for the key's prefix"))
             }
-            Some(s) => Ok(s.tenant),
+            Some(s) => Ok(s),
         };
         let (client, request_id) = origin(parts);
         match verdict {
-            Ok(tenant) => Ok(Caller {
-                tenant,
-                key_prefix: key.prefix,
-                client,
-                request_id,
-            }),
+            Ok(stored) => {
+                let caller = Caller {
+                    tenant: stored.tenant,
+                    key_prefix: key.prefix,
+                    client,
+                    request_id,
+                };
+                caller.check_scope(parts, stored.scopes, herald).await?;
+                Ok(caller)
+            }
             Err((scope, why)) => {
                 // Whoever presented it is not the key's holder: anonymous, the prefix in detail.
                 let entry = AuditEntry {
@@ -106,6 +110,41 @@ impl FromRequestParts<Arc<Herald>> for Caller {
                 Err(Problem::unauthorized("invalid API key"))
             }
         }
+    }
+}
+
+impl Caller {
+    /// Refuses (403, recorded) a request the key's scopes do not cover.
+    async fn check_scope(
+        &self,
+        parts: &Parts,
+        scopes: KeyScopes,
+        herald: &Herald,
+    ) -> Result<(), Problem> {
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or(parts.uri.path(), MatchedPath::as_str);
+        let needed = super::scopes::required(&parts.method, route);
+        if scopes.allows(needed) {
+            return Ok(());
+        }
+        let entry = self
+            .entry(AuditAction::AccessDenied)
+            .target(parts.uri.path().chars().take(200).collect::<String>())
+            .detail(serde_json::json!({
+                "reason": "scope", "needed": needed.as_str(), "key_scopes": scopes.to_string(),
+            }));
+        herald.audit_denial(entry).await;
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key may {scopes} but {} {route} needs the `{}` scope",
+                parts.method,
+                needed.as_str()
+            ),
+        ))
     }
 }
 

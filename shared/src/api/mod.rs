@@ -15,6 +15,7 @@ pub mod ops;
 pub mod paging;
 pub mod problem;
 pub mod request_id;
+pub mod scopes;
 pub mod search;
 pub mod senders;
 pub mod stream;

@@ -163,6 +163,10 @@ impl IntoResponses for AuthErrors {
         responses(vec![
             ("401", unauthorized),
             (
+                "403",
+                problem_response("the key lacks the scope the route needs (send, read, admin)"),
+            ),
+            (
                 "503",
                 problem_response("the store is unavailable; retry later"),
             ),

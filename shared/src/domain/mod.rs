@@ -31,7 +31,7 @@ pub use priority::Priority;
 pub use sender::SenderIdentity;
 pub use status::{EventKind, MessageStatus};
 pub use template::{Template, TemplateName};
-pub use tenant::{ApiKey, TenantId};
+pub use tenant::{ApiKey, KeyScope, KeyScopes, TenantId};
 
 /// A value that failed parsing, located by its JSON pointer in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -462,12 +462,17 @@ pub async fn keys_are_found_by_prefix_and_revoked<S: TenantStore>(store: &S) {
     let t = tenant("acme");
     assert!(store.ensure_tenant(&t).await.unwrap(), "new tenant");
     assert!(!store.ensure_tenant(&t).await.unwrap(), "existing tenant");
-    store.add_key(&t, "abcd1234", "hash-1").await.unwrap();
+    let all = crate::domain::KeyScopes::ALL;
+    store.add_key(&t, "abcd1234", "hash-1", all).await.unwrap();
     let key = store.find_key("abcd1234").await.unwrap().unwrap();
     assert_eq!(
-        (key.tenant, key.key_hash.as_str(), key.revoked),
-        (t, "hash-1", false)
+        (key.tenant, key.key_hash.as_str(), key.revoked, key.scopes),
+        (t.clone(), "hash-1", false, all)
     );
+    let read = crate::domain::KeyScopes::parse("read").unwrap();
+    store.add_key(&t, "efgh5678", "hash-2", read).await.unwrap();
+    let key = store.find_key("efgh5678").await.unwrap().unwrap();
+    assert_eq!(key.scopes, read, "scopes are stored as given");
     assert!(store.find_key("zzzz9999").await.unwrap().is_none());
     assert!(store.revoke_key("abcd1234").await.unwrap());
     assert!(store.find_key("abcd1234").await.unwrap().unwrap().revoked);

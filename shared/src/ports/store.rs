@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::{BulkProgress, MessageFilter, SearchPage, StoreError};
 use crate::domain::{
-    template::Template, BulkJob, Channel, DeliveryEvent, EventKind, Message, MessageId,
+    template::Template, BulkJob, Channel, DeliveryEvent, EventKind, KeyScopes, Message, MessageId,
     MessageStatus, NewMessage, Priority, SenderIdentity, TemplateName, TenantId,
 };
 
@@ -280,6 +280,7 @@ pub struct StoredKey {
     pub tenant: TenantId,
     pub key_hash: String,
     pub revoked: bool,
+    pub scopes: KeyScopes,
 }
 
 #[async_trait]
@@ -291,6 +292,7 @@ pub trait TenantStore: Send + Sync + 'static {
         tenant: &TenantId,
         prefix: &str,
         key_hash: &str,
+        scopes: KeyScopes,
     ) -> Result<(), StoreError>;
     async fn revoke_key(&self, prefix: &str) -> Result<bool, StoreError>;
     async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError>;

@@ -5,8 +5,25 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 3] =
-    [queue_into_messages, claims_on_the_row, search_indexes];
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 4] = [
+    queue_into_messages,
+    claims_on_the_row,
+    search_indexes,
+    key_scopes,
+];
+
+/// Version 4: keys have scopes; every key made before had them all.
+fn key_scopes(conn: &Connection) -> rusqlite::Result<()> {
+    if !found(
+        conn,
+        "SELECT 1 FROM pragma_table_info('api_keys') WHERE name = 'scopes'",
+    )? {
+        conn.execute_batch(
+            "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'send,read,admin'",
+        )?;
+    }
+    Ok(())
+}
 
 /// Runs the migrations the database has not had, in one transaction.
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -106,6 +123,8 @@ fn search_indexes(conn: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use std::time::Duration;
 
+    use super::MIGRATIONS;
+
     use crate::domain::{MessageId, Priority};
     use crate::ports::LaneQueue;
     use crate::sqlite::SqliteBackend;
@@ -180,7 +199,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, MIGRATIONS.len() as i64);
         let triggers: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' \
@@ -202,5 +221,29 @@ mod tests {
             search_indexes, 5,
             "an old database gains the search indexes"
         );
+    }
+}
+
+#[cfg(test)]
+mod key_scope_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn keys_made_before_scopes_keep_every_scope() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE api_keys (prefix TEXT PRIMARY KEY, tenant TEXT NOT NULL, \
+             key_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+             INSERT INTO api_keys VALUES ('abcd1234', 'acme', 'h', 0, NULL);",
+        )
+        .unwrap();
+        key_scopes(&conn).unwrap();
+        key_scopes(&conn).unwrap(); // a second run finds the column and leaves it
+        let scopes: String = conn
+            .query_row("SELECT scopes FROM api_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(scopes, "send,read,admin");
     }
 }

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     tenant TEXT NOT NULL,
     key_hash TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    scopes TEXT NOT NULL DEFAULT 'send,read,admin'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
     tenant TEXT NOT NULL,

@@ -3,7 +3,7 @@ use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
 use super::{from_ms, ms, SqliteBackend};
-use crate::domain::{SenderIdentity, Template, TemplateName, TenantId};
+use crate::domain::{KeyScopes, SenderIdentity, Template, TemplateName, TenantId};
 use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
 
 #[async_trait]
@@ -26,18 +26,21 @@ impl TenantStore for SqliteBackend {
         tenant: &TenantId,
         prefix: &str,
         key_hash: &str,
+        scopes: KeyScopes,
     ) -> Result<(), StoreError> {
         let (tenant, prefix, key_hash) = (
             tenant.as_str().to_owned(),
             prefix.to_owned(),
             key_hash.to_owned(),
         );
+        let scopes = scopes.to_string();
         let now = ms(Utc::now());
         self.writer
             .run(1, move |conn| {
                 conn.execute(
-                    "INSERT INTO api_keys (prefix, tenant, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![prefix, tenant, key_hash, now],
+                    "INSERT INTO api_keys (prefix, tenant, key_hash, created_at, scopes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![prefix, tenant, key_hash, now, scopes],
                 )?;
                 Ok(())
             })
@@ -61,17 +64,21 @@ impl TenantStore for SqliteBackend {
         let prefix = prefix.to_owned();
         self.readers
             .run(move |conn| {
-                let row: Option<(String, String, Option<i64>)> = conn
+                let row: Option<(String, String, Option<i64>, String)> = conn
                     .prepare_cached(
-                        "SELECT tenant, key_hash, revoked_at FROM api_keys WHERE prefix = ?1",
+                        "SELECT tenant, key_hash, revoked_at, scopes FROM api_keys WHERE prefix = ?1",
                     )?
-                    .query_row([prefix], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_row([prefix], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()?;
-                Ok(row.and_then(|(tenant, key_hash, revoked)| {
-                    TenantId::parse(&tenant).ok().map(|tenant| StoredKey {
-                        tenant,
+                Ok(row.and_then(|(tenant, key_hash, revoked, scopes)| {
+                    Some(StoredKey {
+                        tenant: TenantId::parse(&tenant).ok()?,
                         key_hash,
                         revoked: revoked.is_some(),
+                        // Unreadable scopes grant nothing.
+                        scopes: KeyScopes::parse(&scopes).ok()?,
                     })
                 }))
             })

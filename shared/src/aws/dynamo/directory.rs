@@ -6,7 +6,7 @@ use chrono::Utc;
 
 use super::item::{get_s, ms, n, opt_n, opt_s, s};
 use super::{applied, condition_failed, unavailable, DynamoStore};
-use crate::domain::{SenderIdentity, Template, TemplateName, TenantId};
+use crate::domain::{KeyScopes, SenderIdentity, Template, TemplateName, TenantId};
 use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
 
 fn tenant_pk(tenant: &TenantId) -> String {
@@ -111,6 +111,7 @@ impl TenantStore for DynamoStore {
         tenant: &TenantId,
         prefix: &str,
         key_hash: &str,
+        scopes: KeyScopes,
     ) -> Result<(), StoreError> {
         let result = self
             .client
@@ -119,6 +120,7 @@ impl TenantStore for DynamoStore {
             .item("pk", s(key_pk(prefix)))
             .item("tenant", s(tenant.as_str()))
             .item("key_hash", s(key_hash))
+            .item("scopes", s(scopes.to_string()))
             .item("created_at", n(ms(Utc::now())))
             .condition_expression("attribute_not_exists(pk)")
             .send()
@@ -162,6 +164,11 @@ impl TenantStore for DynamoStore {
             tenant: TenantId::parse(get_s(&item, "tenant")?).map_err(StoreError::Corrupt)?,
             key_hash: get_s(&item, "key_hash")?.to_owned(),
             revoked: item.contains_key("revoked_at"),
+            // Keys made before scopes have them all.
+            scopes: match item.get("scopes").and_then(|v| v.as_s().ok()) {
+                Some(raw) => KeyScopes::parse(raw).map_err(StoreError::Corrupt)?,
+                None => KeyScopes::ALL,
+            },
         }))
     }
 

@@ -1,0 +1,59 @@
+//! Which scope a key needs for each route: one table, read by the key extractor.
+
+use axum::http::Method;
+
+use crate::domain::KeyScope;
+
+/// Routes (as the router names them) where every method changes or reveals configuration.
+const ADMIN_ROUTES: [&str; 3] = [
+    "/v1/webhook-endpoints",
+    "/v1/webhook-deliveries",
+    "/v1/audit",
+];
+
+/// Routes whose reads are `read` and whose writes are `admin`.
+const CONFIG_ROUTES: [&str; 4] = [
+    "/v1/templates",
+    "/v1/suppressions",
+    "/v1/sender-identities",
+    "/v1/dead-letters",
+];
+
+/// The scope a request needs: configuration is `admin`, other reads are `read`, and sending
+/// or cancelling a message is `send`.
+pub fn required(method: &Method, route: &str) -> KeyScope {
+    let under = |prefixes: &[&str]| prefixes.iter().any(|p| route.starts_with(p));
+    if under(&ADMIN_ROUTES) {
+        return KeyScope::Admin;
+    }
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    match (reads, under(&CONFIG_ROUTES)) {
+        (true, _) => KeyScope::Read,
+        (false, true) => KeyScope::Admin,
+        (false, false) => KeyScope::Send,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_route_needs_its_scope() {
+        for (method, route, want) in [
+            (Method::POST, "/v1/messages", KeyScope::Send),
+            (Method::POST, "/v1/messages/bulk", KeyScope::Send),
+            (Method::DELETE, "/v1/messages/{id}", KeyScope::Send),
+            (Method::GET, "/v1/messages/{id}", KeyScope::Read),
+            (Method::GET, "/v1/events/stream", KeyScope::Read),
+            (Method::GET, "/v1/templates/{name}", KeyScope::Read),
+            (Method::PUT, "/v1/templates/{name}", KeyScope::Admin),
+            (Method::POST, "/v1/suppressions/import", KeyScope::Admin),
+            (Method::POST, "/v1/dead-letters/redrive", KeyScope::Admin),
+            (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
+            (Method::GET, "/v1/audit/export", KeyScope::Admin),
+        ] {
+            assert_eq!(required(&method, route), want, "{method} {route}");
+        }
+    }
+}
