@@ -52,6 +52,8 @@ pub fn lambda_engine_config() -> EngineConfig {
     // poll, and events wait a second for those another Lambda stores a little late.
     config.notify.streams.window = Duration::from_secs(20);
     config.notify.streams.settle = Duration::from_secs(1);
+    // Each look is a Query: once a second is live enough for a person watching.
+    config.notify.streams.poll = Duration::from_secs(1);
     config
 }
 
