@@ -213,6 +213,11 @@ fn keys_left_audit_entries(data_dir: &std::path::Path, prefix: &str) {
         .unwrap();
     let actions: Vec<AuditAction> = page.items.iter().map(|e| e.action).collect();
     assert_eq!(actions, [AuditAction::KeyRevoked, AuditAction::KeyCreated]);
+    assert_eq!(
+        page.items[1].detail,
+        json!({ "scopes": "send,read,admin" }),
+        "a key's scopes are in its creation entry"
+    );
     let user = std::env::var("USER").unwrap_or_default();
     for e in &page.items {
         assert_eq!(e.target.as_deref(), Some(format!("key:{prefix}").as_str()));

@@ -11,9 +11,18 @@ use crate::store::DirectStore;
 
 impl DirectStore {
     /// Records a key's creation or revocation, by the operator at this terminal.
-    async fn record(&self, tenant: &TenantId, action: AuditAction, prefix: &str) {
-        let entry = AuditEntry::now(Scope::Tenant(tenant.clone()), operator(), action)
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        action: AuditAction,
+        prefix: &str,
+        detail: Option<serde_json::Value>,
+    ) {
+        let mut entry = AuditEntry::now(Scope::Tenant(tenant.clone()), operator(), action)
             .target(Actor::Key(prefix.to_owned()).label());
+        if let Some(detail) = detail {
+            entry = entry.detail(detail);
+        }
         if let Err(e) = self.audit().append(&entry).await {
             eprintln!("warning: the audit log did not take the entry: {e}");
         }
@@ -42,7 +51,8 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 .await
                 .context("creating the key");
             if let Ok(key) = &key {
-                keys.record(&tenant, AuditAction::KeyCreated, &key.prefix)
+                let detail = serde_json::json!({ "scopes": scopes.to_string() });
+                keys.record(&tenant, AuditAction::KeyCreated, &key.prefix, Some(detail))
                     .await;
             }
             keys.close();
@@ -64,7 +74,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let owner = keys.tenants().find_key(&prefix).await;
             let revoked = keys.tenants().revoke_key(&prefix).await;
             if let (Ok(Some(owner)), Ok(true)) = (&owner, &revoked) {
-                keys.record(&owner.tenant, AuditAction::KeyRevoked, &prefix)
+                keys.record(&owner.tenant, AuditAction::KeyRevoked, &prefix, None)
                     .await;
             }
             keys.close();
