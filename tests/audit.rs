@@ -153,6 +153,11 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
     let foreign = theirs.body["id"].as_str().unwrap();
     let probe = s.get(&format!("/v1/messages/{foreign}")).await;
     assert_eq!(probe.status, StatusCode::NOT_FOUND, "{}", probe.body);
+    // A redrive naming it redrives nothing, and is a probe too.
+    let redrive = s
+        .post("/v1/dead-letters/redrive", &json!({ "ids": [foreign] }))
+        .await;
+    assert_eq!(redrive.body["redriven"], 0, "{}", redrive.body);
 
     let log = audit_of(&s, &s.key, "&action=access.denied").await;
     assert_eq!(log.len(), 1, "{log:#?}");
@@ -168,10 +173,11 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let platform = loop {
         let platform = platform_log(&s).await;
-        let probed = platform
+        let probes = platform
             .iter()
-            .any(|e| e.target.as_deref() == Some(foreign));
-        if probed || Instant::now() > deadline {
+            .filter(|e| e.target.as_deref() == Some(foreign))
+            .count();
+        if probes == 2 || Instant::now() > deadline {
             break platform;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -182,8 +188,8 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
         .collect();
     assert_eq!(
         denied.len(),
-        2,
-        "a malformed key is only counted: {denied:#?}"
+        3,
+        "the unknown key and two probes; a malformed key is only counted: {denied:#?}"
     );
     assert!(
         denied
@@ -191,12 +197,15 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
             .any(|e| e.actor == Actor::Anonymous && e.detail["reason"] == "unknown key"),
         "{denied:#?}"
     );
-    let probe_entry = denied
+    let probes: Vec<_> = denied
         .iter()
-        .find(|e| e.target.as_deref() == Some(foreign))
-        .unwrap_or_else(|| panic!("no foreign-id entry in {denied:#?}"));
-    assert_eq!(probe_entry.actor, Actor::Key(prefix));
-    assert_eq!(probe_entry.detail["tenant"], "acme");
+        .filter(|e| e.target.as_deref() == Some(foreign))
+        .collect();
+    assert_eq!(probes.len(), 2, "the read and the redrive: {denied:#?}");
+    for probe in probes {
+        assert_eq!(probe.actor, Actor::Key(prefix.clone()));
+        assert_eq!(probe.detail["tenant"], "acme");
+    }
     s.stop().await;
 }
 

@@ -204,17 +204,33 @@ pub async fn cancel(
 /// The 404 of a message id the caller's tenant does not have. When another tenant has it, the
 /// probe is recorded in the platform's audit log; the caller cannot tell the two apart.
 async fn not_found(herald: &Arc<Herald>, caller: &Caller, id: MessageId) -> Problem {
-    if let Ok(Some(owner)) = herald.store.owner_of(id).await {
-        if owner != caller.tenant {
-            let mut entry = caller
-                .entry(AuditAction::AccessDenied)
-                .target(id.to_string())
-                .detail(json!({ "reason": "another tenant's message", "tenant": caller.tenant.as_str() }));
-            entry.scope = Scope::Global;
-            // In the background: the 404 must not take longer when the id exists elsewhere.
-            let herald = herald.clone();
-            tokio::spawn(async move { herald.audit_denial(entry).await });
-        }
-    }
+    record_foreign_probes(herald, caller, vec![id]);
     Problem::not_found("message")
+}
+
+/// The most ids of one request looked up as possible probes.
+const MAX_PROBES_CHECKED: usize = 100;
+
+/// Records, in the platform's audit log, each of `ids` that is another tenant's message. In
+/// the background: an answer must not take longer when an id exists elsewhere.
+pub(super) fn record_foreign_probes(herald: &Arc<Herald>, caller: &Caller, ids: Vec<MessageId>) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut template = caller
+        .entry(AuditAction::AccessDenied)
+        .detail(json!({ "reason": "another tenant's message", "tenant": caller.tenant.as_str() }));
+    template.scope = Scope::Global;
+    let (herald, tenant) = (herald.clone(), caller.tenant.clone());
+    tokio::spawn(async move {
+        for id in ids.into_iter().take(MAX_PROBES_CHECKED) {
+            if let Ok(Some(owner)) = herald.store.owner_of(id).await {
+                if owner != tenant {
+                    herald
+                        .audit_denial(template.clone().target(id.to_string()))
+                        .await;
+                }
+            }
+        }
+    });
 }

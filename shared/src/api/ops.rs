@@ -128,7 +128,14 @@ pub async fn redrive(
         None => None,
     };
     let asked = ids.as_ref().map(Vec::len);
+    let requested = ids.clone().unwrap_or_default();
     let redriven = herald.redrive(&caller.tenant, ids).await?;
+    // An id not redriven may be another tenant's: a probe, recorded as one.
+    let skipped: Vec<_> = requested
+        .into_iter()
+        .filter(|id| !redriven.contains(id))
+        .collect();
+    super::messages::record_foreign_probes(&herald, &caller, skipped);
     let entry = caller
         .entry(AuditAction::DeadLettersRedriven)
         .detail(json!({
