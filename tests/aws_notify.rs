@@ -282,3 +282,48 @@ async fn an_event_stream_reads_what_the_notify_function_kept_and_nothing_is_push
     let again = stream_once(&api, Some(&cursor)).await;
     assert!(again.iter().all(|(e, ..)| e == "open"), "{again:?}");
 }
+
+#[tokio::test]
+async fn a_bulk_sends_recipients_are_announced_on_aws_too() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let rx = Receiver::start("");
+    let ep = endpoint(&api, &rx.url, &["message.queued"]).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let recipients = json!([{"to": "b0@example.com"}, {"to": "b1@example.com"}]);
+    let (status, bulk) = api
+        .call(
+            Method::POST,
+            "/v1/messages/bulk",
+            Some(
+                json!({"channel": "email", "priority": "P3", "subject": "News", "body": "x",
+                        "recipients": recipients}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{bulk}");
+    let bulk_id = bulk["bulk_id"].as_str().expect("bulk id").to_owned();
+    let of_bulk = || {
+        rx.requests()
+            .into_iter()
+            .filter(|r| r["body"]["data"]["bulk_id"] == bulk_id.as_str() && r["answered"] == 200)
+            .collect::<Vec<_>>()
+    };
+    play_until(&api, &notifier, "both recipients announced", || {
+        of_bulk().len() >= 2
+    })
+    .await;
+    let mut to: Vec<String> = of_bulk()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["body"]["type"], "message.queued");
+            assert_eq!(r["verified_by"], json!([0]), "{r}");
+            r["body"]["data"]["to"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    to.sort();
+    assert_eq!(to, ["b0@example.com", "b1@example.com"]);
+}

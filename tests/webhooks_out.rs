@@ -482,3 +482,53 @@ async fn every_event_of_a_busy_endpoint_arrives_exactly_once() {
     assert_eq!(reqs.len(), want, "requests, duplicates included");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_bulk_sends_recipients_are_announced_queued_or_suppressed() {
+    let s = server().await;
+    let rx = Receiver::start("");
+    let ep = endpoint(&s, &rx.url, &["message.queued", "message.suppressed"]).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let put = s
+        .put_as(
+            "/v1/suppressions/email/b1%40example.com",
+            &s.key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    let bulk = s.bulk_email("P3", 3, |i| format!("b{i}@example.com")).await;
+    assert_eq!(bulk.status, StatusCode::ACCEPTED, "{}", bulk.body);
+    let bulk_id = bulk.body["bulk_id"].as_str().expect("bulk id");
+    let reqs = rx
+        .wait_for("three announcements", |r| {
+            r.iter()
+                .filter(|q| q["body"]["data"]["bulk_id"] == bulk_id)
+                .count()
+                >= 3
+        })
+        .await;
+    let mut seen: Vec<(String, String)> = reqs
+        .iter()
+        .filter(|q| q["body"]["data"]["bulk_id"] == bulk_id)
+        .map(|q| {
+            let d = &q["body"]["data"];
+            assert!(d["message_id"].is_string(), "{d}");
+            assert_eq!(d["channel"], "email");
+            (
+                q["body"]["type"].as_str().unwrap_or_default().to_owned(),
+                d["to"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want = [
+        ("message.queued", "b0@example.com"),
+        ("message.queued", "b2@example.com"),
+        ("message.suppressed", "b1@example.com"),
+    ]
+    .map(|(t, to)| (t.to_owned(), to.to_owned()));
+    assert_eq!(seen, want);
+    assert!(reqs.iter().all(|q| q["verified_by"] == json!([0])));
+    s.stop().await;
+}

@@ -327,10 +327,12 @@ impl Herald {
             recipients: accepted,
             created_at,
         };
+        let notices = self.bulk_notices(&job).await;
         let replay = self
             .persist(tenant, Work::Bulk(job), idempotency, &outcome)
             .await?;
         if replay.is_none() {
+            self.announce_bulk(notices).await;
             self.priority_gate.arrived(lane, due_now);
             self.wake(lane, true);
         }

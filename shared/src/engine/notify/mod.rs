@@ -6,6 +6,7 @@
 //! it is dropped by an in-memory check, and the rest are handed to a queue that a background
 //! task writes to the outbox in batches.
 
+mod bulk;
 pub mod deliver;
 mod endpoints;
 pub mod guard;
@@ -255,6 +256,18 @@ impl Herald {
             .collect();
         if !notices.is_empty() {
             self.notify(notices).await;
+        }
+    }
+
+    /// Whether any of the tenant's endpoints or streams wants `t`, as far as this process
+    /// knows (when it has not read them yet, yes: the fan-out drops what no one wants).
+    pub(crate) async fn tenant_wants(&self, tenant: &TenantId, t: EventType) -> bool {
+        if self.webhooks.is_none() {
+            return false;
+        }
+        match self.current_subscriptions().await {
+            Some(s) => s.masks.get(tenant).is_some_and(|m| m & bit(t) != 0),
+            None => true,
         }
     }
 
