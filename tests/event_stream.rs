@@ -222,16 +222,29 @@ async fn a_tenant_may_hold_only_a_few_streams_open() {
 async fn herald_tail_prints_events_across_reconnects() {
     let s = server().await;
     let (url, key) = (s.url.clone(), s.key.clone());
-    let tail = tokio::process::Command::new(herald_binary())
+    let mut tail = tokio::process::Command::new(herald_binary())
         .args(["tail", "--json", "--max", "4", "--types", "message.queued"])
         .env("HERALD_URL", &url)
         .env("HERALD_API_KEY", &key)
         .env("HERALD_LOG", "warn")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("herald tail runs");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Events from before the stream opened are not its own: wait for it.
+    let stderr = tail.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let opened = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("following the stream") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(opened, Ok(true), "herald tail said it follows the stream");
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(send(&s, &format!("t{i}@example.com")).await);

@@ -65,6 +65,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .build()?;
     let url = format!("{}/v1/events/stream", args.remote.url);
     let (mut last, mut shown, mut backoff) = (None::<String>, 0usize, Duration::from_millis(500));
+    let mut opened = false;
     loop {
         let mut req = client.get(&url).bearer_auth(&args.remote.api_key);
         if let Some(types) = &args.types {
@@ -100,6 +101,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                     last = Some(id);
                 }
                 if event.event == "open" {
+                    if !opened {
+                        eprintln!("herald tail: following the stream (events from now on)");
+                        opened = true;
+                    }
                     continue;
                 }
                 print_event(&event, args.json)?;
