@@ -22,6 +22,8 @@ const TOTAL: usize = BULK_REQUESTS * BULK_SIZE + SINGLES;
 /// Simulated provider latency: makes the drain last long enough for the kill to land in it.
 const SANDBOX_LATENCY_MS: &str = "2";
 const SERVE_ARGS: &[&str] = &["--sandbox-latency-ms", SANDBOX_LATENCY_MS];
+/// How far ahead the bulk sends are scheduled: longer than accepting them takes.
+const BULK_DELAY_SECS: i64 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_drain_then_restart_sends_every_message_at_least_once() {
@@ -62,6 +64,9 @@ async fn kill_9_mid_drain(args: &[&str], engine: EngineConfig) {
         key,
     };
     let mut singles = Vec::new();
+    // The bulk sends start once all are accepted: a drain that raced the accepting (whole
+    // batches of 512 finish at once) could otherwise end before the kill.
+    let bulk_at = (chrono::Utc::now() + chrono::Duration::seconds(BULK_DELAY_SECS)).to_rfc3339();
     for b in 0..BULK_REQUESTS {
         let recipients: Vec<Value> = (b * BULK_SIZE..(b + 1) * BULK_SIZE)
             .map(|i| json!({ "to": format!("user{i}@example.com"), "external_id": i.to_string() }))
@@ -70,7 +75,8 @@ async fn kill_9_mid_drain(args: &[&str], engine: EngineConfig) {
             .post(
                 "/v1/messages/bulk",
                 &json!({ "channel": "email", "priority": "P3", "subject": "Campaign",
-                         "body": "Hello from the crash test", "recipients": recipients }),
+                         "body": "Hello from the crash test", "recipients": recipients,
+                         "send_at": bulk_at }),
             )
             .await;
         assert_eq!(reply["queued"], BULK_SIZE, "bulk {b}: {reply}");
