@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{EventKind, MessageId, MessageStatus, TenantId};
+use super::{Channel, EventKind, Message, MessageId, MessageStatus, TenantId};
 
 pub use endpoint::{
     EndpointPatch, EndpointSecret, EndpointUrl, NewEndpoint, SigningSecret, Target,
@@ -259,6 +259,49 @@ pub struct Payload {
     pub event_type: EventType,
     pub timestamp: DateTime<Utc>,
     pub data: serde_json::Value,
+}
+
+/// A message's own fields in a message event's `data`, as the platform set them.
+#[derive(Debug, Serialize)]
+pub struct MessageFields<'a> {
+    pub channel: Channel,
+    pub to: &'a str,
+    pub source_type: Option<&'a str>,
+    pub source_id: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub bulk_id: Option<&'a str>,
+    pub correlation_id: &'a str,
+}
+
+impl<'a> MessageFields<'a> {
+    pub fn of(m: &'a Message) -> MessageFields<'a> {
+        MessageFields {
+            channel: m.channel,
+            to: &m.to,
+            source_type: m.source_type.as_deref(),
+            source_id: m.source_id.as_deref(),
+            external_id: m.external_id.as_deref(),
+            metadata: m.metadata.as_ref(),
+            bulk_id: m.bulk_id.as_deref(),
+            correlation_id: &m.correlation_id,
+        }
+    }
+}
+
+/// A message event's `data`: its id, status and detail, and the message's fields when known.
+pub fn message_data(
+    id: MessageId,
+    status: MessageStatus,
+    detail: serde_json::Value,
+    fields: Option<MessageFields<'_>>,
+) -> serde_json::Value {
+    let mut data = serde_json::json!({ "message_id": id, "status": status, "detail": detail });
+    let fields = fields.and_then(|f| serde_json::to_value(f).ok());
+    if let (Some(d), Some(serde_json::Value::Object(f))) = (data.as_object_mut(), fields) {
+        d.extend(f);
+    }
+    data
 }
 
 /// When a failed delivery is tried again: after each wait in turn, each stretched or shrunk by

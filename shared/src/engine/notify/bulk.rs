@@ -1,10 +1,11 @@
 //! A bulk send's recipients announced as `message.queued` (or `message.suppressed`) when the
 //! job is accepted. Their messages are written later, part by part, so each payload is made
-//! here from the job, the same fields a single send's has, and the notifier reads nothing.
+//! here from the job (the fields a single send's has: [`message_data`]), and the notifier
+//! reads nothing.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::domain::notify::{EventType, Notice, Subject};
+use crate::domain::notify::{message_data, EventType, MessageFields, Notice, Subject};
 use crate::domain::{BulkJob, MessageStatus};
 use crate::engine::Herald;
 
@@ -15,11 +16,11 @@ impl Herald {
     /// The notices for a job's recipients that the tenant's endpoints or streams want; none
     /// (and nothing built) when no one wants either type.
     pub(crate) async fn bulk_notices(&self, job: &BulkJob) -> Vec<Notice> {
-        let queued = self
-            .tenant_wants(&job.tenant, EventType::MessageQueued)
-            .await;
-        let suppressed = self
-            .tenant_wants(&job.tenant, EventType::MessageSuppressed)
+        let [queued, suppressed] = self
+            .tenant_wants(
+                &job.tenant,
+                [EventType::MessageQueued, EventType::MessageSuppressed],
+            )
             .await;
         if !queued && !suppressed {
             return Vec::new();
@@ -39,19 +40,17 @@ impl Herald {
                     }
                     _ => return None,
                 };
-                let data = json!({
-                    "message_id": r.id,
-                    "status": status,
-                    "detail": detail,
-                    "channel": env.channel,
-                    "to": r.to,
-                    "source_type": env.source_type,
-                    "source_id": env.source_id,
-                    "external_id": r.external_id,
-                    "metadata": env.metadata,
-                    "bulk_id": job.bulk_id,
-                    "correlation_id": env.correlation_id,
-                });
+                let fields = MessageFields {
+                    channel: env.channel,
+                    to: &r.to,
+                    source_type: env.source_type.as_deref(),
+                    source_id: env.source_id.as_deref(),
+                    external_id: r.external_id.as_deref(),
+                    metadata: env.metadata.as_ref(),
+                    bulk_id: Some(&job.bulk_id),
+                    correlation_id: &env.correlation_id,
+                };
+                let data = message_data(r.id, status, detail, Some(fields));
                 Some(Notice::new(
                     Some(job.tenant.clone()),
                     event_type,

@@ -11,7 +11,9 @@ use rand::Rng;
 
 use super::{guard, Snapshot};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
-use crate::domain::notify::{EndpointId, EventType, Notice, Payload, Subject, WebhookEndpoint};
+use crate::domain::notify::{
+    message_data, EndpointId, EventType, MessageFields, Notice, Payload, Subject, WebhookEndpoint,
+};
 use crate::domain::suppression::Scope;
 use crate::engine::Herald;
 use crate::ports::{Attempt, DeliveryState, WebhookDelivery, WebhookStore};
@@ -148,26 +150,9 @@ async fn payload_data(
         Some(t) => t.clone(),
         None => herald.store.owner_of(id).await.ok()??,
     };
-    let mut data = serde_json::json!({
-        "message_id": id,
-        "status": status,
-        "detail": detail,
-    });
-    if let Ok(Some((m, _))) = herald.store.get(&tenant, id).await {
-        let fields = serde_json::json!({
-            "channel": m.channel,
-            "to": m.to,
-            "source_type": m.source_type,
-            "source_id": m.source_id,
-            "external_id": m.external_id,
-            "metadata": m.metadata,
-            "bulk_id": m.bulk_id,
-            "correlation_id": m.correlation_id,
-        });
-        if let (Some(d), serde_json::Value::Object(f)) = (data.as_object_mut(), fields) {
-            d.extend(f);
-        }
-    }
+    let message = herald.store.get(&tenant, id).await.ok().flatten();
+    let fields = message.as_ref().map(|(m, _)| MessageFields::of(m));
+    let data = message_data(id, status, detail.clone(), fields);
     Some((Some(tenant), data))
 }
 

@@ -108,11 +108,15 @@ impl Snapshot {
 
     /// Whether anyone may want `n`: its tenant, or any tenant when the notice does not say.
     fn wants(&self, n: &Notice) -> bool {
-        let mask = match &n.tenant {
+        self.mask_of(n.tenant.as_ref()) & bit(n.event_type) != 0
+    }
+
+    /// The event types `tenant` wants (any tenant's for `None`), one bit each.
+    fn mask_of(&self, tenant: Option<&TenantId>) -> u32 {
+        match tenant {
             Some(t) => self.masks.get(t).copied().unwrap_or(0),
             None => self.any,
-        };
-        mask & bit(n.event_type) != 0
+        }
     }
 }
 
@@ -259,16 +263,21 @@ impl Herald {
         }
     }
 
-    /// Whether any of the tenant's endpoints or streams wants `t`, as far as this process
-    /// knows (when it has not read them yet, yes: the fan-out drops what no one wants).
-    pub(crate) async fn tenant_wants(&self, tenant: &TenantId, t: EventType) -> bool {
+    /// Which of `types` any of the tenant's endpoints or streams wants, as far as this process
+    /// knows (when it has not read them yet, each: the fan-out drops what no one wants).
+    pub(crate) async fn tenant_wants<const N: usize>(
+        &self,
+        tenant: &TenantId,
+        types: [EventType; N],
+    ) -> [bool; N] {
         if self.webhooks.is_none() {
-            return false;
+            return [false; N];
         }
-        match self.current_subscriptions().await {
-            Some(s) => s.masks.get(tenant).is_some_and(|m| m & bit(t) != 0),
-            None => true,
-        }
+        let mask = match self.current_subscriptions().await {
+            Some(s) => s.mask_of(Some(tenant)),
+            None => u32::MAX,
+        };
+        types.map(|t| mask & bit(t) != 0)
     }
 
     /// True when no endpoint wants any event: the send path's only cost of webhooks.
