@@ -34,7 +34,7 @@ pub enum EndpointError {
 }
 
 impl Herald {
-    fn webhook_store(&self) -> Result<&Arc<dyn WebhookStore>, EndpointError> {
+    pub(super) fn webhook_store(&self) -> Result<&Arc<dyn WebhookStore>, EndpointError> {
         self.webhooks.as_ref().ok_or(EndpointError::Unavailable)
     }
 

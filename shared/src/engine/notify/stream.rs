@@ -130,8 +130,8 @@ pub struct StreamReader {
     pub tenant: TenantId,
     pub cursor: StreamCursor,
     pub event_types: Vec<EventType>,
-    /// Nothing older is read: when the stream began, or a little before the cursor's event.
-    floor: DateTime<Utc>,
+    /// When the stream began: nothing older is read.
+    began: DateTime<Utc>,
     _slot: OpenSlot,
 }
 
@@ -149,7 +149,7 @@ impl Herald {
     ) -> Result<StreamReader, EndpointError> {
         let cfg = &self.config.notify.streams;
         let slot = self.outbox.open_streams.admit(tenant, cfg)?;
-        let store = self.webhooks.as_ref().ok_or(EndpointError::Unavailable)?;
+        let store = self.webhook_store()?;
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(cfg.window + cfg.lease).unwrap_or_default();
         let (ep, cursor) = match cursor {
@@ -174,15 +174,11 @@ impl Herald {
                 (ep, c)
             }
         };
-        let settle = chrono::Duration::from_std(cfg.settle).unwrap_or_default();
-        let floor = cursor.after.map_or(ep.created_at, |d| {
-            d.made_at() - settle - chrono::Duration::seconds(1)
-        });
         Ok(StreamReader {
             tenant: tenant.clone(),
             cursor,
             event_types: ep.event_types,
-            floor,
+            began: ep.created_at,
             _slot: slot,
         })
     }
@@ -193,12 +189,16 @@ impl Herald {
         &self,
         reader: &mut StreamReader,
     ) -> Result<Vec<WebhookDelivery>, EndpointError> {
-        let store = self.webhooks.as_ref().ok_or(EndpointError::Unavailable)?;
+        let store = self.webhook_store()?;
         let settle =
             chrono::Duration::from_std(self.config.notify.streams.settle).unwrap_or_default();
         let ripe_before = Utc::now() - settle;
         let mut out = Vec::new();
-        let mut since = reader.floor;
+        // From the settle time before the cursor's event: one stored late may be there.
+        let mut since = reader
+            .cursor
+            .after
+            .map_or(reader.began, |d| d.made_at() - settle);
         loop {
             let page = store
                 .deliveries_since(&reader.tenant, reader.cursor.stream, since, READ_BATCH)
@@ -219,13 +219,9 @@ impl Herald {
             match last_made {
                 // A page of events already sent: read on past it.
                 Some(t) if full && out.is_empty() && t > since => since = t,
-                _ => break,
+                _ => return Ok(out),
             }
         }
-        if let Some(last) = reader.cursor.after {
-            reader.floor = reader.floor.max(last.made_at() - settle);
-        }
-        Ok(out)
     }
 }
 
