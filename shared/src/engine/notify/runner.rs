@@ -40,8 +40,7 @@ pub async fn run(
     let workers = Workers {
         wake: wake.clone(),
         notifier: Arc::new(Notifier::new(&herald.config.notify)),
-        busy: Default::default(),
-        finished: Default::default(),
+        claims: Default::default(),
         permits: Arc::new(tokio::sync::Semaphore::new(PARALLEL_ENDPOINTS)),
     };
     loop {
@@ -94,11 +93,29 @@ struct Workers {
     /// A task that finishes wakes the loop, so an endpoint's next deliveries go at once.
     wake: Arc<Notify>,
     notifier: Arc<Notifier>,
-    busy: Arc<parking_lot::Mutex<HashSet<EndpointId>>>,
-    /// Endpoints whose task ended since this round began reading due deliveries: what it
-    /// read of them may be stale (already delivered), so they wait for the next round.
-    finished: Arc<parking_lot::Mutex<HashSet<EndpointId>>>,
+    claims: Arc<parking_lot::Mutex<Claims>>,
     permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Which endpoints have a task running, and which ended one since this round began reading
+/// due deliveries: what it read of those may be stale (already delivered), so they wait for
+/// the next round.
+#[derive(Default)]
+struct Claims {
+    running: HashSet<EndpointId>,
+    ended: HashSet<EndpointId>,
+}
+
+impl Claims {
+    /// Takes the endpoint for a new task; false when it has one or just ended one.
+    fn claim(&mut self, id: EndpointId) -> bool {
+        !self.ended.contains(&id) && self.running.insert(id)
+    }
+
+    fn release(&mut self, id: EndpointId) {
+        self.running.remove(&id);
+        self.ended.insert(id);
+    }
 }
 
 /// One round: fan out, then hand what is due to the endpoints' tasks. True when there may be
@@ -125,7 +142,7 @@ async fn round(
             0
         }
     };
-    workers.finished.lock().clear();
+    workers.claims.lock().ended.clear();
     let due = match outbox.due_deliveries(Utc::now(), ROUND).await {
         Ok(due) => due,
         Err(e) => {
@@ -176,17 +193,16 @@ fn deliver_all(
         let Some(ep) = snapshot.endpoints.iter().find(|e| e.id == id).cloned() else {
             continue;
         };
-        if workers.busy.lock().contains(&id) || workers.finished.lock().contains(&id) {
-            continue;
-        }
         let Ok(permit) = workers.permits.clone().try_acquire_owned() else {
             break; // every worker is busy: the rest wait for the next round
         };
-        workers.busy.lock().insert(id);
+        if !workers.claims.lock().claim(id) {
+            continue;
+        }
         started += group.len();
         let (herald, store) = (herald.clone(), store.clone());
-        let (notifier, busy) = (workers.notifier.clone(), workers.busy.clone());
-        let (wake, finished) = (workers.wake.clone(), workers.finished.clone());
+        let (notifier, claims) = (workers.notifier.clone(), workers.claims.clone());
+        let wake = workers.wake.clone();
         tokio::spawn(async move {
             for d in group {
                 let done = notifier.deliver(&herald, store.as_ref(), &ep, &d).await;
@@ -196,8 +212,7 @@ fn deliver_all(
                     break;
                 }
             }
-            finished.lock().insert(id);
-            busy.lock().remove(&id);
+            claims.lock().release(id);
             drop(permit);
             wake.notify_one();
         });
