@@ -65,13 +65,19 @@ async fn endpoint(api: &AwsApi, url: &str, types: &[&str]) -> Value {
     body
 }
 
+/// A receiver answering as `plan` says, registered for `types` and trusting its secret.
+async fn trusted_endpoint(api: &AwsApi, plan: &str, types: &[&str]) -> (Receiver, Value) {
+    let rx = Receiver::start(plan);
+    let ep = endpoint(api, &rx.url, types).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    (rx, ep)
+}
+
 #[tokio::test]
 async fn the_notify_function_delivers_signed_events_and_retries() {
     let api = api().await;
     let notifier = Notifier::new(&api.herald.config.notify);
-    let rx = Receiver::start("500");
-    let ep = endpoint(&api, &rx.url, &["message.queued", "message.sent"]).await;
-    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let (rx, ep) = trusted_endpoint(&api, "500", &["message.queued", "message.sent"]).await;
     let id = api
         .send(
             json!({"channel": "email", "priority": "P1", "to": "ann@example.com",
@@ -287,9 +293,7 @@ async fn an_event_stream_reads_what_the_notify_function_kept_and_nothing_is_push
 async fn a_bulk_sends_recipients_are_announced_on_aws_too() {
     let api = api().await;
     let notifier = Notifier::new(&api.herald.config.notify);
-    let rx = Receiver::start("");
-    let ep = endpoint(&api, &rx.url, &["message.queued"]).await;
-    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let (rx, _) = trusted_endpoint(&api, "", &["message.queued"]).await;
     let recipients = json!([{"to": "b0@example.com"}, {"to": "b1@example.com"}]);
     let (status, bulk) = api
         .call(

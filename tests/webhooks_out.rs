@@ -34,6 +34,14 @@ async fn endpoint(s: &TestServer, url: &str, types: &[&str]) -> Value {
     r.body
 }
 
+/// A receiver (Python `standardwebhooks`) registered for `types` and trusting its secret.
+async fn trusted_endpoint(s: &TestServer, types: &[&str]) -> (Receiver, Value) {
+    let rx = Receiver::start("");
+    let ep = endpoint(s, &rx.url, types).await;
+    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    (rx, ep)
+}
+
 fn of_type<'a>(reqs: &'a [Value], t: &str, message: &str) -> Vec<&'a Value> {
     reqs.iter()
         .filter(|r| r["body"]["type"] == t && r["body"]["data"]["message_id"] == message)
@@ -287,10 +295,8 @@ async fn private_addresses_are_refused_when_saved_and_when_delivered() {
 #[tokio::test]
 async fn another_tenants_endpoints_and_deliveries_are_not_found() {
     let s = server().await;
-    let rx = Receiver::start("");
-    let ep = endpoint(&s, &rx.url, &["message.queued"]).await;
+    let (rx, ep) = trusted_endpoint(&s, &["message.queued"]).await;
     let ep_id = ep["id"].as_str().expect("id").to_owned();
-    rx.trust(&[ep["secret"].as_str().expect("secret")]);
     let id = s
         .send(&json!({"channel": "email", "priority": "P1", "to": "gus@example.com", "subject": "Hi", "body": "x"}))
         .await;
@@ -462,10 +468,8 @@ async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
 #[tokio::test]
 async fn every_event_of_a_busy_endpoint_arrives_exactly_once() {
     let s = server().await;
-    let rx = Receiver::start("");
     let types = ["message.queued", "message.sent", "message.delivered"];
-    let ep = endpoint(&s, &rx.url, &types).await;
-    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let (rx, _) = trusted_endpoint(&s, &types).await;
     let sends = 150;
     for i in 0..sends {
         s.send(&json!({"channel": "email", "priority": "P1", "to": format!("u{i}@example.com"), "subject": "Hi", "body": "x"}))
@@ -486,9 +490,7 @@ async fn every_event_of_a_busy_endpoint_arrives_exactly_once() {
 #[tokio::test]
 async fn a_bulk_sends_recipients_are_announced_queued_or_suppressed() {
     let s = server().await;
-    let rx = Receiver::start("");
-    let ep = endpoint(&s, &rx.url, &["message.queued", "message.suppressed"]).await;
-    rx.trust(&[ep["secret"].as_str().expect("secret")]);
+    let (rx, _) = trusted_endpoint(&s, &["message.queued", "message.suppressed"]).await;
     let put = s
         .put_as(
             "/v1/suppressions/email/b1%40example.com",

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use shared::domain::KeyScopes;
 
 #[derive(Parser)]
 #[command(
@@ -105,8 +106,8 @@ pub enum KeysCommand {
         tenant: String,
         /// What the key may do, comma-separated: send (send and cancel), read (read messages,
         /// events, lists), admin (change configuration, read the audit log).
-        #[arg(long, default_value = "send,read,admin")]
-        scopes: String,
+        #[arg(long, default_value = "send,read,admin", value_parser = KeyScopes::parse)]
+        scopes: KeyScopes,
         #[command(flatten)]
         store: StoreLocation,
     },

@@ -27,7 +27,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -282,27 +281,21 @@ async fn answer(
     }
 }
 
-/// Marks the request done. A streamed answer (server-sent events) is in progress until its
-/// body ends, so neither the idle deadline nor the room made for a newcomer closes it midway.
+/// Marks the request done once its answer's body is sent (or abandoned), not when the handler
+/// returns: a streamed answer (server-sent events, a CSV export) is in progress until its end,
+/// so neither the idle deadline nor the room made for a newcomer closes it midway. The body
+/// keeps its size, so a `Content-Length` answer stays one.
 fn end_when_sent(res: Response, state: Arc<ConnState>) -> Response {
-    let streamed = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !streamed {
-        state.end();
-        return res;
-    }
     let sending = Sending(state);
     res.map(|body| {
-        Body::from_stream(body.into_data_stream().map(move |chunk| {
+        Body::new(body.map_frame(move |frame| {
             let _ = &sending;
-            chunk
+            frame
         }))
     })
 }
 
-/// Ends its connection's request when dropped: when the streamed body is done or abandoned.
+/// Ends its connection's request when dropped: when the body is sent or abandoned.
 struct Sending(Arc<ConnState>);
 
 impl Drop for Sending {

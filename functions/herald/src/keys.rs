@@ -3,7 +3,7 @@
 use anyhow::Context;
 use shared::domain::audit::{Actor, AuditAction, AuditEntry};
 use shared::domain::suppression::Scope;
-use shared::domain::{KeyScopes, TenantId};
+use shared::domain::TenantId;
 use shared::embedded::create_key;
 
 use crate::cli::KeysCommand;
@@ -45,7 +45,6 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             store,
         } => {
             let tenant = TenantId::parse(&tenant).map_err(anyhow::Error::msg)?;
-            let scopes = KeyScopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let keys = DirectStore::open(&store).await?;
             let key = create_key(keys.tenants(), &tenant, scopes)
                 .await

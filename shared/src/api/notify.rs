@@ -141,10 +141,16 @@ impl Cursor for DeliveryId {
 
 pub type DeliveryQuery = ListQuery<DeliveryId, NoFilter, 100>;
 
+/// The endpoint's URL: every endpoint this API returns is pushed to one (streams are not
+/// managed here).
+fn url_text(ep: &WebhookEndpoint) -> &str {
+    ep.url().map_or("", EndpointUrl::as_str)
+}
+
 fn view(ep: &WebhookEndpoint) -> EndpointView {
     EndpointView {
         id: ep.id.to_string(),
-        url: ep.url().map_or("", |u| u.as_str()).to_owned(),
+        url: url_text(ep).to_owned(),
         event_types: ep.event_types.clone(),
         description: ep.description.clone(),
         enabled: ep.enabled,
@@ -242,7 +248,7 @@ pub async fn create(
     let entry = caller
         .entry(AuditAction::WebhookEndpointCreated)
         .target(ep.id.to_string())
-        .detail(serde_json::json!({ "url": ep.url().map_or("", |u| u.as_str()), "event_types": ep.event_types }));
+        .detail(serde_json::json!({ "url": url_text(&ep), "event_types": ep.event_types }));
     herald.record_audit(entry).await;
     let endpoint = view(&ep);
     let secret = secret.expose().to_owned();
@@ -298,7 +304,7 @@ pub async fn update(
         .entry(AuditAction::WebhookEndpointUpdated)
         .target(id.to_string())
         .detail(serde_json::json!({
-            "url": ep.url().map_or("", |u| u.as_str()), "event_types": ep.event_types, "enabled": ep.enabled,
+            "url": url_text(&ep), "event_types": ep.event_types, "enabled": ep.enabled,
         }));
     herald.record_audit(entry).await;
     Ok(Json(view(&ep)))
