@@ -9,10 +9,15 @@ use herald_tests::aws::AwsApi;
 use herald_tests::receiver::Receiver;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared::aws::notify_function;
+use shared::aws::lambda::{self, ColdStart};
+use shared::aws::settings::WEBHOOKS;
+use shared::aws::{notify_function, AwsSettings};
 use shared::domain::notify::RetrySchedule;
 use shared::domain::Priority;
 use shared::engine::notify::deliver::Notifier;
+use shared::engine::notify::DevAllowList;
+use shared::webhooks::signature::twilio_signature;
+use tower::ServiceExt;
 
 async fn api() -> AwsApi {
     AwsApi::start_tuned(|c| {
@@ -20,6 +25,7 @@ async fn api() -> AwsApi {
         c.notify.retries = RetrySchedule(vec![Duration::from_secs(1); 2]);
         c.notify.timeout = Duration::from_secs(2);
         c.notify.subscriptions_refresh = Duration::ZERO;
+        c.notify.dev_allow = DevAllowList::parse(&["127.0.0.1"]).expect("allow-list");
     })
     .await
 }
@@ -330,4 +336,76 @@ async fn a_bulk_sends_recipients_are_announced_on_aws_too() {
         .collect();
     to.sort();
     assert_eq!(to, ["b0@example.com", "b1@example.com"]);
+}
+
+/// The `webhooks` function's Router, verifying Twilio with a known token, acme owning a number.
+fn webhooks_function(api: &AwsApi) -> axum::Router {
+    let config = json!({
+        "public_base_url": "https://herald.example.com",
+        "twilio": { "auth_token": "twilio-auth-token" },
+        "numbers": [{ "number": "+15557654321", "tenant": "acme" }]
+    })
+    .to_string();
+    let read = AwsSettings::from_vars(|name| (name == WEBHOOKS).then(|| config.clone()))
+        .expect("HERALD_WEBHOOKS");
+    let settings = AwsSettings {
+        webhooks: read.webhooks,
+        ..api.stack.settings.clone()
+    };
+    let cold = ColdStart::with(&api.stack.sdk, settings).expect("cold start");
+    lambda::webhooks_router(cold).expect("webhooks router")
+}
+
+#[tokio::test]
+async fn a_provider_webhook_is_forwarded_by_the_notify_function_to_its_tenants_dev_forward() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let rx = Receiver::start("");
+    let (status, fwd) = api
+        .call(
+            Method::POST,
+            "/v1/dev-forwards",
+            Some(json!({ "url": rx.url, "sources": ["twilio"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{fwd}");
+    rx.trust(&[fwd["secret"].as_str().expect("secret")]);
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SMfwd1"),
+        ("From", "+15550001234"),
+        ("To", "+15557654321"),
+        ("Body", "hello from a phone"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let path = "/webhooks/twilio/inbound";
+    let signature = twilio_signature(
+        "twilio-auth-token",
+        &format!("https://herald.example.com{path}"),
+        &params,
+    );
+    let body = serde_urlencoded::to_string(&params).expect("form");
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", &signature)
+        .body(axum::body::Body::from(body.clone()))
+        .expect("request");
+    let response = webhooks_function(&api)
+        .oneshot(request)
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    play_until(&api, &notifier, "the forwarded webhook", || {
+        rx.requests().iter().any(|r| r["raw"] == body.as_str())
+    })
+    .await;
+    let got = rx.requests();
+    let hook = got
+        .iter()
+        .find(|r| r["raw"] == body.as_str())
+        .expect("forwarded");
+    assert_eq!(hook["verified_by"], json!([0]), "{hook}");
+    assert_eq!(hook["headers"]["x-twilio-signature"], signature.as_str());
+    assert_eq!(hook["headers"]["herald-forwarded-source"], "twilio");
 }

@@ -233,18 +233,7 @@ async fn herald_tail_prints_events_across_reconnects() {
         .spawn()
         .expect("herald tail runs");
     // Events from before the stream opened are not its own: wait for it.
-    let stderr = tail.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let opened = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("following the stream") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(opened, Ok(true), "herald tail said it follows the stream");
+    herald_tests::await_following(&mut tail).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(send(&s, &format!("t{i}@example.com")).await);

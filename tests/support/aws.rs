@@ -284,6 +284,7 @@ impl Stack {
             rate_limits: Default::default(),
             gateways: Default::default(),
             webhooks: Default::default(),
+            dev_forward_allow: Default::default(),
         };
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {

@@ -275,6 +275,23 @@ pub fn timeline(view: &Value) -> Vec<String> {
 
 /// Path of the `herald` binary, built on demand (integration tests of another package cannot
 /// use CARGO_BIN_EXE_herald).
+/// Waits (up to a minute) until a `herald` client says on stderr that it follows its stream:
+/// events from before that are not its own.
+pub async fn await_following(child: &mut tokio::process::Child) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let opened = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("following the stream") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(opened, Ok(true), "the client said it follows the stream");
+}
+
 pub fn herald_binary() -> std::path::PathBuf {
     static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BINARY.get_or_init(build_herald_binary).clone()

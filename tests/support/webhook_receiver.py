@@ -7,7 +7,7 @@ Prints `listening <port>` once it serves on 127.0.0.1. For each request it answe
 status of the plan (`sleep` waits 3 s, longer than the tests' delivery timeout, then answers
 200; after the plan, 200), and appends a JSON line to the log: the Standard Webhooks headers,
 the indexes of the secrets (a JSON list in FILE, read afresh each time) that verify it, the
-parsed body and the status answered.
+parsed body, the raw body, the path, every header and the status answered.
 """
 
 import argparse
@@ -37,7 +37,7 @@ def main():
             verified_by = []
             for i, secret in enumerate(secrets):
                 try:
-                    Webhook(secret).verify(body, headers)
+                    Webhook(secret).verify(body, headers, json_parse=False)
                     verified_by.append(i)
                 except Exception:
                     pass
@@ -58,6 +58,9 @@ def main():
                 "signatures": headers.get("webhook-signature", "").split(" "),
                 "verified_by": verified_by,
                 "body": parsed,
+                "raw": body.decode("utf-8", "replace"),
+                "path": self.path,
+                "headers": headers,
                 "answered": status,
                 "planned": planned,
             }

@@ -35,6 +35,12 @@ pub enum Command {
     /// Read this tenant's audit log on a running server.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Development: receive this tenant's provider webhooks on a laptop.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Webhook deliveries: send one again.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Measure throughput and lane latency on a throwaway data directory.
     Bench(BenchArgs),
 }
@@ -157,6 +163,43 @@ pub struct TailArgs {
     /// Print each event's payload as one JSON line instead of a summary.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Follow this tenant's verified provider webhooks (an admin key) and POST each, with its
+    /// original body and headers, to a local URL: no public address needed.
+    Forward(DevForwardArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevForwardArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Where to POST each webhook, e.g. http://127.0.0.1:3000/hooks.
+    #[arg(long)]
+    pub to: reqwest::Url,
+    /// Providers to follow, comma-separated (twilio,ses,postal,whatsapp,telegram); none: all.
+    #[arg(long)]
+    pub sources: Option<String>,
+    /// Stop after this many webhooks.
+    #[arg(long)]
+    pub max: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Send a stored delivery again: through Herald to its endpoint or forward (as a new
+    /// delivery with the same webhook-id), or with --to straight from here to a URL (a
+    /// forwarded provider webhook with its original body and headers), for debugging.
+    Replay {
+        #[command(flatten)]
+        remote: Remote,
+        /// The delivery's id (from a delivery log).
+        delivery_id: String,
+        #[arg(long)]
+        to: Option<reqwest::Url>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -65,6 +65,10 @@ pub struct EventsOutFile {
     /// How long one event-stream connection lasts before the client reconnects (default
     /// 300); lower it below a proxy's idle or response timeout.
     pub stream_window_secs: Option<u64>,
+    /// Addresses or CIDR blocks development forwards may reach beyond public https (http
+    /// allowed there): `["127.0.0.1/32", "10.8.0.0/16"]`. Events endpoints never may.
+    #[serde(default)]
+    pub dev_forward_allow: Vec<String>,
 }
 
 impl EventsOutFile {
@@ -90,6 +94,8 @@ impl EventsOutFile {
             }
             n.streams.window = Duration::from_secs(s);
         }
+        n.dev_allow = shared::engine::notify::DevAllowList::parse(&self.dev_forward_allow)
+            .map_err(|e| anyhow::anyhow!("[events_out] dev_forward_allow: {e}"))?;
         Ok(())
     }
 }

@@ -6,10 +6,12 @@ mod bench;
 mod cli;
 mod client;
 mod config;
+mod dev;
 mod http;
 mod keys;
 mod messages;
 mod serve;
+mod sse;
 mod store;
 mod suppress;
 mod tail;
@@ -33,6 +35,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Tail(args) => tail::run(args).await,
             cli::Command::Suppress(args) => suppress::run(args).await,
             cli::Command::Audit(cmd) => audit::run(cmd).await,
+            cli::Command::Dev(cli::DevCommand::Forward(args)) => dev::forward(args).await,
+            cli::Command::Webhooks(cmd) => dev::webhooks(cmd).await,
             cli::Command::Bench(args) => bench::run(args).await,
         }
     })

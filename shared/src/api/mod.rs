@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod dto;
 pub mod extract;
+pub mod forwards;
 pub mod inbound;
 pub mod messages;
 pub mod notify;
@@ -85,7 +86,8 @@ impl BodyLimits {
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
-        stream::stream,
+        stream::stream, forwards::create, forwards::list, forwards::get, forwards::delete,
+        forwards::deliveries, forwards::stream,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -229,6 +231,19 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         )
         .route("/v1/webhook-deliveries/{id}", get(notify::delivery))
         .route("/v1/events/stream", get(stream::stream))
+        .route(
+            "/v1/dev-forwards",
+            post(forwards::create).get(forwards::list),
+        )
+        .route("/v1/dev-forwards/stream", get(forwards::stream))
+        .route(
+            "/v1/dev-forwards/{id}",
+            get(forwards::get).delete(forwards::delete),
+        )
+        .route(
+            "/v1/dev-forwards/{id}/deliveries",
+            get(forwards::deliveries),
+        )
         .route("/v1/webhook-deliveries/{id}/replay", post(notify::replay))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
@@ -326,6 +341,7 @@ mod tests {
                 "GET /v1/dead-letters",
                 "GET /v1/audit",
                 "GET /v1/webhook-endpoints/{id}/deliveries",
+                "GET /v1/dev-forwards/{id}/deliveries",
             ];
             assert_eq!(
                 names.contains(&"limit") && names.contains(&"after"),

@@ -17,8 +17,8 @@ use super::paging::{Cursor, ListQuery, NoFilter, MESSAGE_ID_PATTERN};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::audit::AuditAction;
 use crate::domain::notify::{
-    DeliveryId, EndpointId, EndpointPatch, EndpointUrl, EventType, NewEndpoint, WebhookEndpoint,
-    MAX_DESCRIPTION,
+    DeliveryId, EndpointId, EndpointPatch, EndpointUrl, EventType, NewEndpoint, Purpose,
+    WebhookEndpoint, MAX_DESCRIPTION,
 };
 use crate::domain::FieldError;
 use crate::engine::notify::EndpointError;
@@ -162,7 +162,7 @@ fn view(ep: &WebhookEndpoint) -> EndpointView {
     }
 }
 
-fn delivery_view(d: WebhookDelivery) -> DeliveryView {
+pub(super) fn delivery_view(d: WebhookDelivery) -> DeliveryView {
     DeliveryView {
         id: d.id.to_string(),
         event_id: d.event_id.to_string(),
@@ -197,11 +197,11 @@ impl From<EndpointError> for Problem {
     }
 }
 
-fn url_of(raw: &str) -> Result<EndpointUrl, Problem> {
+pub(super) fn url_of(raw: &str) -> Result<EndpointUrl, Problem> {
     EndpointUrl::parse(raw).map_err(|e| Problem::invalid(FieldError::new("/url", "invalid", e)))
 }
 
-fn description_of(raw: String) -> Result<String, Problem> {
+pub(super) fn description_of(raw: String) -> Result<String, Problem> {
     if raw.chars().count() > MAX_DESCRIPTION {
         let detail = format!("at most {MAX_DESCRIPTION} characters");
         return Err(Problem::invalid(FieldError::new(
@@ -213,8 +213,22 @@ fn description_of(raw: String) -> Result<String, Problem> {
     Ok(raw)
 }
 
+/// Provider webhooks go to development forwards only (admin, `/v1/dev-forwards`).
+fn event_types_of(types: Vec<EventType>) -> Result<Vec<EventType>, Problem> {
+    match types.iter().position(|t| t.is_forward()) {
+        None => Ok(types),
+        Some(i) => Err(Problem::invalid(FieldError::new(
+            format!("/event_types/{i}"),
+            "invalid",
+            "provider webhooks are forwarded only to development forwards (/v1/dev-forwards)",
+        ))),
+    }
+}
+
 /// An endpoint id from the path; a malformed one names no endpoint.
-fn endpoint_id(path: Result<Path<String>, PathRejection>) -> Result<EndpointId, Problem> {
+pub(super) fn endpoint_id(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<EndpointId, Problem> {
     path.ok()
         .and_then(|Path(raw)| EndpointId::parse(&raw))
         .ok_or_else(|| Problem::not_found("webhook endpoint"))
@@ -240,7 +254,7 @@ pub async fn create(
     let input = body.value;
     let new = NewEndpoint {
         url: url_of(&input.url)?,
-        event_types: input.event_types,
+        event_types: event_types_of(input.event_types)?,
         description: description_of(input.description)?,
         enabled: input.enabled,
     };
@@ -295,7 +309,7 @@ pub async fn update(
     let input = body.value;
     let patch = EndpointPatch {
         url: input.url.as_deref().map(url_of).transpose()?,
-        event_types: input.event_types,
+        event_types: input.event_types.map(event_types_of).transpose()?,
         description: input.description.map(description_of).transpose()?,
         enabled: input.enabled,
     };
@@ -362,7 +376,7 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveryPage>, Problem> {
     let id = endpoint_id(path)?;
     let items = herald
-        .endpoint_deliveries(&tenant, id, page.after, page.limit)
+        .endpoint_deliveries(&tenant, id, Purpose::Events, page.after, page.limit)
         .await?;
     let next_after = page.next_after(&items, |d| d.id);
     let items = items.into_iter().map(delivery_view).collect();

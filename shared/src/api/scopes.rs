@@ -5,10 +5,11 @@ use axum::http::Method;
 use crate::domain::KeyScope;
 
 /// Routes (as the router names them) where every method changes or reveals configuration.
-const ADMIN_ROUTES: [&str; 3] = [
+const ADMIN_ROUTES: [&str; 4] = [
     "/v1/webhook-endpoints",
     "/v1/webhook-deliveries",
     "/v1/audit",
+    "/v1/dev-forwards",
 ];
 
 /// Routes whose reads are `read` and whose writes are `admin`.
@@ -52,6 +53,7 @@ mod tests {
             (Method::POST, "/v1/dead-letters/redrive", KeyScope::Admin),
             (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
             (Method::GET, "/v1/audit/export", KeyScope::Admin),
+            (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),
         ] {
             assert_eq!(required(&method, route), want, "{method} {route}");
         }

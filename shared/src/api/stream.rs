@@ -20,8 +20,8 @@ use super::extract::AuthTenant;
 use super::paging::FilterQuery;
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::notify::EventType;
-use crate::domain::FieldError;
-use crate::engine::notify::stream::{StreamCursor, StreamReader};
+use crate::domain::{FieldError, TenantId};
+use crate::engine::notify::stream::{StreamCursor, StreamOf, StreamReader};
 use crate::engine::Herald;
 
 /// The most event types one stream may name.
@@ -55,10 +55,20 @@ pub async fn stream(
     FilterQuery(query): FilterQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let cursor = cursor_of(&headers)?;
     let types = types_of(query.types.as_deref())?;
+    follow(herald, &tenant, &headers, StreamOf::Events(types)).await
+}
+
+/// Opens (or resumes, by `Last-Event-ID`) a stream and sends its events for one window.
+pub(super) async fn follow(
+    herald: Arc<Herald>,
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    of: StreamOf,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let cursor = cursor_of(headers)?;
     let reader = herald
-        .open_stream(&tenant, cursor, types)
+        .open_stream(tenant, cursor, of)
         .await
         .map_err(|e| match e {
             crate::engine::notify::EndpointError::NotFound => {
@@ -117,10 +127,12 @@ fn types_of(raw: Option<&str>) -> Result<Vec<EventType>, Problem> {
     names
         .into_iter()
         .map(|n| {
-            EventType::parse(n).ok_or_else(|| {
-                let why = format!("`{n}` is not an event type");
-                Problem::invalid(FieldError::new("/types", "invalid", why))
-            })
+            EventType::parse(n)
+                .filter(|t| !t.is_forward())
+                .ok_or_else(|| {
+                    let why = format!("`{n}` is not an event type (provider webhooks are followed with GET /v1/dev-forwards/stream)");
+                    Problem::invalid(FieldError::new("/types", "invalid", why))
+                })
         })
         .collect()
 }

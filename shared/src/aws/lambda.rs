@@ -75,7 +75,9 @@ impl ColdStart {
         clients: SdkClients,
         settings: AwsSettings,
     ) -> Result<ColdStart, super::SettingsError> {
-        ColdStart::with_config(clients, settings, lambda_engine_config())
+        let mut config = lambda_engine_config();
+        config.notify.dev_allow = settings.dev_forward_allow.clone();
+        ColdStart::with_config(clients, settings, config)
     }
 
     /// As [`ColdStart::with_clients`], with an engine configuration of the caller's (tests).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::domain::limits::RateLimits;
 use crate::domain::Priority;
+use crate::engine::notify::DevAllowList;
 use crate::gateway::config::GatewaysConfig;
 use crate::webhooks::WebhooksConfig;
 
@@ -65,6 +66,9 @@ pub struct AwsSettings {
     /// `HERALD_WEBHOOKS`: what the provider webhooks accept, as JSON (the `[webhooks]` of
     /// herald.toml; secrets as `{"env": "NAME"}`). Only the `webhooks` function reads it.
     pub webhooks: WebhooksConfig,
+    /// `HERALD_DEV_FORWARD_ALLOW`: addresses or CIDR blocks, comma-separated, that development
+    /// forwards may reach beyond public https (the `notify` function reads it).
+    pub dev_forward_allow: DevAllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,7 @@ pub const WEBHOOK_DELIVERIES_TABLE: &str = "HERALD_WEBHOOK_DELIVERIES_TABLE";
 pub const NOTIFY_QUEUE_URL: &str = "HERALD_NOTIFY_QUEUE_URL";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
+pub const DEV_FORWARD_ALLOW: &str = "HERALD_DEV_FORWARD_ALLOW";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
     "HERALD_QUEUE_URL_P0",
     "HERALD_QUEUE_URL_P1",
@@ -176,12 +181,29 @@ impl AwsSettings {
             rate_limits,
             gateways,
             webhooks,
+            dev_forward_allow: dev_forward_allow(get(DEV_FORWARD_ALLOW))?,
         })
     }
 
     pub fn from_env() -> Result<AwsSettings, SettingsError> {
         AwsSettings::from_vars(|name| std::env::var(name).ok())
     }
+}
+
+fn dev_forward_allow(value: Option<String>) -> Result<DevAllowList, SettingsError> {
+    let Some(v) = value else {
+        return Ok(DevAllowList::default());
+    };
+    let blocks: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    DevAllowList::parse(&blocks).map_err(|_| SettingsError::Invalid {
+        name: DEV_FORWARD_ALLOW,
+        what: "addresses or CIDR blocks, comma-separated",
+        value: v.clone(),
+    })
 }
 
 /// A setting given as JSON: absent is the default; unreadable JSON (`example` says what is

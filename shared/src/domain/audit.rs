@@ -123,6 +123,10 @@ pub enum AuditAction {
     WebhookEndpointDisabled,
     #[serde(rename = "webhook_deliveries.replayed")]
     WebhookReplayed,
+    #[serde(rename = "dev_forward.created")]
+    DevForwardCreated,
+    #[serde(rename = "dev_forward.deleted")]
+    DevForwardDeleted,
 }
 
 impl AuditAction {
@@ -146,6 +150,8 @@ impl AuditAction {
         AuditAction::WebhookSecretRotated,
         AuditAction::WebhookEndpointDisabled,
         AuditAction::WebhookReplayed,
+        AuditAction::DevForwardCreated,
+        AuditAction::DevForwardDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -169,6 +175,8 @@ impl AuditAction {
             AuditAction::WebhookSecretRotated => "webhook_endpoint.secret_rotated",
             AuditAction::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             AuditAction::WebhookReplayed => "webhook_deliveries.replayed",
+            AuditAction::DevForwardCreated => "dev_forward.created",
+            AuditAction::DevForwardDeleted => "dev_forward.deleted",
         }
     }
 }

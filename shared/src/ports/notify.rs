@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use super::StoreError;
 use crate::domain::notify::{
-    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, SigningSecret,
-    Target, WebhookEndpoint,
+    DeliveryId, EndpointId, EndpointSecret, EndpointUrl, EventId, EventType, Notice, Purpose,
+    SigningSecret, Target, WebhookEndpoint,
 };
 use crate::domain::TenantId;
 
@@ -110,6 +110,9 @@ pub struct EndpointRecord {
     /// When a stream's subscription lapses (ms); absent for a pushed endpoint.
     #[serde(default)]
     stream_until: Option<i64>,
+    /// A development forward of provider webhooks (absent: an events endpoint).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dev_forward: bool,
     event_types: Vec<EventType>,
     description: String,
     enabled: bool,
@@ -129,6 +132,7 @@ impl EndpointRecord {
                 Target::Push(_) => None,
                 Target::Stream { until } => Some(ms(until)),
             },
+            dev_forward: ep.purpose == Purpose::DevForward,
             event_types: ep.event_types.clone(),
             description: ep.description.clone(),
             enabled: ep.enabled,
@@ -169,6 +173,10 @@ impl EndpointRecord {
                 (Some(url), None) => Target::Push(EndpointUrl::parse(&url).map_err(|_| "url")?),
                 (None, Some(until)) => Target::Stream { until: at(until) },
                 _ => return Err("target".into()),
+            },
+            purpose: match r.dev_forward {
+                true => Purpose::DevForward,
+                false => Purpose::Events,
             },
             event_types: r.event_types,
             description: r.description,

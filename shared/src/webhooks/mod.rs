@@ -5,6 +5,7 @@
 //! Served by `herald serve` beside the API and by the `webhooks` Lambda function.
 
 mod config;
+mod forward;
 mod guard;
 mod postal;
 pub mod signature;
@@ -95,10 +96,15 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
     guarded(routes, webhooks)
 }
 
-/// Every webhook route sits behind these: failed verifications counted per client, and a
-/// panic answered with a 500 problem, as in the API.
+/// Every webhook route sits behind these: accepted webhooks forwarded to development
+/// forwards, failed verifications counted per client, and a panic answered with a 500
+/// problem, as in the API.
 fn guarded(routes: Router, webhooks: Arc<Webhooks>) -> Router {
     routes
+        .layer(middleware::from_fn_with_state(
+            webhooks.clone(),
+            forward::forward_verified,
+        ))
         .layer(middleware::from_fn_with_state(webhooks, count_failures))
         .layer(catch_panics())
 }
@@ -283,6 +289,7 @@ async fn apply(
     event_id: &str,
     events: Vec<ProviderEvent>,
 ) -> Result<(), Refusal> {
+    forward::note_events(&events);
     if events.is_empty() {
         return Ok(());
     }

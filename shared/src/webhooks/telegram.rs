@@ -36,6 +36,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
     ) {
         return Err(Refusal::BadSignature("wrong secret token".into()));
     }
+    // The bot is the tenant's: everything it hears concerns that tenant.
+    super::forward::note_tenant(&config.tenant);
     let update: Value = serde_json::from_slice(&body)
         .map_err(|e| Refusal::Malformed(format!("not JSON: {}", clip(&e.to_string()))))?;
     let message = &update["message"];

@@ -109,6 +109,10 @@ async fn process_status(webhooks: &Webhooks, request: Request) -> Result<(), Ref
     let status = param(&params, "MessageStatus")
         .or_else(|| param(&params, "SmsStatus"))
         .unwrap_or_default();
+    let herald_id = query_param(&uri, "herald_id")
+        .as_deref()
+        .and_then(MessageId::parse);
+    super::forward::note_message(herald_id, TWILIO, sid);
     let Some(kind) = event_kind(status) else {
         info!(
             message_sid = sid,
@@ -125,9 +129,7 @@ async fn process_status(webhooks: &Webhooks, request: Request) -> Result<(), Ref
     let event = ProviderEvent {
         gateway: TWILIO.into(),
         provider_message_id: sid.to_owned(),
-        message_id: query_param(&uri, "herald_id")
-            .as_deref()
-            .and_then(MessageId::parse),
+        message_id: herald_id,
         kind,
         at: Utc::now(),
         detail,
@@ -154,6 +156,7 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         info!(to = %crate::redact::Masked(&to), "inbound message for a number no tenant owns; ignored");
         return Ok(None);
     };
+    super::forward::note_tenant(&number.tenant);
     let count: usize = field("NumMedia").parse().unwrap_or(0);
     let media_urls = (0..count.min(10))
         .filter_map(|i| param(&params, &format!("MediaUrl{i}")).map(str::to_owned))

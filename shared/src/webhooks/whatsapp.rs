@@ -140,6 +140,7 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         info!(to = %crate::redact::Masked(to), "whatsapp message for a number no tenant owns; ignored");
         return Ok(());
     };
+    super::forward::note_tenant(&number.tenant);
     let Some(id) = message["id"].as_str() else {
         return Ok(());
     };

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 
-use super::{EndpointId, EventType};
+use super::{EndpointId, EventType, ProviderSource};
 use crate::domain::TenantId;
 
 pub const MAX_URL: usize = 2048;
@@ -96,11 +96,22 @@ pub enum Target {
     Stream { until: DateTime<Utc> },
 }
 
+/// What an endpoint receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// Herald's events (`message.sent`, ...): registered with the endpoints API.
+    #[default]
+    Events,
+    /// Verified provider webhooks, as received: a development forward (admin only).
+    DevForward,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEndpoint {
     pub id: EndpointId,
     pub tenant: TenantId,
     pub target: Target,
+    pub purpose: Purpose,
     /// The types it wants; empty means every type.
     pub event_types: Vec<EventType>,
     pub description: String,
@@ -153,6 +164,31 @@ impl WebhookEndpoint {
         WebhookEndpoint::with_target(tenant, Target::Stream { until }, event_types, now)
     }
 
+    /// A development forward of the `sources`' webhooks (none: every source's) to `target`.
+    pub fn dev_forward(
+        tenant: TenantId,
+        target: Target,
+        sources: &[ProviderSource],
+        now: DateTime<Utc>,
+    ) -> WebhookEndpoint {
+        let sources = match sources {
+            [] => &ProviderSource::ALL[..],
+            some => some,
+        };
+        let types = sources.iter().map(|s| s.event_type()).collect();
+        let mut ep = WebhookEndpoint::with_target(tenant, target, types, now);
+        ep.purpose = Purpose::DevForward;
+        ep
+    }
+
+    /// The providers a development forward passes on.
+    pub fn sources(&self) -> Vec<ProviderSource> {
+        ProviderSource::ALL
+            .into_iter()
+            .filter(|s| self.event_types.contains(&s.event_type()))
+            .collect()
+    }
+
     fn with_target(
         tenant: TenantId,
         target: Target,
@@ -163,6 +199,7 @@ impl WebhookEndpoint {
             id: EndpointId::new(),
             tenant,
             target,
+            purpose: Purpose::Events,
             event_types: dedup(event_types),
             description: String::new(),
             enabled: true,
@@ -198,7 +235,12 @@ impl WebhookEndpoint {
     }
 
     pub fn wants(&self, t: EventType) -> bool {
-        self.event_types.is_empty() || self.event_types.contains(&t)
+        match self.purpose {
+            Purpose::Events => {
+                !t.is_forward() && (self.event_types.is_empty() || self.event_types.contains(&t))
+            }
+            Purpose::DevForward => t.is_forward() && self.event_types.contains(&t),
+        }
     }
 
     /// The secrets that sign a delivery made at `now`: the current one and any in overlap.
@@ -345,5 +387,20 @@ mod tests {
             Utc::now(),
         );
         assert!(ep.wants(EventType::MessageQueued));
+        assert!(
+            !ep.wants(EventType::ForwardTwilio),
+            "every type is every event"
+        );
+    }
+
+    #[test]
+    fn a_dev_forward_hears_its_sources_webhooks_and_nothing_else() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let target = endpoint().target;
+        let ep = WebhookEndpoint::dev_forward(tenant.clone(), target.clone(), &[], Utc::now());
+        assert_eq!(ep.sources(), ProviderSource::ALL);
+        assert!(!ep.wants(EventType::MessageSent));
+        let ses = WebhookEndpoint::dev_forward(tenant, target, &[ProviderSource::Ses], Utc::now());
+        assert!(ses.wants(EventType::ForwardSes) && !ses.wants(EventType::ForwardTwilio));
     }
 }

@@ -3,6 +3,7 @@
 //! per endpoint that wants its type.
 
 mod endpoint;
+mod forward;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,9 +13,10 @@ use uuid::Uuid;
 use super::{Channel, EventKind, Message, MessageId, MessageStatus, TenantId};
 
 pub use endpoint::{
-    EndpointPatch, EndpointSecret, EndpointUrl, NewEndpoint, SigningSecret, Target,
+    EndpointPatch, EndpointSecret, EndpointUrl, NewEndpoint, Purpose, SigningSecret, Target,
     WebhookEndpoint, MAX_DESCRIPTION, MAX_URL,
 };
+pub use forward::{ForwardedWebhook, ProviderSource};
 
 /// A time-ordered id (UUIDv7), shown hyphenated and parsed only in that form.
 macro_rules! v7_id {
@@ -118,10 +120,21 @@ pub enum EventType {
     GatewayHealthChanged,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
+    /// A provider's verified webhook, forwarded to development endpoints only.
+    #[serde(rename = "provider_webhook.twilio")]
+    ForwardTwilio,
+    #[serde(rename = "provider_webhook.ses")]
+    ForwardSes,
+    #[serde(rename = "provider_webhook.postal")]
+    ForwardPostal,
+    #[serde(rename = "provider_webhook.whatsapp")]
+    ForwardWhatsapp,
+    #[serde(rename = "provider_webhook.telegram")]
+    ForwardTelegram,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 21] = [
         EventType::MessageQueued,
         EventType::MessageSent,
         EventType::MessageDelivered,
@@ -138,6 +151,11 @@ impl EventType {
         EventType::SuppressionRemoved,
         EventType::GatewayHealthChanged,
         EventType::WebhookEndpointDisabled,
+        EventType::ForwardTwilio,
+        EventType::ForwardSes,
+        EventType::ForwardPostal,
+        EventType::ForwardWhatsapp,
+        EventType::ForwardTelegram,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,11 +176,22 @@ impl EventType {
             EventType::SuppressionRemoved => "suppression.removed",
             EventType::GatewayHealthChanged => "gateway.health_changed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            EventType::ForwardTwilio => "provider_webhook.twilio",
+            EventType::ForwardSes => "provider_webhook.ses",
+            EventType::ForwardPostal => "provider_webhook.postal",
+            EventType::ForwardWhatsapp => "provider_webhook.whatsapp",
+            EventType::ForwardTelegram => "provider_webhook.telegram",
         }
     }
 
     pub fn parse(s: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// A forwarded provider webhook: only development forwards (admin) receive these, never
+    /// an events endpoint or stream, whose "every type" means every other type.
+    pub fn is_forward(self) -> bool {
+        ProviderSource::ALL.iter().any(|p| p.event_type() == self)
     }
 
     /// The event a message's timeline entry is announced as; `None` for the steps a platform

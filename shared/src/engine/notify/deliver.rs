@@ -12,7 +12,8 @@ use rand::Rng;
 use super::{guard, Snapshot};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::notify::{
-    message_data, EndpointId, EventType, MessageFields, Notice, Payload, Subject, WebhookEndpoint,
+    message_data, EndpointId, EventType, ForwardedWebhook, MessageFields, Notice, Payload, Purpose,
+    Subject, WebhookEndpoint,
 };
 use crate::domain::suppression::Scope;
 use crate::engine::Herald;
@@ -30,6 +31,8 @@ struct Streaks(parking_lot::Mutex<HashMap<EndpointId, Option<DateTime<Utc>>>>);
 /// Delivers events: one per process (embedded) or cold start (the `notify` function).
 pub struct Notifier {
     client: reqwest::Client,
+    /// For development forwards: may also reach the operator's allow-list.
+    forward_client: reqwest::Client,
     streaks: Streaks,
 }
 
@@ -46,7 +49,20 @@ pub struct Delivered {
 impl Notifier {
     pub fn new(config: &super::NotifyConfig) -> Notifier {
         Notifier {
-            client: guard::client(config.policy, config.timeout),
+            client: guard::client(
+                guard::GuardedResolver {
+                    policy: config.policy,
+                    allow: guard::DevAllowList::default(),
+                },
+                config.timeout,
+            ),
+            forward_client: guard::client(
+                guard::GuardedResolver {
+                    policy: config.policy,
+                    allow: config.dev_allow.clone(),
+                },
+                config.timeout,
+            ),
             streaks: Streaks::default(),
         }
     }
@@ -89,7 +105,10 @@ impl Notifier {
         let cfg = &herald.config.notify;
         let started = Instant::now();
         let at = Utc::now();
-        let answer = attempt(&self.client, cfg.policy, ep, d).await;
+        let answer = match ep.purpose {
+            Purpose::Events => attempt(&self.client, cfg, ep, d).await,
+            Purpose::DevForward => attempt(&self.forward_client, cfg, ep, d).await,
+        };
         let latency_ms = started.elapsed().as_millis() as u64;
         let n = d.attempts.len() as u32 + 1;
         let ok = answer.status.is_some_and(|s| (200..300).contains(&s));
@@ -162,40 +181,77 @@ struct Answer {
     excerpt: String,
 }
 
+fn refused(why: String) -> Answer {
+    Answer {
+        status: None,
+        excerpt: why,
+    }
+}
+
+/// What goes out: the event's payload, or for a development forward the provider's webhook
+/// with its original body and headers. Either is signed as sent.
+fn outgoing(ep: &WebhookEndpoint, d: &WebhookDelivery) -> Result<(Vec<u8>, HeaderList), String> {
+    if ep.purpose == Purpose::Events {
+        let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        return Ok((d.payload.clone().into_bytes(), headers));
+    }
+    let payload: Payload = serde_json::from_str(&d.payload).map_err(|_| "damaged payload")?;
+    let hook: ForwardedWebhook =
+        serde_json::from_value(payload.data).map_err(|_| "damaged provider webhook")?;
+    let mut headers: HeaderList = hook
+        .headers_to_send()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    headers.push((
+        "herald-forwarded-source".into(),
+        hook.source.as_str().into(),
+    ));
+    headers.push(("herald-forwarded-path".into(), hook.path.clone()));
+    Ok((hook.body(), headers))
+}
+
+type HeaderList = Vec<(String, String)>;
+
 /// POSTs the delivery, signed with every secret now signing.
 async fn attempt(
     client: &reqwest::Client,
-    policy: guard::AddressPolicy,
+    cfg: &super::NotifyConfig,
     ep: &WebhookEndpoint,
     d: &WebhookDelivery,
 ) -> Answer {
-    let refused = |why: String| Answer {
-        status: None,
-        excerpt: why,
-    };
     let Some(url) = ep.url() else {
         return refused("an event stream reads its events; none are pushed".into());
     };
-    if let Err(why) = guard::check_url(url, policy) {
+    let checked = match ep.purpose {
+        Purpose::Events => guard::check_url(url, cfg.policy),
+        Purpose::DevForward => guard::check_forward_url(url, cfg.policy, &cfg.dev_allow),
+    };
+    if let Err(why) = checked {
         return refused(format!("refused: {why}"));
     }
+    let (body, headers) = match outgoing(ep, d) {
+        Ok(out) => out,
+        Err(why) => return refused(why),
+    };
     let now = Utc::now();
     let id = d.event_id.to_string();
     let signatures: Vec<String> = ep
         .signing_secrets(now)
         .filter_map(|s| standardwebhooks::Webhook::new(s.expose()).ok())
-        .filter_map(|w| w.sign(&id, now.timestamp(), d.payload.as_bytes()).ok())
+        .filter_map(|w| w.sign(&id, now.timestamp(), &body).ok())
         .collect();
-    let request = client
-        .post(url.url().clone())
-        .header("content-type", "application/json")
+    let mut request = client.post(url.url().clone());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = request
         .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
         .header(standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, now.timestamp())
         .header(
             standardwebhooks::HEADER_WEBHOOK_SIGNATURE,
             signatures.join(" "),
         )
-        .body(d.payload.clone());
+        .body(body);
     match request.send().await {
         Ok(mut response) => {
             let status = response.status().as_u16();

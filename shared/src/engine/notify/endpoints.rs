@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::guard;
 use crate::domain::notify::{
-    DeliveryId, EndpointId, EndpointPatch, NewEndpoint, SigningSecret, WebhookEndpoint,
+    DeliveryId, EndpointId, EndpointPatch, NewEndpoint, Purpose, SigningSecret, WebhookEndpoint,
 };
 use crate::domain::TenantId;
 use crate::engine::Herald;
@@ -77,26 +77,45 @@ impl Herald {
         Ok(())
     }
 
-    /// A pushed endpoint (streams are not managed through the endpoints API).
+    /// An events endpoint (streams and development forwards are not managed through the
+    /// endpoints API).
     pub async fn endpoint(
         &self,
         tenant: &TenantId,
         id: EndpointId,
     ) -> Result<WebhookEndpoint, EndpointError> {
-        self.webhook_store()?
-            .endpoint(tenant, id)
-            .await?
-            .filter(|ep| !ep.is_stream())
-            .ok_or(EndpointError::NotFound)
+        self.managed_endpoint(tenant, id, Purpose::Events).await
     }
 
-    /// The tenant's pushed endpoints, oldest first.
+    /// The tenant's events endpoints, oldest first.
     pub async fn endpoints(
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<WebhookEndpoint>, EndpointError> {
+        self.managed_endpoints(tenant, Purpose::Events).await
+    }
+
+    /// A pushed endpoint (not a stream) for `purpose`.
+    pub(super) async fn managed_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        purpose: Purpose,
+    ) -> Result<WebhookEndpoint, EndpointError> {
+        self.webhook_store()?
+            .endpoint(tenant, id)
+            .await?
+            .filter(|ep| !ep.is_stream() && ep.purpose == purpose)
+            .ok_or(EndpointError::NotFound)
+    }
+
+    pub(super) async fn managed_endpoints(
+        &self,
+        tenant: &TenantId,
+        purpose: Purpose,
+    ) -> Result<Vec<WebhookEndpoint>, EndpointError> {
         let mut all = self.webhook_store()?.endpoints(tenant).await?;
-        all.retain(|ep| !ep.is_stream());
+        all.retain(|ep| !ep.is_stream() && ep.purpose == purpose);
         Ok(all)
     }
 
@@ -134,6 +153,14 @@ impl Herald {
         id: EndpointId,
     ) -> Result<(), EndpointError> {
         self.endpoint(tenant, id).await?;
+        self.remove_endpoint(tenant, id).await
+    }
+
+    pub(super) async fn remove_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+    ) -> Result<(), EndpointError> {
         if !self.webhook_store()?.delete_endpoint(tenant, id).await? {
             return Err(EndpointError::NotFound);
         }
@@ -141,14 +168,16 @@ impl Herald {
         Ok(())
     }
 
+    /// The delivery log of an events endpoint or a development forward (`purpose`).
     pub async fn endpoint_deliveries(
         &self,
         tenant: &TenantId,
         id: EndpointId,
+        purpose: Purpose,
         before: Option<DeliveryId>,
         limit: usize,
     ) -> Result<Vec<WebhookDelivery>, EndpointError> {
-        self.endpoint(tenant, id).await?;
+        self.managed_endpoint(tenant, id, purpose).await?;
         Ok(self
             .webhook_store()?
             .deliveries(tenant, id, before, limit)
@@ -166,7 +195,10 @@ impl Herald {
             .delivery(tenant, id)
             .await?
             .ok_or(EndpointError::NotFound)?;
-        let ep = self.endpoint(tenant, old.endpoint).await?;
+        let ep = match self.endpoint(tenant, old.endpoint).await {
+            Err(EndpointError::NotFound) => self.dev_forward(tenant, old.endpoint).await?,
+            found => found?,
+        };
         let again = WebhookDelivery::new(old.event_id, &ep, old.event_type, old.payload);
         store.save_deliveries(vec![again.clone()]).await?;
         Ok(again)

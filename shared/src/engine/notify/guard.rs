@@ -101,19 +101,83 @@ pub fn check_url(url: &EndpointUrl, policy: AddressPolicy) -> Result<(), String>
     }
 }
 
+/// The networks the operator lets development forwards reach beyond the public internet
+/// (`[events_out] dev_forward_allow`): a laptop, a VPN range. Events endpoints never may.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevAllowList(Arc<[ipnet::IpNet]>);
+
+impl DevAllowList {
+    /// From CIDR blocks (`127.0.0.1/32`, `10.8.0.0/16`) or single addresses.
+    pub fn parse<S: AsRef<str>>(blocks: &[S]) -> Result<DevAllowList, String> {
+        let nets = blocks
+            .iter()
+            .map(|b| {
+                let b = b.as_ref();
+                b.parse::<ipnet::IpNet>()
+                    .or_else(|_| b.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{b}` is not an address or CIDR block"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DevAllowList(nets.into()))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// The checks for a development forward's URL: an allow-listed address (or `localhost` when
+/// loopback is allow-listed) may be plain http; anything else is held to [`check_url`].
+pub fn check_forward_url(
+    url: &EndpointUrl,
+    policy: AddressPolicy,
+    allow: &DevAllowList,
+) -> Result<(), String> {
+    let allowed = match url.url().host() {
+        Some(url::Host::Ipv4(ip)) => allow.contains(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => allow.contains(IpAddr::V6(ip)),
+        Some(url::Host::Domain(d)) => {
+            is_local_name(d)
+                && (allow.contains(Ipv4Addr::LOCALHOST.into())
+                    || allow.contains(Ipv6Addr::LOCALHOST.into()))
+        }
+        None => false,
+    };
+    match allowed {
+        true => Ok(()),
+        false => check_url(url, policy).map_err(|why| {
+            format!("{why} (development forwards may also reach the addresses in [events_out] dev_forward_allow)")
+        }),
+    }
+}
+
 /// Resolves names for delivery: every address must be allowed, or the name is refused whole
 /// (a name with one public and one private address is how rebinding attacks start).
-#[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver(pub AddressPolicy);
+#[derive(Debug, Clone, Default)]
+pub struct GuardedResolver {
+    pub policy: AddressPolicy,
+    /// Allowed even if not public (development forwards only).
+    pub allow: DevAllowList,
+}
+
+impl GuardedResolver {
+    fn refuses(&self, ip: IpAddr) -> bool {
+        is_forbidden(ip, self.policy) && !self.allow.contains(ip)
+    }
+}
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.0;
+        let guard = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), policy)) {
+            if let Some(bad) = addrs.iter().find(|a| guard.refuses(a.ip())) {
                 return Err(format!("{host} resolves to {}, which is not public", bad.ip()).into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -123,14 +187,14 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The HTTP client for deliveries: no redirects (a 3xx is an answer, not an instruction), no
 /// proxy from the environment, names resolved through [`GuardedResolver`].
-pub fn client(policy: AddressPolicy, timeout: std::time::Duration) -> reqwest::Client {
+pub fn client(resolver: GuardedResolver, timeout: std::time::Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver(policy)))
+        .dns_resolver(Arc::new(resolver))
         .build()
         .unwrap_or_default()
 }
@@ -188,10 +252,47 @@ mod tests {
     async fn the_resolver_refuses_a_name_that_resolves_inside() {
         use reqwest::dns::Resolve;
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let refused = GuardedResolver(STRICT).resolve(name).await;
-        assert!(refused.is_err());
+        let strict = GuardedResolver::default();
+        assert!(strict.resolve(name).await.is_err());
+        let dev = GuardedResolver {
+            policy: DEV,
+            ..Default::default()
+        };
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let allowed = GuardedResolver(DEV).resolve(name).await;
-        assert!(allowed.is_ok());
+        assert!(dev.resolve(name).await.is_ok());
+        let forward = GuardedResolver {
+            policy: STRICT,
+            allow: DevAllowList::parse(&["127.0.0.0/8"]).unwrap(),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(forward.resolve(name).await.is_ok());
+    }
+
+    #[test]
+    fn a_dev_forward_may_reach_the_allow_list_and_only_it_beyond_public_https() {
+        let allow = DevAllowList::parse(&["127.0.0.1", "10.8.0.0/16"]).unwrap();
+        for ok in [
+            "http://127.0.0.1:3000/hooks",
+            "http://localhost:3000/",
+            "http://10.8.1.2/",
+            "https://hooks.example.com/",
+        ] {
+            assert!(check_forward_url(&url(ok), STRICT, &allow).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.9.0.1/",
+            "https://169.254.169.254/",
+            "http://hooks.example.com/",
+            "http://127.0.0.2/",
+        ] {
+            assert!(
+                check_forward_url(&url(bad), STRICT, &allow).is_err(),
+                "{bad}"
+            );
+        }
+        let none = DevAllowList::default();
+        assert!(check_forward_url(&url("http://localhost:3000/"), STRICT, &none).is_err());
+        assert!(DevAllowList::parse(&["10.0.0.0/33"]).is_err());
+        assert!(DevAllowList::parse(&["nope"]).is_err());
     }
 }

@@ -9,6 +9,7 @@
 mod bulk;
 pub mod deliver;
 mod endpoints;
+mod forward;
 pub mod guard;
 pub mod runner;
 pub mod stream;
@@ -30,11 +31,14 @@ use crate::ports::{Transition, TransitionOutcome};
 use chrono::{DateTime, Utc};
 
 pub use endpoints::EndpointError;
-pub use guard::AddressPolicy;
+pub use forward::{Concerns, NewForward};
+pub use guard::{AddressPolicy, DevAllowList};
 
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
     pub policy: AddressPolicy,
+    /// What development forwards may reach beyond the public internet.
+    pub dev_allow: guard::DevAllowList,
     pub retries: RetrySchedule,
     /// An endpoint that has not answered within this failed the attempt.
     pub timeout: Duration,
@@ -54,6 +58,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
             policy: AddressPolicy::default(),
+            dev_allow: guard::DevAllowList::default(),
             retries: RetrySchedule::default(),
             timeout: Duration::from_secs(10),
             secret_overlap: Duration::from_secs(24 * 3600),
@@ -90,11 +95,10 @@ impl Snapshot {
         endpoints.retain(|ep| ep.is_live(now));
         let mut masks: HashMap<TenantId, u32> = HashMap::new();
         for ep in &endpoints {
-            let mask = if ep.event_types.is_empty() {
-                u32::MAX
-            } else {
-                ep.event_types.iter().fold(0, |m, t| m | bit(*t))
-            };
+            let mask = EventType::ALL
+                .into_iter()
+                .filter(|t| ep.wants(*t))
+                .fold(0, |m, t| m | bit(t));
             *masks.entry(ep.tenant.clone()).or_default() |= mask;
         }
         let any = masks.values().fold(0, |m, v| m | v);

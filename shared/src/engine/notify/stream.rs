@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::EndpointError;
-use crate::domain::notify::{DeliveryId, EndpointId, EventType, Target, WebhookEndpoint};
+use crate::domain::notify::{
+    DeliveryId, EndpointId, EventType, ProviderSource, Purpose, Target, WebhookEndpoint,
+};
 use crate::domain::TenantId;
 use crate::engine::Herald;
 use crate::ports::WebhookDelivery;
@@ -125,6 +127,39 @@ impl OpenStreams {
     }
 }
 
+/// What a new stream follows.
+#[derive(Debug, Clone)]
+pub enum StreamOf {
+    /// Herald's events of these types (none: every type).
+    Events(Vec<EventType>),
+    /// These providers' webhooks (none: every provider's): a development forward.
+    Forwards(Vec<ProviderSource>),
+}
+
+impl StreamOf {
+    fn purpose(&self) -> Purpose {
+        match self {
+            StreamOf::Events(_) => Purpose::Events,
+            StreamOf::Forwards(_) => Purpose::DevForward,
+        }
+    }
+
+    fn endpoint(
+        self,
+        tenant: &TenantId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> WebhookEndpoint {
+        let tenant = tenant.clone();
+        match self {
+            StreamOf::Events(types) => WebhookEndpoint::stream(tenant, types, until, now),
+            StreamOf::Forwards(sources) => {
+                WebhookEndpoint::dev_forward(tenant, Target::Stream { until }, &sources, now)
+            }
+        }
+    }
+}
+
 /// One connection's reading of a stream.
 pub struct StreamReader {
     pub tenant: TenantId,
@@ -139,13 +174,13 @@ pub struct StreamReader {
 const READ_BATCH: usize = 500;
 
 impl Herald {
-    /// Opens a connection on the cursor's stream, renewing its lease, or on a new stream of
-    /// `event_types` (empty: every type).
+    /// Opens a connection on the cursor's stream (which must follow the same kind of thing),
+    /// renewing its lease, or on a new stream of `of`.
     pub async fn open_stream(
         &self,
         tenant: &TenantId,
         cursor: Option<StreamCursor>,
-        event_types: Vec<EventType>,
+        of: StreamOf,
     ) -> Result<StreamReader, EndpointError> {
         let cfg = &self.config.notify.streams;
         let slot = self.outbox.open_streams.admit(tenant, cfg)?;
@@ -157,7 +192,7 @@ impl Herald {
                 let mut ep = store
                     .endpoint(tenant, c.stream)
                     .await?
-                    .filter(|ep| ep.is_stream() && ep.is_live(now))
+                    .filter(|ep| ep.is_stream() && ep.is_live(now) && ep.purpose == of.purpose())
                     .ok_or(EndpointError::NotFound)?;
                 ep.target = Target::Stream { until };
                 store.put_endpoint(&ep).await?;
@@ -165,7 +200,7 @@ impl Herald {
             }
             None => {
                 self.make_room(tenant).await?;
-                let ep = WebhookEndpoint::stream(tenant.clone(), event_types, until, now);
+                let ep = of.endpoint(tenant, until, now);
                 self.save_endpoint(&ep).await?;
                 let c = StreamCursor {
                     stream: ep.id,
