@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_tests::receiver::Receiver;
-use herald_tests::shared::webhooks::signature::twilio_signature;
+use herald_tests::shared::webhooks::signature::{hub_signature_256, twilio_signature};
 use herald_tests::{herald_binary, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 const PUBLIC: &str = "https://herald.example.com";
 const TWILIO_TOKEN: &str = "twilio-auth-token";
 const ACME_NUMBER: &str = "+15557654321";
+const WHATSAPP_SECRET: &str = "meta-app-secret";
+const ACME_WHATSAPP: &str = "15550001111";
+const GLOBEX_WHATSAPP: &str = "15550002222";
 
 struct Hooks {
     s: TestServer,
@@ -29,7 +32,12 @@ async fn start() -> Hooks {
     let webhooks = serde_json::from_value(json!({
         "public_base_url": PUBLIC,
         "twilio": { "auth_token": TWILIO_TOKEN },
-        "numbers": [{ "number": ACME_NUMBER, "tenant": "acme" }]
+        "whatsapp": { "app_secret": WHATSAPP_SECRET, "verify_token": "verify-me" },
+        "numbers": [
+            { "number": ACME_NUMBER, "tenant": "acme" },
+            { "number": ACME_WHATSAPP, "tenant": "acme" },
+            { "number": GLOBEX_WHATSAPP, "tenant": "globex" }
+        ]
     }))
     .expect("webhook settings");
     let s = TestServer::start_with(move |cfg| {
@@ -91,6 +99,43 @@ impl Hooks {
             ("Body", text),
         ];
         self.twilio("/webhooks/twilio/inbound", &params, false)
+            .await
+    }
+
+    /// A signed WhatsApp webhook with one inbound text per business number given.
+    async fn whatsapp(&self, texts: &[(&str, &str)]) -> (u16, String) {
+        let changes: Vec<Value> = texts
+            .iter()
+            .map(|(number, wamid)| {
+                json!({ "field": "messages", "value": {
+                    "metadata": { "display_phone_number": number, "phone_number_id": "1066" },
+                    "messages": [{ "from": "15550003333", "id": wamid, "timestamp": "1700000000",
+                                   "type": "text", "text": { "body": "hi" } }] } })
+            })
+            .collect();
+        let body = json!({ "object": "whatsapp_business_account",
+                           "entry": [{ "id": "waba", "changes": changes }] })
+        .to_string();
+        let signature = hub_signature_256(WHATSAPP_SECRET, body.as_bytes());
+        let res = self
+            .s
+            .client
+            .post(format!("{}/webhooks/whatsapp", self.url))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), body)
+    }
+
+    async fn patch(&self, path: &str, body: &Value) -> herald_tests::Reply {
+        let json = [("content-type", "application/json")];
+        let body = Some(body.to_string().into_bytes());
+        let key = Some(self.s.key.as_str());
+        self.s
+            .request(reqwest::Method::PATCH, path, key, &json, body)
             .await
     }
 
@@ -170,7 +215,7 @@ async fn a_verified_webhook_reaches_its_own_tenants_forward_as_received_and_sign
 }
 
 #[tokio::test]
-async fn forwards_are_admin_only_held_to_the_allow_list_and_kept_apart_from_events() {
+async fn forwards_are_admin_only_and_held_to_the_allow_list() {
     let h = start().await;
     let s = &h.s;
     let sender = s.new_key_with("acme", "send,read").await;
@@ -204,6 +249,13 @@ async fn forwards_are_admin_only_held_to_the_allow_list_and_kept_apart_from_even
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
 
+    h.s.stop().await;
+}
+
+#[tokio::test]
+async fn forwards_are_kept_apart_from_events_and_from_other_tenants() {
+    let h = start().await;
+    let s = &h.s;
     // Provider webhooks are not events: no endpoint or event stream may ask for them.
     let r = s
         .post(
@@ -396,5 +448,88 @@ async fn herald_dev_forward_delivers_to_a_laptop_and_webhooks_replay_sends_one_a
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("replayed as delivery "));
+    h.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_with_any_part_not_the_tenants_or_a_replay_of_one_is_not_forwarded() {
+    let h = start().await;
+    let rx = Receiver::start("");
+    let fwd = h.forward(&h.s.key, "http://localhost:1/unused", &[]).await;
+    // Pointed at the receiver by PATCH, which re-checks the URL against the allow-list;
+    // `localhost` reaches only the allow-listed 127.0.0.1, whatever else it resolves to.
+    let local = rx.url.replace("127.0.0.1", "localhost");
+    let path = format!("/v1/dev-forwards/{}", fwd["id"].as_str().unwrap());
+    let patched = h
+        .patch(&path, &json!({ "url": local, "enabled": true }))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["url"], local.as_str());
+    let refused = h.patch(&path, &json!({ "url": "http://10.0.0.1/" })).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+
+    // One change on globex's number makes the whole batch nobody's; acme's alone is acme's.
+    let (code, mixed) = h
+        .whatsapp(&[(ACME_WHATSAPP, "wamid.A1"), (GLOBEX_WHATSAPP, "wamid.G1")])
+        .await;
+    assert_eq!(code, 200);
+    let (code, unknown) = h
+        .whatsapp(&[(ACME_WHATSAPP, "wamid.A2"), ("15559990000", "wamid.X1")])
+        .await;
+    assert_eq!(code, 200);
+    let (code, own) = h.whatsapp(&[(ACME_WHATSAPP, "wamid.A3")]).await;
+    assert_eq!(code, 200);
+    // A replay of a webhook already handled (its original signature still valid) is not
+    // forwarded again.
+    let (_, first, _) = h.inbound("SM20", "once").await;
+    let (code, _, _) = h.inbound("SM20", "once").await;
+    assert_eq!(code, 200);
+    let (_, marker, _) = h.inbound("SM21", "after the replay").await;
+    let reqs = rx
+        .wait_for("acme's own webhooks", |r| {
+            !forwarded(r, &own).is_empty() && !forwarded(r, &marker).is_empty()
+        })
+        .await;
+    assert!(
+        forwarded(&reqs, &mixed).is_empty(),
+        "a mixed batch leaks globex's text"
+    );
+    assert!(
+        forwarded(&reqs, &unknown).is_empty(),
+        "an unknown number's part"
+    );
+    assert_eq!(
+        forwarded(&reqs, &first).len(),
+        1,
+        "the replay was forwarded again"
+    );
+
+    // The log leaves the bodies out; the delivery itself has it.
+    let log = h.s.get(&format!("{path}/deliveries")).await;
+    let item = &log.body["items"][0];
+    assert!(
+        item["payload"]["data"].get("body_base64").is_none(),
+        "{item}"
+    );
+    assert!(
+        item["payload"]["data"]["body_bytes"].as_u64() > Some(0),
+        "{item}"
+    );
+    let one =
+        h.s.get(&format!(
+            "/v1/webhook-deliveries/{}",
+            item["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        one.body["payload"]["data"]["body_base64"].is_string(),
+        "{}",
+        one.body
+    );
     h.s.stop().await;
 }

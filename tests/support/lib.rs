@@ -273,8 +273,6 @@ pub fn timeline(view: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Path of the `herald` binary, built on demand (integration tests of another package cannot
-/// use CARGO_BIN_EXE_herald).
 /// Waits (up to a minute) until a `herald` client says on stderr that it follows its stream:
 /// events from before that are not its own.
 pub async fn await_following(child: &mut tokio::process::Child) {
@@ -292,6 +290,8 @@ pub async fn await_following(child: &mut tokio::process::Child) {
     assert_eq!(opened, Ok(true), "the client said it follows the stream");
 }
 
+/// Path of the `herald` binary, built on demand (integration tests of another package cannot
+/// use CARGO_BIN_EXE_herald).
 pub fn herald_binary() -> std::path::PathBuf {
     static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BINARY.get_or_init(build_herald_binary).clone()

@@ -14,7 +14,7 @@ pub async fn forward(args: DevForwardArgs) -> anyhow::Result<()> {
     let path = "/v1/dev-forwards/stream";
     let mut follower = Follower::new(&args.remote, path, query, "herald dev forward")?;
     let client = http()?;
-    let mut forwarded = 0usize;
+    let mut handled = 0usize;
     loop {
         let event = follower.next().await?;
         let payload: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
@@ -23,8 +23,8 @@ pub async fn forward(args: DevForwardArgs) -> anyhow::Result<()> {
             Ok(line) => println!("{line}"),
             Err(e) => eprintln!("herald dev forward: {e:#}"),
         }
-        forwarded += 1;
-        if args.max.is_some_and(|max| forwarded >= max) {
+        handled += 1;
+        if args.max.is_some_and(|max| handled >= max) {
             return Ok(());
         }
     }
@@ -63,14 +63,13 @@ async fn post(
     let request = client.post(to.clone());
     let (request, what) = match serde_json::from_value::<ForwardedWebhook>(parsed.data) {
         Ok(hook) if parsed.event_type.is_forward() => {
-            let mut request = request
-                .header("herald-forwarded-source", hook.source.as_str())
-                .header("herald-forwarded-path", &hook.path);
-            for (name, value) in hook.headers_to_send() {
+            let body = hook.body().context("the stored body is damaged")?;
+            let mut request = request;
+            for (name, value) in hook.outgoing_headers() {
                 request = request.header(name, value);
             }
             let what = format!("{} {} {}", hook.source.as_str(), hook.method, hook.path);
-            (request.body(hook.body()), what)
+            (request.body(body), what)
         }
         _ => (request.json(payload), parsed.event_type.to_string()),
     };

@@ -18,16 +18,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AuthTenant, Caller, JsonBody};
 use super::notify::{
-    delivery_view, description_of, endpoint_id, url_of, DeliveryPage, DeliveryQuery,
+    delivery_view, description_of, url_of, DeliveryPage, DeliveryQuery, DeliveryView,
 };
 use super::paging::{FilterQuery, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use super::stream::follow;
 use crate::domain::audit::AuditAction;
-use crate::domain::notify::{EndpointUrl, ProviderSource, Purpose, WebhookEndpoint};
+use crate::domain::notify::{EndpointId, EndpointUrl, ProviderSource, Purpose, WebhookEndpoint};
 use crate::domain::FieldError;
 use crate::engine::notify::stream::StreamOf;
-use crate::engine::notify::NewForward;
+use crate::engine::notify::{ForwardPatch, NewForward};
 use crate::engine::Herald;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -43,6 +43,19 @@ pub struct ForwardInput {
     #[serde(default)]
     #[schema(max_length = 500)]
     pub description: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardPatchInput {
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    /// Empty: every provider's.
+    pub sources: Option<Vec<ProviderSource>>,
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+    /// Turning a forward Herald turned off back on forgets its failures.
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +109,13 @@ fn view(ep: &WebhookEndpoint) -> ForwardView {
         failing_since: ep.failing_since,
         created_at: ep.created_at,
     }
+}
+
+/// A forward id from the path; a malformed one names no forward.
+fn forward_id(path: Result<Path<String>, PathRejection>) -> Result<EndpointId, Problem> {
+    path.ok()
+        .and_then(|Path(raw)| EndpointId::parse(&raw))
+        .ok_or_else(|| Problem::not_found("dev forward"))
 }
 
 fn not_found(e: crate::engine::notify::EndpointError) -> Problem {
@@ -160,9 +180,42 @@ pub async fn get(
     AuthTenant(tenant): AuthTenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ForwardView>, Problem> {
-    let id = endpoint_id(path)?;
+    let id = forward_id(path)?;
     let ep = herald.dev_forward(&tenant, id).await.map_err(not_found)?;
     Ok(Json(view(&ep)))
+}
+
+/// Changes the fields given.
+#[utoipa::path(patch, operation_id = "update_dev_forward", path = "/v1/dev-forwards/{id}", tag = "webhooks",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ForwardPatchInput,
+    responses((status = 200, body = ForwardView), AuthErrors, NotFound, JsonBodyErrors), security(("api_key" = [])))]
+pub async fn update(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody<ForwardPatchInput>,
+) -> Result<Json<ForwardView>, Problem> {
+    let id = forward_id(path)?;
+    let input = body.value;
+    let patch = ForwardPatch {
+        url: input.url.as_deref().map(url_of).transpose()?,
+        sources: input.sources,
+        description: input.description.map(description_of).transpose()?,
+        enabled: input.enabled,
+    };
+    let ep = herald
+        .update_dev_forward(&caller.tenant, id, patch)
+        .await
+        .map_err(not_found)?;
+    let forward = view(&ep);
+    let entry = caller
+        .entry(AuditAction::DevForwardUpdated)
+        .target(forward.id.clone())
+        .detail(serde_json::json!({
+            "url": forward.url, "sources": forward.sources, "enabled": forward.enabled,
+        }));
+    herald.record_audit(entry).await;
+    Ok(Json(forward))
 }
 
 /// Deletes the forward and drops its pending deliveries.
@@ -174,7 +227,7 @@ pub async fn delete(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    let id = endpoint_id(path)?;
+    let id = forward_id(path)?;
     herald
         .delete_dev_forward(&caller.tenant, id)
         .await
@@ -186,8 +239,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The forward's deliveries, newest first, each with its attempts; replay one with `POST
-/// /v1/webhook-deliveries/{id}/replay`.
+/// The forward's deliveries, newest first, each with its attempts, without the webhooks'
+/// bodies (up to 64 KB each: `GET /v1/webhook-deliveries/{id}` has it); replay one with
+/// `POST /v1/webhook-deliveries/{id}/replay`.
 #[utoipa::path(get, operation_id = "list_dev_forward_deliveries", path = "/v1/dev-forwards/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), DeliveryQuery),
     responses((status = 200, body = DeliveryPage), AuthErrors, NotFound, QueryErrors), security(("api_key" = [])))]
@@ -197,14 +251,31 @@ pub async fn deliveries(
     path: Result<Path<String>, PathRejection>,
     ListQuery { page, .. }: DeliveryQuery,
 ) -> Result<Json<DeliveryPage>, Problem> {
-    let id = endpoint_id(path)?;
+    let id = forward_id(path)?;
     let items = herald
         .endpoint_deliveries(&tenant, id, Purpose::DevForward, page.after, page.limit)
         .await
         .map_err(not_found)?;
     let next_after = page.next_after(&items, |d| d.id);
-    let items = items.into_iter().map(delivery_view).collect();
+    let items = items
+        .into_iter()
+        .map(delivery_view)
+        .map(without_body)
+        .collect();
     Ok(Json(DeliveryPage { items, next_after }))
+}
+
+/// A delivery without its webhook's body, so a page stays small (a Lambda answer is at most
+/// 6 MB); `body_bytes` says how long it was.
+fn without_body(mut d: DeliveryView) -> DeliveryView {
+    let data = d.payload.get_mut("data").and_then(|v| v.as_object_mut());
+    if let Some(data) = data {
+        if let Some(body) = data.remove("body_base64") {
+            let bytes = body.as_str().map_or(0, |b| b.len() / 4 * 3);
+            data.insert("body_bytes".into(), bytes.into());
+        }
+    }
+    d
 }
 
 /// Follows the tenant's provider webhooks live, as server-sent events: each event's data is

@@ -86,7 +86,7 @@ impl BodyLimits {
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
-        stream::stream, forwards::create, forwards::list, forwards::get, forwards::delete,
+        stream::stream, forwards::create, forwards::list, forwards::get, forwards::update, forwards::delete,
         forwards::deliveries, forwards::stream,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
@@ -238,7 +238,9 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         .route("/v1/dev-forwards/stream", get(forwards::stream))
         .route(
             "/v1/dev-forwards/{id}",
-            get(forwards::get).delete(forwards::delete),
+            get(forwards::get)
+                .patch(forwards::update)
+                .delete(forwards::delete),
         )
         .route(
             "/v1/dev-forwards/{id}/deliveries",

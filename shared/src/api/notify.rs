@@ -102,7 +102,7 @@ pub struct DeliveryView {
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub attempts: Vec<Attempt>,
-    /// The body as sent.
+    /// The event's payload (a dev forward's carries the provider webhook in `data`).
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
@@ -226,9 +226,7 @@ fn event_types_of(types: Vec<EventType>) -> Result<Vec<EventType>, Problem> {
 }
 
 /// An endpoint id from the path; a malformed one names no endpoint.
-pub(super) fn endpoint_id(
-    path: Result<Path<String>, PathRejection>,
-) -> Result<EndpointId, Problem> {
+fn endpoint_id(path: Result<Path<String>, PathRejection>) -> Result<EndpointId, Problem> {
     path.ok()
         .and_then(|Path(raw)| EndpointId::parse(&raw))
         .ok_or_else(|| Problem::not_found("webhook endpoint"))

@@ -125,6 +125,8 @@ pub enum AuditAction {
     WebhookReplayed,
     #[serde(rename = "dev_forward.created")]
     DevForwardCreated,
+    #[serde(rename = "dev_forward.updated")]
+    DevForwardUpdated,
     #[serde(rename = "dev_forward.deleted")]
     DevForwardDeleted,
 }
@@ -151,6 +153,7 @@ impl AuditAction {
         AuditAction::WebhookEndpointDisabled,
         AuditAction::WebhookReplayed,
         AuditAction::DevForwardCreated,
+        AuditAction::DevForwardUpdated,
         AuditAction::DevForwardDeleted,
     ];
 
@@ -176,6 +179,7 @@ impl AuditAction {
             AuditAction::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             AuditAction::WebhookReplayed => "webhook_deliveries.replayed",
             AuditAction::DevForwardCreated => "dev_forward.created",
+            AuditAction::DevForwardUpdated => "dev_forward.updated",
             AuditAction::DevForwardDeleted => "dev_forward.deleted",
         }
     }

@@ -62,6 +62,15 @@ impl KeywordReplies {
     }
 }
 
+/// What receiving an inbound message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The reply to send back, for a keyword on an SMS number.
+    pub reply: Option<String>,
+    /// The message was stored before: a provider's retry, or a replayed webhook.
+    pub repeat: bool,
+}
+
 impl Herald {
     /// Stores an inbound message and, the first time only, acts on its keyword. Returns the
     /// reply to send back, if the message is a keyword on an SMS number (a provider's retry gets
@@ -70,13 +79,17 @@ impl Herald {
         &self,
         message: InboundMessage,
         replies: &KeywordReplies,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Received, StoreError> {
         let keyword = message.keyword.filter(|_| message.channel == Channel::Sms);
-        if self.inbound.record_inbound(&message).await? {
+        let repeat = !self.inbound.record_inbound(&message).await?;
+        if !repeat {
             self.notify_inbound(&message).await;
         }
         let Some(keyword) = keyword else {
-            return Ok(None);
+            return Ok(Received {
+                reply: None,
+                repeat,
+            });
         };
         // The keyword's effect is applied once per provider message, and forgotten again if
         // it fails, so the provider's retry applies it then (a stored message alone is not
@@ -92,7 +105,10 @@ impl Herald {
                 return Err(e);
             }
         }
-        Ok(Some(replies.for_keyword(keyword).to_owned()))
+        Ok(Received {
+            reply: Some(replies.for_keyword(keyword).to_owned()),
+            repeat,
+        })
     }
 
     async fn apply_keyword(
@@ -193,7 +209,7 @@ mod tests {
             .await
             .unwrap();
         purge_once(&herald).await;
-        herald.receive(start, &replies).await.unwrap();
+        assert!(herald.receive(start, &replies).await.unwrap().repeat);
         assert!(opted_out().await, "the replayed START changed nothing");
         embedded.shutdown().await;
     }

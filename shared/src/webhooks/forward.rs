@@ -4,7 +4,8 @@
 //! beside the handler. The handler notes what the webhook concerns (its messages, or the
 //! tenant that owns the number or bot) while it verifies and applies it; once it is answered
 //! 2xx, the engine forwards it to the one tenant it concerns. A webhook that concerns several
-//! tenants, or none Herald knows, is forwarded to no one.
+//! tenants, or has a part none could be found for, or repeats one already handled, is
+//! forwarded to no one.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub(super) fn note_events(events: &[ProviderEvent]) {
 /// Notes a message the provider names, before Herald decides whether it changes anything.
 pub(super) fn note_message(id: Option<MessageId>, gateway: &str, provider_id: &str) {
     let _ = CONCERNS.try_with(|c| c.borrow_mut().note_message(id, gateway, provider_id));
+}
+
+/// Withholds the webhook from every forward (see [`Concerns::withhold`]).
+pub(super) fn withhold(why: &'static str) {
+    let _ = CONCERNS.try_with(|c| c.borrow_mut().withhold(why));
 }
 
 /// Notes the tenant that owns the number or bot a webhook came in on.

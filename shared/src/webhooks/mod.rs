@@ -300,6 +300,7 @@ async fn apply(
     {
         Notified::Applied => Ok(()),
         Notified::Repeat => {
+            forward::withhold("a repeat of a webhook already handled");
             info!(source, event_id, "repeated webhook event dropped");
             Ok(())
         }

@@ -64,9 +64,12 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
             .and_then(|d| DateTime::from_timestamp(d, 0))
             .unwrap_or_else(Utc::now),
     };
-    webhooks
+    let received = webhooks
         .herald
         .receive(inbound, &KeywordReplies::default())
         .await?;
+    if received.repeat {
+        super::forward::withhold("a repeat of an update already stored");
+    }
     Ok(())
 }

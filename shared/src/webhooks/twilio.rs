@@ -175,7 +175,11 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         media_urls,
         received_at: Utc::now(),
     };
-    Ok(webhooks.herald.receive(message, &number.replies).await?)
+    let received = webhooks.herald.receive(message, &number.replies).await?;
+    if received.repeat {
+        super::forward::withhold("a repeat of an inbound message already stored");
+    }
+    Ok(received.reply)
 }
 
 /// A TwiML answer: the reply as a message back to the sender, or nothing to send.

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::guard::clip;
 use super::signature::hub_signature_256;
-use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
+use super::{admit, apply, header_str, refuse, respond, InboundNumber, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, MessageId};
 use crate::gateway::whatsapp::WHATSAPP;
@@ -89,6 +89,15 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         .flat_map(|e| e["changes"].as_array().into_iter().flatten());
     for change in changes {
         let value = &change["value"];
+        // The business number a change is about is one tenant's. Statuses name their own
+        // messages; anything else for no known number keeps the webhook from every forward.
+        let only_statuses = value["messages"].as_array().is_none_or(Vec::is_empty)
+            && value["statuses"].as_array().is_some_and(|s| !s.is_empty());
+        match number_of(webhooks, &value["metadata"]) {
+            Some(number) => super::forward::note_tenant(&number.tenant),
+            None if only_statuses => {}
+            None => super::forward::withhold("a change for a number no tenant owns"),
+        }
         for status in value["statuses"].as_array().into_iter().flatten() {
             apply_status(webhooks, status).await?;
         }
@@ -102,8 +111,10 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
 async fn apply_status(webhooks: &Webhooks, status: &Value) -> Result<(), Refusal> {
     let (Some(id), Some(state)) = (status["id"].as_str(), status["status"].as_str()) else {
         info!("whatsapp status without id or status; ignored");
+        super::forward::withhold("a status naming no message");
         return Ok(());
     };
+    super::forward::note_message(None, WHATSAPP, id);
     let Some(kind) = event_kind(state) else {
         return Ok(());
     };
@@ -127,20 +138,26 @@ async fn apply_status(webhooks: &Webhooks, status: &Value) -> Result<(), Refusal
     apply(webhooks, "whatsapp", &format!("{id}:{state}"), vec![event]).await
 }
 
-async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Result<(), Refusal> {
+/// The tenant's number a change's `metadata` names, by display number or phone number id.
+fn number_of<'a>(webhooks: &'a Webhooks, metadata: &Value) -> Option<&'a InboundNumber> {
     let to = metadata["display_phone_number"]
         .as_str()
         .unwrap_or_default();
     let phone_id = metadata["phone_number_id"].as_str().unwrap_or_default();
-    let Some(number) = webhooks
+    webhooks
         .config
         .number(to)
         .or_else(|| webhooks.config.number(phone_id))
-    else {
+}
+
+async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Result<(), Refusal> {
+    let to = metadata["display_phone_number"]
+        .as_str()
+        .unwrap_or_default();
+    let Some(number) = number_of(webhooks, metadata) else {
         info!(to = %crate::redact::Masked(to), "whatsapp message for a number no tenant owns; ignored");
         return Ok(());
     };
-    super::forward::note_tenant(&number.tenant);
     let Some(id) = message["id"].as_str() else {
         return Ok(());
     };
@@ -165,6 +182,13 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         keyword: None,
         received_at: unix_time(&message["timestamp"]),
     };
-    webhooks.herald.receive(inbound, &number.replies).await?;
+    if webhooks
+        .herald
+        .receive(inbound, &number.replies)
+        .await?
+        .repeat
+    {
+        super::forward::withhold("a repeat of an inbound message already stored");
+    }
     Ok(())
 }

@@ -62,9 +62,10 @@ impl ProviderSource {
     }
 }
 
-/// Headers never passed on: they describe the hop to Herald, or carry credentials meant for
-/// Herald alone.
-const DROPPED_HEADERS: [&str; 10] = [
+/// Headers never passed on: they describe the hop to Herald, carry credentials or shared
+/// secrets meant for Herald alone (Telegram's secret token would let a receiver forge
+/// updates), or are Herald's own.
+const DROPPED_HEADERS: [&str; 16] = [
     "host",
     "content-length",
     "connection",
@@ -73,9 +74,24 @@ const DROPPED_HEADERS: [&str; 10] = [
     "upgrade",
     "te",
     "authorization",
-    "cookie",
     "proxy-authorization",
+    "cookie",
+    "x-telegram-bot-api-secret-token",
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-request-id",
+    "traceparent",
 ];
+
+/// Header prefixes never passed on, for the same reasons.
+const DROPPED_PREFIXES: [&str; 4] = ["x-forwarded-", "x-amzn-", "herald-", "webhook-"];
+
+fn passed_on(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    !DROPPED_HEADERS.contains(&name.as_str())
+        && !DROPPED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// A verified provider webhook as Herald received it: the `data` of its forwarded event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -105,26 +121,29 @@ impl ForwardedWebhook {
             path: path.to_owned(),
             headers: headers
                 .into_iter()
-                .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+                .filter(|(name, _)| passed_on(name))
                 .collect(),
             body_base64: base64::engine::general_purpose::STANDARD.encode(body),
             received_at: Utc::now(),
         }
     }
 
-    /// The original body; empty if the stored form is damaged.
-    pub fn body(&self) -> Vec<u8> {
+    /// The original body; `None` if the stored form is damaged.
+    pub fn body(&self) -> Option<Vec<u8>> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.body_base64)
-            .unwrap_or_default()
+            .ok()
     }
 
-    /// The headers to send it on with: the original ones, less any Herald sets itself.
-    pub fn headers_to_send(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .iter()
-            .filter(|(name, _)| !name.to_ascii_lowercase().starts_with("webhook-"))
-            .map(|(n, v)| (n.as_str(), v.as_str()))
+    /// The headers to send it on with: the original ones, and where it came from.
+    pub fn outgoing_headers(&self) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        headers.push((
+            "herald-forwarded-source".into(),
+            self.source.as_str().into(),
+        ));
+        headers.push(("herald-forwarded-path".into(), self.path.clone()));
+        headers
     }
 }
 
@@ -153,13 +172,25 @@ mod tests {
             ("Authorization", "Basic c2VjcmV0"),
             ("X-Twilio-Signature", "abc="),
             ("webhook-id", "spoofed"),
+            ("X-Telegram-Bot-Api-Secret-Token", "shared-secret"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("herald-forwarded-path", "/spoofed"),
         ]
         .map(|(n, v)| (n.to_owned(), v.to_owned()));
         let w = ForwardedWebhook::new(ProviderSource::Twilio, "POST", "/x", headers, b"\xff\x00a");
-        let kept: Vec<_> = w.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(kept, ["X-Twilio-Signature", "webhook-id"]);
-        let sent: Vec<_> = w.headers_to_send().map(|(n, _)| n).collect();
-        assert_eq!(sent, ["X-Twilio-Signature"]);
-        assert_eq!(w.body(), b"\xff\x00a");
+        let sent: Vec<_> = w
+            .outgoing_headers()
+            .into_iter()
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "X-Twilio-Signature: abc=",
+                "herald-forwarded-source: twilio",
+                "herald-forwarded-path: /x"
+            ]
+        );
+        assert_eq!(w.body().as_deref(), Some(&b"\xff\x00a"[..]));
     }
 }

@@ -198,16 +198,8 @@ fn outgoing(ep: &WebhookEndpoint, d: &WebhookDelivery) -> Result<(Vec<u8>, Heade
     let payload: Payload = serde_json::from_str(&d.payload).map_err(|_| "damaged payload")?;
     let hook: ForwardedWebhook =
         serde_json::from_value(payload.data).map_err(|_| "damaged provider webhook")?;
-    let mut headers: HeaderList = hook
-        .headers_to_send()
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        .collect();
-    headers.push((
-        "herald-forwarded-source".into(),
-        hook.source.as_str().into(),
-    ));
-    headers.push(("herald-forwarded-path".into(), hook.path.clone()));
-    Ok((hook.body(), headers))
+    let body = hook.body().ok_or("damaged provider webhook body")?;
+    Ok((body, hook.outgoing_headers()))
 }
 
 type HeaderList = Vec<(String, String)>;

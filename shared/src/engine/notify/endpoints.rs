@@ -20,7 +20,7 @@ pub const MAX_REPLAY: usize = 10_000;
 pub enum EndpointError {
     #[error("url: {0}")]
     Refused(String),
-    #[error("a tenant may have at most {0} webhook endpoints and event streams")]
+    #[error("a tenant may have at most {0} webhook endpoints, event streams and dev forwards")]
     TooMany(usize),
     #[error("not found")]
     NotFound,
@@ -195,10 +195,12 @@ impl Herald {
             .delivery(tenant, id)
             .await?
             .ok_or(EndpointError::NotFound)?;
-        let ep = match self.endpoint(tenant, old.endpoint).await {
-            Err(EndpointError::NotFound) => self.dev_forward(tenant, old.endpoint).await?,
-            found => found?,
-        };
+        // An events endpoint's or a dev forward's; a stream reads its own again.
+        let ep = store
+            .endpoint(tenant, old.endpoint)
+            .await?
+            .filter(|ep| !ep.is_stream())
+            .ok_or(EndpointError::NotFound)?;
         let again = WebhookDelivery::new(old.event_id, &ep, old.event_type, old.payload);
         store.save_deliveries(vec![again.clone()]).await?;
         Ok(again)

@@ -8,8 +8,8 @@ use chrono::Utc;
 
 use super::{bit, guard, EndpointError};
 use crate::domain::notify::{
-    EndpointId, EndpointUrl, ForwardedWebhook, Notice, ProviderSource, Purpose, SigningSecret,
-    Subject, Target, WebhookEndpoint,
+    EndpointId, EndpointPatch, EndpointUrl, ForwardedWebhook, Notice, ProviderSource, Purpose,
+    SigningSecret, Subject, Target, WebhookEndpoint,
 };
 use crate::domain::{MessageId, TenantId};
 use crate::engine::Herald;
@@ -22,9 +22,17 @@ pub struct Concerns {
     /// (gateway, provider message id) for events that did not carry Herald's id.
     provider_ids: BTreeSet<(String, String)>,
     tenants: BTreeSet<TenantId>,
+    /// Why it must not be forwarded at all: a part no tenant could be found for, or a repeat
+    /// of a webhook already handled (a replayed forward must not be forwarded again).
+    withheld: Option<&'static str>,
 }
 
 impl Concerns {
+    /// Nothing of the webhook is forwarded (fail closed: a part no one owns might be anyone's).
+    pub fn withhold(&mut self, why: &'static str) {
+        self.withheld.get_or_insert(why);
+    }
+
     pub fn note_message(&mut self, id: Option<MessageId>, gateway: &str, provider_id: &str) {
         match id {
             Some(id) => {
@@ -42,11 +50,20 @@ impl Concerns {
     }
 }
 
+/// A change to a development forward: each field set replaces the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardPatch {
+    pub url: Option<EndpointUrl>,
+    pub sources: Option<Vec<ProviderSource>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
 /// A new development forward.
 #[derive(Debug, Clone)]
 pub struct NewForward {
     pub url: EndpointUrl,
-    /// None: every provider's.
+    /// Empty: every provider's.
     pub sources: Vec<ProviderSource>,
     pub description: String,
 }
@@ -65,6 +82,12 @@ impl Herald {
     /// Forwards a verified provider webhook to the forwards of the one tenant it concerns.
     pub async fn forward_provider_webhook(&self, hook: ForwardedWebhook, concerns: Concerns) {
         let source = hook.source.as_str();
+        if let Some(why) = concerns.withheld {
+            metrics::counter!("herald_dev_forwards_withheld_total", "source" => source)
+                .increment(1);
+            tracing::info!(source, why, "provider webhook not forwarded");
+            return;
+        }
         let tenant = match self.tenant_concerned(concerns).await {
             Ok(Some(tenant)) => tenant,
             Ok(None) => {
@@ -130,7 +153,8 @@ impl Herald {
         let mut ep = WebhookEndpoint::dev_forward(tenant.clone(), target, &new.sources, Utc::now());
         ep.description = new.description;
         self.save_endpoint(&ep).await?;
-        let secret = ep.secrets[0].secret.clone();
+        let secret = ep.secrets.first().map(|s| s.secret.clone());
+        let secret = secret.ok_or_else(|| EndpointError::Refused("no secret was made".into()))?;
         Ok((ep, secret))
     }
 
@@ -149,6 +173,35 @@ impl Herald {
         tenant: &TenantId,
     ) -> Result<Vec<WebhookEndpoint>, EndpointError> {
         self.managed_endpoints(tenant, Purpose::DevForward).await
+    }
+
+    /// Changes a forward: its URL (checked as at registration), sources (empty: every
+    /// provider's), description, or whether it is on (turning it back on forgets its failures).
+    pub async fn update_dev_forward(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        patch: ForwardPatch,
+    ) -> Result<WebhookEndpoint, EndpointError> {
+        if let Some(url) = &patch.url {
+            let cfg = &self.config.notify;
+            guard::check_forward_url(url, cfg.policy, &cfg.dev_allow)
+                .map_err(EndpointError::Refused)?;
+        }
+        let mut ep = self.dev_forward(tenant, id).await?;
+        let event_types = patch.sources.map(|sources| {
+            let target = ep.target.clone();
+            WebhookEndpoint::dev_forward(tenant.clone(), target, &sources, Utc::now()).event_types
+        });
+        let patch = EndpointPatch {
+            url: patch.url,
+            event_types,
+            description: patch.description,
+            enabled: patch.enabled,
+        };
+        ep.apply(patch, Utc::now());
+        self.save_endpoint(&ep).await?;
+        Ok(ep)
     }
 
     pub async fn delete_dev_forward(

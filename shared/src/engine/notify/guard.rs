@@ -107,15 +107,21 @@ pub fn check_url(url: &EndpointUrl, policy: AddressPolicy) -> Result<(), String>
 pub struct DevAllowList(Arc<[ipnet::IpNet]>);
 
 impl DevAllowList {
-    /// From CIDR blocks (`127.0.0.1/32`, `10.8.0.0/16`) or single addresses.
+    /// From CIDR blocks (`127.0.0.1/32`, `10.8.0.0/16`) or single addresses. A block that
+    /// reaches a link-local range (where the cloud's metadata service lives) is refused.
     pub fn parse<S: AsRef<str>>(blocks: &[S]) -> Result<DevAllowList, String> {
         let nets = blocks
             .iter()
             .map(|b| {
                 let b = b.as_ref();
-                b.parse::<ipnet::IpNet>()
+                let net = b
+                    .parse::<ipnet::IpNet>()
                     .or_else(|_| b.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("`{b}` is not an address or CIDR block"))
+                    .map_err(|_| format!("`{b}` is not an address or CIDR block"))?;
+                match NEVER_ALLOWED.iter().find(|n| overlaps(n, &net)) {
+                    Some(n) => Err(format!("`{b}` reaches {n}, where metadata services live")),
+                    None => Ok(net),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(DevAllowList(nets.into()))
@@ -130,6 +136,38 @@ impl DevAllowList {
     }
 }
 
+/// Link-local ranges (the metadata service's 169.254.169.254 and AWS's fd00:ec2::254 among
+/// them): no allow-list reaches these.
+const NEVER_ALLOWED: [ipnet::IpNet; 3] = [
+    ipnet::IpNet::V4(
+        match ipnet::Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 16) {
+            Ok(n) => n,
+            Err(_) => panic!("a valid block"),
+        },
+    ),
+    ipnet::IpNet::V6(
+        match ipnet::Ipv6Net::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10) {
+            Ok(n) => n,
+            Err(_) => panic!("a valid block"),
+        },
+    ),
+    ipnet::IpNet::V6(
+        match ipnet::Ipv6Net::new(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0), 32) {
+            Ok(n) => n,
+            Err(_) => panic!("a valid block"),
+        },
+    ),
+];
+
+fn overlaps(a: &ipnet::IpNet, b: &ipnet::IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Exactly `localhost`: the one name resolved here, never by DNS.
+fn is_localhost(name: &str) -> bool {
+    name.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+}
+
 /// The checks for a development forward's URL: an allow-listed address (or `localhost` when
 /// loopback is allow-listed) may be plain http; anything else is held to [`check_url`].
 pub fn check_forward_url(
@@ -141,7 +179,7 @@ pub fn check_forward_url(
         Some(url::Host::Ipv4(ip)) => allow.contains(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => allow.contains(IpAddr::V6(ip)),
         Some(url::Host::Domain(d)) => {
-            is_local_name(d)
+            is_localhost(d)
                 && (allow.contains(Ipv4Addr::LOCALHOST.into())
                     || allow.contains(Ipv6Addr::LOCALHOST.into()))
         }
@@ -175,6 +213,20 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let guard = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if is_localhost(&host) {
+                // The loopback addresses this client may reach, whichever of them the hosts
+                // file lists: a name that also meant ::1 would otherwise be refused whole.
+                let addrs: Vec<SocketAddr> =
+                    [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+                        .into_iter()
+                        .filter(|ip: &IpAddr| !guard.refuses(*ip))
+                        .map(|ip| SocketAddr::new(ip, 0))
+                        .collect();
+                if addrs.is_empty() {
+                    return Err("localhost is not public".into());
+                }
+                return Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs);
+            }
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| guard.refuses(a.ip())) {
@@ -290,9 +342,22 @@ mod tests {
                 "{bad}"
             );
         }
+        assert!(check_forward_url(&url("http://a.localhost:3000/"), STRICT, &allow).is_err());
         let none = DevAllowList::default();
         assert!(check_forward_url(&url("http://localhost:3000/"), STRICT, &none).is_err());
         assert!(DevAllowList::parse(&["10.0.0.0/33"]).is_err());
+        for reaching_metadata in [
+            "169.254.169.254",
+            "0.0.0.0/0",
+            "::/0",
+            "fd00:ec2::254",
+            "fe80::1",
+        ] {
+            assert!(
+                DevAllowList::parse(&[reaching_metadata]).is_err(),
+                "{reaching_metadata}"
+            );
+        }
         assert!(DevAllowList::parse(&["nope"]).is_err());
     }
 }

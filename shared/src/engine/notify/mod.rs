@@ -31,7 +31,7 @@ use crate::ports::{Transition, TransitionOutcome};
 use chrono::{DateTime, Utc};
 
 pub use endpoints::EndpointError;
-pub use forward::{Concerns, NewForward};
+pub use forward::{Concerns, ForwardPatch, NewForward};
 pub use guard::{AddressPolicy, DevAllowList};
 
 #[derive(Debug, Clone)]
@@ -284,13 +284,18 @@ impl Herald {
         types.map(|t| mask & bit(t) != 0)
     }
 
-    /// True when no endpoint wants any event: the send path's only cost of webhooks.
+    /// True when no endpoint wants any message event: the send path's only cost of webhooks
+    /// (development forwards of provider webhooks do not count).
     async fn nobody_listens(&self) -> bool {
+        let events = EventType::ALL
+            .into_iter()
+            .filter(|t| !t.is_forward())
+            .fold(0, |m, t| m | bit(t));
         self.webhooks.is_none()
             || self
                 .current_subscriptions()
                 .await
-                .is_some_and(|s| s.any == 0)
+                .is_some_and(|s| s.any & events == 0)
     }
 
     /// Who wants what: as the embedded notifier keeps it, or read when older than
