@@ -158,6 +158,15 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
         .post("/v1/dead-letters/redrive", &json!({ "ids": [foreign] }))
         .await;
     assert_eq!(redrive.body["redriven"], 0, "{}", redrive.body);
+    // Another tenant's bulk send is a probe too; a bulk id no one has is not.
+    let bulk = json!({ "channel": "email", "priority": "P3", "subject": "News", "body": "x",
+                       "recipients": [{ "to": "b0@example.com" }] });
+    let their_bulk = s.post_with("/v1/messages/bulk", &other, &[], &bulk).await;
+    let their_bulk = their_bulk.body["bulk_id"].as_str().expect("bulk id");
+    for id in [their_bulk, "bulk_0123456789abcdef0123456789abcdef"] {
+        let probe = s.get(&format!("/v1/bulk/{id}")).await;
+        assert_eq!(probe.status, StatusCode::NOT_FOUND, "{}", probe.body);
+    }
 
     let log = audit_of(&s, &s.key, "&action=access.denied").await;
     assert_eq!(log.len(), 1, "{log:#?}");
@@ -175,9 +184,9 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
         let platform = platform_log(&s).await;
         let probes = platform
             .iter()
-            .filter(|e| e.target.as_deref() == Some(foreign))
+            .filter(|e| [Some(foreign), Some(their_bulk)].contains(&e.target.as_deref()))
             .count();
-        if probes == 2 || Instant::now() > deadline {
+        if probes == 3 || Instant::now() > deadline {
             break platform;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -188,9 +197,15 @@ async fn denied_keys_and_foreign_ids_are_recorded() {
         .collect();
     assert_eq!(
         denied.len(),
-        3,
-        "the unknown key and two probes; a malformed key is only counted: {denied:#?}"
+        4,
+        "the unknown key and three probes; a malformed key is only counted: {denied:#?}"
     );
+    let bulk_probe = denied
+        .iter()
+        .find(|e| e.target.as_deref() == Some(their_bulk))
+        .unwrap_or_else(|| panic!("no bulk probe in {denied:#?}"));
+    assert_eq!(bulk_probe.detail["reason"], "another tenant's bulk send");
+    assert_eq!(bulk_probe.actor, Actor::Key(prefix.clone()));
     assert!(
         denied
             .iter()

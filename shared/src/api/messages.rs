@@ -13,7 +13,7 @@ use super::dto::{BulkSendRequest, MessageView, SendMessageRequest};
 use super::extract::{correlation_id, idempotency, AuthTenant, Caller, JsonBody};
 use super::paging;
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
-use crate::domain::audit::AuditAction;
+use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
 use crate::domain::template::{RenderLimit, TemplateError};
 use crate::domain::{FieldError, MessageId};
@@ -208,6 +208,29 @@ async fn not_found(herald: &Arc<Herald>, caller: &Caller, id: MessageId) -> Prob
     Problem::not_found("message")
 }
 
+/// Records, in the platform's audit log, a bulk id the caller's tenant does not have if it is
+/// another tenant's bulk send (in the background, as for messages).
+pub(super) fn record_foreign_bulk_probe(herald: &Arc<Herald>, caller: &Caller, bulk_id: String) {
+    let template = probe_entry(caller, "another tenant's bulk send");
+    let (herald, tenant) = (herald.clone(), caller.tenant.clone());
+    tokio::spawn(async move {
+        if let Ok(Some(owner)) = herald.store.bulk_owner(&bulk_id).await {
+            if owner != tenant {
+                herald.audit_denial(template.target(bulk_id)).await;
+            }
+        }
+    });
+}
+
+/// A denial in the platform's log, naming the prober's tenant.
+fn probe_entry(caller: &Caller, reason: &str) -> AuditEntry {
+    let mut entry = caller
+        .entry(AuditAction::AccessDenied)
+        .detail(json!({ "reason": reason, "tenant": caller.tenant.as_str() }));
+    entry.scope = Scope::Global;
+    entry
+}
+
 /// The most ids of one request looked up as possible probes.
 const MAX_PROBES_CHECKED: usize = 100;
 
@@ -217,10 +240,7 @@ pub(super) fn record_foreign_probes(herald: &Arc<Herald>, caller: &Caller, ids: 
     if ids.is_empty() {
         return;
     }
-    let mut template = caller
-        .entry(AuditAction::AccessDenied)
-        .detail(json!({ "reason": "another tenant's message", "tenant": caller.tenant.as_str() }));
-    template.scope = Scope::Global;
+    let template = probe_entry(caller, "another tenant's message");
     let (herald, tenant) = (herald.clone(), caller.tenant.clone());
     tokio::spawn(async move {
         for id in ids.into_iter().take(MAX_PROBES_CHECKED) {

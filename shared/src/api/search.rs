@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::dto::{label, MessageView};
-use super::extract::AuthTenant;
+use super::extract::{AuthTenant, Caller};
 use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::{Channel, FieldError, MessageId, MessageStatus, Priority};
@@ -160,15 +160,14 @@ fn bulk_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem>
     responses((status = 200, body = BulkView), AuthErrors, NotFound), security(("api_key" = [])))]
 pub async fn bulk(
     State(herald): State<Arc<Herald>>,
-    AuthTenant(tenant): AuthTenant,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<BulkView>, Problem> {
     let bulk_id = bulk_id(path)?;
-    let progress = herald
-        .store
-        .bulk_progress(&tenant, &bulk_id)
-        .await?
-        .ok_or_else(|| Problem::not_found("bulk send"))?;
+    let Some(progress) = herald.store.bulk_progress(&caller.tenant, &bulk_id).await? else {
+        super::messages::record_foreign_bulk_probe(&herald, &caller, bulk_id);
+        return Err(Problem::not_found("bulk send"));
+    };
     Ok(Json(BulkView {
         total: progress.by_status.values().sum::<u64>() + progress.pending,
         pending: progress.pending,

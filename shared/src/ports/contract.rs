@@ -1280,8 +1280,10 @@ pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) 
         None,
         "another tenant's bulk send is not found"
     );
+    assert_eq!(store.bulk_owner(&bulk_id).await.unwrap(), Some(t.clone()));
     let unknown = format!("bulk_{}", uuid::Uuid::now_v7().simple());
     assert_eq!(store.bulk_progress(&t, &unknown).await.unwrap(), None);
+    assert_eq!(store.bulk_owner(&unknown).await.unwrap(), None);
 }
 
 /// Appends, newest-first pages, every filter, scope isolation, and no overwrite of an id.

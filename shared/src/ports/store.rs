@@ -237,6 +237,9 @@ pub trait MessageStore: Send + Sync + 'static {
         tenant: &TenantId,
         bulk_id: &str,
     ) -> Result<Option<BulkProgress>, StoreError>;
+    /// Whose bulk send `bulk_id` is, whatever the tenant (a probe of another tenant's is
+    /// audited); `None` if there is none.
+    async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError>;
     /// `failed` -> `queued` with attempts reset, back on its lane. Returns the ids redriven.
     async fn redrive(
         &self,

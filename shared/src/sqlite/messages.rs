@@ -426,6 +426,13 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError> {
+        let bulk_id = bulk_id.to_owned();
+        self.readers
+            .run(move |conn| search::bulk_owner_in(conn, &bulk_id))
+            .await
+    }
+
     async fn redrive(
         &self,
         tenant: &TenantId,

@@ -7,7 +7,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::rows::{message_from_row, MESSAGE_COLUMNS};
-use crate::domain::{Message, MessageId, MessageStatus};
+use crate::domain::{Message, MessageId, MessageStatus, TenantId};
 use crate::ports::{BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 
 /// The search indexes (migration 3). Every index ends in `id`, so each walks newest first.
@@ -154,6 +154,21 @@ fn load(conn: &Connection, rowids: &[i64]) -> rusqlite::Result<Vec<Message>> {
         .iter()
         .map(|rowid| stmt.query_row([rowid], message_from_row))
         .collect()
+}
+
+/// The tenant of a bulk send's messages, or of its job while none is written yet.
+pub(super) fn bulk_owner_in(
+    conn: &Connection,
+    bulk_id: &str,
+) -> rusqlite::Result<Option<TenantId>> {
+    let owner: Option<String> = conn
+        .prepare_cached(
+            "SELECT tenant FROM messages INDEXED BY messages_by_bulk WHERE bulk_id = ?1 \
+             UNION ALL SELECT job ->> '$.tenant' FROM bulk_jobs WHERE bulk_id = ?1 LIMIT 1",
+        )?
+        .query_row([bulk_id], |r| r.get(0))
+        .optional()?;
+    Ok(owner.and_then(|t| TenantId::parse(&t).ok()))
 }
 
 pub(super) fn bulk_progress_in(

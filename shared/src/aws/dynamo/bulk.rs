@@ -97,6 +97,26 @@ fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeValue> {
 }
 
 impl DynamoStore {
+    /// The tenant on a bulk job's header (a `GetItem` of its `tenant` alone).
+    pub(super) async fn bulk_job_owner(
+        &self,
+        bulk_id: &str,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.bulk_table()?)
+            .set_key(Some(part_key(bulk_id, 0)))
+            .projection_expression("tenant")
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out
+            .item()
+            .and_then(|item| opt_s(item, "tenant"))
+            .and_then(|t| TenantId::parse(t).ok()))
+    }
+
     /// Stores an accepted bulk job and queues its fan-out. The header, written last together
     /// with the idempotency record, is the commit point: parts without a header are never read
     /// and expire.

@@ -575,6 +575,10 @@ impl MessageStore for DynamoStore {
         self.bulk_progress_of(tenant, bulk_id).await
     }
 
+    async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError> {
+        self.bulk_job_owner(bulk_id).await
+    }
+
     async fn redrive(
         &self,
         tenant: &TenantId,
