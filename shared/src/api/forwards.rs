@@ -22,7 +22,7 @@ use super::notify::{
 };
 use super::paging::{FilterQuery, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
-use super::stream::follow;
+use super::stream::{comma_list, follow};
 use crate::domain::audit::AuditAction;
 use crate::domain::notify::{EndpointId, EndpointUrl, ProviderSource, Purpose, WebhookEndpoint};
 use crate::domain::FieldError;
@@ -302,10 +302,8 @@ pub async fn stream(
 }
 
 fn sources_of(raw: Option<&str>) -> Result<Vec<ProviderSource>, Problem> {
-    raw.into_iter()
-        .flat_map(|r| r.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    comma_list(raw)
+        .into_iter()
         .map(|n| {
             ProviderSource::parse(n).ok_or_else(|| {
                 let why = format!(

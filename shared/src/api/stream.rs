@@ -113,13 +113,17 @@ fn cursor_of(headers: &HeaderMap) -> Result<Option<StreamCursor>, Problem> {
         })
 }
 
-fn types_of(raw: Option<&str>) -> Result<Vec<EventType>, Problem> {
-    let names: Vec<&str> = raw
-        .into_iter()
+/// The non-empty, trimmed items of a comma-separated query parameter.
+pub(super) fn comma_list(raw: Option<&str>) -> Vec<&str> {
+    raw.into_iter()
         .flat_map(|r| r.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .collect();
+        .collect()
+}
+
+fn types_of(raw: Option<&str>) -> Result<Vec<EventType>, Problem> {
+    let names = comma_list(raw);
     if names.len() > MAX_TYPES {
         let why = format!("at most {MAX_TYPES} types");
         return Err(Problem::invalid(FieldError::new("/types", "too-many", why)));

@@ -171,11 +171,7 @@ impl WebhookEndpoint {
         sources: &[ProviderSource],
         now: DateTime<Utc>,
     ) -> WebhookEndpoint {
-        let sources = match sources {
-            [] => &ProviderSource::ALL[..],
-            some => some,
-        };
-        let types = sources.iter().map(|s| s.event_type()).collect();
+        let types = ProviderSource::event_types(sources);
         let mut ep = WebhookEndpoint::with_target(tenant, target, types, now);
         ep.purpose = Purpose::DevForward;
         ep

@@ -50,6 +50,15 @@ impl ProviderSource {
         ProviderSource::parse(rest.split('/').next()?)
     }
 
+    /// The event types `sources`' webhooks travel as; none means every provider's.
+    pub fn event_types(sources: &[ProviderSource]) -> Vec<EventType> {
+        let sources = match sources {
+            [] => &ProviderSource::ALL[..],
+            some => some,
+        };
+        sources.iter().map(|s| s.event_type()).collect()
+    }
+
     /// The event type its forwarded webhooks travel as.
     pub fn event_type(self) -> EventType {
         match self {

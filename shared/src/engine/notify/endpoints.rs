@@ -52,9 +52,19 @@ impl Herald {
     ) -> Result<(WebhookEndpoint, SigningSecret), EndpointError> {
         guard::check_url(&new.url, self.config.notify.policy).map_err(EndpointError::Refused)?;
         self.make_room(tenant).await?;
-        let ep = WebhookEndpoint::create(tenant.clone(), new, Utc::now());
+        self.register(WebhookEndpoint::create(tenant.clone(), new, Utc::now()))
+            .await
+    }
+
+    /// Saves a new pushed endpoint (its tenant has room) and hands back its secret, shown
+    /// this once.
+    pub(super) async fn register(
+        &self,
+        ep: WebhookEndpoint,
+    ) -> Result<(WebhookEndpoint, SigningSecret), EndpointError> {
+        let secret = ep.secrets.first().map(|s| s.secret.clone());
+        let secret = secret.ok_or_else(|| EndpointError::Refused("no secret was made".into()))?;
         self.save_endpoint(&ep).await?;
-        let secret = ep.secrets[0].secret.clone();
         Ok((ep, secret))
     }
 

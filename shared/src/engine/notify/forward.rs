@@ -152,10 +152,7 @@ impl Herald {
         let target = Target::Push(new.url);
         let mut ep = WebhookEndpoint::dev_forward(tenant.clone(), target, &new.sources, Utc::now());
         ep.description = new.description;
-        self.save_endpoint(&ep).await?;
-        let secret = ep.secrets.first().map(|s| s.secret.clone());
-        let secret = secret.ok_or_else(|| EndpointError::Refused("no secret was made".into()))?;
-        Ok((ep, secret))
+        self.register(ep).await
     }
 
     /// A development forward pushed to a URL.
@@ -189,13 +186,9 @@ impl Herald {
                 .map_err(EndpointError::Refused)?;
         }
         let mut ep = self.dev_forward(tenant, id).await?;
-        let event_types = patch.sources.map(|sources| {
-            let target = ep.target.clone();
-            WebhookEndpoint::dev_forward(tenant.clone(), target, &sources, Utc::now()).event_types
-        });
         let patch = EndpointPatch {
             url: patch.url,
-            event_types,
+            event_types: patch.sources.as_deref().map(ProviderSource::event_types),
             description: patch.description,
             enabled: patch.enabled,
         };

@@ -82,6 +82,9 @@ pub struct Snapshot {
     pub endpoints: Vec<WebhookEndpoint>,
     masks: HashMap<TenantId, u32>,
     any: u32,
+    /// Whether anyone wants a Herald event (not a forwarded provider webhook): read on the
+    /// send path, so worked out once per snapshot.
+    any_event: bool,
     loaded: Instant,
 }
 
@@ -102,10 +105,14 @@ impl Snapshot {
             *masks.entry(ep.tenant.clone()).or_default() |= mask;
         }
         let any = masks.values().fold(0, |m, v| m | v);
+        let any_event = EventType::ALL
+            .into_iter()
+            .any(|t| !t.is_forward() && any & bit(t) != 0);
         Snapshot {
             endpoints,
             masks,
             any,
+            any_event,
             loaded: Instant::now(),
         }
     }
@@ -287,15 +294,11 @@ impl Herald {
     /// True when no endpoint wants any message event: the send path's only cost of webhooks
     /// (development forwards of provider webhooks do not count).
     async fn nobody_listens(&self) -> bool {
-        let events = EventType::ALL
-            .into_iter()
-            .filter(|t| !t.is_forward())
-            .fold(0, |m, t| m | bit(t));
         self.webhooks.is_none()
             || self
                 .current_subscriptions()
                 .await
-                .is_some_and(|s| s.any & events == 0)
+                .is_some_and(|s| !s.any_event)
     }
 
     /// Who wants what: as the embedded notifier keeps it, or read when older than
