@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use herald_tests::aws::AwsApi;
+use herald_tests::aws::{ses_fixture, ses_notification, AwsApi};
 use herald_tests::receiver::Receiver;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -57,6 +57,21 @@ async fn play_until(api: &AwsApi, notifier: &Notifier, what: &str, done: impl Fn
         }
     }
     panic!("the notify queue never got to {what}");
+}
+
+/// Plays the notify queue until three polls in a row find nothing.
+async fn play_out(api: &AwsApi, notifier: &Notifier) {
+    let url = notify_url(api);
+    let mut empty = 0;
+    while empty < 3 {
+        let polled = api
+            .stack
+            .poll_once(&url, 10, |event| async {
+                notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
+            })
+            .await;
+        empty = if polled.is_none() { empty + 1 } else { 0 };
+    }
 }
 
 async fn endpoint(api: &AwsApi, url: &str, types: &[&str]) -> Value {
@@ -356,20 +371,26 @@ fn webhooks_function(api: &AwsApi) -> axum::Router {
     lambda::webhooks_router(cold).expect("webhooks router")
 }
 
-#[tokio::test]
-async fn a_provider_webhook_is_forwarded_by_the_notify_function_to_its_tenants_dev_forward() {
-    let api = api().await;
-    let notifier = Notifier::new(&api.herald.config.notify);
+/// A receiver registered as a dev forward of `source`'s webhooks, trusting its secret.
+async fn dev_forward(api: &AwsApi, source: &str) -> Receiver {
     let rx = Receiver::start("");
     let (status, fwd) = api
         .call(
             Method::POST,
             "/v1/dev-forwards",
-            Some(json!({ "url": rx.url, "sources": ["twilio"] })),
+            Some(json!({ "url": rx.url, "sources": [source] })),
         )
         .await;
     assert_eq!(status, 201, "{fwd}");
     rx.trust(&[fwd["secret"].as_str().expect("secret")]);
+    rx
+}
+
+#[tokio::test]
+async fn a_provider_webhook_is_forwarded_by_the_notify_function_to_its_tenants_dev_forward() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let rx = dev_forward(&api, "twilio").await;
     let params: Vec<(String, String)> = [
         ("MessageSid", "SMfwd1"),
         ("From", "+15550001234"),
@@ -408,4 +429,89 @@ async fn a_provider_webhook_is_forwarded_by_the_notify_function_to_its_tenants_d
     assert_eq!(hook["verified_by"], json!([0]), "{hook}");
     assert_eq!(hook["headers"]["x-twilio-signature"], signature.as_str());
     assert_eq!(hook["headers"]["herald-forwarded-source"], "twilio");
+}
+
+/// On AWS, SES events reach the `suppression` function through SNS and SQS, not
+/// `/webhooks/ses`: an applied one goes to the dev forward of the tenant whose message it is,
+/// as SNS would have POSTed it; a repeat, and another tenant's, go nowhere.
+#[tokio::test]
+async fn an_ses_event_through_the_suppression_function_is_forwarded_to_its_tenant() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let rx = dev_forward(&api, "ses").await;
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P1", "to": "reader@example.com",
+                      "subject": "Hello", "body": "A short note" }),
+        )
+        .await;
+    assert!(api.drain(Priority::P1).await.is_empty());
+    let ses_id = api.view(&id).await["provider_message_id"]
+        .as_str()
+        .expect("SES id")
+        .to_owned();
+
+    // A delivery report, which is applied without a marker, delivered twice by SQS.
+    let event = ses_notification(ses_fixture("delivery"), &id, &ses_id);
+    let body = event.records[0].body.clone().expect("SNS envelope");
+    let sns: Value = serde_json::from_str(&body).expect("envelope");
+    for _ in 0..2 {
+        let response = lambda::suppression(&api.herald, event.clone()).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    assert_eq!(api.view(&id).await["status"], "delivered");
+    // Another tenant's message: the same forward must not hear of it.
+    let globex = api.key_of("globex").await;
+    let (status, theirs) = api
+        .call_as(
+            &globex,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({ "channel": "email",
+            "priority": "P1", "to": "someone@example.com", "subject": "Hi", "body": "Theirs" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{theirs}");
+    let theirs = theirs["id"].as_str().expect("id").to_owned();
+    assert!(api.drain(Priority::P1).await.is_empty());
+    let (_, view) = api
+        .call_as(
+            &globex,
+            Method::GET,
+            &format!("/v1/messages/{theirs}"),
+            None,
+        )
+        .await;
+    let their_ses_id = view["provider_message_id"].as_str().expect("SES id");
+    let foreign = ses_notification(ses_fixture("bounce-permanent"), &theirs, their_ses_id);
+    let foreign_body = foreign.records[0].body.clone().expect("SNS envelope");
+    let response = lambda::suppression(&api.herald, foreign).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    play_until(&api, &notifier, "the forwarded SES event", || {
+        rx.requests().iter().any(|r| r["raw"] == body.as_str())
+    })
+    .await;
+    play_out(&api, &notifier).await;
+    let got = rx.requests();
+    let forwarded: Vec<_> = got.iter().filter(|r| r["raw"] == body.as_str()).collect();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "a repeat is not forwarded again: {got:#?}"
+    );
+    let hook = forwarded[0];
+    assert_eq!(hook["verified_by"], json!([0]), "{hook}");
+    assert_eq!(
+        hook["headers"]["herald-forwarded-path"], "/webhooks/ses",
+        "{hook}"
+    );
+    assert_eq!(hook["headers"]["herald-forwarded-source"], "ses");
+    assert_eq!(hook["headers"]["x-amz-sns-message-type"], "Notification");
+    assert_eq!(hook["headers"]["x-amz-sns-message-id"], sns["MessageId"]);
+    assert_eq!(hook["headers"]["x-amz-sns-topic-arn"], sns["TopicArn"]);
+    assert!(
+        !got.iter().any(|r| r["raw"] == foreign_body.as_str()),
+        "another tenant's SES event reached this forward: {got:#?}"
+    );
 }

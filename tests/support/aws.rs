@@ -600,10 +600,31 @@ impl AwsApi {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    /// A new key, with every scope, of another tenant.
+    pub async fn key_of(&self, tenant: &str) -> String {
+        let tenant = TenantId::parse(tenant).unwrap();
+        let all = shared::domain::KeyScopes::ALL;
+        shared::engine::keys::create_key(self.herald.tenants.as_ref(), &tenant, all)
+            .await
+            .unwrap()
+            .expose()
+    }
+
+    /// As [`AwsApi::call`], with another key.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self
             .client
             .request(method, format!("{}{}", self.url, path))
-            .bearer_auth(&self.key);
+            .bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }

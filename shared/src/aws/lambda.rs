@@ -9,6 +9,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 use super::dynamo::{BulkRef, FanOut, FanOutError, StreamEvent};
 use super::{sdk_config, AwsBackend, AwsSettings, SdkClients, SqsLanes};
+use crate::domain::notify::{ForwardedWebhook, ProviderSource};
+use crate::engine::notify::Concerns;
 use crate::engine::tracker::Notified;
 use crate::engine::{dispatch::ReceiptFate, EngineConfig, Herald};
 use crate::gateway::ses_events;
@@ -218,16 +220,16 @@ pub async fn enqueue(
 
 /// The SES event consumer (`suppression`): SES configuration-set events, through SNS and SQS,
 /// become delivery events and suppressions, once per SNS message. An event whose message is
-/// not recorded as sent yet is parked, and applied when it is.
+/// not recorded as sent yet is parked, and applied when it is. An applied notification goes on
+/// to the development forwards of the tenant whose message it is, as SNS would have POSTed it
+/// to `/webhooks/ses`.
 pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    let forwarding = herald.forwards_wanted(ProviderSource::Ses).await;
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let parsed = record
-            .body
-            .as_deref()
-            .ok_or_else(|| ses_events::SesEventError::NotSns("no body".into()))
-            .and_then(ses_events::sns_notification)
+        let body = record.body.unwrap_or_default();
+        let parsed = ses_events::sns_notification(&body)
             .and_then(|n| Ok((ses_events::ses_events(&n.message)?, n)));
         let (events, notification) = match parsed {
             Ok(p) => p,
@@ -237,16 +239,20 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
                 continue;
             }
         };
-        match herald
-            .apply_notification("sns", &notification.message_id, events)
-            .await
-        {
+        let mut concerns = Concerns::default();
+        concerns.note_events(&events);
+        let sns_id = &notification.message_id;
+        match herald.apply_notification("sns", sns_id, events).await {
+            Ok(Notified::Applied) if forwarding => {
+                let hook = ses_forward(&notification, &body);
+                herald.forward_provider_webhook(hook, concerns).await;
+            }
             Ok(Notified::Applied) => {}
             Ok(Notified::Repeat) => {
-                tracing::info!(sns_message_id = %notification.message_id, "repeated SES event ignored");
+                tracing::info!(sns_message_id = %sns_id, "repeated SES event ignored");
             }
             Ok(Notified::Parked) => {
-                tracing::info!(sns_message_id = %notification.message_id, "SES event parked until its message is recorded as sent");
+                tracing::info!(sns_message_id = %sns_id, "SES event parked until its message is recorded as sent");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SES event not applied; it comes back");
@@ -255,6 +261,20 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
         }
     }
     response
+}
+
+/// An SNS notification as SNS's HTTP(S) delivery would have POSTed it to `/webhooks/ses`: the
+/// same envelope, whose own SNS signature a developer can check, and SNS's headers.
+fn ses_forward(notification: &ses_events::SnsNotification, body: &str) -> ForwardedWebhook {
+    let headers = [
+        ("content-type", "text/plain; charset=UTF-8"),
+        ("x-amz-sns-message-type", "Notification"),
+        ("x-amz-sns-message-id", notification.message_id.as_str()),
+        ("x-amz-sns-topic-arn", notification.topic_arn.as_str()),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    let path = "/webhooks/ses";
+    ForwardedWebhook::new(ProviderSource::Ses, "POST", path, headers, body.as_bytes())
 }
 
 /// The `stats` function: a batch of the messages table's stream into channel counts. An error

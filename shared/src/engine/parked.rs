@@ -32,7 +32,7 @@ impl Herald {
             // that others parked meanwhile), these skipped.
             if try_apply(self, &group)
                 .await
-                .is_ok_and(|w| !w.contains(&true))
+                .is_ok_and(|r| !r.wait.contains(&true))
             {
                 self.release(&gateway, &provider_id, None, group).await;
             } else {

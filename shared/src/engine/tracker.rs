@@ -122,7 +122,7 @@ fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
 /// event of it waits too.
 pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
     match try_apply(herald, &events).await {
-        Ok(wait) => waiting(events, &wait),
+        Ok(recorded) => waiting(events, &recorded.wait),
         Err(e) => {
             warn!(error = %e, "provider events not recorded");
             events
@@ -134,14 +134,23 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
 pub(crate) async fn try_apply(
     herald: &Herald,
     events: &[ProviderEvent],
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Recorded, StoreError> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Recorded::default());
     }
     let ids = resolve_ids(herald, events).await?;
-    let wait = record(herald, events, &ids).await?;
-    suppress(herald, events, &ids, &wait).await;
-    Ok(wait)
+    let recorded = record(herald, events, &ids).await?;
+    suppress(herald, events, &ids, &recorded.wait).await;
+    Ok(recorded)
+}
+
+/// What recording a batch of provider events did.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    /// Per event: it waits for its message to be recorded as sent.
+    pub wait: Vec<bool>,
+    /// Some state change or timeline note was written.
+    pub changed: bool,
 }
 
 /// The events flagged to wait, in order.
@@ -154,20 +163,21 @@ pub(crate) fn waiting(events: Vec<ProviderEvent>, wait: &[bool]) -> Vec<Provider
         .collect()
 }
 
-/// Records each event's transition (or timeline note); returns which must wait.
+/// Records each event's transition (or timeline note); says which must wait.
 async fn record(
     herald: &Herald,
     events: &[ProviderEvent],
     ids: &[Option<MessageId>],
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Recorded, StoreError> {
     let mut transitions = Vec::new();
     let mut applied_index = Vec::new(); // event index of each transition
     let mut wait = vec![false; events.len()];
+    let mut changed = false;
     let mut blocked: std::collections::HashSet<&str> = Default::default();
     for (i, (event, id)) in events.iter().zip(ids).enumerate() {
         match id {
             Some(id) if event.kind == ProviderEventKind::Delayed => {
-                note_delay(herald, *id, event).await
+                changed |= note_delay(herald, *id, event).await
             }
             Some(id) if !blocked.contains(event.provider_message_id.as_str()) => {
                 transitions.push(transition_for(*id, event));
@@ -180,13 +190,13 @@ async fn record(
         }
     }
     if transitions.is_empty() {
-        return Ok(wait);
+        return Ok(Recorded { wait, changed });
     }
     let outcomes = herald.store.transition(transitions.clone()).await?;
     herald.announce(&transitions, &outcomes).await;
     for (i, outcome) in applied_index.into_iter().zip(outcomes) {
         match outcome {
-            TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked => {}
+            TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked => changed = true,
             // Still being handed over: `sent` is not recorded yet.
             TransitionOutcome::Conflict {
                 current: MessageStatus::Sending,
@@ -197,11 +207,11 @@ async fn record(
             }
         }
     }
-    Ok(wait)
+    Ok(Recorded { wait, changed })
 }
 
-/// Still trying: a timeline entry, no state change.
-async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) {
+/// Still trying: a timeline entry, no state change. Whether it was written.
+async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) -> bool {
     let noted = herald
         .store
         .annotate(
@@ -222,10 +232,14 @@ async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) {
                     event.at,
                     &event_detail(event),
                 )
-                .await
+                .await;
+            true
         }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "delivery delay not recorded"),
+        Ok(_) => false,
+        Err(e) => {
+            warn!(error = %e, "delivery delay not recorded");
+            false
+        }
     }
 }
 
@@ -295,7 +309,8 @@ pub(crate) const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notified {
     Applied,
-    /// Seen before (SNS and SQS deliver at least once): nothing done.
+    /// Seen before (SNS and SQS deliver at least once), or a delivery report that changed
+    /// nothing (its message was delivered already, or has moved past it): nothing done.
     Repeat,
     /// Some of its events wait for their message's `sent` (or for a message Herald does not
     /// know yet): parked, and applied when that `sent` is recorded.
@@ -320,10 +335,14 @@ impl Herald {
         if marked && !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
             return Ok(Notified::Repeat);
         }
-        let early = match try_apply(self, &events).await {
-            Ok(wait) => waiting(events, &wait),
+        let (early, changed) = match try_apply(self, &events).await {
+            Ok(recorded) => (waiting(events, &recorded.wait), recorded.changed),
             Err(e) => return self.unseen(marked, source, id, e).await,
         };
+        // Deliveries are not marked: one that changed nothing came before, or too late.
+        if early.is_empty() && !marked && !changed {
+            return Ok(Notified::Repeat);
+        }
         if early.is_empty() {
             return Ok(Notified::Applied);
         }

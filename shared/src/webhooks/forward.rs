@@ -28,12 +28,7 @@ tokio::task_local! {
 
 /// Notes the messages a webhook's events are about (no-op when nothing forwards it).
 pub(super) fn note_events(events: &[ProviderEvent]) {
-    let _ = CONCERNS.try_with(|c| {
-        let mut c = c.borrow_mut();
-        for e in events {
-            c.note_message(e.message_id, &e.gateway, &e.provider_message_id);
-        }
-    });
+    let _ = CONCERNS.try_with(|c| c.borrow_mut().note_events(events));
 }
 
 /// Notes a message the provider names, before Herald decides whether it changes anything.

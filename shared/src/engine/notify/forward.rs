@@ -13,6 +13,7 @@ use crate::domain::notify::{
 };
 use crate::domain::{MessageId, TenantId};
 use crate::engine::Herald;
+use crate::ports::ProviderEvent;
 
 /// What a provider webhook is about, as its handler found out: the only tenant it may be
 /// forwarded to is the one every part of it belongs to.
@@ -42,6 +43,13 @@ impl Concerns {
                 self.provider_ids
                     .insert((gateway.to_owned(), provider_id.to_owned()));
             }
+        }
+    }
+
+    /// Notes the messages provider events are about.
+    pub fn note_events(&mut self, events: &[ProviderEvent]) {
+        for e in events {
+            self.note_message(e.message_id, &e.gateway, &e.provider_message_id);
         }
     }
 
