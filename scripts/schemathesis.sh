@@ -22,7 +22,8 @@ fi
 
 bin=${HERALD_BIN:-}
 if [[ -z "$bin" ]]; then
-    cargo build --quiet -p herald
+    # --workspace: the features the tests built `shared` with (tests/support/lib.rs).
+    cargo build --quiet --workspace --bin herald
     bin=target/debug/herald
 fi
 

@@ -300,7 +300,10 @@ pub fn herald_binary() -> std::path::PathBuf {
 fn build_herald_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = std::process::Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "herald", "--bin", "herald"]);
+    // --workspace: every member's features unified, as `cargo test --workspace` built
+    // `shared`, so only the binary is compiled (with `-p herald`, `shared` and the AWS stack
+    // are built again with herald's own features, minutes in the middle of the test run).
+    build.args(["build", "--quiet", "--workspace", "--bin", "herald"]);
     // Cargo gives this test process the tests crate's own variables; a nested build that
     // inherits them looks like a changed environment to build scripts (ring watches
     // CARGO_MANIFEST_DIR) and rebuilds the TLS and AWS stack twice per test run.
