@@ -41,36 +41,36 @@ fn notify_url(api: &AwsApi) -> String {
 
 /// Plays the notify queue into the function's handler until `done`, or fails after 30 s.
 async fn play_until(api: &AwsApi, notifier: &Notifier, what: &str, done: impl Fn() -> bool) {
-    let url = notify_url(api);
     for _ in 0..150 {
         if done() {
             return;
         }
-        let polled = api
-            .stack
-            .poll_once(&url, 10, |event| async {
-                notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
-            })
-            .await;
-        if polled.is_none() {
+        if !play_once(api, notifier).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     panic!("the notify queue never got to {what}");
 }
 
+/// Plays one poll of the notify queue into the function's handler; whether it found any.
+async fn play_once(api: &AwsApi, notifier: &Notifier) -> bool {
+    api.stack
+        .poll_once(&notify_url(api), 10, |event| async {
+            notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
+        })
+        .await
+        .is_some()
+}
+
 /// Plays the notify queue until three polls in a row find nothing.
 async fn play_out(api: &AwsApi, notifier: &Notifier) {
-    let url = notify_url(api);
     let mut empty = 0;
     while empty < 3 {
-        let polled = api
-            .stack
-            .poll_once(&url, 10, |event| async {
-                notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
-            })
-            .await;
-        empty = if polled.is_none() { empty + 1 } else { 0 };
+        empty = if play_once(api, notifier).await {
+            0
+        } else {
+            empty + 1
+        };
     }
 }
 

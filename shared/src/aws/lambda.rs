@@ -239,15 +239,20 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
                 continue;
             }
         };
-        let mut concerns = Concerns::default();
-        concerns.note_events(&events);
+        // Only while someone forwards SES: what the events concern, for their tenant.
+        let concerns = forwarding.then(|| {
+            let mut concerns = Concerns::default();
+            concerns.note_events(&events);
+            concerns
+        });
         let sns_id = &notification.message_id;
         match herald.apply_notification("sns", sns_id, events).await {
-            Ok(Notified::Applied) if forwarding => {
-                let hook = ses_forward(&notification, &body);
-                herald.forward_provider_webhook(hook, concerns).await;
+            Ok(Notified::Applied) => {
+                if let Some(concerns) = concerns {
+                    let hook = ses_forward(&notification, &body);
+                    herald.forward_provider_webhook(hook, concerns).await;
+                }
             }
-            Ok(Notified::Applied) => {}
             Ok(Notified::Repeat) => {
                 tracing::info!(sns_message_id = %sns_id, "repeated SES event ignored");
             }

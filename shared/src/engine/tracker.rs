@@ -339,12 +339,12 @@ impl Herald {
             Ok(recorded) => (waiting(events, &recorded.wait), recorded.changed),
             Err(e) => return self.unseen(marked, source, id, e).await,
         };
-        // Deliveries are not marked: one that changed nothing came before, or too late.
-        if early.is_empty() && !marked && !changed {
-            return Ok(Notified::Repeat);
-        }
         if early.is_empty() {
-            return Ok(Notified::Applied);
+            // Deliveries are not marked: one that changed nothing came before, or too late.
+            return Ok(match marked || changed {
+                true => Notified::Applied,
+                false => Notified::Repeat,
+            });
         }
         match self.park(early).await {
             Ok(()) => Ok(Notified::Parked),
