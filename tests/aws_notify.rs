@@ -1,7 +1,8 @@
 //! Webhooks out on AWS (moto): endpoints through the API over DynamoDB, events queued on the
-//! notify queue by the API and the dispatcher, and the `notify` function's handler played over
-//! that queue: it delivers (verified by the Python `standardwebhooks` package), retries by
-//! hiding the entry, and a delivery out of retries ends in the DLQ.
+//! ordered (FIFO) notify queue by the API and the dispatcher, and the `notify` function's
+//! handler played over both notify queues: it delivers in order (verified by the Python
+//! `standardwebhooks` package), retries on the retry queue by hiding the entry, and a delivery
+//! out of retries ends in the DLQ.
 
 use std::time::Duration;
 
@@ -30,13 +31,24 @@ async fn api() -> AwsApi {
     .await
 }
 
-fn notify_url(api: &AwsApi) -> String {
+/// The retry queue: where a delivery whose try failed waits.
+fn retry_url(api: &AwsApi) -> String {
     api.stack
         .settings
         .queues
         .notify
         .clone()
         .expect("notify queue")
+}
+
+/// The ordered (FIFO) queue: events and first tries.
+fn ordered_url(api: &AwsApi) -> String {
+    api.stack
+        .settings
+        .queues
+        .notify_ordered
+        .clone()
+        .expect("ordered notify queue")
 }
 
 /// Plays the notify queue into the function's handler until `done`, or fails after 30 s.
@@ -52,14 +64,20 @@ async fn play_until(api: &AwsApi, notifier: &Notifier, what: &str, done: impl Fn
     panic!("the notify queue never got to {what}");
 }
 
-/// Plays one poll of the notify queue into the function's handler; whether it found any.
+/// Plays one poll of each notify queue into the function's handler; whether it found any.
 async fn play_once(api: &AwsApi, notifier: &Notifier) -> bool {
-    api.stack
-        .poll_once(&notify_url(api), 10, |event| async {
-            notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event).await
-        })
-        .await
-        .is_some()
+    let mut found = false;
+    for url in [ordered_url(api), retry_url(api)] {
+        found |= api
+            .stack
+            .poll_once(&url, 10, |event| async {
+                notify_function::notify(&api.herald, &api.cold.backend.lanes, notifier, event, None)
+                    .await
+            })
+            .await
+            .is_some();
+    }
+    found
 }
 
 /// Plays the notify queue until three polls in a row find nothing.
@@ -146,6 +164,100 @@ async fn the_notify_function_delivers_signed_events_and_retries() {
     assert!(items.iter().all(|d| d["state"] == "succeeded"), "{page}");
 }
 
+/// An endpoint hears its events in the order they were made, and a try that fails holds up
+/// none behind it: it waits on the retry queue while the rest go on.
+#[tokio::test]
+async fn an_endpoint_hears_its_events_in_order_and_a_failed_try_holds_up_none() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let (rx, _) = trusted_endpoint(&api, "500", &["message.queued"]).await;
+    let mut sent = Vec::new();
+    for i in 0..25 {
+        let to = format!("reader{i}@example.com");
+        let body =
+            json!({"channel": "email", "priority": "P1", "to": to, "subject": "Hi", "body": "x"});
+        sent.push(api.send(body).await);
+    }
+    let answered = |code: u16| -> Vec<String> {
+        rx.requests()
+            .into_iter()
+            .filter(|r| r["answered"] == code)
+            .map(|r| {
+                r["body"]["data"]["message_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    play_until(&api, &notifier, "every event answered 200", || {
+        answered(200).len() >= sent.len()
+    })
+    .await;
+    // The first try of the first event got the 500; the 200s for the rest came in order,
+    // whenever its retry came in between.
+    assert_eq!(answered(500), [sent[0].clone()]);
+    let rest: Vec<String> = answered(200)
+        .into_iter()
+        .filter(|id| *id != sent[0])
+        .collect();
+    assert_eq!(rest, sent[1..], "in the order the messages were accepted");
+    assert_eq!(
+        answered(200).len(),
+        sent.len(),
+        "each event answered 200 once"
+    );
+    assert!(rx.requests().iter().all(|r| r["verified_by"] == json!([0])));
+}
+
+/// A dead endpoint costs two tries a batch: after two failures in a row, the rest of its
+/// batch moves to the retry queue untried, and nothing is lost.
+#[tokio::test]
+async fn a_dead_endpoint_costs_two_tries_a_batch_and_loses_nothing() {
+    let api = api().await;
+    let notifier = Notifier::new(&api.herald.config.notify);
+    let down = Receiver::start(&["500"; 20].join(","));
+    endpoint(&api, &down.url, &["message.queued"]).await;
+    for i in 0..10 {
+        let to = format!("gone{i}@example.com");
+        api.send(
+            json!({"channel": "email", "priority": "P1", "to": to, "subject": "Hi", "body": "x"}),
+        )
+        .await;
+    }
+    let ordered = ordered_url(&api);
+    let mut batches = 0;
+    while let Some((event, _)) = api
+        .stack
+        .poll_once(&ordered, 10, |event| async {
+            notify_function::notify(&api.herald, &api.cold.backend.lanes, &notifier, event, None)
+                .await
+        })
+        .await
+    {
+        batches += event
+            .records
+            .iter()
+            .filter(|r| r.body.as_deref().unwrap_or("").contains("\"delivery\""))
+            .count()
+            .min(1);
+    }
+    let tries = down.requests().len();
+    assert!(
+        batches >= 1,
+        "the deliveries came through the ordered queue"
+    );
+    assert!(
+        tries <= 2 * batches && tries < 10,
+        "{tries} tries in {batches} batches"
+    );
+    assert_eq!(
+        api.stack.queue_count(&retry_url(&api)).await,
+        10,
+        "every delivery waits on the retry queue"
+    );
+}
+
 #[tokio::test]
 async fn a_delivery_out_of_retries_ends_in_the_dlq() {
     let api = api().await;
@@ -153,7 +265,7 @@ async fn a_delivery_out_of_retries_ends_in_the_dlq() {
     let down = Receiver::start("500,500,500,500,500,500,500,500,500,500");
     let ep = endpoint(&api, &down.url, &["message.queued"]).await;
     // Few receives, so the DLQ is reached soon after the schedule's last try.
-    api.stack.allow_receives(&notify_url(&api), 4).await;
+    api.stack.allow_receives(&retry_url(&api), 4).await;
     api.send(
         json!({"channel": "email", "priority": "P1", "to": "bo@example.com",
                     "subject": "Hi", "body": "x"}),
@@ -165,15 +277,7 @@ async fn a_delivery_out_of_retries_ends_in_the_dlq() {
         if in_dlq().await > 0 {
             break;
         }
-        let url = notify_url(&api);
-        let polled = api
-            .stack
-            .poll_once(&url, 10, |event| async {
-                notify_function::notify(&api.herald, &api.cold.backend.lanes, &notifier, event)
-                    .await
-            })
-            .await;
-        if polled.is_none() {
+        if !play_once(&api, &notifier).await {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -212,7 +316,8 @@ async fn sample_events_are_handled_and_poison_is_left_for_the_dlq() {
     let notifier = Notifier::new(&api.herald.config.notify);
     let lanes = &api.cold.backend.lanes;
     // An event whose message is not stored (nor any endpoint): nothing to deliver, done.
-    let done = notify_function::notify(&api.herald, lanes, &notifier, sample("event.json")).await;
+    let done =
+        notify_function::notify(&api.herald, lanes, &notifier, sample("event.json"), None).await;
     assert!(
         done.batch_item_failures.is_empty(),
         "{:?}",
@@ -220,16 +325,24 @@ async fn sample_events_are_handled_and_poison_is_left_for_the_dlq() {
     );
     // A delivery that is not stored (deleted with its endpoint): done.
     let gone =
-        notify_function::notify(&api.herald, lanes, &notifier, sample("delivery.json")).await;
+        notify_function::notify(&api.herald, lanes, &notifier, sample("delivery.json"), None).await;
     assert!(gone.batch_item_failures.is_empty());
     let poison =
-        notify_function::notify(&api.herald, lanes, &notifier, sample("poison.json")).await;
+        notify_function::notify(&api.herald, lanes, &notifier, sample("poison.json"), None).await;
     let failed: Vec<_> = poison
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    assert_eq!(failed, ["7d2a9e3c-af5b-4a4c-9d8e-3f4a5b6c7d8e"]);
+    // On the ordered queue an unreadable entry holds its group: the event behind it comes
+    // back with it, so it is not handled out of order.
+    assert_eq!(
+        failed,
+        [
+            "7d2a9e3c-af5b-4a4c-9d8e-3f4a5b6c7d8e",
+            "8e3b0f4d-b06c-4b5d-8e9f-4a5b6c7d8e9f"
+        ]
+    );
 }
 
 /// One connection to the event stream, read whole (as API Gateway sends it): its events as
@@ -276,20 +389,14 @@ async fn an_event_stream_reads_what_the_notify_function_kept_and_nothing_is_push
         .send(json!({"channel": "email", "priority": "P1", "to": "sue@example.com", "subject": "Hi", "body": "x"}))
         .await;
     api.drain(Priority::P1).await;
-    let url = notify_url(&api);
-    while api
-        .stack
-        .poll_once(&url, 10, |event| async {
-            notify_function::notify(&api.herald, &api.cold.backend.lanes, &notifier, event).await
-        })
-        .await
-        .is_some()
-    {}
-    assert_eq!(
-        api.stack.queue_count(&url).await,
-        0,
-        "a stream's events are kept, not queued for delivery"
-    );
+    while play_once(&api, &notifier).await {}
+    for url in [ordered_url(&api), retry_url(&api)] {
+        assert_eq!(
+            api.stack.queue_count(&url).await,
+            0,
+            "a stream's events are kept, not queued for delivery"
+        );
+    }
 
     let mut seen = Vec::new();
     for _ in 0..5 {

@@ -254,6 +254,8 @@ impl Stack {
         }
         let (bulk, bulk_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-bulk"), 5).await;
         let (notify, notify_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-notify"), 12).await;
+        let (notify_ordered, _) =
+            queue_with_dlq(&sqs, &format!("{prefix}-notify-ordered.fifo"), 5).await;
         let ses = aws_sdk_sesv2::Client::new(&sdk);
         let domain = format!("{prefix}.example.com");
         ses.create_email_identity()
@@ -272,6 +274,7 @@ impl Stack {
             queues: Queues {
                 lanes,
                 bulk: Some(bulk),
+                notify_ordered: Some(notify_ordered),
                 notify: Some(notify),
             },
             max_receive_count: 5,
@@ -446,9 +449,24 @@ async fn queue_with_dlq(
     name: &str,
     max_receive: u32,
 ) -> (String, String) {
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
+    // A FIFO queue (its name ends in .fifo) needs a FIFO DLQ, and is set up as the template
+    // sets it: high throughput, deduplication per group.
+    let (base, fifo) = match name.strip_suffix(".fifo") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let suffix = if fifo { ".fifo" } else { "" };
+    let create = |queue: String| {
+        let mut request = sqs.create_queue().queue_name(queue);
+        if fifo {
+            request = request
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+                .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
+        }
+        request
+    };
+    let dlq = create(format!("{base}-dlq{suffix}"))
         .send()
         .await
         .expect("create dlq")
@@ -466,9 +484,7 @@ async fn queue_with_dlq(
         .expect("dlq arn");
     let redrive =
         json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string() });
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
+    let url = create(name.to_owned())
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .attributes(QueueAttributeName::VisibilityTimeout, "180")
         .send()

@@ -1,4 +1,5 @@
-//! Lambda `notify`: the notify queue into signed deliveries to tenants' webhook endpoints.
+//! Lambda `notify`: the notify queues (ordered first tries, retries) into signed deliveries to
+//! tenants' webhook endpoints.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

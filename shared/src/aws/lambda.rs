@@ -290,9 +290,13 @@ pub async fn stats(backend: &AwsBackend, event: StreamEvent) -> Result<(), Store
 
 /// The instant to stop a fan-out, from the invocation's deadline (milliseconds since the epoch).
 pub fn fan_out_deadline(deadline_ms: u64) -> Option<Instant> {
+    Some(invocation_deadline(deadline_ms) - FAN_OUT_MARGIN)
+}
+
+/// The invocation's deadline (milliseconds since the epoch) on this process's clock.
+pub fn invocation_deadline(deadline_ms: u64) -> Instant {
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    Some(Instant::now() + left.saturating_sub(FAN_OUT_MARGIN))
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 /// `api`: the same Router as `herald serve`, behind API Gateway's HTTP API.

@@ -35,7 +35,12 @@ pub struct Tables {
 pub struct Queues {
     pub lanes: [Option<String>; 5],
     pub bulk: Option<String>,
-    /// Events and deliveries for the `notify` function (webhooks out).
+    /// Webhooks out, first tries: events and new deliveries for the `notify` function, on a
+    /// FIFO queue grouped by tenant (events) and by endpoint (deliveries), so an endpoint
+    /// hears its events in the order they were made.
+    pub notify_ordered: Option<String>,
+    /// Webhooks out, retries: a delivery whose try failed waits here (a standard queue,
+    /// hidden until its next try), so it holds up no later event to its endpoint.
     pub notify: Option<String>,
 }
 
@@ -96,6 +101,7 @@ pub const AUDIT_TABLE: &str = "HERALD_AUDIT_TABLE";
 pub const WEBHOOK_ENDPOINTS_TABLE: &str = "HERALD_WEBHOOK_ENDPOINTS_TABLE";
 pub const WEBHOOK_DELIVERIES_TABLE: &str = "HERALD_WEBHOOK_DELIVERIES_TABLE";
 pub const NOTIFY_QUEUE_URL: &str = "HERALD_NOTIFY_QUEUE_URL";
+pub const NOTIFY_ORDERED_QUEUE_URL: &str = "HERALD_NOTIFY_ORDERED_QUEUE_URL";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
 pub const DEV_FORWARD_ALLOW: &str = "HERALD_DEV_FORWARD_ALLOW";
@@ -172,6 +178,7 @@ impl AwsSettings {
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
                 bulk: get(BULK_QUEUE_URL),
+                notify_ordered: get(NOTIFY_ORDERED_QUEUE_URL),
                 notify: get(NOTIFY_QUEUE_URL),
             },
             max_receive_count: number("HERALD_MAX_RECEIVE_COUNT", 5)?.clamp(1, 1000) as u32,

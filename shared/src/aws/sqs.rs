@@ -15,7 +15,9 @@ use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::settings::{required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS, NOTIFY_QUEUE_URL};
+use super::settings::{
+    required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS, NOTIFY_ORDERED_QUEUE_URL, NOTIFY_QUEUE_URL,
+};
 use crate::domain::{Priority, TenantId};
 use crate::ports::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
 
@@ -47,7 +49,7 @@ where
     StoreError::Unavailable(format!("sqs {op}: {}", DisplayErrorContext(e)))
 }
 
-/// What the notify queue carries: an event to fan out, or one delivery to attempt.
+/// What the notify queues carry: an event to fan out, or one delivery to attempt.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NotifyMessage {
@@ -57,7 +59,80 @@ pub enum NotifyMessage {
     Delivery {
         id: crate::domain::notify::DeliveryId,
         tenant: crate::domain::TenantId,
+        /// Its FIFO group. Absent in entries queued before deliveries were ordered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<crate::domain::notify::EndpointId>,
     },
+}
+
+impl NotifyMessage {
+    /// The FIFO group: what must stay in order. A delivery's endpoint, so an endpoint hears
+    /// its events one at a time in the order they were fanned out; an event's message, so one
+    /// message's events are fanned out in order without a busy tenant's events all waiting
+    /// in one group (a group takes at most 3,000 entries a second).
+    fn group(&self) -> String {
+        use crate::domain::notify::Subject;
+        match self {
+            NotifyMessage::Delivery {
+                endpoint: Some(ep), ..
+            } => format!("endpoint:{ep}"),
+            NotifyMessage::Delivery { id, .. } => format!("delivery:{id}"),
+            NotifyMessage::Event { notice } => match (&notice.subject, &notice.tenant) {
+                (Subject::Message { id, .. }, _) => format!("message:{id}"),
+                (Subject::Data { .. }, Some(tenant)) => format!("tenant:{tenant}"),
+                (Subject::Data { .. }, None) => "platform".to_owned(),
+            },
+        }
+    }
+
+    /// SQS drops an entry sent again with the same id within five minutes (a publish retried
+    /// after a lost answer).
+    fn dedup_id(&self) -> String {
+        match self {
+            NotifyMessage::Event { notice } => notice.id.to_string(),
+            NotifyMessage::Delivery { id, .. } => id.to_string(),
+        }
+    }
+}
+
+/// One entry for SendMessageBatch: a standard queue's (with its delay in seconds) or a FIFO
+/// queue's (with its group and deduplication id; FIFO queues take no delay per entry).
+struct Outgoing {
+    body: String,
+    delay: i32,
+    fifo: Option<(String, String)>,
+}
+
+impl Outgoing {
+    fn entry(self, i: usize) -> Result<SendMessageBatchRequestEntry, StoreError> {
+        let entry = SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(self.body);
+        let entry = match self.fifo {
+            Some((group, dedup)) => entry
+                .message_group_id(group)
+                .message_deduplication_id(dedup),
+            None => entry.delay_seconds(self.delay),
+        };
+        entry
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
+    }
+}
+
+/// Whether every FIFO group's entries are in one chunk.
+fn groups_apart(chunks: &[Vec<Outgoing>]) -> bool {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    chunks.iter().enumerate().all(|(i, chunk)| {
+        chunk
+            .iter()
+            .filter_map(|o| o.fifo.as_ref())
+            .all(|(group, _)| *seen.entry(group.as_str()).or_insert(i) == i)
+    })
+}
+
+fn notify_body(m: &NotifyMessage) -> Result<String, StoreError> {
+    serde_json::to_string(m).map_err(|e| StoreError::Corrupt(format!("notify entry: {e}")))
 }
 
 /// How long SQS should hold a new entry back so it is not received before `not_before`.
@@ -114,25 +189,22 @@ impl SqsLanes {
             .map(|r| {
                 let body = serde_json::to_string(r)
                     .map_err(|e| StoreError::Corrupt(format!("lane entry: {e}")))?;
-                Ok((body, delay_until(r.not_before, now)))
+                Ok(Outgoing {
+                    body,
+                    delay: delay_until(r.not_before, now),
+                    fifo: None,
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.send_bodies(url, bodies).await
     }
 
-    /// Sends up to ten bodies, each with its delay in seconds, retrying entries SQS refused.
-    async fn send_bodies(&self, url: &str, bodies: Vec<(String, i32)>) -> Result<(), StoreError> {
+    /// Sends up to ten entries, retrying those SQS refused.
+    async fn send_bodies(&self, url: &str, bodies: Vec<Outgoing>) -> Result<(), StoreError> {
         let mut entries: Vec<SendMessageBatchRequestEntry> = bodies
             .into_iter()
             .enumerate()
-            .map(|(i, (body, delay))| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .delay_seconds(delay)
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
-            })
+            .map(|(i, out)| out.entry(i))
             .collect::<Result<_, _>>()?;
         for attempt in 0..4u32 {
             if attempt > 0 {
@@ -158,27 +230,53 @@ impl SqsLanes {
         )))
     }
 
-    /// Puts events and deliveries on the notify queue for the `notify` function.
+    /// Puts events and new deliveries on the ordered notify queue for the `notify` function.
+    /// Within one call, entries of a group keep their order: a group's entries are sent in
+    /// one SendMessageBatch after another, never two at once.
     pub async fn publish_notify(&self, messages: Vec<NotifyMessage>) -> Result<(), StoreError> {
-        let url = required(&self.queues.notify, NOTIFY_QUEUE_URL)?;
-        let bodies = messages
-            .iter()
-            .map(|m| {
-                let body = serde_json::to_string(m)
-                    .map_err(|e| StoreError::Corrupt(format!("notify entry: {e}")))?;
-                Ok((body, 0))
+        let url = required(&self.queues.notify_ordered, NOTIFY_ORDERED_QUEUE_URL)?;
+        let chunks = messages
+            .chunks(BATCH)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|m| {
+                        Ok(Outgoing {
+                            body: notify_body(m)?,
+                            delay: 0,
+                            fifo: Some((m.group(), m.dedup_id())),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let chunks: Vec<Vec<(String, i32)>> = bodies.chunks(BATCH).map(<[_]>::to_vec).collect();
-        let calls: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| self.send_bodies(url, chunk))
-            .collect();
-        futures::stream::iter(calls)
-            .buffer_unordered(CONCURRENCY)
+        // Calls at once only when no group spans two of them; otherwise one after another.
+        let at_once = if groups_apart(&chunks) {
+            CONCURRENCY
+        } else {
+            1
+        };
+        futures::stream::iter(chunks.into_iter().map(|c| self.send_bodies(url, c)))
+            .buffered(at_once)
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// Puts a delivery whose try failed on the retry queue, hidden for `wait` (at most 15
+    /// minutes there; the rest is a hold when it comes back).
+    pub async fn retry_notify(
+        &self,
+        message: &NotifyMessage,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
+        let url = required(&self.queues.notify, NOTIFY_QUEUE_URL)?;
+        let entry = Outgoing {
+            body: notify_body(message)?,
+            delay: wait.min(MAX_DELAY).as_secs() as i32,
+            fifo: None,
+        };
+        self.send_bodies(url, vec![entry]).await
     }
 
     /// Hides a notify entry for `wait` (at most 12 hours, SQS's limit): a delivery's retry.
@@ -505,6 +603,53 @@ mod tests {
             delay_until(Some(now + chrono::Duration::hours(3)), now),
             900
         );
+    }
+
+    #[test]
+    fn a_messages_events_share_a_group_and_an_endpoints_deliveries_another() {
+        use crate::domain::notify::{DeliveryId, EndpointId, EventType, Notice, Subject};
+        let message = crate::domain::MessageId::new();
+        let event = |t| NotifyMessage::Event {
+            notice: Notice::new(
+                Some(TenantId::parse("acme").expect("tenant")),
+                t,
+                Subject::Message {
+                    id: message,
+                    status: crate::domain::MessageStatus::Queued,
+                    detail: serde_json::Value::Null,
+                },
+            ),
+        };
+        let (queued, sent) = (
+            event(EventType::MessageQueued),
+            event(EventType::MessageSent),
+        );
+        assert_eq!(queued.group(), format!("message:{message}"));
+        assert_eq!(queued.group(), sent.group());
+        assert_ne!(queued.dedup_id(), sent.dedup_id());
+
+        let endpoint = EndpointId::new();
+        let delivery = |endpoint| NotifyMessage::Delivery {
+            id: DeliveryId::new(),
+            tenant: TenantId::parse("acme").expect("tenant"),
+            endpoint,
+        };
+        let (a, b) = (delivery(Some(endpoint)), delivery(Some(endpoint)));
+        assert_eq!(a.group(), format!("endpoint:{endpoint}"));
+        assert_eq!(a.group(), b.group());
+        // An entry queued before deliveries had groups is its own.
+        assert_ne!(delivery(None).group(), delivery(None).group());
+
+        let entry = |m: &NotifyMessage| Outgoing {
+            body: String::new(),
+            delay: 0,
+            fifo: Some((m.group(), m.dedup_id())),
+        };
+        assert!(groups_apart(&[
+            vec![entry(&a), entry(&b)],
+            vec![entry(&queued)]
+        ]));
+        assert!(!groups_apart(&[vec![entry(&a)], vec![entry(&b)]]));
     }
 
     #[test]

@@ -255,7 +255,8 @@ impl WebhookStore for DynamoStore {
         self.lanes.publish_notify(messages).await
     }
 
-    /// Stores each delivery, then queues it for the `notify` function.
+    /// Stores each delivery, then queues it for the `notify` function: on the ordered queue,
+    /// in the order given, grouped by endpoint.
     async fn save_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError> {
         let expires = epoch_seconds(Utc::now()) + self.retention.as_secs() as i64;
         for d in &deliveries {
@@ -274,6 +275,7 @@ impl WebhookStore for DynamoStore {
             .map(|d| NotifyMessage::Delivery {
                 id: d.id,
                 tenant: d.tenant,
+                endpoint: Some(d.endpoint),
             })
             .collect();
         self.lanes.publish_notify(messages).await
