@@ -290,7 +290,8 @@ pub async fn stats(backend: &AwsBackend, event: StreamEvent) -> Result<(), Store
 
 /// The instant to stop a fan-out, from the invocation's deadline (milliseconds since the epoch).
 pub fn fan_out_deadline(deadline_ms: u64) -> Option<Instant> {
-    Some(invocation_deadline(deadline_ms) - FAN_OUT_MARGIN)
+    let left = invocation_deadline(deadline_ms).saturating_duration_since(Instant::now());
+    Some(Instant::now() + left.saturating_sub(FAN_OUT_MARGIN))
 }
 
 /// The invocation's deadline (milliseconds since the epoch) on this process's clock.

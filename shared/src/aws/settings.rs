@@ -36,8 +36,8 @@ pub struct Queues {
     pub lanes: [Option<String>; 5],
     pub bulk: Option<String>,
     /// Webhooks out, first tries: events and new deliveries for the `notify` function, on a
-    /// FIFO queue grouped by tenant (events) and by endpoint (deliveries), so an endpoint
-    /// hears its events in the order they were made.
+    /// FIFO queue grouped by message (events) and by endpoint (deliveries), so an endpoint
+    /// hears a message's events in order, and others' in order as far as concurrency allows.
     pub notify_ordered: Option<String>,
     /// Webhooks out, retries: a delivery whose try failed waits here (a standard queue,
     /// hidden until its next try), so it holds up no later event to its endpoint.

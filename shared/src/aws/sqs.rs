@@ -62,6 +62,11 @@ pub enum NotifyMessage {
         /// Its FIFO group. Absent in entries queued before deliveries were ordered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<crate::domain::notify::EndpointId>,
+        /// On the retry queue, after a try: the attempts recorded when it was queued. A copy
+        /// queued twice (a crash between queueing and settling) finds more recorded and is
+        /// dropped, so one delivery never has two entries trying it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<usize>,
     },
 }
 
@@ -79,6 +84,13 @@ impl NotifyMessage {
             NotifyMessage::Delivery { id, .. } => format!("delivery:{id}"),
             NotifyMessage::Event { notice } => match (&notice.subject, &notice.tenant) {
                 (Subject::Message { id, .. }, _) => format!("message:{id}"),
+                // A bulk recipient's `message.queued` carries its payload ready-made.
+                (Subject::Data { data }, _) if data["message_id"].is_string() => {
+                    format!(
+                        "message:{}",
+                        data["message_id"].as_str().unwrap_or_default()
+                    )
+                }
                 (Subject::Data { .. }, Some(tenant)) => format!("tenant:{tenant}"),
                 (Subject::Data { .. }, None) => "platform".to_owned(),
             },
@@ -95,28 +107,40 @@ impl NotifyMessage {
     }
 }
 
-/// One entry for SendMessageBatch: a standard queue's (with its delay in seconds) or a FIFO
-/// queue's (with its group and deduplication id; FIFO queues take no delay per entry).
-struct Outgoing {
-    body: String,
-    delay: i32,
-    fifo: Option<(String, String)>,
+/// One entry for SendMessageBatch: a standard queue's, with its delay in seconds, or a FIFO
+/// queue's, with its group and deduplication id (FIFO queues take no delay per entry).
+enum Outgoing {
+    Standard {
+        body: String,
+        delay: i32,
+    },
+    Fifo {
+        body: String,
+        group: String,
+        dedup: String,
+    },
 }
 
 impl Outgoing {
     fn entry(self, i: usize) -> Result<SendMessageBatchRequestEntry, StoreError> {
-        let entry = SendMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .message_body(self.body);
-        let entry = match self.fifo {
-            Some((group, dedup)) => entry
+        let entry = SendMessageBatchRequestEntry::builder().id(i.to_string());
+        let entry = match self {
+            Outgoing::Standard { body, delay } => entry.message_body(body).delay_seconds(delay),
+            Outgoing::Fifo { body, group, dedup } => entry
+                .message_body(body)
                 .message_group_id(group)
                 .message_deduplication_id(dedup),
-            None => entry.delay_seconds(self.delay),
         };
         entry
             .build()
             .map_err(|e| StoreError::Unavailable(format!("sqs request: {e}")))
+    }
+
+    fn group(&self) -> Option<&str> {
+        match self {
+            Outgoing::Standard { .. } => None,
+            Outgoing::Fifo { group, .. } => Some(group),
+        }
     }
 }
 
@@ -126,8 +150,8 @@ fn groups_apart(chunks: &[Vec<Outgoing>]) -> bool {
     chunks.iter().enumerate().all(|(i, chunk)| {
         chunk
             .iter()
-            .filter_map(|o| o.fifo.as_ref())
-            .all(|(group, _)| *seen.entry(group.as_str()).or_insert(i) == i)
+            .filter_map(Outgoing::group)
+            .all(|group| *seen.entry(group).or_insert(i) == i)
     })
 }
 
@@ -189,10 +213,9 @@ impl SqsLanes {
             .map(|r| {
                 let body = serde_json::to_string(r)
                     .map_err(|e| StoreError::Corrupt(format!("lane entry: {e}")))?;
-                Ok(Outgoing {
+                Ok(Outgoing::Standard {
                     body,
                     delay: delay_until(r.not_before, now),
-                    fifo: None,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -222,6 +245,10 @@ impl SqsLanes {
             if failed.is_empty() {
                 return Ok(());
             }
+            // On a FIFO queue an entry sent again lands behind those of its group that were
+            // taken: SQS refuses entries of a batch only when throttled or failing, and the
+            // receivers tolerate it (a delivery's order is best effort; events are fanned out
+            // by message).
             entries.retain(|e| failed.contains(&e.id()));
         }
         Err(StoreError::Unavailable(format!(
@@ -241,10 +268,10 @@ impl SqsLanes {
                 chunk
                     .iter()
                     .map(|m| {
-                        Ok(Outgoing {
+                        Ok(Outgoing::Fifo {
                             body: notify_body(m)?,
-                            delay: 0,
-                            fifo: Some((m.group(), m.dedup_id())),
+                            group: m.group(),
+                            dedup: m.dedup_id(),
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()
@@ -271,10 +298,9 @@ impl SqsLanes {
         wait: Duration,
     ) -> Result<(), StoreError> {
         let url = required(&self.queues.notify, NOTIFY_QUEUE_URL)?;
-        let entry = Outgoing {
+        let entry = Outgoing::Standard {
             body: notify_body(message)?,
             delay: wait.min(MAX_DELAY).as_secs() as i32,
-            fifo: None,
         };
         self.send_bodies(url, vec![entry]).await
     }
@@ -633,6 +659,7 @@ mod tests {
             id: DeliveryId::new(),
             tenant: TenantId::parse("acme").expect("tenant"),
             endpoint,
+            attempts: None,
         };
         let (a, b) = (delivery(Some(endpoint)), delivery(Some(endpoint)));
         assert_eq!(a.group(), format!("endpoint:{endpoint}"));
@@ -640,10 +667,10 @@ mod tests {
         // An entry queued before deliveries had groups is its own.
         assert_ne!(delivery(None).group(), delivery(None).group());
 
-        let entry = |m: &NotifyMessage| Outgoing {
+        let entry = |m: &NotifyMessage| Outgoing::Fifo {
             body: String::new(),
-            delay: 0,
-            fifo: Some((m.group(), m.dedup_id())),
+            group: m.group(),
+            dedup: m.dedup_id(),
         };
         assert!(groups_apart(&[
             vec![entry(&a), entry(&b)],

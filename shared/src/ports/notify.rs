@@ -75,6 +75,20 @@ pub struct WebhookDelivery {
 }
 
 impl WebhookDelivery {
+    /// An event's first delivery to an endpoint (see [`DeliveryId::first_try`]).
+    pub fn first_try(
+        notice_id: EventId,
+        endpoint: &WebhookEndpoint,
+        t: EventType,
+        payload: String,
+    ) -> WebhookDelivery {
+        WebhookDelivery {
+            id: DeliveryId::first_try(notice_id, endpoint.id),
+            ..WebhookDelivery::new(notice_id, endpoint, t, payload)
+        }
+    }
+
+    /// A delivery of its own: a replay.
     pub fn new(
         notice_id: EventId,
         endpoint: &WebhookEndpoint,

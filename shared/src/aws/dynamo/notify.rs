@@ -260,13 +260,21 @@ impl WebhookStore for DynamoStore {
     async fn save_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<(), StoreError> {
         let expires = epoch_seconds(Utc::now()) + self.retention.as_secs() as i64;
         for d in &deliveries {
-            self.client
+            // A fan-out repeated after a crash makes the same ids: what is stored (and maybe
+            // tried) stays as it is. Queued again, it is deduplicated or found settled.
+            let put = self
+                .client
                 .put_item()
                 .table_name(self.deliveries_table()?)
                 .set_item(Some(delivery_item(d, expires)))
+                .condition_expression("attribute_not_exists(id)")
                 .send()
-                .await
-                .map_err(|e| unavailable("PutItem", e))?;
+                .await;
+            match put {
+                Ok(_) => {}
+                Err(e) if super::condition_failed(&e) => {}
+                Err(e) => return Err(unavailable("PutItem", e)),
+            }
         }
         // Only pushed deliveries go on the queue: a stream's are read from the table.
         let messages = deliveries
@@ -276,6 +284,7 @@ impl WebhookStore for DynamoStore {
                 id: d.id,
                 tenant: d.tenant,
                 endpoint: Some(d.endpoint),
+                attempts: None,
             })
             .collect();
         self.lanes.publish_notify(messages).await

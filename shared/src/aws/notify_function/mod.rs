@@ -35,8 +35,17 @@ const GROUP: &str = "MessageGroupId";
 /// What a delivery's state or try says to do with its entry.
 enum Next {
     Done,
-    /// Try again after this long.
-    Later(Duration),
+    /// Not tried (not due yet, or its endpoint is off): back after `wait`, with `attempts`
+    /// recorded as before.
+    Later {
+        wait: Duration,
+        attempts: usize,
+    },
+    /// Tried and failed: the next try after `wait`, with `attempts` now recorded.
+    Retry {
+        wait: Duration,
+        attempts: usize,
+    },
     /// Out of retries: left for the DLQ.
     GiveUp,
 }
@@ -55,7 +64,8 @@ struct Batch<'a> {
 impl Batch<'_> {
     /// Whether a try started now could run past the invocation's end.
     fn out_of_time(&self) -> bool {
-        let longest = self.herald.config.notify.timeout + Duration::from_secs(2);
+        // A try's timeout, and room to record it and queue its retry.
+        let longest = self.herald.config.notify.timeout + Duration::from_secs(5);
         self.deadline.is_some_and(|d| Instant::now() + longest > d)
     }
 }
@@ -143,27 +153,38 @@ async fn handle_retries(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<Strin
         .collect()
 }
 
-/// One retry queue entry; its id when it comes back.
+/// One retry queue entry; its id when it comes back. One not yet due is hidden until it is;
+/// a try that fails queues the next as a new entry (which knows the attempts made by then).
 async fn retry(batch: &Batch<'_>, entry: &Entry<'_>) -> Option<String> {
+    let lanes = batch.lanes;
     let handled = match &entry.message {
         // Queued before first tries moved to the ordered queue.
         Some(NotifyMessage::Event { notice }) => fan_out(batch, &[notice]).await.map(|_| false),
-        Some(NotifyMessage::Delivery { id, tenant, .. }) => {
-            match deliver(batch, (*id, tenant)).await {
-                Ok(Next::Done) => Ok(false),
-                Ok(Next::Later(wait)) => batch
-                    .lanes
-                    .hold_notify(entry.receipt, wait)
-                    .await
-                    .map(|_| true),
-                Ok(Next::GiveUp) => batch
-                    .lanes
-                    .hold_notify(entry.receipt, Duration::ZERO)
-                    .await
-                    .map(|_| true),
-                Err(e) => Err(e),
+        Some(NotifyMessage::Delivery {
+            id,
+            tenant,
+            endpoint,
+            attempts,
+        }) => match deliver(batch, (*id, tenant), *attempts).await {
+            Ok(Next::Done) => Ok(false),
+            Ok(Next::Later { wait, .. }) => {
+                lanes.hold_notify(entry.receipt, wait).await.map(|_| true)
             }
-        }
+            Ok(Next::Retry { wait, attempts }) => {
+                let next = NotifyMessage::Delivery {
+                    id: *id,
+                    tenant: tenant.clone(),
+                    endpoint: *endpoint,
+                    attempts: Some(attempts),
+                };
+                lanes.retry_notify(&next, wait).await.map(|_| false)
+            }
+            Ok(Next::GiveUp) => lanes
+                .hold_notify(entry.receipt, Duration::ZERO)
+                .await
+                .map(|_| true),
+            Err(e) => Err(e),
+        },
         None => Ok(true),
     };
     let keep = handled.unwrap_or_else(|e| {
@@ -188,34 +209,39 @@ async fn fan_out(batch: &Batch<'_>, notices: &[&Notice]) -> Result<(), StoreErro
 }
 
 /// Attempts a delivery that is due; says when to come back to one that is not (or whose
-/// endpoint is off), or failed.
+/// endpoint is off), or failed. `expected`: the attempts its entry was queued after; an entry
+/// that finds more recorded is a stale copy and is dropped.
 async fn deliver(
     batch: &Batch<'_>,
     (id, tenant): (DeliveryId, &TenantId),
+    expected: Option<usize>,
 ) -> Result<Next, StoreError> {
     let Some(d) = batch.store.delivery(tenant, id).await? else {
         return Ok(Next::Done);
     };
+    let attempts = d.attempts.len();
     match d.state {
         // A stream reads its own; nothing is pushed.
         DeliveryState::Succeeded | DeliveryState::Buffered => return Ok(Next::Done),
         DeliveryState::Failed => return Ok(Next::GiveUp),
+        DeliveryState::Pending if expected.is_some_and(|n| n != attempts) => {
+            return Ok(Next::Done);
+        }
         DeliveryState::Pending => {}
     }
     let Some(ep) = batch.store.endpoint(tenant, d.endpoint).await? else {
         return Ok(Next::Done); // deleted with its endpoint
     };
-    if !ep.enabled {
+    let now = Utc::now();
+    let not_due = d.next_attempt_at.and_then(|t| (t - now).to_std().ok());
+    let wait = match (ep.enabled, not_due) {
         // Waits for the endpoint to be turned back on, as long as the queue keeps it.
-        return Ok(Next::Later(super::sqs::MAX_VISIBILITY));
-    }
-    if let Some(wait) = d
-        .next_attempt_at
-        .and_then(|t| (t - Utc::now()).to_std().ok())
-    {
-        if wait.as_secs() >= 1 {
-            return Ok(Next::Later(wait));
-        }
+        (false, _) => Some(super::sqs::MAX_VISIBILITY),
+        (true, Some(wait)) if wait.as_secs() >= 1 => Some(wait),
+        _ => None,
+    };
+    if let Some(wait) = wait {
+        return Ok(Next::Later { wait, attempts });
     }
     let delivered = batch
         .notifier
@@ -223,9 +249,10 @@ async fn deliver(
         .await;
     Ok(match (delivered.state, delivered.next_attempt_at) {
         (DeliveryState::Succeeded, _) => Next::Done,
-        (DeliveryState::Pending, Some(next)) => {
-            Next::Later((next - Utc::now()).to_std().unwrap_or_default())
-        }
+        (DeliveryState::Pending, Some(next)) => Next::Retry {
+            wait: (next - Utc::now()).to_std().unwrap_or_default(),
+            attempts: attempts + 1,
+        },
         // 410: the endpoint asked for no more; nothing for the DLQ.
         (DeliveryState::Failed, _) if !delivered.endpoint_on => Next::Done,
         _ => Next::GiveUp,

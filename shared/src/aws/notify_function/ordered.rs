@@ -2,25 +2,26 @@
 //! queued in the batch's order; each endpoint's deliveries are tried one after another, and a
 //! try that fails moves its delivery to the retry queue.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{deliver, fan_out, Batch, Entry, Next};
 use crate::aws::sqs::NotifyMessage;
 
-/// Handles the ordered queue's entries; returns those that come back.
-pub(super) async fn handle(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<String> {
-    let held = held_back(&entries);
-    let mut kept: Vec<String> = held.iter().map(|&i| entries[i].id.clone()).collect();
-    let live = || {
-        entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !held.contains(i))
-            .map(|(_, e)| e)
-    };
+/// Tries that fail in a row before the rest of an endpoint's batch goes untried.
+const FAILURES_IN_A_ROW: usize = 2;
 
-    let events: Vec<&Entry> = live()
+/// Handles the ordered queue's entries; returns those that come back. An unreadable entry
+/// comes back alone (for the DLQ): it could never be handled in order, so it holds up nothing.
+pub(super) async fn handle(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<String> {
+    let mut kept: Vec<String> = entries
+        .iter()
+        .filter(|e| e.message.is_none())
+        .map(|e| e.id.clone())
+        .collect();
+
+    let events: Vec<&Entry> = entries
+        .iter()
         .filter(|e| matches!(e.message, Some(NotifyMessage::Event { .. })))
         .collect();
     let notices: Vec<_> = events
@@ -30,14 +31,23 @@ pub(super) async fn handle(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<St
             _ => None,
         })
         .collect();
-    if let Err(e) = fan_out(batch, &notices).await {
-        tracing::warn!(error = %e, events = events.len(), "events not fanned out; they come back");
-        kept.extend(events.iter().map(|e| e.id.clone()));
+    if !notices.is_empty() {
+        let fanned = match batch.out_of_time() {
+            true => Err(crate::ports::StoreError::Unavailable("out of time".into())),
+            false => fan_out(batch, &notices).await,
+        };
+        if let Err(e) = fanned {
+            tracing::warn!(error = %e, events = events.len(), "events not fanned out; they come back");
+            kept.extend(events.iter().map(|e| e.id.clone()));
+        }
     }
 
     let mut endpoints: Vec<Vec<&Entry>> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for e in live().filter(|e| matches!(e.message, Some(NotifyMessage::Delivery { .. }))) {
+    for e in entries
+        .iter()
+        .filter(|e| matches!(e.message, Some(NotifyMessage::Delivery { .. })))
+    {
         let at = *index.entry(e.group.unwrap_or_default()).or_insert_with(|| {
             endpoints.push(Vec::new());
             endpoints.len() - 1
@@ -53,23 +63,6 @@ pub(super) async fn handle(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<St
     kept
 }
 
-/// An unreadable entry holds its group: it and every later entry of its group come back.
-fn held_back(entries: &[Entry]) -> BTreeSet<usize> {
-    let mut stopped: HashSet<&str> = HashSet::new();
-    let mut held = BTreeSet::new();
-    for (i, e) in entries.iter().enumerate() {
-        let group = e.group.unwrap_or_default();
-        if e.message.is_none() || stopped.contains(group) {
-            stopped.insert(group);
-            held.insert(i);
-        }
-    }
-    held
-}
-
-/// Tries that fail in a row before the rest of an endpoint's batch goes untried.
-const FAILURES_IN_A_ROW: usize = 2;
-
 /// One endpoint's deliveries, one after another. A try that fails moves to the retry queue and
 /// the next is tried; after [`FAILURES_IN_A_ROW`], the rest go to the retry queue untried, so a
 /// dead endpoint costs two timeouts a batch, not ten. Stops at the first it could not settle
@@ -78,30 +71,49 @@ const FAILURES_IN_A_ROW: usize = 2;
 async fn deliver_in_order(batch: &Batch<'_>, group: Vec<&Entry<'_>>) -> Vec<String> {
     let (mut failed, mut wait) = (0, Duration::ZERO);
     for (i, entry) in group.iter().enumerate() {
-        let Some(message @ NotifyMessage::Delivery { id, tenant, .. }) = &entry.message else {
+        let Some(NotifyMessage::Delivery {
+            id,
+            tenant,
+            endpoint,
+            ..
+        }) = &entry.message
+        else {
             continue;
         };
+        // (when, the attempts recorded: none when it was not read) for one that moves.
         let next = if failed >= FAILURES_IN_A_ROW {
-            Ok(Next::Later(wait))
+            Ok(Some((wait, None)))
         } else if batch.out_of_time() {
             return rest(&group[i..]);
         } else {
-            deliver(batch, (*id, tenant)).await
+            deliver(batch, (*id, tenant), None)
+                .await
+                .map(|next| match next {
+                    Next::Done => None,
+                    Next::Later { wait, attempts } => Some((wait, Some(attempts))),
+                    Next::Retry {
+                        wait: after,
+                        attempts,
+                    } => {
+                        (failed, wait) = (failed + 1, after);
+                        Some((after, Some(attempts)))
+                    }
+                    Next::GiveUp => Some((Duration::ZERO, None)),
+                })
         };
-        let retry_after = match next {
-            Ok(Next::Done) => Ok(None),
-            Ok(Next::Later(after)) => Ok(Some(after)),
-            Ok(Next::GiveUp) => Ok(Some(Duration::ZERO)),
-            Err(e) => Err(e),
-        };
-        let settled = match retry_after {
+        let settled = match next {
             Ok(None) => {
                 failed = 0;
                 Ok(())
             }
-            Ok(Some(after)) => {
-                (failed, wait) = (failed + 1, after);
-                batch.lanes.retry_notify(message, after).await
+            Ok(Some((after, attempts))) => {
+                let moved = NotifyMessage::Delivery {
+                    id: *id,
+                    tenant: tenant.clone(),
+                    endpoint: *endpoint,
+                    attempts,
+                };
+                batch.lanes.retry_notify(&moved, after).await
             }
             Err(e) => Err(e),
         };

@@ -90,7 +90,7 @@ impl Notifier {
             .filter(|ep| {
                 ep.wants(notice.event_type) && tenant.as_ref().is_none_or(|t| *t == ep.tenant)
             })
-            .map(|ep| WebhookDelivery::new(notice.id, ep, notice.event_type, body.clone()))
+            .map(|ep| WebhookDelivery::first_try(notice.id, ep, notice.event_type, body.clone()))
             .collect()
     }
 
