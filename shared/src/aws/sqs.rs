@@ -85,14 +85,11 @@ impl NotifyMessage {
             NotifyMessage::Event { notice } => match (&notice.subject, &notice.tenant) {
                 (Subject::Message { id, .. }, _) => format!("message:{id}"),
                 // A bulk recipient's `message.queued` carries its payload ready-made.
-                (Subject::Data { data }, _) if data["message_id"].is_string() => {
-                    format!(
-                        "message:{}",
-                        data["message_id"].as_str().unwrap_or_default()
-                    )
-                }
-                (Subject::Data { .. }, Some(tenant)) => format!("tenant:{tenant}"),
-                (Subject::Data { .. }, None) => "platform".to_owned(),
+                (Subject::Data { data }, tenant) => match (data["message_id"].as_str(), tenant) {
+                    (Some(id), _) => format!("message:{id}"),
+                    (None, Some(tenant)) => format!("tenant:{tenant}"),
+                    (None, None) => "platform".to_owned(),
+                },
             },
         }
     }

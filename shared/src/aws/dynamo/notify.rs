@@ -270,11 +270,7 @@ impl WebhookStore for DynamoStore {
                 .condition_expression("attribute_not_exists(id)")
                 .send()
                 .await;
-            match put {
-                Ok(_) => {}
-                Err(e) if super::condition_failed(&e) => {}
-                Err(e) => return Err(unavailable("PutItem", e)),
-            }
+            super::applied(put, "PutItem")?;
         }
         // Only pushed deliveries go on the queue: a stream's are read from the table.
         let messages = deliveries

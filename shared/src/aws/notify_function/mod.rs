@@ -22,7 +22,7 @@ mod ordered;
 use super::lambda::{init_tracing, ColdStart};
 use super::sqs::NotifyMessage;
 use super::SqsLanes;
-use crate::domain::notify::{DeliveryId, Notice};
+use crate::domain::notify::{DeliveryId, EndpointId, Notice};
 use crate::domain::TenantId;
 use crate::engine::notify::deliver::Notifier;
 use crate::engine::notify::Snapshot;
@@ -171,12 +171,7 @@ async fn retry(batch: &Batch<'_>, entry: &Entry<'_>) -> Option<String> {
                 lanes.hold_notify(entry.receipt, wait).await.map(|_| true)
             }
             Ok(Next::Retry { wait, attempts }) => {
-                let next = NotifyMessage::Delivery {
-                    id: *id,
-                    tenant: tenant.clone(),
-                    endpoint: *endpoint,
-                    attempts: Some(attempts),
-                };
+                let next = requeued((*id, tenant, *endpoint), Some(attempts));
                 lanes.retry_notify(&next, wait).await.map(|_| false)
             }
             Ok(Next::GiveUp) => lanes
@@ -192,6 +187,19 @@ async fn retry(batch: &Batch<'_>, entry: &Entry<'_>) -> Option<String> {
         true
     });
     keep.then(|| entry.id.clone())
+}
+
+/// A delivery's entry for the retry queue, knowing `attempts` were recorded (none: not read).
+fn requeued(
+    (id, tenant, endpoint): (DeliveryId, &TenantId, Option<EndpointId>),
+    attempts: Option<usize>,
+) -> NotifyMessage {
+    NotifyMessage::Delivery {
+        id,
+        tenant: tenant.clone(),
+        endpoint,
+        attempts,
+    }
 }
 
 /// Fans events out and queues their deliveries, in the order given, in one go.

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{deliver, fan_out, Batch, Entry, Next};
+use super::{deliver, fan_out, requeued, Batch, Entry, Next};
 use crate::aws::sqs::NotifyMessage;
+use crate::domain::notify::Notice;
 
 /// Tries that fail in a row before the rest of an endpoint's batch goes untried.
 const FAILURES_IN_A_ROW: usize = 2;
@@ -20,43 +21,37 @@ pub(super) async fn handle(batch: &Batch<'_>, entries: Vec<Entry<'_>>) -> Vec<St
         .map(|e| e.id.clone())
         .collect();
 
-    let events: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| matches!(e.message, Some(NotifyMessage::Event { .. })))
-        .collect();
-    let notices: Vec<_> = events
+    let (events, notices): (Vec<&str>, Vec<&Notice>) = entries
         .iter()
         .filter_map(|e| match &e.message {
-            Some(NotifyMessage::Event { notice }) => Some(notice),
+            Some(NotifyMessage::Event { notice }) => Some((e.id.as_str(), notice)),
             _ => None,
         })
-        .collect();
+        .unzip();
     if !notices.is_empty() {
         let fanned = match batch.out_of_time() {
-            true => Err(crate::ports::StoreError::Unavailable("out of time".into())),
-            false => fan_out(batch, &notices).await,
+            true => Err("out of time".to_owned()),
+            false => fan_out(batch, &notices).await.map_err(|e| e.to_string()),
         };
-        if let Err(e) = fanned {
-            tracing::warn!(error = %e, events = events.len(), "events not fanned out; they come back");
-            kept.extend(events.iter().map(|e| e.id.clone()));
+        if let Err(why) = fanned {
+            tracing::warn!(error = %why, events = events.len(), "events not fanned out; they come back");
+            kept.extend(events.iter().map(|id| id.to_string()));
         }
     }
 
-    let mut endpoints: Vec<Vec<&Entry>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for e in entries
-        .iter()
-        .filter(|e| matches!(e.message, Some(NotifyMessage::Delivery { .. })))
-    {
-        let at = *index.entry(e.group.unwrap_or_default()).or_insert_with(|| {
-            endpoints.push(Vec::new());
-            endpoints.len() - 1
-        });
-        endpoints[at].push(e);
+    // Groups run at once, so their order does not matter.
+    let mut endpoints: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    for e in entries.iter() {
+        if let Some(NotifyMessage::Delivery { .. }) = e.message {
+            endpoints
+                .entry(e.group.unwrap_or_default())
+                .or_default()
+                .push(e);
+        }
     }
     // At most ten groups (a batch's size): all at once, in a plain loop (see handle_retries).
     let mut runs = Vec::with_capacity(endpoints.len());
-    for group in endpoints {
+    for group in endpoints.into_values() {
         runs.push(deliver_in_order(batch, group));
     }
     kept.extend(futures::future::join_all(runs).await.into_iter().flatten());
@@ -107,12 +102,7 @@ async fn deliver_in_order(batch: &Batch<'_>, group: Vec<&Entry<'_>>) -> Vec<Stri
                 Ok(())
             }
             Ok(Some((after, attempts))) => {
-                let moved = NotifyMessage::Delivery {
-                    id: *id,
-                    tenant: tenant.clone(),
-                    endpoint: *endpoint,
-                    attempts,
-                };
+                let moved = requeued((*id, tenant, *endpoint), attempts);
                 batch.lanes.retry_notify(&moved, after).await
             }
             Err(e) => Err(e),
