@@ -150,3 +150,48 @@ async fn dynamo_bulk_progress_counts_a_tenants_own_job() {
     let (_s, b) = backend().await;
     bulk_progress_counts_a_tenants_own_job(b.store.as_ref()).await;
 }
+
+#[tokio::test]
+async fn dynamo_contacts_own_their_identities() {
+    let (_s, b) = backend().await;
+    contacts_own_their_identities(b.store.as_ref()).await;
+}
+
+/// The contacts API over DynamoDB: made, refused when an identity is taken, found by it, and
+/// not found by another tenant.
+#[tokio::test]
+async fn the_contacts_api_works_over_dynamodb() {
+    use reqwest::Method;
+    use serde_json::json;
+    let api = herald_tests::aws::AwsApi::start().await;
+    let phone = json!([{"kind": "phone", "value": "+14155550100"}]);
+    let (status, ann) = api
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"name": "Ann", "identities": phone})),
+        )
+        .await;
+    assert_eq!(status, 201, "{ann}");
+    let (status, again) = api
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"identities": phone})),
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+    let (status, found) = api
+        .call(
+            Method::GET,
+            "/v1/contacts?identity=phone:%2B14155550100",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["items"][0]["id"], ann["id"]);
+    let path = format!("/v1/contacts/{}", ann["id"].as_str().unwrap_or_default());
+    let other = api.key_of("globex").await;
+    let (status, _) = api.call_as(&other, Method::GET, &path, None).await;
+    assert_eq!(status, 404);
+}

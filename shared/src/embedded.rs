@@ -157,6 +157,7 @@ impl Embedded {
                 suppressions: store.clone(),
                 inbound: store.clone(),
                 audit: store.clone(),
+                contacts: store.clone(),
                 webhooks: Some(store.clone()),
                 events: store,
                 limiter: limiter.clone(),

@@ -214,6 +214,12 @@ impl Stack {
                 vec![],
             ),
             (
+                "contacts",
+                vec![key("tenant", Hash), key("sk", Range)],
+                vec![attr("tenant", S), attr("sk", S)],
+                vec![],
+            ),
+            (
                 "webhook-deliveries",
                 vec![key("id", Hash)],
                 vec![attr("id", S), attr("endpoint_id", S)],

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod audit;
+pub mod contacts;
 pub mod dto;
 pub mod extract;
 pub mod forwards;
@@ -88,6 +89,8 @@ impl BodyLimits {
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
         stream::stream, forwards::create, forwards::list, forwards::get, forwards::update, forwards::delete,
         forwards::deliveries, forwards::stream,
+        contacts::create, contacts::list, contacts::get, contacts::update, contacts::add_identity,
+        contacts::merge,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -247,6 +250,13 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             get(forwards::deliveries),
         )
         .route("/v1/webhook-deliveries/{id}/replay", post(notify::replay))
+        .route("/v1/contacts", post(contacts::create).get(contacts::list))
+        .route(
+            "/v1/contacts/{id}",
+            get(contacts::get).patch(contacts::update),
+        )
+        .route("/v1/contacts/{id}/identities", post(contacts::add_identity))
+        .route("/v1/contacts/{id}/merge", post(contacts::merge))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))

@@ -118,6 +118,7 @@ impl AwsBackend {
                 health: self.store.clone(),
                 inbound: self.store.clone(),
                 audit: self.store.clone(),
+                contacts: self.store.clone(),
                 // Functions deployed without the endpoints table announce nothing.
                 webhooks: settings
                     .tables

@@ -28,6 +28,8 @@ pub struct Tables {
     /// Tenants' webhook endpoints, and their deliveries with attempts.
     pub webhook_endpoints: Option<String>,
     pub webhook_deliveries: Option<String>,
+    /// Tenants' contacts and whose each identity is.
+    pub contacts: Option<String>,
 }
 
 /// The lane queues (P0..P4) and the bulk queue.
@@ -100,6 +102,7 @@ pub const INBOUND_TABLE: &str = "HERALD_INBOUND_TABLE";
 pub const AUDIT_TABLE: &str = "HERALD_AUDIT_TABLE";
 pub const WEBHOOK_ENDPOINTS_TABLE: &str = "HERALD_WEBHOOK_ENDPOINTS_TABLE";
 pub const WEBHOOK_DELIVERIES_TABLE: &str = "HERALD_WEBHOOK_DELIVERIES_TABLE";
+pub const CONTACTS_TABLE: &str = "HERALD_CONTACTS_TABLE";
 pub const NOTIFY_QUEUE_URL: &str = "HERALD_NOTIFY_QUEUE_URL";
 pub const NOTIFY_ORDERED_QUEUE_URL: &str = "HERALD_NOTIFY_ORDERED_QUEUE_URL";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
@@ -174,6 +177,7 @@ impl AwsSettings {
                 audit: get(AUDIT_TABLE),
                 webhook_endpoints: get(WEBHOOK_ENDPOINTS_TABLE),
                 webhook_deliveries: get(WEBHOOK_DELIVERIES_TABLE),
+                contacts: get(CONTACTS_TABLE),
             },
             queues: Queues {
                 lanes: LANE_QUEUE_URLS.map(get),
@@ -254,6 +258,7 @@ impl Tables {
             audit: name("audit"),
             webhook_endpoints: name("webhook-endpoints"),
             webhook_deliveries: name("webhook-deliveries"),
+            contacts: name("contacts"),
         }
     }
 }

@@ -31,8 +31,8 @@ use crate::domain::template::RenderLimits;
 use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
-    AuditLog, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore, RateLimiter,
-    SuppressionStore, TemplateStore, TenantStore, WebhookStore,
+    AuditLog, ContactStore, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore,
+    RateLimiter, SuppressionStore, TemplateStore, TenantStore, WebhookStore,
 };
 
 pub use accept::{
@@ -159,6 +159,7 @@ pub struct Ports {
     pub audit: Arc<dyn AuditLog>,
     /// Webhook endpoints and the events out; `None` where the backend has none yet.
     pub webhooks: Option<Arc<dyn WebhookStore>>,
+    pub contacts: Arc<dyn ContactStore>,
 }
 
 /// Everything the API and the workers share.
@@ -178,6 +179,8 @@ pub struct Herald {
     pub audit: Arc<dyn AuditLog>,
     /// Webhook endpoints, the outbox and deliveries (see [`notify`]).
     pub webhooks: Option<Arc<dyn WebhookStore>>,
+    /// A tenant's contacts and their identities.
+    pub contacts: Arc<dyn ContactStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -203,6 +206,7 @@ impl Herald {
             health: ports.health,
             inbound: ports.inbound,
             audit: ports.audit,
+            contacts: ports.contacts,
             webhooks: ports.webhooks,
             gateways,
             config,

@@ -1379,3 +1379,92 @@ pub async fn audit_log_appends_filters_and_isolates<S: crate::ports::AuditLog>(s
         .unwrap();
     assert_eq!(theirs_seen.items, vec![other], "each scope sees its own");
 }
+
+/// Contacts: an identity is one contact's per tenant; lists page oldest first and leave out
+/// merged contacts; a merge moves the identities and points the merged one at its keeper;
+/// nothing crosses tenants.
+pub async fn contacts_own_their_identities<S: super::ContactStore>(store: &S) {
+    use crate::domain::{Contact, ContactError, ContactFields, Identity};
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let phone = Identity::parse("phone", "+14155550100").unwrap();
+    let email = Identity::parse("email", "Ann@Example.com").unwrap();
+    let fields = ContactFields {
+        name: Some("Ann".into()),
+        ..Default::default()
+    };
+    let ann = Contact::new(acme.clone(), fields, vec![phone.clone(), email.clone()]);
+    store.create_contact(&ann).await.unwrap();
+    let got = store.contact(&acme, ann.id).await.unwrap().unwrap();
+    assert_eq!(got.identities, ann.identities);
+    assert_eq!(got.fields.name.as_deref(), Some("Ann"));
+    assert!(
+        store.contact(&globex, ann.id).await.unwrap().is_none(),
+        "isolated"
+    );
+
+    // The same email in another case is the same identity: taken.
+    let same = Identity::parse("email", "ann@example.com").unwrap();
+    let bo = Contact::new(acme.clone(), ContactFields::default(), vec![same.clone()]);
+    match store.create_contact(&bo).await {
+        Err(ContactError::Taken { owner, .. }) => assert_eq!(owner, ann.id),
+        other => panic!("taken expected: {other:?}"),
+    }
+    assert!(
+        store.contact(&acme, bo.id).await.unwrap().is_none(),
+        "all or nothing"
+    );
+    // Another tenant may know the same person.
+    let theirs = Contact::new(globex.clone(), ContactFields::default(), vec![same.clone()]);
+    store.create_contact(&theirs).await.unwrap();
+    let owner = store.contact_by_identity(&acme, &same).await.unwrap();
+    assert_eq!(owner, Some(ann.id));
+
+    let bo = Contact::new(acme.clone(), ContactFields::default(), vec![]);
+    store.create_contact(&bo).await.unwrap();
+    let wa = Identity::parse("whatsapp", "+14155550100").unwrap();
+    let bo_now = store.add_identity(&acme, bo.id, &wa).await.unwrap();
+    assert_eq!(bo_now.identities, vec![wa.clone()]);
+    assert!(matches!(
+        store.add_identity(&acme, bo.id, &phone).await,
+        Err(ContactError::Taken { .. })
+    ));
+    let page = store.contacts(&acme, None, 1).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.id).collect::<Vec<_>>(), vec![ann.id]);
+    let rest = store.contacts(&acme, Some(ann.id), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![bo.id]);
+
+    let renamed = ContactFields {
+        external_id: Some("crm-7".into()),
+        ..Default::default()
+    };
+    let updated = store.update_contact(&acme, bo.id, &renamed).await.unwrap();
+    assert_eq!(updated.fields.external_id.as_deref(), Some("crm-7"));
+
+    let kept = store.merge_contacts(&acme, bo.id, ann.id).await.unwrap();
+    assert_eq!(kept.identities, vec![phone, email, wa.clone()]);
+    let gone = store.contact(&acme, bo.id).await.unwrap().unwrap();
+    assert_eq!(gone.merged_into, Some(ann.id));
+    assert!(gone.identities.is_empty());
+    assert_eq!(
+        store.contact_by_identity(&acme, &wa).await.unwrap(),
+        Some(ann.id)
+    );
+    let listed = store.contacts(&acme, None, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![ann.id],
+        "merged left out"
+    );
+    assert!(matches!(
+        store.merge_contacts(&acme, bo.id, ann.id).await,
+        Err(ContactError::CannotMerge)
+    ));
+    assert!(matches!(
+        store.update_contact(&acme, bo.id, &renamed).await,
+        Err(ContactError::Merged(id)) if id == ann.id
+    ));
+    assert!(matches!(
+        store.merge_contacts(&globex, bo.id, ann.id).await,
+        Err(ContactError::NotFound)
+    ));
+}

@@ -2,6 +2,7 @@
 //! (SQLite) implements them today; the AWS backend implements the same traits.
 
 mod audit;
+mod contacts;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod gateway;
@@ -15,6 +16,7 @@ mod store;
 mod suppression;
 
 pub use audit::{AuditFilter, AuditLog, AuditPage, AuditPageFill};
+pub use contacts::{live, merged, ContactRecord, ContactStore};
 pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };

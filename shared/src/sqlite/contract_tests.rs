@@ -168,3 +168,9 @@ async fn sqlite_bulk_progress_counts_a_tenants_own_job() {
     let (_d, b) = backend();
     bulk_progress_counts_a_tenants_own_job(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_contacts_own_their_identities() {
+    let (_d, b) = backend();
+    contacts_own_their_identities(&b).await;
+}

@@ -3,6 +3,7 @@
 mod audit;
 mod blocks;
 mod bulk;
+mod contacts;
 mod inbound;
 mod inserts;
 mod messages;
@@ -175,6 +176,22 @@ CREATE TABLE IF NOT EXISTS sender_identities (
     tenant TEXT NOT NULL,
     identity TEXT NOT NULL,
     created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, identity)
+) WITHOUT ROWID;
+-- A tenant's contacts (see contacts.rs): fields and identities as JSON; `merged` once merged
+-- into another.
+CREATE TABLE IF NOT EXISTS contacts (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    merged INTEGER NOT NULL DEFAULT 0,
+    contact TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+-- Whose each identity is (`kind:value`): one contact per identity per tenant.
+CREATE TABLE IF NOT EXISTS contact_identities (
+    tenant TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
     PRIMARY KEY (tenant, identity)
 ) WITHOUT ROWID;
 -- The audit log (see audit.rs): appended, never updated; retention deletes old rows.

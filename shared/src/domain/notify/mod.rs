@@ -69,6 +69,8 @@ macro_rules! v7_id {
     };
 }
 
+pub(crate) use v7_id;
+
 v7_id!(
     /// A webhook endpoint's id.
     EndpointId
