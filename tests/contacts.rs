@@ -202,13 +202,14 @@ async fn bad_contacts_are_refused_with_a_problem() {
     for (body, pointer) in [
         (
             json!({"identities": [{"kind": "fax", "value": "1"}]}),
-            "/identities/0",
+            "/identities/0/kind",
         ),
         (
             json!({"identities": [{"kind": "phone", "value": "555"}]}),
-            "/identities/0",
+            "/identities/0/value",
         ),
         (json!({"name": "n".repeat(201)}), "/name"),
+        (json!({"external_id": "a\u{7}b"}), "/external_id"),
         (json!({"metadata": {"k": big}}), "/metadata"),
         (json!({"identities": too_many}), "/identities"),
     ] {

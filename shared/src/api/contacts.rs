@@ -14,28 +14,27 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{AuthTenant, Caller, JsonBody};
 use super::paging::{Cursor, ListQuery, MESSAGE_ID_PATTERN};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
-use crate::domain::contact::MAX_IDENTITIES;
+use crate::domain::contact::{IdentityKind, MAX_IDENTITIES};
 use crate::domain::{Contact, ContactError, ContactFields, ContactId, FieldError, Identity};
 use crate::engine::Herald;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityInput {
-    /// `email`, `phone` (SMS), `whatsapp` or `telegram`.
-    #[schema(example = "phone")]
-    pub kind: String,
+    pub kind: IdentityKind,
     /// An email address, an E.164 number, or a Telegram chat id or @username.
     #[schema(max_length = 320, example = "+14155550100")]
     pub value: String,
 }
 
+/// A new contact; `name` and `external_id` hold no control characters.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// The platform's own id for the person.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub external_id: Option<String>,
     /// Free fields, at most 4 KB as JSON.
     #[serde(default)]
@@ -51,10 +50,10 @@ pub struct ContactInput {
 #[serde(deny_unknown_fields)]
 pub struct ContactPatchInput {
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Option<String>, max_length = 200)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Option<String>, max_length = 200)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<Object>)]
@@ -80,7 +79,7 @@ pub struct MergeInput {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IdentityView {
-    pub kind: String,
+    pub kind: IdentityKind,
     pub value: String,
 }
 
@@ -143,7 +142,7 @@ fn view(c: Contact) -> ContactView {
             .identities
             .iter()
             .map(|i| IdentityView {
-                kind: i.kind().to_owned(),
+                kind: i.identity_kind(),
                 value: i.value().to_owned(),
             })
             .collect(),
@@ -175,7 +174,7 @@ fn contact_id(path: Result<Path<String>, PathRejection>) -> Result<ContactId, Pr
 }
 
 fn identity_of(input: &IdentityInput, pointer: &str) -> Result<Identity, Problem> {
-    Identity::parse(&input.kind, &input.value)
+    Identity::of(input.kind, &input.value)
         .map_err(|e| Problem::invalid(FieldError::new(pointer, "invalid", e)))
 }
 
@@ -206,7 +205,7 @@ pub async fn create(
     }
     let mut identities: Vec<Identity> = Vec::with_capacity(input.identities.len());
     for (i, raw) in input.identities.iter().enumerate() {
-        let identity = identity_of(raw, &format!("/identities/{i}"))?;
+        let identity = identity_of(raw, &format!("/identities/{i}/value"))?;
         if !identities.iter().any(|known| known.key() == identity.key()) {
             identities.push(identity);
         }

@@ -23,6 +23,42 @@ pub const MAX_NAME: usize = 200;
 /// The most bytes of a contact's `metadata`, as JSON.
 pub const MAX_METADATA_BYTES: usize = 4096;
 
+/// The kinds of identity a contact may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityKind {
+    /// An email address.
+    Email,
+    /// An E.164 number, for SMS.
+    Phone,
+    /// An E.164 number on WhatsApp.
+    Whatsapp,
+    /// A Telegram chat id or @username.
+    Telegram,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Email => "email",
+            IdentityKind::Phone => "phone",
+            IdentityKind::Whatsapp => "whatsapp",
+            IdentityKind::Telegram => "telegram",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<IdentityKind> {
+        [
+            IdentityKind::Email,
+            IdentityKind::Phone,
+            IdentityKind::Whatsapp,
+            IdentityKind::Telegram,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
+}
+
 /// How Herald knows a contact on a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
@@ -35,26 +71,36 @@ pub enum Identity {
 impl Identity {
     /// Parses `value` as an identity of `kind` (`email`, `phone`, `whatsapp`, `telegram`).
     pub fn parse(kind: &str, value: &str) -> Result<Identity, String> {
+        let kind =
+            IdentityKind::parse(kind).ok_or("kind must be email, phone, whatsapp or telegram")?;
+        Identity::of(kind, value)
+    }
+
+    /// Parses `value` as an identity of `kind`.
+    pub fn of(kind: IdentityKind, value: &str) -> Result<Identity, String> {
         let bad = |e: super::AddressError| e.to_string();
         match kind {
-            "email" => EmailAddress::parse(value).map(Identity::Email).map_err(bad),
-            "phone" => PhoneNumber::parse(value).map(Identity::Phone).map_err(bad),
-            "whatsapp" => PhoneNumber::parse(value)
+            IdentityKind::Email => EmailAddress::parse(value).map(Identity::Email).map_err(bad),
+            IdentityKind::Phone => PhoneNumber::parse(value).map(Identity::Phone).map_err(bad),
+            IdentityKind::Whatsapp => PhoneNumber::parse(value)
                 .map(Identity::WhatsApp)
                 .map_err(bad),
-            "telegram" => TelegramChat::parse(value)
+            IdentityKind::Telegram => TelegramChat::parse(value)
                 .map(Identity::Telegram)
                 .map_err(bad),
-            _ => Err("kind must be email, phone, whatsapp or telegram".into()),
         }
     }
 
     pub fn kind(&self) -> &'static str {
+        self.identity_kind().as_str()
+    }
+
+    pub fn identity_kind(&self) -> IdentityKind {
         match self {
-            Identity::Email(_) => "email",
-            Identity::Phone(_) => "phone",
-            Identity::WhatsApp(_) => "whatsapp",
-            Identity::Telegram(_) => "telegram",
+            Identity::Email(_) => IdentityKind::Email,
+            Identity::Phone(_) => IdentityKind::Phone,
+            Identity::WhatsApp(_) => IdentityKind::Whatsapp,
+            Identity::Telegram(_) => IdentityKind::Telegram,
         }
     }
 

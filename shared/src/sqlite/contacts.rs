@@ -186,7 +186,9 @@ impl ContactStore for SqliteBackend {
                     Ok(c) => c,
                     Err(e) => return Ok(Err(e)),
                 };
-                if let Some(refused) = taken(conn, tenant.as_str(), id, &[identity.clone()])? {
+                if let Some(refused) =
+                    taken(conn, tenant.as_str(), id, std::slice::from_ref(&identity))?
+                {
                     return Ok(Err(refused));
                 }
                 if c.identities.iter().any(|i| i.key() == identity.key()) {
