@@ -108,6 +108,13 @@ async fn a_contact_owns_its_identities_and_merges_into_another() {
     assert_eq!(merged.body["identities"].as_array().map(Vec::len), Some(4));
     let gone = s.get(&format!("/v1/contacts/{}", id(&bo))).await;
     assert_eq!(gone.body["merged_into"], ann["id"]);
+    let audit = s.get("/v1/audit?action=contact.merged").await;
+    assert_eq!(
+        audit.body["items"][0]["target"], ann["id"],
+        "{}",
+        audit.body
+    );
+    assert_eq!(audit.body["items"][0]["detail"]["merged"], bo["id"]);
     let owner = s.get("/v1/contacts?identity=telegram:@bo_the_dog").await;
     assert_eq!(owner.body["items"][0]["id"], ann["id"]);
     let all = s.get("/v1/contacts").await;

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{AuthTenant, Caller, JsonBody};
 use super::paging::{Cursor, ListQuery, MESSAGE_ID_PATTERN};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
+use crate::domain::audit::AuditAction;
 use crate::domain::contact::{IdentityKind, MAX_IDENTITIES};
 use crate::domain::{Contact, ContactError, ContactFields, ContactId, FieldError, Identity};
 use crate::engine::Herald;
@@ -347,5 +348,10 @@ pub async fn merge(
         .contacts
         .merge_contacts(&caller.tenant, from, into)
         .await?;
+    let entry = caller
+        .entry(AuditAction::ContactMerged)
+        .target(into.to_string())
+        .detail(serde_json::json!({ "merged": from.to_string() }));
+    herald.record_audit(entry).await;
     Ok(Json(view(contact)))
 }

@@ -129,6 +129,8 @@ pub enum AuditAction {
     DevForwardUpdated,
     #[serde(rename = "dev_forward.deleted")]
     DevForwardDeleted,
+    #[serde(rename = "contact.merged")]
+    ContactMerged,
 }
 
 impl AuditAction {
@@ -155,6 +157,7 @@ impl AuditAction {
         AuditAction::DevForwardCreated,
         AuditAction::DevForwardUpdated,
         AuditAction::DevForwardDeleted,
+        AuditAction::ContactMerged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -181,6 +184,7 @@ impl AuditAction {
             AuditAction::DevForwardCreated => "dev_forward.created",
             AuditAction::DevForwardUpdated => "dev_forward.updated",
             AuditAction::DevForwardDeleted => "dev_forward.deleted",
+            AuditAction::ContactMerged => "contact.merged",
         }
     }
 }
