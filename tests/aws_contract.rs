@@ -152,6 +152,12 @@ async fn dynamo_bulk_progress_counts_a_tenants_own_job() {
 }
 
 #[tokio::test]
+async fn dynamo_threads_follow_their_contacts() {
+    let (_s, b) = backend().await;
+    threads_follow_their_contacts(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_contacts_own_their_identities() {
     let (_s, b) = backend().await;
     contacts_own_their_identities(b.store.as_ref()).await;

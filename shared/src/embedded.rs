@@ -158,6 +158,7 @@ impl Embedded {
                 inbound: store.clone(),
                 audit: store.clone(),
                 contacts: store.clone(),
+                threads: store.clone(),
                 webhooks: Some(store.clone()),
                 events: store,
                 limiter: limiter.clone(),

@@ -216,8 +216,12 @@ impl Stack {
             (
                 "contacts",
                 vec![key("tenant", Hash), key("sk", Range)],
-                vec![attr("tenant", S), attr("sk", S)],
-                vec![],
+                vec![attr("tenant", S), attr("sk", S), attr("activity", S)],
+                vec![index(
+                    "by_activity",
+                    vec![key("tenant", Hash), key("activity", Range)],
+                    ProjectionType::All,
+                )],
             ),
             (
                 "webhook-deliveries",

@@ -62,7 +62,7 @@ pub struct ContactPatchInput {
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one not given (`None`).
-fn given<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn given<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -43,6 +43,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who the caller is, as the audit log names it: `key:<prefix>`.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_prefix)
+    }
+
     /// An entry in the caller's tenant's log, made now by the caller.
     pub fn entry(&self, action: AuditAction) -> AuditEntry {
         AuditEntry {

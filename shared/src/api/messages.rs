@@ -19,7 +19,7 @@ use crate::domain::template::{RenderLimit, TemplateError};
 use crate::domain::{FieldError, MessageId};
 use crate::engine::{AcceptError, Accepted, BulkOutcome, CancelOutcome, Herald, SendOutcome};
 
-fn accept_problem(e: AcceptError) -> Problem {
+pub(super) fn accept_problem(e: AcceptError) -> Problem {
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     match e {
         AcceptError::Invalid(fe) => Problem::invalid(fe),
@@ -78,7 +78,7 @@ pub(crate) fn limit_problem(pointer: &str, limit: RenderLimit) -> Problem {
     p
 }
 
-fn respond<T: Serialize>(accepted: Accepted<T>) -> Response {
+pub(super) fn respond<T: Serialize>(accepted: Accepted<T>) -> Response {
     match accepted {
         Accepted::New(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
         Accepted::Replay { status, body } => {

@@ -23,6 +23,7 @@ pub mod senders;
 pub mod stream;
 pub mod suppressions;
 pub mod templates;
+pub mod threads;
 
 use std::sync::Arc;
 
@@ -90,7 +91,8 @@ impl BodyLimits {
         stream::stream, forwards::create, forwards::list, forwards::get, forwards::update, forwards::delete,
         forwards::deliveries, forwards::stream,
         contacts::create, contacts::list, contacts::get, contacts::update, contacts::add_identity,
-        contacts::merge,
+        contacts::merge, threads::list, threads::get, threads::update, threads::read,
+        threads::reply,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -257,6 +259,10 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         )
         .route("/v1/contacts/{id}/identities", post(contacts::add_identity))
         .route("/v1/contacts/{id}/merge", post(contacts::merge))
+        .route("/v1/threads", get(threads::list))
+        .route("/v1/threads/{id}", get(threads::get).patch(threads::update))
+        .route("/v1/threads/{id}/read", post(threads::read))
+        .route("/v1/threads/{id}/messages", post(threads::reply))
         .route("/v1/stats/queue", get(ops::queue_stats))
         .route("/v1/stats/channels", get(ops::channel_stats))
         .route("/v1/dead-letters", get(ops::dead_letters))
@@ -354,6 +360,10 @@ mod tests {
                 "GET /v1/audit",
                 "GET /v1/webhook-endpoints/{id}/deliveries",
                 "GET /v1/dev-forwards/{id}/deliveries",
+                "GET /v1/contacts",
+                "GET /v1/threads",
+                // A thread's timeline pages.
+                "GET /v1/threads/{id}",
             ];
             assert_eq!(
                 names.contains(&"limit") && names.contains(&"after"),

@@ -119,6 +119,7 @@ impl AwsBackend {
                 inbound: self.store.clone(),
                 audit: self.store.clone(),
                 contacts: self.store.clone(),
+                threads: self.store.clone(),
                 // Functions deployed without the endpoints table announce nothing.
                 webhooks: settings
                     .tables

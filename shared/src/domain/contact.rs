@@ -121,6 +121,16 @@ impl Identity {
         }
     }
 
+    /// The same number on the other phone channel: a WhatsApp message from a contact's SMS
+    /// number (or the other way round) is most likely from that contact.
+    pub fn sibling(&self) -> Option<Identity> {
+        match self {
+            Identity::Phone(n) => Some(Identity::WhatsApp(n.clone())),
+            Identity::WhatsApp(n) => Some(Identity::Phone(n.clone())),
+            _ => None,
+        }
+    }
+
     /// Reads an identity back from its parts as stored (they were parsed before).
     pub fn stored(kind: &str, value: &str) -> Option<Identity> {
         Identity::parse(kind, value).ok()

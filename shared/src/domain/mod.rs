@@ -21,11 +21,12 @@ pub mod status;
 pub mod suppression;
 pub mod template;
 pub mod tenant;
+pub mod thread;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 pub use channel::{Channel, Recipient};
 pub use compose::{BulkJob, BulkJobRecipient, ComposeError, ContentSource, Envelope};
-pub use contact::{Contact, ContactError, ContactFields, ContactId, Identity};
+pub use contact::{Contact, ContactError, ContactFields, ContactId, Identity, IdentityKind};
 pub use inbound::{InboundMessage, Keyword};
 pub use message::{Content, DeliveryEvent, Message, MessageId, NewMessage};
 pub use options::DeliveryOptions;

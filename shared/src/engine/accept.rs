@@ -10,8 +10,8 @@ use crate::domain::compose::{Addressee, Composer};
 use crate::domain::sender::{self, SenderIdentity};
 use crate::domain::template::{RenderLimit, RenderLimits, TemplateError};
 use crate::domain::{
-    BulkJob, BulkJobRecipient, ComposeError, DeliveryOptions, FieldError, MessageId, MessageStatus,
-    NewMessage, Recipient, Template, TemplateName, TenantId,
+    BulkJob, BulkJobRecipient, Channel, ComposeError, DeliveryOptions, FieldError, MessageId,
+    MessageStatus, NewMessage, Recipient, Template, TemplateName, TenantId,
 };
 pub use crate::domain::{ContentSource, Envelope};
 use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
@@ -432,14 +432,7 @@ impl Herald {
         if !sender::needs_identity(env.channel) {
             return Ok(());
         }
-        let allows = |ids: &[SenderIdentity]| ids.iter().any(|i| i.allows(env.channel, from));
-        if self
-            .config
-            .senders
-            .get(tenant)
-            .is_some_and(|ids| allows(ids))
-            || allows(&self.tenants.sender_identities(tenant).await?)
-        {
+        if self.may_send_as(tenant, env.channel, from).await? {
             return Ok(());
         }
         Err(AcceptError::Invalid(FieldError::new(
@@ -450,6 +443,23 @@ impl Herald {
                  PUT /v1/sender-identities/{{identity}}, or leave `from` out to use the gateway's sender"
             ),
         )))
+    }
+
+    /// Whether `from` is one of the tenant's sender identities for `channel` (configured, or
+    /// added through the API).
+    pub async fn may_send_as(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        from: &str,
+    ) -> Result<bool, StoreError> {
+        let allows = |ids: &[SenderIdentity]| ids.iter().any(|i| i.allows(channel, from));
+        Ok(self
+            .config
+            .senders
+            .get(tenant)
+            .is_some_and(|ids| allows(ids))
+            || allows(&self.tenants.sender_identities(tenant).await?))
     }
 
     /// The template a send names, loaded once per request.

@@ -32,7 +32,7 @@ use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, ContactStore, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore,
-    RateLimiter, SuppressionStore, TemplateStore, TenantStore, WebhookStore,
+    RateLimiter, SuppressionStore, TemplateStore, TenantStore, ThreadStore, WebhookStore,
 };
 
 pub use accept::{
@@ -160,6 +160,7 @@ pub struct Ports {
     /// Webhook endpoints and the events out; `None` where the backend has none yet.
     pub webhooks: Option<Arc<dyn WebhookStore>>,
     pub contacts: Arc<dyn ContactStore>,
+    pub threads: Arc<dyn ThreadStore>,
 }
 
 /// Everything the API and the workers share.
@@ -181,6 +182,8 @@ pub struct Herald {
     pub webhooks: Option<Arc<dyn WebhookStore>>,
     /// A tenant's contacts and their identities.
     pub contacts: Arc<dyn ContactStore>,
+    /// Conversations with contacts, across channels.
+    pub threads: Arc<dyn ThreadStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -207,6 +210,7 @@ impl Herald {
             inbound: ports.inbound,
             audit: ports.audit,
             contacts: ports.contacts,
+            threads: ports.threads,
             webhooks: ports.webhooks,
             gateways,
             config,

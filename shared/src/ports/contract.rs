@@ -1468,3 +1468,171 @@ pub async fn contacts_own_their_identities<S: super::ContactStore>(store: &S) {
         Err(ContactError::NotFound)
     ));
 }
+
+/// Threads: an inbound message from a known identity joins its contact's thread (a sender
+/// nobody knows gets a contact and a thread) once, however often it is delivered; the same
+/// number on WhatsApp joins the SMS contact's thread; replies join once; the platform's
+/// changes and the unread count stick; lists filter and page by latest activity; a merge moves
+/// the merged contact's thread; nothing crosses tenants.
+pub async fn threads_follow_their_contacts<S>(store: &S)
+where
+    S: super::ContactStore + super::InboundStore + super::ThreadStore,
+{
+    use crate::domain::thread::{Direction, ThreadEntry, ThreadFilter, ThreadPatch, ThreadStatus};
+    use crate::domain::{Contact, ContactFields, Identity};
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let ann = Contact::new(
+        acme.clone(),
+        ContactFields::default(),
+        vec![Identity::parse("phone", "+15005550006").unwrap()],
+    );
+    store.create_contact(&ann).await.unwrap();
+    let first = inbound(&acme, "SM-t1", "Is the flat still free?");
+    assert!(store.record_inbound(&first).await.unwrap());
+    assert!(!store.record_inbound(&first).await.unwrap(), "a retry");
+    let mut whatsapp = inbound(&acme, "wamid-t2", "Sent you photos");
+    whatsapp.channel = Channel::Whatsapp;
+    whatsapp.gateway = "whatsapp".into();
+    assert!(store.record_inbound(&whatsapp).await.unwrap());
+    let all = store
+        .threads(&acme, &ThreadFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let thread = all[0].clone();
+    assert_eq!((thread.contact, thread.unread), (ann.id, 2));
+    let reply = thread.reply.clone().unwrap();
+    assert_eq!(
+        (reply.channel, reply.to.as_str()),
+        (Channel::Whatsapp, "+15005550006")
+    );
+
+    let out = ThreadEntry::new(
+        MessageId::new(),
+        Direction::Outbound,
+        Channel::Email,
+        ("desk@acme.test".into(), "ann@example.com".into()),
+        "Yes it is",
+        Utc::now(),
+    );
+    for _ in 0..2 {
+        let t = store.record_outbound(&acme, thread.id, &out).await.unwrap();
+        assert!(t.unwrap().last_outbound_at.is_some());
+    }
+    let timeline = store
+        .thread_entries(&acme, thread.id, None, 10)
+        .await
+        .unwrap();
+    let order: Vec<_> = timeline.iter().map(|e| (e.message, e.direction)).collect();
+    assert_eq!(
+        order,
+        vec![
+            (first.id, Direction::Inbound),
+            (whatsapp.id, Direction::Inbound),
+            (out.message, Direction::Outbound)
+        ]
+    );
+    let page = store
+        .thread_entries(&acme, thread.id, Some(whatsapp.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+
+    let patch = ThreadPatch {
+        status: Some(ThreadStatus::Snoozed),
+        assignee: Some(Some("agent-7".into())),
+        label: Some(Some("lead".into())),
+        next_followup_at: Some(Some(Utc::now())),
+        set_by: "ai-worker".into(),
+        ..Default::default()
+    };
+    let t = store
+        .update_thread(&acme, thread.id, &patch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.insights.set_by.as_deref(), Some("ai-worker"));
+    let t = store.mark_read(&acme, thread.id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.unread, t.status, t.assignee.as_deref()),
+        (0, ThreadStatus::Snoozed, Some("agent-7"))
+    );
+    let lead = ThreadFilter {
+        label: Some("lead".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.threads(&acme, &lead, None, 10).await.unwrap().len(),
+        1
+    );
+    let unread = ThreadFilter {
+        unread: Some(true),
+        ..Default::default()
+    };
+    assert!(store
+        .threads(&acme, &unread, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A new message opens a snoozed thread again.
+    assert!(store
+        .record_inbound(&inbound(&acme, "SM-t3", "Hello?"))
+        .await
+        .unwrap());
+    let t = store.thread(&acme, thread.id).await.unwrap().unwrap();
+    assert_eq!((t.status, t.unread), (ThreadStatus::Open, 1));
+
+    // A stranger gets a contact and a thread; the newest activity lists first, then pages.
+    let mut stranger = inbound(&acme, "SM-t4", "Hi, who is this?");
+    stranger.from = "+14155550123".into();
+    stranger.received_at += chrono::Duration::seconds(5);
+    assert!(store.record_inbound(&stranger).await.unwrap());
+    let first_page = store
+        .threads(&acme, &ThreadFilter::default(), None, 1)
+        .await
+        .unwrap();
+    let newest = first_page[0].clone();
+    assert_ne!(newest.id, thread.id);
+    let stranger_contact = newest.contact;
+    let cursor = crate::domain::thread::ThreadCursor::of(&newest);
+    let rest = store
+        .threads(&acme, &ThreadFilter::default(), Some(cursor), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![thread.id]
+    );
+
+    // Merging the stranger into Ann moves the stranger's thread to her.
+    store
+        .merge_contacts(&acme, stranger_contact, ann.id)
+        .await
+        .unwrap();
+    let moved = store.thread(&acme, newest.id).await.unwrap().unwrap();
+    assert_eq!(moved.contact, ann.id);
+
+    // Another tenant sees nothing and changes nothing.
+    assert!(store.thread(&globex, thread.id).await.unwrap().is_none());
+    assert!(store.mark_read(&globex, thread.id).await.unwrap().is_none());
+    assert!(store
+        .update_thread(&globex, thread.id, &patch)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .record_outbound(&globex, thread.id, &out)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .thread_entries(&globex, thread.id, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .threads(&globex, &ThreadFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -14,6 +14,7 @@ mod queue;
 mod search;
 mod store;
 mod suppression;
+mod threads;
 
 pub use audit::{AuditFilter, AuditLog, AuditPage, AuditPageFill};
 pub use contacts::{live, merged, ContactRecord, ContactStore};
@@ -30,6 +31,7 @@ pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
+pub use threads::ThreadStore;
 
 /// A backend failure. Domain outcomes (not found, CAS lost) are values, not errors.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -21,7 +21,11 @@ fn read_contact(
     Ok(json.map(|j| ContactRecord::read(tenant, id, &j)))
 }
 
-fn owner_of(conn: &Connection, tenant: &str, key: &str) -> rusqlite::Result<Option<String>> {
+pub(super) fn owner_of(
+    conn: &Connection,
+    tenant: &str,
+    key: &str,
+) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(
         "SELECT contact_id FROM contact_identities WHERE tenant = ?1 AND identity = ?2",
     )?
@@ -49,7 +53,7 @@ fn taken(
 }
 
 /// Writes a contact's row and its identities' rows (theirs from now on).
-fn save(conn: &Connection, c: &Contact) -> rusqlite::Result<()> {
+pub(super) fn save(conn: &Connection, c: &Contact) -> rusqlite::Result<()> {
     let (tenant, id) = (c.tenant.as_str(), c.id.to_string());
     conn.prepare_cached(
         "INSERT OR REPLACE INTO contacts (tenant, id, merged, contact) VALUES (?1, ?2, ?3, ?4)",
@@ -225,6 +229,7 @@ impl ContactStore for SqliteBackend {
                 };
                 save(conn, &source)?;
                 save(conn, &target)?;
+                super::threads::move_threads(conn, tenant.as_str(), from, into)?;
                 Ok(Ok(target))
             })
             .await?

@@ -174,3 +174,9 @@ async fn sqlite_contacts_own_their_identities() {
     let (_d, b) = backend();
     contacts_own_their_identities(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_threads_follow_their_contacts() {
+    let (_d, b) = backend();
+    threads_follow_their_contacts(&b).await;
+}

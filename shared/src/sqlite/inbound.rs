@@ -59,6 +59,9 @@ impl InboundStore for SqliteBackend {
                         m.keyword.map(Keyword::as_str),
                         ms(m.received_at),
                     ])?;
+                if inserted == 1 {
+                    super::threads::thread_inbound(conn, &m)?;
+                }
                 Ok(inserted == 1)
             })
             .await

@@ -17,6 +17,7 @@ mod search;
 mod sets;
 mod suppressions;
 mod tenants;
+mod threads;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -233,6 +234,8 @@ impl SqliteBackend {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(notify::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(threads::SCHEMA)
+            .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);

@@ -139,6 +139,21 @@ impl DynamoStore {
         }
     }
 
+    /// The writes that store a new contact and make its identities its own.
+    pub(super) fn new_contact_items(
+        &self,
+        c: &Contact,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = vec![TransactWriteItem::builder()
+            .put(self.contact_put(c, contact_key(c.id), None)?)
+            .build()];
+        for identity in &c.identities {
+            let put = self.identity_put(c, identity, None)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        Ok(items)
+    }
+
     /// A contact to change: a live one, or why not.
     async fn changeable(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, ContactError> {
         match self.contact(tenant, id).await? {
@@ -151,14 +166,7 @@ impl DynamoStore {
 #[async_trait]
 impl ContactStore for DynamoStore {
     async fn create_contact(&self, c: &Contact) -> Result<(), ContactError> {
-        let mut items = vec![TransactWriteItem::builder()
-            .put(self.contact_put(c, contact_key(c.id), None)?)
-            .build()];
-        for identity in &c.identities {
-            let put = self.identity_put(c, identity, None)?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        match self.write(items).await {
+        match self.write(self.new_contact_items(c)?).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.refusal(c, &c.identities, e).await),
         }
@@ -302,6 +310,7 @@ impl ContactStore for DynamoStore {
             let put = self.identity_put(&kept, identity, Some(from))?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
+        items.extend(self.thread_moves(tenant, from, into).await?);
         match self.write(items).await {
             Ok(()) => Ok(kept),
             Err(e) => Err(self.refusal(&kept, &moved, e).await),

@@ -101,18 +101,29 @@ impl InboundStore for DynamoStore {
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(build_error)?;
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build())
-            .transact_items(TransactWriteItem::builder().put(message).build())
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(true),
-            // The marker is the first item: its condition failing means a retry.
-            Err(e) if cancelled_by_condition(&e, Some(0)) => Ok(false),
-            Err(e) => Err(unavailable("TransactWriteItems", e)),
+        // Threading reads before it writes: a contact or thread made meanwhile by another
+        // message of the same sender cancels the transaction, and the next try finds it.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut items = vec![
+                TransactWriteItem::builder().put(marker.clone()).build(),
+                TransactWriteItem::builder().put(message.clone()).build(),
+            ];
+            items.extend(self.inbound_thread_items(m).await?);
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(true),
+                // The marker is the first item: its condition failing means a retry.
+                Err(e) if cancelled_by_condition(&e, Some(0)) => return Ok(false),
+                Err(e) if tries < 3 && super::transaction_cancelled(&e) => continue,
+                Err(e) => return Err(unavailable("TransactWriteItems", e)),
+            }
         }
     }
 

@@ -18,6 +18,7 @@ mod notify;
 mod parked;
 mod search;
 mod suppressions;
+mod threads;
 mod timeline;
 mod transitions;
 mod turns;
@@ -195,6 +196,21 @@ pub(crate) fn cancelled_by_condition<R>(
         None => reasons.last(),
     };
     reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+}
+
+/// Whether a transaction was cancelled (by a condition or a conflicting write), rather than
+/// failing on the store.
+pub(crate) fn transaction_cancelled<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    matches!(
+        e.as_service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(_))
+    )
 }
 
 fn epoch_seconds(t: chrono::DateTime<chrono::Utc>) -> i64 {

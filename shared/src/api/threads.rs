@@ -1,0 +1,486 @@
+//! Threads: `GET /v1/threads`, `GET|PATCH /v1/threads/{id}`, `POST /v1/threads/{id}/read` and
+//! `POST /v1/threads/{id}/messages` (a reply through the normal lanes). A tenant sees its own
+//! threads only: another tenant's id is a 404, as a missing one is.
+
+use std::sync::Arc;
+
+use axum::extract::{rejection::PathRejection, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::contacts::given;
+use super::dto::SendMessageRequest;
+use super::extract::{correlation_id, idempotency, AuthTenant, Caller, JsonBody};
+use super::messages::{accept_problem, respond};
+use super::paging::{Cursor, ListQuery, Page};
+use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
+use crate::domain::thread::{
+    Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
+};
+use crate::domain::{Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority};
+use crate::engine::{Accepted, Herald};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InsightsView {
+    pub label: Option<String>,
+    pub next_step: Option<String>,
+    pub next_followup_at: Option<DateTime<Utc>>,
+    pub summary: Option<String>,
+    /// Who set them last: `key:<prefix>`, what the caller named in `set_by`, or `rule:<name>`.
+    pub set_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    pub message_id: String,
+    pub direction: Direction,
+    pub channel: Channel,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub at: DateTime<Utc>,
+    /// An outbound message's delivery status now.
+    pub status: Option<MessageStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadView {
+    pub id: String,
+    pub contact_id: String,
+    pub status: ThreadStatus,
+    pub assignee: Option<String>,
+    pub unread: u32,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    pub last_outbound_at: Option<DateTime<Utc>>,
+    pub last_activity_at: DateTime<Utc>,
+    /// Where a reply goes unless the caller says otherwise: the channel the contact last wrote
+    /// on, to the address it wrote from, from the address it wrote to.
+    pub reply_channel: Option<Channel>,
+    pub reply_to: Option<String>,
+    pub reply_from: Option<String>,
+    pub insights: InsightsView,
+    pub created_at: DateTime<Utc>,
+    /// `GET /v1/threads/{id}` only: inbound and outbound messages, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<EntryView>>,
+    /// More of the timeline: `GET /v1/threads/{id}?after=<this>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline_next_after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadPage {
+    pub items: Vec<ThreadView>,
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Flag {
+    True,
+    False,
+}
+
+/// `GET /v1/threads`'s filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ThreadQueryFilter {
+    pub status: Option<ThreadStatus>,
+    #[param(min_length = 1, max_length = 200)]
+    pub label: Option<String>,
+    #[param(min_length = 1, max_length = 200)]
+    pub assignee: Option<String>,
+    /// `true`: threads with unread messages; `false`: without.
+    #[param(inline)]
+    pub unread: Option<Flag>,
+    /// The channel a reply would go on.
+    pub channel: Option<Channel>,
+    /// Threads whose `next_followup_at` is before this time (RFC 3339).
+    pub followup_due_before: Option<DateTime<Utc>>,
+}
+
+impl Cursor for ThreadCursor {
+    fn pattern() -> String {
+        r"^[0-9]{13}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+            .into()
+    }
+
+    fn decode(raw: &str) -> Option<ThreadCursor> {
+        ThreadCursor::parse(raw)
+    }
+
+    fn encode(&self) -> String {
+        self.key()
+    }
+}
+
+pub type ThreadQuery = ListQuery<ThreadCursor, ThreadQueryFilter, 500>;
+/// The timeline's page: `after` a message id.
+pub type TimelineQuery = ListQuery<MessageId, super::paging::NoFilter, 500>;
+
+/// A change: a field given replaces the stored one, `null` clears it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadPatchInput {
+    pub status: Option<ThreadStatus>,
+    /// The platform's user id.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    pub assignee: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    pub label: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000)]
+    pub next_step: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub next_followup_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4000)]
+    pub summary: Option<Option<String>>,
+    /// Who sets the insights (an AI worker's name, a user id); the API key's prefix if left
+    /// out.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub set_by: Option<String>,
+}
+
+/// A reply: what `POST /v1/messages` takes, but `to` comes from the thread.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyInput {
+    /// The thread's reply channel if left out.
+    pub channel: Option<Channel>,
+    /// P1 if left out.
+    pub priority: Option<Priority>,
+    /// The address the contact last wrote to on this channel if left out (when the tenant may
+    /// send as it).
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub template: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[schema(min_length = 1, max_length = 128)]
+    pub message_type: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
+    pub external_id: Option<String>,
+}
+
+fn view(t: Thread) -> ThreadView {
+    let i = t.insights;
+    let reply = t.reply;
+    ThreadView {
+        id: t.id.to_string(),
+        contact_id: t.contact.to_string(),
+        status: t.status,
+        assignee: t.assignee,
+        unread: t.unread,
+        last_inbound_at: t.last_inbound_at,
+        last_outbound_at: t.last_outbound_at,
+        last_activity_at: t.last_activity_at,
+        reply_channel: reply.as_ref().map(|r| r.channel),
+        reply_to: reply.as_ref().map(|r| r.to.clone()),
+        reply_from: reply.map(|r| r.from),
+        insights: InsightsView {
+            label: i.label,
+            next_step: i.next_step,
+            next_followup_at: i.next_followup_at,
+            summary: i.summary,
+            set_by: i.set_by,
+        },
+        created_at: t.created_at,
+        timeline: None,
+        timeline_next_after: None,
+    }
+}
+
+fn thread_id(path: Result<Path<String>, PathRejection>) -> Result<ThreadId, Problem> {
+    path.ok()
+        .and_then(|Path(raw)| ThreadId::parse(&raw))
+        .ok_or_else(|| Problem::not_found("thread"))
+}
+
+async fn found(herald: &Herald, caller: &Caller, id: ThreadId) -> Result<Thread, Problem> {
+    herald
+        .threads
+        .thread(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("thread"))
+}
+
+/// The tenant's threads, latest activity first.
+#[utoipa::path(get, operation_id = "list_threads", path = "/v1/threads", tag = "threads",
+    params(ThreadQuery),
+    responses((status = 200, body = ThreadPage), AuthErrors, QueryErrors), security(("api_key" = [])))]
+pub async fn list(
+    State(herald): State<Arc<Herald>>,
+    AuthTenant(tenant): AuthTenant,
+    ListQuery { page, filter }: ThreadQuery,
+) -> Result<Json<ThreadPage>, Problem> {
+    let filter = ThreadFilter {
+        status: filter.status,
+        label: filter.label,
+        assignee: filter.assignee,
+        unread: filter.unread.map(|f| matches!(f, Flag::True)),
+        channel: filter.channel,
+        followup_due_before: filter.followup_due_before,
+    };
+    let items = herald
+        .threads
+        .threads(&tenant, &filter, page.after, page.limit)
+        .await?;
+    let next_after = page.next_after(&items, ThreadCursor::of);
+    let items = items.into_iter().map(view).collect();
+    Ok(Json(ThreadPage { items, next_after }))
+}
+
+/// The timeline's entries as shown: an outbound one with its message's status now.
+async fn entry_views(
+    herald: &Herald,
+    caller: &Caller,
+    entries: Vec<ThreadEntry>,
+) -> Vec<EntryView> {
+    let mut views = Vec::with_capacity(entries.len());
+    for e in entries {
+        let status = match e.direction {
+            Direction::Outbound => herald
+                .store
+                .get(&caller.tenant, e.message)
+                .await
+                .ok()
+                .flatten()
+                .map(|(m, _)| m.status),
+            Direction::Inbound => None,
+        };
+        views.push(EntryView {
+            message_id: e.message.to_string(),
+            direction: e.direction,
+            channel: e.channel,
+            from: e.from,
+            to: e.to,
+            body: e.body,
+            at: e.at,
+            status,
+        });
+    }
+    views
+}
+
+/// A thread with a page of its timeline (`limit` entries, 100 by default, `after` a message id).
+#[utoipa::path(get, operation_id = "get_thread", path = "/v1/threads/{id}", tag = "threads",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), TimelineQuery),
+    responses((status = 200, body = ThreadView), AuthErrors, NotFound, QueryErrors), security(("api_key" = [])))]
+pub async fn get(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    ListQuery { page, .. }: TimelineQuery,
+) -> Result<Json<ThreadView>, Problem> {
+    let thread = found(&herald, &caller, thread_id(path)?).await?;
+    let entries = herald
+        .threads
+        .thread_entries(&caller.tenant, thread.id, page.after, page.limit)
+        .await?;
+    let next = Page::<MessageId, 500>::next_after(&page, &entries, |e| e.message);
+    let mut v = view(thread);
+    v.timeline = Some(entry_views(&herald, &caller, entries).await);
+    v.timeline_next_after = next;
+    Ok(Json(v))
+}
+
+/// Changes status, assignee or insights.
+#[utoipa::path(patch, operation_id = "update_thread", path = "/v1/threads/{id}", tag = "threads",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ThreadPatchInput,
+    responses((status = 200, body = ThreadView), AuthErrors, NotFound, JsonBodyErrors), security(("api_key" = [])))]
+pub async fn update(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody<ThreadPatchInput>,
+) -> Result<Json<ThreadView>, Problem> {
+    let id = thread_id(path)?;
+    let input = body.value;
+    let patch = ThreadPatch {
+        status: input.status,
+        assignee: input.assignee,
+        label: input.label,
+        next_step: input.next_step,
+        next_followup_at: input.next_followup_at,
+        summary: input.summary,
+        set_by: input.set_by.clone().unwrap_or_else(|| caller.actor()),
+    };
+    patch.check().map_err(Problem::invalid)?;
+    let updated = herald
+        .threads
+        .update_thread(&caller.tenant, id, &patch)
+        .await?
+        .ok_or_else(|| Problem::not_found("thread"))?;
+    Ok(Json(view(updated)))
+}
+
+/// Clears the unread count.
+#[utoipa::path(post, operation_id = "read_thread", path = "/v1/threads/{id}/read", tag = "threads",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, body = ThreadView), AuthErrors, NotFound), security(("api_key" = [])))]
+pub async fn read(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ThreadView>, Problem> {
+    let id = thread_id(path)?;
+    let t = herald
+        .threads
+        .mark_read(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("thread"))?;
+    Ok(Json(view(t)))
+}
+
+/// The contact's address on `channel`: the one it last wrote from there, else its identity of
+/// that kind.
+async fn reply_to(herald: &Herald, t: &Thread, channel: Channel) -> Result<String, Problem> {
+    if let Some(r) = t.reply.as_ref().filter(|r| r.channel == channel) {
+        return Ok(r.to.clone());
+    }
+    let kind = match channel {
+        Channel::Email => Some(IdentityKind::Email),
+        Channel::Sms => Some(IdentityKind::Phone),
+        Channel::Whatsapp => Some(IdentityKind::Whatsapp),
+        Channel::Telegram => Some(IdentityKind::Telegram),
+        Channel::Push => None,
+    };
+    let contact = herald.contacts.contact(&t.tenant, t.contact).await?;
+    kind.and_then(|k| {
+        contact?
+            .identities
+            .iter()
+            .find(|i| i.identity_kind() == k)
+            .map(|i| i.value().to_owned())
+    })
+    .ok_or_else(|| {
+        Problem::invalid(FieldError::new(
+            "/channel",
+            "no_identity",
+            format!("the thread's contact has no {} identity", channel.as_str()),
+        ))
+    })
+}
+
+/// Sends a reply through the normal lanes (P1 unless given) and adds it to the timeline.
+#[utoipa::path(post, operation_id = "reply_in_thread", path = "/v1/threads/{id}/messages", tag = "threads",
+    request_body = ReplyInput,
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "replays the first response for the same body")),
+    responses((status = 202, body = crate::engine::SendOutcome), AuthErrors, NotFound, JsonBodyErrors),
+    security(("api_key" = [])))]
+pub async fn reply(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: JsonBody<ReplyInput>,
+) -> Result<Response, Problem> {
+    let thread = found(&herald, &caller, thread_id(path)?).await?;
+    let idem = idempotency(
+        &headers,
+        &format!("/v1/threads/{}/messages", thread.id),
+        &body.raw,
+    )?;
+    let input = body.value;
+    let channel = input
+        .channel
+        .or_else(|| thread.reply.as_ref().map(|r| r.channel))
+        .ok_or_else(|| {
+            Problem::invalid(FieldError::new(
+                "/channel",
+                "required",
+                "the thread has no inbound message to reply to: give `channel`",
+            ))
+        })?;
+    let to = reply_to(&herald, &thread, channel).await?;
+    let from = match input.from {
+        Some(from) => Some(from),
+        None => default_from(&herald, &thread, channel).await?,
+    };
+    let preview = input
+        .body
+        .clone()
+        .or_else(|| input.template.as_ref().map(|t| format!("[template {t}]")));
+    let request = SendMessageRequest {
+        channel,
+        priority: input.priority.unwrap_or(Priority::P1),
+        to: to.clone(),
+        from: from.clone(),
+        subject: input.subject,
+        body: input.body,
+        html: input.html,
+        template: input.template,
+        data: input.data,
+        message_type: input.message_type,
+        source_type: Some("thread".into()),
+        source_id: Some(thread.id.to_string()),
+        metadata: input.metadata,
+        send_at: None,
+        external_id: input.external_id,
+    };
+    let draft = request
+        .into_draft(&correlation_id(&headers))
+        .map_err(Problem::invalid)?;
+    let accepted = herald
+        .send(&caller.tenant, draft, idem)
+        .await
+        .map_err(accept_problem)?;
+    if let Some(id) = accepted_id(&accepted) {
+        let entry = ThreadEntry::new(
+            id,
+            Direction::Outbound,
+            channel,
+            (from.unwrap_or_default(), to),
+            preview.as_deref().unwrap_or_default(),
+            Utc::now(),
+        );
+        herald
+            .threads
+            .record_outbound(&caller.tenant, thread.id, &entry)
+            .await?;
+    }
+    Ok(respond(accepted))
+}
+
+/// The message a send accepted (or accepted before, for a replayed Idempotency-Key).
+fn accepted_id(accepted: &Accepted<crate::engine::SendOutcome>) -> Option<MessageId> {
+    match accepted {
+        Accepted::New(outcome) => Some(outcome.id),
+        Accepted::Replay { body, .. } => serde_json::from_slice::<serde_json::Value>(body.as_ref())
+            .ok()
+            .and_then(|v| v["id"].as_str().and_then(MessageId::parse)),
+    }
+}
+
+/// The address the contact last wrote to, if the reply goes on that channel and the tenant may
+/// send as it; otherwise the gateway's sender.
+async fn default_from(
+    herald: &Herald,
+    thread: &Thread,
+    channel: Channel,
+) -> Result<Option<String>, Problem> {
+    let Some(r) = thread.reply.as_ref().filter(|r| r.channel == channel) else {
+        return Ok(None);
+    };
+    let allowed = herald.may_send_as(&thread.tenant, channel, &r.from).await?;
+    Ok(allowed.then(|| r.from.clone()))
+}

@@ -1,0 +1,399 @@
+//! Threads on SQLite: a row per thread (the columns lists filter on) and a row per timeline
+//! entry. An inbound message is threaded inside the writer job that stores it, so the message,
+//! its contact, its thread and its entry are written together or not at all.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::contacts::{owner_of, save as save_contact};
+use super::{from_ms, ms, SqliteBackend};
+use crate::domain::thread::{
+    sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
+    ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
+};
+use crate::domain::{
+    Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
+};
+use crate::ports::{StoreError, ThreadStore};
+
+pub(super) const SCHEMA: &str = r#"
+-- Conversations (see threads.rs): one row per thread, the newest of a contact's is its current.
+CREATE TABLE IF NOT EXISTS threads (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    assignee TEXT,
+    label TEXT,
+    next_step TEXT,
+    next_followup_at INTEGER,
+    summary TEXT,
+    insights_set_by TEXT,
+    unread INTEGER NOT NULL,
+    last_inbound_at INTEGER,
+    last_outbound_at INTEGER,
+    activity_at INTEGER NOT NULL,
+    reply_channel TEXT,
+    reply_to TEXT,
+    reply_from TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS threads_by_activity ON threads (tenant, activity_at, id);
+CREATE INDEX IF NOT EXISTS threads_by_contact ON threads (tenant, contact_id, activity_at);
+-- A thread's timeline: its inbound messages and the messages sent through it.
+CREATE TABLE IF NOT EXISTS thread_entries (
+    thread_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, message_id)
+) WITHOUT ROWID;
+"#;
+
+const COLUMNS: &str = "tenant, id, contact_id, status, assignee, label, next_step, \
+    next_followup_at, summary, insights_set_by, unread, last_inbound_at, last_outbound_at, \
+    activity_at, reply_channel, reply_to, reply_from, created_at";
+
+fn bad(col: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
+}
+
+fn thread_row(r: &Row<'_>) -> rusqlite::Result<Thread> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let at = |i: usize| Ok::<_, rusqlite::Error>(r.get::<_, Option<i64>>(i)?.map(from_ms));
+    let (tenant, id, contact, status) = (text(0)?, text(1)?, text(2)?, text(3)?);
+    let reply_channel: Option<String> = r.get(14)?;
+    let reply = match reply_channel {
+        Some(c) => Some(ReplyRoute {
+            channel: Channel::parse(&c).ok_or_else(|| bad(14, format!("channel {c}")))?,
+            to: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
+            from: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Thread {
+        tenant: TenantId::parse(&tenant).map_err(|e| bad(0, e))?,
+        id: ThreadId::parse(&id).ok_or_else(|| bad(1, format!("thread id {id}")))?,
+        contact: ContactId::parse(&contact).ok_or_else(|| bad(2, format!("contact {contact}")))?,
+        status: ThreadStatus::parse(&status).ok_or_else(|| bad(3, format!("status {status}")))?,
+        assignee: r.get(4)?,
+        insights: Insights {
+            label: r.get(5)?,
+            next_step: r.get(6)?,
+            next_followup_at: at(7)?,
+            summary: r.get(8)?,
+            set_by: r.get(9)?,
+        },
+        unread: r.get(10)?,
+        last_inbound_at: at(11)?,
+        last_outbound_at: at(12)?,
+        last_activity_at: from_ms(r.get(13)?),
+        reply,
+        created_at: from_ms(r.get(17)?),
+    })
+}
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<ThreadEntry> {
+    let (id, direction, channel): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    Ok(ThreadEntry {
+        message: MessageId::parse(&id).ok_or_else(|| bad(0, format!("message id {id}")))?,
+        direction: Direction::parse(&direction)
+            .ok_or_else(|| bad(1, format!("direction {direction}")))?,
+        channel: Channel::parse(&channel).ok_or_else(|| bad(2, format!("channel {channel}")))?,
+        from: r.get(3)?,
+        to: r.get(4)?,
+        body: r.get(5)?,
+        at: from_ms(r.get(6)?),
+    })
+}
+
+fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
+    let i = &t.insights;
+    let reply = t.reply.as_ref();
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO threads ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?
+    .execute(params![
+        t.tenant.as_str(),
+        t.id.to_string(),
+        t.contact.to_string(),
+        t.status.as_str(),
+        t.assignee,
+        i.label,
+        i.next_step,
+        i.next_followup_at.map(ms),
+        i.summary,
+        i.set_by,
+        t.unread,
+        t.last_inbound_at.map(ms),
+        t.last_outbound_at.map(ms),
+        ms(t.last_activity_at),
+        reply.map(|r| r.channel.as_str()),
+        reply.map(|r| r.to.as_str()),
+        reply.map(|r| r.from.as_str()),
+        ms(t.created_at),
+    ])?;
+    Ok(())
+}
+
+/// Adds an entry; false when the thread has it already.
+fn add_entry(conn: &Connection, thread: ThreadId, e: &ThreadEntry) -> rusqlite::Result<bool> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO thread_entries (thread_id, message_id, direction, channel, sender, \
+             recipient, body, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            thread.to_string(),
+            e.message.to_string(),
+            e.direction.as_str(),
+            e.channel.as_str(),
+            e.from,
+            e.to,
+            e.body,
+            ms(e.at),
+        ])?;
+    Ok(added == 1)
+}
+
+fn read_thread(conn: &Connection, tenant: &str, id: ThreadId) -> rusqlite::Result<Option<Thread>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 AND id = ?2"
+    ))?
+    .query_row(params![tenant, id.to_string()], thread_row)
+    .optional()
+}
+
+/// The contact's current thread: its latest.
+fn current_thread(
+    conn: &Connection,
+    tenant: &str,
+    contact: ContactId,
+) -> rusqlite::Result<Option<Thread>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 AND contact_id = ?2 \
+         ORDER BY activity_at DESC LIMIT 1"
+    ))?
+    .query_row(params![tenant, contact.to_string()], thread_row)
+    .optional()
+}
+
+/// Threads an inbound message just stored (inside its writer job): its sender's identity, the
+/// identity's contact (a new one if nobody has it), the contact's thread (a new one if it has
+/// none), and the entry. A sender with no identity (a short code, a push token) stays
+/// unthreaded.
+pub(super) fn thread_inbound(
+    conn: &Connection,
+    m: &InboundMessage,
+) -> rusqlite::Result<Option<ThreadId>> {
+    let Some(identity) = sender_identity(m.channel, &m.from) else {
+        return Ok(None);
+    };
+    let tenant = m.tenant.as_str();
+    let mut owner = owner_of(conn, tenant, &identity.key())?;
+    if let (None, Some(sibling)) = (&owner, identity.sibling()) {
+        owner = owner_of(conn, tenant, &sibling.key())?;
+    }
+    let owner = owner.and_then(|o| ContactId::parse(&o));
+    let contact = match owner {
+        Some(id) => id,
+        None => {
+            let c = Contact::new(m.tenant.clone(), ContactFields::default(), vec![identity]);
+            save_contact(conn, &c)?;
+            c.id
+        }
+    };
+    let mut thread = match current_thread(conn, tenant, contact)? {
+        Some(t) => t,
+        None => Thread::open(m.tenant.clone(), contact, m.received_at),
+    };
+    let entry = ThreadEntry::new(
+        m.id,
+        Direction::Inbound,
+        m.channel,
+        (m.from.clone(), m.to.clone()),
+        &m.body,
+        m.received_at,
+    );
+    if add_entry(conn, thread.id, &entry)? {
+        thread.received(&entry);
+        save_thread(conn, &thread)?;
+    }
+    Ok(Some(thread.id))
+}
+
+/// On a merge: `from`'s threads become `into`'s.
+pub(super) fn move_threads(
+    conn: &Connection,
+    tenant: &str,
+    from: ContactId,
+    into: ContactId,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE threads SET contact_id = ?3 WHERE tenant = ?1 AND contact_id = ?2",
+    )?
+    .execute(params![tenant, from.to_string(), into.to_string()])?;
+    Ok(())
+}
+
+impl SqliteBackend {
+    /// Reads a thread, changes it with `change`, and writes it back, in one writer job.
+    async fn change_thread(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        change: impl Fn(&Connection, &mut Thread) -> rusqlite::Result<bool> + Send + 'static,
+    ) -> Result<Option<Thread>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.writer
+            .run(1, move |conn| {
+                let Some(mut t) = read_thread(conn, &tenant, id)? else {
+                    return Ok(None);
+                };
+                if change(conn, &mut t)? {
+                    save_thread(conn, &t)?;
+                }
+                Ok(Some(t))
+            })
+            .await
+    }
+}
+
+/// How many rows a filtered list reads at most per page asked for: the rest of the filter is
+/// applied in Rust, and a page stops short rather than scan a tenant's whole history.
+const SCAN_PER_ITEM: usize = 20;
+
+#[async_trait]
+impl ThreadStore for SqliteBackend {
+    async fn threads(
+        &self,
+        tenant: &TenantId,
+        filter: &ThreadFilter,
+        after: Option<ThreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<Thread>, StoreError> {
+        let (tenant, filter) = (tenant.as_str().to_owned(), filter.clone());
+        let (below_ms, below_id) = after.map_or((i64::MAX, String::new()), |c| {
+            (c.activity_ms, c.id.to_string())
+        });
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 \
+                     AND (activity_at < ?2 OR (activity_at = ?2 AND id < ?3) OR ?3 = '') \
+                     AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR assignee = ?5) \
+                     AND (?6 IS NULL OR label = ?6) \
+                     ORDER BY activity_at DESC, id DESC LIMIT ?7"
+                ))?;
+                let scan = limit.saturating_mul(SCAN_PER_ITEM) as i64;
+                let rows = stmt.query_map(
+                    params![
+                        tenant,
+                        below_ms,
+                        below_id,
+                        filter.status.map(ThreadStatus::as_str),
+                        filter.assignee,
+                        filter.label,
+                        scan
+                    ],
+                    thread_row,
+                )?;
+                let mut found = Vec::new();
+                for t in rows {
+                    let t = t?;
+                    if filter.matches(&t) {
+                        found.push(t);
+                        if found.len() == limit {
+                            break;
+                        }
+                    }
+                }
+                Ok(found)
+            })
+            .await
+    }
+
+    async fn thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Option<Thread>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| read_thread(conn, &tenant, id))
+            .await
+    }
+
+    async fn thread_entries(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<ThreadEntry>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        self.readers
+            .run(move |conn| {
+                // The thread is the tenant's: another tenant's id reads nothing.
+                if read_thread(conn, &tenant, id)?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let mut stmt = conn.prepare_cached(
+                    "SELECT message_id, direction, channel, sender, recipient, body, at \
+                     FROM thread_entries WHERE thread_id = ?1 AND message_id > ?2 \
+                     ORDER BY message_id LIMIT ?3",
+                )?;
+                let rows =
+                    stmt.query_map(params![id.to_string(), after, limit as i64], entry_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn update_thread(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        patch: &ThreadPatch,
+    ) -> Result<Option<Thread>, StoreError> {
+        let patch = patch.clone();
+        self.change_thread(tenant, id, move |_, t| {
+            t.apply(&patch);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+    ) -> Result<Option<Thread>, StoreError> {
+        self.change_thread(tenant, id, |_, t| {
+            t.unread = 0;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_outbound(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        entry: &ThreadEntry,
+    ) -> Result<Option<Thread>, StoreError> {
+        let entry = entry.clone();
+        self.change_thread(tenant, id, move |conn, t| {
+            let added = add_entry(conn, t.id, &entry)?;
+            if added {
+                t.sent(entry.at);
+            }
+            Ok(added)
+        })
+        .await
+    }
+}

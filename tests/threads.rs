@@ -1,0 +1,362 @@
+//! Threads on the embedded backend, through signed provider webhooks and the API: a
+//! conversation over SMS, email and WhatsApp with one contact is one thread with its timeline
+//! in order and its unread count right; replies go through the lanes and join the thread;
+//! other tenants and anonymous callers see nothing; bad input is a 4xx problem.
+
+use std::net::SocketAddr;
+
+use herald_tests::shared::webhooks::signature::{hub_signature_256, twilio_signature};
+use herald_tests::TestServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const PUBLIC: &str = "https://herald.example.com";
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const WHATSAPP_SECRET: &str = "meta-app-secret";
+const ACME_NUMBER: &str = "+15557654321";
+const ACME_WHATSAPP: &str = "15550001111";
+const ANN: &str = "+15550003333";
+
+/// Herald with Twilio and WhatsApp webhooks verified by known secrets, and the provider
+/// routes served at the returned URL.
+async fn start() -> (TestServer, String) {
+    let webhooks = serde_json::from_value(json!({
+        "public_base_url": PUBLIC,
+        "twilio": { "auth_token": TWILIO_TOKEN },
+        "whatsapp": { "app_secret": WHATSAPP_SECRET, "verify_token": "verify-me" },
+        "numbers": [
+            { "number": ACME_NUMBER, "tenant": "acme" },
+            { "number": ACME_WHATSAPP, "tenant": "acme" }
+        ]
+    }))
+    .expect("webhook settings");
+    let s = TestServer::start_with(move |cfg| cfg.webhooks = webhooks).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = herald_tests::shared::webhooks::router(s.embedded.webhooks.clone());
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    (s, url)
+}
+
+/// A text from `from` to acme's SMS number, signed as Twilio signs it.
+async fn sms_in(s: &TestServer, hooks: &str, sid: &str, from: &str, text: &str) {
+    let path = "/webhooks/twilio/inbound";
+    let params: Vec<(String, String)> = [
+        ("MessageSid", sid),
+        ("From", from),
+        ("To", ACME_NUMBER),
+        ("Body", text),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signature = twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC}{path}"), &params);
+    let res = s
+        .client
+        .post(format!("{hooks}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(serde_urlencoded::to_string(&params).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// A WhatsApp text from Ann's number to acme's business number, signed as Meta signs it.
+async fn whatsapp_in(s: &TestServer, hooks: &str, wamid: &str, text: &str) {
+    let body = json!({ "object": "whatsapp_business_account", "entry": [{ "id": "waba",
+        "changes": [{ "field": "messages", "value": {
+            "metadata": { "display_phone_number": ACME_WHATSAPP, "phone_number_id": "1066" },
+            "messages": [{ "from": ANN.trim_start_matches('+'), "id": wamid,
+                           "timestamp": "1700000000", "type": "text", "text": { "body": text } }]
+        } }] }] })
+    .to_string();
+    let res = s
+        .client
+        .post(format!("{hooks}/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            hub_signature_256(WHATSAPP_SECRET, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn patch(s: &TestServer, path: &str, key: &str, body: &Value) -> herald_tests::Reply {
+    let json = [("content-type", "application/json")];
+    s.request(
+        Method::PATCH,
+        path,
+        Some(key),
+        &json,
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}
+
+async fn only_thread(s: &TestServer) -> Value {
+    let list = s.get("/v1/threads").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let items = list.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{}", list.body);
+    items[0].clone()
+}
+
+#[tokio::test]
+async fn a_conversation_over_three_channels_is_one_thread() {
+    let (s, hooks) = start().await;
+    let ann = s
+        .post(
+            "/v1/contacts",
+            &json!({"name": "Ann", "identities": [{"kind": "phone", "value": ANN},
+                                                  {"kind": "email", "value": "ann@example.com"}]}),
+        )
+        .await;
+    assert_eq!(ann.status, StatusCode::CREATED, "{}", ann.body);
+
+    sms_in(&s, &hooks, "SM-c1", ANN, "Is the flat still free?").await;
+    sms_in(&s, &hooks, "SM-c1", ANN, "Is the flat still free?").await;
+    let thread = only_thread(&s).await;
+    assert_eq!(thread["contact_id"], ann.body["id"]);
+    assert_eq!(
+        (thread["unread"].as_u64(), thread["reply_channel"].as_str()),
+        (Some(1), Some("sms"))
+    );
+    let id = thread["id"].as_str().unwrap().to_owned();
+
+    let reply = s
+        .post(
+            &format!("/v1/threads/{id}/messages"),
+            &json!({"channel": "email", "subject": "The flat", "body": "Yes, come and see it."}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let sent = reply.body["id"].as_str().unwrap().to_owned();
+    let message = s.wait_status(&sent, "delivered").await;
+    assert_eq!(message["to"], "ann@example.com");
+    assert_eq!(message["priority"], "P1");
+
+    whatsapp_in(&s, &hooks, "wamid.c2", "Sent you photos of my dog").await;
+    let t = s.get(&format!("/v1/threads/{id}")).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+    let timeline: Vec<(String, String)> = t.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["direction"].as_str().unwrap().into(),
+                e["channel"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("inbound", "sms"),
+        ("outbound", "email"),
+        ("inbound", "whatsapp"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(d, c)| (d.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(timeline, expected, "{}", t.body);
+    assert_eq!(t.body["timeline"][1]["status"], "delivered");
+    assert_eq!(t.body["timeline"][1]["message_id"], sent.as_str());
+    assert_eq!(
+        (t.body["unread"].as_u64(), t.body["reply_channel"].as_str()),
+        (Some(2), Some("whatsapp"))
+    );
+
+    // A reply with no channel goes where Ann last wrote.
+    let reply = s
+        .post(
+            &format!("/v1/threads/{id}/messages"),
+            &json!({"body": "Lovely dog!"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let message = s
+        .wait_status(reply.body["id"].as_str().unwrap(), "delivered")
+        .await;
+    assert_eq!(
+        (message["channel"].as_str(), message["to"].as_str()),
+        (Some("whatsapp"), Some(ANN))
+    );
+
+    let read = s.post(&format!("/v1/threads/{id}/read"), &json!({})).await;
+    assert_eq!(read.body["unread"], 0, "{}", read.body);
+    let changed = patch(
+        &s,
+        &format!("/v1/threads/{id}"),
+        &s.key,
+        &json!({"status": "snoozed", "assignee": "agent-7", "label": "viewing",
+                "next_step": "show the flat", "next_followup_at": "2030-01-01T09:00:00Z"}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["insights"]["label"], "viewing");
+    assert!(changed.body["insights"]["set_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("key:"));
+    for (query, found) in [
+        ("status=snoozed", 1),
+        ("status=open", 0),
+        ("label=viewing&assignee=agent-7", 1),
+        ("unread=true", 0),
+        ("channel=whatsapp", 1),
+        ("followup_due_before=2031-01-01T00:00:00Z", 1),
+        ("followup_due_before=2029-01-01T00:00:00Z", 0),
+    ] {
+        let r = s.get(&format!("/v1/threads?{query}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.body);
+        assert_eq!(
+            r.body["items"].as_array().map(Vec::len),
+            Some(found),
+            "{query}: {}",
+            r.body
+        );
+    }
+    // Ann writes again: the snoozed thread opens.
+    sms_in(&s, &hooks, "SM-c3", ANN, "When can I come?").await;
+    let t = only_thread(&s).await;
+    assert_eq!(
+        (t["status"].as_str(), t["unread"].as_u64()),
+        (Some("open"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn strangers_get_threads_and_lists_page_by_activity() {
+    let (s, hooks) = start().await;
+    for (i, from) in ["+15550000001", "+15550000002", "+15550000003"]
+        .iter()
+        .enumerate()
+    {
+        sms_in(&s, &hooks, &format!("SM-p{i}"), from, "hello").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let first = s.get("/v1/threads?limit=2").await;
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(first.body["items"][0]["reply_to"], "+15550000003");
+    let after = first.body["next_after"].as_str().unwrap();
+    let rest = s.get(&format!("/v1/threads?limit=2&after={after}")).await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.body);
+    assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest.body["items"][0]["reply_to"], "+15550000001");
+    let contact = rest.body["items"][0]["contact_id"].as_str().unwrap();
+    let c = s.get(&format!("/v1/contacts/{contact}")).await;
+    assert_eq!(
+        c.body["identities"][0]["value"], "+15550000001",
+        "{}",
+        c.body
+    );
+}
+
+#[tokio::test]
+async fn threads_are_their_tenants_own_and_bad_input_is_refused() {
+    let (s, hooks) = start().await;
+    sms_in(&s, &hooks, "SM-i1", ANN, "hi").await;
+    let id = only_thread(&s).await["id"].as_str().unwrap().to_owned();
+    let globex = s.new_key("globex").await;
+    let path = format!("/v1/threads/{id}");
+    assert_eq!(s.get_as(&path, &globex).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get_as("/v1/threads", &globex).await.body["items"],
+        json!([])
+    );
+    let r = patch(&s, &path, &globex, &json!({"label": "x"})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for tail in ["read", "messages"] {
+        let r = s
+            .post_with(
+                &format!("{path}/{tail}"),
+                &globex,
+                &[],
+                &json!({"body": "x"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{tail}");
+    }
+    let anonymous = s.request(Method::GET, &path, None, &[], None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let reader = s.new_key_with("acme", "read").await;
+    let r = s
+        .post_with(
+            &format!("{path}/messages"),
+            &reader,
+            &[],
+            &json!({"body": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a read key does not reply");
+    assert_eq!(only_thread(&s).await["insights"]["label"], Value::Null);
+
+    for (body, pointer) in [
+        (json!({"label": "x".repeat(201)}), "/label"),
+        (json!({"assignee": "a\nb"}), "/assignee"),
+        (json!({"set_by": ""}), "/set_by"),
+        (json!({"status": "archived"}), "/status"),
+    ] {
+        let r = patch(&s, &path, &s.key, &body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert_eq!(r.body["errors"][0]["pointer"], pointer, "{}", r.body);
+    }
+    let r = patch(&s, &path, &s.key, &json!({"colour": "red"})).await;
+    assert!(r.status.is_client_error());
+    for query in [
+        "unread=maybe",
+        "after=zzz",
+        "status=lost",
+        "limit=0",
+        "colour=red",
+    ] {
+        let r = s.get(&format!("/v1/threads?{query}")).await;
+        assert!(r.status.is_client_error(), "{query}: {}", r.status);
+    }
+    assert_eq!(
+        s.get("/v1/threads/not-an-id").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = s
+        .post(
+            &format!("{path}/messages"),
+            &json!({"channel": "push", "body": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["pointer"], "/channel");
+    let r = s
+        .post(
+            &format!("{path}/messages"),
+            &json!({"channel": "email", "body": "x"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no email identity: {}",
+        r.body
+    );
+    let r = s.post(&format!("{path}/messages"), &json!({})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no content: {}",
+        r.body
+    );
+}
