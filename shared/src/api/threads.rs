@@ -19,7 +19,8 @@ use super::messages::{accept_problem, respond};
 use super::paging::{Cursor, ListQuery, Page};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::thread::{
-    Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
+    Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
+    ThreadStatus, MAX_LABEL,
 };
 use crate::domain::{Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority};
 use crate::engine::{Accepted, Herald};
@@ -136,13 +137,13 @@ pub struct ThreadPatchInput {
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub label: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub next_step: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub next_followup_at: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 4000)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub summary: Option<Option<String>>,
     /// Who sets the insights (an AI worker's name, a user id); the API key's prefix if left
     /// out.
@@ -230,6 +231,19 @@ pub async fn list(
     AuthTenant(tenant): AuthTenant,
     ListQuery { page, filter }: ThreadQuery,
 ) -> Result<Json<ThreadPage>, Problem> {
+    for (name, value) in [("label", &filter.label), ("assignee", &filter.assignee)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.is_empty() || v.chars().count() > MAX_LABEL)
+        {
+            let detail = format!("`{name}` is 1 to {MAX_LABEL} characters");
+            return Err(Problem::invalid(FieldError::new(
+                format!("/{name}"),
+                "invalid",
+                detail,
+            )));
+        }
+    }
     let filter = ThreadFilter {
         status: filter.status,
         label: filter.label,
