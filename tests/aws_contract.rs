@@ -158,6 +158,12 @@ async fn dynamo_threads_follow_their_contacts() {
 }
 
 #[tokio::test]
+async fn dynamo_followups_are_announced_once() {
+    let (_s, b) = backend().await;
+    followups_are_announced_once(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_contacts_own_their_identities() {
     let (_s, b) = backend().await;
     contacts_own_their_identities(b.store.as_ref()).await;

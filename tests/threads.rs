@@ -20,6 +20,12 @@ const ANN: &str = "+15550003333";
 /// Herald with Twilio and WhatsApp webhooks verified by known secrets, and the provider
 /// routes served at the returned URL.
 async fn start() -> (TestServer, String) {
+    start_tuned(|_| {}).await
+}
+
+async fn start_tuned(
+    tune: impl FnOnce(&mut herald_tests::shared::embedded::EmbeddedConfig),
+) -> (TestServer, String) {
     let webhooks = serde_json::from_value(json!({
         "public_base_url": PUBLIC,
         "twilio": { "auth_token": TWILIO_TOKEN },
@@ -30,7 +36,11 @@ async fn start() -> (TestServer, String) {
         ]
     }))
     .expect("webhook settings");
-    let s = TestServer::start_with(move |cfg| cfg.webhooks = webhooks).await;
+    let s = TestServer::start_with(move |cfg| {
+        cfg.webhooks = webhooks;
+        tune(cfg);
+    })
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = herald_tests::shared::webhooks::router(s.embedded.webhooks.clone());
@@ -190,6 +200,39 @@ async fn a_conversation_over_three_channels_is_one_thread() {
         (message["channel"].as_str(), message["to"].as_str()),
         (Some("whatsapp"), Some(ANN))
     );
+
+    // A send that names the thread joins it; another tenant's thread is refused.
+    let sent = s
+        .post(
+            "/v1/messages",
+            &json!({"channel": "sms", "priority": "P2", "to": ANN, "body": "Reminder: Monday 10:00",
+                    "thread_id": id}),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    let t = s.get(&format!("/v1/threads/{id}")).await;
+    assert_eq!(
+        t.body["timeline"][4]["message_id"], sent.body["id"],
+        "{}",
+        t.body
+    );
+    assert_eq!(t.body["timeline"][4]["body"], "Reminder: Monday 10:00");
+    let globex = s.new_key("globex").await;
+    let theirs = s
+        .post_with(
+            "/v1/messages",
+            &globex,
+            &[],
+            &json!({"channel": "sms", "priority": "P2", "to": ANN, "body": "x", "thread_id": id}),
+        )
+        .await;
+    assert_eq!(
+        theirs.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        theirs.body
+    );
+    assert_eq!(theirs.body["errors"][0]["pointer"], "/thread_id");
 
     let read = s.post(&format!("/v1/threads/{id}/read"), &json!({})).await;
     assert_eq!(read.body["unread"], 0, "{}", read.body);
@@ -359,4 +402,54 @@ async fn threads_are_their_tenants_own_and_bad_input_is_refused() {
         "no content: {}",
         r.body
     );
+}
+
+/// `thread.followup_due` reaches a subscribed endpoint once when the follow-up time passes,
+/// and not again after a restart.
+#[tokio::test]
+async fn a_followup_is_announced_once_also_across_a_restart() {
+    let tune = |cfg: &mut herald_tests::shared::embedded::EmbeddedConfig| {
+        cfg.engine.followup_interval = std::time::Duration::from_millis(50);
+        let n = &mut cfg.engine.notify;
+        n.policy.allow_loopback = true;
+        n.poll = std::time::Duration::from_millis(20);
+    };
+    let (s, hooks) = start_tuned(tune).await;
+    let rx = herald_tests::receiver::Receiver::start("");
+    let ep = s
+        .post(
+            "/v1/webhook-endpoints",
+            &json!({ "url": rx.url, "event_types": ["thread.followup_due"] }),
+        )
+        .await;
+    assert_eq!(ep.status, StatusCode::CREATED, "{}", ep.body);
+    rx.trust(&[ep.body["secret"].as_str().unwrap()]);
+    sms_in(&s, &hooks, "SM-f1", ANN, "Call me back in a moment").await;
+    let id = only_thread(&s).await["id"].as_str().unwrap().to_owned();
+    let due = (chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let r = patch(
+        &s,
+        &format!("/v1/threads/{id}"),
+        &s.key,
+        &json!({"next_followup_at": due, "next_step": "call back", "set_by": "ai-worker"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let got = rx
+        .wait_for("thread.followup_due", |reqs| !reqs.is_empty())
+        .await;
+    let event = &got[0]["body"];
+    assert_eq!(event["type"], "thread.followup_due", "{event}");
+    assert_eq!(event["data"]["thread_id"], id.as_str());
+    assert_eq!(event["data"]["next_step"], "call back");
+    let s = s.restart_with(tune).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "announced once: {:#?}",
+        rx.requests()
+    );
+    let t = s.get(&format!("/v1/threads/{id}")).await;
+    assert_eq!(t.body["insights"]["next_step"], "call back");
 }

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, KeyScopes, TenantId};
-use crate::engine::{drain, health, maintenance, notify, tracker, EngineConfig, Herald, Ports};
+use crate::engine::{
+    drain, followups, health, maintenance, notify, tracker, EngineConfig, Herald, Ports,
+};
 use crate::gateway::config::GatewaysConfig;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
@@ -181,6 +183,7 @@ impl Embedded {
             tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
             tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
+            tokio::spawn(followups::run(herald.clone(), rx.clone())),
             tokio::spawn(notify::runner::run(
                 herald.clone(),
                 Arc::new(backend.clone()),

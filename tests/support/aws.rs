@@ -216,12 +216,28 @@ impl Stack {
             (
                 "contacts",
                 vec![key("tenant", Hash), key("sk", Range)],
-                vec![attr("tenant", S), attr("sk", S), attr("activity", S)],
-                vec![index(
-                    "by_activity",
-                    vec![key("tenant", Hash), key("activity", Range)],
-                    ProjectionType::All,
-                )],
+                vec![
+                    attr("tenant", S),
+                    attr("sk", S),
+                    attr("activity", S),
+                    attr("followup_pending", S),
+                    attr("next_followup_at", N),
+                ],
+                vec![
+                    index(
+                        "by_activity",
+                        vec![key("tenant", Hash), key("activity", Range)],
+                        ProjectionType::All,
+                    ),
+                    index(
+                        "followups_due",
+                        vec![
+                            key("followup_pending", Hash),
+                            key("next_followup_at", Range),
+                        ],
+                        ProjectionType::All,
+                    ),
+                ],
             ),
             (
                 "webhook-deliveries",

@@ -39,7 +39,20 @@ impl TestServer {
 
     /// Starts with test-friendly defaults (fast callbacks, recorded hand-offs), then `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut EmbeddedConfig)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_in(tempfile::tempdir().expect("temp dir"), tune).await
+    }
+
+    /// Stops this server and starts another on the same data directory, as a restart does.
+    pub async fn restart_with(self, tune: impl FnOnce(&mut EmbeddedConfig)) -> TestServer {
+        self.server.abort();
+        self.embedded.shutdown().await;
+        TestServer::start_in(self.dir, tune).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut EmbeddedConfig),
+    ) -> TestServer {
         let mut cfg = EmbeddedConfig::new(dir.path());
         cfg.sandbox.record_handoffs = true;
         cfg.sandbox.callback_delay = Duration::from_millis(5);

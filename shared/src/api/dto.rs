@@ -65,6 +65,11 @@ pub struct SendMessageRequest {
     /// The caller's own id for this message: shown with it and searchable.
     #[schema(min_length = 1, max_length = 128)]
     pub external_id: Option<String>,
+    /// One of the tenant's threads (`GET /v1/threads`): the message joins its timeline.
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub thread_id: Option<String>,
 }
 
 /// One recipient of a bulk send.

@@ -119,6 +119,7 @@ pub async fn send(
     body: JsonBody<SendMessageRequest>,
 ) -> Result<Response, Problem> {
     let idem = idempotency(&headers, "/v1/messages", &body.raw)?;
+    let joining = super::threads::joining(&herald, &tenant, &body.value).await?;
     let draft = body
         .value
         .into_draft(&correlation_id(&headers))
@@ -127,6 +128,9 @@ pub async fn send(
         .send(&tenant, draft, idem)
         .await
         .map_err(accept_problem)?;
+    if let Some(joining) = joining {
+        super::threads::join(&herald, &tenant, joining, &accepted).await?;
+    }
     Ok(respond(accepted))
 }
 

@@ -22,7 +22,9 @@ use crate::domain::thread::{
     Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
     ThreadStatus, MAX_LABEL,
 };
-use crate::domain::{Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority};
+use crate::domain::{
+    Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority, TenantId,
+};
 use crate::engine::{Accepted, Herald};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -430,15 +432,11 @@ pub async fn reply(
         Some(from) => Some(from),
         None => default_from(&herald, &thread, channel).await?,
     };
-    let preview = input
-        .body
-        .clone()
-        .or_else(|| input.template.as_ref().map(|t| format!("[template {t}]")));
     let request = SendMessageRequest {
         channel,
         priority: input.priority.unwrap_or(Priority::P1),
-        to: to.clone(),
-        from: from.clone(),
+        to,
+        from,
         subject: input.subject,
         body: input.body,
         html: input.html,
@@ -450,7 +448,9 @@ pub async fn reply(
         metadata: input.metadata,
         send_at: None,
         external_id: input.external_id,
+        thread_id: None,
     };
+    let joining = Joining::of(thread.id, &request);
     let draft = request
         .into_draft(&correlation_id(&headers))
         .map_err(Problem::invalid)?;
@@ -458,31 +458,90 @@ pub async fn reply(
         .send(&caller.tenant, draft, idem)
         .await
         .map_err(accept_problem)?;
-    if let Some(id) = accepted_id(&accepted) {
-        let entry = ThreadEntry::new(
-            id,
-            Direction::Outbound,
-            channel,
-            (from.unwrap_or_default(), to),
-            preview.as_deref().unwrap_or_default(),
-            Utc::now(),
-        );
-        herald
-            .threads
-            .record_outbound(&caller.tenant, thread.id, &entry)
-            .await?;
-    }
+    join(&herald, &caller.tenant, joining, &accepted).await?;
     Ok(respond(accepted))
 }
 
-/// The message a send accepted (or accepted before, for a replayed Idempotency-Key).
-fn accepted_id(accepted: &Accepted<crate::engine::SendOutcome>) -> Option<MessageId> {
-    match accepted {
-        Accepted::New(outcome) => Some(outcome.id),
-        Accepted::Replay { body, .. } => serde_json::from_slice::<serde_json::Value>(body.as_ref())
-            .ok()
-            .and_then(|v| v["id"].as_str().and_then(MessageId::parse)),
+/// A message on its way into a thread: what its timeline entry shows.
+pub(super) struct Joining {
+    thread: ThreadId,
+    channel: Channel,
+    from: String,
+    to: String,
+    preview: String,
+}
+
+impl Joining {
+    fn of(thread: ThreadId, r: &SendMessageRequest) -> Joining {
+        let template = r.template.as_ref().map(|t| format!("[template {t}]"));
+        Joining {
+            thread,
+            channel: r.channel,
+            from: r.from.clone().unwrap_or_default(),
+            to: r.to.clone(),
+            preview: r.body.clone().or(template).unwrap_or_default(),
+        }
     }
+}
+
+/// The thread a send names with `thread_id`: the tenant's, or a 422 at `/thread_id`.
+pub(super) async fn joining(
+    herald: &Herald,
+    tenant: &TenantId,
+    r: &SendMessageRequest,
+) -> Result<Option<Joining>, Problem> {
+    let Some(raw) = r.thread_id.as_deref() else {
+        return Ok(None);
+    };
+    let unknown = || {
+        Problem::invalid(FieldError::new(
+            "/thread_id",
+            "not_found",
+            "no such thread of this tenant",
+        ))
+    };
+    let id = ThreadId::parse(raw).ok_or_else(unknown)?;
+    herald
+        .threads
+        .thread(tenant, id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(Some(Joining::of(id, r)))
+}
+
+/// Adds an accepted message to its thread's timeline (again for a replayed request: the
+/// thread keeps it once).
+pub(super) async fn join<T: Serialize>(
+    herald: &Herald,
+    tenant: &TenantId,
+    j: Joining,
+    accepted: &Accepted<T>,
+) -> Result<(), Problem> {
+    let Some(id) = accepted_id(accepted) else {
+        return Ok(());
+    };
+    let entry = ThreadEntry::new(
+        id,
+        Direction::Outbound,
+        j.channel,
+        (j.from, j.to),
+        &j.preview,
+        Utc::now(),
+    );
+    herald
+        .threads
+        .record_outbound(tenant, j.thread, &entry)
+        .await?;
+    Ok(())
+}
+
+/// The message a send accepted (or accepted before, for a replayed Idempotency-Key).
+fn accepted_id<T: Serialize>(accepted: &Accepted<T>) -> Option<MessageId> {
+    let body = match accepted {
+        Accepted::New(outcome) => serde_json::to_value(outcome).ok(),
+        Accepted::Replay { body, .. } => serde_json::from_str(body).ok(),
+    };
+    body.and_then(|v: serde_json::Value| v["id"].as_str().and_then(MessageId::parse))
 }
 
 /// The address the contact last wrote to, if the reply goes on that channel and the tenant may

@@ -157,7 +157,18 @@ pub async fn run_health_checker() -> Result<(), lambda_runtime::Error> {
             let herald = herald.clone();
             async move {
                 let statuses = herald.check_gateways().await;
-                Ok::<_, lambda_runtime::Error>(serde_json::json!({ "gateways": statuses }))
+                // A failed sweep is logged and retried by the next schedule: it must not
+                // hold up the gateways' health.
+                let followups = match herald.fire_followups(chrono::Utc::now()).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "follow-up sweep failed");
+                        0
+                    }
+                };
+                Ok::<_, lambda_runtime::Error>(
+                    serde_json::json!({ "gateways": statuses, "followups_announced": followups }),
+                )
             }
         },
     )

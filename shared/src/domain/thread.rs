@@ -90,6 +90,8 @@ pub struct Thread {
     pub last_activity_at: DateTime<Utc>,
     pub reply: Option<ReplyRoute>,
     pub created_at: DateTime<Utc>,
+    /// `next_followup_at` is set and `thread.followup_due` has not been announced for it.
+    pub followup_pending: bool,
 }
 
 impl Thread {
@@ -108,6 +110,7 @@ impl Thread {
             last_activity_at: at,
             reply: None,
             created_at: at,
+            followup_pending: false,
         }
     }
 
@@ -151,6 +154,7 @@ impl Thread {
         }
         if let Some(v) = patch.next_followup_at {
             i.next_followup_at = v;
+            self.followup_pending = v.is_some();
             touched = true;
         }
         if let Some(v) = &patch.summary {
@@ -308,6 +312,30 @@ impl ThreadFilter {
                 .followup_due_before
                 .is_none_or(|b| t.insights.next_followup_at.is_some_and(|f| f < b))
     }
+}
+
+/// What `thread.followup_due` says, and its id: one event per thread and follow-up time.
+pub fn followup_notice(t: &Thread, due: DateTime<Utc>) -> super::notify::Notice {
+    use super::notify::{EventId, EventType, Notice, Subject};
+    let data = serde_json::json!({
+        "thread_id": t.id,
+        "contact_id": t.contact.to_string(),
+        "next_followup_at": due,
+        "next_step": t.insights.next_step,
+        "label": t.insights.label,
+        "assignee": t.assignee,
+        "status": t.status,
+    });
+    let mut notice = Notice::new(
+        Some(t.tenant.clone()),
+        EventType::ThreadFollowupDue,
+        Subject::Data { data },
+    );
+    notice.id = EventId::derived(
+        due,
+        &format!("followup:{}:{}", t.id, due.timestamp_millis()),
+    );
+    notice
 }
 
 /// Where a page of threads, newest activity first, goes on: below this thread.

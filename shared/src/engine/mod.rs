@@ -6,6 +6,7 @@ mod audit;
 mod consumer;
 pub mod dispatch;
 pub mod drain;
+pub mod followups;
 mod gate;
 pub mod health;
 pub mod inbound;
@@ -67,6 +68,8 @@ pub struct EngineConfig {
     pub rate_limits: RateLimits,
     /// How often the health checker runs (embedded; on AWS its schedule).
     pub health_interval: Duration,
+    /// How often threads' due follow-ups are looked for (embedded).
+    pub followup_interval: Duration,
     /// The outcomes a gateway's state is judged on.
     pub health_window: Duration,
     pub breaker: BreakerConfig,
@@ -107,6 +110,7 @@ impl Default for EngineConfig {
             idempotency_ttl: Duration::from_secs(48 * 3600),
             rate_limits: RateLimits::default(),
             health_interval: Duration::from_secs(10),
+            followup_interval: Duration::from_secs(5),
             health_window: Duration::from_secs(300),
             breaker: BreakerConfig::default(),
             render: RenderLimits::default(),

@@ -1636,3 +1636,77 @@ where
         .unwrap()
         .is_empty());
 }
+
+/// Follow-ups: a thread whose follow-up time passed is due until it is announced, and is
+/// announced once; a new time makes it pending again, and clearing it ends that.
+pub async fn followups_are_announced_once<S>(store: &S)
+where
+    S: super::InboundStore + super::ThreadStore,
+{
+    use crate::domain::thread::{followup_notice, ThreadFilter, ThreadPatch};
+    let acme = tenant("acme");
+    let mut m = inbound(&acme, "SM-f1", "call me back tomorrow");
+    m.from = "+14155550177".into();
+    assert!(store.record_inbound(&m).await.unwrap());
+    let thread = store
+        .threads(&acme, &ThreadFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.reply.as_ref().is_some_and(|r| r.to == m.from))
+        .unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let due_of = |t: &crate::domain::thread::Thread| t.insights.next_followup_at;
+    let set = |at: Option<chrono::DateTime<Utc>>| ThreadPatch {
+        next_followup_at: Some(at),
+        set_by: "rule:callback".into(),
+        ..Default::default()
+    };
+    let ours = |due: Vec<crate::domain::thread::Thread>| {
+        due.into_iter()
+            .filter(|t| t.id == thread.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(ours(store.followups_due(now, 100).await.unwrap()).is_empty());
+    let at = now - chrono::Duration::seconds(1);
+    let t = store
+        .update_thread(&acme, thread.id, &set(Some(at)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(t.followup_pending);
+    let due = ours(store.followups_due(now, 100).await.unwrap());
+    assert_eq!(due.iter().map(due_of).collect::<Vec<_>>(), vec![Some(at)]);
+    assert!(store
+        .fire_followup(&due[0], followup_notice(&due[0], at))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .fire_followup(&due[0], followup_notice(&due[0], at))
+            .await
+            .unwrap(),
+        "announced once"
+    );
+    assert!(ours(store.followups_due(now, 100).await.unwrap()).is_empty());
+
+    let later = now + chrono::Duration::minutes(10);
+    store
+        .update_thread(&acme, thread.id, &set(Some(later)))
+        .await
+        .unwrap();
+    assert!(
+        ours(store.followups_due(now, 100).await.unwrap()).is_empty(),
+        "not yet"
+    );
+    let at_later = ours(store.followups_due(later, 100).await.unwrap());
+    assert_eq!(at_later.len(), 1, "due at its new time");
+    // A time changed after it was read is not announced for the old time.
+    let stale = followup_notice(&at_later[0], later);
+    store
+        .update_thread(&acme, thread.id, &set(None))
+        .await
+        .unwrap();
+    assert!(!store.fire_followup(&at_later[0], stale).await.unwrap());
+    assert!(ours(store.followups_due(later, 100).await.unwrap()).is_empty());
+}

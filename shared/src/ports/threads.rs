@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use crate::domain::notify::Notice;
 use crate::domain::thread::{
     Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
 };
@@ -48,4 +49,14 @@ pub trait ThreadStore: Send + Sync + 'static {
         id: ThreadId,
         entry: &ThreadEntry,
     ) -> Result<Option<Thread>, StoreError>;
+    /// Threads of every tenant whose follow-up time passed by `now` and was not announced,
+    /// the earliest first.
+    async fn followups_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Thread>, StoreError>;
+    /// Announces a due follow-up with `notice` and marks it announced, once: false (and
+    /// nothing announced) when it was announced already or its time changed meanwhile.
+    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError>;
 }

@@ -180,3 +180,9 @@ async fn sqlite_threads_follow_their_contacts() {
     let (_d, b) = backend();
     threads_follow_their_contacts(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_followups_are_announced_once() {
+    let (_d, b) = backend();
+    followups_are_announced_once(&b).await;
+}

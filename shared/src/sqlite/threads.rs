@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::contacts::{owner_of, save as save_contact};
 use super::{from_ms, ms, SqliteBackend};
+use crate::domain::notify::Notice;
 use crate::domain::thread::{
     sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
     ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
@@ -37,8 +38,11 @@ CREATE TABLE IF NOT EXISTS threads (
     reply_to TEXT,
     reply_from TEXT,
     created_at INTEGER NOT NULL,
+    followup_pending INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS threads_followups_due ON threads (next_followup_at)
+    WHERE followup_pending = 1;
 CREATE INDEX IF NOT EXISTS threads_by_activity ON threads (tenant, activity_at, id);
 CREATE INDEX IF NOT EXISTS threads_by_contact ON threads (tenant, contact_id, activity_at);
 -- A thread's timeline: its inbound messages and the messages sent through it.
@@ -57,7 +61,7 @@ CREATE TABLE IF NOT EXISTS thread_entries (
 
 const COLUMNS: &str = "tenant, id, contact_id, status, assignee, label, next_step, \
     next_followup_at, summary, insights_set_by, unread, last_inbound_at, last_outbound_at, \
-    activity_at, reply_channel, reply_to, reply_from, created_at";
+    activity_at, reply_channel, reply_to, reply_from, created_at, followup_pending";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -95,6 +99,7 @@ fn thread_row(r: &Row<'_>) -> rusqlite::Result<Thread> {
         last_activity_at: from_ms(r.get(13)?),
         reply,
         created_at: from_ms(r.get(17)?),
+        followup_pending: r.get(18)?,
     })
 }
 
@@ -117,7 +122,7 @@ fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
     let reply = t.reply.as_ref();
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO threads ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params![
         t.tenant.as_str(),
@@ -138,6 +143,7 @@ fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
         reply.map(|r| r.to.as_str()),
         reply.map(|r| r.from.as_str()),
         ms(t.created_at),
+        t.followup_pending,
     ])?;
     Ok(())
 }
@@ -395,5 +401,47 @@ impl ThreadStore for SqliteBackend {
             Ok(added)
         })
         .await
+    }
+
+    async fn followups_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Thread>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM threads WHERE followup_pending = 1 \
+                     AND next_followup_at <= ?1 ORDER BY next_followup_at LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![ms(now), limit as i64], thread_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError> {
+        let Some(due) = thread.insights.next_followup_at else {
+            return Ok(false);
+        };
+        let (tenant, id) = (thread.tenant.as_str().to_owned(), thread.id.to_string());
+        let notice =
+            serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The mark and the event are one transaction: announced once, crash or not.
+        self.writer
+            .run(1, move |conn| {
+                let marked = conn
+                    .prepare_cached(
+                        "UPDATE threads SET followup_pending = 0 WHERE tenant = ?1 AND id = ?2 \
+                         AND followup_pending = 1 AND next_followup_at = ?3",
+                    )?
+                    .execute(params![tenant, id, ms(due)])?;
+                if marked == 1 {
+                    conn.prepare_cached("INSERT INTO notify_outbox (notice) VALUES (?1)")?
+                        .execute([&notice])?;
+                }
+                Ok(marked == 1)
+            })
+            .await
     }
 }

@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{build_error, unavailable, DynamoStore};
+use crate::domain::notify::Notice;
 use crate::domain::thread::{
     sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
     ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
@@ -25,10 +26,15 @@ use crate::domain::thread::{
 use crate::domain::{
     Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
 };
-use crate::ports::{ContactStore, StoreError, ThreadStore};
+use crate::ports::{ContactStore, StoreError, ThreadStore, WebhookStore};
 
 /// The contacts table's index of threads by last activity.
 pub(crate) const BY_ACTIVITY: &str = "by_activity";
+/// The contacts table's index of follow-ups not yet announced, by time (every tenant's: only
+/// pending ones have its key, `followup_pending`).
+pub(crate) const FOLLOWUPS_DUE: &str = "followups_due";
+/// The value of `followup_pending` while a follow-up waits.
+const PENDING: &str = "due";
 
 fn thread_key(id: ThreadId) -> String {
     format!("t#{id}")
@@ -81,6 +87,9 @@ fn thread_item(t: &Thread) -> Item {
             put(k, n(ms(v)));
         }
     }
+    if t.followup_pending {
+        put("followup_pending", s(PENDING));
+    }
     if let Some(r) = &t.reply {
         put("reply_channel", s(r.channel.as_str()));
         put("reply_to", s(&r.to));
@@ -127,6 +136,7 @@ fn read_thread(item: &Item) -> Result<Thread, StoreError> {
         last_activity_at: at(get_n(item, "activity_at")?),
         reply,
         created_at: at(get_n(item, "created_at")?),
+        followup_pending: opt_s(item, "followup_pending").is_some(),
     })
 }
 
@@ -245,8 +255,14 @@ fn patch_changes(p: &ThreadPatch) -> Changes {
     }
     if let Some(when) = p.next_followup_at {
         match when {
-            Some(t) => c.set("next_followup_at", n(ms(t))),
-            None => c.text("next_followup_at", &None),
+            Some(t) => {
+                c.set("next_followup_at", n(ms(t)));
+                c.set("followup_pending", s(PENDING));
+            }
+            None => {
+                c.text("next_followup_at", &None);
+                c.text("followup_pending", &None);
+            }
         }
         touched = true;
     }
@@ -548,5 +564,42 @@ impl ThreadStore for DynamoStore {
             }
         }
         self.thread(tenant, id).await
+    }
+
+    async fn followups_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Thread>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.threads_table()?)
+            .index_name(FOLLOWUPS_DUE)
+            .key_condition_expression("followup_pending = :due AND next_followup_at <= :now")
+            .expression_attribute_values(":due", s(PENDING))
+            .expression_attribute_values(":now", n(ms(now)));
+        super::query_up_to(query, limit, read_thread).await
+    }
+
+    /// Announces first, then marks: a crash between the two announces it again at the next
+    /// sweep with the same event id, which the ordered notify queue drops as a duplicate.
+    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError> {
+        let Some(due) = thread.insights.next_followup_at else {
+            return Ok(false);
+        };
+        WebhookStore::publish(self, vec![notice]).await?;
+        let marked = self
+            .client
+            .update_item()
+            .table_name(self.threads_table()?)
+            .key("tenant", s(thread.tenant.as_str()))
+            .key("sk", s(thread_key(thread.id)))
+            .update_expression("REMOVE followup_pending")
+            .condition_expression("attribute_exists(followup_pending) AND next_followup_at = :due")
+            .expression_attribute_values(":due", n(ms(due)))
+            .send()
+            .await;
+        super::applied(marked, "UpdateItem")
     }
 }

@@ -80,6 +80,23 @@ v7_id!(
     /// included, so a receiver drops duplicates by it.
     EventId
 );
+
+impl EventId {
+    /// The id of the one event that `key` names, made at `at`: the same every time it is
+    /// made, so an event announced again after a crash is recognised as the same one.
+    pub fn derived(at: DateTime<Utc>, key: &str) -> EventId {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(key.as_bytes());
+        let ms = at.timestamp_millis().max(0).to_be_bytes();
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&ms[2..]);
+        bytes[6..].copy_from_slice(&hash[..10]);
+        // Version 8 (custom) and the RFC 4122 variant, so it is a well-formed UUID.
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        EventId(Uuid::from_bytes(bytes))
+    }
+}
 v7_id!(
     /// One event's delivery to one endpoint, with its attempts.
     DeliveryId
@@ -142,6 +159,9 @@ pub enum EventType {
     GatewayHealthChanged,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
+    /// A thread's `next_followup_at` passed.
+    #[serde(rename = "thread.followup_due")]
+    ThreadFollowupDue,
     /// A provider's verified webhook, forwarded to development endpoints only.
     #[serde(rename = "provider_webhook.twilio")]
     ForwardTwilio,
@@ -156,7 +176,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 22] = [
         EventType::MessageQueued,
         EventType::MessageSent,
         EventType::MessageDelivered,
@@ -173,6 +193,7 @@ impl EventType {
         EventType::SuppressionRemoved,
         EventType::GatewayHealthChanged,
         EventType::WebhookEndpointDisabled,
+        EventType::ThreadFollowupDue,
         EventType::ForwardTwilio,
         EventType::ForwardSes,
         EventType::ForwardPostal,
@@ -198,6 +219,7 @@ impl EventType {
             EventType::SuppressionRemoved => "suppression.removed",
             EventType::GatewayHealthChanged => "gateway.health_changed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            EventType::ThreadFollowupDue => "thread.followup_due",
             EventType::ForwardTwilio => "provider_webhook.twilio",
             EventType::ForwardSes => "provider_webhook.ses",
             EventType::ForwardPostal => "provider_webhook.postal",
