@@ -453,3 +453,31 @@ async fn a_followup_is_announced_once_also_across_a_restart() {
     let t = s.get(&format!("/v1/threads/{id}")).await;
     assert_eq!(t.body["insights"]["next_step"], "call back");
 }
+
+/// STOP and START work on WhatsApp as on SMS: the number is suppressed on WhatsApp (not on
+/// SMS), and START lifts only what STOP set.
+#[tokio::test]
+async fn stop_and_start_apply_on_whatsapp() {
+    let (s, hooks) = start().await;
+    let entry = format!("/v1/suppressions/whatsapp/{ANN}");
+    whatsapp_in(&s, &hooks, "wamid.s1", "Stop").await;
+    let r = s.get(&entry).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["reason"], "unsubscribe");
+    let sms = s.get(&format!("/v1/suppressions/sms/{ANN}")).await;
+    assert_eq!(sms.status, StatusCode::NOT_FOUND, "SMS is another channel");
+    let sent = s
+        .post(
+            "/v1/messages",
+            &json!({"channel": "whatsapp", "priority": "P1", "to": ANN, "body": "x"}),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    s.wait_status(sent.body["id"].as_str().unwrap(), "suppressed")
+        .await;
+    whatsapp_in(&s, &hooks, "wamid.s2", "START").await;
+    assert_eq!(s.get(&entry).await.status, StatusCode::NOT_FOUND);
+    // The keywords are in the thread's timeline like any message.
+    let t = only_thread(&s).await;
+    assert_eq!(t["unread"], 2);
+}

@@ -80,7 +80,9 @@ impl Herald {
         message: InboundMessage,
         replies: &KeywordReplies,
     ) -> Result<Received, StoreError> {
-        let keyword = message.keyword.filter(|_| message.channel == Channel::Sms);
+        let keyword = message
+            .keyword
+            .filter(|_| opt_out_reason(message.channel).is_some());
         let repeat = !self.inbound.record_inbound(&message).await?;
         if !repeat {
             self.notify_inbound(&message).await;
@@ -105,10 +107,11 @@ impl Herald {
                 return Err(e);
             }
         }
-        Ok(Received {
-            reply: Some(replies.for_keyword(keyword).to_owned()),
-            repeat,
-        })
+        // Only an SMS webhook answers with a message (TwiML); the other channels' keywords
+        // take effect without one.
+        let reply =
+            (message.channel == Channel::Sms).then(|| replies.for_keyword(keyword).to_owned());
+        Ok(Received { reply, repeat })
     }
 
     async fn apply_keyword(
@@ -116,22 +119,26 @@ impl Herald {
         message: &InboundMessage,
         keyword: Keyword,
     ) -> Result<(), StoreError> {
+        let channel = message.channel;
+        let Some(opt_out) = opt_out_reason(channel) else {
+            return Ok(());
+        };
         let scope = Scope::Tenant(message.tenant.clone());
-        let address = canonical_address(Channel::Sms, &message.from);
+        let address = canonical_address(channel, &message.from);
         let existing = self
             .suppressions
-            .get_suppression(&scope, Channel::Sms, &address)
+            .get_suppression(&scope, channel, &address)
             .await?;
         match keyword {
             // An entry for another reason (a complaint, a manual block) stays as it is, so a
             // later START cannot lift it.
             Keyword::Stop if existing.is_none() => {
-                info!(tenant = %message.tenant, "sms opt-out by keyword");
+                info!(tenant = %message.tenant, channel = channel.as_str(), "opt-out by keyword");
                 let entry = Suppression {
                     scope,
-                    channel: Channel::Sms,
+                    channel,
                     address,
-                    reason: Reason::SmsOptOut,
+                    reason: opt_out,
                     source: Some(format!(
                         "{}:{}",
                         message.gateway, message.provider_message_id
@@ -147,10 +154,10 @@ impl Herald {
             }
             // START undoes an opt-out only.
             Keyword::Start => match existing {
-                Some(entry) if entry.reason == Reason::SmsOptOut => {
-                    info!(tenant = %message.tenant, "sms opt-in by keyword");
+                Some(entry) if entry.reason == opt_out => {
+                    info!(tenant = %message.tenant, channel = channel.as_str(), "opt-in by keyword");
                     self.suppressions
-                        .delete_suppression(&scope, Channel::Sms, &address)
+                        .delete_suppression(&scope, channel, &address)
                         .await?;
                     let action = AuditAction::SuppressionRemoved;
                     self.audit_suppression(&message.tenant, action, &entry)
@@ -161,6 +168,17 @@ impl Herald {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// What a STOP records on a channel that has carrier-style keywords: SMS its own opt-out,
+/// WhatsApp and Telegram an unsubscribe (nothing else puts one on those channels, so START
+/// lifts only what a keyword set). Email and push have none.
+fn opt_out_reason(channel: Channel) -> Option<Reason> {
+    match channel {
+        Channel::Sms => Some(Reason::SmsOptOut),
+        Channel::Whatsapp | Channel::Telegram => Some(Reason::Unsubscribe),
+        Channel::Email | Channel::Push => None,
     }
 }
 

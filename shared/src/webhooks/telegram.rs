@@ -12,7 +12,7 @@ use tracing::info;
 use super::guard::clip;
 use super::{admit, header_str, respond, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
-use crate::domain::{Channel, InboundMessage, MessageId};
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::inbound::KeywordReplies;
 use crate::gateway::telegram::TELEGRAM;
 
@@ -47,6 +47,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         info!("telegram update without a message; ignored");
         return Ok(());
     };
+    let text = message["text"].as_str().unwrap_or_default();
     let inbound = InboundMessage {
         id: MessageId::new(),
         tenant: config.tenant.clone(),
@@ -56,9 +57,10 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         provider_message_id: update_id.to_string(),
         from: chat.to_string(),
         to: "bot".into(),
-        body: message["text"].as_str().unwrap_or_default().to_owned(),
+        body: text.to_owned(),
         media_urls: Vec::new(),
-        keyword: None,
+        // Bots' commands count as the words: /stop opts out, /start back in.
+        keyword: Keyword::of(text.strip_prefix('/').unwrap_or(text)),
         received_at: message["date"]
             .as_i64()
             .and_then(|d| DateTime::from_timestamp(d, 0))

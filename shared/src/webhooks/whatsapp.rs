@@ -16,7 +16,7 @@ use super::guard::clip;
 use super::signature::hub_signature_256;
 use super::{admit, apply, header_str, refuse, respond, InboundNumber, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
-use crate::domain::{Channel, InboundMessage, MessageId};
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::gateway::whatsapp::WHATSAPP;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
@@ -177,9 +177,9 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
             .map(|f| format!("+{}", f.trim_start_matches('+')))
             .unwrap_or_default(),
         to: format!("+{}", to.trim_start_matches('+')),
+        keyword: Keyword::of(&body),
         body,
         media_urls: Vec::new(),
-        keyword: None,
         received_at: unix_time(&message["timestamp"]),
     };
     if webhooks
