@@ -124,7 +124,8 @@ impl Cursor for ThreadCursor {
 
 pub type ThreadQuery = ListQuery<ThreadCursor, ThreadQueryFilter, 500>;
 /// The timeline's page: `after` a message id.
-pub type TimelineQuery = ListQuery<MessageId, super::paging::NoFilter, 500>;
+/// At most 100 a page: each reply's status is read with it.
+pub type TimelineQuery = ListQuery<MessageId, super::paging::NoFilter, 100>;
 
 /// A change: a field given replaces the stored one, `null` clears it.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -224,7 +225,8 @@ async fn found(herald: &Herald, caller: &Caller, id: ThreadId) -> Result<Thread,
         .ok_or_else(|| Problem::not_found("thread"))
 }
 
-/// The tenant's threads, latest activity first.
+/// The tenant's threads, latest activity first. A page reads at most 1,000 threads: when a
+/// filter matches few, it comes back short, with `next_after` to read on.
 #[utoipa::path(get, operation_id = "list_threads", path = "/v1/threads", tag = "threads",
     params(ThreadQuery),
     responses((status = 200, body = ThreadPage), AuthErrors, QueryErrors), security(("api_key" = [])))]
@@ -254,12 +256,13 @@ pub async fn list(
         channel: filter.channel,
         followup_due_before: filter.followup_due_before,
     };
-    let items = herald
+    let scan = herald
         .threads
         .threads(&tenant, &filter, page.after, page.limit)
         .await?;
-    let next_after = page.next_after(&items, ThreadCursor::of);
-    let items = items.into_iter().map(view).collect();
+    // A short page with a cursor: the read budget ran out before the page filled.
+    let next_after = scan.resume.map(|c| c.encode());
+    let items = scan.items.into_iter().map(view).collect();
     Ok(Json(ThreadPage { items, next_after }))
 }
 
@@ -310,7 +313,7 @@ pub async fn get(
         .threads
         .thread_entries(&caller.tenant, thread.id, page.after, page.limit)
         .await?;
-    let next = Page::<MessageId, 500>::next_after(&page, &entries, |e| e.message);
+    let next = Page::<MessageId, 100>::next_after(&page, &entries, |e| e.message);
     let mut v = view(thread);
     v.timeline = Some(entry_views(&herald, &caller, entries).await);
     v.timeline_next_after = next;
@@ -458,7 +461,7 @@ pub async fn reply(
         .send(&caller.tenant, draft, idem)
         .await
         .map_err(accept_problem)?;
-    join(&herald, &caller.tenant, joining, &accepted).await?;
+    join(&herald, &caller.tenant, joining, &accepted).await;
     Ok(respond(accepted))
 }
 
@@ -510,16 +513,18 @@ pub(super) async fn joining(
 }
 
 /// Adds an accepted message to its thread's timeline (again for a replayed request: the
-/// thread keeps it once).
+/// thread keeps it once). The message is on its way whatever happens here, so a failure is
+/// logged, not answered: a caller told "error" would send it again.
 pub(super) async fn join<T: Serialize>(
     herald: &Herald,
     tenant: &TenantId,
     j: Joining,
     accepted: &Accepted<T>,
-) -> Result<(), Problem> {
+) {
     let Some(id) = accepted_id(accepted) else {
-        return Ok(());
+        return;
     };
+    let thread = j.thread;
     let entry = ThreadEntry::new(
         id,
         Direction::Outbound,
@@ -528,11 +533,9 @@ pub(super) async fn join<T: Serialize>(
         &j.preview,
         Utc::now(),
     );
-    herald
-        .threads
-        .record_outbound(tenant, j.thread, &entry)
-        .await?;
-    Ok(())
+    if let Err(e) = herald.threads.record_outbound(tenant, thread, &entry).await {
+        tracing::error!(error = %e, %thread, message = %id, "a sent message did not join its thread");
+    }
 }
 
 /// The message a send accepted (or accepted before, for a replayed Idempotency-Key).

@@ -314,9 +314,13 @@ impl ThreadFilter {
     }
 }
 
-/// What `thread.followup_due` says, and its id: one event per thread and follow-up time.
-pub fn followup_notice(t: &Thread, due: DateTime<Utc>) -> super::notify::Notice {
-    use super::notify::{EventId, EventType, Notice, Subject};
+/// What `thread.followup_due` says for the follow-up due at `due`, announced as event `id`.
+pub fn followup_notice(
+    t: &Thread,
+    due: DateTime<Utc>,
+    id: super::notify::EventId,
+) -> super::notify::Notice {
+    use super::notify::{EventType, Notice, Subject};
     let data = serde_json::json!({
         "thread_id": t.id,
         "contact_id": t.contact.to_string(),
@@ -331,11 +335,14 @@ pub fn followup_notice(t: &Thread, due: DateTime<Utc>) -> super::notify::Notice 
         EventType::ThreadFollowupDue,
         Subject::Data { data },
     );
-    notice.id = EventId::derived(
-        due,
-        &format!("followup:{}:{}", t.id, due.timestamp_millis()),
-    );
+    notice.id = id;
     notice
+}
+
+/// The key that names one follow-up of one thread (an event id derived from it and the time
+/// it was claimed is the same on every try).
+pub fn followup_key(t: &Thread, due: DateTime<Utc>) -> String {
+    format!("followup:{}:{}", t.id, due.timestamp_millis())
 }
 
 /// Where a page of threads, newest activity first, goes on: below this thread.

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::Herald;
-use crate::domain::thread::followup_notice;
 use crate::ports::StoreError;
 
 /// Follow-ups read per round.
@@ -23,20 +22,17 @@ impl Herald {
         let mut fired = 0;
         for _ in 0..ROUNDS {
             let due = self.threads.followups_due(now, BATCH).await?;
+            let mut fired_now = 0;
             for t in &due {
-                let Some(at) = t.insights.next_followup_at else {
-                    continue;
-                };
-                if self
-                    .threads
-                    .fire_followup(t, followup_notice(t, at))
-                    .await?
-                {
+                if self.threads.fire_followup(t).await? {
                     tracing::info!(tenant = %t.tenant, thread = %t.id, "follow-up due announced");
-                    fired += 1;
+                    fired_now += 1;
                 }
             }
-            if due.len() < BATCH {
+            fired += fired_now;
+            // A round that announced nothing is reading what was announced already (an
+            // index that lags): the next sweep goes on.
+            if due.len() < BATCH || fired_now == 0 {
                 break;
             }
         }

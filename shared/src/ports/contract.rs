@@ -1497,7 +1497,8 @@ where
     let all = store
         .threads(&acme, &ThreadFilter::default(), None, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(all.len(), 1, "{all:#?}");
     let thread = all[0].clone();
     assert_eq!((thread.contact, thread.unread), (ann.id, 2));
@@ -1562,7 +1563,12 @@ where
         ..Default::default()
     };
     assert_eq!(
-        store.threads(&acme, &lead, None, 10).await.unwrap().len(),
+        store
+            .threads(&acme, &lead, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
     let unread = ThreadFilter {
@@ -1573,6 +1579,7 @@ where
         .threads(&acme, &unread, None, 10)
         .await
         .unwrap()
+        .items
         .is_empty());
     // A new message opens a snoozed thread again.
     assert!(store
@@ -1590,7 +1597,8 @@ where
     let first_page = store
         .threads(&acme, &ThreadFilter::default(), None, 1)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let newest = first_page[0].clone();
     assert_ne!(newest.id, thread.id);
     let stranger_contact = newest.contact;
@@ -1598,7 +1606,8 @@ where
     let rest = store
         .threads(&acme, &ThreadFilter::default(), Some(cursor), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         rest.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![thread.id]
@@ -1611,6 +1620,26 @@ where
         .unwrap();
     let moved = store.thread(&acme, newest.id).await.unwrap().unwrap();
     assert_eq!(moved.contact, ann.id);
+    // Ann's own thread stays her current one: the stranger's number now writes into it.
+    let mut again = inbound(&acme, "SM-t5", "it's me again");
+    again.from = "+14155550123".into();
+    assert!(store.record_inbound(&again).await.unwrap());
+    let entries = store
+        .thread_entries(&acme, thread.id, None, 20)
+        .await
+        .unwrap();
+    assert!(
+        entries.iter().any(|e| e.message == again.id),
+        "{entries:#?}"
+    );
+    // A provider's late message (older than the thread's activity) does not move it back.
+    let before = store.thread(&acme, thread.id).await.unwrap().unwrap();
+    let mut late = inbound(&acme, "SM-t6", "sent an hour ago");
+    late.received_at = before.last_activity_at - chrono::Duration::hours(1);
+    assert!(store.record_inbound(&late).await.unwrap());
+    let after = store.thread(&acme, thread.id).await.unwrap().unwrap();
+    assert_eq!(after.last_activity_at, before.last_activity_at);
+    assert_eq!(after.unread, before.unread + 1);
 
     // Another tenant sees nothing and changes nothing.
     assert!(store.thread(&globex, thread.id).await.unwrap().is_none());
@@ -1634,6 +1663,7 @@ where
         .threads(&globex, &ThreadFilter::default(), None, 10)
         .await
         .unwrap()
+        .items
         .is_empty());
 }
 
@@ -1643,7 +1673,7 @@ pub async fn followups_are_announced_once<S>(store: &S)
 where
     S: super::InboundStore + super::ThreadStore,
 {
-    use crate::domain::thread::{followup_notice, ThreadFilter, ThreadPatch};
+    use crate::domain::thread::{ThreadFilter, ThreadPatch};
     let acme = tenant("acme");
     let mut m = inbound(&acme, "SM-f1", "call me back tomorrow");
     m.from = "+14155550177".into();
@@ -1652,6 +1682,7 @@ where
         .threads(&acme, &ThreadFilter::default(), None, 10)
         .await
         .unwrap()
+        .items
         .into_iter()
         .find(|t| t.reply.as_ref().is_some_and(|r| r.to == m.from))
         .unwrap();
@@ -1677,15 +1708,9 @@ where
     assert!(t.followup_pending);
     let due = ours(store.followups_due(now, 100).await.unwrap());
     assert_eq!(due.iter().map(due_of).collect::<Vec<_>>(), vec![Some(at)]);
-    assert!(store
-        .fire_followup(&due[0], followup_notice(&due[0], at))
-        .await
-        .unwrap());
+    assert!(store.fire_followup(&due[0]).await.unwrap());
     assert!(
-        !store
-            .fire_followup(&due[0], followup_notice(&due[0], at))
-            .await
-            .unwrap(),
+        !store.fire_followup(&due[0]).await.unwrap(),
         "announced once"
     );
     assert!(ours(store.followups_due(now, 100).await.unwrap()).is_empty());
@@ -1702,11 +1727,10 @@ where
     let at_later = ours(store.followups_due(later, 100).await.unwrap());
     assert_eq!(at_later.len(), 1, "due at its new time");
     // A time changed after it was read is not announced for the old time.
-    let stale = followup_notice(&at_later[0], later);
     store
         .update_thread(&acme, thread.id, &set(None))
         .await
         .unwrap();
-    assert!(!store.fire_followup(&at_later[0], stale).await.unwrap());
+    assert!(!store.fire_followup(&at_later[0]).await.unwrap());
     assert!(ours(store.followups_due(later, 100).await.unwrap()).is_empty());
 }

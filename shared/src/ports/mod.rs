@@ -31,7 +31,7 @@ pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
-pub use threads::ThreadStore;
+pub use threads::{ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
 
 /// A backend failure. Domain outcomes (not found, CAS lost) are values, not errors.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,22 +4,61 @@
 use async_trait::async_trait;
 
 use super::StoreError;
-use crate::domain::notify::Notice;
 use crate::domain::thread::{
     Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
 };
 use crate::domain::{MessageId, TenantId};
 
+/// The most threads one list request reads, whatever its filter keeps: a filter that matches
+/// little returns a short page and a cursor, never a scan of the tenant's whole history.
+pub const THREAD_SCAN_BUDGET: usize = 1000;
+
+/// A page of threads, and where the next one starts when the read stopped before the end
+/// (the page is full, or the budget was spent).
+#[derive(Debug, Default)]
+pub struct ThreadScan {
+    pub items: Vec<Thread>,
+    pub resume: Option<ThreadCursor>,
+}
+
+impl ThreadScan {
+    /// Collects up to `limit` threads that pass `filter` from `read` (newest activity first),
+    /// reading at most `budget`; `more` says whether anything was left unread after them.
+    pub fn collect(
+        read: impl IntoIterator<Item = Result<Thread, StoreError>>,
+        filter: &ThreadFilter,
+        limit: usize,
+        budget: usize,
+    ) -> Result<(ThreadScan, usize), StoreError> {
+        let mut scan = ThreadScan::default();
+        let mut seen = 0;
+        for t in read {
+            let t = t?;
+            seen += 1;
+            let cursor = ThreadCursor::of(&t);
+            if filter.matches(&t) {
+                scan.items.push(t);
+            }
+            if scan.items.len() == limit || seen == budget {
+                scan.resume = Some(cursor);
+                break;
+            }
+        }
+        Ok((scan, seen))
+    }
+}
+
 #[async_trait]
 pub trait ThreadStore: Send + Sync + 'static {
-    /// A tenant's threads that pass `filter`, latest activity first, below `after`.
+    /// A tenant's threads that pass `filter`, latest activity first, below `after`: up to
+    /// `limit` of them, from at most [`THREAD_SCAN_BUDGET`] threads read.
     async fn threads(
         &self,
         tenant: &TenantId,
         filter: &ThreadFilter,
         after: Option<ThreadCursor>,
         limit: usize,
-    ) -> Result<Vec<Thread>, StoreError>;
+    ) -> Result<ThreadScan, StoreError>;
     async fn thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Option<Thread>, StoreError>;
     /// A thread's timeline, oldest first, after `after`.
     async fn thread_entries(
@@ -56,7 +95,8 @@ pub trait ThreadStore: Send + Sync + 'static {
         now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<Thread>, StoreError>;
-    /// Announces a due follow-up with `notice` and marks it announced, once: false (and
-    /// nothing announced) when it was announced already or its time changed meanwhile.
-    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError>;
+    /// Announces the follow-up `thread` was read with (`thread.followup_due`, from the thread
+    /// as it is now) and marks it announced, once: false, and nothing announced, when it was
+    /// announced already or its time changed meanwhile.
+    async fn fire_followup(&self, thread: &Thread) -> Result<bool, StoreError>;
 }

@@ -7,7 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::contacts::{owner_of, save as save_contact};
 use super::{from_ms, ms, SqliteBackend};
-use crate::domain::notify::Notice;
+use crate::domain::notify::EventId;
+use crate::domain::thread::followup_notice;
 use crate::domain::thread::{
     sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
     ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
@@ -15,7 +16,7 @@ use crate::domain::thread::{
 use crate::domain::{
     Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
 };
-use crate::ports::{StoreError, ThreadStore};
+use crate::ports::{StoreError, ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
 
 pub(super) const SCHEMA: &str = r#"
 -- Conversations (see threads.rs): one row per thread, the newest of a contact's is its current.
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS threads (
     reply_from TEXT,
     created_at INTEGER NOT NULL,
     followup_pending INTEGER NOT NULL DEFAULT 0,
+    -- The contact's current thread (new inbound messages join it); one per contact.
+    is_current INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threads_followups_due ON threads (next_followup_at)
@@ -62,6 +65,17 @@ CREATE TABLE IF NOT EXISTS thread_entries (
 const COLUMNS: &str = "tenant, id, contact_id, status, assignee, label, next_step, \
     next_followup_at, summary, insights_set_by, unread, last_inbound_at, last_outbound_at, \
     activity_at, reply_channel, reply_to, reply_from, created_at, followup_pending";
+
+/// What saving a thread that exists rewrites: everything but its keys, its contact and
+/// whether it is its contact's current one (a merge sets those).
+const UPDATES: &str = "status = excluded.status, assignee = excluded.assignee, \
+    label = excluded.label, next_step = excluded.next_step, \
+    next_followup_at = excluded.next_followup_at, summary = excluded.summary, \
+    insights_set_by = excluded.insights_set_by, unread = excluded.unread, \
+    last_inbound_at = excluded.last_inbound_at, last_outbound_at = excluded.last_outbound_at, \
+    activity_at = excluded.activity_at, reply_channel = excluded.reply_channel, \
+    reply_to = excluded.reply_to, reply_from = excluded.reply_from, \
+    followup_pending = excluded.followup_pending";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -121,8 +135,9 @@ fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
     let i = &t.insights;
     let reply = t.reply.as_ref();
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO threads ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        "INSERT INTO threads ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+         ON CONFLICT (tenant, id) DO UPDATE SET {UPDATES}"
     ))?
     .execute(params![
         t.tenant.as_str(),
@@ -184,8 +199,8 @@ fn current_thread(
     contact: ContactId,
 ) -> rusqlite::Result<Option<Thread>> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 AND contact_id = ?2 \
-         ORDER BY activity_at DESC LIMIT 1"
+        "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 AND contact_id = ?2 AND is_current = 1 \
+         LIMIT 1"
     ))?
     .query_row(params![tenant, contact.to_string()], thread_row)
     .optional()
@@ -235,17 +250,25 @@ pub(super) fn thread_inbound(
     Ok(Some(thread.id))
 }
 
-/// On a merge: `from`'s threads become `into`'s.
+/// On a merge, as on DynamoDB: `from`'s current thread becomes `into`'s, and stays its
+/// current one only if `into` had none.
 pub(super) fn move_threads(
     conn: &Connection,
     tenant: &str,
     from: ContactId,
     into: ContactId,
 ) -> rusqlite::Result<()> {
+    let keeps_own = current_thread(conn, tenant, into)?.is_some();
     conn.prepare_cached(
-        "UPDATE threads SET contact_id = ?3 WHERE tenant = ?1 AND contact_id = ?2",
+        "UPDATE threads SET contact_id = ?3, is_current = ?4 \
+         WHERE tenant = ?1 AND contact_id = ?2 AND is_current = 1",
     )?
-    .execute(params![tenant, from.to_string(), into.to_string()])?;
+    .execute(params![
+        tenant,
+        from.to_string(),
+        into.to_string(),
+        !keeps_own
+    ])?;
     Ok(())
 }
 
@@ -272,10 +295,6 @@ impl SqliteBackend {
     }
 }
 
-/// How many rows a filtered list reads at most per page asked for: the rest of the filter is
-/// applied in Rust, and a page stops short rather than scan a tenant's whole history.
-const SCAN_PER_ITEM: usize = 20;
-
 #[async_trait]
 impl ThreadStore for SqliteBackend {
     async fn threads(
@@ -284,46 +303,29 @@ impl ThreadStore for SqliteBackend {
         filter: &ThreadFilter,
         after: Option<ThreadCursor>,
         limit: usize,
-    ) -> Result<Vec<Thread>, StoreError> {
+    ) -> Result<ThreadScan, StoreError> {
         let (tenant, filter) = (tenant.as_str().to_owned(), filter.clone());
         let (below_ms, below_id) = after.map_or((i64::MAX, String::new()), |c| {
             (c.activity_ms, c.id.to_string())
         });
         self.readers
             .run(move |conn| {
+                // Filters are applied in Rust over a bounded read: a predicate in SQL that
+                // matches little would walk the tenant's whole index.
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 \
                      AND (activity_at < ?2 OR (activity_at = ?2 AND id < ?3) OR ?3 = '') \
-                     AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR assignee = ?5) \
-                     AND (?6 IS NULL OR label = ?6) \
-                     ORDER BY activity_at DESC, id DESC LIMIT ?7"
+                     ORDER BY activity_at DESC, id DESC LIMIT ?4"
                 ))?;
-                let scan = limit.saturating_mul(SCAN_PER_ITEM) as i64;
                 let rows = stmt.query_map(
-                    params![
-                        tenant,
-                        below_ms,
-                        below_id,
-                        filter.status.map(ThreadStatus::as_str),
-                        filter.assignee,
-                        filter.label,
-                        scan
-                    ],
+                    params![tenant, below_ms, below_id, THREAD_SCAN_BUDGET as i64],
                     thread_row,
                 )?;
-                let mut found = Vec::new();
-                for t in rows {
-                    let t = t?;
-                    if filter.matches(&t) {
-                        found.push(t);
-                        if found.len() == limit {
-                            break;
-                        }
-                    }
-                }
-                Ok(found)
+                let read = rows.map(|r| r.map_err(super::to_store_error));
+                let scanned = ThreadScan::collect(read, &filter, limit, THREAD_SCAN_BUDGET);
+                Ok(scanned.map(|(scan, _)| scan))
             })
-            .await
+            .await?
     }
 
     async fn thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Option<Thread>, StoreError> {
@@ -420,27 +422,28 @@ impl ThreadStore for SqliteBackend {
             .await
     }
 
-    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError> {
+    async fn fire_followup(&self, thread: &Thread) -> Result<bool, StoreError> {
         let Some(due) = thread.insights.next_followup_at else {
             return Ok(false);
         };
-        let (tenant, id) = (thread.tenant.as_str().to_owned(), thread.id.to_string());
-        let notice =
-            serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // The mark and the event are one transaction: announced once, crash or not.
+        let (tenant, id) = (thread.tenant.clone(), thread.id);
+        // The mark and the event are one transaction: announced once, crash or not, and
+        // from the thread as it is in that transaction.
         self.writer
             .run(1, move |conn| {
-                let marked = conn
-                    .prepare_cached(
-                        "UPDATE threads SET followup_pending = 0 WHERE tenant = ?1 AND id = ?2 \
-                         AND followup_pending = 1 AND next_followup_at = ?3",
-                    )?
-                    .execute(params![tenant, id, ms(due)])?;
-                if marked == 1 {
-                    conn.prepare_cached("INSERT INTO notify_outbox (notice) VALUES (?1)")?
-                        .execute([&notice])?;
+                let Some(mut t) = read_thread(conn, tenant.as_str(), id)? else {
+                    return Ok(false);
+                };
+                if !t.followup_pending || t.insights.next_followup_at != Some(due) {
+                    return Ok(false);
                 }
-                Ok(marked == 1)
+                t.followup_pending = false;
+                save_thread(conn, &t)?;
+                let notice = followup_notice(&t, due, EventId::new());
+                let row = serde_json::to_string(&notice).unwrap_or_default();
+                conn.prepare_cached("INSERT INTO notify_outbox (notice) VALUES (?1)")?
+                    .execute([&row])?;
+                Ok(true)
             })
             .await
     }

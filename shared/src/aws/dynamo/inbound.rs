@@ -121,7 +121,11 @@ impl InboundStore for DynamoStore {
                 Ok(_) => return Ok(true),
                 // The marker is the first item: its condition failing means a retry.
                 Err(e) if cancelled_by_condition(&e, Some(0)) => return Ok(false),
-                Err(e) if tries < 3 && super::transaction_cancelled(&e) => continue,
+                Err(e) if tries < 5 && super::transaction_cancelled(&e) => {
+                    // Messages of one sender often come in a burst: spread the tries.
+                    let jitter = u64::from(m.id.to_string().as_bytes()[35] % 16);
+                    tokio::time::sleep(std::time::Duration::from_millis(15 * tries + jitter)).await;
+                }
                 Err(e) => return Err(unavailable("TransactWriteItems", e)),
             }
         }

@@ -18,15 +18,17 @@ use aws_sdk_dynamodb::types::{
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{build_error, unavailable, DynamoStore};
-use crate::domain::notify::Notice;
+use crate::domain::notify::EventId;
 use crate::domain::thread::{
-    sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
-    ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
+    followup_key, followup_notice, sender_identity, Direction, Insights, ReplyRoute, Thread,
+    ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
 };
 use crate::domain::{
     Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
 };
-use crate::ports::{ContactStore, StoreError, ThreadStore, WebhookStore};
+use crate::ports::{
+    ContactStore, StoreError, ThreadScan, ThreadStore, WebhookStore, THREAD_SCAN_BUDGET,
+};
 
 /// The contacts table's index of threads by last activity.
 pub(crate) const BY_ACTIVITY: &str = "by_activity";
@@ -173,6 +175,8 @@ fn read_entry(item: &Item) -> Result<ThreadEntry, StoreError> {
 /// An UpdateItem's expression, built from the attributes it sets and removes.
 #[derive(Default)]
 struct Changes {
+    /// The update's condition, if not that the item exists.
+    condition: Option<String>,
     set: Vec<String>,
     remove: Vec<String>,
     names: HashMap<String, String>,
@@ -210,17 +214,24 @@ impl Changes {
     }
 }
 
-/// What an inbound message changes on its contact's current thread.
-fn received_changes(thread: ThreadId, e: &ThreadEntry) -> Changes {
+/// What an inbound message changes on its contact's current thread, as read (`was`): its
+/// activity only moves forward (a provider's late or retried message is older), on the
+/// condition that it is still what was read.
+fn received_changes(was: &Thread, e: &ThreadEntry) -> Changes {
     let mut c = Changes::default();
-    let cursor = ThreadCursor {
-        activity_ms: ms(e.at),
-        id: thread,
-    };
+    let was_ms = ms(was.last_activity_at);
+    c.condition = Some("attribute_exists(sk) AND activity_at = :was".into());
+    c.values.insert(":was".into(), n(was_ms));
+    if ms(e.at) > was_ms {
+        let cursor = ThreadCursor {
+            activity_ms: ms(e.at),
+            id: was.id,
+        };
+        c.set("activity_at", n(ms(e.at)));
+        c.set("activity", s(cursor.key()));
+    }
     c.set("status", s(ThreadStatus::Open.as_str()));
     c.set("last_inbound_at", n(ms(e.at)));
-    c.set("activity_at", n(ms(e.at)));
-    c.set("activity", s(cursor.key()));
     c.set("reply_channel", s(e.channel.as_str()));
     c.set("reply_to", s(&e.from));
     c.set("reply_from", s(&e.to));
@@ -307,12 +318,16 @@ impl DynamoStore {
         sk: String,
         c: Changes,
     ) -> Result<TransactWriteItem, StoreError> {
+        let condition = c
+            .condition
+            .clone()
+            .unwrap_or_else(|| "attribute_exists(sk)".to_owned());
         let update = Update::builder()
             .table_name(self.threads_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(sk))
             .update_expression(c.expression())
-            .condition_expression("attribute_exists(sk)")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(c.names))
             .set_expression_attribute_values((!c.values.is_empty()).then_some(c.values))
             .build()
@@ -365,7 +380,10 @@ impl DynamoStore {
         );
         match self.current_thread(tenant, contact).await? {
             Some(id) => {
-                items.push(self.update(tenant, thread_key(id), received_changes(id, &entry))?);
+                let was = self.thread(tenant, id).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("thread {id}: its contact points at no thread"))
+                })?;
+                items.push(self.update(tenant, thread_key(id), received_changes(&was, &entry))?);
                 items.push(self.put_new(entry_item(tenant, id, &entry))?);
             }
             None => {
@@ -418,6 +436,37 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// Changes a thread whose follow-up at `due` waits (and was claimed at `claimed`, if
+    /// given); false when it no longer does.
+    async fn followup_update(
+        &self,
+        t: &Thread,
+        due: chrono::DateTime<chrono::Utc>,
+        claimed: Option<i64>,
+        mut c: Changes,
+    ) -> Result<bool, StoreError> {
+        c.values.insert(":due".into(), n(ms(due)));
+        let mut condition =
+            "attribute_exists(followup_pending) AND next_followup_at = :due".to_owned();
+        if let Some(claimed) = claimed {
+            condition.push_str(" AND followup_claimed_at = :claimed");
+            c.values.insert(":claimed".into(), n(claimed));
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.threads_table()?)
+            .key("tenant", s(t.tenant.as_str()))
+            .key("sk", s(thread_key(t.id)))
+            .update_expression(c.expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(c.names))
+            .set_expression_attribute_values(Some(c.values))
+            .send()
+            .await;
+        super::applied(out, "UpdateItem")
+    }
+
     /// Applies `changes` to a thread and returns it as it is now; `None` when there is none.
     async fn change_thread(
         &self,
@@ -457,10 +506,11 @@ impl ThreadStore for DynamoStore {
         filter: &ThreadFilter,
         after: Option<ThreadCursor>,
         limit: usize,
-    ) -> Result<Vec<Thread>, StoreError> {
-        // `~` sorts after every cursor key: no cursor starts at the top.
+    ) -> Result<ThreadScan, StoreError> {
+        // `~` sorts after every cursor key: no cursor starts at the top. No FilterExpression:
+        // every item read counts against the budget, and the filter runs here as they come.
         let below = after.map_or_else(|| "~".to_owned(), |c| c.key());
-        let query = self
+        let mut query = self
             .client
             .query()
             .table_name(self.threads_table()?)
@@ -469,20 +519,40 @@ impl ThreadStore for DynamoStore {
             .key_condition_expression("tenant = :t AND activity < :below")
             .expression_attribute_values(":t", s(tenant.as_str()))
             .expression_attribute_values(":below", s(below));
-        let query = match filter.status {
-            Some(status) => query
-                .filter_expression("#status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status.as_str())),
-            None => query,
-        };
-        // The rest of the filter is applied here, over a bounded read.
-        let read = super::query_up_to(query, limit.saturating_mul(20), read_thread).await?;
-        Ok(read
-            .into_iter()
-            .filter(|t| filter.matches(t))
-            .take(limit)
-            .collect())
+        let mut scan = ThreadScan::default();
+        let mut budget = THREAD_SCAN_BUDGET;
+        loop {
+            let out = query
+                .clone()
+                .limit(budget.min(200) as i32)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            let read = out.items().iter().map(read_thread);
+            let want = limit - scan.items.len();
+            let (page, seen) = ThreadScan::collect(read, filter, want, budget)?;
+            scan.items.extend(page.items);
+            budget -= seen;
+            let next = out.last_evaluated_key.clone().filter(|k| !k.is_empty());
+            if page.resume.is_some() && (scan.items.len() == limit || budget == 0) {
+                scan.resume = page.resume;
+                return Ok(scan);
+            }
+            match next {
+                Some(k) if budget > 0 => query = query.set_exclusive_start_key(Some(k)),
+                // The budget ran out at a page's end: resume below its last thread.
+                Some(_) => {
+                    scan.resume = out
+                        .items()
+                        .last()
+                        .map(read_thread)
+                        .transpose()?
+                        .map(|t| ThreadCursor::of(&t));
+                    return Ok(scan);
+                }
+                None => return Ok(scan),
+            }
+        }
     }
 
     async fn thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Option<Thread>, StoreError> {
@@ -549,18 +619,28 @@ impl ThreadStore for DynamoStore {
             self.update(tenant, thread_key(id), c)?,
             self.put_new(entry_item(tenant, id, entry))?,
         ];
-        let written = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        // Refused when the thread is missing (index 0) or has the entry already (index 1).
-        if let Err(e) = written {
-            if !super::cancelled_by_condition(&e, Some(0))
-                && !super::cancelled_by_condition(&e, Some(1))
-            {
-                return Err(unavailable("TransactWriteItems", e));
+        // An inbound message counted on the thread at the same moment cancels this with a
+        // conflict: try again, a little later each time.
+        for tries in 1..=3u64 {
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match written {
+                Ok(_) => break,
+                // The thread is missing (index 0) or has the entry already (index 1).
+                Err(e)
+                    if super::cancelled_by_condition(&e, Some(0))
+                        || super::cancelled_by_condition(&e, Some(1)) =>
+                {
+                    break
+                }
+                Err(e) if tries < 3 && super::transaction_cancelled(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+                Err(e) => return Err(unavailable("TransactWriteItems", e)),
             }
         }
         self.thread(tenant, id).await
@@ -582,24 +662,44 @@ impl ThreadStore for DynamoStore {
         super::query_up_to(query, limit, read_thread).await
     }
 
-    /// Announces first, then marks: a crash between the two announces it again at the next
-    /// sweep with the same event id, which the ordered notify queue drops as a duplicate.
-    async fn fire_followup(&self, thread: &Thread, notice: Notice) -> Result<bool, StoreError> {
+    /// Claims, announces, then marks. The claim stores when the follow-up was first tried,
+    /// and the event id is derived from that time: a crash before the mark announces it again
+    /// at the next sweep under the same id (the ordered notify queue drops the duplicate), and
+    /// streams see it at about the time it was announced.
+    async fn fire_followup(&self, thread: &Thread) -> Result<bool, StoreError> {
         let Some(due) = thread.insights.next_followup_at else {
             return Ok(false);
         };
-        WebhookStore::publish(self, vec![notice]).await?;
-        let marked = self
-            .client
-            .update_item()
-            .table_name(self.threads_table()?)
-            .key("tenant", s(thread.tenant.as_str()))
-            .key("sk", s(thread_key(thread.id)))
-            .update_expression("REMOVE followup_pending")
-            .condition_expression("attribute_exists(followup_pending) AND next_followup_at = :due")
-            .expression_attribute_values(":due", n(ms(due)))
-            .send()
-            .await;
-        super::applied(marked, "UpdateItem")
+        // The index lags: decide, and announce, from the thread as it is.
+        let Some(item) = self
+            .get_item_at(&thread.tenant, thread_key(thread.id))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let current = read_thread(&item)?;
+        if !current.followup_pending || current.insights.next_followup_at != Some(due) {
+            return Ok(false);
+        }
+        let claimed_for: Option<i64> = opt_n(&item, "followup_claimed_for")?;
+        let claimed_at = match opt_n::<i64>(&item, "followup_claimed_at")? {
+            Some(at) if claimed_for == Some(ms(due)) => at,
+            _ => {
+                let now = ms(chrono::Utc::now());
+                let mut c = Changes::default();
+                c.set("followup_claimed_at", n(now));
+                c.set("followup_claimed_for", n(ms(due)));
+                if !self.followup_update(&current, due, None, c).await? {
+                    return Ok(false);
+                }
+                now
+            }
+        };
+        let id = EventId::derived(at(claimed_at), &followup_key(&current, due));
+        WebhookStore::publish(self, vec![followup_notice(&current, due, id)]).await?;
+        let mut done = Changes::default();
+        done.text("followup_pending", &None);
+        self.followup_update(&current, due, Some(claimed_at), done)
+            .await
     }
 }
