@@ -392,6 +392,9 @@ pub struct BenchArgs {
     /// P0 and P4 messages sent (each) while the backlog drains.
     #[arg(long, default_value_t = 200)]
     pub probes: usize,
+    /// Inbound messages stored and threaded by the inbound phase (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    pub inbound: usize,
     /// Workers per lane for every phase, e.g. "P3=64" (as `serve --lane-workers`).
     #[arg(long)]
     pub lane_workers: Option<String>,

@@ -2,6 +2,7 @@
 //! over loopback HTTP by this process. Hand-offs are read from the sandbox's send log, so the
 //! server runs exactly as it ships, and its memory is measured apart from the load's.
 
+mod inbound;
 mod send_log;
 mod server;
 
@@ -300,6 +301,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     bench_single(&args, &root.join("single"), &mut figures).await?;
     bench_bulk_and_drain(&args, &root.join("bulk"), &mut figures).await?;
     bench_dwell(&args, &root.join("dwell"), &mut figures).await?;
+    if args.inbound > 0 {
+        inbound::bench_inbound(&args, &root.join("inbound"), &mut figures).await?;
+    }
     let own_rss = server::peak_rss_mb("/proc/self/status");
     println!(
         "peak RSS: server {:.0} MB (the `herald serve` child, highest of its runs), load generator {own_rss:.0} MB",
