@@ -10,7 +10,7 @@ use shared::domain::{Channel, InboundMessage, MessageId, TenantId};
 use shared::ports::InboundStore;
 use shared::sqlite::SqliteBackend;
 
-use super::{percentile, Figures};
+use super::{timed, Figures};
 use crate::cli::BenchArgs;
 
 /// Senders the messages come from: most of them write more than once, as in a conversation.
@@ -62,16 +62,9 @@ pub async fn bench_inbound(
             tokio::spawn(record(store.clone(), tenant.clone(), ids))
         })
         .collect();
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let (rate, p50, p99, n) = timed(tasks, started).await?;
     println!(
-        "inbound stored and threaded (SQLite, {TASKS} tasks, {SENDERS} senders): {rate:.0} msg/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({} messages)",
-        lat.len()
+        "inbound stored and threaded (SQLite, {TASKS} tasks, {SENDERS} senders): {rate:.0} msg/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({n} messages)"
     );
     figures.add("inbound_msg_per_s", rate);
     figures.add("inbound_p50_ms", p50);

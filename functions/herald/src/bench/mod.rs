@@ -43,6 +43,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Waits for tasks that each time their calls (ms); returns the rate since `started`, p50,
+/// p99 and the number of calls.
+async fn timed(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>>,
+    started: Instant,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok((
+        rate,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len(),
+    ))
+}
+
 fn single_body(priority: &str, i: usize) -> Value {
     json!({ "channel": "email", "priority": priority, "to": format!("user{i}@example.com"),
             "subject": "Your code", "body": format!("Code {i}") })
@@ -129,16 +149,9 @@ async fn bench_single(args: &BenchArgs, dir: &Path, figures: &mut Figures) -> an
             ))
         })
         .collect();
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let (rate, p50, p99, n) = timed(tasks, started).await?;
     println!(
-        "single send (HTTP, {clients} clients): {rate:.0} req/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({} requests)",
-        lat.len()
+        "single send (HTTP, {clients} clients): {rate:.0} req/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({n} requests)"
     );
     figures.add("single_send_req_per_s", rate);
     figures.add("single_send_p50_ms", p50);
