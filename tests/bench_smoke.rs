@@ -18,6 +18,8 @@ fn bench_prints_every_figure() {
             "10000",
             "--probes",
             "10",
+            "--inbound",
+            "2000",
         ])
         .env("HERALD_LOG", "warn")
         .output()
@@ -35,6 +37,7 @@ fn bench_prints_every_figure() {
         "messages/s",
         "P0 dwell",
         "P4 dwell",
+        "inbound stored and threaded",
         "peak RSS",
     ] {
         assert!(
@@ -50,6 +53,8 @@ fn bench_prints_every_figure() {
         "drain_msgs_per_s",
         "p0_dwell_p99_ms",
         "p4_dwell_p99_ms",
+        "inbound_msg_per_s",
+        "inbound_p99_ms",
         "server_peak_rss_mb",
         "bench_peak_rss_mb",
     ] {
