@@ -4,7 +4,6 @@
 //! never do; forwards are admin-only and held to the allow-list; `herald dev forward` and
 //! `herald webhooks replay` deliver them to a local URL.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_tests::receiver::Receiver;
@@ -50,13 +49,7 @@ async fn start() -> Hooks {
         n.streams.poll = Duration::from_millis(20);
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = herald_tests::shared::webhooks::router(s.embedded.webhooks.clone());
-    tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, service).await;
-    });
+    let url = s.serve_provider_webhooks().await;
     Hooks { s, url }
 }
 

@@ -3,8 +3,6 @@
 //! in order and its unread count right; replies go through the lanes and join the thread;
 //! other tenants and anonymous callers see nothing; bad input is a 4xx problem.
 
-use std::net::SocketAddr;
-
 use herald_tests::shared::webhooks::signature::{hub_signature_256, twilio_signature};
 use herald_tests::TestServer;
 use reqwest::{Method, StatusCode};
@@ -41,13 +39,7 @@ async fn start_tuned(
         tune(cfg);
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = herald_tests::shared::webhooks::router(s.embedded.webhooks.clone());
-    tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, service).await;
-    });
+    let url = s.serve_provider_webhooks().await;
     (s, url)
 }
 

@@ -81,6 +81,21 @@ impl TestServer {
         s
     }
 
+    /// Serves the provider webhook routes (Twilio, WhatsApp, ...) on a port of their own, as
+    /// `herald serve` does beside the API; returns their base URL.
+    pub async fn serve_provider_webhooks(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let router = shared::webhooks::router(self.embedded.webhooks.clone());
+        tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(listener, service).await;
+        });
+        url
+    }
+
     pub async fn new_key(&self, tenant: &str) -> String {
         self.new_key_with(tenant, "send,read,admin").await
     }

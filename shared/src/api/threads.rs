@@ -25,7 +25,7 @@ use crate::domain::thread::{
 use crate::domain::{
     Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority, TenantId,
 };
-use crate::engine::{Accepted, Herald};
+use crate::engine::{Accepted, Herald, SendOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InsightsView {
@@ -272,8 +272,8 @@ async fn entry_views(
     caller: &Caller,
     entries: Vec<ThreadEntry>,
 ) -> Vec<EntryView> {
-    let mut views = Vec::with_capacity(entries.len());
-    for e in entries {
+    use futures::StreamExt;
+    let view = |e: ThreadEntry| async move {
         let status = match e.direction {
             Direction::Outbound => herald
                 .store
@@ -284,7 +284,7 @@ async fn entry_views(
                 .map(|(m, _)| m.status),
             Direction::Inbound => None,
         };
-        views.push(EntryView {
+        EntryView {
             message_id: e.message.to_string(),
             direction: e.direction,
             channel: e.channel,
@@ -293,9 +293,14 @@ async fn entry_views(
             body: e.body,
             at: e.at,
             status,
-        });
-    }
-    views
+        }
+    };
+    // The replies' statuses are read a few at a time, in order, not one after another.
+    futures::stream::iter(entries)
+        .map(view)
+        .buffered(16)
+        .collect()
+        .await
 }
 
 /// A thread with a page of its timeline (`limit` entries, 100 by default, `after` a message id).
@@ -374,28 +379,19 @@ async fn reply_to(herald: &Herald, t: &Thread, channel: Channel) -> Result<Strin
     if let Some(r) = t.reply.as_ref().filter(|r| r.channel == channel) {
         return Ok(r.to.clone());
     }
-    let kind = match channel {
-        Channel::Email => Some(IdentityKind::Email),
-        Channel::Sms => Some(IdentityKind::Phone),
-        Channel::Whatsapp => Some(IdentityKind::Whatsapp),
-        Channel::Telegram => Some(IdentityKind::Telegram),
-        Channel::Push => None,
-    };
-    let contact = herald.contacts.contact(&t.tenant, t.contact).await?;
-    kind.and_then(|k| {
-        contact?
-            .identities
-            .iter()
-            .find(|i| i.identity_kind() == k)
-            .map(|i| i.value().to_owned())
-    })
-    .ok_or_else(|| {
+    let none = || {
         Problem::invalid(FieldError::new(
             "/channel",
             "no_identity",
             format!("the thread's contact has no {} identity", channel.as_str()),
         ))
-    })
+    };
+    let kind = IdentityKind::for_channel(channel).ok_or_else(none)?;
+    let contact = herald.contacts.contact(&t.tenant, t.contact).await?;
+    contact
+        .and_then(|c| c.identities.into_iter().find(|i| i.identity_kind() == kind))
+        .map(|i| i.value().to_owned())
+        .ok_or_else(none)
 }
 
 /// Sends a reply through the normal lanes (P1 unless given) and adds it to the timeline.
@@ -404,7 +400,7 @@ async fn reply_to(herald: &Herald, t: &Thread, channel: Channel) -> Result<Strin
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
             description = "replays the first response for the same body")),
-    responses((status = 202, body = crate::engine::SendOutcome), AuthErrors, NotFound, JsonBodyErrors),
+    responses((status = 202, body = SendOutcome), AuthErrors, NotFound, JsonBodyErrors),
     security(("api_key" = [])))]
 pub async fn reply(
     State(herald): State<Arc<Herald>>,
@@ -515,11 +511,11 @@ pub(super) async fn joining(
 /// Adds an accepted message to its thread's timeline (again for a replayed request: the
 /// thread keeps it once). The message is on its way whatever happens here, so a failure is
 /// logged, not answered: a caller told "error" would send it again.
-pub(super) async fn join<T: Serialize>(
+pub(super) async fn join(
     herald: &Herald,
     tenant: &TenantId,
     j: Joining,
-    accepted: &Accepted<T>,
+    accepted: &Accepted<SendOutcome>,
 ) {
     let Some(id) = accepted_id(accepted) else {
         return;
@@ -539,12 +535,13 @@ pub(super) async fn join<T: Serialize>(
 }
 
 /// The message a send accepted (or accepted before, for a replayed Idempotency-Key).
-fn accepted_id<T: Serialize>(accepted: &Accepted<T>) -> Option<MessageId> {
-    let body = match accepted {
-        Accepted::New(outcome) => serde_json::to_value(outcome).ok(),
-        Accepted::Replay { body, .. } => serde_json::from_str(body).ok(),
-    };
-    body.and_then(|v: serde_json::Value| v["id"].as_str().and_then(MessageId::parse))
+fn accepted_id(accepted: &Accepted<SendOutcome>) -> Option<MessageId> {
+    match accepted {
+        Accepted::New(outcome) => Some(outcome.id),
+        Accepted::Replay { body, .. } => serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["id"].as_str().and_then(MessageId::parse)),
+    }
 }
 
 /// The address the contact last wrote to, if the reply goes on that channel and the tenant may

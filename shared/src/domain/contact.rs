@@ -47,6 +47,19 @@ impl IdentityKind {
         }
     }
 
+    /// The kind of identity a channel reaches a contact by (push has none: a device token is
+    /// not a person's).
+    pub fn for_channel(channel: super::Channel) -> Option<IdentityKind> {
+        use super::Channel;
+        match channel {
+            Channel::Email => Some(IdentityKind::Email),
+            Channel::Sms => Some(IdentityKind::Phone),
+            Channel::Whatsapp => Some(IdentityKind::Whatsapp),
+            Channel::Telegram => Some(IdentityKind::Telegram),
+            Channel::Push => None,
+        }
+    }
+
     pub fn parse(raw: &str) -> Option<IdentityKind> {
         [
             IdentityKind::Email,

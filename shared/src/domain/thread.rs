@@ -206,6 +206,18 @@ pub struct ThreadEntry {
 }
 
 impl ThreadEntry {
+    /// An inbound message's entry.
+    pub fn inbound(m: &super::InboundMessage) -> ThreadEntry {
+        ThreadEntry::new(
+            m.id,
+            Direction::Inbound,
+            m.channel,
+            (m.from.clone(), m.to.clone()),
+            &m.body,
+            m.received_at,
+        )
+    }
+
     pub fn new(
         message: MessageId,
         direction: Direction,
@@ -232,14 +244,7 @@ impl ThreadEntry {
 
 /// The identity a message from `address` on `channel` comes from, if the channel has one.
 pub fn sender_identity(channel: Channel, address: &str) -> Option<Identity> {
-    let kind = match channel {
-        Channel::Email => IdentityKind::Email,
-        Channel::Sms => IdentityKind::Phone,
-        Channel::Whatsapp => IdentityKind::Whatsapp,
-        Channel::Telegram => IdentityKind::Telegram,
-        Channel::Push => return None,
-    };
-    Identity::of(kind, address).ok()
+    Identity::of(IdentityKind::for_channel(channel)?, address).ok()
 }
 
 /// A change to a thread: a field given replaces the stored one, `Some(None)` clears it.
@@ -258,22 +263,23 @@ pub struct ThreadPatch {
 impl ThreadPatch {
     /// Checks the limits; the error points at the field.
     pub fn check(&self) -> Result<(), FieldError> {
-        let set_by = Some(Some(self.set_by.clone()));
+        fn given(v: &Option<Option<String>>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.as_deref())
+        }
+        // (field, value, most characters, whether it may hold line breaks and tabs)
         let fields = [
-            ("set_by", &set_by, MAX_LABEL),
-            ("assignee", &self.assignee, MAX_LABEL),
-            ("label", &self.label, MAX_LABEL),
-            ("next_step", &self.next_step, MAX_NEXT_STEP),
-            ("summary", &self.summary, MAX_SUMMARY),
+            ("set_by", Some(self.set_by.as_str()), MAX_LABEL, false),
+            ("assignee", given(&self.assignee), MAX_LABEL, false),
+            ("label", given(&self.label), MAX_LABEL, false),
+            ("next_step", given(&self.next_step), MAX_NEXT_STEP, true),
+            ("summary", given(&self.summary), MAX_SUMMARY, true),
         ];
-        for (name, value, max) in fields {
-            if let Some(Some(v)) = value {
-                let single_line = !matches!(name, "next_step" | "summary");
-                let bad = |c: char| c.is_control() && (single_line || !matches!(c, '\n' | '\t'));
-                if v.is_empty() || v.chars().count() > max || v.chars().any(bad) {
-                    let detail = format!("1 to {max} characters, no control characters");
-                    return Err(FieldError::new(format!("/{name}"), "invalid", detail));
-                }
+        for (name, value, max, lines) in fields {
+            let Some(v) = value else { continue };
+            let bad = |c: char| c.is_control() && !(lines && matches!(c, '\n' | '\t'));
+            if v.is_empty() || v.chars().count() > max || v.chars().any(bad) {
+                let detail = format!("1 to {max} characters, no control characters");
+                return Err(FieldError::new(format!("/{name}"), "invalid", detail));
             }
         }
         Ok(())

@@ -44,14 +44,12 @@ impl Herald {
 }
 
 /// The embedded sweep, until shutdown.
-pub async fn run(herald: Arc<Herald>, mut shutdown: watch::Receiver<bool>) {
-    loop {
+pub async fn run(herald: Arc<Herald>, shutdown: watch::Receiver<bool>) {
+    let every = herald.config.followup_interval;
+    super::maintenance::repeat(every, shutdown, || async {
         if let Err(e) = herald.fire_followups(Utc::now()).await {
             tracing::warn!(error = %e, "follow-up sweep failed; trying again");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(herald.config.followup_interval) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+    })
+    .await;
 }

@@ -191,14 +191,12 @@ impl Herald {
 }
 
 /// The embedded mode's health checker (on AWS, the `health-checker` function on a schedule).
-pub async fn run_health_checks(herald: Arc<Herald>, mut shutdown: watch::Receiver<bool>) {
-    loop {
+pub async fn run_health_checks(herald: Arc<Herald>, shutdown: watch::Receiver<bool>) {
+    let every = herald.config.health_interval;
+    super::maintenance::repeat(every, shutdown, || async {
         herald.check_gateways().await;
-        tokio::select! {
-            _ = tokio::time::sleep(herald.config.health_interval) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// Whether a breaker keeps the gateway out of routing.

@@ -38,13 +38,22 @@ pub async fn purge_once(herald: &Herald) -> u64 {
     }
 }
 
-pub async fn run_retention(
-    herald: Arc<Herald>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
+pub async fn run_retention(herald: Arc<Herald>, every: Duration, shutdown: watch::Receiver<bool>) {
+    repeat(every, shutdown, || async {
         purge_once(&herald).await;
+    })
+    .await;
+}
+
+/// Runs `task` now and then every `every` after it ends, until shutdown: the embedded
+/// background loops.
+pub(crate) async fn repeat<F, Fut>(every: Duration, mut shutdown: watch::Receiver<bool>, task: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        task().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

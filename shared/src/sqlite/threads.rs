@@ -235,14 +235,7 @@ pub(super) fn thread_inbound(
         Some(t) => t,
         None => Thread::open(m.tenant.clone(), contact, m.received_at),
     };
-    let entry = ThreadEntry::new(
-        m.id,
-        Direction::Inbound,
-        m.channel,
-        (m.from.clone(), m.to.clone()),
-        &m.body,
-        m.received_at,
-    );
+    let entry = ThreadEntry::inbound(m);
     if add_entry(conn, thread.id, &entry)? {
         thread.received(&entry);
         save_thread(conn, &thread)?;
@@ -346,17 +339,17 @@ impl ThreadStore for SqliteBackend {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         self.readers
             .run(move |conn| {
-                // The thread is the tenant's: another tenant's id reads nothing.
-                if read_thread(conn, &tenant, id)?.is_none() {
-                    return Ok(Vec::new());
-                }
+                // Only the tenant's thread: another tenant's id reads nothing.
                 let mut stmt = conn.prepare_cached(
                     "SELECT message_id, direction, channel, sender, recipient, body, at \
                      FROM thread_entries WHERE thread_id = ?1 AND message_id > ?2 \
+                     AND EXISTS (SELECT 1 FROM threads WHERE tenant = ?4 AND id = ?1) \
                      ORDER BY message_id LIMIT ?3",
                 )?;
-                let rows =
-                    stmt.query_map(params![id.to_string(), after, limit as i64], entry_row)?;
+                let rows = stmt.query_map(
+                    params![id.to_string(), after, limit as i64, tenant],
+                    entry_row,
+                )?;
                 rows.collect()
             })
             .await

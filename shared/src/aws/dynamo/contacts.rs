@@ -30,11 +30,12 @@ fn identity_key(identity: &Identity) -> String {
 }
 
 impl DynamoStore {
-    fn contacts_table(&self) -> Result<&str, StoreError> {
+    pub(super) fn contacts_table(&self) -> Result<&str, StoreError> {
         super::required(&self.tables.contacts, crate::aws::settings::CONTACTS_TABLE)
     }
 
-    async fn get_contact_item(
+    /// The contacts table's item at `sk` in the tenant's partition (a consistent read).
+    pub(super) async fn get_contact_item(
         &self,
         tenant: &TenantId,
         sk: String,

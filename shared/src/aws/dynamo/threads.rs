@@ -284,27 +284,9 @@ fn patch_changes(p: &ThreadPatch) -> Changes {
 }
 
 impl DynamoStore {
-    fn threads_table(&self) -> Result<&str, StoreError> {
-        super::required(&self.tables.contacts, crate::aws::settings::CONTACTS_TABLE)
-    }
-
-    async fn get_item_at(&self, tenant: &TenantId, sk: String) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.threads_table()?)
-            .key("tenant", s(tenant.as_str()))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
-        Ok(out.item)
-    }
-
     fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(sk)")
             .build()
@@ -323,7 +305,7 @@ impl DynamoStore {
             .clone()
             .unwrap_or_else(|| "attribute_exists(sk)".to_owned());
         let update = Update::builder()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(sk))
             .update_expression(c.expression())
@@ -341,7 +323,7 @@ impl DynamoStore {
         tenant: &TenantId,
         contact: ContactId,
     ) -> Result<Option<ThreadId>, StoreError> {
-        let item = self.get_item_at(tenant, pointer_key(contact)).await?;
+        let item = self.get_contact_item(tenant, pointer_key(contact)).await?;
         Ok(item.and_then(|i| opt_s(&i, "thread_id").and_then(ThreadId::parse)))
     }
 
@@ -370,14 +352,7 @@ impl DynamoStore {
                 c.id
             }
         };
-        let entry = ThreadEntry::new(
-            m.id,
-            Direction::Inbound,
-            m.channel,
-            (m.from.clone(), m.to.clone()),
-            &m.body,
-            m.received_at,
-        );
+        let entry = ThreadEntry::inbound(m);
         match self.current_thread(tenant, contact).await? {
             Some(id) => {
                 let was = self.thread(tenant, id).await?.ok_or_else(|| {
@@ -416,7 +391,7 @@ impl DynamoStore {
         let mut moved = Changes::default();
         moved.set("contact_id", s(into.to_string()));
         let delete = Delete::builder()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(pointer_key(from)))
             .build()
@@ -455,7 +430,7 @@ impl DynamoStore {
         let out = self
             .client
             .update_item()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .key("tenant", s(t.tenant.as_str()))
             .key("sk", s(thread_key(t.id)))
             .update_expression(c.expression())
@@ -480,7 +455,7 @@ impl DynamoStore {
         let out = self
             .client
             .update_item()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(thread_key(id)))
             .update_expression(c.expression())
@@ -513,7 +488,7 @@ impl ThreadStore for DynamoStore {
         let mut query = self
             .client
             .query()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .index_name(BY_ACTIVITY)
             .scan_index_forward(false)
             .key_condition_expression("tenant = :t AND activity < :below")
@@ -533,30 +508,21 @@ impl ThreadStore for DynamoStore {
             let (page, seen) = ThreadScan::collect(read, filter, want, budget)?;
             scan.items.extend(page.items);
             budget -= seen;
-            let next = out.last_evaluated_key.clone().filter(|k| !k.is_empty());
-            if page.resume.is_some() && (scan.items.len() == limit || budget == 0) {
+            // A page never asks for more than the budget left, so the scan stops (page full,
+            // or budget spent) inside a page, and says where to resume.
+            if page.resume.is_some() {
                 scan.resume = page.resume;
                 return Ok(scan);
             }
-            match next {
-                Some(k) if budget > 0 => query = query.set_exclusive_start_key(Some(k)),
-                // The budget ran out at a page's end: resume below its last thread.
-                Some(_) => {
-                    scan.resume = out
-                        .items()
-                        .last()
-                        .map(read_thread)
-                        .transpose()?
-                        .map(|t| ThreadCursor::of(&t));
-                    return Ok(scan);
-                }
-                None => return Ok(scan),
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => query = query.set_exclusive_start_key(Some(k)),
+                _ => return Ok(scan),
             }
         }
     }
 
     async fn thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Option<Thread>, StoreError> {
-        let item = self.get_item_at(tenant, thread_key(id)).await?;
+        let item = self.get_contact_item(tenant, thread_key(id)).await?;
         item.as_ref().map(read_thread).transpose()
     }
 
@@ -574,7 +540,7 @@ impl ThreadStore for DynamoStore {
         let query = self
             .client
             .query()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .key_condition_expression("tenant = :t AND sk BETWEEN :from AND :to")
             .expression_attribute_values(":t", s(tenant.as_str()))
             .expression_attribute_values(":from", s(from))
@@ -654,7 +620,7 @@ impl ThreadStore for DynamoStore {
         let query = self
             .client
             .query()
-            .table_name(self.threads_table()?)
+            .table_name(self.contacts_table()?)
             .index_name(FOLLOWUPS_DUE)
             .key_condition_expression("followup_pending = :due AND next_followup_at <= :now")
             .expression_attribute_values(":due", s(PENDING))
@@ -672,7 +638,7 @@ impl ThreadStore for DynamoStore {
         };
         // The index lags: decide, and announce, from the thread as it is.
         let Some(item) = self
-            .get_item_at(&thread.tenant, thread_key(thread.id))
+            .get_contact_item(&thread.tenant, thread_key(thread.id))
             .await?
         else {
             return Ok(false);
