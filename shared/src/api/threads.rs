@@ -66,6 +66,8 @@ pub struct ThreadView {
     pub reply_to: Option<String>,
     pub reply_from: Option<String>,
     pub insights: InsightsView,
+    /// A person answers: inbound rules send no auto-replies (until the thread is closed).
+    pub human_takeover: bool,
     pub created_at: DateTime<Utc>,
     /// `GET /v1/threads/{id}` only: inbound and outbound messages, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +150,9 @@ pub struct ThreadPatchInput {
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub summary: Option<Option<String>>,
+    /// `true`: a person answers, and rules send no auto-replies until the thread is closed;
+    /// `false` lets them again.
+    pub human_takeover: Option<bool>,
     /// Who sets the insights (an AI worker's name, a user id); the API key's prefix if left
     /// out.
     #[schema(
@@ -205,6 +210,7 @@ fn view(t: Thread) -> ThreadView {
             summary: i.summary,
             set_by: i.set_by,
         },
+        human_takeover: t.human_takeover,
         created_at: t.created_at,
         timeline: None,
         timeline_next_after: None,
@@ -344,6 +350,7 @@ pub async fn update(
         next_step: input.next_step,
         next_followup_at: input.next_followup_at,
         summary: input.summary,
+        human_takeover: input.human_takeover,
         set_by: input.set_by.clone().unwrap_or_else(|| caller.actor()),
     };
     patch.check().map_err(Problem::invalid)?;

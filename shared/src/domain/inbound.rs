@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::rules::Decision;
+use super::thread::ThreadId;
 use super::{Channel, MessageId, TenantId};
 
 /// One message received through a provider, stored with the tenant that owns the receiving
@@ -22,6 +24,75 @@ pub struct InboundMessage {
     pub media_urls: Vec<String>,
     pub keyword: Option<Keyword>,
     pub received_at: DateTime<Utc>,
+    /// The thread it joined when it was stored (set by the store).
+    pub thread: Option<ThreadId>,
+    /// Where the inbound pipeline is with it.
+    pub progress: InboundProgress,
+}
+
+/// `received -> processing -> processed`, or `failed` after its tries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundState {
+    #[default]
+    Received,
+    Processing,
+    Processed,
+    Failed,
+}
+
+impl InboundState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundState::Received => "received",
+            InboundState::Processing => "processing",
+            InboundState::Processed => "processed",
+            InboundState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<InboundState> {
+        [
+            InboundState::Received,
+            InboundState::Processing,
+            InboundState::Processed,
+            InboundState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+/// The pipeline's record on a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundProgress {
+    pub state: InboundState,
+    /// Claims so far.
+    pub attempts: u32,
+    pub decision: Option<Decision>,
+    /// Why it failed, or why its last try did.
+    pub error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// How processing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundOutcome {
+    Processed(Decision),
+    Failed(String),
+}
+
+/// What claiming a message for processing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundClaim {
+    /// This worker holds it now, until the lease ends.
+    Claimed(Box<InboundMessage>),
+    /// Another worker holds it and its lease has not ended.
+    Held,
+    /// It was processed (or failed) already.
+    Done,
+    /// No such message.
+    Missing,
 }
 
 /// What a carrier keyword asks for.

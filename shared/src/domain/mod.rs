@@ -14,6 +14,7 @@ pub mod message;
 pub mod notify;
 pub mod options;
 pub mod priority;
+pub mod rules;
 pub mod secret;
 pub mod sender;
 pub mod sms;

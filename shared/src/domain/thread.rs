@@ -3,6 +3,8 @@
 //! thread joins it. A thread carries what the platform (or a rule) learnt about it: its
 //! insights.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -92,6 +94,10 @@ pub struct Thread {
     pub created_at: DateTime<Utc>,
     /// `next_followup_at` is set and `thread.followup_due` has not been announced for it.
     pub followup_pending: bool,
+    /// A person answers: rules send no auto-replies until the thread is closed.
+    pub human_takeover: bool,
+    /// The last auto-reply: when, and for which inbound message.
+    pub last_auto_reply: Option<(DateTime<Utc>, MessageId)>,
 }
 
 impl Thread {
@@ -111,6 +117,19 @@ impl Thread {
             reply: None,
             created_at: at,
             followup_pending: false,
+            human_takeover: false,
+            last_auto_reply: None,
+        }
+    }
+
+    /// Whether the inbound message `by` may have an auto-reply at `now`, when auto-replies
+    /// come at most once in `every`: none was sent in that time, or the one sent was for `by`
+    /// itself (processing it again finds its own).
+    pub fn may_auto_reply(&self, by: MessageId, now: DateTime<Utc>, every: Duration) -> bool {
+        let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        match self.last_auto_reply {
+            None => true,
+            Some((at, id)) => id == by || now.signed_duration_since(at) >= every,
         }
     }
 
@@ -138,6 +157,13 @@ impl Thread {
     pub fn apply(&mut self, patch: &ThreadPatch) {
         if let Some(status) = patch.status {
             self.status = status;
+            // A takeover lasts for the conversation: closing ends it.
+            if status == ThreadStatus::Closed {
+                self.human_takeover = false;
+            }
+        }
+        if let Some(takeover) = patch.human_takeover {
+            self.human_takeover = takeover;
         }
         if let Some(assignee) = &patch.assignee {
             self.assignee.clone_from(assignee);
@@ -256,6 +282,7 @@ pub struct ThreadPatch {
     pub next_step: Option<Option<String>>,
     pub next_followup_at: Option<Option<DateTime<Utc>>>,
     pub summary: Option<Option<String>>,
+    pub human_takeover: Option<bool>,
     /// Who asks: kept as the insights' `set_by` when they change.
     pub set_by: String,
 }

@@ -919,6 +919,8 @@ pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::In
         // Stores keep milliseconds.
         received_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
             .unwrap(),
+        thread: None,
+        progress: Default::default(),
     }
 }
 
@@ -953,7 +955,12 @@ pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundS
         .unwrap();
     assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[3..]);
     let stored = rest.last().unwrap();
-    assert_eq!(stored, &first, "every field round-trips");
+    assert!(stored.thread.is_some(), "an SMS sender's message joins a thread");
+    let expected = crate::domain::InboundMessage {
+        thread: stored.thread,
+        ..first.clone()
+    };
+    assert_eq!(stored, &expected, "every field round-trips");
     assert_eq!(stored.keyword, Some(crate::domain::Keyword::Stop));
 }
 
@@ -1733,4 +1740,193 @@ where
         .unwrap();
     assert!(!store.fire_followup(&at_later[0]).await.unwrap());
     assert!(ours(store.followups_due(later, 100).await.unwrap()).is_empty());
+}
+
+/// The inbound pipeline's claim is a compare-and-set with a lease: one worker at a time, a
+/// dead worker's message taken again when its lease ends, a finished one never again.
+pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
+    use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundState};
+    use crate::domain::rules::Decision;
+    let acme = tenant("acme");
+    let lease = Duration::from_secs(30);
+    let now = Utc::now();
+    let later = |s: i64| now + chrono::Duration::seconds(s);
+    let mut m = inbound(&acme, "SM-claim-1", "hello");
+    m.received_at = now;
+    assert!(store.record_inbound(&m).await.unwrap());
+    let pending = |at| async move { store.pending_inbound(at, 100).await.unwrap() };
+    assert!(pending(now).await.contains(&(acme.clone(), m.id)));
+    let claimed = match store.claim_inbound(&acme, m.id, lease, now).await.unwrap() {
+        InboundClaim::Claimed(c) => c,
+        other => panic!("not claimed: {other:?}"),
+    };
+    assert_eq!(claimed.progress.state, InboundState::Processing);
+    assert_eq!((claimed.progress.attempts, claimed.body.as_str()), (1, "hello"));
+    assert_eq!(
+        store.claim_inbound(&acme, m.id, lease, now).await.unwrap(),
+        InboundClaim::Held
+    );
+    assert!(!pending(now).await.contains(&(acme.clone(), m.id)));
+    // The worker died: its lease ends and the message is pending again.
+    assert!(pending(later(31)).await.contains(&(acme.clone(), m.id)));
+    let again = store.claim_inbound(&acme, m.id, lease, later(31)).await.unwrap();
+    assert!(matches!(&again, InboundClaim::Claimed(c) if c.progress.attempts == 2), "{again:?}");
+    let decision = Decision::planned(None);
+    let done = InboundOutcome::Processed(decision.clone());
+    store.finish_inbound(&acme, m.id, &done, later(32)).await.unwrap();
+    let stored = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.state, InboundState::Processed);
+    assert_eq!(stored.progress.decision, Some(decision));
+    assert!(stored.progress.processed_at.is_some());
+    assert_eq!(
+        store.claim_inbound(&acme, m.id, lease, later(100)).await.unwrap(),
+        InboundClaim::Done
+    );
+    assert!(!pending(later(100)).await.contains(&(acme.clone(), m.id)));
+    let failed = InboundOutcome::Failed("late".into());
+    store.finish_inbound(&acme, m.id, &failed, later(101)).await.unwrap();
+    let kept = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
+    assert_eq!(kept.progress.state, InboundState::Processed, "a finished message keeps its end");
+    // Another tenant cannot read or claim it.
+    let other = tenant("other");
+    assert!(store.inbound_message(&other, m.id).await.unwrap().is_none());
+    assert_eq!(
+        store.claim_inbound(&other, m.id, lease, later(200)).await.unwrap(),
+        InboundClaim::Missing
+    );
+
+    // A try that failed for now waits until its retry time, with its error.
+    let mut r = inbound(&acme, "SM-claim-2", "again");
+    r.received_at = now;
+    assert!(store.record_inbound(&r).await.unwrap());
+    assert!(matches!(
+        store.claim_inbound(&acme, r.id, lease, now).await.unwrap(),
+        InboundClaim::Claimed(_)
+    ));
+    store.retry_inbound(&acme, r.id, "store down", later(10)).await.unwrap();
+    let waiting = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
+    assert_eq!(waiting.progress.state, InboundState::Received);
+    assert_eq!(waiting.progress.error.as_deref(), Some("store down"));
+    assert!(!pending(now).await.contains(&(acme.clone(), r.id)));
+    assert!(pending(later(11)).await.contains(&(acme.clone(), r.id)));
+    assert_eq!(
+        store.claim_inbound(&acme, r.id, lease, now).await.unwrap(),
+        InboundClaim::Held,
+        "not before its retry time"
+    );
+    assert!(matches!(
+        store.claim_inbound(&acme, r.id, lease, later(11)).await.unwrap(),
+        InboundClaim::Claimed(_)
+    ));
+    store.finish_inbound(&acme, r.id, &failed, later(12)).await.unwrap();
+    let gave_up = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
+    assert_eq!(gave_up.progress.state, InboundState::Failed);
+    assert_eq!(gave_up.progress.error.as_deref(), Some("late"));
+
+    // Workers racing for one message: exactly one wins.
+    let mut raced = inbound(&acme, "SM-claim-3", "race");
+    raced.received_at = now;
+    assert!(store.record_inbound(&raced).await.unwrap());
+    let claims = futures::future::join_all(
+        (0..8).map(|_| store.claim_inbound(&acme, raced.id, lease, now)),
+    )
+    .await;
+    let won = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(InboundClaim::Claimed(_))))
+        .count();
+    assert_eq!(won, 1, "{claims:?}");
+}
+
+/// Rules are a tenant's own, replaced whole.
+pub async fn inbound_rules_are_kept_per_tenant<S: super::RuleStore>(store: &S) {
+    use crate::domain::rules::RuleSet;
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    assert!(store.inbound_rules(&acme).await.unwrap().rules.is_empty());
+    let rules: RuleSet = serde_json::from_value(json!({"rules": [
+        {"name": "urgent", "when": {"pattern": "(?i)urgent", "channels": ["sms"]},
+         "actions": [{"type": "label", "label": "urgent"}, {"type": "webhook"}]}
+    ]}))
+    .unwrap();
+    store.put_inbound_rules(&acme, &rules).await.unwrap();
+    let stored = store.inbound_rules(&acme).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&stored).unwrap(),
+        serde_json::to_value(&rules).unwrap()
+    );
+    assert!(store.inbound_rules(&other).await.unwrap().rules.is_empty());
+    store
+        .put_inbound_rules(&acme, &RuleSet::default())
+        .await
+        .unwrap();
+    assert!(store.inbound_rules(&acme).await.unwrap().rules.is_empty());
+}
+
+/// The auto-reply guard: once per thread per window, and the message that holds the slot
+/// finds it again; a takeover is kept until the thread is closed.
+pub async fn auto_replies_are_claimed_once_per_window<S>(store: &S)
+where
+    S: super::InboundStore + super::ThreadStore,
+{
+    use crate::domain::thread::{ThreadId, ThreadPatch, ThreadStatus};
+    let acme = tenant("acme");
+    let m = inbound(&acme, "SM-guard-1", "hi");
+    assert!(store.record_inbound(&m).await.unwrap());
+    let thread = store
+        .inbound_message(&acme, m.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .thread
+        .unwrap();
+    let (first, second) = (m.id, MessageId::new());
+    let hour = Duration::from_secs(3600);
+    let now = Utc::now();
+    let at = |min: i64| now + chrono::Duration::minutes(min);
+    let claim = |by, t| store.claim_auto_reply(&acme, thread, by, t, hour);
+    assert!(claim(first, at(0)).await.unwrap());
+    assert!(claim(first, at(1)).await.unwrap(), "its own slot, found again");
+    assert!(!claim(second, at(10)).await.unwrap(), "within the hour");
+    assert!(claim(second, at(61)).await.unwrap());
+    assert!(!claim(first, at(62)).await.unwrap(), "the slot moved on");
+    assert!(!store
+        .claim_auto_reply(&tenant("other"), thread, second, at(200), hour)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_auto_reply(&acme, ThreadId::new(), second, at(200), hour)
+        .await
+        .unwrap());
+    let took = store
+        .update_thread(
+            &acme,
+            thread,
+            &ThreadPatch {
+                human_takeover: Some(true),
+                set_by: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(took.human_takeover);
+    assert!(store.thread(&acme, thread).await.unwrap().unwrap().human_takeover);
+    let closed = store
+        .update_thread(
+            &acme,
+            thread,
+            &ThreadPatch {
+                status: Some(ThreadStatus::Closed),
+                set_by: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!closed.human_takeover, "closing ends a takeover");
+    let read = store.thread(&acme, thread).await.unwrap().unwrap();
+    assert!(!read.human_takeover);
+    assert_eq!(read.last_auto_reply.map(|(_, by)| by), Some(second));
 }

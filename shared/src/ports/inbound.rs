@@ -1,13 +1,19 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use crate::domain::inbound::{InboundClaim, InboundOutcome};
+use crate::domain::rules::RuleSet;
 use crate::domain::{InboundMessage, MessageId, TenantId};
 
-/// Messages received from recipients.
+/// Messages received from recipients, and the pipeline's progress on them.
 #[async_trait]
 pub trait InboundStore: Send + Sync + 'static {
-    /// Stores a message. False when its `(gateway, provider_message_id)` was stored before: a
-    /// provider's retry, nothing to do again.
+    /// Stores a message, `received`, and threads it. False when its
+    /// `(gateway, provider_message_id)` was stored before: a provider's retry, nothing to do
+    /// again.
     async fn record_inbound(&self, message: &InboundMessage) -> Result<bool, StoreError>;
     /// A tenant's messages, newest first, older than `before` when given.
     async fn list_inbound(
@@ -16,4 +22,62 @@ pub trait InboundStore: Send + Sync + 'static {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboundMessage>, StoreError>;
+    async fn inbound_message(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<InboundMessage>, StoreError>;
+    /// Takes a message to process, as one compare-and-set: a `received` message due by `now`,
+    /// or a `processing` one whose lease ended (its worker died), becomes `processing` until
+    /// `now + lease`, one attempt more.
+    async fn claim_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<InboundClaim, StoreError>;
+    /// Records how processing ended. A message that is no longer `processing` (another
+    /// worker finished it) keeps what it has.
+    async fn finish_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        outcome: &InboundOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Puts a message whose processing failed for now back to `received`, due at `retry_at`,
+    /// with the error.
+    async fn retry_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Messages of every tenant waiting for a worker by `now` (received and due, or processing
+    /// with an ended lease), the longest waiting first.
+    async fn pending_inbound(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, MessageId)>, StoreError>;
+}
+
+/// A tenant's inbound rules.
+#[async_trait]
+pub trait RuleStore: Send + Sync + 'static {
+    /// The rules, none when the tenant set none.
+    async fn inbound_rules(&self, tenant: &TenantId) -> Result<RuleSet, StoreError>;
+    /// Replaces them.
+    async fn put_inbound_rules(&self, tenant: &TenantId, rules: &RuleSet)
+        -> Result<(), StoreError>;
+}
+
+/// Tells the inbound workers that a message waits: embedded, a wake-up in the process; on AWS,
+/// a message on the inbound queue. A lost announcement delays, never loses: the workers also
+/// look for pending messages on their own.
+#[async_trait]
+pub trait InboundFeed: Send + Sync + 'static {
+    async fn announce(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError>;
 }

@@ -22,7 +22,7 @@ pub use gateway::{
     Gateway, GatewayError, GatewayReceipt, OutboundMessage, ProviderEvent, ProviderEventKind,
 };
 pub use health::HealthStore;
-pub use inbound::InboundStore;
+pub use inbound::{InboundFeed, InboundStore, RuleStore};
 pub use limits::{Grant, RateLimiter};
 pub use notify::{
     Attempt, DeliveryState, EndpointRecord, PolledOutbox, Queued, WebhookDelivery, WebhookStore,

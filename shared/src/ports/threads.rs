@@ -88,6 +88,17 @@ pub trait ThreadStore: Send + Sync + 'static {
         id: ThreadId,
         entry: &ThreadEntry,
     ) -> Result<Option<Thread>, StoreError>;
+    /// Takes the thread's auto-reply slot for inbound message `by` (see
+    /// [`Thread::may_auto_reply`]), as one compare-and-set: false when another message had an
+    /// auto-reply within `every`, or there is no such thread.
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        by: MessageId,
+        now: chrono::DateTime<chrono::Utc>,
+        every: std::time::Duration,
+    ) -> Result<bool, StoreError>;
     /// Threads of every tenant whose follow-up time passed by `now` and was not announced,
     /// the earliest first.
     async fn followups_due(

@@ -186,3 +186,21 @@ async fn sqlite_followups_are_announced_once() {
     let (_d, b) = backend();
     followups_are_announced_once(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_inbound_messages_are_claimed_once() {
+    let (_d, b) = backend();
+    inbound_messages_are_claimed_once(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_inbound_rules_are_kept_per_tenant() {
+    let (_d, b) = backend();
+    inbound_rules_are_kept_per_tenant(&b).await;
+}
+
+#[tokio::test]
+async fn sqlite_auto_replies_are_claimed_once_per_window() {
+    let (_d, b) = backend();
+    auto_replies_are_claimed_once_per_window(&b).await;
+}

@@ -1,21 +1,44 @@
-//! Inbound messages on SQLite.
+//! Inbound messages on SQLite, and the pipeline's progress on each: `state` with `due_at`
+//! (when a `received` message may be taken, or when a `processing` one's lease ends).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Row};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, Row};
 
 use super::{from_ms, ms, SqliteBackend};
+use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, InboundState};
+use crate::domain::rules::{Decision, RuleSet};
+use crate::domain::thread::ThreadId;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
-use crate::ports::{InboundStore, StoreError};
+use crate::ports::{InboundStore, RuleStore, StoreError};
+
+/// Messages waiting for a worker, by when they are due.
+pub(super) const PENDING_INDEX: &str = "CREATE INDEX IF NOT EXISTS inbound_pending \
+    ON inbound (due_at) WHERE state IN ('received', 'processing');";
+
+pub(super) const RULES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules (
+    tenant TEXT PRIMARY KEY,
+    rules TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;";
+
+const COLUMNS: &str = "id, tenant, channel, gateway, provider_message_id, sender, recipient, \
+    body, media_urls, keyword, received_at, thread_id, state, attempts, decision, last_error, \
+    processed_at";
+
+fn bad(col: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
+}
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<InboundMessage> {
-    let bad = |col: usize, what: String| {
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
-    };
     let id: String = r.get(0)?;
     let tenant: String = r.get(1)?;
     let channel: String = r.get(2)?;
     let media: String = r.get(8)?;
     let keyword: Option<String> = r.get(9)?;
+    let thread: Option<String> = r.get(11)?;
     Ok(InboundMessage {
         id: MessageId::parse(&id).ok_or_else(|| bad(0, format!("id {id}")))?,
         tenant: TenantId::parse(&tenant).map_err(|e| bad(1, e))?,
@@ -28,7 +51,37 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<InboundMessage> {
         media_urls: serde_json::from_str(&media).map_err(|e| bad(8, e.to_string()))?,
         keyword: keyword.as_deref().and_then(Keyword::parse),
         received_at: from_ms(r.get(10)?),
+        thread: thread
+            .map(|t| ThreadId::parse(&t).ok_or_else(|| bad(11, format!("thread {t}"))))
+            .transpose()?,
+        progress: progress_row(r)?,
     })
+}
+
+fn progress_row(r: &Row<'_>) -> rusqlite::Result<InboundProgress> {
+    let state: String = r.get(12)?;
+    let decision: Option<String> = r.get(14)?;
+    Ok(InboundProgress {
+        state: InboundState::parse(&state).ok_or_else(|| bad(12, format!("state {state}")))?,
+        attempts: r.get(13)?,
+        decision: decision
+            .map(|d| serde_json::from_str::<Decision>(&d).map_err(|e| bad(14, e.to_string())))
+            .transpose()?,
+        error: r.get(15)?,
+        processed_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
+    })
+}
+
+fn read(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    id: &str,
+) -> rusqlite::Result<Option<InboundMessage>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM inbound WHERE tenant = ?1 AND id = ?2"
+    ))?
+    .query_row(params![tenant, id], from_row)
+    .optional()
 }
 
 #[async_trait]
@@ -42,8 +95,9 @@ impl InboundStore for SqliteBackend {
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO inbound (id, tenant, channel, gateway, provider_message_id, \
-                         sender, recipient, body, media_urls, keyword, received_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                         sender, recipient, body, media_urls, keyword, received_at, state, \
+                         due_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?11) \
                          ON CONFLICT (gateway, provider_message_id) DO NOTHING",
                     )?
                     .execute(params![
@@ -59,10 +113,14 @@ impl InboundStore for SqliteBackend {
                         m.keyword.map(Keyword::as_str),
                         ms(m.received_at),
                     ])?;
-                if inserted == 1 {
-                    super::threads::thread_inbound(conn, &m)?;
+                if inserted == 0 {
+                    return Ok(false);
                 }
-                Ok(inserted == 1)
+                if let Some(thread) = super::threads::thread_inbound(conn, &m)? {
+                    conn.prepare_cached("UPDATE inbound SET thread_id = ?2 WHERE id = ?1")?
+                        .execute(params![m.id.to_string(), thread.to_string()])?;
+                }
+                Ok(true)
             })
             .await
     }
@@ -77,13 +135,181 @@ impl InboundStore for SqliteBackend {
         let before = before.map(|id| id.to_string());
         self.readers
             .run(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, tenant, channel, gateway, provider_message_id, sender, recipient, \
-                     body, media_urls, keyword, received_at FROM inbound \
-                     WHERE tenant = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
-                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM inbound \
+                     WHERE tenant = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+                ))?;
                 let rows = stmt.query_map(params![tenant, before, limit as i64], from_row)?;
                 rows.collect()
+            })
+            .await
+    }
+
+    async fn inbound_message(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+    ) -> Result<Option<InboundMessage>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| read(conn, &tenant, &id.to_string()))
+            .await
+    }
+
+    async fn claim_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<InboundClaim, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let until = ms(now) + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.writer
+            .run(1, move |conn| {
+                let id = id.to_string();
+                let claimed = conn
+                    .prepare_cached(&format!(
+                        "UPDATE inbound SET state = 'processing', due_at = ?3, \
+                         attempts = attempts + 1 \
+                         WHERE tenant = ?1 AND id = ?2 AND state IN ('received', 'processing') \
+                         AND due_at <= ?4 RETURNING {COLUMNS}"
+                    ))?
+                    .query_row(params![tenant, id, until, ms(now)], from_row)
+                    .optional()?;
+                if let Some(m) = claimed {
+                    return Ok(InboundClaim::Claimed(Box::new(m)));
+                }
+                Ok(match read(conn, &tenant, &id)? {
+                    None => InboundClaim::Missing,
+                    Some(m) => match m.progress.state {
+                        InboundState::Processed | InboundState::Failed => InboundClaim::Done,
+                        InboundState::Received | InboundState::Processing => InboundClaim::Held,
+                    },
+                })
+            })
+            .await
+    }
+
+    async fn finish_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        outcome: &InboundOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let (state, decision, error) = match outcome {
+            InboundOutcome::Processed(d) => (
+                InboundState::Processed,
+                Some(serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                None,
+            ),
+            InboundOutcome::Failed(e) => (InboundState::Failed, None, Some(e.clone())),
+        };
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "UPDATE inbound SET state = ?3, decision = ?4, last_error = ?5, \
+                     processed_at = ?6 WHERE tenant = ?1 AND id = ?2 AND state = 'processing'",
+                )?
+                .execute(params![
+                    tenant,
+                    id.to_string(),
+                    state.as_str(),
+                    decision,
+                    error,
+                    ms(now)
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn retry_inbound(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (tenant, error) = (tenant.as_str().to_owned(), error.to_owned());
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "UPDATE inbound SET state = 'received', due_at = ?3, last_error = ?4 \
+                     WHERE tenant = ?1 AND id = ?2 AND state = 'processing'",
+                )?
+                .execute(params![tenant, id.to_string(), ms(retry_at), error])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn pending_inbound(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, MessageId)>, StoreError> {
+        let rows: Vec<(String, String)> = self
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT tenant, id FROM inbound \
+                     WHERE state IN ('received', 'processing') AND due_at <= ?1 \
+                     ORDER BY due_at LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![ms(now), limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(tenant, id)| {
+                let corrupt = || StoreError::Corrupt(format!("inbound {tenant}/{id}"));
+                Ok((
+                    TenantId::parse(&tenant).map_err(|_| corrupt())?,
+                    MessageId::parse(&id).ok_or_else(corrupt)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl RuleStore for SqliteBackend {
+    async fn inbound_rules(&self, tenant: &TenantId) -> Result<RuleSet, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let raw: Option<String> = self
+            .readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT rules FROM inbound_rules WHERE tenant = ?1")?
+                    .query_row([tenant], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        raw.map_or(Ok(RuleSet::default()), |r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("inbound rules: {e}")))
+        })
+    }
+
+    async fn put_inbound_rules(
+        &self,
+        tenant: &TenantId,
+        rules: &RuleSet,
+    ) -> Result<(), StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let raw = serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO inbound_rules (tenant, rules, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant) DO UPDATE SET rules = excluded.rules, \
+                     updated_at = excluded.updated_at",
+                )?
+                .execute(params![tenant, raw, ms(Utc::now())])?;
+                Ok(())
             })
             .await
     }

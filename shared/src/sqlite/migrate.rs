@@ -5,12 +5,41 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 4] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 5] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
     key_scopes,
+    inbound_pipeline,
 ];
+
+/// Version 5: inbound messages carry the pipeline's progress (those stored before count as
+/// processed: no rules existed for them), and threads the rules' state.
+fn inbound_pipeline(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(
+        conn,
+        "inbound",
+        &[
+            ("thread_id", "TEXT"),
+            ("state", "TEXT NOT NULL DEFAULT 'processed'"),
+            ("due_at", "INTEGER NOT NULL DEFAULT 0"),
+            ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+            ("decision", "TEXT"),
+            ("last_error", "TEXT"),
+            ("processed_at", "INTEGER"),
+        ],
+    )?;
+    add_columns(
+        conn,
+        "threads",
+        &[
+            ("human_takeover", "INTEGER NOT NULL DEFAULT 0"),
+            ("auto_reply_at", "INTEGER"),
+            ("auto_reply_by", "TEXT"),
+        ],
+    )?;
+    conn.execute_batch(super::inbound::PENDING_INDEX)
+}
 
 /// Version 4: keys have scopes; every key made before had them all.
 fn key_scopes(conn: &Connection) -> rusqlite::Result<()> {
@@ -45,13 +74,18 @@ fn found(conn: &Connection, query: &str) -> rusqlite::Result<bool> {
     Ok(conn.query_row(query, [], |_| Ok(())).optional()?.is_some())
 }
 
-/// Adds columns (name, type) to `messages` that it lacks: a database `SCHEMA` created new
-/// has them already.
+/// Adds columns (name, type) to `messages` that it lacks.
 fn add_message_columns(conn: &Connection, columns: &[(&str, &str)]) -> rusqlite::Result<()> {
+    add_columns(conn, "messages", columns)
+}
+
+/// Adds columns (name, type) to `table` that it lacks: a database `SCHEMA` created new has
+/// them already.
+fn add_columns(conn: &Connection, table: &str, columns: &[(&str, &str)]) -> rusqlite::Result<()> {
     for (name, kind) in columns {
-        let query = format!("SELECT 1 FROM pragma_table_info('messages') WHERE name = '{name}'");
+        let query = format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{name}'");
         if !found(conn, &query)? {
-            conn.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {kind}"))?;
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}"))?;
         }
     }
     Ok(())

@@ -169,6 +169,14 @@ CREATE TABLE IF NOT EXISTS inbound (
     media_urls TEXT NOT NULL,
     keyword TEXT,
     received_at INTEGER NOT NULL,
+    -- The thread it joined, and the inbound pipeline's progress (see inbound.rs).
+    thread_id TEXT,
+    state TEXT NOT NULL DEFAULT 'received',
+    due_at INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    decision TEXT,
+    last_error TEXT,
+    processed_at INTEGER,
     UNIQUE (gateway, provider_message_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);
@@ -235,6 +243,8 @@ impl SqliteBackend {
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(notify::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(threads::SCHEMA)
+            .map_err(to_store_error)?;
+        conn.execute_batch(inbound::RULES_SCHEMA)
             .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS threads (
     followup_pending INTEGER NOT NULL DEFAULT 0,
     -- The contact's current thread (new inbound messages join it); one per contact.
     is_current INTEGER NOT NULL DEFAULT 1,
+    human_takeover INTEGER NOT NULL DEFAULT 0,
+    -- The last auto-reply: when, and for which inbound message (the rules' loop guard).
+    auto_reply_at INTEGER,
+    auto_reply_by TEXT,
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threads_followups_due ON threads (next_followup_at)
@@ -64,7 +68,8 @@ CREATE TABLE IF NOT EXISTS thread_entries (
 
 const COLUMNS: &str = "tenant, id, contact_id, status, assignee, label, next_step, \
     next_followup_at, summary, insights_set_by, unread, last_inbound_at, last_outbound_at, \
-    activity_at, reply_channel, reply_to, reply_from, created_at, followup_pending";
+    activity_at, reply_channel, reply_to, reply_from, created_at, followup_pending, \
+    human_takeover, auto_reply_at, auto_reply_by";
 
 /// What saving a thread that exists rewrites: everything but its keys, its contact and
 /// whether it is its contact's current one (a merge sets those).
@@ -75,7 +80,8 @@ const UPDATES: &str = "status = excluded.status, assignee = excluded.assignee, \
     last_inbound_at = excluded.last_inbound_at, last_outbound_at = excluded.last_outbound_at, \
     activity_at = excluded.activity_at, reply_channel = excluded.reply_channel, \
     reply_to = excluded.reply_to, reply_from = excluded.reply_from, \
-    followup_pending = excluded.followup_pending";
+    followup_pending = excluded.followup_pending, human_takeover = excluded.human_takeover, \
+    auto_reply_at = excluded.auto_reply_at, auto_reply_by = excluded.auto_reply_by";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -114,6 +120,14 @@ fn thread_row(r: &Row<'_>) -> rusqlite::Result<Thread> {
         reply,
         created_at: from_ms(r.get(17)?),
         followup_pending: r.get(18)?,
+        human_takeover: r.get(19)?,
+        last_auto_reply: match (at(20)?, r.get::<_, Option<String>>(21)?) {
+            (Some(at), Some(by)) => Some((
+                at,
+                MessageId::parse(&by).ok_or_else(|| bad(21, format!("message id {by}")))?,
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -136,7 +150,8 @@ fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
     let reply = t.reply.as_ref();
     conn.prepare_cached(&format!(
         "INSERT INTO threads ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20, ?21, ?22) \
          ON CONFLICT (tenant, id) DO UPDATE SET {UPDATES}"
     ))?
     .execute(params![
@@ -159,6 +174,9 @@ fn save_thread(conn: &Connection, t: &Thread) -> rusqlite::Result<()> {
         reply.map(|r| r.from.as_str()),
         ms(t.created_at),
         t.followup_pending,
+        t.human_takeover,
+        t.last_auto_reply.map(|(at, _)| ms(at)),
+        t.last_auto_reply.map(|(_, by)| by.to_string()),
     ])?;
     Ok(())
 }
@@ -396,6 +414,28 @@ impl ThreadStore for SqliteBackend {
             Ok(added)
         })
         .await
+    }
+
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        by: MessageId,
+        now: chrono::DateTime<chrono::Utc>,
+        every: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // One writer job: the read and the write cannot interleave with another claim.
+        let claimed = self
+            .change_thread(tenant, id, move |_, t| {
+                let mine = t.last_auto_reply.is_some_and(|(_, b)| b == by);
+                let take = !mine && t.may_auto_reply(by, now, every);
+                if take {
+                    t.last_auto_reply = Some((now, by));
+                }
+                Ok(take)
+            })
+            .await?;
+        Ok(claimed.is_some_and(|t| t.last_auto_reply.is_some_and(|(_, b)| b == by)))
     }
 
     async fn followups_due(

@@ -65,6 +65,8 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
             .as_i64()
             .and_then(|d| DateTime::from_timestamp(d, 0))
             .unwrap_or_else(Utc::now),
+        thread: None,
+        progress: Default::default(),
     };
     let received = webhooks
         .herald

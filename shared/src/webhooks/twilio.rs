@@ -174,6 +174,8 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         body,
         media_urls,
         received_at: Utc::now(),
+        thread: None,
+        progress: Default::default(),
     };
     let received = webhooks.herald.receive(message, &number.replies).await?;
     if received.repeat {

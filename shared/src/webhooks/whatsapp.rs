@@ -181,6 +181,8 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         body,
         media_urls: Vec::new(),
         received_at: unix_time(&message["timestamp"]),
+        thread: None,
+        progress: Default::default(),
     };
     if webhooks
         .herald

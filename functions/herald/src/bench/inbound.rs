@@ -30,6 +30,8 @@ fn message(tenant: &TenantId, i: usize) -> InboundMessage {
         media_urls: Vec::new(),
         keyword: None,
         received_at: chrono::Utc::now(),
+        thread: None,
+        progress: Default::default(),
     }
 }
 
