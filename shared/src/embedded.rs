@@ -15,7 +15,7 @@ use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, KeyScopes, TenantId};
 use crate::engine::{
-    drain, followups, health, maintenance, notify, tracker, EngineConfig, Herald, Ports,
+    drain, followups, health, maintenance, notify, pipeline, tracker, EngineConfig, Herald, Ports,
 };
 use crate::gateway::config::GatewaysConfig;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
@@ -150,6 +150,7 @@ impl Embedded {
         limiter.restore(backend.load_buckets().await?);
         // A tenant may send from the numbers it receives on.
         cfg.engine.add_senders(cfg.webhooks.sender_identities());
+        let inbound_wake = Arc::new(tokio::sync::Notify::new());
         let herald = Arc::new(Herald::new(
             Ports {
                 store: store.clone(),
@@ -161,6 +162,8 @@ impl Embedded {
                 audit: store.clone(),
                 contacts: store.clone(),
                 threads: store.clone(),
+                rules: store.clone(),
+                inbound_feed: Arc::new(pipeline::LocalFeed(inbound_wake.clone())),
                 webhooks: Some(store.clone()),
                 events: store,
                 limiter: limiter.clone(),
@@ -175,7 +178,13 @@ impl Embedded {
         );
         let (shutdown, rx) = watch::channel(false);
         let workers = if cfg.run_workers {
-            drain::spawn_workers(herald.clone(), rx.clone())
+            let mut workers = drain::spawn_workers(herald.clone(), rx.clone());
+            workers.push(tokio::spawn(pipeline::run(
+                herald.clone(),
+                inbound_wake,
+                rx.clone(),
+            )));
+            workers
         } else {
             Vec::new()
         };

@@ -1,16 +1,20 @@
-//! `GET /v1/inbound`: messages the tenant's recipients sent back, newest first, paged.
+//! `GET /v1/inbound`: messages the tenant's recipients sent back, newest first, paged, and
+//! `GET /v1/inbound/{id}`: one, with what the inbound pipeline decided.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{rejection::PathRejection, Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::AuthTenant;
+use super::extract::{AuthTenant, Caller};
+use super::messages::message_id;
 use super::paging::{ListQuery, NoFilter};
-use super::problem::{AuthErrors, Problem, QueryErrors};
+use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
+use crate::domain::inbound::InboundState;
+use crate::domain::rules::Decision;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
 
@@ -29,6 +33,16 @@ pub struct InboundView {
     #[schema(value_type = Option<String>)]
     pub keyword: Option<Keyword>,
     pub received_at: DateTime<Utc>,
+    /// The thread it joined (`GET /v1/threads/{id}`).
+    pub thread_id: Option<String>,
+    /// `received`, `processing`, `processed` or `failed`.
+    pub state: InboundState,
+    /// What the inbound rules decided, once processed.
+    pub decision: Option<Decision>,
+    /// Why processing failed (or its last try did).
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub processed_at: Option<DateTime<Utc>>,
 }
 
 impl From<InboundMessage> for InboundView {
@@ -44,6 +58,12 @@ impl From<InboundMessage> for InboundView {
             media_urls: m.media_urls,
             keyword: m.keyword,
             received_at: m.received_at,
+            thread_id: m.thread.map(|t| t.to_string()),
+            state: m.progress.state,
+            decision: m.progress.decision,
+            error: m.progress.error,
+            attempts: m.progress.attempts,
+            processed_at: m.progress.processed_at,
         }
     }
 }
@@ -75,4 +95,22 @@ pub async fn list(
         items: items.into_iter().map(Into::into).collect(),
         next_after,
     }))
+}
+
+/// One inbound message, with the pipeline's state and decision. Another tenant's id is a 404.
+#[utoipa::path(get, operation_id = "get_inbound", path = "/v1/inbound/{id}", tag = "inbound",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, body = InboundView), AuthErrors, NotFound), security(("api_key" = [])))]
+pub async fn get(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<InboundView>, Problem> {
+    let id = message_id(path).map_err(|_| Problem::not_found("inbound message"))?;
+    let m = herald
+        .inbound
+        .inbound_message(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("inbound message"))?;
+    Ok(Json(m.into()))
 }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod paging;
 pub mod problem;
 pub mod request_id;
+pub mod rules;
 pub mod scopes;
 pub mod search;
 pub mod senders;
@@ -84,7 +85,8 @@ impl BodyLimits {
         templates::put, templates::get, templates::delete,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
-        suppressions::import, suppressions::export, inbound::list,
+        suppressions::import, suppressions::export, inbound::list, inbound::get,
+        rules::get, rules::put, rules::test,
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
@@ -202,6 +204,9 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
                 .delete(suppressions::delete),
         )
         .route("/v1/inbound", get(inbound::list))
+        .route("/v1/inbound/{id}", get(inbound::get))
+        .route("/v1/inbound-rules", get(rules::get).put(rules::put))
+        .route("/v1/inbound-rules/test", post(rules::test))
         .route("/v1/sender-identities", get(senders::list))
         .route(
             "/v1/sender-identities/{identity}",

@@ -13,8 +13,9 @@ const ADMIN_ROUTES: [&str; 4] = [
 ];
 
 /// Routes whose reads are `read` and whose writes are `admin`.
-const CONFIG_ROUTES: [&str; 4] = [
+const CONFIG_ROUTES: [&str; 5] = [
     "/v1/templates",
+    "/v1/inbound-rules",
     "/v1/suppressions",
     "/v1/sender-identities",
     "/v1/dead-letters",
@@ -51,6 +52,9 @@ mod tests {
             (Method::PUT, "/v1/templates/{name}", KeyScope::Admin),
             (Method::POST, "/v1/suppressions/import", KeyScope::Admin),
             (Method::POST, "/v1/dead-letters/redrive", KeyScope::Admin),
+            (Method::GET, "/v1/inbound-rules", KeyScope::Read),
+            (Method::PUT, "/v1/inbound-rules", KeyScope::Admin),
+            (Method::POST, "/v1/inbound-rules/test", KeyScope::Admin),
             (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
             (Method::GET, "/v1/audit/export", KeyScope::Admin),
             (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),

@@ -524,7 +524,7 @@ pub(super) async fn join(
     j: Joining,
     accepted: &Accepted<SendOutcome>,
 ) {
-    let Some(id) = accepted_id(accepted) else {
+    let Some(id) = accepted.message_id() else {
         return;
     };
     let thread = j.thread;
@@ -538,16 +538,6 @@ pub(super) async fn join(
     );
     if let Err(e) = herald.threads.record_outbound(tenant, thread, &entry).await {
         tracing::error!(error = %e, %thread, message = %id, "a sent message did not join its thread");
-    }
-}
-
-/// The message a send accepted (or accepted before, for a replayed Idempotency-Key).
-fn accepted_id(accepted: &Accepted<SendOutcome>) -> Option<MessageId> {
-    match accepted {
-        Accepted::New(outcome) => Some(outcome.id),
-        Accepted::Replay { body, .. } => serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["id"].as_str().and_then(MessageId::parse)),
     }
 }
 

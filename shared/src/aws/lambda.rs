@@ -166,9 +166,20 @@ pub async fn run_health_checker() -> Result<(), lambda_runtime::Error> {
                         0
                     }
                 };
-                Ok::<_, lambda_runtime::Error>(
-                    serde_json::json!({ "gateways": statuses, "followups_announced": followups }),
-                )
+                // Inbound messages whose announcement was lost, or whose worker died.
+                let grace = herald.config.inbound_lease * 2;
+                let inbound = match herald.announce_pending(grace).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "inbound sweep failed");
+                        0
+                    }
+                };
+                Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                    "gateways": statuses,
+                    "followups_announced": followups,
+                    "inbound_announced_again": inbound,
+                }))
             }
         },
     )
@@ -272,6 +283,39 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SES event not applied; it comes back");
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
+
+/// The inbound consumer (`inbound`): each queue message names a stored inbound message, which
+/// is claimed and processed once (see [`crate::engine::pipeline`]). One held by another worker,
+/// or waiting for its retry time, comes back after the visibility timeout; one whose try
+/// failed comes back the same way, and is `failed` after its last.
+pub async fn inbound(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
+    use crate::engine::pipeline::InboundRun;
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.unwrap_or_default();
+        let entry: super::sqs::InboundRef = match serde_json::from_str(&body) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(sqs_message_id = %id, error = %e, "unreadable inbound entry; left for the DLQ");
+                response.add_failure(id);
+                continue;
+            }
+        };
+        match herald.process_inbound(&entry.tenant, entry.id).await {
+            Ok(InboundRun::Processed | InboundRun::Failed | InboundRun::Done) => {}
+            Ok(InboundRun::Missing) => {
+                tracing::warn!(tenant = %entry.tenant, inbound = %entry.id, "inbound entry for no stored message (expired?)");
+            }
+            Ok(InboundRun::Held | InboundRun::Retry) => response.add_failure(id),
+            Err(e) => {
+                tracing::warn!(error = %e, inbound = %entry.id, "inbound message not processed; it comes back");
                 response.add_failure(id);
             }
         }
@@ -401,6 +445,15 @@ pub async fn run_suppression() -> Result<(), lambda_runtime::Error> {
     serve_events(
         |_| Ok(()),
         |cold, event: SqsEvent, _| async move { Ok(suppression(&cold.herald, event).await) },
+    )
+    .await
+}
+
+/// `inbound`: the inbound queue's consumer.
+pub async fn run_inbound() -> Result<(), lambda_runtime::Error> {
+    serve_events(
+        |_| Ok(()),
+        |cold, event: SqsEvent, _| async move { Ok(inbound(&cold.herald, event).await) },
     )
     .await
 }

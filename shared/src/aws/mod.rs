@@ -120,6 +120,8 @@ impl AwsBackend {
                 audit: self.store.clone(),
                 contacts: self.store.clone(),
                 threads: self.store.clone(),
+                rules: self.store.clone(),
+                inbound_feed: self.lanes.clone(),
                 // Functions deployed without the endpoints table announce nothing.
                 webhooks: settings
                     .tables

@@ -44,6 +44,8 @@ pub struct Queues {
     /// Webhooks out, retries: a delivery whose try failed waits here (a standard queue,
     /// hidden until its next try), so it holds up no later event to its endpoint.
     pub notify: Option<String>,
+    /// Inbound messages stored and waiting for the `inbound` function.
+    pub inbound: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +109,7 @@ pub const NOTIFY_QUEUE_URL: &str = "HERALD_NOTIFY_QUEUE_URL";
 pub const NOTIFY_ORDERED_QUEUE_URL: &str = "HERALD_NOTIFY_ORDERED_QUEUE_URL";
 pub const WEBHOOKS: &str = "HERALD_WEBHOOKS";
 pub const BULK_QUEUE_URL: &str = "HERALD_BULK_QUEUE_URL";
+pub const INBOUND_QUEUE_URL: &str = "HERALD_INBOUND_QUEUE_URL";
 pub const DEV_FORWARD_ALLOW: &str = "HERALD_DEV_FORWARD_ALLOW";
 pub const LANE_QUEUE_URLS: [&str; 5] = [
     "HERALD_QUEUE_URL_P0",
@@ -184,6 +187,7 @@ impl AwsSettings {
                 bulk: get(BULK_QUEUE_URL),
                 notify_ordered: get(NOTIFY_ORDERED_QUEUE_URL),
                 notify: get(NOTIFY_QUEUE_URL),
+                inbound: get(INBOUND_QUEUE_URL),
             },
             max_receive_count: number("HERALD_MAX_RECEIVE_COUNT", 5)?.clamp(1, 1000) as u32,
             ses,

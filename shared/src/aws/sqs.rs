@@ -18,8 +18,17 @@ use futures::{StreamExt, TryStreamExt};
 use super::settings::{
     required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS, NOTIFY_ORDERED_QUEUE_URL, NOTIFY_QUEUE_URL,
 };
-use crate::domain::{Priority, TenantId};
-use crate::ports::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
+use crate::domain::{MessageId, Priority, TenantId};
+use crate::ports::{
+    Delivery, InboundFeed, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError,
+};
+
+/// The inbound queue's message: which stored inbound message to process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InboundRef {
+    pub tenant: TenantId,
+    pub id: MessageId,
+}
 
 /// The bulk queue's message: which job to fan out (the job itself is in DynamoDB).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -314,6 +323,21 @@ impl SqsLanes {
             .send()
             .await
             .map_err(|e| unavailable("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Puts a stored inbound message on the inbound queue for the `inbound` function.
+    async fn publish_inbound(&self, r: &InboundRef) -> Result<(), StoreError> {
+        let url = required(&self.queues.inbound, super::settings::INBOUND_QUEUE_URL)?;
+        let body = serde_json::to_string(r)
+            .map_err(|e| StoreError::Corrupt(format!("inbound entry: {e}")))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable("SendMessage", e))?;
         Ok(())
     }
 
@@ -698,5 +722,16 @@ mod tests {
         assert!(!body.contains("ann@"), "{body}");
         assert_eq!(d.pace.and_then(|p| p.domain).as_deref(), Some("gmail"));
         assert!(SqsLanes::delivery_of("rh".into(), "{\"poison\":true}", 1).is_none());
+    }
+}
+
+#[async_trait::async_trait]
+impl InboundFeed for SqsLanes {
+    async fn announce(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+        self.publish_inbound(&InboundRef {
+            tenant: tenant.clone(),
+            id,
+        })
+        .await
     }
 }

@@ -131,6 +131,8 @@ pub enum AuditAction {
     DevForwardDeleted,
     #[serde(rename = "contact.merged")]
     ContactMerged,
+    #[serde(rename = "inbound_rules.put")]
+    InboundRulesPut,
 }
 
 impl AuditAction {
@@ -158,6 +160,7 @@ impl AuditAction {
         AuditAction::DevForwardUpdated,
         AuditAction::DevForwardDeleted,
         AuditAction::ContactMerged,
+        AuditAction::InboundRulesPut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -185,6 +188,7 @@ impl AuditAction {
             AuditAction::DevForwardUpdated => "dev_forward.updated",
             AuditAction::DevForwardDeleted => "dev_forward.deleted",
             AuditAction::ContactMerged => "contact.merged",
+            AuditAction::InboundRulesPut => "inbound_rules.put",
         }
     }
 }

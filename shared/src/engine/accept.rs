@@ -74,6 +74,18 @@ pub enum Accepted<T> {
     Replay { status: u16, body: String },
 }
 
+impl Accepted<SendOutcome> {
+    /// The message accepted (or accepted before, for a replay).
+    pub fn message_id(&self) -> Option<crate::domain::MessageId> {
+        match self {
+            Accepted::New(outcome) => Some(outcome.id),
+            Accepted::Replay { body, .. } => serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["id"].as_str().and_then(crate::domain::MessageId::parse)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
     #[error("{}", .0.detail)]

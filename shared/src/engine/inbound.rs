@@ -86,6 +86,7 @@ impl Herald {
         let repeat = !self.inbound.record_inbound(&message).await?;
         if !repeat {
             self.notify_inbound(&message).await;
+            self.announce_inbound(&message).await;
         }
         let Some(keyword) = keyword else {
             return Ok(Received {
@@ -174,7 +175,7 @@ impl Herald {
 /// What a STOP records on a channel that has carrier-style keywords: SMS its own opt-out,
 /// WhatsApp and Telegram an unsubscribe (nothing else puts one on those channels, so START
 /// lifts only what a keyword set). Email and push have none.
-fn opt_out_reason(channel: Channel) -> Option<Reason> {
+pub(crate) fn opt_out_reason(channel: Channel) -> Option<Reason> {
     match channel {
         Channel::Sms => Some(Reason::SmsOptOut),
         Channel::Whatsapp | Channel::Telegram => Some(Reason::Unsubscribe),

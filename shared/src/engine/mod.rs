@@ -10,10 +10,12 @@ pub mod followups;
 mod gate;
 pub mod health;
 pub mod inbound;
+mod inbound_rules;
 pub mod keys;
 pub mod maintenance;
 pub mod notify;
 mod parked;
+pub mod pipeline;
 pub mod suppress;
 mod templates;
 pub mod tracker;
@@ -32,8 +34,9 @@ use crate::domain::template::RenderLimits;
 use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
-    AuditLog, ContactStore, EventLog, HealthStore, InboundStore, LaneQueue, MessageStore,
-    RateLimiter, SuppressionStore, TemplateStore, TenantStore, ThreadStore, WebhookStore,
+    AuditLog, ContactStore, EventLog, HealthStore, InboundFeed, InboundStore, LaneQueue,
+    MessageStore, RateLimiter, RuleStore, SuppressionStore, TemplateStore, TenantStore,
+    ThreadStore, WebhookStore,
 };
 
 pub use accept::{
@@ -70,6 +73,9 @@ pub struct EngineConfig {
     pub health_interval: Duration,
     /// How often threads' due follow-ups are looked for (embedded).
     pub followup_interval: Duration,
+    /// How long an inbound worker holds a message it claimed: a dead worker's message is
+    /// taken again after it.
+    pub inbound_lease: Duration,
     /// The outcomes a gateway's state is judged on.
     pub health_window: Duration,
     pub breaker: BreakerConfig,
@@ -111,6 +117,7 @@ impl Default for EngineConfig {
             rate_limits: RateLimits::default(),
             health_interval: Duration::from_secs(10),
             followup_interval: Duration::from_secs(5),
+            inbound_lease: pipeline::LEASE,
             health_window: Duration::from_secs(300),
             breaker: BreakerConfig::default(),
             render: RenderLimits::default(),
@@ -165,6 +172,8 @@ pub struct Ports {
     pub webhooks: Option<Arc<dyn WebhookStore>>,
     pub contacts: Arc<dyn ContactStore>,
     pub threads: Arc<dyn ThreadStore>,
+    pub rules: Arc<dyn RuleStore>,
+    pub inbound_feed: Arc<dyn InboundFeed>,
 }
 
 /// Everything the API and the workers share.
@@ -188,6 +197,10 @@ pub struct Herald {
     pub contacts: Arc<dyn ContactStore>,
     /// Conversations with contacts, across channels.
     pub threads: Arc<dyn ThreadStore>,
+    /// Tenants' inbound rules.
+    pub rules: Arc<dyn RuleStore>,
+    /// Wakes the inbound workers (see [`pipeline`]).
+    pub inbound_feed: Arc<dyn InboundFeed>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -215,6 +228,8 @@ impl Herald {
             audit: ports.audit,
             contacts: ports.contacts,
             threads: ports.threads,
+            rules: ports.rules,
+            inbound_feed: ports.inbound_feed,
             webhooks: ports.webhooks,
             gateways,
             config,

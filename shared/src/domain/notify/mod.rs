@@ -151,6 +151,9 @@ pub enum EventType {
     MessageCancelled,
     #[serde(rename = "inbound.received")]
     InboundReceived,
+    /// An inbound rule with a `webhook` action matched a message.
+    #[serde(rename = "inbound.matched")]
+    InboundMatched,
     #[serde(rename = "suppression.added")]
     SuppressionAdded,
     #[serde(rename = "suppression.removed")]
@@ -176,7 +179,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 22] = [
+    pub const ALL: [EventType; 23] = [
         EventType::MessageQueued,
         EventType::MessageSent,
         EventType::MessageDelivered,
@@ -189,6 +192,7 @@ impl EventType {
         EventType::MessageSuppressed,
         EventType::MessageCancelled,
         EventType::InboundReceived,
+        EventType::InboundMatched,
         EventType::SuppressionAdded,
         EventType::SuppressionRemoved,
         EventType::GatewayHealthChanged,
@@ -215,6 +219,7 @@ impl EventType {
             EventType::MessageSuppressed => "message.suppressed",
             EventType::MessageCancelled => "message.cancelled",
             EventType::InboundReceived => "inbound.received",
+            EventType::InboundMatched => "inbound.matched",
             EventType::SuppressionAdded => "suppression.added",
             EventType::SuppressionRemoved => "suppression.removed",
             EventType::GatewayHealthChanged => "gateway.health_changed",

@@ -1,0 +1,142 @@
+//! Inbound rules: `GET|PUT /v1/inbound-rules` (the whole ordered set, replaced at once) and
+//! `POST /v1/inbound-rules/test`, which says what the rules (saved, or given) would decide for
+//! a sample message, with nothing done.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{Caller, JsonBody};
+use super::problem::{AuthErrors, JsonBodyErrors, Problem};
+use crate::domain::audit::AuditAction;
+use crate::domain::rules::{Decision, RuleSet};
+use crate::domain::thread::{Insights, Thread};
+use crate::domain::{Channel, ContactId, InboundMessage, Keyword, MessageId};
+use crate::engine::Herald;
+
+/// The longest sample body, in bytes.
+const MAX_SAMPLE_BODY: usize = 64 * 1024;
+
+/// The tenant's rules, in the order they are tried.
+#[utoipa::path(get, operation_id = "get_inbound_rules", path = "/v1/inbound-rules", tag = "inbound",
+    responses((status = 200, body = RuleSet), AuthErrors), security(("api_key" = [])))]
+pub async fn get(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+) -> Result<Json<RuleSet>, Problem> {
+    Ok(Json(herald.rules.inbound_rules(&caller.tenant).await?))
+}
+
+/// Replaces the tenant's rules.
+#[utoipa::path(put, operation_id = "put_inbound_rules", path = "/v1/inbound-rules", tag = "inbound",
+    request_body = RuleSet,
+    responses((status = 200, body = RuleSet), AuthErrors, JsonBodyErrors), security(("api_key" = [])))]
+pub async fn put(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    body: JsonBody<RuleSet>,
+) -> Result<Json<RuleSet>, Problem> {
+    let rules = body.value;
+    rules.check().map_err(Problem::invalid)?;
+    herald
+        .rules
+        .put_inbound_rules(&caller.tenant, &rules)
+        .await?;
+    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+    let entry = caller
+        .entry(AuditAction::InboundRulesPut)
+        .detail(serde_json::json!({ "rules": names }));
+    herald.record_audit(entry).await;
+    Ok(Json(rules))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestInput {
+    pub message: SampleMessage,
+    /// Rules to try instead of the saved ones (checked as `PUT` checks them).
+    pub rules: Option<RuleSet>,
+    /// The label the sender's thread has, for rules that match on labels.
+    #[schema(min_length = 1, max_length = 200)]
+    pub thread_label: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SampleMessage {
+    pub channel: Channel,
+    #[schema(max_length = 65536)]
+    pub body: String,
+    #[schema(max_length = 320)]
+    pub from: Option<String>,
+    #[schema(max_length = 320)]
+    pub to: Option<String>,
+    /// When it arrives, for business hours; now if left out.
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleTestOutcome {
+    /// `keyword`, `rule` or `no_rule`; each action of the rule is `planned`.
+    pub decision: Decision,
+}
+
+/// What the rules would decide for a sample message. Nothing is stored, sent or announced.
+#[utoipa::path(post, operation_id = "test_inbound_rules", path = "/v1/inbound-rules/test", tag = "inbound",
+    request_body = RuleTestInput,
+    responses((status = 200, body = RuleTestOutcome), AuthErrors, JsonBodyErrors), security(("api_key" = [])))]
+pub async fn test(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    body: JsonBody<RuleTestInput>,
+) -> Result<Json<RuleTestOutcome>, Problem> {
+    let input = body.value;
+    let rules = match input.rules {
+        Some(rules) => {
+            rules.check().map_err(|mut e| {
+                e.pointer = format!("/rules{}", e.pointer);
+                Problem::invalid(e)
+            })?;
+            rules
+        }
+        None => herald.rules.inbound_rules(&caller.tenant).await?,
+    };
+    let sample = input.message;
+    if sample.body.len() > MAX_SAMPLE_BODY {
+        return Err(Problem::invalid(crate::domain::FieldError::new(
+            "/message/body",
+            "too_large",
+            format!("at most {MAX_SAMPLE_BODY} bytes"),
+        )));
+    }
+    let received_at = sample.received_at.unwrap_or_else(Utc::now);
+    let message = InboundMessage {
+        id: MessageId::new(),
+        tenant: caller.tenant.clone(),
+        channel: sample.channel,
+        gateway: "test".into(),
+        provider_message_id: String::new(),
+        from: sample.from.unwrap_or_default(),
+        to: sample.to.unwrap_or_default(),
+        keyword: Keyword::of(&sample.body),
+        body: sample.body,
+        media_urls: Vec::new(),
+        received_at,
+        thread: None,
+        progress: Default::default(),
+    };
+    let thread = input.thread_label.map(|label| {
+        let mut t = Thread::open(caller.tenant.clone(), ContactId::new(), received_at);
+        t.insights = Insights {
+            label: Some(label),
+            ..Insights::default()
+        };
+        t
+    });
+    let decision = Herald::try_rules(&rules, &message, thread.as_ref());
+    Ok(Json(RuleTestOutcome { decision }))
+}
