@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Lambda functions (api, enqueue, dispatch, suppression, health-checker, webhooks, stats, notify)
+# Builds the Lambda functions (api, enqueue, dispatch, suppression, health-checker, webhooks, stats, notify, inbound)
 # for provided.al2023 on arm64 with cargo-lambda (zig as the cross linker; both from PyPI into
 # ./.venv), and reports each artifact's size. Output: target/lambda/<function>/bootstrap(.zip).
 # `sam build --config-env dev` does the same through the template's rust-cargolambda metadata.
@@ -10,7 +10,7 @@ tools=$(./scripts/python-tools.sh | tail -n1)
 # The venv's python carries ziglang, which cargo-lambda's zig linker falls back to.
 export PATH="$tools:$PATH"
 
-functions=(api enqueue dispatch suppression health-checker webhooks stats notify)
+functions=(api enqueue dispatch suppression health-checker webhooks stats notify inbound)
 args=()
 for f in "${functions[@]}"; do args+=(--bin "$f"); done
 

@@ -16,6 +16,7 @@ use shared::aws::lambda::{self, ColdStart};
 use shared::aws::settings::WEBHOOKS;
 use shared::aws::AwsSettings;
 use shared::domain::suppression::{Reason, Scope};
+use shared::domain::inbound::InboundState;
 use shared::domain::{Channel, InboundMessage, TenantId};
 use shared::webhooks::signature::twilio_signature;
 use tower::ServiceExt;
@@ -326,4 +327,101 @@ async fn a_replayed_start_never_lifts_a_later_stop() {
     let (status, reply) = call(&router, signed("SM-k2", "START")).await;
     assert_eq!(status, 200, "{reply}");
     assert!(opted_out().await, "the replayed START changed nothing");
+}
+
+/// Serves the webhooks function's Router; returns its URL.
+async fn serve_webhooks(api: &AwsApi) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = webhooks_router(api);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+async fn text_in(api: &AwsApi, url: &str, sid: &str, from: &str, body: &str) {
+    let params = form(&[("MessageSid", sid), ("From", from), ("To", NUMBER), ("Body", body)]);
+    let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
+    let res = api
+        .client
+        .post(format!("{url}{INBOUND}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(serde_urlencoded::to_string(&params).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// The inbound pipeline on AWS: the webhooks function stores a message and puts it on the
+/// inbound queue; the `inbound` function processes it once (a redelivery changes nothing);
+/// a message whose announcement was lost is announced again by the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_function_processes_each_message_once() {
+    let api = AwsApi::start().await;
+    let url = serve_webhooks(&api).await;
+    let tpl = json!({ "text": "Thanks, we will answer soon. You wrote: {{ body }}" });
+    let (status, body) = api.call(Method::PUT, "/v1/templates/ack", Some(tpl)).await;
+    assert_eq!(status, 201, "{body}");
+    let rules = json!({ "rules": [{ "name": "ack", "when": { "keywords": ["quote"] },
+        "actions": [{ "type": "label", "label": "lead" },
+                    { "type": "auto_reply", "template": "ack" }] }] });
+    let (status, body) = api.call(Method::PUT, "/v1/inbound-rules", Some(rules)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let from = "+15551230099";
+    text_in(&api, &url, "SM0aws0quote", from, "A quote for Friday, please").await;
+    let queue = api.stack.settings.queues.inbound.clone().unwrap();
+    let herald = api.herald.clone();
+    let (event, response) = api
+        .stack
+        .poll_once(&queue, 10, |event| async move {
+            lambda::inbound(&herald, event).await
+        })
+        .await
+        .expect("the stored message was announced");
+    assert_eq!(event.records.len(), 1);
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let stored = inbound(&api).await;
+    let m = &stored[0];
+    assert_eq!(m.progress.state, InboundState::Processed, "{m:?}");
+    let decision = m.progress.decision.clone().unwrap();
+    assert_eq!(decision.rule.as_deref(), Some("ack"));
+    let reply = decision.actions[1].message_id.clone().expect("auto-reply sent");
+    let view = api.view(&reply).await;
+    assert_eq!((view["to"].as_str(), view["priority"].as_str()), (Some(from), Some("P1")));
+    let thread = api.herald.threads.thread(&m.tenant, m.thread.unwrap()).await.unwrap().unwrap();
+    assert_eq!(thread.insights.label.as_deref(), Some("lead"));
+
+    // SQS delivers the entry again: nothing is done twice.
+    let again = lambda::inbound(&api.herald, event).await;
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    let (status, sent) = api
+        .call(Method::GET, "/v1/messages?source_type=inbound_rule", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sent["items"].as_array().map(Vec::len), Some(1), "{sent}");
+
+    // An announcement lost: the sweep finds the message waiting and announces it again.
+    text_in(&api, &url, "SM0aws0lost", from, "hello?").await;
+    let herald = api.herald.clone();
+    api.stack
+        .poll_once(&queue, 10, |_| async { Default::default() })
+        .await
+        .expect("announced, then lost");
+    assert_eq!(
+        herald.announce_pending(std::time::Duration::ZERO).await.unwrap(),
+        1
+    );
+    let (_, response) = api
+        .stack
+        .poll_once(&queue, 10, |event| async move {
+            lambda::inbound(&herald, event).await
+        })
+        .await
+        .expect("announced again");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(inbound(&api).await[0].progress.state, InboundState::Processed);
 }
