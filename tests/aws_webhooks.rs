@@ -15,8 +15,8 @@ use serde_json::json;
 use shared::aws::lambda::{self, ColdStart};
 use shared::aws::settings::WEBHOOKS;
 use shared::aws::AwsSettings;
-use shared::domain::suppression::{Reason, Scope};
 use shared::domain::inbound::InboundState;
+use shared::domain::suppression::{Reason, Scope};
 use shared::domain::{Channel, InboundMessage, TenantId};
 use shared::webhooks::signature::twilio_signature;
 use tower::ServiceExt;
@@ -341,7 +341,12 @@ async fn serve_webhooks(api: &AwsApi) -> String {
 }
 
 async fn text_in(api: &AwsApi, url: &str, sid: &str, from: &str, body: &str) {
-    let params = form(&[("MessageSid", sid), ("From", from), ("To", NUMBER), ("Body", body)]);
+    let params = form(&[
+        ("MessageSid", sid),
+        ("From", from),
+        ("To", NUMBER),
+        ("Body", body),
+    ]);
     let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
     let res = api
         .client
@@ -368,11 +373,20 @@ async fn the_inbound_function_processes_each_message_once() {
     let rules = json!({ "rules": [{ "name": "ack", "when": { "keywords": ["quote"] },
         "actions": [{ "type": "label", "label": "lead" },
                     { "type": "auto_reply", "template": "ack" }] }] });
-    let (status, body) = api.call(Method::PUT, "/v1/inbound-rules", Some(rules)).await;
+    let (status, body) = api
+        .call(Method::PUT, "/v1/inbound-rules", Some(rules))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let from = "+15551230099";
-    text_in(&api, &url, "SM0aws0quote", from, "A quote for Friday, please").await;
+    text_in(
+        &api,
+        &url,
+        "SM0aws0quote",
+        from,
+        "A quote for Friday, please",
+    )
+    .await;
     let queue = api.stack.settings.queues.inbound.clone().unwrap();
     let herald = api.herald.clone();
     let (event, response) = api
@@ -389,10 +403,22 @@ async fn the_inbound_function_processes_each_message_once() {
     assert_eq!(m.progress.state, InboundState::Processed, "{m:?}");
     let decision = m.progress.decision.clone().unwrap();
     assert_eq!(decision.rule.as_deref(), Some("ack"));
-    let reply = decision.actions[1].message_id.clone().expect("auto-reply sent");
+    let reply = decision.actions[1]
+        .message_id
+        .clone()
+        .expect("auto-reply sent");
     let view = api.view(&reply).await;
-    assert_eq!((view["to"].as_str(), view["priority"].as_str()), (Some(from), Some("P1")));
-    let thread = api.herald.threads.thread(&m.tenant, m.thread.unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (view["to"].as_str(), view["priority"].as_str()),
+        (Some(from), Some("P1"))
+    );
+    let thread = api
+        .herald
+        .threads
+        .thread(&m.tenant, m.thread.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(thread.insights.label.as_deref(), Some("lead"));
 
     // SQS delivers the entry again: nothing is done twice.
@@ -412,7 +438,10 @@ async fn the_inbound_function_processes_each_message_once() {
         .await
         .expect("announced, then lost");
     assert_eq!(
-        herald.announce_pending(std::time::Duration::ZERO).await.unwrap(),
+        herald
+            .announce_pending(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
         1
     );
     let (_, response) = api
@@ -423,5 +452,8 @@ async fn the_inbound_function_processes_each_message_once() {
         .await
         .expect("announced again");
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
-    assert_eq!(inbound(&api).await[0].progress.state, InboundState::Processed);
+    assert_eq!(
+        inbound(&api).await[0].progress.state,
+        InboundState::Processed
+    );
 }

@@ -48,16 +48,16 @@ async fn processed(s: &TestServer) -> Value {
         if m["state"] == "processed" || m["state"] == "failed" {
             return m;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not processed: {m}"
-        );
+        assert!(std::time::Instant::now() < deadline, "not processed: {m}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn results(m: &Value) -> Vec<(String, String, String)> {
-    let actions = m["decision"]["actions"].as_array().cloned().unwrap_or_default();
+    let actions = m["decision"]["actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     actions
         .iter()
         .map(|a| {
@@ -72,13 +72,17 @@ fn result(kind: &str, outcome: &str, reason: &str) -> (String, String, String) {
 }
 
 async fn thread_of(s: &TestServer, m: &Value) -> Value {
-    let r = s.get(&format!("/v1/threads/{}", m["thread_id"].as_str().unwrap())).await;
+    let r = s
+        .get(&format!("/v1/threads/{}", m["thread_id"].as_str().unwrap()))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body
 }
 
 async fn auto_replies(s: &TestServer) -> Vec<Value> {
-    let r = s.get("/v1/messages?source_type=inbound_rule&limit=100").await;
+    let r = s
+        .get("/v1/messages?source_type=inbound_rule&limit=100")
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["items"].as_array().cloned().unwrap_or_default()
 }
@@ -105,14 +109,22 @@ async fn rules_label_assign_follow_up_announce_and_take_over() {
     sms_in(&s, &hooks, "SM-r1", ANN, "URGENT: the boiler leaks").await;
     let m = processed(&s).await;
     assert_eq!(
-        (m["decision"]["outcome"].as_str(), m["decision"]["rule"].as_str()),
+        (
+            m["decision"]["outcome"].as_str(),
+            m["decision"]["rule"].as_str()
+        ),
         (Some("rule"), Some("urgent")),
         "{m}"
     );
     let applied = |k| result(k, "applied", "");
     assert_eq!(
         results(&m),
-        [applied("label"), applied("assign"), applied("set_followup"), applied("webhook")]
+        [
+            applied("label"),
+            applied("assign"),
+            applied("set_followup"),
+            applied("webhook")
+        ]
     );
     let t = thread_of(&s, &m).await;
     assert_eq!(t["insights"]["label"], "urgent", "{t}");
@@ -172,10 +184,16 @@ async fn auto_replies_come_once_per_window_and_never_after_a_takeover() {
     assert_eq!(m["decision"]["outcome"], "no_rule", "{m}");
     let path = format!("/v1/threads/{}", m["thread_id"].as_str().unwrap());
     let r = patch(&s, &path, &s.key, &json!({ "human_takeover": true })).await;
-    assert_eq!((r.status, &r.body["human_takeover"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(
+        (r.status, &r.body["human_takeover"]),
+        (StatusCode::OK, &json!(true))
+    );
     sms_in(&s, &hooks, "SM-a4", CAROL, "hello?").await;
     let m = processed(&s).await;
-    assert_eq!(results(&m), [result("auto_reply", "skipped", "human_takeover")]);
+    assert_eq!(
+        results(&m),
+        [result("auto_reply", "skipped", "human_takeover")]
+    );
     let r = patch(&s, &path, &s.key, &json!({ "status": "closed" })).await;
     assert_eq!(r.body["human_takeover"], false, "{}", r.body);
     sms_in(&s, &hooks, "SM-a5", CAROL, "hello, anyone?").await;
@@ -193,7 +211,9 @@ async fn the_rule_tester_decides_without_side_effects() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["decision"]["rule"], "welcome", "{}", r.body);
     assert_eq!(r.body["decision"]["actions"][0]["result"], "planned");
-    let r = test(json!({ "message": { "channel": "sms", "body": "fine" }, "thread_label": "urgent" })).await;
+    let r =
+        test(json!({ "message": { "channel": "sms", "body": "fine" }, "thread_label": "urgent" }))
+            .await;
     assert_eq!(r.body["decision"]["rule"], "vip", "{}", r.body);
     let r = test(json!({ "message": { "channel": "whatsapp", "body": "stop" } })).await;
     assert_eq!(r.body["decision"]["outcome"], "keyword", "{}", r.body);
@@ -201,7 +221,8 @@ async fn the_rule_tester_decides_without_side_effects() {
     let draft = json!({ "rules": [{ "name": "night", "when": { "business_hours": {
         "timezone": "Europe/Paris", "start": "22:00", "end": "06:00" } },
         "actions": [{ "type": "label", "label": "night" }] }] });
-    let at_night = json!({ "channel": "email", "body": "x", "received_at": "2026-12-01T23:30:00Z" });
+    let at_night =
+        json!({ "channel": "email", "body": "x", "received_at": "2026-12-01T23:30:00Z" });
     let r = test(json!({ "message": at_night, "rules": draft })).await;
     assert_eq!(r.body["decision"]["rule"], "night", "{}", r.body);
     let by_day = json!({ "channel": "email", "body": "x", "received_at": "2026-12-01T12:00:00Z" });
@@ -210,7 +231,11 @@ async fn the_rule_tester_decides_without_side_effects() {
     let bad = json!({ "rules": [{ "name": "a", "actions": [] }] });
     let r = test(json!({ "message": by_day, "rules": bad })).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-    assert_eq!(r.body["errors"][0]["pointer"], "/rules/rules/0/actions", "{}", r.body);
+    assert_eq!(
+        r.body["errors"][0]["pointer"], "/rules/rules/0/actions",
+        "{}",
+        r.body
+    );
     // Nothing was stored, threaded or sent.
     for path in ["/v1/inbound", "/v1/threads", "/v1/messages"] {
         let r = s.get(path).await;
@@ -225,9 +250,15 @@ async fn rules_are_a_tenants_own_and_bad_input_is_a_problem() {
     set_up(&s).await;
     let globex = s.new_key("globex").await;
     let r = s.get_as("/v1/inbound-rules", &globex).await;
-    assert_eq!((r.status, &r.body), (StatusCode::OK, &json!({ "rules": [] })));
+    assert_eq!(
+        (r.status, &r.body),
+        (StatusCode::OK, &json!({ "rules": [] }))
+    );
     let reader = s.new_key_with("acme", "read").await;
-    assert_eq!(s.get_as("/v1/inbound-rules", &reader).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get_as("/v1/inbound-rules", &reader).await.status,
+        StatusCode::OK
+    );
     let r = s.put_as("/v1/inbound-rules", &reader, &rules()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     let anonymous = s
@@ -239,10 +270,22 @@ async fn rules_are_a_tenants_own_and_bad_input_is_a_problem() {
         .map(|i| json!({ "name": format!("r{i}"), "actions": [{ "type": "webhook" }] }))
         .collect();
     for (body, status) in [
-        (json!({ "rules": [{ "name": "a", "when": { "pattern": "(" }, "actions": [{ "type": "webhook" }] }] }), 422),
-        (json!({ "rules": [{ "name": "a", "when": { "pattern": "\\w{1000}\\w{1000}" }, "actions": [{ "type": "webhook" }] }] }), 422),
-        (json!({ "rules": [{ "name": "a", "actions": [{ "type": "auto_reply" }] }] }), 422),
-        (json!({ "rules": [{ "name": "a", "actions": [{ "type": "set_followup", "in_hours": 100000 }] }] }), 422),
+        (
+            json!({ "rules": [{ "name": "a", "when": { "pattern": "(" }, "actions": [{ "type": "webhook" }] }] }),
+            422,
+        ),
+        (
+            json!({ "rules": [{ "name": "a", "when": { "pattern": "\\w{1000}\\w{1000}" }, "actions": [{ "type": "webhook" }] }] }),
+            422,
+        ),
+        (
+            json!({ "rules": [{ "name": "a", "actions": [{ "type": "auto_reply" }] }] }),
+            422,
+        ),
+        (
+            json!({ "rules": [{ "name": "a", "actions": [{ "type": "set_followup", "in_hours": 100000 }] }] }),
+            422,
+        ),
         (json!({ "rules": many }), 422),
         (json!({ "rules": "all of them" }), 422),
         (json!([]), 422),
@@ -264,7 +307,10 @@ async fn rules_are_a_tenants_own_and_bad_input_is_a_problem() {
     assert_eq!(s.get(&path).await.status, StatusCode::OK);
     for (p, key) in [
         (path.as_str(), globex.as_str()),
-        ("/v1/inbound/0190a000-0000-7000-8000-000000000000", s.key.as_str()),
+        (
+            "/v1/inbound/0190a000-0000-7000-8000-000000000000",
+            s.key.as_str(),
+        ),
         ("/v1/inbound/not-an-id", s.key.as_str()),
     ] {
         let r = s.get_as(p, key).await;
@@ -303,7 +349,11 @@ async fn duplicates_and_dead_workers_process_each_message_once() {
         })
         .await;
     let m = processed(&s).await;
-    assert_eq!((m["state"].as_str(), m["attempts"].as_u64()), (Some("processed"), Some(2)), "{m}");
+    assert_eq!(
+        (m["state"].as_str(), m["attempts"].as_u64()),
+        (Some("processed"), Some(2)),
+        "{m}"
+    );
     assert_eq!(results(&m), [result("auto_reply", "applied", "")]);
     assert_eq!(auto_replies(&s).await.len(), 1);
 }

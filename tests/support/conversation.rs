@@ -110,4 +110,3 @@ pub async fn only_thread(s: &TestServer) -> Value {
     assert_eq!(items.len(), 1, "{}", list.body);
     items[0].clone()
 }
-

@@ -19,9 +19,7 @@ use super::settings::{
     required, Queues, BULK_QUEUE_URL, LANE_QUEUE_URLS, NOTIFY_ORDERED_QUEUE_URL, NOTIFY_QUEUE_URL,
 };
 use crate::domain::{MessageId, Priority, TenantId};
-use crate::ports::{
-    Delivery, InboundFeed, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError,
-};
+use crate::ports::{Delivery, InboundFeed, LaneQueue, LaneRef, LaneStats, Redelivery, StoreError};
 
 /// The inbound queue's message: which stored inbound message to process.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
