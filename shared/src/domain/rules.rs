@@ -353,7 +353,10 @@ impl Action {
                 TemplateName::parse(&template.to_string()).map_err(|e| {
                     FieldError::new(format!("{at}/template"), "invalid", e.to_string())
                 })?;
-                hours("every_hours", every_hours.unwrap_or(DEFAULT_AUTO_REPLY_HOURS))
+                hours(
+                    "every_hours",
+                    every_hours.unwrap_or(DEFAULT_AUTO_REPLY_HOURS),
+                )
             }
             Action::Label { label } => text(&format!("{at}/label"), label),
             Action::Assign { assignee } => text(&format!("{at}/assignee"), assignee),

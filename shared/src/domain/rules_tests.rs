@@ -90,28 +90,46 @@ fn bad_rules_are_refused_with_the_field() {
     // A pattern whose compiled program is too large.
     assert!(refused(serde_json::json!({"rules": [{"name": "a", "when": {"pattern": "\\w{1000}\\w{1000}"}, "actions": act}]}))
         .contains("not a valid pattern"));
-    assert!(refused(serde_json::json!({"rules": [{"name": "a", "when": {"business_hours": {
-        "timezone": "Mars/Olympus", "start": "09:00", "end": "17:00"}}, "actions": act}]}))
-        .contains("IANA"));
-    assert!(refused(serde_json::json!({"rules": [{"name": "a", "when": {"business_hours": {
-        "timezone": "UTC", "start": "9am", "end": "17:00"}}, "actions": act}]}))
-        .contains("HH:MM"));
-    assert!(refused(serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "explode"}]}]}))
-        .contains("unknown variant"));
-    assert_eq!(refused(serde_json::json!({"rules": [{"name": "a", "actions": []}]})), "/rules/0/actions");
+    assert!(refused(
+        serde_json::json!({"rules": [{"name": "a", "when": {"business_hours": {
+        "timezone": "Mars/Olympus", "start": "09:00", "end": "17:00"}}, "actions": act}]})
+    )
+    .contains("IANA"));
+    assert!(refused(
+        serde_json::json!({"rules": [{"name": "a", "when": {"business_hours": {
+        "timezone": "UTC", "start": "9am", "end": "17:00"}}, "actions": act}]})
+    )
+    .contains("HH:MM"));
+    assert!(refused(
+        serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "explode"}]}]})
+    )
+    .contains("unknown variant"));
     assert_eq!(
-        refused(serde_json::json!({"rules": [{"name": "a", "actions": act}, {"name": "a", "actions": act}]})),
+        refused(serde_json::json!({"rules": [{"name": "a", "actions": []}]})),
+        "/rules/0/actions"
+    );
+    assert_eq!(
+        refused(
+            serde_json::json!({"rules": [{"name": "a", "actions": act}, {"name": "a", "actions": act}]})
+        ),
         "/rules/1/name"
     );
     assert_eq!(
-        refused(serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "set_followup", "in_hours": 0}]}]})),
+        refused(
+            serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "set_followup", "in_hours": 0}]}]})
+        ),
         "/rules/0/actions/0/in_hours"
     );
     assert_eq!(
-        refused(serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "auto_reply", "template": "no spaces"}]}]})),
+        refused(
+            serde_json::json!({"rules": [{"name": "a", "actions": [{"type": "auto_reply", "template": "no spaces"}]}]})
+        ),
         "/rules/0/actions/0/template"
     );
-    assert_eq!(refused(serde_json::json!({"rules": [{"name": " ", "actions": act}]})), "/rules/0/name");
+    assert_eq!(
+        refused(serde_json::json!({"rules": [{"name": " ", "actions": act}]})),
+        "/rules/0/name"
+    );
 }
 
 #[test]
@@ -124,6 +142,12 @@ fn rules_round_trip_through_storage() {
     let stored = serde_json::to_value(&set).unwrap();
     let back: RuleSet = serde_json::from_value(stored.clone()).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), stored);
-    assert_eq!(stored["rules"][0]["when"]["business_hours"]["days"][0], "sat");
-    assert_eq!(stored["rules"][0]["when"]["business_hours"]["start"], "08:30");
+    assert_eq!(
+        stored["rules"][0]["when"]["business_hours"]["days"][0],
+        "sat"
+    );
+    assert_eq!(
+        stored["rules"][0]["when"]["business_hours"]["start"],
+        "08:30"
+    );
 }

@@ -955,7 +955,10 @@ pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundS
         .unwrap();
     assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[3..]);
     let stored = rest.last().unwrap();
-    assert!(stored.thread.is_some(), "an SMS sender's message joins a thread");
+    assert!(
+        stored.thread.is_some(),
+        "an SMS sender's message joins a thread"
+    );
     let expected = crate::domain::InboundMessage {
         thread: stored.thread,
         ..first.clone()
@@ -1761,7 +1764,10 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         other => panic!("not claimed: {other:?}"),
     };
     assert_eq!(claimed.progress.state, InboundState::Processing);
-    assert_eq!((claimed.progress.attempts, claimed.body.as_str()), (1, "hello"));
+    assert_eq!(
+        (claimed.progress.attempts, claimed.body.as_str()),
+        (1, "hello")
+    );
     assert_eq!(
         store.claim_inbound(&acme, m.id, lease, now).await.unwrap(),
         InboundClaim::Held
@@ -1769,29 +1775,51 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     assert!(!pending(now).await.contains(&(acme.clone(), m.id)));
     // The worker died: its lease ends and the message is pending again.
     assert!(pending(later(31)).await.contains(&(acme.clone(), m.id)));
-    let again = store.claim_inbound(&acme, m.id, lease, later(31)).await.unwrap();
-    assert!(matches!(&again, InboundClaim::Claimed(c) if c.progress.attempts == 2), "{again:?}");
+    let again = store
+        .claim_inbound(&acme, m.id, lease, later(31))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, InboundClaim::Claimed(c) if c.progress.attempts == 2),
+        "{again:?}"
+    );
     let decision = Decision::planned(None);
     let done = InboundOutcome::Processed(decision.clone());
-    store.finish_inbound(&acme, m.id, &done, later(32)).await.unwrap();
+    store
+        .finish_inbound(&acme, m.id, &done, later(32))
+        .await
+        .unwrap();
     let stored = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
     assert_eq!(stored.progress.state, InboundState::Processed);
     assert_eq!(stored.progress.decision, Some(decision));
     assert!(stored.progress.processed_at.is_some());
     assert_eq!(
-        store.claim_inbound(&acme, m.id, lease, later(100)).await.unwrap(),
+        store
+            .claim_inbound(&acme, m.id, lease, later(100))
+            .await
+            .unwrap(),
         InboundClaim::Done
     );
     assert!(!pending(later(100)).await.contains(&(acme.clone(), m.id)));
     let failed = InboundOutcome::Failed("late".into());
-    store.finish_inbound(&acme, m.id, &failed, later(101)).await.unwrap();
+    store
+        .finish_inbound(&acme, m.id, &failed, later(101))
+        .await
+        .unwrap();
     let kept = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
-    assert_eq!(kept.progress.state, InboundState::Processed, "a finished message keeps its end");
+    assert_eq!(
+        kept.progress.state,
+        InboundState::Processed,
+        "a finished message keeps its end"
+    );
     // Another tenant cannot read or claim it.
     let other = tenant("other");
     assert!(store.inbound_message(&other, m.id).await.unwrap().is_none());
     assert_eq!(
-        store.claim_inbound(&other, m.id, lease, later(200)).await.unwrap(),
+        store
+            .claim_inbound(&other, m.id, lease, later(200))
+            .await
+            .unwrap(),
         InboundClaim::Missing
     );
 
@@ -1803,7 +1831,10 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         store.claim_inbound(&acme, r.id, lease, now).await.unwrap(),
         InboundClaim::Claimed(_)
     ));
-    store.retry_inbound(&acme, r.id, "store down", later(10)).await.unwrap();
+    store
+        .retry_inbound(&acme, r.id, "store down", later(10))
+        .await
+        .unwrap();
     let waiting = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
     assert_eq!(waiting.progress.state, InboundState::Received);
     assert_eq!(waiting.progress.error.as_deref(), Some("store down"));
@@ -1815,10 +1846,16 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         "not before its retry time"
     );
     assert!(matches!(
-        store.claim_inbound(&acme, r.id, lease, later(11)).await.unwrap(),
+        store
+            .claim_inbound(&acme, r.id, lease, later(11))
+            .await
+            .unwrap(),
         InboundClaim::Claimed(_)
     ));
-    store.finish_inbound(&acme, r.id, &failed, later(12)).await.unwrap();
+    store
+        .finish_inbound(&acme, r.id, &failed, later(12))
+        .await
+        .unwrap();
     let gave_up = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
     assert_eq!(gave_up.progress.state, InboundState::Failed);
     assert_eq!(gave_up.progress.error.as_deref(), Some("late"));
@@ -1827,10 +1864,9 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     let mut raced = inbound(&acme, "SM-claim-3", "race");
     raced.received_at = now;
     assert!(store.record_inbound(&raced).await.unwrap());
-    let claims = futures::future::join_all(
-        (0..8).map(|_| store.claim_inbound(&acme, raced.id, lease, now)),
-    )
-    .await;
+    let claims =
+        futures::future::join_all((0..8).map(|_| store.claim_inbound(&acme, raced.id, lease, now)))
+            .await;
     let won = claims
         .iter()
         .filter(|c| matches!(c, Ok(InboundClaim::Claimed(_))))
@@ -1885,7 +1921,10 @@ where
     let at = |min: i64| now + chrono::Duration::minutes(min);
     let claim = |by, t| store.claim_auto_reply(&acme, thread, by, t, hour);
     assert!(claim(first, at(0)).await.unwrap());
-    assert!(claim(first, at(1)).await.unwrap(), "its own slot, found again");
+    assert!(
+        claim(first, at(1)).await.unwrap(),
+        "its own slot, found again"
+    );
     assert!(!claim(second, at(10)).await.unwrap(), "within the hour");
     assert!(claim(second, at(61)).await.unwrap());
     assert!(!claim(first, at(62)).await.unwrap(), "the slot moved on");
@@ -1911,7 +1950,14 @@ where
         .unwrap()
         .unwrap();
     assert!(took.human_takeover);
-    assert!(store.thread(&acme, thread).await.unwrap().unwrap().human_takeover);
+    assert!(
+        store
+            .thread(&acme, thread)
+            .await
+            .unwrap()
+            .unwrap()
+            .human_takeover
+    );
     let closed = store
         .update_thread(
             &acme,
