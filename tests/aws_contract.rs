@@ -164,6 +164,24 @@ async fn dynamo_followups_are_announced_once() {
 }
 
 #[tokio::test]
+async fn dynamo_inbound_messages_are_claimed_once() {
+    let (_s, b) = backend().await;
+    inbound_messages_are_claimed_once(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_inbound_rules_are_kept_per_tenant() {
+    let (_s, b) = backend().await;
+    inbound_rules_are_kept_per_tenant(b.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamo_auto_replies_are_claimed_once_per_window() {
+    let (_s, b) = backend().await;
+    auto_replies_are_claimed_once_per_window(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_contacts_own_their_identities() {
     let (_s, b) = backend().await;
     contacts_own_their_identities(b.store.as_ref()).await;

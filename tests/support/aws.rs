@@ -198,8 +198,17 @@ impl Stack {
             (
                 "inbound",
                 vec![key("tenant", Hash), key("id", Range)],
-                vec![attr("tenant", S), attr("id", S)],
-                vec![],
+                vec![
+                    attr("tenant", S),
+                    attr("id", S),
+                    attr("pending", S),
+                    attr("due_at", N),
+                ],
+                vec![index(
+                    "pending",
+                    vec![key("pending", Hash), key("due_at", Range)],
+                    ProjectionType::KeysOnly,
+                )],
             ),
             (
                 "audit",

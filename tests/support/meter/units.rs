@@ -78,8 +78,15 @@ pub fn indexes_of(table: &str) -> &'static [IndexSpec] {
             include: crate::aws::SEARCH_PROJECTION,
         },
     ];
+    // `pending`: only waiting messages have its keys, and it projects nothing else.
+    const INBOUND: &[IndexSpec] = &[IndexSpec {
+        key: &["pending", "due_at"],
+        all_attributes: false,
+        include: &[],
+    }];
     match table {
         "messages" => MESSAGES,
+        "inbound" => INBOUND,
         _ => &[],
     }
 }

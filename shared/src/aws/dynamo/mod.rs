@@ -16,6 +16,7 @@ mod limits;
 mod messages;
 mod notify;
 mod parked;
+mod rules;
 mod search;
 mod suppressions;
 mod threads;
@@ -173,6 +174,39 @@ where
         Ok(_) => Ok(true),
         Err(e) if condition_failed(&e) => Ok(false),
         Err(e) => Err(unavailable(op, e)),
+    }
+}
+
+/// What a conditional UpdateItem did.
+pub(crate) enum Updated {
+    /// It applied; the attributes it asked for (`ReturnValues`), if any.
+    Applied(Option<item::Item>),
+    /// Its condition refused it; the item as it was, when it asked for it
+    /// (`ReturnValuesOnConditionCheckFailure::AllOld`) and there is one.
+    Refused(Option<item::Item>),
+}
+
+/// Reads a conditional UpdateItem's result: a refusal is an answer, not a failure.
+pub(crate) fn updated<R>(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            R,
+        >,
+    >,
+) -> Result<Updated, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    match result {
+        Ok(out) => Ok(Updated::Applied(out.attributes)),
+        Err(e) if condition_failed(&e) => match e.into_service_error() {
+            UpdateItemError::ConditionalCheckFailedException(c) => Ok(Updated::Refused(c.item)),
+            _ => Ok(Updated::Refused(None)),
+        },
+        Err(e) => Err(unavailable("UpdateItem", e)),
     }
 }
 

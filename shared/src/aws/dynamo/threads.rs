@@ -13,11 +13,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
-use super::{build_error, unavailable, DynamoStore};
+use super::{build_error, unavailable, DynamoStore, Updated};
 use crate::domain::notify::EventId;
 use crate::domain::thread::{
     followup_key, followup_notice, sender_identity, Direction, Insights, ReplyRoute, Thread,
@@ -37,6 +38,9 @@ pub(crate) const BY_ACTIVITY: &str = "by_activity";
 pub(crate) const FOLLOWUPS_DUE: &str = "followups_due";
 /// The value of `followup_pending` while a follow-up waits.
 const PENDING: &str = "due";
+/// When the thread's last auto-reply was sent (N, ms), and for which inbound message (S).
+const AUTO_REPLY_AT: &str = "ar_at";
+const AUTO_REPLY_BY: &str = "ar_by";
 
 fn thread_key(id: ThreadId) -> String {
     format!("t#{id}")
@@ -97,7 +101,27 @@ fn thread_item(t: &Thread) -> Item {
         put("reply_to", s(&r.to));
         put("reply_from", s(&r.from));
     }
+    put("human_takeover", AttributeValue::Bool(t.human_takeover));
+    if let Some((at, by)) = t.last_auto_reply {
+        put(AUTO_REPLY_AT, n(ms(at)));
+        put(AUTO_REPLY_BY, s(by.to_string()));
+    }
     item
+}
+
+/// The last auto-reply, from `ar_at` and `ar_by` (written together).
+fn read_auto_reply(
+    item: &Item,
+) -> Result<Option<(chrono::DateTime<chrono::Utc>, MessageId)>, StoreError> {
+    let (Some(when), Some(by)) = (
+        opt_n::<i64>(item, AUTO_REPLY_AT)?,
+        opt_s(item, AUTO_REPLY_BY),
+    ) else {
+        return Ok(None);
+    };
+    let by = MessageId::parse(by)
+        .ok_or_else(|| StoreError::Corrupt(format!("thread item: {AUTO_REPLY_BY} {by}")))?;
+    Ok(Some((at(when), by)))
 }
 
 fn read_thread(item: &Item) -> Result<Thread, StoreError> {
@@ -139,6 +163,9 @@ fn read_thread(item: &Item) -> Result<Thread, StoreError> {
         reply,
         created_at: at(get_n(item, "created_at")?),
         followup_pending: opt_s(item, "followup_pending").is_some(),
+        // Threads written before takeovers existed have no attribute: none taken over.
+        human_takeover: matches!(item.get("human_takeover"), Some(AttributeValue::Bool(true))),
+        last_auto_reply: read_auto_reply(item)?,
     })
 }
 
@@ -250,6 +277,12 @@ fn patch_changes(p: &ThreadPatch) -> Changes {
     if let Some(status) = p.status {
         c.set("status", s(status.as_str()));
     }
+    // Closing ends a takeover, unless the same change takes over again (as `Thread::apply`);
+    // one attribute is set once per expression.
+    let closed = p.status == Some(ThreadStatus::Closed);
+    if let Some(takeover) = p.human_takeover.or(closed.then_some(false)) {
+        c.set("human_takeover", AttributeValue::Bool(takeover));
+    }
     if let Some(assignee) = &p.assignee {
         c.text("assignee", assignee);
     }
@@ -330,13 +363,14 @@ impl DynamoStore {
     /// What threading an inbound message writes, in the transaction that stores it: a new
     /// contact for an unknown sender, a new thread for a contact without one (each
     /// conditioned on being new, so a race cancels the transaction and it is tried again), the
-    /// thread's changes and the entry. Nothing for a sender with no identity.
+    /// thread's changes and the entry; and the thread it joins, which the message records.
+    /// Nothing, and no thread, for a sender with no identity.
     pub(super) async fn inbound_thread_items(
         &self,
         m: &InboundMessage,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+    ) -> Result<(Vec<TransactWriteItem>, Option<ThreadId>), StoreError> {
         let Some(identity) = sender_identity(m.channel, &m.from) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let tenant = &m.tenant;
         let mut items = Vec::new();
@@ -353,13 +387,14 @@ impl DynamoStore {
             }
         };
         let entry = ThreadEntry::inbound(m);
-        match self.current_thread(tenant, contact).await? {
+        let thread = match self.current_thread(tenant, contact).await? {
             Some(id) => {
                 let was = self.thread(tenant, id).await?.ok_or_else(|| {
                     StoreError::Corrupt(format!("thread {id}: its contact points at no thread"))
                 })?;
                 items.push(self.update(tenant, thread_key(id), received_changes(&was, &entry))?);
                 items.push(self.put_new(entry_item(tenant, id, &entry))?);
+                id
             }
             None => {
                 let mut t = Thread::open(tenant.clone(), contact, m.received_at);
@@ -372,9 +407,10 @@ impl DynamoStore {
                 ]);
                 items.push(self.put_new(pointer)?);
                 items.push(self.put_new(entry_item(tenant, t.id, &entry))?);
+                t.id
             }
-        }
-        Ok(items)
+        };
+        Ok((items, Some(thread)))
     }
 
     /// What a merge adds: `from`'s current thread becomes `into`'s (its current one too, if
@@ -610,6 +646,48 @@ impl ThreadStore for DynamoStore {
             }
         }
         self.thread(tenant, id).await
+    }
+
+    /// One UpdateItem: the slot is taken when it is free, or free again after `every`; the
+    /// message that holds it finds it in the refusal's old item, without moving its time.
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        by: MessageId,
+        now: chrono::DateTime<chrono::Utc>,
+        every: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // A window too long to subtract is never over.
+        let cutoff = chrono::Duration::from_std(every)
+            .ok()
+            .and_then(|every| now.checked_sub_signed(every))
+            .map_or(i64::MIN, ms);
+        let by = by.to_string();
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.contacts_table()?)
+            .key("tenant", s(tenant.as_str()))
+            .key("sk", s(thread_key(id)))
+            .update_expression(format!("SET {AUTO_REPLY_AT} = :now, {AUTO_REPLY_BY} = :by"))
+            .condition_expression(format!(
+                "attribute_exists(sk) AND (attribute_not_exists({AUTO_REPLY_AT}) OR \
+                 ({AUTO_REPLY_AT} <= :cutoff AND {AUTO_REPLY_BY} <> :by))"
+            ))
+            .expression_attribute_values(":now", n(ms(now)))
+            .expression_attribute_values(":by", s(&by))
+            .expression_attribute_values(":cutoff", n(cutoff))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        Ok(match super::updated(result)? {
+            Updated::Applied(_) => true,
+            // No thread (or another tenant's) has no old item.
+            Updated::Refused(old) => {
+                old.is_some_and(|i| opt_s(&i, AUTO_REPLY_BY) == Some(by.as_str()))
+            }
+        })
     }
 
     async fn followups_due(
