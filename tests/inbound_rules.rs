@@ -164,7 +164,8 @@ async fn auto_replies_come_once_per_window_and_never_after_a_takeover() {
     assert_eq!(m["decision"]["rule"], "welcome", "{m}");
     assert_eq!(results(&m), [result("auto_reply", "applied", "")]);
     let reply_id = m["decision"]["actions"][0]["message_id"].as_str().unwrap();
-    let reply = s.wait_status(reply_id, "sent").await;
+    let reply = s.wait_status(reply_id, "delivered").await;
+    assert_eq!(reply["body"], "We answer 9-5. You wrote: Hello, are you open?");
     assert_eq!(reply["to"], BOB, "{reply}");
     assert_eq!(reply["priority"], "P1");
     let t = thread_of(&s, &m).await;
@@ -206,7 +207,8 @@ async fn auto_replies_come_once_per_window_and_never_after_a_takeover() {
 async fn the_rule_tester_decides_without_side_effects() {
     let (s, _hooks) = start().await;
     set_up(&s).await;
-    let test = |body: Value| async move { s.post("/v1/inbound-rules/test", &body).await };
+    let server = &s;
+    let test = |body: Value| async move { server.post("/v1/inbound-rules/test", &body).await };
     let r = test(json!({ "message": { "channel": "sms", "body": "hi there", "from": ANN } })).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["decision"]["rule"], "welcome", "{}", r.body);

@@ -3,13 +3,11 @@
 //! in order and its unread count right; replies go through the lanes and join the thread;
 //! other tenants and anonymous callers see nothing; bad input is a 4xx problem.
 
-use herald_tests::shared::webhooks::signature::{hub_signature_256, twilio_signature};
-use herald_tests::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use herald_tests::conversation::{
-    only_thread, patch, sms_in, start, start_tuned, whatsapp_in, ACME_NUMBER, ACME_WHATSAPP, ANN,
+    only_thread, patch, sms_in, start, start_tuned, whatsapp_in, ANN,
 };
 
 #[tokio::test]

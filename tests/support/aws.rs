@@ -291,6 +291,7 @@ impl Stack {
         let (notify, notify_dlq) = queue_with_dlq(&sqs, &format!("{prefix}-notify"), 12).await;
         let (notify_ordered, _) =
             queue_with_dlq(&sqs, &format!("{prefix}-notify-ordered.fifo"), 5).await;
+        let (inbound, _) = queue_with_dlq(&sqs, &format!("{prefix}-inbound"), 10).await;
         let ses = aws_sdk_sesv2::Client::new(&sdk);
         let domain = format!("{prefix}.example.com");
         ses.create_email_identity()
@@ -311,6 +312,7 @@ impl Stack {
                 bulk: Some(bulk),
                 notify_ordered: Some(notify_ordered),
                 notify: Some(notify),
+                inbound: Some(inbound),
             },
             max_receive_count: 5,
             ses: Some(SesSettings {
