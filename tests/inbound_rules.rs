@@ -165,7 +165,10 @@ async fn auto_replies_come_once_per_window_and_never_after_a_takeover() {
     assert_eq!(results(&m), [result("auto_reply", "applied", "")]);
     let reply_id = m["decision"]["actions"][0]["message_id"].as_str().unwrap();
     let reply = s.wait_status(reply_id, "delivered").await;
-    assert_eq!(reply["body"], "We answer 9-5. You wrote: Hello, are you open?");
+    assert_eq!(
+        reply["body"],
+        "We answer 9-5. You wrote: Hello, are you open?"
+    );
     assert_eq!(reply["to"], BOB, "{reply}");
     assert_eq!(reply["priority"], "P1");
     let t = thread_of(&s, &m).await;

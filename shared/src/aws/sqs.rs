@@ -626,6 +626,17 @@ fn visibility_secs(delay: Duration) -> i32 {
     (delay.min(MAX_VISIBILITY).as_millis() as i64 + 500).div_euclid(1000) as i32
 }
 
+#[async_trait::async_trait]
+impl InboundFeed for SqsLanes {
+    async fn announce(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+        self.publish_inbound(&InboundRef {
+            tenant: tenant.clone(),
+            id,
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,16 +731,5 @@ mod tests {
         assert!(!body.contains("ann@"), "{body}");
         assert_eq!(d.pace.and_then(|p| p.domain).as_deref(), Some("gmail"));
         assert!(SqsLanes::delivery_of("rh".into(), "{\"poison\":true}", 1).is_none());
-    }
-}
-
-#[async_trait::async_trait]
-impl InboundFeed for SqsLanes {
-    async fn announce(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
-        self.publish_inbound(&InboundRef {
-            tenant: tenant.clone(),
-            id,
-        })
-        .await
     }
 }
