@@ -15,11 +15,13 @@ use super::problem::{AuthErrors, JsonBodyErrors, Problem};
 use crate::domain::audit::AuditAction;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::{Insights, Thread};
-use crate::domain::{Channel, ContactId, InboundMessage, Keyword, MessageId};
+use crate::domain::{Channel, ContactId, FieldError, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
 
-/// The longest sample body, in bytes.
-const MAX_SAMPLE_BODY: usize = 64 * 1024;
+/// The longest sample body, in characters.
+const MAX_SAMPLE_BODY: usize = 65536;
+/// The longest sample address.
+const MAX_ADDRESS: usize = 320;
 
 /// The tenant's rules, in the order they are tried.
 #[utoipa::path(get, operation_id = "get_inbound_rules", path = "/v1/inbound-rules", tag = "inbound",
@@ -105,13 +107,23 @@ pub async fn test(
         }
         None => herald.rules.inbound_rules(&caller.tenant).await?,
     };
+    if let Some(label) = &input.thread_label {
+        crate::domain::rules::text("/thread_label", label).map_err(Problem::invalid)?;
+    }
     let sample = input.message;
-    if sample.body.len() > MAX_SAMPLE_BODY {
-        return Err(Problem::invalid(crate::domain::FieldError::new(
-            "/message/body",
-            "too_large",
-            format!("at most {MAX_SAMPLE_BODY} bytes"),
-        )));
+    let fields = [
+        ("body", Some(&sample.body), MAX_SAMPLE_BODY),
+        ("from", sample.from.as_ref(), MAX_ADDRESS),
+        ("to", sample.to.as_ref(), MAX_ADDRESS),
+    ];
+    for (field, value, max) in fields {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            return Err(Problem::invalid(FieldError::new(
+                format!("/message/{field}"),
+                "too_large",
+                format!("at most {max} characters"),
+            )));
+        }
     }
     let received_at = sample.received_at.unwrap_or_else(Utc::now);
     let message = InboundMessage {

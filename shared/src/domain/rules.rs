@@ -26,6 +26,7 @@ pub const MAX_HOURS: u32 = 24 * 366;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
+    #[schema(max_items = 50)]
     pub rules: Vec<InboundRule>,
 }
 
@@ -33,9 +34,15 @@ pub struct RuleSet {
 #[serde(deny_unknown_fields)]
 pub struct InboundRule {
     /// Unique within the set; recorded on the decisions it makes (`rule:<name>`).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     #[serde(default)]
     pub when: Conditions,
+    #[schema(min_items = 1, max_items = 20)]
     pub actions: Vec<Action>,
 }
 
@@ -374,7 +381,9 @@ impl Action {
     }
 }
 
-fn text(at: &str, v: &str) -> Result<(), FieldError> {
+/// Checks a name, keyword, label or assignee: 1 to [`MAX_TEXT`] characters, not all blank, no
+/// control characters.
+pub fn text(at: &str, v: &str) -> Result<(), FieldError> {
     if v.trim().is_empty() || v.chars().count() > MAX_TEXT || v.chars().any(char::is_control) {
         let detail = format!("1 to {MAX_TEXT} characters, not all blank, no control characters");
         return Err(FieldError::new(at, "invalid", detail));
