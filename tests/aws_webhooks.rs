@@ -275,24 +275,7 @@ async fn a_replayed_start_never_lifts_a_later_stop() {
     let api = AwsApi::start().await;
     let router = webhooks_router(&api);
     let from = "+15551230079";
-    let signed = |sid: &str, body: &str| {
-        let params = form(&[
-            ("MessageSid", sid),
-            ("From", from),
-            ("To", NUMBER),
-            ("Body", body),
-        ]);
-        let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
-        lambda_http::http::Request::builder()
-            .method("POST")
-            .uri(INBOUND)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(lambda_http::Body::from(
-                serde_urlencoded::to_string(&params).unwrap(),
-            ))
-            .unwrap()
-    };
+    let signed = |sid: &str, body: &str| signed_text(sid, from, body);
     for (sid, body) in [("SM-k1", "STOP"), ("SM-k2", "START"), ("SM-k3", "STOP")] {
         let (status, reply) = call(&router, signed(sid, body)).await;
         assert_eq!(status, 200, "{reply}");
@@ -329,18 +312,8 @@ async fn a_replayed_start_never_lifts_a_later_stop() {
     assert!(opted_out().await, "the replayed START changed nothing");
 }
 
-/// Serves the webhooks function's Router; returns its URL.
-async fn serve_webhooks(api: &AwsApi) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = webhooks_router(api);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    url
-}
-
-async fn text_in(api: &AwsApi, url: &str, sid: &str, from: &str, body: &str) {
+/// A text from `from` to acme's number, as the API Gateway hands it to the webhooks function.
+fn signed_text(sid: &str, from: &str, body: &str) -> lambda_http::Request {
     let params = form(&[
         ("MessageSid", sid),
         ("From", from),
@@ -348,16 +321,15 @@ async fn text_in(api: &AwsApi, url: &str, sid: &str, from: &str, body: &str) {
         ("Body", body),
     ]);
     let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
-    let res = api
-        .client
-        .post(format!("{url}{INBOUND}"))
+    lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(INBOUND)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-twilio-signature", signature)
-        .body(serde_urlencoded::to_string(&params).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .body(lambda_http::Body::from(
+            serde_urlencoded::to_string(&params).unwrap(),
+        ))
+        .unwrap()
 }
 
 /// The inbound pipeline on AWS: the webhooks function stores a message and puts it on the
@@ -366,7 +338,13 @@ async fn text_in(api: &AwsApi, url: &str, sid: &str, from: &str, body: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbound_function_processes_each_message_once() {
     let api = AwsApi::start().await;
-    let url = serve_webhooks(&api).await;
+    let router = webhooks_router(&api);
+    let from = "+15551230099";
+    let text_in = |sid: &'static str, body: &'static str| {
+        let request = signed_text(sid, from, body);
+        let router = router.clone();
+        async move { assert_eq!(call(&router, request).await.0, 200) }
+    };
     let tpl = json!({ "text": "Thanks, we will answer soon. You wrote: {{ body }}" });
     let (status, body) = api.call(Method::PUT, "/v1/templates/ack", Some(tpl)).await;
     assert_eq!(status, 201, "{body}");
@@ -378,15 +356,7 @@ async fn the_inbound_function_processes_each_message_once() {
         .await;
     assert_eq!(status, 200, "{body}");
 
-    let from = "+15551230099";
-    text_in(
-        &api,
-        &url,
-        "SM0aws0quote",
-        from,
-        "A quote for Friday, please",
-    )
-    .await;
+    text_in("SM0aws0quote", "A quote for Friday, please").await;
     let queue = api.stack.settings.queues.inbound.clone().unwrap();
     let herald = api.herald.clone();
     let (event, response) = api
@@ -431,7 +401,7 @@ async fn the_inbound_function_processes_each_message_once() {
     assert_eq!(sent["items"].as_array().map(Vec::len), Some(1), "{sent}");
 
     // An announcement lost: the sweep finds the message waiting and announces it again.
-    text_in(&api, &url, "SM0aws0lost", from, "hello?").await;
+    text_in("SM0aws0lost", "hello?").await;
     let herald = api.herald.clone();
     api.stack
         .poll_once(&queue, 10, |_| async { Default::default() })

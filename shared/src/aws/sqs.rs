@@ -324,11 +324,16 @@ impl SqsLanes {
         Ok(())
     }
 
-    /// Puts a stored inbound message on the inbound queue for the `inbound` function.
-    async fn publish_inbound(&self, r: &InboundRef) -> Result<(), StoreError> {
-        let url = required(&self.queues.inbound, super::settings::INBOUND_QUEUE_URL)?;
-        let body = serde_json::to_string(r)
-            .map_err(|e| StoreError::Corrupt(format!("inbound entry: {e}")))?;
+    /// Puts one JSON entry on a queue of ours (`what` names it in errors).
+    async fn send_entry<T: serde::Serialize>(
+        &self,
+        url: (&Option<String>, &'static str),
+        what: &str,
+        entry: &T,
+    ) -> Result<(), StoreError> {
+        let url = required(url.0, url.1)?;
+        let body = serde_json::to_string(entry)
+            .map_err(|e| StoreError::Corrupt(format!("{what} entry: {e}")))?;
         self.client
             .send_message()
             .queue_url(url)
@@ -339,19 +344,16 @@ impl SqsLanes {
         Ok(())
     }
 
+    /// Puts a stored inbound message on the inbound queue for the `inbound` function.
+    async fn publish_inbound(&self, r: &InboundRef) -> Result<(), StoreError> {
+        let url = (&self.queues.inbound, super::settings::INBOUND_QUEUE_URL);
+        self.send_entry(url, "inbound", r).await
+    }
+
     /// Puts a stored bulk job on the bulk queue for the `enqueue` function.
     pub async fn publish_bulk(&self, job: &BulkRef) -> Result<(), StoreError> {
-        let url = required(&self.queues.bulk, BULK_QUEUE_URL)?;
-        let body = serde_json::to_string(job)
-            .map_err(|e| StoreError::Corrupt(format!("bulk entry: {e}")))?;
-        self.client
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
+        self.send_entry((&self.queues.bulk, BULK_QUEUE_URL), "bulk", job)
             .await
-            .map_err(|e| unavailable("SendMessage", e))?;
-        Ok(())
     }
 
     /// Makes a bulk entry visible again at once, so a paused fan-out resumes without waiting
