@@ -73,6 +73,9 @@ pub struct InboundProgress {
     /// Why it failed, or why its last try did.
     pub error: Option<String>,
     pub processed_at: Option<DateTime<Utc>>,
+    /// When a worker first took it: what processing it announces is dated from (an event's
+    /// id sorts by it), the same on every try.
+    pub first_claimed_at: Option<DateTime<Utc>>,
 }
 
 /// How processing ended.

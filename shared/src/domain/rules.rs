@@ -269,15 +269,34 @@ impl Action {
 pub struct Sample<'a> {
     pub channel: Channel,
     pub body: &'a str,
+    /// The body lowercased once, for the keywords of every rule.
+    pub lower: String,
     pub received_at: DateTime<Utc>,
     /// The label of the sender's thread.
     pub label: Option<&'a str>,
 }
 
+impl<'a> Sample<'a> {
+    pub fn new(
+        channel: Channel,
+        body: &'a str,
+        received_at: DateTime<Utc>,
+        label: Option<&'a str>,
+    ) -> Sample<'a> {
+        Sample {
+            channel,
+            body,
+            lower: body.to_lowercase(),
+            received_at,
+            label,
+        }
+    }
+}
+
 impl Conditions {
     pub fn hold(&self, m: &Sample<'_>) -> bool {
         (self.channels.is_empty() || self.channels.contains(&m.channel))
-            && (self.keywords.is_empty() || self.keywords.iter().any(|k| has_word(m.body, k)))
+            && (self.keywords.is_empty() || self.keywords.iter().any(|k| has_word(&m.lower, k)))
             && self.pattern.as_ref().is_none_or(|p| p.0.is_match(m.body))
             && self
                 .business_hours
@@ -288,9 +307,9 @@ impl Conditions {
     }
 }
 
-/// Whether `body` holds `word` bounded by non-alphanumeric characters, ignoring case.
+/// Whether `body` (lowercased) holds `word` bounded by non-alphanumeric characters, ignoring
+/// case.
 fn has_word(body: &str, word: &str) -> bool {
-    let body = body.to_lowercase();
     let word = word.to_lowercase();
     let alnum = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
     body.match_indices(&word).any(|(at, _)| {
@@ -333,6 +352,13 @@ impl InboundRule {
             }
         }
         count(&format!("{at}/when/channels"), w.channels.len(), 0)?;
+        if let Some(h) = &w.business_hours {
+            if h.start.0 == h.end.0 {
+                let detail = "start and end differ (hours past midnight wrap: 22:00 to 06:00)";
+                let at = format!("{at}/when/business_hours/end");
+                return Err(FieldError::new(at, "invalid", detail));
+            }
+        }
         count(&format!("{at}/actions"), self.actions.len(), 1)?;
         for (j, action) in self.actions.iter().enumerate() {
             action.check(&format!("{at}/actions/{j}"))?;

@@ -9,13 +9,9 @@ fn rules(json: serde_json::Value) -> RuleSet {
 }
 
 fn sample(body: &str) -> Sample<'_> {
-    Sample {
-        channel: Channel::Sms,
-        body,
-        // A Wednesday, 15:00 UTC: 10:00 in New York.
-        received_at: Utc.with_ymd_and_hms(2026, 12, 2, 15, 0, 0).unwrap(),
-        label: None,
-    }
+    // A Wednesday, 15:00 UTC: 10:00 in New York.
+    let at = Utc.with_ymd_and_hms(2026, 12, 2, 15, 0, 0).unwrap();
+    Sample::new(Channel::Sms, body, at, None)
 }
 
 fn first<'a>(set: &'a RuleSet, m: &Sample<'_>) -> Option<&'a str> {
@@ -107,6 +103,13 @@ fn bad_rules_are_refused_with_the_field() {
     assert_eq!(
         refused(serde_json::json!({"rules": [{"name": "a", "actions": []}]})),
         "/rules/0/actions"
+    );
+    assert_eq!(
+        refused(
+            serde_json::json!({"rules": [{"name": "a", "when": {"business_hours": {
+            "timezone": "UTC", "start": "09:00", "end": "09:00"}}, "actions": act}]})
+        ),
+        "/rules/0/when/business_hours/end"
     );
     assert_eq!(
         refused(

@@ -59,7 +59,8 @@ impl Herald {
         action: &Action,
     ) -> Result<ActionResult, StoreError> {
         if let Action::Webhook = action {
-            self.notify(vec![matched_notice(m, rule)]).await;
+            // In the outbox before the try counts as done; a retry announces the same event.
+            self.notify_durably(vec![matched_notice(m, rule)]).await?;
             return Ok(ActionResult::applied(action));
         }
         let Some(t) = thread.as_mut() else {
@@ -125,6 +126,12 @@ impl Herald {
         if t.human_takeover {
             return Ok(ActionResult::skipped(action, "human_takeover"));
         }
+        // Before the thread's slot is taken: a reply that cannot be made must not block the
+        // next message's for hours.
+        if self.templates.get(&m.tenant, template).await?.is_none() {
+            let reason = format!("template `{template}` does not exist");
+            return Ok(ActionResult::skipped(action, reason));
+        }
         let every = std::time::Duration::from_secs(u64::from(hours) * 3600);
         let now = Utc::now();
         if !self
@@ -138,6 +145,8 @@ impl Herald {
             Ok(draft) => draft,
             Err(reason) => return Ok(ActionResult::skipped(action, reason)),
         };
+        // The gateway's own sender when the tenant may not send as the number written to.
+        let from = draft.envelope.from.clone().unwrap_or_default();
         // The same key on every try: a message processed again sends its reply once.
         let key = IdempotencyInput {
             key: format!("inbound-auto-reply:{}", m.id),
@@ -155,7 +164,7 @@ impl Herald {
             id,
             Direction::Outbound,
             m.channel,
-            (m.to.clone(), m.from.clone()),
+            (from, m.from.clone()),
             &format!("[template {template}]"),
             now,
         );
@@ -210,12 +219,8 @@ fn first_match<'a>(
     m: &InboundMessage,
     thread: Option<&Thread>,
 ) -> Option<&'a InboundRule> {
-    let sample = Sample {
-        channel: m.channel,
-        body: &m.body,
-        received_at: m.received_at,
-        label: thread.and_then(|t| t.insights.label.as_deref()),
-    };
+    let label = thread.and_then(|t| t.insights.label.as_deref());
+    let sample = Sample::new(m.channel, &m.body, m.received_at, label);
     rules.first_match(&sample)
 }
 
@@ -237,6 +242,9 @@ fn matched_notice(m: &InboundMessage, rule: &InboundRule) -> Notice {
         EventType::InboundMatched,
         Subject::Data { data },
     );
-    notice.id = EventId::derived(m.received_at, &format!("inbound.matched:{}", m.id));
+    // Dated from the first claim (kept on the message), not from its arrival: event streams
+    // resume after the `inbound.received` they saw, which was made later than the arrival.
+    let at = m.progress.first_claimed_at.unwrap_or(m.received_at);
+    notice.id = EventId::derived(at, &format!("inbound.matched:{}", m.id));
     notice
 }

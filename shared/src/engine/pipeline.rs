@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 
 use super::Herald;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
+use crate::domain::rules::Decision;
 use crate::domain::{InboundMessage, MessageId, TenantId};
 use crate::ports::{InboundFeed, StoreError};
 
@@ -57,39 +58,28 @@ impl Herald {
         tenant: &TenantId,
         id: MessageId,
     ) -> Result<InboundRun, StoreError> {
-        let now = Utc::now();
         let lease = self.config.inbound_lease;
-        let m = match self.inbound.claim_inbound(tenant, id, lease, now).await? {
+        let m = match self
+            .inbound
+            .claim_inbound(tenant, id, lease, Utc::now())
+            .await?
+        {
             InboundClaim::Claimed(m) => *m,
             InboundClaim::Held => return Ok(InboundRun::Held),
             InboundClaim::Done => return Ok(InboundRun::Done),
             InboundClaim::Missing => return Ok(InboundRun::Missing),
         };
-        let run = match self.decide(&m).await {
-            Ok(decision) => {
-                let outcome = InboundOutcome::Processed(decision);
-                self.inbound
-                    .finish_inbound(tenant, id, &outcome, Utc::now())
-                    .await?;
-                InboundRun::Processed
-            }
-            Err(e) if m.progress.attempts >= MAX_ATTEMPTS => {
-                tracing::error!(%tenant, inbound = %id, error = %e, "inbound message failed");
-                let outcome = InboundOutcome::Failed(e.to_string());
-                self.inbound
-                    .finish_inbound(tenant, id, &outcome, Utc::now())
-                    .await?;
-                InboundRun::Failed
-            }
-            Err(e) => {
-                tracing::warn!(%tenant, inbound = %id, error = %e, "inbound processing failed; trying again");
-                let wait = chrono::Duration::seconds(2_i64.pow(m.progress.attempts.min(10)));
-                self.inbound
-                    .retry_inbound(tenant, id, &e.to_string(), Utc::now() + wait)
-                    .await?;
-                InboundRun::Retry
-            }
+        let attempt = m.progress.attempts;
+        // Claimed more often than it may be tried: each try before died with its worker (a
+        // crash, a timeout) and this one would too.
+        let decided = if attempt > MAX_ATTEMPTS {
+            Err(format!(
+                "gave up after {MAX_ATTEMPTS} tries that did not finish"
+            ))
+        } else {
+            self.decide(&m).await.map_err(|e| failure(&e))
         };
+        let run = self.settle(&m, decided).await?;
         let label = match run {
             InboundRun::Processed => "processed",
             InboundRun::Failed => "failed",
@@ -99,18 +89,61 @@ impl Herald {
         Ok(run)
     }
 
-    /// Processes every message waiting by now, a few at a time; returns how many it took.
-    pub async fn process_pending(&self) -> Result<usize, StoreError> {
+    /// Records a try's end: processed, failed after its last try, or due again after a wait.
+    async fn settle(
+        &self,
+        m: &InboundMessage,
+        decided: Result<Decision, String>,
+    ) -> Result<InboundRun, StoreError> {
+        let (tenant, id, attempt) = (&m.tenant, m.id, m.progress.attempts);
+        let (outcome, run) = match decided {
+            Ok(decision) => (InboundOutcome::Processed(decision), InboundRun::Processed),
+            Err(error) if attempt >= MAX_ATTEMPTS => {
+                tracing::error!(%tenant, inbound = %id, %error, "inbound message failed");
+                (InboundOutcome::Failed(error), InboundRun::Failed)
+            }
+            Err(error) => {
+                tracing::warn!(%tenant, inbound = %id, %error, "inbound processing failed; trying again");
+                let wait = chrono::Duration::seconds(2_i64.pow(attempt.min(10)));
+                self.inbound
+                    .retry_inbound(tenant, id, attempt, &error, Utc::now() + wait)
+                    .await?;
+                return Ok(InboundRun::Retry);
+            }
+        };
+        self.inbound
+            .finish_inbound(tenant, id, attempt, &outcome, Utc::now())
+            .await?;
+        Ok(run)
+    }
+
+    /// Processes every message waiting by now, a few at a time, each in a task of its own (a
+    /// panic fails its message's try, not the worker); returns how many it processed.
+    pub async fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let pending = self.inbound.pending_inbound(Utc::now(), BATCH).await?;
-        let taken = pending.len();
-        futures::stream::iter(pending)
-            .for_each_concurrent(CONCURRENCY, |(tenant, id)| async move {
-                if let Err(e) = self.process_inbound(&tenant, id).await {
-                    tracing::warn!(%tenant, inbound = %id, error = %e, "inbound message not processed; it stays pending");
-                }
+        let runs = futures::stream::iter(pending)
+            .map(|(tenant, id)| {
+                let herald = self.clone();
+                tokio::spawn(async move {
+                    let run = herald.process_inbound(&tenant, id).await;
+                    if let Err(e) = &run {
+                        tracing::warn!(%tenant, inbound = %id, error = %e, "inbound message not processed; it stays pending");
+                    }
+                    run
+                })
             })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
             .await;
-        Ok(taken)
+        let done = |r: &Result<Result<InboundRun, StoreError>, _>| {
+            matches!(
+                r,
+                Ok(Ok(InboundRun::Processed
+                    | InboundRun::Failed
+                    | InboundRun::Retry))
+            )
+        };
+        Ok(runs.iter().filter(|r| done(r)).count())
     }
 
     /// Announces again the messages that waited longer than `grace` (their announcement was
@@ -135,6 +168,16 @@ impl Herald {
     }
 }
 
+/// What a failed try records on the message, which its tenant reads: the kind of failure,
+/// never the backend's own words (they name tables and accounts; the log has them).
+fn failure(e: &StoreError) -> String {
+    tracing::warn!(error = %e, "an inbound try failed");
+    match e {
+        StoreError::Unavailable(_) => "store_unavailable".into(),
+        StoreError::Corrupt(_) => "stored_data_corrupt".into(),
+    }
+}
+
 /// The embedded feed: wakes [`run`].
 pub struct LocalFeed(pub Arc<Notify>);
 
@@ -150,8 +193,10 @@ impl InboundFeed for LocalFeed {
 /// [`POLL`] (retries come due, a lease ends).
 pub async fn run(herald: Arc<Herald>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        // Busy while whole batches get processed; messages it could not take (held, or
+        // failing to claim) wait for the next wake-up or poll.
         let busy = match herald.process_pending().await {
-            Ok(taken) => taken == BATCH,
+            Ok(processed) => processed == BATCH,
             Err(e) => {
                 tracing::warn!(error = %e, "inbound sweep failed; trying again");
                 false

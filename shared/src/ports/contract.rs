@@ -1752,7 +1752,8 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     use crate::domain::rules::Decision;
     let acme = tenant("acme");
     let lease = Duration::from_secs(30);
-    let now = Utc::now();
+    // A moment after every message of this test is stored (they are due when stored).
+    let now = Utc::now() + chrono::Duration::seconds(5);
     let later = |s: i64| now + chrono::Duration::seconds(s);
     let mut m = inbound(&acme, "SM-claim-1", "hello");
     m.received_at = now;
@@ -1764,6 +1765,8 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         other => panic!("not claimed: {other:?}"),
     };
     assert_eq!(claimed.progress.state, InboundState::Processing);
+    let first_claim = chrono::DateTime::from_timestamp_millis(now.timestamp_millis());
+    assert_eq!(claimed.progress.first_claimed_at, first_claim);
     assert_eq!(
         (claimed.progress.attempts, claimed.body.as_str()),
         (1, "hello")
@@ -1786,13 +1789,17 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     let decision = Decision::planned(None);
     let done = InboundOutcome::Processed(decision.clone());
     store
-        .finish_inbound(&acme, m.id, &done, later(32))
+        .finish_inbound(&acme, m.id, 2, &done, later(32))
         .await
         .unwrap();
     let stored = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
     assert_eq!(stored.progress.state, InboundState::Processed);
     assert_eq!(stored.progress.decision, Some(decision));
     assert!(stored.progress.processed_at.is_some());
+    assert_eq!(
+        stored.progress.first_claimed_at, first_claim,
+        "kept from the first claim"
+    );
     assert_eq!(
         store
             .claim_inbound(&acme, m.id, lease, later(100))
@@ -1803,7 +1810,7 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     assert!(!pending(later(100)).await.contains(&(acme.clone(), m.id)));
     let failed = InboundOutcome::Failed("late".into());
     store
-        .finish_inbound(&acme, m.id, &failed, later(101))
+        .finish_inbound(&acme, m.id, 2, &failed, later(101))
         .await
         .unwrap();
     let kept = store.inbound_message(&acme, m.id).await.unwrap().unwrap();
@@ -1832,7 +1839,7 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         InboundClaim::Claimed(_)
     ));
     store
-        .retry_inbound(&acme, r.id, "store down", later(10))
+        .retry_inbound(&acme, r.id, 1, "store down", later(10))
         .await
         .unwrap();
     let waiting = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
@@ -1853,7 +1860,17 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
         InboundClaim::Claimed(_)
     ));
     store
-        .finish_inbound(&acme, r.id, &failed, later(12))
+        .finish_inbound(&acme, r.id, 1, &failed, later(12))
+        .await
+        .unwrap();
+    let still = store.inbound_message(&acme, r.id).await.unwrap().unwrap();
+    assert_eq!(
+        still.progress.state,
+        InboundState::Processing,
+        "the first claim's late outcome leaves the second claim's try alone"
+    );
+    store
+        .finish_inbound(&acme, r.id, 2, &failed, later(12))
         .await
         .unwrap();
     let gave_up = store.inbound_message(&acme, r.id).await.unwrap().unwrap();

@@ -29,7 +29,7 @@ pub trait InboundStore: Send + Sync + 'static {
     ) -> Result<Option<InboundMessage>, StoreError>;
     /// Takes a message to process, as one compare-and-set: a `received` message due by `now`,
     /// or a `processing` one whose lease ended (its worker died), becomes `processing` until
-    /// `now + lease`, one attempt more.
+    /// `now + lease`, one attempt more (the first claim's time is kept).
     async fn claim_inbound(
         &self,
         tenant: &TenantId,
@@ -37,21 +37,24 @@ pub trait InboundStore: Send + Sync + 'static {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<InboundClaim, StoreError>;
-    /// Records how processing ended. A message that is no longer `processing` (another
-    /// worker finished it) keeps what it has.
+    /// Records how processing ended, for the claim that made `attempt`. A message that is no
+    /// longer `processing` under that claim (its lease ended and another worker took it, or
+    /// finished it) keeps what it has.
     async fn finish_inbound(
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         outcome: &InboundOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     /// Puts a message whose processing failed for now back to `received`, due at `retry_at`,
-    /// with the error.
+    /// with the error, if the claim that made `attempt` still holds it.
     async fn retry_inbound(
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;

@@ -90,7 +90,7 @@ pub trait ThreadStore: Send + Sync + 'static {
     ) -> Result<Option<Thread>, StoreError>;
     /// Takes the thread's auto-reply slot for inbound message `by` (see
     /// [`Thread::may_auto_reply`]), as one compare-and-set: false when another message had an
-    /// auto-reply within `every`, or there is no such thread.
+    /// auto-reply within `every`, a person took the thread over, or there is no such thread.
     async fn claim_auto_reply(
         &self,
         tenant: &TenantId,

@@ -26,7 +26,7 @@ pub(super) const RULES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules 
 
 const COLUMNS: &str = "id, tenant, channel, gateway, provider_message_id, sender, recipient, \
     body, media_urls, keyword, received_at, thread_id, state, attempts, decision, last_error, \
-    processed_at";
+    processed_at, first_claimed_at";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -69,6 +69,7 @@ fn progress_row(r: &Row<'_>) -> rusqlite::Result<InboundProgress> {
             .transpose()?,
         error: r.get(15)?,
         processed_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
+        first_claimed_at: r.get::<_, Option<i64>>(17)?.map(from_ms),
     })
 }
 
@@ -97,7 +98,7 @@ impl InboundStore for SqliteBackend {
                         "INSERT INTO inbound (id, tenant, channel, gateway, provider_message_id, \
                          sender, recipient, body, media_urls, keyword, received_at, state, \
                          due_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?11) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?12) \
                          ON CONFLICT (gateway, provider_message_id) DO NOTHING",
                     )?
                     .execute(params![
@@ -112,6 +113,8 @@ impl InboundStore for SqliteBackend {
                         media,
                         m.keyword.map(Keyword::as_str),
                         ms(m.received_at),
+                        // Due when stored, by our clock (a provider's timestamp may be ahead).
+                        ms(Utc::now()),
                     ])?;
                 if inserted == 0 {
                     return Ok(false);
@@ -171,7 +174,7 @@ impl InboundStore for SqliteBackend {
                 let claimed = conn
                     .prepare_cached(&format!(
                         "UPDATE inbound SET state = 'processing', due_at = ?3, \
-                         attempts = attempts + 1 \
+                         attempts = attempts + 1, first_claimed_at = COALESCE(first_claimed_at, ?4) \
                          WHERE tenant = ?1 AND id = ?2 AND state IN ('received', 'processing') \
                          AND due_at <= ?4 RETURNING {COLUMNS}"
                     ))?
@@ -195,6 +198,7 @@ impl InboundStore for SqliteBackend {
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         outcome: &InboundOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -211,7 +215,8 @@ impl InboundStore for SqliteBackend {
             .run(1, move |conn| {
                 conn.prepare_cached(
                     "UPDATE inbound SET state = ?3, decision = ?4, last_error = ?5, \
-                     processed_at = ?6 WHERE tenant = ?1 AND id = ?2 AND state = 'processing'",
+                     processed_at = ?6 \
+                     WHERE tenant = ?1 AND id = ?2 AND state = 'processing' AND attempts = ?7",
                 )?
                 .execute(params![
                     tenant,
@@ -219,7 +224,8 @@ impl InboundStore for SqliteBackend {
                     state.as_str(),
                     decision,
                     error,
-                    ms(now)
+                    ms(now),
+                    attempt
                 ])?;
                 Ok(())
             })
@@ -230,6 +236,7 @@ impl InboundStore for SqliteBackend {
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -238,9 +245,15 @@ impl InboundStore for SqliteBackend {
             .run(1, move |conn| {
                 conn.prepare_cached(
                     "UPDATE inbound SET state = 'received', due_at = ?3, last_error = ?4 \
-                     WHERE tenant = ?1 AND id = ?2 AND state = 'processing'",
+                     WHERE tenant = ?1 AND id = ?2 AND state = 'processing' AND attempts = ?5",
                 )?
-                .execute(params![tenant, id.to_string(), ms(retry_at), error])?;
+                .execute(params![
+                    tenant,
+                    id.to_string(),
+                    ms(retry_at),
+                    error,
+                    attempt
+                ])?;
                 Ok(())
             })
             .await

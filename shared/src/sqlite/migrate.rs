@@ -27,6 +27,7 @@ fn inbound_pipeline(conn: &Connection) -> rusqlite::Result<()> {
             ("decision", "TEXT"),
             ("last_error", "TEXT"),
             ("processed_at", "INTEGER"),
+            ("first_claimed_at", "INTEGER"),
         ],
     )?;
     add_columns(

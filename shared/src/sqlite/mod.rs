@@ -177,6 +177,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     decision TEXT,
     last_error TEXT,
     processed_at INTEGER,
+    first_claimed_at INTEGER,
     UNIQUE (gateway, provider_message_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);

@@ -428,7 +428,8 @@ impl ThreadStore for SqliteBackend {
         let claimed = self
             .change_thread(tenant, id, move |_, t| {
                 let mine = t.last_auto_reply.is_some_and(|(_, b)| b == by);
-                let take = !mine && t.may_auto_reply(by, now, every);
+                // A person who took the thread over meanwhile wins over the rule.
+                let take = !mine && !t.human_takeover && t.may_auto_reply(by, now, every);
                 if take {
                     t.last_auto_reply = Some((now, by));
                 }

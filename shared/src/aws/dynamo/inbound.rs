@@ -79,7 +79,8 @@ fn to_item(m: &InboundMessage, thread: Option<ThreadId>, expires_at: i64) -> Ite
     put("state", s(InboundState::Received.as_str()));
     put("attempts", n(0));
     put("pending", s(pending_key(m.id)));
-    put("due_at", n(ms(m.received_at)));
+    // Due when stored, by our clock (a provider's timestamp may be ahead of it).
+    put("due_at", n(ms(chrono::Utc::now())));
     item
 }
 
@@ -105,6 +106,8 @@ fn progress_of(item: &Item) -> Result<InboundProgress, StoreError> {
         decision,
         error: opt_s(item, "error").map(str::to_owned),
         processed_at: opt_n::<i64>(item, "processed_at")?
+            .map(|at| DateTime::from_timestamp_millis(at).unwrap_or_default()),
+        first_claimed_at: opt_n::<i64>(item, "first_claimed_at")?
             .map(|at| DateTime::from_timestamp_millis(at).unwrap_or_default()),
     })
 }
@@ -178,10 +181,15 @@ impl DynamoStore {
 
     /// An UpdateItem that applies only while the message is `processing`: a message another
     /// worker finished keeps what it has. Its outcome is no error either way.
-    async fn while_processing(&self, update: UpdateItemFluentBuilder) -> Result<(), StoreError> {
+    async fn while_processing(
+        &self,
+        update: UpdateItemFluentBuilder,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
         let result = update
-            .condition_expression("#st = :processing")
+            .condition_expression("#st = :processing AND attempts = :attempt")
             .expression_attribute_values(":processing", s(InboundState::Processing.as_str()))
+            .expression_attribute_values(":attempt", n(attempt))
             .send()
             .await;
         super::applied(result, "UpdateItem").map(|_| ())
@@ -293,7 +301,10 @@ impl InboundStore for DynamoStore {
         let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let result = self
             .inbound_update(tenant, id)?
-            .update_expression("SET #st = :processing, due_at = :until ADD attempts :one")
+            .update_expression(
+                "SET #st = :processing, due_at = :until, \
+                 first_claimed_at = if_not_exists(first_claimed_at, :now) ADD attempts :one",
+            )
             // `attribute_exists`: a claim never makes an item of an id it does not find.
             .condition_expression(
                 "attribute_exists(id) AND #st IN (:received, :processing) AND due_at <= :now",
@@ -327,6 +338,7 @@ impl InboundStore for DynamoStore {
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         outcome: &InboundOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -350,13 +362,14 @@ impl InboundStore for DynamoStore {
             .expression_attribute_values(":state", s(state.as_str()))
             .expression_attribute_values(":value", s(value))
             .expression_attribute_values(":now", n(ms(now)));
-        self.while_processing(update).await
+        self.while_processing(update, attempt).await
     }
 
     async fn retry_inbound(
         &self,
         tenant: &TenantId,
         id: MessageId,
+        attempt: u32,
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -367,7 +380,7 @@ impl InboundStore for DynamoStore {
             .expression_attribute_values(":received", s(InboundState::Received.as_str()))
             .expression_attribute_values(":retry", n(ms(retry_at)))
             .expression_attribute_values(":error", s(error));
-        self.while_processing(update).await
+        self.while_processing(update, attempt).await
     }
 
     /// Every shard of the `pending` index at once, merged by due time.
@@ -431,7 +444,7 @@ mod tests {
         let thread = ThreadId::new();
         let item = to_item(&m, Some(thread), 0);
         assert_eq!(opt_s(&item, "pending"), Some(pending_key(m.id).as_str()));
-        assert_eq!(get_n::<i64>(&item, "due_at").unwrap(), ms(m.received_at));
+        assert!(get_n::<i64>(&item, "due_at").unwrap() >= ms(m.received_at));
         let read = from_item(&item).unwrap();
         assert_eq!(read.thread, Some(thread));
         assert_eq!(read.progress, InboundProgress::default());

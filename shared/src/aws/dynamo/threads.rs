@@ -671,10 +671,13 @@ impl ThreadStore for DynamoStore {
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(thread_key(id)))
             .update_expression(format!("SET {AUTO_REPLY_AT} = :now, {AUTO_REPLY_BY} = :by"))
+            // A person who took the thread over meanwhile wins over the rule.
             .condition_expression(format!(
                 "attribute_exists(sk) AND (attribute_not_exists({AUTO_REPLY_AT}) OR \
-                 ({AUTO_REPLY_AT} <= :cutoff AND {AUTO_REPLY_BY} <> :by))"
+                 ({AUTO_REPLY_AT} <= :cutoff AND {AUTO_REPLY_BY} <> :by)) AND \
+                 (attribute_not_exists(human_takeover) OR human_takeover = :no)"
             ))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .expression_attribute_values(":now", n(ms(now)))
             .expression_attribute_values(":by", s(&by))
             .expression_attribute_values(":cutoff", n(cutoff))

@@ -27,6 +27,7 @@ use crate::domain::notify::Subject;
 use crate::domain::notify::{EventType, Notice, RetrySchedule, WebhookEndpoint};
 use crate::domain::suppression::Suppression;
 use crate::domain::{Channel, EventKind, InboundMessage, MessageId, TenantId};
+use crate::ports::StoreError;
 use crate::ports::{Transition, TransitionOutcome};
 use chrono::{DateTime, Utc};
 
@@ -155,16 +156,34 @@ impl Default for Outbox {
 }
 
 impl Herald {
+    /// The events some endpoint wants (all of them while the subscriptions are not read yet:
+    /// the fan-out drops what nobody wants).
+    async fn wanted(&self, notices: Vec<Notice>) -> Vec<Notice> {
+        match self.current_subscriptions().await {
+            Some(s) => notices.into_iter().filter(|n| s.wants(n)).collect(),
+            None => notices,
+        }
+    }
+
+    /// Announces events and returns once they are in the outbox: for a caller that must know
+    /// (a failure is an error it can retry; the events' ids make a retry harmless).
+    pub async fn notify_durably(&self, notices: Vec<Notice>) -> Result<(), StoreError> {
+        let Some(store) = &self.webhooks else {
+            return Ok(());
+        };
+        let wanted = self.wanted(notices).await;
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        metrics::counter!("herald_webhook_events_total").increment(wanted.len() as u64);
+        store.publish(wanted).await
+    }
+
     /// Announces events. Those no endpoint wants are dropped here; the rest are queued for the
     /// outbox and this returns at once.
     pub async fn notify(&self, notices: Vec<Notice>) {
         let Some(store) = &self.webhooks else { return };
-        let snapshot = self.current_subscriptions().await;
-        let mut wanted: Vec<Notice> = match snapshot {
-            Some(s) => notices.into_iter().filter(|n| s.wants(n)).collect(),
-            // Not read yet: keep everything, the fan-out drops what nobody wants.
-            None => notices,
-        };
+        let mut wanted = self.wanted(notices).await;
         if wanted.is_empty() {
             return;
         }
