@@ -80,9 +80,7 @@ impl Herald {
         message: InboundMessage,
         replies: &KeywordReplies,
     ) -> Result<Received, StoreError> {
-        let keyword = message
-            .keyword
-            .filter(|_| opt_out_reason(message.channel).is_some());
+        let keyword = carrier_keyword(&message);
         let repeat = !self.inbound.record_inbound(&message).await?;
         if !repeat {
             self.notify_inbound(&message).await;
@@ -172,10 +170,15 @@ impl Herald {
     }
 }
 
+/// The carrier keyword a message is, on a channel where keywords act (and no rule sees it).
+pub(crate) fn carrier_keyword(m: &InboundMessage) -> Option<Keyword> {
+    m.keyword.filter(|_| opt_out_reason(m.channel).is_some())
+}
+
 /// What a STOP records on a channel that has carrier-style keywords: SMS its own opt-out,
 /// WhatsApp and Telegram an unsubscribe (nothing else puts one on those channels, so START
 /// lifts only what a keyword set). Email and push have none.
-pub(crate) fn opt_out_reason(channel: Channel) -> Option<Reason> {
+fn opt_out_reason(channel: Channel) -> Option<Reason> {
     match channel {
         Channel::Sms => Some(Reason::SmsOptOut),
         Channel::Whatsapp | Channel::Telegram => Some(Reason::Unsubscribe),

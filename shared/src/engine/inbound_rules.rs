@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use super::accept::{AcceptError, IdempotencyInput, SendDraft};
-use super::inbound::opt_out_reason;
+use super::inbound::carrier_keyword;
 use super::Herald;
 use crate::domain::compose::{ContentSource, Envelope};
 use crate::domain::notify::{EventId, EventType, Notice, Subject};
@@ -20,7 +20,7 @@ impl Herald {
     /// Decides what to do with a message and does it.
     pub(super) async fn decide(&self, m: &InboundMessage) -> Result<Decision, StoreError> {
         // Carrier keywords were acted on when the message was stored; no rule sees them.
-        if m.keyword.is_some() && opt_out_reason(m.channel).is_some() {
+        if carrier_keyword(m).is_some() {
             return Ok(Decision::keyword());
         }
         let rules = self.rules.inbound_rules(&m.tenant).await?;
@@ -45,7 +45,7 @@ impl Herald {
 
     /// What the rules would decide for a message, with nothing done: the rule tester.
     pub fn try_rules(rules: &RuleSet, m: &InboundMessage, thread: Option<&Thread>) -> Decision {
-        if m.keyword.is_some() && opt_out_reason(m.channel).is_some() {
+        if carrier_keyword(m).is_some() {
             return Decision::keyword();
         }
         Decision::planned(first_match(rules, m, thread))
