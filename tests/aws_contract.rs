@@ -176,6 +176,12 @@ async fn dynamo_inbound_rules_are_kept_per_tenant() {
 }
 
 #[tokio::test]
+async fn dynamo_email_replies_join_the_thread_they_name() {
+    let (_s, b) = backend().await;
+    email_replies_join_the_thread_they_name(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_auto_replies_are_claimed_once_per_window() {
     let (_s, b) = backend().await;
     auto_replies_are_claimed_once_per_window(b.store.as_ref()).await;

@@ -14,6 +14,7 @@ use super::messages::message_id;
 use super::paging::{ListQuery, NoFilter};
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::inbound::InboundState;
+use crate::domain::inbound_email::InboundEmail;
 use crate::domain::rules::Decision;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
@@ -43,6 +44,22 @@ pub struct InboundView {
     pub error: Option<String>,
     pub attempts: u32,
     pub processed_at: Option<DateTime<Utc>>,
+    /// An email's subject, message ids, addresses and attachments (its `body` is the new part
+    /// of the text). Lists leave out the whole `text` and `html`: they are in
+    /// `GET /v1/inbound/{id}`.
+    pub email: Option<InboundEmail>,
+}
+
+impl InboundView {
+    /// The view a list shows: an email without its whole text and HTML.
+    fn summary(m: InboundMessage) -> InboundView {
+        let mut view = InboundView::from(m);
+        if let Some(e) = &mut view.email {
+            e.text = None;
+            e.html = None;
+        }
+        view
+    }
 }
 
 impl From<InboundMessage> for InboundView {
@@ -64,6 +81,7 @@ impl From<InboundMessage> for InboundView {
             error: m.progress.error,
             attempts: m.progress.attempts,
             processed_at: m.progress.processed_at,
+            email: m.email.map(|e| *e),
         }
     }
 }
@@ -92,7 +110,7 @@ pub async fn list(
         .await?;
     let next_after = page.next_after(&items, |m| m.id);
     Ok(Json(InboundPage {
-        items: items.into_iter().map(Into::into).collect(),
+        items: items.into_iter().map(InboundView::summary).collect(),
         next_after,
     }))
 }

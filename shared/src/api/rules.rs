@@ -140,6 +140,7 @@ pub async fn test(
         received_at,
         thread: None,
         progress: Default::default(),
+        email: None,
     };
     let thread = input.thread_label.map(|label| {
         let mut t = Thread::open(caller.tenant.clone(), ContactId::new(), received_at);

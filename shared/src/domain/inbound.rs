@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::inbound_email::InboundEmail;
 use super::rules::Decision;
 use super::thread::ThreadId;
 use super::{Channel, MessageId, TenantId};
@@ -28,6 +29,8 @@ pub struct InboundMessage {
     pub thread: Option<ThreadId>,
     /// Where the inbound pipeline is with it.
     pub progress: InboundProgress,
+    /// An email's subject, headers, whole text and attachments (its `body` is the new part).
+    pub email: Option<Box<InboundEmail>>,
 }
 
 /// `received -> processing -> processed`, or `failed` after its tries.

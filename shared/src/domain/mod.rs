@@ -9,6 +9,7 @@ pub mod contact;
 pub mod content;
 pub mod health;
 pub mod inbound;
+pub mod inbound_email;
 pub mod limits;
 pub mod message;
 pub mod notify;

@@ -9,8 +9,11 @@ use tracing::info;
 
 use super::Herald;
 use crate::domain::audit::AuditAction;
+use crate::domain::inbound_email::{herald_message, local_part};
 use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
-use crate::domain::{Channel, InboundMessage, Keyword};
+use crate::domain::thread::ThreadId;
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::gateway::ses_events::SES;
 use crate::ports::StoreError;
 
 /// How long the mark of an applied keyword is kept: as long as the opt-out it concerns, and
@@ -111,6 +114,43 @@ impl Herald {
         let reply =
             (message.channel == Channel::Sms).then(|| replies.for_keyword(keyword).to_owned());
         Ok(Received { reply, repeat })
+    }
+
+    /// Stores an inbound email: in the thread of the message it replies to, when that is one
+    /// of the tenant's, else by its sender as every inbound message is.
+    pub async fn receive_email(&self, mut message: InboundMessage) -> Result<Received, StoreError> {
+        message.thread = self.replied_thread(&message).await?;
+        self.receive(message, &KeywordReplies::default()).await
+    }
+
+    /// The tenant's thread of the first message a reply names that has one: our own
+    /// Message-IDs carry the message's id; SES's carry its id for the message.
+    async fn replied_thread(&self, m: &InboundMessage) -> Result<Option<ThreadId>, StoreError> {
+        let Some(email) = &m.email else {
+            return Ok(None);
+        };
+        let ids = email.replied_ids();
+        let mut named: Vec<MessageId> = ids.iter().filter_map(|id| herald_message(id)).collect();
+        let by_ses = ids
+            .iter()
+            .filter(|id| herald_message(id).is_none())
+            .map(|id| (SES.to_owned(), local_part(id).to_owned()))
+            .collect::<Vec<_>>();
+        if !by_ses.is_empty() {
+            named.extend(
+                self.store
+                    .find_by_provider_ids(by_ses)
+                    .await?
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        for message in named {
+            if let Some(thread) = self.threads.thread_of_message(&m.tenant, message).await? {
+                return Ok(Some(thread));
+            }
+        }
+        Ok(None)
     }
 
     async fn apply_keyword(

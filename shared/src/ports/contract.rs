@@ -921,6 +921,7 @@ pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::In
             .unwrap(),
         thread: None,
         progress: Default::default(),
+        email: None,
     }
 }
 
@@ -1992,4 +1993,81 @@ where
     let read = store.thread(&acme, thread).await.unwrap().unwrap();
     assert!(!read.human_takeover);
     assert_eq!(read.last_auto_reply.map(|(_, by)| by), Some(second));
+}
+
+/// An email reply joins the thread that has the message it answers, only a thread of its own
+/// tenant; a thread it names that the tenant lacks threads it by its sender instead.
+pub async fn email_replies_join_the_thread_they_name<S>(store: &S)
+where
+    S: super::InboundStore + super::ThreadStore,
+{
+    use crate::domain::thread::{Direction, ThreadEntry};
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let text = inbound(&acme, "SM-mail-1", "Can I book Tuesday?");
+    assert!(store.record_inbound(&text).await.unwrap());
+    let thread = store
+        .inbound_message(&acme, text.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .thread
+        .unwrap();
+    let sent = MessageId::new();
+    let entry = ThreadEntry::new(
+        sent,
+        Direction::Outbound,
+        Channel::Email,
+        ("desk@acme.example".into(), "ann@example.com".into()),
+        "Tuesday is free.",
+        Utc::now(),
+    );
+    store.record_outbound(&acme, thread, &entry).await.unwrap();
+    assert_eq!(
+        store.thread_of_message(&acme, sent).await.unwrap(),
+        Some(thread)
+    );
+    assert_eq!(store.thread_of_message(&globex, sent).await.unwrap(), None);
+    assert_eq!(
+        store
+            .thread_of_message(&acme, MessageId::new())
+            .await
+            .unwrap(),
+        None
+    );
+    let email = |t: &TenantId, id: &str| {
+        let mut m = inbound(t, id, "Great, see you then");
+        m.channel = Channel::Email;
+        m.gateway = "postal".into();
+        m.from = "ann.work@example.com".into();
+        m.to = "desk@acme.example".into();
+        m.thread = Some(thread);
+        m
+    };
+    let reply = email(&acme, "postal-1");
+    assert!(store.record_inbound(&reply).await.unwrap());
+    let stored = store
+        .inbound_message(&acme, reply.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.thread,
+        Some(thread),
+        "joined by the message it names"
+    );
+    let t = store.thread(&acme, thread).await.unwrap().unwrap();
+    assert_eq!(t.unread, 2);
+    let forged = email(&globex, "postal-2");
+    assert!(store.record_inbound(&forged).await.unwrap());
+    let stored = store
+        .inbound_message(&globex, forged.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(stored.thread, Some(thread), "another tenant's thread");
+    assert!(stored.thread.is_some(), "threaded by its sender");
+    assert_eq!(
+        store.thread(&acme, thread).await.unwrap().unwrap().unread,
+        2
+    );
 }

@@ -11,7 +11,8 @@ use crate::domain::{InboundMessage, MessageId, TenantId};
 /// Messages received from recipients, and the pipeline's progress on them.
 #[async_trait]
 pub trait InboundStore: Send + Sync + 'static {
-    /// Stores a message, `received`, and threads it. False when its
+    /// Stores a message, `received`, and threads it: into `message.thread` when the tenant
+    /// has that thread (the one an email reply names), else by its sender. False when its
     /// `(gateway, provider_message_id)` was stored before: a provider's retry, nothing to do
     /// again.
     async fn record_inbound(&self, message: &InboundMessage) -> Result<bool, StoreError>;

@@ -81,6 +81,13 @@ pub trait ThreadStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: ThreadId,
     ) -> Result<Option<Thread>, StoreError>;
+    /// The tenant's thread whose timeline has message `message` (an email reply names the
+    /// message it answers).
+    async fn thread_of_message(
+        &self,
+        tenant: &TenantId,
+        message: MessageId,
+    ) -> Result<Option<ThreadId>, StoreError>;
     /// Adds a message sent through the thread to its timeline (once per message).
     async fn record_outbound(
         &self,

@@ -204,3 +204,9 @@ async fn sqlite_auto_replies_are_claimed_once_per_window() {
     let (_d, b) = backend();
     auto_replies_are_claimed_once_per_window(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_email_replies_join_the_thread_they_name() {
+    let (_d, b) = backend();
+    email_replies_join_the_thread_they_name(&b).await;
+}

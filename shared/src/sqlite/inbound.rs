@@ -26,7 +26,7 @@ pub(super) const RULES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules 
 
 const COLUMNS: &str = "id, tenant, channel, gateway, provider_message_id, sender, recipient, \
     body, media_urls, keyword, received_at, thread_id, state, attempts, decision, last_error, \
-    processed_at, first_claimed_at";
+    processed_at, first_claimed_at, email";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -55,6 +55,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<InboundMessage> {
             .map(|t| ThreadId::parse(&t).ok_or_else(|| bad(11, format!("thread {t}"))))
             .transpose()?,
         progress: progress_row(r)?,
+        email: r
+            .get::<_, Option<String>>(18)?
+            .map(|e| serde_json::from_str(&e).map_err(|e| bad(18, e.to_string())))
+            .transpose()?,
     })
 }
 
@@ -89,16 +93,23 @@ fn read(
 impl InboundStore for SqliteBackend {
     async fn record_inbound(&self, m: &InboundMessage) -> Result<bool, StoreError> {
         let m = m.clone();
-        let media =
-            serde_json::to_string(&m.media_urls).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let media = serde_json::to_string(&m.media_urls).map_err(corrupt)?;
+        let email = m
+            .email
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(corrupt)?;
         self.writer
             .run(1, move |conn| {
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO inbound (id, tenant, channel, gateway, provider_message_id, \
                          sender, recipient, body, media_urls, keyword, received_at, state, \
-                         due_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?12) \
+                         due_at, email) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?12, \
+                         ?13) \
                          ON CONFLICT (gateway, provider_message_id) DO NOTHING",
                     )?
                     .execute(params![
@@ -115,6 +126,7 @@ impl InboundStore for SqliteBackend {
                         ms(m.received_at),
                         // Due when stored, by our clock (a provider's timestamp may be ahead).
                         ms(Utc::now()),
+                        email,
                     ])?;
                 if inserted == 0 {
                     return Ok(false);

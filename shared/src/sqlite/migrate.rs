@@ -5,13 +5,21 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 5] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 6] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
     key_scopes,
     inbound_pipeline,
+    inbound_email,
 ];
+
+/// Version 6: inbound email keeps its headers, text and attachments; a reply finds the
+/// thread of the message it answers.
+fn inbound_email(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(conn, "inbound", &[("email", "TEXT")])?;
+    conn.execute_batch(super::threads::ENTRIES_BY_MESSAGE)
+}
 
 /// Version 5: inbound messages carry the pipeline's progress (those stored before count as
 /// processed: no rules existed for them), and threads the rules' state.

@@ -178,6 +178,8 @@ CREATE TABLE IF NOT EXISTS inbound (
     last_error TEXT,
     processed_at INTEGER,
     first_claimed_at INTEGER,
+    -- An email's subject, headers, whole text and attachments, as JSON.
+    email TEXT,
     UNIQUE (gateway, provider_message_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);

@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS thread_entries (
 ) WITHOUT ROWID;
 "#;
 
+/// The thread a message is in: an email reply names the message it answers.
+pub(super) const ENTRIES_BY_MESSAGE: &str =
+    "CREATE INDEX IF NOT EXISTS thread_entries_by_message ON thread_entries (message_id);";
+
 const COLUMNS: &str = "tenant, id, contact_id, status, assignee, label, next_step, \
     next_followup_at, summary, insights_set_by, unread, last_inbound_at, last_outbound_at, \
     activity_at, reply_channel, reply_to, reply_from, created_at, followup_pending, \
@@ -224,14 +228,20 @@ fn current_thread(
     .optional()
 }
 
-/// Threads an inbound message just stored (inside its writer job): its sender's identity, the
-/// identity's contact (a new one if nobody has it), the contact's thread (a new one if it has
-/// none), and the entry. A sender with no identity (a short code, a push token) stays
-/// unthreaded.
+/// Threads an inbound message just stored (inside its writer job): the thread it replies in,
+/// when it names one the tenant has; else its sender's identity, the identity's contact (a new
+/// one if nobody has it), the contact's thread (a new one if it has none). A sender with no
+/// identity (a short code, a push token) stays unthreaded.
 pub(super) fn thread_inbound(
     conn: &Connection,
     m: &InboundMessage,
 ) -> rusqlite::Result<Option<ThreadId>> {
+    if let Some(replied) = m.thread {
+        if let Some(thread) = read_thread(conn, m.tenant.as_str(), replied)? {
+            received_in(conn, thread, m)?;
+            return Ok(Some(replied));
+        }
+    }
     let Some(identity) = sender_identity(m.channel, &m.from) else {
         return Ok(None);
     };
@@ -249,16 +259,22 @@ pub(super) fn thread_inbound(
             c.id
         }
     };
-    let mut thread = match current_thread(conn, tenant, contact)? {
+    let thread = match current_thread(conn, tenant, contact)? {
         Some(t) => t,
         None => Thread::open(m.tenant.clone(), contact, m.received_at),
     };
+    let id = thread.id;
+    received_in(conn, thread, m)?;
+    Ok(Some(id))
+}
+
+fn received_in(conn: &Connection, mut thread: Thread, m: &InboundMessage) -> rusqlite::Result<()> {
     let entry = ThreadEntry::inbound(m);
     if add_entry(conn, thread.id, &entry)? {
         thread.received(&entry);
         save_thread(conn, &thread)?;
     }
-    Ok(Some(thread.id))
+    Ok(())
 }
 
 /// On a merge, as on DynamoDB: `from`'s current thread becomes `into`'s, and stays its
@@ -343,6 +359,27 @@ impl ThreadStore for SqliteBackend {
         let tenant = tenant.as_str().to_owned();
         self.readers
             .run(move |conn| read_thread(conn, &tenant, id))
+            .await
+    }
+
+    async fn thread_of_message(
+        &self,
+        tenant: &TenantId,
+        message: MessageId,
+    ) -> Result<Option<ThreadId>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let found: Option<String> = conn
+                    .prepare_cached(
+                        "SELECT e.thread_id FROM thread_entries e \
+                         JOIN threads t ON t.tenant = ?1 AND t.id = e.thread_id \
+                         WHERE e.message_id = ?2 LIMIT 1",
+                    )?
+                    .query_row(params![tenant, message.to_string()], |r| r.get(0))
+                    .optional()?;
+                Ok(found.and_then(|t| ThreadId::parse(&t)))
+            })
             .await
     }
 

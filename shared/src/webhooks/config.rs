@@ -22,6 +22,9 @@ pub struct WebhooksConfig {
     /// Receiving numbers (E.164; for WhatsApp also the phone-number id) and their tenants.
     #[serde(default)]
     pub numbers: Vec<InboundNumber>,
+    /// Receiving email addresses (or whole domains) and their tenants.
+    #[serde(default)]
+    pub mailboxes: Vec<InboundMailbox>,
     /// Failed verifications a second per client address, with bursts of twice that; past it a
     /// client's failures are answered 429. Valid requests are never counted.
     #[serde(default = "default_rate")]
@@ -42,6 +45,7 @@ impl Default for WebhooksConfig {
             whatsapp: None,
             telegram: None,
             numbers: Vec::new(),
+            mailboxes: Vec::new(),
             rate_per_second: default_rate(),
         }
     }
@@ -95,8 +99,30 @@ pub struct InboundNumber {
     pub replies: KeywordReplies,
 }
 
+/// An address mail is received at (`support@acme.example`), or a whole domain
+/// (`acme.example`), and the tenant that owns it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundMailbox {
+    pub address: String,
+    pub tenant: TenantId,
+}
+
+impl InboundMailbox {
+    fn identity(&self) -> Result<SenderIdentity, String> {
+        match SenderIdentity::parse(&self.address)? {
+            id @ (SenderIdentity::EmailAddress(_) | SenderIdentity::EmailDomain(_)) => Ok(id),
+            _ => Err("is neither an email address nor a domain".into()),
+        }
+    }
+}
+
 impl WebhooksConfig {
     pub fn validate(&self) -> Result<(), String> {
+        for m in &self.mailboxes {
+            m.identity()
+                .map_err(|e| format!("webhooks.mailboxes: {:?} {e}", m.address))?;
+        }
         if !self.rate_per_second.is_finite() || self.rate_per_second <= 0.0 {
             return Err("webhooks.rate_per_second must be above 0".into());
         }
@@ -152,7 +178,7 @@ impl WebhooksConfig {
     }
 
     /// The number's owner and its keyword replies.
-    /// Each receiving number is a sender identity of the tenant that owns it.
+    /// Each receiving number and mailbox is a sender identity of the tenant that owns it.
     pub fn sender_identities(&self) -> Vec<(TenantId, SenderIdentity)> {
         self.numbers
             .iter()
@@ -166,7 +192,29 @@ impl WebhooksConfig {
                     .ok()
                     .map(|id| (n.tenant.clone(), id))
             })
+            .chain(
+                self.mailboxes
+                    .iter()
+                    .filter_map(|m| Some((m.tenant.clone(), m.identity().ok()?))),
+            )
             .collect()
+    }
+
+    /// The tenant that receives mail at `address`: its own mailbox first, else its domain's.
+    pub fn mailbox(&self, address: &str) -> Option<&TenantId> {
+        let address = SenderIdentity::parse(address).ok()?;
+        let SenderIdentity::EmailAddress(address) = address else {
+            return None;
+        };
+        let domain = address.rsplit_once('@').map(|(_, d)| d)?;
+        let owned = |wanted: &dyn Fn(&SenderIdentity) -> bool| {
+            self.mailboxes
+                .iter()
+                .find(|m| m.identity().is_ok_and(|id| wanted(&id)))
+                .map(|m| &m.tenant)
+        };
+        owned(&|id| matches!(id, SenderIdentity::EmailAddress(a) if a.eq_ignore_ascii_case(&address)))
+            .or_else(|| owned(&|id| matches!(id, SenderIdentity::EmailDomain(d) if d.eq_ignore_ascii_case(domain))))
     }
 
     pub fn number(&self, to: &str) -> Option<&InboundNumber> {

@@ -59,10 +59,17 @@ pub(super) async fn forward_verified(
     if !webhooks.herald.forwards_wanted(source).await {
         return next.run(request).await;
     }
+    let limit = super::body_limit(request.uri().path());
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await else {
-        return Refusal::TooLarge.into_response();
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Refusal::TooLarge(limit).into_response();
     };
+    // A raw email is more than a forward carries: it is handled, and forwarded to no one.
+    if bytes.len() > MAX_WEBHOOK_BYTES {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    }
     let headers = parts.headers.iter().filter_map(|(name, value)| {
         let value = value.to_str().ok()?;
         Some((name.as_str().to_owned(), value.to_owned()))

@@ -5,6 +5,7 @@
 //! Served by `herald serve` beside the API and by the `webhooks` Lambda function.
 
 mod config;
+mod email;
 mod forward;
 mod guard;
 mod postal;
@@ -26,7 +27,7 @@ use axum::routing::post;
 use axum::Router;
 use tracing::{info, warn};
 
-pub use config::{InboundNumber, WebhooksConfig};
+pub use config::{InboundMailbox, InboundNumber, WebhooksConfig};
 pub use sns::{HttpsFetch, ReqwestFetch};
 
 use crate::api::problem::{catch_panics, Problem};
@@ -87,6 +88,7 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
         .route(gateway::twilio::STATUS_PATH, post(twilio::status))
         .route(gateway::twilio::INBOUND_PATH, post(twilio::inbound))
         .route("/webhooks/postal", post(postal::handle))
+        .route(email::POSTAL_INBOUND_PATH, post(email::postal_inbound))
         .route(
             "/webhooks/whatsapp",
             post(whatsapp::handle).get(whatsapp::verify),
@@ -116,8 +118,8 @@ pub enum Refusal {
     NotConfigured(&'static str),
     #[error("bad signature: {0}")]
     BadSignature(String),
-    #[error("body over {MAX_WEBHOOK_BYTES} bytes")]
-    TooLarge,
+    #[error("body over {0} bytes")]
+    TooLarge(usize),
     #[error("malformed: {0}")]
     Malformed(String),
     #[error("too many requests")]
@@ -137,7 +139,7 @@ impl IntoResponse for Refusal {
                 Problem::new(StatusCode::UNAUTHORIZED, "bad-signature", "bad signature")
                     .into_response()
             }
-            Refusal::TooLarge => {
+            Refusal::TooLarge(_) => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail).into_response()
             }
             Refusal::Malformed(_) => {
@@ -171,14 +173,25 @@ struct Admitted {
     suspect: bool,
 }
 
-/// Reads the body up to the limit. Nothing is spent here: only a failed verification costs
-/// its client (see [`count_failures`]).
+/// The largest body a webhook route reads: raw email is larger than any event, and SES's
+/// received mail comes through SNS as up to 150 KB of base64 in a JSON envelope.
+fn body_limit(path: &str) -> usize {
+    match path {
+        email::POSTAL_INBOUND_PATH => email::MAX_EMAIL_BYTES,
+        "/webhooks/ses" => email::MAX_SNS_BYTES,
+        _ => MAX_WEBHOOK_BYTES,
+    }
+}
+
+/// Reads the body up to its route's limit. Nothing is spent here: only a failed verification
+/// costs its client (see [`count_failures`]).
 async fn admit(request: Request) -> Result<Admitted, Refusal> {
     let suspect = request.extensions().get::<Suspect>().is_some();
+    let limit = body_limit(request.uri().path());
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
+    let body = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| Refusal::TooLarge)?;
+        .map_err(|_| Refusal::TooLarge(limit))?;
     Ok(Admitted {
         headers: parts.headers,
         uri: parts.uri,
@@ -240,7 +253,7 @@ fn verdict(status: StatusCode) -> &'static str {
 /// Logs a refusal with its reason: a bad signature is worth knowing about, never silent, but
 /// a flood of them is counted rather than written line by line.
 fn refuse(webhooks: &Webhooks, source: &'static str, refusal: Refusal) -> Response {
-    let quiet = matches!(refusal, Refusal::NotConfigured(_) | Refusal::TooLarge);
+    let quiet = matches!(refusal, Refusal::NotConfigured(_) | Refusal::TooLarge(_));
     if !quiet {
         match webhooks.log_limit.line(source, Instant::now()) {
             LogLine::Write { held } => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -38,22 +39,36 @@ fn event_kind(event: &str) -> Option<(ProviderEventKind, &'static str)> {
     })
 }
 
-async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
-    let key = webhooks
+/// The server's key, or why Postal's webhooks are refused.
+pub(super) fn postal_key(webhooks: &Webhooks) -> Result<&rsa::RsaPublicKey, Refusal> {
+    webhooks
         .postal_key
         .as_ref()
-        .ok_or(Refusal::NotConfigured("postal"))?;
-    let request = admit(request).await?;
-    let (headers, body) = (request.headers, request.body);
-    let (hash, signature) = match header_str(&headers, "x-postal-signature-256") {
+        .ok_or(Refusal::NotConfigured("postal"))
+}
+
+/// Checks Postal's signature on a body: SHA-256 when the server sends it, else SHA-1.
+pub(super) fn verify(
+    key: &rsa::RsaPublicKey,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Refusal> {
+    let (hash, signature) = match header_str(headers, "x-postal-signature-256") {
         Some(s) => (RsaHash::Sha256, s),
         None => (
             RsaHash::Sha1,
-            header_str(&headers, "x-postal-signature")
+            header_str(headers, "x-postal-signature")
                 .ok_or_else(|| Refusal::BadSignature("no X-Postal-Signature(-256)".into()))?,
         ),
     };
-    verify_rsa(key, hash, &body, signature).map_err(Refusal::BadSignature)?;
+    verify_rsa(key, hash, body, signature).map_err(Refusal::BadSignature)
+}
+
+async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
+    let key = postal_key(webhooks)?;
+    let request = admit(request).await?;
+    let (headers, body) = (request.headers, request.body);
+    verify(key, &headers, &body)?;
 
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| Refusal::Malformed(format!("not JSON: {}", clip(&e.to_string()))))?;

@@ -304,18 +304,31 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
             info!(topic = %envelope.topic_arn, "SNS subscription confirmed");
             Ok(())
         }
-        "Notification" => match ses_events::ses_events(&envelope.message) {
-            Ok(events) => {
-                apply(webhooks, "sns", &envelope.message_id, events).await?;
-                Ok(())
-            }
-            Err(e) => {
-                info!(sns_message_id = %envelope.message_id, error = %e, "SNS notification is no SES event; ignored");
-                Ok(())
-            }
+        "Notification" => match received_mail(&envelope.message) {
+            Some(mail) => super::email::ses_received(webhooks, &mail).await,
+            None => ses_event(webhooks, &envelope).await,
         },
         _ => {
             info!(kind = %envelope.kind, topic = %envelope.topic_arn, "SNS message ignored");
+            Ok(())
+        }
+    }
+}
+
+/// An SES receipt notification (`notificationType: Received`), if the message is one.
+fn received_mail(message: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(message).ok()?;
+    (v["notificationType"] == "Received").then_some(v)
+}
+
+async fn ses_event(webhooks: &Webhooks, envelope: &Envelope) -> Result<(), Refusal> {
+    match ses_events::ses_events(&envelope.message) {
+        Ok(events) => {
+            apply(webhooks, "sns", &envelope.message_id, events).await?;
+            Ok(())
+        }
+        Err(e) => {
+            info!(sns_message_id = %envelope.message_id, error = %e, "SNS notification is no SES event; ignored");
             Ok(())
         }
     }

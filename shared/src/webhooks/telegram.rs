@@ -67,6 +67,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
             .unwrap_or_else(Utc::now),
         thread: None,
         progress: Default::default(),
+        email: None,
     };
     let received = webhooks
         .herald

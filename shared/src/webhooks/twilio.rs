@@ -176,6 +176,7 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         received_at: Utc::now(),
         thread: None,
         progress: Default::default(),
+        email: None,
     };
     let received = webhooks.herald.receive(message, &number.replies).await?;
     if received.repeat {

@@ -183,6 +183,7 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         received_at: unix_time(&message["timestamp"]),
         thread: None,
         progress: Default::default(),
+        email: None,
     };
     if webhooks
         .herald

@@ -32,6 +32,7 @@ fn message(tenant: &TenantId, i: usize) -> InboundMessage {
         received_at: chrono::Utc::now(),
         thread: None,
         progress: Default::default(),
+        email: None,
     }
 }
 

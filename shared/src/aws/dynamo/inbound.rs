@@ -73,6 +73,9 @@ fn to_item(m: &InboundMessage, thread: Option<ThreadId>, expires_at: i64) -> Ite
     }
     put("received_at", n(ms(m.received_at)));
     put("expires_at", n(expires_at));
+    if let Some(email) = m.email.as_ref().and_then(|e| serde_json::to_string(e).ok()) {
+        put("email", s(email));
+    }
     if let Some(t) = thread {
         put("thread_id", s(t.to_string()));
     }
@@ -149,6 +152,9 @@ fn from_item(item: &Item) -> Result<InboundMessage, StoreError> {
             .unwrap_or_default(),
         thread,
         progress: progress_of(item)?,
+        email: opt_s(item, "email")
+            .map(|e| serde_json::from_str(e).map_err(|e| corrupt(format!("email: {e}"))))
+            .transpose()?,
     })
 }
 
@@ -418,6 +424,7 @@ impl InboundStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::inbound_email::InboundEmail;
     use crate::domain::rules::Decision;
 
     fn message() -> InboundMessage {
@@ -435,6 +442,11 @@ mod tests {
             received_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
             thread: None,
             progress: InboundProgress::default(),
+            email: Some(Box::new(InboundEmail {
+                subject: Some("Re: hi".into()),
+                in_reply_to: vec!["a@herald".into()],
+                ..Default::default()
+            })),
         }
     }
 

@@ -54,6 +54,11 @@ fn entry_key(thread: ThreadId, message: MessageId) -> String {
     format!("e#{thread}#{message}")
 }
 
+/// Which thread a message sent through one is in (an email reply names the message).
+fn message_key(message: MessageId) -> String {
+    format!("m#{message}")
+}
+
 fn at(v: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
@@ -369,10 +374,20 @@ impl DynamoStore {
         &self,
         m: &InboundMessage,
     ) -> Result<(Vec<TransactWriteItem>, Option<ThreadId>), StoreError> {
+        let tenant = &m.tenant;
+        if let Some(replied) = m.thread {
+            if let Some(was) = self.thread(tenant, replied).await? {
+                let entry = ThreadEntry::inbound(m);
+                let items = vec![
+                    self.update(tenant, thread_key(replied), received_changes(&was, &entry))?,
+                    self.put_new(entry_item(tenant, replied, &entry))?,
+                ];
+                return Ok((items, Some(replied)));
+            }
+        }
         let Some(identity) = sender_identity(m.channel, &m.from) else {
             return Ok((Vec::new(), None));
         };
-        let tenant = &m.tenant;
         let mut items = Vec::new();
         let mut owner = self.contact_by_identity(tenant, &identity).await?;
         if let (None, Some(sibling)) = (owner, identity.sibling()) {
@@ -562,6 +577,15 @@ impl ThreadStore for DynamoStore {
         item.as_ref().map(read_thread).transpose()
     }
 
+    async fn thread_of_message(
+        &self,
+        tenant: &TenantId,
+        message: MessageId,
+    ) -> Result<Option<ThreadId>, StoreError> {
+        let item = self.get_contact_item(tenant, message_key(message)).await?;
+        Ok(item.and_then(|i| opt_s(&i, "thread_id").and_then(ThreadId::parse)))
+    }
+
     async fn thread_entries(
         &self,
         tenant: &TenantId,
@@ -617,9 +641,23 @@ impl ThreadStore for DynamoStore {
         c.set("last_outbound_at", n(ms(entry.at)));
         c.set("activity_at", n(ms(entry.at)));
         c.set("activity", s(cursor.key()));
+        let pointer = Item::from([
+            ("tenant".to_owned(), s(tenant.as_str())),
+            ("sk".to_owned(), s(message_key(entry.message))),
+            ("thread_id".to_owned(), s(id.to_string())),
+        ]);
         let items = vec![
             self.update(tenant, thread_key(id), c)?,
             self.put_new(entry_item(tenant, id, entry))?,
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(self.contacts_table()?)
+                        .set_item(Some(pointer))
+                        .build()
+                        .map_err(build_error)?,
+                )
+                .build(),
         ];
         // An inbound message counted on the thread at the same moment cancels this with a
         // conflict: try again, a little later each time.
