@@ -29,12 +29,21 @@ const NUMBER: &str = "+15557654321";
 
 /// The stack's settings with `HERALD_WEBHOOKS` read as the function reads it.
 fn settings(api: &AwsApi) -> AwsSettings {
-    let config = json!({
+    settings_with(api, json!({}))
+}
+
+/// The same, with `more` added to `HERALD_WEBHOOKS`.
+fn settings_with(api: &AwsApi, more: serde_json::Value) -> AwsSettings {
+    let mut config = json!({
         "public_base_url": PUBLIC,
         "twilio": { "auth_token": TOKEN },
         "numbers": [{ "number": NUMBER, "tenant": "acme" }]
-    })
-    .to_string();
+    });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(more.as_object().unwrap().clone());
+    let config = config.to_string();
     let read = AwsSettings::from_vars(|name| (name == WEBHOOKS).then(|| config.clone()))
         .expect("HERALD_WEBHOOKS");
     AwsSettings {
@@ -425,5 +434,73 @@ async fn the_inbound_function_processes_each_message_once() {
     assert_eq!(
         inbound(&api).await[0].progress.state,
         InboundState::Processed
+    );
+}
+
+/// Inbound email on AWS: Postal's raw message through the webhooks function, stored in
+/// DynamoDB once, and a reply that names a message sent through the thread joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_email_is_threaded_by_the_message_it_answers() {
+    use herald_tests::hooks::{postal_raw, raw_email, rsa_key};
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let api = AwsApi::start().await;
+    let key = rsa_key();
+    let public = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let more = json!({ "postal": { "public_key": public },
+                       "mailboxes": [{ "address": "desk@acme.example", "tenant": "acme" }] });
+    let cold = ColdStart::with(&api.stack.sdk, settings_with(&api, more)).unwrap();
+    let router = lambda::webhooks_router(cold).unwrap();
+    let mail_in = |id: u64, raw: String| {
+        let (body, signature) = postal_raw(&key, id, "desk@acme.example", &raw);
+        let request = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/webhooks/postal/inbound")
+            .header("content-type", "application/json")
+            .header("x-postal-signature-256", signature)
+            .body(lambda_http::Body::from(body))
+            .unwrap();
+        let router = router.clone();
+        async move { call(&router, request).await }
+    };
+    let first = raw_email(
+        "ann@example.com",
+        "desk@acme.example",
+        "Booking",
+        None,
+        "Tuesday?",
+    );
+    assert_eq!(mail_in(1, first.clone()).await.0, 200);
+    assert_eq!(mail_in(1, first).await.0, 200);
+    let stored = inbound(&api).await;
+    assert_eq!(stored.len(), 1, "stored once");
+    assert_eq!(stored[0].channel, Channel::Email);
+    let thread = stored[0].thread.unwrap();
+    let (status, sent) = api
+        .call(
+            Method::POST,
+            &format!("/v1/threads/{thread}/messages"),
+            Some(json!({ "subject": "Re: Booking", "body": "Tuesday is free." })),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let named = format!("<{}@herald>", sent["id"].as_str().unwrap());
+    let reply = raw_email(
+        "ann@home.example",
+        "desk@acme.example",
+        "Re",
+        Some(&named),
+        "Great",
+    );
+    assert_eq!(mail_in(2, reply).await.0, 200);
+    let stored = inbound(&api).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].thread, Some(thread), "joined by In-Reply-To");
+    assert_eq!(stored[0].body, "Great");
+    assert_eq!(
+        stored[0].email.as_ref().unwrap().in_reply_to,
+        [named.trim_matches(['<', '>'])]
     );
 }

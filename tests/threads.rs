@@ -7,8 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use herald_tests::conversation::{
-    only_thread, patch, sms_in, start, start_tuned, whatsapp_in, ANN,
+    email_in, only_thread, patch, sms_in, start, start_tuned, whatsapp_in, ACME_MAILBOX, ANN,
 };
+use herald_tests::hooks::raw_email;
 
 #[tokio::test]
 async fn a_conversation_over_three_channels_is_one_thread() {
@@ -40,6 +41,7 @@ async fn a_conversation_over_three_channels_is_one_thread() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let sent = reply.body["id"].as_str().unwrap().to_owned();
+    let emailed = sent.clone();
     let message = s.wait_status(&sent, "delivered").await;
     assert_eq!(message["to"], "ann@example.com");
     assert_eq!(message["priority"], "P1");
@@ -164,6 +166,64 @@ async fn a_conversation_over_three_channels_is_one_thread() {
     assert_eq!(
         (t["status"].as_str(), t["unread"].as_u64()),
         (Some("open"), Some(1))
+    );
+
+    // Ann answers the email from another address. Its In-Reply-To names Herald's message, so
+    // it joins this thread (her address alone would make a new contact); Postal's retry of it
+    // is stored once.
+    let raw = raw_email(
+        "Ann Lee <ann.home@example.net>",
+        ACME_MAILBOX,
+        "Re: The flat",
+        Some(&format!("<{emailed}@herald>")),
+        "Saturday suits me.\n\nOn Mon, 30 Nov 2026, Acme <desk@acme.example> wrote:\n> Yes, come and see it.",
+    );
+    email_in(&s, &hooks, 9001, &raw).await;
+    email_in(&s, &hooks, 9001, &raw).await;
+    let t = only_thread(&s).await;
+    assert_eq!(
+        (t["id"].as_str(), t["unread"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    let t = s.get(&format!("/v1/threads/{id}")).await;
+    let last = t.body["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            last["direction"].as_str(),
+            last["channel"].as_str(),
+            last["body"].as_str()
+        ),
+        (Some("inbound"), Some("email"), Some("Saturday suits me.")),
+        "{}",
+        t.body
+    );
+    assert_eq!(t.body["reply_channel"], "email");
+    let inbound = s.get("/v1/inbound").await;
+    let newest = &inbound.body["items"][0];
+    assert_eq!(newest["thread_id"], id.as_str(), "{}", inbound.body);
+    assert_eq!(newest["email"]["subject"], "Re: The flat");
+    assert_eq!(
+        newest["email"]["text"],
+        Value::Null,
+        "lists leave the whole text out"
+    );
+    let one = s
+        .get(&format!("/v1/inbound/{}", newest["id"].as_str().unwrap()))
+        .await;
+    assert!(one.body["email"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("> Yes, come"));
+    assert_eq!(
+        inbound.body["items"].as_array().unwrap().len(),
+        4,
+        "{}",
+        inbound.body
     );
 }
 

@@ -13,6 +13,7 @@ pub const WHATSAPP_SECRET: &str = "meta-app-secret";
 pub const ACME_NUMBER: &str = "+15557654321";
 pub const ACME_WHATSAPP: &str = "15550001111";
 pub const ANN: &str = "+15550003333";
+pub const ACME_MAILBOX: &str = "desk@acme.example";
 
 /// Herald with Twilio and WhatsApp webhooks verified by known secrets, and the provider
 /// routes served at the returned URL.
@@ -27,6 +28,8 @@ pub async fn start_tuned(
         "public_base_url": PUBLIC,
         "twilio": { "auth_token": TWILIO_TOKEN },
         "whatsapp": { "app_secret": WHATSAPP_SECRET, "verify_token": "verify-me" },
+        "postal": { "public_key": postal_public_key() },
+        "mailboxes": [{ "address": ACME_MAILBOX, "tenant": "acme" }],
         "numbers": [
             { "number": ACME_NUMBER, "tenant": "acme" },
             { "number": ACME_WHATSAPP, "tenant": "acme" }
@@ -40,6 +43,40 @@ pub async fn start_tuned(
     .await;
     let url = s.serve_provider_webhooks().await;
     (s, url)
+}
+
+/// One Postal server key per test binary: making one takes a while.
+fn postal_key() -> &'static rsa::RsaPrivateKey {
+    static KEY: std::sync::OnceLock<rsa::RsaPrivateKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(crate::hooks::rsa_key)
+}
+
+fn postal_public_key() -> String {
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    postal_key()
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("a PEM public key")
+}
+
+/// An email to acme's mailbox, posted by Postal (its id `postal_id`) and signed.
+pub async fn email_in(s: &TestServer, hooks: &str, postal_id: u64, raw: &str) {
+    let (body, signature) = crate::hooks::postal_raw(postal_key(), postal_id, ACME_MAILBOX, raw);
+    let res = s
+        .client
+        .post(format!("{hooks}/webhooks/postal/inbound"))
+        .header("content-type", "application/json")
+        .header("x-postal-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap()
+    );
 }
 
 /// A text from `from` to acme's SMS number, signed as Twilio signs it.

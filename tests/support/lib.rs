@@ -12,6 +12,7 @@ pub use shared;
 
 pub mod aws;
 pub mod conversation;
+pub mod hooks;
 pub mod meter;
 pub mod process;
 pub mod receiver;
