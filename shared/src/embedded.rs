@@ -18,10 +18,11 @@ use crate::engine::{
     drain, followups, health, maintenance, notify, pipeline, tracker, EngineConfig, Herald, Ports,
 };
 use crate::gateway::config::GatewaysConfig;
+use crate::gateway::media_fetch::HttpMediaFetcher;
 use crate::gateway::{Handoff, InMemoryHealth, SandboxConfig, SandboxGateway};
 use crate::limiter::TokenBuckets;
 use crate::ports::{Gateway, StoreError};
-use crate::sqlite::SqliteBackend;
+use crate::sqlite::{FileMediaStore, SqliteBackend};
 use crate::webhooks::{Webhooks, WebhooksConfig};
 
 pub const DB_FILE: &str = "herald.db";
@@ -164,6 +165,11 @@ impl Embedded {
                 threads: store.clone(),
                 rules: store.clone(),
                 inbound_feed: Arc::new(pipeline::LocalFeed(inbound_wake.clone())),
+                media: Arc::new(FileMediaStore::new(&dir)),
+                media_fetcher: Arc::new(HttpMediaFetcher::new(
+                    cfg.gateways.twilio.clone(),
+                    cfg.gateways.whatsapp.clone(),
+                )),
                 webhooks: Some(store.clone()),
                 events: store,
                 limiter: limiter.clone(),

@@ -305,6 +305,13 @@ impl Stack {
             .await
             .expect("create SES configuration set");
         let sender = format!("news@{domain}");
+        let media_bucket = prefix.to_lowercase();
+        shared::aws::s3_client(&sdk, aws_sdk_s3::config::Builder::from(&sdk))
+            .create_bucket()
+            .bucket(&media_bucket)
+            .send()
+            .await
+            .expect("create the media bucket");
         let settings = AwsSettings {
             tables,
             queues: Queues {
@@ -325,6 +332,8 @@ impl Stack {
             gateways: Default::default(),
             webhooks: Default::default(),
             dev_forward_allow: Default::default(),
+            media_bucket: Some(media_bucket),
+            media: Default::default(),
         };
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {

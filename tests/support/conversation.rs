@@ -94,16 +94,27 @@ pub async fn post_sms(
     from: &str,
     text: &str,
 ) -> reqwest::Result<StatusCode> {
-    let path = "/webhooks/twilio/inbound";
-    let params: Vec<(String, String)> = [
+    let params = [
         ("MessageSid", sid),
         ("From", from),
         ("To", ACME_NUMBER),
         ("Body", text),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ];
+    post_twilio_inbound(client, hooks, &params).await
+}
+
+/// POSTs Twilio's inbound-message callback with `params` (To, From, Body, NumMedia,
+/// MediaUrl0, ...), signed as Twilio signs it.
+pub async fn post_twilio_inbound(
+    client: &reqwest::Client,
+    hooks: &str,
+    params: &[(&str, &str)],
+) -> reqwest::Result<StatusCode> {
+    let path = "/webhooks/twilio/inbound";
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let signature = twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC}{path}"), &params);
     let res = client
         .post(format!("{hooks}{path}"))
@@ -117,11 +128,17 @@ pub async fn post_sms(
 
 /// A WhatsApp text from Ann's number to acme's business number, signed as Meta signs it.
 pub async fn whatsapp_in(s: &TestServer, hooks: &str, wamid: &str, text: &str) {
+    let message = json!({ "from": ANN.trim_start_matches('+'), "id": wamid,
+                          "timestamp": "1700000000", "type": "text", "text": { "body": text } });
+    whatsapp_message_in(s, hooks, message).await
+}
+
+/// A WhatsApp message (as Meta's `messages[]` entry) from Ann to acme's number, signed.
+pub async fn whatsapp_message_in(s: &TestServer, hooks: &str, message: Value) {
     let body = json!({ "object": "whatsapp_business_account", "entry": [{ "id": "waba",
         "changes": [{ "field": "messages", "value": {
             "metadata": { "display_phone_number": ACME_WHATSAPP, "phone_number_id": "1066" },
-            "messages": [{ "from": ANN.trim_start_matches('+'), "id": wamid,
-                           "timestamp": "1700000000", "type": "text", "text": { "body": text } }]
+            "messages": [message]
         } }] }] })
     .to_string();
     let res = s

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::{rejection::PathRejection, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,9 +17,11 @@ use super::paging::{ListQuery, NoFilter};
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::inbound::InboundState;
 use crate::domain::inbound_email::InboundEmail;
+use crate::domain::media::{MediaId, MediaItem, MediaState};
 use crate::domain::rules::Decision;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
+use crate::ports::MediaBody;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboundView {
@@ -48,6 +52,23 @@ pub struct InboundView {
     /// of the text). Lists leave out the whole `text` and `html`: they are in
     /// `GET /v1/inbound/{id}`.
     pub email: Option<InboundEmail>,
+    /// Its files (MMS, WhatsApp media, email attachments) as Herald stored them.
+    pub media: Vec<MediaView>,
+}
+
+/// A file of an inbound message; `url` is Herald's own (`GET /v1/media/{id}`) once stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MediaView {
+    #[serde(flatten)]
+    pub item: MediaItem,
+    pub url: Option<String>,
+}
+
+impl From<MediaItem> for MediaView {
+    fn from(item: MediaItem) -> Self {
+        let url = (item.state == MediaState::Stored).then(|| format!("/v1/media/{}", item.id));
+        MediaView { item, url }
+    }
 }
 
 impl InboundView {
@@ -82,6 +103,7 @@ impl From<InboundMessage> for InboundView {
             attempts: m.progress.attempts,
             processed_at: m.progress.processed_at,
             email: m.email.map(|e| *e),
+            media: m.media.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -131,4 +153,60 @@ pub async fn get(
         .await?
         .ok_or_else(|| Problem::not_found("inbound message"))?;
     Ok(Json(m.into()))
+}
+
+/// One stored file of the tenant's inbound messages: its bytes (embedded), or a redirect to a
+/// presigned URL that serves it for a few minutes (AWS). Always as a download
+/// (`Content-Disposition: attachment`, `nosniff`), so no file renders in Herald's origin.
+/// Another tenant's id, an expired file and a malformed id are all a 404.
+#[utoipa::path(get, operation_id = "get_media", path = "/v1/media/{id}", tag = "inbound",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream"),
+              (status = 302, description = "A presigned URL that serves the file"),
+              AuthErrors, NotFound), security(("api_key" = [])))]
+pub async fn media(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let missing = || Problem::not_found("media");
+    let Path(raw) = path.map_err(|_| missing())?;
+    let id = MediaId::parse(&raw).ok_or_else(missing)?;
+    let body = herald
+        .media
+        .open_media(&caller.tenant, id)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(match body {
+        MediaBody::Url(url) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url),
+                (header::CACHE_CONTROL, "no-store".into()),
+            ],
+        )
+            .into_response(),
+        MediaBody::Bytes {
+            content_type,
+            filename,
+            bytes,
+        } => {
+            let name: String = filename
+                .unwrap_or_else(|| id.to_string())
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
+                .take(100)
+                .collect();
+            let headers = [
+                (header::CONTENT_TYPE, content_type),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+                (header::CACHE_CONTROL, "private, max-age=300".into()),
+            ];
+            (headers, bytes).into_response()
+        }
+    })
 }

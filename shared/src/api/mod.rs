@@ -85,7 +85,7 @@ impl BodyLimits {
         templates::put, templates::get, templates::delete,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
-        suppressions::import, suppressions::export, inbound::list, inbound::get,
+        suppressions::import, suppressions::export, inbound::list, inbound::get, inbound::media,
         rules::get, rules::put, rules::test,
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
@@ -205,6 +205,7 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         )
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/inbound/{id}", get(inbound::get))
+        .route("/v1/media/{id}", get(inbound::media))
         .route("/v1/inbound-rules", get(rules::get).put(rules::put))
         .route("/v1/inbound-rules/test", post(rules::test))
         .route("/v1/sender-identities", get(senders::list))

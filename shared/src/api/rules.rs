@@ -141,6 +141,7 @@ pub async fn test(
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     };
     let thread = input.thread_label.map(|label| {
         let mut t = Thread::open(caller.tenant.clone(), ContactId::new(), received_at);

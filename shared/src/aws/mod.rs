@@ -2,6 +2,7 @@
 //! the embedded backend, so the engine and the Router run unchanged on Lambda.
 
 pub mod dynamo;
+pub mod media;
 pub mod ses;
 pub mod settings;
 pub mod sqs;
@@ -19,6 +20,7 @@ pub use settings::{AwsSettings, SettingsError};
 pub use sqs::SqsLanes;
 
 use crate::engine::{EngineConfig, Herald, Ports};
+use crate::gateway::media_fetch::HttpMediaFetcher;
 
 /// The SDK configuration, built once per cold start: region and credentials from the usual
 /// chain (or `region`), and `AWS_ENDPOINT_URL` (or `endpoint`) to talk to an emulator such as
@@ -42,6 +44,7 @@ pub struct SdkClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sesv2: aws_sdk_sesv2::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl SdkClients {
@@ -50,8 +53,19 @@ impl SdkClients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             sesv2: aws_sdk_sesv2::Client::new(sdk),
+            s3: s3_client(sdk, aws_sdk_s3::config::Builder::from(sdk)),
         }
     }
+}
+
+/// An S3 client; with paths for buckets (`<endpoint>/<bucket>/<key>`) when an emulator's
+/// endpoint is set, as it has no DNS for bucket names.
+pub fn s3_client(
+    sdk: &aws_config::SdkConfig,
+    builder: aws_sdk_s3::config::Builder,
+) -> aws_sdk_s3::Client {
+    let path_style = sdk.endpoint_url().is_some();
+    aws_sdk_s3::Client::from_conf(builder.force_path_style(path_style).build())
 }
 
 /// The AWS backend's clients, made once and shared by every port.
@@ -59,6 +73,7 @@ impl SdkClients {
 pub struct AwsBackend {
     pub store: Arc<DynamoStore>,
     pub lanes: Arc<SqsLanes>,
+    pub media: Arc<media::S3Media>,
     ses: aws_sdk_sesv2::Client,
 }
 
@@ -82,6 +97,10 @@ impl AwsBackend {
         AwsBackend {
             store,
             lanes,
+            media: Arc::new(media::S3Media::new(
+                clients.s3,
+                settings.media_bucket.clone(),
+            )),
             ses: clients.sesv2,
         }
     }
@@ -93,6 +112,7 @@ impl AwsBackend {
         mut config: EngineConfig,
     ) -> Result<Herald, SettingsError> {
         config.rate_limits = settings.rate_limits.clone();
+        config.media = settings.media.clone();
         config.add_senders(settings.webhooks.sender_identities());
         let mut providers: Vec<Arc<dyn crate::ports::Gateway>> = Vec::new();
         if let Some(ses) = &settings.ses {
@@ -122,6 +142,11 @@ impl AwsBackend {
                 threads: self.store.clone(),
                 rules: self.store.clone(),
                 inbound_feed: self.lanes.clone(),
+                media: self.media.clone(),
+                media_fetcher: Arc::new(HttpMediaFetcher::new(
+                    settings.gateways.twilio.clone(),
+                    settings.gateways.whatsapp.clone(),
+                )),
                 // Functions deployed without the endpoints table announce nothing.
                 webhooks: settings
                     .tables

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::domain::limits::RateLimits;
+use crate::domain::media::MediaPolicy;
 use crate::domain::Priority;
 use crate::engine::notify::DevAllowList;
 use crate::gateway::config::GatewaysConfig;
@@ -78,6 +79,11 @@ pub struct AwsSettings {
     /// `HERALD_DEV_FORWARD_ALLOW`: addresses or CIDR blocks, comma-separated, that development
     /// forwards may reach beyond public https (the `notify` function reads it).
     pub dev_forward_allow: DevAllowList,
+    /// `HERALD_MEDIA_BUCKET`: where inbound media is stored.
+    pub media_bucket: Option<String>,
+    /// `HERALD_MEDIA`: what media is stored and for how long, as JSON (the `[media]` of
+    /// herald.toml).
+    pub media: MediaPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +203,13 @@ impl AwsSettings {
             gateways,
             webhooks,
             dev_forward_allow: dev_forward_allow(get(DEV_FORWARD_ALLOW))?,
+            media_bucket: get("HERALD_MEDIA_BUCKET"),
+            media: json_setting(
+                get("HERALD_MEDIA"),
+                "HERALD_MEDIA",
+                "JSON like {\"max_file_bytes\":10485760,\"retention_days\":90}",
+                ("a media policy", |_: &MediaPolicy| Ok(())),
+            )?,
         })
     }
 

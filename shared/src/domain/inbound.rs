@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::inbound_email::InboundEmail;
+use super::media::MediaItem;
 use super::rules::Decision;
 use super::thread::ThreadId;
 use super::{Channel, MessageId, TenantId};
@@ -31,6 +32,8 @@ pub struct InboundMessage {
     pub progress: InboundProgress,
     /// An email's subject, headers, whole text and attachments (its `body` is the new part).
     pub email: Option<Box<InboundEmail>>,
+    /// Its files as Herald stored them (or why it did not), from `media_urls` and attachments.
+    pub media: Vec<MediaItem>,
 }
 
 /// `received -> processing -> processed`, or `failed` after its tries.

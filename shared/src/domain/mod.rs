@@ -11,6 +11,7 @@ pub mod health;
 pub mod inbound;
 pub mod inbound_email;
 pub mod limits;
+pub mod media;
 pub mod message;
 pub mod notify;
 pub mod options;

@@ -24,6 +24,11 @@ pub async fn purge_once(herald: &Herald) -> u64 {
             Err(e) => warn!(error = %e, "webhook delivery retention purge failed"),
         }
     }
+    match herald.media.purge_media(now).await {
+        Ok(n) if n > 0 => info!(deleted = n, "media retention purge"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "media retention purge failed"),
+    }
     match herald.store.purge(cutoff, keys_cutoff).await {
         Ok(n) => {
             if n > 0 {

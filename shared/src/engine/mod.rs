@@ -13,6 +13,7 @@ pub mod inbound;
 mod inbound_rules;
 pub mod keys;
 pub mod maintenance;
+pub mod media;
 pub mod notify;
 mod parked;
 pub mod pipeline;
@@ -30,13 +31,14 @@ use gate::PriorityGate;
 
 use crate::domain::health::BreakerConfig;
 use crate::domain::limits::RateLimits;
+use crate::domain::media::MediaPolicy;
 use crate::domain::template::RenderLimits;
 use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, ContactStore, EventLog, HealthStore, InboundFeed, InboundStore, LaneQueue,
-    MessageStore, RateLimiter, RuleStore, SuppressionStore, TemplateStore, TenantStore,
-    ThreadStore, WebhookStore,
+    MediaFetcher, MediaStore, MessageStore, RateLimiter, RuleStore, SuppressionStore,
+    TemplateStore, TenantStore, ThreadStore, WebhookStore,
 };
 
 pub use accept::{
@@ -90,6 +92,8 @@ pub struct EngineConfig {
     pub senders: BTreeMap<TenantId, Vec<SenderIdentity>>,
     /// Webhooks out: retries, timeouts, which addresses endpoints may have.
     pub notify: notify::NotifyConfig,
+    /// What inbound media is stored, and for how long.
+    pub media: MediaPolicy,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +129,7 @@ impl Default for EngineConfig {
             render_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             senders: BTreeMap::new(),
             notify: notify::NotifyConfig::default(),
+            media: MediaPolicy::default(),
         }
     }
 }
@@ -174,6 +179,8 @@ pub struct Ports {
     pub threads: Arc<dyn ThreadStore>,
     pub rules: Arc<dyn RuleStore>,
     pub inbound_feed: Arc<dyn InboundFeed>,
+    pub media: Arc<dyn MediaStore>,
+    pub media_fetcher: Arc<dyn MediaFetcher>,
 }
 
 /// Everything the API and the workers share.
@@ -201,6 +208,9 @@ pub struct Herald {
     pub rules: Arc<dyn RuleStore>,
     /// Wakes the inbound workers (see [`pipeline`]).
     pub inbound_feed: Arc<dyn InboundFeed>,
+    /// Stored inbound media, and the downloads of providers' media.
+    pub media: Arc<dyn MediaStore>,
+    pub media_fetcher: Arc<dyn MediaFetcher>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -230,6 +240,8 @@ impl Herald {
             threads: ports.threads,
             rules: ports.rules,
             inbound_feed: ports.inbound_feed,
+            media: ports.media,
+            media_fetcher: ports.media_fetcher,
             webhooks: ports.webhooks,
             gateways,
             config,

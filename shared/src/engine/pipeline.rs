@@ -18,6 +18,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
+use super::media::Downloads;
 use super::Herald;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
 use crate::domain::rules::Decision;
@@ -77,7 +78,7 @@ impl Herald {
                 "gave up after {MAX_ATTEMPTS} tries that did not finish"
             ))
         } else {
-            self.decide(&m).await.map_err(|e| failure(&e))
+            self.media_then_decide(&m, attempt >= MAX_ATTEMPTS).await
         };
         let run = self.settle(&m, decided).await?;
         let label = match run {
@@ -87,6 +88,20 @@ impl Herald {
         };
         metrics::counter!("herald_inbound_processed_total", "result" => label).increment(1);
         Ok(run)
+    }
+
+    /// Downloads the message's media, then runs the rules. A download that failed for now
+    /// fails the try (so it is tried again), unless this is the last try.
+    async fn media_then_decide(
+        &self,
+        m: &InboundMessage,
+        last_try: bool,
+    ) -> Result<Decision, String> {
+        match self.download_media(m, last_try).await {
+            Err(e) => Err(failure(&e)),
+            Ok(Downloads::Retry) => Err("media_download_failed".into()),
+            Ok(Downloads::Settled) => self.decide(m).await.map_err(|e| failure(&e)),
+        }
     }
 
     /// Records a try's end: processed, failed after its last try, or due again after a wait.

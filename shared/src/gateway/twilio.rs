@@ -50,6 +50,20 @@ impl TwilioConfig {
         out
     }
 
+    /// The basic-auth user and password: the API key when there is one, else the account's.
+    pub fn credentials(&self) -> (&str, &str) {
+        match (&self.api_key_sid, &self.api_key_secret) {
+            (Some(sid), Some(secret)) => (sid, secret.expose()),
+            _ => (
+                &self.account_sid,
+                self.auth_token
+                    .as_ref()
+                    .map(Secret::expose)
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
     /// The basic-auth pairs (`user:secret`): base64-encoded, they are the Authorization header.
     pub(super) fn secret_forms(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -99,17 +113,7 @@ impl TwilioGateway {
     }
 
     fn credentials(&self) -> (&str, &str) {
-        match (&self.config.api_key_sid, &self.config.api_key_secret) {
-            (Some(sid), Some(secret)) => (sid, secret.expose()),
-            _ => (
-                &self.config.account_sid,
-                self.config
-                    .auth_token
-                    .as_ref()
-                    .map(Secret::expose)
-                    .unwrap_or_default(),
-            ),
-        }
+        self.config.credentials()
     }
 }
 

@@ -922,6 +922,7 @@ pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::In
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
+use crate::domain::media::MediaItem;
 use crate::domain::rules::RuleSet;
 use crate::domain::{InboundMessage, MessageId, TenantId};
 
@@ -58,6 +59,14 @@ pub trait InboundStore: Send + Sync + 'static {
         attempt: u32,
         error: &str,
         retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Records a message's files, if the claim that made `attempt` still holds it.
+    async fn set_inbound_media(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        attempt: u32,
+        media: &[MediaItem],
     ) -> Result<(), StoreError>;
     /// Messages of every tenant waiting for a worker by `now` (received and due, or processing
     /// with an ended lease), the longest waiting first.

@@ -9,6 +9,7 @@ mod gateway;
 mod health;
 mod inbound;
 mod limits;
+mod media;
 mod notify;
 mod queue;
 mod search;
@@ -24,6 +25,7 @@ pub use gateway::{
 pub use health::HealthStore;
 pub use inbound::{InboundFeed, InboundStore, RuleStore};
 pub use limits::{Grant, RateLimiter};
+pub use media::{FetchError, Fetched, MediaBody, MediaFetcher, MediaFile, MediaStore};
 pub use notify::{
     Attempt, DeliveryState, EndpointRecord, PolledOutbox, Queued, WebhookDelivery, WebhookStore,
 };

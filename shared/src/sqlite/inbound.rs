@@ -9,6 +9,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, InboundState};
+use crate::domain::media::MediaItem;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::ThreadId;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
@@ -26,7 +27,7 @@ pub(super) const RULES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules 
 
 const COLUMNS: &str = "id, tenant, channel, gateway, provider_message_id, sender, recipient, \
     body, media_urls, keyword, received_at, thread_id, state, attempts, decision, last_error, \
-    processed_at, first_claimed_at, email";
+    processed_at, first_claimed_at, email, media";
 
 fn bad(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -59,7 +60,22 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<InboundMessage> {
             .get::<_, Option<String>>(18)?
             .map(|e| serde_json::from_str(&e).map_err(|e| bad(18, e.to_string())))
             .transpose()?,
+        media: r
+            .get::<_, Option<String>>(19)?
+            .map(|e| serde_json::from_str(&e).map_err(|e| bad(19, e.to_string())))
+            .transpose()?
+            .unwrap_or_default(),
     })
+}
+
+/// A message's files as JSON; none when it has none.
+fn media_json(media: &[MediaItem]) -> Result<Option<String>, StoreError> {
+    if media.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(media)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn progress_row(r: &Row<'_>) -> rusqlite::Result<InboundProgress> {
@@ -101,15 +117,16 @@ impl InboundStore for SqliteBackend {
             .map(serde_json::to_string)
             .transpose()
             .map_err(corrupt)?;
+        let files = media_json(&m.media)?;
         self.writer
             .run(1, move |conn| {
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO inbound (id, tenant, channel, gateway, provider_message_id, \
                          sender, recipient, body, media_urls, keyword, received_at, state, \
-                         due_at, email) \
+                         due_at, email, media) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?12, \
-                         ?13) \
+                         ?13, ?14) \
                          ON CONFLICT (gateway, provider_message_id) DO NOTHING",
                     )?
                     .execute(params![
@@ -127,6 +144,7 @@ impl InboundStore for SqliteBackend {
                         // Due when stored, by our clock (a provider's timestamp may be ahead).
                         ms(Utc::now()),
                         email,
+                        files,
                     ])?;
                 if inserted == 0 {
                     return Ok(false);
@@ -266,6 +284,26 @@ impl InboundStore for SqliteBackend {
                     error,
                     attempt
                 ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_inbound_media(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        attempt: u32,
+        media: &[MediaItem],
+    ) -> Result<(), StoreError> {
+        let (tenant, files) = (tenant.as_str().to_owned(), media_json(media)?);
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "UPDATE inbound SET media = ?3 \
+                     WHERE tenant = ?1 AND id = ?2 AND state = 'processing' AND attempts = ?4",
+                )?
+                .execute(params![tenant, id.to_string(), files, attempt])?;
                 Ok(())
             })
             .await

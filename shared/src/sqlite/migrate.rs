@@ -5,14 +5,20 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 6] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 7] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
     key_scopes,
     inbound_pipeline,
     inbound_email,
+    inbound_media,
 ];
+
+/// Version 7: inbound messages record their stored files.
+fn inbound_media(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(conn, "inbound", &[("media", "TEXT")])
+}
 
 /// Version 6: inbound email keeps its headers, text and attachments; a reply finds the
 /// thread of the message it answers.

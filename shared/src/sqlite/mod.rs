@@ -6,6 +6,7 @@ mod bulk;
 mod contacts;
 mod inbound;
 mod inserts;
+mod media;
 mod messages;
 mod migrate;
 mod notify;
@@ -18,6 +19,8 @@ mod sets;
 mod suppressions;
 mod tenants;
 mod threads;
+
+pub use media::FileMediaStore;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -180,6 +183,8 @@ CREATE TABLE IF NOT EXISTS inbound (
     first_claimed_at INTEGER,
     -- An email's subject, headers, whole text and attachments, as JSON.
     email TEXT,
+    -- Its files as Herald stored them, as JSON.
+    media TEXT,
     UNIQUE (gateway, provider_message_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbound_by_tenant ON inbound (tenant, id);

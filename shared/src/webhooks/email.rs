@@ -143,6 +143,14 @@ async fn receive(
             0 => provider_id.to_owned(),
             _ => format!("{provider_id}#{tenant}"),
         };
+        let media = webhooks
+            .herald
+            .store_attachments(
+                tenant,
+                (gateway, &provider_message_id),
+                parsed.attachments.clone(),
+            )
+            .await?;
         let message = InboundMessage {
             id: MessageId::new(),
             tenant: tenant.clone(),
@@ -158,6 +166,7 @@ async fn receive(
             thread: None,
             progress: Default::default(),
             email: Some(Box::new(parsed.email.clone())),
+            media,
         };
         if webhooks.herald.receive_email(message).await?.repeat {
             forward::withhold("a repeat of an inbound message already stored");

@@ -68,6 +68,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     };
     let received = webhooks
         .herald

@@ -177,6 +177,7 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     };
     let received = webhooks.herald.receive(message, &number.replies).await?;
     if received.repeat {

@@ -17,6 +17,7 @@ use super::signature::hub_signature_256;
 use super::{admit, apply, header_str, refuse, respond, InboundNumber, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::gateway::media_fetch::WHATSAPP_MEDIA;
 use crate::gateway::whatsapp::WHATSAPP;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
@@ -161,11 +162,25 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
     let Some(id) = message["id"].as_str() else {
         return Ok(());
     };
+    // A media message has its file's id under its type, and maybe a caption.
+    let media = ["image", "audio", "video", "document", "sticker"]
+        .iter()
+        .find_map(|kind| message[*kind].as_object());
     let body = message["text"]["body"]
         .as_str()
         .or_else(|| message["button"]["text"].as_str())
+        .or_else(|| {
+            media
+                .and_then(|m| m.get("caption"))
+                .and_then(|c| c.as_str())
+        })
         .unwrap_or_default()
         .to_owned();
+    let media_urls = media
+        .and_then(|m| m.get("id"))
+        .and_then(|id| id.as_str())
+        .map(|id| vec![format!("{WHATSAPP_MEDIA}{id}")])
+        .unwrap_or_default();
     let inbound = InboundMessage {
         id: MessageId::new(),
         tenant: number.tenant.clone(),
@@ -179,11 +194,12 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         to: format!("+{}", to.trim_start_matches('+')),
         keyword: Keyword::of(&body),
         body,
-        media_urls: Vec::new(),
+        media_urls,
         received_at: unix_time(&message["timestamp"]),
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     };
     if webhooks
         .herald

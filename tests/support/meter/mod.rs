@@ -265,6 +265,10 @@ impl Meter {
                     .interceptor(counting())
                     .build(),
             ),
+            s3: shared::aws::s3_client(
+                sdk,
+                aws_sdk_s3::config::Builder::from(sdk).interceptor(counting()),
+            ),
         }
     }
 

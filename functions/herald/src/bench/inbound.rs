@@ -33,6 +33,7 @@ fn message(tenant: &TenantId, i: usize) -> InboundMessage {
         thread: None,
         progress: Default::default(),
         email: None,
+        media: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ use super::{
     Updated,
 };
 use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, InboundState};
+use crate::domain::media::MediaItem;
 use crate::domain::rules::Decision;
 use crate::domain::thread::ThreadId;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
@@ -50,6 +51,14 @@ fn marker_pk(gateway: &str, provider_message_id: &str) -> String {
     format!("inbound#{gateway}#{provider_message_id}")
 }
 
+/// A message's files as JSON; none when it has none.
+fn media_attr(media: &[MediaItem]) -> Option<AttributeValue> {
+    (!media.is_empty())
+        .then(|| serde_json::to_string(media).ok())
+        .flatten()
+        .map(s)
+}
+
 /// The stored message: `received`, due at once, in the thread threading chose.
 fn to_item(m: &InboundMessage, thread: Option<ThreadId>, expires_at: i64) -> Item {
     let mut item = Item::new();
@@ -75,6 +84,9 @@ fn to_item(m: &InboundMessage, thread: Option<ThreadId>, expires_at: i64) -> Ite
     put("expires_at", n(expires_at));
     if let Some(email) = m.email.as_ref().and_then(|e| serde_json::to_string(e).ok()) {
         put("email", s(email));
+    }
+    if let Some(media) = media_attr(&m.media) {
+        put("media", media);
     }
     if let Some(t) = thread {
         put("thread_id", s(t.to_string()));
@@ -155,6 +167,10 @@ fn from_item(item: &Item) -> Result<InboundMessage, StoreError> {
         email: opt_s(item, "email")
             .map(|e| serde_json::from_str(e).map_err(|e| corrupt(format!("email: {e}"))))
             .transpose()?,
+        media: opt_s(item, "media")
+            .map(|e| serde_json::from_str(e).map_err(|e| corrupt(format!("media: {e}"))))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -389,6 +405,23 @@ impl InboundStore for DynamoStore {
         self.while_processing(update, attempt).await
     }
 
+    async fn set_inbound_media(
+        &self,
+        tenant: &TenantId,
+        id: MessageId,
+        attempt: u32,
+        media: &[MediaItem],
+    ) -> Result<(), StoreError> {
+        let Some(media) = media_attr(media) else {
+            return Ok(());
+        };
+        let update = self
+            .inbound_update(tenant, id)?
+            .update_expression("SET media = :media")
+            .expression_attribute_values(":media", media);
+        self.while_processing(update, attempt).await
+    }
+
     /// Every shard of the `pending` index at once, merged by due time.
     async fn pending_inbound(
         &self,
@@ -425,6 +458,7 @@ impl InboundStore for DynamoStore {
 mod tests {
     use super::*;
     use crate::domain::inbound_email::InboundEmail;
+    use crate::domain::media::MediaId;
     use crate::domain::rules::Decision;
 
     fn message() -> InboundMessage {
@@ -447,6 +481,12 @@ mod tests {
                 in_reply_to: vec!["a@herald".into()],
                 ..Default::default()
             })),
+            media: vec![MediaItem::stored(
+                MediaId::derive(&TenantId::parse("acme").unwrap(), "twilio", "SM1", 0),
+                "image/png".into(),
+                8,
+                None,
+            )],
         }
     }
 
