@@ -504,3 +504,71 @@ async fn inbound_email_is_threaded_by_the_message_it_answers() {
         [named.trim_matches(['<', '>'])]
     );
 }
+
+/// An email attachment on AWS: stored in the media bucket under its tenant, listed on the
+/// message, and served by the API as a redirect to a presigned URL that works; another
+/// tenant's key finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_attachments_are_kept_in_s3_and_served_by_presigned_urls() {
+    use base64::Engine;
+    use herald_tests::hooks::{postal_raw, rsa_key};
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+    let api = AwsApi::start().await;
+    let key = rsa_key();
+    let public = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let more = json!({ "postal": { "public_key": public },
+                       "mailboxes": [{ "address": "desk@acme.example", "tenant": "acme" }] });
+    let cold = ColdStart::with(&api.stack.sdk, settings_with(&api, more)).unwrap();
+    let router = lambda::webhooks_router(cold).unwrap();
+    let raw = format!(
+        "From: ann@example.com\r\nTo: desk@acme.example\r\nSubject: Dog\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nHere.\r\n--b\r\n\
+         Content-Type: image/png\r\nContent-Disposition: attachment; filename=\"dog.png\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    );
+    let (body, signature) = postal_raw(&key, 7, "desk@acme.example", &raw);
+    let request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/webhooks/postal/inbound")
+        .header("content-type", "application/json")
+        .header("x-postal-signature-256", signature)
+        .body(lambda_http::Body::from(body))
+        .unwrap();
+    assert_eq!(call(&router, request).await.0, 200);
+    let stored = inbound(&api).await;
+    let media = &stored[0].media;
+    assert_eq!(media.len(), 1, "{media:?}");
+    assert_eq!(media[0].content_type.as_deref(), Some("image/png"));
+
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/media/{}", api.url, media[0].id);
+    let answer = no_redirects
+        .get(&url)
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 302);
+    let presigned = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(presigned.contains("X-Amz-Signature="), "{presigned}");
+    let file = reqwest::get(&presigned).await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.bytes().await.unwrap().as_ref(), png);
+    let globex = api.key_of("globex").await;
+    let theirs = no_redirects
+        .get(&url)
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404);
+}

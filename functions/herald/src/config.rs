@@ -49,6 +49,9 @@ pub struct FileConfig {
     /// Webhooks out to the tenants' endpoints.
     #[serde(default)]
     pub events_out: EventsOutFile,
+    /// Inbound media: size caps, the allowed types, retention.
+    #[serde(default)]
+    pub media: shared::domain::media::MediaPolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +254,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     file.render.apply(engine)?;
     file.events_out.apply(&mut engine.notify)?;
+    engine.media = file.media.clone();
     if let Some(spec) = &args.lane_workers {
         apply_lane_workers(engine, spec)?;
     }
