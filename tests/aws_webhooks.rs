@@ -478,11 +478,16 @@ async fn inbound_email_is_threaded_by_the_message_it_answers() {
     assert_eq!(stored.len(), 1, "stored once");
     assert_eq!(stored[0].channel, Channel::Email);
     let thread = stored[0].thread.unwrap();
+    // Sent in the thread to Ann's other address: her answer from there joins the thread.
     let (status, sent) = api
         .call(
             Method::POST,
-            &format!("/v1/threads/{thread}/messages"),
-            Some(json!({ "subject": "Re: Booking", "body": "Tuesday is free." })),
+            "/v1/messages",
+            Some(
+                json!({ "channel": "email", "priority": "P1", "to": "ann@home.example",
+                         "subject": "Re: Booking", "body": "Tuesday is free.",
+                         "thread_id": thread.to_string() }),
+            ),
         )
         .await;
     assert_eq!(status, 202, "{sent}");

@@ -230,7 +230,7 @@ async fn email_attachments_are_stored_and_go_when_retention_ends() {
          Content-Transfer-Encoding: base64\r\n\r\n{fake}\r\n--b--\r\n"
     );
     email_in(&s, &hooks, 77, &raw).await;
-    let m = processed(&s, "77").await;
+    let m = processed(&s, "77#acme").await;
     assert_eq!(
         states(&m),
         [

@@ -168,11 +168,10 @@ async fn a_conversation_over_three_channels_is_one_thread() {
         (Some("open"), Some(1))
     );
 
-    // Ann answers the email from another address. Its In-Reply-To names Herald's message, so
-    // it joins this thread (her address alone would make a new contact); Postal's retry of it
-    // is stored once.
+    // Ann answers the email; its In-Reply-To names Herald's message, sent to her, so it
+    // joins this thread. Postal's retry of it is stored once.
     let raw = raw_email(
-        "Ann Lee <ann.home@example.net>",
+        "Ann Lee <ann@example.com>",
         ACME_MAILBOX,
         "Re: The flat",
         Some(&format!("<{emailed}@herald>")),

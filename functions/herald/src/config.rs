@@ -254,6 +254,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     file.render.apply(engine)?;
     file.events_out.apply(&mut engine.notify)?;
+    file.media.validate().map_err(anyhow::Error::msg)?;
     engine.media = file.media.clone();
     if let Some(spec) = &args.lane_workers {
         apply_lane_workers(engine, spec)?;

@@ -208,7 +208,7 @@ impl AwsSettings {
                 get("HERALD_MEDIA"),
                 "HERALD_MEDIA",
                 "JSON like {\"max_file_bytes\":10485760,\"retention_days\":90}",
-                ("a media policy", |_: &MediaPolicy| Ok(())),
+                ("a media policy", MediaPolicy::validate),
             )?,
         })
     }

@@ -10,6 +10,18 @@ use super::MessageId;
 /// message says so): an inbound message must fit one DynamoDB item with room to spare.
 pub const MAX_KEPT_TEXT: usize = 96 * 1024;
 
+/// The most an email's kept parts may come to as stored JSON (escapes included): the text and
+/// HTML are cut further until they fit, under DynamoDB's 400 KB item with its other fields.
+pub const MAX_STORED_JSON: usize = 240 * 1024;
+
+/// Attachments kept of one email; the rest are dropped (and the message marked truncated).
+pub const MAX_ATTACHMENTS: usize = 50;
+
+/// Addresses kept of `Cc`, and characters of the subject and of a file name.
+const MAX_CC: usize = 50;
+const MAX_SUBJECT_CHARS: usize = 998;
+const MAX_FILENAME_CHARS: usize = 200;
+
 /// The most message ids of `References` looked at to find the thread a reply belongs to: the
 /// last ones, which name the most recent messages.
 pub const MAX_REFERENCES: usize = 8;
@@ -30,9 +42,33 @@ pub struct InboundEmail {
     pub html: Option<String>,
     #[serde(default)]
     pub attachments: Vec<AttachmentInfo>,
-    /// The text or the HTML was longer than [`MAX_KEPT_TEXT`] and was cut.
+    /// Something was cut to fit: the text, the HTML, the attachments or the headers.
     #[serde(default)]
     pub truncated: bool,
+    /// What the receiving service found (SES: SPF, DKIM, DMARC, spam and virus verdicts).
+    #[serde(default)]
+    pub verdicts: Option<Verdicts>,
+}
+
+/// SES's checks of a received mail, each `PASS`, `FAIL`, `GRAY` or `PROCESSING_FAILED`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Verdicts {
+    pub spf: Option<String>,
+    pub dkim: Option<String>,
+    pub dmarc: Option<String>,
+    pub spam: Option<String>,
+    pub virus: Option<String>,
+}
+
+impl Verdicts {
+    /// The mail failed a check that says its sender is not who `From` says.
+    pub fn forged(&self) -> bool {
+        self.dmarc.as_deref() == Some("FAIL")
+    }
+
+    pub fn infected(&self) -> bool {
+        self.virus.as_deref() == Some("FAIL")
+    }
 }
 
 /// An attachment as the email declared it.
@@ -84,10 +120,11 @@ impl ParsedEmail {
                 .flatten()
                 .collect()
         };
+        // The last ids name the most recent messages: keep those.
         let ids = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
-            v.as_text_list()
-                .map(|l| l.iter().map(|s| s.to_string()).collect())
-                .unwrap_or_default()
+            let all = v.as_text_list().unwrap_or_default();
+            let from = all.len().saturating_sub(MAX_REFERENCES);
+            all[from..].iter().map(|s| clip_chars(s, 256)).collect()
         };
         let mut truncated = false;
         let mut keep = |s: Option<std::borrow::Cow<'_, str>>| {
@@ -99,19 +136,26 @@ impl ParsedEmail {
         };
         let text = keep(message.body_text(0));
         let html = keep(message.body_html(0));
-        let attachments = attachments(&message);
-        let new_part = text.as_deref().map(new_part).unwrap_or_default().to_owned();
-        let email = InboundEmail {
-            subject: message.subject().map(str::to_owned),
-            message_id: message.message_id().map(str::to_owned),
+        let mut attachments = attachments(&message);
+        truncated |= attachments.len() > MAX_ATTACHMENTS;
+        attachments.truncate(MAX_ATTACHMENTS);
+        let mut cc = addresses(message.cc());
+        truncated |= cc.len() > MAX_CC;
+        cc.truncate(MAX_CC);
+        let new_part = text.as_deref().map(new_part).unwrap_or_default();
+        let mut email = InboundEmail {
+            subject: message.subject().map(|s| clip_chars(s, MAX_SUBJECT_CHARS)),
+            message_id: message.message_id().map(|s| clip_chars(s, 256)),
             in_reply_to: ids(message.in_reply_to()),
             references: ids(message.references()),
-            cc: addresses(message.cc()),
+            cc,
             text,
             html,
             attachments: attachments.iter().map(|a| a.info.clone()).collect(),
             truncated,
+            verdicts: None,
         };
+        email.fit(new_part.len());
         Ok(ParsedEmail {
             from,
             to: addresses(message.to()),
@@ -138,7 +182,9 @@ fn attachments(message: &mail_parser::Message<'_>) -> Vec<Attachment> {
             let bytes = part.contents().to_vec();
             Attachment {
                 info: AttachmentInfo {
-                    filename: part.attachment_name().map(str::to_owned),
+                    filename: part
+                        .attachment_name()
+                        .map(|n| clip_chars(n, MAX_FILENAME_CHARS)),
                     content_type,
                     size: bytes.len(),
                 },
@@ -146,6 +192,10 @@ fn attachments(message: &mail_parser::Message<'_>) -> Vec<Attachment> {
             }
         })
         .collect()
+}
+
+fn clip_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
 }
 
 /// `s` cut at `max` bytes on a character boundary, and whether it was cut.
@@ -160,33 +210,28 @@ fn cut_at(s: &str, max: usize) -> (&str, bool) {
     (&s[..end], true)
 }
 
-/// The new part of a reply: the text above its quoted history (a `>` quote, an "On ... wrote:"
-/// line, an Outlook header block or separator) and above the signature (`-- `). The whole
-/// text when nothing is above the history.
-pub fn new_part(text: &str) -> &str {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut end = text.len();
-    let mut offset = 0;
+/// The new part of a reply: the text above its quoted history (an "On ... wrote:" line, an
+/// Outlook header block or separator) and its signature (`-- `), without the `>` quotes an
+/// inline answer leaves between its lines. Empty when the mail only quotes.
+pub fn new_part(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept: Vec<&str> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
         if starts_history(line, next) {
-            end = offset;
             break;
         }
-        offset += line.len();
+        if !line.trim_start().starts_with('>') {
+            kept.push(line);
+        }
     }
-    let part = text[..end].trim();
-    if part.is_empty() {
-        text.trim()
-    } else {
-        part
-    }
+    kept.join("\n").trim().to_owned()
 }
 
 /// Whether `line` (followed by `next`) starts the quoted history or the signature.
 fn starts_history(line: &str, next: &str) -> bool {
     let trimmed = line.trim();
-    if line.trim_end_matches(['\r', '\n']) == "-- " || trimmed.starts_with('>') {
+    if line == "-- " {
         return true;
     }
     let lower = trimmed.to_lowercase();
@@ -242,14 +287,31 @@ impl InboundEmail {
     /// The message ids a reply names, the most telling first: `In-Reply-To`, then the last of
     /// `References`, newest first, at most [`MAX_REFERENCES`] in all.
     pub fn replied_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.in_reply_to.iter().map(String::as_str).collect();
-        for r in self.references.iter().rev() {
-            if !ids.contains(&r.as_str()) {
-                ids.push(r);
+        let mut ids: Vec<&str> = Vec::with_capacity(MAX_REFERENCES);
+        let named = self.in_reply_to.iter().chain(self.references.iter().rev());
+        for id in named.take(2 * MAX_REFERENCES) {
+            if ids.len() < MAX_REFERENCES && !ids.contains(&id.as_str()) {
+                ids.push(id);
             }
         }
-        ids.truncate(MAX_REFERENCES);
         ids
+    }
+
+    /// Cuts the HTML, then the text, until the stored JSON (beside a body of `body_len`
+    /// bytes) fits [`MAX_STORED_JSON`].
+    fn fit(&mut self, body_len: usize) {
+        let size = |e: &InboundEmail| serde_json::to_string(e).map_or(0, |j| j.len()) + body_len;
+        while size(self) > MAX_STORED_JSON {
+            let longest = match (&mut self.html, &mut self.text) {
+                (Some(h), Some(t)) if h.len() >= t.len() => h,
+                (Some(h), None) => h,
+                (_, Some(t)) => t,
+                (None, None) => return,
+            };
+            let (half, _) = cut_at(longest, longest.len() / 2);
+            *longest = half.to_owned();
+            self.truncated = true;
+        }
     }
 }
 
@@ -334,7 +396,8 @@ iVBORw0KGgo=\r\n\
             ("Ok\n\nFrom: Acme\nSent: Monday\nTo: Ann\n", "Ok"),
             ("Ok\n________________________________\nFrom: Acme", "Ok"),
             ("See you\n-- \nAnn Lee\nCEO", "See you"),
-            ("> only a quote\n", "> only a quote"),
+            ("> only a quote\n", ""),
+            ("> When?\nTuesday.\n> Where?\nHere.", "Tuesday.\nHere."),
             ("On second thought, no.", "On second thought, no."),
             (
                 "From: the garden, with love\nbye",
@@ -355,6 +418,22 @@ iVBORw0KGgo=\r\n\
         let parsed = ParsedEmail::parse(raw.as_bytes()).unwrap();
         assert!(parsed.email.truncated);
         assert!(parsed.email.text.unwrap().len() <= MAX_KEPT_TEXT);
+    }
+
+    #[test]
+    fn hostile_headers_and_escapes_are_bounded() {
+        let refs: String = (0..100_000).map(|i| format!("<r{i}@x> ")).collect();
+        let body = "\u{1}".repeat(90 * 1024);
+        let raw = format!(
+            "From: a@example.com\r\nTo: b@example.com\r\nReferences: {refs}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+        );
+        let parsed = ParsedEmail::parse(raw.as_bytes()).unwrap();
+        assert_eq!(parsed.email.references.len(), MAX_REFERENCES);
+        assert_eq!(parsed.email.references.last().unwrap(), "r99999@x");
+        let stored = serde_json::to_string(&parsed.email).unwrap().len() + parsed.new_part.len();
+        assert!(stored <= MAX_STORED_JSON, "{stored}");
+        assert!(parsed.email.truncated);
     }
 
     #[test]

@@ -115,6 +115,19 @@ impl MediaPolicy {
         Ok(found)
     }
 
+    /// Refuses settings no deployment means: no files at all, or a retention past ten years.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_file_bytes == 0 || self.max_message_bytes < self.max_file_bytes {
+            return Err(
+                "media: max_file_bytes must be above 0 and at most max_message_bytes".into(),
+            );
+        }
+        if self.retention_days > 3650 {
+            return Err("media: retention_days must be at most 3650".into());
+        }
+        Ok(())
+    }
+
     pub fn retention(&self) -> chrono::Duration {
         chrono::Duration::days(i64::from(self.retention_days))
     }

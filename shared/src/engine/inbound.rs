@@ -123,10 +123,16 @@ impl Herald {
         self.receive(message, &KeywordReplies::default()).await
     }
 
-    /// The tenant's thread of the first message a reply names that has one: our own
-    /// Message-IDs carry the message's id; SES's carry its id for the message.
+    /// The tenant's thread of the first message a reply names that was sent to its sender
+    /// (so a forwarded copy or a stranger who saw the id cannot take the thread's reply
+    /// route): our own Message-IDs carry the message's id; SES's carry its id for the
+    /// message. None for mail that failed DMARC.
     async fn replied_thread(&self, m: &InboundMessage) -> Result<Option<ThreadId>, StoreError> {
-        let Some(email) = &m.email else {
+        let Some(email) = m
+            .email
+            .as_ref()
+            .filter(|e| !e.verdicts.as_ref().is_some_and(|v| v.forged()))
+        else {
             return Ok(None);
         };
         let ids = email.replied_ids();
@@ -146,6 +152,14 @@ impl Herald {
             );
         }
         for message in named {
+            let sent_to_sender = self.store.locate(message).await?.is_some_and(|sent| {
+                sent.tenant == m.tenant
+                    && sent.channel == Channel::Email
+                    && sent.to.trim().eq_ignore_ascii_case(m.from.trim())
+            });
+            if !sent_to_sender {
+                continue;
+            }
             if let Some(thread) = self.threads.thread_of_message(&m.tenant, message).await? {
                 return Ok(Some(thread));
             }

@@ -4,6 +4,8 @@
 //! fails for now makes the pipeline try the message again; after its last try the file is
 //! recorded as failed, never dropped silently.
 
+use std::time::Instant;
+
 use chrono::Utc;
 use tracing::warn;
 
@@ -12,6 +14,9 @@ use crate::domain::inbound_email::Attachment;
 use crate::domain::media::{MediaId, MediaItem, MediaRefusal, MediaState};
 use crate::domain::{InboundMessage, TenantId};
 use crate::ports::{FetchError, MediaFile, StoreError};
+
+/// Files downloaded per message at most (Twilio sends up to 10).
+const MAX_LINKED_FILES: usize = 10;
 
 /// What a try's downloads came to.
 pub(crate) enum Downloads {
@@ -102,14 +107,21 @@ impl Herald {
         let mut items = m.media.clone();
         let mut total: u64 = items.iter().filter_map(|i| i.size).sum();
         let mut retry = false;
-        for (i, source) in m.media_urls.iter().enumerate() {
+        // Downloads end well inside the claim's lease, so no other worker takes the message
+        // meanwhile; what is left is tried again.
+        let deadline = Instant::now() + self.config.inbound_lease / 2;
+        for (i, source) in m.media_urls.iter().take(MAX_LINKED_FILES).enumerate() {
             let id = MediaId::derive(&m.tenant, &m.gateway, &m.provider_message_id, i);
             if items.iter().any(|item| item.id == id) {
                 continue;
             }
             let max = self.config.media.max_file_bytes;
             let failed = |why: String| MediaItem::not_stored(id, MediaState::Failed, why, None);
-            let item = match self.media_fetcher.fetch(source, max).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let fetched = tokio::time::timeout(left, self.media_fetcher.fetch(source, max))
+                .await
+                .unwrap_or_else(|_| Err(FetchError::Transient("download took too long".into())));
+            let item = match fetched {
                 Ok(f) => {
                     let declared = f.content_type.as_deref();
                     self.keep(&m.tenant, id, None, declared, f.bytes, &mut total)

@@ -44,11 +44,24 @@ fn meta_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a temporary file of its own and a rename, so two writes
+/// of the same file at once each rename a whole one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::now_v7().simple()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// A file left without its description (or a temporary one) by a crash mid-write: removed
+/// once it is this old.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn older_than(path: &Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
 }
 
 fn read_meta(path: &Path) -> std::io::Result<Option<Meta>> {
@@ -67,10 +80,20 @@ fn purge(dir: &Path, now: DateTime<Utc>) -> std::io::Result<usize> {
     for tenant in tenants.flatten() {
         for entry in std::fs::read_dir(tenant.path())?.flatten() {
             let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                if older_than(&path, ORPHAN_AGE) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
             if path.extension().is_some() {
                 continue;
             }
-            let expired = read_meta(&path)?.is_none_or(|m| m.expires_at <= now);
+            let expired = match read_meta(&path)? {
+                Some(meta) => meta.expires_at <= now,
+                None => older_than(&path, ORPHAN_AGE),
+            };
             if expired {
                 let _ = std::fs::remove_file(meta_path(&path));
                 std::fs::remove_file(&path)?;

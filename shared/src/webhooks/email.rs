@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::guard::clip;
 use super::{admit, forward, postal, respond, Refusal, Webhooks};
-use crate::domain::inbound_email::ParsedEmail;
+use crate::domain::inbound_email::{ParsedEmail, Verdicts};
 use crate::domain::{Channel, InboundMessage, MessageId, TenantId};
 use crate::gateway::postal::POSTAL;
 use crate::gateway::ses_events::SES;
@@ -69,7 +69,7 @@ async fn process_postal(webhooks: &Webhooks, request: Request) -> Result<(), Ref
         true => decode_base64(&posted.message)?,
         false => posted.message.into_bytes(),
     };
-    receive(webhooks, POSTAL, &id, &[posted.rcpt_to], &raw).await
+    receive(webhooks, POSTAL, &id, &[posted.rcpt_to], &raw, None).await
 }
 
 /// An SES `Received` notification (from a receipt rule's SNS action, content included).
@@ -99,7 +99,16 @@ pub(super) async fn ses_received(webhooks: &Webhooks, notification: &Value) -> R
         Some("BASE64") => decode_base64(content)?,
         _ => content.as_bytes().to_vec(),
     };
-    receive(webhooks, SES, id, &recipients, &raw).await
+    let receipt = &notification["receipt"];
+    let verdict = |name: &str| receipt[name]["status"].as_str().map(str::to_owned);
+    let verdicts = Verdicts {
+        spf: verdict("spfVerdict"),
+        dkim: verdict("dkimVerdict"),
+        dmarc: verdict("dmarcVerdict"),
+        spam: verdict("spamVerdict"),
+        virus: verdict("virusVerdict"),
+    };
+    receive(webhooks, SES, id, &recipients, &raw, Some(verdicts)).await
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, Refusal> {
@@ -110,14 +119,16 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, Refusal> {
         .map_err(|e| Refusal::Malformed(format!("message is not base64: {e}")))
 }
 
-/// Stores the email for each tenant that owns one of its recipients (once per tenant: the
-/// first tenant's copy has the provider's id, another's the id and the tenant).
+/// Stores the email once for each tenant that owns one of its recipients, under the
+/// provider's id and the tenant (a provider may hand the same mail over again for another
+/// recipient).
 async fn receive(
     webhooks: &Webhooks,
     gateway: &str,
     provider_id: &str,
     recipients: &[String],
     raw: &[u8],
+    verdicts: Option<Verdicts>,
 ) -> Result<(), Refusal> {
     let mut owners: Vec<(&TenantId, &str)> = Vec::new();
     for r in recipients {
@@ -134,15 +145,21 @@ async fn receive(
         );
         return Ok(());
     }
-    let parsed = ParsedEmail::parse(raw).map_err(Refusal::Malformed)?;
+    let mut parsed = ParsedEmail::parse(raw).map_err(Refusal::Malformed)?;
+    if verdicts.as_ref().is_some_and(Verdicts::infected) {
+        // Kept as a record, never stored as files anyone could download.
+        info!(
+            gateway,
+            provider_id, "inbound email failed the virus scan; attachments dropped"
+        );
+        parsed.attachments.clear();
+    }
+    parsed.email.verdicts = verdicts;
     if let [(tenant, _)] = owners[..] {
         forward::note_tenant(tenant);
     }
-    for (i, (tenant, recipient)) in owners.into_iter().enumerate() {
-        let provider_message_id = match i {
-            0 => provider_id.to_owned(),
-            _ => format!("{provider_id}#{tenant}"),
-        };
+    for (tenant, recipient) in owners {
+        let provider_message_id = format!("{provider_id}#{tenant}");
         let media = webhooks
             .herald
             .store_attachments(
