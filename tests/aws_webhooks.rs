@@ -437,24 +437,31 @@ async fn the_inbound_function_processes_each_message_once() {
     );
 }
 
-/// Inbound email on AWS: Postal's raw message through the webhooks function, stored in
-/// DynamoDB once, and a reply that names a message sent through the thread joins it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_email_is_threaded_by_the_message_it_answers() {
-    use herald_tests::hooks::{postal_raw, raw_email, rsa_key};
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    let api = AwsApi::start().await;
-    let key = rsa_key();
-    let public = key
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap();
-    let more = json!({ "postal": { "public_key": public },
-                       "mailboxes": [{ "address": "desk@acme.example", "tenant": "acme" }] });
-    let cold = ColdStart::with(&api.stack.sdk, settings_with(&api, more)).unwrap();
-    let router = lambda::webhooks_router(cold).unwrap();
-    let mail_in = |id: u64, raw: String| {
-        let (body, signature) = postal_raw(&key, id, "desk@acme.example", &raw);
+/// The webhooks function with a Postal server's key and acme's mailbox `desk@acme.example`.
+struct PostalMail {
+    key: rsa::RsaPrivateKey,
+    router: axum::Router,
+}
+
+impl PostalMail {
+    fn new(api: &AwsApi) -> PostalMail {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        let key = herald_tests::hooks::rsa_key();
+        let public = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let more = json!({ "postal": { "public_key": public },
+                           "mailboxes": [{ "address": "desk@acme.example", "tenant": "acme" }] });
+        let cold = ColdStart::with(&api.stack.sdk, settings_with(api, more)).unwrap();
+        let router = lambda::webhooks_router(cold).unwrap();
+        PostalMail { key, router }
+    }
+
+    /// Mail for acme's mailbox, posted by Postal (its id `id`) and signed.
+    async fn send(&self, id: u64, raw: &str) -> (u16, String) {
+        let (body, signature) =
+            herald_tests::hooks::postal_raw(&self.key, id, "desk@acme.example", raw);
         let request = lambda_http::http::Request::builder()
             .method("POST")
             .uri("/webhooks/postal/inbound")
@@ -462,8 +469,20 @@ async fn inbound_email_is_threaded_by_the_message_it_answers() {
             .header("x-postal-signature-256", signature)
             .body(lambda_http::Body::from(body))
             .unwrap();
-        let router = router.clone();
-        async move { call(&router, request).await }
+        call(&self.router, request).await
+    }
+}
+
+/// Inbound email on AWS: Postal's raw message through the webhooks function, stored in
+/// DynamoDB once, and a reply that names a message sent through the thread joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_email_is_threaded_by_the_message_it_answers() {
+    use herald_tests::hooks::raw_email;
+    let api = AwsApi::start().await;
+    let mail = PostalMail::new(&api);
+    let mail_in = |id: u64, raw: String| {
+        let mail = &mail;
+        async move { mail.send(id, &raw).await }
     };
     let first = raw_email(
         "ann@example.com",
@@ -516,19 +535,9 @@ async fn inbound_email_is_threaded_by_the_message_it_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_attachments_are_kept_in_s3_and_served_by_presigned_urls() {
     use base64::Engine;
-    use herald_tests::hooks::{postal_raw, rsa_key};
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
     let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
     let api = AwsApi::start().await;
-    let key = rsa_key();
-    let public = key
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap();
-    let more = json!({ "postal": { "public_key": public },
-                       "mailboxes": [{ "address": "desk@acme.example", "tenant": "acme" }] });
-    let cold = ColdStart::with(&api.stack.sdk, settings_with(&api, more)).unwrap();
-    let router = lambda::webhooks_router(cold).unwrap();
+    let mail = PostalMail::new(&api);
     let raw = format!(
         "From: ann@example.com\r\nTo: desk@acme.example\r\nSubject: Dog\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
@@ -537,15 +546,7 @@ async fn email_attachments_are_kept_in_s3_and_served_by_presigned_urls() {
          Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
         base64::engine::general_purpose::STANDARD.encode(png)
     );
-    let (body, signature) = postal_raw(&key, 7, "desk@acme.example", &raw);
-    let request = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/webhooks/postal/inbound")
-        .header("content-type", "application/json")
-        .header("x-postal-signature-256", signature)
-        .body(lambda_http::Body::from(body))
-        .unwrap();
-    assert_eq!(call(&router, request).await.0, 200);
+    assert_eq!(mail.send(7, &raw).await.0, 200);
     let stored = inbound(&api).await;
     let media = &stored[0].media;
     assert_eq!(media.len(), 1, "{media:?}");

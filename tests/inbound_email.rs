@@ -163,16 +163,7 @@ async fn ses_received_mail_comes_through_the_verified_sns_route() {
     })
     .to_string();
     let hooks = &h;
-    let post = move |v: Value| async move {
-        hooks
-            .post(
-                "/webhooks/ses",
-                &[("content-type", "text/plain; charset=UTF-8")],
-                v.to_string().into_bytes(),
-            )
-            .await
-            .0
-    };
+    let post = move |v: Value| async move { hooks.post_sns(&v).await.0 };
     let forged = sns(&rsa_key(), 2, "Notification", &received, TOPIC, CERT_URL);
     assert_eq!(post(forged).await, 401);
     let genuine = sns(&h.sns_key, 2, "Notification", &received, TOPIC, CERT_URL);

@@ -255,16 +255,7 @@ async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
     let id = h.s.send(&email).await;
     h.s.wait_status(&id, "delivered").await;
     let hooks = &h;
-    let post = move |v: Value| async move {
-        hooks
-            .post(
-                "/webhooks/ses",
-                &[("content-type", "text/plain; charset=UTF-8")],
-                v.to_string().into_bytes(),
-            )
-            .await
-            .0
-    };
+    let post = move |v: Value| async move { hooks.post_sns(&v).await.0 };
     let bounce = ses_bounce(&id, "ann@example.com");
 
     let other_host = "https://sns.us-east-1.amazonaws.com.evil.example/cert.pem";
@@ -781,17 +772,10 @@ async fn sns_retries_with_an_old_timestamp_apply_once() {
     retry["Timestamp"] = json!((Utc::now() - chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     sign_sns(&h.sns_key, &mut retry);
-    let post = |v: &Value| {
-        h.post(
-            "/webhooks/ses",
-            &[("content-type", "text/plain; charset=UTF-8")],
-            v.to_string().into_bytes(),
-        )
-    };
-    let (status, body) = post(&retry).await;
+    let (status, body) = h.post_sns(&retry).await;
     assert_eq!(status, 200, "{body}");
     let view = h.s.wait_status(&id, "bounced").await;
-    let (status, _) = post(&retry).await;
+    let (status, _) = h.post_sns(&retry).await;
     assert_eq!(status, 200, "a replay is answered");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -805,16 +789,7 @@ async fn sns_retries_with_an_old_timestamp_apply_once() {
 async fn sns_certificates_are_cached_by_normalised_url_after_they_verify() {
     let h = Hooks::start().await;
     let hooks = &h;
-    let post = move |v: Value| async move {
-        hooks
-            .post(
-                "/webhooks/ses",
-                &[("content-type", "text/plain; charset=UTF-8")],
-                v.to_string().into_bytes(),
-            )
-            .await
-            .0
-    };
+    let post = move |v: Value| async move { hooks.post_sns(&v).await.0 };
     let fetches = || {
         h.sns
             .fetched

@@ -290,6 +290,16 @@ pub fn raw_email(
 }
 
 impl Hooks {
+    /// An SNS message (signed or not) posted to the SES route, as SNS posts it.
+    pub async fn post_sns(&self, message: &Value) -> (u16, String) {
+        self.post(
+            "/webhooks/ses",
+            &[("content-type", "text/plain; charset=UTF-8")],
+            message.to_string().into_bytes(),
+        )
+        .await
+    }
+
     /// Mail for `rcpt`, posted by Postal and signed with its key.
     pub async fn email_in(&self, id: u64, rcpt: &str, raw: &str) -> (u16, String) {
         let (body, signature) = postal_raw(&self.postal_key, id, rcpt, raw);

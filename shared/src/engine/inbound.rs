@@ -135,13 +135,14 @@ impl Herald {
         else {
             return Ok(None);
         };
-        let ids = email.replied_ids();
-        let mut named: Vec<MessageId> = ids.iter().filter_map(|id| herald_message(id)).collect();
-        let by_ses = ids
-            .iter()
-            .filter(|id| herald_message(id).is_none())
-            .map(|id| (SES.to_owned(), local_part(id).to_owned()))
-            .collect::<Vec<_>>();
+        let mut named: Vec<MessageId> = Vec::new();
+        let mut by_ses = Vec::new();
+        for id in email.replied_ids() {
+            match herald_message(id) {
+                Some(ours) => named.push(ours),
+                None => by_ses.push((SES.to_owned(), local_part(id).to_owned())),
+            }
+        }
         if !by_ses.is_empty() {
             named.extend(
                 self.store

@@ -127,7 +127,8 @@ impl Herald {
                     self.keep(&m.tenant, id, None, declared, f.bytes, &mut total)
                         .await?
                 }
-                Err(FetchError::Permanent(why)) if why == "too_large" => {
+                Err(FetchError::TooLarge) => {
+                    let why = MediaRefusal::TooLarge.to_string();
                     MediaItem::not_stored(id, MediaState::Refused, why, None)
                 }
                 Err(FetchError::Permanent(why)) => failed(why),

@@ -49,7 +49,7 @@ impl HttpMediaFetcher {
             "{}/{}/{}",
             wa.base_url.trim_end_matches('/'),
             wa.api_version,
-            urlencoding(media)
+            path_safe(media)
         );
         let token = wa.access_token.expose();
         let answer = self.client.get(url).bearer_auth(token).send().await;
@@ -77,7 +77,8 @@ fn same_origin(url: &str, base: &str) -> bool {
     origin(url).is_some_and(|o| Some(o) == origin(base))
 }
 
-fn urlencoding(s: &str) -> String {
+/// A media id as a path segment: only the characters Meta's ids have.
+fn path_safe(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect()
@@ -110,7 +111,7 @@ async fn read_capped(
     max_bytes: u64,
 ) -> Result<Fetched, FetchError> {
     if response.content_length().is_some_and(|n| n > max_bytes) {
-        return Err(FetchError::Permanent("too_large".into()));
+        return Err(FetchError::TooLarge);
     }
     let content_type = response
         .headers()
@@ -120,7 +121,7 @@ async fn read_capped(
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transient)? {
         if (bytes.len() + chunk.len()) as u64 > max_bytes {
-            return Err(FetchError::Permanent("too_large".into()));
+            return Err(FetchError::TooLarge);
         }
         bytes.extend_from_slice(&chunk);
     }

@@ -66,9 +66,12 @@ pub enum FetchError {
     /// Worth trying again (a timeout, a 5xx, a 429).
     #[error("{0}")]
     Transient(String),
-    /// It will not work (a 404, a refused credential, over the size cap).
+    /// It will not work (a 404, a refused credential).
     #[error("{0}")]
     Permanent(String),
+    /// The file is over the size cap (said so, or found so while reading).
+    #[error("too_large")]
+    TooLarge,
 }
 
 /// Downloads provider media, with the provider's credentials where its URLs need them.

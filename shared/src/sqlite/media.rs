@@ -23,8 +23,14 @@ struct Meta {
     expires_at: DateTime<Utc>,
 }
 
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("media files: {e}"))
+/// Runs file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map_err(|e| StoreError::Unavailable(format!("media files: {e}")))
 }
 
 impl FileMediaStore {
@@ -119,7 +125,7 @@ impl MediaStore for FileMediaStore {
             expires_at: file.expires_at,
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -128,8 +134,6 @@ impl MediaStore for FileMediaStore {
             write_atomically(&meta_path(&path), &meta)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
-        .map_err(io)
     }
 
     async fn open_media(
@@ -138,7 +142,7 @@ impl MediaStore for FileMediaStore {
         id: MediaId,
     ) -> Result<Option<MediaBody>, StoreError> {
         let path = self.path(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let Some(meta) = read_meta(&path)? else {
                 return Ok(None);
             };
@@ -156,16 +160,11 @@ impl MediaStore for FileMediaStore {
             }
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
-        .map_err(io)
     }
 
     async fn purge_media(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || purge(&dir, now))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .map_err(io)
+        blocking(move || purge(&dir, now)).await
     }
 }
 

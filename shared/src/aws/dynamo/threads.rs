@@ -321,12 +321,26 @@ fn patch_changes(p: &ThreadPatch) -> Changes {
     c
 }
 
+/// An item that points at a thread: a contact's current one (`o#`), a sent message's (`m#`).
+fn thread_pointer(tenant: &TenantId, sk: String, thread: ThreadId) -> Item {
+    Item::from([
+        ("tenant".to_owned(), s(tenant.as_str())),
+        ("sk".to_owned(), s(sk)),
+        ("thread_id".to_owned(), s(thread.to_string())),
+    ])
+}
+
 impl DynamoStore {
+    /// A Put of an item that must be new.
     fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        self.put(item, Some("attribute_not_exists(sk)"))
+    }
+
+    fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(self.contacts_table()?)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(sk)")
+            .set_condition_expression(condition.map(str::to_owned))
             .build()
             .map_err(build_error)?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -415,11 +429,7 @@ impl DynamoStore {
                 let mut t = Thread::open(tenant.clone(), contact, m.received_at);
                 t.received(&entry);
                 items.push(self.put_new(thread_item(&t))?);
-                let pointer = Item::from([
-                    ("tenant".to_owned(), s(tenant.as_str())),
-                    ("sk".to_owned(), s(pointer_key(contact))),
-                    ("thread_id".to_owned(), s(t.id.to_string())),
-                ]);
+                let pointer = thread_pointer(tenant, pointer_key(contact), t.id);
                 items.push(self.put_new(pointer)?);
                 items.push(self.put_new(entry_item(tenant, t.id, &entry))?);
                 t.id
@@ -452,12 +462,7 @@ impl DynamoStore {
             TransactWriteItem::builder().delete(delete).build(),
         ];
         if self.current_thread(tenant, into).await?.is_none() {
-            let pointer = Item::from([
-                ("tenant".to_owned(), s(tenant.as_str())),
-                ("sk".to_owned(), s(pointer_key(into))),
-                ("thread_id".to_owned(), s(thread.to_string())),
-            ]);
-            items.push(self.put_new(pointer)?);
+            items.push(self.put_new(thread_pointer(tenant, pointer_key(into), thread))?);
         }
         Ok(items)
     }
@@ -641,23 +646,11 @@ impl ThreadStore for DynamoStore {
         c.set("last_outbound_at", n(ms(entry.at)));
         c.set("activity_at", n(ms(entry.at)));
         c.set("activity", s(cursor.key()));
-        let pointer = Item::from([
-            ("tenant".to_owned(), s(tenant.as_str())),
-            ("sk".to_owned(), s(message_key(entry.message))),
-            ("thread_id".to_owned(), s(id.to_string())),
-        ]);
+        let pointer = thread_pointer(tenant, message_key(entry.message), id);
         let items = vec![
             self.update(tenant, thread_key(id), c)?,
             self.put_new(entry_item(tenant, id, entry))?,
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(self.contacts_table()?)
-                        .set_item(Some(pointer))
-                        .build()
-                        .map_err(build_error)?,
-                )
-                .build(),
+            self.put(pointer, None)?,
         ];
         // An inbound message counted on the thread at the same moment cancels this with a
         // conflict: try again, a little later each time.
