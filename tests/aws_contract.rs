@@ -231,3 +231,32 @@ async fn the_contacts_api_works_over_dynamodb() {
     let (status, _) = api.call_as(&other, Method::GET, &path, None).await;
     assert_eq!(status, 404);
 }
+
+mod thread_policies {
+    use super::backend;
+    use shared::ports::contract_threads::*;
+
+    #[tokio::test]
+    async fn dynamo_thread_policies_are_kept_per_tenant() {
+        let (_s, b) = backend().await;
+        thread_policies_are_kept_per_tenant(b.store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo_a_thread_per_channel_splits_a_contacts_messages() {
+        let (_s, b) = backend().await;
+        a_thread_per_channel_splits_a_contacts_messages(b.store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo_a_silent_thread_gives_way_to_a_new_one() {
+        let (_s, b) = backend().await;
+        a_silent_thread_gives_way_to_a_new_one(b.store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo_sends_join_their_contacts_thread() {
+        let (_s, b) = backend().await;
+        sends_join_their_contacts_thread(b.store.as_ref()).await;
+    }
+}

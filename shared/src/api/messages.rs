@@ -128,9 +128,7 @@ pub async fn send(
         .send(&tenant, draft, idem)
         .await
         .map_err(accept_problem)?;
-    if let Some(joining) = joining {
-        super::threads::join(&herald, &tenant, joining, &accepted).await;
-    }
+    super::threads::join(&herald, &tenant, joining, &accepted).await;
     Ok(respond(accepted))
 }
 

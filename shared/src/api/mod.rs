@@ -86,7 +86,7 @@ impl BodyLimits {
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
         suppressions::import, suppressions::export, inbound::list, inbound::get, inbound::media,
-        rules::get, rules::put, rules::test,
+        rules::get, rules::put, rules::test, rules::get_thread_policy, rules::put_thread_policy,
         senders::list, senders::put, senders::delete, audit::list, audit::export,
         notify::create, notify::list, notify::get, notify::update, notify::delete,
         notify::rotate_secret, notify::deliveries, notify::delivery, notify::replay, notify::replay_since,
@@ -208,6 +208,10 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
         .route("/v1/media/{id}", get(inbound::media))
         .route("/v1/inbound-rules", get(rules::get).put(rules::put))
         .route("/v1/inbound-rules/test", post(rules::test))
+        .route(
+            "/v1/thread-policy",
+            get(rules::get_thread_policy).put(rules::put_thread_policy),
+        )
         .route("/v1/sender-identities", get(senders::list))
         .route(
             "/v1/sender-identities/{identity}",

@@ -1,6 +1,7 @@
 //! Inbound rules: `GET|PUT /v1/inbound-rules` (the whole ordered set, replaced at once) and
 //! `POST /v1/inbound-rules/test`, which says what the rules (saved, or given) would decide for
-//! a sample message, with nothing done.
+//! a sample message, with nothing done; `GET|PUT /v1/thread-policy`, how messages are
+//! threaded.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use super::problem::{AuthErrors, JsonBodyErrors, Problem};
 use crate::domain::audit::AuditAction;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::{Insights, Thread};
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{Channel, ContactId, FieldError, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
 
@@ -54,6 +56,38 @@ pub async fn put(
         .detail(serde_json::json!({ "rules": names }));
     herald.record_audit(entry).await;
     Ok(Json(rules))
+}
+
+/// How the tenant's messages are threaded.
+#[utoipa::path(get, operation_id = "get_thread_policy", path = "/v1/thread-policy", tag = "threads",
+    responses((status = 200, body = ThreadPolicy), AuthErrors), security(("api_key" = [])))]
+pub async fn get_thread_policy(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+) -> Result<Json<ThreadPolicy>, Problem> {
+    Ok(Json(herald.rules.thread_policy(&caller.tenant).await?))
+}
+
+/// Replaces the tenant's thread policy. Threads already open keep their messages; messages
+/// from now on find their thread by it.
+#[utoipa::path(put, operation_id = "put_thread_policy", path = "/v1/thread-policy", tag = "threads",
+    request_body = ThreadPolicy,
+    responses((status = 200, body = ThreadPolicy), AuthErrors, JsonBodyErrors), security(("api_key" = [])))]
+pub async fn put_thread_policy(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    body: JsonBody<ThreadPolicy>,
+) -> Result<Json<ThreadPolicy>, Problem> {
+    let policy = body.value;
+    policy.check().map_err(Problem::invalid)?;
+    herald
+        .set_thread_policy(&caller.tenant, policy.clone())
+        .await?;
+    let detail = serde_json::to_value(&policy).unwrap_or_default();
+    herald
+        .record_audit(caller.entry(AuditAction::ThreadPolicyPut).detail(detail))
+        .await;
+    Ok(Json(policy))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

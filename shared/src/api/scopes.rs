@@ -13,9 +13,10 @@ const ADMIN_ROUTES: [&str; 4] = [
 ];
 
 /// Routes whose reads are `read` and whose writes are `admin`.
-const CONFIG_ROUTES: [&str; 5] = [
+const CONFIG_ROUTES: [&str; 6] = [
     "/v1/templates",
     "/v1/inbound-rules",
+    "/v1/thread-policy",
     "/v1/suppressions",
     "/v1/sender-identities",
     "/v1/dead-letters",
@@ -55,6 +56,8 @@ mod tests {
             (Method::GET, "/v1/inbound-rules", KeyScope::Read),
             (Method::PUT, "/v1/inbound-rules", KeyScope::Admin),
             (Method::POST, "/v1/inbound-rules/test", KeyScope::Admin),
+            (Method::GET, "/v1/thread-policy", KeyScope::Read),
+            (Method::PUT, "/v1/thread-policy", KeyScope::Admin),
             (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
             (Method::GET, "/v1/audit/export", KeyScope::Admin),
             (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),

@@ -456,7 +456,7 @@ pub async fn reply(
         external_id: input.external_id,
         thread_id: None,
     };
-    let joining = Joining::of(thread.id, &request);
+    let joining = Joining::of(Some(thread.id), &request);
     let draft = request
         .into_draft(&correlation_id(&headers))
         .map_err(Problem::invalid)?;
@@ -468,9 +468,10 @@ pub async fn reply(
     Ok(respond(accepted))
 }
 
-/// A message on its way into a thread: what its timeline entry shows.
+/// A message on its way into a thread: the thread it names (none: its recipient's, if a
+/// contact has the address), and what its timeline entry shows.
 pub(super) struct Joining {
-    thread: ThreadId,
+    thread: Option<ThreadId>,
     channel: Channel,
     from: String,
     to: String,
@@ -478,7 +479,7 @@ pub(super) struct Joining {
 }
 
 impl Joining {
-    fn of(thread: ThreadId, r: &SendMessageRequest) -> Joining {
+    fn of(thread: Option<ThreadId>, r: &SendMessageRequest) -> Joining {
         let template = r.template.as_ref().map(|t| format!("[template {t}]"));
         Joining {
             thread,
@@ -490,14 +491,15 @@ impl Joining {
     }
 }
 
-/// The thread a send names with `thread_id`: the tenant's, or a 422 at `/thread_id`.
+/// The thread a send joins: the tenant's thread it names with `thread_id` (else a 422 at
+/// `/thread_id`), or, naming none, its recipient's.
 pub(super) async fn joining(
     herald: &Herald,
     tenant: &TenantId,
     r: &SendMessageRequest,
-) -> Result<Option<Joining>, Problem> {
+) -> Result<Joining, Problem> {
     let Some(raw) = r.thread_id.as_deref() else {
-        return Ok(None);
+        return Ok(Joining::of(None, r));
     };
     let unknown = || {
         Problem::invalid(FieldError::new(
@@ -512,7 +514,7 @@ pub(super) async fn joining(
         .thread(tenant, id)
         .await?
         .ok_or_else(unknown)?;
-    Ok(Some(Joining::of(id, r)))
+    Ok(Joining::of(Some(id), r))
 }
 
 /// Adds an accepted message to its thread's timeline (again for a replayed request: the
@@ -527,14 +529,25 @@ pub(super) async fn join(
     let Some(id) = accepted.message_id() else {
         return;
     };
-    let thread = j.thread;
+    let now = Utc::now();
+    let thread = match j.thread {
+        Some(thread) => thread,
+        None => match herald.send_thread(tenant, j.channel, &j.to, now).await {
+            Ok(Some(thread)) => thread,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, message = %id, "a sent message's thread was not found");
+                return;
+            }
+        },
+    };
     let entry = ThreadEntry::new(
         id,
         Direction::Outbound,
         j.channel,
         (j.from, j.to),
         &j.preview,
-        Utc::now(),
+        now,
     );
     if let Err(e) = herald.threads.record_outbound(tenant, thread, &entry).await {
         tracing::error!(error = %e, %thread, message = %id, "a sent message did not join its thread");

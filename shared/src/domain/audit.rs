@@ -133,6 +133,8 @@ pub enum AuditAction {
     ContactMerged,
     #[serde(rename = "inbound_rules.put")]
     InboundRulesPut,
+    #[serde(rename = "thread_policy.put")]
+    ThreadPolicyPut,
 }
 
 impl AuditAction {
@@ -161,6 +163,7 @@ impl AuditAction {
         AuditAction::DevForwardDeleted,
         AuditAction::ContactMerged,
         AuditAction::InboundRulesPut,
+        AuditAction::ThreadPolicyPut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +192,7 @@ impl AuditAction {
             AuditAction::DevForwardDeleted => "dev_forward.deleted",
             AuditAction::ContactMerged => "contact.merged",
             AuditAction::InboundRulesPut => "inbound_rules.put",
+            AuditAction::ThreadPolicyPut => "thread_policy.put",
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod suppression;
 pub mod template;
 pub mod tenant;
 pub mod thread;
+pub mod thread_policy;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 pub use channel::{Channel, Recipient};

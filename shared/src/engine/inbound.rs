@@ -84,7 +84,8 @@ impl Herald {
         replies: &KeywordReplies,
     ) -> Result<Received, StoreError> {
         let keyword = carrier_keyword(&message);
-        let repeat = !self.inbound.record_inbound(&message).await?;
+        let policy = self.thread_policy(&message.tenant).await?;
+        let repeat = !self.inbound.record_inbound(&message, &policy).await?;
         if !repeat {
             self.notify_inbound(&message).await;
             self.announce_inbound(&message).await;

@@ -19,6 +19,7 @@ mod parked;
 pub mod pipeline;
 pub mod suppress;
 mod templates;
+pub mod thread_policy;
 pub mod tracker;
 
 use std::collections::BTreeMap;
@@ -204,7 +205,7 @@ pub struct Herald {
     pub contacts: Arc<dyn ContactStore>,
     /// Conversations with contacts, across channels.
     pub threads: Arc<dyn ThreadStore>,
-    /// Tenants' inbound rules.
+    /// Tenants' inbound rules and thread policies (read through [`Herald::thread_policy`]).
     pub rules: Arc<dyn RuleStore>,
     /// Wakes the inbound workers (see [`pipeline`]).
     pub inbound_feed: Arc<dyn InboundFeed>,
@@ -219,6 +220,7 @@ pub struct Herald {
     render_pool: tokio::sync::Semaphore,
     denials: audit::DenialBudget,
     outbox: notify::Outbox,
+    thread_policies: thread_policy::PolicyCache,
 }
 
 impl Herald {
@@ -250,6 +252,7 @@ impl Herald {
             status_cache: Default::default(),
             denials: Default::default(),
             outbox: Default::default(),
+            thread_policies: Default::default(),
         }
     }
 

@@ -929,23 +929,29 @@ pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::In
 pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundStore>(store: &S) {
     let (acme, other) = (tenant("acme"), tenant("other"));
     let first = inbound(&acme, "SM-1", "STOP");
-    assert!(store.record_inbound(&first).await.unwrap());
+    assert!(store
+        .record_inbound(&first, &Default::default())
+        .await
+        .unwrap());
     let retry = crate::domain::InboundMessage {
         id: MessageId::new(),
         ..first.clone()
     };
     assert!(
-        !store.record_inbound(&retry).await.unwrap(),
+        !store
+            .record_inbound(&retry, &Default::default())
+            .await
+            .unwrap(),
         "the provider's retry of the same message"
     );
     let mut ids = vec![first.id];
     for n in 2..=5 {
         let m = inbound(&acme, &format!("SM-{n}"), "hello");
-        assert!(store.record_inbound(&m).await.unwrap());
+        assert!(store.record_inbound(&m, &Default::default()).await.unwrap());
         ids.push(m.id);
     }
     store
-        .record_inbound(&inbound(&other, "SM-9", "hi"))
+        .record_inbound(&inbound(&other, "SM-9", "hi"), &Default::default())
         .await
         .unwrap();
     ids.reverse();
@@ -1500,12 +1506,24 @@ where
     );
     store.create_contact(&ann).await.unwrap();
     let first = inbound(&acme, "SM-t1", "Is the flat still free?");
-    assert!(store.record_inbound(&first).await.unwrap());
-    assert!(!store.record_inbound(&first).await.unwrap(), "a retry");
+    assert!(store
+        .record_inbound(&first, &Default::default())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .record_inbound(&first, &Default::default())
+            .await
+            .unwrap(),
+        "a retry"
+    );
     let mut whatsapp = inbound(&acme, "wamid-t2", "Sent you photos");
     whatsapp.channel = Channel::Whatsapp;
     whatsapp.gateway = "whatsapp".into();
-    assert!(store.record_inbound(&whatsapp).await.unwrap());
+    assert!(store
+        .record_inbound(&whatsapp, &Default::default())
+        .await
+        .unwrap());
     let all = store
         .threads(&acme, &ThreadFilter::default(), None, 10)
         .await
@@ -1595,7 +1613,7 @@ where
         .is_empty());
     // A new message opens a snoozed thread again.
     assert!(store
-        .record_inbound(&inbound(&acme, "SM-t3", "Hello?"))
+        .record_inbound(&inbound(&acme, "SM-t3", "Hello?"), &Default::default())
         .await
         .unwrap());
     let t = store.thread(&acme, thread.id).await.unwrap().unwrap();
@@ -1605,7 +1623,10 @@ where
     let mut stranger = inbound(&acme, "SM-t4", "Hi, who is this?");
     stranger.from = "+14155550123".into();
     stranger.received_at += chrono::Duration::seconds(5);
-    assert!(store.record_inbound(&stranger).await.unwrap());
+    assert!(store
+        .record_inbound(&stranger, &Default::default())
+        .await
+        .unwrap());
     let first_page = store
         .threads(&acme, &ThreadFilter::default(), None, 1)
         .await
@@ -1635,7 +1656,10 @@ where
     // Ann's own thread stays her current one: the stranger's number now writes into it.
     let mut again = inbound(&acme, "SM-t5", "it's me again");
     again.from = "+14155550123".into();
-    assert!(store.record_inbound(&again).await.unwrap());
+    assert!(store
+        .record_inbound(&again, &Default::default())
+        .await
+        .unwrap());
     let entries = store
         .thread_entries(&acme, thread.id, None, 20)
         .await
@@ -1648,7 +1672,10 @@ where
     let before = store.thread(&acme, thread.id).await.unwrap().unwrap();
     let mut late = inbound(&acme, "SM-t6", "sent an hour ago");
     late.received_at = before.last_activity_at - chrono::Duration::hours(1);
-    assert!(store.record_inbound(&late).await.unwrap());
+    assert!(store
+        .record_inbound(&late, &Default::default())
+        .await
+        .unwrap());
     let after = store.thread(&acme, thread.id).await.unwrap().unwrap();
     assert_eq!(after.last_activity_at, before.last_activity_at);
     assert_eq!(after.unread, before.unread + 1);
@@ -1689,7 +1716,7 @@ where
     let acme = tenant("acme");
     let mut m = inbound(&acme, "SM-f1", "call me back tomorrow");
     m.from = "+14155550177".into();
-    assert!(store.record_inbound(&m).await.unwrap());
+    assert!(store.record_inbound(&m, &Default::default()).await.unwrap());
     let thread = store
         .threads(&acme, &ThreadFilter::default(), None, 10)
         .await
@@ -1759,7 +1786,7 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     let later = |s: i64| now + chrono::Duration::seconds(s);
     let mut m = inbound(&acme, "SM-claim-1", "hello");
     m.received_at = now;
-    assert!(store.record_inbound(&m).await.unwrap());
+    assert!(store.record_inbound(&m, &Default::default()).await.unwrap());
     let pending = |at| async move { store.pending_inbound(at, 100).await.unwrap() };
     assert!(pending(now).await.contains(&(acme.clone(), m.id)));
     let claimed = match store.claim_inbound(&acme, m.id, lease, now).await.unwrap() {
@@ -1835,7 +1862,7 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     // A try that failed for now waits until its retry time, with its error.
     let mut r = inbound(&acme, "SM-claim-2", "again");
     r.received_at = now;
-    assert!(store.record_inbound(&r).await.unwrap());
+    assert!(store.record_inbound(&r, &Default::default()).await.unwrap());
     assert!(matches!(
         store.claim_inbound(&acme, r.id, lease, now).await.unwrap(),
         InboundClaim::Claimed(_)
@@ -1882,7 +1909,10 @@ pub async fn inbound_messages_are_claimed_once<S: InboundStore>(store: &S) {
     // Workers racing for one message: exactly one wins.
     let mut raced = inbound(&acme, "SM-claim-3", "race");
     raced.received_at = now;
-    assert!(store.record_inbound(&raced).await.unwrap());
+    assert!(store
+        .record_inbound(&raced, &Default::default())
+        .await
+        .unwrap());
     let claims =
         futures::future::join_all((0..8).map(|_| store.claim_inbound(&acme, raced.id, lease, now)))
             .await;
@@ -1926,7 +1956,7 @@ where
     use crate::domain::thread::{ThreadId, ThreadPatch, ThreadStatus};
     let acme = tenant("acme");
     let m = inbound(&acme, "SM-guard-1", "hi");
-    assert!(store.record_inbound(&m).await.unwrap());
+    assert!(store.record_inbound(&m, &Default::default()).await.unwrap());
     let thread = store
         .inbound_message(&acme, m.id)
         .await
@@ -2005,7 +2035,10 @@ where
     use crate::domain::thread::{Direction, ThreadEntry};
     let (acme, globex) = (tenant("acme"), tenant("globex"));
     let text = inbound(&acme, "SM-mail-1", "Can I book Tuesday?");
-    assert!(store.record_inbound(&text).await.unwrap());
+    assert!(store
+        .record_inbound(&text, &Default::default())
+        .await
+        .unwrap());
     let thread = store
         .inbound_message(&acme, text.id)
         .await
@@ -2045,7 +2078,10 @@ where
         m
     };
     let reply = email(&acme, "postal-1");
-    assert!(store.record_inbound(&reply).await.unwrap());
+    assert!(store
+        .record_inbound(&reply, &Default::default())
+        .await
+        .unwrap());
     let stored = store
         .inbound_message(&acme, reply.id)
         .await
@@ -2059,7 +2095,10 @@ where
     let t = store.thread(&acme, thread).await.unwrap().unwrap();
     assert_eq!(t.unread, 2);
     let forged = email(&globex, "postal-2");
-    assert!(store.record_inbound(&forged).await.unwrap());
+    assert!(store
+        .record_inbound(&forged, &Default::default())
+        .await
+        .unwrap());
     let stored = store
         .inbound_message(&globex, forged.id)
         .await

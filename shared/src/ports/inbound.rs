@@ -7,16 +7,21 @@ use super::StoreError;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
 use crate::domain::media::MediaItem;
 use crate::domain::rules::RuleSet;
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{InboundMessage, MessageId, TenantId};
 
 /// Messages received from recipients, and the pipeline's progress on them.
 #[async_trait]
 pub trait InboundStore: Send + Sync + 'static {
     /// Stores a message, `received`, and threads it: into `message.thread` when the tenant
-    /// has that thread (the one an email reply names), else by its sender. False when its
-    /// `(gateway, provider_message_id)` was stored before: a provider's retry, nothing to do
-    /// again.
-    async fn record_inbound(&self, message: &InboundMessage) -> Result<bool, StoreError>;
+    /// has that thread (the one an email reply names), else by its sender, as `policy` says.
+    /// False when its `(gateway, provider_message_id)` was stored before: a provider's retry,
+    /// nothing to do again.
+    async fn record_inbound(
+        &self,
+        message: &InboundMessage,
+        policy: &ThreadPolicy,
+    ) -> Result<bool, StoreError>;
     /// A tenant's messages, newest first, older than `before` when given.
     async fn list_inbound(
         &self,
@@ -77,7 +82,7 @@ pub trait InboundStore: Send + Sync + 'static {
     ) -> Result<Vec<(TenantId, MessageId)>, StoreError>;
 }
 
-/// A tenant's inbound rules.
+/// A tenant's inbound rules and thread policy.
 #[async_trait]
 pub trait RuleStore: Send + Sync + 'static {
     /// The rules, none when the tenant set none.
@@ -85,6 +90,14 @@ pub trait RuleStore: Send + Sync + 'static {
     /// Replaces them.
     async fn put_inbound_rules(&self, tenant: &TenantId, rules: &RuleSet)
         -> Result<(), StoreError>;
+    /// How the tenant's messages are threaded; the default when it set nothing.
+    async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError>;
+    /// Replaces it.
+    async fn put_thread_policy(
+        &self,
+        tenant: &TenantId,
+        policy: &ThreadPolicy,
+    ) -> Result<(), StoreError>;
 }
 
 /// Tells the inbound workers that a message waits: embedded, a wake-up in the process; on AWS,

@@ -5,6 +5,8 @@ mod audit;
 mod contacts;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract_threads;
 mod gateway;
 mod health;
 mod inbound;

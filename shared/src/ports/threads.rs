@@ -7,7 +7,8 @@ use super::StoreError;
 use crate::domain::thread::{
     Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
 };
-use crate::domain::{MessageId, TenantId};
+use crate::domain::thread_policy::ThreadPolicy;
+use crate::domain::{Channel, Identity, MessageId, TenantId};
 
 /// The most threads one list request reads, whatever its filter keeps: a filter that matches
 /// little returns a short page and a cursor, never a scan of the tenant's whole history.
@@ -87,6 +88,17 @@ pub trait ThreadStore: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         message: MessageId,
+    ) -> Result<Option<ThreadId>, StoreError>;
+    /// The thread a message sent to `identity` on `channel` at `now` joins, by `policy`: the
+    /// current thread of the contact that has the identity, or a new one when it has none
+    /// (or the policy let the old one go); none when no contact has the identity.
+    async fn thread_for_send(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        channel: Channel,
+        policy: &ThreadPolicy,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<ThreadId>, StoreError>;
     /// Adds a message sent through the thread to its timeline (once per message).
     async fn record_outbound(

@@ -139,9 +139,12 @@ async fn sqlite_retention_deletes_old_inbound_messages() {
     use crate::ports::{InboundStore, MessageStore};
     let (_d, b) = backend();
     let acme = tenant("acme");
-    b.record_inbound(&crate::ports::contract::inbound(&acme, "SM-old", "hi"))
-        .await
-        .unwrap();
+    b.record_inbound(
+        &crate::ports::contract::inbound(&acme, "SM-old", "hi"),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let past = chrono::Utc::now() - chrono::Duration::days(1);
     b.purge(past, past).await.unwrap();
     assert_eq!(
@@ -209,4 +212,33 @@ async fn sqlite_auto_replies_are_claimed_once_per_window() {
 async fn sqlite_email_replies_join_the_thread_they_name() {
     let (_d, b) = backend();
     email_replies_join_the_thread_they_name(&b).await;
+}
+
+mod thread_policies {
+    use super::backend;
+    use crate::ports::contract_threads::*;
+
+    #[tokio::test]
+    async fn sqlite_thread_policies_are_kept_per_tenant() {
+        let (_d, b) = backend();
+        thread_policies_are_kept_per_tenant(&b).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_thread_per_channel_splits_a_contacts_messages() {
+        let (_d, b) = backend();
+        a_thread_per_channel_splits_a_contacts_messages(&b).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_silent_thread_gives_way_to_a_new_one() {
+        let (_d, b) = backend();
+        a_silent_thread_gives_way_to_a_new_one(&b).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_sends_join_their_contacts_thread() {
+        let (_d, b) = backend();
+        sends_join_their_contacts_thread(&b).await;
+    }
 }

@@ -12,6 +12,7 @@ use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, Inbo
 use crate::domain::media::MediaItem;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::ThreadId;
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
 use crate::ports::{InboundStore, RuleStore, StoreError};
 
@@ -19,9 +20,14 @@ use crate::ports::{InboundStore, RuleStore, StoreError};
 pub(super) const PENDING_INDEX: &str = "CREATE INDEX IF NOT EXISTS inbound_pending \
     ON inbound (due_at) WHERE state IN ('received', 'processing');";
 
-pub(super) const RULES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules (
+pub(super) const SETTINGS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rules (
     tenant TEXT PRIMARY KEY,
     rules TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thread_policies (
+    tenant TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;";
 
@@ -107,8 +113,13 @@ fn read(
 
 #[async_trait]
 impl InboundStore for SqliteBackend {
-    async fn record_inbound(&self, m: &InboundMessage) -> Result<bool, StoreError> {
+    async fn record_inbound(
+        &self,
+        m: &InboundMessage,
+        policy: &ThreadPolicy,
+    ) -> Result<bool, StoreError> {
         let m = m.clone();
+        let policy = policy.clone();
         let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
         let media = serde_json::to_string(&m.media_urls).map_err(corrupt)?;
         let email = m
@@ -149,7 +160,7 @@ impl InboundStore for SqliteBackend {
                 if inserted == 0 {
                     return Ok(false);
                 }
-                if let Some(thread) = super::threads::thread_inbound(conn, &m)? {
+                if let Some(thread) = super::threads::thread_inbound(conn, &m, &policy)? {
                     conn.prepare_cached("UPDATE inbound SET thread_id = ?2 WHERE id = ?1")?
                         .execute(params![m.id.to_string(), thread.to_string()])?;
                 }
@@ -362,15 +373,57 @@ impl RuleStore for SqliteBackend {
         tenant: &TenantId,
         rules: &RuleSet,
     ) -> Result<(), StoreError> {
-        let tenant = tenant.as_str().to_owned();
         let raw = serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_setting(tenant, "inbound_rules", raw).await
+    }
+
+    async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let raw: Option<String> = self
+            .readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT policy FROM thread_policies WHERE tenant = ?1")?
+                    .query_row([tenant], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        raw.map_or(Ok(ThreadPolicy::default()), |r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("thread policy: {e}")))
+        })
+    }
+
+    async fn put_thread_policy(
+        &self,
+        tenant: &TenantId,
+        policy: &ThreadPolicy,
+    ) -> Result<(), StoreError> {
+        let raw = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_setting(tenant, "thread_policies", raw).await
+    }
+}
+
+impl SqliteBackend {
+    /// Replaces a tenant's row of a settings table (`inbound_rules`, `thread_policies`: a
+    /// tenant, a JSON document and when it changed).
+    async fn put_setting(
+        &self,
+        tenant: &TenantId,
+        table: &'static str,
+        raw: String,
+    ) -> Result<(), StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let column = if table == "inbound_rules" {
+            "rules"
+        } else {
+            "policy"
+        };
         self.writer
             .run(1, move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO inbound_rules (tenant, rules, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (tenant) DO UPDATE SET rules = excluded.rules, \
-                     updated_at = excluded.updated_at",
-                )?
+                conn.prepare_cached(&format!(
+                    "INSERT INTO {table} (tenant, {column}, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant) DO UPDATE SET {column} = excluded.{column}, \
+                     updated_at = excluded.updated_at"
+                ))?
                 .execute(params![tenant, raw, ms(Utc::now())])?;
                 Ok(())
             })

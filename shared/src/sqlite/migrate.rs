@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 7] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 8] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -13,7 +13,14 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 7] = [
     inbound_pipeline,
     inbound_email,
     inbound_media,
+    thread_slots,
 ];
+
+/// Version 8: a contact may have a current thread per channel (the tenant's thread policy);
+/// the threads before were each a contact's one thread across channels.
+fn thread_slots(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(conn, "threads", &[("slot", "TEXT NOT NULL DEFAULT '*'")])
+}
 
 /// Version 7: inbound messages record their stored files.
 fn inbound_media(conn: &Connection) -> rusqlite::Result<()> {

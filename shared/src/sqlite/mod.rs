@@ -252,7 +252,7 @@ impl SqliteBackend {
         conn.execute_batch(notify::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(threads::SCHEMA)
             .map_err(to_store_error)?;
-        conn.execute_batch(inbound::RULES_SCHEMA)
+        conn.execute_batch(inbound::SETTINGS_SCHEMA)
             .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =

@@ -13,10 +13,12 @@ use crate::domain::thread::{
     sender_identity, Direction, Insights, ReplyRoute, Thread, ThreadCursor, ThreadEntry,
     ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
 };
+use crate::domain::thread_policy::{ThreadPolicy, ThreadSlot};
 use crate::domain::{
-    Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
+    Channel, Contact, ContactFields, ContactId, Identity, InboundMessage, MessageId, TenantId,
 };
 use crate::ports::{StoreError, ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
+use chrono::{DateTime, Utc};
 
 pub(super) const SCHEMA: &str = r#"
 -- Conversations (see threads.rs): one row per thread, the newest of a contact's is its current.
@@ -40,8 +42,10 @@ CREATE TABLE IF NOT EXISTS threads (
     reply_from TEXT,
     created_at INTEGER NOT NULL,
     followup_pending INTEGER NOT NULL DEFAULT 0,
-    -- The contact's current thread (new inbound messages join it); one per contact.
+    -- The contact's current thread (new messages join it); one per contact and slot.
     is_current INTEGER NOT NULL DEFAULT 1,
+    -- `*` for a thread across channels, else its channel (the tenant's thread policy).
+    slot TEXT NOT NULL DEFAULT '*',
     human_takeover INTEGER NOT NULL DEFAULT 0,
     -- The last auto-reply: when, and for which inbound message (the rules' loop guard).
     auto_reply_at INTEGER,
@@ -214,18 +218,50 @@ fn read_thread(conn: &Connection, tenant: &str, id: ThreadId) -> rusqlite::Resul
     .optional()
 }
 
-/// The contact's current thread: its latest.
+/// The contact's current thread in `slot`.
 fn current_thread(
     conn: &Connection,
     tenant: &str,
     contact: ContactId,
+    slot: ThreadSlot,
 ) -> rusqlite::Result<Option<Thread>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM threads WHERE tenant = ?1 AND contact_id = ?2 AND is_current = 1 \
-         LIMIT 1"
+         AND slot = ?3 LIMIT 1"
     ))?
-    .query_row(params![tenant, contact.to_string()], thread_row)
+    .query_row(
+        params![tenant, contact.to_string(), slot.as_str()],
+        thread_row,
+    )
     .optional()
+}
+
+/// The thread a message on `channel` at `at` joins: the contact's current one in the slot the
+/// policy gives, unless the policy lets it go; else a new thread, saved and made current in
+/// the old one's place.
+fn thread_to_join(
+    conn: &Connection,
+    tenant: &TenantId,
+    contact: ContactId,
+    (channel, at): (Channel, DateTime<Utc>),
+    policy: &ThreadPolicy,
+) -> rusqlite::Result<Thread> {
+    let slot = policy.slot(channel);
+    if let Some(t) = current_thread(conn, tenant.as_str(), contact, slot)? {
+        if policy.keeps(&t, at) {
+            return Ok(t);
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE threads SET is_current = 0 \
+         WHERE tenant = ?1 AND contact_id = ?2 AND is_current = 1 AND slot = ?3",
+    )?
+    .execute(params![tenant.as_str(), contact.to_string(), slot.as_str()])?;
+    let t = Thread::open(tenant.clone(), contact, at);
+    save_thread(conn, &t)?;
+    conn.prepare_cached("UPDATE threads SET slot = ?3 WHERE tenant = ?1 AND id = ?2")?
+        .execute(params![tenant.as_str(), t.id.to_string(), slot.as_str()])?;
+    Ok(t)
 }
 
 /// Threads an inbound message just stored (inside its writer job): the thread it replies in,
@@ -235,6 +271,7 @@ fn current_thread(
 pub(super) fn thread_inbound(
     conn: &Connection,
     m: &InboundMessage,
+    policy: &ThreadPolicy,
 ) -> rusqlite::Result<Option<ThreadId>> {
     if let Some(replied) = m.thread {
         if let Some(thread) = read_thread(conn, m.tenant.as_str(), replied)? {
@@ -245,13 +282,7 @@ pub(super) fn thread_inbound(
     let Some(identity) = sender_identity(m.channel, &m.from) else {
         return Ok(None);
     };
-    let tenant = m.tenant.as_str();
-    let mut owner = owner_of(conn, tenant, &identity.key())?;
-    if let (None, Some(sibling)) = (&owner, identity.sibling()) {
-        owner = owner_of(conn, tenant, &sibling.key())?;
-    }
-    let owner = owner.and_then(|o| ContactId::parse(&o));
-    let contact = match owner {
+    let contact = match identity_owner(conn, m.tenant.as_str(), &identity)? {
         Some(id) => id,
         None => {
             let c = Contact::new(m.tenant.clone(), ContactFields::default(), vec![identity]);
@@ -259,13 +290,23 @@ pub(super) fn thread_inbound(
             c.id
         }
     };
-    let thread = match current_thread(conn, tenant, contact)? {
-        Some(t) => t,
-        None => Thread::open(m.tenant.clone(), contact, m.received_at),
-    };
+    let thread = thread_to_join(conn, &m.tenant, contact, (m.channel, m.received_at), policy)?;
     let id = thread.id;
     received_in(conn, thread, m)?;
     Ok(Some(id))
+}
+
+/// The contact that has `identity`, or its sibling (a WhatsApp number's SMS number).
+fn identity_owner(
+    conn: &Connection,
+    tenant: &str,
+    identity: &Identity,
+) -> rusqlite::Result<Option<ContactId>> {
+    let mut owner = owner_of(conn, tenant, &identity.key())?;
+    if let (None, Some(sibling)) = (&owner, identity.sibling()) {
+        owner = owner_of(conn, tenant, &sibling.key())?;
+    }
+    Ok(owner.and_then(|o| ContactId::parse(&o)))
 }
 
 fn received_in(conn: &Connection, mut thread: Thread, m: &InboundMessage) -> rusqlite::Result<()> {
@@ -277,25 +318,22 @@ fn received_in(conn: &Connection, mut thread: Thread, m: &InboundMessage) -> rus
     Ok(())
 }
 
-/// On a merge, as on DynamoDB: `from`'s current thread becomes `into`'s, and stays its
-/// current one only if `into` had none.
+/// On a merge, as on DynamoDB: each of `from`'s current threads (one per slot) becomes
+/// `into`'s, and stays current only if `into` had none in its slot. Earlier threads keep
+/// naming `from`, whose `merged_into` leads to `into`.
 pub(super) fn move_threads(
     conn: &Connection,
     tenant: &str,
     from: ContactId,
     into: ContactId,
 ) -> rusqlite::Result<()> {
-    let keeps_own = current_thread(conn, tenant, into)?.is_some();
     conn.prepare_cached(
-        "UPDATE threads SET contact_id = ?3, is_current = ?4 \
+        "UPDATE threads SET contact_id = ?3, is_current = NOT EXISTS (SELECT 1 FROM threads o \
+         WHERE o.tenant = ?1 AND o.contact_id = ?3 AND o.is_current = 1 \
+         AND o.slot = threads.slot) \
          WHERE tenant = ?1 AND contact_id = ?2 AND is_current = 1",
     )?
-    .execute(params![
-        tenant,
-        from.to_string(),
-        into.to_string(),
-        !keeps_own
-    ])?;
+    .execute(params![tenant, from.to_string(), into.to_string()])?;
     Ok(())
 }
 
@@ -434,6 +472,26 @@ impl ThreadStore for SqliteBackend {
             Ok(true)
         })
         .await
+    }
+
+    async fn thread_for_send(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        channel: Channel,
+        policy: &ThreadPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ThreadId>, StoreError> {
+        let (tenant, identity, policy) = (tenant.clone(), identity.clone(), policy.clone());
+        self.writer
+            .run(1, move |conn| {
+                let Some(contact) = identity_owner(conn, tenant.as_str(), &identity)? else {
+                    return Ok(None);
+                };
+                let t = thread_to_join(conn, &tenant, contact, (channel, now), &policy)?;
+                Ok(Some(t.id))
+            })
+            .await
     }
 
     async fn record_outbound(

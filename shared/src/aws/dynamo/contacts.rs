@@ -25,7 +25,7 @@ fn merged_key(id: ContactId) -> String {
     format!("m#{id}")
 }
 
-fn identity_key(identity: &Identity) -> String {
+pub(super) fn identity_key(identity: &Identity) -> String {
     format!("i#{}", identity.key())
 }
 

@@ -25,6 +25,7 @@ use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, Inbo
 use crate::domain::media::MediaItem;
 use crate::domain::rules::Decision;
 use crate::domain::thread::ThreadId;
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
 use crate::ports::{InboundStore, StoreError};
 
@@ -220,7 +221,11 @@ impl DynamoStore {
 
 #[async_trait]
 impl InboundStore for DynamoStore {
-    async fn record_inbound(&self, m: &InboundMessage) -> Result<bool, StoreError> {
+    async fn record_inbound(
+        &self,
+        m: &InboundMessage,
+        policy: &ThreadPolicy,
+    ) -> Result<bool, StoreError> {
         // The message and its marker expire together: a retry is recognised for as long as
         // the message it repeats is kept.
         let expires_at = epoch_seconds(
@@ -241,7 +246,7 @@ impl InboundStore for DynamoStore {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (threading, thread) = self.inbound_thread_items(m).await?;
+            let (threading, thread) = self.inbound_thread_items(m, policy).await?;
             let message = Put::builder()
                 .table_name(self.inbound_table()?)
                 .set_item(Some(to_item(m, thread, expires_at)))

@@ -19,6 +19,7 @@ mod parked;
 mod rules;
 mod search;
 mod suppressions;
+mod thread_join;
 mod threads;
 mod timeline;
 mod transitions;

@@ -1,16 +1,20 @@
-//! A tenant's inbound rules on DynamoDB: one item in the tenant's partition of the contacts
-//! table (`sk` `rules#inbound`, outside every range the contacts and threads read), the rule
-//! set as JSON in `rules`. The inbound pipeline reads it beside the threads it changes.
+//! A tenant's inbound rules and thread policy on DynamoDB: an item each in the tenant's
+//! partition of the contacts table (`sk` `rules#inbound` and `rules#threads`, outside every
+//! range the contacts and threads read), as JSON in `rules` and `policy`. The inbound pipeline
+//! reads them beside the threads it changes.
 
 use async_trait::async_trait;
 
 use super::item::{ms, n, opt_s, s};
 use super::{unavailable, DynamoStore};
 use crate::domain::rules::RuleSet;
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::TenantId;
 use crate::ports::{RuleStore, StoreError};
 
 const RULES_KEY: &str = "rules#inbound";
+/// The tenant's thread policy, as JSON in `policy`.
+const POLICY_KEY: &str = "rules#threads";
 
 #[async_trait]
 impl RuleStore for DynamoStore {
@@ -30,12 +34,42 @@ impl RuleStore for DynamoStore {
         rules: &RuleSet,
     ) -> Result<(), StoreError> {
         let raw = serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_setting(tenant, (RULES_KEY, "rules"), raw).await
+    }
+
+    async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
+        let item = self.get_contact_item(tenant, POLICY_KEY.to_owned()).await?;
+        match item.as_ref().and_then(|i| opt_s(i, "policy")) {
+            None => Ok(ThreadPolicy::default()),
+            Some(raw) => serde_json::from_str(raw)
+                .map_err(|e| StoreError::Corrupt(format!("thread policy: {e}"))),
+        }
+    }
+
+    async fn put_thread_policy(
+        &self,
+        tenant: &TenantId,
+        policy: &ThreadPolicy,
+    ) -> Result<(), StoreError> {
+        let raw = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_setting(tenant, (POLICY_KEY, "policy"), raw).await
+    }
+}
+
+impl DynamoStore {
+    /// Replaces one of the tenant's settings items: its JSON in `attr`.
+    async fn put_setting(
+        &self,
+        tenant: &TenantId,
+        (sk, attr): (&str, &str),
+        raw: String,
+    ) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(self.contacts_table()?)
             .item("tenant", s(tenant.as_str()))
-            .item("sk", s(RULES_KEY))
-            .item("rules", s(raw))
+            .item("sk", s(sk))
+            .item(attr, s(raw))
             .item("updated_at", n(ms(chrono::Utc::now())))
             .send()
             .await

@@ -3,7 +3,8 @@
 //! transaction:
 //! - `t#<thread id>`: a thread, its fields as attributes (lists filter on them) and `activity`,
 //!   the sort key of the `by_activity` index (`<ms, 13 digits>.<thread id>`);
-//! - `o#<contact id>`: the contact's current thread (`thread_id`);
+//! - `o#<contact id>` (`o#<contact id>#<channel>` when the tenant keeps a thread per channel):
+//!   the contact's current thread (`thread_id`), see `thread_join.rs`;
 //! - `e#<thread id>#<message id>`: a timeline entry; message ids sort by time.
 //!
 //! Changes are UpdateItems of the attributes they touch, so an inbound message counted while
@@ -24,8 +25,9 @@ use crate::domain::thread::{
     followup_key, followup_notice, sender_identity, Direction, Insights, ReplyRoute, Thread,
     ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
 };
+use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{
-    Channel, Contact, ContactFields, ContactId, InboundMessage, MessageId, TenantId,
+    Channel, Contact, ContactFields, ContactId, Identity, InboundMessage, MessageId, TenantId,
 };
 use crate::ports::{
     ContactStore, StoreError, ThreadScan, ThreadStore, WebhookStore, THREAD_SCAN_BUDGET,
@@ -42,12 +44,8 @@ const PENDING: &str = "due";
 const AUTO_REPLY_AT: &str = "ar_at";
 const AUTO_REPLY_BY: &str = "ar_by";
 
-fn thread_key(id: ThreadId) -> String {
+pub(super) fn thread_key(id: ThreadId) -> String {
     format!("t#{id}")
-}
-
-fn pointer_key(contact: ContactId) -> String {
-    format!("o#{contact}")
 }
 
 fn entry_key(thread: ThreadId, message: MessageId) -> String {
@@ -63,7 +61,7 @@ fn at(v: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
-fn thread_item(t: &Thread) -> Item {
+pub(super) fn thread_item(t: &Thread) -> Item {
     let mut item = Item::new();
     let mut put = |k: &str, v: AttributeValue| {
         item.insert(k.to_owned(), v);
@@ -174,7 +172,7 @@ fn read_thread(item: &Item) -> Result<Thread, StoreError> {
     })
 }
 
-fn entry_item(tenant: &TenantId, thread: ThreadId, e: &ThreadEntry) -> Item {
+pub(super) fn entry_item(tenant: &TenantId, thread: ThreadId, e: &ThreadEntry) -> Item {
     Item::from([
         ("tenant".to_owned(), s(tenant.as_str())),
         ("sk".to_owned(), s(entry_key(thread, e.message))),
@@ -206,7 +204,7 @@ fn read_entry(item: &Item) -> Result<ThreadEntry, StoreError> {
 
 /// An UpdateItem's expression, built from the attributes it sets and removes.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     /// The update's condition, if not that the item exists.
     condition: Option<String>,
     set: Vec<String>,
@@ -216,7 +214,7 @@ struct Changes {
 }
 
 impl Changes {
-    fn set(&mut self, attr: &str, value: AttributeValue) {
+    pub(super) fn set(&mut self, attr: &str, value: AttributeValue) {
         let i = self.names.len();
         self.set.push(format!("#a{i} = :v{i}"));
         self.names.insert(format!("#a{i}"), attr.to_owned());
@@ -249,7 +247,7 @@ impl Changes {
 /// What an inbound message changes on its contact's current thread, as read (`was`): its
 /// activity only moves forward (a provider's late or retried message is older), on the
 /// condition that it is still what was read.
-fn received_changes(was: &Thread, e: &ThreadEntry) -> Changes {
+pub(super) fn received_changes(was: &Thread, e: &ThreadEntry) -> Changes {
     let mut c = Changes::default();
     let was_ms = ms(was.last_activity_at);
     c.condition = Some("attribute_exists(sk) AND activity_at = :was".into());
@@ -322,7 +320,7 @@ fn patch_changes(p: &ThreadPatch) -> Changes {
 }
 
 /// An item that points at a thread: a contact's current one (`o#`), a sent message's (`m#`).
-fn thread_pointer(tenant: &TenantId, sk: String, thread: ThreadId) -> Item {
+pub(super) fn thread_pointer(tenant: &TenantId, sk: String, thread: ThreadId) -> Item {
     Item::from([
         ("tenant".to_owned(), s(tenant.as_str())),
         ("sk".to_owned(), s(sk)),
@@ -332,11 +330,15 @@ fn thread_pointer(tenant: &TenantId, sk: String, thread: ThreadId) -> Item {
 
 impl DynamoStore {
     /// A Put of an item that must be new.
-    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         self.put(item, Some("attribute_not_exists(sk)"))
     }
 
-    fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn put(
+        &self,
+        item: Item,
+        condition: Option<&str>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(self.contacts_table()?)
             .set_item(Some(item))
@@ -346,7 +348,7 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn update(
+    pub(super) fn update(
         &self,
         tenant: &TenantId,
         sk: String,
@@ -367,104 +369,6 @@ impl DynamoStore {
             .build()
             .map_err(build_error)?;
         Ok(TransactWriteItem::builder().update(update).build())
-    }
-
-    /// The contact's current thread.
-    async fn current_thread(
-        &self,
-        tenant: &TenantId,
-        contact: ContactId,
-    ) -> Result<Option<ThreadId>, StoreError> {
-        let item = self.get_contact_item(tenant, pointer_key(contact)).await?;
-        Ok(item.and_then(|i| opt_s(&i, "thread_id").and_then(ThreadId::parse)))
-    }
-
-    /// What threading an inbound message writes, in the transaction that stores it: a new
-    /// contact for an unknown sender, a new thread for a contact without one (each
-    /// conditioned on being new, so a race cancels the transaction and it is tried again), the
-    /// thread's changes and the entry; and the thread it joins, which the message records.
-    /// Nothing, and no thread, for a sender with no identity.
-    pub(super) async fn inbound_thread_items(
-        &self,
-        m: &InboundMessage,
-    ) -> Result<(Vec<TransactWriteItem>, Option<ThreadId>), StoreError> {
-        let tenant = &m.tenant;
-        if let Some(replied) = m.thread {
-            if let Some(was) = self.thread(tenant, replied).await? {
-                let entry = ThreadEntry::inbound(m);
-                let items = vec![
-                    self.update(tenant, thread_key(replied), received_changes(&was, &entry))?,
-                    self.put_new(entry_item(tenant, replied, &entry))?,
-                ];
-                return Ok((items, Some(replied)));
-            }
-        }
-        let Some(identity) = sender_identity(m.channel, &m.from) else {
-            return Ok((Vec::new(), None));
-        };
-        let mut items = Vec::new();
-        let mut owner = self.contact_by_identity(tenant, &identity).await?;
-        if let (None, Some(sibling)) = (owner, identity.sibling()) {
-            owner = self.contact_by_identity(tenant, &sibling).await?;
-        }
-        let contact = match owner {
-            Some(id) => id,
-            None => {
-                let c = Contact::new(tenant.clone(), ContactFields::default(), vec![identity]);
-                items.extend(self.new_contact_items(&c)?);
-                c.id
-            }
-        };
-        let entry = ThreadEntry::inbound(m);
-        let thread = match self.current_thread(tenant, contact).await? {
-            Some(id) => {
-                let was = self.thread(tenant, id).await?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("thread {id}: its contact points at no thread"))
-                })?;
-                items.push(self.update(tenant, thread_key(id), received_changes(&was, &entry))?);
-                items.push(self.put_new(entry_item(tenant, id, &entry))?);
-                id
-            }
-            None => {
-                let mut t = Thread::open(tenant.clone(), contact, m.received_at);
-                t.received(&entry);
-                items.push(self.put_new(thread_item(&t))?);
-                let pointer = thread_pointer(tenant, pointer_key(contact), t.id);
-                items.push(self.put_new(pointer)?);
-                items.push(self.put_new(entry_item(tenant, t.id, &entry))?);
-                t.id
-            }
-        };
-        Ok((items, Some(thread)))
-    }
-
-    /// What a merge adds: `from`'s current thread becomes `into`'s (its current one too, if
-    /// `into` has none).
-    pub(super) async fn thread_moves(
-        &self,
-        tenant: &TenantId,
-        from: ContactId,
-        into: ContactId,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let Some(thread) = self.current_thread(tenant, from).await? else {
-            return Ok(Vec::new());
-        };
-        let mut moved = Changes::default();
-        moved.set("contact_id", s(into.to_string()));
-        let delete = Delete::builder()
-            .table_name(self.contacts_table()?)
-            .key("tenant", s(tenant.as_str()))
-            .key("sk", s(pointer_key(from)))
-            .build()
-            .map_err(build_error)?;
-        let mut items = vec![
-            self.update(tenant, thread_key(thread), moved)?,
-            TransactWriteItem::builder().delete(delete).build(),
-        ];
-        if self.current_thread(tenant, into).await?.is_none() {
-            items.push(self.put_new(thread_pointer(tenant, pointer_key(into), thread))?);
-        }
-        Ok(items)
     }
 
     /// Changes a thread whose follow-up at `due` waits (and was claimed at `claimed`, if
@@ -630,6 +534,18 @@ impl ThreadStore for DynamoStore {
         let mut c = Changes::default();
         c.set("unread", n(0));
         self.change_thread(tenant, id, c).await
+    }
+
+    async fn thread_for_send(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        channel: Channel,
+        policy: &ThreadPolicy,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<ThreadId>, StoreError> {
+        self.send_thread(tenant, identity, (channel, now), policy)
+            .await
     }
 
     async fn record_outbound(
