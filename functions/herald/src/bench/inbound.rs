@@ -45,7 +45,9 @@ async fn record(
     let mut lat = Vec::with_capacity(ids.len());
     for i in ids {
         let t = Instant::now();
-        store.record_inbound(&message(&tenant, i)).await?;
+        store
+            .record_inbound(&message(&tenant, i), &Default::default())
+            .await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(lat)

@@ -47,7 +47,7 @@ pub(super) enum Joined {
     Current(Thread),
     New {
         thread: Thread,
-        pointer: TransactWriteItem,
+        pointer: Box<TransactWriteItem>,
     },
 }
 
@@ -125,7 +125,10 @@ impl DynamoStore {
             None => self.put_new(item)?,
             Some(old) => self.replace_pointer(item, old)?,
         };
-        Ok(Joined::New { thread, pointer })
+        Ok(Joined::New {
+            thread,
+            pointer: Box::new(pointer),
+        })
     }
 
     /// A Put of a pointer that still names `old`.
@@ -189,7 +192,7 @@ impl DynamoStore {
             } => {
                 thread.received(&entry);
                 items.push(self.put_new(thread_item(&thread))?);
-                items.push(pointer);
+                items.push(*pointer);
                 thread.id
             }
         };
@@ -219,7 +222,7 @@ impl DynamoStore {
                 Joined::Current(t) => return Ok(Some(t.id)),
                 Joined::New { thread, pointer } => (thread, pointer),
             };
-            let items = vec![self.put_new(thread_item(&thread))?, pointer];
+            let items = vec![self.put_new(thread_item(&thread))?, *pointer];
             let written = self
                 .client
                 .transact_write_items()

@@ -14,24 +14,20 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{build_error, unavailable, DynamoStore, Updated};
 use crate::domain::notify::EventId;
 use crate::domain::thread::{
-    followup_key, followup_notice, sender_identity, Direction, Insights, ReplyRoute, Thread,
-    ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
+    followup_key, followup_notice, Direction, Insights, ReplyRoute, Thread, ThreadCursor,
+    ThreadEntry, ThreadFilter, ThreadId, ThreadPatch, ThreadStatus,
 };
 use crate::domain::thread_policy::ThreadPolicy;
-use crate::domain::{
-    Channel, Contact, ContactFields, ContactId, Identity, InboundMessage, MessageId, TenantId,
-};
-use crate::ports::{
-    ContactStore, StoreError, ThreadScan, ThreadStore, WebhookStore, THREAD_SCAN_BUDGET,
-};
+use crate::domain::{Channel, ContactId, Identity, MessageId, TenantId};
+use crate::ports::{StoreError, ThreadScan, ThreadStore, WebhookStore, THREAD_SCAN_BUDGET};
 
 /// The contacts table's index of threads by last activity.
 pub(crate) const BY_ACTIVITY: &str = "by_activity";
