@@ -26,6 +26,7 @@ pub mod template;
 pub mod tenant;
 pub mod thread;
 pub mod thread_policy;
+pub mod relay;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 pub use channel::{Channel, Recipient};
