@@ -16,6 +16,7 @@ pub mod message;
 pub mod notify;
 pub mod options;
 pub mod priority;
+pub mod relay;
 pub mod rules;
 pub mod secret;
 pub mod sender;
@@ -26,7 +27,6 @@ pub mod template;
 pub mod tenant;
 pub mod thread;
 pub mod thread_policy;
-pub mod relay;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
 pub use channel::{Channel, Recipient};

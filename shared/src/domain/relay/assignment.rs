@@ -139,7 +139,9 @@ impl Assignment {
 pub enum PickError {
     /// Every pool number relays for the client or the worker with someone else then; the
     /// first in the way is named.
-    #[error("every pool number relays for the client or the worker then: assignment {0} is in the way")]
+    #[error(
+        "every pool number relays for the client or the worker then: assignment {0} is in the way"
+    )]
     Conflict(AssignmentId),
     /// The pair already has an assignment then.
     #[error("the client and the worker already have assignment {0} then")]
@@ -175,12 +177,8 @@ pub fn pick_number(
         return Err(PickError::NoPoolNumber);
     }
     let free = |n: &TenantNumber| !overlapping.iter().any(|a| a.number == n.number);
-    let preferred = previous.and_then(|p| {
-        usable
-            .iter()
-            .copied()
-            .find(|n| &n.number == p && free(n))
-    });
+    let preferred =
+        previous.and_then(|p| usable.iter().copied().find(|n| &n.number == p && free(n)));
     match preferred.or_else(|| usable.iter().copied().find(|n| free(n))) {
         Some(n) => Ok(n.number.clone()),
         None => Err(PickError::Conflict(
@@ -262,27 +260,72 @@ mod tests {
         let held = |days| (Utc::now(), Utc::now() + Duration::days(days));
         let ann_bob = assignment(ANN, BOB, P1, 3);
         let theirs = [ann_bob.clone()];
-        let picked = pick_number(&pool(&[P1, P2]), &theirs, (&phone(ANN), &phone(CAT)), held(1), None);
+        let picked = pick_number(
+            &pool(&[P1, P2]),
+            &theirs,
+            (&phone(ANN), &phone(CAT)),
+            held(1),
+            None,
+        );
         assert_eq!(picked, Ok(phone(P2)));
         // Another client of Bob's cannot share P1 either: Bob's replies would be ambiguous.
-        let picked = pick_number(&pool(&[P1, P2]), &theirs, (&phone(DAN), &phone(BOB)), held(1), None);
+        let picked = pick_number(
+            &pool(&[P1, P2]),
+            &theirs,
+            (&phone(DAN), &phone(BOB)),
+            held(1),
+            None,
+        );
         assert_eq!(picked, Ok(phone(P2)));
         // Strangers to Ann and Bob may use P1.
-        let picked = pick_number(&pool(&[P1, P2]), &theirs, (&phone(CAT), &phone(DAN)), held(1), None);
+        let picked = pick_number(
+            &pool(&[P1, P2]),
+            &theirs,
+            (&phone(CAT), &phone(DAN)),
+            held(1),
+            None,
+        );
         assert_eq!(picked, Ok(phone(P1)));
-        let full = pick_number(&pool(&[P1]), &theirs, (&phone(ANN), &phone(CAT)), held(1), None);
+        let full = pick_number(
+            &pool(&[P1]),
+            &theirs,
+            (&phone(ANN), &phone(CAT)),
+            held(1),
+            None,
+        );
         assert_eq!(full, Err(PickError::Conflict(ann_bob.id)));
-        let again = pick_number(&pool(&[P1, P2]), &theirs, (&phone(ANN), &phone(BOB)), held(1), None);
+        let again = pick_number(
+            &pool(&[P1, P2]),
+            &theirs,
+            (&phone(ANN), &phone(BOB)),
+            held(1),
+            None,
+        );
         assert_eq!(again, Err(PickError::Duplicate(ann_bob.id)));
     }
 
     #[test]
     fn the_pairs_number_is_preferred_and_ended_windows_free_a_number() {
-        let later = (Utc::now() + Duration::days(10), Utc::now() + Duration::days(11));
+        let later = (
+            Utc::now() + Duration::days(10),
+            Utc::now() + Duration::days(11),
+        );
         let old = assignment(ANN, BOB, P1, 3);
-        let picked = pick_number(&pool(&[P1, P2]), &[old.clone()], (&phone(ANN), &phone(BOB)), later, Some(&phone(P2)));
+        let picked = pick_number(
+            &pool(&[P1, P2]),
+            std::slice::from_ref(&old),
+            (&phone(ANN), &phone(BOB)),
+            later,
+            Some(&phone(P2)),
+        );
         assert_eq!(picked, Ok(phone(P2)), "the pair's last number");
-        let picked = pick_number(&pool(&[P1, P2]), &[old], (&phone(ANN), &phone(CAT)), later, None);
+        let picked = pick_number(
+            &pool(&[P1, P2]),
+            &[old],
+            (&phone(ANN), &phone(CAT)),
+            later,
+            None,
+        );
         assert_eq!(picked, Ok(phone(P1)), "Ann's old window is over by then");
         let none = pick_number(&[], &[], (&phone(ANN), &phone(BOB)), later, None);
         assert_eq!(none, Err(PickError::NoPoolNumber));
@@ -295,7 +338,13 @@ mod tests {
             until: Utc::now() + Duration::days(90),
         };
         let held = (Utc::now(), Utc::now() + Duration::days(1));
-        let picked = pick_number(&numbers, &[], (&phone(ANN), &phone(BOB)), held, Some(&phone(P1)));
+        let picked = pick_number(
+            &numbers,
+            &[],
+            (&phone(ANN), &phone(BOB)),
+            held,
+            Some(&phone(P1)),
+        );
         assert_eq!(picked, Ok(phone(P2)));
     }
 }

@@ -7,3 +7,6 @@ pub mod number;
 pub mod routing;
 #[cfg(test)]
 mod routing_tests;
+pub mod sharing;
+#[cfg(test)]
+mod sharing_corpus;

@@ -35,9 +35,13 @@ impl NumberRole {
     }
 
     pub fn parse(raw: &str) -> Option<NumberRole> {
-        [NumberRole::FrontDesk, NumberRole::Pool, NumberRole::Dedicated]
-            .into_iter()
-            .find(|r| r.as_str() == raw)
+        [
+            NumberRole::FrontDesk,
+            NumberRole::Pool,
+            NumberRole::Dedicated,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == raw)
     }
 }
 
@@ -57,7 +61,9 @@ pub struct Capabilities {
 pub enum NumberState {
     Active,
     /// Resting until then: it relays nothing new and is not assigned.
-    Quarantined { until: DateTime<Utc> },
+    Quarantined {
+        until: DateTime<Utc>,
+    },
     Inactive,
 }
 
@@ -194,7 +200,10 @@ mod tests {
             Err(NumberRefusal::LastFrontDesk("+15550001000".into()))
         );
         assert_eq!(desk.check_state(rest, (2, 0), false, now), Ok(()));
-        assert_eq!(desk.check_state(NumberState::Active, (1, 0), false, now), Ok(()));
+        assert_eq!(
+            desk.check_state(NumberState::Active, (1, 0), false, now),
+            Ok(())
+        );
     }
 
     #[test]

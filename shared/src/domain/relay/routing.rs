@@ -95,7 +95,10 @@ pub fn route(f: &RoutingFacts) -> RoutingDecision {
     t.step("opt_out_keyword", false, json!({ "keyword": null }), why);
 
     let pool = f.number.role == NumberRole::Pool;
-    for (step, phase) in [("active_assignment", Phase::Active), ("grace_period", Phase::Grace)] {
+    for (step, phase) in [
+        ("active_assignment", Phase::Active),
+        ("grace_period", Phase::Grace),
+    ] {
         let found = f
             .assignments
             .iter()
@@ -116,14 +119,22 @@ pub fn route(f: &RoutingFacts) -> RoutingDecision {
             }
             (false, _) => t.step(step, false, inputs, "not a pool number".into()),
             (true, None) => {
-                let why = format!("no assignment of the sender on this number is {}", phase_name(phase));
+                let why = format!(
+                    "no assignment of the sender on this number is {}",
+                    phase_name(phase)
+                );
                 t.step(step, false, inputs, why)
             }
         };
     }
 
-    let worker = f.number.worker.as_ref().filter(|_| f.number.role == NumberRole::Dedicated);
-    let inputs = json!({ "number_role": f.number.role.as_str(), "worker": worker.map(|w| w.as_str()) });
+    let worker = f
+        .number
+        .worker
+        .as_ref()
+        .filter(|_| f.number.role == NumberRole::Dedicated);
+    let inputs =
+        json!({ "number_role": f.number.role.as_str(), "worker": worker.map(|w| w.as_str()) });
     match worker {
         Some(w) if w != &f.from => {
             let why = "a dedicated number: its worker gets it".to_owned();
@@ -134,18 +145,34 @@ pub fn route(f: &RoutingFacts) -> RoutingDecision {
             };
             return decided(route, t);
         }
-        Some(_) => t.step("dedicated_number", false, inputs, "the worker wrote to their own number".into()),
-        None => t.step("dedicated_number", false, inputs, "not a dedicated number".into()),
+        Some(_) => t.step(
+            "dedicated_number",
+            false,
+            inputs,
+            "the worker wrote to their own number".into(),
+        ),
+        None => t.step(
+            "dedicated_number",
+            false,
+            inputs,
+            "not a dedicated number".into(),
+        ),
     };
 
     let participant = pool && f.known_participant;
-    let inputs = json!({ "number_role": f.number.role.as_str(), "known_participant": f.known_participant });
+    let inputs =
+        json!({ "number_role": f.number.role.as_str(), "known_participant": f.known_participant });
     let why = match (pool, f.known_participant) {
         (true, true) => "a participant wrote to a pool number with no assignment for them",
         (false, _) => "not a pool number",
         (true, false) => "the sender is no participant",
     };
-    if t.step("participant_without_assignment", participant, inputs, why.into()) {
+    if t.step(
+        "participant_without_assignment",
+        participant,
+        inputs,
+        why.into(),
+    ) {
         return decided(Route::FrontDesk { auto_reply: true }, t);
     }
     t.step("front_desk", true, json!({}), "nothing else took it".into());

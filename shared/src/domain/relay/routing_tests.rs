@@ -70,10 +70,19 @@ fn steps(d: &super::routing::RoutingDecision) -> Vec<(&'static str, bool)> {
 
 #[test]
 fn opt_out_keywords_come_first_and_go_nowhere_else() {
-    let mut f = facts(CLIENT, NumberRole::Pool, vec![assignment(-Duration::days(1))]);
+    let mut f = facts(
+        CLIENT,
+        NumberRole::Pool,
+        vec![assignment(-Duration::days(1))],
+    );
     f.keyword = Some(Keyword::Stop);
     let d = route(&f);
-    assert_eq!(d.route, Route::OptOut { keyword: Keyword::Stop });
+    assert_eq!(
+        d.route,
+        Route::OptOut {
+            keyword: Keyword::Stop
+        }
+    );
     assert_eq!(steps(&d), [("opt_out_keyword", true)]);
     assert!(d.trace[0].why.contains("stop"), "{:?}", d.trace);
 }
@@ -92,22 +101,46 @@ fn an_active_assignment_relays_to_the_other_party_from_the_pool_number() {
             closing: false,
         }
     );
-    assert_eq!(steps(&d), [("opt_out_keyword", false), ("active_assignment", true)]);
-    assert_eq!(d.trace[1].inputs["assignments_of_sender"][0]["phase"], "active");
+    assert_eq!(
+        steps(&d),
+        [("opt_out_keyword", false), ("active_assignment", true)]
+    );
+    assert_eq!(
+        d.trace[1].inputs["assignments_of_sender"][0]["phase"],
+        "active"
+    );
     // The worker's reply goes back to the client.
     let back = route(&facts(WORKER, NumberRole::Pool, vec![a]));
-    assert!(matches!(back.route, Route::Relay { ref to, sender_role: "worker", .. } if to == CLIENT));
+    assert!(
+        matches!(back.route, Route::Relay { ref to, sender_role: "worker", .. } if to == CLIENT)
+    );
 }
 
 #[test]
 fn in_the_grace_period_it_relays_and_says_the_window_is_closing() {
-    let d = route(&facts(CLIENT, NumberRole::Pool, vec![assignment(Duration::hours(1))]));
-    assert!(matches!(d.route, Route::Relay { closing: true, .. }), "{:?}", d.route);
+    let d = route(&facts(
+        CLIENT,
+        NumberRole::Pool,
+        vec![assignment(Duration::hours(1))],
+    ));
+    assert!(
+        matches!(d.route, Route::Relay { closing: true, .. }),
+        "{:?}",
+        d.route
+    );
     assert_eq!(
         steps(&d),
-        [("opt_out_keyword", false), ("active_assignment", false), ("grace_period", true)]
+        [
+            ("opt_out_keyword", false),
+            ("active_assignment", false),
+            ("grace_period", true)
+        ]
     );
-    assert!(d.trace[1].why.contains("no assignment"), "{}", d.trace[1].why);
+    assert!(
+        d.trace[1].why.contains("no assignment"),
+        "{}",
+        d.trace[1].why
+    );
 }
 
 #[test]
@@ -122,7 +155,10 @@ fn a_dedicated_number_goes_to_its_worker() {
             from: POOL.into()
         }
     );
-    assert_eq!(d.trace.last().map(|s| (s.step, s.matched)), Some(("dedicated_number", true)));
+    assert_eq!(
+        d.trace.last().map(|s| (s.step, s.matched)),
+        Some(("dedicated_number", true))
+    );
     assert_eq!(d.trace[1].why, "not a pool number");
     // The worker texting their own number is not sent back to them.
     let own = RoutingFacts {
@@ -134,7 +170,11 @@ fn a_dedicated_number_goes_to_its_worker() {
 
 #[test]
 fn a_participant_without_an_assignment_reaches_the_front_desk_with_an_auto_reply() {
-    let mut f = facts(CLIENT, NumberRole::Pool, vec![assignment(Duration::days(1))]);
+    let mut f = facts(
+        CLIENT,
+        NumberRole::Pool,
+        vec![assignment(Duration::days(1))],
+    );
     f.known_participant = true;
     let d = route(&f);
     assert_eq!(d.route, Route::FrontDesk { auto_reply: true });
@@ -148,7 +188,10 @@ fn a_participant_without_an_assignment_reaches_the_front_desk_with_an_auto_reply
             ("participant_without_assignment", true),
         ]
     );
-    assert_eq!(d.trace[1].inputs["assignments_of_sender"][0]["phase"], "over");
+    assert_eq!(
+        d.trace[1].inputs["assignments_of_sender"][0]["phase"],
+        "over"
+    );
 }
 
 #[test]
@@ -168,5 +211,8 @@ fn an_assignment_not_yet_started_does_not_relay() {
     a.starts_at = Utc::now() + Duration::days(1);
     let d = route(&facts(CLIENT, NumberRole::Pool, vec![a]));
     assert_eq!(d.route, Route::FrontDesk { auto_reply: false });
-    assert_eq!(d.trace[1].inputs["assignments_of_sender"][0]["phase"], "not_started");
+    assert_eq!(
+        d.trace[1].inputs["assignments_of_sender"][0]["phase"],
+        "not_started"
+    );
 }
