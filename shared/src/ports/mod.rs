@@ -6,6 +6,8 @@ mod contacts;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 #[cfg(any(test, feature = "contract-tests"))]
+pub mod contract_relay;
+#[cfg(any(test, feature = "contract-tests"))]
 pub mod contract_threads;
 mod gateway;
 mod health;
@@ -14,6 +16,7 @@ mod limits;
 mod media;
 mod notify;
 mod queue;
+mod relay;
 mod search;
 mod store;
 mod suppression;
@@ -32,6 +35,9 @@ pub use notify::{
     Attempt, DeliveryState, EndpointRecord, PolledOutbox, Queued, WebhookDelivery, WebhookStore,
 };
 pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
+pub use relay::{
+    AssignmentDraft, AssignmentRecord, NumberRecord, NumberWriteError, RelayStore, RECENT,
+};
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};

@@ -242,3 +242,26 @@ mod thread_policies {
         sends_join_their_contacts_thread(&b).await;
     }
 }
+
+mod relay {
+    use super::backend;
+    use crate::ports::contract_relay::*;
+
+    #[tokio::test]
+    async fn sqlite_numbers_are_one_tenants_and_change_by_version() {
+        let (_d, b) = backend();
+        numbers_are_one_tenants_and_change_by_version(&b).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_assignments_pick_a_free_number() {
+        let (_d, b) = backend();
+        assignments_pick_a_free_number(&b).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_racing_assignments_do_not_share_a_number() {
+        let (_d, b) = backend();
+        racing_assignments_do_not_share_a_number(&b).await;
+    }
+}

@@ -13,6 +13,7 @@ mod notify;
 mod parked;
 mod pool;
 mod queue;
+mod relay;
 mod rows;
 mod search;
 mod sets;
@@ -254,6 +255,7 @@ impl SqliteBackend {
             .map_err(to_store_error)?;
         conn.execute_batch(inbound::SETTINGS_SCHEMA)
             .map_err(to_store_error)?;
+        conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);
