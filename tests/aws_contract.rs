@@ -260,3 +260,26 @@ mod thread_policies {
         sends_join_their_contacts_thread(b.store.as_ref()).await;
     }
 }
+
+mod relay {
+    use super::backend;
+    use shared::ports::contract_relay::*;
+
+    #[tokio::test]
+    async fn dynamo_numbers_are_one_tenants_and_change_by_version() {
+        let (_s, b) = backend().await;
+        numbers_are_one_tenants_and_change_by_version(b.store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo_assignments_pick_a_free_number() {
+        let (_s, b) = backend().await;
+        assignments_pick_a_free_number(b.store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo_racing_assignments_do_not_share_a_number() {
+        let (_s, b) = backend().await;
+        racing_assignments_do_not_share_a_number(b.store.as_ref()).await;
+    }
+}

@@ -16,6 +16,7 @@ mod limits;
 mod messages;
 mod notify;
 mod parked;
+mod relay;
 mod rules;
 mod search;
 mod suppressions;
