@@ -164,6 +164,7 @@ impl Embedded {
                 contacts: store.clone(),
                 threads: store.clone(),
                 rules: store.clone(),
+                relay: store.clone(),
                 inbound_feed: Arc::new(pipeline::LocalFeed(inbound_wake.clone())),
                 media: Arc::new(FileMediaStore::new(&dir)),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(

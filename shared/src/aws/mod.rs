@@ -141,6 +141,7 @@ impl AwsBackend {
                 contacts: self.store.clone(),
                 threads: self.store.clone(),
                 rules: self.store.clone(),
+                relay: self.store.clone(),
                 inbound_feed: self.lanes.clone(),
                 media: self.media.clone(),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(

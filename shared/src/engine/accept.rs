@@ -466,12 +466,38 @@ impl Herald {
         from: &str,
     ) -> Result<bool, StoreError> {
         let allows = |ids: &[SenderIdentity]| ids.iter().any(|i| i.allows(channel, from));
-        Ok(self
+        if self
             .config
             .senders
             .get(tenant)
             .is_some_and(|ids| allows(ids))
-            || allows(&self.tenants.sender_identities(tenant).await?))
+            || allows(&self.tenants.sender_identities(tenant).await?)
+        {
+            return Ok(true);
+        }
+        self.owns_active_number(tenant, channel, from).await
+    }
+
+    /// Whether `from` is one of the tenant's relay numbers, active, and able to carry
+    /// `channel`.
+    async fn owns_active_number(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        from: &str,
+    ) -> Result<bool, StoreError> {
+        let number = match (channel, crate::domain::PhoneNumber::parse(from)) {
+            (Channel::Sms | Channel::Whatsapp, Ok(n)) => n,
+            _ => return Ok(false),
+        };
+        let Some(n) = self.relay.number(tenant, &number).await? else {
+            return Ok(false);
+        };
+        let carries = match channel {
+            Channel::Whatsapp => n.capabilities.whatsapp,
+            _ => n.capabilities.sms,
+        };
+        Ok(carries && n.is_active(chrono::Utc::now()))
     }
 
     /// The template a send names, loaded once per request.

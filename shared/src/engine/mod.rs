@@ -38,7 +38,7 @@ use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, ContactStore, EventLog, HealthStore, InboundFeed, InboundStore, LaneQueue,
-    MediaFetcher, MediaStore, MessageStore, RateLimiter, RuleStore, SuppressionStore,
+    MediaFetcher, MediaStore, MessageStore, RateLimiter, RelayStore, RuleStore, SuppressionStore,
     TemplateStore, TenantStore, ThreadStore, WebhookStore,
 };
 
@@ -182,6 +182,7 @@ pub struct Ports {
     pub inbound_feed: Arc<dyn InboundFeed>,
     pub media: Arc<dyn MediaStore>,
     pub media_fetcher: Arc<dyn MediaFetcher>,
+    pub relay: Arc<dyn RelayStore>,
 }
 
 /// Everything the API and the workers share.
@@ -212,6 +213,8 @@ pub struct Herald {
     /// Stored inbound media, and the downloads of providers' media.
     pub media: Arc<dyn MediaStore>,
     pub media_fetcher: Arc<dyn MediaFetcher>,
+    /// The masked-number relay's numbers and assignments.
+    pub relay: Arc<dyn RelayStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -244,6 +247,7 @@ impl Herald {
             inbound_feed: ports.inbound_feed,
             media: ports.media,
             media_fetcher: ports.media_fetcher,
+            relay: ports.relay,
             webhooks: ports.webhooks,
             gateways,
             config,

@@ -148,6 +148,15 @@ pub async fn assignments_pick_a_free_number<S: RelayStore>(store: &S) {
         .await
         .unwrap();
     assert_eq!(of_ann.len(), 2);
+    let on_p1 = store
+        .assignments_of(&acme, &phone(P1), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(on_p1.iter().map(|a| a.id).collect::<Vec<_>>(), [ann_bob.id]);
+    assert!(
+        !store.is_participant(&acme, &phone(P1)).await.unwrap(),
+        "a pool number"
+    );
     assert!(store.is_participant(&acme, &phone(BOB)).await.unwrap());
     assert!(!store.is_participant(&globex, &phone(BOB)).await.unwrap());
     assert_eq!(

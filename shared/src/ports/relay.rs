@@ -113,15 +113,15 @@ pub trait RelayStore: Send + Sync + 'static {
         before: Option<AssignmentId>,
         limit: usize,
     ) -> Result<Vec<Assignment>, StoreError>;
-    /// The assignments `party` is in whose number is held after `since` (its window and grace
-    /// end later), on any number.
+    /// The assignments `party` is in (as client, worker, or as their pool number) whose
+    /// number is held after `since` (its window and grace end later).
     async fn assignments_of(
         &self,
         tenant: &TenantId,
         party: &PhoneNumber,
         since: DateTime<Utc>,
     ) -> Result<Vec<Assignment>, StoreError>;
-    /// Whether `party` was ever in one of the tenant's assignments.
+    /// Whether `party` was ever client or worker of one of the tenant's assignments.
     async fn is_participant(
         &self,
         tenant: &TenantId,

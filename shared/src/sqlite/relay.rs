@@ -37,6 +37,8 @@ CREATE INDEX IF NOT EXISTS relay_assignments_by_client
     ON relay_assignments (tenant, client, held_until);
 CREATE INDEX IF NOT EXISTS relay_assignments_by_worker
     ON relay_assignments (tenant, worker, held_until);
+CREATE INDEX IF NOT EXISTS relay_assignments_by_number
+    ON relay_assignments (tenant, number, held_until);
 ";
 
 fn corrupt(e: StoreError) -> rusqlite::Error {
@@ -83,7 +85,7 @@ fn read_assignments(
     .collect()
 }
 
-/// The assignments `party` is in, held after `since`.
+/// The assignments `party` is in (as client, worker or pool number), held after `since`.
 fn party_assignments(
     conn: &Connection,
     tenant: &str,
@@ -94,7 +96,9 @@ fn party_assignments(
         conn,
         "SELECT tenant, id, record FROM relay_assignments WHERE tenant = ?1 AND client = ?2 \
          AND held_until > ?3 UNION SELECT tenant, id, record FROM relay_assignments \
-         WHERE tenant = ?1 AND worker = ?2 AND held_until > ?3 ORDER BY id",
+         WHERE tenant = ?1 AND worker = ?2 AND held_until > ?3 UNION SELECT tenant, id, record \
+         FROM relay_assignments WHERE tenant = ?1 AND number = ?2 AND held_until > ?3 \
+         ORDER BY id",
         &[&tenant, &party, &ms(since)],
     )
 }

@@ -4,7 +4,8 @@
 //! - `<tenant>` / `n#<number>`: the same record in the tenant's partition, for its list;
 //! - `<tenant>` / `a#<assignment id>`: an assignment, its record and `held_until`;
 //! - `<tenant>` / `l#<party number>#<held_until, ms, 13 digits>#<assignment id>`: a leg per
-//!   party, so a party's assignments held after a time are one Query;
+//!   party and one for the pool number, so the assignments of a party (or on a number) held
+//!   after a time are one Query;
 //! - `<tenant>` / `k#<party number>`: a party's lock, a version every creation for the party
 //!   moves, so two creations racing for one party cannot both write;
 //! - `<tenant>` / `pr#<client>#<worker>`: the pair's last number.
@@ -118,7 +119,7 @@ impl DynamoStore {
     fn assignment_items(&self, a: &Assignment) -> Result<Vec<TransactWriteItem>, StoreError> {
         let held = a.held().1;
         let mut items = vec![self.relay_put(assignment_item(a, format!("a#{}", a.id)), None)?];
-        for party in [&a.client.number, &a.worker.number] {
+        for party in [&a.client.number, &a.worker.number, &a.number] {
             items.push(self.relay_put(assignment_item(a, leg_key(party, held, a.id)), None)?);
         }
         Ok(items)
@@ -352,10 +353,8 @@ impl RelayStore for DynamoStore {
         tenant: &TenantId,
         party: &PhoneNumber,
     ) -> Result<bool, StoreError> {
-        Ok(!self
-            .legs(tenant, party, DateTime::UNIX_EPOCH, 1)
-            .await?
-            .is_empty())
+        let legs = self.legs(tenant, party, DateTime::UNIX_EPOCH, 10).await?;
+        Ok(legs.iter().any(|a| a.role_of(party).is_some()))
     }
 
     async fn end_assignment(
@@ -377,7 +376,7 @@ impl RelayStore for DynamoStore {
         let as_read = u64::try_from(was.timestamp_millis()).unwrap_or(0);
         let main = assignment_item(&a, format!("a#{id}"));
         items[0] = self.relay_put(main, Some(("held_until = :v", Some(as_read))))?;
-        for party in [&a.client.number, &a.worker.number] {
+        for party in [&a.client.number, &a.worker.number, &a.number] {
             let delete = Delete::builder()
                 .table_name(self.contacts_table()?)
                 .key("tenant", s(tenant.as_str()))
