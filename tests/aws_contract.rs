@@ -282,4 +282,10 @@ mod relay {
         let (_s, b) = backend().await;
         racing_assignments_do_not_share_a_number(b.store.as_ref()).await;
     }
+
+    #[tokio::test]
+    async fn dynamo_relay_settings_are_kept_per_tenant() {
+        let (_s, b) = backend().await;
+        relay_settings_are_kept_per_tenant(b.store.as_ref()).await;
+    }
 }

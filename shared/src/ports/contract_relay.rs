@@ -228,3 +228,33 @@ impl TenantNumber {
         self
     }
 }
+
+/// Relay settings are the tenant's; another tenant keeps the defaults.
+pub async fn relay_settings_are_kept_per_tenant<S: super::RuleStore>(store: &S) {
+    use crate::domain::relay::settings::RelaySettings;
+    use crate::domain::relay::sharing::{SharingAction, SharingPolicy};
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    assert_eq!(
+        store.relay_settings(&acme).await.unwrap(),
+        RelaySettings::default()
+    );
+    let settings = RelaySettings {
+        cool_down_days: 30,
+        sharing: SharingPolicy {
+            client: SharingAction::Flag,
+            worker: SharingAction::Block,
+        },
+        ..RelaySettings::default()
+    };
+    store.put_relay_settings(&acme, &settings).await.unwrap();
+    assert_eq!(store.relay_settings(&acme).await.unwrap(), settings);
+    assert_eq!(
+        store.relay_settings(&other).await.unwrap(),
+        RelaySettings::default()
+    );
+    assert_eq!(
+        store.thread_policy(&acme).await.unwrap(),
+        Default::default(),
+        "kept apart from the thread policy"
+    );
+}

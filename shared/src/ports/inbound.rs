@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::StoreError;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
 use crate::domain::media::MediaItem;
+use crate::domain::relay::settings::RelaySettings;
 use crate::domain::rules::RuleSet;
 use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{InboundMessage, MessageId, TenantId};
@@ -82,7 +83,7 @@ pub trait InboundStore: Send + Sync + 'static {
     ) -> Result<Vec<(TenantId, MessageId)>, StoreError>;
 }
 
-/// A tenant's inbound rules and thread policy.
+/// A tenant's settings: inbound rules, thread policy, relay settings.
 #[async_trait]
 pub trait RuleStore: Send + Sync + 'static {
     /// The rules, none when the tenant set none.
@@ -97,6 +98,14 @@ pub trait RuleStore: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         policy: &ThreadPolicy,
+    ) -> Result<(), StoreError>;
+    /// The tenant's relay settings; the defaults when it set none.
+    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError>;
+    /// Replaces them.
+    async fn put_relay_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &RelaySettings,
     ) -> Result<(), StoreError>;
 }
 

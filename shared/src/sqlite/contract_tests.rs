@@ -264,4 +264,10 @@ mod relay {
         let (_d, b) = backend();
         racing_assignments_do_not_share_a_number(&b).await;
     }
+
+    #[tokio::test]
+    async fn sqlite_relay_settings_are_kept_per_tenant() {
+        let (_d, b) = backend();
+        relay_settings_are_kept_per_tenant(&b).await;
+    }
 }

@@ -10,6 +10,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, InboundState};
 use crate::domain::media::MediaItem;
+use crate::domain::relay::settings::RelaySettings;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::ThreadId;
 use crate::domain::thread_policy::ThreadPolicy;
@@ -26,6 +27,11 @@ pub(super) const SETTINGS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbound_rul
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS thread_policies (
+    tenant TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relay_settings (
     tenant TEXT PRIMARY KEY,
     policy TEXT NOT NULL,
     updated_at INTEGER NOT NULL
@@ -378,18 +384,21 @@ impl RuleStore for SqliteBackend {
     }
 
     async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        let raw: Option<String> = self
-            .readers
-            .run(move |conn| {
-                conn.prepare_cached("SELECT policy FROM thread_policies WHERE tenant = ?1")?
-                    .query_row([tenant], |r| r.get(0))
-                    .optional()
-            })
-            .await?;
-        raw.map_or(Ok(ThreadPolicy::default()), |r| {
-            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("thread policy: {e}")))
-        })
+        self.setting(tenant, "thread_policies").await
+    }
+
+    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError> {
+        self.setting(tenant, "relay_settings").await
+    }
+
+    async fn put_relay_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &RelaySettings,
+    ) -> Result<(), StoreError> {
+        let raw =
+            serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_setting(tenant, "relay_settings", raw).await
     }
 
     async fn put_thread_policy(
@@ -403,6 +412,26 @@ impl RuleStore for SqliteBackend {
 }
 
 impl SqliteBackend {
+    /// A tenant's row of a settings table (`thread_policies`, `relay_settings`: a tenant, a
+    /// JSON document), or the document's default.
+    async fn setting<T>(&self, tenant: &TenantId, table: &'static str) -> Result<T, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Default + Send + 'static,
+    {
+        let tenant = tenant.as_str().to_owned();
+        let raw: Option<String> = self
+            .readers
+            .run(move |conn| {
+                conn.prepare_cached(&format!("SELECT policy FROM {table} WHERE tenant = ?1"))?
+                    .query_row([tenant], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        raw.map_or(Ok(T::default()), |r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("{table}: {e}")))
+        })
+    }
+
     /// Replaces a tenant's row of a settings table (`inbound_rules`, `thread_policies`: a
     /// tenant, a JSON document and when it changed).
     async fn put_setting(

@@ -7,6 +7,7 @@ pub mod number;
 pub mod routing;
 #[cfg(test)]
 mod routing_tests;
+pub mod settings;
 pub mod sharing;
 #[cfg(test)]
 mod sharing_corpus;
