@@ -135,6 +135,22 @@ pub enum AuditAction {
     InboundRulesPut,
     #[serde(rename = "thread_policy.put")]
     ThreadPolicyPut,
+    #[serde(rename = "relay_settings.put")]
+    RelaySettingsPut,
+    #[serde(rename = "number.added")]
+    NumberAdded,
+    #[serde(rename = "number.changed")]
+    NumberChanged,
+    #[serde(rename = "assignment.created")]
+    AssignmentCreated,
+    #[serde(rename = "assignment.ended")]
+    AssignmentEnded,
+    /// Where the relay's routing engine sent an inbound text, and why.
+    #[serde(rename = "relay.routed")]
+    RelayRouted,
+    /// A relayed text shared a contact detail; the detail says what the policy did.
+    #[serde(rename = "policy.violation")]
+    PolicyViolation,
 }
 
 impl AuditAction {
@@ -164,6 +180,13 @@ impl AuditAction {
         AuditAction::ContactMerged,
         AuditAction::InboundRulesPut,
         AuditAction::ThreadPolicyPut,
+        AuditAction::RelaySettingsPut,
+        AuditAction::NumberAdded,
+        AuditAction::NumberChanged,
+        AuditAction::AssignmentCreated,
+        AuditAction::AssignmentEnded,
+        AuditAction::RelayRouted,
+        AuditAction::PolicyViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -193,6 +216,13 @@ impl AuditAction {
             AuditAction::ContactMerged => "contact.merged",
             AuditAction::InboundRulesPut => "inbound_rules.put",
             AuditAction::ThreadPolicyPut => "thread_policy.put",
+            AuditAction::RelaySettingsPut => "relay_settings.put",
+            AuditAction::NumberAdded => "number.added",
+            AuditAction::NumberChanged => "number.changed",
+            AuditAction::AssignmentCreated => "assignment.created",
+            AuditAction::AssignmentEnded => "assignment.ended",
+            AuditAction::RelayRouted => "relay.routed",
+            AuditAction::PolicyViolation => "policy.violation",
         }
     }
 }

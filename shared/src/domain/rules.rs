@@ -435,6 +435,11 @@ pub struct Decision {
     pub rule: Option<String>,
     #[serde(default)]
     pub actions: Vec<ActionResult>,
+    /// For a text to a relay number: where the routing engine sent it, why (its trace), and
+    /// what was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub relay: Option<Box<super::relay::routing::RelayRecord>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -443,6 +448,9 @@ pub enum DecisionOutcome {
     Keyword,
     Rule,
     NoRule,
+    /// The relay sent it on (to an assignment's other party, or a dedicated number's
+    /// worker): no rule ran.
+    Relayed,
 }
 
 /// What one action came to.
@@ -490,6 +498,7 @@ impl Decision {
             outcome: DecisionOutcome::Keyword,
             rule: None,
             actions: Vec::new(),
+            relay: None,
         }
     }
 
@@ -500,11 +509,13 @@ impl Decision {
                 outcome: DecisionOutcome::NoRule,
                 rule: None,
                 actions: Vec::new(),
+                relay: None,
             },
             Some(r) => Decision {
                 outcome: DecisionOutcome::Rule,
                 rule: Some(r.name.clone()),
                 actions: r.actions.iter().map(ActionResult::planned).collect(),
+                relay: None,
             },
         }
     }

@@ -35,6 +35,7 @@ impl Herald {
             outcome: DecisionOutcome::Rule,
             rule: Some(rule.name.clone()),
             actions: Vec::with_capacity(rule.actions.len()),
+            relay: None,
         };
         for action in &rule.actions {
             let result = self.act(m, rule, &mut thread, action).await?;

@@ -17,6 +17,7 @@ pub mod media;
 pub mod notify;
 mod parked;
 pub mod pipeline;
+pub mod relay;
 pub mod suppress;
 mod templates;
 pub mod thread_policy;

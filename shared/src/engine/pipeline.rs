@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use super::media::Downloads;
 use super::Herald;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
-use crate::domain::rules::Decision;
+use crate::domain::rules::{Decision, DecisionOutcome};
 use crate::domain::{InboundMessage, MessageId, TenantId};
 use crate::ports::{InboundFeed, StoreError};
 
@@ -100,7 +100,22 @@ impl Herald {
         match self.download_media(m, last_try).await {
             Err(e) => Err(failure(&e)),
             Ok(Downloads::Retry) => Err("media_download_failed".into()),
-            Ok(Downloads::Settled) => self.decide(m).await.map_err(|e| failure(&e)),
+            Ok(Downloads::Settled) => self.route_then_decide(m).await.map_err(|e| failure(&e)),
+        }
+    }
+
+    /// A text to a relay number is routed first: sent on, it is done; left for the front
+    /// desk, the rules run on it as on any message, and the routing is kept beside them.
+    async fn route_then_decide(&self, m: &InboundMessage) -> Result<Decision, StoreError> {
+        let routed = self.relay_inbound(m).await?;
+        match routed {
+            Some(d) if d.outcome != DecisionOutcome::NoRule => Ok(d),
+            Some(front_desk) => {
+                let mut decision = self.decide(m).await?;
+                decision.relay = front_desk.relay;
+                Ok(decision)
+            }
+            None => self.decide(m).await,
         }
     }
 

@@ -15,9 +15,10 @@ use super::guard::clip;
 use super::signature::twilio_signature;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
 use crate::domain::secret::constant_time_eq;
-use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
+use crate::engine::inbound::KeywordReplies;
 use crate::gateway::twilio::{INBOUND_PATH, STATUS_PATH, TWILIO};
-use crate::ports::{ProviderEvent, ProviderEventKind};
+use crate::ports::{ProviderEvent, ProviderEventKind, StoreError};
 
 /// Reads the form after checking its signature.
 async fn signed_form(
@@ -152,11 +153,11 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         .or_else(|| param(&params, "SmsSid"))
         .ok_or_else(|| Refusal::Malformed("no MessageSid".into()))?;
     let to = field("To");
-    let Some(number) = webhooks.config.number(&to) else {
+    let Some((tenant, replies)) = owner_of(webhooks, &to).await? else {
         info!(to = %crate::redact::Masked(&to), "inbound message for a number no tenant owns; ignored");
         return Ok(None);
     };
-    super::forward::note_tenant(&number.tenant);
+    super::forward::note_tenant(&tenant);
     let count: usize = field("NumMedia").parse().unwrap_or(0);
     let media_urls = (0..count.min(10))
         .filter_map(|i| param(&params, &format!("MediaUrl{i}")).map(str::to_owned))
@@ -164,7 +165,7 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
     let body = field("Body");
     let message = InboundMessage {
         id: MessageId::new(),
-        tenant: number.tenant.clone(),
+        tenant,
         channel: Channel::Sms,
         gateway: TWILIO.into(),
         provider_message_id: sid.to_owned(),
@@ -179,11 +180,27 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         email: None,
         media: Vec::new(),
     };
-    let received = webhooks.herald.receive(message, &number.replies).await?;
+    let received = webhooks.herald.receive(message, &replies).await?;
     if received.repeat {
         super::forward::withhold("a repeat of an inbound message already stored");
     }
     Ok(received.reply)
+}
+
+/// The tenant that receives texts at `to`, and its keyword replies: a configured number's,
+/// else the tenant that registered it as a relay number (with the default replies).
+async fn owner_of(
+    webhooks: &Webhooks,
+    to: &str,
+) -> Result<Option<(TenantId, KeywordReplies)>, StoreError> {
+    if let Some(n) = webhooks.config.number(to) {
+        return Ok(Some((n.tenant.clone(), n.replies.clone())));
+    }
+    let Ok(number) = crate::domain::PhoneNumber::parse(to) else {
+        return Ok(None);
+    };
+    let owner = webhooks.herald.relay.number_owner(&number).await?;
+    Ok(owner.map(|n| (n.tenant, KeywordReplies::default())))
 }
 
 /// A TwiML answer: the reply as a message back to the sender, or nothing to send.

@@ -165,6 +165,9 @@ pub enum EventType {
     /// A thread's `next_followup_at` passed.
     #[serde(rename = "thread.followup_due")]
     ThreadFollowupDue,
+    /// A relayed text shared a contact detail the tenant's policy flags, redacts or blocks.
+    #[serde(rename = "policy.violation")]
+    PolicyViolation,
     /// A provider's verified webhook, forwarded to development endpoints only.
     #[serde(rename = "provider_webhook.twilio")]
     ForwardTwilio,
@@ -179,7 +182,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 23] = [
+    pub const ALL: [EventType; 24] = [
         EventType::MessageQueued,
         EventType::MessageSent,
         EventType::MessageDelivered,
@@ -198,6 +201,7 @@ impl EventType {
         EventType::GatewayHealthChanged,
         EventType::WebhookEndpointDisabled,
         EventType::ThreadFollowupDue,
+        EventType::PolicyViolation,
         EventType::ForwardTwilio,
         EventType::ForwardSes,
         EventType::ForwardPostal,
@@ -225,6 +229,7 @@ impl EventType {
             EventType::GatewayHealthChanged => "gateway.health_changed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::ThreadFollowupDue => "thread.followup_due",
+            EventType::PolicyViolation => "policy.violation",
             EventType::ForwardTwilio => "provider_webhook.twilio",
             EventType::ForwardSes => "provider_webhook.ses",
             EventType::ForwardPostal => "provider_webhook.postal",

@@ -4,7 +4,7 @@
 //! pipeline decide alike and a decision can be replayed.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::assignment::{Assignment, AssignmentId, Phase, Role};
@@ -27,7 +27,7 @@ pub struct RoutingFacts {
 }
 
 /// Where the text goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Route {
     /// A carrier keyword: handled as opt-out, start or help, and routed nowhere else.
@@ -35,7 +35,7 @@ pub enum Route {
     /// To the other party of an assignment, from the pool number.
     Relay {
         assignment_id: AssignmentId,
-        sender_role: &'static str,
+        sender_role: String,
         to: String,
         from: String,
         /// In the grace after the window: the sender is told the window is closing.
@@ -49,18 +49,39 @@ pub enum Route {
 }
 
 /// One step the engine evaluated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceStep {
-    pub step: &'static str,
+    pub step: String,
     pub matched: bool,
     pub inputs: Value,
     pub why: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingDecision {
     pub route: Route,
     pub trace: Vec<TraceStep>,
+}
+
+/// What the relay did with an inbound text: the decision and its trace, and the messages it
+/// sent (the relayed text, a notice to the sender), linked by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    #[serde(flatten)]
+    pub decision: RoutingDecision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relayed_message_id: Option<crate::domain::MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_message_id: Option<crate::domain::MessageId>,
+    /// The contact details the text shared, and what the tenant's policy did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<SharingOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingOutcome {
+    pub kinds: Vec<super::sharing::SharedKind>,
+    pub action: super::sharing::SharingAction,
 }
 
 struct Trace(Vec<TraceStep>);
@@ -68,7 +89,7 @@ struct Trace(Vec<TraceStep>);
 impl Trace {
     fn step(&mut self, step: &'static str, matched: bool, inputs: Value, why: String) -> bool {
         self.0.push(TraceStep {
-            step,
+            step: step.to_owned(),
             matched,
             inputs,
             why,
@@ -183,7 +204,7 @@ fn relay(a: &Assignment, from: &PhoneNumber, closing: bool) -> Route {
     let role = a.role_of(from).unwrap_or(Role::Client);
     Route::Relay {
         assignment_id: a.id,
-        sender_role: role.as_str(),
+        sender_role: role.as_str().to_owned(),
         to: a.party(role.other()).number.to_string(),
         from: a.number.to_string(),
         closing,

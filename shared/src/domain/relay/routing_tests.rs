@@ -64,8 +64,11 @@ fn facts(from: &str, role: NumberRole, assignments: Vec<Assignment>) -> RoutingF
     }
 }
 
-fn steps(d: &super::routing::RoutingDecision) -> Vec<(&'static str, bool)> {
-    d.trace.iter().map(|s| (s.step, s.matched)).collect()
+fn steps(d: &super::routing::RoutingDecision) -> Vec<(&str, bool)> {
+    d.trace
+        .iter()
+        .map(|s| (s.step.as_str(), s.matched))
+        .collect()
 }
 
 #[test]
@@ -95,7 +98,7 @@ fn an_active_assignment_relays_to_the_other_party_from_the_pool_number() {
         d.route,
         Route::Relay {
             assignment_id: a.id,
-            sender_role: "client",
+            sender_role: "client".into(),
             to: WORKER.into(),
             from: POOL.into(),
             closing: false,
@@ -112,7 +115,7 @@ fn an_active_assignment_relays_to_the_other_party_from_the_pool_number() {
     // The worker's reply goes back to the client.
     let back = route(&facts(WORKER, NumberRole::Pool, vec![a]));
     assert!(
-        matches!(back.route, Route::Relay { ref to, sender_role: "worker", .. } if to == CLIENT)
+        matches!(back.route, Route::Relay { ref to, ref sender_role, .. } if to == CLIENT && sender_role == "worker")
     );
 }
 
@@ -156,7 +159,7 @@ fn a_dedicated_number_goes_to_its_worker() {
         }
     );
     assert_eq!(
-        d.trace.last().map(|s| (s.step, s.matched)),
+        d.trace.last().map(|s| (s.step.as_str(), s.matched)),
         Some(("dedicated_number", true))
     );
     assert_eq!(d.trace[1].why, "not a pool number");
@@ -200,7 +203,7 @@ fn anyone_else_reaches_the_front_desk() {
         let d = route(&facts("+15550000009", role, Vec::new()));
         assert_eq!(d.route, Route::FrontDesk { auto_reply: false });
         assert_eq!(d.trace.len(), 6, "every step was evaluated: {:?}", d.trace);
-        assert_eq!(d.trace.last().map(|s| s.step), Some("front_desk"));
+        assert_eq!(d.trace.last().map(|s| s.step.as_str()), Some("front_desk"));
         assert!(d.trace[..5].iter().all(|s| !s.matched));
     }
 }
