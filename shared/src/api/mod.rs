@@ -5,6 +5,7 @@
 // failed request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod assignments;
 pub mod audit;
 pub mod contacts;
 pub mod dto;
@@ -13,10 +14,12 @@ pub mod forwards;
 pub mod inbound;
 pub mod messages;
 pub mod notify;
+pub mod numbers;
 pub mod ops;
 pub mod paging;
 pub mod problem;
 pub mod request_id;
+pub mod routing;
 pub mod rules;
 pub mod scopes;
 pub mod search;
@@ -94,7 +97,10 @@ impl BodyLimits {
         forwards::deliveries, forwards::stream,
         contacts::create, contacts::list, contacts::get, contacts::update, contacts::add_identity,
         contacts::merge, threads::list, threads::get, threads::update, threads::read,
-        threads::reply,
+        threads::reply, numbers::create, numbers::list, numbers::get, numbers::update,
+        assignments::create, assignments::list, assignments::get, assignments::end,
+        assignments::reassign, routing::simulate, routing::get_settings, routing::put_settings,
+        routing::violations,
     ),
     components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
     modifiers(&BearerAuth),
@@ -212,6 +218,24 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             "/v1/thread-policy",
             get(rules::get_thread_policy).put(rules::put_thread_policy),
         )
+        .route("/v1/numbers", post(numbers::create).get(numbers::list))
+        .route(
+            "/v1/numbers/{number}",
+            get(numbers::get).patch(numbers::update),
+        )
+        .route(
+            "/v1/assignments",
+            post(assignments::create).get(assignments::list),
+        )
+        .route("/v1/assignments/{id}", get(assignments::get))
+        .route("/v1/assignments/{id}/end", post(assignments::end))
+        .route("/v1/assignments/{id}/reassign", post(assignments::reassign))
+        .route("/v1/routing/simulate", post(routing::simulate))
+        .route(
+            "/v1/relay-settings",
+            get(routing::get_settings).put(routing::put_settings),
+        )
+        .route("/v1/policy/violations", get(routing::violations))
         .route("/v1/sender-identities", get(senders::list))
         .route(
             "/v1/sender-identities/{identity}",

@@ -44,6 +44,9 @@ pub struct Problem {
     /// The limit a request ran into (`fuel`, `time`, `output_bytes`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// The id of what is in the way of a conflicting request (an assignment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicting: Option<String>,
 }
 
 impl Problem {
@@ -56,6 +59,7 @@ impl Problem {
             errors: Vec::new(),
             missing: Vec::new(),
             limit: None,
+            conflicting: None,
         }
     }
 

@@ -13,8 +13,11 @@ const ADMIN_ROUTES: [&str; 4] = [
 ];
 
 /// Routes whose reads are `read` and whose writes are `admin`.
-const CONFIG_ROUTES: [&str; 6] = [
+const CONFIG_ROUTES: [&str; 9] = [
     "/v1/templates",
+    "/v1/numbers",
+    "/v1/assignments",
+    "/v1/relay-settings",
     "/v1/inbound-rules",
     "/v1/thread-policy",
     "/v1/suppressions",
@@ -58,6 +61,17 @@ mod tests {
             (Method::POST, "/v1/inbound-rules/test", KeyScope::Admin),
             (Method::GET, "/v1/thread-policy", KeyScope::Read),
             (Method::PUT, "/v1/thread-policy", KeyScope::Admin),
+            (Method::POST, "/v1/numbers", KeyScope::Admin),
+            (Method::PATCH, "/v1/numbers/{number}", KeyScope::Admin),
+            (Method::GET, "/v1/numbers", KeyScope::Read),
+            (
+                Method::POST,
+                "/v1/assignments/{id}/reassign",
+                KeyScope::Admin,
+            ),
+            (Method::GET, "/v1/assignments/{id}", KeyScope::Read),
+            (Method::POST, "/v1/routing/simulate", KeyScope::Send),
+            (Method::GET, "/v1/policy/violations", KeyScope::Read),
             (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
             (Method::GET, "/v1/audit/export", KeyScope::Admin),
             (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),

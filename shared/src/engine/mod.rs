@@ -18,6 +18,7 @@ pub mod notify;
 mod parked;
 pub mod pipeline;
 pub mod relay;
+pub mod relay_admin;
 pub mod suppress;
 mod templates;
 pub mod thread_policy;

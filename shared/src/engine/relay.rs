@@ -12,6 +12,7 @@ use super::Herald;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::compose::{ContentSource, Envelope};
 use crate::domain::notify::{EventId, EventType, Notice, Subject};
+use crate::domain::relay::assignment::Assignment;
 use crate::domain::relay::routing::{
     route, RelayRecord, Route, RoutingDecision, RoutingFacts, SharingOutcome,
 };
@@ -20,7 +21,8 @@ use crate::domain::relay::sharing::{detect, redact, SharingAction};
 use crate::domain::rules::{Decision, DecisionOutcome};
 use crate::domain::suppression::Scope;
 use crate::domain::{
-    Channel, Content, InboundMessage, Keyword, MessageId, PhoneNumber, Priority, TenantId,
+    Channel, Content, InboundMessage, Keyword, MessageId, PhoneNumber, Priority, Recipient,
+    TemplateName, TenantId,
 };
 use crate::ports::{StoreError, RECENT};
 
@@ -231,6 +233,56 @@ impl Herald {
                 Ok(None)
             }
         }
+    }
+
+    /// Sends a reassignment's templated notices from its number: `templates` to the client
+    /// and to the new worker. Returns who was sent one; a template that fails to render is
+    /// logged and left out (the reassignment stands).
+    pub async fn reassignment_notices(
+        &self,
+        a: &Assignment,
+        (client, worker): (Option<TemplateName>, Option<TemplateName>),
+    ) -> Result<Vec<String>, StoreError> {
+        let data = json!({
+            "client_name": a.client.name, "worker_name": a.worker.name, "ends_at": a.ends_at,
+        });
+        let mut sent = Vec::new();
+        for (role, template, to) in [
+            ("client", client, &a.client.number),
+            ("worker", worker, &a.worker.number),
+        ] {
+            let Some(template) = template else { continue };
+            let envelope = Envelope {
+                channel: Channel::Sms,
+                priority: Priority::P1,
+                from: Some(a.number.to_string()),
+                content: ContentSource::Template(template),
+                data: data.clone(),
+                message_type: Some("relay_reassigned".into()),
+                source_type: Some("assignment".into()),
+                source_id: Some(a.id.to_string()),
+                metadata: None,
+                send_at: None,
+                correlation_id: a.id.to_string(),
+            };
+            let draft = SendDraft {
+                envelope,
+                to: Recipient::Phone(to.clone()),
+                external_id: None,
+            };
+            let key = IdempotencyInput {
+                key: format!("relay-reassigned-{role}:{}", a.id),
+                request_hash: a.id.to_string(),
+            };
+            match self.send(&a.tenant, draft, Some(key)).await {
+                Ok(_) => sent.push(role.to_owned()),
+                Err(AcceptError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(assignment = %a.id, role, error = %e, "a reassignment notice was refused")
+                }
+            }
+        }
+        Ok(sent)
     }
 
     async fn audit_routing(&self, m: &InboundMessage, record: &RelayRecord) {

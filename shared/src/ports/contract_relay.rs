@@ -50,6 +50,7 @@ pub fn draft(t: &TenantId, client: &str, worker: &str, days: i64) -> AssignmentD
         ends_at: now + Duration::days(days),
         grace: Duration::hours(2),
         replaces: None,
+        prefer: None,
     }
 }
 
@@ -174,20 +175,20 @@ pub async fn assignments_pick_a_free_number<S: RelayStore>(store: &S) {
     // though P1 and P2 are both free.
     let ended_at = ann_bob.starts_at - Duration::hours(3);
     let ended = store
-        .end_assignment(&acme, ann_bob.id, ended_at)
+        .end_assignment(&acme, ann_bob.id, ended_at, false)
         .await
         .unwrap()
         .unwrap();
     assert!(ended.end() < Utc::now());
     assert_eq!(
         store
-            .end_assignment(&globex, ann_bob.id, ended_at)
+            .end_assignment(&globex, ann_bob.id, ended_at, true)
             .await
             .unwrap(),
         None
     );
     store
-        .end_assignment(&acme, ann_cat.id, ended_at)
+        .end_assignment(&acme, ann_cat.id, ended_at, true)
         .await
         .unwrap();
     let mut later = draft(&acme, ANN, BOB, 1);

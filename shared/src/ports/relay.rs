@@ -26,6 +26,9 @@ pub struct AssignmentDraft {
     pub ends_at: DateTime<Utc>,
     pub grace: Duration,
     pub replaces: Option<AssignmentId>,
+    /// The number to prefer when the pair has none of its own (a reassignment keeps the
+    /// client's number).
+    pub prefer: Option<PhoneNumber>,
 }
 
 impl AssignmentDraft {
@@ -57,6 +60,7 @@ impl AssignmentDraft {
     ) -> Result<Assignment, PickError> {
         let held = (self.starts_at, self.ends_at + self.grace);
         let parties = (&self.client.number, &self.worker.number);
+        let previous = previous.or(self.prefer.as_ref());
         let number = pick_number(numbers, theirs, parties, held, previous)?;
         Ok(self.on(number))
     }
@@ -127,12 +131,15 @@ pub trait RelayStore: Send + Sync + 'static {
         tenant: &TenantId,
         party: &PhoneNumber,
     ) -> Result<bool, StoreError>;
-    /// Ends an assignment at `at` (if it ends later); none when there is no such assignment.
+    /// Ends an assignment at `at` (if it ends later), with its grace after or (`keep_grace`
+    /// false: a reassignment, a number taken out of service) none; none when there is no
+    /// such assignment.
     async fn end_assignment(
         &self,
         tenant: &TenantId,
         id: AssignmentId,
         at: DateTime<Utc>,
+        keep_grace: bool,
     ) -> Result<Option<Assignment>, StoreError>;
 }
 

@@ -333,6 +333,7 @@ impl RelayStore for SqliteBackend {
         tenant: &TenantId,
         id: AssignmentId,
         at: DateTime<Utc>,
+        keep_grace: bool,
     ) -> Result<Option<Assignment>, StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), id.to_string());
         self.writer
@@ -342,14 +343,14 @@ impl RelayStore for SqliteBackend {
                     "SELECT tenant, id, record FROM relay_assignments WHERE tenant = ?1 AND id = ?2",
                     &[&tenant, &key],
                 )?;
-                let Some(mut a) = found.into_iter().next() else {
+                let Some(a) = found.into_iter().next() else {
                     return Ok(None);
                 };
-                if at < a.end() {
-                    a.ended_at = Some(at.max(a.starts_at));
-                    save_assignment(conn, &a)?;
+                let ended = a.ended(at, keep_grace);
+                if ended != a {
+                    save_assignment(conn, &ended)?;
                 }
-                Ok(Some(a))
+                Ok(Some(ended))
             })
             .await
     }

@@ -362,15 +362,16 @@ impl RelayStore for DynamoStore {
         tenant: &TenantId,
         id: AssignmentId,
         at: DateTime<Utc>,
+        keep_grace: bool,
     ) -> Result<Option<Assignment>, StoreError> {
-        let Some(mut a) = self.assignment(tenant, id).await? else {
+        let Some(was) = self.assignment(tenant, id).await? else {
             return Ok(None);
         };
-        if at >= a.end() {
+        let a = was.ended(at, keep_grace);
+        if a == was {
             return Ok(Some(a));
         }
-        let was = a.held().1;
-        a.ended_at = Some(at.max(a.starts_at));
+        let was = was.held().1;
         let mut items = self.assignment_items(&a)?;
         // The main item's put holds only if it is still as read.
         let as_read = u64::try_from(was.timestamp_millis()).unwrap_or(0);

@@ -128,6 +128,18 @@ impl Assignment {
         start < to && from < end
     }
 
+    /// It, ended at `at` if that is before its end, and with no grace unless `keep_grace`.
+    pub fn ended(&self, at: DateTime<Utc>, keep_grace: bool) -> Assignment {
+        let mut next = self.clone();
+        if at < self.end() {
+            next.ended_at = Some(at.max(self.starts_at));
+        }
+        if !keep_grace {
+            next.grace = Duration::zero();
+        }
+        next
+    }
+
     /// Whether it shares a party with another assignment.
     pub fn shares_party(&self, client: &PhoneNumber, worker: &PhoneNumber) -> bool {
         [client, worker].iter().any(|n| self.role_of(n).is_some())
