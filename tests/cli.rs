@@ -455,3 +455,81 @@ fn audit_platform_reads_the_platform_log_from_the_store() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_import_and_relay_simulate_through_the_cli() {
+    let s = TestServer::start().await;
+    let csv = s.dir.path().join("numbers.csv");
+    std::fs::write(
+        &csv,
+        "number,role,provider,capabilities,worker\n\
+         +15559000000,front_desk,sandbox,sms,\n\
+         +15559000001,pool,sandbox,sms|mms,\n\
+         +15559000002,dedicated,sandbox,sms,+15550002002\n\
+         +15559000003,pool,sandbox,fax,\n\
+         +15559000001,pool,sandbox,sms,\n",
+    )
+    .unwrap();
+    let out = herald(&s, &["numbers", "import", csv.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(
+        !out.status.success(),
+        "a refused line fails the import: {text}"
+    );
+    assert!(
+        text.contains("line 5: unknown capability \"fax\""),
+        "{text}"
+    );
+    assert!(text.contains("line 6: registered already"), "{text}");
+    assert!(
+        text.contains("3 added, 1 registered already, 1 refused"),
+        "{text}"
+    );
+    let listed = s.get("/v1/numbers").await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        listed.body["items"][1]["capabilities"],
+        json!({"sms": true, "mms": true, "whatsapp": false})
+    );
+
+    let out = herald(
+        &s,
+        &[
+            "relay",
+            "simulate",
+            "--to",
+            "+15559000002",
+            "--from",
+            "+15550001001",
+            "--body",
+            "hello",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("route: to the worker +15550002002 from +15559000002"),
+        "{text}"
+    );
+    assert!(text.contains("4. dedicated_number"), "{text}");
+    assert!(
+        text.contains("yes  a dedicated number: its worker gets it"),
+        "{text}"
+    );
+    let out = herald(
+        &s,
+        &[
+            "relay",
+            "simulate",
+            "--to",
+            "+15559000099",
+            "--from",
+            "+15550001001",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+}

@@ -43,6 +43,44 @@ pub enum Command {
     Webhooks(WebhooksCommand),
     /// Measure throughput and lane latency on a throwaway data directory.
     Bench(BenchArgs),
+    /// The relay's numbers on a running server.
+    #[command(subcommand)]
+    Numbers(NumbersCommand),
+    /// The masked-number relay on a running server.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NumbersCommand {
+    /// Register numbers from a CSV file: `number,role,provider,capabilities,worker` (a header
+    /// line is skipped; capabilities like `sms|mms`, SMS if empty; worker for dedicated
+    /// numbers). Each line is reported; numbers registered before are left as they are.
+    Import {
+        #[command(flatten)]
+        remote: Remote,
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RelayCommand {
+    /// Where a text from --from to --to would go, and why, step by step; nothing is sent.
+    Simulate {
+        #[command(flatten)]
+        remote: Remote,
+        /// One of the tenant's relay numbers.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        from: String,
+        /// When it arrives (RFC 3339) [default: now]
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long, default_value = "")]
+        body: String,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -10,6 +10,7 @@ mod dev;
 mod http;
 mod keys;
 mod messages;
+mod relay;
 mod serve;
 mod sse;
 mod store;
@@ -38,6 +39,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Dev(cli::DevCommand::Forward(args)) => dev::forward(args).await,
             cli::Command::Webhooks(cmd) => dev::webhooks(cmd).await,
             cli::Command::Bench(args) => bench::run(args).await,
+            cli::Command::Numbers(cmd) => relay::numbers(cmd).await,
+            cli::Command::Relay(cmd) => relay::relay(cmd).await,
         }
     })
 }
