@@ -505,3 +505,41 @@ async fn the_simulator_writes_nothing_and_tenants_see_their_own() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_number_whose_texts_fail_is_flagged() {
+    let (s, hooks) = start().await;
+    add_numbers(&s).await;
+    // The sandbox's carrier filters every text to this worker (Twilio's 30007).
+    let filtered = "+15005550007";
+    let r = assign(&s, CLIENT, filtered, json!({})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for i in 0..20 {
+        let m = text(
+            &s,
+            &hooks,
+            &format!("SM-h{i}"),
+            (CLIENT, P1),
+            "Are you there?",
+        )
+        .await;
+        s.wait_status(relay(&m)["relayed_message_id"].as_str().unwrap(), "failed")
+            .await;
+    }
+    let flagged = s.get("/v1/numbers?flagged=true").await;
+    assert_eq!(flagged.status, StatusCode::OK, "{}", flagged.body);
+    let items = flagged.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", flagged.body);
+    let health = &items[0]["health"];
+    assert_eq!(items[0]["number"], P1);
+    assert_eq!(
+        (health["inbound"].as_u64(), health["outbound"].as_u64()),
+        (Some(20), Some(20))
+    );
+    assert_eq!(health["carrier_errors"], 20);
+    assert_eq!(health["reasons"], json!(["failure_rate", "carrier_errors"]));
+    let healthy = s.get("/v1/numbers?flagged=false").await;
+    assert_eq!(healthy.body["items"].as_array().map(Vec::len), Some(2));
+    let one = s.get(&format!("/v1/numbers/{P2}")).await;
+    assert_eq!(one.body["health"]["flagged"], false);
+}

@@ -15,8 +15,10 @@ use super::contacts::given;
 use super::extract::{AuthTenant, Caller, JsonBody};
 use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
+use super::threads::Flag;
 use crate::domain::audit::AuditAction;
 use crate::domain::relay::assignment::PickError;
+use crate::domain::relay::health::NumberHealth;
 use crate::domain::relay::number::{
     Capabilities, NumberRefusal, NumberRole, NumberState, TenantNumber, MAX_NOTE,
 };
@@ -77,6 +79,11 @@ pub struct NumberView {
     pub worker: Option<String>,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The last 7 days: texts in and out, failures, carrier errors, opt-outs, and whether
+    /// it is flagged (in `GET /v1/numbers/{number}`, and in lists asked `health=true` or
+    /// `flagged=...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<NumberHealth>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,6 +101,10 @@ pub struct NumberFilter {
     /// `active`, `quarantined` or `inactive`.
     #[param(pattern = "^(active|quarantined|inactive)$")]
     pub state: Option<String>,
+    /// Only the numbers over a health threshold (true) or under all (false).
+    pub flagged: Option<Flag>,
+    /// Show each number's health.
+    pub health: Option<Flag>,
 }
 
 impl Cursor for PhoneNumber {
@@ -127,6 +138,7 @@ pub(super) fn view(n: TenantNumber) -> NumberView {
         worker: n.worker.map(|w| w.to_string()),
         reason: n.reason,
         created_at: n.created_at,
+        health: None,
     }
 }
 
@@ -284,7 +296,16 @@ pub async fn list(
                 .as_deref()
                 .is_none_or(|s| s == n.state.as_str())
     };
-    let items = found.into_iter().filter(keep).map(view).collect();
+    let mut items: Vec<NumberView> = found.into_iter().filter(keep).map(view).collect();
+    if filter.flagged.is_some() || filter.health == Some(Flag::True) {
+        let mut health = herald.number_health(&tenant, Utc::now()).await?;
+        for item in &mut items {
+            item.health = Some(health.remove(&item.number).unwrap_or_default().judged());
+        }
+        if let Some(flagged) = filter.flagged.map(Flag::yes) {
+            items.retain(|i| i.health.as_ref().is_some_and(|h| h.flagged == flagged));
+        }
+    }
     Ok(Json(NumberPage { items, next_after }))
 }
 
@@ -298,9 +319,10 @@ pub async fn get(
 ) -> Result<Json<NumberView>, Problem> {
     let number = number_path(path)?;
     let found = herald.relay.number(&tenant, &number).await?;
-    found
-        .map(|n| Json(view(n)))
-        .ok_or_else(|| Problem::not_found("number"))
+    let mut v = view(found.ok_or_else(|| Problem::not_found("number"))?);
+    let mut health = herald.number_health(&tenant, Utc::now()).await?;
+    v.health = Some(health.remove(&v.number).unwrap_or_default().judged());
+    Ok(Json(v))
 }
 
 /// Changes a number's role, capabilities, worker or state. The tenant's last active front

@@ -83,11 +83,18 @@ pub struct ThreadPage {
     pub next_after: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+/// A query's yes or no (`true` or `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Flag {
     True,
     False,
+}
+
+impl Flag {
+    pub fn yes(self) -> bool {
+        self == Flag::True
+    }
 }
 
 /// `GET /v1/threads`'s filters.

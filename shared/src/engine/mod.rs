@@ -19,6 +19,7 @@ mod parked;
 pub mod pipeline;
 pub mod relay;
 pub mod relay_admin;
+pub mod relay_health;
 pub mod suppress;
 mod templates;
 pub mod thread_policy;

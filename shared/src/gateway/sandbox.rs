@@ -175,6 +175,11 @@ fn behaviour(channel: Channel, to: &str) -> Behaviour {
                 code: "21612",
                 message: "The 'To' phone number is not currently reachable via SMS",
             },
+            // A carrier filtering the number's texts as spam: what flags a relay number.
+            "+15005550007" => Behaviour::Reject {
+                code: "30007",
+                message: "Message filtered by the carrier",
+            },
             _ => Behaviour::Deliver,
         },
         Channel::Push if to.starts_with("unregistered") => Behaviour::Reject {

@@ -3,6 +3,7 @@
 //! the contact-sharing policy applied to relayed bodies.
 
 pub mod assignment;
+pub mod health;
 pub mod number;
 pub mod routing;
 #[cfg(test)]
