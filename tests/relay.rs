@@ -134,6 +134,13 @@ async fn a_client_and_a_worker_text_through_a_pool_number() {
         "{out:#}"
     );
     assert_eq!(out["metadata"]["relayed_from"], m["id"]);
+    let seen = s
+        .get(&format!("/v1/inbound/{}", m["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        seen.body["relay_status"]["relayed"], "delivered",
+        "the outbound leg's status"
+    );
 
     let reply = text(&s, &hooks, "SM-r2", (WORKER, P1), "On my way!").await;
     let back = sent(&s, &reply, "relayed_message_id").await;

@@ -19,6 +19,7 @@ use crate::domain::inbound::InboundState;
 use crate::domain::inbound_email::InboundEmail;
 use crate::domain::media::{MediaId, MediaItem, MediaState};
 use crate::domain::rules::Decision;
+use crate::domain::MessageStatus;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::engine::Herald;
 use crate::ports::MediaBody;
@@ -54,6 +55,16 @@ pub struct InboundView {
     pub email: Option<InboundEmail>,
     /// Its files (MMS, WhatsApp media, email attachments) as Herald stored them.
     pub media: Vec<MediaView>,
+    /// For a text the relay sent on: the status of the relayed message and of the notice to
+    /// the sender, now (`GET /v1/inbound/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_status: Option<RelayStatus>,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct RelayStatus {
+    pub relayed: Option<MessageStatus>,
+    pub notice: Option<MessageStatus>,
 }
 
 /// A file of an inbound message; `url` is Herald's own (`GET /v1/media/{id}`) once stored.
@@ -104,6 +115,7 @@ impl From<InboundMessage> for InboundView {
             processed_at: m.progress.processed_at,
             email: m.email.map(|e| *e),
             media: m.media.into_iter().map(Into::into).collect(),
+            relay_status: None,
         }
     }
 }
@@ -152,7 +164,23 @@ pub async fn get(
         .inbound_message(&caller.tenant, id)
         .await?
         .ok_or_else(|| Problem::not_found("inbound message"))?;
-    Ok(Json(m.into()))
+    let relay = m.progress.decision.as_ref().and_then(|d| d.relay.clone());
+    let mut view = InboundView::from(m);
+    if let Some(r) = relay {
+        let status = |id: Option<MessageId>| {
+            let herald = &herald;
+            let tenant = &caller.tenant;
+            async move {
+                let Some(id) = id else { return Ok(None) };
+                Ok::<_, Problem>(herald.store.get(tenant, id).await?.map(|(m, _)| m.status))
+            }
+        };
+        view.relay_status = Some(RelayStatus {
+            relayed: status(r.relayed_message_id).await?,
+            notice: status(r.notice_message_id).await?,
+        });
+    }
+    Ok(Json(view))
 }
 
 /// One stored file of the tenant's inbound messages: its bytes (embedded), or a redirect to a
