@@ -323,10 +323,15 @@ async fn a_replayed_start_never_lifts_a_later_stop() {
 
 /// A text from `from` to acme's number, as the API Gateway hands it to the webhooks function.
 fn signed_text(sid: &str, from: &str, body: &str) -> lambda_http::Request {
+    signed_text_to(sid, (from, NUMBER), body)
+}
+
+/// A text from `from` to `to`, signed as Twilio signs it.
+fn signed_text_to(sid: &str, (from, to): (&str, &str), body: &str) -> lambda_http::Request {
     let params = form(&[
         ("MessageSid", sid),
         ("From", from),
-        ("To", NUMBER),
+        ("To", to),
         ("Body", body),
     ]);
     let signature = twilio_signature(TOKEN, &format!("{PUBLIC}{INBOUND}"), &params);
@@ -577,4 +582,66 @@ async fn email_attachments_are_kept_in_s3_and_served_by_presigned_urls() {
         .await
         .unwrap();
     assert_eq!(theirs.status(), 404);
+}
+
+/// The relay on AWS: numbers and an assignment through the API; a text to the pool number
+/// through the webhooks function (which finds the tenant by the registered number) is routed
+/// by the inbound function and sent on from the pool number, once even when SQS delivers
+/// the entry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_routes_a_text_to_the_other_party_once() {
+    let api = AwsApi::start().await;
+    let router = webhooks_router(&api);
+    let (pool, client, worker) = ("+15559000001", "+15550001001", "+15550002002");
+    for (number, role) in [("+15559000000", "front_desk"), (pool, "pool")] {
+        let n = json!({ "number": number, "role": role, "provider": "twilio" });
+        let (status, body) = api.call(Method::POST, "/v1/numbers", Some(n)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let ends_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let a = json!({ "client": { "number": client }, "worker": { "number": worker }, "ends_at": ends_at });
+    let (status, assignment) = api.call(Method::POST, "/v1/assignments", Some(a)).await;
+    assert_eq!(status, 201, "{assignment}");
+    assert_eq!(assignment["number"], pool);
+
+    let request = signed_text_to("SM0aws0relay", (client, pool), "Rex needs a walk");
+    assert_eq!(call(&router, request).await.0, 200);
+    let queue = api.stack.settings.queues.inbound.clone().unwrap();
+    let herald = api.herald.clone();
+    let (event, response) = api
+        .stack
+        .poll_once(&queue, 10, |event| async move {
+            lambda::inbound(&herald, event).await
+        })
+        .await
+        .expect("the stored message was announced");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let m = &inbound(&api).await[0];
+    let decision = m.progress.decision.clone().unwrap();
+    let relay = decision.relay.expect("routed by the relay");
+    let relayed = relay.relayed_message_id.expect("sent on").to_string();
+    let view = api.view(&relayed).await;
+    assert_eq!(
+        (view["to"].as_str(), view["from"].as_str()),
+        (Some(worker), Some(pool)),
+        "{view:#}"
+    );
+    assert_eq!(relay.decision.trace[1].step, "active_assignment");
+
+    let again = lambda::inbound(&api.herald, event).await;
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    let (status, sent) = api
+        .call(Method::GET, "/v1/messages?source_type=relay", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sent["items"].as_array().map(Vec::len), Some(1), "{sent}");
+    let (status, sim) = api
+        .call(
+            Method::POST,
+            "/v1/routing/simulate",
+            Some(json!({ "to": pool, "from": worker, "body": "ok" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{sim}");
+    assert_eq!(sim["route"]["to"], client);
 }
