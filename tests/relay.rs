@@ -193,6 +193,28 @@ async fn a_client_and_a_worker_text_through_a_pool_number() {
         .map(|v| v["detail"]["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["block", "redact"], "{}", violations.body);
+    // Flagged: delivered as written, and recorded.
+    let flag = json!({"sharing": {"client": "flag", "worker": "allow"}});
+    assert_eq!(
+        s.put_as("/v1/relay-settings", &s.key, &flag).await.status,
+        StatusCode::OK
+    );
+    let flagged = text(&s, &hooks, "SM-r4b", (CLIENT, P1), "my insta is ann_walks").await;
+    let delivered = sent(&s, &flagged, "relayed_message_id").await;
+    assert_eq!(delivered["body"], "my insta is ann_walks");
+    assert_eq!(
+        relay(&flagged)["sharing"],
+        json!({"kinds": ["handle"], "action": "flag"})
+    );
+    let allowed = text(&s, &hooks, "SM-r4c", (WORKER, P1), "bob@example.com works").await;
+    assert!(
+        relay(&allowed)["sharing"].is_null(),
+        "allowed: no violation"
+    );
+    let violations = s
+        .get(&format!("/v1/policy/violations?assignment_id={id}"))
+        .await;
+    assert_eq!(violations.body["items"].as_array().map(Vec::len), Some(3));
 
     // Ended now with its grace: the client still reaches the worker, and hears it closes.
     let end = s
@@ -234,7 +256,7 @@ async fn a_client_and_a_worker_text_through_a_pool_number() {
     let stop = text(&s, &hooks, "SM-r8", (STRANGER, P1), "STOP").await;
     assert_eq!(relay(&stop)["route"]["action"], "opt_out");
     let routed = s.get("/v1/audit?action=relay.routed").await;
-    assert_eq!(routed.body["items"].as_array().map(Vec::len), Some(8));
+    assert_eq!(routed.body["items"].as_array().map(Vec::len), Some(10));
 }
 
 #[tokio::test]
@@ -316,14 +338,28 @@ async fn the_pool_honours_conflicts_quarantine_and_guardrails() {
     let unexplained = patch(P1, json!({"state": "quarantined", "force": true})).await;
     assert_eq!(unexplained.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    // Reassignment keeps the client's number and ends the first at once.
+    // Reassignment keeps the client's number, ends the first at once, and tells both sides.
+    let tpl = json!({"text": "{{ worker_name }} looks after you until {{ ends_at }}."});
+    let t = s.put_as("/v1/templates/reassigned", &s.key, &tpl).await;
+    assert!(t.status.is_success(), "{}", t.body);
     let r = s
         .post(
             &format!("/v1/assignments/{first_id}/reassign"),
-            &json!({"worker": {"number": OTHER_WORKER, "name": "Cat"}}),
+            &json!({"worker": {"number": OTHER_WORKER, "name": "Cat"},
+                    "client_template": "reassigned", "worker_template": "reassigned"}),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["notices"], json!(["client", "worker"]));
+    let notices = s.get("/v1/messages?source_type=assignment").await;
+    let mut to: Vec<&str> = notices.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to"].as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    assert_eq!(to, [CLIENT, OTHER_WORKER], "{}", notices.body);
     assert_eq!(r.body["ended"]["phase"], "over");
     assert_eq!(r.body["started"]["number"], P1);
     assert_eq!(r.body["started"]["replaces"], first_id);
@@ -408,6 +444,16 @@ async fn the_simulator_writes_nothing_and_tenants_see_their_own() {
         )
         .await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let theirs = s
+        .request(
+            Method::PATCH,
+            &format!("/v1/numbers/{P1}"),
+            Some(&globex),
+            &[("content-type", "application/json")],
+            Some(b"{\"state\":\"inactive\"}".to_vec()),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{}", theirs.body);
     let taken = s
         .post_with(
             "/v1/numbers",

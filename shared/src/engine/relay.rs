@@ -47,7 +47,7 @@ impl Herald {
         };
         let assignments = self
             .relay
-            .assignments_of(tenant, from, at - RECENT)
+            .assignments_of(tenant, from, at.checked_sub_signed(RECENT).unwrap_or(at))
             .await?
             .into_iter()
             .filter(|a| &a.number == to)
