@@ -335,6 +335,15 @@ async fn the_pool_honours_conflicts_quarantine_and_guardrails() {
         "{}",
         busy.body
     );
+    let role = patch(P1, json!({"role": "front_desk"})).await;
+    assert!(
+        role.body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("number-in-use"),
+        "{}",
+        role.body
+    );
     let unexplained = patch(P1, json!({"state": "quarantined", "force": true})).await;
     assert_eq!(unexplained.status, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -517,6 +526,16 @@ async fn the_simulator_writes_nothing_and_tenants_see_their_own() {
             "/v1/assignments",
             json!({"client": {"number": CLIENT}, "worker": {"number": WORKER}, "ends_at": soon, "grace_minutes": -5}),
             "/grace_minutes",
+        ),
+        (
+            "/v1/assignments",
+            json!({"client": {"number": CLIENT}, "worker": {"number": P2}, "ends_at": soon}),
+            "/worker/number",
+        ),
+        (
+            "/v1/assignments",
+            json!({"client": {"number": CLIENT}, "worker": {"number": "+1 555 000 1001"}, "ends_at": soon}),
+            "/worker/number",
         ),
         (
             "/v1/routing/simulate",

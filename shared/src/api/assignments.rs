@@ -258,15 +258,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AssignmentView>), Problem> {
     let input = body.value;
     let (starts_at, ends_at, grace) = window(&input)?;
-    if input.client.number.trim() == input.worker.number.trim() {
-        let detail = "the client and the worker are two people";
-        return Err(Problem::invalid(FieldError::new(
-            "/worker/number",
-            "invalid",
-            detail,
-        )));
-    }
     let tenant = caller.tenant.clone();
+    let (client, worker) = (
+        phone(&input.client.number, "/client/number")?,
+        phone(&input.worker.number, "/worker/number")?,
+    );
+    herald.check_parties((&client, &worker)).await?;
     let draft = AssignmentDraft {
         client: party(&herald, &tenant, input.client, "/client").await?,
         worker: party(&herald, &tenant, input.worker, "/worker").await?,

@@ -217,6 +217,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<NumberView>), Problem> {
     let input = body.value;
     let number = phone(&input.number, "/number")?;
+    if herald.configured_elsewhere(&caller.tenant, &number) {
+        let detail = format!("{number} is registered already");
+        return Err(Problem::new(StatusCode::CONFLICT, "number-taken", detail));
+    }
     let provider_ok = (1..=64).contains(&input.provider.len())
         && input
             .provider

@@ -4,6 +4,8 @@
 //! message so a message processed again sends nothing twice. The simulator routes a sample
 //! the same way and writes nothing.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -25,6 +27,13 @@ use crate::domain::{
     TemplateName, TenantId,
 };
 use crate::ports::{StoreError, RECENT};
+
+/// How often a participant without an assignment hears where to turn, per number.
+const NO_ASSIGNMENT_REPLY_EVERY: Duration = Duration::from_secs(12 * 3600);
+/// How often a sender hears a text of theirs was blocked, per number.
+const BLOCKED_NOTICE_EVERY: Duration = Duration::from_secs(3600);
+/// A window's closing is told once per assignment and sender (kept past any grace).
+const NOTICE_ONCE: Duration = Duration::from_secs(31 * 24 * 3600);
 
 /// What a relayed text becomes: its body after the policy, and what the policy found.
 pub struct Relayed {
@@ -78,6 +87,7 @@ impl Herald {
             _ => settings.sharing.client,
         };
         let mut kinds: Vec<_> = found.iter().map(|f| f.kind).collect();
+        kinds.sort_by_key(|k| k.as_str());
         kinds.dedup();
         let sharing = (action != SharingAction::Allow).then_some(SharingOutcome { kinds, action });
         let body = match action {
@@ -110,10 +120,20 @@ impl Herald {
         let settings = self.rules.relay_settings(&m.tenant).await?;
         let record = self.carry_out(m, decision, &settings).await?;
         self.audit_routing(m, &record).await;
+        // A relay the lanes refused (the number cannot send, the recipient is suppressed)
+        // leaves the text with the front desk rather than nowhere.
+        let blocked = record
+            .sharing
+            .as_ref()
+            .is_some_and(|s| s.action == SharingAction::Block);
         let outcome = match record.decision.route {
             Route::OptOut { .. } => DecisionOutcome::Keyword,
-            Route::Relay { .. } | Route::Worker { .. } => DecisionOutcome::Relayed,
-            Route::FrontDesk { .. } => DecisionOutcome::NoRule,
+            Route::Relay { .. } | Route::Worker { .. }
+                if record.relayed_message_id.is_some() || blocked =>
+            {
+                DecisionOutcome::Relayed
+            }
+            _ => DecisionOutcome::NoRule,
         };
         Ok(Some(Decision {
             outcome,
@@ -136,32 +156,30 @@ impl Herald {
             notice_message_id: None,
             sharing: None,
         };
-        let pool = m.to.clone();
         match record.decision.route.clone() {
             Route::Relay {
                 to,
                 from,
                 closing,
                 sender_role,
-                ..
+                assignment_id,
             } => {
                 let relayed = Herald::police(settings, &sender_role, &m.body);
                 record.sharing = relayed.sharing.clone();
-                match relayed.body {
+                let notice = match relayed.body {
                     Some(body) => {
                         record.relayed_message_id =
                             self.relay_send(m, "relay", (&to, &from), body).await?;
-                        if closing {
-                            let text = settings.closing_notice.clone();
-                            record.notice_message_id =
-                                self.relay_send(m, "notice", (&m.from, &pool), text).await?;
-                        }
+                        let once = format!("closing:{assignment_id}:{}", m.from);
+                        closing.then(|| (settings.closing_notice.clone(), once, NOTICE_ONCE))
                     }
                     None => {
-                        let text = settings.blocked_notice.clone();
-                        record.notice_message_id =
-                            self.relay_send(m, "notice", (&m.from, &pool), text).await?;
+                        let key = format!("blocked:{}:{}", m.to, m.from);
+                        Some((settings.blocked_notice.clone(), key, BLOCKED_NOTICE_EVERY))
                     }
+                };
+                if let Some(notice) = notice {
+                    record.notice_message_id = self.notice(m, notice).await?;
                 }
                 if let Some(sharing) = &record.sharing {
                     self.record_violation(m, &record.decision.route, sharing)
@@ -174,13 +192,28 @@ impl Herald {
                     .await?;
             }
             Route::FrontDesk { auto_reply: true } => {
+                let key = format!("no_assignment:{}:{}", m.to, m.from);
                 let text = settings.no_assignment_reply.clone();
-                record.notice_message_id =
-                    self.relay_send(m, "notice", (&m.from, &pool), text).await?;
+                record.notice_message_id = self
+                    .notice(m, (text, key, NO_ASSIGNMENT_REPLY_EVERY))
+                    .await?;
             }
             Route::FrontDesk { auto_reply: false } | Route::OptOut { .. } => {}
         }
         Ok(record)
+    }
+
+    /// Tells the sender something from the number it wrote to, at most once per `every` for
+    /// the same `key` (an auto-responder answering each notice would otherwise loop).
+    async fn notice(
+        &self,
+        m: &InboundMessage,
+        (text, key, every): (String, String, Duration),
+    ) -> Result<Option<MessageId>, StoreError> {
+        if !self.events.first_seen("relay-notice", &key, every).await? {
+            return Ok(None);
+        }
+        self.relay_send(m, "notice", (&m.from, &m.to), text).await
     }
 
     /// Sends `body` to `to` from `from` at P1, linked to the inbound message; `leg` names the

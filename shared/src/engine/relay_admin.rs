@@ -77,7 +77,7 @@ impl Herald {
         self.guard(&was, &next, active.len(), &change, now).await?;
         self.relay.update_number(&next).await?;
         let mut ended = Vec::new();
-        if !next.is_active(now) {
+        if !next.is_active(now) || next.role != NumberRole::Pool {
             for a in active {
                 if let Some(a) = self.relay.end_assignment(tenant, a.id, now, false).await? {
                     ended.push(a);
@@ -144,6 +144,16 @@ impl Herald {
             return Err(NumberRefusal::LastFrontDesk(was.number.to_string()).into());
         }
         let forced = change.force && change.reason.is_some();
+        // A pool number that stops being one leaves its assignments as surely as one that
+        // rests: its clients' texts would go elsewhere.
+        let leaves_pool = was.role == NumberRole::Pool && next.role != NumberRole::Pool;
+        if leaves_pool && assignments > 0 && !forced {
+            return Err(NumberRefusal::HasAssignments {
+                number: was.number.to_string(),
+                active: assignments,
+            }
+            .into());
+        }
         Ok(was.check_state(next.state, (desks, assignments), forced, now)?)
     }
 
@@ -168,6 +178,8 @@ impl Herald {
                 format!("assignment {id} has ended: make a new one"),
             )));
         }
+        self.check_parties((&old.client.number, &worker.number))
+            .await?;
         let draft = AssignmentDraft {
             tenant: tenant.clone(),
             client: old.client.clone(),
@@ -188,6 +200,41 @@ impl Herald {
             .ok_or(RelayError::NotFound("assignment"))?;
         let new = self.relay.create_assignment(draft).await??;
         Ok((ended, new))
+    }
+
+    /// Two people, neither of them a relay number (a relay to a relay number would loop).
+    pub async fn check_parties(
+        &self,
+        (client, worker): (&PhoneNumber, &PhoneNumber),
+    ) -> Result<(), RelayError> {
+        if client == worker {
+            let detail = "the client and the worker are two people";
+            return Err(RelayError::Invalid(FieldError::new(
+                "/worker/number",
+                "invalid",
+                detail,
+            )));
+        }
+        for (party, pointer) in [(client, "/client/number"), (worker, "/worker/number")] {
+            if self.relay.number_owner(party).await?.is_some() {
+                let detail = "a relay number cannot be a party";
+                return Err(RelayError::Invalid(FieldError::new(
+                    pointer, "invalid", detail,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether another tenant sends from or receives at `number` by configuration: it
+    /// cannot become this tenant's relay number.
+    pub fn configured_elsewhere(&self, tenant: &TenantId, number: &PhoneNumber) -> bool {
+        self.config.senders.iter().any(|(owner, ids)| {
+            owner != tenant
+                && ids
+                    .iter()
+                    .any(|id| id.allows(crate::domain::Channel::Sms, number.as_str()))
+        })
     }
 
     /// Whether `draft` would find a number if assignment `without` were over.

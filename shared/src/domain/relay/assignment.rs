@@ -134,7 +134,8 @@ impl Assignment {
         if at < self.end() {
             next.ended_at = Some(at.max(self.starts_at));
         }
-        if !keep_grace {
+        // Ended before it began, it has no window for a grace to follow.
+        if !keep_grace || at <= self.starts_at {
             next.grace = Duration::zero();
         }
         next
@@ -184,7 +185,10 @@ pub fn pick_number(
     {
         return Err(PickError::Duplicate(same.id));
     }
-    let usable: Vec<&TenantNumber> = pool.iter().filter(|n| n.assignable(held.0)).collect();
+    let usable: Vec<&TenantNumber> = pool
+        .iter()
+        .filter(|n| n.assignable(held.0) && n.capabilities.sms)
+        .collect();
     if usable.is_empty() {
         return Err(PickError::NoPoolNumber);
     }
@@ -216,7 +220,10 @@ mod tests {
                 tenant: TenantId::parse("acme").unwrap(),
                 role: NumberRole::Pool,
                 provider: "sandbox".into(),
-                capabilities: Capabilities::default(),
+                capabilities: Capabilities {
+                    sms: true,
+                    ..Capabilities::default()
+                },
                 state: NumberState::Active,
                 worker: None,
                 reason: None,

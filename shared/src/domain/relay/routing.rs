@@ -100,55 +100,75 @@ impl Trace {
 
 /// Decides, in order: opt-out keywords; an active assignment of the sender on this number;
 /// one in its grace; a dedicated number's worker; a participant writing to a pool number with
-/// no assignment for them; anyone else. The first step that matches decides.
+/// no assignment for them; anyone else. The first step that matches decides. A number out of
+/// service (quarantined, inactive) relays nothing: its texts reach the front desk.
 pub fn route(f: &RoutingFacts) -> RoutingDecision {
     let mut t = Trace(Vec::new());
-    let decided = |route, t: Trace| RoutingDecision { route, trace: t.0 };
-    let keyword = f.keyword.map(Keyword::as_str);
-    let why = match keyword {
-        Some(k) => format!("the body is the carrier keyword {k}"),
-        None => "the body is no carrier keyword".into(),
-    };
-    if let Some(keyword) = f.keyword {
-        t.step("opt_out_keyword", true, json!({ "keyword": keyword }), why);
-        return decided(Route::OptOut { keyword }, t);
-    }
-    t.step("opt_out_keyword", false, json!({ "keyword": null }), why);
-
-    let pool = f.number.role == NumberRole::Pool;
-    for (step, phase) in [
-        ("active_assignment", Phase::Active),
-        ("grace_period", Phase::Grace),
-    ] {
-        let found = f
-            .assignments
-            .iter()
-            .filter(|a| a.role_of(&f.from).is_some())
-            .find(|a| a.phase(f.at) == phase);
-        let inputs = json!({
-            "number_role": f.number.role.as_str(),
-            "assignments_of_sender": f.assignments.iter().map(|a| json!({
-                "id": a.id, "phase": phase_name(a.phase(f.at)),
-            })).collect::<Vec<_>>(),
+    let route = opt_out(f, &mut t)
+        .or_else(|| assignment(f, &mut t, ("active_assignment", Phase::Active)))
+        .or_else(|| assignment(f, &mut t, ("grace_period", Phase::Grace)))
+        .or_else(|| dedicated(f, &mut t))
+        .or_else(|| participant(f, &mut t))
+        .unwrap_or_else(|| {
+            t.step("front_desk", true, json!({}), "nothing else took it".into());
+            Route::FrontDesk { auto_reply: false }
         });
-        match (pool, found) {
-            (true, Some(a)) => {
-                let closing = phase == Phase::Grace;
-                let why = format!("assignment {} is {} at {}", a.id, phase_name(phase), f.at);
-                t.step(step, true, inputs, why);
-                return decided(relay(a, &f.from, closing), t);
-            }
-            (false, _) => t.step(step, false, inputs, "not a pool number".into()),
-            (true, None) => {
-                let why = format!(
-                    "no assignment of the sender on this number is {}",
-                    phase_name(phase)
-                );
-                t.step(step, false, inputs, why)
-            }
-        };
-    }
+    RoutingDecision { route, trace: t.0 }
+}
 
+fn opt_out(f: &RoutingFacts, t: &mut Trace) -> Option<Route> {
+    let Some(keyword) = f.keyword else {
+        let why = "the body is no carrier keyword".to_owned();
+        t.step("opt_out_keyword", false, json!({ "keyword": null }), why);
+        return None;
+    };
+    let why = format!("the body is the carrier keyword {}", keyword.as_str());
+    t.step("opt_out_keyword", true, json!({ "keyword": keyword }), why);
+    Some(Route::OptOut { keyword })
+}
+
+/// Why a number relays nothing, if it does not.
+fn out_of_service(f: &RoutingFacts) -> Option<String> {
+    (!f.number.is_active(f.at))
+        .then(|| format!("the number is {}: out of service", f.number.state.as_str()))
+}
+
+fn assignment(
+    f: &RoutingFacts,
+    t: &mut Trace,
+    (step, phase): (&'static str, Phase),
+) -> Option<Route> {
+    let found = f
+        .assignments
+        .iter()
+        .filter(|a| a.role_of(&f.from).is_some())
+        .find(|a| a.phase(f.at) == phase);
+    let inputs = json!({
+        "number_role": f.number.role.as_str(),
+        "number_state": f.number.state.as_str(),
+        "assignments_of_sender": f.assignments.iter().map(|a| json!({
+            "id": a.id, "phase": phase_name(a.phase(f.at)),
+        })).collect::<Vec<_>>(),
+    });
+    let why = if f.number.role != NumberRole::Pool {
+        "not a pool number".to_owned()
+    } else if let Some(why) = out_of_service(f) {
+        why
+    } else if let Some(a) = found {
+        let why = format!("assignment {} is {} at {}", a.id, phase_name(phase), f.at);
+        t.step(step, true, inputs, why);
+        return Some(relay(a, &f.from, phase == Phase::Grace));
+    } else {
+        format!(
+            "no assignment of the sender on this number is {}",
+            phase_name(phase)
+        )
+    };
+    t.step(step, false, inputs, why);
+    None
+}
+
+fn dedicated(f: &RoutingFacts, t: &mut Trace) -> Option<Route> {
     let worker = f
         .number
         .worker
@@ -156,31 +176,27 @@ pub fn route(f: &RoutingFacts) -> RoutingDecision {
         .filter(|_| f.number.role == NumberRole::Dedicated);
     let inputs =
         json!({ "number_role": f.number.role.as_str(), "worker": worker.map(|w| w.as_str()) });
-    match worker {
-        Some(w) if w != &f.from => {
-            let why = "a dedicated number: its worker gets it".to_owned();
-            t.step("dedicated_number", true, inputs, why);
-            let route = Route::Worker {
-                to: w.to_string(),
-                from: f.number.number.to_string(),
-            };
-            return decided(route, t);
+    let why = match (worker, out_of_service(f)) {
+        (None, _) => "not a dedicated number".to_owned(),
+        (Some(_), Some(why)) => why,
+        (Some(w), None) if w == &f.from => "the worker wrote to their own number".to_owned(),
+        (Some(w), None) => {
+            t.step(
+                "dedicated_number",
+                true,
+                inputs,
+                "a dedicated number: its worker gets it".into(),
+            );
+            let (to, from) = (w.to_string(), f.number.number.to_string());
+            return Some(Route::Worker { to, from });
         }
-        Some(_) => t.step(
-            "dedicated_number",
-            false,
-            inputs,
-            "the worker wrote to their own number".into(),
-        ),
-        None => t.step(
-            "dedicated_number",
-            false,
-            inputs,
-            "not a dedicated number".into(),
-        ),
     };
+    t.step("dedicated_number", false, inputs, why);
+    None
+}
 
-    let participant = pool && f.known_participant;
+fn participant(f: &RoutingFacts, t: &mut Trace) -> Option<Route> {
+    let pool = f.number.role == NumberRole::Pool;
     let inputs =
         json!({ "number_role": f.number.role.as_str(), "known_participant": f.known_participant });
     let why = match (pool, f.known_participant) {
@@ -188,16 +204,14 @@ pub fn route(f: &RoutingFacts) -> RoutingDecision {
         (false, _) => "not a pool number",
         (true, false) => "the sender is no participant",
     };
-    if t.step(
+    let matched = pool && f.known_participant;
+    t.step(
         "participant_without_assignment",
-        participant,
+        matched,
         inputs,
         why.into(),
-    ) {
-        return decided(Route::FrontDesk { auto_reply: true }, t);
-    }
-    t.step("front_desk", true, json!({}), "nothing else took it".into());
-    decided(Route::FrontDesk { auto_reply: false }, t)
+    );
+    matched.then_some(Route::FrontDesk { auto_reply: true })
 }
 
 fn relay(a: &Assignment, from: &PhoneNumber, closing: bool) -> Route {

@@ -219,3 +219,25 @@ fn an_assignment_not_yet_started_does_not_relay() {
         "not_started"
     );
 }
+
+#[test]
+fn a_number_out_of_service_relays_nothing() {
+    let mut f = facts(
+        CLIENT,
+        NumberRole::Pool,
+        vec![assignment(-Duration::days(1))],
+    );
+    f.number.state = NumberState::Quarantined {
+        until: Utc::now() + Duration::days(90),
+    };
+    f.known_participant = true;
+    let d = route(&f);
+    assert_eq!(d.route, Route::FrontDesk { auto_reply: true });
+    assert_eq!(d.trace[1].why, "the number is quarantined: out of service");
+    let mut dedicated = facts(CLIENT, NumberRole::Dedicated, Vec::new());
+    dedicated.number.worker = Some(phone(WORKER));
+    dedicated.number.state = NumberState::Inactive;
+    let d = route(&dedicated);
+    assert_eq!(d.route, Route::FrontDesk { auto_reply: false });
+    assert_eq!(d.trace[3].why, "the number is inactive: out of service");
+}

@@ -193,10 +193,13 @@ pub fn detect(text: &str) -> Vec<Finding> {
 /// A match's span without the leading separator a pattern may take along.
 fn trim_span(text: &str, span: Range<usize>) -> Range<usize> {
     let lead = text[span.clone()].len() - text[span.clone()].trim_start().len();
-    let skip = usize::from(
-        text[span.start + lead..].starts_with(|c: char| c != '@' && !c.is_alphanumeric()),
-    );
-    span.start + lead + skip..span.end
+    // The character before an `@` handle may be any, and several bytes long.
+    let skip = text[span.start + lead..]
+        .chars()
+        .next()
+        .filter(|c| *c != '@' && !c.is_alphanumeric())
+        .map_or(0, char::len_utf8);
+    (span.start + lead + skip).min(span.end)..span.end
 }
 
 /// Keeps one finding per stretch of text: where spans overlap, the first (and its kind).
@@ -244,8 +247,25 @@ fn tokens(text: &str) -> Vec<Token> {
     out
 }
 
+/// A decimal digit of another script (fullwidth, Arabic-Indic, Devanagari) as its ASCII
+/// digit: `５５５` hides a number as well as `555` shows it.
+fn ascii_digit(c: char) -> char {
+    let zeros = ['\u{ff10}', '\u{0660}', '\u{06f0}', '\u{0966}'];
+    zeros
+        .iter()
+        .find_map(|zero| {
+            let offset = (c as u32).checked_sub(*zero as u32)?;
+            (offset < 10).then(|| char::from(b'0' + offset as u8))
+        })
+        .unwrap_or(c)
+}
+
 fn token(text: &str, span: Range<usize>) -> Token {
-    let word = text[span.clone()].to_lowercase();
+    let word: String = text[span.clone()]
+        .chars()
+        .map(ascii_digit)
+        .collect::<String>()
+        .to_lowercase();
     if word.chars().all(|c| c.is_ascii_digit()) {
         return Token {
             digits: word,

@@ -198,6 +198,23 @@ fn redaction_replaces_only_the_details() {
 }
 
 #[test]
+fn other_scripts_neither_hide_a_number_nor_break_redaction() {
+    for text in ["５５５ １２３ ４５６７", "٥٥٥١٢٣٤٥٦٧"] {
+        let found = detect(text);
+        assert_eq!(found.first().map(|f| f.kind), Some(Phone), "{text}");
+        assert_eq!(redact(text, &found), "[phone number removed]");
+    }
+    for text in ["😀@annie hi", "“@annie” is me", "é@bob", "ü", "@", "😀@"] {
+        let found = detect(text);
+        let _ = redact(text, &found);
+    }
+    assert_eq!(
+        redact("😀@annie hi", &detect("😀@annie hi")),
+        "😀[handle removed] hi"
+    );
+}
+
+#[test]
 fn huge_and_odd_input_is_scanned_in_bounds() {
     let long = "5".repeat(100_000);
     let _ = detect(&long);
