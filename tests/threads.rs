@@ -391,6 +391,20 @@ async fn a_followup_is_announced_once_also_across_a_restart() {
     assert_eq!(event["type"], "thread.followup_due", "{event}");
     assert_eq!(event["data"]["thread_id"], id.as_str());
     assert_eq!(event["data"]["next_step"], "call back");
+    // Delivered is recorded after the endpoint answers: restarting before that would deliver
+    // it again (at least once, under the same webhook-id), which is not what this tests.
+    let deliveries = format!(
+        "/v1/webhook-endpoints/{}/deliveries",
+        ep.body["id"].as_str().unwrap()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.get(&deliveries).await.body["items"][0]["state"] != "succeeded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let s = s.restart_with(tune).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
