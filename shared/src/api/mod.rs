@@ -396,6 +396,9 @@ mod tests {
                 "GET /v1/dev-forwards/{id}/deliveries",
                 "GET /v1/contacts",
                 "GET /v1/threads",
+                "GET /v1/numbers",
+                "GET /v1/assignments",
+                "GET /v1/policy/violations",
                 // A thread's timeline pages.
                 "GET /v1/threads/{id}",
             ];
