@@ -98,9 +98,7 @@ pub struct NumberPage {
 #[into_params(parameter_in = Query)]
 pub struct NumberFilter {
     pub role: Option<NumberRole>,
-    /// `active`, `quarantined` or `inactive`.
-    #[param(pattern = "^(active|quarantined|inactive)$")]
-    pub state: Option<String>,
+    pub state: Option<StateFilter>,
     /// Only the numbers over a health threshold (true) or under all (false).
     pub flagged: Option<Flag>,
     /// Show each number's health.
@@ -122,6 +120,25 @@ impl Cursor for PhoneNumber {
 }
 
 pub type NumberQuery = ListQuery<PhoneNumber, NumberFilter, 500>;
+
+/// A number's state, as `GET /v1/numbers` filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateFilter {
+    Active,
+    Quarantined,
+    Inactive,
+}
+
+impl StateFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Active => "active",
+            StateFilter::Quarantined => "quarantined",
+            StateFilter::Inactive => "inactive",
+        }
+    }
+}
 
 pub(super) fn view(n: TenantNumber) -> NumberView {
     let until = match n.state {
@@ -295,10 +312,7 @@ pub async fn list(
     let next_after = page.next_after(&found, |n| n.number.clone());
     let keep = |n: &TenantNumber| {
         filter.role.is_none_or(|r| r == n.role)
-            && filter
-                .state
-                .as_deref()
-                .is_none_or(|s| s == n.state.as_str())
+            && filter.state.is_none_or(|s| s.as_str() == n.state.as_str())
     };
     let mut items: Vec<NumberView> = found.into_iter().filter(keep).map(view).collect();
     if filter.flagged.is_some() || filter.health == Some(Flag::True) {

@@ -31,7 +31,11 @@ pub struct ThreadPolicy {
     pub per: ThreadScope,
     /// A message to or from a contact whose thread has had no activity for this many days
     /// opens a new thread; the old one keeps its history. None: threads last for good.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_days"
+    )]
     #[schema(minimum = 1, maximum = 3650)]
     pub new_after_silent_days: Option<u32>,
     /// A message sent to an address a contact has joins that contact's thread without
@@ -42,6 +46,23 @@ pub struct ThreadPolicy {
 
 fn joined() -> bool {
     true
+}
+
+/// A count of days: a JSON integer, also written with a fraction of zero (`30.0`).
+pub fn whole_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| u32::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number of days")))
 }
 
 impl Default for ThreadPolicy {
@@ -163,5 +184,9 @@ mod tests {
         }
         let unknown = serde_json::from_str::<ThreadPolicy>(r#"{"per":"galaxy"}"#);
         assert!(unknown.is_err());
+        let float: ThreadPolicy =
+            serde_json::from_str(r#"{"new_after_silent_days":3650.0}"#).unwrap();
+        assert_eq!(float.new_after_silent_days, Some(3650));
+        assert!(serde_json::from_str::<ThreadPolicy>(r#"{"new_after_silent_days":1.5}"#).is_err());
     }
 }
