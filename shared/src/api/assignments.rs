@@ -17,9 +17,7 @@ use super::numbers::phone;
 use super::paging::{ListQuery, NoFilter};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::audit::AuditAction;
-use crate::domain::relay::assignment::{
-    Assignment, AssignmentId, Party, Phase, MAX_GRACE, MAX_WINDOW,
-};
+use crate::domain::relay::assignment::{Assignment, AssignmentId, Party, MAX_GRACE, MAX_WINDOW};
 use crate::domain::{Contact, ContactFields, FieldError, Identity, TemplateName, TenantId};
 use crate::engine::relay_admin::RelayError;
 use crate::engine::Herald;
@@ -138,12 +136,6 @@ fn party_view(p: &Party) -> PartyView {
 }
 
 pub(super) fn view(a: &Assignment) -> AssignmentView {
-    let phase = match a.phase(Utc::now()) {
-        Phase::NotYet => "not_started",
-        Phase::Active => "active",
-        Phase::Grace => "in_grace",
-        Phase::Over => "over",
-    };
     AssignmentView {
         id: a.id.to_string(),
         number: a.number.to_string(),
@@ -154,7 +146,7 @@ pub(super) fn view(a: &Assignment) -> AssignmentView {
         grace_minutes: a.grace.num_minutes(),
         ended_at: a.ended_at,
         replaces: a.replaces.map(|r| r.to_string()),
-        phase: phase.into(),
+        phase: a.phase(Utc::now()).as_str().into(),
         created_at: a.created_at,
     }
 }

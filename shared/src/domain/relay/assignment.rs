@@ -81,6 +81,18 @@ pub enum Phase {
     Over,
 }
 
+impl Phase {
+    /// As the API and the routing trace name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::NotYet => "not_started",
+            Phase::Active => "active",
+            Phase::Grace => "in_grace",
+            Phase::Over => "over",
+        }
+    }
+}
+
 impl Assignment {
     /// When it ends: `ends_at`, or earlier if it was ended.
     pub fn end(&self) -> DateTime<Utc> {

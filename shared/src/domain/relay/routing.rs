@@ -147,7 +147,7 @@ fn assignment(
         "number_role": f.number.role.as_str(),
         "number_state": f.number.state.as_str(),
         "assignments_of_sender": f.assignments.iter().map(|a| json!({
-            "id": a.id, "phase": phase_name(a.phase(f.at)),
+            "id": a.id, "phase": a.phase(f.at).as_str(),
         })).collect::<Vec<_>>(),
     });
     let why = if f.number.role != NumberRole::Pool {
@@ -155,13 +155,13 @@ fn assignment(
     } else if let Some(why) = out_of_service(f) {
         why
     } else if let Some(a) = found {
-        let why = format!("assignment {} is {} at {}", a.id, phase_name(phase), f.at);
+        let why = format!("assignment {} is {} at {}", a.id, phase.as_str(), f.at);
         t.step(step, true, inputs, why);
         return Some(relay(a, &f.from, phase == Phase::Grace));
     } else {
         format!(
             "no assignment of the sender on this number is {}",
-            phase_name(phase)
+            phase.as_str()
         )
     };
     t.step(step, false, inputs, why);
@@ -222,14 +222,5 @@ fn relay(a: &Assignment, from: &PhoneNumber, closing: bool) -> Route {
         to: a.party(role.other()).number.to_string(),
         from: a.number.to_string(),
         closing,
-    }
-}
-
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::NotYet => "not_started",
-        Phase::Active => "active",
-        Phase::Grace => "in_grace",
-        Phase::Over => "over",
     }
 }
