@@ -357,21 +357,16 @@ impl InboundStore for SqliteBackend {
     }
 }
 
+/// A settings table: a row per tenant, its JSON document in `column`.
+type Setting = (&'static str, &'static str);
+const INBOUND_RULES: Setting = ("inbound_rules", "rules");
+const THREAD_POLICIES: Setting = ("thread_policies", "policy");
+const RELAY_SETTINGS: Setting = ("relay_settings", "policy");
+
 #[async_trait]
 impl RuleStore for SqliteBackend {
     async fn inbound_rules(&self, tenant: &TenantId) -> Result<RuleSet, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        let raw: Option<String> = self
-            .readers
-            .run(move |conn| {
-                conn.prepare_cached("SELECT rules FROM inbound_rules WHERE tenant = ?1")?
-                    .query_row([tenant], |r| r.get(0))
-                    .optional()
-            })
-            .await?;
-        raw.map_or(Ok(RuleSet::default()), |r| {
-            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("inbound rules: {e}")))
-        })
+        self.setting(tenant, INBOUND_RULES).await
     }
 
     async fn put_inbound_rules(
@@ -379,26 +374,11 @@ impl RuleStore for SqliteBackend {
         tenant: &TenantId,
         rules: &RuleSet,
     ) -> Result<(), StoreError> {
-        let raw = serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, "inbound_rules", raw).await
+        self.put_setting(tenant, INBOUND_RULES, rules).await
     }
 
     async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
-        self.setting(tenant, "thread_policies").await
-    }
-
-    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError> {
-        self.setting(tenant, "relay_settings").await
-    }
-
-    async fn put_relay_settings(
-        &self,
-        tenant: &TenantId,
-        settings: &RelaySettings,
-    ) -> Result<(), StoreError> {
-        let raw =
-            serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, "relay_settings", raw).await
+        self.setting(tenant, THREAD_POLICIES).await
     }
 
     async fn put_thread_policy(
@@ -406,15 +386,25 @@ impl RuleStore for SqliteBackend {
         tenant: &TenantId,
         policy: &ThreadPolicy,
     ) -> Result<(), StoreError> {
-        let raw = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, "thread_policies", raw).await
+        self.put_setting(tenant, THREAD_POLICIES, policy).await
+    }
+
+    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError> {
+        self.setting(tenant, RELAY_SETTINGS).await
+    }
+
+    async fn put_relay_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &RelaySettings,
+    ) -> Result<(), StoreError> {
+        self.put_setting(tenant, RELAY_SETTINGS, settings).await
     }
 }
 
 impl SqliteBackend {
-    /// A tenant's row of a settings table (`thread_policies`, `relay_settings`: a tenant, a
-    /// JSON document), or the document's default.
-    async fn setting<T>(&self, tenant: &TenantId, table: &'static str) -> Result<T, StoreError>
+    /// A tenant's document in a settings table, or the document's default.
+    async fn setting<T>(&self, tenant: &TenantId, (table, column): Setting) -> Result<T, StoreError>
     where
         T: serde::de::DeserializeOwned + Default + Send + 'static,
     {
@@ -422,7 +412,7 @@ impl SqliteBackend {
         let raw: Option<String> = self
             .readers
             .run(move |conn| {
-                conn.prepare_cached(&format!("SELECT policy FROM {table} WHERE tenant = ?1"))?
+                conn.prepare_cached(&format!("SELECT {column} FROM {table} WHERE tenant = ?1"))?
                     .query_row([tenant], |r| r.get(0))
                     .optional()
             })
@@ -432,20 +422,16 @@ impl SqliteBackend {
         })
     }
 
-    /// Replaces a tenant's row of a settings table (`inbound_rules`, `thread_policies`: a
-    /// tenant, a JSON document and when it changed).
-    async fn put_setting(
+    /// Replaces a tenant's document in a settings table, and when it changed.
+    async fn put_setting<T: serde::Serialize>(
         &self,
         tenant: &TenantId,
-        table: &'static str,
-        raw: String,
+        (table, column): Setting,
+        document: &T,
     ) -> Result<(), StoreError> {
+        let raw =
+            serde_json::to_string(document).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let tenant = tenant.as_str().to_owned();
-        let column = if table == "inbound_rules" {
-            "rules"
-        } else {
-            "policy"
-        };
         self.writer
             .run(1, move |conn| {
                 conn.prepare_cached(&format!(

@@ -1,7 +1,7 @@
-//! A tenant's inbound rules and thread policy on DynamoDB: an item each in the tenant's
-//! partition of the contacts table (`sk` `rules#inbound`, `rules#threads` and `rules#relay`, outside every
-//! range the contacts and threads read), as JSON in `rules` and `policy`. The inbound pipeline
-//! reads them beside the threads it changes.
+//! A tenant's settings on DynamoDB (inbound rules, thread policy, relay settings): an item
+//! each in the tenant's partition of the contacts table (`sk` `rules#inbound`,
+//! `rules#threads`, `rules#relay`, outside every range the contacts and threads read), as
+//! JSON. The inbound pipeline reads them beside the threads it changes.
 
 use async_trait::async_trait;
 
@@ -13,21 +13,16 @@ use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::TenantId;
 use crate::ports::{RuleStore, StoreError};
 
-const RULES_KEY: &str = "rules#inbound";
-/// The tenant's thread policy, as JSON in `policy`.
-const POLICY_KEY: &str = "rules#threads";
-/// The tenant's relay settings, as JSON in `policy`.
-const RELAY_KEY: &str = "rules#relay";
+/// A settings item: its sort key, and the attribute its JSON is in.
+type Setting = (&'static str, &'static str);
+const INBOUND_RULES: Setting = ("rules#inbound", "rules");
+const THREAD_POLICY: Setting = ("rules#threads", "policy");
+const RELAY_SETTINGS: Setting = ("rules#relay", "policy");
 
 #[async_trait]
 impl RuleStore for DynamoStore {
     async fn inbound_rules(&self, tenant: &TenantId) -> Result<RuleSet, StoreError> {
-        let item = self.get_contact_item(tenant, RULES_KEY.to_owned()).await?;
-        match item.as_ref().and_then(|i| opt_s(i, "rules")) {
-            None => Ok(RuleSet::default()),
-            Some(raw) => serde_json::from_str(raw)
-                .map_err(|e| StoreError::Corrupt(format!("inbound rules: {e}"))),
-        }
+        self.setting(tenant, INBOUND_RULES).await
     }
 
     /// A whole-item put: rules are replaced, never merged.
@@ -36,26 +31,11 @@ impl RuleStore for DynamoStore {
         tenant: &TenantId,
         rules: &RuleSet,
     ) -> Result<(), StoreError> {
-        let raw = serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, (RULES_KEY, "rules"), raw).await
+        self.put_setting(tenant, INBOUND_RULES, rules).await
     }
 
     async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
-        self.setting(tenant, (POLICY_KEY, "policy")).await
-    }
-
-    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError> {
-        self.setting(tenant, (RELAY_KEY, "policy")).await
-    }
-
-    async fn put_relay_settings(
-        &self,
-        tenant: &TenantId,
-        settings: &RelaySettings,
-    ) -> Result<(), StoreError> {
-        let raw =
-            serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, (RELAY_KEY, "policy"), raw).await
+        self.setting(tenant, THREAD_POLICY).await
     }
 
     async fn put_thread_policy(
@@ -63,14 +43,25 @@ impl RuleStore for DynamoStore {
         tenant: &TenantId,
         policy: &ThreadPolicy,
     ) -> Result<(), StoreError> {
-        let raw = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_setting(tenant, (POLICY_KEY, "policy"), raw).await
+        self.put_setting(tenant, THREAD_POLICY, policy).await
+    }
+
+    async fn relay_settings(&self, tenant: &TenantId) -> Result<RelaySettings, StoreError> {
+        self.setting(tenant, RELAY_SETTINGS).await
+    }
+
+    async fn put_relay_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &RelaySettings,
+    ) -> Result<(), StoreError> {
+        self.put_setting(tenant, RELAY_SETTINGS, settings).await
     }
 }
 
 impl DynamoStore {
     /// One of the tenant's settings items, or the document's default.
-    async fn setting<T>(&self, tenant: &TenantId, (sk, attr): (&str, &str)) -> Result<T, StoreError>
+    async fn setting<T>(&self, tenant: &TenantId, (sk, attr): Setting) -> Result<T, StoreError>
     where
         T: serde::de::DeserializeOwned + Default,
     {
@@ -84,12 +75,14 @@ impl DynamoStore {
     }
 
     /// Replaces one of the tenant's settings items: its JSON in `attr`.
-    async fn put_setting(
+    async fn put_setting<T: serde::Serialize + Sync>(
         &self,
         tenant: &TenantId,
-        (sk, attr): (&str, &str),
-        raw: String,
+        (sk, attr): Setting,
+        document: &T,
     ) -> Result<(), StoreError> {
+        let raw =
+            serde_json::to_string(document).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.client
             .put_item()
             .table_name(self.contacts_table()?)
