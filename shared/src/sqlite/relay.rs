@@ -45,11 +45,12 @@ fn corrupt(e: StoreError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn read_numbers(
+/// Rows of `(tenant, key, record)`, each read into its type by `read`.
+fn read_records<T>(
     conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> rusqlite::Result<Vec<TenantNumber>> {
+    (sql, args): (&str, &[&dyn rusqlite::ToSql]),
+    read: fn(&str, &str, &str) -> Result<T, StoreError>,
+) -> rusqlite::Result<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, |r| {
         Ok((
@@ -59,10 +60,18 @@ fn read_numbers(
         ))
     })?;
     rows.map(|row| {
-        let (tenant, number, record) = row?;
-        NumberRecord::read(&tenant, &number, &record).map_err(corrupt)
+        let (tenant, key, record) = row?;
+        read(&tenant, &key, &record).map_err(corrupt)
     })
     .collect()
+}
+
+fn read_numbers(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Vec<TenantNumber>> {
+    read_records(conn, (sql, args), NumberRecord::read)
 }
 
 fn read_assignments(
@@ -70,19 +79,18 @@ fn read_assignments(
     sql: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> rusqlite::Result<Vec<Assignment>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    rows.map(|row| {
-        let (tenant, id, record) = row?;
-        AssignmentRecord::read(&tenant, &id, &record).map_err(corrupt)
-    })
-    .collect()
+    read_records(conn, (sql, args), AssignmentRecord::read)
+}
+
+fn one_assignment(
+    conn: &Connection,
+    tenant: &str,
+    id: &str,
+) -> rusqlite::Result<Option<Assignment>> {
+    let sql = "SELECT tenant, id, record FROM relay_assignments WHERE tenant = ?1 AND id = ?2";
+    Ok(read_assignments(conn, sql, &[&tenant, &id])?
+        .into_iter()
+        .next())
 }
 
 /// The assignments `party` is in (as client, worker or pool number), held after `since`.
@@ -264,17 +272,9 @@ impl RelayStore for SqliteBackend {
         id: AssignmentId,
     ) -> Result<Option<Assignment>, StoreError> {
         let (tenant, id) = (tenant.as_str().to_owned(), id.to_string());
-        let found = self
-            .readers
-            .run(move |conn| {
-                read_assignments(
-                    conn,
-                    "SELECT tenant, id, record FROM relay_assignments WHERE tenant = ?1 AND id = ?2",
-                    &[&tenant, &id],
-                )
-            })
-            .await?;
-        Ok(found.into_iter().next())
+        self.readers
+            .run(move |conn| one_assignment(conn, &tenant, &id))
+            .await
     }
 
     async fn assignments(
@@ -338,12 +338,7 @@ impl RelayStore for SqliteBackend {
         let (tenant, key) = (tenant.as_str().to_owned(), id.to_string());
         self.writer
             .run(1, move |conn| {
-                let found = read_assignments(
-                    conn,
-                    "SELECT tenant, id, record FROM relay_assignments WHERE tenant = ?1 AND id = ?2",
-                    &[&tenant, &key],
-                )?;
-                let Some(a) = found.into_iter().next() else {
+                let Some(a) = one_assignment(conn, &tenant, &key)? else {
                     return Ok(None);
                 };
                 let ended = a.ended(at, keep_grace);
