@@ -234,6 +234,27 @@ pub(crate) fn cancelled_by_condition<R>(
     reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
 }
 
+impl DynamoStore {
+    /// Writes `items` in one transaction: false when it was cancelled (a condition failed, or
+    /// another write to one of its items came between), for the caller to read again.
+    pub(crate) async fn transact(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
+        let written = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if transaction_cancelled(&e) => Ok(false),
+            Err(e) => Err(unavailable("TransactWriteItems", e)),
+        }
+    }
+}
+
 /// Whether a transaction was cancelled (by a condition or a conflicting write), rather than
 /// failing on the store.
 pub(crate) fn transaction_cancelled<R>(

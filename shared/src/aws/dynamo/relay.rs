@@ -11,11 +11,11 @@
 //! - `<tenant>` / `pr#<client>#<worker>`: the pair's last number.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use super::item::{get_s, n, opt_n, s, Item};
-use super::{build_error, query_up_to, transaction_cancelled, unavailable, DynamoStore};
+use super::{build_error, query_up_to, unavailable, DynamoStore};
 use crate::domain::relay::assignment::{Assignment, AssignmentId, PickError};
 use crate::domain::relay::number::TenantNumber;
 use crate::domain::{PhoneNumber, TenantId};
@@ -67,24 +67,6 @@ fn read_assignment(item: &Item) -> Result<Assignment, StoreError> {
 }
 
 impl DynamoStore {
-    fn relay_put(
-        &self,
-        item: Item,
-        condition: Option<(&str, Option<u64>)>,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(self.contacts_table()?)
-            .set_item(Some(item))
-            .set_condition_expression(condition.map(|(c, _)| c.to_owned()));
-        let put = match condition.and_then(|(_, v)| v) {
-            Some(v) => put.expression_attribute_values(":v", n(v)),
-            None => put,
-        };
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(build_error)?)
-            .build())
-    }
-
     fn number_items(&self, t: &TenantNumber) -> [Item; 2] {
         let record = NumberRecord::to_json(t);
         let item = |pk: &str, sk: String| {
@@ -102,25 +84,11 @@ impl DynamoStore {
         ]
     }
 
-    async fn relay_write(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if transaction_cancelled(&e) => Ok(false),
-            Err(e) => Err(unavailable("TransactWriteItems", e)),
-        }
-    }
-
     fn assignment_items(&self, a: &Assignment) -> Result<Vec<TransactWriteItem>, StoreError> {
         let held = a.held().1;
-        let mut items = vec![self.relay_put(assignment_item(a, format!("a#{}", a.id)), None)?];
+        let mut items = vec![self.put(assignment_item(a, format!("a#{}", a.id)), None)?];
         for party in [&a.client.number, &a.worker.number, &a.number] {
-            items.push(self.relay_put(assignment_item(a, leg_key(party, held, a.id)), None)?);
+            items.push(self.put(assignment_item(a, leg_key(party, held, a.id)), None)?);
         }
         Ok(items)
     }
@@ -228,12 +196,12 @@ impl DynamoStore {
             ("sk".to_owned(), s(pair)),
             ("number".to_owned(), s(a.number.to_string())),
         ]);
-        items.push(self.relay_put(pair_item, None)?);
+        items.push(self.put(pair_item, None)?);
         items.push(self.lock(tenant, client, locks.0)?);
         if client != worker {
             items.push(self.lock(tenant, worker, locks.1)?);
         }
-        Ok(self.relay_write(items).await?.then_some(Ok(a)))
+        Ok(self.transact(items).await?.then_some(Ok(a)))
     }
 }
 
@@ -241,9 +209,8 @@ impl DynamoStore {
 impl RelayStore for DynamoStore {
     async fn add_number(&self, t: &TenantNumber) -> Result<(), NumberWriteError> {
         let [global, own] = self.number_items(t);
-        let new = Some(("attribute_not_exists(sk)", None));
-        let items = vec![self.relay_put(global, new)?, self.relay_put(own, new)?];
-        match self.relay_write(items).await? {
+        let items = vec![self.put_new(global)?, self.put_new(own)?];
+        match self.transact(items).await? {
             true => Ok(()),
             false => Err(NumberWriteError::Exists(t.number.to_string())),
         }
@@ -282,10 +249,13 @@ impl RelayStore for DynamoStore {
     }
 
     async fn update_number(&self, t: &TenantNumber) -> Result<(), NumberWriteError> {
-        let was = Some(("version = :v", Some(t.version.saturating_sub(1))));
+        let was = || n(t.version.saturating_sub(1));
         let [global, own] = self.number_items(t);
-        let items = vec![self.relay_put(global, was)?, self.relay_put(own, was)?];
-        match self.relay_write(items).await? {
+        let items = vec![
+            self.put_if(global, "version = :v", was())?,
+            self.put_if(own, "version = :v", was())?,
+        ];
+        match self.transact(items).await? {
             true => Ok(()),
             false => Err(NumberWriteError::Changed),
         }
@@ -374,9 +344,8 @@ impl RelayStore for DynamoStore {
         let was = was.held().1;
         let mut items = self.assignment_items(&a)?;
         // The main item's put holds only if it is still as read.
-        let as_read = u64::try_from(was.timestamp_millis()).unwrap_or(0);
         let main = assignment_item(&a, format!("a#{id}"));
-        items[0] = self.relay_put(main, Some(("held_until = :v", Some(as_read))))?;
+        items[0] = self.put_if(main, "held_until = :v", n(was.timestamp_millis()))?;
         for party in [&a.client.number, &a.worker.number, &a.number] {
             let delete = Delete::builder()
                 .table_name(self.contacts_table()?)
@@ -386,7 +355,7 @@ impl RelayStore for DynamoStore {
                 .map_err(build_error)?;
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
-        if !self.relay_write(items).await? {
+        if !self.transact(items).await? {
             return Err(StoreError::Unavailable(format!(
                 "assignment {id} changed meanwhile: try again"
             )));

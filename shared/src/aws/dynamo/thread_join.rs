@@ -5,14 +5,14 @@
 //! that it still is what was read, so of two messages racing to open one, one transaction is
 //! cancelled and tried again, and then joins the winner's.
 
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, TransactWriteItem};
 
 use super::contacts::identity_key;
 use super::item::{opt_s, s, Item};
 use super::threads::{
     entry_item, received_changes, thread_item, thread_key, thread_pointer, Changes,
 };
-use super::{build_error, transaction_cancelled, unavailable, DynamoStore};
+use super::{build_error, unavailable, DynamoStore};
 use crate::domain::thread::{sender_identity, Thread, ThreadEntry, ThreadId};
 use crate::domain::thread_policy::{ThreadPolicy, ThreadSlot};
 use crate::domain::{
@@ -123,24 +123,12 @@ impl DynamoStore {
         let item = thread_pointer(tenant, pointer_key(contact, slot), thread.id);
         let pointer = match current {
             None => self.put_new(item)?,
-            Some(old) => self.replace_pointer(item, old)?,
+            Some(old) => self.put_if(item, "thread_id = :v", s(old.to_string()))?,
         };
         Ok(Joined::New {
             thread,
             pointer: Box::new(pointer),
         })
-    }
-
-    /// A Put of a pointer that still names `old`.
-    fn replace_pointer(&self, item: Item, old: ThreadId) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(self.contacts_table()?)
-            .set_item(Some(item))
-            .condition_expression("thread_id = :old")
-            .expression_attribute_values(":old", s(old.to_string()))
-            .build()
-            .map_err(build_error)?;
-        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// What threading an inbound message writes, in the transaction that stores it: a new
@@ -223,16 +211,8 @@ impl DynamoStore {
                 Joined::New { thread, pointer } => (thread, pointer),
             };
             let items = vec![self.put_new(thread_item(&thread))?, *pointer];
-            let written = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            match written {
-                Ok(_) => return Ok(Some(thread.id)),
-                Err(e) if transaction_cancelled(&e) => continue,
-                Err(e) => return Err(unavailable("TransactWriteItems", e)),
+            if self.transact(items).await? {
+                return Ok(Some(thread.id));
             }
         }
         Err(StoreError::Unavailable(format!(

@@ -330,6 +330,23 @@ impl DynamoStore {
         self.put(item, Some("attribute_not_exists(sk)"))
     }
 
+    /// A Put on `condition`, which names one value (`:v`): a version, a pointer's target.
+    pub(super) fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        value: AttributeValue,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(self.contacts_table()?)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_values(":v", value)
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     pub(super) fn put(
         &self,
         item: Item,
