@@ -13,9 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::contacts::given;
 use super::extract::{AuthTenant, Caller, JsonBody};
-use super::paging::{Cursor, ListQuery};
+use super::paging::{Cursor, Flag, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
-use super::threads::Flag;
 use crate::domain::audit::AuditAction;
 use crate::domain::relay::assignment::PickError;
 use crate::domain::relay::health::NumberHealth;
@@ -318,7 +317,7 @@ pub async fn list(
     if filter.flagged.is_some() || filter.health == Some(Flag::True) {
         let mut health = herald.number_health(&tenant, Utc::now()).await?;
         for item in &mut items {
-            item.health = Some(health.remove(&item.number).unwrap_or_default().judged());
+            item.health = Some(health.remove(&item.number).unwrap_or_default());
         }
         if let Some(flagged) = filter.flagged.map(Flag::yes) {
             items.retain(|i| i.health.as_ref().is_some_and(|h| h.flagged == flagged));
@@ -339,7 +338,7 @@ pub async fn get(
     let found = herald.relay.number(&tenant, &number).await?;
     let mut v = view(found.ok_or_else(|| Problem::not_found("number"))?);
     let mut health = herald.number_health(&tenant, Utc::now()).await?;
-    v.health = Some(health.remove(&v.number).unwrap_or_default().judged());
+    v.health = Some(health.remove(&v.number).unwrap_or_default());
     Ok(Json(v))
 }
 

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::pointer_of;
 use super::problem::Problem;
@@ -75,6 +75,20 @@ impl<C: Cursor, const MAX: usize> Page<C, MAX> {
 pub struct ListQuery<C, F, const MAX: usize> {
     pub page: Page<C, MAX>,
     pub filter: F,
+}
+
+/// A query's yes or no (`true` or `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Flag {
+    True,
+    False,
+}
+
+impl Flag {
+    pub fn yes(self) -> bool {
+        self == Flag::True
+    }
 }
 
 /// The query of a list that has no filters.

@@ -16,7 +16,7 @@ use super::contacts::given;
 use super::dto::SendMessageRequest;
 use super::extract::{correlation_id, idempotency, AuthTenant, Caller, JsonBody};
 use super::messages::{accept_problem, respond};
-use super::paging::{Cursor, ListQuery, Page};
+use super::paging::{Cursor, Flag, ListQuery, Page};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::thread::{
     Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
@@ -81,20 +81,6 @@ pub struct ThreadView {
 pub struct ThreadPage {
     pub items: Vec<ThreadView>,
     pub next_after: Option<String>,
-}
-
-/// A query's yes or no (`true` or `false`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Flag {
-    True,
-    False,
-}
-
-impl Flag {
-    pub fn yes(self) -> bool {
-        self == Flag::True
-    }
 }
 
 /// `GET /v1/threads`'s filters.
@@ -265,7 +251,7 @@ pub async fn list(
         status: filter.status,
         label: filter.label,
         assignee: filter.assignee,
-        unread: filter.unread.map(|f| matches!(f, Flag::True)),
+        unread: filter.unread.map(Flag::yes),
         channel: filter.channel,
         followup_due_before: filter.followup_due_before,
     };

@@ -54,14 +54,14 @@ impl Herald {
         let Some(number) = self.relay.number(tenant, to).await? else {
             return Ok(None);
         };
-        let assignments = self
+        let recent = self
             .relay
             .assignments_of(tenant, from, at.checked_sub_signed(RECENT).unwrap_or(at))
-            .await?
-            .into_iter()
-            .filter(|a| &a.number == to)
-            .collect();
-        let known_participant = self.relay.is_participant(tenant, from).await?;
+            .await?;
+        // A sender with a recent assignment is a participant: no second read for that.
+        let known_participant = recent.iter().any(|a| a.role_of(from).is_some())
+            || self.relay.is_participant(tenant, from).await?;
+        let assignments = recent.into_iter().filter(|a| &a.number == to).collect();
         Ok(Some(RoutingFacts {
             number,
             from: from.clone(),
@@ -117,8 +117,7 @@ impl Herald {
             return Ok(None);
         };
         let decision = route(&facts);
-        let settings = self.rules.relay_settings(&m.tenant).await?;
-        let record = self.carry_out(m, decision, &settings).await?;
+        let record = self.carry_out(m, decision).await?;
         self.audit_routing(m, &record).await;
         // A relay the lanes refused (the number cannot send, the recipient is suppressed)
         // leaves the text with the front desk rather than nowhere.
@@ -148,7 +147,6 @@ impl Herald {
         &self,
         m: &InboundMessage,
         decision: RoutingDecision,
-        settings: &RelaySettings,
     ) -> Result<RelayRecord, StoreError> {
         let mut record = RelayRecord {
             decision,
@@ -164,7 +162,9 @@ impl Herald {
                 sender_role,
                 assignment_id,
             } => {
-                let relayed = Herald::police(settings, &sender_role, &m.body);
+                // Read where a route uses them: a relay's policy and notices, the desk's reply.
+                let settings = self.rules.relay_settings(&m.tenant).await?;
+                let relayed = Herald::police(&settings, &sender_role, &m.body);
                 record.sharing = relayed.sharing.clone();
                 let notice = match relayed.body {
                     Some(body) => {
@@ -193,7 +193,11 @@ impl Herald {
             }
             Route::FrontDesk { auto_reply: true } => {
                 let key = format!("no_assignment:{}:{}", m.to, m.from);
-                let text = settings.no_assignment_reply.clone();
+                let text = self
+                    .rules
+                    .relay_settings(&m.tenant)
+                    .await?
+                    .no_assignment_reply;
                 record.notice_message_id = self
                     .notice(m, (text, key, NO_ASSIGNMENT_REPLY_EVERY))
                     .await?;
