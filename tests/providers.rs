@@ -33,6 +33,7 @@ fn message(channel: Channel, to: &str) -> OutboundMessage {
         attempt: 1,
         correlation_id: "c-1".into(),
         unsubscribe_url: None,
+        one_click_url: None,
         media_urls: Vec::new(),
         whatsapp_template: None,
     }

@@ -291,6 +291,7 @@ fn email(to: &str) -> OutboundMessage {
         attempt: 1,
         correlation_id: "c-1".into(),
         unsubscribe_url: Some("https://news.example.org/u/abc?t=1".into()),
+        one_click_url: None,
         media_urls: Vec::new(),
         whatsapp_template: None,
     }

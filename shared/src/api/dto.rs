@@ -257,6 +257,11 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
             ),
         ));
     }
+    let metadata = object("metadata", input.metadata)?;
+    // A bad option is refused with its field at accept (`check_envelope`).
+    let locale = crate::domain::DeliveryOptions::from_metadata(metadata.as_ref())
+        .ok()
+        .and_then(|o| o.locale);
     Ok(Envelope {
         channel: input.channel,
         priority: input.priority,
@@ -266,9 +271,10 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
         message_type: label("message_type", input.message_type)?,
         source_type: label("source_type", input.source_type)?,
         source_id: label("source_id", input.source_id)?,
-        metadata: object("metadata", input.metadata)?,
+        metadata,
         send_at: input.send_at,
         correlation_id: input.correlation_id.to_owned(),
+        locale,
     })
 }
 
@@ -528,6 +534,10 @@ pub struct TemplateView {
     pub text: Option<String>,
     pub html: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Variants by locale (`PUT /v1/templates/{name}/locales/{locale}`); a send's `locale`
+    /// (or its contact's) picks one, falling back `es-MX` -> `es` -> these default parts.
+    #[schema(value_type = Object)]
+    pub locales: std::collections::BTreeMap<String, crate::domain::template::TemplateParts>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

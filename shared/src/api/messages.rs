@@ -192,7 +192,11 @@ pub async fn cancel(
         CancelOutcome::Cancelled => {
             let entry = caller.entry(AuditAction::MessageCancelled).target(id.to_string());
             herald.record_audit(entry).await;
-            Ok(Json(SendOutcome { id, status: crate::domain::MessageStatus::Cancelled }))
+            Ok(Json(SendOutcome {
+                id,
+                status: crate::domain::MessageStatus::Cancelled,
+                not_before: None,
+            }))
         }
         CancelOutcome::TooLate(status) => Err(Problem::new(
             StatusCode::CONFLICT,

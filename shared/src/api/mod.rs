@@ -8,6 +8,7 @@
 pub mod assignments;
 pub mod audit;
 pub mod contacts;
+pub mod deliverability;
 pub mod dto;
 pub mod extract;
 pub mod forwards;
@@ -85,7 +86,10 @@ impl BodyLimits {
     info(title = "Herald", description = "One messaging layer: email, SMS and push, in priority lanes."),
     paths(
         messages::send, messages::send_bulk, messages::get, messages::cancel, search::list, search::bulk,
-        templates::put, templates::get, templates::delete,
+        templates::put, templates::get, templates::delete, templates::put_locale, templates::delete_locale,
+        deliverability::get_quiet_hours, deliverability::put_quiet_hours, deliverability::get_reputation,
+        deliverability::put_reputation_settings, deliverability::resume,
+        deliverability::unsubscribe_page, deliverability::unsubscribe,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
         suppressions::import, suppressions::export, inbound::list, inbound::get, inbound::media,
@@ -158,6 +162,9 @@ fn camel_case_links(doc: &mut serde_json::Value) {
     }
 }
 
+/// A one-click POST carries `List-Unsubscribe=One-Click` and nothing much else.
+const UNSUBSCRIBE_BODY_BYTES: usize = 4096;
+
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route")
 }
@@ -193,6 +200,26 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             put(templates::put)
                 .get(templates::get)
                 .delete(templates::delete),
+        )
+        .route(
+            "/v1/templates/{name}/locales/{locale}",
+            put(templates::put_locale).delete(templates::delete_locale),
+        )
+        .route(
+            "/v1/quiet-hours",
+            get(deliverability::get_quiet_hours).put(deliverability::put_quiet_hours),
+        )
+        .route("/v1/reputation", get(deliverability::get_reputation))
+        .route(
+            "/v1/reputation/settings",
+            put(deliverability::put_reputation_settings),
+        )
+        .route("/v1/reputation/resume", post(deliverability::resume))
+        .route(
+            "/u/{token}",
+            get(deliverability::unsubscribe_page)
+                .post(deliverability::unsubscribe)
+                .layer(DefaultBodyLimit::max(UNSUBSCRIBE_BODY_BYTES)),
         )
         .route("/v1/suppressions", get(suppressions::list))
         .route(

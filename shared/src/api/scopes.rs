@@ -13,8 +13,10 @@ const ADMIN_ROUTES: [&str; 4] = [
 ];
 
 /// Routes whose reads are `read` and whose writes are `admin`.
-const CONFIG_ROUTES: [&str; 9] = [
+const CONFIG_ROUTES: [&str; 11] = [
     "/v1/templates",
+    "/v1/quiet-hours",
+    "/v1/reputation",
     "/v1/numbers",
     "/v1/assignments",
     "/v1/relay-settings",
@@ -75,6 +77,14 @@ mod tests {
             (Method::GET, "/v1/webhook-endpoints", KeyScope::Admin),
             (Method::GET, "/v1/audit/export", KeyScope::Admin),
             (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),
+            (Method::PUT, "/v1/quiet-hours", KeyScope::Admin),
+            (Method::GET, "/v1/reputation", KeyScope::Read),
+            (Method::POST, "/v1/reputation/resume", KeyScope::Admin),
+            (
+                Method::PUT,
+                "/v1/templates/{name}/locales/{locale}",
+                KeyScope::Admin,
+            ),
         ] {
             assert_eq!(required(&method, route), want, "{method} {route}");
         }

@@ -1,4 +1,5 @@
-//! `PUT|GET|DELETE /v1/templates/{name}`
+//! `PUT|GET|DELETE /v1/templates/{name}`, and its locale variants:
+//! `PUT|DELETE /v1/templates/{name}/locales/{locale}`.
 
 use std::sync::Arc;
 
@@ -11,9 +12,11 @@ use super::dto::{TemplateInput, TemplateView};
 use super::extract::{AuthTenant, Caller, JsonBody};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem};
 use crate::domain::audit::AuditAction;
-use crate::domain::template::TemplateError;
+use crate::domain::locale::Locale;
+use crate::domain::template::{TemplateError, TemplateParts, MAX_LOCALES};
 use crate::domain::{FieldError, Template, TemplateName};
 use crate::engine::Herald;
+use crate::ports::LocalePut;
 
 /// The name to store a template under: a malformed one is a 422.
 fn name_of(path: Result<Path<String>, PathRejection>) -> Result<TemplateName, Problem> {
@@ -46,6 +49,11 @@ fn view(t: Template) -> TemplateView {
         text: t.text,
         html: t.html,
         updated_at: t.updated_at,
+        locales: t
+            .locales
+            .into_iter()
+            .map(|(l, parts)| (l.to_string(), parts))
+            .collect(),
     }
 }
 
@@ -76,6 +84,7 @@ pub async fn put(
         text: input.text,
         html: input.html,
         updated_at: Utc::now(),
+        locales: Default::default(),
     };
     let sample = input
         .sample_data
@@ -131,4 +140,111 @@ pub async fn delete(
     } else {
         Err(Problem::not_found("template"))
     }
+}
+
+/// The locale in a variant's path: a malformed one is a 422.
+fn locale_of(raw: &str) -> Result<Locale, Problem> {
+    Locale::parse(raw).map_err(|e| Problem::invalid(FieldError::new("/locale", "invalid", e)))
+}
+
+/// Create or replace one locale's variant of an existing template. The variant is whole: a
+/// part it leaves out is absent in that locale, not taken from the default.
+#[utoipa::path(put, operation_id = "put_template_locale", path = "/v1/templates/{name}/locales/{locale}", tag = "templates",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$"),
+           ("locale" = String, Path, description = "A locale like en, en-GB, es-419")),
+    request_body = TemplateInput,
+    responses((status = 201, body = TemplateView), (status = 200, body = TemplateView), AuthErrors, JsonBodyErrors, NotFound),
+    security(("api_key" = [])))]
+pub async fn put_locale(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: JsonBody<TemplateInput>,
+) -> Result<(StatusCode, Json<TemplateView>), Problem> {
+    let Path((raw_name, raw_locale)) = path.map_err(|_| Problem::not_found("template"))?;
+    let name = TemplateName::parse(&raw_name).map_err(|_| Problem::not_found("template"))?;
+    let locale = locale_of(&raw_locale)?;
+    let input = body.value;
+    if input.subject.is_none() && input.text.is_none() && input.html.is_none() {
+        return Err(Problem::invalid(FieldError::new(
+            "",
+            "required",
+            "give at least one of subject, text, html",
+        )));
+    }
+    let tenant = &caller.tenant;
+    let existing = herald
+        .templates
+        .get(tenant, &name)
+        .await?
+        .ok_or_else(|| Problem::not_found("template"))?;
+    if existing.locales.len() >= MAX_LOCALES && !existing.locales.contains_key(&locale) {
+        return Err(Problem::invalid(FieldError::new(
+            "/locale",
+            "too_many",
+            format!("a template has at most {MAX_LOCALES} locales"),
+        )));
+    }
+    let parts = TemplateParts {
+        subject: input.subject,
+        text: input.text,
+        html: input.html,
+    };
+    // The variant is checked as a template of its own: syntax, and a trial render.
+    let trial = Template {
+        name: name.clone(),
+        subject: parts.subject.clone(),
+        text: parts.text.clone(),
+        html: parts.html.clone(),
+        updated_at: Utc::now(),
+        locales: Default::default(),
+    };
+    let sample = input
+        .sample_data
+        .map_or(serde_json::Value::Null, serde_json::Value::Object);
+    herald
+        .check_template(trial, sample)
+        .await
+        .map_err(template_problem)?;
+    let status = match herald
+        .templates
+        .put_locale(tenant, &name, &locale, &parts)
+        .await?
+    {
+        LocalePut::NoTemplate => return Err(Problem::not_found("template")),
+        LocalePut::Created => StatusCode::CREATED,
+        LocalePut::Replaced => StatusCode::OK,
+    };
+    let entry = caller
+        .entry(AuditAction::TemplateLocalePut)
+        .target(format!("{name}/{locale}"));
+    herald.record_audit(entry).await;
+    let mut template = existing;
+    template.locales.insert(locale, parts);
+    Ok((status, Json(view(template))))
+}
+
+#[utoipa::path(delete, operation_id = "delete_template_locale", path = "/v1/templates/{name}/locales/{locale}", tag = "templates",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$"), ("locale" = String, Path)),
+    responses((status = 204), AuthErrors, NotFound), security(("api_key" = [])))]
+pub async fn delete_locale(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let Path((raw_name, raw_locale)) = path.map_err(|_| Problem::not_found("template"))?;
+    let name = TemplateName::parse(&raw_name).map_err(|_| Problem::not_found("template"))?;
+    let locale = Locale::parse(&raw_locale).map_err(|_| Problem::not_found("template locale"))?;
+    if !herald
+        .templates
+        .delete_locale(&caller.tenant, &name, &locale)
+        .await?
+    {
+        return Err(Problem::not_found("template locale"));
+    }
+    let entry = caller
+        .entry(AuditAction::TemplateLocaleDeleted)
+        .target(format!("{name}/{locale}"));
+    herald.record_audit(entry).await;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -36,7 +36,7 @@ impl SesGateway {
             code: "InvalidContent".into(),
             message: e.to_string(),
         };
-        if let Some(headers) = mime::unsubscribe_headers(m.unsubscribe_url.as_deref()) {
+        if let Some(headers) = mime::unsubscribe_headers(m) {
             let raw = RawMessage::builder()
                 .data(Blob::new(mime::compose(m, from, &headers)))
                 .build()

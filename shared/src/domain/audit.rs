@@ -151,6 +151,19 @@ pub enum AuditAction {
     /// A relayed text shared a contact detail; the detail says what the policy did.
     #[serde(rename = "policy.violation")]
     PolicyViolation,
+    #[serde(rename = "quiet_hours.put")]
+    QuietHoursPut,
+    #[serde(rename = "reputation.settings_put")]
+    ReputationSettingsPut,
+    /// Bounce or complaint rates stopped the tenant's bulk lanes.
+    #[serde(rename = "reputation.paused")]
+    ReputationPaused,
+    #[serde(rename = "reputation.resumed")]
+    ReputationResumed,
+    #[serde(rename = "template.locale_put")]
+    TemplateLocalePut,
+    #[serde(rename = "template.locale_deleted")]
+    TemplateLocaleDeleted,
 }
 
 impl AuditAction {
@@ -187,6 +200,12 @@ impl AuditAction {
         AuditAction::AssignmentEnded,
         AuditAction::RelayRouted,
         AuditAction::PolicyViolation,
+        AuditAction::QuietHoursPut,
+        AuditAction::ReputationSettingsPut,
+        AuditAction::ReputationPaused,
+        AuditAction::ReputationResumed,
+        AuditAction::TemplateLocalePut,
+        AuditAction::TemplateLocaleDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -223,6 +242,12 @@ impl AuditAction {
             AuditAction::AssignmentEnded => "assignment.ended",
             AuditAction::RelayRouted => "relay.routed",
             AuditAction::PolicyViolation => "policy.violation",
+            AuditAction::QuietHoursPut => "quiet_hours.put",
+            AuditAction::ReputationSettingsPut => "reputation.settings_put",
+            AuditAction::ReputationPaused => "reputation.paused",
+            AuditAction::ReputationResumed => "reputation.resumed",
+            AuditAction::TemplateLocalePut => "template.locale_put",
+            AuditAction::TemplateLocaleDeleted => "template.locale_deleted",
         }
     }
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::content::{self, ContentOrigin};
+use super::locale::Locale;
 use super::sms::SmsInfo;
 use super::template::{CompiledTemplate, RenderLimits, TemplateError};
 use super::{
@@ -37,6 +38,10 @@ pub struct Envelope {
     pub metadata: Option<serde_json::Value>,
     pub send_at: Option<DateTime<Utc>>,
     pub correlation_id: String,
+    /// The template variant: the one asked for until accept resolves it, then the one chosen
+    /// (None: the template's default, or inline content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
 }
 
 /// Why content could not become a message for a recipient.
@@ -71,6 +76,8 @@ pub struct Addressee<'a> {
     pub external_id: Option<&'a str>,
     /// The note of the suppression entry that stops this recipient, if one does.
     pub suppressed: Option<&'a serde_json::Value>,
+    /// Held for quiet hours: until when, and why.
+    pub deferred: Option<(DateTime<Utc>, &'a serde_json::Value)>,
 }
 
 impl<'a> Composer<'a> {
@@ -126,15 +133,17 @@ impl<'a> Composer<'a> {
             source_type: env.source_type.clone(),
             source_id: env.source_id.clone(),
             metadata: env.metadata.clone(),
-            send_at: env.send_at,
+            send_at: who.deferred.map(|(at, _)| at).or(env.send_at),
             bulk_id: who.bulk_id.map(str::to_owned),
             external_id: who.external_id.map(str::to_owned),
             correlation_id: env.correlation_id.clone(),
-            status: match who.suppressed {
-                Some(_) => MessageStatus::Suppressed,
-                None => MessageStatus::Queued,
+            status: match (who.suppressed, who.deferred) {
+                (Some(_), _) => MessageStatus::Suppressed,
+                (None, Some(_)) => MessageStatus::Deferred,
+                (None, None) => MessageStatus::Queued,
             },
-            note: who.suppressed.cloned(),
+            note: who.suppressed.or(who.deferred.map(|(_, why)| why)).cloned(),
+            locale: env.locale.clone(),
             created_at,
         })
     }
@@ -194,6 +203,9 @@ pub struct BulkJobRecipient {
     /// Set when a suppression entry stops this recipient: why, for its first event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<serde_json::Value>,
+    /// Set when quiet hours hold this recipient: until when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<(DateTime<Utc>, serde_json::Value)>,
 }
 
 impl BulkJob {
@@ -243,6 +255,7 @@ impl BulkJob {
             bulk_id: Some(&self.bulk_id),
             external_id: r.external_id.as_deref(),
             suppressed: r.suppressed.as_ref(),
+            deferred: r.deferred.as_ref().map(|(at, why)| (*at, why)),
         }
     }
 
@@ -277,6 +290,7 @@ mod tests {
             metadata: None,
             send_at: None,
             correlation_id: "c-1".into(),
+            locale: None,
         }
     }
 
@@ -293,6 +307,7 @@ mod tests {
                 text: Some("Hi {{ name }}".into()),
                 html: None,
                 updated_at: Utc::now(),
+                locales: Default::default(),
             }),
             recipients: vec![
                 BulkJobRecipient {
@@ -301,6 +316,7 @@ mod tests {
                     data: Some(json!({"name": "Ann"})),
                     external_id: Some("u1".into()),
                     suppressed: None,
+                    deferred: None,
                 },
                 BulkJobRecipient {
                     id: MessageId::new(),
@@ -308,6 +324,7 @@ mod tests {
                     data: None,
                     external_id: None,
                     suppressed: None,
+                    deferred: None,
                 },
             ],
             created_at: Utc::now(),

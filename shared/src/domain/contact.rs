@@ -180,6 +180,17 @@ pub struct ContactFields {
 }
 
 impl ContactFields {
+    /// The contact's `metadata.locale`, when it is a locale.
+    pub fn locale(&self) -> Option<super::locale::Locale> {
+        let raw = self.metadata.get("locale")?.as_str()?;
+        super::locale::Locale::parse(raw).ok()
+    }
+
+    /// The contact's `metadata.timezone`, when it is an IANA zone.
+    pub fn timezone(&self) -> Option<chrono_tz::Tz> {
+        self.metadata.get("timezone")?.as_str()?.parse().ok()
+    }
+
     /// Checks the limits; the error points at the field.
     pub fn check(&self) -> Result<(), FieldError> {
         for (field, value) in [("name", &self.name), ("external_id", &self.external_id)] {

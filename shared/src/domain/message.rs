@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::locale::Locale;
 use super::status::EventKind;
 use super::{sms::SmsInfo, Channel, DeliveryOptions, MessageStatus, Priority, TenantId};
 
@@ -85,6 +86,8 @@ pub struct NewMessage {
     pub status: MessageStatus,
     /// Merged into the first event's detail (the suppression that stopped it, say).
     pub note: Option<serde_json::Value>,
+    /// The template variant chosen, recorded in the first event.
+    pub locale: Option<Locale>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -94,6 +97,9 @@ impl NewMessage {
         let mut detail = serde_json::json!({ "lane": self.priority.as_str() });
         if let Some(at) = self.send_at {
             detail["send_at"] = serde_json::json!(at);
+        }
+        if let Some(locale) = &self.locale {
+            detail["locale"] = serde_json::json!(locale);
         }
         if let Some(serde_json::Value::Object(note)) = &self.note {
             for (k, v) in note {

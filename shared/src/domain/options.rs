@@ -1,9 +1,12 @@
 //! Delivery options a send carries in `metadata` (`unsubscribe_url`, `media_urls`,
-//! `whatsapp_template`), parsed at accept: a bad value is a 422 there, never a warning at send.
+//! `whatsapp_template`, `topic`, `locale`, `recipient_timezone`), parsed at accept: a bad value is a 422 there, never a warning at send.
 //! The metadata is stored as given; these types are read back from it with the same parser.
 
 use serde::{Deserialize, Serialize};
 
+use super::locale::Locale;
+use super::rules::TimeZone;
+use super::suppression::Topic;
 use super::FieldError;
 
 /// Twilio's cap on pictures in one MMS.
@@ -18,6 +21,16 @@ pub struct DeliveryOptions {
     pub media_urls: Vec<HeaderSafeUrl>,
     /// A WhatsApp template message instead of text.
     pub whatsapp_template: Option<WhatsappTemplate>,
+    /// The list this send is on: a recipient who left it (a topic suppression) is skipped, and
+    /// the unsubscribe link leaves only it.
+    #[serde(default)]
+    pub topic: Option<Topic>,
+    /// The template variant wanted (`es-MX` falls back to `es`, then the template's default).
+    #[serde(default)]
+    pub locale: Option<Locale>,
+    /// The recipient's zone, for quiet hours (an IANA name).
+    #[serde(default)]
+    pub recipient_timezone: Option<TimeZone>,
 }
 
 /// A URL with a scheme Herald allows and nothing that could break out of a header.
@@ -137,8 +150,33 @@ impl DeliveryOptions {
             }
             options.whatsapp_template = Some(template);
         }
+        options.topic = typed(md, "topic", Topic::parse)?;
+        options.locale = typed(md, "locale", Locale::parse)?;
+        options.recipient_timezone = typed(md, "recipient_timezone", |raw| {
+            raw.parse::<chrono_tz::Tz>()
+                .map(TimeZone)
+                .map_err(|_| format!("`{raw}` is not an IANA time zone like America/New_York"))
+        })?;
         Ok(options)
     }
+}
+
+/// A string option parsed into its type, or a 422 naming it.
+fn typed<T>(
+    md: &serde_json::Value,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, FieldError> {
+    let Some(v) = md.get(key) else {
+        return Ok(None);
+    };
+    let pointer = format!("/metadata/{key}");
+    let raw = v
+        .as_str()
+        .ok_or_else(|| FieldError::new(&pointer, "invalid", format!("{key} must be a string")))?;
+    parse(raw)
+        .map(Some)
+        .map_err(|e| FieldError::new(&pointer, "invalid", e))
 }
 
 fn url_at(
@@ -165,8 +203,17 @@ mod tests {
             "media_urls": ["https://example.com/a.png"],
             "whatsapp_template": {"name": "order", "language": {"code": "en"}},
             "own": "kept for the tenant",
+            "topic": "newsletter",
+            "locale": "es_mx",
+            "recipient_timezone": "America/Chicago",
         });
         let o = DeliveryOptions::from_metadata(Some(&md)).unwrap();
+        assert_eq!(o.topic.as_ref().map(|t| t.as_str()), Some("newsletter"));
+        assert_eq!(o.locale.as_ref().map(|l| l.as_str()), Some("es-MX"));
+        assert_eq!(
+            o.recipient_timezone.map(|t| t.0.name()),
+            Some("America/Chicago")
+        );
         assert!(o.unsubscribe_url.unwrap().is_https());
         assert_eq!(o.media_urls.len(), 1);
         assert_eq!(o.whatsapp_template.unwrap().name, "order");
@@ -203,6 +250,16 @@ mod tests {
             (
                 json!({"whatsapp_template": {"name": "", "language": {"code": "en"}}}),
                 "/metadata/whatsapp_template",
+            ),
+            (json!({"topic": "News Letter"}), "/metadata/topic"),
+            (json!({"locale": "english"}), "/metadata/locale"),
+            (
+                json!({"recipient_timezone": "Mars/Base"}),
+                "/metadata/recipient_timezone",
+            ),
+            (
+                json!({"recipient_timezone": 5}),
+                "/metadata/recipient_timezone",
             ),
         ];
         for (md, pointer) in cases {

@@ -110,6 +110,61 @@ pub fn canonical_address(channel: Channel, address: &str) -> String {
     }
 }
 
+/// A list a recipient can leave without leaving everything (`newsletter`, `offers`): 1-64
+/// lowercase letters, digits, `_`, `-` or `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Topic(String);
+
+impl Topic {
+    pub fn parse(raw: &str) -> Result<Topic, String> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+        ok.then(|| Topic(raw.to_owned())).ok_or_else(|| {
+            format!("`{raw}` is not a topic: 1-64 lowercase letters, digits, `_`, `-` or `.`")
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Topic {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Topic::parse(&s)
+    }
+}
+
+impl From<Topic> for String {
+    fn from(t: Topic) -> String {
+        t.0
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a topic's entry is kept: beside the address's own, under the address and the topic
+/// (a space cannot be in a canonical address, so the two never collide).
+pub fn topic_key(address: &str, topic: &Topic) -> String {
+    format!("{address} topic:{topic}")
+}
+
+/// A stored address and the topic its entry is for, if any.
+pub fn split_topic(key: &str) -> (&str, Option<&str>) {
+    match key.split_once(" topic:") {
+        Some((address, topic)) => (address, Some(topic)),
+        None => (key, None),
+    }
+}
+
 /// Soft bounces to the same address that add it to the list, within [`SOFT_BOUNCE_WINDOW_DAYS`].
 pub const SOFT_BOUNCE_STRIKES: u32 = 3;
 pub const SOFT_BOUNCE_WINDOW_DAYS: i64 = 30;

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use super::locale::Locale;
 use super::Content;
 
 /// 1-128 characters of `A-Z a-z 0-9 . _ -`.
@@ -44,6 +47,45 @@ pub struct Template {
     pub text: Option<String>,
     pub html: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Variants by locale, each whole (a part it leaves out is not taken from the default).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub locales: BTreeMap<Locale, TemplateParts>,
+}
+
+/// The most locale variants a template has.
+pub const MAX_LOCALES: usize = 50;
+
+/// One locale's subject, text and html.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateParts {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+impl Template {
+    /// The variant for `wanted`, falling back along its prefixes (`es-MX`, `es`) and then to
+    /// the template's own parts; with the locale chosen (None for the default).
+    pub fn variant(&self, wanted: Option<&Locale>) -> (Option<Locale>, Template) {
+        let found = wanted.and_then(|w| {
+            w.fallbacks()
+                .find_map(|tag| self.locales.iter().find(|(l, _)| l.as_str() == tag))
+        });
+        match found {
+            None => (None, self.clone()),
+            Some((locale, parts)) => (
+                Some(locale.clone()),
+                Template {
+                    name: self.name.clone(),
+                    subject: parts.subject.clone(),
+                    text: parts.text.clone(),
+                    html: parts.html.clone(),
+                    updated_at: self.updated_at,
+                    locales: BTreeMap::new(),
+                },
+            ),
+        }
+    }
 }
 
 /// Why a template could not be compiled or rendered.
@@ -325,6 +367,7 @@ mod tests {
             text: Some(text.into()),
             html: Some(html.into()),
             updated_at: Utc::now(),
+            locales: Default::default(),
         }
     }
 
@@ -375,6 +418,7 @@ mod tests {
             text: Some(text.into()),
             html: None,
             updated_at: Utc::now(),
+            locales: Default::default(),
         };
         let compiled = CompiledTemplate::compile(&t, limits).unwrap();
         match compiled.render(&json!({}), max_bytes) {
@@ -435,6 +479,7 @@ mod tests {
             text: Some(text.into()),
             html: None,
             updated_at: Utc::now(),
+            locales: Default::default(),
         };
         let limits = RenderLimits::default();
         let hang =

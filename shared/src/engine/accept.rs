@@ -51,12 +51,18 @@ pub struct SendOutcome {
     #[schema(value_type = String, format = Uuid)]
     pub id: MessageId,
     pub status: MessageStatus,
+    /// Set when quiet hours hold the message (`status` is `deferred`): when it will go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<chrono::DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BulkOutcome {
     pub bulk_id: String,
+    /// Accepted to go: due now or scheduled, and those quiet hours hold.
     pub queued: usize,
+    /// Of `queued`, those held by quiet hours (`deferred` until their window opens).
+    pub deferred: usize,
     pub suppressed: usize,
     pub rejected: Vec<RejectedRecipient>,
 }
@@ -143,6 +149,7 @@ impl CheckedBulk {
                 bulk_id: Some(bulk_id),
                 external_id: r.external_id.as_deref(),
                 suppressed: None,
+                deferred: None,
             };
             match composer.compose(tenant, who, created_at) {
                 Ok(message) => {
@@ -153,6 +160,7 @@ impl CheckedBulk {
                         data: r.data,
                         external_id: r.external_id,
                         suppressed: None,
+                        deferred: None,
                     });
                 }
                 Err(e) => self.rejected.push(RejectedRecipient {
@@ -247,8 +255,14 @@ impl Herald {
             return Ok(replay);
         }
         let mut message = self.compose_single(tenant, draft).await?;
+        let topic = topic_of(message.metadata.as_ref());
         if let Some(entry) = self
-            .suppressed_recipients(tenant, message.channel, &[message.to.as_str()])
+            .suppressed_for(
+                tenant,
+                message.channel,
+                &[message.to.as_str()],
+                topic.as_ref(),
+            )
             .await?
             .into_values()
             .next()
@@ -256,14 +270,22 @@ impl Herald {
             message.status = MessageStatus::Suppressed;
             message.note = Some(suppression_note(&entry));
         }
+        let not_before = self.hold_single(tenant, &mut message).await?;
         let outcome = SendOutcome {
             id: message.id,
             status: message.status,
+            not_before,
         };
         let lane = message.priority;
-        let announced = (message.id, message.status, message.note.clone());
-        let queued = message.status == MessageStatus::Queued;
-        let due_now = queued && message.send_at.is_none_or(|at| at <= Utc::now());
+        // A message quiet hours hold is queued as far as the platform is concerned.
+        let announced_status = match message.status {
+            MessageStatus::Deferred => MessageStatus::Queued,
+            other => other,
+        };
+        let announced = (message.id, announced_status, message.note.clone());
+        let pending = message.status.is_pending();
+        let due_now = message.status == MessageStatus::Queued
+            && message.send_at.is_none_or(|at| at <= Utc::now());
         let replay = self
             .persist(tenant, Work::Single(message), idempotency, &outcome)
             .await?;
@@ -273,7 +295,7 @@ impl Herald {
             self.notify_message(Some(tenant), id, status.into(), Utc::now(), &detail)
                 .await;
         }
-        if replay.is_none() && queued {
+        if replay.is_none() && pending {
             if due_now {
                 self.priority_gate.arrived(lane, 1);
             }
@@ -292,8 +314,10 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
+        let mut draft = draft;
         self.check_envelope(tenant, &draft.envelope).await?;
         let template = self.load_template(tenant, &draft.envelope.content).await?;
+        let template = pick_variant(&mut draft.envelope, template);
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
         let created_at = Utc::now();
         let checked = self
@@ -308,8 +332,9 @@ impl Herald {
         rejected.sort_by_key(|r| r.index);
         // One batched look-up for every recipient, never one per recipient.
         let addresses: Vec<&str> = accepted.iter().map(|r| r.to.as_str()).collect();
+        let topic = topic_of(env.metadata.as_ref());
         let found = self
-            .suppressed_recipients(tenant, env.channel, &addresses)
+            .suppressed_for(tenant, env.channel, &addresses, topic.as_ref())
             .await?;
         let mut suppressed = 0;
         for r in &mut accepted {
@@ -318,9 +343,10 @@ impl Herald {
                 suppressed += 1;
             }
         }
+        let deferred = self.hold_bulk(tenant, &env, &mut accepted).await?;
         let queued = accepted.len() - suppressed;
         let due_now = if env.send_at.is_none_or(|at| at <= Utc::now()) {
-            queued
+            queued - deferred
         } else {
             0
         };
@@ -328,6 +354,7 @@ impl Herald {
         let outcome = BulkOutcome {
             bulk_id: bulk_id.clone(),
             queued,
+            deferred,
             suppressed,
             rejected,
         };
@@ -406,11 +433,18 @@ impl Herald {
     async fn compose_single(
         &self,
         tenant: &TenantId,
-        draft: SendDraft,
+        mut draft: SendDraft,
     ) -> Result<NewMessage, AcceptError> {
         self.check_envelope(tenant, &draft.envelope).await?;
         let template_named = matches!(draft.envelope.content, ContentSource::Template(_));
         let template = self.load_template(tenant, &draft.envelope.content).await?;
+        if template.as_ref().is_some_and(|t| !t.locales.is_empty())
+            && draft.envelope.locale.is_none()
+        {
+            let contact = self.recipient_contact(tenant, draft.envelope.channel, draft.to.as_str());
+            draft.envelope.locale = contact.await?.and_then(|f| f.locale());
+        }
+        let template = pick_variant(&mut draft.envelope, template);
         let limits = self.config.render;
         let owner = tenant.clone();
         let compose = move || {
@@ -421,6 +455,7 @@ impl Herald {
                 bulk_id: None,
                 external_id: draft.external_id.as_deref(),
                 suppressed: None,
+                deferred: None,
             };
             Composer::new(&draft.envelope, template.as_ref(), limits)?.compose(
                 &owner,
@@ -565,6 +600,25 @@ impl Herald {
             },
         }
     }
+}
+
+/// The topic a send names in its options (checked at accept).
+fn topic_of(metadata: Option<&serde_json::Value>) -> Option<crate::domain::suppression::Topic> {
+    DeliveryOptions::from_metadata(metadata).ok()?.topic
+}
+
+/// The template variant for the envelope's locale; the envelope then records the one chosen
+/// (none for the template's default, and for inline content).
+fn pick_variant(env: &mut Envelope, template: Option<Template>) -> Option<Template> {
+    let (chosen, variant) = match template {
+        None => (None, None),
+        Some(t) => {
+            let (chosen, variant) = t.variant(env.locale.as_ref());
+            (chosen, Some(variant))
+        }
+    };
+    env.locale = chosen;
+    variant
 }
 
 /// Stripe semantics: the same key with the same request replays; with another request it is refused.

@@ -172,7 +172,12 @@ impl Herald {
         m: &Message,
     ) -> Option<(Disposition, Option<Transition>)> {
         match self
-            .suppressed_recipients(&m.tenant, m.channel, &[m.to.as_str()])
+            .suppressed_for(
+                &m.tenant,
+                m.channel,
+                &[m.to.as_str()],
+                m.options.topic.as_ref(),
+            )
             .await
         {
             Ok(found) => {
@@ -198,6 +203,11 @@ impl Herald {
         m: Message,
         paced: Option<&str>,
     ) -> (Disposition, Option<Transition>) {
+        if self.held_by_reputation(&m).await {
+            self.record(self.give_back(&m, json!({ "reason": "reputation_paused" })))
+                .await;
+            return (Disposition::RetryIn(super::reputation::PAUSE_RECHECK), None);
+        }
         let statuses = self.gateway_statuses().await;
         let Some(chosen) = self.gateways.route(m.channel, &statuses) else {
             let mut t = self.outcome(&m, MessageStatus::Failed);
@@ -223,6 +233,7 @@ impl Herald {
             attempt: m.attempts,
             correlation_id: m.correlation_id.clone(),
             unsubscribe_url: options.unsubscribe_url.clone().map(String::from),
+            one_click_url: self.one_click_url(&m),
             media_urls: options
                 .media_urls
                 .iter()

@@ -231,7 +231,8 @@ impl Herald {
         claimed
     }
 
-    /// An entry added after accept stops the hand-off: one look-up per tenant and channel.
+    /// An entry added after accept stops the hand-off: one look-up per tenant, channel and
+    /// topic.
     /// When the list cannot be read, the messages wait rather than risk a send to an address
     /// that asked for none.
     async fn drop_suppressed(
@@ -242,14 +243,17 @@ impl Herald {
         let mut groups: HashMap<_, Vec<(Delivery, Message)>> = HashMap::new();
         for (d, m) in claimed {
             groups
-                .entry((m.tenant.clone(), m.channel))
+                .entry((m.tenant.clone(), m.channel, m.options.topic.clone()))
                 .or_default()
                 .push((d, m));
         }
         let mut to_send = Vec::new();
-        for ((tenant, channel), members) in groups {
+        for ((tenant, channel, topic), members) in groups {
             let to: Vec<&str> = members.iter().map(|(_, m)| m.to.as_str()).collect();
-            match self.suppressed_recipients(&tenant, channel, &to).await {
+            match self
+                .suppressed_for(&tenant, channel, &to, topic.as_ref())
+                .await
+            {
                 Ok(found) => {
                     for (d, m) in members {
                         match found.get(&m.to) {

@@ -206,6 +206,7 @@ impl Herald {
             metadata: Some(serde_json::json!({ "inbound_id": m.id })),
             send_at: None,
             correlation_id: m.id.to_string(),
+            locale: None,
         };
         Ok(Ok(SendDraft {
             envelope,

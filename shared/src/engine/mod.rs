@@ -17,13 +17,17 @@ pub mod media;
 pub mod notify;
 mod parked;
 pub mod pipeline;
+pub mod quiet_hours;
 pub mod relay;
 pub mod relay_admin;
 pub mod relay_health;
+pub mod reputation;
+mod settings_cache;
 pub mod suppress;
 mod templates;
 pub mod thread_policy;
 pub mod tracker;
+pub mod unsubscribe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,6 +102,8 @@ pub struct EngineConfig {
     pub notify: notify::NotifyConfig,
     /// What inbound media is stored, and for how long.
     pub media: MediaPolicy,
+    /// Herald's one-click unsubscribe links.
+    pub unsubscribe: unsubscribe::UnsubscribeConfig,
 }
 
 impl Default for EngineConfig {
@@ -134,6 +140,7 @@ impl Default for EngineConfig {
             senders: BTreeMap::new(),
             notify: notify::NotifyConfig::default(),
             media: MediaPolicy::default(),
+            unsubscribe: Default::default(),
         }
     }
 }
@@ -226,7 +233,12 @@ pub struct Herald {
     render_pool: tokio::sync::Semaphore,
     denials: audit::DenialBudget,
     outbox: notify::Outbox,
-    thread_policies: thread_policy::PolicyCache,
+    thread_policies: settings_cache::SettingsCache<crate::domain::thread_policy::ThreadPolicy>,
+    quiet_hours:
+        settings_cache::SettingsCache<crate::domain::deliverability::quiet_hours::QuietHours>,
+    reputations:
+        settings_cache::SettingsCache<crate::domain::deliverability::reputation::ReputationState>,
+    judged: reputation::Judged,
 }
 
 impl Herald {
@@ -260,6 +272,9 @@ impl Herald {
             denials: Default::default(),
             outbox: Default::default(),
             thread_policies: Default::default(),
+            quiet_hours: Default::default(),
+            reputations: Default::default(),
+            judged: Default::default(),
         }
     }
 

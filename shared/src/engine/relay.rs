@@ -252,6 +252,7 @@ impl Herald {
             metadata: Some(json!({ "relayed_from": m.id })),
             send_at: None,
             correlation_id: m.id.to_string(),
+            locale: None,
         };
         let draft = SendDraft {
             envelope,
@@ -301,6 +302,7 @@ impl Herald {
                 metadata: None,
                 send_at: None,
                 correlation_id: a.id.to_string(),
+                locale: None,
             };
             let draft = SendDraft {
                 envelope,

@@ -12,7 +12,8 @@ use tracing::{info, warn};
 use super::Herald;
 use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{
-    canonical_address, Reason, Scope, Suppression, SOFT_BOUNCE_STRIKES, SOFT_BOUNCE_WINDOW_DAYS,
+    canonical_address, topic_key, Reason, Scope, Suppression, Topic, SOFT_BOUNCE_STRIKES,
+    SOFT_BOUNCE_WINDOW_DAYS,
 };
 use crate::domain::{Channel, TenantId};
 use crate::ports::{MessageRef, ProviderEventKind, StoreError};
@@ -54,6 +55,42 @@ impl Herald {
             .iter()
             .zip(&canonical)
             .filter_map(|(r, c)| found.get(c).map(|s| ((*r).to_owned(), s.clone())))
+            .collect())
+    }
+
+    /// As [`Herald::suppressed_recipients`], and for a send on `topic` the recipients who left
+    /// that topic too (one look-up for both kinds of entry).
+    pub async fn suppressed_for(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        recipients: &[&str],
+        topic: Option<&Topic>,
+    ) -> Result<HashMap<String, Suppression>, StoreError> {
+        let Some(topic) = topic else {
+            return self
+                .suppressed_recipients(tenant, channel, recipients)
+                .await;
+        };
+        let canonical: Vec<String> = recipients
+            .iter()
+            .map(|r| canonical_address(channel, r))
+            .collect();
+        let keys: Vec<String> = canonical
+            .iter()
+            .flat_map(|c| [c.clone(), topic_key(c, topic)])
+            .collect();
+        let found = self
+            .suppressions
+            .suppressed(tenant, channel, &keys, Utc::now())
+            .await?;
+        Ok(recipients
+            .iter()
+            .zip(&canonical)
+            .filter_map(|(r, c)| {
+                let entry = found.get(c).or_else(|| found.get(&topic_key(c, topic)))?;
+                Some(((*r).to_owned(), entry.clone()))
+            })
             .collect())
     }
 

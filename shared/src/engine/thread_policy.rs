@@ -1,10 +1,5 @@
-//! The tenants' thread policies, read through a short cache: every inbound message and every
-//! send to a known contact needs its tenant's, and policies change rarely. A change made here
-//! applies at once in this process, and within [`POLICY_TTL`] in the others (the other Lambda
-//! functions, on AWS).
-
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+//! The tenants' thread policies, read through the settings cache: every inbound message and
+//! every send to a known contact needs its tenant's.
 
 use chrono::{DateTime, Utc};
 
@@ -13,30 +8,6 @@ use crate::domain::thread::{sender_identity, ThreadId};
 use crate::domain::thread_policy::ThreadPolicy;
 use crate::domain::{Channel, TenantId};
 use crate::ports::StoreError;
-
-/// How long a policy read is used before it is read again.
-pub const POLICY_TTL: Duration = Duration::from_secs(30);
-/// The most tenants' policies kept; past it the cache starts again (a bound, not an LRU).
-const MAX_CACHED: usize = 10_000;
-
-#[derive(Default)]
-pub(crate) struct PolicyCache(parking_lot::Mutex<HashMap<TenantId, (Instant, ThreadPolicy)>>);
-
-impl PolicyCache {
-    fn get(&self, tenant: &TenantId) -> Option<ThreadPolicy> {
-        let cache = self.0.lock();
-        let (read_at, policy) = cache.get(tenant)?;
-        (read_at.elapsed() < POLICY_TTL).then(|| policy.clone())
-    }
-
-    fn put(&self, tenant: &TenantId, policy: ThreadPolicy) {
-        let mut cache = self.0.lock();
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(tenant.clone(), (Instant::now(), policy));
-    }
-}
 
 impl Herald {
     /// How the tenant's messages are threaded.

@@ -270,6 +270,9 @@ async fn suppress(
         if let (true, false, Some(id)) = (suppressing, *waiting, id) {
             match herald.store.locate(*id).await {
                 Ok(Some(target)) => {
+                    if named.is_none() {
+                        herald.after_bad_outcome(&target.tenant).await;
+                    }
                     let source = format!("{}:{}", event.gateway, event.provider_message_id);
                     match named {
                         Some(reason) => {

@@ -260,6 +260,7 @@ mod tests {
             attempt: 1,
             correlation_id: "c".into(),
             unsubscribe_url: None,
+            one_click_url: None,
             media_urls: Vec::new(),
             whatsapp_template: None,
         }

@@ -7,27 +7,40 @@ use chrono::Utc;
 
 use crate::ports::OutboundMessage;
 
-/// The headers a message needs beyond the defaults, or `None` when plain content will do.
-pub fn unsubscribe_headers(url: Option<&str>) -> Option<Vec<(&'static str, String)>> {
-    let url = url?.trim();
-    // Anything that could break out of the header is refused rather than escaped.
-    if url.is_empty()
-        || url
-            .chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == ',')
-    {
-        tracing::warn!("unsubscribe_url is not a usable URL; List-Unsubscribe left out");
+/// The unsubscribe headers a message needs (Herald's one-click link first, then the tenant's
+/// own URL or mailto), or `None` when it carries neither.
+pub fn unsubscribe_headers(m: &OutboundMessage) -> Option<Vec<(&'static str, String)>> {
+    let urls: Vec<&str> = [m.one_click_url.as_deref(), m.unsubscribe_url.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|url| usable(url))
+        .collect();
+    if urls.is_empty() {
         return None;
     }
-    let mut headers = vec![("List-Unsubscribe", format!("<{url}>"))];
-    // One-click unsubscribe (RFC 8058) is defined for https URLs only.
-    if url.starts_with("https://") {
+    let list: Vec<String> = urls.iter().map(|u| format!("<{u}>")).collect();
+    let mut headers = vec![("List-Unsubscribe", list.join(", "))];
+    // One-click (RFC 8058) is defined for https URLs; Herald's own link takes the POST anyway.
+    if m.one_click_url.is_some() || urls.iter().any(|u| u.starts_with("https://")) {
         headers.push((
             "List-Unsubscribe-Post",
             "List-Unsubscribe=One-Click".to_owned(),
         ));
     }
     Some(headers)
+}
+
+/// Anything that could break out of the header is refused rather than escaped.
+fn usable(url: &str) -> bool {
+    let ok = !url.is_empty()
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',');
+    if !ok {
+        tracing::warn!("an unsubscribe URL is not usable; left out of List-Unsubscribe");
+    }
+    ok
 }
 
 /// An RFC 2047 encoded-word when the text is not plain ASCII.
@@ -122,6 +135,7 @@ mod tests {
             attempt: 1,
             correlation_id: "c".into(),
             unsubscribe_url: None,
+            one_click_url: None,
             media_urls: Vec::new(),
             whatsapp_template: None,
         }
@@ -129,8 +143,9 @@ mod tests {
 
     #[test]
     fn alternative_parts_with_unsubscribe_headers() {
-        let m = message(Some("Hello"), Some("<p>Hello</p>"));
-        let headers = unsubscribe_headers(Some("https://example.com/u/1")).unwrap();
+        let mut m = message(Some("Hello"), Some("<p>Hello</p>"));
+        m.unsubscribe_url = Some("https://example.com/u/1".into());
+        let headers = unsubscribe_headers(&m).unwrap();
         let raw = String::from_utf8(compose(&m, "news@example.com", &headers)).unwrap();
         assert!(raw.contains("List-Unsubscribe: <https://example.com/u/1>\r\n"));
         assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
@@ -145,9 +160,26 @@ mod tests {
 
     #[test]
     fn mailto_gets_no_one_click_and_bad_urls_no_header() {
-        let h = unsubscribe_headers(Some("mailto:unsub@example.com")).unwrap();
+        let with = |own: Option<&str>, herald: Option<&str>| {
+            let mut m = message(Some("Hello"), None);
+            m.unsubscribe_url = own.map(str::to_owned);
+            m.one_click_url = herald.map(str::to_owned);
+            unsubscribe_headers(&m)
+        };
+        let h = with(Some("mailto:unsub@example.com"), None).unwrap();
         assert_eq!(h.len(), 1);
-        assert!(unsubscribe_headers(Some("https://x.test/a\r\nBcc: evil@x.test")).is_none());
-        assert!(unsubscribe_headers(None).is_none());
+        assert!(with(Some("https://x.test/a\r\nBcc: evil@x.test"), None).is_none());
+        assert!(with(None, None).is_none());
+        // Herald's link first, the tenant's own after it, and one-click for Herald's.
+        let both = with(
+            Some("mailto:unsub@example.com"),
+            Some("http://127.0.0.1:8080/u/t"),
+        )
+        .unwrap();
+        assert_eq!(
+            both[0].1,
+            "<http://127.0.0.1:8080/u/t>, <mailto:unsub@example.com>"
+        );
+        assert_eq!(both[1].0, "List-Unsubscribe-Post");
     }
 }

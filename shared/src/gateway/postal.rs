@@ -68,7 +68,7 @@ impl Gateway for PostalGateway {
             "tag": format!("herald-{}", m.tenant),
             "headers": { "X-Herald-Id": m.id.to_string() },
         });
-        for (name, value) in unsubscribe_headers(m.unsubscribe_url.as_deref()).unwrap_or_default() {
+        for (name, value) in unsubscribe_headers(m).unwrap_or_default() {
             body["headers"][name] = json!(value);
         }
         let url = format!(

@@ -138,7 +138,7 @@ impl SmtpGateway {
             .to(to)
             .subject(m.content.subject.clone().unwrap_or_default())
             .message_id(Some(message_id.to_owned()));
-        let mut headers = unsubscribe_headers(m.unsubscribe_url.as_deref()).unwrap_or_default();
+        let mut headers = unsubscribe_headers(m).unwrap_or_default();
         headers.push(("X-Herald-Id", m.id.to_string()));
         for (name, value) in headers {
             builder = builder.raw_header(HeaderValue::new(

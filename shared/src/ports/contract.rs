@@ -48,6 +48,7 @@ pub fn message(t: &TenantId, lane: Priority) -> NewMessage {
         correlation_id: "c".into(),
         status: MessageStatus::Queued,
         note: None,
+        locale: None,
         created_at: Utc::now(),
     }
 }
@@ -447,6 +448,7 @@ pub async fn templates_round_trip<S: TemplateStore>(store: &S) {
         text: Some("Hello".into()),
         html: None,
         updated_at: Utc::now(),
+        locales: Default::default(),
     };
     assert!(store.put(&a, t.clone()).await.unwrap(), "new");
     assert!(!store.put(&a, t.clone()).await.unwrap(), "replaced");
@@ -1260,6 +1262,7 @@ pub fn bulk_job(t: &TenantId, bulk_id: &str, recipients: usize) -> crate::domain
             metadata: None,
             send_at: None,
             correlation_id: "c".into(),
+            locale: None,
         },
         template: None,
         recipients: (0..recipients)
@@ -1269,6 +1272,7 @@ pub fn bulk_job(t: &TenantId, bulk_id: &str, recipients: usize) -> crate::domain
                 data: None,
                 external_id: None,
                 suppressed: None,
+                deferred: None,
             })
             .collect(),
         created_at: Utc::now(),

@@ -21,6 +21,8 @@ pub struct OutboundMessage {
     /// `metadata.unsubscribe_url`: email gateways add List-Unsubscribe (and, for https, the
     /// RFC 8058 one-click List-Unsubscribe-Post).
     pub unsubscribe_url: Option<String>,
+    /// Herald's own signed one-click link (bulk and marketing email), listed first.
+    pub one_click_url: Option<String>,
     /// `metadata.media_urls`: pictures for MMS.
     pub media_urls: Vec<String>,
     /// `metadata.whatsapp_template`: send a WhatsApp template message instead of text.

@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use crate::domain::deliverability::quiet_hours::QuietHours;
+use crate::domain::deliverability::reputation::ReputationState;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
 use crate::domain::media::MediaItem;
 use crate::domain::relay::settings::RelaySettings;
@@ -83,7 +85,7 @@ pub trait InboundStore: Send + Sync + 'static {
     ) -> Result<Vec<(TenantId, MessageId)>, StoreError>;
 }
 
-/// A tenant's settings: inbound rules, thread policy, relay settings.
+/// A tenant's settings: inbound rules, thread policy, relay settings, quiet hours, reputation.
 #[async_trait]
 pub trait RuleStore: Send + Sync + 'static {
     /// The rules, none when the tenant set none.
@@ -106,6 +108,18 @@ pub trait RuleStore: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         settings: &RelaySettings,
+    ) -> Result<(), StoreError>;
+    /// The tenant's quiet hours; the defaults when it set none.
+    async fn quiet_hours(&self, tenant: &TenantId) -> Result<QuietHours, StoreError>;
+    /// Replaces them.
+    async fn put_quiet_hours(&self, tenant: &TenantId, q: &QuietHours) -> Result<(), StoreError>;
+    /// The tenant's reputation settings and pause.
+    async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError>;
+    /// Replaces them.
+    async fn put_reputation(
+        &self,
+        tenant: &TenantId,
+        state: &ReputationState,
     ) -> Result<(), StoreError>;
 }
 

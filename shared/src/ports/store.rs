@@ -6,6 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{BulkProgress, MessageFilter, SearchPage, StoreError};
+use crate::domain::locale::Locale;
+use crate::domain::template::TemplateParts;
 use crate::domain::{
     template::Template, BulkJob, Channel, DeliveryEvent, EventKind, KeyScopes, Message, MessageId,
     MessageStatus, NewMessage, Priority, SenderIdentity, TemplateName, TenantId,
@@ -275,7 +277,32 @@ pub trait TemplateStore: Send + Sync + 'static {
         tenant: &TenantId,
         name: &TemplateName,
     ) -> Result<Option<Template>, StoreError>;
+    /// Deletes the template with its locale variants.
     async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError>;
+    /// Adds or replaces one locale's variant of an existing template.
+    async fn put_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+        parts: &TemplateParts,
+    ) -> Result<LocalePut, StoreError>;
+    /// Returns whether there was such a variant.
+    async fn delete_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What putting a locale variant did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalePut {
+    Created,
+    Replaced,
+    /// The template does not exist: a variant needs its template.
+    NoTemplate,
 }
 
 #[derive(Debug, Clone)]

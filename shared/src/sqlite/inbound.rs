@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{from_ms, ms, SqliteBackend};
+use crate::domain::deliverability::quiet_hours::QuietHours;
+use crate::domain::deliverability::reputation::ReputationState;
 use crate::domain::inbound::{InboundClaim, InboundOutcome, InboundProgress, InboundState};
 use crate::domain::media::MediaItem;
 use crate::domain::relay::settings::RelaySettings;
@@ -32,6 +34,16 @@ CREATE TABLE IF NOT EXISTS thread_policies (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS relay_settings (
+    tenant TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quiet_hours (
+    tenant TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reputation (
     tenant TEXT PRIMARY KEY,
     policy TEXT NOT NULL,
     updated_at INTEGER NOT NULL
@@ -362,6 +374,8 @@ type Setting = (&'static str, &'static str);
 const INBOUND_RULES: Setting = ("inbound_rules", "rules");
 const THREAD_POLICIES: Setting = ("thread_policies", "policy");
 const RELAY_SETTINGS: Setting = ("relay_settings", "policy");
+const QUIET_HOURS: Setting = ("quiet_hours", "policy");
+const REPUTATION: Setting = ("reputation", "policy");
 
 #[async_trait]
 impl RuleStore for SqliteBackend {
@@ -399,6 +413,26 @@ impl RuleStore for SqliteBackend {
         settings: &RelaySettings,
     ) -> Result<(), StoreError> {
         self.put_setting(tenant, RELAY_SETTINGS, settings).await
+    }
+
+    async fn quiet_hours(&self, tenant: &TenantId) -> Result<QuietHours, StoreError> {
+        self.setting(tenant, QUIET_HOURS).await
+    }
+
+    async fn put_quiet_hours(&self, tenant: &TenantId, q: &QuietHours) -> Result<(), StoreError> {
+        self.put_setting(tenant, QUIET_HOURS, q).await
+    }
+
+    async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
+        self.setting(tenant, REPUTATION).await
+    }
+
+    async fn put_reputation(
+        &self,
+        tenant: &TenantId,
+        state: &ReputationState,
+    ) -> Result<(), StoreError> {
+        self.put_setting(tenant, REPUTATION, state).await
     }
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use super::ms;
 use super::rows::{detail_text, insert_event};
-use crate::domain::{EventKind, MessageStatus, NewMessage};
+use crate::domain::{EventKind, NewMessage};
 
 /// Messages per multi-row INSERT: 64 rows of 23 parameters is far under SQLite's limit, and one
 /// fixed size keeps one cached plan per statement.
@@ -80,7 +80,9 @@ fn insert_block(conn: &Connection, block: &[NewMessage]) -> rusqlite::Result<()>
 /// None for a message settled at accept (suppressed), which never goes on a lane.
 fn due_ms(m: &NewMessage) -> Option<i64> {
     let now = ms(m.created_at);
-    (m.status == MessageStatus::Queued).then(|| m.send_at.map(ms).unwrap_or(now).max(now))
+    m.status
+        .is_pending()
+        .then(|| m.send_at.map(ms).unwrap_or(now).max(now))
 }
 
 /// The 23 values of a `messages` row, in `MESSAGE_INSERT`'s order.

@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS templates (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS template_locales (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    locale TEXT NOT NULL,
+    subject TEXT,
+    text TEXT,
+    html TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name, locale)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,

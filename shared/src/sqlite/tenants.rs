@@ -1,10 +1,14 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
 use super::{from_ms, ms, SqliteBackend};
+use crate::domain::locale::Locale;
+use crate::domain::template::TemplateParts;
 use crate::domain::{KeyScopes, SenderIdentity, Template, TemplateName, TenantId};
-use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
+use crate::ports::{LocalePut, StoreError, StoredKey, TemplateStore, TenantStore};
 
 #[async_trait]
 impl TenantStore for SqliteBackend {
@@ -142,6 +146,32 @@ impl TenantStore for SqliteBackend {
     }
 }
 
+/// A template's locale variants.
+fn template_locales(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    name: &str,
+) -> rusqlite::Result<BTreeMap<Locale, TemplateParts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT locale, subject, text, html FROM template_locales WHERE tenant = ?1 AND name = ?2",
+    )?;
+    let rows = stmt.query_map(params![tenant, name], |r| {
+        let raw: String = r.get(0)?;
+        let locale = Locale::parse(&raw).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?;
+        Ok((
+            locale,
+            TemplateParts {
+                subject: r.get(1)?,
+                text: r.get(2)?,
+                html: r.get(3)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 #[async_trait]
 impl TemplateStore for SqliteBackend {
     async fn put(&self, tenant: &TenantId, t: Template) -> Result<bool, StoreError> {
@@ -171,19 +201,27 @@ impl TemplateStore for SqliteBackend {
         let (tenant, name) = (tenant.as_str().to_owned(), name.clone());
         self.readers
             .run(move |conn| {
-                conn.prepare_cached(
-                    "SELECT subject, text, html, updated_at FROM templates WHERE tenant = ?1 AND name = ?2",
-                )?
-                .query_row(params![tenant, name.as_str()], |r| {
-                    Ok(Template {
-                        name: name.clone(),
-                        subject: r.get(0)?,
-                        text: r.get(1)?,
-                        html: r.get(2)?,
-                        updated_at: from_ms(r.get(3)?),
+                let found = conn
+                    .prepare_cached(
+                        "SELECT subject, text, html, updated_at FROM templates \
+                         WHERE tenant = ?1 AND name = ?2",
+                    )?
+                    .query_row(params![tenant, name.as_str()], |r| {
+                        Ok(Template {
+                            name: name.clone(),
+                            subject: r.get(0)?,
+                            text: r.get(1)?,
+                            html: r.get(2)?,
+                            updated_at: from_ms(r.get(3)?),
+                            locales: Default::default(),
+                        })
                     })
-                })
-                .optional()
+                    .optional()?;
+                let Some(mut template) = found else {
+                    return Ok(None);
+                };
+                template.locales = template_locales(conn, &tenant, name.as_str())?;
+                Ok(Some(template))
             })
             .await
     }
@@ -192,9 +230,76 @@ impl TemplateStore for SqliteBackend {
         let (tenant, name) = (tenant.as_str().to_owned(), name.as_str().to_owned());
         self.writer
             .run(1, move |conn| {
+                conn.execute(
+                    "DELETE FROM template_locales WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, name],
+                )?;
                 Ok(conn.execute(
                     "DELETE FROM templates WHERE tenant = ?1 AND name = ?2",
                     params![tenant, name],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn put_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+        parts: &TemplateParts,
+    ) -> Result<LocalePut, StoreError> {
+        let (tenant, name) = (tenant.as_str().to_owned(), name.as_str().to_owned());
+        let (locale, parts) = (locale.as_str().to_owned(), parts.clone());
+        self.writer
+            .run(1, move |conn| {
+                let exists = |sql: &str, args: &[&str]| -> rusqlite::Result<bool> {
+                    conn.prepare_cached(sql)?
+                        .query_row(rusqlite::params_from_iter(args), |_| Ok(()))
+                        .optional()
+                        .map(|found| found.is_some())
+                };
+                if !exists(
+                    "SELECT 1 FROM templates WHERE tenant = ?1 AND name = ?2",
+                    &[&tenant, &name],
+                )? {
+                    return Ok(LocalePut::NoTemplate);
+                }
+                let replaced = exists(
+                    "SELECT 1 FROM template_locales WHERE tenant = ?1 AND name = ?2 AND locale = ?3",
+                    &[&tenant, &name, &locale],
+                )?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO template_locales \
+                     (tenant, name, locale, subject, text, html, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    tenant,
+                    name,
+                    locale,
+                    parts.subject,
+                    parts.text,
+                    parts.html,
+                    ms(Utc::now())
+                ])?;
+                Ok(if replaced { LocalePut::Replaced } else { LocalePut::Created })
+            })
+            .await
+    }
+
+    async fn delete_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+    ) -> Result<bool, StoreError> {
+        let args = [tenant.as_str(), name.as_str(), locale.as_str()].map(str::to_owned);
+        self.writer
+            .run(1, move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM template_locales WHERE tenant = ?1 AND name = ?2 AND locale = ?3",
+                    params![args[0], args[1], args[2]],
                 )? == 1)
             })
             .await

@@ -19,7 +19,7 @@ use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
 use crate::domain::{
-    BulkJob, BulkJobRecipient, Envelope, MessageId, MessageStatus, NewMessage, Template, TenantId,
+    BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
 };
 use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
 
@@ -362,7 +362,7 @@ impl DynamoStore {
         let refs: Vec<LaneRef> = messages
             .iter()
             .zip(&ids)
-            .filter(|(m, id)| m.status == MessageStatus::Queued || existing.contains(*id))
+            .filter(|(m, id)| m.status.is_pending() || existing.contains(*id))
             .map(|(m, _)| LaneRef {
                 id: m.id,
                 tenant: m.tenant.as_str().to_owned(),
@@ -444,6 +444,7 @@ mod tests {
             data: Some(serde_json::json!({ "blob": "x".repeat(data_bytes) })),
             external_id: None,
             suppressed: None,
+            deferred: None,
         }
     }
 

@@ -1,13 +1,17 @@
 //! Templates (per tenant) and tenants with their API keys on DynamoDB.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
 use super::item::{get_s, ms, n, opt_n, opt_s, s};
 use super::{applied, condition_failed, unavailable, DynamoStore};
+use crate::domain::locale::Locale;
+use crate::domain::template::{TemplateParts, MAX_LOCALES};
 use crate::domain::{KeyScopes, SenderIdentity, Template, TemplateName, TenantId};
-use crate::ports::{StoreError, StoredKey, TemplateStore, TenantStore};
+use crate::ports::{LocalePut, StoreError, StoredKey, TemplateStore, TenantStore};
 
 fn tenant_pk(tenant: &TenantId) -> String {
     format!("tenant#{}", tenant.as_str())
@@ -46,43 +50,133 @@ impl TemplateStore for DynamoStore {
         Ok(out.attributes.is_none_or(|a| a.is_empty()))
     }
 
+    /// One Query for the template and its variants: a variant is its own item, named
+    /// `<name>#<locale>` (`#` is never in a template name, and sorts before every character
+    /// that is, so the range holds exactly these).
     async fn get(
         &self,
         tenant: &TenantId,
         name: &TemplateName,
     ) -> Result<Option<Template>, StoreError> {
-        let out = self
+        let query = self
             .client
-            .get_item()
+            .query()
             .table_name(self.templates_table()?)
-            .key("tenant", s(tenant.as_str()))
-            .key("name", s(name.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let owned = |k: &str| opt_s(&item, k).map(str::to_owned);
-        Ok(Some(Template {
-            name: name.clone(),
-            subject: owned("subject"),
-            text: owned("text"),
-            html: owned("html"),
-            updated_at: opt_n::<i64>(&item, "updated_at")?
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .unwrap_or_default(),
-        }))
+            .key_condition_expression("tenant = :t AND #n BETWEEN :from AND :to")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":from", s(name.as_str()))
+            .expression_attribute_values(":to", s(format!("{name}#\u{10FFFF}")))
+            .consistent_read(true);
+        let items = super::query_up_to(query, 1 + MAX_LOCALES, |item| Ok(item.clone())).await?;
+        let mut template = None;
+        let mut locales = BTreeMap::new();
+        for item in &items {
+            let owned = |k: &str| opt_s(item, k).map(str::to_owned);
+            let parts = TemplateParts {
+                subject: owned("subject"),
+                text: owned("text"),
+                html: owned("html"),
+            };
+            match get_s(item, "name")?.split_once('#') {
+                None => {
+                    template = Some(Template {
+                        name: name.clone(),
+                        subject: parts.subject,
+                        text: parts.text,
+                        html: parts.html,
+                        updated_at: opt_n::<i64>(item, "updated_at")?
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .unwrap_or_default(),
+                        locales: BTreeMap::new(),
+                    })
+                }
+                Some((_, locale)) => {
+                    let locale = Locale::parse(locale).map_err(StoreError::Corrupt)?;
+                    locales.insert(locale, parts);
+                }
+            }
+        }
+        Ok(template.map(|t| Template { locales, ..t }))
     }
 
     async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError> {
+        let existing = self.get(tenant, name).await?;
+        for locale in existing.iter().flat_map(|t| t.locales.keys()) {
+            self.delete_locale(tenant, name, locale).await?;
+        }
         let out = self
             .client
             .delete_item()
             .table_name(self.templates_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("name", s(name.as_str()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn put_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+        parts: &TemplateParts,
+    ) -> Result<LocalePut, StoreError> {
+        let table = self.templates_table()?;
+        // The template must exist: a variant of nothing is refused.
+        let base = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("tenant", s(tenant.as_str()))
+            .key("name", s(name.as_str()))
+            .projection_expression("tenant")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        if base.item.is_none() {
+            return Ok(LocalePut::NoTemplate);
+        }
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item("tenant", s(tenant.as_str()))
+            .item("name", s(format!("{name}#{locale}")))
+            .item("updated_at", n(ms(Utc::now())))
+            .return_values(ReturnValue::AllOld);
+        for (k, v) in [
+            ("subject", &parts.subject),
+            ("text", &parts.text),
+            ("html", &parts.html),
+        ] {
+            if let Some(v) = v {
+                put = put.item(k, s(v));
+            }
+        }
+        let out = put.send().await.map_err(|e| unavailable("PutItem", e))?;
+        Ok(match out.attributes.is_none_or(|a| a.is_empty()) {
+            true => LocalePut::Created,
+            false => LocalePut::Replaced,
+        })
+    }
+
+    async fn delete_locale(
+        &self,
+        tenant: &TenantId,
+        name: &TemplateName,
+        locale: &Locale,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(self.templates_table()?)
+            .key("tenant", s(tenant.as_str()))
+            .key("name", s(format!("{name}#{locale}")))
             .return_values(ReturnValue::AllOld)
             .send()
             .await

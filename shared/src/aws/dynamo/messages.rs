@@ -319,7 +319,7 @@ impl MessageStore for DynamoStore {
         let queued: Vec<&NewMessage> = batch
             .messages
             .iter()
-            .filter(|m| m.status == MessageStatus::Queued)
+            .filter(|m| m.status.is_pending())
             .collect();
         if let Err(e) = self
             .lanes

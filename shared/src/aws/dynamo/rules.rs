@@ -1,12 +1,14 @@
 //! A tenant's settings on DynamoDB (inbound rules, thread policy, relay settings): an item
 //! each in the tenant's partition of the contacts table (`sk` `rules#inbound`,
-//! `rules#threads`, `rules#relay`, outside every range the contacts and threads read), as
+//! `rules#threads`, `rules#relay`, `rules#quiet_hours`, `rules#reputation`, outside every range the contacts and threads read), as
 //! JSON. The inbound pipeline reads them beside the threads it changes.
 
 use async_trait::async_trait;
 
 use super::item::{ms, n, opt_s, s};
 use super::{unavailable, DynamoStore};
+use crate::domain::deliverability::quiet_hours::QuietHours;
+use crate::domain::deliverability::reputation::ReputationState;
 use crate::domain::relay::settings::RelaySettings;
 use crate::domain::rules::RuleSet;
 use crate::domain::thread_policy::ThreadPolicy;
@@ -18,6 +20,8 @@ type Setting = (&'static str, &'static str);
 const INBOUND_RULES: Setting = ("rules#inbound", "rules");
 const THREAD_POLICY: Setting = ("rules#threads", "policy");
 const RELAY_SETTINGS: Setting = ("rules#relay", "policy");
+const QUIET_HOURS: Setting = ("rules#quiet_hours", "policy");
+const REPUTATION: Setting = ("rules#reputation", "policy");
 
 #[async_trait]
 impl RuleStore for DynamoStore {
@@ -56,6 +60,26 @@ impl RuleStore for DynamoStore {
         settings: &RelaySettings,
     ) -> Result<(), StoreError> {
         self.put_setting(tenant, RELAY_SETTINGS, settings).await
+    }
+
+    async fn quiet_hours(&self, tenant: &TenantId) -> Result<QuietHours, StoreError> {
+        self.setting(tenant, QUIET_HOURS).await
+    }
+
+    async fn put_quiet_hours(&self, tenant: &TenantId, q: &QuietHours) -> Result<(), StoreError> {
+        self.put_setting(tenant, QUIET_HOURS, q).await
+    }
+
+    async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
+        self.setting(tenant, REPUTATION).await
+    }
+
+    async fn put_reputation(
+        &self,
+        tenant: &TenantId,
+        state: &ReputationState,
+    ) -> Result<(), StoreError> {
+        self.put_setting(tenant, REPUTATION, state).await
     }
 }
 

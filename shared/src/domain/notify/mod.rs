@@ -168,6 +168,14 @@ pub enum EventType {
     /// A relayed text shared a contact detail the tenant's policy flags, redacts or blocks.
     #[serde(rename = "policy.violation")]
     PolicyViolation,
+    /// Bounce or complaint rates paused the tenant's bulk lanes.
+    #[serde(rename = "reputation.paused")]
+    ReputationPaused,
+    #[serde(rename = "reputation.resumed")]
+    ReputationResumed,
+    /// A gateway's warm-up schedule did not advance: yesterday's rates were over the warn level.
+    #[serde(rename = "warmup.held")]
+    WarmupHeld,
     /// A provider's verified webhook, forwarded to development endpoints only.
     #[serde(rename = "provider_webhook.twilio")]
     ForwardTwilio,
@@ -182,7 +190,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 24] = [
+    pub const ALL: [EventType; 27] = [
         EventType::MessageQueued,
         EventType::MessageSent,
         EventType::MessageDelivered,
@@ -202,6 +210,9 @@ impl EventType {
         EventType::WebhookEndpointDisabled,
         EventType::ThreadFollowupDue,
         EventType::PolicyViolation,
+        EventType::ReputationPaused,
+        EventType::ReputationResumed,
+        EventType::WarmupHeld,
         EventType::ForwardTwilio,
         EventType::ForwardSes,
         EventType::ForwardPostal,
@@ -230,6 +241,9 @@ impl EventType {
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::ThreadFollowupDue => "thread.followup_due",
             EventType::PolicyViolation => "policy.violation",
+            EventType::ReputationPaused => "reputation.paused",
+            EventType::ReputationResumed => "reputation.resumed",
+            EventType::WarmupHeld => "warmup.held",
             EventType::ForwardTwilio => "provider_webhook.twilio",
             EventType::ForwardSes => "provider_webhook.ses",
             EventType::ForwardPostal => "provider_webhook.postal",

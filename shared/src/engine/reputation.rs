@@ -1,0 +1,244 @@
+//! Reputation auto-pause: after bounces and complaints the tenant's rates per gateway are
+//! judged (at most every [`JUDGE_EVERY`] per tenant and process, and on `GET /v1/reputation`);
+//! over the pause thresholds the tenant's bulk lanes stop at hand-off, recorded in the audit
+//! log and announced as `reputation.paused`. P0, P1 and P4 keep flowing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use super::Herald;
+use crate::domain::audit::{Actor, AuditAction, AuditEntry};
+use crate::domain::deliverability::reputation::{
+    Pause, ReputationSettings, ReputationState, Standing, Tally,
+};
+use crate::domain::notify::{EventType, Notice, Subject};
+use crate::domain::suppression::Scope;
+use crate::domain::{Message, TenantId};
+use crate::ports::StoreError;
+
+/// The least time between two judgements of one tenant in one process.
+pub const JUDGE_EVERY: Duration = Duration::from_secs(5);
+/// How long a held bulk message waits before it looks again.
+pub const PAUSE_RECHECK: Duration = Duration::from_secs(60);
+
+/// When each tenant was last judged here.
+#[derive(Default)]
+pub(crate) struct Judged(parking_lot::Mutex<HashMap<TenantId, Instant>>);
+
+impl Judged {
+    /// Whether the tenant is due a judgement now (and marks it judged).
+    fn due(&self, tenant: &TenantId) -> bool {
+        let mut last = self.0.lock();
+        if last.len() > 10_000 {
+            last.clear();
+        }
+        match last.get(tenant) {
+            Some(at) if at.elapsed() < JUDGE_EVERY => false,
+            _ => {
+                last.insert(tenant.clone(), Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// `GET /v1/reputation`: the settings, the pause if any, and each gateway's window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReputationReport {
+    pub paused: Option<Pause>,
+    pub settings: ReputationSettings,
+    pub gateways: Vec<Standing>,
+}
+
+impl Herald {
+    /// The tenant's reputation state, read through the settings cache.
+    pub async fn reputation_state(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
+        if let Some(r) = self.reputations.get(tenant) {
+            return Ok(r);
+        }
+        let r = self.rules.reputation(tenant).await?;
+        self.reputations.put(tenant, r.clone());
+        Ok(r)
+    }
+
+    async fn save_reputation(
+        &self,
+        tenant: &TenantId,
+        state: ReputationState,
+    ) -> Result<(), StoreError> {
+        self.rules.put_reputation(tenant, &state).await?;
+        self.reputations.put(tenant, state);
+        Ok(())
+    }
+
+    /// Judges the tenant now and reports.
+    pub async fn reputation_report(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<ReputationReport, StoreError> {
+        let (state, gateways) = self.judge(tenant).await?;
+        Ok(ReputationReport {
+            paused: state.paused,
+            settings: state.settings,
+            gateways,
+        })
+    }
+
+    /// Whether a claimed message waits for its tenant's pause to lift (bulk lanes only).
+    pub(crate) async fn held_by_reputation(&self, m: &Message) -> bool {
+        if !matches!(
+            m.priority,
+            crate::domain::Priority::P2 | crate::domain::Priority::P3
+        ) {
+            return false;
+        }
+        match self.reputation_state(&m.tenant).await {
+            Ok(state) => state.holds(m.priority, Utc::now()),
+            Err(e) => {
+                // Unreadable: the messages go; a pause is a brake, not a guarantee.
+                warn!(tenant = %m.tenant, error = %e, "reputation state unreadable");
+                false
+            }
+        }
+    }
+
+    /// After a bounce or a complaint: judges the tenant unless it was judged just now.
+    pub(crate) async fn after_bad_outcome(&self, tenant: &TenantId) {
+        if !self.judged.due(tenant) {
+            return;
+        }
+        if let Err(e) = self.judge(tenant).await {
+            warn!(%tenant, error = %e, "reputation not judged");
+        }
+    }
+
+    /// Reads the counts, keeps an hourly snapshot, lifts a cooled-down pause, and pauses when a
+    /// gateway is over the thresholds.
+    async fn judge(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(ReputationState, Vec<Standing>), StoreError> {
+        let now = Utc::now();
+        let mut state = self.rules.reputation(tenant).await?;
+        let totals = self.gateway_totals(tenant).await?;
+        let mut changed = state.remember(&totals, now);
+        if state.cooled_down(now) {
+            let lifted = state.resume(now);
+            changed = true;
+            let entry = AuditEntry::now(
+                Scope::Tenant(tenant.clone()),
+                Actor::System,
+                AuditAction::ReputationResumed,
+            );
+            self.announce_resume(tenant, entry, lifted.as_ref(), now)
+                .await;
+        }
+        let standings = state.standings(&totals, now);
+        if state.pause_if_over(&standings, now) {
+            changed = true;
+            if let Some(p) = &state.paused {
+                self.announce_pause(tenant, p).await;
+            }
+        }
+        for s in standings.iter().filter(|s| s.level == "warn") {
+            info!(%tenant, gateway = %s.gateway, bounce_rate = s.bounce_rate,
+                  complaint_rate = s.complaint_rate, "reputation over the warn level");
+        }
+        if changed {
+            self.save_reputation(tenant, state.clone()).await?;
+        } else {
+            self.reputations.put(tenant, state.clone());
+        }
+        Ok((state, standings))
+    }
+
+    /// The tenant's totals since the start per gateway, from the message counts.
+    async fn gateway_totals(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, Tally>, StoreError> {
+        let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
+        for c in self.store.channel_counts(tenant).await? {
+            if let Some(gateway) = c.gateway {
+                totals.entry(gateway).or_default().add(c.status, c.count);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Lifts the tenant's pause (an admin's `POST /v1/reputation/resume`, recorded as
+    /// `entry`); the lifted pause.
+    pub async fn resume_reputation(
+        &self,
+        tenant: &TenantId,
+        entry: AuditEntry,
+    ) -> Result<Option<Pause>, StoreError> {
+        let mut state = self.rules.reputation(tenant).await?;
+        let now = Utc::now();
+        let lifted = state.resume(now);
+        if lifted.is_some() {
+            self.save_reputation(tenant, state).await?;
+            self.announce_resume(tenant, entry, lifted.as_ref(), now)
+                .await;
+        }
+        Ok(lifted)
+    }
+
+    /// Replaces the thresholds and cool-down; the pause and snapshots stay.
+    pub async fn set_reputation_settings(
+        &self,
+        tenant: &TenantId,
+        settings: ReputationSettings,
+    ) -> Result<(), StoreError> {
+        let mut state = self.rules.reputation(tenant).await?;
+        state.settings = settings;
+        self.save_reputation(tenant, state).await
+    }
+
+    async fn announce_pause(&self, tenant: &TenantId, p: &Pause) {
+        warn!(%tenant, gateway = %p.gateway, bounce_rate = p.bounce_rate,
+              complaint_rate = p.complaint_rate, "reputation pause: bulk lanes stopped");
+        let detail = serde_json::to_value(p).unwrap_or_default();
+        let entry = AuditEntry::now(
+            Scope::Tenant(tenant.clone()),
+            Actor::System,
+            AuditAction::ReputationPaused,
+        )
+        .target(p.gateway.clone())
+        .detail(detail.clone());
+        self.record_audit(entry).await;
+        self.announce_tenant_event(tenant, EventType::ReputationPaused, detail)
+            .await;
+    }
+
+    async fn announce_resume(
+        &self,
+        tenant: &TenantId,
+        entry: AuditEntry,
+        lifted: Option<&Pause>,
+        at: DateTime<Utc>,
+    ) {
+        let detail = json!({ "resumed_at": at, "pause": lifted });
+        self.record_audit(entry.detail(detail.clone())).await;
+        self.announce_tenant_event(tenant, EventType::ReputationResumed, detail)
+            .await;
+    }
+
+    pub(crate) async fn announce_tenant_event(
+        &self,
+        tenant: &TenantId,
+        event: EventType,
+        data: serde_json::Value,
+    ) {
+        let notice = Notice::new(Some(tenant.clone()), event, Subject::Data { data });
+        if let Err(e) = self.notify_durably(vec![notice]).await {
+            warn!(%tenant, error = %e, event = event.as_str(), "event not announced");
+        }
+    }
+}
