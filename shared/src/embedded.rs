@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::domain::deliverability::unsubscribe::UnsubscribeKeys;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
 use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, KeyScopes, TenantId};
@@ -28,6 +29,8 @@ use crate::webhooks::{Webhooks, WebhooksConfig};
 pub const DB_FILE: &str = "herald.db";
 pub const LOCK_FILE: &str = "herald.lock";
 pub const SANDBOX_SEND_LOG: &str = "sandbox-sends.log";
+/// The key that signs unsubscribe links when herald.toml names none.
+pub const UNSUBSCRIBE_KEY_FILE: &str = "unsubscribe.key";
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -85,6 +88,34 @@ pub struct Embedded {
     _lock: File,
 }
 
+/// The data directory's unsubscribe key, made on first start: links sent before a restart
+/// keep working after it.
+fn unsubscribe_key(dir: &std::path::Path) -> Result<UnsubscribeKeys, StartError> {
+    let path = dir.join(UNSUBSCRIBE_KEY_FILE);
+    let io = |e| StartError::DataDir(path.clone(), e);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(hex) => hex.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &hex).map_err(io)?;
+            hex
+        }
+        Err(e) => return Err(io(e)),
+    };
+    UnsubscribeKeys::new(vec![key.into_bytes()]).map_err(StartError::Config)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
 /// Opens the data directory's database without starting anything (CLI key management).
 pub fn open_backend(data_dir: &std::path::Path) -> Result<SqliteBackend, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StartError::DataDir(data_dir.to_owned(), e))?;
@@ -102,6 +133,9 @@ impl Embedded {
             return Err(StartError::Locked(dir));
         }
         let backend = open_backend(&dir)?;
+        if cfg.engine.unsubscribe.keys.is_empty() {
+            cfg.engine.unsubscribe.keys = unsubscribe_key(&dir)?;
+        }
         let (released, claims) = backend.release_in_flight(Utc::now()).await?;
         if released + claims > 0 {
             tracing::warn!(

@@ -47,6 +47,9 @@ pub async fn sdk() -> SdkConfig {
 }
 
 /// One test's stack: every name carries a random prefix, so tests share one emulator.
+/// Where the stack's unsubscribe links point.
+pub const UNSUBSCRIBE_BASE: &str = "https://herald.example.test";
+
 pub struct Stack {
     pub sdk: SdkConfig,
     pub settings: AwsSettings,
@@ -334,6 +337,13 @@ impl Stack {
             dev_forward_allow: Default::default(),
             media_bucket: Some(media_bucket),
             media: Default::default(),
+            unsubscribe: shared::engine::unsubscribe::UnsubscribeConfig {
+                base_url: Some(UNSUBSCRIBE_BASE.into()),
+                keys: shared::domain::deliverability::unsubscribe::UnsubscribeKeys::new(vec![
+                    b"a test key for unsubscribe links, 32+ bytes".to_vec(),
+                ])
+                .expect("a long enough key"),
+            },
         };
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {

@@ -55,16 +55,18 @@ impl TestServer {
         dir: tempfile::TempDir,
         tune: impl FnOnce(&mut EmbeddedConfig),
     ) -> TestServer {
-        let mut cfg = EmbeddedConfig::new(dir.path());
-        cfg.sandbox.record_handoffs = true;
-        cfg.sandbox.callback_delay = Duration::from_millis(5);
-        cfg.engine.idle_poll = Duration::from_millis(20);
-        tune(&mut cfg);
-        let embedded = Embedded::start(cfg).await.expect("embedded herald starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.sandbox.record_handoffs = true;
+        cfg.sandbox.callback_delay = Duration::from_millis(5);
+        cfg.engine.idle_poll = Duration::from_millis(20);
+        // Unsubscribe links point here, as `herald serve` points them at its bind address.
+        cfg.engine.unsubscribe.base_url = Some(url.clone());
+        tune(&mut cfg);
+        let embedded = Embedded::start(cfg).await.expect("embedded herald starts");
         let router = embedded.router();
         // Peers' addresses reach handlers as `herald serve` gives them (the audit log's client).
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -52,6 +52,19 @@ pub struct FileConfig {
     /// Inbound media: size caps, the allowed types, retention.
     #[serde(default)]
     pub media: shared::domain::media::MediaPolicy,
+    /// Herald's one-click unsubscribe links.
+    #[serde(default)]
+    pub unsubscribe: UnsubscribeFile,
+}
+
+/// `[unsubscribe]`: where the links point (default: the API's bind address over http) and the
+/// keys that sign them, newest first (default: one made and kept in the data directory).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeFile {
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<shared::gateway::secret::Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,6 +316,18 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         bail!("http max_connections must be at least 1");
     }
     cfg.run_workers = !args.no_workers;
+    let unsubscribe = &mut cfg.engine.unsubscribe;
+    unsubscribe.base_url = Some(
+        file.unsubscribe
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bind}")),
+    );
+    let keys = file.unsubscribe.keys.iter();
+    unsubscribe.keys = shared::domain::deliverability::unsubscribe::UnsubscribeKeys::new(
+        keys.map(|k| k.expose().as_bytes().to_vec()).collect(),
+    )
+    .map_err(|e| anyhow::anyhow!("[unsubscribe] keys: {e}"))?;
     let metrics = match args.metrics_bind.clone().or(file.metrics_bind) {
         Some(off) if off == "off" => None,
         Some(bind) => Some((bind, true)),

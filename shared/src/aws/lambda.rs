@@ -79,6 +79,7 @@ impl ColdStart {
     ) -> Result<ColdStart, super::SettingsError> {
         let mut config = lambda_engine_config();
         config.notify.dev_allow = settings.dev_forward_allow.clone();
+        config.unsubscribe = settings.unsubscribe.clone();
         ColdStart::with_config(clients, settings, config)
     }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::domain::deliverability::unsubscribe::UnsubscribeKeys;
 use crate::domain::limits::RateLimits;
 use crate::domain::media::MediaPolicy;
 use crate::domain::Priority;
@@ -84,6 +85,10 @@ pub struct AwsSettings {
     /// `HERALD_MEDIA`: what media is stored and for how long, as JSON (the `[media]` of
     /// herald.toml).
     pub media: MediaPolicy,
+    /// `HERALD_PUBLIC_URL` (the API's public address) and `HERALD_UNSUBSCRIBE_KEYS` (keys of
+    /// at least 32 characters, comma-separated, newest first): Herald's one-click unsubscribe
+    /// links, left out of email without both.
+    pub unsubscribe: crate::engine::unsubscribe::UnsubscribeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,7 @@ impl AwsSettings {
                 "JSON like {\"max_file_bytes\":10485760,\"retention_days\":90}",
                 ("a media policy", MediaPolicy::validate),
             )?,
+            unsubscribe: unsubscribe(get("HERALD_PUBLIC_URL"), get("HERALD_UNSUBSCRIBE_KEYS"))?,
         })
     }
 
@@ -359,4 +365,27 @@ mod tests {
             }
         }
     }
+}
+
+/// The unsubscribe links' base URL and keys.
+fn unsubscribe(
+    base_url: Option<String>,
+    keys: Option<String>,
+) -> Result<crate::engine::unsubscribe::UnsubscribeConfig, SettingsError> {
+    let raw = keys.unwrap_or_default();
+    let list: Vec<Vec<u8>> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    let keys = UnsubscribeKeys::new(list).map_err(|_| SettingsError::Invalid {
+        name: "HERALD_UNSUBSCRIBE_KEYS",
+        what: "keys of at least 32 characters, comma-separated",
+        value: "(not shown)".into(),
+    })?;
+    Ok(crate::engine::unsubscribe::UnsubscribeConfig {
+        base_url: base_url.map(|u| u.trim().trim_end_matches('/').to_owned()),
+        keys,
+    })
 }
