@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::domain::deliverability::unsubscribe::UnsubscribeKeys;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
+use crate::domain::deliverability::unsubscribe::UnsubscribeKeys;
 use crate::domain::suppression::Scope;
 use crate::domain::{ApiKey, KeyScopes, TenantId};
 use crate::engine::{

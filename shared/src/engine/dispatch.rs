@@ -206,7 +206,7 @@ impl Herald {
         if self.held_by_reputation(&m).await {
             self.record(self.give_back(&m, json!({ "reason": "reputation_paused" })))
                 .await;
-            return (Disposition::RetryIn(super::reputation::PAUSE_RECHECK), None);
+            return (Disposition::RetryIn(self.config.pause_recheck), None);
         }
         let statuses = self.gateway_statuses().await;
         let Some(chosen) = self.gateways.route(m.channel, &statuses) else {

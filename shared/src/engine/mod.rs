@@ -104,6 +104,8 @@ pub struct EngineConfig {
     pub media: MediaPolicy,
     /// Herald's one-click unsubscribe links.
     pub unsubscribe: unsubscribe::UnsubscribeConfig,
+    /// How long a bulk message held by a reputation pause waits before it looks again.
+    pub pause_recheck: Duration,
 }
 
 impl Default for EngineConfig {
@@ -141,6 +143,7 @@ impl Default for EngineConfig {
             notify: notify::NotifyConfig::default(),
             media: MediaPolicy::default(),
             unsubscribe: Default::default(),
+            pause_recheck: Duration::from_secs(60),
         }
     }
 }

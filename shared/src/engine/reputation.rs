@@ -24,8 +24,6 @@ use crate::ports::StoreError;
 
 /// The least time between two judgements of one tenant in one process.
 pub const JUDGE_EVERY: Duration = Duration::from_secs(5);
-/// How long a held bulk message waits before it looks again.
-pub const PAUSE_RECHECK: Duration = Duration::from_secs(60);
 
 /// When each tenant was last judged here.
 #[derive(Default)]
@@ -129,7 +127,7 @@ impl Herald {
         let totals = self.gateway_totals(tenant).await?;
         let mut changed = state.remember(&totals, now);
         if state.cooled_down(now) {
-            let lifted = state.resume(now);
+            let lifted = state.resume(&totals, now);
             changed = true;
             let entry = AuditEntry::now(
                 Scope::Tenant(tenant.clone()),
@@ -181,7 +179,8 @@ impl Herald {
     ) -> Result<Option<Pause>, StoreError> {
         let mut state = self.rules.reputation(tenant).await?;
         let now = Utc::now();
-        let lifted = state.resume(now);
+        let totals = self.gateway_totals(tenant).await?;
+        let lifted = state.resume(&totals, now);
         if lifted.is_some() {
             self.save_reputation(tenant, state).await?;
             self.announce_resume(tenant, entry, lifted.as_ref(), now)

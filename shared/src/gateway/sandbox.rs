@@ -63,6 +63,8 @@ pub struct Handoff {
     pub priority: Priority,
     pub attempt: u32,
     pub at_micros: i64,
+    /// The List-Unsubscribe header an email gateway would have sent.
+    pub list_unsubscribe: Option<String>,
 }
 
 pub struct SandboxGateway {
@@ -280,6 +282,9 @@ impl SandboxGateway {
                 priority: m.priority,
                 attempt: m.attempt,
                 at_micros,
+                list_unsubscribe: super::mime::unsubscribe_headers(m)
+                    .and_then(|h| h.into_iter().find(|(name, _)| *name == "List-Unsubscribe"))
+                    .map(|(_, value)| value),
             });
         }
     }

@@ -40,13 +40,22 @@ impl DynamoStore {
         tenant: &TenantId,
         sk: String,
     ) -> Result<Option<Item>, StoreError> {
+        self.get_contact_item_read(tenant, sk, true).await
+    }
+
+    pub(super) async fn get_contact_item_read(
+        &self,
+        tenant: &TenantId,
+        sk: String,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(self.contacts_table()?)
             .key("tenant", s(tenant.as_str()))
             .key("sk", s(sk))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;

@@ -62,16 +62,20 @@ impl RuleStore for DynamoStore {
         self.put_setting(tenant, RELAY_SETTINGS, settings).await
     }
 
+    /// Read on every send (through a 30 s cache): an eventually consistent read, half the
+    /// units of a consistent one.
     async fn quiet_hours(&self, tenant: &TenantId) -> Result<QuietHours, StoreError> {
-        self.setting(tenant, QUIET_HOURS).await
+        self.setting_read(tenant, QUIET_HOURS, false).await
     }
 
     async fn put_quiet_hours(&self, tenant: &TenantId, q: &QuietHours) -> Result<(), StoreError> {
         self.put_setting(tenant, QUIET_HOURS, q).await
     }
 
+    /// Read before bulk hand-offs (through a 30 s cache): eventually consistent, like quiet
+    /// hours.
     async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
-        self.setting(tenant, REPUTATION).await
+        self.setting_read(tenant, REPUTATION, false).await
     }
 
     async fn put_reputation(
@@ -85,11 +89,25 @@ impl RuleStore for DynamoStore {
 
 impl DynamoStore {
     /// One of the tenant's settings items, or the document's default.
-    async fn setting<T>(&self, tenant: &TenantId, (sk, attr): Setting) -> Result<T, StoreError>
+    async fn setting<T>(&self, tenant: &TenantId, setting: Setting) -> Result<T, StoreError>
     where
         T: serde::de::DeserializeOwned + Default,
     {
-        let item = self.get_contact_item(tenant, sk.to_owned()).await?;
+        self.setting_read(tenant, setting, true).await
+    }
+
+    async fn setting_read<T>(
+        &self,
+        tenant: &TenantId,
+        (sk, attr): Setting,
+        consistent: bool,
+    ) -> Result<T, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Default,
+    {
+        let item = self
+            .get_contact_item_read(tenant, sk.to_owned(), consistent)
+            .await?;
         match item.as_ref().and_then(|i| opt_s(i, attr)) {
             None => Ok(T::default()),
             Some(raw) => {

@@ -183,14 +183,9 @@ impl ReputationState {
     pub fn standings(&self, totals: &BTreeMap<String, Tally>, now: DateTime<Utc>) -> Vec<Standing> {
         let start = now - Duration::hours(i64::from(self.settings.window_hours));
         let start = self.resumed_at.map_or(start, |r| r.max(start));
-        // The newest snapshot at or before the window's start; else the oldest after it (the
-        // counts are as old as the snapshots go).
-        let base = self
-            .snapshots
-            .iter()
-            .rev()
-            .find(|s| s.at <= start)
-            .or_else(|| self.snapshots.iter().find(|s| s.at > start));
+        // The newest snapshot at or before the window's start; with none that old, every
+        // count so far (until a day of snapshots exists, the window is the whole history).
+        let base = self.snapshots.iter().rev().find(|s| s.at <= start);
         totals
             .iter()
             .map(|(gateway, now_tally)| {
@@ -263,10 +258,21 @@ impl ReputationState {
         true
     }
 
-    /// Lifts the pause (by an admin, or a cool-down that ran out); the window starts again.
-    pub fn resume(&mut self, now: DateTime<Utc>) -> Option<Pause> {
+    /// Lifts the pause (by an admin, or a cool-down that ran out); the window starts again
+    /// from `totals`, the counts now.
+    pub fn resume(
+        &mut self,
+        totals: &BTreeMap<String, Tally>,
+        now: DateTime<Utc>,
+    ) -> Option<Pause> {
         let lifted = self.paused.take()?;
         self.resumed_at = Some(now);
+        self.snapshots.push(Snapshot {
+            at: now,
+            gateways: totals.clone(),
+        });
+        let excess = self.snapshots.len().saturating_sub(MAX_SNAPSHOTS);
+        self.snapshots.drain(..excess);
         Some(lifted)
     }
 
@@ -313,11 +319,10 @@ mod tests {
             let held = matches!(lane, Priority::P2 | Priority::P3);
             assert_eq!(state.holds(lane, now), held, "{lane:?}");
         }
-        let lifted = state.resume(now).unwrap();
+        let lifted = state.resume(&totals(1000, 40, 0), now).unwrap();
         assert_eq!((lifted.gateway.as_str(), lifted.sends), ("ses", 1000));
         assert!(!state.holds(Priority::P3, now));
         // The counts before the resume are not judged again.
-        state.remember(&totals(1000, 40, 0), now);
         assert_eq!(
             state.standings(&totals(1100, 41, 0), now + Duration::minutes(5))[0].window,
             Tally {
@@ -335,6 +340,9 @@ mod tests {
         assert!(state.remember(&totals(10_000, 900, 0), t0));
         assert!(!state.remember(&totals(10_000, 900, 0), t0 + Duration::minutes(30)));
         assert!(state.remember(&totals(11_000, 900, 0), t0 + Duration::hours(6)));
+        // Before a snapshot is a window old, the window is everything so far.
+        let early = &state.standings(&totals(11_000, 900, 0), t0 + Duration::hours(7))[0];
+        assert_eq!(early.window.sends, 11_000);
         let now = t0 + Duration::hours(30);
         // The window starts 24 h ago: the snapshot at t0+6h is the newest before it.
         let s = &state.standings(&totals(12_000, 920, 0), now)[0];
