@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald_tests::aws::{endpoint, ses_sent, AwsApi as Api, Stack};
+use herald_tests::aws::{endpoint, ses_sent, AwsApi as Api, Stack, UNSUBSCRIBE_BASE};
 use herald_tests::meter::peek;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -120,7 +120,7 @@ async fn cancel_wins_before_dispatch_and_is_refused_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsubscribe_url_makes_a_raw_message_with_rfc_8058_headers() {
+async fn bulk_email_carries_heralds_one_click_link_in_the_raw_message_and_a_post_unsubscribes() {
     let api = Api::start().await;
     api.send(
         json!({ "channel": "email", "priority": "P2", "to": "cy@example.com",
@@ -133,17 +133,104 @@ async fn an_unsubscribe_url_makes_a_raw_message_with_rfc_8058_headers() {
     let raw = sent
         .iter()
         .filter_map(|m| m["raw_data"].as_str())
-        .find(|r| r.contains(api.stack.sender.as_str()))
+        .find(|r| r.contains(api.stack.sender.as_str()) && r.contains("Weekly news"))
         .unwrap_or_else(|| panic!("no raw message from our sender in {sent:#?}"));
+    // Herald's link first, then the tenant's own; one-click for both (RFC 8058).
+    let header = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: "))
+        .unwrap_or_else(|| panic!("no List-Unsubscribe in {raw}"));
+    let herald_link = header
+        .strip_prefix('<')
+        .and_then(|h| h.split_once('>'))
+        .map(|(url, _)| url.to_owned())
+        .unwrap();
     assert!(
-        raw.contains("List-Unsubscribe: <https://example.com/u/cy>"),
-        "{raw}"
+        herald_link.starts_with(&format!("{UNSUBSCRIBE_BASE}/u/")),
+        "{header}"
     );
+    assert!(header.ends_with(", <https://example.com/u/cy>"), "{header}");
     assert!(
         raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
         "{raw}"
     );
     assert!(raw.contains("multipart/alternative"), "{raw}");
+
+    // The api function serves the link without a key: a GET only shows, a POST unsubscribes.
+    let path = herald_link.trim_start_matches(UNSUBSCRIBE_BASE);
+    let url = format!("{}{path}", api.url);
+    let page = api.client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let (_, listed) = api
+        .call(reqwest::Method::GET, "/v1/suppressions", None)
+        .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+    let forged = api
+        .client
+        .post(url.replace("/u/", "/u/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::NOT_FOUND);
+    let done = api
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let next = api
+        .send(
+            json!({ "channel": "email", "priority": "P2", "to": "Cy@Example.com",
+                      "subject": "Weekly news", "body": "News" }),
+        )
+        .await;
+    assert_eq!(api.view(&next).await["status"], "suppressed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_at_night_waits_on_its_lane_until_the_window_opens() {
+    let api = Api::start().await;
+    // A zone where it is 02:00-02:59 now: the default 08:00-21:00 window opens in 5-6 hours.
+    let hour = i64::from(chrono::Timelike::hour(&chrono::Utc::now()));
+    let offset = (2 - hour).rem_euclid(24);
+    let offset = if offset > 12 { offset - 24 } else { offset };
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let (status, reply) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(
+                json!({ "channel": "sms", "priority": "P3", "to": "+15005550006",
+                         "body": "Sale", "metadata": { "recipient_timezone": zone } }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(reply["status"], "deferred", "{reply}");
+    let id = reply["id"].as_str().unwrap();
+    // On its lane with SQS's longest delay, and not handed over when the consumer runs.
+    assert_eq!(
+        api.stack
+            .queue_count(api.stack.lane_url(Priority::P3))
+            .await,
+        1
+    );
+    api.drain(Priority::P3).await;
+    let view = api.view(id).await;
+    assert_eq!(view["status"], "deferred", "{view}");
+    assert_eq!(view["events"][0]["detail"]["reason"], "quiet_hours");
+    assert_eq!(view["attempts"], 0, "{view}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

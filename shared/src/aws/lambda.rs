@@ -79,7 +79,6 @@ impl ColdStart {
     ) -> Result<ColdStart, super::SettingsError> {
         let mut config = lambda_engine_config();
         config.notify.dev_allow = settings.dev_forward_allow.clone();
-        config.unsubscribe = settings.unsubscribe.clone();
         ColdStart::with_config(clients, settings, config)
     }
 
@@ -87,8 +86,12 @@ impl ColdStart {
     pub fn with_config(
         clients: SdkClients,
         settings: AwsSettings,
-        config: EngineConfig,
+        mut config: EngineConfig,
     ) -> Result<ColdStart, super::SettingsError> {
+        // The links come from the environment unless the caller set its own.
+        if config.unsubscribe.keys.is_empty() {
+            config.unsubscribe = settings.unsubscribe.clone();
+        }
         let backend = AwsBackend::with_clients(clients, &settings);
         let herald = Arc::new(backend.herald(&settings, config)?);
         Ok(ColdStart {

@@ -296,6 +296,29 @@ pub(crate) fn required<'a>(
         .ok_or_else(|| crate::ports::StoreError::Unavailable(format!("{name} is not set")))
 }
 
+/// The unsubscribe links' base URL and keys.
+fn unsubscribe(
+    base_url: Option<String>,
+    keys: Option<String>,
+) -> Result<crate::engine::unsubscribe::UnsubscribeConfig, SettingsError> {
+    let raw = keys.unwrap_or_default();
+    let list: Vec<Vec<u8>> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    let keys = UnsubscribeKeys::new(list).map_err(|_| SettingsError::Invalid {
+        name: "HERALD_UNSUBSCRIBE_KEYS",
+        what: "keys of at least 32 characters, comma-separated",
+        value: "(not shown)".into(),
+    })?;
+    Ok(crate::engine::unsubscribe::UnsubscribeConfig {
+        base_url: base_url.map(|u| u.trim().trim_end_matches('/').to_owned()),
+        keys,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,27 +388,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The unsubscribe links' base URL and keys.
-fn unsubscribe(
-    base_url: Option<String>,
-    keys: Option<String>,
-) -> Result<crate::engine::unsubscribe::UnsubscribeConfig, SettingsError> {
-    let raw = keys.unwrap_or_default();
-    let list: Vec<Vec<u8>> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(|k| k.as_bytes().to_vec())
-        .collect();
-    let keys = UnsubscribeKeys::new(list).map_err(|_| SettingsError::Invalid {
-        name: "HERALD_UNSUBSCRIBE_KEYS",
-        what: "keys of at least 32 characters, comma-separated",
-        value: "(not shown)".into(),
-    })?;
-    Ok(crate::engine::unsubscribe::UnsubscribeConfig {
-        base_url: base_url.map(|u| u.trim().trim_end_matches('/').to_owned()),
-        keys,
-    })
 }

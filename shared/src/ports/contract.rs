@@ -453,11 +453,81 @@ pub async fn templates_round_trip<S: TemplateStore>(store: &S) {
     assert!(store.put(&a, t.clone()).await.unwrap(), "new");
     assert!(!store.put(&a, t.clone()).await.unwrap(), "replaced");
     let got = store.get(&a, &name).await.unwrap().unwrap();
-    assert_eq!((got.subject, got.text, got.html), (t.subject, t.text, None));
+    assert_eq!(
+        (got.subject, got.text, got.html),
+        (t.subject.clone(), t.text.clone(), None)
+    );
     assert!(store.get(&b, &name).await.unwrap().is_none(), "per tenant");
+    template_locales_round_trip(store, &t).await;
     assert!(!store.delete(&b, &name).await.unwrap());
     assert!(store.delete(&a, &name).await.unwrap());
     assert!(store.get(&a, &name).await.unwrap().is_none());
+    // Deleting the template took its variants: a new one of the same name has none.
+    store.put(&a, t.clone()).await.unwrap();
+    assert!(store
+        .get(&a, &name)
+        .await
+        .unwrap()
+        .unwrap()
+        .locales
+        .is_empty());
+}
+
+/// Locale variants: kept beside their template (another template whose name it prefixes is
+/// not read with it), replaced whole, kept when the default parts are put again, per tenant.
+async fn template_locales_round_trip<S: TemplateStore>(store: &S, t: &Template) {
+    use crate::domain::locale::Locale;
+    use crate::domain::template::TemplateParts;
+    use crate::ports::LocalePut;
+    let (a, b) = (tenant("acme"), tenant("globex"));
+    let es = Locale::parse("es").unwrap();
+    let parts = |text: &str| TemplateParts {
+        subject: Some(format!("{text}!")),
+        text: Some(text.into()),
+        html: None,
+    };
+    let put = |tenant, locale, p| async move {
+        store.put_locale(tenant, &t.name, locale, &p).await.unwrap()
+    };
+    assert_eq!(put(&a, &es, parts("Hola")).await, LocalePut::Created);
+    assert_eq!(put(&a, &es, parts("Buenas")).await, LocalePut::Replaced);
+    let fr = Locale::parse("fr-CA").unwrap();
+    assert_eq!(put(&a, &fr, parts("Bonjour")).await, LocalePut::Created);
+    assert_eq!(
+        put(&b, &es, parts("Hola")).await,
+        LocalePut::NoTemplate,
+        "not globex's"
+    );
+    let missing = TemplateName::parse("nope").unwrap();
+    let none = store
+        .put_locale(&a, &missing, &es, &parts("x"))
+        .await
+        .unwrap();
+    assert_eq!(none, LocalePut::NoTemplate);
+    // `welcome-2` sorts beside `welcome#...`: it is a template of its own.
+    let sibling = Template {
+        name: TemplateName::parse("welcome-2").unwrap(),
+        ..t.clone()
+    };
+    store.put(&a, sibling.clone()).await.unwrap();
+    store.put(&a, t.clone()).await.unwrap();
+    let got = store.get(&a, &t.name).await.unwrap().unwrap();
+    assert_eq!(got.locales.len(), 2, "{got:?}");
+    assert_eq!(got.locales[&es], parts("Buenas"));
+    assert_eq!(got.text, t.text);
+    assert!(store
+        .get(&a, &sibling.name)
+        .await
+        .unwrap()
+        .unwrap()
+        .locales
+        .is_empty());
+    assert!(store.delete_locale(&a, &t.name, &fr).await.unwrap());
+    assert!(!store.delete_locale(&a, &t.name, &fr).await.unwrap());
+    assert!(!store.delete_locale(&b, &t.name, &es).await.unwrap());
+    let got = store.get(&a, &t.name).await.unwrap().unwrap();
+    assert_eq!(got.locales.keys().collect::<Vec<_>>(), [&es]);
+    store.delete(&a, &sibling.name).await.unwrap();
 }
 
 pub async fn keys_are_found_by_prefix_and_revoked<S: TenantStore>(store: &S) {
