@@ -106,7 +106,13 @@ impl BodyLimits {
         assignments::reassign, routing::simulate, routing::get_settings, routing::put_settings,
         routing::violations,
     ),
-    components(schemas(Problem, problem::FieldProblem, dto::BulkRecipientInput)),
+    components(schemas(
+        Problem,
+        problem::FieldProblem,
+        dto::BulkRecipientInput,
+        paging::Flag,
+        numbers::StateFilter
+    )),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

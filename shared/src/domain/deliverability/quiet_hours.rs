@@ -119,6 +119,7 @@ pub struct QuietHours {
     pub p1_bypass: bool,
     /// Deferred sends leave over this many minutes after the window opens (0-240).
     #[serde(default = "default_spread")]
+    #[schema(maximum = 240)]
     pub spread_minutes: u32,
     /// The zone of a recipient Herald cannot place (no `recipient_timezone`, and an address
     /// whose zone is unknown); without it such sends are not held.

@@ -22,12 +22,18 @@ const MAX_SNAPSHOTS: usize = 24 * 7 + 1;
 #[serde(deny_unknown_fields, default)]
 pub struct ReputationSettings {
     /// The rolling window, in hours (1-168).
+    #[schema(minimum = 1, maximum = 168)]
     pub window_hours: u32,
     /// Rates are judged only over at least this many sends in the window.
-    pub min_sends: u64,
+    #[schema(minimum = 1)]
+    pub min_sends: u32,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub warn_bounce_rate: f64,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub warn_complaint_rate: f64,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub pause_bounce_rate: f64,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub pause_complaint_rate: f64,
     /// Lift a pause by itself this many hours after it began; never when null.
     pub auto_resume_after_hours: Option<u32>,
@@ -202,7 +208,7 @@ impl ReputationState {
         let s = &self.settings;
         let bounce_rate = Tally::rate(window.bounces, window.sends);
         let complaint_rate = Tally::rate(window.complaints, window.sends);
-        let level = if window.sends < s.min_sends {
+        let level = if window.sends < u64::from(s.min_sends) {
             "too_few_sends"
         } else if bounce_rate >= s.pause_bounce_rate || complaint_rate >= s.pause_complaint_rate {
             "pause"
