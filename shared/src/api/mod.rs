@@ -367,7 +367,10 @@ mod tests {
     #[test]
     fn api_doc_every_error_is_problem_json() {
         // The unsubscribe links are pages for the people who click them, not API: HTML.
-        for (op, spec) in operations().into_iter().filter(|(op, _)| !op.contains(" /u/")) {
+        for (op, spec) in operations()
+            .into_iter()
+            .filter(|(op, _)| !op.contains(" /u/"))
+        {
             for (status, response) in spec["responses"].as_object().unwrap() {
                 let media: Vec<&String> = response["content"]
                     .as_object()
