@@ -60,6 +60,12 @@ async fn sqs_received_messages_come_back_after_the_visibility_timeout() {
 }
 
 #[tokio::test]
+async fn dynamo_warmup_counts_and_state() {
+    let (_s, b) = backend().await;
+    shared::ports::contract::warmup_counts_and_state(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_templates_round_trip() {
     let (_s, b) = backend().await;
     templates_round_trip(b.store.as_ref()).await;

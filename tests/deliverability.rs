@@ -545,3 +545,136 @@ async fn a_template_speaks_the_locale_asked_for_with_fallbacks() {
         "Welcome, Ann"
     );
 }
+
+/// A second sandbox, `sandbox-b`, after the first in every channel's order.
+fn with_backup(c: &mut shared::embedded::EmbeddedConfig) {
+    c.backup_sandboxes.push(shared::gateway::SandboxConfig {
+        name: "sandbox-b".into(),
+        ..c.sandbox.clone()
+    });
+}
+
+fn schedule(
+    start: chrono::NaiveDate,
+    caps: &[u64],
+) -> shared::domain::deliverability::warmup::WarmupSchedule {
+    serde_json::from_value(json!({ "start": start, "target_per_day": 1000, "caps": caps }))
+        .expect("a schedule")
+}
+
+#[tokio::test]
+async fn a_warming_gateway_takes_its_days_cap_and_the_rest_overflows() {
+    let today = Utc::now().date_naive();
+    let s = TestServer::start_with(|c| {
+        with_backup(c);
+        c.engine
+            .warmups
+            .insert("sandbox".into(), schedule(today, &[3, 6]));
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.send(
+                &json!({"channel": "email", "priority": "P1", "to": format!("u{i}@example.com"),
+                           "subject": "Hi", "body": "Hi"}),
+            )
+            .await,
+        );
+    }
+    let mut through = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let view = s.wait_status(id, "delivered").await;
+        *through
+            .entry(view["gateway"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        if view["gateway"] == "sandbox-b" {
+            assert!(
+                view["route_reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("warm-up overflow"),
+                "{view:#}"
+            );
+        }
+    }
+    assert_eq!(
+        through,
+        [("sandbox".to_owned(), 3), ("sandbox-b".to_owned(), 2)].into()
+    );
+    let gateways = s.get("/v1/gateways").await;
+    assert_eq!(gateways.status, StatusCode::OK, "{}", gateways.body);
+    let sandbox = &gateways.body["items"][0];
+    assert_eq!(sandbox["name"], "sandbox", "{:#}", gateways.body);
+    let w = &sandbox["warmup"];
+    assert_eq!(
+        (w["day"].as_u64(), w["cap_today"].as_u64()),
+        (Some(1), Some(3)),
+        "{w:#}"
+    );
+    assert_eq!(w["used_today"]["sends"], 3);
+    assert_eq!(w["state"], "advancing");
+    assert!(gateways.body["items"][1]["warmup"].is_null());
+}
+
+#[tokio::test]
+async fn yesterdays_bounces_hold_the_schedule_and_a_clean_day_advances_it() {
+    use shared::ports::WarmupStore;
+    let today = Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    let started = today - chrono::Duration::days(3);
+    let s = TestServer::start_with(|c| {
+        with_backup(c);
+        c.engine
+            .warmups
+            .insert("sandbox".into(), schedule(started, &[10, 20, 40]));
+        c.engine
+            .warmups
+            .insert("sandbox-b".into(), schedule(started, &[10, 20, 40]));
+    })
+    .await;
+    // Yesterday: 10 sends through each; 1 bounced through `sandbox` (10%, over 3%).
+    let store = &s.embedded.backend;
+    for gateway in ["sandbox", "sandbox-b"] {
+        for _ in 0..10 {
+            assert!(store.take(gateway, yesterday, "all", 10).await.unwrap());
+        }
+    }
+    store.note("sandbox", yesterday, 1, 0).await.unwrap();
+    let body = s.get("/v1/gateways").await.body;
+    let warmup = |name: &str| {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .map(|g| g["warmup"].clone())
+            .unwrap()
+    };
+    let held = warmup("sandbox");
+    assert_eq!(
+        (held["state"].as_str(), held["day"].as_u64()),
+        (Some("held"), Some(1)),
+        "{held:#}"
+    );
+    assert!(
+        held["held_reason"]
+            .as_str()
+            .unwrap()
+            .contains("bounce rate 10.00%"),
+        "{held:#}"
+    );
+    assert_eq!(held["cap_today"], 10);
+    let advanced = warmup("sandbox-b");
+    assert_eq!(
+        (advanced["state"].as_str(), advanced["day"].as_u64()),
+        (Some("advancing"), Some(2))
+    );
+    assert_eq!(advanced["cap_today"], 20);
+    // Judged once a day: asking again changes nothing.
+    let again = s.get("/v1/gateways").await.body;
+    assert_eq!(
+        again["items"][0]["warmup"]["day"],
+        body["items"][0]["warmup"]["day"]
+    );
+}

@@ -199,6 +199,7 @@ impl Embedded {
                 threads: store.clone(),
                 rules: store.clone(),
                 relay: store.clone(),
+                warmup: store.clone(),
                 inbound_feed: Arc::new(pipeline::LocalFeed(inbound_wake.clone())),
                 media: Arc::new(FileMediaStore::new(&dir)),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(

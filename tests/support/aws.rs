@@ -344,6 +344,7 @@ impl Stack {
                 ])
                 .expect("a long enough key"),
             },
+            warmups: Default::default(),
         };
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {

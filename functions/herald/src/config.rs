@@ -55,6 +55,10 @@ pub struct FileConfig {
     /// Herald's one-click unsubscribe links.
     #[serde(default)]
     pub unsubscribe: UnsubscribeFile,
+    /// Warm-up schedules by gateway name (`[warmup.postal-pool-b]`).
+    #[serde(default)]
+    pub warmup:
+        std::collections::BTreeMap<String, shared::domain::deliverability::warmup::WarmupSchedule>,
 }
 
 /// `[unsubscribe]`: where the links point (default: the API's bind address over http) and the
@@ -328,6 +332,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         keys.map(|k| k.expose().as_bytes().to_vec()).collect(),
     )
     .map_err(|e| anyhow::anyhow!("[unsubscribe] keys: {e}"))?;
+    for (gateway, schedule) in &file.warmup {
+        schedule
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[warmup.{gateway}]: {e}"))?;
+    }
+    cfg.engine.warmups = file.warmup.clone();
     let metrics = match args.metrics_bind.clone().or(file.metrics_bind) {
         Some(off) if off == "off" => None,
         Some(bind) => Some((bind, true)),

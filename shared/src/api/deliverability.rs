@@ -104,6 +104,62 @@ pub async fn resume(
     Ok(Json(Resumed { lifted }))
 }
 
+/// One gateway: the channels it serves in their failover order, its health, and its warm-up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayView {
+    pub name: String,
+    /// The channels it serves, each with its place in that channel's order (1: primary).
+    pub channels: Vec<ChannelPlace>,
+    /// The health checker's last view; null before its first run.
+    pub health: Option<crate::domain::health::GatewayStatus>,
+    pub warmup: Option<crate::engine::warmup::WarmupView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelPlace {
+    pub channel: crate::domain::Channel,
+    pub order: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayList {
+    pub items: Vec<GatewayView>,
+}
+
+/// The gateways, their health and their warm-up schedules (day, today's cap and use, held or
+/// advancing). Gateways serve every tenant: this is the platform's view.
+#[utoipa::path(get, operation_id = "list_gateways", path = "/v1/gateways", tag = "deliverability",
+    responses((status = 200, body = GatewayList), AuthErrors), security(("api_key" = [])))]
+pub async fn list_gateways(
+    State(herald): State<Arc<Herald>>,
+    _caller: Caller,
+) -> Result<Json<GatewayList>, Problem> {
+    let statuses = herald.health.statuses().await?;
+    let mut items: Vec<GatewayView> = Vec::new();
+    let mut order: std::collections::HashMap<crate::domain::Channel, usize> = Default::default();
+    for (channel, gateway) in herald.gateways.gateways() {
+        let place = order.entry(channel).or_insert(0);
+        *place += 1;
+        let at = ChannelPlace {
+            channel,
+            order: *place,
+        };
+        match items.iter_mut().find(|g| g.name == gateway.name()) {
+            Some(g) => g.channels.push(at),
+            None => items.push(GatewayView {
+                name: gateway.name().to_owned(),
+                channels: vec![at],
+                health: statuses
+                    .iter()
+                    .find(|s| s.gateway == gateway.name())
+                    .cloned(),
+                warmup: herald.warmup_view(gateway.name()).await?,
+            }),
+        }
+    }
+    Ok(Json(GatewayList { items }))
+}
+
 /// A link that is not Herald's (forged, edited, or signed by a retired key).
 fn unknown_link() -> Response {
     let page = page("This unsubscribe link is not valid.", None);

@@ -88,7 +88,7 @@ impl BodyLimits {
         messages::send, messages::send_bulk, messages::get, messages::cancel, search::list, search::bulk,
         templates::put, templates::get, templates::delete, templates::put_locale, templates::delete_locale,
         deliverability::get_quiet_hours, deliverability::put_quiet_hours, deliverability::get_reputation,
-        deliverability::put_reputation_settings, deliverability::resume,
+        deliverability::put_reputation_settings, deliverability::resume, deliverability::list_gateways,
         deliverability::unsubscribe_page, deliverability::unsubscribe,
         ops::queue_stats, ops::channel_stats, ops::dead_letters, ops::redrive, ops::healthz, ops::readyz,
         suppressions::put, suppressions::get, suppressions::delete, suppressions::list,
@@ -216,6 +216,7 @@ pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
             get(deliverability::get_quiet_hours).put(deliverability::put_quiet_hours),
         )
         .route("/v1/reputation", get(deliverability::get_reputation))
+        .route("/v1/gateways", get(deliverability::list_gateways))
         .route(
             "/v1/reputation/settings",
             put(deliverability::put_reputation_settings),

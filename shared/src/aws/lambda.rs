@@ -92,6 +92,9 @@ impl ColdStart {
         if config.unsubscribe.keys.is_empty() {
             config.unsubscribe = settings.unsubscribe.clone();
         }
+        if config.warmups.is_empty() {
+            config.warmups = settings.warmups.clone();
+        }
         let backend = AwsBackend::with_clients(clients, &settings);
         let herald = Arc::new(backend.herald(&settings, config)?);
         Ok(ColdStart {

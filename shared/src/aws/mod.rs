@@ -142,6 +142,7 @@ impl AwsBackend {
                 threads: self.store.clone(),
                 rules: self.store.clone(),
                 relay: self.store.clone(),
+                warmup: self.store.clone(),
                 inbound_feed: self.lanes.clone(),
                 media: self.media.clone(),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(

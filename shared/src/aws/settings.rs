@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use crate::domain::deliverability::unsubscribe::UnsubscribeKeys;
+use crate::domain::deliverability::warmup::WarmupSchedule;
 use crate::domain::limits::RateLimits;
 use crate::domain::media::MediaPolicy;
 use crate::domain::Priority;
@@ -89,6 +92,9 @@ pub struct AwsSettings {
     /// at least 32 characters, comma-separated, newest first): Herald's one-click unsubscribe
     /// links, left out of email without both.
     pub unsubscribe: crate::engine::unsubscribe::UnsubscribeConfig,
+    /// `HERALD_WARMUP`: warm-up schedules by gateway name, as JSON (the `[warmup]` of
+    /// herald.toml).
+    pub warmups: BTreeMap<String, WarmupSchedule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +222,14 @@ impl AwsSettings {
                 ("a media policy", MediaPolicy::validate),
             )?,
             unsubscribe: unsubscribe(get("HERALD_PUBLIC_URL"), get("HERALD_UNSUBSCRIBE_KEYS"))?,
+            warmups: json_setting(
+                get("HERALD_WARMUP"),
+                "HERALD_WARMUP",
+                "JSON like {\"ses-dedicated\":{\"start\":\"2027-01-04\",\"target_per_day\":100000}}",
+                ("warm-up schedules", |w: &BTreeMap<String, WarmupSchedule>| {
+                    w.values().try_for_each(WarmupSchedule::validate)
+                }),
+            )?,
         })
     }
 

@@ -164,6 +164,9 @@ pub enum AuditAction {
     TemplateLocalePut,
     #[serde(rename = "template.locale_deleted")]
     TemplateLocaleDeleted,
+    /// A gateway's warm-up schedule did not advance.
+    #[serde(rename = "warmup.held")]
+    WarmupHeld,
 }
 
 impl AuditAction {
@@ -206,6 +209,7 @@ impl AuditAction {
         AuditAction::ReputationResumed,
         AuditAction::TemplateLocalePut,
         AuditAction::TemplateLocaleDeleted,
+        AuditAction::WarmupHeld,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -248,6 +252,7 @@ impl AuditAction {
             AuditAction::ReputationResumed => "reputation.resumed",
             AuditAction::TemplateLocalePut => "template.locale_put",
             AuditAction::TemplateLocaleDeleted => "template.locale_deleted",
+            AuditAction::WarmupHeld => "warmup.held",
         }
     }
 }

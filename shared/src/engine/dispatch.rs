@@ -209,10 +209,20 @@ impl Herald {
             return (Disposition::RetryIn(self.config.pause_recheck), None);
         }
         let statuses = self.gateway_statuses().await;
-        let Some(chosen) = self.gateways.route(m.channel, &statuses) else {
-            let mut t = self.outcome(&m, MessageStatus::Failed);
-            t.last_error = Some(format!("no gateway is configured for {}", m.channel));
-            return (Disposition::Done, Some(t));
+        let chosen = match self.warm_route(&m, &statuses).await {
+            WarmRoute::Go(route) => route,
+            WarmRoute::NoGateway => {
+                let mut t = self.outcome(&m, MessageStatus::Failed);
+                t.last_error = Some(format!("no gateway is configured for {}", m.channel));
+                return (Disposition::Done, Some(t));
+            }
+            WarmRoute::AllCapped(skipped) => {
+                let wait = until_tomorrow();
+                let detail = json!({ "reason": "warmup_caps", "gateways": skipped,
+                                     "retry_in_ms": wait.as_millis() as u64 });
+                self.record(self.give_back(&m, detail)).await;
+                return (Disposition::RetryIn(wait), None);
+            }
         };
         let gateway = chosen.gateway.clone();
         let reason = chosen.reason.clone();
@@ -331,6 +341,32 @@ impl Herald {
         }
     }
 
+    /// The route a send takes, past gateways whose warm-up cap for today is used up.
+    async fn warm_route(
+        &self,
+        m: &Message,
+        statuses: &std::collections::HashMap<String, crate::domain::health::GatewayStatus>,
+    ) -> WarmRoute {
+        let mut skipped: Vec<String> = Vec::new();
+        loop {
+            let Some(mut route) = self.gateways.route_without(m.channel, statuses, &skipped) else {
+                return match skipped.is_empty() {
+                    true => WarmRoute::NoGateway,
+                    false => WarmRoute::AllCapped(skipped),
+                };
+            };
+            let name = route.gateway.name().to_owned();
+            if self.warmup_admits(&name, m).await {
+                if !skipped.is_empty() {
+                    route.reason =
+                        format!("warm-up overflow: {} at today's cap", skipped.join(", "));
+                }
+                return WarmRoute::Go(route);
+            }
+            skipped.push(name);
+        }
+    }
+
     /// A transition that only the holder of this attempt may make.
     pub(super) fn outcome(&self, m: &Message, to: MessageStatus) -> Transition {
         let mut t = Transition::new(m.id, to, Utc::now());
@@ -381,6 +417,25 @@ impl Herald {
         let millis = cap.as_millis().max(1) as u64;
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
     }
+}
+
+/// Where a send goes once warm-up caps are counted.
+enum WarmRoute {
+    Go(crate::gateway::Route),
+    NoGateway,
+    /// Every gateway of the channel is at today's warm-up cap: these.
+    AllCapped(Vec<String>),
+}
+
+/// Until the next UTC midnight, when the caps start again.
+fn until_tomorrow() -> Duration {
+    let now = Utc::now();
+    let midnight = (now.date_naive() + chrono::Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc());
+    midnight.map_or(Duration::from_secs(3600), |t| {
+        until(t, now) + Duration::from_secs(1)
+    })
 }
 
 fn with(mut v: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {

@@ -28,6 +28,7 @@ mod templates;
 pub mod thread_policy;
 pub mod tracker;
 pub mod unsubscribe;
+pub mod warmup;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, ContactStore, EventLog, HealthStore, InboundFeed, InboundStore, LaneQueue,
     MediaFetcher, MediaStore, MessageStore, RateLimiter, RelayStore, RuleStore, SuppressionStore,
-    TemplateStore, TenantStore, ThreadStore, WebhookStore,
+    TemplateStore, TenantStore, ThreadStore, WarmupStore, WebhookStore,
 };
 
 pub use accept::{
@@ -106,6 +107,8 @@ pub struct EngineConfig {
     pub unsubscribe: unsubscribe::UnsubscribeConfig,
     /// How long a bulk message held by a reputation pause waits before it looks again.
     pub pause_recheck: Duration,
+    /// Warm-up schedules by gateway name.
+    pub warmups: BTreeMap<String, crate::domain::deliverability::warmup::WarmupSchedule>,
 }
 
 impl Default for EngineConfig {
@@ -144,6 +147,7 @@ impl Default for EngineConfig {
             media: MediaPolicy::default(),
             unsubscribe: Default::default(),
             pause_recheck: Duration::from_secs(60),
+            warmups: BTreeMap::new(),
         }
     }
 }
@@ -196,6 +200,7 @@ pub struct Ports {
     pub media: Arc<dyn MediaStore>,
     pub media_fetcher: Arc<dyn MediaFetcher>,
     pub relay: Arc<dyn RelayStore>,
+    pub warmup: Arc<dyn WarmupStore>,
 }
 
 /// Everything the API and the workers share.
@@ -228,6 +233,8 @@ pub struct Herald {
     pub media_fetcher: Arc<dyn MediaFetcher>,
     /// The masked-number relay's numbers and assignments.
     pub relay: Arc<dyn RelayStore>,
+    /// Warm-up schedules' daily counts and state.
+    pub warmup: Arc<dyn WarmupStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -242,6 +249,7 @@ pub struct Herald {
     reputations:
         settings_cache::SettingsCache<crate::domain::deliverability::reputation::ReputationState>,
     judged: reputation::Judged,
+    warmup_caps: warmup::TodaysCaps,
 }
 
 impl Herald {
@@ -266,6 +274,7 @@ impl Herald {
             media: ports.media,
             media_fetcher: ports.media_fetcher,
             relay: ports.relay,
+            warmup: ports.warmup,
             webhooks: ports.webhooks,
             gateways,
             config,
@@ -278,6 +287,7 @@ impl Herald {
             quiet_hours: Default::default(),
             reputations: Default::default(),
             judged: Default::default(),
+            warmup_caps: Default::default(),
         }
     }
 

@@ -267,6 +267,12 @@ async fn suppress(
                 event.kind,
                 ProviderEventKind::Bounced { .. } | ProviderEventKind::Complained
             );
+        if let (false, ProviderEventKind::Bounced { .. } | ProviderEventKind::Complained) =
+            (*waiting, event.kind)
+        {
+            let bounced = matches!(event.kind, ProviderEventKind::Bounced { .. });
+            herald.note_warmup_outcome(&event.gateway, bounced).await;
+        }
         if let (true, false, Some(id)) = (suppressing, *waiting, id) {
             match herald.store.locate(*id).await {
                 Ok(Some(target)) => {

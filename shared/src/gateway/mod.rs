@@ -103,8 +103,23 @@ impl GatewayRegistry {
         channel: Channel,
         statuses: &HashMap<String, GatewayStatus>,
     ) -> Option<Route> {
-        let candidates = self.by_channel.get(&channel)?;
-        let primary = candidates.first()?;
+        self.route_without(channel, statuses, &[])
+    }
+
+    /// As [`GatewayRegistry::route`], among the channel's gateways not in `skip` (those whose
+    /// warm-up cap is used up today); None when every one is skipped.
+    pub fn route_without(
+        &self,
+        channel: Channel,
+        statuses: &HashMap<String, GatewayStatus>,
+        skip: &[String],
+    ) -> Option<Route> {
+        let all = self.by_channel.get(&channel)?;
+        let candidates: Vec<&Arc<dyn Gateway>> = all
+            .iter()
+            .filter(|g| !skip.iter().any(|s| s == g.name()))
+            .collect();
+        let primary = *candidates.first()?;
         let describe = |g: &Arc<dyn Gateway>| match statuses.get(g.name()) {
             Some(s) => match s.breaker {
                 Breaker::Open { .. } => format!("{} down (breaker open)", g.name()),
@@ -133,7 +148,7 @@ impl GatewayRegistry {
                 format!("failover: {}", describe(primary))
             };
             return Some(Route {
-                gateway: g.clone(),
+                gateway: Arc::clone(g),
                 reason,
                 probe,
                 redactor: self.redactor.clone(),

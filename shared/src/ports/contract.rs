@@ -2185,3 +2185,64 @@ where
         2
     );
 }
+
+/// Warm-up counts: a day's cap holds exactly (per group), outcomes add up beside the sends,
+/// days and gateways are apart, and the state is replaced only from the day it was read on.
+pub async fn warmup_counts_and_state<S: super::WarmupStore>(store: &S) {
+    use crate::domain::deliverability::warmup::{DayTally, WarmupState};
+    let gateway = format!("pool-{}", MessageId::new().as_uuid().simple());
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+    let next = day.succ_opt().unwrap();
+    let mut taken = 0;
+    for _ in 0..5 {
+        taken += usize::from(store.take(&gateway, day, "gmail", 3).await.unwrap());
+    }
+    assert_eq!(taken, 3, "the cap holds");
+    assert!(
+        store.take(&gateway, day, "yahoo", 3).await.unwrap(),
+        "groups apart"
+    );
+    assert!(!store.take(&gateway, day, "other", 0).await.unwrap());
+    assert!(
+        store.take(&gateway, next, "gmail", 3).await.unwrap(),
+        "a new day"
+    );
+    store.note(&gateway, day, 2, 1).await.unwrap();
+    store.note(&gateway, day, 1, 0).await.unwrap();
+    let tally = store.day(&gateway, day).await.unwrap();
+    assert_eq!(
+        tally,
+        DayTally {
+            sends: 4,
+            bounces: 3,
+            complaints: 1
+        }
+    );
+    assert_eq!(
+        store.day("another", day).await.unwrap(),
+        DayTally::default()
+    );
+
+    assert_eq!(store.state(&gateway).await.unwrap(), None);
+    let first = WarmupState {
+        day: 1,
+        judged_on: day,
+        held: None,
+    };
+    assert!(store.put_state(&gateway, &first, None).await.unwrap());
+    assert!(
+        !store.put_state(&gateway, &first, None).await.unwrap(),
+        "already there"
+    );
+    let held = WarmupState {
+        day: 1,
+        judged_on: next,
+        held: Some("bounces".into()),
+    };
+    assert!(
+        !store.put_state(&gateway, &held, Some(next)).await.unwrap(),
+        "read on another day"
+    );
+    assert!(store.put_state(&gateway, &held, Some(day)).await.unwrap());
+    assert_eq!(store.state(&gateway).await.unwrap(), Some(held));
+}

@@ -21,6 +21,7 @@ mod search;
 mod store;
 mod suppression;
 mod threads;
+mod warmup;
 
 pub use audit::{AuditFilter, AuditLog, AuditPage, AuditPageFill};
 pub use contacts::{live, merged, ContactRecord, ContactStore};
@@ -42,6 +43,7 @@ pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SC
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
 pub use threads::{ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
+pub use warmup::WarmupStore;
 
 /// A backend failure. Domain outcomes (not found, CAS lost) are values, not errors.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -65,6 +65,12 @@ async fn sqlite_provider_ids_find_their_message() {
 }
 
 #[tokio::test]
+async fn sqlite_warmup_counts_and_state() {
+    let (_d, b) = backend();
+    warmup_counts_and_state(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_templates_round_trip() {
     let (_d, b) = backend();
     templates_round_trip(&b).await;

@@ -20,6 +20,7 @@ mod sets;
 mod suppressions;
 mod tenants;
 mod threads;
+mod warmup;
 
 pub use media::FileMediaStore;
 
@@ -266,6 +267,7 @@ impl SqliteBackend {
         conn.execute_batch(inbound::SETTINGS_SCHEMA)
             .map_err(to_store_error)?;
         conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(warmup::SCHEMA).map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);

@@ -25,6 +25,7 @@ mod threads;
 mod timeline;
 mod transitions;
 mod turns;
+mod warmup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +95,7 @@ impl DynamoStore {
         required(&self.tables.health, super::settings::HEALTH_TABLE)
     }
 
-    fn rate_limits_table(&self) -> Result<&str, StoreError> {
+    pub(super) fn rate_limits_table(&self) -> Result<&str, StoreError> {
         required(&self.tables.rate_limits, super::settings::RATE_LIMITS_TABLE)
     }
 

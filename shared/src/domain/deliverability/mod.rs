@@ -5,4 +5,5 @@
 pub mod quiet_hours;
 pub mod reputation;
 pub mod unsubscribe;
+pub mod warmup;
 pub mod zones;
