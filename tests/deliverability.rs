@@ -204,6 +204,11 @@ async fn bounces_over_the_threshold_pause_the_bulk_lanes_until_resumed() {
     assert_eq!(report["paused"]["gateway"], "sandbox", "{report:#}");
     assert!(report["paused"]["bounce_rate"].as_f64().unwrap() >= 0.04);
     assert_eq!(report["gateways"][0]["level"], "pause", "{report:#}");
+    let stats = s.get("/v1/stats/channels").await.body;
+    assert_eq!(
+        stats["reputation_paused"]["gateway"], "sandbox",
+        "{stats:#}"
+    );
     let audit = s.get("/v1/audit?action=reputation.paused").await.body;
     assert_eq!(
         audit["items"].as_array().map(Vec::len),
@@ -258,6 +263,8 @@ async fn bounces_over_the_threshold_pause_the_bulk_lanes_until_resumed() {
     s.wait_status(&held, "delivered").await;
     let after = s.get("/v1/reputation").await.body;
     assert!(after["paused"].is_null(), "{after:#}");
+    let stats = s.get("/v1/stats/channels").await.body;
+    assert!(stats["reputation_paused"].is_null(), "{stats:#}");
     // Another tenant never saw the pause.
     let other = s.new_key("globex").await;
     let theirs = s.get_as("/v1/reputation", &other).await.body;

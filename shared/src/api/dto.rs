@@ -598,4 +598,6 @@ pub struct ChannelStatsView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelStatsResponse {
     pub channels: Vec<ChannelStatsView>,
+    /// Set while bounce or complaint rates hold the tenant's bulk lanes (`GET /v1/reputation`).
+    pub reputation_paused: Option<crate::domain::deliverability::reputation::Pause>,
 }

@@ -76,7 +76,12 @@ pub async fn channel_stats(
             });
         }
     }
-    Ok(Json(ChannelStatsResponse { channels }))
+    // The tenant's reputation pause of its bulk lanes, if there is one.
+    let reputation_paused = herald.reputation_state(&tenant).await?.paused;
+    Ok(Json(ChannelStatsResponse {
+        channels,
+        reputation_paused,
+    }))
 }
 
 /// `GET /v1/dead-letters`'s query: no filters, pages of up to 500 (whole messages).
