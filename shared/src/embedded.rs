@@ -179,6 +179,11 @@ impl Embedded {
             .gateways
             .registry(Vec::new(), fallbacks)
             .map_err(|e| StartError::Config(format!("gateways: {e}")))?;
+        if let Some(name) = gateways.unknown(cfg.engine.warmups.keys()) {
+            return Err(StartError::Config(format!(
+                "[warmup.{name}]: no gateway is named {name}"
+            )));
+        }
         let store = Arc::new(backend.clone());
         // The pace survives restarts: bucket states are saved every second and on shutdown.
         let limiter = Arc::new(TokenBuckets::new());

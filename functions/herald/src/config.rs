@@ -321,12 +321,15 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     cfg.run_workers = !args.no_workers;
     let unsubscribe = &mut cfg.engine.unsubscribe;
-    unsubscribe.base_url = Some(
-        file.unsubscribe
-            .base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bind}")),
-    );
+    // Without a public base URL, only a loopback bind (development, the sandbox) makes one:
+    // a link to a private address would reach no recipient.
+    unsubscribe.base_url = file.unsubscribe.base_url.clone().or_else(|| {
+        let loopback = bind
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or_else(|_| bind.starts_with("localhost:"));
+        loopback.then(|| format!("http://{bind}"))
+    });
     let keys = file.unsubscribe.keys.iter();
     unsubscribe.keys = shared::domain::deliverability::unsubscribe::UnsubscribeKeys::new(
         keys.map(|k| k.expose().as_bytes().to_vec()).collect(),

@@ -290,6 +290,7 @@ impl SendMessageRequest {
             envelope,
             to,
             external_id,
+            conversational: false,
         })
     }
 }

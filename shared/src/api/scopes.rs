@@ -5,7 +5,8 @@ use axum::http::Method;
 use crate::domain::KeyScope;
 
 /// Routes (as the router names them) where every method changes or reveals configuration.
-const ADMIN_ROUTES: [&str; 4] = [
+const ADMIN_ROUTES: [&str; 5] = [
+    "/v1/gateways",
     "/v1/webhook-endpoints",
     "/v1/webhook-deliveries",
     "/v1/audit",
@@ -79,6 +80,7 @@ mod tests {
             (Method::GET, "/v1/dev-forwards/stream", KeyScope::Admin),
             (Method::PUT, "/v1/quiet-hours", KeyScope::Admin),
             (Method::GET, "/v1/reputation", KeyScope::Read),
+            (Method::GET, "/v1/gateways", KeyScope::Admin),
             (Method::POST, "/v1/reputation/resume", KeyScope::Admin),
             (
                 Method::PUT,

@@ -450,9 +450,11 @@ pub async fn reply(
         thread_id: None,
     };
     let joining = Joining::of(Some(thread.id), &request);
-    let draft = request
+    let mut draft = request
         .into_draft(&correlation_id(&headers))
         .map_err(Problem::invalid)?;
+    // A reply in a conversation is not held by quiet hours: the contact wrote first.
+    draft.conversational = true;
     let accepted = herald
         .send(&caller.tenant, draft, idem)
         .await

@@ -126,6 +126,13 @@ impl AwsBackend {
                 what: "gateways that can be built",
                 value,
             })?;
+        if let Some(name) = gateways.unknown(config.warmups.keys()) {
+            return Err(SettingsError::Invalid {
+                name: "HERALD_WARMUP",
+                what: "schedules of configured gateways",
+                value: name.clone(),
+            });
+        }
         Ok(Herald::new(
             Ports {
                 store: self.store.clone(),

@@ -225,10 +225,13 @@ impl AwsSettings {
             warmups: json_setting(
                 get("HERALD_WARMUP"),
                 "HERALD_WARMUP",
-                "JSON like {\"ses-dedicated\":{\"start\":\"2027-01-04\",\"target_per_day\":100000}}",
-                ("warm-up schedules", |w: &BTreeMap<String, WarmupSchedule>| {
-                    w.values().try_for_each(WarmupSchedule::validate)
-                }),
+                "JSON like {\"ses\":{\"start\":\"2027-01-04\",\"target_per_day\":100000}}",
+                (
+                    "warm-up schedules",
+                    |w: &BTreeMap<String, WarmupSchedule>| {
+                        w.values().try_for_each(WarmupSchedule::validate)
+                    },
+                ),
             )?,
         })
     }

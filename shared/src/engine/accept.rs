@@ -22,6 +22,9 @@ pub struct SendDraft {
     pub to: Recipient,
     /// The caller's own id for this message (searchable: `GET /v1/messages?external_id=`).
     pub external_id: Option<String>,
+    /// A turn in a conversation (a relayed text, an auto-reply, a reply in a thread): quiet
+    /// hours do not hold it, since the person just wrote.
+    pub conversational: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +257,7 @@ impl Herald {
         if let Some(replay) = self.replay(tenant, idempotency.as_ref()).await? {
             return Ok(replay);
         }
+        let conversational = draft.conversational;
         let mut message = self.compose_single(tenant, draft).await?;
         let topic = topic_of(message.metadata.as_ref());
         if let Some(entry) = self
@@ -270,7 +274,10 @@ impl Herald {
             message.status = MessageStatus::Suppressed;
             message.note = Some(suppression_note(&entry));
         }
-        let not_before = self.hold_single(tenant, &mut message).await?;
+        let not_before = match conversational {
+            true => None,
+            false => self.hold_single(tenant, &mut message).await?,
+        };
         let outcome = SendOutcome {
             id: message.id,
             status: message.status,

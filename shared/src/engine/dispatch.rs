@@ -209,8 +209,8 @@ impl Herald {
             return (Disposition::RetryIn(self.config.pause_recheck), None);
         }
         let statuses = self.gateway_statuses().await;
-        let chosen = match self.warm_route(&m, &statuses).await {
-            WarmRoute::Go(route) => route,
+        let (chosen, slot) = match self.warm_route(&m, &statuses).await {
+            WarmRoute::Go(route, slot) => (route, slot),
             WarmRoute::NoGateway => {
                 let mut t = self.outcome(&m, MessageStatus::Failed);
                 t.last_error = Some(format!("no gateway is configured for {}", m.channel));
@@ -228,6 +228,7 @@ impl Herald {
         let reason = chosen.reason.clone();
         if paced != Some(gateway.name()) {
             if let Some(wait) = self.pace(&m, gateway.name()).await {
+                self.warmup_give_back(gateway.name(), slot).await;
                 return wait;
             }
         }
@@ -268,6 +269,9 @@ impl Herald {
         let latency = started.elapsed();
         let name = gateway.name().to_owned();
         let route = json!({ "gateway": name, "route_reason": reason, "attempt": m.attempts });
+        if result.is_err() {
+            self.warmup_give_back(gateway.name(), slot).await;
+        }
         match result {
             Ok(receipt) => {
                 self.observe(&chosen, Outcome::Success, latency).await;
@@ -356,12 +360,12 @@ impl Herald {
                 };
             };
             let name = route.gateway.name().to_owned();
-            if self.warmup_admits(&name, m).await {
+            if let Some(slot) = self.warmup_admits(&name, m).await {
                 if !skipped.is_empty() {
                     route.reason =
                         format!("warm-up overflow: {} at today's cap", skipped.join(", "));
                 }
-                return WarmRoute::Go(route);
+                return WarmRoute::Go(route, slot);
             }
             skipped.push(name);
         }
@@ -421,7 +425,8 @@ impl Herald {
 
 /// Where a send goes once warm-up caps are counted.
 enum WarmRoute {
-    Go(crate::gateway::Route),
+    /// The route, and the warm-up count taken for it (given back if the send does not go).
+    Go(crate::gateway::Route, Option<super::warmup::WarmupSlot>),
     NoGateway,
     /// Every gateway of the channel is at today's warm-up cap: these.
     AllCapped(Vec<String>),

@@ -212,6 +212,7 @@ impl Herald {
             envelope,
             to,
             external_id: None,
+            conversational: true,
         }))
     }
 }

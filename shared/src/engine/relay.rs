@@ -258,6 +258,7 @@ impl Herald {
             envelope,
             to: recipient,
             external_id: None,
+            conversational: true,
         };
         let key = IdempotencyInput {
             key: format!("relay-{leg}:{}", m.id),
@@ -308,6 +309,7 @@ impl Herald {
                 envelope,
                 to: Recipient::Phone(to.clone()),
                 external_id: None,
+                conversational: true,
             };
             let key = IdempotencyInput {
                 key: format!("relay-reassigned-{role}:{}", a.id),

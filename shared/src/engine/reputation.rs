@@ -137,7 +137,11 @@ impl Herald {
             self.announce_resume(tenant, entry, lifted.as_ref(), now)
                 .await;
         }
-        let standings = state.standings(&totals, now);
+        let since = state.window_start(now);
+        let standings = match self.store.counts_since(tenant, since).await? {
+            Some(counts) => state.judge_window(&by_gateway(counts)),
+            None => state.standings(&totals, now),
+        };
         if state.pause_if_over(&standings, now) {
             changed = true;
             if let Some(p) = &state.paused {
@@ -240,4 +244,15 @@ impl Herald {
             warn!(%tenant, error = %e, event = event.as_str(), "event not announced");
         }
     }
+}
+
+/// Message counts summed per gateway (messages no gateway took are left out).
+fn by_gateway(counts: Vec<crate::ports::ChannelCount>) -> BTreeMap<String, Tally> {
+    let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
+    for c in counts {
+        if let Some(gateway) = c.gateway {
+            totals.entry(gateway).or_default().add(c.status, c.count);
+        }
+    }
+    totals
 }

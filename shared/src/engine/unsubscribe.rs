@@ -78,7 +78,9 @@ impl Herald {
             .suppressions
             .get_suppression(&entry.scope, entry.channel, &entry.address)
             .await?;
-        if existing.is_none() {
+        // A lasting entry already says it; a temporary or lapsed one is replaced by this one.
+        let lasting = existing.is_some_and(|e| e.expires_at.is_none() && e.is_active(Utc::now()));
+        if !lasting {
             self.suppressions
                 .put_suppressions(vec![entry.clone()])
                 .await?;

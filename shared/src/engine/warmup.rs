@@ -20,6 +20,13 @@ use crate::domain::suppression::Scope;
 use crate::domain::Message;
 use crate::ports::StoreError;
 
+/// A send counted against a warm-up cap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WarmupSlot {
+    day: NaiveDate,
+    group: &'static str,
+}
+
 /// Each process's view of today's cap per gateway, judged once a day.
 #[derive(Default)]
 pub(crate) struct TodaysCaps(parking_lot::Mutex<HashMap<String, (NaiveDate, WarmupState)>>);
@@ -44,10 +51,15 @@ pub struct WarmupView {
 
 impl Herald {
     /// Whether `m` may go through `gateway` today: always without a schedule; with one, when
-    /// the day's cap has room (and then the send is counted).
-    pub(crate) async fn warmup_admits(&self, gateway: &str, m: &Message) -> bool {
+    /// the day's cap has room, and then the send is counted: `Some(slot)` to give back with
+    /// [`Herald::warmup_give_back`] if it does not go after all.
+    pub(crate) async fn warmup_admits(
+        &self,
+        gateway: &str,
+        m: &Message,
+    ) -> Option<Option<WarmupSlot>> {
         let Some(schedule) = self.config.warmups.get(gateway) else {
-            return true;
+            return Some(None);
         };
         let today = Utc::now().date_naive();
         let cap = match self.warmup_state(gateway, schedule, today).await {
@@ -60,18 +72,29 @@ impl Herald {
             }
         };
         let Some(cap) = cap else {
-            return true;
+            return Some(None);
         };
         let group = match schedule.by_provider {
             true => provider_group(&m.to),
             false => ALL_GROUPS,
         };
         match self.warmup.take(gateway, today, group, cap).await {
-            Ok(taken) => taken,
+            Ok(true) => Some(Some(WarmupSlot { day: today, group })),
+            Ok(false) => None,
             Err(e) => {
                 warn!(gateway, error = %e, "warm-up count failed; overflowing");
-                false
+                None
             }
+        }
+    }
+
+    /// Gives back a counted send that did not go, so the cap counts sends, not attempts.
+    pub(crate) async fn warmup_give_back(&self, gateway: &str, slot: Option<WarmupSlot>) {
+        let Some(slot) = slot else {
+            return;
+        };
+        if let Err(e) = self.warmup.untake(gateway, slot.day, slot.group).await {
+            warn!(gateway, error = %e, "warm-up count not given back");
         }
     }
 

@@ -21,8 +21,12 @@ pub fn unsubscribe_headers(m: &OutboundMessage) -> Option<Vec<(&'static str, Str
     }
     let list: Vec<String> = urls.iter().map(|u| format!("<{u}>")).collect();
     let mut headers = vec![("List-Unsubscribe", list.join(", "))];
-    // One-click (RFC 8058) is defined for https URLs; Herald's own link takes the POST anyway.
-    if m.one_click_url.is_some() || urls.iter().any(|u| u.starts_with("https://")) {
+    // One-click (RFC 8058) is defined for https URLs; Herald's own link (when usable) takes
+    // the POST over http too, for development.
+    let herald_link = m.one_click_url.as_deref().map(str::trim);
+    if herald_link.is_some_and(|u| urls.contains(&u))
+        || urls.iter().any(|u| u.starts_with("https://"))
+    {
         headers.push((
             "List-Unsubscribe-Post",
             "List-Unsubscribe=One-Click".to_owned(),

@@ -196,6 +196,11 @@ impl GatewayRegistry {
             .flat_map(|(c, gs)| gs.iter().map(move |g| (*c, g)))
     }
 
+    /// The first of `names` that no registered gateway has.
+    pub fn unknown<'n>(&self, mut names: impl Iterator<Item = &'n String>) -> Option<&'n String> {
+        names.find(|n| self.named(n).is_none())
+    }
+
     /// The gateway registered under `name`, for any channel.
     pub fn named(&self, name: &str) -> Option<&Arc<dyn Gateway>> {
         self.gateways().map(|(_, g)| g).find(|g| g.name() == name)

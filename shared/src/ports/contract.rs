@@ -2198,6 +2198,11 @@ pub async fn warmup_counts_and_state<S: super::WarmupStore>(store: &S) {
         taken += usize::from(store.take(&gateway, day, "gmail", 3).await.unwrap());
     }
     assert_eq!(taken, 3, "the cap holds");
+    // A send that did not go gives its count back: the cap counts sends.
+    store.untake(&gateway, day, "gmail").await.unwrap();
+    assert!(store.take(&gateway, day, "gmail", 3).await.unwrap());
+    assert!(!store.take(&gateway, day, "gmail", 3).await.unwrap());
+    store.untake(&gateway, day, "never-taken").await.unwrap();
     assert!(
         store.take(&gateway, day, "yahoo", 3).await.unwrap(),
         "groups apart"

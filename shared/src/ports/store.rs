@@ -258,6 +258,16 @@ pub trait MessageStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
     async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError>;
+    /// The tenant's messages accepted since `since`, counted as `channel_counts` counts them,
+    /// where the backend can count by time; None where it keeps only running totals (the
+    /// caller then differences snapshots of those).
+    async fn counts_since(
+        &self,
+        _tenant: &TenantId,
+        _since: DateTime<Utc>,
+    ) -> Result<Option<Vec<ChannelCount>>, StoreError> {
+        Ok(None)
+    }
     /// Retention: deletes final messages (and their events) last updated before `cutoff`, and
     /// idempotency keys created before `keys_cutoff`.
     async fn purge(

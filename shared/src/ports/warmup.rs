@@ -20,6 +20,8 @@ pub trait WarmupStore: Send + Sync + 'static {
         group: &str,
         cap: u64,
     ) -> Result<bool, StoreError>;
+    /// Gives back a send counted by `take` that did not go (throttled, failed, held).
+    async fn untake(&self, gateway: &str, day: NaiveDate, group: &str) -> Result<(), StoreError>;
     /// Adds a day's bounces and complaints through `gateway`.
     async fn note(
         &self,

@@ -520,6 +520,36 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    /// By the `(tenant, id)` index: ids are UUIDv7, so `since` is an id range.
+    async fn counts_since(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<ChannelCount>>, StoreError> {
+        let (tenant, floor) = (tenant.as_str().to_owned(), first_id_at(since).to_string());
+        let counts = self
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT channel, gateway, status, COUNT(*) FROM messages \
+                     WHERE tenant = ?1 AND id >= ?2 GROUP BY channel, gateway, status",
+                )?;
+                let rows = stmt.query_map(params![tenant, floor], |r| {
+                    let channel: String = r.get(0)?;
+                    let status: String = r.get(2)?;
+                    Ok(ChannelCount {
+                        channel: Channel::parse(&channel).unwrap_or(Channel::Email),
+                        gateway: r.get(1)?,
+                        status: parse_status(2, &status)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(Some(counts))
+    }
+
     async fn purge(
         &self,
         cutoff: DateTime<Utc>,

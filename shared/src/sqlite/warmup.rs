@@ -58,6 +58,20 @@ impl WarmupStore for SqliteBackend {
             .await
     }
 
+    async fn untake(&self, gateway: &str, day: NaiveDate, group: &str) -> Result<(), StoreError> {
+        let args = (gateway.to_owned(), day_key(day), group.to_owned());
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "UPDATE warmup_days SET sends = sends - 1 \
+                     WHERE gateway = ?1 AND day = ?2 AND grp = ?3 AND sends > 0",
+                )?
+                .execute(params![args.0, args.1, args.2])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn note(
         &self,
         gateway: &str,

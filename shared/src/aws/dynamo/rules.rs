@@ -72,10 +72,10 @@ impl RuleStore for DynamoStore {
         self.put_setting(tenant, QUIET_HOURS, q).await
     }
 
-    /// Read before bulk hand-offs (through a 30 s cache): eventually consistent, like quiet
-    /// hours.
+    /// Consistent: judgements, resumes and settings read it to write it back (the bulk
+    /// hand-offs read it through a 30 s cache).
     async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
-        self.setting_read(tenant, REPUTATION, false).await
+        self.setting(tenant, REPUTATION).await
     }
 
     async fn put_reputation(

@@ -62,6 +62,25 @@ impl WarmupStore for DynamoStore {
         }
     }
 
+    async fn untake(&self, gateway: &str, day: NaiveDate, group: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.rate_limits_table()?)
+            .key("pk", s(day_pk(gateway, day, group)))
+            .update_expression("ADD sends :minus")
+            .condition_expression("sends > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
     async fn note(
         &self,
         gateway: &str,

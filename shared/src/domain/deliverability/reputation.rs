@@ -185,10 +185,20 @@ impl ReputationState {
                 .is_some_and(|p| p.resumes_at.is_none_or(|t| t > now))
     }
 
-    /// Each gateway's window, judged.
-    pub fn standings(&self, totals: &BTreeMap<String, Tally>, now: DateTime<Utc>) -> Vec<Standing> {
+    /// Where the window starts now: its length ago, or the last resume if that is later.
+    pub fn window_start(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let start = now - Duration::hours(i64::from(self.settings.window_hours));
-        let start = self.resumed_at.map_or(start, |r| r.max(start));
+        self.resumed_at.map_or(start, |r| r.max(start))
+    }
+
+    /// Each gateway's window, counted directly (by a backend that counts by time), judged.
+    pub fn judge_window(&self, window: &BTreeMap<String, Tally>) -> Vec<Standing> {
+        window.iter().map(|(g, t)| self.judge(g, *t)).collect()
+    }
+
+    /// Each gateway's window from the running totals and the snapshots, judged.
+    pub fn standings(&self, totals: &BTreeMap<String, Tally>, now: DateTime<Utc>) -> Vec<Standing> {
+        let start = self.window_start(now);
         // The newest snapshot at or before the window's start; with none that old, every
         // count so far (until a day of snapshots exists, the window is the whole history).
         let base = self.snapshots.iter().rev().find(|s| s.at <= start);

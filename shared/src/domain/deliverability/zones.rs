@@ -48,9 +48,9 @@ fn nanp(national: &str) -> Option<(Vec<Tz>, ZoneBasis)> {
     if let Some(zone) = area_codes().get(area) {
         return Some((vec![*zone], ZoneBasis::AreaCode));
     }
-    // 5XX codes not in the table are personal-communication and test ranges (500, 555, ...),
-    // N11 codes are services: neither is a place.
-    if NON_GEOGRAPHIC.contains(&area) || area.starts_with('5') || area.ends_with("11") {
+    // Personal-communication and test ranges (500, 555, ...) and N11 service codes are not
+    // places; any other code is somewhere in the US or Canada.
+    if NON_GEOGRAPHIC.contains(&area) || area.ends_with("11") {
         return None;
     }
     Some((parse_all(US_AND_CANADA), ZoneBasis::Country))
@@ -309,6 +309,8 @@ mod tests {
         assert!(zones_of("+15005550006").is_none());
         assert!(zones_of("+15551234567").is_none());
         assert!(zones_of("+18005551212").is_none());
+        // A geographic 5XX code split between zones: every zone, not none.
+        assert_eq!(zones_of("+15745550100").unwrap().1, ZoneBasis::Country);
     }
 
     #[test]
