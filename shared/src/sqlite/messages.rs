@@ -498,26 +498,7 @@ impl MessageStore for SqliteBackend {
     }
 
     async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        self.readers
-            .run(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT channel, gateway, status, COUNT(*) FROM messages WHERE tenant = ?1 \
-                     GROUP BY channel, gateway, status ORDER BY channel, gateway, status",
-                )?;
-                let rows = stmt.query_map([tenant], |r| {
-                    let channel: String = r.get(0)?;
-                    let status: String = r.get(2)?;
-                    Ok(ChannelCount {
-                        channel: Channel::parse(&channel).unwrap_or(Channel::Email),
-                        gateway: r.get(1)?,
-                        status: parse_status(2, &status)?,
-                        count: r.get::<_, i64>(3)? as u64,
-                    })
-                })?;
-                rows.collect()
-            })
-            .await
+        self.count_messages(tenant, String::new()).await
     }
 
     /// By the `(tenant, id)` index: ids are UUIDv7, so `since` is an id range.
@@ -526,28 +507,8 @@ impl MessageStore for SqliteBackend {
         tenant: &TenantId,
         since: DateTime<Utc>,
     ) -> Result<Option<Vec<ChannelCount>>, StoreError> {
-        let (tenant, floor) = (tenant.as_str().to_owned(), first_id_at(since).to_string());
-        let counts = self
-            .readers
-            .run(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT channel, gateway, status, COUNT(*) FROM messages \
-                     WHERE tenant = ?1 AND id >= ?2 GROUP BY channel, gateway, status",
-                )?;
-                let rows = stmt.query_map(params![tenant, floor], |r| {
-                    let channel: String = r.get(0)?;
-                    let status: String = r.get(2)?;
-                    Ok(ChannelCount {
-                        channel: Channel::parse(&channel).unwrap_or(Channel::Email),
-                        gateway: r.get(1)?,
-                        status: parse_status(2, &status)?,
-                        count: r.get::<_, i64>(3)? as u64,
-                    })
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(Some(counts))
+        let floor = first_id_at(since).to_string();
+        Ok(Some(self.count_messages(tenant, floor).await?))
     }
 
     async fn purge(
@@ -620,6 +581,38 @@ impl MessageStore for SqliteBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers
             .run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
+
+impl SqliteBackend {
+    /// The tenant's messages with ids from `floor` on (`""`: all of them), counted by channel,
+    /// gateway and status.
+    async fn count_messages(
+        &self,
+        tenant: &TenantId,
+        floor: String,
+    ) -> Result<Vec<ChannelCount>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT channel, gateway, status, COUNT(*) FROM messages \
+                     WHERE tenant = ?1 AND id >= ?2 \
+                     GROUP BY channel, gateway, status ORDER BY channel, gateway, status",
+                )?;
+                let rows = stmt.query_map(params![tenant, floor], |r| {
+                    let channel: String = r.get(0)?;
+                    let status: String = r.get(2)?;
+                    Ok(ChannelCount {
+                        channel: Channel::parse(&channel).unwrap_or(Channel::Email),
+                        gateway: r.get(1)?,
+                        status: parse_status(2, &status)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                    })
+                })?;
+                rows.collect()
+            })
             .await
     }
 }
