@@ -535,3 +535,31 @@ async fn refusals_map_5xx_to_permanent_and_4xx_to_transient() {
     let delivered = only_delivered(&sink);
     assert_eq!(delivered.rcpt_to, ["ann@example.com"]);
 }
+
+#[tokio::test]
+async fn heralds_one_click_link_goes_first_in_list_unsubscribe() {
+    let sink = Sink::start(Some("PLAIN LOGIN")).await;
+    let gateway = SmtpGateway::new(config(&sink)).unwrap();
+    let mut m = email("ann@example.com");
+    m.one_click_url = Some("https://herald.example.com/u/eyJ0IjoiYWNtZSJ9.0a1b2c3d.mac".into());
+    gateway.send(&m).await.unwrap();
+    let delivered = only_delivered(&sink);
+    let parsed = MessageParser::default().parse(&delivered.data).unwrap();
+    // A long header may be folded: compare it unfolded.
+    let header = |name: &'static str| {
+        parsed
+            .header_raw(name)
+            .map(|h| h.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        header("List-Unsubscribe").as_deref(),
+        Some(
+            "<https://herald.example.com/u/eyJ0IjoiYWNtZSJ9.0a1b2c3d.mac>, \
+             <https://news.example.org/u/abc?t=1>"
+        )
+    );
+    assert_eq!(
+        header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+}
