@@ -25,7 +25,7 @@ pub struct ReputationSettings {
     #[schema(minimum = 1, maximum = 168)]
     pub window_hours: u32,
     /// Rates are judged only over at least this many sends in the window.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub min_sends: u32,
     #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub warn_bounce_rate: f64,
@@ -35,7 +35,8 @@ pub struct ReputationSettings {
     pub pause_bounce_rate: f64,
     #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub pause_complaint_rate: f64,
-    /// Lift a pause by itself this many hours after it began; never when null.
+    /// Lift a pause by itself this many hours after it began (1-8760); never when null.
+    #[schema(minimum = 1, maximum = 8760)]
     pub auto_resume_after_hours: Option<u32>,
 }
 
@@ -59,8 +60,8 @@ impl ReputationSettings {
         if !(1..=168).contains(&self.window_hours) {
             return bad("/window_hours", "window_hours must be 1-168");
         }
-        if self.min_sends == 0 {
-            return bad("/min_sends", "min_sends must be at least 1");
+        if !(1..=10_000_000).contains(&self.min_sends) {
+            return bad("/min_sends", "min_sends must be 1-10,000,000");
         }
         let rates = [
             ("/warn_bounce_rate", self.warn_bounce_rate),
@@ -81,10 +82,13 @@ impl ReputationSettings {
                 "a warn rate must not be over its pause rate",
             );
         }
-        if self.auto_resume_after_hours == Some(0) {
+        if self
+            .auto_resume_after_hours
+            .is_some_and(|h| !(1..=8760).contains(&h))
+        {
             return bad(
                 "/auto_resume_after_hours",
-                "auto_resume_after_hours must be at least 1",
+                "auto_resume_after_hours must be 1-8760",
             );
         }
         Ok(())
