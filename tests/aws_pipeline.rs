@@ -198,14 +198,7 @@ async fn bulk_email_carries_heralds_one_click_link_in_the_raw_message_and_a_post
 async fn a_text_at_night_waits_on_its_lane_until_the_window_opens() {
     let api = Api::start().await;
     // A zone where it is 02:00-02:59 now: the default 08:00-21:00 window opens in 5-6 hours.
-    let hour = i64::from(chrono::Timelike::hour(&chrono::Utc::now()));
-    let offset = (2 - hour).rem_euclid(24);
-    let offset = if offset > 12 { offset - 24 } else { offset };
-    let zone = match offset {
-        0 => "Etc/GMT".to_owned(),
-        o if o > 0 => format!("Etc/GMT-{o}"),
-        o => format!("Etc/GMT+{}", -o),
-    };
+    let (zone, _) = herald_tests::a_zone_at_night();
     let (status, reply) = api
         .call(
             reqwest::Method::POST,

@@ -9,22 +9,7 @@ use chrono::{DateTime, Timelike, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use herald_tests::TestServer;
-
-/// An IANA zone where it is now between 22:00 and 05:59 local time (`Etc/GMT±n` has the
-/// opposite sign of its offset).
-fn a_zone_at_night() -> (String, i64) {
-    let hour = i64::from(Utc::now().hour());
-    // Local hour = UTC hour + offset; aim for 02:00 local.
-    let offset = (2 - hour).rem_euclid(24);
-    let offset = if offset > 12 { offset - 24 } else { offset };
-    let name = match offset {
-        0 => "Etc/GMT".to_owned(),
-        o if o > 0 => format!("Etc/GMT-{o}"),
-        o => format!("Etc/GMT+{}", -o),
-    };
-    (name, offset)
-}
+use herald_tests::{a_zone_at_night, TestServer};
 
 fn sms(priority: &str, zone: &str) -> Value {
     json!({ "channel": "sms", "priority": priority, "to": "+15005550006", "body": "Sale tonight",

@@ -8,6 +8,7 @@ pub mod api;
 pub mod engine;
 pub mod gateway;
 pub mod limiter;
+pub mod markup;
 pub mod redact;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

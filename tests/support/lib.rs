@@ -293,6 +293,21 @@ impl TestServer {
     }
 }
 
+/// An IANA zone where it is now 02:00-02:59 local time, and its offset from UTC in hours
+/// (`Etc/GMT±n` has the opposite sign of its offset): quiet hours hold a text sent there.
+pub fn a_zone_at_night() -> (String, i64) {
+    let hour = i64::from(chrono::Timelike::hour(&chrono::Utc::now()));
+    // Local hour = UTC hour + offset.
+    let offset = (2 - hour).rem_euclid(24);
+    let offset = if offset > 12 { offset - 24 } else { offset };
+    let name = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    (name, offset)
+}
+
 /// The event types of a message view, oldest first.
 pub fn timeline(view: &Value) -> Vec<String> {
     view["events"]

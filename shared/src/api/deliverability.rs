@@ -20,6 +20,7 @@ use crate::domain::deliverability::reputation::{Pause, ReputationSettings};
 use crate::domain::deliverability::unsubscribe::MAX_TOKEN_CHARS;
 use crate::engine::reputation::ReputationReport;
 use crate::engine::Herald;
+use crate::markup::escape;
 
 /// The tenant's quiet hours (the defaults when it set none).
 #[utoipa::path(get, operation_id = "get_quiet_hours", path = "/v1/quiet-hours", tag = "deliverability",
@@ -110,7 +111,7 @@ pub struct GatewayView {
     pub name: String,
     /// The channels it serves, each with its place in that channel's order (1: primary).
     pub channels: Vec<ChannelPlace>,
-    /// The health checker's last view; null before its first run.
+    /// Its state, breaker and the outcomes of the health window.
     pub health: Option<crate::domain::health::GatewayStatus>,
     pub warmup: Option<crate::engine::warmup::WarmupView>,
 }
@@ -134,7 +135,8 @@ pub async fn list_gateways(
     State(herald): State<Arc<Herald>>,
     _caller: Caller,
 ) -> Result<Json<GatewayList>, Problem> {
-    let statuses = herald.health.statuses().await?;
+    // The same view of each gateway's health as `/v1/stats/channels` gives.
+    let mut health = herald.gateway_health().await?;
     let mut items: Vec<GatewayView> = Vec::new();
     let mut order: std::collections::HashMap<crate::domain::Channel, usize> = Default::default();
     for (channel, gateway) in herald.gateways.gateways() {
@@ -149,10 +151,7 @@ pub async fn list_gateways(
             None => items.push(GatewayView {
                 name: gateway.name().to_owned(),
                 channels: vec![at],
-                health: statuses
-                    .iter()
-                    .find(|s| s.gateway == gateway.name())
-                    .cloned(),
+                health: health.remove(gateway.name()),
                 warmup: herald.warmup_view(gateway.name()).await?,
             }),
         }
@@ -246,12 +245,4 @@ fn page(message: &str, form: Option<&str>) -> impl IntoResponse {
         ],
         Html(body),
     )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

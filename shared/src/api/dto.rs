@@ -257,11 +257,6 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
             ),
         ));
     }
-    let metadata = object("metadata", input.metadata)?;
-    // A bad option is refused with its field at accept (`check_envelope`).
-    let locale = crate::domain::DeliveryOptions::from_metadata(metadata.as_ref())
-        .ok()
-        .and_then(|o| o.locale);
     Ok(Envelope {
         channel: input.channel,
         priority: input.priority,
@@ -271,10 +266,11 @@ fn envelope(input: EnvelopeInput<'_>) -> Result<Envelope, FieldError> {
         message_type: label("message_type", input.message_type)?,
         source_type: label("source_type", input.source_type)?,
         source_id: label("source_id", input.source_id)?,
-        metadata,
+        metadata: object("metadata", input.metadata)?,
         send_at: input.send_at,
         correlation_id: input.correlation_id.to_owned(),
-        locale,
+        // Set from `metadata.locale` when accept parses the options.
+        locale: None,
     })
 }
 

@@ -70,25 +70,8 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<TemplateView>), Problem> {
     let tenant = &caller.tenant;
     let name = name_of(path)?;
-    let input = body.value;
-    if input.subject.is_none() && input.text.is_none() && input.html.is_none() {
-        return Err(Problem::invalid(FieldError::new(
-            "",
-            "required",
-            "give at least one of subject, text, html",
-        )));
-    }
-    let template = Template {
-        name,
-        subject: input.subject,
-        text: input.text,
-        html: input.html,
-        updated_at: Utc::now(),
-        locales: Default::default(),
-    };
-    let sample = input
-        .sample_data
-        .map_or(serde_json::Value::Null, serde_json::Value::Object);
+    let (parts, sample) = parts_of(body.value)?;
+    let template = Template::with_parts(name, parts, Utc::now());
     let template = herald
         .check_template(template, sample)
         .await
@@ -142,6 +125,35 @@ pub async fn delete(
     }
 }
 
+/// The parts a PUT gives (at least one), and the data for its trial render.
+fn parts_of(input: TemplateInput) -> Result<(TemplateParts, serde_json::Value), Problem> {
+    if input.subject.is_none() && input.text.is_none() && input.html.is_none() {
+        return Err(Problem::invalid(FieldError::new(
+            "",
+            "required",
+            "give at least one of subject, text, html",
+        )));
+    }
+    let sample = input
+        .sample_data
+        .map_or(serde_json::Value::Null, serde_json::Value::Object);
+    let parts = TemplateParts {
+        subject: input.subject,
+        text: input.text,
+        html: input.html,
+    };
+    Ok((parts, sample))
+}
+
+/// A variant's template (no template has a malformed name: a 404) and its raw locale.
+fn variant_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(TemplateName, String), Problem> {
+    let Path((raw_name, raw_locale)) = path.map_err(|_| Problem::not_found("template"))?;
+    let name = TemplateName::parse(&raw_name).map_err(|_| Problem::not_found("template"))?;
+    Ok((name, raw_locale))
+}
+
 /// The locale in a variant's path: a malformed one is a 422.
 fn locale_of(raw: &str) -> Result<Locale, Problem> {
     Locale::parse(raw).map_err(|e| Problem::invalid(FieldError::new("/locale", "invalid", e)))
@@ -161,17 +173,9 @@ pub async fn put_locale(
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<TemplateInput>,
 ) -> Result<(StatusCode, Json<TemplateView>), Problem> {
-    let Path((raw_name, raw_locale)) = path.map_err(|_| Problem::not_found("template"))?;
-    let name = TemplateName::parse(&raw_name).map_err(|_| Problem::not_found("template"))?;
+    let (name, raw_locale) = variant_path(path)?;
     let locale = locale_of(&raw_locale)?;
-    let input = body.value;
-    if input.subject.is_none() && input.text.is_none() && input.html.is_none() {
-        return Err(Problem::invalid(FieldError::new(
-            "",
-            "required",
-            "give at least one of subject, text, html",
-        )));
-    }
+    let (parts, sample) = parts_of(body.value)?;
     let tenant = &caller.tenant;
     let existing = herald
         .templates
@@ -185,23 +189,8 @@ pub async fn put_locale(
             format!("a template has at most {MAX_LOCALES} locales"),
         )));
     }
-    let parts = TemplateParts {
-        subject: input.subject,
-        text: input.text,
-        html: input.html,
-    };
     // The variant is checked as a template of its own: syntax, and a trial render.
-    let trial = Template {
-        name: name.clone(),
-        subject: parts.subject.clone(),
-        text: parts.text.clone(),
-        html: parts.html.clone(),
-        updated_at: Utc::now(),
-        locales: Default::default(),
-    };
-    let sample = input
-        .sample_data
-        .map_or(serde_json::Value::Null, serde_json::Value::Object);
+    let trial = Template::with_parts(name.clone(), parts.clone(), Utc::now());
     herald
         .check_template(trial, sample)
         .await
@@ -232,8 +221,7 @@ pub async fn delete_locale(
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    let Path((raw_name, raw_locale)) = path.map_err(|_| Problem::not_found("template"))?;
-    let name = TemplateName::parse(&raw_name).map_err(|_| Problem::not_found("template"))?;
+    let (name, raw_locale) = variant_path(path)?;
     let locale = Locale::parse(&raw_locale).map_err(|_| Problem::not_found("template locale"))?;
     if !herald
         .templates

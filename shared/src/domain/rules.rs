@@ -133,18 +133,32 @@ fn yes() -> bool {
 impl BusinessHours {
     /// Whether `at` falls in the hours (on a listed day, by the day the hours start on).
     pub fn open_at(&self, at: DateTime<Utc>) -> bool {
-        let local = at.with_timezone(&self.timezone.0);
-        let time = local.time();
-        let (start, end) = (self.start.0, self.end.0);
-        let (open, day) = if start <= end {
-            (time >= start && time < end, local.weekday())
-        } else if time >= start {
-            (true, local.weekday())
-        } else {
-            (time < end, local.weekday().pred())
-        };
-        open && (self.days.is_empty() || self.days.iter().any(|d| d.0 == day))
+        within_hours(
+            at.with_timezone(&self.timezone.0),
+            self.start,
+            self.end,
+            &self.days,
+        )
     }
+}
+
+/// Whether a local time falls in the hours `[start, end)` (past midnight when end < start) on
+/// one of `days` (every day when empty), counting hours past midnight to the day they began.
+pub fn within_hours(
+    local: DateTime<chrono_tz::Tz>,
+    start: ClockTime,
+    end: ClockTime,
+    days: &[Day],
+) -> bool {
+    let (time, start, end) = (local.time(), start.0, end.0);
+    let (open, day) = if start <= end {
+        (time >= start && time < end, local.weekday())
+    } else if time >= start {
+        (true, local.weekday())
+    } else {
+        (time < end, local.weekday().pred())
+    };
+    open && (days.is_empty() || days.iter().any(|d| d.0 == day))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

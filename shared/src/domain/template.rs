@@ -64,6 +64,22 @@ pub struct TemplateParts {
 }
 
 impl Template {
+    /// A template of these parts, with no variants.
+    pub fn with_parts(
+        name: TemplateName,
+        parts: TemplateParts,
+        updated_at: DateTime<Utc>,
+    ) -> Template {
+        Template {
+            name,
+            subject: parts.subject,
+            text: parts.text,
+            html: parts.html,
+            updated_at,
+            locales: BTreeMap::new(),
+        }
+    }
+
     /// The variant for `wanted`, falling back along its prefixes (`es-MX`, `es`) and then to
     /// the template's own parts; with the locale chosen (None for the default).
     pub fn variant(&self, wanted: Option<&Locale>) -> (Option<Locale>, Template) {
@@ -75,14 +91,7 @@ impl Template {
             None => (None, self.clone()),
             Some((locale, parts)) => (
                 Some(locale.clone()),
-                Template {
-                    name: self.name.clone(),
-                    subject: parts.subject.clone(),
-                    text: parts.text.clone(),
-                    html: parts.html.clone(),
-                    updated_at: self.updated_at,
-                    locales: BTreeMap::new(),
-                },
+                Template::with_parts(self.name.clone(), parts.clone(), self.updated_at),
             ),
         }
     }

@@ -258,14 +258,13 @@ impl Herald {
             return Ok(replay);
         }
         let conversational = draft.conversational;
-        let mut message = self.compose_single(tenant, draft).await?;
-        let topic = topic_of(message.metadata.as_ref());
+        let (mut message, options) = self.compose_single(tenant, draft).await?;
         if let Some(entry) = self
             .suppressed_for(
                 tenant,
                 message.channel,
                 &[message.to.as_str()],
-                topic.as_ref(),
+                options.topic.as_ref(),
             )
             .await?
             .into_values()
@@ -276,7 +275,10 @@ impl Herald {
         }
         let not_before = match conversational {
             true => None,
-            false => self.hold_single(tenant, &mut message).await?,
+            false => {
+                let zone = options.recipient_timezone.map(|t| t.0);
+                self.hold_single(tenant, &mut message, zone).await?
+            }
         };
         let outcome = SendOutcome {
             id: message.id,
@@ -322,7 +324,7 @@ impl Herald {
             return Ok(replay);
         }
         let mut draft = draft;
-        self.check_envelope(tenant, &draft.envelope).await?;
+        let options = self.check_envelope(tenant, &mut draft.envelope).await?;
         let template = self.load_template(tenant, &draft.envelope.content).await?;
         let template = pick_variant(&mut draft.envelope, template);
         let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
@@ -339,9 +341,8 @@ impl Herald {
         rejected.sort_by_key(|r| r.index);
         // One batched look-up for every recipient, never one per recipient.
         let addresses: Vec<&str> = accepted.iter().map(|r| r.to.as_str()).collect();
-        let topic = topic_of(env.metadata.as_ref());
         let found = self
-            .suppressed_for(tenant, env.channel, &addresses, topic.as_ref())
+            .suppressed_for(tenant, env.channel, &addresses, options.topic.as_ref())
             .await?;
         let mut suppressed = 0;
         for r in &mut accepted {
@@ -350,7 +351,8 @@ impl Herald {
                 suppressed += 1;
             }
         }
-        let deferred = self.hold_bulk(tenant, &env, &mut accepted).await?;
+        let zone = options.recipient_timezone.map(|t| t.0);
+        let deferred = self.hold_bulk(tenant, &env, zone, &mut accepted).await?;
         let queued = accepted.len() - suppressed;
         let due_now = if env.send_at.is_none_or(|at| at <= Utc::now()) {
             queued - deferred
@@ -441,8 +443,8 @@ impl Herald {
         &self,
         tenant: &TenantId,
         mut draft: SendDraft,
-    ) -> Result<NewMessage, AcceptError> {
-        self.check_envelope(tenant, &draft.envelope).await?;
+    ) -> Result<(NewMessage, DeliveryOptions), AcceptError> {
+        let options = self.check_envelope(tenant, &mut draft.envelope).await?;
         let template_named = matches!(draft.envelope.content, ContentSource::Template(_));
         let template = self.load_template(tenant, &draft.envelope.content).await?;
         if template.as_ref().is_some_and(|t| !t.locales.is_empty())
@@ -470,24 +472,31 @@ impl Herald {
                 Utc::now(),
             )
         };
-        Ok(match template_named {
+        let message = match template_named {
             false => compose()?,
             true => self.render_off_async(compose).await??,
-        })
+        };
+        Ok((message, options))
     }
 
-    /// What every send is held to before any rendering: its delivery options parse, and its
+    /// What every send is held to before any rendering: its delivery options parse (parsed
+    /// once here, for the whole accept; the locale asked for goes on the envelope), and its
     /// `from` is one of the tenant's sender identities.
-    async fn check_envelope(&self, tenant: &TenantId, env: &Envelope) -> Result<(), AcceptError> {
-        DeliveryOptions::from_metadata(env.metadata.as_ref()).map_err(AcceptError::Invalid)?;
+    async fn check_envelope(
+        &self,
+        tenant: &TenantId,
+        env: &mut Envelope,
+    ) -> Result<DeliveryOptions, AcceptError> {
+        let options =
+            DeliveryOptions::from_metadata(env.metadata.as_ref()).map_err(AcceptError::Invalid)?;
+        env.locale = options.locale.clone();
         let Some(from) = env.from.as_deref() else {
-            return Ok(());
+            return Ok(options);
         };
-        if !sender::needs_identity(env.channel) {
-            return Ok(());
-        }
-        if self.may_send_as(tenant, env.channel, from).await? {
-            return Ok(());
+        if !sender::needs_identity(env.channel)
+            || self.may_send_as(tenant, env.channel, from).await?
+        {
+            return Ok(options);
         }
         Err(AcceptError::Invalid(FieldError::new(
             "/from",
@@ -607,11 +616,6 @@ impl Herald {
             },
         }
     }
-}
-
-/// The topic a send names in its options (checked at accept).
-fn topic_of(metadata: Option<&serde_json::Value>) -> Option<crate::domain::suppression::Topic> {
-    DeliveryOptions::from_metadata(metadata).ok()?.topic
 }
 
 /// The template variant for the envelope's locale; the envelope then records the one chosen

@@ -4,11 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use super::Herald;
-use crate::domain::deliverability::quiet_hours::{Deferral, QuietHours, SendFacts};
+use crate::domain::deliverability::quiet_hours::{QuietHours, SendFacts};
 use crate::domain::thread::sender_identity;
 use crate::domain::{
-    BulkJobRecipient, Channel, ContactFields, DeliveryOptions, Envelope, MessageStatus, NewMessage,
-    TenantId,
+    BulkJobRecipient, Channel, ContactFields, Envelope, MessageStatus, NewMessage, TenantId,
 };
 use crate::ports::StoreError;
 
@@ -23,11 +22,13 @@ impl Herald {
         Ok(q)
     }
 
-    /// Holds a single send outside its window (`deferred` until it opens); when it goes.
+    /// Holds a single send outside its window (`deferred` until it opens); when it goes. The
+    /// zone is the send's `recipient_timezone`, else its contact's, else its number's.
     pub(super) async fn hold_single(
         &self,
         tenant: &TenantId,
         m: &mut NewMessage,
+        mut zone: Option<chrono_tz::Tz>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         if m.status != MessageStatus::Queued {
             return Ok(None);
@@ -36,12 +37,26 @@ impl Herald {
         if !q.applies(m.channel, m.priority, m.message_type.as_deref()) {
             return Ok(None);
         }
-        let mut zone = explicit_zone(m.metadata.as_ref());
         if zone.is_none() {
             let contact = self.recipient_contact(tenant, m.channel, &m.to).await?;
             zone = contact.and_then(|f| f.timezone());
         }
-        Ok(hold_for_quiet_hours(&q, m, zone, Utc::now()))
+        let facts = SendFacts {
+            channel: m.channel,
+            priority: m.priority,
+            message_type: m.message_type.as_deref(),
+            to: &m.to,
+            recipient_timezone: zone,
+            seed: m.id.as_uuid().as_u128(),
+        };
+        let now = Utc::now();
+        let Some(deferral) = q.defer(facts, m.send_at.map_or(now, |at| at.max(now))) else {
+            return Ok(None);
+        };
+        m.status = MessageStatus::Deferred;
+        m.send_at = Some(deferral.not_before);
+        m.note = Some(deferral.detail());
+        Ok(Some(deferral.not_before))
     }
 
     /// Holds each bulk recipient outside its window; how many were held.
@@ -49,13 +64,13 @@ impl Herald {
         &self,
         tenant: &TenantId,
         env: &Envelope,
+        zone: Option<chrono_tz::Tz>,
         recipients: &mut [BulkJobRecipient],
     ) -> Result<usize, StoreError> {
         let q = self.quiet_hours(tenant).await?;
         if !q.applies(env.channel, env.priority, env.message_type.as_deref()) {
             return Ok(0);
         }
-        let zone = explicit_zone(env.metadata.as_ref());
         let now = Utc::now();
         let mut held = 0;
         for r in recipients.iter_mut().filter(|r| r.suppressed.is_none()) {
@@ -101,48 +116,4 @@ impl Herald {
         self.quiet_hours.put(tenant, q);
         Ok(())
     }
-}
-
-/// Holds a queued message until its window opens, when it falls outside it. The window is
-/// judged at the time the message is due (its `send_at`, or now).
-pub(crate) fn hold_for_quiet_hours(
-    q: &QuietHours,
-    m: &mut NewMessage,
-    recipient_timezone: Option<chrono_tz::Tz>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    if m.status != MessageStatus::Queued {
-        return None;
-    }
-    let zone = recipient_timezone.or_else(|| explicit_zone(m.metadata.as_ref()));
-    let deferral = deferral(q, m, zone, now)?;
-    m.status = MessageStatus::Deferred;
-    m.send_at = Some(deferral.not_before);
-    m.note = Some(deferral.detail());
-    Some(deferral.not_before)
-}
-
-/// The send's own `recipient_timezone` option.
-fn explicit_zone(metadata: Option<&serde_json::Value>) -> Option<chrono_tz::Tz> {
-    DeliveryOptions::from_metadata(metadata)
-        .ok()
-        .and_then(|o| o.recipient_timezone)
-        .map(|t| t.0)
-}
-
-fn deferral(
-    q: &QuietHours,
-    m: &NewMessage,
-    zone: Option<chrono_tz::Tz>,
-    now: DateTime<Utc>,
-) -> Option<Deferral> {
-    let facts = SendFacts {
-        channel: m.channel,
-        priority: m.priority,
-        message_type: m.message_type.as_deref(),
-        to: &m.to,
-        recipient_timezone: zone,
-        seed: m.id.as_uuid().as_u128(),
-    };
-    q.defer(facts, m.send_at.map_or(now, |at| at.max(now)))
 }

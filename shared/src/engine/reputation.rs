@@ -124,9 +124,9 @@ impl Herald {
     ) -> Result<(ReputationState, Vec<Standing>), StoreError> {
         let now = Utc::now();
         let mut state = self.rules.reputation(tenant).await?;
-        let totals = self.gateway_totals(tenant).await?;
-        let mut changed = state.remember(&totals, now);
+        let mut changed = false;
         if state.cooled_down(now) {
+            let totals = self.gateway_totals(tenant).await?;
             let lifted = state.resume(&totals, now);
             changed = true;
             let entry = AuditEntry::now(
@@ -137,11 +137,8 @@ impl Herald {
             self.announce_resume(tenant, entry, lifted.as_ref(), now)
                 .await;
         }
-        let since = state.window_start(now);
-        let standings = match self.store.counts_since(tenant, since).await? {
-            Some(counts) => state.judge_window(&by_gateway(counts)),
-            None => state.standings(&totals, now),
-        };
+        let (standings, snapshot_kept) = self.standings(tenant, &mut state, now).await?;
+        changed |= snapshot_kept;
         if state.pause_if_over(&standings, now) {
             changed = true;
             if let Some(p) = &state.paused {
@@ -158,6 +155,27 @@ impl Herald {
             self.reputations.put(tenant, state.clone());
         }
         Ok((state, standings))
+    }
+
+    /// Each gateway's window: counted by time where the store can (SQLite), else from the
+    /// running totals (DynamoDB's stream counters), keeping an hourly snapshot of them; and
+    /// whether a snapshot was kept.
+    async fn standings(
+        &self,
+        tenant: &TenantId,
+        state: &mut ReputationState,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Standing>, bool), StoreError> {
+        if let Some(counts) = self
+            .store
+            .counts_since(tenant, state.window_start(now))
+            .await?
+        {
+            return Ok((state.judge_window(&by_gateway(counts)), false));
+        }
+        let totals = self.gateway_totals(tenant).await?;
+        let kept = state.remember(&totals, now);
+        Ok((state.standings(&totals, now), kept))
     }
 
     /// The tenant's totals since the start per gateway, from the message counts.

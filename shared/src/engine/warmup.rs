@@ -63,8 +63,7 @@ impl Herald {
         };
         let today = Utc::now().date_naive();
         let cap = match self.warmup_state(gateway, schedule, today).await {
-            Ok(state) if today >= schedule.start => schedule.cap(state.day),
-            Ok(_) => Some(0),
+            Ok(state) => schedule.cap_on(&state, today),
             Err(e) => {
                 // Unreadable: a warming gateway takes nothing rather than too much.
                 warn!(gateway, error = %e, "warm-up state unreadable; overflowing");
@@ -183,10 +182,7 @@ impl Herald {
         let today = Utc::now().date_naive();
         let state = self.warmup_state(gateway, schedule, today).await?;
         let used_today = self.warmup.day(gateway, today).await?;
-        let cap_today = match today >= schedule.start {
-            true => schedule.cap(state.day),
-            false => Some(0),
-        };
+        let cap_today = schedule.cap_on(&state, today);
         let phase = match (today >= schedule.start, cap_today, &state.held) {
             (false, _, _) => "not_started",
             (true, None, _) => "warm",

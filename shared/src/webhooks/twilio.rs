@@ -208,17 +208,9 @@ fn twiml(reply: Option<&str>) -> Response {
     let body = match reply {
         Some(text) => format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
-            xml_escape(text)
+            crate::markup::escape(text)
         ),
         None => "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".to_owned(),
     };
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }

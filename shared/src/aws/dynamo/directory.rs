@@ -80,16 +80,10 @@ impl TemplateStore for DynamoStore {
             };
             match get_s(item, "name")?.split_once('#') {
                 None => {
-                    template = Some(Template {
-                        name: name.clone(),
-                        subject: parts.subject,
-                        text: parts.text,
-                        html: parts.html,
-                        updated_at: opt_n::<i64>(item, "updated_at")?
-                            .and_then(chrono::DateTime::from_timestamp_millis)
-                            .unwrap_or_default(),
-                        locales: BTreeMap::new(),
-                    })
+                    let updated_at = opt_n::<i64>(item, "updated_at")?
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .unwrap_or_default();
+                    template = Some(Template::with_parts(name.clone(), parts, updated_at));
                 }
                 Some((_, locale)) => {
                     let locale = Locale::parse(locale).map_err(StoreError::Corrupt)?;

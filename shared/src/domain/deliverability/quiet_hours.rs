@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone as _, Utc};
+use chrono::{DateTime, Duration, NaiveTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::zones::zones_of;
-use crate::domain::rules::{ClockTime, Day, TimeZone};
+use crate::domain::rules::{within_hours, ClockTime, Day, TimeZone};
 use crate::domain::{Channel, FieldError, Priority};
 
 /// The most a deferred send is spread after the window opens.
@@ -46,16 +46,7 @@ impl SendWindow {
 
     /// Whether `at` is inside the window in `zone` (on a listed day, by the day it opened).
     pub fn open_at(&self, zone: Tz, at: DateTime<Utc>) -> bool {
-        let local = at.with_timezone(&zone);
-        let (time, (start, end)) = (local.time(), (self.start.0, self.end.0));
-        let (open, day) = if start <= end {
-            (time >= start && time < end, local.weekday())
-        } else if time >= start {
-            (true, local.weekday())
-        } else {
-            (time < end, local.weekday().pred())
-        };
-        open && (self.days.is_empty() || self.days.iter().any(|d| d.0 == day))
+        within_hours(at.with_timezone(&zone), self.start, self.end, &self.days)
     }
 
     /// The first instant at or after `now` inside the window in every one of `zones`.
@@ -214,6 +205,25 @@ impl QuietHours {
         }
     }
 
+    /// The window a send on this lane, channel and type is held to: none for P0, for P1 when
+    /// the tenant lets it through, and where no window is set.
+    pub fn held_to(
+        &self,
+        channel: Channel,
+        priority: Priority,
+        message_type: Option<&str>,
+    ) -> Option<SendWindow> {
+        let bypass = match priority {
+            Priority::P0 => true,
+            Priority::P1 => self.p1_bypass,
+            _ => false,
+        };
+        if bypass {
+            return None;
+        }
+        self.window_for(channel, message_type)
+    }
+
     /// Whether a send on this lane, channel and type is held to a window at all.
     pub fn applies(
         &self,
@@ -221,20 +231,12 @@ impl QuietHours {
         priority: Priority,
         message_type: Option<&str>,
     ) -> bool {
-        let bypass = match priority {
-            Priority::P0 => true,
-            Priority::P1 => self.p1_bypass,
-            _ => false,
-        };
-        !bypass && self.window_for(channel, message_type).is_some()
+        self.held_to(channel, priority, message_type).is_some()
     }
 
     /// When a send outside its window may go; None when it may go now.
     pub fn defer(&self, send: SendFacts<'_>, now: DateTime<Utc>) -> Option<Deferral> {
-        if !self.applies(send.channel, send.priority, send.message_type) {
-            return None;
-        }
-        let window = self.window_for(send.channel, send.message_type)?;
+        let window = self.held_to(send.channel, send.priority, send.message_type)?;
         let (zones, basis) = self.zones(send)?;
         let opens = window
             .next_open(&zones, now)

@@ -3,9 +3,10 @@
 //! 0.1% complaints). Over the pause thresholds the tenant's bulk lanes (P2, P3) stop until an
 //! admin resumes them, or a cool-down the tenant turned on ends.
 //!
-//! The rates come from the message counts Herald keeps anyway (`/v1/stats/channels`), which
-//! are totals since the start: the state keeps hourly snapshots of them, and a window's rate is
-//! the difference between now and the snapshot at the window's start.
+//! The rates come from the message counts Herald keeps anyway (`/v1/stats/channels`). A store
+//! that counts by time gives the window directly (SQLite); one that keeps only running totals
+//! (DynamoDB's stream counters) gets hourly snapshots of them in the state, and a window is the
+//! difference between now and the snapshot at its start.
 
 use std::collections::BTreeMap;
 
@@ -249,12 +250,7 @@ impl ReputationState {
         {
             return false;
         }
-        self.snapshots.push(Snapshot {
-            at: now,
-            gateways: totals.clone(),
-        });
-        let excess = self.snapshots.len().saturating_sub(MAX_SNAPSHOTS);
-        self.snapshots.drain(..excess);
+        self.snapshot(totals, now);
         true
     }
 
@@ -287,13 +283,18 @@ impl ReputationState {
     ) -> Option<Pause> {
         let lifted = self.paused.take()?;
         self.resumed_at = Some(now);
+        self.snapshot(totals, now);
+        Some(lifted)
+    }
+
+    /// Keeps `totals` as of `now`, dropping the oldest past a week of hours.
+    fn snapshot(&mut self, totals: &BTreeMap<String, Tally>, now: DateTime<Utc>) {
         self.snapshots.push(Snapshot {
             at: now,
             gateways: totals.clone(),
         });
         let excess = self.snapshots.len().saturating_sub(MAX_SNAPSHOTS);
         self.snapshots.drain(..excess);
-        Some(lifted)
     }
 
     /// A pause whose cool-down ran out.

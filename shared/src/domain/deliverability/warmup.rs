@@ -107,6 +107,15 @@ impl WarmupSchedule {
         Some(((self.first_day as f64) * growth).round() as u64)
     }
 
+    /// The cap on `today` at `state`'s warm-up day: none taken before the start, None once
+    /// warm.
+    pub fn cap_on(&self, state: &WarmupState, today: NaiveDate) -> Option<u64> {
+        match today >= self.start {
+            true => self.cap(state.day),
+            false => Some(0),
+        }
+    }
+
     /// The state before the first judgement.
     pub fn first_state(&self) -> WarmupState {
         WarmupState {
