@@ -252,9 +252,14 @@ async fn smtp_session(stream: TcpStream, mode: Mode) -> std::io::Result<()> {
 }
 
 /// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port bound but never listening: connections to it are refused, and no other test's
+/// server can take it while the socket lives (a dropped listener's port could be reused and
+/// answer with silence).
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 fn toml_str(s: &str) -> String {
@@ -486,8 +491,9 @@ async fn run(mode: Mode, email: &str) {
         })
         .mount(&provider)
         .await;
+    let (closed, port) = closed_port();
     let (http_base, smtp_port) = match mode {
-        Mode::Closed => (format!("http://127.0.0.1:{}", closed_port()), closed_port()),
+        Mode::Closed => (format!("http://127.0.0.1:{port}"), port),
         _ => (provider.uri(), smtp_server(mode).await),
     };
     secrets.fcm_account = service_account(&secrets.fcm_key_pem, &format!("{http_base}/token"));
@@ -496,6 +502,7 @@ async fn run(mode: Mode, email: &str) {
     let serve = Serve::start(dir.path(), &toml, &secrets.fcm_account).await;
     let answers = drive(&reqwest::Client::new(), &serve).await;
     let output = serve.stop().await;
+    drop(closed);
     let assertions: Vec<String> = provider
         .received_requests()
         .await
