@@ -105,6 +105,26 @@ impl AwsBackend {
         }
     }
 
+    /// SES when a sender or configuration set is configured, and each SES instance
+    /// (`HERALD_GATEWAYS` `instances` of kind `ses`) over the same client.
+    fn ses_gateways(&self, settings: &AwsSettings) -> Vec<Arc<dyn crate::ports::Gateway>> {
+        let shared = settings
+            .ses
+            .iter()
+            .map(|ses| SesGateway::new(self.ses.clone(), ses.clone()));
+        let instances = settings.gateways.ses_instances().map(|(name, instance)| {
+            let own = settings::SesSettings {
+                configuration_set: Some(instance.configuration_set.clone()),
+                default_from: instance.from.clone(),
+            };
+            SesGateway::new(self.ses.clone(), own).named(name)
+        });
+        shared
+            .chain(instances)
+            .map(|g| Arc::new(g) as Arc<dyn crate::ports::Gateway>)
+            .collect()
+    }
+
     /// The engine over DynamoDB and SQS, with SES for email when a sender is configured.
     pub fn herald(
         &self,
@@ -114,13 +134,9 @@ impl AwsBackend {
         config.rate_limits = settings.rate_limits.clone();
         config.media = settings.media.clone();
         config.add_senders(settings.webhooks.sender_identities());
-        let mut providers: Vec<Arc<dyn crate::ports::Gateway>> = Vec::new();
-        if let Some(ses) = &settings.ses {
-            providers.push(Arc::new(SesGateway::new(self.ses.clone(), ses.clone())));
-        }
         let gateways = settings
             .gateways
-            .registry(providers, Vec::new())
+            .registry(self.ses_gateways(settings), Vec::new())
             .map_err(|value| SettingsError::Invalid {
                 name: "HERALD_GATEWAYS",
                 what: "gateways that can be built",

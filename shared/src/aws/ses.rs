@@ -21,14 +21,32 @@ pub const SES: &str = "ses";
 /// The message tag that carries Herald's id into SES events.
 pub const HERALD_ID_TAG: &str = "herald_id";
 
+/// The message tag that names the gateway instance, so its events count for it.
+pub const HERALD_GATEWAY_TAG: &str = "herald_gateway";
+
 pub struct SesGateway {
+    /// `ses`, or an instance's own name (`[gateways.instances.<name>]`, `kind = "ses"`).
+    name: String,
     client: Client,
     settings: SesSettings,
 }
 
 impl SesGateway {
     pub fn new(client: Client, settings: SesSettings) -> SesGateway {
-        SesGateway { client, settings }
+        SesGateway {
+            name: SES.into(),
+            client,
+            settings,
+        }
+    }
+
+    /// The same gateway under an instance's name: another configuration set, e.g. one bound
+    /// to a dedicated IP pool.
+    pub fn named(self, name: &str) -> SesGateway {
+        SesGateway {
+            name: name.into(),
+            ..self
+        }
     }
 
     fn content(&self, m: &OutboundMessage, from: &str) -> Result<EmailContent, GatewayError> {
@@ -102,7 +120,7 @@ where
 #[async_trait]
 impl Gateway for SesGateway {
     fn name(&self) -> &str {
-        SES
+        &self.name
     }
 
     fn channels(&self) -> &[Channel] {
@@ -149,7 +167,10 @@ impl Gateway for SesGateway {
         let Some(from) = m.from.as_deref().or(self.settings.default_from.as_deref()) else {
             return Err(GatewayError::Permanent {
                 code: "NoSender".into(),
-                message: "the message names no sender and HERALD_SES_FROM is not set".into(),
+                message: match self.name.as_str() {
+                    SES => "the message names no sender and HERALD_SES_FROM is not set".into(),
+                    name => format!("the message names no sender and {name} has no `from`"),
+                },
             });
         };
         let tag = |name: &str, value: &str| {
@@ -171,6 +192,7 @@ impl Gateway for SesGateway {
             .set_configuration_set_name(self.settings.configuration_set.clone())
             .email_tags(tag(HERALD_ID_TAG, &m.id.to_string())?)
             .email_tags(tag("herald_tenant", &m.tenant)?)
+            .email_tags(tag(HERALD_GATEWAY_TAG, &self.name)?)
             .send()
             .await
             .map_err(classify)?;

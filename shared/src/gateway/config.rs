@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::fcm::{FcmConfig, FcmGateway, FCM};
+use super::instances::{check_names, InstanceConfig, SesInstanceConfig};
 use super::postal::{PostalConfig, PostalGateway, POSTAL};
 use super::redact::Redactor;
 use super::secret::Secret;
@@ -31,6 +32,9 @@ pub struct GatewaysConfig {
     pub fcm: Option<FcmConfig>,
     pub telegram: Option<TelegramConfig>,
     pub whatsapp: Option<WhatsappConfig>,
+    /// Further gateways of those kinds (and SES) under their own names, e.g. one per IP pool.
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceConfig>,
 }
 
 impl GatewaysConfig {
@@ -45,9 +49,15 @@ impl GatewaysConfig {
             self.telegram.as_ref().map(|c| (TELEGRAM, c.secrets())),
             self.whatsapp.as_ref().map(|c| (WHATSAPP, c.secrets())),
         ];
+        let instances = self
+            .instances
+            .iter()
+            .map(|(name, c)| (format!("instances.{name}"), c.secrets()));
         by_gateway
             .into_iter()
             .flatten()
+            .map(|(gateway, fields)| (gateway.to_owned(), fields))
+            .chain(instances)
             .flat_map(|(gateway, fields)| {
                 fields
                     .into_iter()
@@ -59,6 +69,7 @@ impl GatewaysConfig {
     /// Refuses an empty credential at start: the gateway could only fail every send, and the
     /// redactor cannot hide an empty value.
     pub fn validate(&self) -> Result<(), String> {
+        check_names(&self.instances)?;
         let empty: Vec<String> = self
             .secrets()
             .into_iter()
@@ -88,6 +99,11 @@ impl GatewaysConfig {
         values.extend(self.twilio.iter().flat_map(TwilioConfig::secret_forms));
         values.extend(self.fcm.iter().flat_map(FcmConfig::secret_forms));
         values.extend(self.telegram.iter().flat_map(TelegramConfig::secret_forms));
+        values.extend(
+            self.instances
+                .values()
+                .flat_map(InstanceConfig::secret_forms),
+        );
         Redactor::new(values)
     }
 
@@ -113,7 +129,18 @@ impl GatewaysConfig {
         if let Some(c) = &self.whatsapp {
             out.push(Arc::new(WhatsappGateway::new(c.clone())));
         }
+        for (name, c) in &self.instances {
+            out.extend(c.build(name)?);
+        }
         Ok(out)
+    }
+
+    /// The SES instances, which only the AWS backend can build.
+    pub fn ses_instances(&self) -> impl Iterator<Item = (&str, &SesInstanceConfig)> {
+        self.instances.iter().filter_map(|(name, c)| match c {
+            InstanceConfig::Ses(ses) => Some((name.as_str(), ses)),
+            _ => None,
+        })
     }
 
     /// The registry: `providers` (configured ones first, e.g. SES, then these) and `fallbacks`
@@ -127,6 +154,14 @@ impl GatewaysConfig {
         let redactor = self.redactor();
         // A gateway's start-up complaint may quote what it was given.
         providers.extend(self.providers().map_err(|e| redactor.redact(&e))?);
+        if let Some((name, _)) = self
+            .ses_instances()
+            .find(|(name, _)| !providers.iter().any(|g| g.name() == *name))
+        {
+            return Err(format!(
+                "gateways.instances.{name}: kind ses runs on AWS only (the embedded server has no SES)"
+            ));
+        }
         let mut registry = GatewayRegistry::redacting(redactor);
         for channel in Channel::ALL {
             let chain: Vec<Arc<dyn Gateway>> = match self.order.get(&channel) {

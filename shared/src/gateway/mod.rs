@@ -4,6 +4,7 @@ pub mod config;
 pub mod fcm;
 pub mod health;
 pub mod http;
+pub mod instances;
 pub mod media_fetch;
 pub mod mime;
 pub mod postal;

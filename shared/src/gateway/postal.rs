@@ -29,6 +29,8 @@ impl PostalConfig {
 }
 
 pub struct PostalGateway {
+    /// `postal`, or an instance's own name (`[gateways.instances.<name>]`).
+    name: String,
     config: PostalConfig,
     client: reqwest::Client,
 }
@@ -36,8 +38,17 @@ pub struct PostalGateway {
 impl PostalGateway {
     pub fn new(config: PostalConfig) -> PostalGateway {
         PostalGateway {
+            name: POSTAL.into(),
             config,
             client: http::client(),
+        }
+    }
+
+    /// The same gateway under an instance's name (another Postal server or IP pool).
+    pub fn named(self, name: &str) -> PostalGateway {
+        PostalGateway {
+            name: name.into(),
+            ..self
         }
     }
 }
@@ -45,7 +56,7 @@ impl PostalGateway {
 #[async_trait]
 impl Gateway for PostalGateway {
     fn name(&self) -> &str {
-        POSTAL
+        &self.name
     }
 
     fn channels(&self) -> &[Channel] {
@@ -93,7 +104,7 @@ impl Gateway for PostalGateway {
                 .as_u64()
                 .map(|id| id.to_string())
                 .or_else(|| answer["data"]["message_id"].as_str().map(str::to_owned));
-            return http::receipt(POSTAL, id);
+            return http::receipt(&self.name, id);
         }
         let code = answer["data"]["code"]
             .as_str()
@@ -110,7 +121,7 @@ impl Gateway for PostalGateway {
                 GatewayError::Transient(format!("postal: {code}: {message}"))
             }
             (true, _) => GatewayError::Permanent { code, message },
-            (false, _) => http::by_status(POSTAL, status, &headers, code, message),
+            (false, _) => http::by_status(&self.name, status, &headers, code, message),
         })
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::instances::is_instance_name;
 use crate::domain::MessageId;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
@@ -76,6 +77,13 @@ pub fn ses_events(message: &str) -> Result<Vec<ProviderEvent>, SesEventError> {
         .pointer("/tags/herald_id/0")
         .and_then(Value::as_str)
         .and_then(MessageId::parse);
+    // A send through an instance (`ses-dedicated`) is tagged with its name.
+    let gateway = mail
+        .pointer("/tags/herald_gateway/0")
+        .and_then(Value::as_str)
+        .filter(|name| is_instance_name(name))
+        .unwrap_or(SES)
+        .to_owned();
     let mail_time = time(mail.get("timestamp"));
     let body = |key: &str| v.get(key).cloned().unwrap_or(Value::Null);
     let (kind, detail, at) = match event_type {
@@ -155,7 +163,7 @@ pub fn ses_events(message: &str) -> Result<Vec<ProviderEvent>, SesEventError> {
         other => return Err(SesEventError::NotSes(format!("unknown eventType {other}"))),
     };
     Ok(vec![ProviderEvent {
-        gateway: SES.into(),
+        gateway,
         provider_message_id,
         message_id,
         kind,

@@ -70,6 +70,8 @@ impl SmtpConfig {
 }
 
 pub struct SmtpGateway {
+    /// `smtp`, or an instance's own name (`[gateways.instances.<name>]`).
+    name: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Option<String>,
     /// The domain of Message-IDs when the sender's own domain cannot be used.
@@ -94,10 +96,19 @@ impl SmtpGateway {
                 builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(SmtpGateway {
+            name: SMTP.into(),
             transport: builder.build(),
             from: config.from,
             host: config.host,
         })
+    }
+
+    /// The same gateway under an instance's name (another relay or IP pool).
+    pub fn named(self, name: &str) -> SmtpGateway {
+        SmtpGateway {
+            name: name.into(),
+            ..self
+        }
     }
 
     /// The message's own sender, else the configured one.
@@ -178,7 +189,7 @@ fn invalid(what: String) -> GatewayError {
 #[async_trait]
 impl Gateway for SmtpGateway {
     fn name(&self) -> &str {
-        SMTP
+        &self.name
     }
 
     fn channels(&self) -> &[Channel] {

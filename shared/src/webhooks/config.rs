@@ -2,6 +2,8 @@
 //! which tenant owns each receiving number. `[webhooks]` in herald.toml, `HERALD_WEBHOOKS`
 //! (JSON) on AWS; secrets may name an environment variable.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::domain::{SenderIdentity, TenantId};
@@ -17,6 +19,11 @@ pub struct WebhooksConfig {
     pub ses: Option<SesWebhook>,
     pub twilio: Option<TwilioWebhook>,
     pub postal: Option<PostalWebhook>,
+    /// Postal gateway instances (`[gateways.instances.<name>]`, `kind = "postal"`), each at
+    /// `/webhooks/postal/<name>` with its server's key (the same key for servers of one
+    /// Postal installation).
+    #[serde(default)]
+    pub postal_instances: BTreeMap<String, PostalWebhook>,
     pub whatsapp: Option<WhatsappWebhook>,
     pub telegram: Option<TelegramWebhook>,
     /// Receiving numbers (E.164; for WhatsApp also the phone-number id) and their tenants.
@@ -42,6 +49,7 @@ impl Default for WebhooksConfig {
             ses: None,
             twilio: None,
             postal: None,
+            postal_instances: BTreeMap::new(),
             whatsapp: None,
             telegram: None,
             numbers: Vec::new(),

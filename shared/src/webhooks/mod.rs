@@ -15,6 +15,7 @@ mod telegram;
 mod twilio;
 mod whatsapp;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct Webhooks {
     sns: sns::SnsVerifier,
     /// Postal's key, parsed once.
     postal_key: Option<rsa::RsaPublicKey>,
+    /// Each Postal instance's key, by gateway name.
+    postal_instance_keys: BTreeMap<String, rsa::RsaPublicKey>,
 }
 
 impl Webhooks {
@@ -70,9 +73,19 @@ impl Webhooks {
             .map(|p| signature::rsa_public_key(&p.public_key))
             .transpose()
             .map_err(|e| format!("webhooks.postal.public_key: {e}"))?;
+        let postal_instance_keys = config
+            .postal_instances
+            .iter()
+            .map(|(name, p)| {
+                signature::rsa_public_key(&p.public_key)
+                    .map(|key| (name.clone(), key))
+                    .map_err(|e| format!("webhooks.postal_instances.{name}.public_key: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Webhooks {
             herald,
             postal_key,
+            postal_instance_keys,
             failures: guard::Failures::new(config.rate_per_second),
             log_limit: guard::LogLimit::default(),
             sns: sns::SnsVerifier::new(fetch),
@@ -88,6 +101,7 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
         .route(gateway::twilio::STATUS_PATH, post(twilio::status))
         .route(gateway::twilio::INBOUND_PATH, post(twilio::inbound))
         .route("/webhooks/postal", post(postal::handle))
+        .route("/webhooks/postal/{instance}", post(postal::handle_instance))
         .route(email::POSTAL_INBOUND_PATH, post(email::postal_inbound))
         .route(
             "/webhooks/whatsapp",

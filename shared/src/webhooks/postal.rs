@@ -1,9 +1,11 @@
 //! `POST /webhooks/postal`: Postal's message events, signed with the server's RSA key
 //! (`X-Postal-Signature-256`, SHA-256; older servers only `X-Postal-Signature`, SHA-1).
+//! `POST /webhooks/postal/<name>`: the same for the Postal gateway instance of that name, whose
+//! message ids are its own server's.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -17,7 +19,23 @@ use crate::gateway::postal::POSTAL;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    respond(&webhooks, "postal", process(&webhooks, request).await)
+    let outcome = match postal_key(&webhooks) {
+        Ok(key) => process(&webhooks, key, POSTAL, request).await,
+        Err(refusal) => Err(refusal),
+    };
+    respond(&webhooks, "postal", outcome)
+}
+
+pub(super) async fn handle_instance(
+    State(webhooks): State<Arc<Webhooks>>,
+    Path(instance): Path<String>,
+    request: Request,
+) -> Response {
+    let outcome = match webhooks.postal_instance_keys.get(&instance) {
+        Some(key) => process(&webhooks, key, &instance, request).await,
+        None => Err(Refusal::NotConfigured("this postal instance's")),
+    };
+    respond(&webhooks, "postal", outcome)
 }
 
 /// Postal's event -> Herald's, and where in the payload the message is.
@@ -64,8 +82,13 @@ pub(super) fn verify(
     verify_rsa(key, hash, body, signature).map_err(Refusal::BadSignature)
 }
 
-async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
-    let key = postal_key(webhooks)?;
+/// Verifies and applies one event of the Postal server `gateway` names.
+async fn process(
+    webhooks: &Webhooks,
+    key: &rsa::RsaPublicKey,
+    gateway: &str,
+    request: Request,
+) -> Result<(), Refusal> {
     let request = admit(request).await?;
     let (headers, body) = (request.headers, request.body);
     verify(key, &headers, &body)?;
@@ -107,7 +130,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{event}:{postal_id}:{}", at.timestamp_millis()));
     let provider_event = ProviderEvent {
-        gateway: POSTAL.into(),
+        gateway: gateway.into(),
         provider_message_id: postal_id,
         message_id: None,
         kind,
