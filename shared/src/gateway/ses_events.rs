@@ -192,6 +192,20 @@ mod tests {
     }
 
     #[test]
+    fn an_instances_events_count_for_it_and_a_strange_tag_for_ses() {
+        let tagged = |gateway: &str| {
+            let delivery = json!({ "delivery": { "timestamp": "2026-11-22T09:00:01Z" } });
+            let mut v: Value = serde_json::from_str(&ses("Delivery", delivery)).unwrap();
+            v["mail"]["tags"]["herald_gateway"] = json!([gateway]);
+            ses_events(&v.to_string()).unwrap()[0].gateway.clone()
+        };
+        assert_eq!(tagged("ses-dedicated"), "ses-dedicated");
+        assert_eq!(tagged("../Admin"), SES);
+        let untagged = ses("Delivery", json!({ "delivery": {} }));
+        assert_eq!(ses_events(&untagged).unwrap()[0].gateway, SES);
+    }
+
+    #[test]
     fn bounces_tell_permanent_from_transient() {
         let hard = ses_events(&ses(
             "Bounce",
