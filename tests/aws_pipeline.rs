@@ -484,3 +484,42 @@ async fn a_full_timeline_counts_further_events_instead_of_storing_them() {
         "sending, sent, delivered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ses_instance_sends_through_its_own_set_and_its_events_count_for_it() {
+    use herald_tests::aws::{ses_fixture, ses_notification, through_instance};
+    let meter = herald_tests::meter::Meter::new(&endpoint());
+    let api = Api::start_metered_with(&meter, |s| {
+        let set = s.ses.as_ref().and_then(|ses| ses.configuration_set.clone());
+        s.gateways = serde_json::from_value(json!({
+            "order": { "email": ["ses-dedicated", "ses"] },
+            "instances": { "ses-dedicated": { "kind": "ses", "configuration_set": set,
+                                              "from": s.ses.as_ref().and_then(|ses| ses.default_from.clone()) } }
+        }))
+        .unwrap();
+    })
+    .await;
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P1", "to": "ann@example.com",
+                      "subject": "Hi", "body": "Hello" }),
+        )
+        .await;
+    assert!(api.drain(Priority::P1).await.is_empty());
+    let view = api.view(&id).await;
+    assert_eq!(
+        (view["status"].as_str(), view["gateway"].as_str()),
+        (Some("sent"), Some("ses-dedicated")),
+        "{view:#}"
+    );
+    assert_eq!(api.sent().await.len(), 1);
+    let ses_id = view["provider_message_id"].as_str().unwrap().to_owned();
+    let delivered = through_instance(ses_fixture("delivery"), "ses-dedicated");
+    let response =
+        lambda::suppression(&api.herald, ses_notification(delivered, &id, &ses_id)).await;
+    assert!(response.batch_item_failures.is_empty());
+    let view = api.view(&id).await;
+    assert_eq!(view["status"], "delivered", "{view:#}");
+    let last = view["events"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["detail"]["gateway"], "ses-dedicated", "{last:#}");
+}

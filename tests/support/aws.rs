@@ -794,3 +794,16 @@ pub fn ses_notification(mut event: Value, herald_id: &str, ses_id: &str) -> SqsE
     }
     serde_json::from_value(event).unwrap()
 }
+
+/// `event` (an SES fixture) as sent through the gateway instance `gateway`: its
+/// `herald_gateway` tag set, as Herald's SES gateway tags every send.
+pub fn through_instance(mut event: Value, gateway: &str) -> Value {
+    for record in event["Records"].as_array_mut().unwrap() {
+        let mut sns: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        let mut ses: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
+        ses["mail"]["tags"]["herald_gateway"] = json!([gateway]);
+        sns["Message"] = json!(ses.to_string());
+        record["body"] = json!(sns.to_string());
+    }
+    event
+}
