@@ -781,29 +781,33 @@ pub fn ses_fixture(name: &str) -> Value {
 /// A fixture's SES events re-addressed to a message a test sent: its Herald id (the tag) and
 /// SES's id for it. Each use gets its own SNS message id (the same for every record of the
 /// event, so a fixture's duplicates stay duplicates).
-pub fn ses_notification(mut event: Value, herald_id: &str, ses_id: &str) -> SqsEvent {
+pub fn ses_notification(event: Value, herald_id: &str, ses_id: &str) -> SqsEvent {
     let sns_id = uuid::Uuid::now_v7().to_string();
-    for record in event["Records"].as_array_mut().unwrap() {
-        let mut sns: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+    let event = edit_ses_records(event, |sns, ses| {
         sns["MessageId"] = json!(sns_id);
-        let mut ses: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
         ses["mail"]["messageId"] = json!(ses_id);
         ses["mail"]["tags"]["herald_id"] = json!([herald_id]);
-        sns["Message"] = json!(ses.to_string());
-        record["body"] = json!(sns.to_string());
-    }
+    });
     serde_json::from_value(event).unwrap()
 }
 
-/// `event` (an SES fixture) as sent through the gateway instance `gateway`: its
-/// `herald_gateway` tag set, as Herald's SES gateway tags every send.
-pub fn through_instance(mut event: Value, gateway: &str) -> Value {
+/// Changes every record of an SES fixture: its SNS envelope and the SES event inside it,
+/// each JSON in a string, as SNS and SQS nest them.
+fn edit_ses_records(mut event: Value, mut edit: impl FnMut(&mut Value, &mut Value)) -> Value {
     for record in event["Records"].as_array_mut().unwrap() {
         let mut sns: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
         let mut ses: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
-        ses["mail"]["tags"]["herald_gateway"] = json!([gateway]);
+        edit(&mut sns, &mut ses);
         sns["Message"] = json!(ses.to_string());
         record["body"] = json!(sns.to_string());
     }
     event
+}
+
+/// `event` (an SES fixture) as sent through the gateway instance `gateway`: its
+/// `herald_gateway` tag set, as Herald's SES gateway tags every send.
+pub fn through_instance(event: Value, gateway: &str) -> Value {
+    edit_ses_records(event, |_, ses| {
+        ses["mail"]["tags"]["herald_gateway"] = json!([gateway]);
+    })
 }

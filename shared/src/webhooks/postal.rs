@@ -19,11 +19,8 @@ use crate::gateway::postal::POSTAL;
 use crate::ports::{ProviderEvent, ProviderEventKind};
 
 pub(super) async fn handle(State(webhooks): State<Arc<Webhooks>>, request: Request) -> Response {
-    let outcome = match postal_key(&webhooks) {
-        Ok(key) => process(&webhooks, key, POSTAL, request).await,
-        Err(refusal) => Err(refusal),
-    };
-    respond(&webhooks, "postal", outcome)
+    let outcome = async { process(&webhooks, postal_key(&webhooks)?, POSTAL, request).await };
+    respond(&webhooks, "postal", outcome.await)
 }
 
 pub(super) async fn handle_instance(
@@ -31,11 +28,14 @@ pub(super) async fn handle_instance(
     Path(instance): Path<String>,
     request: Request,
 ) -> Response {
-    let outcome = match webhooks.postal_instance_keys.get(&instance) {
-        Some(key) => process(&webhooks, key, &instance, request).await,
-        None => Err(Refusal::NotConfigured("this postal instance's")),
+    let outcome = async {
+        let key = webhooks
+            .postal_instance_keys
+            .get(&instance)
+            .ok_or(Refusal::NotConfigured("this postal instance's"))?;
+        process(&webhooks, key, &instance, request).await
     };
-    respond(&webhooks, "postal", outcome)
+    respond(&webhooks, "postal", outcome.await)
 }
 
 /// Postal's event -> Herald's, and where in the payload the message is.
