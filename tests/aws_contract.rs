@@ -295,3 +295,9 @@ mod relay {
         relay_settings_are_kept_per_tenant(b.store.as_ref()).await;
     }
 }
+
+#[tokio::test]
+async fn dynamo_console_sessions_expire_and_close() {
+    let (_s, b) = backend().await;
+    console_sessions_expire_and_close(b.store.as_ref()).await;
+}

@@ -205,6 +205,7 @@ impl Embedded {
                 rules: store.clone(),
                 relay: store.clone(),
                 warmup: store.clone(),
+                sessions: store.clone(),
                 inbound_feed: Arc::new(pipeline::LocalFeed(inbound_wake.clone())),
                 media: Arc::new(FileMediaStore::new(&dir)),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(
@@ -264,9 +265,10 @@ impl Embedded {
         })
     }
 
-    /// The API and the provider webhooks.
+    /// The API, the console and the provider webhooks.
     pub fn router(&self) -> axum::Router {
         crate::api::router(self.herald.clone())
+            .merge(crate::console::router(self.herald.clone()))
             .merge(crate::webhooks::router(self.webhooks.clone()))
     }
 

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod ports;
 
 pub mod api;
+pub mod console;
 pub mod engine;
 pub mod gateway;
 pub mod limiter;

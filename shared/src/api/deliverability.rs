@@ -105,26 +105,9 @@ pub async fn resume(
     Ok(Json(Resumed { lifted }))
 }
 
-/// One gateway: the channels it serves in their failover order, its health, and its warm-up.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GatewayView {
-    pub name: String,
-    /// The channels it serves, each with its place in that channel's order (1: primary).
-    pub channels: Vec<ChannelPlace>,
-    /// Its state, breaker and the outcomes of the health window.
-    pub health: Option<crate::domain::health::GatewayStatus>,
-    pub warmup: Option<crate::engine::warmup::WarmupView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelPlace {
-    pub channel: crate::domain::Channel,
-    pub order: usize,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GatewayList {
-    pub items: Vec<GatewayView>,
+    pub items: Vec<crate::engine::health::GatewayView>,
 }
 
 /// The gateways, their health and their warm-up schedules (day, today's cap and use, held or
@@ -135,27 +118,7 @@ pub async fn list_gateways(
     State(herald): State<Arc<Herald>>,
     _caller: Caller,
 ) -> Result<Json<GatewayList>, Problem> {
-    // The same view of each gateway's health as `/v1/stats/channels` gives.
-    let mut health = herald.gateway_health().await?;
-    let mut items: Vec<GatewayView> = Vec::new();
-    let mut order: std::collections::HashMap<crate::domain::Channel, usize> = Default::default();
-    for (channel, gateway) in herald.gateways.gateways() {
-        let place = order.entry(channel).or_insert(0);
-        *place += 1;
-        let at = ChannelPlace {
-            channel,
-            order: *place,
-        };
-        match items.iter_mut().find(|g| g.name == gateway.name()) {
-            Some(g) => g.channels.push(at),
-            None => items.push(GatewayView {
-                name: gateway.name().to_owned(),
-                channels: vec![at],
-                health: health.remove(gateway.name()),
-                warmup: herald.warmup_view(gateway.name()).await?,
-            }),
-        }
-    }
+    let items = herald.gateway_views().await?;
     Ok(Json(GatewayList { items }))
 }
 

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use super::problem::Problem;
 use super::request_id::RequestId;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
-use crate::domain::secret::constant_time_eq;
 use crate::domain::suppression::Scope;
-use crate::domain::{ApiKey, FieldError, KeyScopes, TenantId};
+use crate::domain::{FieldError, KeyScopes, TenantId};
+use crate::engine::keys::{check_key, KeyCheck};
 use crate::engine::{Herald, IdempotencyInput};
 
 /// The tenant that owns the presented API key.
@@ -76,40 +76,36 @@ impl FromRequestParts<Arc<Herald>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <api key>`"))?;
-        let Some(key) = ApiKey::parse(presented) else {
-            // Only counted: a malformed key names no tenant, and recording it would let
-            // anyone write to the log.
-            metrics::counter!(crate::telemetry::ACCESS_DENIED).increment(1);
-            return Err(Problem::unauthorized("invalid API key"));
-        };
-        let verdict = match herald.tenants.find_key(&key.prefix).await? {
-            None => Err((Scope::Global, "unknown key")),
-            Some(s) if s.revoked => Err((Scope::Tenant(s.tenant), "revoked key")),
-            Some(s) if !constant_time_eq(s.key_hash.as_bytes(), key.hash().as_bytes()) => {
-                Err((Scope::Tenant(s.tenant), "wrong secret for the key's prefix"))
-            }
-            Some(s) => Ok(s),
-        };
         let (client, request_id) = origin(parts);
-        match verdict {
-            Ok(stored) => {
+        match check_key(herald.tenants.as_ref(), presented).await? {
+            KeyCheck::Valid { stored, prefix } => {
                 let caller = Caller {
                     tenant: stored.tenant,
-                    key_prefix: key.prefix,
+                    key_prefix: prefix,
                     client,
                     request_id,
                 };
                 caller.check_scope(parts, stored.scopes, herald).await?;
                 Ok(caller)
             }
-            Err((scope, why)) => {
+            KeyCheck::Malformed => {
+                // Only counted: a malformed key names no tenant, and recording it would let
+                // anyone write to the log.
+                metrics::counter!(crate::telemetry::ACCESS_DENIED).increment(1);
+                Err(Problem::unauthorized("invalid API key"))
+            }
+            KeyCheck::Refused {
+                scope,
+                reason,
+                prefix,
+            } => {
                 // Whoever presented it is not the key's holder: anonymous, the prefix in detail.
                 let entry = AuditEntry {
                     client,
                     request_id,
                     ..AuditEntry::now(scope, Actor::Anonymous, AuditAction::AccessDenied)
                         .target(parts.uri.path().chars().take(200).collect::<String>())
-                        .detail(serde_json::json!({ "reason": why, "key_prefix": key.prefix }))
+                        .detail(serde_json::json!({ "reason": reason, "key_prefix": prefix }))
                 };
                 herald.audit_denial(entry).await;
                 Err(Problem::unauthorized("invalid API key"))

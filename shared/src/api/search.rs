@@ -57,19 +57,6 @@ pub struct MessagePage {
     pub next_after: Option<String>,
 }
 
-/// The recipient as Herald stores it: an address or number in the form accept would have
-/// given it, anything else as it is (it matches no message, and a search for it is empty
-/// rather than refused).
-fn stored_recipient(raw: String, channel: Option<Channel>) -> String {
-    let kind = channel.or(match raw.as_bytes().first() {
-        _ if raw.contains('@') => Some(Channel::Email),
-        Some(b'+') => Some(Channel::Sms),
-        _ => None,
-    });
-    kind.and_then(|k| k.parse_recipient(&raw).ok())
-        .map_or(raw, |r| r.as_str().to_owned())
-}
-
 fn filter_of(q: SearchFilters) -> Result<MessageFilter, Problem> {
     let checked = |name: &str, v: Option<String>| label(name, v).map_err(Problem::invalid);
     let to = match q.to {
@@ -80,7 +67,7 @@ fn filter_of(q: SearchFilters) -> Result<MessageFilter, Problem> {
                 "`to` must be 1-320 characters",
             )))
         }
-        Some(t) => Some(stored_recipient(t, q.channel)),
+        Some(t) => Some(Channel::stored_recipient(t, q.channel)),
         None => None,
     };
     Ok(MessageFilter {
@@ -181,31 +168,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    #[test]
-    fn recipients_are_matched_as_stored() {
-        assert_eq!(
-            stored_recipient("Ann@Example.COM".into(), None),
-            Channel::Email
-                .parse_recipient("Ann@Example.COM")
-                .unwrap()
-                .as_str()
-        );
-        assert_eq!(
-            stored_recipient("+1 555 010 0123".into(), None),
-            Channel::Sms
-                .parse_recipient("+1 555 010 0123")
-                .unwrap()
-                .as_str()
-        );
-        assert_eq!(stored_recipient("chat-42".into(), None), "chat-42");
-        // Not an address: searched as it is (and found nowhere), not refused.
-        assert_eq!(stored_recipient("0".into(), Some(Channel::Email)), "0");
-        assert_eq!(
-            stored_recipient("not an address@".into(), None),
-            "not an address@"
-        );
-    }
 
     #[test]
     fn bulk_ids_are_checked_before_any_read() {

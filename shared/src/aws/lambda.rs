@@ -362,12 +362,15 @@ pub fn invocation_deadline(deadline_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
-/// `api`: the same Router as `herald serve`, behind API Gateway's HTTP API.
+/// `api`: the same Router as `herald serve` (the API and the console), behind API Gateway's
+/// HTTP API.
 pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
     let limits = crate::api::BodyLimits::LAMBDA;
-    crate::telemetry::emf::run_http(crate::api::router_with(cold.herald, limits)).await
+    let app = crate::api::router_with(cold.herald.clone(), limits)
+        .merge(crate::console::router(cold.herald));
+    crate::telemetry::emf::run_http(app).await
 }
 
 /// `webhooks`: the providers' callbacks (`/webhooks/*`) behind API Gateway's HTTP API, the

@@ -166,6 +166,7 @@ impl AwsBackend {
                 rules: self.store.clone(),
                 relay: self.store.clone(),
                 warmup: self.store.clone(),
+                sessions: self.store.clone(),
                 inbound_feed: self.lanes.clone(),
                 media: self.media.clone(),
                 media_fetcher: Arc::new(HttpMediaFetcher::new(

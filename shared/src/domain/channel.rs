@@ -41,6 +41,19 @@ impl Channel {
     }
 
     /// Parses a recipient address in the form this channel expects.
+    /// The recipient as Herald stores it, for a search: an address or number in the form
+    /// accept would have given it, anything else as it is (it matches no message, and a
+    /// search for it is empty rather than refused).
+    pub fn stored_recipient(raw: String, channel: Option<Channel>) -> String {
+        let kind = channel.or(match raw.as_bytes().first() {
+            _ if raw.contains('@') => Some(Channel::Email),
+            Some(b'+') => Some(Channel::Sms),
+            _ => None,
+        });
+        kind.and_then(|k| k.parse_recipient(&raw).ok())
+            .map_or(raw, |r| r.as_str().to_owned())
+    }
+
     pub fn parse_recipient(self, raw: &str) -> Result<Recipient, AddressError> {
         Ok(match self {
             Channel::Email => Recipient::Email(EmailAddress::parse(raw)?),
@@ -76,5 +89,40 @@ impl Recipient {
             Recipient::Device(d) => d.as_str(),
             Recipient::Chat(c) => c.as_str(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn recipients_are_matched_as_stored() {
+        assert_eq!(
+            Channel::stored_recipient("Ann@Example.COM".into(), None),
+            Channel::Email
+                .parse_recipient("Ann@Example.COM")
+                .unwrap()
+                .as_str()
+        );
+        assert_eq!(
+            Channel::stored_recipient("+1 555 010 0123".into(), None),
+            Channel::Sms
+                .parse_recipient("+1 555 010 0123")
+                .unwrap()
+                .as_str()
+        );
+        assert_eq!(Channel::stored_recipient("chat-42".into(), None), "chat-42");
+        // Not an address: searched as it is (and found nowhere), not refused.
+        assert_eq!(
+            Channel::stored_recipient("0".into(), Some(Channel::Email)),
+            "0"
+        );
+        assert_eq!(
+            Channel::stored_recipient("not an address@".into(), None),
+            "not an address@"
+        );
     }
 }

@@ -21,6 +21,23 @@ pub const STATUS_CACHE: Duration = Duration::from_millis(500);
 
 type Statuses = Arc<HashMap<String, GatewayStatus>>;
 
+/// One gateway: the channels it serves in their failover order, its health, and its warm-up.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct GatewayView {
+    pub name: String,
+    /// The channels it serves, each with its place in that channel's order (1: primary).
+    pub channels: Vec<ChannelPlace>,
+    /// Its state, breaker and the outcomes of the health window.
+    pub health: Option<GatewayStatus>,
+    pub warmup: Option<super::warmup::WarmupView>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChannelPlace {
+    pub channel: crate::domain::Channel,
+    pub order: usize,
+}
+
 /// The statuses the router last read, and when.
 #[derive(Default)]
 pub(crate) struct StatusCache(parking_lot::Mutex<Option<(Instant, Statuses)>>);
@@ -72,6 +89,32 @@ impl Herald {
             Err(e) => warn!(error = %e, "gateway status not recorded"),
         }
         *self.status_cache.0.lock() = None;
+    }
+
+    /// Every gateway with its channels, health and warm-up, in the order they are configured
+    /// (the same view of each gateway's health as the channel stats give).
+    pub async fn gateway_views(&self) -> Result<Vec<GatewayView>, crate::ports::StoreError> {
+        let mut health = self.gateway_health().await?;
+        let mut items: Vec<GatewayView> = Vec::new();
+        let mut order: HashMap<crate::domain::Channel, usize> = HashMap::new();
+        for (channel, gateway) in self.gateways.gateways() {
+            let place = order.entry(channel).or_insert(0);
+            *place += 1;
+            let at = ChannelPlace {
+                channel,
+                order: *place,
+            };
+            match items.iter_mut().find(|g| g.name == gateway.name()) {
+                Some(g) => g.channels.push(at),
+                None => items.push(GatewayView {
+                    name: gateway.name().to_owned(),
+                    channels: vec![at],
+                    health: health.remove(gateway.name()),
+                    warmup: self.warmup_view(gateway.name()).await?,
+                }),
+            }
+        }
+        Ok(items)
     }
 
     /// Every gateway's health for the stats: counts, state and latency read now, with the

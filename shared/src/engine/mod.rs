@@ -46,8 +46,8 @@ use crate::domain::{Priority, SenderIdentity, TenantId};
 use crate::gateway::GatewayRegistry;
 use crate::ports::{
     AuditLog, ContactStore, EventLog, HealthStore, InboundFeed, InboundStore, LaneQueue,
-    MediaFetcher, MediaStore, MessageStore, RateLimiter, RelayStore, RuleStore, SuppressionStore,
-    TemplateStore, TenantStore, ThreadStore, WarmupStore, WebhookStore,
+    MediaFetcher, MediaStore, MessageStore, RateLimiter, RelayStore, RuleStore, SessionStore,
+    SuppressionStore, TemplateStore, TenantStore, ThreadStore, WarmupStore, WebhookStore,
 };
 
 pub use accept::{
@@ -201,6 +201,7 @@ pub struct Ports {
     pub media_fetcher: Arc<dyn MediaFetcher>,
     pub relay: Arc<dyn RelayStore>,
     pub warmup: Arc<dyn WarmupStore>,
+    pub sessions: Arc<dyn SessionStore>,
 }
 
 /// Everything the API and the workers share.
@@ -235,6 +236,8 @@ pub struct Herald {
     pub relay: Arc<dyn RelayStore>,
     /// Warm-up schedules' daily counts and state.
     pub warmup: Arc<dyn WarmupStore>,
+    /// Signed-in console browsers.
+    pub sessions: Arc<dyn SessionStore>,
     pub gateways: GatewayRegistry,
     pub config: EngineConfig,
     wake: [Notify; 5],
@@ -275,6 +278,7 @@ impl Herald {
             media_fetcher: ports.media_fetcher,
             relay: ports.relay,
             warmup: ports.warmup,
+            sessions: ports.sessions,
             webhooks: ports.webhooks,
             gateways,
             config,

@@ -2251,3 +2251,31 @@ pub async fn warmup_counts_and_state<S: super::WarmupStore>(store: &S) {
     assert!(store.put_state(&gateway, &held, Some(day)).await.unwrap());
     assert_eq!(store.state(&gateway).await.unwrap(), Some(held));
 }
+
+/// A session is found by its id's hash until it expires or is closed, and by nothing else.
+pub async fn console_sessions_expire_and_close(store: &dyn crate::ports::SessionStore) {
+    use crate::ports::ConsoleSession;
+    let now = Utc::now();
+    let session = ConsoleSession {
+        tenant: tenant("acme"),
+        key_prefix: "abcd1234".into(),
+        expires_at: now + chrono::Duration::hours(8),
+    };
+    store.open_session("hash-a", &session).await.unwrap();
+    let found = store.find_session("hash-a", now).await.unwrap().unwrap();
+    assert_eq!(found.tenant, session.tenant);
+    assert_eq!(found.key_prefix, "abcd1234");
+    assert_eq!(
+        found.expires_at.timestamp_millis(),
+        session.expires_at.timestamp_millis()
+    );
+    assert!(store.find_session("hash-b", now).await.unwrap().is_none());
+    let later = now + chrono::Duration::hours(8);
+    assert!(
+        store.find_session("hash-a", later).await.unwrap().is_none(),
+        "expired at its time"
+    );
+    store.close_session("hash-a").await.unwrap();
+    assert!(store.find_session("hash-a", now).await.unwrap().is_none());
+    store.close_session("hash-a").await.unwrap();
+}

@@ -18,6 +18,7 @@ mod notify;
 mod queue;
 mod relay;
 mod search;
+mod sessions;
 mod store;
 mod suppression;
 mod threads;
@@ -40,6 +41,7 @@ pub use relay::{
     AssignmentDraft, AssignmentRecord, NumberRecord, NumberWriteError, RelayStore, RECENT,
 };
 pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
+pub use sessions::{ConsoleSession, SessionStore};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};
 pub use threads::{ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};

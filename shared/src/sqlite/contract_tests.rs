@@ -277,3 +277,9 @@ mod relay {
         relay_settings_are_kept_per_tenant(&b).await;
     }
 }
+
+#[tokio::test]
+async fn sqlite_console_sessions_expire_and_close() {
+    let (_d, b) = backend();
+    console_sessions_expire_and_close(&b).await;
+}

@@ -16,6 +16,7 @@ mod queue;
 mod relay;
 mod rows;
 mod search;
+mod sessions;
 mod sets;
 mod suppressions;
 mod tenants;
@@ -268,6 +269,8 @@ impl SqliteBackend {
             .map_err(to_store_error)?;
         conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(warmup::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(sessions::SCHEMA)
+            .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);

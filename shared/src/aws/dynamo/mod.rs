@@ -19,6 +19,7 @@ mod parked;
 mod relay;
 mod rules;
 mod search;
+mod sessions;
 mod suppressions;
 mod thread_join;
 mod threads;

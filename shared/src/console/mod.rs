@@ -1,0 +1,115 @@
+//! The web console at `/console`: server-rendered pages over the engine for operators and
+//! tenants, signed in with an API key ([`session`]). Every page works without script; the one
+//! small script, served from here like the stylesheet, only refreshes the overview.
+
+// Handlers answer with a page either way; a refusal is the page itself, built once per
+// refused request, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+mod messages;
+mod overview;
+mod pages;
+mod session;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::engine::Herald;
+
+/// Forms are a key, a token and a few fields.
+const FORM_BYTES: usize = 16 * 1024;
+
+/// No inline script or style, nothing from elsewhere, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes, with their own headers and limits, to merge beside the API's.
+pub fn router(herald: Arc<Herald>) -> Router {
+    Router::new()
+        .route("/console", get(overview::page))
+        .route("/console/overview/live", get(overview::live))
+        .route(
+            session::SIGN_IN_PATH,
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/console/sign-out", post(session::sign_out))
+        .route("/console/messages", get(messages::search))
+        .route("/console/messages/{id}", get(messages::page))
+        .route("/console/messages/{id}/cancel", post(messages::cancel))
+        .route("/console/assets/{name}", get(asset))
+        .route("/console/{*rest}", get(unknown_page).post(unknown_page))
+        .layer(DefaultBodyLimit::max(FORM_BYTES))
+        .layer(axum::middleware::map_response(secure_headers))
+        .layer(CatchPanicLayer::custom(|_| {
+            pages::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on this page.",
+            )
+        }))
+        .with_state(herald)
+}
+
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn unknown_page() -> Response {
+    pages::not_found("page")
+}
+
+/// The stylesheet and the script, compiled in.
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "console.css" => (
+            include_str!("assets/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_str!("assets/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return pages::not_found("file"),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// What the layout shows of the signed-in key (never the key: its prefix and scopes).
+fn who(who: &session::SignedIn) -> minijinja::Value {
+    minijinja::context! {
+        tenant => who.tenant.as_str(),
+        key_prefix => &who.key_prefix,
+        scopes => who.scopes.to_string(),
+        csrf => &who.csrf,
+        may_act => who.may_act(),
+    }
+}

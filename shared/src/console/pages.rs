@@ -1,0 +1,118 @@
+//! Rendering: the console's templates, compiled into the binary and rendered with minijinja
+//! (HTML-escaped, as every `.html` template is), and the pages for errors.
+
+use std::sync::LazyLock;
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::{Environment, Value};
+
+const TEMPLATES: [(&str, &str); 7] = [
+    ("layout.html", include_str!("templates/layout.html")),
+    ("sign_in.html", include_str!("templates/sign_in.html")),
+    ("error.html", include_str!("templates/error.html")),
+    ("overview.html", include_str!("templates/overview.html")),
+    ("messages.html", include_str!("templates/messages.html")),
+    ("message.html", include_str!("templates/message.html")),
+    (
+        "overview_live.html",
+        include_str!("templates/overview_live.html"),
+    ),
+];
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in TEMPLATES {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "console template does not compile");
+        }
+    }
+    env
+});
+
+/// One page: its template, its title, and what it shows.
+pub struct Page {
+    template: &'static str,
+    title: String,
+    context: Value,
+}
+
+impl Page {
+    pub fn new(template: &'static str, title: impl Into<String>) -> Page {
+        Page {
+            template,
+            title: title.into(),
+            context: Value::UNDEFINED,
+        }
+    }
+
+    pub fn with(mut self, context: Value) -> Page {
+        self.context = context;
+        self
+    }
+}
+
+pub fn render(page: &Page) -> Response {
+    render_status(StatusCode::OK, page)
+}
+
+pub fn render_status(status: StatusCode, page: &Page) -> Response {
+    let ctx = minijinja::context! { title => &page.title, ..page.context.clone() };
+    match ENV.get_template(page.template).and_then(|t| t.render(ctx)) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = page.template, error = %e, "console page did not render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>Error</title><p>This page could not be shown.</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A page that says what went wrong, with the status it deserves.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    let page = Page::new("error.html", status.canonical_reason().unwrap_or("Error"))
+        .with(minijinja::context! { message => message, status => status.as_u16() });
+    render_status(status, &page)
+}
+
+pub fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Herald's storage did not answer. Try again in a moment.",
+    )
+}
+
+pub fn not_found(what: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("No such {what}."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles() {
+        for (name, _) in TEMPLATES {
+            assert!(ENV.get_template(name).is_ok(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn values_are_escaped() {
+        let page = Page::new("error.html", "x")
+            .with(minijinja::context! { message => "<script>alert(1)</script>", status => 400 });
+        let response = render_status(StatusCode::BAD_REQUEST, &page);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let html = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>alert"),
+            "{html}"
+        );
+    }
+}

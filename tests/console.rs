@@ -1,0 +1,385 @@
+//! The web console over HTTP, as a browser without script uses it: sign-in and sessions, the
+//! overview, message search and pages, cancel, and what a hostile or anonymous caller gets.
+
+use std::collections::BTreeMap;
+
+use chrono::{SecondsFormat, Utc};
+use herald_tests::TestServer;
+use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A cookie-keeping client that does not follow redirects, so each answer can be checked.
+struct Browser {
+    base: String,
+    client: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    html: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The CSRF token of the page's first form.
+    fn csrf(&self) -> String {
+        let at = self
+            .html
+            .find("name=\"csrf\" value=\"")
+            .expect("a form token")
+            + 19;
+        self.html[at..at + 64].to_owned()
+    }
+}
+
+impl Browser {
+    fn new(server: &TestServer) -> Browser {
+        Browser {
+            base: server.url.clone(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        let pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join("; ")
+    }
+
+    async fn keep(&mut self, response: reqwest::Response) -> Page {
+        for raw in response.headers().get_all(SET_COOKIE) {
+            let raw = raw.to_str().unwrap();
+            let (pair, _) = raw.split_once(';').unwrap_or((raw, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            html: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn sign_in(&mut self, key: &str) -> Page {
+        let form = self.get("/console/sign-in").await;
+        let csrf = form.csrf();
+        self.post("/console/sign-in", &[("key", key), ("csrf", &csrf)])
+            .await
+    }
+}
+
+async fn signed_in(server: &TestServer, key: &str) -> Browser {
+    let mut browser = Browser::new(server);
+    let answer = browser.sign_in(key).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.html);
+    assert_eq!(answer.location(), "/console");
+    browser
+}
+
+fn scheduled_email(to: &str) -> serde_json::Value {
+    let later =
+        (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    json!({ "channel": "email", "priority": "P2", "to": to, "subject": "Later", "body": "b",
+            "send_at": later })
+}
+
+#[tokio::test]
+async fn signing_in_keeps_a_session_id_never_the_key() {
+    let s = TestServer::start().await;
+    let mut browser = Browser::new(&s);
+    let anonymous = browser.get("/console").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.location(), "/console/sign-in");
+    assert_eq!(
+        browser.get("/console/messages").await.location(),
+        "/console/sign-in"
+    );
+
+    let form = browser.get("/console/sign-in").await;
+    let csp = form.headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let wrong = browser
+        .post(
+            "/console/sign-in",
+            &[("key", "hk_abcdefgh_nope"), ("csrf", &form.csrf())],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.html.contains("not"), "{}", wrong.html);
+    // The right prefix with a wrong secret: refused, and recorded in the tenant's log.
+    let mut forged_key = s.key.clone();
+    let last = if forged_key.ends_with('a') { "b" } else { "a" };
+    forged_key.replace_range(forged_key.len() - 1.., last);
+    let form = browser.get("/console/sign-in").await;
+    let wrong = browser
+        .post("/console/sign-in", &[("key", &forged_key), ("csrf", &form.csrf())])
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let denied = s.get("/v1/audit?action=access.denied").await.body;
+    assert_eq!(denied["items"][0]["target"], "/console/sign-in", "{denied}");
+    assert_eq!(denied["items"][0]["actor"], "anonymous", "{denied}");
+
+    // No sign-in token (a cross-site post): refused before the key is looked at.
+    let mut stranger = Browser::new(&s);
+    let forged = stranger
+        .post(
+            "/console/sign-in",
+            &[("key", &s.key), ("csrf", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let answer = browser.sign_in(&s.key).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.html);
+    let set: Vec<&str> = answer
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("herald_console="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let secret = s.key.rsplit('_').next().unwrap();
+    assert!(!session.contains(secret), "the key is not in the cookie");
+
+    let overview = browser.get("/console").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.html);
+    for text in ["Lanes", "P0", "P4", "Gateways", "sandbox", "acme"] {
+        assert!(overview.html.contains(text), "overview lacks {text}");
+    }
+    assert!(
+        !overview.html.contains(secret),
+        "the key is not in the page"
+    );
+    let live = browser.get("/console/overview/live").await;
+    assert!(
+        live.html.contains("Lanes") && !live.html.contains("<html"),
+        "{}",
+        live.html
+    );
+
+    // Sign-out needs the page's token; afterwards the old cookie opens nothing.
+    let csrf = overview.csrf();
+    let cookie = browser.cookies.clone();
+    assert_eq!(
+        browser
+            .post("/console/sign-out", &[("csrf", "x")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.location(), "/console/sign-in");
+    browser.cookies = cookie;
+    assert_eq!(browser.get("/console").await.location(), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn a_key_that_is_revoked_or_cannot_read_opens_no_session() {
+    let s = TestServer::start().await;
+    let send_only = s.new_key_with("acme", "send").await;
+    let refused = Browser::new(&s).sign_in(&send_only).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.html.contains("read scope"), "{}", refused.html);
+
+    let key = s.new_key_with("acme", "read").await;
+    let mut browser = signed_in(&s, &key).await;
+    assert_eq!(browser.get("/console").await.status, StatusCode::OK);
+    let prefix = key.split('_').nth(1).unwrap();
+    assert!(s.embedded.herald.tenants.revoke_key(prefix).await.unwrap());
+    assert_eq!(browser.get("/console").await.location(), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn search_finds_a_message_and_its_page_shows_the_timeline() {
+    let s = TestServer::start().await;
+    let id = s
+        .send(
+            &json!({ "channel": "email", "priority": "P1", "to": "reader@example.com",
+                       "subject": "<b>Hello</b>", "body": "b" }),
+        )
+        .await;
+    s.wait_status(&id, "delivered").await;
+    let other = s
+        .send(&json!({ "channel": "email", "priority": "P1",
+                                "to": "someone@example.com", "subject": "x", "body": "b" }))
+        .await;
+    let mut browser = signed_in(&s, &s.key).await;
+
+    let found = browser
+        .get("/console/messages?to=reader%40example.com&status=delivered")
+        .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(
+        found.html.contains(&format!("/console/messages/{id}")),
+        "{}",
+        found.html
+    );
+    assert!(!found.html.contains(&other), "filtered out");
+    assert!(
+        found.html.contains("&lt;b&gt;Hello") && !found.html.contains("<b>Hello"),
+        "escaped: {}",
+        found.html
+    );
+
+    let bad = browser.get("/console/messages?status=lost").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.html.contains("not a status"), "{}", bad.html);
+
+    let page = browser.get(&format!("/console/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for step in ["queued", "sending", "sent", "delivered", "sandbox"] {
+        assert!(page.html.contains(step), "the timeline lacks {step}");
+    }
+    assert!(
+        !page.html.contains("Cancel this message"),
+        "delivered: nothing to cancel"
+    );
+}
+
+#[tokio::test]
+async fn cancel_needs_an_admin_session_and_its_token() {
+    let s = TestServer::start().await;
+    let id = s.send(&scheduled_email("later@example.com")).await;
+    let path = format!("/console/messages/{id}");
+
+    let reader_key = s.new_key_with("acme", "read").await;
+    let mut reader = signed_in(&s, &reader_key).await;
+    let page = reader.get(&path).await;
+    assert!(
+        !page.html.contains("Cancel this message"),
+        "a reader sees no button"
+    );
+    let refused = reader
+        .post(&format!("{path}/cancel"), &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let mut admin = signed_in(&s, &s.key).await;
+    let page = admin.get(&path).await;
+    assert!(page.html.contains("Cancel this message"));
+    let forged = admin
+        .post(&format!("{path}/cancel"), &[("csrf", &"a".repeat(64))])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.get(&format!("/v1/messages/{id}")).await.body["status"],
+        "queued"
+    );
+
+    let done = admin
+        .post(&format!("{path}/cancel"), &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.html);
+    assert_eq!(
+        s.get(&format!("/v1/messages/{id}")).await.body["status"],
+        "cancelled"
+    );
+    let page = admin.get(&path).await;
+    assert!(page.html.contains("cancelled") && !page.html.contains("Cancel this message"));
+
+    let audit = s.get("/v1/audit?action=message.cancelled").await.body;
+    let prefix = s.key.split('_').nth(1).unwrap();
+    assert_eq!(
+        audit["items"][0]["actor"],
+        format!("key:{prefix}"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_message_and_bad_input_get_4xx_pages() {
+    let s = TestServer::start().await;
+    let theirs = s.send(&scheduled_email("private@example.com")).await;
+    let other_key = s.new_key("globex").await;
+    let mut stranger = signed_in(&s, &other_key).await;
+    let page = stranger.get(&format!("/console/messages/{theirs}")).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.html.contains("private@example.com"));
+    let own = stranger.get("/console").await;
+    let cancel = stranger
+        .post(
+            &format!("/console/messages/{theirs}/cancel"),
+            &[("csrf", &own.csrf())],
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get(&format!("/v1/messages/{theirs}")).await.body["status"],
+        "queued"
+    );
+
+    for path in ["/console/messages/not-an-id", "/console/nowhere"] {
+        assert_eq!(
+            stranger.get(path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let huge = "k".repeat(64 * 1024);
+    let answer = stranger
+        .post("/console/sign-in", &[("key", &huge), ("csrf", "x")])
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let no_form = stranger
+        .client
+        .post(format!("{}/console/sign-in", s.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(no_form.status().is_client_error(), "{}", no_form.status());
+}
