@@ -15,7 +15,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv" >&2
 fi
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "installing Python tools into $venv (moto, aws-sam-cli, cargo-lambda, ziglang, schemathesis, standardwebhooks)..." >&2
+    echo "installing Python tools into $venv (moto, aws-sam-cli, cargo-lambda, ziglang, schemathesis, standardwebhooks, playwright)..." >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/python-tools.txt >&2
     echo "$want" > "$stamp"

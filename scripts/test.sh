@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test Herald has: formatting, lints, the SAM template's validation, unit tests, router and
 # engine tests, the embedded end-to-end suites (lifecycle, API contract, bad input, lanes, crash
-# safety, CLI, bench smoke), the AWS suites (port contract on DynamoDB and SQS, the Lambda
+# safety, CLI, bench smoke, the console in headless chromium), the AWS suites (port contract on DynamoDB and SQS, the Lambda
 # pipeline, bulk fan-out, sample events) against moto, schemathesis against a running
 # `herald serve` (scripts/schemathesis.sh), and the request-by-request AWS cost scenarios on a
 # moto of their own.
@@ -22,9 +22,12 @@ cargo fmt --all -- --check
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 mkdir -p target
 
-# The Python tools install while Rust builds.
+# The Python tools, and the console browser test's chromium and axe-core, install while Rust
+# builds.
 ./scripts/python-tools.sh > target/python-tools.log 2>&1 &
 python_tools=$!
+./scripts/browser-tools.sh > target/browser-tools.log 2>&1 &
+browser_tools=$!
 
 # Everything the suites run, so none of them compiles in the middle of another's timing:
 # the test binaries, and the `herald` binary the CLI, crash and schemathesis runs start
@@ -38,6 +41,11 @@ if ! wait "$python_tools"; then
     exit 1
 fi
 tools=$(tail -n1 target/python-tools.log)
+if ! wait "$browser_tools"; then
+    cat target/browser-tools.log >&2
+    echo "installing chromium or axe-core for the console's browser test failed (log above)" >&2
+    exit 1
+fi
 
 # Starts a moto server on a free port; its URL in `moto_url`.
 start_moto() {

@@ -159,7 +159,10 @@ async fn signing_in_keeps_a_session_id_never_the_key() {
     forged_key.replace_range(forged_key.len() - 1.., last);
     let form = browser.get("/console/sign-in").await;
     let wrong = browser
-        .post("/console/sign-in", &[("key", &forged_key), ("csrf", &form.csrf())])
+        .post(
+            "/console/sign-in",
+            &[("key", &forged_key), ("csrf", &form.csrf())],
+        )
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let denied = s.get("/v1/audit?action=access.denied").await.body;

@@ -1,0 +1,153 @@
+"""The console in headless Chromium, driven by Playwright: the scenarios a person follows,
+a full-page screenshot of each, and axe-core's accessibility check on every page.
+
+Run by tests/console_browser.rs, which starts Herald and passes, in the environment:
+HERALD_URL, HERALD_KEY (admin), HERALD_READ_KEY, HERALD_AXE (axe.min.js), HERALD_CHROMIUM,
+HERALD_SCREENSHOTS (a folder). Exits non-zero, saying what failed, on the first failure.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+from playwright.sync_api import sync_playwright
+
+URL = os.environ["HERALD_URL"]
+KEY = os.environ["HERALD_KEY"]
+READ_KEY = os.environ["HERALD_READ_KEY"]
+AXE = open(os.environ["HERALD_AXE"], encoding="utf-8").read()
+SHOTS = os.environ["HERALD_SCREENSHOTS"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+checked_pages = []
+
+
+def api(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(URL + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def check(page, name):
+    """A full-page screenshot, and no serious or critical axe-core violation."""
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+    page.evaluate(AXE + "\n;0")
+    violations = page.evaluate("""async () => (await axe.run(document)).violations
+        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+        .map(v => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map(n => n.target).join(' ')}`)""")
+    assert not violations, f"{name}: accessibility violations: {violations}"
+    checked_pages.append(name)
+
+
+def sign_in(page, key):
+    page.goto(URL + "/console")
+    assert page.url.endswith("/console/sign-in"), page.url
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(URL + "/console")
+
+
+def scenario_sign_in_and_overview(page):
+    page.goto(URL + "/console")
+    assert page.url.endswith("/console/sign-in"), f"not redirected: {page.url}"
+    check(page, "01-sign-in")
+    sign_in(page, KEY)
+    for text in ["Lanes", "Gateways", "P0", "P4", "sandbox"]:
+        assert page.get_by_text(text).first.is_visible(), f"overview lacks {text}"
+    check(page, "02-overview")
+    # The overview refreshes itself (the one script, under a CSP without inline script).
+    stamp = page.locator("#live .hint").first.inner_text()
+    page.wait_for_function(
+        "s => document.querySelector('#live .hint').innerText !== s", arg=stamp, timeout=10000)
+
+
+def scenario_message_reaches_delivered(page):
+    sent = api("POST", "/v1/messages", {"channel": "email", "priority": "P1",
+                                         "to": "browser@example.com", "subject": "From the browser test",
+                                         "body": "Hello"})
+    page.goto(URL + "/console/messages")
+    page.get_by_label("To").fill("browser@example.com")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**/console/messages?**")
+    link = page.locator(f"a[href='/console/messages/{sent['id']}']")
+    assert link.count() == 1, "the search lists the message"
+    check(page, "03-search")
+    link.click()
+    deadline = time.time() + 15
+    while "delivered" not in page.locator(".facts").inner_text():
+        assert time.time() < deadline, "the message page never showed delivered"
+        time.sleep(0.3)
+        page.reload()
+    assert page.get_by_role("cell", name="delivered").count() >= 1, "the timeline has delivered"
+    check(page, "04-message-delivered")
+    page.goto(URL + "/console/messages")
+    page.get_by_label("Status").select_option("delivered")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator(f"a[href='/console/messages/{sent['id']}']").count() == 1
+
+
+def scenario_cancel_a_scheduled_message(page):
+    later = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    queued = api("POST", "/v1/messages", {"channel": "email", "priority": "P2", "to": "later@example.com",
+                                           "subject": "Later", "body": "b", "send_at": later})
+    page.goto(f"{URL}/console/messages/{queued['id']}")
+    page.get_by_role("button", name="Cancel this message").click()
+    page.wait_for_url(f"{URL}/console/messages/{queued['id']}")
+    assert "cancelled" in page.locator(".facts").inner_text()
+    assert api("GET", f"/v1/messages/{queued['id']}")["status"] == "cancelled"
+    check(page, "05-cancelled")
+
+
+def scenario_a_reader_cannot_act(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    later = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    queued = api("POST", "/v1/messages", {"channel": "email", "priority": "P2", "to": "read@example.com",
+                                           "subject": "Later", "body": "b", "send_at": later})
+    sign_in(page, READ_KEY)
+    page.goto(f"{URL}/console/messages/{queued['id']}")
+    assert page.get_by_role("button", name="Cancel this message").count() == 0
+    check(page, "06-reader")
+    context.close()
+
+
+def scenario_sign_out(page):
+    page.goto(URL + "/console")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(URL + "/console/sign-in")
+    page.goto(URL + "/console")
+    assert page.url.endswith("/console/sign-in"), "signed out"
+    check(page, "07-signed-out")
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ["HERALD_CHROMIUM"], args=CHROMIUM_FLAGS)
+        context = browser.new_context()
+        page = context.new_page()
+        blocked = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        scenario_sign_in_and_overview(page)
+        scenario_message_reaches_delivered(page)
+        scenario_cancel_a_scheduled_message(page)
+        scenario_a_reader_cannot_act(browser)
+        scenario_sign_out(page)
+        assert not blocked, f"the pages broke their own CSP: {blocked}"
+        browser.close()
+    print(f"console in Chromium: {len(checked_pages)} pages checked, screenshots in {SHOTS}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"console browser test failed: {e}", file=sys.stderr)
+        sys.exit(1)
