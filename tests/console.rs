@@ -386,3 +386,191 @@ async fn another_tenants_message_and_bad_input_get_4xx_pages() {
         .unwrap();
     assert!(no_form.status().is_client_error(), "{}", no_form.status());
 }
+
+#[tokio::test]
+async fn suppressions_are_added_looked_up_and_removed_own_entries_only() {
+    use shared::domain::suppression::{Reason, Scope, Suppression};
+    use shared::domain::Channel;
+    let s = TestServer::start().await;
+    let global = Suppression {
+        scope: Scope::Global,
+        channel: Channel::Email,
+        address: "dead@example.com".into(),
+        reason: Reason::HardBounce,
+        source: None,
+        created_at: Utc::now(),
+        expires_at: None,
+    };
+    let herald = &s.embedded.herald;
+    herald
+        .suppressions
+        .put_suppressions(vec![global])
+        .await
+        .unwrap();
+    let mut admin = signed_in(&s, &s.key).await;
+    let page = admin.get("/console/suppressions").await;
+    let csrf = page.csrf();
+
+    let add = [
+        ("csrf", csrf.as_str()),
+        ("channel", "email"),
+        ("address", "Gone@Example.com"),
+        ("reason", "unsubscribe"),
+    ];
+    assert_eq!(
+        admin.post("/console/suppressions/add", &add).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let listed = admin.get("/console/suppressions").await;
+    assert!(listed.html.contains("gone@example.com") && listed.html.contains("unsubscribe"));
+    let api = s.get("/v1/suppressions/email/gone@example.com").await;
+    assert_eq!(api.body["source"], "console", "{}", api.body);
+
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("channel", "email"),
+        ("address", "not an address"),
+    ];
+    let refused = admin.post("/console/suppressions/add", &bad).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let found = admin
+        .get("/console/suppressions?channel=email&address=dead%40example.com")
+        .await;
+    assert!(found.html.contains("global list"), "{}", found.html);
+
+    // Another tenant sees none of acme's entries and cannot remove them.
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    let theirs = other.get("/console/suppressions").await;
+    assert!(!theirs.html.contains("gone@example.com"));
+    let remove = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("channel".to_owned(), "email".to_owned()),
+            ("address".to_owned(), "gone@example.com".to_owned()),
+        ]
+    };
+    let pairs = remove(&theirs.csrf());
+    let form: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        other
+            .post("/console/suppressions/remove", &form)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let global_remove = [
+        ("csrf", csrf.as_str()),
+        ("channel", "email"),
+        ("address", "dead@example.com"),
+    ];
+    let kept = admin
+        .post("/console/suppressions/remove", &global_remove)
+        .await;
+    assert_eq!(kept.status, StatusCode::CONFLICT);
+
+    let pairs = remove(&csrf);
+    let form: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        admin
+            .post("/console/suppressions/remove", &form)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let gone = s.get("/v1/suppressions/email/gone@example.com").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let audit = s.get("/v1/audit?action=suppression.removed").await.body;
+    assert_eq!(
+        audit["items"][0]["target"], "email:gone@example.com",
+        "{audit}"
+    );
+
+    // A reader sees the list but gets no form, and a post is refused.
+    let reader_key = s.new_key_with("acme", "read").await;
+    let mut reader = signed_in(&s, &reader_key).await;
+    let page = reader.get("/console/suppressions").await;
+    assert!(!page.html.contains("Add an entry"));
+    let add = [
+        ("csrf", page.csrf()),
+        ("channel", "email".into()),
+        ("address", "x@example.com".into()),
+    ];
+    let form: Vec<(&str, &str)> = add.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        reader.post("/console/suppressions/add", &form).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven_by_an_admin() {
+    let s = TestServer::start().await;
+    let sms = |to: &str| json!({ "channel": "sms", "priority": "P4", "to": to, "body": "x" });
+    let first = s.send(&sms("+15005550001")).await;
+    let second = s.send(&sms("+15005550001")).await;
+    s.wait_status(&first, "failed").await;
+    s.wait_status(&second, "failed").await;
+
+    let mut admin = signed_in(&s, &s.key).await;
+    let page = admin.get("/console/dead-letters").await;
+    assert!(
+        page.html.contains(&first) && page.html.contains(&second),
+        "{}",
+        page.html
+    );
+    let csrf = page.csrf();
+
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    let theirs = other.get("/console/dead-letters").await;
+    assert!(!theirs.html.contains(&first));
+    let probe = other
+        .post(
+            "/console/dead-letters/redrive",
+            &[("csrf", &theirs.csrf()), ("id", &first)],
+        )
+        .await;
+    assert_eq!(probe.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        s.get(&format!("/v1/messages/{first}")).await.body["attempts"],
+        1
+    );
+
+    let none = admin
+        .post("/console/dead-letters/redrive", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(none.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let done = admin
+        .post(
+            "/console/dead-letters/redrive",
+            &[("csrf", &csrf), ("id", &first)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.html);
+    // Back on its lane: it fails again, a second round of events on its timeline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let view = s.get(&format!("/v1/messages/{first}")).await.body;
+        if herald_tests::timeline(&view).len() >= 6 && view["status"] == "failed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not redriven: {view:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let untouched = s.get(&format!("/v1/messages/{second}")).await.body;
+    assert_eq!(herald_tests::timeline(&untouched).len(), 3, "{untouched:#}");
+    let audit = s.get("/v1/audit?action=dead_letters.redriven").await.body;
+    assert_eq!(audit["items"][0]["detail"]["redriven"], 1, "{audit}");
+}

@@ -98,8 +98,8 @@ def scenario_cancel_a_scheduled_message(page):
     queued = api("POST", "/v1/messages", {"channel": "email", "priority": "P2", "to": "later@example.com",
                                            "subject": "Later", "body": "b", "send_at": later})
     page.goto(f"{URL}/console/messages/{queued['id']}")
-    page.get_by_role("button", name="Cancel this message").click()
-    page.wait_for_url(f"{URL}/console/messages/{queued['id']}")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Cancel this message").click()
     assert "cancelled" in page.locator(".facts").inner_text()
     assert api("GET", f"/v1/messages/{queued['id']}")["status"] == "cancelled"
     check(page, "05-cancelled")
@@ -116,6 +116,39 @@ def scenario_a_reader_cannot_act(browser):
     assert page.get_by_role("button", name="Cancel this message").count() == 0
     check(page, "06-reader")
     context.close()
+
+
+def scenario_add_and_remove_a_suppression(page):
+    page.goto(URL + "/console/suppressions")
+    form = page.locator("form[action='/console/suppressions/add']")
+    form.get_by_label("Channel").select_option("email")
+    form.get_by_label("Address").fill("Optout@Example.com")
+    form.get_by_label("Reason").select_option("unsubscribe")
+    with page.expect_navigation():
+        form.get_by_role("button", name="Add").click()
+    assert page.get_by_role("cell", name="optout@example.com", exact=True).count() == 1, \
+        f"the entry is not listed: {page.url} {page.locator('main').inner_text()[-700:]}"
+    check(page, "08-suppression-added")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Remove optout@example.com").click()
+    assert page.get_by_role("cell", name="optout@example.com", exact=True).count() == 0, "the entry is gone"
+
+
+def scenario_redrive_a_dead_letter(page):
+    failed = api("POST", "/v1/messages", {"channel": "sms", "priority": "P4", "to": "+15005550001", "body": "x"})
+    deadline = time.time() + 10
+    while api("GET", f"/v1/messages/{failed['id']}")["status"] != "failed":
+        assert time.time() < deadline, "the message never failed"
+        time.sleep(0.1)
+    page.goto(URL + "/console/dead-letters")
+    page.locator(f"#pick-{failed['id']}").check()
+    check(page, "09-dead-letters")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Redrive selected").click()
+    deadline = time.time() + 10
+    while len(api("GET", f"/v1/messages/{failed['id']}")["events"]) < 6:
+        assert time.time() < deadline, "the dead letter was not redriven"
+        time.sleep(0.1)
 
 
 def scenario_sign_out(page):
@@ -139,6 +172,8 @@ def main():
         scenario_message_reaches_delivered(page)
         scenario_cancel_a_scheduled_message(page)
         scenario_a_reader_cannot_act(browser)
+        scenario_add_and_remove_a_suppression(page)
+        scenario_redrive_a_dead_letter(page)
         scenario_sign_out(page)
         assert not blocked, f"the pages broke their own CSP: {blocked}"
         browser.close()

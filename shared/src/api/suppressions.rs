@@ -23,8 +23,10 @@ use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use super::ExportLimit;
 use crate::domain::audit::AuditAction;
-use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
-use crate::domain::{Channel, FieldError};
+use crate::domain::suppression::entry_address;
+use crate::domain::suppression::{Reason, Scope, Suppression};
+use crate::domain::Channel;
+use crate::engine::suppress_by_hand::Unsuppressed;
 use crate::engine::Herald;
 use crate::ports::SuppressionFilter;
 
@@ -113,7 +115,7 @@ fn target(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(Channel, String), Problem> {
     let Path((channel, address)) = path.map_err(|_| Problem::not_found("suppression"))?;
-    parse_target(&channel, &address).map_err(Problem::invalid)
+    entry_address(&channel, &address).map_err(Problem::invalid)
 }
 
 /// The `{channel}/{address}` of an entry that may exist: none has a malformed one, so that is a
@@ -122,20 +124,6 @@ fn existing_target(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(Channel, String), Problem> {
     target(path).map_err(|_| Problem::not_found("suppression"))
-}
-
-fn parse_target(channel: &str, address: &str) -> Result<(Channel, String), FieldError> {
-    let channel = Channel::parse(channel).ok_or_else(|| {
-        FieldError::new(
-            "/channel",
-            "invalid",
-            format!("unknown channel {channel:?}"),
-        )
-    })?;
-    let parsed = channel
-        .parse_recipient(address)
-        .map_err(|e| FieldError::new("/address", e.code(), e.to_string()))?;
-    Ok((channel, canonical_address(channel, parsed.as_str())))
 }
 
 /// Add or replace an entry on this tenant's list.
@@ -163,18 +151,13 @@ pub async fn put(
         expires_at: input.expires_at,
     };
     let added = herald
-        .suppressions
-        .put_suppressions(vec![entry.clone()])
+        .suppress_by_hand(
+            &caller.tenant,
+            &entry,
+            caller.entry(AuditAction::SuppressionAdded),
+        )
         .await?;
-    let record = caller
-        .entry(AuditAction::SuppressionAdded)
-        .target(format!("{channel}:{}", entry.address))
-        .detail(json!({ "reason": entry.reason.as_str(), "source": "api" }));
-    herald.record_audit(record).await;
-    herald
-        .notify_suppression(&caller.tenant, channel, &entry.address, Some(&entry))
-        .await;
-    let status = if added == 1 {
+    let status = if added {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -216,33 +199,19 @@ pub async fn delete(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let (channel, address) = existing_target(path)?;
-    if herald
-        .suppressions
-        .delete_suppression(&Scope::Tenant(caller.tenant.clone()), channel, &address)
+    let audit = caller.entry(AuditAction::SuppressionRemoved);
+    match herald
+        .unsuppress_by_hand(&caller.tenant, channel, &address, audit)
         .await?
     {
-        let record = caller
-            .entry(AuditAction::SuppressionRemoved)
-            .target(format!("{channel}:{address}"));
-        herald.record_audit(record).await;
-        herald
-            .notify_suppression(&caller.tenant, channel, &address, None)
-            .await;
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    if herald
-        .suppressions
-        .get_suppression(&Scope::Global, channel, &address)
-        .await?
-        .is_some()
-    {
-        return Err(Problem::new(
+        Unsuppressed::Removed => Ok(StatusCode::NO_CONTENT),
+        Unsuppressed::OnlyGlobal => Err(Problem::new(
             StatusCode::CONFLICT,
             "suppressed-globally",
             "the address is on the global list (a hard bounce or a dead token); it cannot be removed per tenant",
-        ));
+        )),
+        Unsuppressed::NotFound => Err(Problem::not_found("suppression")),
     }
-    Err(Problem::not_found("suppression"))
 }
 
 /// `GET /v1/suppressions`'s filters.
@@ -452,7 +421,7 @@ fn parse_csv(
             }
         };
         let cell = |c: Option<usize>| c.and_then(|c| row.get(c)).filter(|v| !v.is_empty());
-        let parsed = parse_target(
+        let parsed = entry_address(
             cell(Some(c_channel)).unwrap_or(""),
             cell(Some(c_address)).unwrap_or(""),
         )

@@ -6,10 +6,12 @@
 // refused request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod dead_letters;
 mod messages;
 mod overview;
 mod pages;
 mod session;
+mod suppressions;
 
 use std::sync::Arc;
 
@@ -42,6 +44,11 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .route("/console/messages", get(messages::search))
         .route("/console/messages/{id}", get(messages::page))
         .route("/console/messages/{id}/cancel", post(messages::cancel))
+        .route("/console/suppressions", get(suppressions::list))
+        .route("/console/suppressions/add", post(suppressions::add))
+        .route("/console/suppressions/remove", post(suppressions::remove))
+        .route("/console/dead-letters", get(dead_letters::list))
+        .route("/console/dead-letters/redrive", post(dead_letters::redrive))
         .route("/console/assets/{name}", get(asset))
         .route("/console/{*rest}", get(unknown_page).post(unknown_page))
         .layer(DefaultBodyLimit::max(FORM_BYTES))

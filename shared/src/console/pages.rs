@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 9] = [
     ("layout.html", include_str!("templates/layout.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),
     ("error.html", include_str!("templates/error.html")),
@@ -17,6 +17,14 @@ const TEMPLATES: [(&str, &str); 7] = [
     (
         "overview_live.html",
         include_str!("templates/overview_live.html"),
+    ),
+    (
+        "suppressions.html",
+        include_str!("templates/suppressions.html"),
+    ),
+    (
+        "dead_letters.html",
+        include_str!("templates/dead_letters.html"),
     ),
 ];
 

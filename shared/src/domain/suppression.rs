@@ -1,6 +1,7 @@
 //! The suppression list: addresses Herald must not send to, globally or for one tenant, with
 //! why and until when.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -97,6 +98,22 @@ impl Suppression {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
+}
+
+/// An entry's channel and address as a person gives them, parsed, in the form entries are
+/// matched in.
+pub fn entry_address(channel: &str, address: &str) -> Result<(Channel, String), FieldError> {
+    let channel = Channel::parse(channel).ok_or_else(|| {
+        FieldError::new(
+            "/channel",
+            "invalid",
+            format!("unknown channel {channel:?}"),
+        )
+    })?;
+    let parsed = channel
+        .parse_recipient(address)
+        .map_err(|e| FieldError::new("/address", e.code(), e.to_string()))?;
+    Ok((channel, canonical_address(channel, parsed.as_str())))
 }
 
 /// The form an address is matched in: email case-insensitively (mailbox providers treat the

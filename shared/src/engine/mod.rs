@@ -24,6 +24,7 @@ pub mod relay_health;
 pub mod reputation;
 mod settings_cache;
 pub mod suppress;
+pub mod suppress_by_hand;
 mod templates;
 pub mod thread_policy;
 pub mod tracker;
