@@ -301,3 +301,9 @@ async fn dynamo_console_sessions_expire_and_close() {
     let (_s, b) = backend().await;
     console_sessions_expire_and_close(b.store.as_ref()).await;
 }
+
+#[tokio::test]
+async fn dynamo_templates_list_by_name() {
+    let (_s, b) = backend().await;
+    templates_list_by_name(b.store.as_ref()).await;
+}

@@ -151,6 +151,25 @@ def scenario_redrive_a_dead_letter(page):
         time.sleep(0.1)
 
 
+def scenario_edit_a_template(page):
+    page.goto(URL + "/console/templates")
+    page.get_by_label("Template name").fill("receipt")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Open or create").click()
+    page.get_by_label("Subject").fill("Receipt for {{ name }}")
+    page.get_by_label("Sample data (JSON)").fill('{"name": "Ann"}')
+    # The preview follows the typing (the script), with no click.
+    page.wait_for_function(
+        "() => document.querySelector('#preview').innerText.includes('Receipt for Ann')", timeout=5000)
+    check(page, "10-template-preview")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save").click()
+    assert api("GET", "/v1/templates/receipt")["subject"] == "Receipt for {{ name }}"
+    page.goto(URL + "/console/templates")
+    assert page.get_by_role("link", name="receipt").count() == 1
+    check(page, "11-templates")
+
+
 def scenario_sign_out(page):
     page.goto(URL + "/console")
     page.get_by_role("button", name="Sign out").click()
@@ -174,6 +193,7 @@ def main():
         scenario_a_reader_cannot_act(browser)
         scenario_add_and_remove_a_suppression(page)
         scenario_redrive_a_dead_letter(page)
+        scenario_edit_a_template(page)
         scenario_sign_out(page)
         assert not blocked, f"the pages broke their own CSP: {blocked}"
         browser.close()

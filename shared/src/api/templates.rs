@@ -15,6 +15,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::locale::Locale;
 use crate::domain::template::{TemplateError, TemplateParts, MAX_LOCALES};
 use crate::domain::{FieldError, Template, TemplateName};
+use crate::engine::templates::SaveError;
 use crate::engine::Herald;
 use crate::ports::LocalePut;
 
@@ -72,16 +73,14 @@ pub async fn put(
     let name = name_of(path)?;
     let (parts, sample) = parts_of(body.value)?;
     let template = Template::with_parts(name, parts, Utc::now());
-    let template = herald
-        .check_template(template, sample)
+    let audit = caller.entry(AuditAction::TemplatePut);
+    let (template, created) = herald
+        .save_template(tenant, template, sample, audit)
         .await
-        .map_err(template_problem)?;
-    let created = herald.templates.put(tenant, template.clone()).await?;
-    let entry = caller
-        .entry(AuditAction::TemplatePut)
-        .target(template.name.as_str())
-        .detail(serde_json::json!({ "created": created }));
-    herald.record_audit(entry).await;
+        .map_err(|e| match e {
+            SaveError::Template(e) => template_problem(e),
+            SaveError::Store(e) => e.into(),
+        })?;
     let status = if created {
         StatusCode::CREATED
     } else {

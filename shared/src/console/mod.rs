@@ -12,6 +12,7 @@ mod overview;
 mod pages;
 mod session;
 mod suppressions;
+mod templates;
 
 use std::sync::Arc;
 
@@ -49,6 +50,17 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .route("/console/suppressions/remove", post(suppressions::remove))
         .route("/console/dead-letters", get(dead_letters::list))
         .route("/console/dead-letters/redrive", post(dead_letters::redrive))
+        .route("/console/templates", get(templates::list))
+        .route(
+            "/console/templates/{name}",
+            get(templates::edit)
+                .post(templates::submit)
+                .layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
+        )
+        .route(
+            "/console/templates/{name}/preview",
+            post(templates::preview).layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
+        )
         .route("/console/assets/{name}", get(asset))
         .route("/console/{*rest}", get(unknown_page).post(unknown_page))
         .layer(DefaultBodyLimit::max(FORM_BYTES))

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("templates/layout.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),
     ("error.html", include_str!("templates/error.html")),
@@ -26,11 +26,17 @@ const TEMPLATES: [(&str, &str); 9] = [
         "dead_letters.html",
         include_str!("templates/dead_letters.html"),
     ),
+    ("templates.html", include_str!("templates/templates.html")),
+    ("template.html", include_str!("templates/template.html")),
+    (
+        "template_preview.html",
+        include_str!("templates/template_preview.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    for (name, source) in TEMPLATES {
+    for &(name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "console template does not compile");
         }
@@ -103,7 +109,7 @@ mod tests {
 
     #[test]
     fn every_template_compiles() {
-        for (name, _) in TEMPLATES {
+        for &(name, _) in TEMPLATES {
             assert!(ENV.get_template(name).is_ok(), "{name}");
         }
     }

@@ -59,14 +59,20 @@ impl SignedIn {
         }
     }
 
+    /// Refuses a form post without this session's token.
+    pub fn check_token(&self, token: &str) -> Result<(), Response> {
+        if constant_time_eq(token.as_bytes(), self.csrf.as_bytes()) {
+            return Ok(());
+        }
+        Err(pages::error(
+            StatusCode::FORBIDDEN,
+            "This form has expired or did not come from the console. Reload the page and try again.",
+        ))
+    }
+
     /// Refuses a form post without this session's token, or from a key that may only read.
     pub fn check_action(&self, token: &str) -> Result<(), Response> {
-        if !constant_time_eq(token.as_bytes(), self.csrf.as_bytes()) {
-            return Err(pages::error(
-                StatusCode::FORBIDDEN,
-                "This form has expired or did not come from the console. Reload the page and try again.",
-            ));
-        }
+        self.check_token(token)?;
         if !self.may_act() {
             return Err(pages::error(
                 StatusCode::FORBIDDEN,

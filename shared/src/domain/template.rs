@@ -328,6 +328,22 @@ impl<'a> CompiledTemplate<'a> {
         }
     }
 
+    /// The variables the template reads (outside its own `set`s and loops), sorted: what a
+    /// send's `data` must give it.
+    pub fn variables(&self) -> Vec<String> {
+        let mut names: Vec<String> = PARTS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.present[*i])
+            .filter_map(|(_, (_, file))| self.env.get_template(file).ok())
+            .flat_map(|t| t.undeclared_variables(true))
+            .filter(|name| !self.is_global(name))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn is_global(&self, name: &str) -> bool {
         let root = name.split('.').next().unwrap_or(name);
         self.env.globals().any(|(g, _)| g == root)

@@ -25,7 +25,7 @@ pub mod reputation;
 mod settings_cache;
 pub mod suppress;
 pub mod suppress_by_hand;
-mod templates;
+pub mod templates;
 pub mod thread_policy;
 pub mod tracker;
 pub mod unsubscribe;

@@ -2279,3 +2279,49 @@ pub async fn console_sessions_expire_and_close(store: &dyn crate::ports::Session
     assert!(store.find_session("hash-a", now).await.unwrap().is_none());
     store.close_session("hash-a").await.unwrap();
 }
+
+/// A tenant's templates list by name, without their variants, paged, and only the tenant's.
+pub async fn templates_list_by_name<S: TemplateStore>(store: &S) {
+    use crate::domain::locale::Locale;
+    use crate::domain::template::TemplateParts;
+    let (t, other) = (tenant("lister"), tenant("other-lister"));
+    let parts = |subject: &str| TemplateParts {
+        subject: Some(subject.into()),
+        text: Some("hi {{ name }}".into()),
+        html: None,
+    };
+    for name in ["welcome", "alert", "welcome-2", "b.receipt"] {
+        let template =
+            Template::with_parts(TemplateName::parse(name).unwrap(), parts(name), Utc::now());
+        store.put(&t, template).await.unwrap();
+    }
+    let foreign = Template::with_parts(TemplateName::parse("zzz").unwrap(), parts("x"), Utc::now());
+    store.put(&other, foreign).await.unwrap();
+    let welcome = TemplateName::parse("welcome").unwrap();
+    let fr = Locale::parse("fr").unwrap();
+    store
+        .put_locale(&t, &welcome, &fr, &parts("bienvenue"))
+        .await
+        .unwrap();
+
+    let names = |list: &[Template]| {
+        list.iter()
+            .map(|t| t.name.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = store.list_templates(&t, None, 100).await.unwrap();
+    assert_eq!(names(&all), ["alert", "b.receipt", "welcome", "welcome-2"]);
+    assert_eq!(all[2].subject.as_deref(), Some("welcome"));
+    let first = store.list_templates(&t, None, 2).await.unwrap();
+    assert_eq!(names(&first), ["alert", "b.receipt"]);
+    let rest = store
+        .list_templates(&t, Some(&first[1].name), 2)
+        .await
+        .unwrap();
+    assert_eq!(names(&rest), ["welcome", "welcome-2"]);
+    let last = store
+        .list_templates(&t, Some(&rest[1].name), 2)
+        .await
+        .unwrap();
+    assert!(last.is_empty());
+}

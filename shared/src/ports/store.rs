@@ -289,6 +289,14 @@ pub trait TemplateStore: Send + Sync + 'static {
     ) -> Result<Option<Template>, StoreError>;
     /// Deletes the template with its locale variants.
     async fn delete(&self, tenant: &TenantId, name: &TemplateName) -> Result<bool, StoreError>;
+    /// The tenant's templates by name, those after `after`, at most `limit`, without their
+    /// locale variants.
+    async fn list_templates(
+        &self,
+        tenant: &TenantId,
+        after: Option<&TemplateName>,
+        limit: usize,
+    ) -> Result<Vec<Template>, StoreError>;
     /// Adds or replaces one locale's variant of an existing template.
     async fn put_locale(
         &self,

@@ -283,3 +283,9 @@ async fn sqlite_console_sessions_expire_and_close() {
     let (_d, b) = backend();
     console_sessions_expire_and_close(&b).await;
 }
+
+#[tokio::test]
+async fn sqlite_templates_list_by_name() {
+    let (_d, b) = backend();
+    templates_list_by_name(&b).await;
+}

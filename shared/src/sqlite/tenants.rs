@@ -193,6 +193,45 @@ impl TemplateStore for SqliteBackend {
             .await
     }
 
+    async fn list_templates(
+        &self,
+        tenant: &TenantId,
+        after: Option<&TemplateName>,
+        limit: usize,
+    ) -> Result<Vec<Template>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let after = after.map_or(String::new(), |n| n.as_str().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT name, subject, text, html, updated_at FROM templates \
+                     WHERE tenant = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![tenant, after, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        TemplateParts {
+                            subject: r.get(1)?,
+                            text: r.get(2)?,
+                            html: r.get(3)?,
+                        },
+                        r.get::<_, i64>(4)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (name, parts, updated_at) = row?;
+                    // Stored only after parsing; a name that no longer parses is skipped.
+                    if let Ok(name) = TemplateName::parse(&name) {
+                        out.push(Template::with_parts(name, parts, from_ms(updated_at)));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn get(
         &self,
         tenant: &TenantId,

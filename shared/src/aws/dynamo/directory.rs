@@ -50,6 +50,57 @@ impl TemplateStore for DynamoStore {
         Ok(out.attributes.is_none_or(|a| a.is_empty()))
     }
 
+    /// Pages through the tenant's items by name, skipping variants (`<name>#<locale>`), until
+    /// `limit` templates are found.
+    async fn list_templates(
+        &self,
+        tenant: &TenantId,
+        after: Option<&TemplateName>,
+        limit: usize,
+    ) -> Result<Vec<Template>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(self.templates_table()?)
+            .key_condition_expression("tenant = :t AND #n > :after")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            // Below every name ("" is not a valid key value).
+            .expression_attribute_values(":after", s(after.map_or("#", |n| n.as_str())));
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let out = query
+                .clone()
+                .limit(100)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for item in out.items() {
+                let Ok(name) = TemplateName::parse(get_s(item, "name")?) else {
+                    continue;
+                };
+                let owned = |k: &str| opt_s(item, k).map(str::to_owned);
+                let parts = TemplateParts {
+                    subject: owned("subject"),
+                    text: owned("text"),
+                    html: owned("html"),
+                };
+                let updated_at = opt_n::<i64>(item, "updated_at")?
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .unwrap_or_default();
+                found.push(Template::with_parts(name, parts, updated_at));
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => query = query.set_exclusive_start_key(Some(k)),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
     /// One Query for the template and its variants: a variant is its own item, named
     /// `<name>#<locale>` (`#` is never in a template name, and sorts before every character
     /// that is, so the range holds exactly these).

@@ -1,16 +1,36 @@
-// Refreshes the overview's tables every few seconds; without script, a reload does the same.
+// The console's only script: it refreshes the overview every few seconds and renders a
+// template's preview as it is edited. Without it, a reload or the Preview button does the same.
 "use strict";
 (function () {
   const live = document.getElementById("live");
-  if (!live || !live.dataset.refresh) return;
-  async function refresh() {
-    try {
-      const response = await fetch(live.dataset.refresh, { credentials: "same-origin" });
-      if (response.redirected || !response.ok) return;
-      live.innerHTML = await response.text();
-    } catch (_) {
-      // Offline for a moment: the next tick tries again.
-    }
+  if (live && live.dataset.refresh) {
+    setInterval(async function () {
+      try {
+        const response = await fetch(live.dataset.refresh, { credentials: "same-origin" });
+        if (!response.redirected && response.ok) live.innerHTML = await response.text();
+      } catch (_) {
+        // Offline for a moment: the next tick tries again.
+      }
+    }, 3000);
   }
-  setInterval(refresh, 3000);
+
+  const editor = document.getElementById("template-form");
+  const preview = document.getElementById("preview");
+  if (editor && preview && editor.dataset.preview) {
+    let timer = null;
+    editor.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(async function () {
+        const body = new URLSearchParams(new FormData(editor));
+        try {
+          const response = await fetch(editor.dataset.preview, {
+            method: "POST", body: body, credentials: "same-origin",
+          });
+          if (!response.redirected && response.ok) preview.innerHTML = await response.text();
+        } catch (_) {
+          // The Preview button still works.
+        }
+      }, 300);
+    });
+  }
 })();
