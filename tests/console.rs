@@ -734,3 +734,68 @@ async fn templates_preview_with_the_send_engine_and_save_for_admins_only() {
         .html
         .contains("Not saved yet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressions_import_with_a_report_and_export_as_csv() {
+    let s = TestServer::start().await;
+    let mut admin = signed_in(&s, &s.key).await;
+    let csrf = admin.get("/console/suppressions").await.csrf();
+    let csv = "channel,address,reason\nemail,One@Example.com,complaint\nsms,not-a-number,\nemail,two@example.com,\nfax,x,manual\n";
+    let report = admin
+        .post(
+            "/console/suppressions/import",
+            &[("csrf", csrf.as_str()), ("csv", csv)],
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.html);
+    assert!(
+        report.html.contains("2 new entries imported"),
+        "{}",
+        report.html
+    );
+    assert!(report.html.contains("2 lines refused"), "{}", report.html);
+    assert!(
+        report.html.contains("<td>3</td>") && report.html.contains("<td>5</td>"),
+        "{}",
+        report.html
+    );
+    let audit = s.get("/v1/audit?action=suppression.imported").await.body;
+    assert_eq!(audit["items"][0]["detail"]["rejected"], 2, "{audit}");
+
+    let no_header = admin
+        .post(
+            "/console/suppressions/import",
+            &[("csrf", csrf.as_str()), ("csv", "a,b\n1,2\n")],
+        )
+        .await;
+    assert_eq!(no_header.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let export = admin.get("/console/suppressions/export").await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert!(export.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let lines: Vec<&str> = export.html.lines().collect();
+    assert_eq!(
+        lines[0],
+        "channel,address,reason,expires_at,source,created_at"
+    );
+    assert!(
+        lines[1].starts_with("email,one@example.com,complaint,,console,"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    let reader_key = s.new_key_with("acme", "read").await;
+    let mut reader = signed_in(&s, &reader_key).await;
+    let page = reader.get("/console/suppressions").await;
+    assert!(!page.html.contains("/console/suppressions/import"));
+    let refused = reader
+        .post(
+            "/console/suppressions/import",
+            &[("csrf", page.csrf().as_str()), ("csv", csv)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}

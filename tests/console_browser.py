@@ -134,6 +134,17 @@ def scenario_add_and_remove_a_suppression(page):
     assert page.get_by_role("cell", name="optout@example.com", exact=True).count() == 0, "the entry is gone"
 
 
+def scenario_import_a_csv_with_a_bad_line(page):
+    page.goto(URL + "/console/suppressions")
+    page.get_by_label("CSV with a header row").fill("channel,address\nemail,imported@example.com\nemail,not an address\n")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Import").click()
+    report = page.locator("main").inner_text()
+    assert "1 new entry imported" in report and "1 line refused" in report, report
+    assert page.get_by_role("cell", name="3", exact=True).count() == 1, "the bad line is named"
+    check(page, "12-import-report")
+
+
 def scenario_redrive_a_dead_letter(page):
     failed = api("POST", "/v1/messages", {"channel": "sms", "priority": "P4", "to": "+15005550001", "body": "x"})
     deadline = time.time() + 10
@@ -192,6 +203,7 @@ def main():
         scenario_cancel_a_scheduled_message(page)
         scenario_a_reader_cannot_act(browser)
         scenario_add_and_remove_a_suppression(page)
+        scenario_import_a_csv_with_a_bad_line(page)
         scenario_redrive_a_dead_letter(page)
         scenario_edit_a_template(page)
         scenario_sign_out(page)

@@ -15,7 +15,6 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{body_problem, AuthTenant, Caller, JsonBody};
@@ -25,6 +24,7 @@ use super::ExportLimit;
 use crate::domain::audit::AuditAction;
 use crate::domain::suppression::entry_address;
 use crate::domain::suppression::{Reason, Scope, Suppression};
+use crate::domain::suppression_csv::{parse_import, CsvError, RejectedRow};
 use crate::domain::Channel;
 use crate::engine::suppress_by_hand::Unsuppressed;
 use crate::engine::Herald;
@@ -32,7 +32,6 @@ use crate::ports::SuppressionFilter;
 
 /// Largest CSV import.
 pub const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
-const MAX_IMPORT_ROWS: usize = 100_000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SuppressionView {
@@ -100,13 +99,6 @@ pub struct ImportReport {
     /// Entries that replaced one already there.
     pub updated: usize,
     pub rejected: Vec<RejectedRow>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RejectedRow {
-    /// 1-based line number in the CSV, the header being line 1.
-    pub line: usize,
-    pub reason: String,
 }
 
 /// Parses the `{channel}/{address}` of a path into the channel and the canonical address; a
@@ -357,103 +349,26 @@ pub async fn import(
             "send the list as Content-Type: text/csv",
         ));
     }
-    let (entries, rejected) = parse_csv(&caller.tenant, &body)?;
-    let total = entries.len();
-    let mut imported = 0;
-    for chunk in entries.chunks(1000).map(<[Suppression]>::to_vec) {
-        imported += herald.suppressions.put_suppressions(chunk).await?;
-    }
-    // One entry per import: its counts, not its rows (an import may hold 100,000).
-    let record = caller
-        .entry(AuditAction::SuppressionsImported)
-        .detail(json!({
-            "imported": imported,
-            "updated": total - imported,
-            "rejected": rejected.len(),
-        }));
-    herald.record_audit(record).await;
-    Ok(Json(ImportReport {
-        imported,
-        updated: total - imported,
-        rejected,
-    }))
-}
-
-fn parse_csv(
-    tenant: &crate::domain::TenantId,
-    body: &[u8],
-) -> Result<(Vec<Suppression>, Vec<RejectedRow>), Problem> {
-    let bad_csv = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "malformed-csv", detail);
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(body);
-    let header = reader
-        .headers()
-        .map_err(|e| bad_csv(format!("the header row is not valid CSV: {e}")))?
-        .clone();
-    let column = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(c_channel), Some(c_address)) = (column("channel"), column("address")) else {
-        return Err(bad_csv(
-            "the header must name `channel` and `address` columns".into(),
-        ));
-    };
-    let (c_reason, c_expires) = (column("reason"), column("expires_at"));
-    let mut entries = Vec::new();
-    let mut rejected = Vec::new();
-    let now = Utc::now();
-    for (i, row) in reader.records().enumerate() {
-        let line = i + 2;
-        if entries.len() + rejected.len() >= MAX_IMPORT_ROWS {
-            return Err(Problem::new(
+    let (entries, rejected) =
+        parse_import(&caller.tenant, &body, "import").map_err(|e| match e {
+            CsvError::Malformed(detail) => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-csv", detail)
+            }
+            CsvError::TooManyRows => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
-                format!("at most {MAX_IMPORT_ROWS} rows per import"),
-            ));
-        }
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => {
-                rejected.push(RejectedRow {
-                    line,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let cell = |c: Option<usize>| c.and_then(|c| row.get(c)).filter(|v| !v.is_empty());
-        let parsed = entry_address(
-            cell(Some(c_channel)).unwrap_or(""),
-            cell(Some(c_address)).unwrap_or(""),
-        )
-        .map_err(|e| e.detail)
-        .and_then(|(channel, address)| {
-            let reason = match cell(c_reason) {
-                None => Reason::Manual,
-                Some(r) => Reason::parse(r).ok_or_else(|| format!("unknown reason {r:?}"))?,
-            };
-            let expires_at = cell(c_expires)
-                .map(|t| {
-                    DateTime::parse_from_rfc3339(t)
-                        .map(|t| t.with_timezone(&Utc))
-                        .map_err(|_| format!("expires_at {t:?} is not an RFC 3339 time"))
-                })
-                .transpose()?;
-            Ok(Suppression {
-                scope: Scope::Tenant(tenant.clone()),
-                channel,
-                address,
-                reason,
-                source: Some("import".into()),
-                created_at: now,
-                expires_at,
-            })
-        });
-        match parsed {
-            Ok(entry) => entries.push(entry),
-            Err(reason) => rejected.push(RejectedRow { line, reason }),
-        }
-    }
-    Ok((entries, rejected))
+                e.to_string(),
+            ),
+        })?;
+    let audit = caller.entry(AuditAction::SuppressionsImported);
+    let counts = herald
+        .import_suppressions(entries, rejected.len(), audit)
+        .await?;
+    Ok(Json(ImportReport {
+        imported: counts.imported,
+        updated: counts.updated,
+        rejected,
+    }))
 }
 
 /// This tenant's list as CSV, in the import's format plus source and created_at.
@@ -466,47 +381,10 @@ pub async fn export(
     AuthTenant(tenant): AuthTenant,
     Extension(ExportLimit(cap)): Extension<ExportLimit>,
 ) -> Result<Response, Problem> {
-    let scope = Scope::Tenant(tenant);
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let write_error = |e: csv::Error| Problem::unavailable(format!("csv: {e}"));
-    out.write_record([
-        "channel",
-        "address",
-        "reason",
-        "expires_at",
-        "source",
-        "created_at",
-    ])
-    .map_err(write_error)?;
-    let mut after = None;
-    loop {
-        let page = herald
-            .suppressions
-            .list_suppressions(&scope, &SuppressionFilter::default(), after.take(), 1000)
-            .await?;
-        for s in &page {
-            out.write_record([
-                s.channel.as_str(),
-                &s.address,
-                s.reason.as_str(),
-                &s.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                s.source.as_deref().unwrap_or_default(),
-                &s.created_at.to_rfc3339(),
-            ])
-            .map_err(write_error)?;
-        }
-        if let Some(cap) = cap.filter(|cap| out.get_ref().len() > *cap) {
-            let narrow = "read GET /v1/suppressions page by page";
-            return Err(Problem::export_too_large(cap, narrow));
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = Some((last.channel, last.address.clone())),
-            _ => break,
-        }
-    }
-    let body = out
-        .into_inner()
-        .map_err(|e| Problem::unavailable(format!("csv: {e}")))?;
+    let Some(body) = herald.export_suppressions(&tenant, cap).await? else {
+        let narrow = "read GET /v1/suppressions page by page";
+        return Err(Problem::export_too_large(cap.unwrap_or_default(), narrow));
+    };
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
 }
 

@@ -95,5 +95,8 @@ pub async fn redrive(State(herald): State<Arc<Herald>>, who: SignedIn, body: Byt
         "first_ids": redriven.iter().take(100).map(|i| i.to_string()).collect::<Vec<_>>(),
     }));
     herald.record_audit(entry).await;
-    Redirect::to("/console/dead-letters").into_response()
+    match (field("back"), redriven.as_slice()) {
+        (Some("message"), [id]) => Redirect::to(&format!("/console/messages/{id}")).into_response(),
+        _ => Redirect::to("/console/dead-letters").into_response(),
+    }
 }

@@ -48,6 +48,12 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .route("/console/suppressions", get(suppressions::list))
         .route("/console/suppressions/add", post(suppressions::add))
         .route("/console/suppressions/remove", post(suppressions::remove))
+        .route(
+            "/console/suppressions/import",
+            post(suppressions::import)
+                .layer(DefaultBodyLimit::max(suppressions::IMPORT_FORM_BYTES)),
+        )
+        .route("/console/suppressions/export", get(suppressions::export))
         .route("/console/dead-letters", get(dead_letters::list))
         .route("/console/dead-letters/redrive", post(dead_letters::redrive))
         .route("/console/templates", get(templates::list))

@@ -27,6 +27,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    (
+        "import_report.html",
+        include_str!("templates/import_report.html"),
+    ),
     ("template.html", include_str!("templates/template.html")),
     (
         "template_preview.html",

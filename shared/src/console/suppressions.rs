@@ -1,11 +1,11 @@
 //! Suppressions: the tenant's entries by channel, a look-up of one address (the tenant's entry
-//! or the global one), and adding or removing the tenant's own entries.
+//! or the global one), adding or removing the tenant's own entries, and CSV import and export.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono::Utc;
@@ -15,6 +15,7 @@ use super::pages::{self, Page};
 use super::session::SignedIn;
 use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{entry_address, Reason, Scope, Suppression};
+use crate::domain::suppression_csv::parse_import;
 use crate::domain::Channel;
 use crate::engine::suppress_by_hand::Unsuppressed;
 use crate::engine::Herald;
@@ -228,4 +229,72 @@ pub async fn remove(
         Some((why.0, why.1.into())),
     )
     .await
+}
+
+/// Pasted CSV: the import's largest body is far above what a form should carry.
+pub const IMPORT_FORM_BYTES: usize = 2 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct ImportForm {
+    csrf: String,
+    csv: String,
+}
+
+/// `POST /console/suppressions/import` (admin): pasted CSV in the API's import format, with a
+/// report of what was imported and which lines were refused.
+pub async fn import(
+    State(herald): State<Arc<Herald>>,
+    who: SignedIn,
+    Form(form): Form<ImportForm>,
+) -> Response {
+    if let Err(refused) = who.check_action(&form.csrf) {
+        return refused;
+    }
+    let (entries, rejected) = match parse_import(&who.tenant, form.csv.as_bytes(), "console") {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let why = format!("Nothing imported: {e}.");
+            let list = ListForm::default();
+            return show(
+                &herald,
+                &who,
+                &list,
+                Some((StatusCode::UNPROCESSABLE_ENTITY, why)),
+            )
+            .await;
+        }
+    };
+    let audit = who.entry(AuditAction::SuppressionsImported);
+    let Ok(counts) = herald
+        .import_suppressions(entries, rejected.len(), audit)
+        .await
+    else {
+        return pages::unavailable();
+    };
+    let page = Page::new("import_report.html", "Import report").with(minijinja::context! {
+        who => super::who(&who),
+        section => "suppressions",
+        imported => counts.imported,
+        updated => counts.updated,
+        rejected => rejected,
+    });
+    pages::render(&page)
+}
+
+/// `GET /console/suppressions/export`: the tenant's list as a CSV download.
+pub async fn export(State(herald): State<Arc<Herald>>, who: SignedIn) -> Response {
+    match herald.export_suppressions(&who.tenant, None).await {
+        Ok(Some(body)) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"suppressions.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Ok(None) | Err(_) => pages::unavailable(),
+    }
 }

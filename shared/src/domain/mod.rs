@@ -25,6 +25,7 @@ pub mod sender;
 pub mod sms;
 pub mod status;
 pub mod suppression;
+pub mod suppression_csv;
 pub mod template;
 pub mod tenant;
 pub mod thread;
