@@ -799,3 +799,35 @@ async fn suppressions_import_with_a_report_and_export_as_csv() {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_sends_progress_is_shown_to_its_tenant_only() {
+    let s = TestServer::start().await;
+    let reply = s
+        .bulk_email("P3", 20, |i| format!("bulk{i}@example.com"))
+        .await;
+    let bulk_id = reply.body["bulk_id"]
+        .as_str()
+        .expect("a bulk id")
+        .to_owned();
+    let path = format!("/console/bulk/{bulk_id}");
+    let mut admin = signed_in(&s, &s.key).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        if page.html.contains("20 of 20 recipients finished") {
+            assert!(page.html.contains("<progress"), "{}", page.html);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.html);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    assert_eq!(other.get(&path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other.get("/console/bulk/not-a-bulk").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

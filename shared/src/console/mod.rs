@@ -6,6 +6,7 @@
 // refused request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod bulk;
 mod dead_letters;
 mod messages;
 mod overview;
@@ -45,6 +46,7 @@ pub fn router(herald: Arc<Herald>) -> Router {
         .route("/console/messages", get(messages::search))
         .route("/console/messages/{id}", get(messages::page))
         .route("/console/messages/{id}/cancel", post(messages::cancel))
+        .route("/console/bulk/{bulk_id}", get(bulk::page))
         .route("/console/suppressions", get(suppressions::list))
         .route("/console/suppressions/add", post(suppressions::add))
         .route("/console/suppressions/remove", post(suppressions::remove))

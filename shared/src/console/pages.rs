@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    ("bulk.html", include_str!("templates/bulk.html")),
     (
         "import_report.html",
         include_str!("templates/import_report.html"),
