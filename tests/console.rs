@@ -831,3 +831,62 @@ async fn a_bulk_sends_progress_is_shown_to_its_tenant_only() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_is_for_admins_filtered_and_exported() {
+    let s = TestServer::start().await;
+    let mut admin = signed_in(&s, &s.key).await;
+    let csrf = admin.get("/console/suppressions").await.csrf();
+    for address in ["a@example.com", "b@example.com"] {
+        let add = [
+            ("csrf", csrf.as_str()),
+            ("channel", "email"),
+            ("address", address),
+        ];
+        admin.post("/console/suppressions/add", &add).await;
+    }
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    let other_csrf = other.get("/console/suppressions").await.csrf();
+    let add = [
+        ("csrf", other_csrf.as_str()),
+        ("channel", "email"),
+        ("address", "secret@example.com"),
+    ];
+    other.post("/console/suppressions/add", &add).await;
+
+    let page = admin.get("/console/audit?action=suppression.added").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.html.contains("email:a@example.com") && page.html.contains("email:b@example.com"));
+    assert!(
+        !page.html.contains("secret@example.com"),
+        "another tenant's entry"
+    );
+    let prefix = s.key.split('_').nth(1).unwrap();
+    assert!(page.html.contains(&format!("key:{prefix}")));
+
+    let export = admin
+        .get("/console/audit/export?action=suppression.added")
+        .await;
+    assert_eq!(export.status, StatusCode::OK);
+    let lines: Vec<&str> = export.html.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,at,actor,action,target,client,request_id,detail"
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains("secret@example.com")));
+
+    let bad = admin.get("/console/audit?action=nothing.such").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let reader_key = s.new_key_with("acme", "read").await;
+    let mut reader = signed_in(&s, &reader_key).await;
+    assert_eq!(
+        reader.get("/console/audit").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        reader.get("/console/audit/export").await.status,
+        StatusCode::FORBIDDEN
+    );
+}

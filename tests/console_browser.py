@@ -181,6 +181,15 @@ def scenario_edit_a_template(page):
     check(page, "11-templates")
 
 
+def scenario_read_the_audit_log(page):
+    page.goto(URL + "/console/audit")
+    page.get_by_label("Action").select_option("template.put")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
+    assert page.get_by_role("cell", name="receipt", exact=True).count() == 1, "the template's save is logged"
+    check(page, "13-audit")
+
+
 def scenario_sign_out(page):
     page.goto(URL + "/console")
     page.get_by_role("button", name="Sign out").click()
@@ -206,6 +215,7 @@ def main():
         scenario_import_a_csv_with_a_bad_line(page)
         scenario_redrive_a_dead_letter(page)
         scenario_edit_a_template(page)
+        scenario_read_the_audit_log(page)
         scenario_sign_out(page)
         assert not blocked, f"the pages broke their own CSP: {blocked}"
         browser.close()

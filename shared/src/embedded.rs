@@ -268,7 +268,10 @@ impl Embedded {
     /// The API, the console and the provider webhooks.
     pub fn router(&self) -> axum::Router {
         crate::api::router(self.herald.clone())
-            .merge(crate::console::router(self.herald.clone()))
+            .merge(crate::console::router(
+                self.herald.clone(),
+                crate::console::ExportCap(None),
+            ))
             .merge(crate::webhooks::router(self.webhooks.clone()))
     }
 

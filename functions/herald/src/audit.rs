@@ -7,9 +7,9 @@ use std::io::Write;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::api::audit::{csv_rows, CSV_HEADER};
 use shared::domain::audit::{Actor, AuditAction};
 use shared::domain::suppression::Scope;
+use shared::engine::audit_csv::{csv_rows, CSV_HEADER};
 use shared::ports::AuditFilter;
 
 use crate::cli::{AuditCommand, AuditFilterArgs, Remote, StoreLocation};

@@ -368,8 +368,10 @@ pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
     let limits = crate::api::BodyLimits::LAMBDA;
-    let app = crate::api::router_with(cold.herald.clone(), limits)
-        .merge(crate::console::router(cold.herald));
+    let app = crate::api::router_with(cold.herald.clone(), limits).merge(crate::console::router(
+        cold.herald,
+        crate::console::ExportCap(limits.export),
+    ));
     crate::telemetry::emf::run_http(app).await
 }
 

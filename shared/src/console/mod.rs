@@ -6,6 +6,7 @@
 // refused request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod audit;
 mod bulk;
 mod dead_letters;
 mod messages;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::engine::Herald;
@@ -33,8 +34,13 @@ const FORM_BYTES: usize = 16 * 1024;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The largest export one answer carries: `None` where answers stream (`herald serve`), a
+/// cap where they are buffered (Lambda).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportCap(pub Option<usize>);
+
 /// The console's routes, with their own headers and limits, to merge beside the API's.
-pub fn router(herald: Arc<Herald>) -> Router {
+pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
     Router::new()
         .route("/console", get(overview::page))
         .route("/console/overview/live", get(overview::live))
@@ -69,9 +75,12 @@ pub fn router(herald: Arc<Herald>) -> Router {
             "/console/templates/{name}/preview",
             post(templates::preview).layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
         )
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/export", get(audit::export))
         .route("/console/assets/{name}", get(asset))
         .route("/console/{*rest}", get(unknown_page).post(unknown_page))
         .layer(DefaultBodyLimit::max(FORM_BYTES))
+        .layer(Extension(export))
         .layer(axum::middleware::map_response(secure_headers))
         .layer(CatchPanicLayer::custom(|_| {
             pages::error(

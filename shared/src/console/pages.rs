@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    ("audit.html", include_str!("templates/audit.html")),
     ("bulk.html", include_str!("templates/bulk.html")),
     (
         "import_report.html",

@@ -3,6 +3,7 @@
 
 pub mod accept;
 mod audit;
+pub mod audit_csv;
 mod consumer;
 pub mod dispatch;
 pub mod drain;
