@@ -15,6 +15,7 @@ mod pages;
 mod session;
 mod suppressions;
 mod templates;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -74,6 +75,12 @@ pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
         .route(
             "/console/templates/{name}/preview",
             post(templates::preview).layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
+        )
+        .route("/console/webhooks", get(webhooks::list))
+        .route("/console/webhooks/{id}", get(webhooks::endpoint))
+        .route(
+            "/console/webhooks/deliveries/{id}/replay",
+            post(webhooks::replay),
         )
         .route("/console/audit", get(audit::list))
         .route("/console/audit/export", get(audit::export))

@@ -27,6 +27,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    ("webhooks.html", include_str!("templates/webhooks.html")),
+    ("webhook.html", include_str!("templates/webhook.html")),
     ("audit.html", include_str!("templates/audit.html")),
     ("bulk.html", include_str!("templates/bulk.html")),
     (
