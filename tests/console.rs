@@ -953,3 +953,92 @@ async fn webhook_deliveries_show_their_attempts_and_replay_for_admins() {
     let forged = other.post(&action, &[("csrf", &other_csrf)]).await;
     assert_eq!(forged.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_routing_simulator_shows_its_trace_and_writes_nothing() {
+    let s = TestServer::start().await;
+    for (number, role) in [("+15005550100", "front_desk"), ("+15005550101", "pool")] {
+        let r = s
+            .post(
+                "/v1/numbers",
+                &json!({"number": number, "role": role, "provider": "sandbox"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let mut admin = signed_in(&s, &s.key).await;
+    let page = admin.get("/console/numbers").await;
+    assert!(page.html.contains("+15005550100") && page.html.contains("front_desk"));
+    let csrf = page.csrf();
+    let audit_before = s.get("/v1/audit").await.body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    let simulate = |to: &'static str, body: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("to", to.into()),
+            ("from", "+15005550199".into()),
+            ("body", body.into()),
+        ]
+    };
+    let form = simulate("+15005550100", "hello, is anyone there?");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let result = admin.post("/console/numbers/simulate", &pairs).await;
+    assert_eq!(result.status, StatusCode::OK, "{}", result.html);
+    assert!(
+        result.html.contains("Decision: front_desk"),
+        "{}",
+        result.html
+    );
+    assert!(
+        result.html.contains("opt_out") || result.html.contains("keyword"),
+        "the trace: {}",
+        result.html
+    );
+    let form = simulate("+15005550100", "STOP");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(admin
+        .post("/console/numbers/simulate", &pairs)
+        .await
+        .html
+        .contains("Decision: opt_out"));
+    let form = simulate("+15005550177", "hi");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        admin.post("/console/numbers/simulate", &pairs).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("to", "+15005550100"),
+        ("from", "nope"),
+        ("body", "x"),
+    ];
+    assert_eq!(
+        admin.post("/console/numbers/simulate", &bad).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let audit_after = s.get("/v1/audit").await.body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(audit_before, audit_after, "the simulator writes nothing");
+
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    let theirs = other.get("/console/numbers").await;
+    assert!(!theirs.html.contains("+15005550100"));
+    let form = [
+        ("csrf", theirs.csrf()),
+        ("to", "+15005550100".into()),
+        ("from", "+15005550199".into()),
+        ("body", "hi".into()),
+    ];
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        other.post("/console/numbers/simulate", &pairs).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

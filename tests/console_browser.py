@@ -190,6 +190,19 @@ def scenario_read_the_audit_log(page):
     check(page, "13-audit")
 
 
+def scenario_simulate_a_route(page):
+    api("POST", "/v1/numbers", {"number": "+15005550100", "role": "front_desk", "provider": "sandbox"})
+    page.goto(URL + "/console/numbers")
+    page.get_by_label("From").fill("+15005550199")
+    page.get_by_label("Text").fill("STOP")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Simulate").click()
+    assert page.get_by_role("heading", name="Decision: opt_out").count() == 1, page.locator("main").inner_text()
+    check(page, "14-routing-simulator")
+    page.goto(URL + "/console/webhooks")
+    check(page, "15-webhooks")
+
+
 def scenario_sign_out(page):
     page.goto(URL + "/console")
     page.get_by_role("button", name="Sign out").click()
@@ -216,6 +229,7 @@ def main():
         scenario_redrive_a_dead_letter(page)
         scenario_edit_a_template(page)
         scenario_read_the_audit_log(page)
+        scenario_simulate_a_route(page)
         scenario_sign_out(page)
         assert not blocked, f"the pages broke their own CSP: {blocked}"
         browser.close()

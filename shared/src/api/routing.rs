@@ -15,7 +15,7 @@ use super::numbers::phone;
 use super::paging::ListQuery;
 use super::problem::{AuthErrors, JsonBodyErrors, NotFound, Problem, QueryErrors};
 use crate::domain::audit::{AuditAction, AuditId};
-use crate::domain::relay::routing::{route, Route, TraceStep};
+use crate::domain::relay::routing::{Route, TraceStep};
 use crate::domain::relay::settings::RelaySettings;
 use crate::domain::relay::sharing::{SharedKind, SharingAction};
 use crate::domain::suppression::Scope;
@@ -79,26 +79,20 @@ pub async fn simulate(
         )));
     }
     let at = input.at.unwrap_or_else(Utc::now);
-    let facts = herald
-        .routing_facts(&tenant, (&to, &from), at, &input.body)
-        .await?;
-    let facts = facts.ok_or_else(|| Problem::not_found("number"))?;
-    let decision = route(&facts);
-    let sharing = match &decision.route {
-        Route::Relay { sender_role, .. } => {
-            let settings = herald.rules.relay_settings(&tenant).await?;
-            let relayed = Herald::police(&settings, sender_role, &input.body);
-            relayed.sharing.map(|s| SharingView {
-                kinds: s.kinds,
-                action: s.action,
-                body: relayed.body,
-            })
-        }
-        _ => None,
-    };
+    let simulation = herald
+        .simulate_route(&tenant, (&to, &from), at, &input.body)
+        .await?
+        .ok_or_else(|| Problem::not_found("number"))?;
+    let sharing = simulation.relayed.and_then(|relayed| {
+        relayed.sharing.map(|s| SharingView {
+            kinds: s.kinds,
+            action: s.action,
+            body: relayed.body,
+        })
+    });
     Ok(Json(SimulationView {
-        route: decision.route,
-        trace: decision.trace,
+        route: simulation.decision.route,
+        trace: simulation.decision.trace,
         sharing,
     }))
 }

@@ -10,6 +10,7 @@ mod audit;
 mod bulk;
 mod dead_letters;
 mod messages;
+mod numbers;
 mod overview;
 mod pages;
 mod session;
@@ -76,6 +77,8 @@ pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
             "/console/templates/{name}/preview",
             post(templates::preview).layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
         )
+        .route("/console/numbers", get(numbers::page))
+        .route("/console/numbers/simulate", post(numbers::simulate))
         .route("/console/webhooks", get(webhooks::list))
         .route("/console/webhooks/{id}", get(webhooks::endpoint))
         .route(

@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    ("numbers.html", include_str!("templates/numbers.html")),
     ("webhooks.html", include_str!("templates/webhooks.html")),
     ("webhook.html", include_str!("templates/webhook.html")),
     ("audit.html", include_str!("templates/audit.html")),

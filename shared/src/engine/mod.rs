@@ -22,6 +22,7 @@ pub mod quiet_hours;
 pub mod relay;
 pub mod relay_admin;
 pub mod relay_health;
+pub mod relay_simulate;
 pub mod reputation;
 mod settings_cache;
 pub mod suppress;
