@@ -1042,3 +1042,51 @@ async fn the_routing_simulator_shows_its_trace_and_writes_nothing() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_shows_a_contacts_thread_with_its_timeline() {
+    let s = TestServer::start().await;
+    let ann = s
+        .post(
+            "/v1/contacts",
+            &json!({"name": "Ann <Lee>", "identities": [{"kind": "email", "value": "ann@example.com"}]}),
+        )
+        .await;
+    assert_eq!(ann.status, StatusCode::CREATED, "{}", ann.body);
+    let sent = s
+        .send(
+            &json!({ "channel": "email", "priority": "P1", "to": "ann@example.com",
+                       "subject": "Hi", "body": "Your flat viewing is at 5" }),
+        )
+        .await;
+    s.wait_status(&sent, "delivered").await;
+
+    let mut admin = signed_in(&s, &s.key).await;
+    let inbox = admin.get("/console/threads").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(inbox.html.contains("Ann &lt;Lee&gt;"), "{}", inbox.html);
+    let at = inbox.html.find("/console/threads/").expect("a thread link");
+    let link = inbox.html[at..].split('"').next().unwrap().to_owned();
+    let thread = admin.get(&link).await;
+    assert_eq!(thread.status, StatusCode::OK);
+    assert!(
+        thread.html.contains("Your flat viewing is at 5"),
+        "{}",
+        thread.html
+    );
+    assert!(
+        thread.html.contains(&format!("/console/messages/{sent}"))
+            && thread.html.contains("delivered")
+    );
+    let closed = admin.get("/console/threads?status=closed").await;
+    assert!(!closed.html.contains("Ann &lt;Lee&gt;"));
+
+    let other_key = s.new_key("globex").await;
+    let mut other = signed_in(&s, &other_key).await;
+    assert!(!other.get("/console/threads").await.html.contains("Ann"));
+    assert_eq!(other.get(&link).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other.get("/console/threads/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

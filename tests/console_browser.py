@@ -203,6 +203,18 @@ def scenario_simulate_a_route(page):
     check(page, "15-webhooks")
 
 
+def scenario_read_a_thread(page):
+    api("POST", "/v1/contacts", {"name": "Bea", "identities": [{"kind": "email", "value": "bea@example.com"}]})
+    api("POST", "/v1/messages", {"channel": "email", "priority": "P1", "to": "bea@example.com",
+                                 "subject": "Hi", "body": "See you at five"})
+    page.goto(URL + "/console/threads")
+    check(page, "16-inbox")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Bea").click()
+    assert "See you at five" in page.locator(".timeline").inner_text()
+    check(page, "17-thread")
+
+
 def scenario_sign_out(page):
     page.goto(URL + "/console")
     page.get_by_role("button", name="Sign out").click()
@@ -230,6 +242,7 @@ def main():
         scenario_edit_a_template(page)
         scenario_read_the_audit_log(page)
         scenario_simulate_a_route(page)
+        scenario_read_a_thread(page)
         scenario_sign_out(page)
         assert not blocked, f"the pages broke their own CSP: {blocked}"
         browser.close()

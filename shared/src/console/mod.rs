@@ -16,6 +16,7 @@ mod pages;
 mod session;
 mod suppressions;
 mod templates;
+mod threads;
 mod webhooks;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
             "/console/templates/{name}/preview",
             post(templates::preview).layer(DefaultBodyLimit::max(templates::FORM_BYTES)),
         )
+        .route("/console/threads", get(threads::inbox))
+        .route("/console/threads/{id}", get(threads::thread))
         .route("/console/numbers", get(numbers::page))
         .route("/console/numbers/simulate", post(numbers::simulate))
         .route("/console/webhooks", get(webhooks::list))

@@ -27,6 +27,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/dead_letters.html"),
     ),
     ("templates.html", include_str!("templates/templates.html")),
+    ("threads.html", include_str!("templates/threads.html")),
+    ("thread.html", include_str!("templates/thread.html")),
     ("numbers.html", include_str!("templates/numbers.html")),
     ("webhooks.html", include_str!("templates/webhooks.html")),
     ("webhook.html", include_str!("templates/webhook.html")),
