@@ -1081,6 +1081,79 @@ async fn the_inbox_shows_a_contacts_thread_with_its_timeline() {
     let closed = admin.get("/console/threads?status=closed").await;
     assert!(!closed.html.contains("Ann &lt;Lee&gt;"));
 
+    // A reply from the box goes through the lanes and joins the timeline, once per form.
+    let nonce_at = thread.html.find("name=\"nonce\" value=\"").unwrap() + 20;
+    let nonce = thread.html[nonce_at..nonce_at + 64].to_owned();
+    let reply = [
+        ("csrf", thread.csrf()),
+        ("nonce", nonce),
+        ("channel", "email".to_owned()),
+        ("subject", "Re: viewing".to_owned()),
+        ("body", "Five works, see you then".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = reply.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sent_reply = admin.post(&format!("{link}/reply"), &form).await;
+    assert_eq!(
+        sent_reply.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        sent_reply.html
+    );
+    assert_eq!(
+        admin.post(&format!("{link}/reply"), &form).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let to_ann = s.get("/v1/messages?to=ann%40example.com").await.body;
+    assert_eq!(
+        to_ann["items"].as_array().unwrap().len(),
+        2,
+        "one reply, not two: {to_ann}"
+    );
+    assert_eq!(to_ann["items"][0]["source_type"], "thread");
+    assert_eq!(to_ann["items"][0]["priority"], "P1");
+    let thread = admin.get(&link).await;
+    assert!(
+        thread.html.contains("Five works, see you then"),
+        "{}",
+        thread.html
+    );
+    let empty = [
+        ("csrf", thread.csrf()),
+        ("nonce", "n".repeat(64)),
+        ("channel", "email".into()),
+        ("body", " ".into()),
+    ];
+    let form: Vec<(&str, &str)> = empty.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        admin.post(&format!("{link}/reply"), &form).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let no_phone = [
+        ("csrf", thread.csrf()),
+        ("nonce", "m".repeat(64)),
+        ("channel", "sms".into()),
+        ("body", "hi".into()),
+    ];
+    let form: Vec<(&str, &str)> = no_phone.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = admin.post(&format!("{link}/reply"), &form).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.html.contains("no sms identity"), "{}", refused.html);
+    let reader_key = s.new_key_with("acme", "read").await;
+    let mut reader = signed_in(&s, &reader_key).await;
+    let page = reader.get(&link).await;
+    assert!(!page.html.contains("Send reply"));
+    let form = [
+        ("csrf", page.csrf()),
+        ("nonce", "r".repeat(64)),
+        ("channel", "email".into()),
+        ("body", "x".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        reader.post(&format!("{link}/reply"), &form).await.status,
+        StatusCode::FORBIDDEN
+    );
+
     let other_key = s.new_key("globex").await;
     let mut other = signed_in(&s, &other_key).await;
     assert!(!other.get("/console/threads").await.html.contains("Ann"));

@@ -212,6 +212,11 @@ def scenario_read_a_thread(page):
     with page.expect_navigation():
         page.get_by_role("link", name="Bea").click()
     assert "See you at five" in page.locator(".timeline").inner_text()
+    page.get_by_label("Subject (email)").fill("Re: five")
+    page.get_by_label("Message").fill("Running five minutes late")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send reply").click()
+    assert "Running five minutes late" in page.locator(".timeline").inner_text(), page.locator("main").inner_text()[:1500]
     check(page, "17-thread")
 
 

@@ -22,9 +22,7 @@ use crate::domain::thread::{
     Direction, Thread, ThreadCursor, ThreadEntry, ThreadFilter, ThreadId, ThreadPatch,
     ThreadStatus, MAX_LABEL,
 };
-use crate::domain::{
-    Channel, FieldError, IdentityKind, MessageId, MessageStatus, Priority, TenantId,
-};
+use crate::domain::{Channel, FieldError, MessageId, MessageStatus, Priority, TenantId};
 use crate::engine::{Accepted, Herald, SendOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -376,22 +374,13 @@ pub async fn read(
 /// The contact's address on `channel`: the one it last wrote from there, else its identity of
 /// that kind.
 async fn reply_to(herald: &Herald, t: &Thread, channel: Channel) -> Result<String, Problem> {
-    if let Some(r) = t.reply.as_ref().filter(|r| r.channel == channel) {
-        return Ok(r.to.clone());
-    }
-    let none = || {
+    herald.reply_address(t, channel).await?.ok_or_else(|| {
         Problem::invalid(FieldError::new(
             "/channel",
             "no_identity",
             format!("the thread's contact has no {} identity", channel.as_str()),
         ))
-    };
-    let kind = IdentityKind::for_channel(channel).ok_or_else(none)?;
-    let contact = herald.contacts.contact(&t.tenant, t.contact).await?;
-    contact
-        .and_then(|c| c.identities.into_iter().find(|i| i.identity_kind() == kind))
-        .map(|i| i.value().to_owned())
-        .ok_or_else(none)
+    })
 }
 
 /// Sends a reply through the normal lanes (P1 unless given) and adds it to the timeline.
@@ -549,16 +538,11 @@ pub(super) async fn join(
     }
 }
 
-/// The address the contact last wrote to, if the reply goes on that channel and the tenant may
-/// send as it; otherwise the gateway's sender.
+/// The address the contact last wrote to, if the tenant may send as it; else the gateway's.
 async fn default_from(
     herald: &Herald,
     thread: &Thread,
     channel: Channel,
 ) -> Result<Option<String>, Problem> {
-    let Some(r) = thread.reply.as_ref().filter(|r| r.channel == channel) else {
-        return Ok(None);
-    };
-    let allowed = herald.may_send_as(&thread.tenant, channel, &r.from).await?;
-    Ok(allowed.then(|| r.from.clone()))
+    Ok(herald.reply_sender(thread, channel).await?)
 }

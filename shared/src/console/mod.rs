@@ -80,6 +80,7 @@ pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
         )
         .route("/console/threads", get(threads::inbox))
         .route("/console/threads/{id}", get(threads::thread))
+        .route("/console/threads/{id}/reply", post(threads::reply))
         .route("/console/numbers", get(numbers::page))
         .route("/console/numbers/simulate", post(numbers::simulate))
         .route("/console/webhooks", get(webhooks::list))

@@ -140,7 +140,8 @@ fn digest(purpose: &str, secret: &str) -> String {
     hex::encode(h.finalize())
 }
 
-fn random_token() -> String {
+/// 32 random bytes as hex: session ids, sign-in tokens, form nonces.
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)

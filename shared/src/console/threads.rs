@@ -1,17 +1,22 @@
 //! The inbox: the tenant's threads by latest activity (open, snoozed, closed, unread), and a
-//! thread's merged timeline across channels, each sent message with its delivery status now.
+//! thread's merged timeline across channels, each sent message with its delivery status now,
+//! and a reply box.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
 use serde::{Deserialize, Serialize};
 
 use super::pages::{self, Page};
-use super::session::SignedIn;
+use super::session::{random_token, SignedIn};
 use crate::domain::thread::{Direction, Thread, ThreadFilter, ThreadId, ThreadStatus};
-use crate::domain::ContactId;
+use crate::domain::{Channel, ContactId};
+use crate::engine::accept::{AcceptError, IdempotencyInput};
+use crate::engine::thread_reply::ReplyError;
 use crate::engine::Herald;
 
 const PAGE_SIZE: usize = 50;
@@ -101,14 +106,23 @@ pub async fn thread(
     let Some(id) = ThreadId::parse(&raw) else {
         return pages::not_found("thread");
     };
-    let t = match herald.threads.thread(&who.tenant, id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return pages::not_found("thread"),
-        Err(_) => return pages::unavailable(),
-    };
+    match herald.threads.thread(&who.tenant, id).await {
+        Ok(Some(t)) => show(&herald, &who, &t, None, StatusCode::OK).await,
+        Ok(None) => pages::not_found("thread"),
+        Err(_) => pages::unavailable(),
+    }
+}
+
+async fn show(
+    herald: &Herald,
+    who: &SignedIn,
+    t: &Thread,
+    problem: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let Ok(entries) = herald
         .threads
-        .thread_entries(&who.tenant, id, None, TIMELINE)
+        .thread_entries(&who.tenant, t.id, None, TIMELINE)
         .await
     else {
         return pages::unavailable();
@@ -130,7 +144,7 @@ pub async fn thread(
             from => &e.from, to => &e.to, body => &e.body, at => e.at, status => status,
         });
     }
-    let view = thread_view(&herald, &who, &t).await;
+    let view = thread_view(herald, who, t).await;
     let title = format!(
         "Thread with {}",
         view.get_attr("contact")
@@ -139,11 +153,99 @@ pub async fn thread(
             .unwrap_or_default()
     );
     let page = Page::new("thread.html", title).with(minijinja::context! {
-        who => super::who(&who),
+        who => super::who(who),
         section => "threads",
         t => view,
         timeline => timeline,
         more => entries.len() == TIMELINE,
+        nonce => random_token(),
+        channels => REPLY_CHANNELS.map(Channel::as_str),
+        problem => problem,
     });
-    pages::render(&page)
+    pages::render_status(status, &page)
+}
+
+/// The channels a typed reply may go on (push has no one to answer).
+const REPLY_CHANNELS: [Channel; 4] = [
+    Channel::Email,
+    Channel::Sms,
+    Channel::Whatsapp,
+    Channel::Telegram,
+];
+/// A typed reply: a subject and a text, not a whole email.
+const MAX_REPLY_CHARS: usize = 4000;
+
+#[derive(Debug, Deserialize)]
+pub struct ReplyForm {
+    csrf: String,
+    /// Random per rendered form: posting the same form twice sends once.
+    nonce: String,
+    channel: String,
+    #[serde(default)]
+    subject: String,
+    body: String,
+}
+
+/// `POST /console/threads/{id}/reply` (admin): a typed reply through the normal lanes.
+pub async fn reply(
+    State(herald): State<Arc<Herald>>,
+    who: SignedIn,
+    Path(raw): Path<String>,
+    Form(form): Form<ReplyForm>,
+) -> Response {
+    if let Err(refused) = who.check_action(&form.csrf) {
+        return refused;
+    }
+    let Some(id) = ThreadId::parse(&raw) else {
+        return pages::not_found("thread");
+    };
+    let t = match herald.threads.thread(&who.tenant, id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return pages::not_found("thread"),
+        Err(_) => return pages::unavailable(),
+    };
+    let channel = REPLY_CHANNELS
+        .into_iter()
+        .find(|c| c.as_str() == form.channel);
+    let body = form.body.trim();
+    let (Some(channel), false, true) = (
+        channel,
+        body.is_empty(),
+        body.chars().count() <= MAX_REPLY_CHARS && form.nonce.len() <= 64,
+    ) else {
+        let why = format!("Not sent: pick a channel and write 1 to {MAX_REPLY_CHARS} characters.");
+        return show(
+            &herald,
+            &who,
+            &t,
+            Some(&why),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let subject = (channel == Channel::Email)
+        .then(|| form.subject.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let key = IdempotencyInput {
+        key: format!("console-reply:{}", form.nonce),
+        request_hash: format!("{channel}\n{subject:?}\n{body}"),
+    };
+    match herald
+        .reply_with_text(&t, channel, (subject, body.to_owned()), key)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/console/threads/{id}")).into_response(),
+        Err(ReplyError::Accept(AcceptError::Store(_))) => pages::unavailable(),
+        Err(e) => {
+            let why = format!("Not sent: {e}.");
+            show(
+                &herald,
+                &who,
+                &t,
+                Some(&why),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    }
 }

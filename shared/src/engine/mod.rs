@@ -29,6 +29,7 @@ pub mod suppress;
 pub mod suppress_by_hand;
 pub mod templates;
 pub mod thread_policy;
+pub mod thread_reply;
 pub mod tracker;
 pub mod unsubscribe;
 pub mod warmup;
