@@ -56,8 +56,12 @@ async fn show(
         Ok(numbers) => numbers,
         Err(_) => return pages::unavailable(),
     };
-    let Ok(mut health) = herald.number_health(&who.tenant, Utc::now()).await else {
-        return pages::unavailable();
+    let mut health = match numbers.is_empty() {
+        true => Default::default(),
+        false => match herald.number_health(&who.tenant, Utc::now()).await {
+            Ok(health) => health,
+            Err(_) => return pages::unavailable(),
+        },
     };
     let rows: Vec<_> = numbers
         .iter()

@@ -75,8 +75,11 @@ impl Herald {
             created_after: Some(since),
             ..MessageFilter::default()
         };
-        let (mut cursor, mut read) = (None, 0);
+        // Each page reads a bounded slice of the tenant's messages, found or not: the pages are
+        // counted too, so a tenant with few relay sends among many others is not walked whole.
+        let (mut cursor, mut read, mut pages) = (None, 0, 0);
         loop {
+            pages += 1;
             let page = self.store.search(tenant, &filter, cursor, PAGE).await?;
             for m in &page.items {
                 let Some(from) = &m.from else { continue };
@@ -91,7 +94,9 @@ impl Herald {
             }
             read += page.items.len();
             match page.resume_below {
-                Some(next) if read < READ_BUDGET => cursor = Some(next),
+                Some(next) if read < READ_BUDGET && pages < READ_BUDGET / PAGE => {
+                    cursor = Some(next)
+                }
                 Some(_) => return Ok(true),
                 None => return Ok(false),
             }

