@@ -404,14 +404,9 @@ pub struct MessageView {
 
 impl MessageView {
     pub fn new(m: Message, events: Option<Vec<DeliveryEvent>>) -> MessageView {
-        let route_reason = events.as_ref().and_then(|evs| {
-            evs.iter().rev().find_map(|e| {
-                e.detail
-                    .get("route_reason")
-                    .and_then(|r| r.as_str())
-                    .map(str::to_owned)
-            })
-        });
+        let route_reason = events
+            .as_deref()
+            .and_then(crate::domain::message::route_reason);
         MessageView {
             id: m.id.to_string(),
             status: m.status,

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::pages::{self, Page};
 use super::session::SignedIn;
 use super::ExportCap;
+use super::PageQuery;
 use crate::domain::audit::{Actor, AuditAction, AuditId};
 use crate::domain::suppression::Scope;
 use crate::engine::audit_csv::{buffered, csv_pages};
@@ -52,29 +52,22 @@ impl AuditForm {
     }
 }
 
-fn admin_only(who: &SignedIn) -> Result<(), Response> {
-    if who.may_act() {
-        return Ok(());
-    }
-    Err(pages::error(
-        StatusCode::FORBIDDEN,
-        "The audit log is for keys with the admin scope.",
-    ))
+/// The filter an admin asked for, or the page that refuses.
+fn admin_filter(who: &SignedIn, form: &AuditForm) -> Result<AuditFilter, Response> {
+    who.require_admin()?;
+    form.filter()
+        .map_err(|why| pages::error(StatusCode::UNPROCESSABLE_ENTITY, &why))
 }
 
 /// `GET /console/audit`
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<AuditForm>, QueryRejection>,
+    PageQuery(form): PageQuery<AuditForm>,
 ) -> Response {
-    if let Err(refused) = admin_only(&who) {
-        return refused;
-    }
-    let form = form.map(|Query(f)| f).unwrap_or_default();
-    let filter = match form.filter() {
+    let filter = match admin_filter(&who, &form) {
         Ok(filter) => filter,
-        Err(why) => return pages::error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        Err(refused) => return refused,
     };
     let scope = Scope::Tenant(who.tenant.clone());
     let after = AuditId::parse(form.after.trim());
@@ -114,15 +107,11 @@ pub async fn export(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
     Extension(ExportCap(cap)): Extension<ExportCap>,
-    form: Result<Query<AuditForm>, QueryRejection>,
+    PageQuery(form): PageQuery<AuditForm>,
 ) -> Response {
-    if let Err(refused) = admin_only(&who) {
-        return refused;
-    }
-    let form = form.map(|Query(f)| f).unwrap_or_default();
-    let filter = match form.filter() {
+    let filter = match admin_filter(&who, &form) {
         Ok(filter) => filter,
-        Err(why) => return pages::error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        Err(refused) => return refused,
     };
     let rows = csv_pages(
         herald.audit.clone(),

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -13,6 +12,7 @@ use serde_json::json;
 
 use super::pages::{self, Page};
 use super::session::SignedIn;
+use super::PageQuery;
 use crate::domain::audit::AuditAction;
 use crate::domain::MessageId;
 use crate::engine::Herald;
@@ -31,11 +31,9 @@ pub struct ListForm {
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<ListForm>, QueryRejection>,
+    PageQuery(form): PageQuery<ListForm>,
 ) -> Response {
-    let after = form
-        .ok()
-        .and_then(|Query(f)| MessageId::parse(f.after.trim()));
+    let after = MessageId::parse(form.after.trim());
     let Ok(items) = herald.dead_letters(&who.tenant, after, PAGE_SIZE).await else {
         return pages::unavailable();
     };

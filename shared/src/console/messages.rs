@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -11,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pages::{self, Page};
 use super::session::{SignedIn, TokenForm};
+use super::PageQuery;
 use crate::domain::audit::AuditAction;
 use crate::domain::{Channel, MessageId, MessageStatus, Priority};
 use crate::engine::{CancelOutcome, Herald};
@@ -80,9 +80,8 @@ impl SearchForm {
 pub async fn search(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<SearchForm>, QueryRejection>,
+    PageQuery(form): PageQuery<SearchForm>,
 ) -> Response {
-    let form = form.map(|Query(f)| f).unwrap_or_default();
     let (items, next, problem) = match form.filter() {
         Ok(filter) => {
             let after = MessageId::parse(form.after.trim());
@@ -135,12 +134,7 @@ async fn show(herald: &Herald, who: &SignedIn, raw: &str, notice: Option<&str>) 
         Ok(None) => return pages::not_found("message"),
         Err(_) => return pages::unavailable(),
     };
-    let route_reason = events.iter().rev().find_map(|e| {
-        e.detail
-            .get("route_reason")
-            .and_then(|r| r.as_str())
-            .map(str::to_owned)
-    });
+    let route_reason = crate::domain::message::route_reason(&events);
     let events: Vec<_> = events
         .iter()
         .map(|e| minijinja::context! { at => e.at, kind => e.kind, detail => e.detail.to_string() })

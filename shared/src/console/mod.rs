@@ -21,7 +21,8 @@ mod webhooks;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -151,6 +152,21 @@ async fn asset(Path(name): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// A page's query string. Every field of the console's search forms is optional text, so one
+/// that does not parse is read as no filter at all: the page still shows something.
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Default, S: Send + Sync> FromRequestParts<S>
+    for PageQuery<T>
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = axum::extract::Query::<T>::try_from_uri(&parts.uri);
+        Ok(PageQuery(query.map(|q| q.0).unwrap_or_default()))
+    }
 }
 
 /// What the layout shows of the signed-in key (never the key: its prefix and scopes).

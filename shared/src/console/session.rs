@@ -73,13 +73,18 @@ impl SignedIn {
     /// Refuses a form post without this session's token, or from a key that may only read.
     pub fn check_action(&self, token: &str) -> Result<(), Response> {
         self.check_token(token)?;
-        if !self.may_act() {
-            return Err(pages::error(
-                StatusCode::FORBIDDEN,
-                "This key may read but not act: sign in with a key that has the admin scope.",
-            ));
+        self.require_admin()
+    }
+
+    /// Refuses a key that may only read: acting, and the admin pages (audit log, webhooks).
+    pub fn require_admin(&self) -> Result<(), Response> {
+        if self.may_act() {
+            return Ok(());
         }
-        Ok(())
+        Err(pages::error(
+            StatusCode::FORBIDDEN,
+            "This needs a key with the admin scope: this one may read but not act.",
+        ))
     }
 }
 

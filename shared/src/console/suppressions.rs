@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -13,6 +12,7 @@ use serde::Deserialize;
 
 use super::pages::{self, Page};
 use super::session::SignedIn;
+use super::PageQuery;
 use crate::domain::audit::AuditAction;
 use crate::domain::suppression::{entry_address, Reason, Scope, Suppression};
 use crate::domain::suppression_csv::parse_import;
@@ -39,9 +39,8 @@ pub struct ListForm {
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<ListForm>, QueryRejection>,
+    PageQuery(form): PageQuery<ListForm>,
 ) -> Response {
-    let form = form.map(|Query(f)| f).unwrap_or_default();
     show(&herald, &who, &form, None).await
 }
 

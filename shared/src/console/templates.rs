@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -14,6 +13,7 @@ use serde::Deserialize;
 
 use super::pages::{self, Page};
 use super::session::SignedIn;
+use super::PageQuery;
 use crate::domain::audit::AuditAction;
 use crate::domain::template::TemplateParts;
 use crate::domain::{Template, TemplateName};
@@ -37,9 +37,8 @@ pub struct ListForm {
 pub async fn list(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<ListForm>, QueryRejection>,
+    PageQuery(form): PageQuery<ListForm>,
 ) -> Response {
-    let form = form.map(|Query(f)| f).unwrap_or_default();
     if let Ok(open) = TemplateName::parse(form.open.trim()) {
         return Redirect::to(&format!("/console/templates/{open}")).into_response();
     }

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pages::{self, Page};
 use super::session::{random_token, SignedIn};
+use super::PageQuery;
 use crate::domain::thread::{Direction, Thread, ThreadFilter, ThreadId, ThreadStatus};
 use crate::domain::{Channel, ContactId};
 use crate::engine::accept::{AcceptError, IdempotencyInput};
@@ -62,9 +62,8 @@ async fn thread_view(herald: &Herald, who: &SignedIn, t: &Thread) -> minijinja::
 pub async fn inbox(
     State(herald): State<Arc<Herald>>,
     who: SignedIn,
-    form: Result<Query<InboxForm>, QueryRejection>,
+    PageQuery(form): PageQuery<InboxForm>,
 ) -> Response {
-    let form = form.map(|Query(f)| f).unwrap_or_default();
     let status = match form.status.as_str() {
         "open" => Some(ThreadStatus::Open),
         "snoozed" => Some(ThreadStatus::Snoozed),

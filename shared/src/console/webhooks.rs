@@ -18,16 +18,6 @@ use crate::ports::WebhookDelivery;
 
 const PAGE_SIZE: usize = 50;
 
-fn admin_only(who: &SignedIn) -> Result<(), Response> {
-    if who.may_act() {
-        return Ok(());
-    }
-    Err(pages::error(
-        StatusCode::FORBIDDEN,
-        "Webhook endpoints are for keys with the admin scope.",
-    ))
-}
-
 fn refused(e: EndpointError) -> Response {
     match e {
         EndpointError::NotFound => pages::not_found("webhook endpoint or delivery"),
@@ -65,7 +55,7 @@ fn delivery_view(d: &WebhookDelivery) -> minijinja::Value {
 
 /// `GET /console/webhooks`
 pub async fn list(State(herald): State<Arc<Herald>>, who: SignedIn) -> Response {
-    if let Err(refused) = admin_only(&who) {
+    if let Err(refused) = who.require_admin() {
         return refused;
     }
     let endpoints = match herald.endpoints(&who.tenant).await {
@@ -86,7 +76,7 @@ pub async fn endpoint(
     who: SignedIn,
     Path(raw): Path<String>,
 ) -> Response {
-    if let Err(refused) = admin_only(&who) {
+    if let Err(refused) = who.require_admin() {
         return refused;
     }
     let Some(id) = EndpointId::parse(&raw) else {

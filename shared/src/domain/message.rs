@@ -142,6 +142,16 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Why the router picked the message's gateway, as its latest hand-off recorded it.
+pub fn route_reason(events: &[DeliveryEvent]) -> Option<String> {
+    events.iter().rev().find_map(|e| {
+        e.detail
+            .get("route_reason")
+            .and_then(|r| r.as_str())
+            .map(str::to_owned)
+    })
+}
+
 /// One line of a message's append-only timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryEvent {

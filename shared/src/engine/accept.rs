@@ -27,6 +27,38 @@ pub struct SendDraft {
     pub conversational: bool,
 }
 
+impl SendDraft {
+    /// A turn Herald takes in a conversation on its own (an auto-reply, a relay leg, a
+    /// reassignment notice, a reply typed in the console): P1, not held by quiet hours, sent
+    /// now. Callers set `from`, `data`, `message_type` and `metadata` as they need.
+    pub fn conversational(
+        (channel, to): (Channel, Recipient),
+        content: ContentSource,
+        (source_type, source_id): (&str, String),
+        correlation_id: String,
+    ) -> SendDraft {
+        SendDraft {
+            envelope: Envelope {
+                channel,
+                priority: crate::domain::Priority::P1,
+                from: None,
+                content,
+                data: serde_json::json!({}),
+                message_type: None,
+                source_type: Some(source_type.to_owned()),
+                source_id: Some(source_id),
+                metadata: None,
+                send_at: None,
+                correlation_id,
+                locale: None,
+            },
+            to,
+            external_id: None,
+            conversational: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BulkRecipient {
     pub index: usize,

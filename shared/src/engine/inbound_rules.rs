@@ -6,14 +6,14 @@ use chrono::Utc;
 use super::accept::{AcceptError, IdempotencyInput, SendDraft};
 use super::inbound::carrier_keyword;
 use super::Herald;
-use crate::domain::compose::{ContentSource, Envelope};
+use crate::domain::compose::ContentSource;
 use crate::domain::notify::{EventId, EventType, Notice, Subject};
 use crate::domain::rules::{
     Action, ActionResult, Decision, DecisionOutcome, InboundRule, RuleSet, Sample,
     DEFAULT_AUTO_REPLY_HOURS,
 };
 use crate::domain::thread::{Direction, Thread, ThreadEntry, ThreadPatch};
-use crate::domain::{InboundMessage, Priority, TemplateName};
+use crate::domain::{InboundMessage, TemplateName};
 use crate::ports::StoreError;
 
 impl Herald {
@@ -192,28 +192,20 @@ impl Herald {
             .may_send_as(&m.tenant, m.channel, &m.to)
             .await?
             .then(|| m.to.clone());
-        let envelope = Envelope {
-            channel: m.channel,
-            priority: Priority::P1,
-            from,
-            content: ContentSource::Template(template.clone()),
-            data: serde_json::json!({
-                "body": m.body, "from": m.from, "to": m.to, "channel": m.channel,
-            }),
-            message_type: Some("auto_reply".into()),
-            source_type: Some("inbound_rule".into()),
-            source_id: Some(rule.name.clone()),
-            metadata: Some(serde_json::json!({ "inbound_id": m.id })),
-            send_at: None,
-            correlation_id: m.id.to_string(),
-            locale: None,
-        };
-        Ok(Ok(SendDraft {
-            envelope,
-            to,
-            external_id: None,
-            conversational: true,
-        }))
+        let mut draft = SendDraft::conversational(
+            (m.channel, to),
+            ContentSource::Template(template.clone()),
+            ("inbound_rule", rule.name.clone()),
+            m.id.to_string(),
+        );
+        let e = &mut draft.envelope;
+        e.from = from;
+        e.data = serde_json::json!({
+            "body": m.body, "from": m.from, "to": m.to, "channel": m.channel,
+        });
+        e.message_type = Some("auto_reply".into());
+        e.metadata = Some(serde_json::json!({ "inbound_id": m.id }));
+        Ok(Ok(draft))
     }
 }
 

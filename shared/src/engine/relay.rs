@@ -12,7 +12,7 @@ use serde_json::json;
 use super::accept::{AcceptError, IdempotencyInput, SendDraft};
 use super::Herald;
 use crate::domain::audit::{Actor, AuditAction, AuditEntry};
-use crate::domain::compose::{ContentSource, Envelope};
+use crate::domain::compose::ContentSource;
 use crate::domain::notify::{EventId, EventType, Notice, Subject};
 use crate::domain::relay::assignment::Assignment;
 use crate::domain::relay::routing::{
@@ -23,8 +23,8 @@ use crate::domain::relay::sharing::{detect, redact, SharingAction};
 use crate::domain::rules::{Decision, DecisionOutcome};
 use crate::domain::suppression::Scope;
 use crate::domain::{
-    Channel, Content, InboundMessage, Keyword, MessageId, PhoneNumber, Priority, Recipient,
-    TemplateName, TenantId,
+    Channel, Content, InboundMessage, Keyword, MessageId, PhoneNumber, Recipient, TemplateName,
+    TenantId,
 };
 use crate::ports::{StoreError, RECENT};
 
@@ -236,30 +236,17 @@ impl Herald {
                 return Ok(None);
             }
         };
-        let envelope = Envelope {
-            channel: m.channel,
-            priority: Priority::P1,
-            from: Some(from.to_owned()),
-            content: ContentSource::Inline(Content {
-                subject: None,
-                body: Some(body),
-                html: None,
-            }),
-            data: json!({}),
-            message_type: Some(format!("relay_{leg}")),
-            source_type: Some("relay".into()),
-            source_id: Some(m.id.to_string()),
-            metadata: Some(json!({ "relayed_from": m.id })),
-            send_at: None,
-            correlation_id: m.id.to_string(),
-            locale: None,
-        };
-        let draft = SendDraft {
-            envelope,
-            to: recipient,
-            external_id: None,
-            conversational: true,
-        };
+        let content = ContentSource::Inline(Content {
+            subject: None,
+            body: Some(body),
+            html: None,
+        });
+        let source = ("relay", m.id.to_string());
+        let mut draft =
+            SendDraft::conversational((m.channel, recipient), content, source, m.id.to_string());
+        draft.envelope.from = Some(from.to_owned());
+        draft.envelope.message_type = Some(format!("relay_{leg}"));
+        draft.envelope.metadata = Some(json!({ "relayed_from": m.id }));
         let key = IdempotencyInput {
             key: format!("relay-{leg}:{}", m.id),
             request_hash: m.id.to_string(),
@@ -291,26 +278,15 @@ impl Herald {
             ("worker", worker, &a.worker.number),
         ] {
             let Some(template) = template else { continue };
-            let envelope = Envelope {
-                channel: Channel::Sms,
-                priority: Priority::P1,
-                from: Some(a.number.to_string()),
-                content: ContentSource::Template(template),
-                data: data.clone(),
-                message_type: Some("relay_reassigned".into()),
-                source_type: Some("assignment".into()),
-                source_id: Some(a.id.to_string()),
-                metadata: None,
-                send_at: None,
-                correlation_id: a.id.to_string(),
-                locale: None,
-            };
-            let draft = SendDraft {
-                envelope,
-                to: Recipient::Phone(to.clone()),
-                external_id: None,
-                conversational: true,
-            };
+            let mut draft = SendDraft::conversational(
+                (Channel::Sms, Recipient::Phone(to.clone())),
+                ContentSource::Template(template),
+                ("assignment", a.id.to_string()),
+                a.id.to_string(),
+            );
+            draft.envelope.from = Some(a.number.to_string());
+            draft.envelope.data = data.clone();
+            draft.envelope.message_type = Some("relay_reassigned".into());
             let key = IdempotencyInput {
                 key: format!("relay-reassigned-{role}:{}", a.id),
                 request_hash: a.id.to_string(),

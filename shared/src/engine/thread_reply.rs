@@ -3,14 +3,13 @@
 //! reply, sent through the normal lanes at P1 and added to the thread's timeline.
 
 use chrono::Utc;
-use serde_json::json;
 
 use super::accept::{AcceptError, IdempotencyInput, SendDraft};
 use super::Herald;
-use crate::domain::compose::{ContentSource, Envelope};
+use crate::domain::compose::ContentSource;
 use crate::domain::contact::IdentityKind;
 use crate::domain::thread::{Direction, Thread, ThreadEntry};
-use crate::domain::{Channel, Content, MessageId, Priority};
+use crate::domain::{Channel, Content, MessageId};
 use crate::ports::StoreError;
 
 /// Why a reply was not sent.
@@ -79,30 +78,16 @@ impl Herald {
             .parse_recipient(&to)
             .map_err(|_| ReplyError::NoIdentity(channel))?;
         let from = self.reply_sender(t, channel).await?;
-        let envelope = Envelope {
-            channel,
-            priority: Priority::P1,
-            from: from.clone(),
-            content: ContentSource::Inline(Content {
-                subject,
-                body: Some(body.clone()),
-                html: None,
-            }),
-            data: json!({}),
-            message_type: None,
-            source_type: Some("thread".into()),
-            source_id: Some(t.id.to_string()),
-            metadata: None,
-            send_at: None,
-            correlation_id: idempotency.key.clone(),
-            locale: None,
-        };
-        let draft = SendDraft {
-            envelope,
-            to: recipient,
-            external_id: None,
-            conversational: true,
-        };
+        let content = ContentSource::Inline(Content {
+            subject,
+            body: Some(body.clone()),
+            html: None,
+        });
+        let source = ("thread", t.id.to_string());
+        let correlation_id = idempotency.key.clone();
+        let mut draft =
+            SendDraft::conversational((channel, recipient), content, source, correlation_id);
+        draft.envelope.from = from.clone();
         let accepted = self.send(&t.tenant, draft, Some(idempotency)).await?;
         let id = accepted
             .message_id()
