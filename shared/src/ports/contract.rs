@@ -694,6 +694,18 @@ where
             (Channel::Email, Some("ses".into()), MessageStatus::Sent, 1),
         ]
     );
+    // The send is counted in its minute, on its lane, for this tenant alone.
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let sent = store.sent_per_minute(&t, since).await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].lane, sent[0].sent), (Priority::P4, 1));
+    assert!(Utc::now() - sent[0].minute < chrono::Duration::minutes(2));
+    assert_eq!(sent[0].minute.timestamp() % 60, 0, "a minute's start");
+    let other = store
+        .sent_per_minute(&tenant("counts-other"), since)
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "{other:?}");
 }
 
 fn entry(scope: Scope, channel: Channel, address: &str, reason: Reason) -> Suppression {

@@ -133,6 +133,18 @@ pub struct ChannelCount {
     pub count: u64,
 }
 
+/// How many of a tenant's messages on one lane a gateway took (`sent`) in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SentMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub lane: Priority,
+    pub sent: u64,
+}
+
+/// How long the per-minute sent counts are kept.
+pub const SENT_MINUTES_KEPT_HOURS: i64 = 48;
+
 /// Messages and their append-only events, idempotency keys, and the outbox onto the lanes:
 /// `accept` and `redrive` make messages visible on their lane in the same unit of work.
 #[async_trait]
@@ -268,6 +280,13 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<ChannelCount>>, StoreError> {
         Ok(None)
     }
+    /// The tenant's sends per minute and lane from `since`, oldest first; minutes with none
+    /// are absent. Kept for `SENT_MINUTES_KEPT_HOURS`.
+    async fn sent_per_minute(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SentMinute>, StoreError>;
     /// Retention: deletes final messages (and their events) last updated before `cutoff`, and
     /// idempotency keys created before `keys_cutoff`.
     async fn purge(

@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::ports::{
     first_id_at, AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount,
     ClaimOutcome, IdempotencyRecord, MessageFilter, MessageRef, MessageStore, SearchPage,
-    StoreError, Transition, TransitionOutcome,
+    SentMinute, StoreError, Transition, TransitionOutcome,
 };
 
 /// Rows deleted per retention job, so the writer is never held long.
@@ -138,6 +138,9 @@ pub(super) fn apply_transition(
         match t.hold {
             true => super::sets::take_back_claims(conn, &[id.as_str()])?,
             false => insert_event(conn, id, t.to.into(), at, p.detail.as_deref())?,
+        }
+        if t.to == MessageStatus::Sent {
+            super::throughput::count_one_sent(conn, id, at)?;
         }
         return Ok(TransitionOutcome::Applied);
     }
@@ -512,6 +515,14 @@ impl MessageStore for SqliteBackend {
         Ok(Some(self.count_messages(tenant, floor).await?))
     }
 
+    async fn sent_per_minute(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SentMinute>, StoreError> {
+        self.read_sent_minutes(tenant, since).await
+    }
+
     async fn purge(
         &self,
         cutoff: DateTime<Utc>,
@@ -568,6 +579,7 @@ impl MessageStore for SqliteBackend {
                 )?;
                 conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
                 super::audit::purge_audit(conn)?;
+                super::throughput::purge_sent_minutes(conn, now)?;
                 super::parked::purge_parked(conn, &parked, now)?;
                 conn.execute(
                     "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at < ?1",

@@ -21,6 +21,7 @@ mod sets;
 mod suppressions;
 mod tenants;
 mod threads;
+mod throughput;
 mod warmup;
 
 pub use media::FileMediaStore;
@@ -269,6 +270,8 @@ impl SqliteBackend {
             .map_err(to_store_error)?;
         conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(warmup::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(throughput::SCHEMA)
+            .map_err(to_store_error)?;
         conn.execute_batch(sessions::SCHEMA)
             .map_err(to_store_error)?;
         migrate::migrate(&conn).map_err(to_store_error)?;

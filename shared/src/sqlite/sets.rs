@@ -12,6 +12,7 @@ use super::next_event_seq;
 use super::rows::{
     claim_set, claimable, lane_after, message_columns, message_from_row, parse_status,
 };
+use super::throughput::SentTally;
 use crate::domain::{EventKind, Message, MessageId};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
 
@@ -134,7 +135,9 @@ macro_rules! transitions_sql {
             ") AS j WHERE messages.id = j.column1 \
              AND instr(j.column10, ',' || status || ',') > 0 \
              AND (j.column7 IS NULL OR tenant = j.column7) \
-             AND (j.column8 IS NULL OR attempts = j.column8) RETURNING messages.id",
+             AND (j.column8 IS NULL OR attempts = j.column8) \
+             RETURNING messages.id, messages.status = 'sent', messages.tenant, \
+             messages.priority, messages.updated_at",
         )
     };
 }
@@ -227,6 +230,7 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
     }
     let mut applied: FxHashSet<String> =
         FxHashSet::with_capacity_and_hasher(run.len(), Default::default());
+    let mut sent = SentTally::default();
     for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
         let values: Vec<&dyn ToSql> = run
             .iter()
@@ -234,12 +238,17 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
             .flat_map(Prepared::values)
             .collect();
         sql.run(conn, &values, |stmt, params| {
-            for id in stmt.query_map(params, |r| r.get::<_, String>(0))? {
-                applied.insert(id?);
+            let mut rows = stmt.query(params)?;
+            while let Some(row) = rows.next()? {
+                applied.insert(row.get(0)?);
+                if row.get::<_, bool>(1)? {
+                    sent.add(row.get(2)?, row.get(3)?, row.get(4)?);
+                }
             }
             Ok(())
         })?;
     }
+    sent.write(conn)?;
     let held: Vec<&str> = run
         .iter()
         .filter(|p| p.t.hold && applied.contains(&p.id))

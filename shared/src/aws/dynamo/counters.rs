@@ -87,8 +87,10 @@ fn counter_pk(tenant: &str, shard: u64) -> String {
 }
 
 impl DynamoStore {
-    /// Counts a batch of the messages stream: one ADD per tenant.
+    /// Counts a batch of the messages stream: one ADD per tenant, and one per tenant and hour
+    /// with sends for the throughput chart.
     pub async fn count_changes(&self, event: &StreamEvent) -> Result<(), StoreError> {
+        self.count_sends(event).await?;
         let table = self.tenants_table()?;
         for (tenant, buckets) in moves_of(event) {
             let changed: Vec<(String, i64)> =

@@ -26,8 +26,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount, ClaimOutcome,
-    IdempotencyRecord, LaneRef, MessageFilter, MessageRef, MessageStore, SearchPage, StoreError,
-    Transition, TransitionOutcome,
+    IdempotencyRecord, LaneRef, MessageFilter, MessageRef, MessageStore, SearchPage, SentMinute,
+    StoreError, Transition, TransitionOutcome,
 };
 
 /// A transaction holds at most 100 items: the messages and the idempotency record.
@@ -681,6 +681,14 @@ impl MessageStore for DynamoStore {
 
     async fn channel_counts(&self, tenant: &TenantId) -> Result<Vec<ChannelCount>, StoreError> {
         self.read_counts(tenant).await
+    }
+
+    async fn sent_per_minute(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SentMinute>, StoreError> {
+        self.read_sent_minutes(tenant, since).await
     }
 
     async fn purge(

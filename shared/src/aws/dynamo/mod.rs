@@ -23,6 +23,7 @@ mod sessions;
 mod suppressions;
 mod thread_join;
 mod threads;
+mod throughput;
 mod timeline;
 mod transitions;
 mod turns;
