@@ -11,6 +11,7 @@ use shared::embedded::{create_key, Embedded, EmbeddedConfig};
 pub use shared;
 
 pub mod aws;
+pub mod console;
 pub mod conversation;
 pub mod hooks;
 pub mod meter;

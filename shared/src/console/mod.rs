@@ -8,6 +8,7 @@
 
 mod audit;
 mod bulk;
+mod chart;
 mod dead_letters;
 mod messages;
 mod numbers;

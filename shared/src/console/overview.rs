@@ -1,5 +1,5 @@
-//! The overview: each lane's depth, in flight, scheduled and oldest due message, and each
-//! gateway's health and warm-up. `/console/overview/live` is the same tables alone, which the
+//! The overview: each lane's depth, in flight, scheduled, oldest due message and sends per
+//! minute, the last hour's throughput, and each gateway's health and warm-up. `/console/overview/live` is the same tables alone, which the
 //! page's script fetches every few seconds; without script, a reload shows the same.
 
 use std::sync::Arc;
@@ -19,6 +19,12 @@ async fn live_context(herald: &Herald, who: &SignedIn) -> Result<Value, Response
         .stats(Utc::now(), Some(&who.tenant))
         .await
         .map_err(|_| pages::unavailable())?;
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let sent = herald
+        .store
+        .sent_per_minute(&who.tenant, since)
+        .await
+        .map_err(|_| pages::unavailable())?;
     let gateways = herald
         .gateway_views()
         .await
@@ -27,6 +33,7 @@ async fn live_context(herald: &Herald, who: &SignedIn) -> Result<Value, Response
         lanes => lanes,
         lanes_per_tenant => herald.queue.stats_per_tenant(),
         gateways => gateways,
+        chart => super::chart::throughput(&sent, Utc::now()),
         now => Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
     })
 }

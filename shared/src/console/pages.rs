@@ -47,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    env.add_filter("when", when);
     for &(name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "console template does not compile");
@@ -54,6 +55,22 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// `{{ t | when }}`: a stored time (RFC 3339) as a `<time>` element in UTC, which the
+/// console's script shows in the viewer's own zone, keeping UTC on hover. Anything that is not
+/// a time is shown as it is, escaped.
+fn when(value: String) -> Value {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(&value) else {
+        return Value::from(value);
+    };
+    let utc = t.with_timezone(&chrono::Utc);
+    Value::from_safe_string(format!(
+        "<time datetime=\"{}\" title=\"{} UTC\">{} UTC</time>",
+        utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        utc.format("%Y-%m-%d %H:%M:%S"),
+        utc.format("%Y-%m-%d %H:%M:%S"),
+    ))
+}
 
 /// One page: its template, its title, and what it shows.
 pub struct Page {

@@ -1,0 +1,187 @@
+//! Sign-in, sessions and the overview: what the cookie holds, the headers every page carries,
+//! and what a revoked or read-less key gets.
+
+use super::*;
+
+#[tokio::test]
+async fn signing_in_keeps_a_session_id_never_the_key() {
+    let s = TestServer::start().await;
+    let mut browser = Browser::new(&s);
+    let anonymous = browser.get("/console").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.location(), "/console/sign-in");
+    assert_eq!(
+        browser.get("/console/messages").await.location(),
+        "/console/sign-in"
+    );
+
+    let form = browser.get("/console/sign-in").await;
+    let csp = form.headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let wrong = browser
+        .post(
+            "/console/sign-in",
+            &[("key", "hk_abcdefgh_nope"), ("csrf", &form.csrf())],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.html.contains("not"), "{}", wrong.html);
+    // The right prefix with a wrong secret: refused, and recorded in the tenant's log.
+    let mut forged_key = s.key.clone();
+    let last = if forged_key.ends_with('a') { "b" } else { "a" };
+    forged_key.replace_range(forged_key.len() - 1.., last);
+    let form = browser.get("/console/sign-in").await;
+    let wrong = browser
+        .post(
+            "/console/sign-in",
+            &[("key", &forged_key), ("csrf", &form.csrf())],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let denied = s.get("/v1/audit?action=access.denied").await.body;
+    assert_eq!(denied["items"][0]["target"], "/console/sign-in", "{denied}");
+    assert_eq!(denied["items"][0]["actor"], "anonymous", "{denied}");
+
+    // No sign-in token (a cross-site post): refused before the key is looked at.
+    let mut stranger = Browser::new(&s);
+    let forged = stranger
+        .post(
+            "/console/sign-in",
+            &[("key", &s.key), ("csrf", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let answer = browser.sign_in(&s.key).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.html);
+    let set: Vec<&str> = answer
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("herald_console="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let secret = s.key.rsplit('_').next().unwrap();
+    assert!(!session.contains(secret), "the key is not in the cookie");
+
+    let overview = browser.get("/console").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.html);
+    for text in ["Lanes", "P0", "P4", "Gateways", "sandbox", "acme"] {
+        assert!(overview.html.contains(text), "overview lacks {text}");
+    }
+    assert!(
+        !overview.html.contains(secret),
+        "the key is not in the page"
+    );
+    let live = browser.get("/console/overview/live").await;
+    assert!(
+        live.html.contains("Lanes") && !live.html.contains("<html"),
+        "{}",
+        live.html
+    );
+
+    // Sign-out needs the page's token; afterwards the old cookie opens nothing.
+    let csrf = overview.csrf();
+    let cookie = browser.cookies.clone();
+    assert_eq!(
+        browser
+            .post("/console/sign-out", &[("csrf", "x")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.location(), "/console/sign-in");
+    browser.cookies = cookie;
+    assert_eq!(browser.get("/console").await.location(), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn a_key_that_is_revoked_or_cannot_read_opens_no_session() {
+    let s = TestServer::start().await;
+    let send_only = s.new_key_with("acme", "send").await;
+    let refused = Browser::new(&s).sign_in(&send_only).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.html.contains("read scope"), "{}", refused.html);
+
+    let key = s.new_key_with("acme", "read").await;
+    let mut browser = signed_in(&s, &key).await;
+    assert_eq!(browser.get("/console").await.status, StatusCode::OK);
+    let prefix = key.split('_').nth(1).unwrap();
+    assert!(s.embedded.herald.tenants.revoke_key(prefix).await.unwrap());
+    assert_eq!(browser.get("/console").await.location(), "/console/sign-in");
+}
+
+/// Sends reach the overview: the chart's total and caption, the lane's sends per minute, and
+/// the update time as a `<time>` in UTC for the script to show locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_charts_the_last_hours_sends() {
+    let s = TestServer::start().await;
+    let mut browser = signed_in(&s, &s.key).await;
+    let idle = browser.get("/console/overview/live").await;
+    assert!(
+        idle.html.contains("0 sent in the last hour"),
+        "{}",
+        idle.html
+    );
+    for i in 0..3 {
+        let id = s
+            .send(&json!({ "channel": "email", "priority": "P1",
+                           "to": format!("chart{i}@example.com"), "subject": "s", "body": "b" }))
+            .await;
+        s.wait_for(&id, std::time::Duration::from_secs(10), |status| {
+            status == "sent" || status == "delivered"
+        })
+        .await;
+    }
+    let live = browser.get("/console/overview/live").await;
+    assert!(
+        live.html
+            .contains("3 sent in the last hour, at most 3 in a minute"),
+        "{}",
+        live.html
+    );
+    // One minute with sends, or two if the minute turned between them.
+    let bars = live.html.matches("<rect class=\"bar\"").count();
+    assert!((1..=2).contains(&bars), "{bars} bars: {}", live.html);
+    // P1's row ends with its sends in the last minute (the minute may have just turned, which
+    // still counts most of the last one's).
+    let p1_row = live
+        .html
+        .split("<tr>")
+        .find(|row| row.starts_with("<th scope=\"row\">P1</th>"))
+        .expect("a P1 row");
+    let rate = p1_row
+        .rsplit("<td class=\"num\">")
+        .next()
+        .and_then(|cell| cell.split('<').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a rate");
+    assert!((1..=3).contains(&rate), "{p1_row}");
+    assert!(
+        live.html.contains("Updated <time datetime=\"") && live.html.contains(" UTC\">"),
+        "{}",
+        live.html
+    );
+
+    // Another tenant's overview counts none of them.
+    let other = s.new_key_with("globex", "read").await;
+    let mut theirs = signed_in(&s, &other).await;
+    let page = theirs.get("/console/overview/live").await;
+    assert!(
+        page.html.contains("0 sent in the last hour"),
+        "{}",
+        page.html
+    );
+}
