@@ -62,6 +62,11 @@ def scenario_sign_in_and_overview(page):
     for text in ["Lanes", "Gateways", "P0", "P4", "sandbox"]:
         assert page.get_by_text(text).first.is_visible(), f"overview lacks {text}"
     check(page, "02-overview")
+    # Times are shown in the viewer's zone (this context is in New York), with UTC on hover.
+    counted = page.locator("#live .hint time").first
+    assert counted.get_attribute("title").endswith(" UTC"), counted.get_attribute("title")
+    assert not counted.inner_text().endswith("UTC"), f"not local: {counted.inner_text()}"
+    assert page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == "America/New_York"
     # The overview refreshes itself (the one script, under a CSP without inline script).
     stamp = page.locator("#live .hint").first.inner_text()
     page.wait_for_function(
@@ -87,6 +92,11 @@ def scenario_message_reaches_delivered(page):
         page.reload()
     assert page.get_by_role("cell", name="delivered").count() >= 1, "the timeline has delivered"
     check(page, "04-message-delivered")
+    # The overview's chart and the P1 lane count the send.
+    page.goto(URL + "/console")
+    caption = page.locator("#live figcaption")
+    assert not caption.inner_text().startswith("0 sent"), caption.inner_text()
+    check(page, "04b-overview-after-a-send")
     page.goto(URL + "/console/messages")
     page.get_by_label("Status").select_option("delivered")
     page.get_by_role("button", name="Search").click()
@@ -233,7 +243,7 @@ def main():
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ["HERALD_CHROMIUM"], args=CHROMIUM_FLAGS)
-        context = browser.new_context()
+        context = browser.new_context(timezone_id="America/New_York")
         page = context.new_page()
         blocked = []
         page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)

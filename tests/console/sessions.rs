@@ -170,7 +170,7 @@ async fn the_overview_charts_the_last_hours_sends() {
         .expect("a rate");
     assert!((1..=3).contains(&rate), "{p1_row}");
     assert!(
-        live.html.contains("Updated <time datetime=\"") && live.html.contains(" UTC\">"),
+        live.html.contains("Counted <time datetime=\"") && live.html.contains(" UTC\">"),
         "{}",
         live.html
     );

@@ -15,8 +15,7 @@ use crate::engine::Herald;
 
 async fn live_context(herald: &Herald, who: &SignedIn) -> Result<Value, Response> {
     let lanes = herald
-        .queue
-        .stats(Utc::now(), Some(&who.tenant))
+        .lane_snapshot(Some(&who.tenant))
         .await
         .map_err(|_| pages::unavailable())?;
     let since = Utc::now() - chrono::Duration::hours(1);
@@ -30,11 +29,11 @@ async fn live_context(herald: &Herald, who: &SignedIn) -> Result<Value, Response
         .await
         .map_err(|_| pages::unavailable())?;
     Ok(minijinja::context! {
-        lanes => lanes,
+        lanes => lanes.lanes,
+        counted_at => lanes.at.to_rfc3339_opts(SecondsFormat::Secs, true),
         lanes_per_tenant => herald.queue.stats_per_tenant(),
         gateways => gateways,
         chart => super::chart::throughput(&sent, Utc::now()),
-        now => Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod health;
 pub mod inbound;
 mod inbound_rules;
 pub mod keys;
+pub mod lane_counts;
 pub mod maintenance;
 pub mod media;
 pub mod notify;
@@ -257,6 +258,7 @@ pub struct Herald {
         settings_cache::SettingsCache<crate::domain::deliverability::reputation::ReputationState>,
     judged: reputation::Judged,
     warmup_caps: warmup::TodaysCaps,
+    lane_counts: lane_counts::LaneCounts,
 }
 
 impl Herald {
@@ -296,6 +298,7 @@ impl Herald {
             reputations: Default::default(),
             judged: Default::default(),
             warmup_caps: Default::default(),
+            lane_counts: Default::default(),
         }
     }
 
