@@ -523,3 +523,71 @@ async fn an_ses_instance_sends_through_its_own_set_and_its_events_count_for_it()
     let last = view["events"].as_array().unwrap().last().cloned().unwrap();
     assert_eq!(last["detail"]["gateway"], "ses-dedicated", "{last:#}");
 }
+
+/// The console on the `api` function's own Router, over DynamoDB and SQS: its session lives in
+/// DynamoDB, the overview counts whole queues and charts the send the `stats` function
+/// counted, the message page shows the timeline, an admin adds a suppression the API then
+/// sees, another tenant's message is a 404 page, and sign-out ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_runs_on_the_api_function_over_dynamodb_and_sqs() {
+    use herald_tests::console::signed_in_at;
+    let api = Api::start().await;
+    let mut browser = signed_in_at(&api.url, &api.key).await;
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P2", "to": "console@example.com",
+                      "subject": "Seen in the console", "body": "b" }),
+        )
+        .await;
+    assert!(api.drain(Priority::P2).await.is_empty());
+    api.stack.messages_stream.play(&api.stats).await;
+
+    let live = browser.get("/console/overview/live").await;
+    assert_eq!(live.status, StatusCode::OK, "{}", live.html);
+    assert!(
+        live.html.contains("Whole queues") && live.html.contains("1 sent in the last hour"),
+        "{}",
+        live.html
+    );
+    let page = browser.get(&format!("/console/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    for text in ["Seen in the console", "queued", "sending", "sent", "ses"] {
+        assert!(page.html.contains(text), "the message page lacks {text}");
+    }
+
+    let csrf = browser.get("/console/suppressions").await.csrf();
+    let add = [
+        ("csrf", csrf.as_str()),
+        ("channel", "email"),
+        ("address", "gone@example.com"),
+        ("reason", "unsubscribe"),
+    ];
+    let added = browser.post("/console/suppressions/add", &add).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    let (status, entry) = api
+        .call(
+            reqwest::Method::GET,
+            "/v1/suppressions/email/gone@example.com",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
+    assert_eq!(entry["source"], "console");
+
+    let other = api.key_of("globex").await;
+    let mut theirs = signed_in_at(&api.url, &other).await;
+    let hidden = theirs.get(&format!("/console/messages/{id}")).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+
+    let csrf = browser.get("/console").await.csrf();
+    let kept = browser.cookies.clone();
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.location(), "/console/sign-in");
+    browser.cookies = kept;
+    let after = browser.get("/console").await;
+    assert_eq!(
+        after.location(),
+        "/console/sign-in",
+        "the stored session is gone"
+    );
+}

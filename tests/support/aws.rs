@@ -580,7 +580,7 @@ pub async fn ses_sent() -> Vec<Value> {
     sent
 }
 
-/// An AWS-backed Herald: the Router served on loopback over a fresh stack, a key of tenant
+/// An AWS-backed Herald: the `api` function's Router served on loopback over a fresh stack, a key of tenant
 /// `acme`, and the consumers run by [`Stack::poll_once`].
 pub struct AwsApi {
     pub stack: Stack,
@@ -652,7 +652,8 @@ impl AwsApi {
             .expose();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = shared::api::router(herald.clone());
+        // The `api` function's own Router: Lambda's body limits, and the console.
+        let router = lambda::api_app(herald.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });

@@ -367,12 +367,16 @@ pub fn invocation_deadline(deadline_ms: u64) -> Instant {
 pub async fn run_api() -> Result<(), lambda_http::Error> {
     init_tracing();
     let cold = ColdStart::from_env().await?;
+    crate::telemetry::emf::run_http(api_app(cold.herald)).await
+}
+
+/// The `api` function's Router: the API with Lambda's body limits, and the console.
+pub fn api_app(herald: Arc<Herald>) -> axum::Router {
     let limits = crate::api::BodyLimits::LAMBDA;
-    let app = crate::api::router_with(cold.herald.clone(), limits).merge(crate::console::router(
-        cold.herald,
+    crate::api::router_with(herald.clone(), limits).merge(crate::console::router(
+        herald,
         crate::console::ExportCap(limits.export),
-    ));
-    crate::telemetry::emf::run_http(app).await
+    ))
 }
 
 /// `webhooks`: the providers' callbacks (`/webhooks/*`) behind API Gateway's HTTP API, the

@@ -117,6 +117,7 @@ impl Herald {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::domain::Priority;
     use crate::ports::contract::{accept, message, tenant};
