@@ -185,3 +185,49 @@ async fn the_overview_charts_the_last_hours_sends() {
         page.html
     );
 }
+
+/// `herald serve` as a process, logging everything (trace): a sign-in, a wrong key, pages and a
+/// sign-out leave neither the key's secret nor the session id in its logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_session_id_reaches_the_logs() {
+    use herald_tests::process::{create_key, Serve};
+    let bin = herald_tests::herald_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let key = create_key(&bin, dir.path(), "acme");
+    let serve = Serve::start_logging(
+        &bin,
+        dir.path(),
+        logs.path().join("serve.stderr"),
+        &[],
+        "trace",
+    )
+    .await;
+    let secret = key.rsplit('_').next().unwrap().to_owned();
+    let wrong = format!("{}x", &key[..key.len() - 1]);
+    assert_eq!(
+        Browser::at(&serve.url).sign_in(&wrong).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut browser = herald_tests::console::signed_in_at(&serve.url, &key).await;
+    let session = browser.cookies["herald_console"].clone();
+    for page in ["/console", "/console/messages", "/console/suppressions"] {
+        assert_eq!(browser.get(page).await.status, StatusCode::OK, "{page}");
+    }
+    let csrf = browser.get("/console").await.csrf();
+    browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+
+    let log = serve.stderr();
+    assert!(log.contains("serving"), "the server's log was read: {log}");
+    for (what, value) in [
+        ("key", &secret),
+        ("wrong key", &wrong),
+        ("session id", &session),
+    ] {
+        assert!(
+            !log.contains(value.as_str()),
+            "the {what} is in the log:\n{log}"
+        );
+    }
+    serve.kill9().await;
+}

@@ -23,8 +23,25 @@ pub struct Serve {
 impl Serve {
     /// Starts `herald serve` on `data_dir` with more `args`, and waits for its listening line.
     pub async fn start(bin: &Path, data_dir: &Path, stderr_path: PathBuf, args: &[&str]) -> Serve {
+        Serve::start_command(serve_command(bin, data_dir, args), stderr_path).await
+    }
+
+    /// As [`Serve::start`], logging at `level` (`HERALD_LOG`) rather than warnings only.
+    pub async fn start_logging(
+        bin: &Path,
+        data_dir: &Path,
+        stderr_path: PathBuf,
+        args: &[&str],
+        level: &str,
+    ) -> Serve {
+        let mut command = serve_command(bin, data_dir, args);
+        command.env("HERALD_LOG", level);
+        Serve::start_command(command, stderr_path).await
+    }
+
+    async fn start_command(mut command: Command, stderr_path: PathBuf) -> Serve {
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let mut child = serve_command(bin, data_dir, args)
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
