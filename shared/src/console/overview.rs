@@ -29,8 +29,8 @@ async fn live_context(herald: &Herald, who: &SignedIn) -> Result<Value, Response
         .await
         .map_err(|_| pages::unavailable())?;
     Ok(minijinja::context! {
-        lanes => lanes.lanes,
-        counted_at => lanes.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        lanes => lanes.as_ref().map(|l| &l.lanes),
+        counted_at => lanes.as_ref().map(|l| l.at.to_rfc3339_opts(SecondsFormat::Secs, true)),
         lanes_per_tenant => herald.queue.stats_per_tenant(),
         gateways => gateways,
         chart => super::chart::throughput(&sent, Utc::now()),

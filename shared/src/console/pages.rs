@@ -157,4 +157,40 @@ mod tests {
             "{html}"
         );
     }
+
+    fn rendered(page: &Page) -> String {
+        let ctx = minijinja::context! { title => &page.title, ..page.context.clone() };
+        ENV.get_template(page.template)
+            .and_then(|t| t.render(ctx))
+            .unwrap()
+    }
+
+    /// A first count still running: the lanes say so, with their sends per minute beside.
+    #[test]
+    fn an_overview_without_a_count_says_it_is_counting() {
+        let chart = crate::console::chart::throughput(&[], chrono::Utc::now());
+        let page = Page::new("overview_live.html", "Overview").with(minijinja::context! {
+            lanes => Option::<Vec<u8>>::None,
+            counted_at => Option::<String>::None,
+            lanes_per_tenant => true,
+            chart => chart,
+            gateways => Vec::<u8>::new(),
+        });
+        let html = rendered(&page);
+        assert!(html.contains("Counting the lanes"), "{html}");
+        assert_eq!(html.matches(">counting</td>").count(), 5, "{html}");
+    }
+
+    #[test]
+    fn times_are_utc_time_elements_and_other_text_is_left_to_escaping() {
+        assert_eq!(
+            when("2026-12-04T15:06:20.5+01:00".into()).to_string(),
+            "<time datetime=\"2026-12-04T14:06:20.500Z\" title=\"2026-12-04 14:06:20 UTC\">\
+             2026-12-04 14:06:20 UTC</time>"
+        );
+        assert!(
+            !when("<b>".into()).is_safe(),
+            "not a time: left to escaping"
+        );
+    }
 }
