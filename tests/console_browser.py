@@ -230,6 +230,49 @@ def scenario_read_a_thread(page):
     check(page, "17-thread")
 
 
+def scenario_keyboard_only(browser):
+    """Signs in and moves through the console with the keyboard alone, each focus visible."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(URL + "/console/sign-in")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    for _ in range(10):
+        if page.evaluate("document.activeElement.id") == "key":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "key", "Tab reaches the key field"
+    page.keyboard.type(KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == URL + "/console", page.url
+    page.keyboard.press("Tab")  # the skip link
+    page.keyboard.press("Tab")  # the first menu entry
+    focused = page.evaluate("""() => { const e = document.activeElement, s = getComputedStyle(e);
+        return [e.textContent, s.outlineStyle, s.outlineWidth]; }""")
+    assert focused[0] == "Overview" and focused[1] != "none" and focused[2] != "0px", focused
+    page.keyboard.press("Tab")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == URL + "/console/messages", page.url
+    context.close()
+
+
+def scenario_a_phone(browser):
+    """At 390 px wide no page is wider than the screen: wide tables scroll inside it."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    sign_in(page, KEY)
+    for path, shot in [("/console", "20-phone-overview"), ("/console/messages", "21-phone-messages"),
+                       ("/console/suppressions", "22-phone-suppressions"),
+                       ("/console/dead-letters", "23-phone-dead-letters")]:
+        page.goto(URL + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide on a 390 px phone"
+        check(page, shot)
+    context.close()
+
+
 def scenario_sign_out(page):
     page.goto(URL + "/console")
     page.get_by_role("button", name="Sign out").click()
@@ -251,6 +294,8 @@ def main():
         scenario_message_reaches_delivered(page)
         scenario_cancel_a_scheduled_message(page)
         scenario_a_reader_cannot_act(browser)
+        scenario_keyboard_only(browser)
+        scenario_a_phone(browser)
         scenario_add_and_remove_a_suppression(page)
         scenario_import_a_csv_with_a_bad_line(page)
         scenario_redrive_a_dead_letter(page)

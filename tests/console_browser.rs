@@ -60,7 +60,9 @@ async fn the_console_works_in_headless_chromium() {
         "01-sign-in",
         "02-overview",
         "04-message-delivered",
+        "04b-overview-after-a-send",
         "07-signed-out",
+        "20-phone-overview",
     ] {
         assert!(
             shots.join(format!("{shot}.png")).exists(),
