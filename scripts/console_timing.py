@@ -75,7 +75,7 @@ def main():
     bulk_pages = [f"/console/messages?bulk_id={bulk_id}", f"/console/bulk/{bulk_id}"] if bulk_id else []
     for path in ["/console", "/console/overview/live", "/console/messages",
                  "/console/messages?to=user500000%40example.com", "/console/messages?status=failed",
-                 f"/console/messages/{newest}", *bulk_pages, "/console/suppressions", "/console/dead-letters", "/console/templates", "/console/threads",
+                 f"/console/messages/{newest}", *bulk_pages, "/console/bulk", "/console/suppressions", "/console/dead-letters", "/console/templates", "/console/threads",
                  "/console/numbers", "/console/audit"]:
         timed(path)
     # As the overview's script asks: every 3 s, so each look finds the lane count a few seconds

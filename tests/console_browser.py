@@ -103,6 +103,24 @@ def scenario_message_reaches_delivered(page):
     assert page.locator(f"a[href='/console/messages/{sent['id']}']").count() == 1
 
 
+def scenario_bulk_progress(page):
+    reply = api("POST", "/v1/messages/bulk", {"channel": "email", "priority": "P3", "subject": "News",
+                                               "body": "Hello", "recipients": [
+                                                   {"to": f"bulk{i}@example.com"} for i in range(25)]})
+    deadline = time.time() + 15
+    while True:
+        page.goto(URL + "/console/bulk")
+        if "25 of 25 finished" in page.locator("main").inner_text():
+            break
+        assert time.time() < deadline, "the bulk send never finished on its list"
+        time.sleep(0.3)
+    check(page, "08b-bulk-sends")
+    page.get_by_role("link", name=reply["bulk_id"]).first.click()
+    page.wait_for_url(f"**/console/bulk/{reply['bulk_id']}")
+    assert "25 of 25 recipients finished" in page.locator("main").inner_text()
+    check(page, "08c-bulk-send")
+
+
 def scenario_cancel_a_scheduled_message(page):
     later = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
     queued = api("POST", "/v1/messages", {"channel": "email", "priority": "P2", "to": "later@example.com",
@@ -293,6 +311,7 @@ def main():
         scenario_sign_in_and_overview(page)
         scenario_message_reaches_delivered(page)
         scenario_cancel_a_scheduled_message(page)
+        scenario_bulk_progress(page)
         scenario_a_reader_cannot_act(browser)
         scenario_keyboard_only(browser)
         scenario_a_phone(browser)

@@ -227,7 +227,7 @@ async fn templates_preview_with_the_send_engine_and_save_for_admins_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_sends_progress_is_shown_to_its_tenant_only() {
+async fn bulk_sends_are_listed_with_their_progress_to_their_tenant_only() {
     let s = TestServer::start().await;
     let reply = s
         .bulk_email("P3", 20, |i| format!("bulk{i}@example.com"))
@@ -249,9 +249,42 @@ async fn a_bulk_sends_progress_is_shown_to_its_tenant_only() {
         assert!(std::time::Instant::now() < deadline, "{}", page.html);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The list of bulk sends has it, finished, with a link to its page; the API lists it too.
+    let list = admin.get("/console/bulk").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.html);
+    assert!(
+        list.html
+            .contains(&format!("href=\"/console/bulk/{bulk_id}\""))
+            && list.html.contains("20 of 20 finished")
+            && list.html.contains("1 bulk send<"),
+        "{}",
+        list.html
+    );
+    let api = s.get("/v1/bulk").await;
+    assert_eq!(
+        api.body["items"][0]["bulk_id"],
+        bulk_id.as_str(),
+        "{}",
+        api.body
+    );
+    assert_eq!(api.body["items"][0]["recipients"], 20);
+
     let other_key = s.new_key("globex").await;
     let mut other = signed_in(&s, &other_key).await;
     assert_eq!(other.get(&path).await.status, StatusCode::NOT_FOUND);
+    let theirs = other.get("/console/bulk").await;
+    assert!(
+        !theirs.html.contains(&bulk_id) && theirs.html.contains("No bulk sends"),
+        "{}",
+        theirs.html
+    );
+    let theirs = s.get_as("/v1/bulk", &other_key).await;
+    assert_eq!(
+        theirs.body["items"],
+        serde_json::json!([]),
+        "{}",
+        theirs.body
+    );
     assert_eq!(
         other.get("/console/bulk/not-a-bulk").await.status,
         StatusCode::NOT_FOUND

@@ -85,7 +85,7 @@ impl BodyLimits {
 #[openapi(
     info(title = "Herald", description = "One messaging layer: email, SMS and push, in priority lanes."),
     paths(
-        messages::send, messages::send_bulk, messages::get, messages::cancel, search::list, search::bulk,
+        messages::send, messages::send_bulk, messages::get, messages::cancel, search::list, search::bulk, search::bulk_list,
         templates::put, templates::get, templates::delete, templates::put_locale, templates::delete_locale,
         deliverability::get_quiet_hours, deliverability::put_quiet_hours, deliverability::get_reputation,
         deliverability::put_reputation_settings, deliverability::resume, deliverability::list_gateways,
@@ -192,6 +192,7 @@ pub fn router(herald: Arc<Herald>) -> Router {
 pub fn router_with(herald: Arc<Herald>, limits: BodyLimits) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::send).get(search::list))
+        .route("/v1/bulk", get(search::bulk_list))
         .route("/v1/bulk/{bulk_id}", get(search::bulk))
         .route(
             "/v1/messages/bulk",

@@ -16,7 +16,7 @@ use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::{Channel, FieldError, MessageId, MessageStatus, Priority};
 use crate::engine::Herald;
-use crate::ports::MessageFilter;
+use crate::ports::{BulkSummary, MessageFilter, RECENT_BULK_SENDS};
 
 /// `GET /v1/messages`'s filters, all optional and combined.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -161,6 +161,31 @@ pub async fn bulk(
         counts: progress.by_status,
         bulk_id,
     }))
+}
+
+/// A tenant's recent bulk sends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkList {
+    /// Newest first: at most 50, accepted in the last 30 days.
+    pub items: Vec<BulkSummary>,
+}
+
+/// How far back the list of bulk sends reaches.
+pub const BULK_LIST_DAYS: i64 = 30;
+
+/// The tenant's recent bulk sends, newest first; each one's progress is `GET /v1/bulk/{id}`.
+#[utoipa::path(get, operation_id = "list_bulk", path = "/v1/bulk", tag = "messages",
+    responses((status = 200, body = BulkList), AuthErrors), security(("api_key" = [])))]
+pub async fn bulk_list(
+    State(herald): State<Arc<Herald>>,
+    caller: Caller,
+) -> Result<Json<BulkList>, Problem> {
+    let since = Utc::now() - chrono::Duration::days(BULK_LIST_DAYS);
+    let items = herald
+        .store
+        .recent_bulk_sends(&caller.tenant, since, RECENT_BULK_SENDS)
+        .await?;
+    Ok(Json(BulkList { items }))
 }
 
 #[cfg(test)]

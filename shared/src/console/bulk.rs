@@ -1,4 +1,5 @@
-//! A bulk send's progress: its recipients by status, with a bar of those that have finished.
+//! Bulk sends: the tenant's recent ones, and a send's progress (its recipients by status),
+//! each with a bar of those that have finished.
 
 use std::sync::Arc;
 
@@ -7,13 +8,70 @@ use axum::response::Response;
 
 use super::pages::{self, Page};
 use super::session::SignedIn;
+use chrono::Utc;
+
 use crate::domain::MessageStatus;
 use crate::engine::Herald;
+use crate::ports::{BulkProgress, RECENT_BULK_SENDS};
 
 /// Herald's bulk ids: `bulk_` and 32 hex digits. Anything else is no bulk send.
 fn is_bulk_id(raw: &str) -> bool {
     raw.strip_prefix("bulk_")
         .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Progress bars are drawn for the newest this many; older ones link to their page.
+const WITH_PROGRESS: usize = 10;
+
+/// (recipients, those finished: no longer queued, deferred, sending or being written).
+fn totals(progress: &BulkProgress) -> (u64, u64) {
+    let waiting = [
+        MessageStatus::Queued,
+        MessageStatus::Deferred,
+        MessageStatus::Sending,
+    ];
+    let total = progress.by_status.values().sum::<u64>() + progress.pending;
+    let unfinished = progress.pending
+        + waiting
+            .iter()
+            .filter_map(|s| progress.by_status.get(s))
+            .sum::<u64>();
+    (total, total - unfinished)
+}
+
+/// `GET /console/bulk`: the tenant's recent bulk sends, newest first.
+pub async fn list(State(herald): State<Arc<Herald>>, who: SignedIn) -> Response {
+    let since = Utc::now() - chrono::Duration::days(crate::api::search::BULK_LIST_DAYS);
+    let sends = match herald
+        .store
+        .recent_bulk_sends(&who.tenant, since, RECENT_BULK_SENDS)
+        .await
+    {
+        Ok(sends) => sends,
+        Err(_) => return pages::unavailable(),
+    };
+    let mut rows = Vec::with_capacity(sends.len());
+    for (i, send) in sends.iter().enumerate() {
+        let progress = match i < WITH_PROGRESS {
+            true => match herald.store.bulk_progress(&who.tenant, &send.bulk_id).await {
+                Ok(progress) => progress.map(|p| totals(&p)),
+                Err(_) => return pages::unavailable(),
+            },
+            false => None,
+        };
+        rows.push(minijinja::context! {
+            send => send,
+            created_at => send.created_at.to_rfc3339(),
+            finished => progress.map(|(_, finished)| finished),
+        });
+    }
+    let page = Page::new("bulk_list.html", "Bulk sends").with(minijinja::context! {
+        who => super::who(&who),
+        section => "bulk",
+        rows => rows,
+        with_progress => WITH_PROGRESS,
+    });
+    pages::render(&page)
 }
 
 /// `GET /console/bulk/{bulk_id}`: another tenant's job is as unknown as a made-up one.
@@ -30,17 +88,7 @@ pub async fn page(
         Ok(None) => return pages::not_found("bulk send"),
         Err(_) => return pages::unavailable(),
     };
-    let waiting = [
-        MessageStatus::Queued,
-        MessageStatus::Deferred,
-        MessageStatus::Sending,
-    ];
-    let total = progress.by_status.values().sum::<u64>() + progress.pending;
-    let unfinished = progress.pending
-        + waiting
-            .iter()
-            .filter_map(|s| progress.by_status.get(s))
-            .sum::<u64>();
+    let (total, finished) = totals(&progress);
     let counts: Vec<_> = progress
         .by_status
         .iter()
@@ -48,10 +96,10 @@ pub async fn page(
         .collect();
     let page = Page::new("bulk.html", format!("Bulk send {bulk_id}")).with(minijinja::context! {
         who => super::who(&who),
-        section => "messages",
+        section => "bulk",
         bulk_id => &bulk_id,
         total => total,
-        finished => total - unfinished,
+        finished => finished,
         pending => progress.pending,
         counts => counts,
     });

@@ -57,6 +57,7 @@ pub fn router(herald: Arc<Herald>, export: ExportCap) -> Router {
         .route("/console/messages", get(messages::search))
         .route("/console/messages/{id}", get(messages::page))
         .route("/console/messages/{id}/cancel", post(messages::cancel))
+        .route("/console/bulk", get(bulk::list))
         .route("/console/bulk/{bulk_id}", get(bulk::page))
         .route("/console/suppressions", get(suppressions::list))
         .route("/console/suppressions/add", post(suppressions::add))

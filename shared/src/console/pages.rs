@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("webhook.html", include_str!("templates/webhook.html")),
     ("audit.html", include_str!("templates/audit.html")),
     ("bulk.html", include_str!("templates/bulk.html")),
+    ("bulk_list.html", include_str!("templates/bulk_list.html")),
     (
         "import_report.html",
         include_str!("templates/import_report.html"),

@@ -1388,6 +1388,38 @@ pub async fn bulk_progress_counts_a_tenants_own_job<S: MessageStore>(store: &S) 
     let unknown = format!("bulk_{}", uuid::Uuid::now_v7().simple());
     assert_eq!(store.bulk_progress(&t, &unknown).await.unwrap(), None);
     assert_eq!(store.bulk_owner(&unknown).await.unwrap(), None);
+
+    // Listed for its tenant, newest first, as accepted; not for another tenant.
+    let later = format!("bulk_{}", uuid::Uuid::now_v7().simple());
+    let mut second = bulk_job(&t, &later, 3);
+    second.created_at += chrono::Duration::milliseconds(5);
+    store.accept_bulk(second, None).await.unwrap();
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let listed = store.recent_bulk_sends(&t, since, 10).await.unwrap();
+    let ids: Vec<(&str, u64)> = listed
+        .iter()
+        .map(|b| (b.bulk_id.as_str(), b.recipients))
+        .collect();
+    assert_eq!(ids, [(later.as_str(), 3), (bulk_id.as_str(), 30)]);
+    assert_eq!(
+        (listed[1].channel, listed[1].priority),
+        (Channel::Email, Priority::P3)
+    );
+    assert_eq!(
+        store.recent_bulk_sends(&t, since, 1).await.unwrap().len(),
+        1
+    );
+    let future = Utc::now() + chrono::Duration::hours(1);
+    assert!(store
+        .recent_bulk_sends(&t, future, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .recent_bulk_sends(&tenant("stranger"), since, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Appends, newest-first pages, every filter, scope isolation, and no overwrite of an id.

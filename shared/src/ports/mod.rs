@@ -40,7 +40,10 @@ pub use queue::{Delivery, LaneQueue, LaneRef, LaneStats, Redelivery};
 pub use relay::{
     AssignmentDraft, AssignmentRecord, NumberRecord, NumberWriteError, RelayStore, RECENT,
 };
-pub use search::{first_id_at, BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
+pub use search::{
+    first_id_at, BulkProgress, BulkSummary, MessageFilter, SearchPage, RECENT_BULK_SENDS,
+    SEARCH_SCAN_BUDGET,
+};
 pub use sessions::{ConsoleSession, SessionStore};
 pub use store::*;
 pub use suppression::{EventLog, SuppressionFilter, SuppressionStore};

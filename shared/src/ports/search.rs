@@ -85,6 +85,32 @@ pub struct SearchPage {
 /// whatever the tenant holds.
 pub const SEARCH_SCAN_BUDGET: usize = 5_000;
 
+/// A tenant's bulk send as it was accepted, for the list of recent ones.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkSummary {
+    pub bulk_id: String,
+    pub created_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub priority: Priority,
+    /// Recipients accepted (those refused at accept are not counted).
+    pub recipients: u64,
+}
+
+impl BulkSummary {
+    pub fn of(job: &crate::domain::BulkJob) -> BulkSummary {
+        BulkSummary {
+            bulk_id: job.bulk_id.clone(),
+            created_at: job.created_at,
+            channel: job.envelope.channel,
+            priority: job.envelope.priority,
+            recipients: job.recipients.len() as u64,
+        }
+    }
+}
+
+/// How many of a tenant's bulk sends the list shows, newest first.
+pub const RECENT_BULK_SENDS: usize = 50;
+
 /// A bulk send's progress: its messages by status, and the recipients not written yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BulkProgress {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{BulkProgress, MessageFilter, SearchPage, StoreError};
+use super::{BulkProgress, BulkSummary, MessageFilter, SearchPage, StoreError};
 use crate::domain::locale::Locale;
 use crate::domain::template::TemplateParts;
 use crate::domain::{
@@ -251,6 +251,13 @@ pub trait MessageStore: Send + Sync + 'static {
         tenant: &TenantId,
         bulk_id: &str,
     ) -> Result<Option<BulkProgress>, StoreError>;
+    /// The tenant's bulk sends accepted since `since`, newest first, at most `limit`.
+    async fn recent_bulk_sends(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BulkSummary>, StoreError>;
     /// Whose bulk send `bulk_id` is, whatever the tenant (a probe of another tenant's is
     /// audited); `None` if there is none.
     async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError>;

@@ -12,7 +12,7 @@ use super::inserts::insert_messages;
 use super::messages::{find_key, insert_key};
 use super::SqliteBackend;
 use crate::domain::{BulkJob, NewMessage};
-use crate::ports::{AcceptOutcome, IdempotencyRecord, StoreError};
+use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, StoreError};
 
 /// Messages per chunk, and the rendered content after which a chunk is cut short.
 const CHUNK_MESSAGES: usize = 256;
@@ -41,6 +41,7 @@ impl SqliteBackend {
         let text = serde_json::to_string(&job)
             .map_err(|e| StoreError::Corrupt(format!("bulk job does not serialize: {e}")))?;
         let (bulk_id, rank) = (job.bulk_id.clone(), job.envelope.priority.rank());
+        let (tenant, listed) = (job.tenant.clone(), BulkSummary::of(job));
         self.writer
             .run(rank, move |conn| {
                 if let Some(key) = &idempotency {
@@ -53,6 +54,7 @@ impl SqliteBackend {
                     "INSERT INTO bulk_jobs (bulk_id, job, next_index) VALUES (?1, ?2, 0)",
                 )?
                 .execute(params![bulk_id, text])?;
+                super::bulk_sends::list_bulk_send(conn, &tenant, &listed)?;
                 Ok(AcceptOutcome::Accepted)
             })
             .await

@@ -17,9 +17,9 @@ use crate::domain::{
     Channel, DeliveryEvent, EventKind, Message, MessageId, MessageStatus, Priority, TenantId,
 };
 use crate::ports::{
-    first_id_at, AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount,
-    ClaimOutcome, IdempotencyRecord, MessageFilter, MessageRef, MessageStore, SearchPage,
-    SentMinute, StoreError, Transition, TransitionOutcome,
+    first_id_at, AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, BulkSummary,
+    ChannelCount, ClaimOutcome, IdempotencyRecord, MessageFilter, MessageRef, MessageStore,
+    SearchPage, SentMinute, StoreError, Transition, TransitionOutcome,
 };
 
 /// Rows deleted per retention job, so the writer is never held long.
@@ -430,6 +430,15 @@ impl MessageStore for SqliteBackend {
             .await
     }
 
+    async fn recent_bulk_sends(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BulkSummary>, StoreError> {
+        self.read_bulk_sends(tenant, since, limit).await
+    }
+
     async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError> {
         let bulk_id = bulk_id.to_owned();
         self.readers
@@ -557,6 +566,7 @@ impl MessageStore for SqliteBackend {
             }
         }
         let keys_ms = ms(keys_cutoff);
+        let cutoff_ms = ms(cutoff);
         let inbound_floor = floor.clone();
         let parked = self.parked_index.clone();
         total += self
@@ -580,6 +590,7 @@ impl MessageStore for SqliteBackend {
                 conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
                 super::audit::purge_audit(conn)?;
                 super::throughput::purge_sent_minutes(conn, now)?;
+                super::bulk_sends::purge_bulk_sends(conn, cutoff_ms)?;
                 super::parked::purge_parked(conn, &parked, now)?;
                 conn.execute(
                     "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at < ?1",

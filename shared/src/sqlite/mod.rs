@@ -3,6 +3,7 @@
 mod audit;
 mod blocks;
 mod bulk;
+mod bulk_sends;
 mod contacts;
 mod inbound;
 mod inserts;
@@ -270,6 +271,8 @@ impl SqliteBackend {
             .map_err(to_store_error)?;
         conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(warmup::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(bulk_sends::SCHEMA)
+            .map_err(to_store_error)?;
         conn.execute_batch(throughput::SCHEMA)
             .map_err(to_store_error)?;
         conn.execute_batch(sessions::SCHEMA)

@@ -21,7 +21,7 @@ use crate::domain::limits::PaceKey;
 use crate::domain::{
     BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
 };
-use crate::ports::{AcceptOutcome, IdempotencyRecord, LaneRef, StoreError};
+use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, StoreError};
 
 /// A part stays well under DynamoDB's 400 KB item limit.
 const PART_BYTES: usize = 300 * 1024;
@@ -126,6 +126,7 @@ impl DynamoStore {
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<AcceptOutcome, StoreError> {
         let table = self.bulk_table()?;
+        let summary = BulkSummary::of(&job);
         let parts = parts_of(&job.recipients)?;
         let expires = n(epoch_seconds(
             Utc::now() + chrono::Duration::days(JOB_TTL_DAYS),
@@ -165,7 +166,15 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(bulk_id)")
             .build()
             .map_err(build_error)?;
-        let commit = vec![TransactWriteItem::builder().put(put).build()];
+        let listed = Put::builder()
+            .table_name(table)
+            .set_item(Some(super::bulk_sends::listing_item(&job.tenant, &summary)))
+            .build()
+            .map_err(build_error)?;
+        let commit = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().put(listed).build(),
+        ];
         if let Some(existing) = self.commit_with_key(commit, idempotency.as_ref()).await? {
             return Ok(AcceptOutcome::KeyExists(existing));
         }
@@ -184,6 +193,16 @@ impl DynamoStore {
                 .await;
             if let Err(undo) = deleted {
                 tracing::error!(bulk_id = %job.bulk_id, error = %unavailable("DeleteItem", undo), "refused bulk job left stored");
+            }
+            let unlisted = self
+                .client
+                .delete_item()
+                .table_name(table)
+                .set_key(Some(super::bulk_sends::listing_key(&job.tenant, &summary)))
+                .send()
+                .await;
+            if let Err(undo) = unlisted {
+                tracing::error!(bulk_id = %job.bulk_id, error = %unavailable("DeleteItem", undo), "refused bulk job left listed");
             }
             if let Some(record) = &idempotency {
                 self.forget_idempotency(record).await;

@@ -25,9 +25,9 @@ use crate::domain::{
     DeliveryEvent, EventKind, Message, MessageId, MessageStatus, NewMessage, Priority, TenantId,
 };
 use crate::ports::{
-    AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, ChannelCount, ClaimOutcome,
-    IdempotencyRecord, LaneRef, MessageFilter, MessageRef, MessageStore, SearchPage, SentMinute,
-    StoreError, Transition, TransitionOutcome,
+    AcceptBatch, AcceptOutcome, AttemptChange, BulkProgress, BulkSummary, ChannelCount,
+    ClaimOutcome, IdempotencyRecord, LaneRef, MessageFilter, MessageRef, MessageStore, SearchPage,
+    SentMinute, StoreError, Transition, TransitionOutcome,
 };
 
 /// A transaction holds at most 100 items: the messages and the idempotency record.
@@ -573,6 +573,15 @@ impl MessageStore for DynamoStore {
         bulk_id: &str,
     ) -> Result<Option<BulkProgress>, StoreError> {
         self.bulk_progress_of(tenant, bulk_id).await
+    }
+
+    async fn recent_bulk_sends(
+        &self,
+        tenant: &TenantId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BulkSummary>, StoreError> {
+        self.read_bulk_sends(tenant, since, limit).await
     }
 
     async fn bulk_owner(&self, bulk_id: &str) -> Result<Option<TenantId>, StoreError> {
