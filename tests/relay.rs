@@ -21,15 +21,8 @@ const OTHER_WORKER: &str = "+15550002003";
 const STRANGER: &str = "+15550009009";
 
 async fn add_numbers(s: &TestServer) {
-    for (number, role) in [(DESK, "front_desk"), (P1, "pool"), (P2, "pool")] {
-        let r = s
-            .post(
-                "/v1/numbers",
-                &json!({"number": number, "role": role, "provider": "sandbox"}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    }
+    s.add_sandbox_numbers(&[(DESK, "front_desk"), (P1, "pool"), (P2, "pool")])
+        .await;
 }
 
 async fn assign(s: &TestServer, client: &str, worker: &str, extra: Value) -> reqwest::Response {

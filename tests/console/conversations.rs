@@ -5,15 +5,8 @@ use super::*;
 #[tokio::test]
 async fn the_routing_simulator_shows_its_trace_and_writes_nothing() {
     let s = TestServer::start().await;
-    for (number, role) in [("+15005550100", "front_desk"), ("+15005550101", "pool")] {
-        let r = s
-            .post(
-                "/v1/numbers",
-                &json!({"number": number, "role": role, "provider": "sandbox"}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    }
+    s.add_sandbox_numbers(&[("+15005550100", "front_desk"), ("+15005550101", "pool")])
+        .await;
     let mut admin = signed_in(&s, &s.key).await;
     let page = admin.get("/console/numbers").await;
     assert!(page.html.contains("+15005550100") && page.html.contains("front_desk"));

@@ -16,7 +16,7 @@ use super::paging::{Cursor, ListQuery};
 use super::problem::{AuthErrors, NotFound, Problem, QueryErrors};
 use crate::domain::{Channel, FieldError, MessageId, MessageStatus, Priority};
 use crate::engine::Herald;
-use crate::ports::{BulkSummary, MessageFilter, RECENT_BULK_SENDS};
+use crate::ports::{BulkSummary, MessageFilter};
 
 /// `GET /v1/messages`'s filters, all optional and combined.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -170,9 +170,6 @@ pub struct BulkList {
     pub items: Vec<BulkSummary>,
 }
 
-/// How far back the list of bulk sends reaches.
-pub const BULK_LIST_DAYS: i64 = 30;
-
 /// The tenant's recent bulk sends, newest first; each one's progress is `GET /v1/bulk/{id}`.
 #[utoipa::path(get, operation_id = "list_bulk", path = "/v1/bulk", tag = "messages",
     responses((status = 200, body = BulkList), AuthErrors), security(("api_key" = [])))]
@@ -180,11 +177,7 @@ pub async fn bulk_list(
     State(herald): State<Arc<Herald>>,
     caller: Caller,
 ) -> Result<Json<BulkList>, Problem> {
-    let since = Utc::now() - chrono::Duration::days(BULK_LIST_DAYS);
-    let items = herald
-        .store
-        .recent_bulk_sends(&caller.tenant, since, RECENT_BULK_SENDS)
-        .await?;
+    let items = herald.recent_bulk_sends(&caller.tenant).await?;
     Ok(Json(BulkList { items }))
 }
 

@@ -8,11 +8,9 @@ use axum::response::Response;
 
 use super::pages::{self, Page};
 use super::session::SignedIn;
-use chrono::Utc;
-
 use crate::domain::MessageStatus;
 use crate::engine::Herald;
-use crate::ports::{BulkProgress, RECENT_BULK_SENDS};
+use crate::ports::BulkProgress;
 
 /// Herald's bulk ids: `bulk_` and 32 hex digits. Anything else is no bulk send.
 fn is_bulk_id(raw: &str) -> bool {
@@ -41,12 +39,7 @@ fn totals(progress: &BulkProgress) -> (u64, u64) {
 
 /// `GET /console/bulk`: the tenant's recent bulk sends, newest first.
 pub async fn list(State(herald): State<Arc<Herald>>, who: SignedIn) -> Response {
-    let since = Utc::now() - chrono::Duration::days(crate::api::search::BULK_LIST_DAYS);
-    let sends = match herald
-        .store
-        .recent_bulk_sends(&who.tenant, since, RECENT_BULK_SENDS)
-        .await
-    {
+    let sends = match herald.recent_bulk_sends(&who.tenant).await {
         Ok(sends) => sends,
         Err(_) => return pages::unavailable(),
     };

@@ -99,9 +99,14 @@ pub fn render(page: &Page) -> Response {
     render_status(StatusCode::OK, page)
 }
 
-pub fn render_status(status: StatusCode, page: &Page) -> Response {
+/// The page's HTML.
+fn html(page: &Page) -> Result<String, minijinja::Error> {
     let ctx = minijinja::context! { title => &page.title, ..page.context.clone() };
-    match ENV.get_template(page.template).and_then(|t| t.render(ctx)) {
+    ENV.get_template(page.template).and_then(|t| t.render(ctx))
+}
+
+pub fn render_status(status: StatusCode, page: &Page) -> Response {
+    match html(page) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(template = page.template, error = %e, "console page did not render");
@@ -160,10 +165,7 @@ mod tests {
     }
 
     fn rendered(page: &Page) -> String {
-        let ctx = minijinja::context! { title => &page.title, ..page.context.clone() };
-        ENV.get_template(page.template)
-            .and_then(|t| t.render(ctx))
-            .unwrap()
+        html(page).unwrap()
     }
 
     /// A first count still running: the lanes say so, with their sends per minute beside.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::Herald;
 use crate::domain::{DeliveryEvent, Message, MessageId, MessageStatus, TenantId};
-use crate::ports::{StoreError, Transition, TransitionOutcome};
+use crate::ports::{BulkSummary, StoreError, Transition, TransitionOutcome, RECENT_BULK_SENDS};
 
 #[derive(Debug)]
 pub enum CancelOutcome {
@@ -15,7 +15,22 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// How far back the list of a tenant's bulk sends reaches.
+pub const BULK_LIST_DAYS: i64 = 30;
+
 impl Herald {
+    /// The tenant's bulk sends of the last [`BULK_LIST_DAYS`], newest first, at most
+    /// [`RECENT_BULK_SENDS`]; the API's list and the console's.
+    pub async fn recent_bulk_sends(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<BulkSummary>, StoreError> {
+        let since = Utc::now() - chrono::Duration::days(BULK_LIST_DAYS);
+        self.store
+            .recent_bulk_sends(tenant, since, RECENT_BULK_SENDS)
+            .await
+    }
+
     pub async fn message(
         &self,
         tenant: &TenantId,

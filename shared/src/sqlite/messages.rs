@@ -139,9 +139,6 @@ pub(super) fn apply_transition(
             true => super::sets::take_back_claims(conn, &[id.as_str()])?,
             false => insert_event(conn, id, t.to.into(), at, p.detail.as_deref())?,
         }
-        if t.to == MessageStatus::Sent {
-            super::throughput::count_one_sent(conn, id, at)?;
-        }
         return Ok(TransitionOutcome::Applied);
     }
     let current: Option<(String, String)> = conn

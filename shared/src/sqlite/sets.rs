@@ -13,7 +13,7 @@ use super::rows::{
     claim_set, claimable, lane_after, message_columns, message_from_row, parse_status,
 };
 use super::throughput::SentTally;
-use crate::domain::{EventKind, Message, MessageId};
+use crate::domain::{EventKind, Message, MessageId, MessageStatus};
 use crate::ports::{AttemptChange, ClaimOutcome, Transition, TransitionOutcome};
 
 /// One event row to append: message id, kind, time (ms), detail text.
@@ -224,9 +224,12 @@ pub(crate) fn apply_transitions(
 }
 
 fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<TransitionOutcome>> {
-    if let [one] = run {
-        // One row: the plain statement needs no RETURNING.
-        return super::messages::apply_transition(conn, one).map(|o| vec![o]);
+    match run {
+        // One row: the plain statement needs no RETURNING, unless the send is to be counted.
+        [one] if one.t.to != MessageStatus::Sent => {
+            return super::messages::apply_transition(conn, one).map(|o| vec![o]);
+        }
+        _ => {}
     }
     let mut applied: FxHashSet<String> =
         FxHashSet::with_capacity_and_hasher(run.len(), Default::default());

@@ -1,6 +1,7 @@
 //! Sends per minute, per tenant and lane, for the console's throughput chart. The writer counts
-//! a batch's `sent` outcomes as it applies them: one upsert per tenant, lane and minute in the
-//! batch (usually one), not a row per message. Counting the events instead would read every
+//! a batch's `sent` outcomes as it applies them (`sets::apply_transitions`, from the statement's
+//! RETURNING; a lone `sent` takes the batch statement for it): one upsert per tenant, lane and
+//! minute in the batch (usually one), not a row per message. Counting the events instead would read every
 //! send of the last hour on each look.
 
 use chrono::{DateTime, Utc};
@@ -43,17 +44,6 @@ impl SentTally {
         }
         Ok(())
     }
-}
-
-/// Counts one message that just became `sent`.
-pub(super) fn count_one_sent(conn: &Connection, id: &str, at_ms: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO sent_minutes (tenant, minute, lane, sent) \
-         SELECT tenant, ?2, priority, 1 FROM messages WHERE id = ?1 \
-         ON CONFLICT DO UPDATE SET sent = sent + 1",
-    )?
-    .execute(params![id, at_ms / MINUTE_MS])?;
-    Ok(())
 }
 
 /// Drops the minutes past keeping.

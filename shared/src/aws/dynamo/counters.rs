@@ -9,12 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Deserialize;
 
-use super::item::s;
-use super::{unavailable, DynamoStore};
+use super::batch::Read;
+use super::item::{n, s};
+use super::{epoch_seconds, unavailable, DynamoStore};
 use crate::domain::{Channel, MessageStatus, TenantId};
 use crate::ports::{ChannelCount, StoreError};
 
@@ -94,31 +96,50 @@ impl DynamoStore {
         Box::pin(self.count_sends(event)).await?;
         let table = self.tenants_table()?;
         for (tenant, buckets) in moves_of(event) {
-            let changed: Vec<(String, i64)> =
-                buckets.into_iter().filter(|(_, n)| *n != 0).collect();
-            if changed.is_empty() {
-                continue;
-            }
-            let mut adds = Vec::with_capacity(changed.len());
-            let mut names = HashMap::new();
-            let mut values = HashMap::new();
-            for (i, (bucket, n)) in changed.into_iter().enumerate() {
-                adds.push(format!("#b{i} :n{i}"));
-                names.insert(format!("#b{i}"), bucket);
-                values.insert(format!(":n{i}"), AttributeValue::N(n.to_string()));
-            }
             let shard = rand::thread_rng().gen_range(0..SHARDS);
-            self.client
-                .update_item()
-                .table_name(table)
-                .key("pk", s(counter_pk(&tenant, shard)))
-                .update_expression(format!("ADD {}", adds.join(", ")))
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await
-                .map_err(|e| unavailable("UpdateItem", e))?;
+            self.add_to_counts(table, counter_pk(&tenant, shard), buckets, None)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// One atomic ADD of each non-zero count to the attribute it names, on the item `pk` of
+    /// `table`, setting the item's TTL (`expires_at`) when given; nothing when all are zero.
+    pub(super) async fn add_to_counts(
+        &self,
+        table: &str,
+        pk: String,
+        counts: BTreeMap<String, i64>,
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let changed: Vec<(String, i64)> = counts.into_iter().filter(|(_, n)| *n != 0).collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut adds = Vec::with_capacity(changed.len());
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for (i, (name, count)) in changed.into_iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            names.insert(format!("#c{i}"), name);
+            values.insert(format!(":c{i}"), AttributeValue::N(count.to_string()));
+        }
+        let mut update = format!("ADD {}", adds.join(", "));
+        if let Some(expires) = expires {
+            names.insert("#ttl".to_owned(), "expires_at".to_owned());
+            values.insert(":ttl".to_owned(), n(epoch_seconds(expires)));
+            update = format!("SET #ttl = :ttl {update}");
+        }
+        self.client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
         Ok(())
     }
 
@@ -130,25 +151,9 @@ impl DynamoStore {
         let keys = (0..SHARDS)
             .map(|shard| HashMap::from([("pk".to_owned(), s(counter_pk(tenant.as_str(), shard)))]))
             .collect();
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(super::build_error)?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(table, request)
-            .send()
-            .await
-            .map_err(|e| unavailable("BatchGetItem", e))?;
+        let items = self.batch_get(table, keys, None, Read::Strong).await?;
         let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-        for item in out
-            .responses()
-            .and_then(|r| r.get(table))
-            .into_iter()
-            .flatten()
-        {
+        for item in &items {
             for (k, v) in item {
                 if let (Some(_), AttributeValue::N(count)) = (k.find('|'), v) {
                     *totals.entry(k.clone()).or_default() += count.parse::<i64>().unwrap_or(0);

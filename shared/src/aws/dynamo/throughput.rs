@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 
+use super::batch::Read;
 use super::counters::{StreamEvent, StreamRecord};
-use super::item::{n, s};
-use super::{epoch_seconds, unavailable, DynamoStore};
+use super::item::s;
+use super::DynamoStore;
 use crate::domain::{Priority, TenantId};
 use crate::ports::{SentMinute, StoreError, SENT_MINUTES_KEPT_HOURS};
 
@@ -59,25 +60,9 @@ impl DynamoStore {
     pub async fn count_sends(&self, event: &StreamEvent) -> Result<(), StoreError> {
         let table = self.tenants_table()?;
         for ((tenant, hour), minutes) in sends_of(event) {
-            let mut adds = Vec::with_capacity(minutes.len());
-            let mut names = HashMap::from([("#ttl".to_owned(), "expires_at".to_owned())]);
             let expires = hour + Duration::hours(SENT_MINUTES_KEPT_HOURS + 1);
-            let mut values = HashMap::from([(":ttl".to_owned(), n(epoch_seconds(expires)))]);
-            for (i, (minute, count)) in minutes.into_iter().enumerate() {
-                adds.push(format!("#m{i} :n{i}"));
-                names.insert(format!("#m{i}"), minute);
-                values.insert(format!(":n{i}"), n(count));
-            }
-            self.client
-                .update_item()
-                .table_name(table)
-                .key("pk", s(hour_pk(&tenant, hour)))
-                .update_expression(format!("SET #ttl = :ttl ADD {}", adds.join(", ")))
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await
-                .map_err(|e| unavailable("UpdateItem", e))?;
+            self.add_to_counts(table, hour_pk(&tenant, hour), minutes, Some(expires))
+                .await?;
         }
         Ok(())
     }
@@ -102,22 +87,9 @@ impl DynamoStore {
             )]));
             hour += Duration::hours(1);
         }
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .build()
-            .map_err(super::build_error)?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(table, request)
-            .send()
-            .await
-            .map_err(|e| unavailable("BatchGetItem", e))?;
-        let mut found: Vec<SentMinute> = out
-            .responses()
-            .and_then(|r| r.get(table))
-            .into_iter()
-            .flatten()
+        let items = self.batch_get(table, keys, None, Read::Eventual).await?;
+        let mut found: Vec<SentMinute> = items
+            .iter()
             .flat_map(minutes_of)
             .filter(|m| m.minute + Duration::minutes(1) > since)
             .collect();
