@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 8] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 9] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -14,7 +14,27 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 8] = [
     inbound_email,
     inbound_media,
     thread_slots,
+    bulk_jobs_split,
 ];
+
+/// Version 9: a bulk send being written keeps its job and its progress in two tables
+/// (`bulk.rs`), so a chunk's progress no longer rewrites the whole job. A send an older
+/// Herald accepted and had not finished moves across and is finished at start as before.
+fn bulk_jobs_split(conn: &Connection) -> rusqlite::Result<()> {
+    if found(
+        conn,
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bulk_jobs'",
+    )? {
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO bulk_job_bodies (bulk_id, job) SELECT bulk_id, job FROM bulk_jobs; \
+             INSERT OR IGNORE INTO bulk_job_progress (bulk_id, tenant, total, next_index) \
+               SELECT bulk_id, job ->> '$.tenant', json_array_length(job, '$.recipients'), next_index \
+               FROM bulk_jobs; \
+             DROP TABLE bulk_jobs;",
+        )?;
+    }
+    Ok(())
+}
 
 /// Version 8: a contact may have a current thread per channel (the tenant's thread policy);
 /// the threads before were each a contact's one thread across channels.
@@ -301,5 +321,63 @@ mod key_scope_tests {
             .query_row("SELECT scopes FROM api_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(scopes, "send,read,admin");
+    }
+}
+
+#[cfg(test)]
+mod bulk_split_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use crate::domain::TenantId;
+    use crate::ports::contract::bulk_job;
+    use crate::ports::MessageStore;
+    use crate::sqlite::SqliteBackend;
+
+    /// A send an older Herald accepted and wrote up to recipient 256 is finished from there.
+    #[tokio::test]
+    async fn an_unfinished_bulk_send_from_before_the_split_is_finished_from_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        SqliteBackend::open(&path)
+            .unwrap()
+            .close_and_wait(Duration::from_secs(5))
+            .await;
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = bulk_job(&tenant, "bulk_old", 300);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE bulk_jobs (bulk_id TEXT PRIMARY KEY, job TEXT NOT NULL, \
+                 next_index INTEGER NOT NULL) WITHOUT ROWID; PRAGMA user_version = 8;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO bulk_jobs VALUES ('bulk_old', ?1, 256)",
+                [serde_json::to_string(&job).unwrap()],
+            )
+            .unwrap();
+        }
+        let b = SqliteBackend::open(&path).unwrap();
+        let pending = b.bulk_progress(&tenant, "bulk_old").await.unwrap().unwrap();
+        assert_eq!(pending.pending, 44, "300 recipients, 256 written");
+        assert_eq!(b.resume_bulk_jobs().await.unwrap(), 1);
+        let (first, last) = (job.recipients[0].id, job.recipients[299].id);
+        assert!(
+            b.get(&tenant, first).await.unwrap().is_none(),
+            "written before"
+        );
+        assert!(b.get(&tenant, last).await.unwrap().is_some());
+        assert_eq!(b.resume_bulk_jobs().await.unwrap(), 0);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'bulk_jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table is gone");
     }
 }

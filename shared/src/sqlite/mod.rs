@@ -241,12 +241,6 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_by_scope ON audit_log (scope, id);
 CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
--- Bulk sends being written: the accepted job, and how far its messages are written.
-CREATE TABLE IF NOT EXISTS bulk_jobs (
-    bulk_id TEXT PRIMARY KEY,
-    job TEXT NOT NULL,
-    next_index INTEGER NOT NULL
-) WITHOUT ROWID;
 "#;
 
 /// The embedded backend: implements [`crate::ports::MessageStore`], [`crate::ports::LaneQueue`],
@@ -271,6 +265,7 @@ impl SqliteBackend {
             .map_err(to_store_error)?;
         conn.execute_batch(relay::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(warmup::SCHEMA).map_err(to_store_error)?;
+        conn.execute_batch(bulk::SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(bulk_sends::SCHEMA)
             .map_err(to_store_error)?;
         conn.execute_batch(throughput::SCHEMA)

@@ -164,7 +164,7 @@ pub(super) fn bulk_owner_in(
     let owner: Option<String> = conn
         .prepare_cached(
             "SELECT tenant FROM messages INDEXED BY messages_by_bulk WHERE bulk_id = ?1 \
-             UNION ALL SELECT job ->> '$.tenant' FROM bulk_jobs WHERE bulk_id = ?1 LIMIT 1",
+             UNION ALL SELECT tenant FROM bulk_job_progress WHERE bulk_id = ?1 LIMIT 1",
         )?
         .query_row([bulk_id], |r| r.get(0))
         .optional()?;
@@ -193,8 +193,7 @@ pub(super) fn bulk_progress_in(
     // A job still being written: the recipients after its progress mark.
     let job: Option<i64> = conn
         .prepare_cached(
-            "SELECT json_array_length(job, '$.recipients') - next_index FROM bulk_jobs \
-             WHERE bulk_id = ?1 AND job ->> '$.tenant' = ?2",
+            "SELECT total - next_index FROM bulk_job_progress WHERE bulk_id = ?1 AND tenant = ?2",
         )?
         .query_row([bulk_id, tenant], |r| r.get(0))
         .optional()?;
