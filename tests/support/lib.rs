@@ -214,7 +214,6 @@ impl TestServer {
         .await
     }
 
-    /// Sends one message and returns its id; panics unless it was accepted.
     /// Adds relay numbers on the sandbox provider: (number, role) each.
     pub async fn add_sandbox_numbers(&self, numbers: &[(&str, &str)]) {
         for (number, role) in numbers {
@@ -224,6 +223,7 @@ impl TestServer {
         }
     }
 
+    /// Sends one message and returns its id; panics unless it was accepted.
     pub async fn send(&self, body: &Value) -> String {
         let r = self.post("/v1/messages", body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "send refused: {}", r.body);

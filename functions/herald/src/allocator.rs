@@ -28,6 +28,7 @@ const PURGE_DELAY: Setting = Setting {
 /// Whether arenas are committed up front: mimalloc's default on Linux is yes, and then a
 /// purge leaves the pages resident. One bulk request of 10,000 recipients took the server from
 /// 38 MB to 87 MB with it, 53 MB without, at the same rate (docs/performance.md).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const ARENA_EAGER_COMMIT: Setting = Setting {
     option: 4,
     value: 0,

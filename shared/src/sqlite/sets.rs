@@ -224,12 +224,11 @@ pub(crate) fn apply_transitions(
 }
 
 fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<TransitionOutcome>> {
-    match run {
-        // One row: the plain statement needs no RETURNING, unless the send is to be counted.
-        [one] if one.t.to != MessageStatus::Sent => {
+    // One row: the plain statement needs no RETURNING, unless the send is to be counted.
+    if let [one] = run {
+        if one.t.to != MessageStatus::Sent {
             return super::messages::apply_transition(conn, one).map(|o| vec![o]);
         }
-        _ => {}
     }
     let mut applied: FxHashSet<String> =
         FxHashSet::with_capacity_and_hasher(run.len(), Default::default());

@@ -1,8 +1,8 @@
 //! Sends per minute, per tenant and lane, for the console's throughput chart. The writer counts
 //! a batch's `sent` outcomes as it applies them (`sets::apply_transitions`, from the statement's
 //! RETURNING; a lone `sent` takes the batch statement for it): one upsert per tenant, lane and
-//! minute in the batch (usually one), not a row per message. Counting the events instead would read every
-//! send of the last hour on each look.
+//! minute in the batch (usually one), not a row per message. Counting the events instead would
+//! read every send of the last hour on each look.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
