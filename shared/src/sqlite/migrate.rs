@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 9] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 10] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -15,7 +15,17 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 9] = [
     inbound_media,
     thread_slots,
     bulk_jobs_split,
+    accept_event_on_the_row,
 ];
+
+/// Version 10: a message's accept event is on its row (`accept_kind`, `accept_detail`), not an
+/// `events` row. Rows accepted before keep theirs in `events`, and their new columns are NULL.
+fn accept_event_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
+    add_message_columns(
+        conn,
+        &[("accept_kind", "TEXT"), ("accept_detail", "TEXT")],
+    )
+}
 
 /// Version 9: a bulk send being written keeps its job and its progress in two tables
 /// (`bulk.rs`), so a chunk's progress no longer rewrites the whole job. A send an older
@@ -202,7 +212,7 @@ mod tests {
     use super::MIGRATIONS;
 
     use crate::domain::{MessageId, Priority};
-    use crate::ports::LaneQueue;
+    use crate::ports::{LaneQueue, MessageStore};
     use crate::sqlite::SqliteBackend;
 
     /// The tables as Herald wrote them before version 1 (the rest of the schema is unchanged).
@@ -218,7 +228,9 @@ mod tests {
             message_id TEXT NOT NULL, tenant TEXT NOT NULL, visible_at INTEGER NOT NULL,
             enqueued_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0,
             in_flight INTEGER NOT NULL DEFAULT 0);
-        CREATE INDEX lane_queue_due ON lane_queue (lane, visible_at);";
+        CREATE INDEX lane_queue_due ON lane_queue (lane, visible_at);
+        CREATE TABLE events (message_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+            at INTEGER NOT NULL, detail TEXT, PRIMARY KEY (message_id, seq)) WITHOUT ROWID;";
 
     fn old_row(conn: &rusqlite::Connection, id: MessageId, status: &str, queued: bool) {
         conn.execute(
@@ -226,6 +238,12 @@ mod tests {
              correlation_id, created_at, updated_at) \
              VALUES (?1, 'acme', 'email', 3, ?2, 'a@example.com', 'hi', 'c', 1, 1)",
             rusqlite::params![id.to_string(), status],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events (message_id, seq, kind, at, detail) \
+             VALUES (?1, 1, 'queued', 1, '{\"lane\":\"P3\"}')",
+            [id.to_string()],
         )
         .unwrap();
         if queued {
@@ -255,6 +273,13 @@ mod tests {
             b.close_and_wait(Duration::from_secs(5)).await;
         }
         let b = SqliteBackend::open(&path).unwrap();
+        let tenant = crate::domain::TenantId::parse("acme").unwrap();
+        let (_, timeline) = b.get(&tenant, sent).await.unwrap().unwrap();
+        assert_eq!(
+            timeline.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["queued"],
+            "an old row's accept event stays in events, read once"
+        );
         let got = b
             .receive(Priority::P3, 10, Duration::from_secs(30))
             .await

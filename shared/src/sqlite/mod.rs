@@ -106,7 +106,12 @@ CREATE TABLE IF NOT EXISTS messages (
     -- until the next claim moves it into `events` (see `migrate.rs`).
     claim_seq INTEGER,
     claimed_at INTEGER,
-    claim_attempt INTEGER
+    claim_attempt INTEGER,
+    -- The accept's event (kind and detail; its time is `created_at`), first in the timeline:
+    -- on the row, not an `events` row, so an accept writes one row and its index entries.
+    -- NULL on a row from before `migrate.rs` version 10, whose first event is in `events`.
+    accept_kind TEXT,
+    accept_detail TEXT
 );
 -- Provider callbacks find their message by the provider's id.
 CREATE INDEX IF NOT EXISTS messages_by_provider_id

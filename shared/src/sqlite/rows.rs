@@ -174,10 +174,14 @@ pub(crate) fn events_of(
     conn: &Connection,
     message_id: &str,
 ) -> rusqlite::Result<Vec<DeliveryEvent>> {
-    // The last claim's `sending` event lives on the message row (`claim_set!`).
+    // The accept's event (seq 0: always first) and the last claim's `sending` event live on
+    // the message row (`inserts.rs`, `claim_set!`).
     let mut stmt = conn.prepare_cached(
         "SELECT kind, at, detail FROM ( \
            SELECT seq, kind, at, detail FROM events WHERE message_id = ?1 \
+           UNION ALL \
+           SELECT 0, accept_kind, created_at, accept_detail \
+           FROM messages WHERE id = ?1 AND accept_kind IS NOT NULL \
            UNION ALL \
            SELECT claim_seq, 'sending', claimed_at, json_object('attempt', claim_attempt) \
            FROM messages WHERE id = ?1 AND claim_seq IS NOT NULL) \
