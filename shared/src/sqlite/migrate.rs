@@ -21,10 +21,7 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 10] = [
 /// Version 10: a message's accept event is on its row (`accept_kind`, `accept_detail`), not an
 /// `events` row. Rows accepted before keep theirs in `events`, and their new columns are NULL.
 fn accept_event_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
-    add_message_columns(
-        conn,
-        &[("accept_kind", "TEXT"), ("accept_detail", "TEXT")],
-    )
+    add_message_columns(conn, &[("accept_kind", "TEXT"), ("accept_detail", "TEXT")])
 }
 
 /// Version 9: a bulk send being written keeps its job and its progress in two tables
