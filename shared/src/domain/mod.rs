@@ -17,6 +17,7 @@ pub mod media;
 pub mod message;
 pub mod notify;
 pub mod options;
+pub mod packed;
 pub mod priority;
 pub mod relay;
 pub mod rules;

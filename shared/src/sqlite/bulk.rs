@@ -6,18 +6,20 @@
 
 use std::sync::Arc;
 
+use rusqlite::types::{FromSqlError, ValueRef};
 use rusqlite::{params, OptionalExtension};
 
 use super::inserts::insert_messages;
 use super::messages::{find_key, insert_key};
 use super::SqliteBackend;
-use crate::domain::{BulkJob, NewMessage};
+use crate::domain::{packed, BulkJob, NewMessage};
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, StoreError};
 
 /// Bulk sends being written. The accepted job is written once and deleted once; its progress
 /// is a row of its own, updated after every chunk. Kept in one row, every progress update
 /// rewrote the whole job (SQLite writes a row whole): about 1.2 MB per chunk of a 10,000-recipient
-/// send, copied and logged to the WAL 40 times.
+/// send, copied and logged to the WAL 40 times. `job` holds the job's JSON deflated
+/// (`domain/packed.rs`), a blob, or as text when an older Herald stored it.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bulk_job_bodies (
     bulk_id TEXT PRIMARY KEY,
@@ -29,6 +31,9 @@ CREATE TABLE IF NOT EXISTS bulk_job_progress (
     total INTEGER NOT NULL,
     next_index INTEGER NOT NULL
 ) WITHOUT ROWID;";
+
+/// The most JSON a stored job may inflate to: far above a 32 MB bulk request's.
+const STORED_JOB_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Messages per chunk, and the rendered content after which a chunk is cut short.
 const CHUNK_MESSAGES: usize = 256;
@@ -54,8 +59,9 @@ impl SqliteBackend {
         job: &BulkJob,
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<AcceptOutcome, StoreError> {
-        let text = serde_json::to_string(&job)
+        let json = serde_json::to_vec(&job)
             .map_err(|e| StoreError::Corrupt(format!("bulk job does not serialize: {e}")))?;
+        let packed = packed::pack(&json);
         let (bulk_id, rank) = (job.bulk_id.clone(), job.envelope.priority.rank());
         let (tenant, listed) = (job.tenant.clone(), BulkSummary::of(job));
         let total = job.recipients.len() as i64;
@@ -68,7 +74,7 @@ impl SqliteBackend {
                     insert_key(conn, key)?;
                 }
                 conn.prepare_cached("INSERT INTO bulk_job_bodies (bulk_id, job) VALUES (?1, ?2)")?
-                    .execute(params![bulk_id, text])?;
+                    .execute(params![bulk_id, packed])?;
                 conn.prepare_cached(
                     "INSERT INTO bulk_job_progress (bulk_id, tenant, total, next_index) \
                      VALUES (?1, ?2, ?3, 0)",
@@ -137,8 +143,8 @@ impl SqliteBackend {
     /// Returns how many it finished.
     pub async fn resume_bulk_jobs(&self) -> Result<usize, StoreError> {
         let mut resumed = 0;
-        while let Some((text, next)) = self.next_unfinished_job().await? {
-            let job: BulkJob = serde_json::from_str(&text)
+        while let Some((json, next)) = self.next_unfinished_job().await? {
+            let job: BulkJob = serde_json::from_slice(&json)
                 .map_err(|e| StoreError::Corrupt(format!("stored bulk job: {e}")))?;
             self.write_bulk(Arc::new(job), next).await?;
             resumed += 1;
@@ -146,18 +152,31 @@ impl SqliteBackend {
         Ok(resumed)
     }
 
-    async fn next_unfinished_job(&self) -> Result<Option<(String, usize)>, StoreError> {
+    /// The JSON of a job not yet written to the end, and where its writing stopped.
+    async fn next_unfinished_job(&self) -> Result<Option<(Vec<u8>, usize)>, StoreError> {
         self.readers
             .run(|conn| {
                 conn.query_row(
                     "SELECT b.job, p.next_index FROM bulk_job_progress p \
                      JOIN bulk_job_bodies b USING (bulk_id) LIMIT 1",
                     [],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize)),
+                    |r| Ok((job_json(r.get_ref(0)?)?, r.get::<_, i64>(1)? as usize)),
                 )
                 .optional()
             })
             .await
+    }
+}
+
+/// A stored job's JSON: deflated (a blob), or as text from a Herald before that.
+fn job_json(stored: ValueRef<'_>) -> rusqlite::Result<Vec<u8>> {
+    let corrupt = |e: String| FromSqlError::Other(e.into());
+    match stored {
+        ValueRef::Blob(b) => {
+            packed::unpack(b, STORED_JOB_LIMIT).map_err(|e| corrupt(e.to_string()).into())
+        }
+        ValueRef::Text(t) => Ok(t.to_vec()),
+        other => Err(corrupt(format!("a stored job of type {:?}", other.data_type())).into()),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
 use crate::domain::{
-    BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
+    packed, BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
 };
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, StoreError};
 
@@ -89,6 +90,21 @@ fn parts_of(recipients: &[BulkJobRecipient]) -> Result<Vec<String>, StoreError> 
     Ok(parts)
 }
 
+/// The most JSON a stored part may inflate to: a part is cut at `PART_BYTES` of it.
+const PART_JSON_LIMIT: usize = PART_BYTES + PART_RECIPIENTS + 2;
+
+/// A part's recipients: their JSON deflated (binary), or as a string from a Herald before that.
+fn part_recipients(part: &Item) -> Result<Vec<BulkJobRecipient>, String> {
+    let json = match part.get("recipients") {
+        Some(AttributeValue::B(b)) => {
+            packed::unpack(b.as_ref(), PART_JSON_LIMIT).map_err(|e| e.to_string())?
+        }
+        Some(AttributeValue::S(text)) => text.as_bytes().to_vec(),
+        _ => return Err("a part without recipients".into()),
+    };
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
 fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("bulk_id".to_owned(), s(bulk_id)),
@@ -136,7 +152,10 @@ impl DynamoStore {
             .enumerate()
             .map(|(i, body)| {
                 let mut item = part_key(&job.bulk_id, i + 1);
-                item.insert("recipients".into(), s(body.as_str()));
+                item.insert(
+                    "recipients".into(),
+                    AttributeValue::B(Blob::new(packed::pack(body.as_bytes()))),
+                );
                 item.insert("expires_at".into(), expires.clone());
                 item
             })
@@ -342,8 +361,7 @@ impl DynamoStore {
         let item = out
             .item
             .ok_or_else(|| corrupt(format!("part {part} is missing")))?;
-        let recipients: Vec<BulkJobRecipient> = serde_json::from_str(get_s(&item, "recipients")?)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let recipients = part_recipients(&item).map_err(corrupt)?;
         let job = BulkJob {
             bulk_id: bulk_id.clone(),
             tenant: header.tenant.clone(),
@@ -419,8 +437,7 @@ impl DynamoStore {
         tenant: &TenantId,
         bulk_id: &str,
     ) -> Result<Option<Vec<MessageId>>, StoreError> {
-        let corrupt =
-            |e: serde_json::Error| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
+        let corrupt = |e: String| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
         let (mut ids, mut owned, mut start) = (Vec::new(), false, None);
         loop {
             let out = self
@@ -435,12 +452,12 @@ impl DynamoStore {
                 .map_err(|e| unavailable("Query", e))?;
             for part in out.items() {
                 if let Some(header) = opt_s(part, "header") {
-                    let header: JobHeader = serde_json::from_str(header).map_err(corrupt)?;
+                    let header: JobHeader =
+                        serde_json::from_str(header).map_err(|e| corrupt(e.to_string()))?;
                     owned = &header.tenant == tenant;
                     continue;
                 }
-                let recipients: Vec<BulkJobRecipient> =
-                    serde_json::from_str(get_s(part, "recipients")?).map_err(corrupt)?;
+                let recipients = part_recipients(part).map_err(corrupt)?;
                 ids.extend(recipients.into_iter().map(|r| r.id));
             }
             start = out.last_evaluated_key().cloned();
@@ -485,5 +502,21 @@ mod tests {
             "parts stay under the item limit"
         );
         assert_eq!(parts.len(), 5, "two 100 KB recipients per part");
+    }
+
+    #[test]
+    fn a_part_reads_back_deflated_or_as_an_older_herald_stored_it() {
+        let list: Vec<_> = (0..500).map(|_| recipient(10)).collect();
+        let json = parts_of(&list).unwrap().remove(0);
+        let stored = |value| Item::from([("recipients".to_owned(), value)]);
+        let packed = AttributeValue::B(Blob::new(packed::pack(json.as_bytes())));
+        assert!(
+            matches!(&packed, AttributeValue::B(b) if b.as_ref().len() * 2 < json.len()),
+            "deflated to under half"
+        );
+        assert_eq!(part_recipients(&stored(packed)).unwrap(), list);
+        assert_eq!(part_recipients(&stored(s(json.clone()))).unwrap(), list);
+        let garbled = AttributeValue::B(Blob::new(json.into_bytes()));
+        assert!(part_recipients(&stored(garbled)).is_err());
     }
 }
