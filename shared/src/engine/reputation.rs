@@ -25,14 +25,22 @@ use crate::ports::StoreError;
 /// The least time between two judgements of one tenant in one process.
 pub const JUDGE_EVERY: Duration = Duration::from_secs(5);
 
-/// When each tenant was last judged here.
+/// When each tenant was last judged here, and the lock that runs one judgement at a time.
 #[derive(Default)]
-pub(crate) struct Judged(parking_lot::Mutex<HashMap<TenantId, Instant>>);
+pub(crate) struct Judged {
+    last: parking_lot::Mutex<HashMap<TenantId, Instant>>,
+    /// A bounce's judgement and a `GET /v1/reputation` at the same moment would both find the
+    /// tenant unpaused and both record and announce the pause; a judgement beside a settings
+    /// change or a resume would write back the state it read before them. Each of the three
+    /// reads and writes the state under this lock. They are rare (a judgement every 5 s a
+    /// tenant at most, and on that GET) and a few reads long, so one lock serves all tenants.
+    running: tokio::sync::Mutex<()>,
+}
 
 impl Judged {
     /// Whether the tenant is due a judgement now (and marks it judged).
     fn due(&self, tenant: &TenantId) -> bool {
-        let mut last = self.0.lock();
+        let mut last = self.last.lock();
         if last.len() > 10_000 {
             last.clear();
         }
@@ -122,6 +130,7 @@ impl Herald {
         &self,
         tenant: &TenantId,
     ) -> Result<(ReputationState, Vec<Standing>), StoreError> {
+        let _one_at_a_time = self.judged.running.lock().await;
         let now = Utc::now();
         let mut state = self.rules.reputation(tenant).await?;
         let mut changed = false;
@@ -199,6 +208,7 @@ impl Herald {
         tenant: &TenantId,
         entry: AuditEntry,
     ) -> Result<Option<Pause>, StoreError> {
+        let _one_at_a_time = self.judged.running.lock().await;
         let mut state = self.rules.reputation(tenant).await?;
         let now = Utc::now();
         let totals = self.gateway_totals(tenant).await?;
@@ -217,6 +227,7 @@ impl Herald {
         tenant: &TenantId,
         settings: ReputationSettings,
     ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.judged.running.lock().await;
         let mut state = self.rules.reputation(tenant).await?;
         state.settings = settings;
         self.save_reputation(tenant, state).await
