@@ -127,8 +127,8 @@ async fn bulk(
     Ok(())
 }
 
-/// Waits until `n` accepted messages are queued: a bulk accept is durable at once, but the
-/// messages of its last jobs may still be being written when the 202 arrives.
+/// Waits until `n` accepted messages are queued: part of the bulk figure, so the rate counts
+/// recipients stored, not only accepted (a backend may write them after its 202).
 async fn wait_stored(client: &reqwest::Client, s: &Server, n: usize) -> anyhow::Result<()> {
     while s.backlog(client, Some("P3")).await? < n as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
