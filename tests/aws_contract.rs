@@ -90,6 +90,12 @@ async fn dynamo_dead_letters_are_listed_and_redriven() {
 }
 
 #[tokio::test]
+async fn dynamo_a_timeline_keeps_every_send() {
+    let (_s, b) = backend().await;
+    a_timeline_keeps_every_send(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_channel_counts_follow_the_state() {
     let (s, b) = backend().await;
     // The counts follow the messages table's stream, through the `stats` function.

@@ -662,6 +662,48 @@ pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>
     assert_eq!(all.len(), 2, "no ids: every dead letter of the tenant");
 }
 
+/// A message sent, failed, redriven and sent again keeps both sends in its timeline, in order,
+/// each with its own detail (SQLite keeps the last one on the row).
+pub async fn a_timeline_keeps_every_send<S: MessageStore>(store: &S) {
+    let t = tenant("resent");
+    let id = accept(store, message(&t, Priority::P2)).await;
+    for provider_id in ["first", "second"] {
+        let m = claim_now(store, id, Priority::P2).await;
+        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+        sent.attempt = Some(m.attempts);
+        sent.gateway = Some("sandbox-email".into());
+        sent.provider_message_id = Some(provider_id.into());
+        sent.detail = json!({ "provider_message_id": provider_id });
+        let mut fail = Transition::new(id, MessageStatus::Failed, Utc::now());
+        fail.last_error = Some("hard bounce".into());
+        for step in [sent, fail] {
+            assert_eq!(
+                store.transition(vec![step]).await.unwrap(),
+                [TransitionOutcome::Applied]
+            );
+        }
+        if provider_id == "first" {
+            assert_eq!(
+                store.redrive(&t, Some(vec![id]), Utc::now()).await.unwrap(),
+                [id]
+            );
+        }
+    }
+    let (m, events) = store.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(m.provider_message_id.as_deref(), Some("second"));
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["queued", "sending", "sent", "failed", "queued", "sending", "sent", "failed"]
+    );
+    let sends: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.kind == MessageStatus::Sent)
+        .map(|e| &e.detail["provider_message_id"])
+        .collect();
+    assert_eq!(sends, [&json!("first"), &json!("second")]);
+}
+
 /// `settle` lets the counts catch up where they follow the store asynchronously (DynamoDB's
 /// stream).
 pub async fn channel_counts_follow_the_state<S, F>(store: &S, settle: impl Fn() -> F)

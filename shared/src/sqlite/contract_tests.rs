@@ -95,6 +95,12 @@ async fn sqlite_dead_letters_are_listed_and_redriven() {
 }
 
 #[tokio::test]
+async fn sqlite_a_timeline_keeps_every_send() {
+    let (_d, b) = backend();
+    a_timeline_keeps_every_send(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_channel_counts_follow_the_state() {
     let (_d, b) = backend();
     channel_counts_follow_the_state(&b, || async {}).await;

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 10] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 11] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -16,7 +16,32 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 10] = [
     thread_slots,
     bulk_jobs_split,
     accept_event_on_the_row,
+    sent_event_on_the_row,
 ];
+
+/// Version 11: the `sent` event a dispatch records is on its message row (`sent_seq`,
+/// `sent_at`, `sent_detail`), not an `events` row. When a later `sent` replaces it, this trigger
+/// moves the old one into `events`, so a timeline keeps both, as `claims_on_the_row` does for
+/// claims.
+fn sent_event_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
+    add_message_columns(
+        conn,
+        &[
+            ("sent_seq", "INTEGER"),
+            ("sent_at", "INTEGER"),
+            ("sent_detail", "TEXT"),
+        ],
+    )?;
+    conn.execute_batch(
+        "CREATE TRIGGER IF NOT EXISTS messages_sent_replaced \
+         AFTER UPDATE OF sent_seq ON messages \
+         WHEN OLD.sent_seq IS NOT NULL AND NEW.sent_seq IS NOT OLD.sent_seq \
+         BEGIN \
+           INSERT INTO events (message_id, seq, kind, at, detail) \
+             VALUES (OLD.id, OLD.sent_seq, 'sent', OLD.sent_at, OLD.sent_detail); \
+         END;",
+    )
+}
 
 /// Version 10: a message's accept event is on its row (`accept_kind`, `accept_detail`), not an
 /// `events` row. Rows accepted before keep theirs in `events`, and their new columns are NULL.
@@ -301,12 +326,15 @@ mod tests {
         let triggers: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' \
-                 AND name = 'messages_claim_replaced'",
+                 AND name IN ('messages_claim_replaced', 'messages_sent_replaced')",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(triggers, 1, "claims replaced later move into events");
+        assert_eq!(
+            triggers, 2,
+            "claims and sends replaced later move into events"
+        );
         let search_indexes: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \

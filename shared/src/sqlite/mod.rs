@@ -111,7 +111,13 @@ CREATE TABLE IF NOT EXISTS messages (
     -- on the row, not an `events` row, so an accept writes one row and its index entries.
     -- NULL on a row from before `migrate.rs` version 10, whose first event is in `events`.
     accept_kind TEXT,
-    accept_detail TEXT
+    accept_detail TEXT,
+    -- The last `sent` event a dispatch recorded (sequence, time, detail): on the row, not an
+    -- `events` row, so a drained message writes its row twice and nothing else. A later one
+    -- moves it into `events` (see `migrate.rs` version 11).
+    sent_seq INTEGER,
+    sent_at INTEGER,
+    sent_detail TEXT
 );
 -- Provider callbacks find their message by the provider's id.
 CREATE INDEX IF NOT EXISTS messages_by_provider_id

@@ -116,9 +116,10 @@ pub(crate) fn not_claimable(
 }
 
 /// The batch form of `messages::TRANSITION_SQL`, over rows `(id, status, at, gateway,
-/// provider id, last error, tenant, attempt, attempt change, sources)`. Two forms, as for one
-/// transition: SQLite rewrites an index entry whenever an UPDATE names one of its columns, so
-/// outcomes without a provider id leave the route columns out.
+/// provider id, last error, tenant, attempt, attempt change, sources, sent seq, detail)`. Two
+/// forms, as for one transition: SQLite rewrites an index entry whenever an UPDATE names one of
+/// its columns, so outcomes without a provider id leave the route columns out. A dispatch's
+/// `sent` (a row with a sent seq, always with a route) records its event on the row.
 macro_rules! transitions_sql {
     ($route:literal) => {
         BlockSql::new(
@@ -131,7 +132,7 @@ macro_rules! transitions_sql {
                 $route,
                 "last_error = COALESCE(j.column6, last_error) FROM (VALUES "
             ),
-            10,
+            12,
             ") AS j WHERE messages.id = j.column1 \
              AND instr(j.column10, ',' || status || ',') > 0 \
              AND (j.column7 IS NULL OR tenant = j.column7) \
@@ -143,7 +144,10 @@ macro_rules! transitions_sql {
 }
 static TRANSITIONS: BlockSql = transitions_sql!(
     "gateway = COALESCE(j.column4, gateway), \
-     provider_message_id = COALESCE(j.column5, provider_message_id), "
+     provider_message_id = COALESCE(j.column5, provider_message_id), \
+     sent_seq = COALESCE(j.column11, sent_seq), \
+     sent_at = CASE WHEN j.column11 IS NULL THEN sent_at ELSE j.column3 END, \
+     sent_detail = CASE WHEN j.column11 IS NULL THEN sent_detail ELSE j.column12 END, "
 );
 static TRANSITIONS_KEEP_ROUTE: BlockSql = transitions_sql!("");
 
@@ -185,8 +189,13 @@ impl Prepared {
         self.t.gateway.is_none() && self.t.provider_message_id.is_none()
     }
 
+    /// Whether its event goes on the row (`sent_seq`) rather than into `events`.
+    fn event_on_row(&self) -> bool {
+        self.t.to == MessageStatus::Sent && !self.t.hold && !self.keeps_route()
+    }
+
     /// The statement row, in `transitions_sql!`'s column order.
-    fn values(&self) -> [&dyn ToSql; 10] {
+    fn values<'a>(&'a self, sent_seq: &'a Option<i64>) -> [&'a dyn ToSql; 12] {
         [
             &self.id,
             &self.to,
@@ -198,6 +207,8 @@ impl Prepared {
             &self.t.attempt,
             &self.attempt_change,
             &self.sources,
+            sent_seq,
+            &self.detail,
         ]
     }
 }
@@ -233,11 +244,17 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
     let mut applied: FxHashSet<String> =
         FxHashSet::with_capacity_and_hasher(run.len(), Default::default());
     let mut sent = SentTally::default();
+    // Numbered here, on the writer, so a `sent` on the row orders with the events around it.
+    let sent_seqs: Vec<Option<i64>> = run
+        .iter()
+        .map(|p| p.event_on_row().then(next_event_seq))
+        .collect();
     for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
         let values: Vec<&dyn ToSql> = run
             .iter()
-            .filter(|p| p.keeps_route() == keeps_route)
-            .flat_map(Prepared::values)
+            .zip(&sent_seqs)
+            .filter(|(p, _)| p.keeps_route() == keeps_route)
+            .flat_map(|(p, seq)| p.values(seq))
             .collect();
         sql.run(conn, &values, |stmt, params| {
             let mut rows = stmt.query(params)?;
@@ -259,7 +276,7 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
     take_back_claims(conn, &held)?;
     let events: Vec<NewEvent<'_>> = run
         .iter()
-        .filter(|p| !p.t.hold && applied.contains(&p.id))
+        .filter(|p| !p.t.hold && !p.event_on_row() && applied.contains(&p.id))
         .map(|p| NewEvent {
             id: &p.id,
             kind: p.kind,
