@@ -188,6 +188,12 @@ async fn dynamo_inbound_rules_are_kept_per_tenant() {
 }
 
 #[tokio::test]
+async fn dynamo_reputation_saves_name_the_revision_they_read() {
+    let (_s, b) = backend().await;
+    reputation_saves_name_the_revision_they_read(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_email_replies_join_the_thread_they_name() {
     let (_s, b) = backend().await;
     email_replies_join_the_thread_they_name(b.store.as_ref()).await;

@@ -31,9 +31,11 @@ pub(crate) struct Judged {
     last: parking_lot::Mutex<HashMap<TenantId, Instant>>,
     /// A bounce's judgement and a `GET /v1/reputation` at the same moment would both find the
     /// tenant unpaused and both record and announce the pause; a judgement beside a settings
-    /// change or a resume would write back the state it read before them. Each of the three
-    /// reads and writes the state under this lock. They are rare (a judgement every 5 s a
-    /// tenant at most, and on that GET) and a few reads long, so one lock serves all tenants.
+    /// change or a resume would write back the state it read before them. Across processes
+    /// (Lambda instances) the stored revision stops that: a save names the revision it read,
+    /// and only a saved change is announced. In one process this lock also keeps the three
+    /// from retrying against each other. They are rare (a judgement every 5 s a tenant at
+    /// most, and on that GET) and a few reads long, so one lock serves all tenants.
     running: tokio::sync::Mutex<()>,
 }
 
@@ -73,14 +75,19 @@ impl Herald {
         Ok(r)
     }
 
+    /// Saves the state if no other process saved it since it was read (then its revision
+    /// moves on and the cache has it); false when one did, and nothing was written.
     async fn save_reputation(
         &self,
         tenant: &TenantId,
-        state: ReputationState,
-    ) -> Result<(), StoreError> {
-        self.rules.put_reputation(tenant, &state).await?;
-        self.reputations.put(tenant, state);
-        Ok(())
+        state: &mut ReputationState,
+    ) -> Result<bool, StoreError> {
+        if !self.rules.put_reputation(tenant, state).await? {
+            return Ok(false);
+        }
+        state.revision += 1;
+        self.reputations.put(tenant, state.clone());
+        Ok(true)
     }
 
     /// Judges the tenant now and reports.
@@ -125,45 +132,61 @@ impl Herald {
     }
 
     /// Reads the counts, keeps an hourly snapshot, lifts a cooled-down pause, and pauses when a
-    /// gateway is over the thresholds.
+    /// gateway is over the thresholds. What it changed is announced once it is saved: when
+    /// another process saved the state first, it judges again from what that one saved.
     async fn judge(
         &self,
         tenant: &TenantId,
     ) -> Result<(ReputationState, Vec<Standing>), StoreError> {
         let _one_at_a_time = self.judged.running.lock().await;
-        let now = Utc::now();
-        let mut state = self.rules.reputation(tenant).await?;
-        let mut changed = false;
-        if state.cooled_down(now) {
-            let totals = self.gateway_totals(tenant).await?;
-            let lifted = state.resume(&totals, now);
-            changed = true;
-            let entry = AuditEntry::now(
-                Scope::Tenant(tenant.clone()),
-                Actor::System,
-                AuditAction::ReputationResumed,
-            );
-            self.announce_resume(tenant, entry, lifted.as_ref(), now)
-                .await;
-        }
-        let (standings, snapshot_kept) = self.standings(tenant, &mut state, now).await?;
-        changed |= snapshot_kept;
-        if state.pause_if_over(&standings, now) {
-            changed = true;
-            if let Some(p) = &state.paused {
+        for _ in 0..SAVE_TRIES {
+            let mut v = self.verdict(tenant, Utc::now()).await?;
+            if !v.changed() {
+                self.reputations.put(tenant, v.state.clone());
+                return Ok((v.state, v.standings));
+            }
+            if !self.save_reputation(tenant, &mut v.state).await? {
+                continue;
+            }
+            if let Some(lifted) = &v.lifted {
+                let entry = AuditEntry::now(
+                    Scope::Tenant(tenant.clone()),
+                    Actor::System,
+                    AuditAction::ReputationResumed,
+                );
+                self.announce_resume(tenant, entry, lifted.as_ref(), v.at)
+                    .await;
+            }
+            if let (true, Some(p)) = (v.paused, &v.state.paused) {
                 self.announce_pause(tenant, p).await;
             }
+            return Ok((v.state, v.standings));
         }
+        Err(contended(tenant))
+    }
+
+    /// One judgement of the stored state, not yet saved.
+    async fn verdict(&self, tenant: &TenantId, at: DateTime<Utc>) -> Result<Verdict, StoreError> {
+        let mut state = self.rules.reputation(tenant).await?;
+        let mut lifted = None;
+        if state.cooled_down(at) {
+            let totals = self.gateway_totals(tenant).await?;
+            lifted = Some(state.resume(&totals, at));
+        }
+        let (standings, snapshot_kept) = self.standings(tenant, &mut state, at).await?;
+        let paused = state.pause_if_over(&standings, at);
         for s in standings.iter().filter(|s| s.level == "warn") {
             info!(%tenant, gateway = %s.gateway, bounce_rate = s.bounce_rate,
                   complaint_rate = s.complaint_rate, "reputation over the warn level");
         }
-        if changed {
-            self.save_reputation(tenant, state.clone()).await?;
-        } else {
-            self.reputations.put(tenant, state.clone());
-        }
-        Ok((state, standings))
+        Ok(Verdict {
+            state,
+            standings,
+            lifted,
+            paused,
+            snapshot_kept,
+            at,
+        })
     }
 
     /// Each gateway's window: counted by time where the store can (SQLite), else from the
@@ -209,16 +232,21 @@ impl Herald {
         entry: AuditEntry,
     ) -> Result<Option<Pause>, StoreError> {
         let _one_at_a_time = self.judged.running.lock().await;
-        let mut state = self.rules.reputation(tenant).await?;
-        let now = Utc::now();
-        let totals = self.gateway_totals(tenant).await?;
-        let lifted = state.resume(&totals, now);
-        if lifted.is_some() {
-            self.save_reputation(tenant, state).await?;
-            self.announce_resume(tenant, entry, lifted.as_ref(), now)
-                .await;
+        for _ in 0..SAVE_TRIES {
+            let mut state = self.rules.reputation(tenant).await?;
+            let now = Utc::now();
+            let totals = self.gateway_totals(tenant).await?;
+            let lifted = state.resume(&totals, now);
+            if lifted.is_none() {
+                return Ok(None);
+            }
+            if self.save_reputation(tenant, &mut state).await? {
+                self.announce_resume(tenant, entry, lifted.as_ref(), now)
+                    .await;
+                return Ok(lifted);
+            }
         }
-        Ok(lifted)
+        Err(contended(tenant))
     }
 
     /// Replaces the thresholds and cool-down; the pause and snapshots stay.
@@ -228,9 +256,14 @@ impl Herald {
         settings: ReputationSettings,
     ) -> Result<(), StoreError> {
         let _one_at_a_time = self.judged.running.lock().await;
-        let mut state = self.rules.reputation(tenant).await?;
-        state.settings = settings;
-        self.save_reputation(tenant, state).await
+        for _ in 0..SAVE_TRIES {
+            let mut state = self.rules.reputation(tenant).await?;
+            state.settings = settings.clone();
+            if self.save_reputation(tenant, &mut state).await? {
+                return Ok(());
+            }
+        }
+        Err(contended(tenant))
     }
 
     async fn announce_pause(&self, tenant: &TenantId, p: &Pause) {
@@ -273,6 +306,32 @@ impl Herald {
             warn!(%tenant, error = %e, event = event.as_str(), "event not announced");
         }
     }
+}
+
+/// What one judgement found: the state as it would be saved, and what changed in it.
+struct Verdict {
+    state: ReputationState,
+    standings: Vec<Standing>,
+    /// `Some` when a cooled-down pause was lifted (with the pause, if there was one).
+    lifted: Option<Option<Pause>>,
+    paused: bool,
+    snapshot_kept: bool,
+    at: DateTime<Utc>,
+}
+
+impl Verdict {
+    fn changed(&self) -> bool {
+        self.lifted.is_some() || self.paused || self.snapshot_kept
+    }
+}
+
+/// Saves tried before giving up while other processes keep saving the same tenant's state.
+const SAVE_TRIES: usize = 5;
+
+fn contended(tenant: &TenantId) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the reputation state of {tenant} changed {SAVE_TRIES} times while it was being saved"
+    ))
 }
 
 /// Message counts summed per gateway (messages no gateway took are left out).

@@ -2107,6 +2107,46 @@ pub async fn inbound_rules_are_kept_per_tenant<S: super::RuleStore>(store: &S) {
     assert!(store.inbound_rules(&acme).await.unwrap().rules.is_empty());
 }
 
+/// A reputation save is a compare-and-set on the revision it read: of two processes that read
+/// the same state, the second to save writes nothing and is told so.
+pub async fn reputation_saves_name_the_revision_they_read<S: super::RuleStore>(store: &S) {
+    use crate::domain::deliverability::reputation::Pause;
+    let t = tenant("reputation-cas");
+    let first = store.reputation(&t).await.unwrap();
+    assert_eq!(first.revision, 0);
+    let mut paused = first.clone();
+    paused.paused = Some(Pause {
+        gateway: "sandbox-email".into(),
+        bounce_rate: 0.2,
+        complaint_rate: 0.0,
+        sends: 100,
+        at: Utc::now(),
+        resumes_at: None,
+    });
+    assert!(store.put_reputation(&t, &paused).await.unwrap());
+    let mut late = first.clone();
+    late.settings.min_sends += 1;
+    assert!(
+        !store.put_reputation(&t, &late).await.unwrap(),
+        "a save from the revision before is refused"
+    );
+    let stored = store.reputation(&t).await.unwrap();
+    assert_eq!(stored.revision, 1);
+    assert_eq!(
+        stored.paused, paused.paused,
+        "the refused save wrote nothing"
+    );
+    assert_eq!(stored.settings, first.settings);
+    let mut resumed = stored.clone();
+    resumed.paused = None;
+    assert!(store.put_reputation(&t, &resumed).await.unwrap());
+    assert_eq!(store.reputation(&t).await.unwrap().revision, 2);
+    assert_eq!(
+        store.reputation(&tenant("other")).await.unwrap().revision,
+        0
+    );
+}
+
 /// The auto-reply guard: once per thread per window, and the message that holds the slot
 /// finds it again; a takeover is kept until the thread is closed.
 pub async fn auto_replies_are_claimed_once_per_window<S>(store: &S)

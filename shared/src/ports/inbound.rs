@@ -115,12 +115,14 @@ pub trait RuleStore: Send + Sync + 'static {
     async fn put_quiet_hours(&self, tenant: &TenantId, q: &QuietHours) -> Result<(), StoreError>;
     /// The tenant's reputation settings and pause.
     async fn reputation(&self, tenant: &TenantId) -> Result<ReputationState, StoreError>;
-    /// Replaces them.
+    /// Replaces them, stored as revision `state.revision + 1`, if the stored revision is still
+    /// `state.revision` (a compare-and-set: another process may judge the tenant at the same
+    /// time); false when it moved on, and nothing is written.
     async fn put_reputation(
         &self,
         tenant: &TenantId,
         state: &ReputationState,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// Tells the inbound workers that a message waits: embedded, a wake-up in the process; on AWS,

@@ -215,6 +215,12 @@ async fn sqlite_inbound_rules_are_kept_per_tenant() {
 }
 
 #[tokio::test]
+async fn sqlite_reputation_saves_name_the_revision_they_read() {
+    let (_d, b) = backend();
+    reputation_saves_name_the_revision_they_read(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_auto_replies_are_claimed_once_per_window() {
     let (_d, b) = backend();
     auto_replies_are_claimed_once_per_window(&b).await;

@@ -431,8 +431,27 @@ impl RuleStore for SqliteBackend {
         &self,
         tenant: &TenantId,
         state: &ReputationState,
-    ) -> Result<(), StoreError> {
-        self.put_setting(tenant, REPUTATION, state).await
+    ) -> Result<bool, StoreError> {
+        let read = state.revision;
+        let next = ReputationState {
+            revision: read + 1,
+            ..state.clone()
+        };
+        let raw = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tenant = tenant.as_str().to_owned();
+        self.writer
+            .run(1, move |conn| {
+                let written = conn
+                    .prepare_cached(
+                        "INSERT INTO reputation (tenant, policy, updated_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (tenant) DO UPDATE SET policy = excluded.policy, \
+                         updated_at = excluded.updated_at \
+                         WHERE COALESCE(policy ->> '$.revision', 0) = ?4",
+                    )?
+                    .execute(params![tenant, raw, ms(Utc::now()), read as i64])?;
+                Ok(written == 1)
+            })
+            .await
     }
 }
 

@@ -78,12 +78,38 @@ impl RuleStore for DynamoStore {
         self.setting(tenant, REPUTATION).await
     }
 
+    /// The revision is an attribute of its own too, for the put's condition.
     async fn put_reputation(
         &self,
         tenant: &TenantId,
         state: &ReputationState,
-    ) -> Result<(), StoreError> {
-        self.put_setting(tenant, REPUTATION, state).await
+    ) -> Result<bool, StoreError> {
+        let read = state.revision;
+        let next = ReputationState {
+            revision: read + 1,
+            ..state.clone()
+        };
+        let raw = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // An item saved before revisions has none: it is revision 0.
+        let condition = match read {
+            0 => "attribute_not_exists(revision) OR revision = :read",
+            _ => "revision = :read",
+        };
+        let (sk, attr) = REPUTATION;
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.contacts_table()?)
+            .item("tenant", s(tenant.as_str()))
+            .item("sk", s(sk))
+            .item(attr, s(raw))
+            .item("revision", n(next.revision))
+            .item("updated_at", n(ms(chrono::Utc::now())))
+            .condition_expression(condition)
+            .expression_attribute_values(":read", n(read))
+            .send()
+            .await;
+        super::applied(result, "PutItem")
     }
 }
 

@@ -166,6 +166,8 @@ pub struct ReputationState {
     /// Counts from before a resume are not held against the tenant again.
     pub resumed_at: Option<DateTime<Utc>>,
     pub snapshots: Vec<Snapshot>,
+    /// How many times it was saved: a save names the revision it read (`RuleStore::put_reputation`).
+    pub revision: u64,
 }
 
 /// One gateway's standing over the window.
