@@ -433,11 +433,8 @@ impl RuleStore for SqliteBackend {
         state: &ReputationState,
     ) -> Result<bool, StoreError> {
         let read = state.revision;
-        let next = ReputationState {
-            revision: read + 1,
-            ..state.clone()
-        };
-        let raw = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let raw = serde_json::to_string(&state.next_revision())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let tenant = tenant.as_str().to_owned();
         self.writer
             .run(1, move |conn| {

@@ -84,11 +84,7 @@ impl RuleStore for DynamoStore {
         tenant: &TenantId,
         state: &ReputationState,
     ) -> Result<bool, StoreError> {
-        let read = state.revision;
-        let next = ReputationState {
-            revision: read + 1,
-            ..state.clone()
-        };
+        let (read, next) = (state.revision, state.next_revision());
         let raw = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // An item saved before revisions has none: it is revision 0.
         let condition = match read {

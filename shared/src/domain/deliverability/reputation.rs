@@ -183,6 +183,14 @@ pub struct Standing {
 }
 
 impl ReputationState {
+    /// The state as its next save stores it: one revision on.
+    pub fn next_revision(&self) -> ReputationState {
+        ReputationState {
+            revision: self.revision + 1,
+            ..self.clone()
+        }
+    }
+
     /// Whether the tenant's sends on `lane` are held now.
     pub fn holds(&self, lane: Priority, now: DateTime<Utc>) -> bool {
         matches!(lane, Priority::P2 | Priority::P3)
