@@ -662,21 +662,30 @@ pub async fn dead_letters_are_listed_and_redriven<S: MessageStore, Q: LaneQueue>
     assert_eq!(all.len(), 2, "no ids: every dead letter of the tenant");
 }
 
-/// A message sent, failed, redriven and sent again keeps both sends in its timeline, in order,
-/// each with its own detail (SQLite keeps the last one on the row).
+/// A message sent, failed, redriven, sent again, delivered and opened keeps both sends in its
+/// timeline, in order, each with its own detail (SQLite keeps the last `sent` and the
+/// `delivered` on the row).
 pub async fn a_timeline_keeps_every_send<S: MessageStore>(store: &S) {
     let t = tenant("resent");
     let id = accept(store, message(&t, Priority::P2)).await;
-    for provider_id in ["first", "second"] {
+    for (provider_id, then) in [
+        ("first", MessageStatus::Failed),
+        ("second", MessageStatus::Delivered),
+    ] {
         let m = claim_now(store, id, Priority::P2).await;
         let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
         sent.attempt = Some(m.attempts);
         sent.gateway = Some("sandbox-email".into());
         sent.provider_message_id = Some(provider_id.into());
         sent.detail = json!({ "provider_message_id": provider_id });
-        let mut fail = Transition::new(id, MessageStatus::Failed, Utc::now());
-        fail.last_error = Some("hard bounce".into());
-        for step in [sent, fail] {
+        let mut after = Transition::new(id, then, Utc::now());
+        after.detail = json!({ "after": provider_id });
+        let opened = Transition::new(id, MessageStatus::Opened, Utc::now());
+        let steps = match then {
+            MessageStatus::Delivered => vec![sent, after, opened],
+            _ => vec![sent, after],
+        };
+        for step in steps {
             assert_eq!(
                 store.transition(vec![step]).await.unwrap(),
                 [TransitionOutcome::Applied]
@@ -694,8 +703,19 @@ pub async fn a_timeline_keeps_every_send<S: MessageStore>(store: &S) {
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["queued", "sending", "sent", "failed", "queued", "sending", "sent", "failed"]
+        [
+            "queued",
+            "sending",
+            "sent",
+            "failed",
+            "queued",
+            "sending",
+            "sent",
+            "delivered",
+            "opened"
+        ]
     );
+    assert_eq!(events[7].detail["after"], "second");
     let sends: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e.kind == MessageStatus::Sent)

@@ -301,3 +301,42 @@ async fn sqlite_templates_list_by_name() {
     let (_d, b) = backend();
     templates_list_by_name(&b).await;
 }
+
+/// The life of a drained and delivered message writes no `events` row: its accept, claim,
+/// `sent` and `delivered` are all on its row (`sets.rs`), which is what the drain pays for.
+#[tokio::test]
+async fn a_sent_and_delivered_message_keeps_its_events_on_its_row() {
+    use crate::domain::{MessageStatus, Priority};
+    use crate::ports::{MessageStore, Transition, TransitionOutcome};
+    let (_d, b) = backend();
+    let t = tenant("row-events");
+    let id = accept(&b, message(&t, Priority::P3)).await;
+    let m = claim_now(&b, id, Priority::P3).await;
+    let mut sent = Transition::new(id, MessageStatus::Sent, chrono::Utc::now());
+    sent.attempt = Some(m.attempts);
+    sent.gateway = Some("sandbox".into());
+    sent.provider_message_id = Some("p-1".into());
+    let delivered = Transition::new(id, MessageStatus::Delivered, chrono::Utc::now());
+    for step in [sent, delivered] {
+        assert_eq!(
+            b.transition(vec![step]).await.unwrap(),
+            [TransitionOutcome::Applied]
+        );
+    }
+    let key = id.to_string();
+    let rows: i64 = b
+        .readers
+        .run(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE message_id = ?1",
+                [key],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    let (_, events) = b.get(&t, id).await.unwrap().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["queued", "sending", "sent", "delivered"]);
+}

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 11] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 12] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -17,30 +17,44 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 11] = [
     bulk_jobs_split,
     accept_event_on_the_row,
     sent_event_on_the_row,
+    delivered_event_on_the_row,
 ];
 
+/// Version 12: a callback's `delivered` event is on its row too (`delivered_seq`,
+/// `delivered_at`, `delivered_detail`), moved into `events` if another replaces it.
+fn delivered_event_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
+    event_slot(conn, "delivered")
+}
+
 /// Version 11: the `sent` event a dispatch records is on its message row (`sent_seq`,
-/// `sent_at`, `sent_detail`), not an `events` row. When a later `sent` replaces it, this trigger
+/// `sent_at`, `sent_detail`), not an `events` row. When a later `sent` replaces it, a trigger
 /// moves the old one into `events`, so a timeline keeps both, as `claims_on_the_row` does for
 /// claims.
 fn sent_event_on_the_row(conn: &Connection) -> rusqlite::Result<()> {
+    event_slot(conn, "sent")
+}
+
+/// The columns of an event of kind `kind` kept on the message row (`<kind>_seq`, `_at`,
+/// `_detail`), and the trigger that moves the one a later event of that kind replaces into
+/// `events`.
+fn event_slot(conn: &Connection, kind: &str) -> rusqlite::Result<()> {
     add_message_columns(
         conn,
         &[
-            ("sent_seq", "INTEGER"),
-            ("sent_at", "INTEGER"),
-            ("sent_detail", "TEXT"),
+            (&format!("{kind}_seq"), "INTEGER"),
+            (&format!("{kind}_at"), "INTEGER"),
+            (&format!("{kind}_detail"), "TEXT"),
         ],
     )?;
-    conn.execute_batch(
-        "CREATE TRIGGER IF NOT EXISTS messages_sent_replaced \
-         AFTER UPDATE OF sent_seq ON messages \
-         WHEN OLD.sent_seq IS NOT NULL AND NEW.sent_seq IS NOT OLD.sent_seq \
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER IF NOT EXISTS messages_{kind}_replaced \
+         AFTER UPDATE OF {kind}_seq ON messages \
+         WHEN OLD.{kind}_seq IS NOT NULL AND NEW.{kind}_seq IS NOT OLD.{kind}_seq \
          BEGIN \
            INSERT INTO events (message_id, seq, kind, at, detail) \
-             VALUES (OLD.id, OLD.sent_seq, 'sent', OLD.sent_at, OLD.sent_detail); \
-         END;",
-    )
+             VALUES (OLD.id, OLD.{kind}_seq, '{kind}', OLD.{kind}_at, OLD.{kind}_detail); \
+         END;"
+    ))
 }
 
 /// Version 10: a message's accept event is on its row (`accept_kind`, `accept_detail`), not an

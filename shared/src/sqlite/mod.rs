@@ -117,7 +117,11 @@ CREATE TABLE IF NOT EXISTS messages (
     -- moves it into `events` (see `migrate.rs` version 11).
     sent_seq INTEGER,
     sent_at INTEGER,
-    sent_detail TEXT
+    sent_detail TEXT,
+    -- A provider callback's `delivered` event, likewise (`migrate.rs` version 12).
+    delivered_seq INTEGER,
+    delivered_at INTEGER,
+    delivered_detail TEXT
 );
 -- Provider callbacks find their message by the provider's id.
 CREATE INDEX IF NOT EXISTS messages_by_provider_id

@@ -174,8 +174,9 @@ pub(crate) fn events_of(
     conn: &Connection,
     message_id: &str,
 ) -> rusqlite::Result<Vec<DeliveryEvent>> {
-    // The accept's event (seq 0: always first), the last claim's `sending` event and the last
-    // dispatch's `sent` event live on the message row (`inserts.rs`, `claim_set!`, `sets.rs`).
+    // The accept's event (seq 0: always first), the last claim's `sending` event, the last
+    // dispatch's `sent` and a callback's `delivered` live on the message row (`inserts.rs`,
+    // `claim_set!`, `sets.rs`).
     let mut stmt = conn.prepare_cached(
         "SELECT kind, at, detail FROM ( \
            SELECT seq, kind, at, detail FROM events WHERE message_id = ?1 \
@@ -187,7 +188,10 @@ pub(crate) fn events_of(
            FROM messages WHERE id = ?1 AND claim_seq IS NOT NULL \
            UNION ALL \
            SELECT sent_seq, 'sent', sent_at, sent_detail \
-           FROM messages WHERE id = ?1 AND sent_seq IS NOT NULL) \
+           FROM messages WHERE id = ?1 AND sent_seq IS NOT NULL \
+           UNION ALL \
+           SELECT delivered_seq, 'delivered', delivered_at, delivered_detail \
+           FROM messages WHERE id = ?1 AND delivered_seq IS NOT NULL) \
          ORDER BY seq",
     )?;
     let rows = stmt.query_map([message_id], |row| {

@@ -116,10 +116,11 @@ pub(crate) fn not_claimable(
 }
 
 /// The batch form of `messages::TRANSITION_SQL`, over rows `(id, status, at, gateway,
-/// provider id, last error, tenant, attempt, attempt change, sources, sent seq, detail)`. Two
-/// forms, as for one transition: SQLite rewrites an index entry whenever an UPDATE names one of
-/// its columns, so outcomes without a provider id leave the route columns out. A dispatch's
-/// `sent` (a row with a sent seq, always with a route) records its event on the row.
+/// provider id, last error, tenant, attempt, attempt change, sources, row event seq, detail)`.
+/// Two forms, as for one transition: SQLite rewrites an index entry whenever an UPDATE names
+/// one of its columns, so outcomes without a provider id leave the route columns out. A row
+/// with a row event seq records its event on the row: a dispatch's `sent` (with a route) in
+/// the `sent_*` columns, a callback's `delivered` (without) in the `delivered_*` columns.
 macro_rules! transitions_sql {
     ($route:literal) => {
         BlockSql::new(
@@ -149,7 +150,11 @@ static TRANSITIONS: BlockSql = transitions_sql!(
      sent_at = CASE WHEN j.column11 IS NULL THEN sent_at ELSE j.column3 END, \
      sent_detail = CASE WHEN j.column11 IS NULL THEN sent_detail ELSE j.column12 END, "
 );
-static TRANSITIONS_KEEP_ROUTE: BlockSql = transitions_sql!("");
+static TRANSITIONS_KEEP_ROUTE: BlockSql = transitions_sql!(
+    "delivered_seq = COALESCE(j.column11, delivered_seq), \
+     delivered_at = CASE WHEN j.column11 IS NULL THEN delivered_at ELSE j.column3 END, \
+     delivered_detail = CASE WHEN j.column11 IS NULL THEN delivered_detail ELSE j.column12 END, "
+);
 
 /// A transition with its values ready to bind, rendered off the writer thread.
 pub(crate) struct Prepared {
@@ -189,9 +194,13 @@ impl Prepared {
         self.t.gateway.is_none() && self.t.provider_message_id.is_none()
     }
 
-    /// Whether its event goes on the row (`sent_seq`) rather than into `events`.
+    /// Whether its event goes on the row (`sent_*`, `delivered_*`) rather than into `events`.
     fn event_on_row(&self) -> bool {
-        self.t.to == MessageStatus::Sent && !self.t.hold && !self.keeps_route()
+        match self.t.to {
+            MessageStatus::Sent => !self.t.hold && !self.keeps_route(),
+            MessageStatus::Delivered => self.keeps_route(),
+            _ => false,
+        }
     }
 
     /// The statement row, in `transitions_sql!`'s column order.
@@ -237,7 +246,7 @@ pub(crate) fn apply_transitions(
 fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<TransitionOutcome>> {
     // One row: the plain statement needs no RETURNING, unless the send is to be counted.
     if let [one] = run {
-        if one.t.to != MessageStatus::Sent {
+        if one.t.to != MessageStatus::Sent && !one.event_on_row() {
             return super::messages::apply_transition(conn, one).map(|o| vec![o]);
         }
     }
