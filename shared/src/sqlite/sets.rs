@@ -204,7 +204,7 @@ impl Prepared {
     }
 
     /// The statement row, in `transitions_sql!`'s column order.
-    fn values<'a>(&'a self, sent_seq: &'a Option<i64>) -> [&'a dyn ToSql; 12] {
+    fn values<'a>(&'a self, row_seq: &'a Option<i64>) -> [&'a dyn ToSql; 12] {
         [
             &self.id,
             &self.to,
@@ -216,7 +216,7 @@ impl Prepared {
             &self.t.attempt,
             &self.attempt_change,
             &self.sources,
-            sent_seq,
+            row_seq,
             &self.detail,
         ]
     }
@@ -253,15 +253,15 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
     let mut applied: FxHashSet<String> =
         FxHashSet::with_capacity_and_hasher(run.len(), Default::default());
     let mut sent = SentTally::default();
-    // Numbered here, on the writer, so a `sent` on the row orders with the events around it.
-    let sent_seqs: Vec<Option<i64>> = run
+    // Numbered here, on the writer, so an event on the row orders with the events around it.
+    let row_seqs: Vec<Option<i64>> = run
         .iter()
         .map(|p| p.event_on_row().then(next_event_seq))
         .collect();
     for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
         let values: Vec<&dyn ToSql> = run
             .iter()
-            .zip(&sent_seqs)
+            .zip(&row_seqs)
             .filter(|(p, _)| p.keeps_route() == keeps_route)
             .flat_map(|(p, seq)| p.values(seq))
             .collect();
