@@ -1,6 +1,7 @@
 //! The embedded lane workers, a batch at a time: one unit of work claims the batch, its
 //! hand-offs run together, and one unit of work records their outcomes, so the writer pays a few
-//! statements per batch instead of several per message.
+//! statements per batch instead of several per message. A worker records one batch's outcomes
+//! while it receives and claims the next, so both go to the writer together.
 //!
 //! Crash window: a message handed off but not yet recorded is sent again after a kill -9 (at
 //! least once). At most `workers x batch` of a lane are in that window at once.
@@ -40,16 +41,24 @@ pub fn spawn_workers(
 
 async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::Receiver<bool>) {
     let cfg = herald.config.lane(lane);
+    // The batch handed off whose outcomes are not recorded yet.
+    let mut in_hand: Option<Batch> = None;
     while !*shutdown.borrow() {
         // Register for a wake-up before looking, so an accept between the look and the wait is not missed.
         let notified = herald.waker(lane).notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if lane.is_bulk() {
-            // Step aside before claiming: a priority message accepted meanwhile goes first.
-            herald.priority_gate.yield_to_priority_lanes().await;
-        }
-        let received = match herald.receive_batch(lane, cfg.batch).await {
+        // The last batch's outcomes are recorded while the next batch is received and claimed:
+        // the two writer jobs share a group commit, so a batch waits for one commit, not two.
+        // Nothing of the next batch is handed off before the last one's outcomes are in.
+        let last = in_hand.take();
+        let finish = async {
+            if let Some(batch) = last {
+                herald.finish_batch(lane, batch).await;
+            }
+        };
+        let (received, ()) = tokio::join!(herald.receive_next(lane, cfg.batch), finish);
+        let received = match received {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "receive failed; backing off");
@@ -65,7 +74,10 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
             }
             continue;
         }
-        herald.drain_batch(lane, received, &shutdown).await;
+        in_hand = Some(herald.hand_off_batch(lane, received, &shutdown).await);
+    }
+    if let Some(batch) = in_hand {
+        herald.finish_batch(lane, batch).await;
     }
 }
 
@@ -93,6 +105,15 @@ struct Batch {
 }
 
 impl Herald {
+    /// The next batch of a lane; a bulk worker steps aside for the priority lanes first.
+    async fn receive_next(&self, lane: Priority, max: usize) -> Result<Received, StoreError> {
+        if lane.is_bulk() {
+            // Step aside before claiming: a priority message accepted meanwhile goes first.
+            self.priority_gate.yield_to_priority_lanes().await;
+        }
+        self.receive_batch(lane, max).await
+    }
+
     async fn receive_batch(&self, lane: Priority, max: usize) -> Result<Received, StoreError> {
         let visibility = self.config.visibility_timeout;
         let claimed = self
@@ -109,13 +130,14 @@ impl Herald {
         }
     }
 
-    async fn drain_batch(
+    /// Claims a batch and hands it off; its outcomes are for [`Herald::finish_batch`].
+    async fn hand_off_batch(
         &self,
         lane: Priority,
         received: Received,
         shutdown: &watch::Receiver<bool>,
-    ) {
-        // A bulk worker stepped aside before it received (`lane_worker`); each hand-off steps
+    ) -> Batch {
+        // A bulk worker stepped aside before it received (`receive_next`); each hand-off steps
         // aside again below.
         let mut batch = Batch::default();
         let claimed = match received {
@@ -149,6 +171,11 @@ impl Herald {
                 batch.fates.push((d, disposition));
             }
         }
+        batch
+    }
+
+    /// Records a batch's outcomes and settles its receipts.
+    async fn finish_batch(&self, lane: Priority, batch: Batch) {
         let finished: Vec<String> = batch
             .fates
             .iter()
