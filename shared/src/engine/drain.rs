@@ -111,10 +111,6 @@ impl Herald {
             // Step aside before claiming: a priority message accepted meanwhile goes first.
             self.priority_gate.yield_to_priority_lanes().await;
         }
-        self.receive_batch(lane, max).await
-    }
-
-    async fn receive_batch(&self, lane: Priority, max: usize) -> Result<Received, StoreError> {
         let visibility = self.config.visibility_timeout;
         let claimed = self
             .queue
