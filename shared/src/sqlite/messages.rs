@@ -226,7 +226,7 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (tenant, key) = (tenant.clone(), key.to_owned());
         self.readers
-            .run(move |conn| find_key(conn, &tenant, &key))
+            .lookup(move |conn| find_key(conn, &tenant, &key))
             .await
     }
 

@@ -89,6 +89,10 @@ fn select_one(
     .optional()
 }
 
+/// Entries a suppression check reads on the caller's thread (a single send's few); a bulk
+/// send's thousands go to the blocking pool.
+const FEW_TO_LOOK_UP: usize = 16;
+
 #[async_trait]
 impl SuppressionStore for SqliteBackend {
     async fn suppressed(
@@ -107,19 +111,22 @@ impl SuppressionStore for SqliteBackend {
         if hits.is_empty() {
             return Ok(HashMap::new());
         }
-        self.readers
-            .run(move |conn| {
-                let mut found = HashMap::new();
-                for (scope, address) in &hits {
-                    if let Some(s) = select_one(conn, scope, channel, address)? {
-                        if s.is_active(now) {
-                            found.entry(address.clone()).or_insert(s);
-                        }
+        let few = hits.len() <= FEW_TO_LOOK_UP;
+        let read = move |conn: &Connection| {
+            let mut found = HashMap::new();
+            for (scope, address) in &hits {
+                if let Some(s) = select_one(conn, scope, channel, address)? {
+                    if s.is_active(now) {
+                        found.entry(address.clone()).or_insert(s);
                     }
                 }
-                Ok(found)
-            })
-            .await
+            }
+            Ok(found)
+        };
+        match few {
+            true => self.readers.lookup(read).await,
+            false => self.readers.run(read).await,
+        }
     }
 
     async fn put_suppressions(&self, entries: Vec<Suppression>) -> Result<usize, StoreError> {

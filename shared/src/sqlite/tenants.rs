@@ -67,7 +67,7 @@ impl TenantStore for SqliteBackend {
     async fn find_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError> {
         let prefix = prefix.to_owned();
         self.readers
-            .run(move |conn| {
+            .lookup(move |conn| {
                 let row: Option<(String, String, Option<i64>, String)> = conn
                     .prepare_cached(
                         "SELECT tenant, key_hash, revoked_at, scopes FROM api_keys WHERE prefix = ?1",
