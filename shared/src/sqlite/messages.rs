@@ -233,7 +233,7 @@ impl MessageStore for SqliteBackend {
     async fn owner_of(&self, id: MessageId) -> Result<Option<TenantId>, StoreError> {
         let owner: Option<String> = self
             .readers
-            .run(move |conn| {
+            .lookup(move |conn| {
                 conn.prepare_cached("SELECT tenant FROM messages WHERE id = ?1")?
                     .query_row([id.to_string()], |r| r.get(0))
                     .optional()
@@ -309,7 +309,7 @@ impl MessageStore for SqliteBackend {
 
     async fn locate(&self, id: MessageId) -> Result<Option<MessageRef>, StoreError> {
         self.readers
-            .run(move |conn| {
+            .lookup(move |conn| {
                 let row: Option<(String, String, String)> = conn
                     .prepare_cached(
                         "SELECT tenant, channel, recipient FROM messages WHERE id = ?1",

@@ -50,7 +50,7 @@ impl SessionStore for SqliteBackend {
         let id_hash = id_hash.to_owned();
         let now = ms(now);
         self.readers
-            .run(move |conn| {
+            .lookup(move |conn| {
                 let row: Option<(String, String, i64)> = conn
                     .prepare_cached(
                         "SELECT tenant, key_prefix, expires_at FROM console_sessions \
