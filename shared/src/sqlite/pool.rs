@@ -418,7 +418,48 @@ pub(crate) fn to_store_error(e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use rusqlite::StatementStatus;
+
+    /// A point read runs with whichever connection is free, and when every connection is busy
+    /// it waits for one on the blocking pool rather than failing or spinning.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_waits_for_a_busy_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        super::open_connection(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let readers = Arc::new(super::Readers::open(&path, 1).unwrap());
+        let read = |conn: &rusqlite::Connection| -> rusqlite::Result<i64> {
+            conn.query_row("SELECT x FROM t", [], |r| r.get(0))
+        };
+        assert_eq!(readers.lookup(read).await.unwrap(), 7_i64);
+
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = readers.clone();
+        let thread = std::thread::spawn(move || {
+            let _conn = holder.conns[0].lock();
+            held.0.send(()).unwrap();
+            release.1.recv().unwrap();
+        });
+        held.1.recv().unwrap();
+        let waiting = tokio::spawn({
+            let readers = readers.clone();
+            async move { readers.lookup(read).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the read waits for the busy connection"
+        );
+        release.0.send(()).unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), 7_i64);
+        thread.join().unwrap();
+    }
 
     /// A cached statement with a bound `LIMIT` runs again as it was prepared.
     #[test]
