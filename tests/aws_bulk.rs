@@ -193,3 +193,116 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
     assert_eq!(replay["bulk_id"], bulk_id.as_str());
     assert_eq!(stack.queue_count(stack.bulk_url()).await, 0);
 }
+
+/// The ids of every page of `GET /v1/messages?{query}` as `key`, following `next_after`.
+async fn search_ids(api: &AwsApi, key: &str, query: &str) -> Vec<String> {
+    let (mut ids, mut after) = (Vec::new(), None::<String>);
+    for _ in 0..100 {
+        let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let path = format!("/v1/messages?{query}{cursor}");
+        let (status, page) = api.call_as(key, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        for m in page["items"].as_array().unwrap() {
+            ids.push(m["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("{query}: the pages never end");
+}
+
+/// A bulk message's id derives from its job's, so search finds it through the job's listing
+/// and its item has no `by_tenant` entry (a write unit saved per recipient): found newest
+/// first among single sends, paged without skips or repeats, filtered, and only by its tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_messages_are_searched_through_their_job() {
+    let api = AwsApi::start().await;
+    let (stack, backend) = (&api.stack, &api.cold.backend);
+    api.put_news_template().await;
+    let single = |to: &str| json!({ "channel": "email", "priority": "P1", "to": to, "subject": "Hi", "body": "Hello" });
+    let send = |body: Value| async {
+        let (status, reply) = api
+            .call(reqwest::Method::POST, "/v1/messages", Some(body))
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        reply["id"].as_str().unwrap().to_owned()
+    };
+    let before = send(single("first@example.com")).await;
+    let mut recipients: Vec<_> = (0..24)
+        .map(|i| json!({ "to": format!("reader{i}@example.com"), "data": { "name": "R" } }))
+        .collect();
+    recipients.insert(3, json!({ "to": "not-an-address" }));
+    let bulk = json!({ "channel": "email", "priority": "P2", "template": "news",
+        "source_type": "newsletter", "recipients": recipients });
+    let (status, reply) = api
+        .call(reqwest::Method::POST, "/v1/messages/bulk", Some(bulk))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let bulk_id = reply["bulk_id"].as_str().unwrap().to_owned();
+    let after = send(single("last@example.com")).await;
+    let fanned = backend.store.fan_out(&bulk_id, None).await.unwrap();
+    assert!(
+        matches!(fanned, FanOut::Done { written: 24, .. }),
+        "{fanned:?}"
+    );
+
+    let mut bulk_ids = stored_ids(stack, &bulk_id).await;
+    assert_eq!(bulk_ids.len(), 24);
+    bulk_ids.sort_unstable_by(|a, b| b.cmp(a));
+    let indexed = stack
+        .dynamo
+        .scan()
+        .table_name(stack.settings.tables.messages.clone().unwrap())
+        .filter_expression("attribute_exists(search_shard) AND bulk_id = :b")
+        .expression_attribute_values(":b", AttributeValue::S(bulk_id.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(indexed.count(), 0, "no bulk message has an index entry");
+
+    let mut newest_first = vec![after.clone()];
+    newest_first.extend(bulk_ids.iter().cloned());
+    newest_first.push(before.clone());
+    let key = api.key.clone();
+    assert_eq!(search_ids(&api, &key, "limit=100").await, newest_first);
+    assert_eq!(
+        search_ids(&api, &key, "limit=7").await,
+        newest_first,
+        "pages of 7 neither skip nor repeat"
+    );
+    let reader5 = search_ids(&api, &key, "to=reader5%40example.com&limit=3").await;
+    assert_eq!(reader5.len(), 1, "{reader5:?}");
+    let by_job = search_ids(&api, &key, &format!("bulk_id={bulk_id}&limit=10")).await;
+    assert_eq!(by_job, bulk_ids);
+    let by_source = search_ids(&api, &key, "source_type=newsletter&limit=5").await;
+    assert_eq!(by_source, bulk_ids);
+    assert!(search_ids(&api, &key, "channel=sms").await.is_empty());
+    assert_eq!(search_ids(&api, &key, "priority=P2").await, bulk_ids);
+    assert_eq!(
+        search_ids(&api, &key, "status=queued&limit=9").await,
+        newest_first
+    );
+    assert!(search_ids(&api, &key, "status=sent").await.is_empty());
+    // The job's millisecond alone: its messages, not the sends around it.
+    let bulk_view = api.view(&bulk_ids[0]).await;
+    let bulk_at = chrono::DateTime::parse_from_rfc3339(bulk_view["created_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let millisecond = |at: chrono::DateTime<chrono::Utc>| {
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .replace(':', "%3A")
+    };
+    let window = format!(
+        "created_after={}&created_before={}",
+        millisecond(bulk_at),
+        millisecond(bulk_at + chrono::Duration::milliseconds(1))
+    );
+    assert_eq!(search_ids(&api, &key, &window).await, bulk_ids);
+
+    let stranger = api.key_of("globex").await;
+    assert!(search_ids(&api, &stranger, "limit=100").await.is_empty());
+    let theirs = format!("bulk_id={bulk_id}");
+    assert!(search_ids(&api, &stranger, &theirs).await.is_empty());
+}

@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod audit;
+pub mod bulk_ids;
 pub mod channel;
 pub mod compose;
 pub mod contact;
@@ -33,6 +34,7 @@ pub mod thread;
 pub mod thread_policy;
 
 pub use address::{AddressError, DeviceToken, EmailAddress, PhoneNumber, TelegramChat};
+pub use bulk_ids::{BulkIds, MAX_BULK_RECIPIENTS};
 pub use channel::{Channel, Recipient};
 pub use compose::{BulkJob, BulkJobRecipient, ComposeError, ContentSource, Envelope};
 pub use contact::{Contact, ContactError, ContactFields, ContactId, Identity, IdentityKind};

@@ -10,8 +10,9 @@ use crate::domain::compose::{Addressee, Composer};
 use crate::domain::sender::{self, SenderIdentity};
 use crate::domain::template::{RenderLimit, RenderLimits, TemplateError};
 use crate::domain::{
-    BulkJob, BulkJobRecipient, Channel, ComposeError, DeliveryOptions, FieldError, MessageId,
-    MessageStatus, NewMessage, Recipient, Template, TemplateName, TenantId,
+    BulkIds, BulkJob, BulkJobRecipient, Channel, ComposeError, DeliveryOptions, FieldError,
+    MessageId, MessageStatus, NewMessage, Recipient, Template, TemplateName, TenantId,
+    MAX_BULK_RECIPIENTS,
 };
 pub use crate::domain::{ContentSource, Envelope};
 use crate::ports::{AcceptBatch, AcceptOutcome, IdempotencyRecord, StoreError};
@@ -170,18 +171,26 @@ impl CheckedBulk {
         chunk: Vec<BulkRecipient>,
         limits: RenderLimits,
         tenant: &TenantId,
-        bulk_id: &str,
+        job: BulkIds,
         created_at: chrono::DateTime<Utc>,
         spent: &mut BulkBudget,
     ) -> Result<(), AcceptError> {
         let composer = Composer::new(&self.envelope, self.template.as_ref(), limits)?;
+        let bulk_id = job.bulk_id();
         for r in chunk {
-            let id = MessageId::new();
+            // The n-th accepted recipient's id is the job's n-th: see `domain::bulk_ids`.
+            let Some(id) = job.recipient(self.accepted.len()) else {
+                self.rejected.push(RejectedRecipient {
+                    index: r.index,
+                    reason: format!("a bulk send takes at most {MAX_BULK_RECIPIENTS} recipients"),
+                });
+                continue;
+            };
             let who = Addressee {
                 id,
                 to: r.to.as_str(),
                 data: r.data.as_ref(),
-                bulk_id: Some(bulk_id),
+                bulk_id: Some(&bulk_id),
                 external_id: r.external_id.as_deref(),
                 suppressed: None,
                 deferred: None,
@@ -359,10 +368,11 @@ impl Herald {
         let options = self.check_envelope(tenant, &mut draft.envelope).await?;
         let template = self.load_template(tenant, &draft.envelope.content).await?;
         let template = pick_variant(&mut draft.envelope, template);
-        let bulk_id = format!("bulk_{}", uuid::Uuid::now_v7().simple());
         let created_at = Utc::now();
+        let job_ids = BulkIds::new(created_at);
+        let bulk_id = job_ids.bulk_id();
         let checked = self
-            .check_recipients(tenant, draft, template, &bulk_id, created_at)
+            .check_recipients(tenant, draft, template, job_ids, created_at)
             .await?;
         let CheckedBulk {
             envelope: env,
@@ -426,7 +436,7 @@ impl Herald {
         tenant: &TenantId,
         draft: BulkDraft,
         template: Option<Template>,
-        bulk_id: &str,
+        job: BulkIds,
         created_at: chrono::DateTime<Utc>,
     ) -> Result<CheckedBulk, AcceptError> {
         let mut checked = CheckedBulk {
@@ -439,12 +449,12 @@ impl Herald {
         let mut pending = draft.recipients.into_iter().peekable();
         while pending.peek().is_some() {
             let chunk: Vec<BulkRecipient> = pending.by_ref().take(CHECK_CHUNK).collect();
-            let (limits, owner, id) = (self.config.render, tenant.clone(), bulk_id.to_owned());
+            let (limits, owner) = (self.config.render, tenant.clone());
             let (back, spent) = self
                 .render_off_async(move || {
                     let mut spent = BulkBudget::new(BulkRenderBudget::UNLIMITED);
                     let result =
-                        checked.check_chunk(chunk, limits, &owner, &id, created_at, &mut spent);
+                        checked.check_chunk(chunk, limits, &owner, job, created_at, &mut spent);
                     (checked, result.map(|()| spent))
                 })
                 .await?;

@@ -20,7 +20,7 @@ use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
 use crate::domain::{
-    packed, BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
+    packed, BulkIds, BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
 };
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, StoreError};
 
@@ -39,6 +39,20 @@ struct JobHeader {
     envelope: Envelope,
     template: Option<Template>,
     created_at: DateTime<Utc>,
+    /// Its message ids derive from its id, so search finds them through the job's listing and
+    /// they get no `by_tenant` entry (false for a job from before, whose ids are random).
+    #[serde(default)]
+    by_job: bool,
+}
+
+/// Whether every recipient of `job` has the id its position gives (`domain::bulk_ids`).
+fn ids_derive_from_job(job: &BulkJob) -> bool {
+    BulkIds::of(&job.bulk_id).is_some_and(|ids| {
+        job.recipients
+            .iter()
+            .enumerate()
+            .all(|(n, r)| ids.recipient(n) == Some(r.id))
+    })
 }
 
 /// How far a fan-out got.
@@ -162,12 +176,19 @@ impl DynamoStore {
             .collect();
         self.batch_put(table, items).await?;
 
+        let by_job = ids_derive_from_job(&job);
+        let listing = super::bulk_sends::listing_item(
+            &job.tenant,
+            &summary,
+            by_job.then_some((&job.envelope, self.retention)),
+        );
         let header = JobHeader {
             bulk_id: job.bulk_id.clone(),
             tenant: job.tenant.clone(),
             envelope: job.envelope,
             template: job.template,
             created_at: job.created_at,
+            by_job,
         };
         let header_json = serde_json::to_string(&header)
             .map_err(|e| StoreError::Corrupt(format!("bulk job header: {e}")))?;
@@ -187,7 +208,7 @@ impl DynamoStore {
             .map_err(build_error)?;
         let listed = Put::builder()
             .table_name(table)
-            .set_item(Some(super::bulk_sends::listing_item(&job.tenant, &summary)))
+            .set_item(Some(listing))
             .build()
             .map_err(build_error)?;
         let commit = vec![
@@ -389,7 +410,11 @@ impl DynamoStore {
         let items: Vec<Item> = missing
             .into_iter()
             .flat_map(|m| {
-                let (item, content) = message_items(m, self.retention);
+                let (mut item, content) = message_items(m, self.retention);
+                if header.by_job {
+                    // Found through the job's listing: no index entry (a write unit) each.
+                    item.remove("search_shard");
+                }
                 [Some(item), content].into_iter().flatten()
             })
             .collect();

@@ -5,6 +5,7 @@
 mod audit;
 mod batch;
 mod bulk;
+mod bulk_search;
 mod bulk_sends;
 mod contacts;
 mod content;

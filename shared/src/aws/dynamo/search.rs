@@ -26,6 +26,17 @@ fn shard_key(tenant: &TenantId, shard: u8) -> String {
     format!("{}#{shard:02}", tenant.as_str())
 }
 
+/// Candidates the bulk jobs give a page. Unfiltered below the job (no status or recipient
+/// filter), each is a match once its message is written: twice the page. Otherwise each costs a
+/// read of its item (half a read unit), so a page reads at most this many.
+fn bulk_budget(f: &MessageFilter, limit: usize) -> usize {
+    const ITEM_FILTERED: usize = 1_000;
+    match f.status.is_some() || f.to.is_some() || f.external_id.is_some() {
+        true => ITEM_FILTERED,
+        false => limit.saturating_mul(2).max(1),
+    }
+}
+
 /// The `by_tenant` partition key of a message.
 pub(crate) fn search_shard(tenant: &TenantId, id: MessageId) -> String {
     shard_key(tenant, id.as_uuid().as_bytes()[15] % SHARDS)
@@ -112,10 +123,11 @@ fn previous(id: uuid::Uuid) -> Option<uuid::Uuid> {
     id.as_u128().checked_sub(1).map(uuid::Uuid::from_u128)
 }
 
-/// What one shard gave: its matches, and the last id it read when it stopped before the end.
-struct ShardPage {
-    ids: Vec<MessageId>,
-    stopped_at: Option<MessageId>,
+/// What one shard (or the bulk jobs, `bulk_search.rs`) gave: its matches, and the last id it
+/// read when it stopped before the end.
+pub(super) struct ShardPage {
+    pub(super) ids: Vec<MessageId>,
+    pub(super) stopped_at: Option<MessageId>,
 }
 
 impl DynamoStore {
@@ -171,10 +183,12 @@ impl DynamoStore {
         };
         let queries =
             (0..SHARDS).map(|n| self.query_shard(shard_key(tenant, n), &query, per_shard));
-        let pages: Vec<ShardPage> = futures::stream::iter(queries)
+        let shards = futures::stream::iter(queries)
             .buffer_unordered(SHARDS as usize)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<ShardPage>>();
+        let jobs = self.bulk_candidates(tenant, f, f.below_id(cursor), bulk_budget(f, limit));
+        let (mut pages, jobs) = futures::try_join!(shards, jobs)?;
+        pages.push(jobs);
         // Below the highest point a shard stopped at, that shard has not been read yet.
         let frontier = pages.iter().filter_map(|p| p.stopped_at).max();
         let mut candidates: Vec<MessageId> = pages

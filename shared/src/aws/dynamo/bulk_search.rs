@@ -1,0 +1,192 @@
+//! Search's second source. A bulk message whose id derives from its job's (`domain::bulk_ids`)
+//! has no `by_tenant` entry, which saves a write unit per recipient (docs/cost.md). A page finds
+//! such messages through their jobs: it queries the tenant's job listings (`bulk_sends.rs`) in
+//! the milliseconds of the page's id range, newest first, with the job-level filters (channel,
+//! priority, source, bulk id) applied by DynamoDB, and names the messages' ids by arithmetic,
+//! since a job's messages are one run of ids. The table read that follows (`search.rs`,
+//! `page_of`) checks each message's tenant, status and recipient-level filters, as it does for
+//! the index's candidates.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::bulk_sends::{listing_partition, BY_JOB};
+use super::item::{get_n, get_s, n, s, Item};
+use super::search::ShardPage;
+use super::{unavailable, DynamoStore};
+use crate::domain::{BulkIds, MessageId, TenantId};
+use crate::ports::{first_id_at, MessageFilter, StoreError};
+
+/// Listings read per query page.
+const LISTINGS_PER_QUERY: i32 = 200;
+/// Query pages one search page reads at most.
+const QUERIES_PER_PAGE: usize = 5;
+
+/// A listed job in the page's range: its ids and how many recipients it has.
+struct ListedJob {
+    ids: BulkIds,
+    recipients: usize,
+    millisecond: i64,
+}
+
+/// The millisecond of a UUIDv7 id.
+fn millisecond_of(id: MessageId) -> i64 {
+    (id.as_uuid().as_u128() >> 80) as i64
+}
+
+/// The listing query's key condition and filter for `f` (listing sort keys are a job's
+/// millisecond times 1,000 plus a tie-breaker below 1,000: `bulk_sends.rs`).
+fn listing_query(
+    tenant: &TenantId,
+    f: &MessageFilter,
+    below: Option<MessageId>,
+) -> (
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+    String,
+) {
+    let low_ms = f.lowest_id().map_or(0, millisecond_of);
+    let high_ms = below.map_or(i64::MAX / 1000 - 1, millisecond_of);
+    let mut values = HashMap::from([
+        (":p".to_owned(), s(listing_partition(tenant))),
+        (":lo".to_owned(), n(low_ms.saturating_mul(1000))),
+        (
+            ":hi".to_owned(),
+            n(high_ms.saturating_mul(1000).saturating_add(999)),
+        ),
+        (":yes".to_owned(), AttributeValue::Bool(true)),
+    ]);
+    let mut names = HashMap::from([("#by_job".to_owned(), BY_JOB.to_owned())]);
+    let mut terms = vec!["#by_job = :yes".to_owned()];
+    let wanted = [
+        ("channel", f.channel.map(|c| c.as_str().to_owned())),
+        ("priority", f.priority.map(|p| p.as_str().to_owned())),
+        ("source_type", f.source_type.clone()),
+        ("source_id", f.source_id.clone()),
+        ("job", f.bulk_id.clone()),
+    ];
+    for (name, value) in wanted {
+        if let Some(v) = value {
+            terms.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), s(v));
+        }
+    }
+    (names, values, terms.join(" AND "))
+}
+
+fn listed_job(item: &Item) -> Result<ListedJob, StoreError> {
+    let job = get_s(item, "job")?;
+    let ids = BulkIds::of(job)
+        .ok_or_else(|| StoreError::Corrupt(format!("listing of {job}: not a derived job id")))?;
+    let sort_key: i64 = get_n(item, "part")?;
+    Ok(ListedJob {
+        ids,
+        recipients: get_n(item, "recipients")?,
+        millisecond: sort_key / 1000,
+    })
+}
+
+impl DynamoStore {
+    /// Up to `budget` candidate ids of bulk messages below `below`, newest first, and where the
+    /// source stopped when it did not reach the end of the range.
+    pub(super) async fn bulk_candidates(
+        &self,
+        tenant: &TenantId,
+        f: &MessageFilter,
+        below: Option<MessageId>,
+        budget: usize,
+    ) -> Result<ShardPage, StoreError> {
+        let (mut jobs, cut) = self.listed_jobs(tenant, f, below, budget).await?;
+        jobs.sort_unstable_by(|a, b| b.ids.cmp(&a.ids));
+        let low = f.lowest_id();
+        let mut ids = Vec::new();
+        for job in &jobs {
+            for position in (0..job.recipients).rev() {
+                let Some(id) = job.ids.recipient(position) else {
+                    continue;
+                };
+                if below.is_some_and(|b| id >= b) {
+                    continue;
+                }
+                if low.is_some_and(|l| id < l) {
+                    break;
+                }
+                ids.push(id);
+                if ids.len() == budget {
+                    return Ok(ShardPage {
+                        ids,
+                        stopped_at: Some(id),
+                    });
+                }
+            }
+        }
+        Ok(ShardPage {
+            ids,
+            stopped_at: cut,
+        })
+    }
+
+    /// The listed jobs whose ids all lie above where the listing was left unread (the cut,
+    /// `None` when it was read to the end of the range). Listings of the cut's millisecond are
+    /// left for the next page: their order in the listing is not their ids' order.
+    async fn listed_jobs(
+        &self,
+        tenant: &TenantId,
+        f: &MessageFilter,
+        below: Option<MessageId>,
+        budget: usize,
+    ) -> Result<(Vec<ListedJob>, Option<MessageId>), StoreError> {
+        let (names, values, filter) = listing_query(tenant, f, below);
+        let (mut jobs, mut start) = (Vec::new(), None);
+        for _ in 0..QUERIES_PER_PAGE {
+            let out = self
+                .client
+                .query()
+                .table_name(self.bulk_table()?)
+                .key_condition_expression("bulk_id = :p AND part BETWEEN :lo AND :hi")
+                .filter_expression(&filter)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .limit(LISTINGS_PER_QUERY)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for item in out.items() {
+                jobs.push(listed_job(item)?);
+            }
+            start = out.last_evaluated_key;
+            let Some(last) = &start else {
+                return Ok((jobs, None));
+            };
+            let last_ms = get_n::<i64>(last, "part")? / 1000;
+            let complete: usize = jobs
+                .iter()
+                .filter(|j| j.millisecond > last_ms)
+                .map(|j| j.recipients)
+                .sum();
+            if complete >= budget {
+                break;
+            }
+        }
+        let Some(last) = &start else {
+            return Ok((jobs, None));
+        };
+        let last_ms = get_n::<i64>(last, "part")? / 1000;
+        if below.is_some_and(|b| last_ms >= millisecond_of(b)) {
+            // Over a thousand jobs in the cursor's own millisecond: a cut there would not move
+            // the cursor, so this page takes what it read.
+            return Ok((jobs, None));
+        }
+        jobs.retain(|j| j.millisecond > last_ms);
+        Ok((jobs, first_id_at_ms(last_ms + 1)))
+    }
+}
+
+/// The smallest id of millisecond `ms`.
+fn first_id_at_ms(ms: i64) -> Option<MessageId> {
+    chrono::DateTime::from_timestamp_millis(ms).map(first_id_at)
+}
