@@ -99,7 +99,7 @@ impl DynamoStore {
         budget: usize,
     ) -> Result<ShardPage, StoreError> {
         let (mut jobs, cut) = self.listed_jobs(tenant, f, below, budget).await?;
-        jobs.sort_unstable_by(|a, b| b.ids.cmp(&a.ids));
+        jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.ids));
         let low = f.lowest_id();
         let mut ids = Vec::new();
         for job in &jobs {
