@@ -196,8 +196,13 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
 
 /// The ids of every page of `GET /v1/messages?{query}` as `key`, following `next_after`.
 async fn search_ids(api: &AwsApi, key: &str, query: &str) -> Vec<String> {
+    search_pages(api, key, query).await.0
+}
+
+/// The ids of every page, and how many pages it took.
+async fn search_pages(api: &AwsApi, key: &str, query: &str) -> (Vec<String>, usize) {
     let (mut ids, mut after) = (Vec::new(), None::<String>);
-    for _ in 0..100 {
+    for pages in 1..=100 {
         let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
         let path = format!("/v1/messages?{query}{cursor}");
         let (status, page) = api.call_as(key, reqwest::Method::GET, &path, None).await;
@@ -207,7 +212,7 @@ async fn search_ids(api: &AwsApi, key: &str, query: &str) -> Vec<String> {
         }
         match page["next_after"].as_str() {
             Some(next) => after = Some(next.to_owned()),
-            None => return ids,
+            None => return (ids, pages),
         }
     }
     panic!("{query}: the pages never end");
@@ -242,6 +247,11 @@ async fn bulk_messages_are_searched_through_their_job() {
     assert_eq!(status, 202, "{reply}");
     let bulk_id = reply["bulk_id"].as_str().unwrap().to_owned();
     let after = send(single("last@example.com")).await;
+    // Before the fan-out, the job names no message: no pages of messages not written yet.
+    let key = api.key.clone();
+    let (unfanned, pages) = search_pages(&api, &key, "limit=2").await;
+    assert_eq!(unfanned, [after.clone(), before.clone()]);
+    assert_eq!(pages, 2, "one full page, then an empty last one");
     let fanned = backend.store.fan_out(&bulk_id, None).await.unwrap();
     assert!(
         matches!(fanned, FanOut::Done { written: 24, .. }),
@@ -265,7 +275,6 @@ async fn bulk_messages_are_searched_through_their_job() {
     let mut newest_first = vec![after.clone()];
     newest_first.extend(bulk_ids.iter().cloned());
     newest_first.push(before.clone());
-    let key = api.key.clone();
     assert_eq!(search_ids(&api, &key, "limit=100").await, newest_first);
     assert_eq!(
         search_ids(&api, &key, "limit=7").await,

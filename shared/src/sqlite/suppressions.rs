@@ -123,9 +123,10 @@ impl SuppressionStore for SqliteBackend {
             }
             Ok(found)
         };
-        match few {
-            true => self.readers.lookup(read).await,
-            false => self.readers.run(read).await,
+        if few {
+            self.readers.lookup(read).await
+        } else {
+            self.readers.run(read).await
         }
     }
 

@@ -484,7 +484,6 @@ impl ThreadStore for SqliteBackend {
     ) -> Result<Option<ThreadId>, StoreError> {
         // Most recipients are no contact's: a point read says so without a turn on the
         // writer. A contact created after this read is as if it came a moment after the send.
-        let (tenant, identity, policy) = (tenant.clone(), identity.clone(), policy.clone());
         let (t, i) = (tenant.clone(), identity.clone());
         let owned = self
             .readers
@@ -493,6 +492,7 @@ impl ThreadStore for SqliteBackend {
         if owned.is_none() {
             return Ok(None);
         }
+        let (tenant, identity, policy) = (tenant.clone(), identity.clone(), policy.clone());
         self.writer
             .run(1, move |conn| {
                 let Some(contact) = identity_owner(conn, tenant.as_str(), &identity)? else {

@@ -27,7 +27,7 @@ use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, Store
 /// A part stays well under DynamoDB's 400 KB item limit.
 const PART_BYTES: usize = 300 * 1024;
 /// Recipients per part: the unit of progress a redelivery resumes from.
-const PART_RECIPIENTS: usize = 500;
+pub(super) const PART_RECIPIENTS: usize = 500;
 /// A stored job is kept this long after accept, whatever happens to it.
 const JOB_TTL_DAYS: i64 = 7;
 
@@ -314,8 +314,32 @@ impl DynamoStore {
             if let Err(e) = finished {
                 tracing::warn!(%bulk_id, error = %unavailable("UpdateItem", e), "bulk job not marked done");
             }
+            if header.by_job {
+                self.mark_fanned_out(table, &header).await;
+            }
         }
         Ok(FanOut::Done { written, parts })
+    }
+
+    /// Tells search that every message of the job is written. Unmarked, search only reads the
+    /// job's head for how far the fan-out got, so a failure here costs reads, not results.
+    async fn mark_fanned_out(&self, table: &str, header: &JobHeader) {
+        let key =
+            super::bulk_sends::listing_key_of(&header.tenant, &header.bulk_id, header.created_at);
+        let marked = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression("SET #f = :yes")
+            .condition_expression("attribute_exists(part)")
+            .expression_attribute_names("#f", super::bulk_sends::FANNED_OUT)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        if let Err(e) = super::applied(marked, "UpdateItem") {
+            tracing::warn!(bulk_id = %header.bulk_id, error = %e, "bulk job's listing not marked fanned out");
+        }
     }
 
     /// Marks `part` as being written; false when a run marked it first or finished it.

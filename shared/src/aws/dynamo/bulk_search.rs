@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::bulk_sends::{listing_partition, BY_JOB};
+use super::bulk::PART_RECIPIENTS;
+use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
 use super::item::{get_n, get_s, n, s, Item};
 use super::search::ShardPage;
 use super::{unavailable, DynamoStore};
@@ -28,6 +29,7 @@ struct ListedJob {
     ids: BulkIds,
     recipients: usize,
     millisecond: i64,
+    fanned_out: bool,
 }
 
 /// The millisecond of a UUIDv7 id.
@@ -85,6 +87,7 @@ fn listed_job(item: &Item) -> Result<ListedJob, StoreError> {
         ids,
         recipients: get_n(item, "recipients")?,
         millisecond: sort_key / 1000,
+        fanned_out: matches!(item.get(FANNED_OUT), Some(AttributeValue::Bool(true))),
     })
 }
 
@@ -103,7 +106,7 @@ impl DynamoStore {
         let low = f.lowest_id();
         let mut ids = Vec::new();
         for job in &jobs {
-            for position in (0..job.recipients).rev() {
+            for position in (0..self.written_of(job).await?).rev() {
                 let Some(id) = job.ids.recipient(position) else {
                     continue;
                 };
@@ -126,6 +129,31 @@ impl DynamoStore {
             ids,
             stopped_at: cut,
         })
+    }
+
+    /// How many of a job's recipients may have their message written: all once the fan-out is
+    /// done; before, those of the parts it finished (parts hold at most `PART_RECIPIENTS`), so
+    /// a page does not name thousands of messages not written yet.
+    async fn written_of(&self, job: &ListedJob) -> Result<usize, StoreError> {
+        if job.fanned_out {
+            return Ok(job.recipients);
+        }
+        let head = self
+            .client
+            .get_item()
+            .table_name(self.bulk_table()?)
+            .key("bulk_id", s(job.ids.bulk_id()))
+            .key("part", n(0))
+            .projection_expression("done")
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        // No head: the job expired with its fan-out unfinished; what was written is still there.
+        let Some(head) = head.item else {
+            return Ok(job.recipients);
+        };
+        let done: usize = get_n(&head, "done")?;
+        Ok(job.recipients.min(done.saturating_mul(PART_RECIPIENTS)))
     }
 
     /// The listed jobs whose ids all lie above where the listing was left unread (the cut,

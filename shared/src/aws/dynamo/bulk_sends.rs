@@ -31,22 +31,29 @@ pub(super) fn listing_partition(tenant: &TenantId) -> String {
 
 /// The sort key: the accept time in microseconds-ish (milliseconds, then three digits from the
 /// id so two jobs of the same millisecond keep both).
-fn sort_key(summary: &BulkSummary) -> i64 {
-    let tie = summary
-        .bulk_id
+fn sort_key(bulk_id: &str, created_at: DateTime<Utc>) -> i64 {
+    let tie = bulk_id
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
         % 1000;
-    summary.created_at.timestamp_millis() * 1000 + i64::from(tie)
+    created_at.timestamp_millis() * 1000 + i64::from(tie)
 }
 
 pub(super) fn listing_key(
     tenant: &TenantId,
     summary: &BulkSummary,
 ) -> HashMap<String, AttributeValue> {
+    listing_key_of(tenant, &summary.bulk_id, summary.created_at)
+}
+
+pub(super) fn listing_key_of(
+    tenant: &TenantId,
+    bulk_id: &str,
+    created_at: DateTime<Utc>,
+) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("bulk_id".to_owned(), s(listing_partition(tenant))),
-        ("part".to_owned(), n(sort_key(summary))),
+        ("part".to_owned(), n(sort_key(bulk_id, created_at))),
     ])
 }
 
@@ -83,6 +90,9 @@ pub(super) fn listing_item(
 
 /// Marks the listing of a job search finds its messages through.
 pub(super) const BY_JOB: &str = "by_job";
+/// Marks the listing of a job whose messages are all written (until then, search reads how far
+/// the fan-out got from the job's head).
+pub(super) const FANNED_OUT: &str = "fanned_out";
 
 fn summary_of(item: &Item) -> Option<BulkSummary> {
     let part: i64 = get_n(item, "part").ok()?;
