@@ -48,6 +48,14 @@ impl BulkIds {
             .then(|| MessageId::from_uuid(Uuid::from_u128(self.0.as_u128() + position as u128 + 1)))
     }
 
+    /// How many of the job's positions have an id below `id` (all of them for an id past the
+    /// run, none for one before it).
+    pub fn positions_below(&self, id: MessageId) -> usize {
+        let first = self.0.as_u128() + 1;
+        let below = id.as_uuid().as_u128().saturating_sub(first);
+        below.min(MAX_BULK_RECIPIENTS as u128) as usize
+    }
+
     /// Where `id` falls in the job's run: its recipient's position; `None` outside the run.
     pub fn position(&self, id: MessageId) -> Option<usize> {
         let offset = id.as_uuid().as_u128().checked_sub(self.0.as_u128())?;
@@ -81,6 +89,10 @@ mod tests {
             None,
             "no id outside the run"
         );
+        assert_eq!(job.positions_below(ids[10]), 10);
+        assert_eq!(job.positions_below(MessageId::from_uuid(Uuid::nil())), 0);
+        let past = MessageId::from_uuid(Uuid::max());
+        assert_eq!(job.positions_below(past), MAX_BULK_RECIPIENTS);
         let last = job.recipient(MAX_BULK_RECIPIENTS - 1);
         assert!(last.is_some_and(|id| millisecond(&id) == at.timestamp_millis()));
     }

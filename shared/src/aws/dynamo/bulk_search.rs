@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::bulk::PART_RECIPIENTS;
 use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
 use super::item::{get_n, get_s, n, s, Item};
-use super::search::ShardPage;
+use super::search::{equal_terms, ShardPage};
 use super::{unavailable, DynamoStore};
 use crate::domain::{BulkIds, MessageId, TenantId};
 use crate::ports::{first_id_at, MessageFilter, StoreError};
@@ -68,13 +68,7 @@ fn listing_query(
         ("source_id", f.source_id.clone()),
         ("job", f.bulk_id.clone()),
     ];
-    for (name, value) in wanted {
-        if let Some(v) = value {
-            terms.push(format!("#{name} = :{name}"));
-            names.insert(format!("#{name}"), name.to_owned());
-            values.insert(format!(":{name}"), s(v));
-        }
-    }
+    equal_terms(wanted, &mut terms, &mut names, &mut values);
     (names, values, terms.join(" AND "))
 }
 
@@ -106,16 +100,18 @@ impl DynamoStore {
         let low = f.lowest_id();
         let mut ids = Vec::new();
         for job in &jobs {
-            for position in (0..self.written_of(job).await?).rev() {
+            // The positions whose ids are in [low, below), of those written.
+            let all = job.recipients;
+            let top = below.map_or(all, |b| all.min(job.ids.positions_below(b)));
+            let bottom = low.map_or(0, |l| job.ids.positions_below(l));
+            if top <= bottom {
+                continue;
+            }
+            let top = top.min(self.written_of(job).await?);
+            for position in (bottom..top).rev() {
                 let Some(id) = job.ids.recipient(position) else {
                     continue;
                 };
-                if below.is_some_and(|b| id >= b) {
-                    continue;
-                }
-                if low.is_some_and(|l| id < l) {
-                    break;
-                }
                 ids.push(id);
                 if ids.len() == budget {
                     return Ok(ShardPage {

@@ -71,19 +71,30 @@ impl ShardQuery {
             ("bulk_id", f.bulk_id.clone()),
         ];
         let (mut terms, mut names) = (Vec::new(), HashMap::new());
-        for (name, value) in wanted {
-            if let Some(v) = value {
-                terms.push(format!("#{name} = :{name}"));
-                names.insert(format!("#{name}"), name.to_owned());
-                values.insert(format!(":{name}"), s(v));
-            }
-        }
+        equal_terms(wanted, &mut terms, &mut names, &mut values);
         Some(ShardQuery {
             key_condition: format!("search_shard = :shard{range}"),
             filter: (!terms.is_empty()).then(|| terms.join(" AND ")),
             names,
             values,
         })
+    }
+}
+
+/// Adds `#name = :name` to `terms` for each attribute given a value (names go through
+/// placeholders: some are DynamoDB reserved words).
+pub(super) fn equal_terms(
+    wanted: impl IntoIterator<Item = (&'static str, Option<String>)>,
+    terms: &mut Vec<String>,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) {
+    for (name, value) in wanted {
+        if let Some(v) = value {
+            terms.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), s(v));
+        }
     }
 }
 
