@@ -27,6 +27,11 @@ impl MessageId {
     pub fn from_uuid(id: Uuid) -> MessageId {
         MessageId(id)
     }
+
+    /// The millisecond the id was made in (a UUIDv7's top 48 bits).
+    pub fn millisecond(&self) -> i64 {
+        (self.0.as_u128() >> 80) as i64
+    }
 }
 
 impl Default for MessageId {

@@ -434,11 +434,8 @@ impl DynamoStore {
         let items: Vec<Item> = missing
             .into_iter()
             .flat_map(|m| {
-                let (mut item, content) = message_items(m, self.retention);
-                if header.by_job {
-                    // Found through the job's listing: no index entry (a write unit) each.
-                    item.remove("search_shard");
-                }
+                // Found through the job's listing: no index entry (a write unit) each.
+                let (item, content) = message_items(m, self.retention, !header.by_job);
                 [Some(item), content].into_iter().flatten()
             })
             .collect();

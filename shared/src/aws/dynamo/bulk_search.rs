@@ -32,11 +32,6 @@ struct ListedJob {
     fanned_out: bool,
 }
 
-/// The millisecond of a UUIDv7 id.
-fn millisecond_of(id: MessageId) -> i64 {
-    (id.as_uuid().as_u128() >> 80) as i64
-}
-
 /// The listing query's key condition and filter for `f` (listing sort keys are a job's
 /// millisecond times 1,000 plus a tie-breaker below 1,000: `bulk_sends.rs`).
 fn listing_query(
@@ -48,8 +43,8 @@ fn listing_query(
     HashMap<String, AttributeValue>,
     String,
 ) {
-    let low_ms = f.lowest_id().map_or(0, millisecond_of);
-    let high_ms = below.map_or(i64::MAX / 1000 - 1, millisecond_of);
+    let low_ms = f.lowest_id().map_or(0, |id| id.millisecond());
+    let high_ms = below.map_or(i64::MAX / 1000 - 1, |id| id.millisecond());
     let mut values = HashMap::from([
         (":p".to_owned(), s(listing_partition(tenant))),
         (":lo".to_owned(), n(low_ms.saturating_mul(1000))),
@@ -164,6 +159,8 @@ impl DynamoStore {
     ) -> Result<(Vec<ListedJob>, Option<MessageId>), StoreError> {
         let (names, values, filter) = listing_query(tenant, f, below);
         let (mut jobs, mut start) = (Vec::new(), None);
+        // The millisecond of the last listing read, while the listing goes on past it.
+        let mut last_ms = None;
         for _ in 0..QUERIES_PER_PAGE {
             let out = self
                 .client
@@ -186,21 +183,21 @@ impl DynamoStore {
             let Some(last) = &start else {
                 return Ok((jobs, None));
             };
-            let last_ms = get_n::<i64>(last, "part")? / 1000;
+            let cut = get_n::<i64>(last, "part")? / 1000;
+            last_ms = Some(cut);
             let complete: usize = jobs
                 .iter()
-                .filter(|j| j.millisecond > last_ms)
+                .filter(|j| j.millisecond > cut)
                 .map(|j| j.recipients)
                 .sum();
             if complete >= budget {
                 break;
             }
         }
-        let Some(last) = &start else {
+        let Some(last_ms) = last_ms else {
             return Ok((jobs, None));
         };
-        let last_ms = get_n::<i64>(last, "part")? / 1000;
-        if below.is_some_and(|b| last_ms >= millisecond_of(b)) {
+        if below.is_some_and(|b| last_ms >= b.millisecond()) {
             // Over a thousand jobs in the cursor's own millisecond: a cut there would not move
             // the cursor, so this page takes what it read.
             return Ok((jobs, None));

@@ -26,9 +26,14 @@ fn content_key(id: &str) -> String {
     format!("{id}#content")
 }
 
-/// The status item of a new message, and its content item when the content is kept apart.
-pub(crate) fn message_items(m: &NewMessage, retention: Duration) -> (Item, Option<Item>) {
-    let mut item = new_message_item(m);
+/// The status item of a new message, and its content item when the content is kept apart
+/// (`indexed`: as for [`new_message_item`]).
+pub(crate) fn message_items(
+    m: &NewMessage,
+    retention: Duration,
+    indexed: bool,
+) -> (Item, Option<Item>) {
+    let mut item = new_message_item(m, indexed);
     let size = [&m.content.body, &m.content.html]
         .iter()
         .map(|part| part.as_ref().map_or(0, String::len))

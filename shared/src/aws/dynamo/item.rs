@@ -91,18 +91,22 @@ pub(crate) fn event_value(
     AttributeValue::M(m)
 }
 
-/// The item of a newly accepted message, with its first event.
-pub(crate) fn new_message_item(m: &NewMessage) -> Item {
+/// The item of a newly accepted message, with its first event. `indexed`: whether search
+/// finds it through the `by_tenant` index (a write unit); a bulk message with a derived id is
+/// found through its job's listing instead.
+pub(crate) fn new_message_item(m: &NewMessage, indexed: bool) -> Item {
     let mut item = Item::new();
     let mut put = |k: &str, v: AttributeValue| {
         item.insert(k.to_owned(), v);
     };
     put("id", s(m.id.to_string()));
     put("tenant", s(m.tenant.as_str()));
-    put(
-        "search_shard",
-        s(super::search::search_shard(&m.tenant, m.id)),
-    );
+    if indexed {
+        put(
+            "search_shard",
+            s(super::search::search_shard(&m.tenant, m.id)),
+        );
+    }
     put("channel", s(m.channel.as_str()));
     put("priority", s(m.priority.as_str()));
     put("status", s(m.status.as_str()));

@@ -284,7 +284,7 @@ impl MessageStore for DynamoStore {
         let (items, contents): (Vec<Item>, Vec<Option<Item>>) = batch
             .messages
             .iter()
-            .map(|m| message_items(m, self.retention))
+            .map(|m| message_items(m, self.retention, true))
             .unzip();
         self.put_contents(contents.into_iter().flatten().collect())
             .await?;

@@ -31,9 +31,10 @@ fn shard_key(tenant: &TenantId, shard: u8) -> String {
 /// read of its item (half a read unit), so a page reads at most this many.
 fn bulk_budget(f: &MessageFilter, limit: usize) -> usize {
     const ITEM_FILTERED: usize = 1_000;
-    match f.status.is_some() || f.to.is_some() || f.external_id.is_some() {
-        true => ITEM_FILTERED,
-        false => limit.saturating_mul(2).max(1),
+    if f.status.is_some() || f.to.is_some() || f.external_id.is_some() {
+        ITEM_FILTERED
+    } else {
+        limit.saturating_mul(2).max(1)
     }
 }
 
