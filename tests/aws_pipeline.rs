@@ -349,42 +349,38 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
-    let api = Api::start().await;
+/// Runs `herald <args> --aws-stack <the harness's stack>`, as an operator would on a deployed
+/// stack; returns its stdout.
+fn herald_on_stack(stack: &Stack, args: &[&str]) -> String {
     // The harness names its tables `<prefix>-<table>`, as a stack does.
-    let stack_name = api
-        .stack
+    let stack_name = stack
         .settings
         .tables
         .tenants
         .as_deref()
         .unwrap()
-        .trim_end_matches("-tenants")
-        .to_owned();
-    let herald = |args: &[&str]| {
-        std::process::Command::new(herald_tests::herald_binary())
-            .args(args)
-            .env("AWS_ENDPOINT_URL", herald_tests::aws::endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("HERALD_LOG", "warn")
-            .output()
-            .unwrap()
-    };
-    // Runs `herald keys ...` on the stack; returns its stdout.
-    let keys = |args: &[&str]| {
-        let mut all = vec!["keys"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--aws-stack", &stack_name, "--aws-region", "us-east-1"]);
-        let out = herald(&all);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+        .trim_end_matches("-tenants");
+    let out = std::process::Command::new(herald_tests::herald_binary())
+        .args(args)
+        .args(["--aws-stack", stack_name, "--aws-region", "us-east-1"])
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("HERALD_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_keys_create_writes_a_working_key_into_a_stacks_tables() {
+    let api = Api::start().await;
+    let keys = |args: &[&str]| herald_on_stack(&api.stack, &[&["keys"], args].concat());
     let stats_with = |key: String| {
         let request = api
             .client
@@ -590,4 +586,67 @@ async fn the_console_runs_on_the_api_function_over_dynamodb_and_sqs() {
         "/console/sign-in",
         "the stored session is gone"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    use shared::domain::suppression::Scope;
+    use shared::domain::{Channel, TenantId};
+    use shared::ports::SuppressionStore;
+
+    let stack = Stack::create().await;
+    let store = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings).store;
+    let table = stack.settings.tables.suppressions.clone().unwrap();
+    let now = chrono::Utc::now();
+    // As an older version wrote them: list items alone, and a soft-bounce strike.
+    let older = [
+        ("acme", "email#old@example.com", "complaint"),
+        ("*", "email#gone@example.com", "hard_bounce"),
+        ("soft#acme", "email#soft@example.com#1#0", "-"),
+    ];
+    for (scope, entry, reason) in older {
+        stack
+            .dynamo
+            .put_item()
+            .table_name(&table)
+            .item("scope", S(scope.into()))
+            .item("entry", S(entry.into()))
+            .item("reason", S(reason.into()))
+            .item("created_at", N(now.timestamp_millis().to_string()))
+            .item("at", N(now.timestamp_millis().to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let acme = TenantId::parse("acme").unwrap();
+    let asked = ["old@example.com", "gone@example.com", "soft@example.com"].map(String::from);
+    let stopped = || async {
+        let found = store
+            .suppressed(&acme, Channel::Email, &asked, now)
+            .await
+            .unwrap();
+        let mut hits: Vec<String> = found.into_keys().collect();
+        hits.sort();
+        hits
+    };
+    assert!(stopped().await.is_empty(), "no look-ups before the upgrade");
+
+    let out = herald_on_stack(&stack, &["upgrade"]);
+    assert!(out.contains("suppression look-ups written: 2"), "{out}");
+    assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
+    let again = herald_on_stack(&stack, &["upgrade"]);
+    assert!(
+        again.contains("written: 2"),
+        "a second run is harmless: {again}"
+    );
+    assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
+
+    // An upgraded entry deletes with its look-up.
+    let scope = Scope::Tenant(acme.clone());
+    assert!(store
+        .delete_suppression(&scope, Channel::Email, "old@example.com")
+        .await
+        .unwrap());
+    assert_eq!(stopped().await, ["gone@example.com"]);
 }

@@ -21,6 +21,10 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bring data stored by an older version up to this one's layout: run once after
+    /// deploying over an older stack (a data directory does it itself when opened). Safe to
+    /// run again.
+    Upgrade(StoreLocation),
     /// Send one message, or a bulk send from a CSV file, through a running server.
     Send(SendArgs),
     /// Show a message's status and timeline.

@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Keys(cmd) => keys::run(cmd).await,
+            cli::Command::Upgrade(location) => store::upgrade(&location).await,
             cli::Command::Send(args) => client::send(args).await,
             cli::Command::Status(args) => client::status(args).await,
             cli::Command::Messages(cmd) => messages::run(cmd).await,

@@ -1,5 +1,6 @@
 //! The store itself, for the commands that work without a server (`herald keys`,
-//! `herald audit platform`): a data directory, or a deployed stack's DynamoDB tables.
+//! `herald audit platform`, `herald upgrade`): a data directory, or a deployed stack's
+//! DynamoDB tables.
 
 use std::sync::Arc;
 
@@ -53,4 +54,20 @@ impl DirectStore {
             backend.close();
         }
     }
+}
+
+/// `herald upgrade`: what an older version stored, in this version's layout.
+pub async fn upgrade(location: &StoreLocation) -> anyhow::Result<()> {
+    match DirectStore::open(location).await? {
+        DirectStore::Local(backend) => {
+            // Opening it ran its migrations.
+            backend.close();
+            println!("{}: up to date", location.data_dir.display());
+        }
+        DirectStore::Stack(store) => {
+            let written = store.index_suppressions_by_address().await?;
+            println!("suppression look-ups written: {written}");
+        }
+    }
+    Ok(())
 }

@@ -949,6 +949,57 @@ pub async fn suppressions_are_scoped_batched_and_expire<S: SuppressionStore>(sto
         .await
         .unwrap()
         .contains_key("ann@example.com"));
+
+    // One address on three lists: a tenant's own entry comes first, and each delete takes
+    // only its own entry.
+    let both = "both@example.com";
+    store
+        .put_suppressions(vec![
+            entry(acme_scope.clone(), Channel::Email, both, Reason::Complaint),
+            entry(
+                Scope::Tenant(globex.clone()),
+                Channel::Email,
+                both,
+                Reason::Unsubscribe,
+            ),
+            entry(Scope::Global, Channel::Email, both, Reason::HardBounce),
+        ])
+        .await
+        .unwrap();
+    let asked = [both.to_owned()];
+    let reason_for = |tenant: TenantId| {
+        let asked = asked.clone();
+        async move {
+            let found = store
+                .suppressed(&tenant, Channel::Email, &asked, now)
+                .await
+                .unwrap();
+            found.get(both).map(|s| (s.reason, s.scope.clone()))
+        }
+    };
+    assert_eq!(
+        reason_for(acme.clone()).await,
+        Some((Reason::Complaint, acme_scope.clone()))
+    );
+    assert!(store
+        .delete_suppression(&acme_scope, Channel::Email, both)
+        .await
+        .unwrap());
+    assert_eq!(
+        reason_for(acme.clone()).await,
+        Some((Reason::HardBounce, Scope::Global)),
+        "the global entry still stops it"
+    );
+    assert!(store
+        .delete_suppression(&Scope::Global, Channel::Email, both)
+        .await
+        .unwrap());
+    assert_eq!(reason_for(acme.clone()).await, None);
+    assert_eq!(
+        reason_for(globex.clone()).await,
+        Some((Reason::Unsubscribe, Scope::Tenant(globex.clone()))),
+        "another tenant's entry for the same address stays"
+    );
 }
 
 pub async fn soft_bounces_are_counted_in_their_window<S: SuppressionStore>(store: &S) {

@@ -14,9 +14,9 @@ const BATCH_WRITE: usize = 25;
 pub(super) const BATCH_GET: usize = 100;
 /// Concurrent batch calls.
 const CONCURRENCY: usize = 8;
-const TRIES: u32 = 8;
+pub(super) const TRIES: u32 = 8;
 
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(25 << attempt.min(6))
 }
 

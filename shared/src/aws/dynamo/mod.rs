@@ -22,6 +22,7 @@ mod relay;
 mod rules;
 mod search;
 mod sessions;
+mod suppression_lookup;
 mod suppressions;
 mod thread_join;
 mod threads;

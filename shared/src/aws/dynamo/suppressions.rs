@@ -1,65 +1,84 @@
 //! The suppression list on DynamoDB (`suppressions`: PK `scope`, SK `entry` =
 //! `<channel>#<address>`, TTL `expires_at`), soft-bounce strikes in the same table, and the
-//! processed-event log in the idempotency table.
+//! processed-event log in the idempotency table. The check reads look-up items, one per
+//! address (`suppression_lookup.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{PutRequest, ReturnValue, WriteRequest};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 
 use super::batch::Read;
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
-use super::{applied, build_error, epoch_seconds, query_up_to, unavailable, DynamoStore};
+use super::{applied, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
 
-/// Two keys (the tenant's and the global entry) per address, 100 keys per BatchGetItem.
-const ADDRESSES_PER_GET: usize = 50;
-const CONCURRENCY: usize = 8;
-
-fn entry_key(channel: Channel, address: &str) -> String {
+pub(super) fn entry_key(channel: Channel, address: &str) -> String {
     format!("{}#{address}", channel.as_str())
 }
 
-fn key(scope: &str, entry: String) -> Item {
+pub(super) fn key(scope: &str, entry: String) -> Item {
     HashMap::from([
         ("scope".to_owned(), s(scope)),
         ("entry".to_owned(), s(entry)),
     ])
 }
 
-fn to_item(e: &Suppression) -> Item {
-    let mut item = key(e.scope.key(), entry_key(e.channel, &e.address));
-    item.insert("reason".into(), s(e.reason.as_str()));
-    item.insert("created_at".into(), n(ms(e.created_at)));
+/// An entry's own fields: the list item holds them beside its key, the look-up item as a map.
+pub(super) fn entry_fields(e: &Suppression) -> Item {
+    let mut fields = HashMap::from([
+        ("reason".to_owned(), s(e.reason.as_str())),
+        ("created_at".to_owned(), n(ms(e.created_at))),
+    ]);
     if let Some(source) = &e.source {
-        item.insert("source".into(), s(source));
+        fields.insert("source".into(), s(source));
     }
     if let Some(at) = e.expires_at {
         // TTL takes epoch seconds; Herald also checks it, since TTL deletes late.
-        item.insert("expires_at".into(), n(epoch_seconds(at)));
+        fields.insert("expires_at".into(), n(epoch_seconds(at)));
     }
+    fields
+}
+
+pub(super) fn to_item(e: &Suppression) -> Item {
+    let mut item = key(e.scope.key(), entry_key(e.channel, &e.address));
+    item.extend(entry_fields(e));
     item
 }
 
-fn from_item(item: &Item) -> Result<Suppression, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("suppression item: {what}"));
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("suppression item: {what}"))
+}
+
+pub(super) fn from_item(item: &Item) -> Result<Suppression, StoreError> {
     let scope = Scope::from_key(get_s(item, "scope")?).ok_or_else(|| corrupt("scope"))?;
     let (channel, address) = get_s(item, "entry")?
         .split_once('#')
         .ok_or_else(|| corrupt("entry"))?;
+    let channel = Channel::parse(channel).ok_or_else(|| corrupt("channel"))?;
+    from_fields(scope, channel, address, item)
+}
+
+/// The entry of `scope` for an address, from its fields ([`entry_fields`]).
+pub(super) fn from_fields(
+    scope: Scope,
+    channel: Channel,
+    address: &str,
+    fields: &Item,
+) -> Result<Suppression, StoreError> {
     Ok(Suppression {
         scope,
-        channel: Channel::parse(channel).ok_or_else(|| corrupt("channel"))?,
+        channel,
         address: address.to_owned(),
-        reason: Reason::parse(get_s(item, "reason")?).ok_or_else(|| corrupt("reason"))?,
-        source: opt_s(item, "source").map(str::to_owned),
-        created_at: DateTime::from_timestamp_millis(get_n(item, "created_at")?).unwrap_or_default(),
-        expires_at: opt_n::<i64>(item, "expires_at")?.and_then(|t| DateTime::from_timestamp(t, 0)),
+        reason: Reason::parse(get_s(fields, "reason")?).ok_or_else(|| corrupt("reason"))?,
+        source: opt_s(fields, "source").map(str::to_owned),
+        created_at: DateTime::from_timestamp_millis(get_n(fields, "created_at")?)
+            .unwrap_or_default(),
+        expires_at: opt_n::<i64>(fields, "expires_at")?
+            .and_then(|t| DateTime::from_timestamp(t, 0)),
     })
 }
 
@@ -73,34 +92,8 @@ impl SuppressionStore for DynamoStore {
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Suppression>, StoreError> {
         let table = self.suppressions_table()?;
-        let chunks: Vec<Vec<Item>> = addresses
-            .chunks(ADDRESSES_PER_GET)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .flat_map(|a| {
-                        [tenant.as_str(), Scope::Global.key()]
-                            .map(|scope| key(scope, entry_key(channel, a)))
-                    })
-                    .collect()
-            })
-            .collect();
-        let pages: Vec<Vec<Item>> = futures::stream::iter(
-            chunks
-                .into_iter()
-                .map(|keys| self.batch_get(table, keys, None, Read::Eventual)),
-        )
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-        let mut found = HashMap::new();
-        for item in pages.iter().flatten() {
-            let entry = from_item(item)?;
-            if entry.is_active(now) {
-                found.entry(entry.address.clone()).or_insert(entry);
-            }
-        }
-        Ok(found)
+        self.lookup_suppressions(table, tenant, channel, addresses, now)
+            .await
     }
 
     async fn put_suppressions(&self, entries: Vec<Suppression>) -> Result<usize, StoreError> {
@@ -117,18 +110,9 @@ impl SuppressionStore for DynamoStore {
                 .await?
                 .len();
         }
-        let writes: Vec<WriteRequest> = entries
-            .iter()
-            .map(|e| {
-                PutRequest::builder()
-                    .set_item(Some(to_item(e)))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(build_error)
-            })
-            .collect::<Result<_, _>>()?;
-        self.batch_write(table, writes).await?;
-        Ok(entries.len().saturating_sub(existing))
+        let count = entries.len();
+        self.write_suppressions(table, entries).await?;
+        Ok(count.saturating_sub(existing))
     }
 
     async fn get_suppression(
@@ -155,16 +139,9 @@ impl SuppressionStore for DynamoStore {
         channel: Channel,
         address: &str,
     ) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(self.suppressions_table()?)
-            .set_key(Some(key(scope.key(), entry_key(channel, address))))
-            .return_values(ReturnValue::AllOld)
-            .send()
+        let table = self.suppressions_table()?;
+        self.delete_suppression_entry(table, scope, channel, address)
             .await
-            .map_err(|e| unavailable("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 
     async fn list_suppressions(
