@@ -285,6 +285,23 @@ async fn a_bulk_job_of_ten_thousand_stays_in_budget_per_recipient() {
             sqs: 0.2,
         },
     );
+
+    // A search by recipient reads the job's stored parts (a few units for all 10,000
+    // recipients), then the one message found; reading the job's messages instead costs 0.5
+    // RRU each, 500 a page.
+    meter.take();
+    let path = "/v1/messages?to=reader4242%40example.com";
+    let (status, page) = api.call(reqwest::Method::GET, path, None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    let search = meter.take();
+    search.print("search by recipient, one page", 1.0);
+    let rru = search.total(|l| l.1 == "dynamodb").rru;
+    println!("search by recipient through a {BULK_RECIPIENTS}-recipient job: {rru:.1} RRU");
+    assert!(
+        rru <= 40.0,
+        "{rru:.1} RRU for one page of search by recipient"
+    );
 }
 
 /// Fans the job out a step at a time (the `enqueue` handler with a short deadline, as a

@@ -108,7 +108,7 @@ fn parts_of(recipients: &[BulkJobRecipient]) -> Result<Vec<String>, StoreError> 
 const PART_JSON_LIMIT: usize = PART_BYTES + PART_RECIPIENTS + 2;
 
 /// A part's recipients: their JSON deflated (binary), or as a string from a Herald before that.
-fn part_recipients(part: &Item) -> Result<Vec<BulkJobRecipient>, String> {
+pub(super) fn part_recipients(part: &Item) -> Result<Vec<BulkJobRecipient>, String> {
     let json = match part.get("recipients") {
         Some(AttributeValue::B(b)) => {
             packed::unpack(b.as_ref(), PART_JSON_LIMIT).map_err(|e| e.to_string())?

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::bulk::PART_RECIPIENTS;
+use super::bulk::{part_recipients, PART_RECIPIENTS};
 use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
 use super::item::{get_n, get_s, n, s, Item};
 use super::search::{equal_terms, ShardPage};
@@ -103,7 +103,16 @@ impl DynamoStore {
                 continue;
             }
             let top = top.min(self.written_of(job).await?);
-            for position in (bottom..top).rev() {
+            let positions: Box<dyn Iterator<Item = usize> + Send> =
+                if f.to.is_some() || f.external_id.is_some() {
+                    let mut matched = self.positions_in_parts(job, f).await?;
+                    matched.retain(|p| (bottom..top).contains(p));
+                    matched.sort_unstable_by(|a, b| b.cmp(a));
+                    Box::new(matched.into_iter())
+                } else {
+                    Box::new((bottom..top).rev())
+                };
+            for position in positions {
                 let Some(id) = job.ids.recipient(position) else {
                     continue;
                 };
@@ -120,6 +129,51 @@ impl DynamoStore {
             ids,
             stopped_at: cut,
         })
+    }
+
+    /// The positions of a job's recipients that match the filter's recipient and external id,
+    /// read from the job's stored parts: about 1.25 read units per 1,000 recipients, where
+    /// reading their messages would cost 500.
+    async fn positions_in_parts(
+        &self,
+        job: &ListedJob,
+        f: &MessageFilter,
+    ) -> Result<Vec<usize>, StoreError> {
+        let bulk_id = job.ids.bulk_id();
+        let corrupt = |e: String| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
+        let (mut positions, mut start) = (Vec::new(), None);
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.bulk_table()?)
+                // Part 0 is the job's head; its parts are numbered from 1.
+                .key_condition_expression("bulk_id = :b AND part > :head")
+                .expression_attribute_values(":b", s(&bulk_id))
+                .expression_attribute_values(":head", n(0))
+                .projection_expression("recipients")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for part in out.items() {
+                let matching = part_recipients(part)
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .filter(|r| f.to.as_ref().is_none_or(|to| *to == r.to))
+                    .filter(|r| {
+                        f.external_id
+                            .as_ref()
+                            .is_none_or(|e| r.external_id.as_ref() == Some(e))
+                    })
+                    .filter_map(|r| job.ids.position(r.id));
+                positions.extend(matching);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(positions);
+            }
+        }
     }
 
     /// How many of a job's recipients may have their message written: all once the fan-out is
