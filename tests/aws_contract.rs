@@ -112,6 +112,12 @@ async fn dynamo_suppressions_are_scoped_batched_and_expire() {
 }
 
 #[tokio::test]
+async fn dynamo_one_address_on_three_lists_is_deleted_list_by_list() {
+    let (_s, b) = backend().await;
+    one_address_on_three_lists_is_deleted_list_by_list(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_soft_bounces_are_counted_in_their_window() {
     let (_s, b) = backend().await;
     soft_bounces_are_counted_in_their_window(b.store.as_ref()).await;

@@ -596,14 +596,24 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
     use shared::ports::SuppressionStore;
 
     let stack = Stack::create().await;
-    let store = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings).store;
     let table = stack.settings.tables.suppressions.clone().unwrap();
+    // A stack of the release before look-ups: no marker, list items alone, a soft-bounce
+    // strike, and an item no release could read as an entry.
+    stack
+        .dynamo
+        .delete_item()
+        .table_name(&table)
+        .key("scope", S("addr#".into()))
+        .key("entry", S("complete".into()))
+        .send()
+        .await
+        .unwrap();
     let now = chrono::Utc::now();
-    // As an older version wrote them: list items alone, and a soft-bounce strike.
     let older = [
         ("acme", "email#old@example.com", "complaint"),
         ("*", "email#gone@example.com", "hard_bounce"),
         ("soft#acme", "email#soft@example.com#1#0", "-"),
+        ("acme", "email#odd@example.com", "no-such-reason"),
     ];
     for (scope, entry, reason) in older {
         stack
@@ -621,7 +631,9 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
     }
     let acme = TenantId::parse("acme").unwrap();
     let asked = ["old@example.com", "gone@example.com", "soft@example.com"].map(String::from);
+    // A new instance's view (each caches whether the list is marked).
     let stopped = || async {
+        let store = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings).store;
         let found = store
             .suppressed(&acme, Channel::Email, &asked, now)
             .await
@@ -630,19 +642,56 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
         hits.sort();
         hits
     };
-    assert!(stopped().await.is_empty(), "no look-ups before the upgrade");
+    let look_up = |address: &str| {
+        let request = stack
+            .dynamo
+            .get_item()
+            .table_name(&table)
+            .key("scope", S(format!("addr#email#{address}")))
+            .key("entry", S("*".into()))
+            .consistent_read(true);
+        async move { request.send().await.unwrap().item }
+    };
+    assert_eq!(
+        stopped().await,
+        ["gone@example.com", "old@example.com"],
+        "before the upgrade, the check reads the entries themselves"
+    );
+    assert!(look_up("old@example.com").await.is_none());
 
     let out = herald_on_stack(&stack, &["upgrade"]);
-    assert!(out.contains("suppression look-ups written: 2"), "{out}");
+    assert!(out.contains("suppression look-ups written: 2;"), "{out}");
+    assert!(out.contains("no entry (see the log): 1"), "{out}");
+    assert!(look_up("old@example.com").await.is_some());
+    assert!(look_up("gone@example.com").await.is_some());
+    assert!(
+        look_up("soft@example.com").await.is_none(),
+        "a strike is no entry"
+    );
     assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
     let again = herald_on_stack(&stack, &["upgrade"]);
     assert!(
-        again.contains("written: 2"),
+        again.contains("written: 2;"),
         "a second run is harmless: {again}"
     );
+
+    // Marked: the check reads the look-ups alone, so a list item without one stops nothing
+    // (what an older release's write would leave, hence the upgrade after the deploy).
+    stack
+        .dynamo
+        .put_item()
+        .table_name(&table)
+        .item("scope", S("acme".into()))
+        .item("entry", S("email#soft@example.com".into()))
+        .item("reason", S("complaint".into()))
+        .item("created_at", N(now.timestamp_millis().to_string()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
 
     // An upgraded entry deletes with its look-up.
+    let store = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings).store;
     let scope = Scope::Tenant(acme.clone());
     assert!(store
         .delete_suppression(&scope, Channel::Email, "old@example.com")

@@ -346,6 +346,12 @@ impl Stack {
             },
             warmups: Default::default(),
         };
+        // As a deploy ends (`herald upgrade`): a new stack's list has every look-up it needs.
+        shared::aws::AwsBackend::new(&sdk, &settings)
+            .store
+            .index_suppressions_by_address()
+            .await
+            .expect("a new stack's suppression list marked as upgraded");
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {
             messages_stream: crate::stream::StreamPlayer::new(&endpoint(), &messages_table),

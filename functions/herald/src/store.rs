@@ -65,8 +65,12 @@ pub async fn upgrade(location: &StoreLocation) -> anyhow::Result<()> {
             println!("{}: up to date", location.data_dir.display());
         }
         DirectStore::Stack(store) => {
-            let written = store.index_suppressions_by_address().await?;
-            println!("suppression look-ups written: {written}");
+            let done = store.index_suppressions_by_address().await?;
+            println!(
+                "suppression look-ups written: {}; entries changed meanwhile (their own writes \
+                 set them): {}; items that are no entry (see the log): {}",
+                done.indexed, done.changed_meanwhile, done.unreadable
+            );
         }
     }
     Ok(())

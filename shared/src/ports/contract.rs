@@ -949,9 +949,14 @@ pub async fn suppressions_are_scoped_batched_and_expire<S: SuppressionStore>(sto
         .await
         .unwrap()
         .contains_key("ann@example.com"));
+}
 
-    // One address on three lists: a tenant's own entry comes first, and each delete takes
-    // only its own entry.
+/// One address on three lists (two tenants' and the global one): a tenant's own entry comes
+/// first, and each delete takes only its own entry.
+pub async fn one_address_on_three_lists_is_deleted_list_by_list<S: SuppressionStore>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let acme_scope = Scope::Tenant(acme.clone());
+    let now = Utc::now();
     let both = "both@example.com";
     store
         .put_suppressions(vec![
@@ -1000,6 +1005,19 @@ pub async fn suppressions_are_scoped_batched_and_expire<S: SuppressionStore>(sto
         Some((Reason::Unsubscribe, Scope::Tenant(globex.clone()))),
         "another tenant's entry for the same address stays"
     );
+
+    // The same entry twice in one import (a list with a repeated line) is one new entry.
+    let twice = entry(
+        acme_scope.clone(),
+        Channel::Email,
+        "twice@example.com",
+        Reason::Manual,
+    );
+    let added = store
+        .put_suppressions(vec![twice.clone(), twice])
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
 }
 
 pub async fn soft_bounces_are_counted_in_their_window<S: SuppressionStore>(store: &S) {

@@ -113,6 +113,12 @@ async fn sqlite_suppressions_are_scoped_batched_and_expire() {
 }
 
 #[tokio::test]
+async fn sqlite_one_address_on_three_lists_is_deleted_list_by_list() {
+    let (_d, b) = backend();
+    one_address_on_three_lists_is_deleted_list_by_list(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_soft_bounces_are_counted_in_their_window() {
     let (_d, b) = backend();
     soft_bounces_are_counted_in_their_window(&b).await;

@@ -29,7 +29,7 @@ const PART_BYTES: usize = 300 * 1024;
 /// Recipients per part: the unit of progress a redelivery resumes from.
 pub(super) const PART_RECIPIENTS: usize = 500;
 /// A stored job is kept this long after accept, whatever happens to it.
-const JOB_TTL_DAYS: i64 = 7;
+pub(super) const JOB_TTL_DAYS: i64 = 7;
 
 /// The job without its recipients: part 0 of a stored job.
 #[derive(Serialize, Deserialize)]
@@ -484,31 +484,51 @@ impl DynamoStore {
         bulk_id: &str,
     ) -> Result<Option<Vec<MessageId>>, StoreError> {
         let corrupt = |e: String| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
-        let (mut ids, mut owned, mut start) = (Vec::new(), false, None);
+        let (mut ids, mut owned) = (Vec::new(), false);
+        self.for_each_part(bulk_id, 0, None, |part| {
+            if let Some(header) = opt_s(part, "header") {
+                let header: JobHeader =
+                    serde_json::from_str(header).map_err(|e| corrupt(e.to_string()))?;
+                owned = &header.tenant == tenant;
+                return Ok(());
+            }
+            let recipients = part_recipients(part).map_err(corrupt)?;
+            ids.extend(recipients.into_iter().map(|r| r.id));
+            Ok(())
+        })
+        .await?;
+        Ok(owned.then_some(ids))
+    }
+
+    /// Visits a job's items in order from part `from` (the head is part 0, its recipients are
+    /// in parts 1 and on), a query page at a time, with only `projection` when given.
+    pub(super) async fn for_each_part(
+        &self,
+        bulk_id: &str,
+        from: usize,
+        projection: Option<&str>,
+        mut visit: impl FnMut(&Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut start = None;
         loop {
             let out = self
                 .client
                 .query()
                 .table_name(self.bulk_table()?)
-                .key_condition_expression("bulk_id = :b")
+                .key_condition_expression("bulk_id = :b AND part >= :from")
                 .expression_attribute_values(":b", s(bulk_id))
+                .expression_attribute_values(":from", n(from))
+                .set_projection_expression(projection.map(str::to_owned))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| unavailable("Query", e))?;
-            for part in out.items() {
-                if let Some(header) = opt_s(part, "header") {
-                    let header: JobHeader =
-                        serde_json::from_str(header).map_err(|e| corrupt(e.to_string()))?;
-                    owned = &header.tenant == tenant;
-                    continue;
-                }
-                let recipients = part_recipients(part).map_err(corrupt)?;
-                ids.extend(recipients.into_iter().map(|r| r.id));
+            for item in out.items() {
+                visit(item)?;
             }
-            start = out.last_evaluated_key().cloned();
+            start = out.last_evaluated_key;
             if start.is_none() {
-                return Ok(owned.then_some(ids));
+                return Ok(());
             }
         }
     }

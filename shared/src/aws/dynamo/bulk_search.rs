@@ -8,10 +8,13 @@
 //! the index's candidates.
 
 use std::collections::HashMap;
+use std::ops::Range;
+
+use chrono::{DateTime, Utc};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::bulk::{part_recipients, PART_RECIPIENTS};
+use super::bulk::{part_recipients, JOB_TTL_DAYS, PART_RECIPIENTS};
 use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
 use super::item::{get_n, get_s, n, s, Item};
 use super::search::{equal_terms, ShardPage};
@@ -103,15 +106,7 @@ impl DynamoStore {
                 continue;
             }
             let top = top.min(self.written_of(job).await?);
-            let positions: Box<dyn Iterator<Item = usize> + Send> =
-                if f.to.is_some() || f.external_id.is_some() {
-                    let mut matched = self.positions_in_parts(job, f).await?;
-                    matched.retain(|p| (bottom..top).contains(p));
-                    matched.sort_unstable_by(|a, b| b.cmp(a));
-                    Box::new(matched.into_iter())
-                } else {
-                    Box::new((bottom..top).rev())
-                };
+            let positions = self.candidate_positions(job, f, bottom..top).await?;
             for position in positions {
                 let Some(id) = job.ids.recipient(position) else {
                     continue;
@@ -131,49 +126,57 @@ impl DynamoStore {
         })
     }
 
-    /// The positions of a job's recipients that match the filter's recipient and external id,
-    /// read from the job's stored parts: about 1.25 read units per 1,000 recipients, where
-    /// reading their messages would cost 500.
+    /// The positions in `range` a page names, highest first: every one; or, for a recipient or
+    /// external-id filter while the job's parts are kept, those whose recipient matches (about
+    /// 1.25 read units per 1,000 recipients, where reading their messages would cost 500).
+    async fn candidate_positions(
+        &self,
+        job: &ListedJob,
+        f: &MessageFilter,
+        range: Range<usize>,
+    ) -> Result<Box<dyn Iterator<Item = usize> + Send>, StoreError> {
+        let by_recipient = f.to.is_some() || f.external_id.is_some();
+        if !by_recipient || !parts_kept(job, Utc::now()) {
+            return Ok(Box::new(range.rev()));
+        }
+        // A part holds at most PART_RECIPIENTS, so the parts up to this one hold only
+        // positions below the range.
+        let below_range = range.start / PART_RECIPIENTS;
+        let mut matched = self.positions_in_parts(job, f, below_range).await?;
+        matched.retain(|p| range.contains(p));
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(Box::new(matched.into_iter()))
+    }
+
+    /// The positions of a job's recipients, in its parts after `after_part`, that match the
+    /// filter's recipient and external id.
     async fn positions_in_parts(
         &self,
         job: &ListedJob,
         f: &MessageFilter,
+        after_part: usize,
     ) -> Result<Vec<usize>, StoreError> {
         let bulk_id = job.ids.bulk_id();
         let corrupt = |e: String| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}"));
-        let (mut positions, mut start) = (Vec::new(), None);
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.bulk_table()?)
-                // Part 0 is the job's head; its parts are numbered from 1.
-                .key_condition_expression("bulk_id = :b AND part > :head")
-                .expression_attribute_values(":b", s(&bulk_id))
-                .expression_attribute_values(":head", n(0))
-                .projection_expression("recipients")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for part in out.items() {
-                let matching = part_recipients(part)
-                    .map_err(corrupt)?
-                    .into_iter()
-                    .filter(|r| f.to.as_ref().is_none_or(|to| *to == r.to))
-                    .filter(|r| {
-                        f.external_id
-                            .as_ref()
-                            .is_none_or(|e| r.external_id.as_ref() == Some(e))
-                    })
-                    .filter_map(|r| job.ids.position(r.id));
-                positions.extend(matching);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(positions);
-            }
-        }
+        let mut positions = Vec::new();
+        // Part 0 is the job's head; its recipients are in parts 1 and on.
+        let from = after_part + 1;
+        self.for_each_part(&bulk_id, from, Some("recipients"), |part| {
+            let matching = part_recipients(part)
+                .map_err(corrupt)?
+                .into_iter()
+                .filter(|r| f.to.as_ref().is_none_or(|to| *to == r.to))
+                .filter(|r| {
+                    f.external_id
+                        .as_ref()
+                        .is_none_or(|e| r.external_id.as_ref() == Some(e))
+                })
+                .filter_map(|r| job.ids.position(r.id));
+            positions.extend(matching);
+            Ok(())
+        })
+        .await?;
+        Ok(positions)
     }
 
     /// How many of a job's recipients may have their message written: all once the fan-out is
@@ -261,7 +264,37 @@ impl DynamoStore {
     }
 }
 
+/// Whether a job's parts are surely still stored: TTL removes them no sooner than
+/// `JOB_TTL_DAYS` after the accept (an hour's margin for clocks), while its messages and
+/// listing stay for the retention.
+fn parts_kept(job: &ListedJob, now: DateTime<Utc>) -> bool {
+    let kept = chrono::Duration::days(JOB_TTL_DAYS) - chrono::Duration::hours(1);
+    job.millisecond > (now - kept).timestamp_millis()
+}
+
 /// The smallest id of millisecond `ms`.
 fn first_id_at_ms(ms: i64) -> Option<MessageId> {
     chrono::DateTime::from_timestamp_millis(ms).map(first_id_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_parts_are_read_only_while_ttl_cannot_have_removed_them() {
+        let now = Utc::now();
+        let job = |age: chrono::Duration| ListedJob {
+            ids: BulkIds::new(now - age),
+            recipients: 10,
+            millisecond: (now - age).timestamp_millis(),
+            fanned_out: true,
+        };
+        assert!(parts_kept(&job(chrono::Duration::days(6)), now));
+        assert!(!parts_kept(&job(chrono::Duration::days(7)), now));
+        assert!(!parts_kept(
+            &job(chrono::Duration::days(7) - chrono::Duration::minutes(30)),
+            now
+        ));
+    }
 }

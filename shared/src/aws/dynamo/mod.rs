@@ -23,6 +23,7 @@ mod rules;
 mod search;
 mod sessions;
 mod suppression_lookup;
+mod suppression_upgrade;
 mod suppressions;
 mod thread_join;
 mod threads;
@@ -31,6 +32,8 @@ mod timeline;
 mod transitions;
 mod turns;
 mod warmup;
+
+pub use suppression_upgrade::SuppressionUpgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,7 @@ pub struct DynamoStore {
     retention: Duration,
     pauses: limits::PauseCache,
     pending_outcomes: health::PendingOutcomes,
+    lookups: suppression_lookup::LookupsSeen,
 }
 
 impl DynamoStore {
@@ -73,6 +77,7 @@ impl DynamoStore {
             retention,
             pauses: Default::default(),
             pending_outcomes: Default::default(),
+            lookups: Default::default(),
         }
     }
 

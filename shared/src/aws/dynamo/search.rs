@@ -28,7 +28,9 @@ fn shard_key(tenant: &TenantId, shard: u8) -> String {
 
 /// Candidates the bulk jobs give a page. Unfiltered below the job (no status or recipient
 /// filter), each is a match once its message is written: twice the page. Otherwise each costs a
-/// read of its item (half a read unit), so a page reads at most this many.
+/// read of its item (half a read unit), so a page reads at most this many (a recipient or
+/// external-id filter is matched in the job's parts first, so its candidates are matches
+/// already, unless the parts are gone).
 fn bulk_budget(f: &MessageFilter, limit: usize) -> usize {
     const ITEM_FILTERED: usize = 1_000;
     if f.status.is_some() || f.to.is_some() || f.external_id.is_some() {

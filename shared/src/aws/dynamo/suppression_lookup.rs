@@ -3,42 +3,57 @@
 //! map named `s:<scope>`. The check reads one item per address (half a read unit, eventually
 //! consistent) where it read two, the tenant's entry and the global one. The list items stay
 //! the record that listing, export and `get` read; every write of an entry writes its look-up
-//! in the same transaction, so the two never disagree.
+//! in the same transaction, so the two never disagree. Until `herald upgrade` has given the
+//! entries of an older stack their look-ups and marked it (`suppression_upgrade.rs`), the
+//! check reads the entries themselves too.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::batch::{backoff, Read, BATCH_GET, TRIES};
-use super::item::{get_s, s, Item};
+use super::item::{get_s, Item};
 use super::suppressions::{entry_fields, entry_key, from_fields, from_item, key, to_item};
-use super::{build_error, cancelled_by_condition, transaction_cancelled, unavailable, DynamoStore};
+use super::{build_error, cancelled_by_condition, unavailable, DynamoStore};
 use crate::domain::suppression::{Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::StoreError;
 
-const LOOKUP: &str = "addr#";
+pub(super) const LOOKUP: &str = "addr#";
 /// Entries per transaction: two writes each, under the limit of 100.
 const ENTRIES_PER_WRITE: usize = 25;
 const CONCURRENCY: usize = 8;
+/// How long an instance trusts an absent marker before it looks again.
+const MARKER_RECHECK: Duration = Duration::from_secs(60);
 
-fn lookup_key(channel: Channel, address: &str) -> Item {
+pub(super) fn lookup_key(channel: Channel, address: &str) -> Item {
     key(
         &format!("{LOOKUP}{}", entry_key(channel, address)),
         "*".to_owned(),
     )
 }
 
+/// The item `herald upgrade` writes once every entry has its look-up (its scope is no
+/// address's: the check never asks for it, and the upgrade's scan passes over it).
+pub(super) fn complete_marker() -> Item {
+    key(LOOKUP, "complete".to_owned())
+}
+
+/// Whether every entry has its look-up, as this instance last saw it, and when it looked.
+#[derive(Default)]
+pub(crate) struct LookupsSeen(parking_lot::Mutex<Option<(bool, Instant)>>);
+
 /// The look-up's attribute for a scope's entry (prefixed: a tenant may be named `entry`).
 fn scope_attribute(scope: &Scope) -> String {
     format!("s:{}", scope.key())
 }
 
-fn set_in_lookup(table: &str, e: &Suppression) -> Result<Update, StoreError> {
+pub(super) fn set_in_lookup(table: &str, e: &Suppression) -> Result<Update, StoreError> {
     Update::builder()
         .table_name(table)
         .set_key(Some(lookup_key(e.channel, &e.address)))
@@ -72,6 +87,20 @@ fn active_entry(
     Ok(None)
 }
 
+/// Keeps one entry per address: the tenant's own over the global one.
+fn keep(found: &mut HashMap<String, Suppression>, entry: Suppression) {
+    match found.entry(entry.address.clone()) {
+        Entry::Vacant(v) => {
+            v.insert(entry);
+        }
+        Entry::Occupied(mut o) => {
+            if o.get().scope == Scope::Global && entry.scope != Scope::Global {
+                o.insert(entry);
+            }
+        }
+    }
+}
+
 /// Groups of entries for one transaction each: no address twice in a group (a transaction may
 /// touch an item once), and an entry given twice only as its last.
 fn write_groups(entries: Vec<Suppression>) -> Vec<Vec<Suppression>> {
@@ -100,6 +129,22 @@ fn write_groups(entries: Vec<Suppression>) -> Vec<Vec<Suppression>> {
     groups
 }
 
+/// Whether a cancelled transaction may go through when tried again: another write to one of
+/// its items came between, or DynamoDB throttled it (not a refused condition, not an item
+/// grown past its limit).
+fn worth_retrying<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+    else {
+        return false;
+    };
+    c.cancellation_reasons().iter().any(|r| {
+        matches!(
+            r.code(),
+            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+        )
+    })
+}
+
 impl DynamoStore {
     /// The active entries for `addresses` of one tenant and channel, by address.
     pub(super) async fn lookup_suppressions(
@@ -110,9 +155,18 @@ impl DynamoStore {
         addresses: &[String],
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Suppression>, StoreError> {
+        let older_entries = !self.lookups_complete(table).await;
         // BatchGetItem refuses a key given twice.
         let unique: HashSet<&String> = addresses.iter().collect();
-        let keys: Vec<Item> = unique.iter().map(|a| lookup_key(channel, a)).collect();
+        let keys: Vec<Item> = unique
+            .iter()
+            .flat_map(|a| {
+                let entries = [tenant.as_str(), Scope::Global.key()]
+                    .map(|scope| key(scope, entry_key(channel, a)));
+                let entries = older_entries.then_some(entries).into_iter().flatten();
+                std::iter::once(lookup_key(channel, a)).chain(entries)
+            })
+            .collect();
         let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET).map(<[Item]>::to_vec).collect();
         let pages: Vec<Vec<Item>> = futures::stream::iter(
             chunks
@@ -124,11 +178,42 @@ impl DynamoStore {
         .await?;
         let mut found = HashMap::new();
         for item in pages.iter().flatten() {
-            if let Some(entry) = active_entry(item, tenant, now)? {
-                found.insert(entry.address.clone(), entry);
+            let entry = if get_s(item, "scope")?.starts_with(LOOKUP) {
+                active_entry(item, tenant, now)?
+            } else {
+                Some(from_item(item)?).filter(|e| e.is_active(now))
+            };
+            if let Some(entry) = entry {
+                keep(&mut found, entry);
             }
         }
         Ok(found)
+    }
+
+    /// Whether `herald upgrade` marked every entry as having its look-up. Once seen, for good;
+    /// absent (or unreadable), looked at again after `MARKER_RECHECK`.
+    async fn lookups_complete(&self, table: &str) -> bool {
+        if let Some((complete, at)) = *self.lookups.0.lock() {
+            if complete || at.elapsed() < MARKER_RECHECK {
+                return complete;
+            }
+        }
+        let read = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(complete_marker()))
+            .send()
+            .await;
+        let complete = match read {
+            Ok(out) => out.item.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %unavailable("GetItem", e), "suppression look-up marker unreadable; reading entries too");
+                false
+            }
+        };
+        *self.lookups.0.lock() = Some((complete, Instant::now()));
+        complete
     }
 
     /// Writes entries and their look-ups together.
@@ -154,26 +239,39 @@ impl DynamoStore {
                     ])
                 })
                 .collect::<Result<Vec<_>, StoreError>>();
-            async move { self.transact_until_written(items?.concat()).await }
+            async move { self.transact_retrying(items?.concat(), None).await }
         });
         futures::stream::iter(writes)
             .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<bool>>()
             .await?;
         Ok(())
     }
 
-    /// Writes a transaction that has no condition, again after a conflicting write.
-    async fn transact_until_written(
+    /// Writes a transaction, again while other writes come between: false when the condition
+    /// of its item at `conditional` refused it.
+    pub(super) async fn transact_retrying(
         &self,
         items: Vec<TransactWriteItem>,
-    ) -> Result<(), StoreError> {
+        conditional: Option<usize>,
+    ) -> Result<bool, StoreError> {
         for attempt in 0..TRIES {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            if self.transact(items.clone()).await? {
-                return Ok(());
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e) if conditional.is_some() && cancelled_by_condition(&e, conditional) => {
+                    return Ok(false)
+                }
+                Err(e) if worth_retrying(&e) => continue,
+                Err(e) => return Err(unavailable("TransactWriteItems", e)),
             }
         }
         Err(StoreError::Unavailable(
@@ -206,88 +304,7 @@ impl DynamoStore {
             TransactWriteItem::builder().delete(delete).build(),
             TransactWriteItem::builder().update(remove).build(),
         ];
-        for attempt in 0..TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(true),
-                Err(e) if cancelled_by_condition(&e, Some(0)) => return Ok(false),
-                Err(e) if transaction_cancelled(&e) => continue,
-                Err(e) => return Err(unavailable("TransactWriteItems", e)),
-            }
-        }
-        Err(StoreError::Unavailable(
-            "suppression delete kept conflicting with other writes".into(),
-        ))
-    }
-
-    /// Writes the look-up of every entry on the list, for a table written before look-ups
-    /// existed (`herald upgrade`); safe to run again. An entry changed or deleted meanwhile is
-    /// left to the write that changed it. Returns how many look-ups it wrote.
-    pub async fn index_suppressions_by_address(&self) -> Result<usize, StoreError> {
-        let table = self.suppressions_table()?;
-        let (mut start, mut written) = (None, 0);
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(table)
-                .filter_expression(
-                    "NOT begins_with(#scope, :lookup) AND NOT begins_with(#scope, :soft)",
-                )
-                .expression_attribute_names("#scope", "scope")
-                .expression_attribute_values(":lookup", s(LOOKUP))
-                .expression_attribute_values(":soft", s("soft#"))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Scan", e))?;
-            let entries = out
-                .items()
-                .iter()
-                .map(from_item)
-                .collect::<Result<Vec<_>, _>>()?;
-            let applied: Vec<bool> =
-                futures::stream::iter(entries.iter().map(|e| self.index_entry(table, e)))
-                    .buffer_unordered(CONCURRENCY)
-                    .try_collect()
-                    .await?;
-            written += applied.into_iter().filter(|a| *a).count();
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(written);
-            }
-        }
-    }
-
-    /// Writes one entry's look-up if the entry is still as read.
-    async fn index_entry(&self, table: &str, e: &Suppression) -> Result<bool, StoreError> {
-        let fields = entry_fields(e);
-        let mut check = ConditionCheck::builder()
-            .table_name(table)
-            .set_key(Some(key(e.scope.key(), entry_key(e.channel, &e.address))))
-            .condition_expression("created_at = :created_at AND reason = :reason");
-        for name in ["created_at", "reason"] {
-            if let Some(v) = fields.get(name) {
-                check = check.expression_attribute_values(format!(":{name}"), v.clone());
-            }
-        }
-        self.transact(vec![
-            TransactWriteItem::builder()
-                .condition_check(check.build().map_err(build_error)?)
-                .build(),
-            TransactWriteItem::builder()
-                .update(set_in_lookup(table, e)?)
-                .build(),
-        ])
-        .await
+        self.transact_retrying(items, Some(0)).await
     }
 }
 

@@ -3,7 +3,7 @@
 //! processed-event log in the idempotency table. The check reads look-up items, one per
 //! address (`suppression_lookup.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,10 +98,15 @@ impl SuppressionStore for DynamoStore {
 
     async fn put_suppressions(&self, entries: Vec<Suppression>) -> Result<usize, StoreError> {
         let table = self.suppressions_table()?;
-        // Who is new: one batch read first, then batch writes (an import is thousands).
-        let keys: Vec<Item> = entries
+        // Who is new: one batch read of the distinct keys first (BatchGetItem refuses a key
+        // given twice), then the transactions (an import is thousands).
+        let distinct: HashSet<(&str, String)> = entries
             .iter()
-            .map(|e| key(e.scope.key(), entry_key(e.channel, &e.address)))
+            .map(|e| (e.scope.key(), entry_key(e.channel, &e.address)))
+            .collect();
+        let keys: Vec<Item> = distinct
+            .iter()
+            .map(|(scope, entry)| key(scope, entry.clone()))
             .collect();
         let mut existing = 0;
         for chunk in keys.chunks(100) {
@@ -110,9 +115,8 @@ impl SuppressionStore for DynamoStore {
                 .await?
                 .len();
         }
-        let count = entries.len();
         self.write_suppressions(table, entries).await?;
-        Ok(count.saturating_sub(existing))
+        Ok(keys.len().saturating_sub(existing))
     }
 
     async fn get_suppression(
