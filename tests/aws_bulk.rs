@@ -315,3 +315,112 @@ async fn bulk_messages_are_searched_through_their_job() {
     let theirs = format!("bulk_id={bulk_id}");
     assert!(search_ids(&api, &stranger, &theirs).await.is_empty());
 }
+
+/// While a job fans out, search names only the positions of the parts it finished, read from
+/// the head's `written_to`. Parts are cut by size too (here about 20 recipients of 15 KB a
+/// part), so counting 500 per finished part would name messages not written yet, and a page's
+/// cursor would pass them for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_by_size() {
+    let api = AwsApi::start().await;
+    let (stack, backend) = (&api.stack, &api.cold.backend);
+    api.put_news_template().await;
+    let blob = "x".repeat(15_000);
+    let recipients: Vec<Value> = (0..30)
+        .map(|i| json!({ "to": format!("big{i}@example.com"), "data": { "name": "R", "blob": blob } }))
+        .collect();
+    let body = json!({ "channel": "email", "priority": "P3", "template": "news", "recipients": recipients });
+    let (status, reply) = post_bulk(&api, &body).await;
+    assert_eq!(status, 202, "{reply}");
+    let bulk_id = reply["bulk_id"].as_str().unwrap().to_owned();
+    let fanned = backend.store.fan_out(&bulk_id, None).await.unwrap();
+    let FanOut::Done { written: 30, parts } = fanned else {
+        panic!("{fanned:?}");
+    };
+    assert!(parts > 1, "cut by size: {parts} parts");
+
+    let table = stack.settings.tables.bulk.clone().unwrap();
+    let head = stack
+        .dynamo
+        .get_item()
+        .table_name(&table)
+        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
+        .key("part", AttributeValue::N("0".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(head["written_to"], AttributeValue::N("30".into()));
+
+    // Back to how it stood after its first part: the head's progress, and the listing not
+    // marked as fanned out.
+    let first_part = stored_part_len(stack, &table, &bulk_id, 1).await;
+    assert!(first_part < 30, "{first_part}");
+    stack
+        .dynamo
+        .update_item()
+        .table_name(&table)
+        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
+        .key("part", AttributeValue::N("0".into()))
+        .update_expression("SET done = :one, written_to = :n")
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":n", AttributeValue::N(first_part.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let listing = stack
+        .dynamo
+        .scan()
+        .table_name(&table)
+        .filter_expression("attribute_exists(fanned_out)")
+        .send()
+        .await
+        .unwrap();
+    let [listing] = listing.items() else {
+        panic!("one listing: {listing:?}");
+    };
+    stack
+        .dynamo
+        .update_item()
+        .table_name(&table)
+        .key("bulk_id", listing["bulk_id"].clone())
+        .key("part", listing["part"].clone())
+        .update_expression("REMOVE fanned_out")
+        .send()
+        .await
+        .unwrap();
+
+    let key = api.key.clone();
+    let views = search_ids(&api, &key, "limit=100").await;
+    assert_eq!(views.len(), first_part, "the first part's messages alone");
+    let mut stored = stored_ids(stack, &bulk_id).await;
+    stored.sort_unstable();
+    let mut named = views.clone();
+    named.sort_unstable();
+    assert_eq!(named, stored[..first_part], "the lowest positions");
+    // The same bound holds for a search by recipient, which reads the parts.
+    let early = search_ids(&api, &key, "to=big0%40example.com").await;
+    assert_eq!(early.len(), 1);
+    let late = search_ids(&api, &key, "to=big29%40example.com").await;
+    assert!(late.is_empty(), "{late:?}");
+}
+
+/// How many recipients a stored part holds.
+async fn stored_part_len(stack: &Stack, table: &str, bulk_id: &str, part: usize) -> usize {
+    let item = stack
+        .dynamo
+        .get_item()
+        .table_name(table)
+        .key("bulk_id", AttributeValue::S(bulk_id.into()))
+        .key("part", AttributeValue::N(part.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let packed = item["recipients"].as_b().unwrap().as_ref().to_vec();
+    let json = shared::domain::packed::unpack(&packed, 1 << 20).unwrap();
+    serde_json::from_slice::<Vec<Value>>(&json).unwrap().len()
+}

@@ -288,16 +288,24 @@ impl DynamoStore {
             // Marked before it is written: a part marked already was started by a run that was
             // cut off in it (or runs now), so only then are its messages looked for first.
             let resumed = !self.mark_started(table, bulk_id, part).await?;
-            written += self.fan_out_part(table, &header, part, resumed).await?;
+            let (wrote, last) = self.fan_out_part(table, &header, part, resumed).await?;
+            written += wrote;
             // False when a concurrent delivery of the job got there first (both wrote the
-            // same ids).
-            self.update_head(
-                (table, bulk_id),
-                "SET done = :part REMOVE started",
-                "done = :before",
-                &[(":part", part), (":before", done)],
-            )
-            .await?;
+            // same ids). With derived ids, also how many positions are written, for search
+            // (`bulk_search.rs`): parts are cut by size too, so it is not `done` x 500.
+            let written_to = last.and_then(|id| BulkIds::of(bulk_id)?.position(id));
+            let (update, values) = match written_to {
+                Some(position) => (
+                    "SET done = :part, written_to = :next REMOVE started",
+                    vec![(":part", part), (":before", done), (":next", position + 1)],
+                ),
+                None => (
+                    "SET done = :part REMOVE started",
+                    vec![(":part", part), (":before", done)],
+                ),
+            };
+            self.update_head((table, bulk_id), update, "done = :before", &values)
+                .await?;
             done = part;
         }
         if opt_s(&head, "status") != Some("done") {
@@ -384,14 +392,14 @@ impl DynamoStore {
     }
 
     /// One part: render, write the messages not written yet, queue them all. Returns how many
-    /// messages this call wrote.
+    /// messages this call wrote, and the part's last message id.
     async fn fan_out_part(
         &self,
         table: &str,
         header: &JobHeader,
         part: usize,
         resumed: bool,
-    ) -> Result<usize, FanOutError> {
+    ) -> Result<(usize, Option<MessageId>), FanOutError> {
         let bulk_id = &header.bulk_id;
         let corrupt = |what: String| FanOutError::Corrupt(bulk_id.clone(), what);
         let out = self
@@ -457,7 +465,7 @@ impl DynamoStore {
             })
             .collect();
         self.lanes.publish(refs).await?;
-        Ok(written)
+        Ok((written, messages.last().map(|m| m.id)))
     }
 
     /// Which of `ids` already have an item.

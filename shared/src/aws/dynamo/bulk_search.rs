@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::bulk::{part_recipients, JOB_TTL_DAYS, PART_RECIPIENTS};
 use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
-use super::item::{get_n, get_s, n, s, Item};
+use super::item::{get_n, get_s, n, opt_n, s, Item};
 use super::search::{equal_terms, ShardPage};
 use super::{unavailable, DynamoStore};
 use crate::domain::{BulkIds, MessageId, TenantId};
@@ -180,8 +180,9 @@ impl DynamoStore {
     }
 
     /// How many of a job's recipients may have their message written: all once the fan-out is
-    /// done; before, those of the parts it finished (parts hold at most `PART_RECIPIENTS`), so
-    /// a page does not name thousands of messages not written yet.
+    /// done; before, the positions of the parts it finished (`written_to` on the head; a job
+    /// fanned out by an older release has only `done`, its parts' count, at most
+    /// `PART_RECIPIENTS` each), so a page names no message that is not written yet.
     async fn written_of(&self, job: &ListedJob) -> Result<usize, StoreError> {
         if job.fanned_out {
             return Ok(job.recipients);
@@ -192,7 +193,7 @@ impl DynamoStore {
             .table_name(self.bulk_table()?)
             .key("bulk_id", s(job.ids.bulk_id()))
             .key("part", n(0))
-            .projection_expression("done")
+            .projection_expression("done, written_to")
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
@@ -200,8 +201,11 @@ impl DynamoStore {
         let Some(head) = head.item else {
             return Ok(job.recipients);
         };
-        let done: usize = get_n(&head, "done")?;
-        Ok(job.recipients.min(done.saturating_mul(PART_RECIPIENTS)))
+        let written = match opt_n::<usize>(&head, "written_to")? {
+            Some(positions) => positions,
+            None => get_n::<usize>(&head, "done")?.saturating_mul(PART_RECIPIENTS),
+        };
+        Ok(job.recipients.min(written))
     }
 
     /// The listed jobs whose ids all lie above where the listing was left unread (the cut,
