@@ -350,8 +350,8 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
 }
 
 /// Runs `herald <args> --aws-stack <the harness's stack>`, as an operator would on a deployed
-/// stack; returns its stdout.
-fn herald_on_stack(stack: &Stack, args: &[&str]) -> String {
+/// stack.
+fn herald_on_stack_output(stack: &Stack, args: &[&str]) -> std::process::Output {
     // The harness names its tables `<prefix>-<table>`, as a stack does.
     let stack_name = stack
         .settings
@@ -360,7 +360,7 @@ fn herald_on_stack(stack: &Stack, args: &[&str]) -> String {
         .as_deref()
         .unwrap()
         .trim_end_matches("-tenants");
-    let out = std::process::Command::new(herald_tests::herald_binary())
+    std::process::Command::new(herald_tests::herald_binary())
         .args(args)
         .args(["--aws-stack", stack_name, "--aws-region", "us-east-1"])
         .env("AWS_ENDPOINT_URL", endpoint())
@@ -368,7 +368,12 @@ fn herald_on_stack(stack: &Stack, args: &[&str]) -> String {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("HERALD_LOG", "warn")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// As [`herald_on_stack_output`], for a command that must succeed; returns its stdout.
+fn herald_on_stack(stack: &Stack, args: &[&str]) -> String {
+    let out = herald_on_stack_output(stack, args);
     assert!(
         out.status.success(),
         "{}",
@@ -659,9 +664,19 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
     );
     assert!(look_up("old@example.com").await.is_none());
 
-    let out = herald_on_stack(&stack, &["upgrade"]);
-    assert!(out.contains("suppression look-ups written: 2;"), "{out}");
-    assert!(out.contains("no entry (see the log): 1"), "{out}");
+    // The item no release can read keeps the list unmarked, and says so.
+    let out = herald_on_stack_output(&stack, &["upgrade"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("suppression look-ups written: 2;"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no entry (see the log): 1"), "{stdout}");
+    assert!(stderr.contains("not marked as upgraded"), "{stderr}");
     assert!(look_up("old@example.com").await.is_some());
     assert!(look_up("gone@example.com").await.is_some());
     assert!(
@@ -669,6 +684,15 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
         "a strike is no entry"
     );
     assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
+    stack
+        .dynamo
+        .delete_item()
+        .table_name(&table)
+        .key("scope", S("acme".into()))
+        .key("entry", S("email#odd@example.com".into()))
+        .send()
+        .await
+        .unwrap();
     let again = herald_on_stack(&stack, &["upgrade"]);
     assert!(
         again.contains("written: 2;"),

@@ -71,6 +71,14 @@ pub async fn upgrade(location: &StoreLocation) -> anyhow::Result<()> {
                  set them): {}; items that are no entry (see the log): {}",
                 done.indexed, done.changed_meanwhile, done.unreadable
             );
+            if !done.marked {
+                anyhow::bail!(
+                    "the suppression list is not marked as upgraded: fix or delete the {} \
+                     items the log names, then run this again (until then the check also \
+                     reads the entries themselves)",
+                    done.unreadable
+                );
+            }
         }
     }
     Ok(())

@@ -290,22 +290,7 @@ impl DynamoStore {
             let resumed = !self.mark_started(table, bulk_id, part).await?;
             let (wrote, last) = self.fan_out_part(table, &header, part, resumed).await?;
             written += wrote;
-            // False when a concurrent delivery of the job got there first (both wrote the
-            // same ids). With derived ids, also how many positions are written, for search
-            // (`bulk_search.rs`): parts are cut by size too, so it is not `done` x 500.
-            let written_to = last.and_then(|id| BulkIds::of(bulk_id)?.position(id));
-            let (update, values) = match written_to {
-                Some(position) => (
-                    "SET done = :part, written_to = :next REMOVE started",
-                    vec![(":part", part), (":before", done), (":next", position + 1)],
-                ),
-                None => (
-                    "SET done = :part REMOVE started",
-                    vec![(":part", part), (":before", done)],
-                ),
-            };
-            self.update_head((table, bulk_id), update, "done = :before", &values)
-                .await?;
+            self.finish_part((table, bulk_id), part, last).await?;
             done = part;
         }
         if opt_s(&head, "status") != Some("done") {
@@ -327,6 +312,37 @@ impl DynamoStore {
             }
         }
         Ok(FanOut::Done { written, parts })
+    }
+
+    /// Moves the head's progress past `part`, whose last message is `last`. With derived ids,
+    /// also how many positions are written, for search (`bulk_search.rs`): parts are cut by
+    /// size too, so that is not `done` x 500. A concurrent delivery of the job that got there
+    /// first (both wrote the same ids) leaves it as it is.
+    async fn finish_part(
+        &self,
+        (table, bulk_id): (&str, &str),
+        part: usize,
+        last: Option<MessageId>,
+    ) -> Result<(), FanOutError> {
+        let before = part - 1;
+        let written_to = last.and_then(|id| BulkIds::of(bulk_id)?.position(id));
+        let (update, values) = match written_to {
+            Some(position) => (
+                "SET done = :part, written_to = :next REMOVE started",
+                vec![
+                    (":part", part),
+                    (":before", before),
+                    (":next", position + 1),
+                ],
+            ),
+            None => (
+                "SET done = :part REMOVE started",
+                vec![(":part", part), (":before", before)],
+            ),
+        };
+        self.update_head((table, bulk_id), update, "done = :before", &values)
+            .await?;
+        Ok(())
     }
 
     /// Tells search that every message of the job is written. Unmarked, search only reads the

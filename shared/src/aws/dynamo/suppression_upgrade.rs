@@ -24,12 +24,17 @@ pub struct SuppressionUpgrade {
     pub changed_meanwhile: usize,
     /// Items it could not read as entries (logged, and left as they are).
     pub unreadable: usize,
+    /// Whether it marked the list, so that the check reads look-ups alone: not while an item
+    /// it could not read is there (the check that reads entries too refuses such an item, and
+    /// holds its sends; the look-ups alone would pass it by).
+    pub marked: bool,
 }
 
 impl DynamoStore {
     /// Writes the look-up of every entry on the list, then the marker; safe to run again. Run
-    /// it once a deploy has replaced every function of the older release, since those write
-    /// entries without look-ups.
+    /// it once a deploy has replaced every function of the older release and their last
+    /// invocations have ended (the longest timeout is 5 minutes): those write entries without
+    /// look-ups.
     pub async fn index_suppressions_by_address(&self) -> Result<SuppressionUpgrade, StoreError> {
         let table = self.suppressions_table()?;
         let (mut start, mut done) = (None, SuppressionUpgrade::default());
@@ -65,13 +70,16 @@ impl DynamoStore {
                 break;
             }
         }
-        self.client
-            .put_item()
-            .table_name(table)
-            .set_item(Some(complete_marker()))
-            .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
+        if done.unreadable == 0 {
+            self.client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(complete_marker()))
+                .send()
+                .await
+                .map_err(|e| unavailable("PutItem", e))?;
+            done.marked = true;
+        }
         Ok(done)
     }
 
