@@ -604,15 +604,16 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
     let table = stack.settings.tables.suppressions.clone().unwrap();
     // A stack of the release before look-ups: no marker, list items alone, a soft-bounce
     // strike, and an item no release could read as an entry.
-    stack
-        .dynamo
-        .delete_item()
-        .table_name(&table)
-        .key("scope", S("addr#".into()))
-        .key("entry", S("complete".into()))
-        .send()
-        .await
-        .unwrap();
+    let delete = |scope: &str, entry: &str| {
+        let request = stack
+            .dynamo
+            .delete_item()
+            .table_name(&table)
+            .key("scope", S(scope.into()))
+            .key("entry", S(entry.into()));
+        async move { request.send().await.unwrap() }
+    };
+    delete("addr#", "complete").await;
     let now = chrono::Utc::now();
     let older = [
         ("acme", "email#old@example.com", "complaint"),
@@ -684,15 +685,7 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
         "a strike is no entry"
     );
     assert_eq!(stopped().await, ["gone@example.com", "old@example.com"]);
-    stack
-        .dynamo
-        .delete_item()
-        .table_name(&table)
-        .key("scope", S("acme".into()))
-        .key("entry", S("email#odd@example.com".into()))
-        .send()
-        .await
-        .unwrap();
+    delete("acme", "email#odd@example.com").await;
     let again = herald_on_stack(&stack, &["upgrade"]);
     assert!(
         again.contains("written: 2;"),
