@@ -76,8 +76,7 @@ impl DynamoStore {
         }
     }
 
-    /// The items of `ids` (keyed by `id`), in any order: BatchGetItem of 100 keys, a few calls
-    /// at a time.
+    /// The items of `ids` (keyed by `id`), in any order: see [`DynamoStore::batch_get_keys`].
     pub(super) async fn batch_get_ids(
         &self,
         table: &str,
@@ -85,16 +84,24 @@ impl DynamoStore {
         projection: Option<&str>,
         read: Read,
     ) -> Result<Vec<Item>, StoreError> {
-        // Keys are built before the stream: a stream over borrowed chunks fails the Send check.
-        let chunks: Vec<Vec<Item>> = ids
-            .chunks(BATCH_GET)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|id| Item::from([("id".to_owned(), s(id.as_str()))]))
-                    .collect()
-            })
+        let keys = ids
+            .iter()
+            .map(|id| Item::from([("id".to_owned(), s(id.as_str()))]))
             .collect();
+        self.batch_get_keys(table, keys, projection, read).await
+    }
+
+    /// The items of any number of distinct `keys`, in any order: BatchGetItem of 100 keys, a
+    /// few calls at a time.
+    pub(super) async fn batch_get_keys(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+        read: Read,
+    ) -> Result<Vec<Item>, StoreError> {
+        // Chunks are owned before the stream: a stream over borrowed chunks fails the Send check.
+        let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET).map(<[Item]>::to_vec).collect();
         let calls = chunks
             .into_iter()
             .map(|keys| self.batch_get(table, keys, projection, read));

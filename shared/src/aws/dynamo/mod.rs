@@ -264,6 +264,59 @@ impl DynamoStore {
             Err(e) => Err(unavailable("TransactWriteItems", e)),
         }
     }
+
+    /// Writes a transaction, again while other writes come between: false when the condition
+    /// of its item at `conditional` refused it.
+    pub(crate) async fn transact_retrying(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+        conditional: Option<usize>,
+    ) -> Result<bool, StoreError> {
+        for attempt in 0..batch::TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(batch::backoff(attempt)).await;
+            }
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e) if conditional.is_some() && cancelled_by_condition(&e, conditional) => {
+                    return Ok(false)
+                }
+                Err(e) if worth_retrying(&e) => continue,
+                Err(e) => return Err(unavailable("TransactWriteItems", e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "a transaction kept conflicting with other writes".into(),
+        ))
+    }
+}
+
+/// Whether a cancelled transaction may go through when tried again: another write to one of
+/// its items came between, or DynamoDB throttled it (not a refused condition, not an item
+/// grown past its limit).
+fn worth_retrying<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+    else {
+        return false;
+    };
+    c.cancellation_reasons().iter().any(|r| {
+        matches!(
+            r.code(),
+            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+        )
+    })
 }
 
 /// Whether a transaction was cancelled (by a condition or a conflicting write), rather than

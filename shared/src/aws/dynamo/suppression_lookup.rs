@@ -11,15 +11,14 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::batch::{backoff, Read, BATCH_GET, TRIES};
+use super::batch::Read;
 use super::item::{get_s, Item};
 use super::suppressions::{entry_fields, entry_key, from_fields, from_item, key, to_item};
-use super::{build_error, cancelled_by_condition, unavailable, DynamoStore};
+use super::{build_error, DynamoStore};
 use crate::domain::suppression::{Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::StoreError;
@@ -129,22 +128,6 @@ fn write_groups(entries: Vec<Suppression>) -> Vec<Vec<Suppression>> {
     groups
 }
 
-/// Whether a cancelled transaction may go through when tried again: another write to one of
-/// its items came between, or DynamoDB throttled it (not a refused condition, not an item
-/// grown past its limit).
-fn worth_retrying<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
-    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
-    else {
-        return false;
-    };
-    c.cancellation_reasons().iter().any(|r| {
-        matches!(
-            r.code(),
-            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
-        )
-    })
-}
-
 impl DynamoStore {
     /// The active entries for `addresses` of one tenant and channel, by address.
     pub(super) async fn lookup_suppressions(
@@ -167,17 +150,11 @@ impl DynamoStore {
                 std::iter::once(lookup_key(channel, a)).chain(entries)
             })
             .collect();
-        let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET).map(<[Item]>::to_vec).collect();
-        let pages: Vec<Vec<Item>> = futures::stream::iter(
-            chunks
-                .into_iter()
-                .map(|chunk| self.batch_get(table, chunk, None, Read::Eventual)),
-        )
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
+        let items = self
+            .batch_get_keys(table, keys, None, Read::Eventual)
+            .await?;
         let mut found = HashMap::new();
-        for item in pages.iter().flatten() {
+        for item in &items {
             let entry = if get_s(item, "scope")?.starts_with(LOOKUP) {
                 active_entry(item, tenant, now)?
             } else {
@@ -243,37 +220,6 @@ impl DynamoStore {
             .try_collect::<Vec<bool>>()
             .await?;
         Ok(())
-    }
-
-    /// Writes a transaction, again while other writes come between: false when the condition
-    /// of its item at `conditional` refused it.
-    pub(super) async fn transact_retrying(
-        &self,
-        items: Vec<TransactWriteItem>,
-        conditional: Option<usize>,
-    ) -> Result<bool, StoreError> {
-        for attempt in 0..TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(true),
-                Err(e) if conditional.is_some() && cancelled_by_condition(&e, conditional) => {
-                    return Ok(false)
-                }
-                Err(e) if worth_retrying(&e) => continue,
-                Err(e) => return Err(unavailable("TransactWriteItems", e)),
-            }
-        }
-        Err(StoreError::Unavailable(
-            "suppression write kept conflicting with other writes".into(),
-        ))
     }
 
     /// Deletes an entry and its look-up; false when there was no entry.

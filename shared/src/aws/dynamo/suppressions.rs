@@ -108,15 +108,13 @@ impl SuppressionStore for DynamoStore {
             .iter()
             .map(|(scope, entry)| key(scope, entry.clone()))
             .collect();
-        let mut existing = 0;
-        for chunk in keys.chunks(100) {
-            existing += self
-                .batch_get(table, chunk.to_vec(), None, Read::Strong)
-                .await?
-                .len();
-        }
+        let distinct = keys.len();
+        let existing = self
+            .batch_get_keys(table, keys, None, Read::Strong)
+            .await?
+            .len();
         self.write_suppressions(table, entries).await?;
-        Ok(keys.len().saturating_sub(existing))
+        Ok(distinct.saturating_sub(existing))
     }
 
     async fn get_suppression(
