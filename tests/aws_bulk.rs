@@ -1,6 +1,7 @@
 //! Bulk sends on AWS, on moto: the API stores the job and queues one entry; the `enqueue`
 //! handler fans the recipients out, pauses at its deadline, resumes on redelivery, and two
-//! deliveries of the same job at once still write each message once.
+//! deliveries of the same job at once still queue each message once. A queued message's item
+//! is created by its claim; until then it is read from its job.
 //!
 //! 1,000 recipients (two parts of 500), not 10,000: moto's SendMessage recounts the whole queue for
 //! every message, so a 10,000-entry lane takes it many minutes. Real SQS does not.
@@ -13,7 +14,7 @@ use herald_tests::aws::{AwsApi, Stack};
 use serde_json::{json, Value};
 use shared::aws::dynamo::FanOut;
 use shared::aws::lambda;
-use shared::domain::Priority;
+use shared::domain::{BulkIds, Priority};
 
 /// Accepted recipients; two more are refused at accept.
 const RECIPIENTS: usize = 998;
@@ -29,6 +30,40 @@ async fn post_bulk(api: &AwsApi, body: &Value) -> (u16, Value) {
         .await
         .unwrap();
     (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+/// The ids a job's first `n` positions give their messages (`domain::bulk_ids`), newest first.
+fn job_ids(bulk_id: &str, n: usize) -> Vec<String> {
+    let ids = BulkIds::of(bulk_id).expect("a job id from which ids derive");
+    let mut all: Vec<String> = (0..n)
+        .map(|p| ids.recipient(p).unwrap().to_string())
+        .collect();
+    all.reverse();
+    all
+}
+
+/// How many of a job's positions its fan-out has queued, from its head.
+async fn fanned_out(stack: &Stack, bulk_id: &str) -> usize {
+    let head = stack
+        .dynamo
+        .get_item()
+        .table_name(stack.settings.tables.bulk.clone().unwrap())
+        .key("bulk_id", AttributeValue::S(bulk_id.into()))
+        .key("part", AttributeValue::N("0".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let number = |k: &str| {
+        head.get(k)
+            .map_or(0, |v| v.as_n().unwrap().parse().unwrap())
+    };
+    match head["status"].as_s().unwrap().as_str() {
+        "done" => number("recipients"),
+        _ => number("written_to"),
+    }
 }
 
 /// The ids of the messages stored for a bulk send (a paged scan).
@@ -116,10 +151,10 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
         1,
         "paused: kept for redelivery"
     );
-    let after_pause = stored_ids(stack, &bulk_id).await.len();
+    let after_pause = fanned_out(stack, &bulk_id).await;
     assert!(
-        after_pause < RECIPIENTS,
-        "stopped part-way ({after_pause} written)"
+        after_pause > 0 && after_pause < RECIPIENTS,
+        "stopped part-way ({after_pause} queued)"
     );
 
     // Redelivered twice at once (SQS may): both resume from the recorded progress.
@@ -132,12 +167,19 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
     for run in [a.unwrap(), b.unwrap()] {
         assert!(matches!(run, FanOut::Done { .. }), "{run:?}");
     }
-    let ids = stored_ids(stack, &bulk_id).await;
-    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(fanned_out(stack, &bulk_id).await, RECIPIENTS);
+    assert!(
+        stored_ids(stack, &bulk_id).await.is_empty(),
+        "queued messages are created by their claims"
+    );
+    let (status, progress) = api
+        .call(reqwest::Method::GET, &format!("/v1/bulk/{bulk_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{progress}");
     assert_eq!(
-        (ids.len(), unique.len()),
-        (RECIPIENTS, RECIPIENTS),
-        "each recipient once"
+        (&progress["counts"]["queued"], &progress["pending"]),
+        (&json!(RECIPIENTS), &json!(0)),
+        "every recipient queued once: {progress}"
     );
     // The entry the pause handed back is visible again; finishing it changes nothing.
     let (_, done) = stack
@@ -147,7 +189,7 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
         .await
         .unwrap();
     assert!(done.batch_item_failures.is_empty());
-    assert_eq!(stored_ids(stack, &bulk_id).await.len(), RECIPIENTS);
+    assert!(stored_ids(stack, &bulk_id).await.is_empty());
     assert_eq!(stack.queue_count(stack.bulk_url()).await, 0);
     let lane_entries = stack.queue_count(stack.lane_url(Priority::P2)).await;
     assert!(
@@ -186,6 +228,11 @@ async fn a_stored_bulk_job_fans_out_once_across_pauses_and_duplicate_deliveries(
     for id in &dispatched {
         assert_eq!(api.view(id).await["status"], "sent");
     }
+    assert_eq!(
+        stored_ids(stack, &bulk_id).await.len(),
+        dispatched.len(),
+        "each claim created its message"
+    );
 
     // The same Idempotency-Key replays the first answer and stores nothing new.
     let (status, replay) = post_bulk(&api, &bulk).await;
@@ -258,9 +305,9 @@ async fn bulk_messages_are_searched_through_their_job() {
         "{fanned:?}"
     );
 
-    let mut bulk_ids = stored_ids(stack, &bulk_id).await;
-    assert_eq!(bulk_ids.len(), 24);
-    bulk_ids.sort_unstable_by(|a, b| b.cmp(a));
+    // Left for their claims: read from the job.
+    assert!(stored_ids(stack, &bulk_id).await.is_empty());
+    let bulk_ids = job_ids(&bulk_id, 24);
     let indexed = stack
         .dynamo
         .scan()
@@ -395,11 +442,11 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     let key = api.key.clone();
     let views = search_ids(&api, &key, "limit=100").await;
     assert_eq!(views.len(), first_part, "the first part's messages alone");
-    let mut stored = stored_ids(stack, &bulk_id).await;
-    stored.sort_unstable();
+    let mut lowest = job_ids(&bulk_id, first_part);
+    lowest.sort_unstable();
     let mut named = views.clone();
     named.sort_unstable();
-    assert_eq!(named, stored[..first_part], "the lowest positions");
+    assert_eq!(named, lowest, "the lowest positions");
     // The same bound holds for a search by recipient, which reads the parts.
     let early = search_ids(&api, &key, "to=big0%40example.com").await;
     assert_eq!(early.len(), 1);
@@ -423,4 +470,115 @@ async fn stored_part_len(stack: &Stack, table: &str, bulk_id: &str, part: usize)
     let packed = item["recipients"].as_b().unwrap().as_ref().to_vec();
     let json = shared::domain::packed::unpack(&packed, 1 << 20).unwrap();
     serde_json::from_slice::<Vec<Value>>(&json).unwrap().len()
+}
+
+/// A queued bulk message has no item until its claim creates it: until then it is viewed,
+/// counted and cancelled through its job, only by its tenant; its claim creates it `sending`
+/// with the timeline a written message would have; a cancel beats the claim; a redelivered
+/// entry sends nothing twice; and the channel counts move it from `queued` as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
+    use shared::ports::MessageStore;
+    let api = AwsApi::start().await;
+    let (stack, backend) = (&api.stack, &api.cold.backend);
+    api.put_news_template().await;
+    let recipients: Vec<Value> = (0..5)
+        .map(|i| json!({ "to": format!("claim{i}@example.com"), "data": { "name": format!("R{i}") } }))
+        .collect();
+    let body = json!({ "channel": "email", "priority": "P2", "template": "news", "recipients": recipients });
+    let (status, reply) = post_bulk(&api, &body).await;
+    assert_eq!(status, 202, "{reply}");
+    let bulk_id = reply["bulk_id"].as_str().unwrap().to_owned();
+    let ids = job_ids(&bulk_id, 5);
+    let path = |id: &str| format!("/v1/messages/{id}");
+    // Before the fan-out reaches it, a message is not there yet (as before).
+    let (status, _) = api.call(reqwest::Method::GET, &path(&ids[0]), None).await;
+    assert_eq!(status, 404);
+
+    backend.store.fan_out(&bulk_id, None).await.unwrap();
+    assert!(stored_ids(stack, &bulk_id).await.is_empty());
+    let view = api.view(&ids[0]).await;
+    assert_eq!(view["status"], "queued", "{view}");
+    assert_eq!(
+        view["subject"], "News for R4",
+        "rendered from the job: {view}"
+    );
+    let kinds = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(&view), ["queued"]);
+    let stranger = api.key_of("globex").await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let (status, _) = api.call_as(&stranger, method, &path(&ids[0]), None).await;
+        assert_eq!(
+            status, 404,
+            "another tenant's queued bulk message is absent"
+        );
+    }
+
+    // A cancel before the claim writes the message and cancels it.
+    let (status, cancelled) = api
+        .call(reqwest::Method::DELETE, &path(&ids[1]), None)
+        .await;
+    assert!(status.is_success(), "{cancelled}");
+    assert_eq!(api.view(&ids[1]).await["status"], "cancelled");
+    let (_, progress) = api
+        .call(reqwest::Method::GET, &format!("/v1/bulk/{bulk_id}"), None)
+        .await;
+    assert_eq!(progress["counts"]["queued"], 4, "{progress}");
+    assert_eq!(progress["counts"]["cancelled"], 1, "{progress}");
+
+    assert!(api.drain(Priority::P2).await.is_empty());
+    assert_eq!(
+        api.sent().await.len(),
+        4,
+        "every message but the cancelled one"
+    );
+    for id in ids.iter().filter(|id| **id != ids[1]) {
+        let view = api.view(id).await;
+        assert_eq!(view["status"], "sent", "{view}");
+        assert_eq!(kinds(&view), ["queued", "sending", "sent"]);
+    }
+    assert_eq!(stored_ids(stack, &bulk_id).await.len(), 5);
+
+    // The lane entry again (standard queues may redeliver): its claim finds the message.
+    let entry = shared::ports::LaneRef {
+        id: shared::domain::MessageId::parse(&ids[0]).unwrap(),
+        tenant: "acme".into(),
+        lane: Priority::P2,
+        attempt: 0,
+        not_before: None,
+        correlation_id: None,
+        pace: None,
+        job_part: Some(1),
+    };
+    backend.lanes.publish(vec![entry]).await.unwrap();
+    assert!(api.drain(Priority::P2).await.is_empty());
+    assert_eq!(api.sent().await.len(), 4, "a redelivery never sends twice");
+
+    api.count_changes().await;
+    let tenant = shared::domain::TenantId::parse("acme").unwrap();
+    let counts = backend.store.channel_counts(&tenant).await.unwrap();
+    let count = |status: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|c| c.status.as_str() == status)
+            .map(|c| c.count)
+            .sum()
+    };
+    assert_eq!(
+        (
+            count("queued"),
+            count("sending"),
+            count("sent"),
+            count("cancelled")
+        ),
+        (0, 0, 4, 1),
+        "{counts:?}"
+    );
 }

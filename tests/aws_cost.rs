@@ -257,7 +257,7 @@ async fn a_bulk_job_of_ten_thousand_stays_in_budget_per_recipient() {
     fan_out_in_steps(&api).await;
     let took = started.elapsed();
     let changes = api.count_changes().await;
-    assert!(changes >= 3 * BULK_RECIPIENTS, "{changes} changes counted");
+    assert!(changes >= 2 * BULK_RECIPIENTS, "{changes} changes counted");
     let usage = meter.take();
     let sent = api.sent().await.len();
     assert_eq!(sent, BULK_RECIPIENTS, "every recipient sent once");

@@ -56,6 +56,7 @@ async fn a_message_goes_from_the_api_through_its_lane_to_ses_once() {
         not_before: None,
         correlation_id: None,
         pace: None,
+        job_part: None,
     };
     api.cold.backend.lanes.publish(vec![refs]).await.unwrap();
     assert!(api.drain(Priority::P0).await.is_empty());
@@ -334,6 +335,7 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
         receive_count,
         not_before: None,
         pace: None,
+        job_part: None,
     };
     // maxReceiveCount is 5: the 5th receive may still come back, the next would be dead-lettered.
     let fresh = backend

@@ -346,12 +346,17 @@ impl Stack {
             },
             warmups: Default::default(),
         };
-        // As a deploy ends (`herald upgrade`): a new stack's list has every look-up it needs.
-        shared::aws::AwsBackend::new(&sdk, &settings)
-            .store
+        // As a deploy ends (`herald upgrade`): a new stack's list has every look-up it needs,
+        // and its dispatchers create bulk messages at their claims.
+        let store = shared::aws::AwsBackend::new(&sdk, &settings).store;
+        store
             .index_suppressions_by_address()
             .await
             .expect("a new stack's suppression list marked as upgraded");
+        store
+            .mark_claims_create()
+            .await
+            .expect("a new stack marked for bulk messages created at their claims");
         let messages_table = settings.tables.messages.clone().unwrap_or_default();
         Stack {
             messages_stream: crate::stream::StreamPlayer::new(&endpoint(), &messages_table),

@@ -79,6 +79,9 @@ pub async fn upgrade(location: &StoreLocation) -> anyhow::Result<()> {
                     done.unreadable
                 );
             }
+            // Every function runs this release now: dispatchers can create bulk messages.
+            store.mark_claims_create().await?;
+            println!("bulk messages are created at their claims from now on");
         }
     }
     Ok(())

@@ -443,6 +443,7 @@ impl SqsLanes {
             receive_count,
             not_before: r.not_before,
             pace: r.pace,
+            job_part: r.job_part,
         })
     }
 }
@@ -619,6 +620,8 @@ fn afresh(delivery: &Delivery, delay: Duration) -> LaneRef {
         not_before: Some(not_before.max(delivery.not_before.unwrap_or(not_before))),
         correlation_id: None,
         pace: delivery.pace.clone(),
+        // Until claimed, its message is still only in its job.
+        job_part: delivery.job_part,
     }
 }
 
@@ -721,13 +724,14 @@ mod tests {
             not_before: None,
             correlation_id: Some("c-1".into()),
             pace: Some(PaceKey::of(Channel::Email, "ann@googlemail.com")),
+            job_part: Some(3),
         };
         let body = serde_json::to_string(&r).unwrap();
         assert!(body.len() < 200, "{body}");
         let d = SqsLanes::delivery_of("rh".into(), &body, 2).unwrap();
         assert_eq!(
-            (d.message_id, d.lane, d.receive_count),
-            (r.id, Priority::P0, 2)
+            (d.message_id, d.lane, d.receive_count, d.job_part),
+            (r.id, Priority::P0, 2, Some(3))
         );
         // The recipient's address stays out of the queue; its domain group travels.
         assert!(!body.contains("ann@"), "{body}");

@@ -56,6 +56,17 @@ impl BulkIds {
         below.min(MAX_BULK_RECIPIENTS as u128) as usize
     }
 
+    /// The job whose run `id` would fall in, and its position there. Any UUIDv7 has one: whether
+    /// that job exists is for the store to say.
+    pub fn containing(id: MessageId) -> Option<(BulkIds, usize)> {
+        let job = Uuid::from_u128(id.as_uuid().as_u128() & !LOW_BITS);
+        if job.get_version_num() != 7 {
+            return None;
+        }
+        let ids = BulkIds(job);
+        Some((ids, ids.position(id)?))
+    }
+
     /// Where `id` falls in the job's run: its recipient's position; `None` outside the run.
     pub fn position(&self, id: MessageId) -> Option<usize> {
         let offset = id.as_uuid().as_u128().checked_sub(self.0.as_u128())?;
@@ -68,6 +79,18 @@ impl BulkIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_names_its_job_and_position() {
+        let job = BulkIds::new(Utc::now());
+        let id = job.recipient(41).unwrap();
+        assert_eq!(BulkIds::containing(id), Some((job, 41)));
+        assert_eq!(
+            BulkIds::containing(MessageId::from_uuid(job.0)),
+            None,
+            "the job's own id"
+        );
+    }
 
     #[test]
     fn a_jobs_messages_are_one_ascending_run_inside_its_millisecond() {

@@ -119,7 +119,13 @@ impl Herald {
             return (early, None);
         }
         let lease = self.config.visibility_timeout;
-        let claimed = match self.store.claim(d.message_id, d.lane, now, lease).await {
+        let claim = match d.job_part {
+            Some(part) => self
+                .store
+                .claim_from_job(d.message_id, part, d.lane, now, lease),
+            None => self.store.claim(d.message_id, d.lane, now, lease),
+        };
+        let claimed = match claim.await {
             Ok(outcome) => match claimed_or(outcome, d, now) {
                 Ok(m) => m,
                 Err(disposition) => return (disposition, None),

@@ -24,6 +24,9 @@ pub struct Delivery {
     pub not_before: Option<DateTime<Utc>>,
     /// The buckets its send takes from, where the entry says (tokens before the claim).
     pub pace: Option<PaceKey>,
+    /// The stored bulk job's part its message is rendered from, when the fan-out left the
+    /// message unwritten for the claim to create (DynamoDB: docs/dynamodb.md).
+    pub job_part: Option<u32>,
 }
 
 /// What `retry_after` did with a receipt.
@@ -50,6 +53,9 @@ pub struct LaneRef {
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<PaceKey>,
+    /// See [`Delivery::job_part`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_part: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

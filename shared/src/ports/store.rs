@@ -190,6 +190,19 @@ pub trait MessageStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<ClaimOutcome, StoreError>;
+    /// [`MessageStore::claim`] for a bulk message its job's fan-out left unwritten: the store
+    /// renders it from part `part` of its job and creates it as claimed. A store that writes
+    /// every message at fan-out claims as usual.
+    async fn claim_from_job(
+        &self,
+        id: MessageId,
+        _part: u32,
+        lane: Priority,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.claim(id, lane, now, lease).await
+    }
     /// Claims several messages of one lane as one unit of work, each a compare-and-set as in
     /// [`MessageStore::claim`]; one outcome per id, in order. Adapters that can claim a set at
     /// once override it.

@@ -64,6 +64,7 @@ fn delivery(
         not_before: None,
         // Embedded pacing is in process, after the claim.
         pace: None,
+        job_part: None,
     }
 }
 

@@ -20,7 +20,8 @@ use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
 use crate::domain::limits::PaceKey;
 use crate::domain::{
-    packed, BulkIds, BulkJob, BulkJobRecipient, Envelope, MessageId, NewMessage, Template, TenantId,
+    packed, BulkIds, BulkJob, BulkJobRecipient, Envelope, MessageId, MessageStatus, NewMessage,
+    Template, TenantId,
 };
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, StoreError};
 
@@ -33,16 +34,24 @@ pub(super) const JOB_TTL_DAYS: i64 = 7;
 
 /// The job without its recipients: part 0 of a stored job.
 #[derive(Serialize, Deserialize)]
-struct JobHeader {
-    bulk_id: String,
-    tenant: TenantId,
-    envelope: Envelope,
-    template: Option<Template>,
-    created_at: DateTime<Utc>,
+pub(super) struct JobHeader {
+    pub bulk_id: String,
+    pub tenant: TenantId,
+    pub envelope: Envelope,
+    pub template: Option<Template>,
+    pub created_at: DateTime<Utc>,
     /// Its message ids derive from its id, so search finds them through the job's listing and
     /// they get no `by_tenant` entry (false for a job from before, whose ids are random).
     #[serde(default)]
-    by_job: bool,
+    pub by_job: bool,
+}
+
+/// When a stored job accepted `now` expires: after `JOB_TTL_DAYS`, or once its messages can no
+/// longer be waiting for their claims, which render them from it (a content item's allowance).
+fn job_expiry(send_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let kept = now + chrono::Duration::days(JOB_TTL_DAYS);
+    let backlog = chrono::Duration::from_std(super::content::BACKLOG_ALLOWANCE).unwrap_or_default();
+    kept.max(send_at.unwrap_or(now).max(now) + backlog)
 }
 
 /// Whether every recipient of `job` has the id its position gives (`domain::bulk_ids`).
@@ -119,7 +128,7 @@ pub(super) fn part_recipients(part: &Item) -> Result<Vec<BulkJobRecipient>, Stri
     serde_json::from_slice(&json).map_err(|e| e.to_string())
 }
 
-fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeValue> {
+pub(super) fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("bulk_id".to_owned(), s(bulk_id)),
         ("part".to_owned(), n(part)),
@@ -158,9 +167,7 @@ impl DynamoStore {
         let table = self.bulk_table()?;
         let summary = BulkSummary::of(&job);
         let parts = parts_of(&job.recipients)?;
-        let expires = n(epoch_seconds(
-            Utc::now() + chrono::Duration::days(JOB_TTL_DAYS),
-        ));
+        let expires = n(epoch_seconds(job_expiry(job.envelope.send_at, Utc::now())));
         let items: Vec<Item> = parts
             .iter()
             .enumerate()
@@ -407,8 +414,9 @@ impl DynamoStore {
         Ok(super::applied(result, "UpdateItem")?)
     }
 
-    /// One part: render, write the messages not written yet, queue them all. Returns how many
-    /// messages this call wrote, and the part's last message id.
+    /// One part: render, write the messages not written yet (but those left for their claims),
+    /// queue them all. Returns how many messages this call fanned out, and the part's last
+    /// message id.
     async fn fan_out_part(
         &self,
         table: &str,
@@ -455,8 +463,12 @@ impl DynamoStore {
             .map(|(m, _)| m)
             .collect();
         let written = missing.len();
+        // Queued messages are created by their claims, where the stack allows (`job_messages`).
+        let left_to_claim = header.by_job && self.claims_create().await;
+        let for_claim = |m: &NewMessage| left_to_claim && m.status == MessageStatus::Queued;
         let items: Vec<Item> = missing
             .into_iter()
+            .filter(|m| !for_claim(m))
             .flat_map(|m| {
                 // Found through the job's listing: no index entry (a write unit) each.
                 let (item, content) = message_items(m, self.retention, !header.by_job);
@@ -478,9 +490,14 @@ impl DynamoStore {
                 not_before: m.send_at,
                 correlation_id: Some(m.correlation_id.clone()),
                 pace: Some(PaceKey::of(m.channel, &m.to)),
+                job_part: for_claim(m).then_some(part as u32),
             })
             .collect();
         self.lanes.publish(refs).await?;
+        if left_to_claim {
+            let queued = messages.iter().filter(|m| for_claim(m));
+            self.count_queued_in_job(&header.tenant, queued).await;
+        }
         Ok((written, messages.last().map(|m| m.id)))
     }
 

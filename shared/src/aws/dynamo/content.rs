@@ -18,7 +18,7 @@ use crate::ports::StoreError;
 pub(crate) const INLINE_CONTENT_MAX: usize = 1024;
 /// How long a content item outlives its message's accept (or schedule) beyond the retention:
 /// the longest a message may wait in a backlog and still be sent whole.
-const BACKLOG_ALLOWANCE: Duration = Duration::from_secs(14 * 24 * 3600);
+pub(super) const BACKLOG_ALLOWANCE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Marks a status item whose content is apart.
 const APART: &str = "content_apart";
 

@@ -16,8 +16,9 @@ use serde::Deserialize;
 
 use super::batch::Read;
 use super::item::{n, s};
+use super::job_messages::QUEUED_IN_JOB;
 use super::{epoch_seconds, unavailable, DynamoStore};
-use crate::domain::{Channel, MessageStatus, TenantId};
+use crate::domain::{Channel, MessageStatus, NewMessage, TenantId};
 use crate::ports::{ChannelCount, StoreError};
 
 const SHARDS: u64 = 8;
@@ -61,13 +62,32 @@ fn bucket_of(image: &Image) -> Option<(&str, String)> {
     Some((tenant, format!("{channel}|{gateway}|{status}")))
 }
 
+/// The `queued` count a message's image was in before its item was written.
+fn queued_bucket_of(image: &Image) -> Option<(&str, String)> {
+    let tenant = text(image, "tenant")?;
+    let channel = text(image, "channel")?;
+    Some((
+        tenant,
+        format!("{channel}|{NO_GATEWAY}|{}", MessageStatus::Queued.as_str()),
+    ))
+}
+
 /// The moves of a batch of changes, summed: tenant -> bucket -> change. Removals (TTL) move
 /// nothing.
 pub fn moves_of(event: &StreamEvent) -> HashMap<String, BTreeMap<String, i64>> {
     let mut moves: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
     for record in event.records.iter().filter(|r| r.event_name != "REMOVE") {
-        let from = record.dynamodb.old_image.as_ref().and_then(bucket_of);
         let to = record.dynamodb.new_image.as_ref().and_then(bucket_of);
+        let from = match &record.dynamodb.old_image {
+            Some(old) => bucket_of(old),
+            // Created at its claim: its fan-out counted it queued.
+            None => record
+                .dynamodb
+                .new_image
+                .as_ref()
+                .filter(|new| new.get(QUEUED_IN_JOB).is_some())
+                .and_then(|new| queued_bucket_of(new)),
+        };
         if from == to {
             continue;
         }
@@ -101,6 +121,36 @@ impl DynamoStore {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Counts queued the messages a fan-out left for their claims to create: their items are
+    /// born `sending` (marked [`QUEUED_IN_JOB`]), which the stream counts as a move from
+    /// `queued`. A failure costs the counts, not the messages.
+    pub(super) async fn count_queued_in_job(
+        &self,
+        tenant: &TenantId,
+        messages: impl Iterator<Item = &NewMessage>,
+    ) {
+        let mut buckets = BTreeMap::new();
+        for m in messages {
+            let bucket = format!(
+                "{}|{NO_GATEWAY}|{}",
+                m.channel.as_str(),
+                MessageStatus::Queued.as_str()
+            );
+            *buckets.entry(bucket).or_insert(0) += 1;
+        }
+        let shard = rand::thread_rng().gen_range(0..SHARDS);
+        let added = match self.tenants_table() {
+            Ok(table) => {
+                self.add_to_counts(table, counter_pk(tenant.as_str(), shard), buckets, None)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = added {
+            tracing::warn!(%tenant, error = %e, "bulk messages left for their claims not counted");
+        }
     }
 
     /// One atomic ADD of each non-zero count to the attribute it names, on the item `pk` of

@@ -60,6 +60,7 @@ fn lane_ref(m: &NewMessage) -> LaneRef {
         not_before: m.send_at,
         correlation_id: Some(m.correlation_id.clone()),
         pace: Some(PaceKey::of(m.channel, &m.to)),
+        job_part: None,
     }
 }
 
@@ -381,11 +382,15 @@ impl MessageStore for DynamoStore {
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
-        Ok(out
+        let owner = out
             .item
             .as_ref()
             .and_then(|i| opt_s(i, "tenant"))
-            .and_then(|t| TenantId::parse(t).ok()))
+            .and_then(|t| TenantId::parse(t).ok());
+        match owner {
+            Some(tenant) => Ok(Some(tenant)),
+            None => Ok(self.job_message(id, None).await?.map(|m| m.tenant)),
+        }
     }
 
     async fn get(
@@ -394,7 +399,7 @@ impl MessageStore for DynamoStore {
         id: MessageId,
     ) -> Result<Option<(Message, Vec<DeliveryEvent>)>, StoreError> {
         let Some(item) = self.get_item(&id.to_string()).await? else {
-            return Ok(None);
+            return self.job_message_view(tenant, id).await;
         };
         // Another tenant's message is as absent as a missing one.
         if get_s(&item, "tenant")? != tenant.as_str() {
@@ -455,6 +460,20 @@ impl MessageStore for DynamoStore {
                 .filter(|l| *l > now_ms)
                 .and_then(DateTime::from_timestamp_millis),
         })
+    }
+
+    async fn claim_from_job(
+        &self,
+        id: MessageId,
+        part: u32,
+        lane: Priority,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        if let Some(created) = self.claim_created(id, part as usize, now, lease).await? {
+            return Ok(created);
+        }
+        self.claim(id, lane, now, lease).await
     }
 
     async fn transition(
@@ -631,6 +650,7 @@ impl MessageStore for DynamoStore {
                     not_before: None,
                     pace: Some(PaceKey::of(m.channel, &m.to)),
                     correlation_id: Some(m.correlation_id),
+                    job_part: None,
                 });
                 redriven.push(id);
             }

@@ -14,6 +14,7 @@ mod directory;
 mod health;
 mod inbound;
 pub(crate) mod item;
+mod job_messages;
 mod limits;
 mod messages;
 mod notify;
@@ -60,7 +61,9 @@ pub struct DynamoStore {
     retention: Duration,
     pauses: limits::PauseCache,
     pending_outcomes: health::PendingOutcomes,
-    lookups: suppression_lookup::LookupsSeen,
+    lookups: job_messages::MarkerSeen,
+    claims_marker: job_messages::MarkerSeen,
+    jobs: job_messages::JobsSeen,
 }
 
 impl DynamoStore {
@@ -78,6 +81,8 @@ impl DynamoStore {
             pauses: Default::default(),
             pending_outcomes: Default::default(),
             lookups: Default::default(),
+            claims_marker: Default::default(),
+            jobs: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@
 //! parallel, filters the immutable attributes in the query, merges the shards up to the point
 //! every shard has read past, and reads the status of the candidates from the table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt};
@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::batch::{Read, BATCH_GET};
 use super::item::{message_from_item, opt_s, s, status_of};
 use super::{unavailable, DynamoStore};
-use crate::domain::{Message, MessageId, TenantId};
+use crate::domain::{Message, MessageId, MessageStatus, TenantId};
 use crate::ports::{BulkProgress, MessageFilter, SearchPage, StoreError, SEARCH_SCAN_BUDGET};
 
 /// Shards of a tenant's search index: each partition key takes about 1,000 writes a second.
@@ -234,6 +234,7 @@ impl DynamoStore {
                 .iter()
                 .map(message_from_item)
                 .collect::<Result<_, _>>()?;
+            self.add_job_messages(chunk, &mut found).await?;
             found.retain(|m| &m.tenant == tenant && f.matches(m));
             found.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
             items.extend(found);
@@ -252,6 +253,22 @@ impl DynamoStore {
         })
     }
 
+    /// Adds the candidates with no item that are bulk messages left for their claims: queued.
+    /// Bulk candidates are only of positions the fan-out has reached (`bulk_search.rs`).
+    async fn add_job_messages(
+        &self,
+        candidates: &[MessageId],
+        found: &mut Vec<Message>,
+    ) -> Result<(), StoreError> {
+        let have: HashSet<MessageId> = found.iter().map(|m| m.id).collect();
+        for id in candidates.iter().filter(|id| !have.contains(id)) {
+            if let Some(m) = self.job_message(*id, None).await? {
+                found.push(super::job_messages::queued_view(&m)?.0);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn bulk_progress_of(
         &self,
         tenant: &TenantId,
@@ -264,13 +281,20 @@ impl DynamoStore {
         let items = self
             .batch_get_ids(self.messages_table()?, &keys, None, Read::Eventual)
             .await?;
-        let mut progress = BulkProgress {
-            pending: ids.len().saturating_sub(items.len()) as u64,
-            ..BulkProgress::default()
-        };
+        // Those without an item that the fan-out queued were left for their claims: queued.
+        let queued = ids.len().min(self.fanned_out_to(bulk_id).await?);
+        let mut in_items = 0;
+        let mut progress = BulkProgress::default();
         for item in &items {
             *progress.by_status.entry(status_of(item)?).or_default() += 1;
+            in_items += 1;
         }
+        let written_or_queued = in_items.max(queued);
+        let left_to_claim = written_or_queued - in_items;
+        if left_to_claim > 0 {
+            *progress.by_status.entry(MessageStatus::Queued).or_default() += left_to_claim as u64;
+        }
+        progress.pending = ids.len().saturating_sub(written_or_queued) as u64;
         Ok(Some(progress))
     }
 }

@@ -9,7 +9,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
@@ -27,8 +26,6 @@ pub(super) const LOOKUP: &str = "addr#";
 /// Entries per transaction: two writes each, under the limit of 100.
 const ENTRIES_PER_WRITE: usize = 25;
 const CONCURRENCY: usize = 8;
-/// How long an instance trusts an absent marker before it looks again.
-const MARKER_RECHECK: Duration = Duration::from_secs(60);
 
 pub(super) fn lookup_key(channel: Channel, address: &str) -> Item {
     key(
@@ -42,10 +39,6 @@ pub(super) fn lookup_key(channel: Channel, address: &str) -> Item {
 pub(super) fn complete_marker() -> Item {
     key(LOOKUP, "complete".to_owned())
 }
-
-/// Whether every entry has its look-up, as this instance last saw it, and when it looked.
-#[derive(Default)]
-pub(crate) struct LookupsSeen(parking_lot::Mutex<Option<(bool, Instant)>>);
 
 /// The look-up's attribute for a scope's entry (prefixed: a tenant may be named `entry`).
 fn scope_attribute(scope: &Scope) -> String {
@@ -170,24 +163,21 @@ impl DynamoStore {
     /// Whether `herald upgrade` marked every entry as having its look-up. Once seen, for good;
     /// absent (or unreadable), looked at again after `MARKER_RECHECK`.
     async fn lookups_complete(&self, table: &str) -> bool {
-        if let Some((complete, at)) = *self.lookups.0.lock() {
-            if complete || at.elapsed() < MARKER_RECHECK {
-                return complete;
-            }
-        }
-        // BatchGetItem, which every function that checks may call (not all may GetItem).
-        let read = self
-            .batch_get(table, vec![complete_marker()], None, Read::Eventual)
-            .await;
-        let complete = match read {
-            Ok(found) => !found.is_empty(),
-            Err(e) => {
-                tracing::warn!(error = %e, "suppression look-up marker unreadable; reading entries too");
-                false
-            }
-        };
-        *self.lookups.0.lock() = Some((complete, Instant::now()));
-        complete
+        self.lookups
+            .get(|| async {
+                // BatchGetItem, which every function that checks may call (not all may GetItem).
+                let read = self
+                    .batch_get(table, vec![complete_marker()], None, Read::Eventual)
+                    .await;
+                match read {
+                    Ok(found) => !found.is_empty(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "suppression look-up marker unreadable; reading entries too");
+                        false
+                    }
+                }
+            })
+            .await
     }
 
     /// Writes entries and their look-ups together.

@@ -37,6 +37,10 @@ impl DynamoStore {
             return Ok(applied);
         }
         let Some(mut item) = self.get_item(&id).await? else {
+            // A cancel reaches a bulk message its claim has not created yet through its job.
+            if t.to == MessageStatus::Cancelled && self.write_job_message(t.id).await? {
+                return Box::pin(self.apply(t)).await;
+            }
             return Ok(TransitionOutcome::NotFound);
         };
         if timeline_full(&item) {
