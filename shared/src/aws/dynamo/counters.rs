@@ -270,4 +270,23 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_message_created_at_its_claim_moves_from_the_queued_its_fan_out_counted() {
+        let mut claimed = image("sending", None);
+        claimed[QUEUED_IN_JOB] = serde_json::json!({ "BOOL": true });
+        let mut cancelled_early = image("queued", None);
+        cancelled_early[QUEUED_IN_JOB] = serde_json::json!({ "BOOL": true });
+        let event: StreamEvent = serde_json::from_value(serde_json::json!({ "Records": [
+            { "eventName": "INSERT", "dynamodb": { "NewImage": claimed } },
+            { "eventName": "INSERT", "dynamodb": { "NewImage": cancelled_early } }
+        ] }))
+        .unwrap();
+        let moves = moves_of(&event);
+        let acme: Vec<(&str, i64)> = moves["acme"]
+            .iter()
+            .map(|(b, n)| (b.as_str(), *n))
+            .collect();
+        assert_eq!(acme, [("email|none|queued", -1), ("email|none|sending", 1)]);
+    }
 }

@@ -55,23 +55,32 @@ impl MarkerSeen {
 /// A few jobs' headers and parts, which never change once stored.
 #[derive(Default)]
 pub(crate) struct JobsSeen {
-    headers: parking_lot::Mutex<VecDeque<(String, Arc<JobHeader>)>>,
-    parts: parking_lot::Mutex<VecDeque<((String, usize), Arc<Vec<BulkJobRecipient>>)>>,
+    headers: Kept<String, Arc<JobHeader>>,
+    parts: Kept<(String, usize), Arc<Vec<BulkJobRecipient>>>,
 }
 
-fn kept<K: PartialEq, V: Clone>(list: &parking_lot::Mutex<VecDeque<(K, V)>>, key: &K) -> Option<V> {
-    list.lock()
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-}
+/// The last [`JOBS_KEPT`] values read, by key.
+struct Kept<K, V>(parking_lot::Mutex<VecDeque<(K, V)>>);
 
-fn keep<K, V>(list: &parking_lot::Mutex<VecDeque<(K, V)>>, key: K, value: V) {
-    let mut list = list.lock();
-    if list.len() == JOBS_KEPT {
-        list.pop_front();
+impl<K, V> Default for Kept<K, V> {
+    fn default() -> Self {
+        Kept(Default::default())
     }
-    list.push_back((key, value));
+}
+
+impl<K: PartialEq, V: Clone> Kept<K, V> {
+    fn get(&self, key: &K) -> Option<V> {
+        let list = self.0.lock();
+        list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn keep(&self, key: K, value: V) {
+        let mut list = self.0.lock();
+        if list.len() == JOBS_KEPT {
+            list.pop_front();
+        }
+        list.push_back((key, value));
+    }
 }
 
 fn marker_key() -> Item {
@@ -122,7 +131,7 @@ impl DynamoStore {
     }
 
     async fn job_header(&self, bulk_id: &str) -> Result<Option<Arc<JobHeader>>, StoreError> {
-        if let Some(header) = kept(&self.jobs.headers, &bulk_id.to_owned()) {
+        if let Some(header) = self.jobs.headers.get(&bulk_id.to_owned()) {
             return Ok(Some(header));
         }
         let out = self
@@ -141,7 +150,7 @@ impl DynamoStore {
             serde_json::from_str(text)
                 .map_err(|e| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}")))?,
         );
-        keep(&self.jobs.headers, bulk_id.to_owned(), header.clone());
+        self.jobs.headers.keep(bulk_id.to_owned(), header.clone());
         Ok(Some(header))
     }
 
@@ -151,7 +160,7 @@ impl DynamoStore {
         part: usize,
     ) -> Result<Option<Arc<Vec<BulkJobRecipient>>>, StoreError> {
         let key = (bulk_id.to_owned(), part);
-        if let Some(recipients) = kept(&self.jobs.parts, &key) {
+        if let Some(recipients) = self.jobs.parts.get(&key) {
             return Ok(Some(recipients));
         }
         // Parts are written before their job's head commits, long before anyone reads them.
@@ -170,7 +179,7 @@ impl DynamoStore {
             part_recipients(&item)
                 .map_err(|e| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}")))?,
         );
-        keep(&self.jobs.parts, key, recipients.clone());
+        self.jobs.parts.keep(key, recipients.clone());
         Ok(Some(recipients))
     }
 
