@@ -520,6 +520,10 @@ async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
             "another tenant's queued bulk message is absent"
         );
     }
+    assert!(
+        stored_ids(stack, &bulk_id).await.is_empty(),
+        "another tenant's cancel writes nothing"
+    );
 
     // A cancel before the claim writes the message and cancels it.
     let (status, cancelled) = api

@@ -595,9 +595,17 @@ mod tests {
     fn a_job_outlives_the_longest_wait_of_its_messages_for_their_claims() {
         let now = Utc::now();
         let days = |d| chrono::Duration::days(d);
-        assert_eq!(job_expiry(None, now), now + days(14), "a backlog's allowance");
+        assert_eq!(
+            job_expiry(None, now),
+            now + days(14),
+            "a backlog's allowance"
+        );
         let later = now + days(30);
-        assert_eq!(job_expiry(Some(later), now), later + days(14), "from its schedule");
+        assert_eq!(
+            job_expiry(Some(later), now),
+            later + days(14),
+            "from its schedule"
+        );
         assert_eq!(job_expiry(Some(now - days(1)), now), now + days(14));
     }
 

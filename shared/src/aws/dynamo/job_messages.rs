@@ -316,13 +316,18 @@ impl DynamoStore {
     }
 
     /// Writes a queued message its fan-out left unwritten, as the fan-out would have, so that a
-    /// transition (a cancel) applies to it as usual; false when there is no such message, or
-    /// the fan-out has not reached it (it is cancelled only once it exists, as before).
-    pub(super) async fn write_job_message(&self, id: MessageId) -> Result<bool, StoreError> {
+    /// transition (a cancel) applies to it as usual; false when there is no such message (of
+    /// `tenant`'s, when given), or the fan-out has not reached it (it is cancelled only once it
+    /// exists, as before).
+    pub(super) async fn write_job_message(
+        &self,
+        id: MessageId,
+        tenant: Option<&TenantId>,
+    ) -> Result<bool, StoreError> {
         let Some(m) = self.job_message(id, None).await? else {
             return Ok(false);
         };
-        if !self.fanned_out_past(&m).await? {
+        if tenant.is_some_and(|t| *t != m.tenant) || !self.fanned_out_past(&m).await? {
             return Ok(false);
         }
         let (mut item, content) = message_items(&m, self.retention, false);

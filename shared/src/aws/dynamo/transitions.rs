@@ -38,7 +38,9 @@ impl DynamoStore {
         }
         let Some(mut item) = self.get_item(&id).await? else {
             // A cancel reaches a bulk message its claim has not created yet through its job.
-            if t.to == MessageStatus::Cancelled && self.write_job_message(t.id).await? {
+            if t.to == MessageStatus::Cancelled
+                && self.write_job_message(t.id, t.tenant.as_ref()).await?
+            {
                 return Box::pin(self.apply(t)).await;
             }
             return Ok(TransitionOutcome::NotFound);
