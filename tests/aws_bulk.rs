@@ -6,7 +6,7 @@
 //! 1,000 recipients (two parts of 500), not 10,000: moto's SendMessage recounts the whole queue for
 //! every message, so a 10,000-entry lane takes it many minutes. Real SQS does not.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -42,9 +42,9 @@ fn job_ids(bulk_id: &str, n: usize) -> Vec<String> {
     all
 }
 
-/// How many of a job's positions its fan-out has queued, from its head.
-async fn fanned_out(stack: &Stack, bulk_id: &str) -> usize {
-    let head = stack
+/// A stored job's head (part 0), read consistently.
+async fn job_head(stack: &Stack, bulk_id: &str) -> HashMap<String, AttributeValue> {
+    stack
         .dynamo
         .get_item()
         .table_name(stack.settings.tables.bulk.clone().unwrap())
@@ -55,7 +55,12 @@ async fn fanned_out(stack: &Stack, bulk_id: &str) -> usize {
         .await
         .unwrap()
         .item
-        .unwrap();
+        .unwrap()
+}
+
+/// How many of a job's positions its fan-out has queued, from its head.
+async fn fanned_out(stack: &Stack, bulk_id: &str) -> usize {
+    let head = job_head(stack, bulk_id).await;
     let number = |k: &str| {
         head.get(k)
             .map_or(0, |v| v.as_n().unwrap().parse().unwrap())
@@ -387,18 +392,7 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     assert!(parts > 1, "cut by size: {parts} parts");
 
     let table = stack.settings.tables.bulk.clone().unwrap();
-    let head = stack
-        .dynamo
-        .get_item()
-        .table_name(&table)
-        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
-        .key("part", AttributeValue::N("0".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let head = job_head(stack, &bulk_id).await;
     assert_eq!(head["written_to"], AttributeValue::N("30".into()));
 
     // Back to how it stood after its first part: the head's progress, and the listing not

@@ -243,6 +243,13 @@ mod tests {
         i
     }
 
+    fn acme_moves(event: &StreamEvent) -> Vec<(String, i64)> {
+        moves_of(event)["acme"]
+            .iter()
+            .map(|(b, n)| (b.clone(), *n))
+            .collect()
+    }
+
     #[test]
     fn a_batch_of_changes_sums_to_moves() {
         let event: StreamEvent = serde_json::from_value(serde_json::json!({ "Records": [
@@ -256,17 +263,13 @@ mod tests {
             { "eventName": "REMOVE", "dynamodb": { "OldImage": image("sent", Some("ses")) } }
         ] }))
         .unwrap();
-        let moves = moves_of(&event);
-        let acme: Vec<(&str, i64)> = moves["acme"]
-            .iter()
-            .map(|(b, n)| (b.as_str(), *n))
-            .collect();
+        let acme = acme_moves(&event);
         assert_eq!(
             acme,
             [
-                ("email|none|queued", 0),
-                ("email|none|sending", 0),
-                ("email|ses|sent", 1)
+                ("email|none|queued".into(), 0),
+                ("email|none|sending".into(), 0),
+                ("email|ses|sent".into(), 1)
             ]
         );
     }
@@ -282,11 +285,13 @@ mod tests {
             { "eventName": "INSERT", "dynamodb": { "NewImage": cancelled_early } }
         ] }))
         .unwrap();
-        let moves = moves_of(&event);
-        let acme: Vec<(&str, i64)> = moves["acme"]
-            .iter()
-            .map(|(b, n)| (b.as_str(), *n))
-            .collect();
-        assert_eq!(acme, [("email|none|queued", -1), ("email|none|sending", 1)]);
+        let acme = acme_moves(&event);
+        assert_eq!(
+            acme,
+            [
+                ("email|none|queued".into(), -1),
+                ("email|none|sending".into(), 1)
+            ]
+        );
     }
 }

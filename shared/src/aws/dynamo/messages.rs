@@ -473,7 +473,11 @@ impl MessageStore for DynamoStore {
         if let Some(created) = self.claim_created(id, part as usize, now, lease).await? {
             return Ok(created);
         }
-        self.claim(id, lane, now, lease).await
+        let outcome = self.claim(id, lane, now, lease).await?;
+        if matches!(outcome, ClaimOutcome::NotFound) {
+            tracing::error!(%id, part, "a bulk message's job is gone before its claim: not sent");
+        }
+        Ok(outcome)
     }
 
     async fn transition(
