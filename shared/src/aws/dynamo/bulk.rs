@@ -29,7 +29,8 @@ use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, LaneRef, Store
 const PART_BYTES: usize = 300 * 1024;
 /// Recipients per part: the unit of progress a redelivery resumes from.
 pub(super) const PART_RECIPIENTS: usize = 500;
-/// A stored job is kept this long after accept, whatever happens to it.
+/// A stored job is kept at least this long after accept (7 days for a job accepted before
+/// 2026-12-05; 14 since, from its schedule: `job_expiry`).
 pub(super) const JOB_TTL_DAYS: i64 = 7;
 
 /// The job without its recipients: part 0 of a stored job.
@@ -44,14 +45,42 @@ pub(super) struct JobHeader {
     /// they get no `by_tenant` entry (false for a job from before, whose ids are random).
     #[serde(default)]
     pub by_job: bool,
+    /// Its fan-out leaves queued messages to their claims, which create their items
+    /// (`job_messages.rs`); decided at accept, so every run of its fan-out does the same.
+    #[serde(default)]
+    pub left_to_claim: bool,
 }
 
-/// When a stored job accepted `now` expires: after `JOB_TTL_DAYS`, or once its messages can no
-/// longer be waiting for their claims, which render them from it (a content item's allowance).
+/// When a stored job accepted `now` expires: once its messages can no longer be waiting for
+/// their claims, which render them from it (a content item's allowance, from its schedule).
 fn job_expiry(send_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
-    let kept = now + chrono::Duration::days(JOB_TTL_DAYS);
     let backlog = chrono::Duration::from_std(super::content::BACKLOG_ALLOWANCE).unwrap_or_default();
-    kept.max(send_at.unwrap_or(now).max(now) + backlog)
+    send_at.unwrap_or(now).max(now) + backlog
+}
+
+/// Whether a job accepted `now` expires before a message item could (at the retention after
+/// its final state, which comes after the accept).
+fn expires_before_its_items(
+    send_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    retention: std::time::Duration,
+) -> bool {
+    let retention = chrono::Duration::from_std(retention).unwrap_or_default();
+    job_expiry(send_at, now) <= now + retention
+}
+
+/// A bulk message's lane entry; `job_part` names its part when its claim creates it.
+fn lane_entry(m: &NewMessage, job_part: Option<u32>) -> LaneRef {
+    LaneRef {
+        id: m.id,
+        tenant: m.tenant.as_str().to_owned(),
+        lane: m.priority,
+        attempt: 0,
+        not_before: m.send_at,
+        correlation_id: Some(m.correlation_id.clone()),
+        pace: Some(PaceKey::of(m.channel, &m.to)),
+        job_part,
+    }
 }
 
 /// Whether every recipient of `job` has the id its position gives (`domain::bulk_ids`).
@@ -136,6 +165,14 @@ pub(super) fn part_key(bulk_id: &str, part: usize) -> HashMap<String, AttributeV
 }
 
 impl DynamoStore {
+    /// Whether a job accepted now may leave its queued messages to their claims: once the
+    /// stack is marked, and when the job expires before any of its messages' items can (a
+    /// final item is kept the retention period), so a message without an item within the
+    /// job's life is one not claimed yet.
+    async fn may_leave_to_claims(&self, send_at: Option<DateTime<Utc>>) -> bool {
+        expires_before_its_items(send_at, Utc::now(), self.retention) && self.claims_create().await
+    }
+
     /// The tenant on a bulk job's header (a `GetItem` of its `tenant` alone).
     pub(super) async fn bulk_job_owner(
         &self,
@@ -184,6 +221,7 @@ impl DynamoStore {
         self.batch_put(table, items).await?;
 
         let by_job = ids_derive_from_job(&job);
+        let left_to_claim = by_job && self.may_leave_to_claims(job.envelope.send_at).await;
         let listing = super::bulk_sends::listing_item(
             &job.tenant,
             &summary,
@@ -196,6 +234,7 @@ impl DynamoStore {
             template: job.template,
             created_at: job.created_at,
             by_job,
+            left_to_claim,
         };
         let header_json = serde_json::to_string(&header)
             .map_err(|e| StoreError::Corrupt(format!("bulk job header: {e}")))?;
@@ -414,7 +453,7 @@ impl DynamoStore {
         Ok(super::applied(result, "UpdateItem")?)
     }
 
-    /// One part: render, write the messages not written yet (but those left for their claims),
+    /// One part: render, write the messages not written yet (but those left to their claims),
     /// queue them all. Returns how many messages this call fanned out, and the part's last
     /// message id.
     async fn fan_out_part(
@@ -424,6 +463,57 @@ impl DynamoStore {
         part: usize,
         resumed: bool,
     ) -> Result<(usize, Option<MessageId>), FanOutError> {
+        let messages = self.render_part(table, header, part).await?;
+        let messages_table = self.messages_table()?;
+        let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+        // Only a part an earlier run started can have messages written already.
+        let existing = match resumed {
+            true => self.existing_ids(messages_table, &ids).await?,
+            false => HashSet::new(),
+        };
+        let missing: Vec<&NewMessage> = messages
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !existing.contains(*id))
+            .map(|(m, _)| m)
+            .collect();
+        let written = missing.len();
+        let for_claim = |m: &NewMessage| header.left_to_claim && m.status == MessageStatus::Queued;
+        let items: Vec<Item> = missing
+            .into_iter()
+            .filter(|m| !for_claim(m))
+            .flat_map(|m| {
+                // Found through the job's listing: no index entry (a write unit) each.
+                let (item, content) = message_items(m, self.retention, !header.by_job);
+                [Some(item), content].into_iter().flatten()
+            })
+            .collect();
+        self.batch_put(messages_table, items).await?;
+        // New queued messages go on their lane, and so does every message an interrupted run
+        // wrote: it may not have queued them, and the claim drops an entry that is not needed.
+        let refs: Vec<LaneRef> = messages
+            .iter()
+            .zip(&ids)
+            .filter(|(m, id)| m.status.is_pending() || existing.contains(*id))
+            .map(|(m, _)| lane_entry(m, for_claim(m).then_some(part as u32)))
+            .collect();
+        self.lanes.publish(refs).await?;
+        // Counted by the run that started the part; a run cut off in it may not have counted
+        // it (counts are statistics: a part's worth off, never a message).
+        if header.left_to_claim && !resumed {
+            let queued = messages.iter().filter(|m| for_claim(m));
+            self.count_queued_in_job(&header.tenant, queued).await;
+        }
+        Ok((written, messages.last().map(|m| m.id)))
+    }
+
+    /// A part's messages, rendered from the job's snapshot.
+    async fn render_part(
+        &self,
+        table: &str,
+        header: &JobHeader,
+        part: usize,
+    ) -> Result<Vec<NewMessage>, FanOutError> {
         let bulk_id = &header.bulk_id;
         let corrupt = |what: String| FanOutError::Corrupt(bulk_id.clone(), what);
         let out = self
@@ -448,57 +538,7 @@ impl DynamoStore {
             created_at: header.created_at,
         };
         // Suppressions added since the accept are caught by the dispatch check, as later ones are.
-        let messages = job.messages(..).map_err(|e| corrupt(e.to_string()))?;
-        let messages_table = self.messages_table()?;
-        let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
-        // Only a part an earlier run started can have messages written already.
-        let existing = match resumed {
-            true => self.existing_ids(messages_table, &ids).await?,
-            false => HashSet::new(),
-        };
-        let missing: Vec<&NewMessage> = messages
-            .iter()
-            .zip(&ids)
-            .filter(|(_, id)| !existing.contains(*id))
-            .map(|(m, _)| m)
-            .collect();
-        let written = missing.len();
-        // Queued messages are created by their claims, where the stack allows (`job_messages`).
-        let left_to_claim = header.by_job && self.claims_create().await;
-        let for_claim = |m: &NewMessage| left_to_claim && m.status == MessageStatus::Queued;
-        let items: Vec<Item> = missing
-            .into_iter()
-            .filter(|m| !for_claim(m))
-            .flat_map(|m| {
-                // Found through the job's listing: no index entry (a write unit) each.
-                let (item, content) = message_items(m, self.retention, !header.by_job);
-                [Some(item), content].into_iter().flatten()
-            })
-            .collect();
-        self.batch_put(messages_table, items).await?;
-        // New queued messages go on their lane, and so does every message an interrupted run
-        // wrote: it may not have queued them, and the claim drops an entry that is not needed.
-        let refs: Vec<LaneRef> = messages
-            .iter()
-            .zip(&ids)
-            .filter(|(m, id)| m.status.is_pending() || existing.contains(*id))
-            .map(|(m, _)| LaneRef {
-                id: m.id,
-                tenant: m.tenant.as_str().to_owned(),
-                lane: m.priority,
-                attempt: 0,
-                not_before: m.send_at,
-                correlation_id: Some(m.correlation_id.clone()),
-                pace: Some(PaceKey::of(m.channel, &m.to)),
-                job_part: for_claim(m).then_some(part as u32),
-            })
-            .collect();
-        self.lanes.publish(refs).await?;
-        if left_to_claim {
-            let queued = messages.iter().filter(|m| for_claim(m));
-            self.count_queued_in_job(&header.tenant, queued).await;
-        }
-        Ok((written, messages.last().map(|m| m.id)))
+        job.messages(..).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Which of `ids` already have an item.
@@ -607,6 +647,12 @@ mod tests {
             "from its schedule"
         );
         assert_eq!(job_expiry(Some(now - days(1)), now), now + days(14));
+        // Its messages are left to their claims only if no item of theirs can expire first.
+        let month = std::time::Duration::from_secs(30 * 24 * 3600);
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        assert!(expires_before_its_items(None, now, month));
+        assert!(!expires_before_its_items(None, now, week));
+        assert!(!expires_before_its_items(Some(later), now, month));
     }
 
     #[test]

@@ -269,8 +269,8 @@ impl DynamoStore {
 }
 
 /// Whether a job's parts are surely still stored: TTL removes them no sooner than
-/// `JOB_TTL_DAYS` after the accept (an hour's margin for clocks), while its messages and
-/// listing stay for the retention.
+/// `JOB_TTL_DAYS` after the accept for any job, whichever release stored it (an hour's margin
+/// for clocks), while its messages and listing stay for the retention.
 fn parts_kept(job: &ListedJob, now: DateTime<Utc>) -> bool {
     let kept = chrono::Duration::days(JOB_TTL_DAYS) - chrono::Duration::hours(1);
     job.millisecond > (now - kept).timestamp_millis()

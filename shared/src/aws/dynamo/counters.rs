@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::batch::Read;
 use super::item::{n, s};
-use super::job_messages::QUEUED_IN_JOB;
+use super::job_claims::QUEUED_IN_JOB;
 use super::{epoch_seconds, unavailable, DynamoStore};
 use crate::domain::{Channel, MessageStatus, NewMessage, TenantId};
 use crate::ports::{ChannelCount, StoreError};

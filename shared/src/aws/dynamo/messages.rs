@@ -389,7 +389,7 @@ impl MessageStore for DynamoStore {
             .and_then(|t| TenantId::parse(t).ok());
         match owner {
             Some(tenant) => Ok(Some(tenant)),
-            None => Ok(self.job_message(id, None).await?.map(|m| m.tenant)),
+            None => self.job_owner(id).await,
         }
     }
 

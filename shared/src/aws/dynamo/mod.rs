@@ -14,6 +14,7 @@ mod directory;
 mod health;
 mod inbound;
 pub(crate) mod item;
+mod job_claims;
 mod job_messages;
 mod limits;
 mod messages;
@@ -53,6 +54,27 @@ use crate::ports::StoreError;
 /// Idempotency keys live at least 24 h (Stripe); they are kept 48 h.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(48 * 3600);
 
+/// How long an instance trusts an absent marker before it reads it again.
+const MARKER_RECHECK: Duration = Duration::from_secs(60);
+
+/// Whether a one-way marker (set once, by `herald upgrade`) is set, as this instance last saw
+/// it: once seen it stays so; while absent, it is read again after [`MARKER_RECHECK`].
+#[derive(Default)]
+pub(crate) struct MarkerSeen(parking_lot::Mutex<Option<(bool, std::time::Instant)>>);
+
+impl MarkerSeen {
+    async fn get<F: std::future::Future<Output = bool>>(&self, read: impl FnOnce() -> F) -> bool {
+        if let Some((set, at)) = *self.0.lock() {
+            if set || at.elapsed() < MARKER_RECHECK {
+                return set;
+            }
+        }
+        let set = read().await;
+        *self.0.lock() = Some((set, std::time::Instant::now()));
+        set
+    }
+}
+
 pub struct DynamoStore {
     client: Client,
     tables: Tables,
@@ -61,8 +83,8 @@ pub struct DynamoStore {
     retention: Duration,
     pauses: limits::PauseCache,
     pending_outcomes: health::PendingOutcomes,
-    lookups: job_messages::MarkerSeen,
-    claims_marker: job_messages::MarkerSeen,
+    lookups: MarkerSeen,
+    claims_marker: MarkerSeen,
     jobs: job_messages::JobsSeen,
 }
 

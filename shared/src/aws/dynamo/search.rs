@@ -234,7 +234,7 @@ impl DynamoStore {
                 .iter()
                 .map(message_from_item)
                 .collect::<Result<_, _>>()?;
-            self.add_job_messages(chunk, &mut found).await?;
+            self.add_job_messages(tenant, f, chunk, &mut found).await?;
             found.retain(|m| &m.tenant == tenant && f.matches(m));
             found.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
             items.extend(found);
@@ -253,19 +253,21 @@ impl DynamoStore {
         })
     }
 
-    /// Adds the candidates with no item that are bulk messages left for their claims: queued.
-    /// Bulk candidates are only of positions the fan-out has reached (`bulk_search.rs`).
+    /// Adds the candidates with no item that are `tenant`'s bulk messages left to their
+    /// claims: queued, so none when the filter wants another status.
     async fn add_job_messages(
         &self,
+        tenant: &TenantId,
+        f: &MessageFilter,
         candidates: &[MessageId],
         found: &mut Vec<Message>,
     ) -> Result<(), StoreError> {
-        let have: HashSet<MessageId> = found.iter().map(|m| m.id).collect();
-        for id in candidates.iter().filter(|id| !have.contains(id)) {
-            if let Some(m) = self.job_message(*id, None).await? {
-                found.push(super::job_messages::queued_view(&m)?.0);
-            }
+        if f.status.is_some_and(|s| s != MessageStatus::Queued) {
+            return Ok(());
         }
+        let have: HashSet<MessageId> = found.iter().map(|m| m.id).collect();
+        let missing = candidates.iter().copied().filter(|id| !have.contains(id));
+        found.extend(self.job_messages_searched(tenant, missing).await?);
         Ok(())
     }
 
@@ -281,8 +283,12 @@ impl DynamoStore {
         let items = self
             .batch_get_ids(self.messages_table()?, &keys, None, Read::Eventual)
             .await?;
-        // Those without an item that the fan-out queued were left for their claims: queued.
-        let queued = ids.len().min(self.fanned_out_to(bulk_id).await?);
+        // Those without an item that the fan-out queued were left to their claims: queued (an
+        // estimate while it runs: positions it wrote but has not recorded count as pending).
+        let queued = match self.left_to_claim(bulk_id).await? {
+            true => ids.len().min(self.fanned_out_to(bulk_id).await?),
+            false => 0,
+        };
         let mut in_items = 0;
         let mut progress = BulkProgress::default();
         for item in &items {
