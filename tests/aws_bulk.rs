@@ -446,6 +446,25 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     assert_eq!(early.len(), 1);
     let late = search_ids(&api, &key, "to=big29%40example.com").await;
     assert!(late.is_empty(), "{late:?}");
+
+    // Once the head says all are queued, the last one (in the second part) reads from the job.
+    stack
+        .dynamo
+        .update_item()
+        .table_name(&table)
+        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
+        .key("part", AttributeValue::N("0".into()))
+        .update_expression("SET written_to = :n")
+        .expression_attribute_values(":n", AttributeValue::N("30".into()))
+        .send()
+        .await
+        .unwrap();
+    let last = &job_ids(&bulk_id, 30)[0];
+    let view = api.view(last).await;
+    assert_eq!(
+        (&view["status"], &view["to"]),
+        (&json!("queued"), &json!("big29@example.com"))
+    );
 }
 
 /// How many recipients a stored part holds.
@@ -491,6 +510,16 @@ async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
 
     backend.store.fan_out(&bulk_id, None).await.unwrap();
     assert!(stored_ids(stack, &bulk_id).await.is_empty());
+    let tenant = shared::domain::TenantId::parse("acme").unwrap();
+    let queued_count = || async {
+        let counts = backend.store.channel_counts(&tenant).await.unwrap();
+        counts
+            .iter()
+            .filter(|c| c.status == shared::domain::MessageStatus::Queued)
+            .map(|c| c.count)
+            .sum::<u64>()
+    };
+    assert_eq!(queued_count().await, 5, "the fan-out counts them queued");
     let view = api.view(&ids[0]).await;
     assert_eq!(view["status"], "queued", "{view}");
     assert_eq!(
@@ -560,7 +589,6 @@ async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
     assert_eq!(api.sent().await.len(), 4, "a redelivery never sends twice");
 
     api.count_changes().await;
-    let tenant = shared::domain::TenantId::parse("acme").unwrap();
     let counts = backend.store.channel_counts(&tenant).await.unwrap();
     let count = |status: &str| -> u64 {
         counts

@@ -66,7 +66,7 @@ fn expires_before_its_items(
     retention: std::time::Duration,
 ) -> bool {
     let retention = chrono::Duration::from_std(retention).unwrap_or_default();
-    job_expiry(send_at, now) <= now + retention
+    job_expiry(send_at, now) + super::job_messages::ITEMS_MARGIN <= now + retention
 }
 
 /// A bulk message's lane entry; `job_part` names its part when its claim creates it.
@@ -464,6 +464,13 @@ impl DynamoStore {
         resumed: bool,
     ) -> Result<(usize, Option<MessageId>), FanOutError> {
         let messages = self.render_part(table, header, part).await?;
+        let for_claim = |m: &NewMessage| header.left_to_claim && m.status == MessageStatus::Queued;
+        // Counted by the run that started the part, before anything of it can be claimed (a
+        // run cut off after this leaves the count to the claims; counts are statistics).
+        if header.left_to_claim && !resumed {
+            let queued = messages.iter().filter(|m| for_claim(m));
+            self.count_queued_in_job(&header.tenant, queued).await;
+        }
         let messages_table = self.messages_table()?;
         let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
         // Only a part an earlier run started can have messages written already.
@@ -478,7 +485,6 @@ impl DynamoStore {
             .map(|(m, _)| m)
             .collect();
         let written = missing.len();
-        let for_claim = |m: &NewMessage| header.left_to_claim && m.status == MessageStatus::Queued;
         let items: Vec<Item> = missing
             .into_iter()
             .filter(|m| !for_claim(m))
@@ -498,12 +504,6 @@ impl DynamoStore {
             .map(|(m, _)| lane_entry(m, for_claim(m).then_some(part as u32)))
             .collect();
         self.lanes.publish(refs).await?;
-        // Counted by the run that started the part; a run cut off in it may not have counted
-        // it (counts are statistics: a part's worth off, never a message).
-        if header.left_to_claim && !resumed {
-            let queued = messages.iter().filter(|m| for_claim(m));
-            self.count_queued_in_job(&header.tenant, queued).await;
-        }
         Ok((written, messages.last().map(|m| m.id)))
     }
 

@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use super::bulk::{part_recipients, JobHeader, PART_RECIPIENTS};
-use super::item::{opt_n, opt_s};
+use super::item::{opt_n, opt_s, Item};
 use super::{unavailable, DynamoStore};
 use crate::domain::{
     BulkIds, BulkJob, BulkJobRecipient, DeliveryEvent, Message, MessageId, MessageStatus,
@@ -21,6 +23,9 @@ use crate::ports::StoreError;
 
 /// Heads and parts kept per instance: a part serves up to 500 claims, and claims come in order.
 const JOBS_KEPT: usize = 8;
+/// How long before its messages' items could expire a job is no longer read: a margin for
+/// clocks (`bulk.rs` keeps as much between a job's expiry and its items').
+pub(super) const ITEMS_MARGIN: chrono::Duration = chrono::Duration::days(1);
 
 /// A few jobs' headers and parts, which never change once stored.
 #[derive(Default)]
@@ -75,16 +80,10 @@ impl DynamoStore {
         let header = match self.jobs.headers.get(&bulk_id) {
             Some(header) => header,
             None => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(table)
-                    .set_key(Some(super::bulk::part_key(&bulk_id, 0)))
-                    .projection_expression("header")
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("GetItem", e))?;
-                let Some(text) = out.item.as_ref().and_then(|i| opt_s(i, "header")) else {
+                let item = self
+                    .read_job_item(table, &bulk_id, 0, Some("header"))
+                    .await?;
+                let Some(text) = item.as_ref().and_then(|i| opt_s(i, "header")) else {
                     return Ok(None);
                 };
                 let header: Arc<JobHeader> = Arc::new(
@@ -96,7 +95,44 @@ impl DynamoStore {
             }
         };
         let theirs = tenant.is_none_or(|t| *t == header.tenant);
-        Ok((header.left_to_claim && theirs).then_some(JobLeftToClaim { ids, header }))
+        let usable = header.left_to_claim && theirs && self.items_outlive(&header);
+        Ok(usable.then_some(JobLeftToClaim { ids, header }))
+    }
+
+    /// Whether every item of the job's messages is surely still stored (TTL removes a final
+    /// item no sooner than the retention after it, so after its accept): only then is a
+    /// message without one a message not claimed yet. A job expires before that (`bulk.rs`),
+    /// unless TTL is late or the retention was shortened since.
+    fn items_outlive(&self, header: &JobHeader) -> bool {
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
+        Utc::now() + ITEMS_MARGIN < header.created_at + retention
+    }
+
+    /// A job's item: eventually consistent, and consistent when that finds none (a job read
+    /// the moment it is stored).
+    async fn read_job_item(
+        &self,
+        table: &str,
+        bulk_id: &str,
+        part: usize,
+        projection: Option<&str>,
+    ) -> Result<Option<Item>, StoreError> {
+        for consistent in [false, true] {
+            let out = self
+                .client
+                .get_item()
+                .table_name(table)
+                .set_key(Some(super::bulk::part_key(bulk_id, part)))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(consistent)
+                .send()
+                .await
+                .map_err(|e| unavailable("GetItem", e))?;
+            if out.item.is_some() {
+                return Ok(out.item);
+            }
+        }
+        Ok(None)
     }
 
     async fn job_part(
@@ -108,16 +144,8 @@ impl DynamoStore {
         if let Some(recipients) = self.jobs.parts.get(&key) {
             return Ok(Some(recipients));
         }
-        // Parts are written before their job's head commits, long before anyone reads them.
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.bulk_table()?)
-            .set_key(Some(super::bulk::part_key(bulk_id, part)))
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
-        let Some(item) = out.item else {
+        let table = self.bulk_table()?;
+        let Some(item) = self.read_job_item(table, bulk_id, part, None).await? else {
             return Ok(None);
         };
         let recipients = Arc::new(
