@@ -18,7 +18,6 @@ use super::batch::Read;
 use super::content::message_items;
 use super::item::{get_n, get_s, n, opt_s, s, Item};
 use super::{build_error, epoch_seconds, unavailable, BulkRef, DynamoStore};
-use crate::domain::limits::PaceKey;
 use crate::domain::{
     packed, BulkIds, BulkJob, BulkJobRecipient, Envelope, MessageId, MessageStatus, NewMessage,
     Template, TenantId,
@@ -72,14 +71,8 @@ fn expires_before_its_items(
 /// A bulk message's lane entry; `job_part` names its part when its claim creates it.
 fn lane_entry(m: &NewMessage, job_part: Option<u32>) -> LaneRef {
     LaneRef {
-        id: m.id,
-        tenant: m.tenant.as_str().to_owned(),
-        lane: m.priority,
-        attempt: 0,
-        not_before: m.send_at,
-        correlation_id: Some(m.correlation_id.clone()),
-        pace: Some(PaceKey::of(m.channel, &m.to)),
         job_part,
+        ..super::messages::lane_ref(m)
     }
 }
 

@@ -51,7 +51,8 @@ pub(super) fn is_open(status: MessageStatus) -> bool {
     )
 }
 
-fn lane_ref(m: &NewMessage) -> LaneRef {
+/// A message's lane entry.
+pub(super) fn lane_ref(m: &NewMessage) -> LaneRef {
     LaneRef {
         id: m.id,
         tenant: m.tenant.as_str().to_owned(),
