@@ -597,3 +597,64 @@ async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
         "{counts:?}"
     );
 }
+
+/// A bulk message whose content is over 1 KB keeps it apart from its status item (as any
+/// message does), written by the claim that creates the message: viewed whole before and after
+/// its claim, and handed to SES whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_message_with_large_content_is_created_whole_by_its_claim() {
+    let api = AwsApi::start().await;
+    let (stack, backend) = (&api.stack, &api.cold.backend);
+    let text = "All the news that fits. ".repeat(200);
+    let body = json!({ "channel": "email", "priority": "P2", "subject": "Long read", "body": text,
+        "recipients": [{ "to": "long0@example.com" }, { "to": "long1@example.com" }] });
+    let (status, reply) = post_bulk(&api, &body).await;
+    assert_eq!(status, 202, "{reply}");
+    let bulk_id = reply["bulk_id"].as_str().unwrap().to_owned();
+    backend.store.fan_out(&bulk_id, None).await.unwrap();
+    let ids = job_ids(&bulk_id, 2);
+    assert_eq!(
+        api.view(&ids[0]).await["body"],
+        text.as_str(),
+        "from its job"
+    );
+
+    assert!(api.drain(Priority::P2).await.is_empty());
+    let sent = api.sent().await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for email in &sent {
+        // Bulk email goes raw (for its List-Unsubscribe headers), its text part in base64.
+        let raw = email["raw_data"].as_str().expect("a raw email");
+        let (_, part) = raw.split_once("\r\n\r\n").expect("headers, then the body");
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(part.replace("\r\n", ""))
+            .expect("a base64 body");
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            text,
+            "SES got the whole body"
+        );
+    }
+    for id in &ids {
+        let view = api.view(id).await;
+        assert_eq!(view["status"], "sent", "{view}");
+        assert_eq!(view["body"], text.as_str(), "read from its content item");
+    }
+    let table = stack.settings.tables.messages.clone().unwrap();
+    let status_item = stack
+        .dynamo
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S(ids[0].clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(
+        !status_item.contains_key("body"),
+        "the status item stays small: {:?}",
+        status_item.keys()
+    );
+}
