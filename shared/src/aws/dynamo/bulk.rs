@@ -50,6 +50,20 @@ pub(super) struct JobHeader {
     pub left_to_claim: bool,
 }
 
+impl JobHeader {
+    /// The job with these of its recipients (a part's, or a few of them).
+    pub(super) fn job(&self, recipients: Vec<BulkJobRecipient>) -> BulkJob {
+        BulkJob {
+            bulk_id: self.bulk_id.clone(),
+            tenant: self.tenant.clone(),
+            envelope: self.envelope.clone(),
+            template: self.template.clone(),
+            recipients,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// When a stored job accepted `now` expires: once its messages can no longer be waiting for
 /// their claims, which render them from it (a content item's allowance, from its schedule).
 fn job_expiry(send_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -522,16 +536,11 @@ impl DynamoStore {
             .item
             .ok_or_else(|| corrupt(format!("part {part} is missing")))?;
         let recipients = part_recipients(&item).map_err(corrupt)?;
-        let job = BulkJob {
-            bulk_id: bulk_id.clone(),
-            tenant: header.tenant.clone(),
-            envelope: header.envelope.clone(),
-            template: header.template.clone(),
-            recipients,
-            created_at: header.created_at,
-        };
         // Suppressions added since the accept are caught by the dispatch check, as later ones are.
-        job.messages(..).map_err(|e| corrupt(e.to_string()))
+        header
+            .job(recipients)
+            .messages(..)
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// Which of `ids` already have an item.

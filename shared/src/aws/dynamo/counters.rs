@@ -53,23 +53,30 @@ fn text<'a>(image: &'a Image, key: &str) -> Option<&'a str> {
     image.get(key)?.get("S")?.as_str()
 }
 
+/// A count's name: channel, gateway and status.
+fn bucket(channel: &str, gateway: &str, status: &str) -> String {
+    format!("{channel}|{gateway}|{status}")
+}
+
+/// The `queued` count of a channel (a queued message has no gateway yet).
+fn queued_bucket(channel: &str) -> String {
+    bucket(channel, NO_GATEWAY, MessageStatus::Queued.as_str())
+}
+
 /// The count an image of a message is in: (tenant, bucket).
 fn bucket_of(image: &Image) -> Option<(&str, String)> {
     let tenant = text(image, "tenant")?;
     let channel = text(image, "channel")?;
     let status = text(image, "status")?;
     let gateway = text(image, "gateway").unwrap_or(NO_GATEWAY);
-    Some((tenant, format!("{channel}|{gateway}|{status}")))
+    Some((tenant, bucket(channel, gateway, status)))
 }
 
 /// The `queued` count a message's image was in before its item was written.
 fn queued_bucket_of(image: &Image) -> Option<(&str, String)> {
     let tenant = text(image, "tenant")?;
     let channel = text(image, "channel")?;
-    Some((
-        tenant,
-        format!("{channel}|{NO_GATEWAY}|{}", MessageStatus::Queued.as_str()),
-    ))
+    Some((tenant, queued_bucket(channel)))
 }
 
 /// The moves of a batch of changes, summed: tenant -> bucket -> change. Removals (TTL) move
@@ -133,21 +140,17 @@ impl DynamoStore {
     ) {
         let mut buckets = BTreeMap::new();
         for m in messages {
-            let bucket = format!(
-                "{}|{NO_GATEWAY}|{}",
-                m.channel.as_str(),
-                MessageStatus::Queued.as_str()
-            );
-            *buckets.entry(bucket).or_insert(0) += 1;
+            *buckets
+                .entry(queued_bucket(m.channel.as_str()))
+                .or_insert(0) += 1;
         }
         let shard = rand::thread_rng().gen_range(0..SHARDS);
-        let added = match self.tenants_table() {
-            Ok(table) => {
-                self.add_to_counts(table, counter_pk(tenant.as_str(), shard), buckets, None)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let pk = counter_pk(tenant.as_str(), shard);
+        let added = async {
+            let table = self.tenants_table()?;
+            self.add_to_counts(table, pk, buckets, None).await
+        }
+        .await;
         if let Err(e) = added {
             tracing::warn!(%tenant, error = %e, "bulk messages left for their claims not counted");
         }

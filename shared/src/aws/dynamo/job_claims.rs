@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::content::message_items;
 use super::item::{event_value, ms, n, s, Item};
-use super::{condition_failed, unavailable, DynamoStore};
+use super::{unavailable, DynamoStore};
 use crate::domain::{MessageId, MessageStatus, TenantId};
 use crate::ports::{ClaimOutcome, StoreError};
 
@@ -95,8 +95,7 @@ impl DynamoStore {
         ] {
             item.insert(k.to_owned(), v);
         }
-        self.put_contents(content.into_iter().collect()).await?;
-        if !self.put_job_message(item.clone()).await? {
+        if !self.put_job_message(item.clone(), content).await? {
             return Ok(None);
         }
         let mut claimed = super::item::message_from_item(&item)?;
@@ -120,15 +119,19 @@ impl DynamoStore {
             return Ok(false);
         }
         let (item, content) = message_items(&m, self.retention, false);
-        self.put_contents(content.into_iter().collect()).await?;
         // Written meanwhile (by its claim) or now: it exists either way.
-        self.put_job_message(item).await?;
+        self.put_job_message(item, content).await?;
         Ok(true)
     }
 
-    /// Creates a job's message item, marked as counted queued by its fan-out; false when it
-    /// exists already.
-    async fn put_job_message(&self, mut item: Item) -> Result<bool, StoreError> {
+    /// Creates a job's message item (its content item first, when apart), marked as counted
+    /// queued by its fan-out; false when it exists already.
+    async fn put_job_message(
+        &self,
+        mut item: Item,
+        content: Option<Item>,
+    ) -> Result<bool, StoreError> {
+        self.put_contents(content.into_iter().collect()).await?;
         item.insert(QUEUED_IN_JOB.to_owned(), AttributeValue::Bool(true));
         let created = self
             .client
@@ -138,10 +141,6 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
-        match created {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        super::applied(created, "PutItem")
     }
 }

@@ -16,8 +16,8 @@ use super::bulk::{part_recipients, JobHeader, PART_RECIPIENTS};
 use super::item::{opt_n, opt_s, Item};
 use super::{unavailable, DynamoStore};
 use crate::domain::{
-    BulkIds, BulkJob, BulkJobRecipient, DeliveryEvent, Message, MessageId, MessageStatus,
-    NewMessage, TenantId,
+    BulkIds, BulkJobRecipient, DeliveryEvent, Message, MessageId, MessageStatus, NewMessage,
+    TenantId,
 };
 use crate::ports::StoreError;
 
@@ -184,17 +184,11 @@ impl DynamoStore {
             }
             next += 1;
         }
-        let header = &job.header;
-        let rendered = BulkJob {
-            bulk_id,
-            tenant: header.tenant.clone(),
-            envelope: header.envelope.clone(),
-            template: header.template.clone(),
-            recipients: found,
-            created_at: header.created_at,
-        }
-        .messages(..)
-        .map_err(|e| StoreError::Corrupt(format!("bulk job {}: {e}", header.bulk_id)))?;
+        let rendered = job
+            .header
+            .job(found)
+            .messages(..)
+            .map_err(|e| StoreError::Corrupt(format!("bulk job {bulk_id}: {e}")))?;
         Ok(rendered
             .into_iter()
             .filter(|m| m.status == MessageStatus::Queued)

@@ -289,18 +289,15 @@ impl DynamoStore {
             true => ids.len().min(self.fanned_out_to(bulk_id).await?),
             false => 0,
         };
-        let mut in_items = 0;
         let mut progress = BulkProgress::default();
         for item in &items {
             *progress.by_status.entry(status_of(item)?).or_default() += 1;
-            in_items += 1;
         }
-        let written_or_queued = in_items.max(queued);
-        let left_to_claim = written_or_queued - in_items;
-        if left_to_claim > 0 {
-            *progress.by_status.entry(MessageStatus::Queued).or_default() += left_to_claim as u64;
+        let unclaimed = queued.saturating_sub(items.len());
+        if unclaimed > 0 {
+            *progress.by_status.entry(MessageStatus::Queued).or_default() += unclaimed as u64;
         }
-        progress.pending = ids.len().saturating_sub(written_or_queued) as u64;
+        progress.pending = ids.len().saturating_sub(items.len().max(queued)) as u64;
         Ok(Some(progress))
     }
 }
