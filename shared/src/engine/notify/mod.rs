@@ -15,7 +15,7 @@ pub mod runner;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,26 @@ impl Default for NotifyConfig {
 #[derive(Default)]
 pub(crate) struct Subscriptions {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Reads started so far: a read replaces the snapshot only if none that started after it
+    /// already did, so a slow read from before a change cannot hide the change.
+    reads: AtomicU64,
+}
+
+impl Subscriptions {
+    fn start_read(&self) -> u64 {
+        self.reads.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Keeps `fresh` unless a read started after it was kept first; returns what is kept.
+    fn keep(&self, fresh: Snapshot) -> Arc<Snapshot> {
+        let mut kept = self.snapshot.write();
+        if let Some(newer) = kept.as_ref().filter(|k| k.read > fresh.read) {
+            return newer.clone();
+        }
+        let fresh = Arc::new(fresh);
+        *kept = Some(fresh.clone());
+        fresh
+    }
 }
 
 pub struct Snapshot {
@@ -87,6 +107,8 @@ pub struct Snapshot {
     /// send path, so worked out once per snapshot.
     any_event: bool,
     loaded: Instant,
+    /// Which read this is (see [`Subscriptions::reads`]).
+    read: u64,
 }
 
 fn bit(t: EventType) -> u32 {
@@ -94,7 +116,7 @@ fn bit(t: EventType) -> u32 {
 }
 
 impl Snapshot {
-    fn new(mut endpoints: Vec<WebhookEndpoint>) -> Snapshot {
+    fn new(mut endpoints: Vec<WebhookEndpoint>, read: u64) -> Snapshot {
         let now = Utc::now();
         endpoints.retain(|ep| ep.is_live(now));
         let mut masks: HashMap<TenantId, u32> = HashMap::new();
@@ -115,6 +137,7 @@ impl Snapshot {
             any,
             any_event,
             loaded: Instant::now(),
+            read,
         }
     }
 
@@ -337,16 +360,47 @@ impl Herald {
         if let Some(s) = current.as_ref().filter(|s| s.loaded.elapsed() < max_age) {
             return Some(s.clone());
         }
+        let subscriptions = &self.outbox.subscriptions;
+        let read = subscriptions.start_read();
         match store.enabled_endpoints().await {
-            Ok(endpoints) => {
-                let fresh = Arc::new(Snapshot::new(endpoints));
-                *self.outbox.subscriptions.snapshot.write() = Some(fresh.clone());
-                Some(fresh)
-            }
+            Ok(endpoints) => Some(subscriptions.keep(Snapshot::new(endpoints, read))),
             Err(e) => {
                 tracing::warn!(error = %e, "webhook endpoints not read");
                 current
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_started_earlier_never_replaces_a_later_one() {
+        let subscriptions = Subscriptions::default();
+        let (before_change, after_change) =
+            (subscriptions.start_read(), subscriptions.start_read());
+        // The read after a change (say, a new endpoint) finishes first ...
+        assert_eq!(
+            subscriptions
+                .keep(Snapshot::new(Vec::new(), after_change))
+                .read,
+            after_change
+        );
+        // ... and the slower one from before the change is not kept.
+        assert_eq!(
+            subscriptions
+                .keep(Snapshot::new(Vec::new(), before_change))
+                .read,
+            after_change
+        );
+        let kept = subscriptions.snapshot.read().clone().map(|s| s.read);
+        assert_eq!(kept, Some(after_change));
+        let next = subscriptions.start_read();
+        assert_eq!(
+            subscriptions.keep(Snapshot::new(Vec::new(), next)).read,
+            next
+        );
     }
 }
