@@ -126,21 +126,21 @@ async fn round(
     outbox: &dyn PolledOutbox,
     workers: &Workers,
 ) -> bool {
+    let queued = outbox.outbox(ROUND).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "outbox not read");
+        Vec::new()
+    });
+    // Taken after the outbox is read, so it is at least as new as the one each notice's
+    // sender saw: an endpoint the sender counted on is in it.
     let Some(snapshot) = herald
         .refresh_subscriptions(herald.config.notify.subscriptions_refresh)
         .await
     else {
         return false;
     };
-    let fanned = match outbox.outbox(ROUND).await {
-        Ok(queued) if !queued.is_empty() => {
-            fan_out(herald, outbox, &workers.notifier, &snapshot, queued).await
-        }
-        Ok(_) => 0,
-        Err(e) => {
-            tracing::warn!(error = %e, "outbox not read");
-            0
-        }
+    let fanned = match queued.is_empty() {
+        true => 0,
+        false => fan_out(herald, outbox, &workers.notifier, &snapshot, queued).await,
     };
     workers.claims.lock().ended.clear();
     let due = match outbox.due_deliveries(Utc::now(), ROUND).await {
