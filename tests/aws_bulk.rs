@@ -536,6 +536,11 @@ async fn a_bulk_message_is_read_from_its_job_until_its_claim_creates_it() {
         stored_ids(stack, &bulk_id).await.is_empty(),
         "another tenant's cancel writes nothing"
     );
+    // A probe's audit names a queued message's owner, and no one for an id past the last.
+    let job = BulkIds::of(&bulk_id).unwrap();
+    let owner = |p: usize| backend.store.owner_of(job.recipient(p).unwrap());
+    assert_eq!(owner(4).await.unwrap(), Some(tenant.clone()));
+    assert_eq!(owner(5).await.unwrap(), None, "no sixth recipient");
 
     // A cancel before the claim writes the message and cancels it.
     let (status, cancelled) = api

@@ -213,14 +213,18 @@ impl DynamoStore {
         Ok(self.job_messages_at(&job, &[position], part).await?.pop())
     }
 
-    /// Whose job `id` falls in, if that job left messages to their claims (for the audit of a
-    /// probe: no message is rendered).
+    /// Whose message `id` is, if its job left it to its claim and the fan-out has queued it
+    /// (for the audit of a probe: no message is rendered).
     pub(super) async fn job_owner(&self, id: MessageId) -> Result<Option<TenantId>, StoreError> {
-        let Some((ids, _)) = BulkIds::containing(id) else {
+        let Some((ids, position)) = BulkIds::containing(id) else {
             return Ok(None);
         };
-        let job = self.job_left_to_claim(ids, None).await?;
-        Ok(job.map(|j| j.header.tenant.clone()))
+        let Some(job) = self.job_left_to_claim(ids, None).await? else {
+            return Ok(None);
+        };
+        // An id past the job's last recipient (or not reached yet) names no message.
+        let queued = self.fanned_out_to(&job.header.bulk_id).await? > position;
+        Ok(queued.then(|| job.header.tenant.clone()))
     }
 
     /// A queued message of `tenant`'s that its job holds but no item does yet, as a view shows
