@@ -395,8 +395,8 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     let head = job_head(stack, &bulk_id).await;
     assert_eq!(head["written_to"], AttributeValue::N("30".into()));
 
-    // Back to how it stood after its first part: the head's progress, and the listing not
-    // marked as fanned out.
+    // Back to how it stood after its first part: the head's progress and status, and the
+    // listing not marked as fanned out.
     let first_part = stored_part_len(stack, &table, &bulk_id, 1).await;
     assert!(first_part < 30, "{first_part}");
     stack
@@ -405,9 +405,11 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
         .table_name(&table)
         .key("bulk_id", AttributeValue::S(bulk_id.clone()))
         .key("part", AttributeValue::N("0".into()))
-        .update_expression("SET done = :one, written_to = :n")
+        .update_expression("SET done = :one, written_to = :n, #st = :pending")
+        .expression_attribute_names("#st", "status")
         .expression_attribute_values(":one", AttributeValue::N("1".into()))
         .expression_attribute_values(":n", AttributeValue::N(first_part.to_string()))
+        .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
         .send()
         .await
         .unwrap();
@@ -447,7 +449,20 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     let late = search_ids(&api, &key, "to=big29%40example.com").await;
     assert!(late.is_empty(), "{late:?}");
 
-    // The head says the fan-out is done: the last one (in the second part) reads from the job.
+    // Once the head says the fan-out is done, the last one (in the second part) reads from
+    // the job.
+    stack
+        .dynamo
+        .update_item()
+        .table_name(&table)
+        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
+        .key("part", AttributeValue::N("0".into()))
+        .update_expression("SET #st = :done")
+        .expression_attribute_names("#st", "status")
+        .expression_attribute_values(":done", AttributeValue::S("done".into()))
+        .send()
+        .await
+        .unwrap();
     let last = &job_ids(&bulk_id, 30)[0];
     let view = api.view(last).await;
     assert_eq!(

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::batch::Read;
 use super::bulk::{part_recipients, JOB_TTL_DAYS, PART_RECIPIENTS};
 use super::bulk_sends::{listing_partition, BY_JOB, FANNED_OUT};
-use super::item::{get_n, get_s, n, opt_n, s, Item};
+use super::item::{get_n, get_s, n, s, Item};
 use super::search::{equal_terms, ShardPage};
 use super::{unavailable, DynamoStore};
 use crate::domain::{BulkIds, MessageId, TenantId};
@@ -179,33 +180,17 @@ impl DynamoStore {
         Ok(positions)
     }
 
-    /// How many of a job's recipients may have their message written: all once the fan-out is
-    /// done; before, the positions of the parts it finished (`written_to` on the head; a job
-    /// fanned out by an older release has only `done`, its parts' count, at most
-    /// `PART_RECIPIENTS` each), so a page names no message that is not written yet.
+    /// How many of a job's recipients may have their message written (or left to its claim),
+    /// so a page names no message the fan-out has not reached.
     async fn written_of(&self, job: &ListedJob) -> Result<usize, StoreError> {
         if job.fanned_out {
             return Ok(job.recipients);
         }
         let head = self
-            .client
-            .get_item()
-            .table_name(self.bulk_table()?)
-            .key("bulk_id", s(job.ids.bulk_id()))
-            .key("part", n(0))
-            .projection_expression("done, written_to")
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
+            .fan_out_head(&job.ids.bulk_id(), Read::Eventual)
+            .await?;
         // No head: the job expired with its fan-out unfinished; what was written is still there.
-        let Some(head) = head.item else {
-            return Ok(job.recipients);
-        };
-        let written = match opt_n::<usize>(&head, "written_to")? {
-            Some(positions) => positions,
-            None => get_n::<usize>(&head, "done")?.saturating_mul(PART_RECIPIENTS),
-        };
-        Ok(job.recipients.min(written))
+        Ok(head.map_or(job.recipients, |h| h.reached(job.recipients)))
     }
 
     /// The listed jobs whose ids all lie above where the listing was left unread (the cut,

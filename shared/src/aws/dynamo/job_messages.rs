@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::batch::Read;
 use super::bulk::{part_recipients, JobHeader, PART_RECIPIENTS};
 use super::item::{opt_n, opt_s, Item};
 use super::{unavailable, DynamoStore};
@@ -267,26 +268,38 @@ impl DynamoStore {
         Ok(found)
     }
 
-    /// How many of a job's positions its fan-out has queued: every one once it is done.
-    pub(super) async fn fanned_out_to(&self, bulk_id: &str) -> Result<usize, StoreError> {
+    /// How far a job's fan-out has gone, as its head records it; None when the head is gone.
+    pub(super) async fn fan_out_head(
+        &self,
+        bulk_id: &str,
+        read: Read,
+    ) -> Result<Option<FanOutHead>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(self.bulk_table()?)
             .set_key(Some(super::bulk::part_key(bulk_id, 0)))
-            .projection_expression("#st, recipients, written_to")
+            .projection_expression("#st, recipients, done, written_to")
             .expression_attribute_names("#st", "status")
-            .consistent_read(true)
+            .consistent_read(read == Read::Strong)
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
         let Some(head) = out.item else {
-            return Ok(0);
+            return Ok(None);
         };
-        if opt_s(&head, "status") == Some("done") {
-            return Ok(opt_n(&head, "recipients")?.unwrap_or(0));
-        }
-        Ok(opt_n(&head, "written_to")?.unwrap_or(0))
+        Ok(Some(FanOutHead {
+            finished: opt_s(&head, "status") == Some("done"),
+            recipients: opt_n(&head, "recipients")?,
+            parts_done: opt_n(&head, "done")?.unwrap_or(0),
+            written_to: opt_n(&head, "written_to")?,
+        }))
+    }
+
+    /// How many of a job's positions its fan-out has queued: every one once it is done.
+    pub(super) async fn fanned_out_to(&self, bulk_id: &str) -> Result<usize, StoreError> {
+        let head = self.fan_out_head(bulk_id, Read::Strong).await?;
+        Ok(head.map_or(0, |h| h.reached(h.recipients.unwrap_or(0))))
     }
 
     /// Whether the fan-out of `m`'s job has queued it.
@@ -305,6 +318,33 @@ impl DynamoStore {
             return Ok(false);
         };
         Ok(self.job_left_to_claim(ids, None).await?.is_some())
+    }
+}
+
+/// How far a job's fan-out has gone (its head's `status`, `recipients`, `done` and
+/// `written_to`).
+pub(super) struct FanOutHead {
+    finished: bool,
+    recipients: Option<usize>,
+    /// Parts finished.
+    parts_done: usize,
+    /// Positions written or queued, in the parts finished (absent on a job fanned out by an
+    /// older release).
+    written_to: Option<usize>,
+}
+
+impl FanOutHead {
+    /// How many of the job's `recipients` positions the fan-out has reached: all once it is
+    /// finished; else those of its finished parts (at most `PART_RECIPIENTS` each where the
+    /// head does not say).
+    pub(super) fn reached(&self, recipients: usize) -> usize {
+        if self.finished {
+            return recipients;
+        }
+        let reached = self
+            .written_to
+            .unwrap_or(self.parts_done.saturating_mul(PART_RECIPIENTS));
+        recipients.min(reached)
     }
 }
 
