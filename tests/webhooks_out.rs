@@ -278,8 +278,22 @@ async fn private_addresses_are_refused_when_saved_and_when_delivered() {
         .put_endpoint(&ep)
         .await
         .expect("put");
-    // The notifier reads endpoints saved behind the API's back within two seconds.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The notifier reads endpoints saved behind the API's back within two seconds (a round
+    // later; more on a loaded machine): wait until its snapshot has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let kept = herald
+            .refresh_subscriptions(Duration::from_secs(3600))
+            .await;
+        if kept.is_some_and(|k| k.endpoints.iter().any(|e| e.id == ep.id)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notifier never read the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.send(&json!({"channel": "email", "priority": "P1", "to": "fi@example.com", "subject": "Hi", "body": "x"}))
         .await;
     let d = wait_delivery(&s, &ep.id.to_string(), |d| {

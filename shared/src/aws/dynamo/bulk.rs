@@ -329,9 +329,11 @@ impl DynamoStore {
         let mut done: usize = get_n(&head, "done")?;
         let header: JobHeader =
             serde_json::from_str(get_s(&head, "header")?).map_err(|e| corrupt(e.to_string()))?;
-        let mut written = 0;
+        let (mut written, started_at) = (0, done);
         while done < parts {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // At least one part per run, however late: every run makes progress (the deadline
+            // leaves a margin far longer than a part takes).
+            if done > started_at && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(FanOut::Paused {
                     parts_done: done,
                     parts,
