@@ -7,7 +7,7 @@
 //! every message, so a 10,000-entry lane takes it many minutes. Real SQS does not.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use herald_tests::aws::{AwsApi, Stack};
