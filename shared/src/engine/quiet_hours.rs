@@ -14,12 +14,9 @@ use crate::ports::StoreError;
 impl Herald {
     /// The tenant's quiet hours, read through the settings cache.
     pub async fn quiet_hours(&self, tenant: &TenantId) -> Result<QuietHours, StoreError> {
-        if let Some(q) = self.quiet_hours.get(tenant) {
-            return Ok(q);
-        }
-        let q = self.rules.quiet_hours(tenant).await?;
-        self.quiet_hours.put(tenant, q.clone());
-        Ok(q)
+        self.quiet_hours
+            .read_through(tenant, self.rules.quiet_hours(tenant))
+            .await
     }
 
     /// Holds a single send outside its window (`deferred` until it opens); when it goes. The

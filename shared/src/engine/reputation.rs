@@ -67,12 +67,9 @@ pub struct ReputationReport {
 impl Herald {
     /// The tenant's reputation state, read through the settings cache.
     pub async fn reputation_state(&self, tenant: &TenantId) -> Result<ReputationState, StoreError> {
-        if let Some(r) = self.reputations.get(tenant) {
-            return Ok(r);
-        }
-        let r = self.rules.reputation(tenant).await?;
-        self.reputations.put(tenant, r.clone());
-        Ok(r)
+        self.reputations
+            .read_through(tenant, self.rules.reputation(tenant))
+            .await
     }
 
     /// Saves the state if no other process saved it since it was read (then its revision
@@ -140,9 +137,10 @@ impl Herald {
     ) -> Result<(ReputationState, Vec<Standing>), StoreError> {
         let _one_at_a_time = self.judged.running.lock().await;
         for _ in 0..SAVE_TRIES {
+            let since = self.reputations.changes();
             let mut v = self.verdict(tenant, Utc::now()).await?;
             if !v.changed() {
-                self.reputations.put(tenant, v.state.clone());
+                self.reputations.keep_read(tenant, v.state.clone(), since);
                 return Ok((v.state, v.standings));
             }
             if !self.save_reputation(tenant, &mut v.state).await? {

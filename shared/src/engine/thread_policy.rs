@@ -12,12 +12,9 @@ use crate::ports::StoreError;
 impl Herald {
     /// How the tenant's messages are threaded.
     pub async fn thread_policy(&self, tenant: &TenantId) -> Result<ThreadPolicy, StoreError> {
-        if let Some(p) = self.thread_policies.get(tenant) {
-            return Ok(p);
-        }
-        let policy = self.rules.thread_policy(tenant).await?;
-        self.thread_policies.put(tenant, policy.clone());
-        Ok(policy)
+        self.thread_policies
+            .read_through(tenant, self.rules.thread_policy(tenant))
+            .await
     }
 
     /// Replaces the tenant's thread policy; messages threaded from now on follow it.

@@ -316,6 +316,8 @@ async fn note_health(
 
 async fn announce_disabled(herald: &Herald, ep: &WebhookEndpoint, reason: &str) {
     tracing::warn!(endpoint = %ep.id, tenant = %ep.tenant, reason, "webhook endpoint disabled");
+    // First, so nothing sent from the moment it is disabled is fanned out to it.
+    herald.refresh_subscriptions(Duration::ZERO).await;
     let data = serde_json::json!({
         "endpoint_id": ep.id,
         "url": ep.url().map(|u| u.as_str()),
@@ -336,5 +338,4 @@ async fn announce_disabled(herald: &Herald, ep: &WebhookEndpoint, reason: &str) 
             Subject::Data { data },
         )])
         .await;
-    herald.refresh_subscriptions(Duration::ZERO).await;
 }
