@@ -307,12 +307,18 @@ async fn cancel_before_hand_off_is_final_and_after_hand_off_is_a_conflict() {
     assert_eq!(timeline(&view), ["queued", "cancelled"], "{view:#}");
     assert_eq!(view["attempts"], 0);
 
-    // Due soon: its lane entry comes due after the cancel, and must not be sent.
-    let send_at = in_future(Duration::from_millis(1500));
+    // Due soon: its lane entry comes due after the cancel, and must not be sent. 4 s ahead
+    // leaves a loaded machine time for the send and the cancel before it is due.
+    let send_at = in_future(Duration::from_secs(4));
     let mut soon = email("soon@example.com");
     soon["send_at"] = json!(rfc3339(send_at));
     let soon_id = s.send(&soon).await;
     let r = s.delete(&format!("/v1/messages/{soon_id}")).await;
+    assert!(
+        Utc::now() < send_at,
+        "the send and the cancel took past send_at: the test no longer checks a cancel \
+         before the message came due"
+    );
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "cancelled");
     while Utc::now() < send_at + chrono::Duration::milliseconds(800) {
@@ -679,7 +685,8 @@ async fn every_missing_template_variable_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_send_is_not_handed_over_before_send_at() {
     let s = TestServer::start().await;
-    let send_at = in_future(Duration::from_millis(1500));
+    // 4 s ahead: time on a loaded machine for the send and some looks before it is due.
+    let send_at = in_future(Duration::from_secs(4));
     let mut body = email("later@example.com");
     body["send_at"] = json!(rfc3339(send_at));
     let id = s.send(&body).await;

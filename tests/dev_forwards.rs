@@ -191,11 +191,27 @@ async fn a_verified_webhook_reaches_its_own_tenants_forward_as_received_and_sign
     assert_eq!(globex_rx.requests(), Vec::<Value>::new());
     assert!(forwarded(&acme_rx.requests(), &forged_body).is_empty());
 
+    // The receiver logs a request before it answers: Herald records the attempt a moment
+    // after the log above showed it, so wait until both attempts are recorded.
+    let path = format!(
+        "/v1/dev-forwards/{}/deliveries",
+        fwd["id"].as_str().unwrap()
+    );
     let log =
-        h.s.get(&format!(
-            "/v1/dev-forwards/{}/deliveries",
-            fwd["id"].as_str().unwrap()
-        ))
+        h.s.poll_get(
+            &path,
+            "an attempt recorded for each delivery",
+            Duration::from_secs(10),
+            |r| {
+                r.status != StatusCode::OK
+                    || r.body["items"].as_array().is_some_and(|items| {
+                        items.len() >= 2
+                            && items
+                                .iter()
+                                .all(|d| d["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+                    })
+            },
+        )
         .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.body);
     let items = log.body["items"].as_array().expect("deliveries");

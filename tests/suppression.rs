@@ -60,7 +60,8 @@ async fn a_suppressed_address_is_stopped_at_accept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_added_after_accept_stops_the_dispatch() {
     let s = TestServer::start().await;
-    let later = chrono::Utc::now() + chrono::Duration::milliseconds(800);
+    // 4 s ahead: time on a loaded machine for the send and the PUT before it is due.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(4);
     let mut body = email("late@example.com");
     body["send_at"] = json!(later.to_rfc3339());
     let id = s.send(&body).await;
@@ -71,8 +72,17 @@ async fn an_entry_added_after_accept_stops_the_dispatch() {
             &json!({}),
         )
         .await;
+    assert!(
+        chrono::Utc::now() < later,
+        "the send and the PUT took past send_at: the test no longer checks an entry added \
+         before dispatch"
+    );
     assert_eq!(put.status.as_u16(), 201);
-    let view = s.wait_status(&id, "suppressed").await;
+    // Up to 4 s of waiting for send_at, then the dispatch: longer than `wait_status`'s 10 s.
+    let view = s
+        .wait_for(&id, Duration::from_secs(20), |st| st == "suppressed")
+        .await;
+    assert_eq!(view["status"], "suppressed", "{view:#}");
     assert_eq!(
         timeline(&view),
         ["queued", "sending", "suppressed"],
@@ -127,18 +137,22 @@ async fn bounces_complaints_and_dead_tokens_add_entries() {
         .send(&json!({ "channel": "push", "priority": "P1", "to": "unregistered-device-1", "body": "x" }))
         .await;
     s.wait_status(&token, "failed").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let hard = s
-        .get("/v1/suppressions/email/bounce@simulator.amazonses.com")
-        .await;
+    // Each entry is added in the background after the message's status change: wait for it.
+    let server = &s;
+    let entry = |path: &'static str| async move {
+        server
+            .poll_get(path, "the entry", Duration::from_secs(10), |r| {
+                r.status == reqwest::StatusCode::OK
+            })
+            .await
+    };
+    let hard = entry("/v1/suppressions/email/bounce@simulator.amazonses.com").await;
     assert_eq!(
         (hard.body["reason"].as_str(), hard.body["scope"].as_str()),
         (Some("hard_bounce"), Some("global"))
     );
-    let complaint = s
-        .get("/v1/suppressions/email/complaint@simulator.amazonses.com")
-        .await;
+    let complaint = entry("/v1/suppressions/email/complaint@simulator.amazonses.com").await;
     assert_eq!(
         (
             complaint.body["reason"].as_str(),
@@ -146,7 +160,7 @@ async fn bounces_complaints_and_dead_tokens_add_entries() {
         ),
         (Some("complaint"), Some("acme"))
     );
-    let dead = s.get("/v1/suppressions/push/unregistered-device-1").await;
+    let dead = entry("/v1/suppressions/push/unregistered-device-1").await;
     assert_eq!(dead.body["reason"], "invalid_token");
     // A global entry is not the tenant's to remove.
     let removed = s

@@ -341,20 +341,26 @@ async fn sns_notifications_pass_only_when_signed_by_sns_for_an_allowed_topic() {
         );
         let view = h.s.wait_status(&id, "bounced").await;
         assert_eq!(post(notification).await, 200, "a replay");
+        // The hard bounce's entry is added after the status change, in the background.
+        h.s.poll_get(
+            "/v1/suppressions?scope=global",
+            &format!("a hard_bounce entry for {to}"),
+            Duration::from_secs(10),
+            |r| {
+                r.body["items"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|e| e["address"] == to && e["reason"] == "hard_bounce")
+                })
+            },
+        )
+        .await;
+        // A replay would show as a second event; give it a moment to appear.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             timeline(&h.s.get(&format!("/v1/messages/{id}")).await.body),
             timeline(&view),
             "applied once"
-        );
-        let listed = h.s.get("/v1/suppressions?scope=global").await.body;
-        assert!(
-            listed["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["address"] == to && e["reason"] == "hard_bounce"),
-            "{listed:#}"
         );
     }
     let fetched = h.sns.fetched.lock().clone();
@@ -833,13 +839,15 @@ async fn twilio_callbacks_before_sent_is_recorded_are_parked_then_applied() {
         // No Herald id: the message is found by its sid, which is not recorded yet either.
         ("SM0early2", "+15551230012", "/webhooks/twilio/status"),
     ] {
-        // Twilio answers slowly: the message stays `sending` meanwhile.
+        // Twilio answers slowly: the message stays `sending` meanwhile. 5 s leaves a loaded
+        // machine ample time for the callback and the GET below before the answer comes
+        // (the gateway's HTTP timeout is 15 s, the engine's send timeout 30 s).
         h.provider.reset().await;
         Mock::given(method("POST"))
             .respond_with(
                 ResponseTemplate::new(200)
                     .set_body_json(json!({ "sid": sid, "status": "queued" }))
-                    .set_delay(Duration::from_millis(1500)),
+                    .set_delay(Duration::from_secs(5)),
             )
             .mount(&h.provider)
             .await;
@@ -855,7 +863,11 @@ async fn twilio_callbacks_before_sent_is_recorded_are_parked_then_applied() {
         assert_eq!(status, 200, "parked, not refused: {body}");
         let view = h.s.get(&format!("/v1/messages/{id}")).await.body;
         assert_eq!(view["status"], "sending", "{view:#}");
-        let view = h.s.wait_status(&id, "delivered").await;
+        // Up to 5 s of that are Twilio's delay: wait longer than `wait_status`'s 10 s.
+        let view =
+            h.s.wait_for(&id, Duration::from_secs(20), |st| st == "delivered")
+                .await;
+        assert_eq!(view["status"], "delivered", "{view:#}");
         assert_eq!(timeline(&view), ["queued", "sending", "sent", "delivered"]);
     }
 }

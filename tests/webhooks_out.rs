@@ -429,9 +429,18 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_and_announced() {
 
 #[tokio::test]
 async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
-    let s = server().await;
-    // Each request to `hanging` takes 3 s, three times the delivery timeout.
-    let hanging = Receiver::start("sleep,sleep,sleep,sleep,sleep,sleep,sleep,sleep");
+    // A delivery timeout longer than this test takes on any machine: acme's first request is
+    // still hanging when globex's event is delivered, unless globex's waited for it.
+    let s = TestServer::start_with(|cfg| {
+        let n = &mut cfg.engine.notify;
+        n.policy.allow_loopback = true;
+        n.retries = RetrySchedule(vec![Duration::from_millis(100); 7]);
+        n.timeout = Duration::from_secs(30);
+        n.poll = Duration::from_millis(20);
+    })
+    .await;
+    // Each request to `hanging` is logged when it arrives, then held for 60 s.
+    let hanging = Receiver::start("hang,hang,hang,hang,hang,hang,hang,hang");
     let healthy = Receiver::start("");
     let ep = endpoint(&s, &hanging.url, &["message.queued"]).await;
     let other = s.new_key("globex").await;
@@ -460,7 +469,9 @@ async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
         })
         .collect();
     store.save_deliveries(due).await.expect("save");
-    tokio::time::sleep(Duration::from_millis(200)).await; // acme's deliveries are under way
+    hanging
+        .wait_for("acme's first delivery", |r| !r.is_empty())
+        .await; // acme's deliveries are under way, the first one hanging
     let r = s
         .post_with(
             "/v1/messages",
@@ -472,9 +483,27 @@ async fn a_hanging_endpoint_holds_up_no_other_tenants_deliveries() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     healthy.wait_for("globex's event", |r| !r.is_empty()).await;
+    // Had globex's event waited for acme's endpoint, acme's first attempt would have ended
+    // (timed out, recorded) and its next request gone out before it.
+    let acme_log = s
+        .get(&format!(
+            "/v1/webhook-endpoints/{}/deliveries",
+            ep["id"].as_str().expect("id")
+        ))
+        .await
+        .body;
+    let items = acme_log["items"].as_array().expect("deliveries");
+    assert_eq!(items.len(), 5, "{acme_log:#}");
     assert!(
-        hanging.requests().is_empty(),
-        "globex's event waited for acme's hanging endpoint"
+        items
+            .iter()
+            .all(|d| d["attempts"].as_array().is_some_and(|a| a.is_empty())),
+        "globex's event waited for acme's hanging endpoint: {acme_log:#}"
+    );
+    assert_eq!(
+        hanging.requests().len(),
+        1,
+        "one request at a time to acme's endpoint, the first still hanging"
     );
     s.stop().await;
 }

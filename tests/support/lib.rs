@@ -276,6 +276,31 @@ impl TestServer {
         }
     }
 
+    /// Polls `GET path` until `done(reply)` holds (up to `timeout`); returns that reply, or
+    /// panics naming `what` with the last reply's status and body.
+    pub async fn poll_get(
+        &self,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(path).await;
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never showed {what} within {timeout:?}; last reply {}: {:#}",
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
         let view = self
             .wait_for(id, Duration::from_secs(10), |s| s == status)

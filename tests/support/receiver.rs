@@ -29,7 +29,8 @@ fn python() -> PathBuf {
 }
 
 impl Receiver {
-    /// Starts a receiver answering `plan` (e.g. `"500,500,sleep,200"`), then 200s.
+    /// Starts a receiver answering `plan` (e.g. `"500,500,sleep,200"`; `hang` logs the request
+    /// at once and holds it for 60 s), then 200s.
     pub fn start(plan: &str) -> Receiver {
         let dir = tempfile::tempdir().expect("temp dir");
         let (secrets, log) = (
@@ -82,9 +83,10 @@ impl Receiver {
             .collect()
     }
 
-    /// Waits until some request passes `ready`; returns all requests then.
+    /// Waits (up to a minute: a generous bound, reached only when a test fails) until some
+    /// request passes `ready`; returns all requests then.
     pub async fn wait_for(&self, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.requests();
             if ready(&got) {

@@ -5,9 +5,10 @@ delivery with the `standardwebhooks` package from PyPI (the specification's own 
 
 Prints `listening <port>` once it serves on 127.0.0.1. For each request it answers the next
 status of the plan (`sleep` waits 3 s, longer than the tests' delivery timeout, then answers
-200; after the plan, 200), and appends a JSON line to the log: the Standard Webhooks headers,
-the indexes of the secrets (a JSON list in FILE, read afresh each time) that verify it, the
-parsed body, the raw body, the path, every header and the status answered.
+200; `hang` logs the request on arrival, then holds it for 60 s; after the plan, 200), and
+appends a JSON line to the log: the Standard Webhooks headers, the indexes of the secrets (a
+JSON list in FILE, read afresh each time) that verify it, the parsed body, the raw body, the
+path, every header and the status answered (null for `hang`: logged before any answer).
 """
 
 import argparse
@@ -44,10 +45,6 @@ def main():
             with lock:
                 step = plan.pop(0) if plan else "200"
             planned = step
-            if step == "sleep":
-                time.sleep(3)
-                step = "200"
-            status = int(step)
             try:
                 parsed = json.loads(body)
             except ValueError:
@@ -61,11 +58,23 @@ def main():
                 "raw": body.decode("utf-8", "replace"),
                 "path": self.path,
                 "headers": headers,
-                "answered": status,
+                "answered": None,
                 "planned": planned,
             }
-            with lock, open(args.log, "a") as f:
-                f.write(json.dumps(line) + "\n")
+            if step == "hang":
+                # Logged on arrival: a test sees the request is in flight while it hangs.
+                with lock, open(args.log, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                time.sleep(60)
+                step = "200"
+            else:
+                if step == "sleep":
+                    time.sleep(3)
+                    step = "200"
+                line["answered"] = int(step)
+                with lock, open(args.log, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+            status = int(step)
             try:
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
