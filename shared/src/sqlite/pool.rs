@@ -27,6 +27,34 @@ const URGENT_RANKS: usize = 3;
 /// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
 /// so they never cut a group short.
 pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
+/// WAL pages past which the writer checkpoints after a commit (SQLite's own default).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// Pages in the WAL after the writer's last commit (its WAL hook runs on the writer thread).
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer's WAL hook: it replaces SQLite's auto-checkpoint, which ran inside `COMMIT`,
+/// before the group's jobs heard that they were durable, and ahead of urgent jobs.
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|p| p.set(pages));
+    Ok(())
+}
+
+/// Checkpoints from the writer, between two groups, once the WAL is long and no urgent job
+/// waits: copying the frames the checkpoint thread has not copied yet, then restarting the WAL
+/// at the next write, which only a checkpoint between the writer's transactions can let it do.
+fn checkpoint_when_idle(conn: &Connection, urgent: &AtomicUsize) {
+    if WAL_PAGES.with(std::cell::Cell::get) < CHECKPOINT_PAGES || urgent.load(Ordering::SeqCst) > 0
+    {
+        return;
+    }
+    WAL_PAGES.with(|p| p.set(0));
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "wal checkpoint failed");
+    }
+}
 
 /// A unit of work for the writer. `run` may be called twice: once in the group transaction, and
 /// again on its own (in a savepoint) if another job of the group failed.
@@ -126,6 +154,7 @@ impl Writer {
             stopped: tokio::sync::watch::Sender::new(false),
         });
         let for_thread = shared.clone();
+        conn.wal_hook(Some(note_wal_pages));
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || {
@@ -201,10 +230,10 @@ impl Writer {
 }
 
 /// Copies WAL frames into the database file from its own thread and connection (PASSIVE: it
-/// never blocks the writer). The writer's own auto-checkpoint (every 1000 pages) then finds
-/// almost everything copied, finishes quickly, and lets the WAL restart from the beginning:
-/// only a checkpoint between two of the writer's transactions can do that, so both are needed
-/// to keep commits fast and the WAL file small.
+/// never blocks the writer). The writer's own checkpoint (`checkpoint_when_idle`, past 1000
+/// pages) then finds almost everything copied, finishes quickly, and lets the WAL restart from
+/// the beginning: only a checkpoint between two of the writer's transactions can do that, so
+/// both are needed to keep commits fast and the WAL file small.
 pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), StoreError> {
     let conn = open_connection(path).map_err(to_store_error)?;
     std::thread::Builder::new()
@@ -297,6 +326,7 @@ fn writer_loop(shared: &Shared, conn: Connection) {
         for job in jobs {
             job.complete(committed.clone());
         }
+        checkpoint_when_idle(&conn, &shared.urgent);
     }
 }
 
@@ -422,6 +452,34 @@ mod tests {
     use std::time::Duration;
 
     use rusqlite::StatementStatus;
+
+    /// The writer checkpoints by itself (its WAL hook replaced SQLite's auto-checkpoint), so the
+    /// WAL restarts instead of growing with everything written.
+    #[tokio::test]
+    async fn the_writer_keeps_the_wal_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = super::open_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let writer = super::Writer::start(conn).unwrap();
+        // 40 MB in jobs of 400 KB: ten times the WAL's 1000 pages of 4 KB.
+        for _ in 0..100 {
+            writer
+                .run_rows(3, 100, |c| {
+                    let mut insert = c.prepare_cached("INSERT INTO t VALUES (zeroblob(4000))")?;
+                    for _ in 0..100 {
+                        insert.execute([])?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal < 8 << 20, "the WAL grew to {wal} bytes");
+    }
 
     /// A point read runs with whichever connection is free, and when every connection is busy
     /// it waits for one on the blocking pool rather than failing or spinning.
