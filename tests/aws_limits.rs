@@ -70,7 +70,13 @@ async fn bulk_leaves_p0_its_share_and_a_pause_reaches_every_instance() {
     let other = AwsBackend::new(&stack.sdk, &stack.settings);
     // All of this must land in one slice (a second): on a slow emulator it is tried again, on
     // a new bucket, until it does.
+    let mut tries = 0;
     let (b, bulk, p0) = loop {
+        tries += 1;
+        assert!(
+            tries <= 10,
+            "16 acquires never fit in one second: is moto overloaded?"
+        );
         while chrono::Utc::now().timestamp_subsec_millis() > 300 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -27,8 +27,11 @@ const URGENT_RANKS: usize = 3;
 /// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
 /// so they never cut a group short.
 pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
-/// WAL pages past which the writer checkpoints after a commit (SQLite's own default).
+/// WAL pages past which the writer checkpoints after a commit (SQLite's own default) when no
+/// urgent job waits, and past which it checkpoints anyway, so a stream of urgent jobs that never
+/// pauses cannot grow the WAL without bound.
 const CHECKPOINT_PAGES: i32 = 1000;
+const CHECKPOINT_PAGES_ANYWAY: i32 = 2 * CHECKPOINT_PAGES;
 
 thread_local! {
     /// Pages in the WAL after the writer's last commit (its WAL hook runs on the writer thread).
@@ -46,8 +49,9 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 /// waits: copying the frames the checkpoint thread has not copied yet, then restarting the WAL
 /// at the next write, which only a checkpoint between the writer's transactions can let it do.
 fn checkpoint_when_idle(conn: &Connection, urgent: &AtomicUsize) {
-    if WAL_PAGES.with(std::cell::Cell::get) < CHECKPOINT_PAGES || urgent.load(Ordering::SeqCst) > 0
-    {
+    let pages = WAL_PAGES.with(std::cell::Cell::get);
+    let waiting = urgent.load(Ordering::SeqCst) > 0;
+    if pages < CHECKPOINT_PAGES || (waiting && pages < CHECKPOINT_PAGES_ANYWAY) {
         return;
     }
     WAL_PAGES.with(|p| p.set(0));
@@ -479,6 +483,33 @@ mod tests {
             .unwrap()
             .len();
         assert!(wal < 8 << 20, "the WAL grew to {wal} bytes");
+    }
+
+    /// Urgent jobs that never stop coming delay the writer's checkpoint, but only so far.
+    #[tokio::test]
+    async fn a_stream_of_urgent_jobs_does_not_grow_the_wal_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = super::open_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let writer = super::Writer::start(conn).unwrap();
+        // 40 MB in 400 urgent jobs queued at once: after each group, urgent jobs still wait.
+        let jobs = (0..400).map(|_| {
+            writer.run_rows(0, 100, |c| {
+                let mut insert = c.prepare_cached("INSERT INTO t VALUES (zeroblob(1000))")?;
+                for _ in 0..100 {
+                    insert.execute([])?;
+                }
+                Ok(())
+            })
+        });
+        for done in futures::future::join_all(jobs).await {
+            done.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
     }
 
     /// A point read runs with whichever connection is free, and when every connection is busy

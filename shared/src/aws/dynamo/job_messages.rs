@@ -299,7 +299,7 @@ impl DynamoStore {
     /// How many of a job's positions its fan-out has queued: every one once it is done.
     pub(super) async fn fanned_out_to(&self, bulk_id: &str) -> Result<usize, StoreError> {
         let head = self.fan_out_head(bulk_id, Read::Strong).await?;
-        Ok(head.map_or(0, |h| h.reached(h.recipients.unwrap_or(0))))
+        Ok(head.map_or(0, |h| h.surely_reached(h.recipients.unwrap_or(0))))
     }
 
     /// Whether the fan-out of `m`'s job has queued it.
@@ -334,9 +334,9 @@ pub(super) struct FanOutHead {
 }
 
 impl FanOutHead {
-    /// How many of the job's `recipients` positions the fan-out has reached: all once it is
-    /// finished; else those of its finished parts (at most `PART_RECIPIENTS` each where the
-    /// head does not say).
+    /// How many of the job's `recipients` positions the fan-out may have reached: all once it
+    /// is finished; else those of its finished parts (at most `PART_RECIPIENTS` each where the
+    /// head does not say). Search's bound.
     pub(super) fn reached(&self, recipients: usize) -> usize {
         if self.finished {
             return recipients;
@@ -345,6 +345,15 @@ impl FanOutHead {
             .written_to
             .unwrap_or(self.parts_done.saturating_mul(PART_RECIPIENTS));
         recipients.min(reached)
+    }
+
+    /// As [`FanOutHead::reached`], with none where the head does not say: what a claim, a view
+    /// or a cancel may act on.
+    pub(super) fn surely_reached(&self, recipients: usize) -> usize {
+        match (self.finished, self.written_to) {
+            (true, _) => recipients,
+            (false, written_to) => recipients.min(written_to.unwrap_or(0)),
+        }
     }
 }
 
