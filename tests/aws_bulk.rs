@@ -395,20 +395,9 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
     // listing not marked as fanned out.
     let first_part = stored_part_len(stack, &table, &bulk_id, 1).await;
     assert!(first_part < 30, "{first_part}");
-    stack
-        .dynamo
-        .update_item()
-        .table_name(&table)
-        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
-        .key("part", AttributeValue::N("0".into()))
-        .update_expression("SET done = :one, written_to = :n, #st = :pending")
-        .expression_attribute_names("#st", "status")
-        .expression_attribute_values(":one", AttributeValue::N("1".into()))
-        .expression_attribute_values(":n", AttributeValue::N(first_part.to_string()))
-        .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
-        .send()
-        .await
-        .unwrap();
+    let n = |v: usize| AttributeValue::N(v.to_string());
+    let head_set = [("done", n(1)), ("written_to", n(first_part))];
+    set_head(stack, &table, &bulk_id, "pending", &head_set).await;
     let listing = stack
         .dynamo
         .scan()
@@ -447,24 +436,37 @@ async fn search_during_a_fan_out_names_only_written_messages_when_parts_are_cut_
 
     // Once the head says the fan-out is done, the last one (in the second part) reads from
     // the job.
-    stack
-        .dynamo
-        .update_item()
-        .table_name(&table)
-        .key("bulk_id", AttributeValue::S(bulk_id.clone()))
-        .key("part", AttributeValue::N("0".into()))
-        .update_expression("SET #st = :done")
-        .expression_attribute_names("#st", "status")
-        .expression_attribute_values(":done", AttributeValue::S("done".into()))
-        .send()
-        .await
-        .unwrap();
+    set_head(stack, &table, &bulk_id, "done", &[]).await;
     let last = &job_ids(&bulk_id, 30)[0];
     let view = api.view(last).await;
     assert_eq!(
         (&view["status"], &view["to"]),
         (&json!("queued"), &json!("big29@example.com"))
     );
+}
+
+/// Sets a stored job head's `status`, and `more` of its attributes.
+async fn set_head(
+    stack: &Stack,
+    table: &str,
+    bulk_id: &str,
+    status: &str,
+    more: &[(&str, AttributeValue)],
+) {
+    let mut update = stack
+        .dynamo
+        .update_item()
+        .table_name(table)
+        .key("bulk_id", AttributeValue::S(bulk_id.into()))
+        .key("part", AttributeValue::N("0".into()))
+        .expression_attribute_names("#st", "status")
+        .expression_attribute_values(":st", AttributeValue::S(status.into()));
+    let mut expression = "SET #st = :st".to_owned();
+    for (name, value) in more {
+        expression.push_str(&format!(", {name} = :{name}"));
+        update = update.expression_attribute_values(format!(":{name}"), value.clone());
+    }
+    update.update_expression(expression).send().await.unwrap();
 }
 
 /// How many recipients a stored part holds.
