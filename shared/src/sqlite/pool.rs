@@ -7,6 +7,7 @@
 //! priority-lane job that arrives while a group of bulk work runs ends that group after the
 //! job in progress, so it waits behind one batch, not a whole group.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,7 @@ const CHECKPOINT_PAGES_ANYWAY: i32 = 2 * CHECKPOINT_PAGES;
 
 thread_local! {
     /// Pages in the WAL after the writer's last commit (its WAL hook runs on the writer thread).
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
 }
 
 /// The writer's WAL hook: it replaces SQLite's auto-checkpoint, which ran inside `COMMIT`,
@@ -49,7 +50,7 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 /// waits: copying the frames the checkpoint thread has not copied yet, then restarting the WAL
 /// at the next write, which only a checkpoint between the writer's transactions can let it do.
 fn checkpoint_when_idle(conn: &Connection, urgent: &AtomicUsize) {
-    let pages = WAL_PAGES.with(std::cell::Cell::get);
+    let pages = WAL_PAGES.with(Cell::get);
     let waiting = urgent.load(Ordering::SeqCst) > 0;
     if pages < CHECKPOINT_PAGES || (waiting && pages < CHECKPOINT_PAGES_ANYWAY) {
         return;
@@ -457,58 +458,50 @@ mod tests {
 
     use rusqlite::StatementStatus;
 
+    /// A writer on a new database with one table of blobs, and where its WAL is.
+    fn blob_writer() -> (tempfile::TempDir, super::Writer, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open_connection(&dir.path().join("t.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let wal = dir.path().join("t.db-wal");
+        (dir, super::Writer::start(conn).unwrap(), wal)
+    }
+
+    /// A job of `rank` that writes 100 blobs of `bytes` each.
+    async fn write_blobs(writer: &super::Writer, rank: usize, bytes: usize) {
+        let sql = format!("INSERT INTO t VALUES (zeroblob({bytes}))");
+        writer
+            .run_rows(rank, 100, move |c| {
+                let mut insert = c.prepare_cached(&sql)?;
+                for _ in 0..100 {
+                    insert.execute([])?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
     /// The writer checkpoints by itself (its WAL hook replaced SQLite's auto-checkpoint), so the
     /// WAL restarts instead of growing with everything written.
     #[tokio::test]
     async fn the_writer_keeps_the_wal_short() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = super::open_connection(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        let writer = super::Writer::start(conn).unwrap();
+        let (_dir, writer, wal) = blob_writer();
         // 40 MB in jobs of 400 KB: ten times the WAL's 1000 pages of 4 KB.
         for _ in 0..100 {
-            writer
-                .run_rows(3, 100, |c| {
-                    let mut insert = c.prepare_cached("INSERT INTO t VALUES (zeroblob(4000))")?;
-                    for _ in 0..100 {
-                        insert.execute([])?;
-                    }
-                    Ok(())
-                })
-                .await
-                .unwrap();
+            write_blobs(&writer, 3, 4000).await;
         }
-        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
-            .unwrap()
-            .len();
+        let wal = std::fs::metadata(wal).unwrap().len();
         assert!(wal < 8 << 20, "the WAL grew to {wal} bytes");
     }
 
     /// Urgent jobs that never stop coming delay the writer's checkpoint, but only so far.
     #[tokio::test]
     async fn a_stream_of_urgent_jobs_does_not_grow_the_wal_without_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = super::open_connection(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        let writer = super::Writer::start(conn).unwrap();
+        let (_dir, writer, wal) = blob_writer();
         // 40 MB in 400 urgent jobs queued at once: after each group, urgent jobs still wait.
-        let jobs = (0..400).map(|_| {
-            writer.run_rows(0, 100, |c| {
-                let mut insert = c.prepare_cached("INSERT INTO t VALUES (zeroblob(1000))")?;
-                for _ in 0..100 {
-                    insert.execute([])?;
-                }
-                Ok(())
-            })
-        });
-        for done in futures::future::join_all(jobs).await {
-            done.unwrap();
-        }
-        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
-            .unwrap()
-            .len();
+        futures::future::join_all((0..400).map(|_| write_blobs(&writer, 0, 1000))).await;
+        let wal = std::fs::metadata(wal).unwrap().len();
         assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
     }
 

@@ -138,9 +138,10 @@ async fn round(
     else {
         return false;
     };
-    let fanned = match queued.is_empty() {
-        true => 0,
-        false => fan_out(herald, outbox, &workers.notifier, &snapshot, queued).await,
+    let fanned = if queued.is_empty() {
+        0
+    } else {
+        fan_out(herald, outbox, &workers.notifier, &snapshot, queued).await
     };
     workers.claims.lock().ended.clear();
     let due = match outbox.due_deliveries(Utc::now(), ROUND).await {
