@@ -428,6 +428,9 @@ pub struct BenchArgs {
     /// Recipients accepted by the bulk test (in requests of 10,000), then drained.
     #[arg(long, default_value_t = 200_000)]
     pub bulk_recipients: usize,
+    /// Concurrent HTTP clients posting the bulk test's requests.
+    #[arg(long, default_value_t = 2)]
+    pub bulk_clients: usize,
     /// P3 backlog while P0 and P4 dwell is measured.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,

@@ -4,6 +4,7 @@
 //! template, a large bulk never holds the writer for long, and a crash between chunks is
 //! finished at the next start by [`SqliteBackend::resume_bulk_jobs`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rusqlite::types::{FromSqlError, ValueRef};
@@ -38,6 +39,9 @@ const STORED_JOB_LIMIT: usize = 256 * 1024 * 1024;
 /// Messages per chunk, and the rendered content after which a chunk is cut short.
 const CHUNK_MESSAGES: usize = 256;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Chunks of one job waiting in the writer's queue at most, the one being written included.
+const CHUNKS_QUEUED: usize = 2;
 
 impl SqliteBackend {
     pub(super) async fn accept_bulk_in_chunks(
@@ -87,56 +91,91 @@ impl SqliteBackend {
     }
 
     /// Writes a job's messages from `next` on, chunk by chunk; the last chunk removes the job.
-    /// The next chunk renders while the writer stores this one, so render and write overlap.
+    /// The next chunk renders while the writer stores this one, and up to `CHUNKS_QUEUED`
+    /// chunks wait in the writer's queue, so the writer never idles between two chunks while
+    /// this task waits for its turn on a busy async worker.
     async fn write_bulk(&self, job: Arc<BulkJob>, next: usize) -> Result<(), StoreError> {
-        if job.recipients.is_empty() {
-            return self.finish_bulk(&job, 0, Vec::new()).await;
+        let total = job.recipients.len();
+        if total == 0 {
+            return self.queue_chunk(&job, 0, 0, Vec::new())?.await;
         }
+        let mut queued = VecDeque::with_capacity(CHUNKS_QUEUED);
         let mut at = next;
         let mut chunk = render_chunk(&job, at).await?;
-        while at < job.recipients.len() {
+        while at < total {
             let end = at + chunk.len().max(1);
-            let store = self.finish_bulk(&job, end, chunk);
+            queued.push_back(self.queue_chunk(&job, at, end, chunk)?);
+            let oldest = (queued.len() >= CHUNKS_QUEUED)
+                .then(|| queued.pop_front())
+                .flatten();
+            let settle_oldest = async {
+                match oldest {
+                    Some(stored) => stored.await,
+                    None => Ok(()),
+                }
+            };
             let render_next = async {
-                match end < job.recipients.len() {
+                match end < total {
                     true => render_chunk(&job, end).await,
                     false => Ok(Vec::new()),
                 }
             };
-            let (stored, rendered) = tokio::join!(store, render_next);
+            let (stored, rendered) = tokio::join!(settle_oldest, render_next);
             stored?;
             chunk = rendered?;
             at = end;
         }
+        for stored in queued {
+            stored.await?;
+        }
         Ok(())
     }
 
-    /// Stores a chunk with the job's progress (`end`), or removes the job after its last one.
-    async fn finish_bulk(
+    /// Queues the chunk `from..end` with the job's progress, or the job's removal after its
+    /// last chunk. The chunk is written only where the job's progress stands at `from`: if an
+    /// earlier chunk failed, the chunks queued behind it write nothing, so no recipient is
+    /// skipped, and the job is finished from where it stopped at the next start.
+    fn queue_chunk(
         &self,
         job: &BulkJob,
+        from: usize,
         end: usize,
         chunk: Vec<NewMessage>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
         let done = end >= job.recipients.len();
         let bulk_id = job.bulk_id.clone();
-        self.writer
-            .run_rows(job.envelope.priority.rank(), chunk.len(), move |conn| {
-                insert_messages(conn, &chunk)?;
-                if done {
-                    conn.prepare_cached("DELETE FROM bulk_job_bodies WHERE bulk_id = ?1")?
-                        .execute([&bulk_id])?;
-                    conn.prepare_cached("DELETE FROM bulk_job_progress WHERE bulk_id = ?1")?
-                        .execute([&bulk_id])?;
-                } else {
-                    conn.prepare_cached(
-                        "UPDATE bulk_job_progress SET next_index = ?2 WHERE bulk_id = ?1",
-                    )?
-                    .execute(params![bulk_id, end as i64])?;
-                }
-                Ok(())
+        let rank = job.envelope.priority.rank();
+        let written = self.writer.submit_rows(rank, chunk.len(), move |conn| {
+            let progress: Option<i64> = conn
+                .prepare_cached("SELECT next_index FROM bulk_job_progress WHERE bulk_id = ?1")?
+                .query_row([&bulk_id], |r| r.get(0))
+                .optional()?;
+            if progress != Some(from as i64) {
+                return Ok(Err(progress));
+            }
+            insert_messages(conn, &chunk)?;
+            if done {
+                conn.prepare_cached("DELETE FROM bulk_job_bodies WHERE bulk_id = ?1")?
+                    .execute([&bulk_id])?;
+                conn.prepare_cached("DELETE FROM bulk_job_progress WHERE bulk_id = ?1")?
+                    .execute([&bulk_id])?;
+            } else {
+                conn.prepare_cached(
+                    "UPDATE bulk_job_progress SET next_index = ?2 WHERE bulk_id = ?1",
+                )?
+                .execute(params![bulk_id, end as i64])?;
+            }
+            Ok(Ok(()))
+        })?;
+        let bulk_id = job.bulk_id.clone();
+        Ok(async move {
+            written.await?.map_err(|progress| {
+                StoreError::Unavailable(format!(
+                    "bulk job {bulk_id}: its chunk from {from} was not written, as the job \
+                     stands at {progress:?} (an earlier chunk failed)"
+                ))
             })
-            .await
+        })
     }
 
     /// Finishes the bulk jobs a previous process accepted but did not write to the end.
@@ -187,4 +226,55 @@ async fn render_chunk(job: &Arc<BulkJob>, from: usize) -> Result<Vec<NewMessage>
         .await
         .map_err(|e| StoreError::Unavailable(format!("bulk render stopped: {e}")))?
         .map_err(|e| StoreError::Corrupt(format!("bulk job {} does not render: {e}", job.bulk_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::domain::TenantId;
+    use crate::ports::contract::bulk_job;
+    use crate::ports::MessageStore;
+    use crate::sqlite::SqliteBackend;
+
+    /// Chunks wait in the writer's queue behind the one being written. When that one fails,
+    /// those behind it write nothing (a chunk written past a gap would skip the gap's
+    /// recipients for good), and the next start writes the rest, each recipient once.
+    #[tokio::test]
+    async fn a_failed_chunk_stops_the_chunks_queued_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let b = SqliteBackend::open(&path).unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = bulk_job(&tenant, "bulk_gap", 1_000);
+        let ids: Vec<_> = job.recipients.iter().map(|r| r.id).collect();
+        // Recipient 300 cannot be written, so the second chunk (256..512) fails.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let refuse = format!(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON messages WHEN NEW.id = '{}' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            ids[300]
+        );
+        conn.execute_batch(&refuse).unwrap();
+
+        assert!(b.accept_bulk_in_chunks(job, None).await.is_err());
+        let written = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_gap'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(written(&conn), 256, "only the first chunk is written");
+        assert!(b.get(&tenant, ids[999]).await.unwrap().is_none());
+
+        conn.execute_batch("DROP TRIGGER refuse_one;").unwrap();
+        assert_eq!(b.resume_bulk_jobs().await.unwrap(), 1);
+        assert_eq!(written(&conn), 1_000, "every recipient, once");
+        for id in [ids[256], ids[300], ids[511], ids[999]] {
+            assert!(b.get(&tenant, id).await.unwrap().is_some());
+        }
+        b.close_and_wait(Duration::from_secs(5)).await;
+    }
 }

@@ -191,6 +191,22 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
+        self.submit_rows(rank, rows, work)?.await
+    }
+
+    /// As `run_rows`, but the job is queued now, when this is called, and the returned future
+    /// only waits for its result: jobs submitted one after another from one task run in that
+    /// order (a rank is first in, first out), without waiting for each other's commits.
+    pub(crate) fn submit_rows<R, F>(
+        &self,
+        rank: usize,
+        rows: usize,
+        work: F,
+    ) -> Result<impl std::future::Future<Output = Result<R, StoreError>>, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
         let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
         let job: Box<dyn Job> = Box::new(TypedJob {
             weight: rows.max(1),
@@ -210,8 +226,10 @@ impl Writer {
             q.ranks[rank].push_back(job);
         }
         self.shared.ready.notify_one();
-        rx.await
-            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+        })
     }
 
     pub(crate) fn close(&self) {
