@@ -12,6 +12,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::inserts::insert_messages;
 use super::messages::{find_key, insert_key};
+use super::pool::URGENT_RANKS;
 use super::SqliteBackend;
 use crate::domain::{packed, BulkJob, NewMessage};
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, StoreError};
@@ -40,11 +41,25 @@ const STORED_JOB_LIMIT: usize = 256 * 1024 * 1024;
 const CHUNK_MESSAGES: usize = 256;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// Chunks of one job waiting in the writer's queue at most, the one being written included.
+/// Chunks of one job waiting in the writer's queue at most, the one being written included
+/// (with the one rendering, a job holds three chunks in memory).
 const CHUNKS_QUEUED: usize = 2;
 
 impl SqliteBackend {
+    /// Stores the job, then writes its messages, in a task of its own: a request dropped
+    /// half-way (its client gone) must not leave an accepted job unwritten until the next start.
     pub(super) async fn accept_bulk_in_chunks(
+        &self,
+        job: BulkJob,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        let backend = self.clone();
+        tokio::spawn(async move { backend.store_and_write_bulk(job, idempotency).await })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("bulk accept stopped: {e}")))?
+    }
+
+    async fn store_and_write_bulk(
         &self,
         job: BulkJob,
         idempotency: Option<IdempotencyRecord>,
@@ -93,19 +108,24 @@ impl SqliteBackend {
     /// Writes a job's messages from `next` on, chunk by chunk; the last chunk removes the job.
     /// The next chunk renders while the writer stores this one, and up to `CHUNKS_QUEUED`
     /// chunks wait in the writer's queue, so the writer never idles between two chunks while
-    /// this task waits for its turn on a busy async worker.
+    /// this task waits for its turn on a busy async worker. A bulk of a priority lane keeps one
+    /// there: a P0 single send waits behind every urgent job queued before it.
     async fn write_bulk(&self, job: Arc<BulkJob>, next: usize) -> Result<(), StoreError> {
         let total = job.recipients.len();
         if total == 0 {
             return self.queue_chunk(&job, 0, 0, Vec::new())?.await;
         }
-        let mut queued = VecDeque::with_capacity(CHUNKS_QUEUED);
+        let ahead = match job.envelope.priority.rank() < URGENT_RANKS {
+            true => 1,
+            false => CHUNKS_QUEUED,
+        };
+        let mut queued = VecDeque::with_capacity(ahead);
         let mut at = next;
         let mut chunk = render_chunk(&job, at).await?;
         while at < total {
             let end = at + chunk.len().max(1);
             queued.push_back(self.queue_chunk(&job, at, end, chunk)?);
-            let oldest = (queued.len() >= CHUNKS_QUEUED)
+            let oldest = (queued.len() >= ahead)
                 .then(|| queued.pop_front())
                 .flatten();
             let settle_oldest = async {
@@ -170,9 +190,13 @@ impl SqliteBackend {
         let bulk_id = job.bulk_id.clone();
         Ok(async move {
             written.await?.map_err(|progress| {
+                let stands = match progress {
+                    Some(at) => format!("stands at recipient {at}"),
+                    None => "is no longer stored".to_owned(),
+                };
                 StoreError::Unavailable(format!(
-                    "bulk job {bulk_id}: its chunk from {from} was not written, as the job \
-                     stands at {progress:?} (an earlier chunk failed)"
+                    "bulk job {bulk_id}: its chunk from recipient {from} was not written, as the \
+                     job {stands}"
                 ))
             })
         })
@@ -235,21 +259,28 @@ mod tests {
     use crate::domain::TenantId;
     use crate::ports::contract::bulk_job;
     use crate::ports::MessageStore;
+    use crate::sqlite::pool::RANKS;
     use crate::sqlite::SqliteBackend;
+
+    /// A backend on a fresh database, and a connection of the test's own to look into it.
+    fn opened() -> (tempfile::TempDir, SqliteBackend, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let backend = SqliteBackend::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        (dir, backend, conn)
+    }
 
     /// Chunks wait in the writer's queue behind the one being written. When that one fails,
     /// those behind it write nothing (a chunk written past a gap would skip the gap's
     /// recipients for good), and the next start writes the rest, each recipient once.
     #[tokio::test]
     async fn a_failed_chunk_stops_the_chunks_queued_behind_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let b = SqliteBackend::open(&path).unwrap();
+        let (_dir, b, conn) = opened();
         let tenant = TenantId::parse("acme").unwrap();
         let job = bulk_job(&tenant, "bulk_gap", 1_000);
         let ids: Vec<_> = job.recipients.iter().map(|r| r.id).collect();
         // Recipient 300 cannot be written, so the second chunk (256..512) fails.
-        let conn = rusqlite::Connection::open(&path).unwrap();
         let refuse = format!(
             "CREATE TRIGGER refuse_one BEFORE INSERT ON messages WHEN NEW.id = '{}' \
              BEGIN SELECT RAISE(ABORT, 'refused'); END;",
@@ -258,6 +289,8 @@ mod tests {
         conn.execute_batch(&refuse).unwrap();
 
         assert!(b.accept_bulk_in_chunks(job, None).await.is_err());
+        // Every chunk queued behind the failed one has run once this job of the lowest rank has.
+        b.writer.run(RANKS - 1, |_| Ok(())).await.unwrap();
         let written = |conn: &rusqlite::Connection| -> i64 {
             conn.query_row(
                 "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_gap'",
@@ -275,6 +308,34 @@ mod tests {
         for id in [ids[256], ids[300], ids[511], ids[999]] {
             assert!(b.get(&tenant, id).await.unwrap().is_some());
         }
+        b.close_and_wait(Duration::from_secs(5)).await;
+    }
+
+    /// A request dropped once its job is stored (its client gone) still writes every message:
+    /// the job is accepted, and nothing but the next start would finish it otherwise.
+    #[tokio::test]
+    async fn a_dropped_request_still_writes_its_whole_job() {
+        let (_dir, b, conn) = opened();
+        let job = bulk_job(&TenantId::parse("acme").unwrap(), "bulk_dropped", 20_000);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let stored = "SELECT COUNT(*) FROM bulk_job_progress WHERE bulk_id = 'bulk_dropped'";
+        let written = "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_dropped'";
+
+        let mut accept = Box::pin(b.accept_bulk_in_chunks(job, None));
+        while count(stored) == 0 {
+            tokio::select! {
+                _ = &mut accept => panic!("the whole job was written before it could be dropped"),
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+        drop(accept);
+        assert!(count(written) < 20_000, "dropped before the end");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while count(written) < 20_000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(written), 20_000, "every message, without a restart");
+        assert_eq!(count(stored), 0, "the finished job is removed");
         b.close_and_wait(Duration::from_secs(5)).await;
     }
 }

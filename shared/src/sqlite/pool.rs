@@ -24,7 +24,7 @@ const MAX_WEIGHT_PER_COMMIT: usize = 2048;
 pub(crate) const RANKS: usize = 5;
 /// Jobs of these ranks (the priority lanes P0, P1, P4) cut a group of bulk work short: the
 /// group commits what it ran and they go next, so they wait behind one job, not a group.
-const URGENT_RANKS: usize = 3;
+pub(crate) const URGENT_RANKS: usize = 3;
 /// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
 /// so they never cut a group short.
 pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
@@ -197,6 +197,7 @@ impl Writer {
     /// As `run_rows`, but the job is queued now, when this is called, and the returned future
     /// only waits for its result: jobs submitted one after another from one task run in that
     /// order (a rank is first in, first out), without waiting for each other's commits.
+    /// Dropping the future does not take the job back: it runs all the same.
     pub(crate) fn submit_rows<R, F>(
         &self,
         rank: usize,
@@ -311,18 +312,24 @@ fn finish_group(conn: &Connection, jobs: &mut [Box<dyn Job>], all_ok: bool) -> R
     }
     exec(conn, "ROLLBACK")?;
     exec(conn, "BEGIN IMMEDIATE")?;
+    // Whatever fails in the replay, the transaction must not stay open: every later group's
+    // BEGIN would fail.
+    replay_in_savepoints(conn, jobs)
+        .and_then(|()| exec(conn, "COMMIT"))
+        .inspect_err(|_| {
+            let _ = exec(conn, "ROLLBACK");
+        })
+}
+
+fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
     for job in jobs.iter_mut() {
         exec(conn, "SAVEPOINT job")?;
-        if job.run(conn) {
-            exec(conn, "RELEASE job")?;
-        } else {
+        if !job.run(conn) {
             exec(conn, "ROLLBACK TO job")?;
-            exec(conn, "RELEASE job")?;
         }
+        exec(conn, "RELEASE job")?;
     }
-    exec(conn, "COMMIT").inspect_err(|_| {
-        let _ = exec(conn, "ROLLBACK");
-    })
+    Ok(())
 }
 
 fn writer_loop(shared: &Shared, conn: Connection) {

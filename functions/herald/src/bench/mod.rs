@@ -219,9 +219,13 @@ async fn bench_bulk_and_drain(
     wait_stored(&client, &s, args.bulk_recipients).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let rate = args.bulk_recipients as f64 / elapsed;
+    let clients = match args.bulk_clients.max(1) {
+        1 => "1 client".to_owned(),
+        n => format!("{n} clients"),
+    };
     println!(
-        "bulk accept (HTTP, 10,000 per request, {} clients): {rate:.0} recipients/s  ({} recipients in {elapsed:.2} s)",
-        args.bulk_clients.max(1), args.bulk_recipients
+        "bulk accept (HTTP, 10,000 per request, {clients}): {rate:.0} recipients/s  ({} recipients in {elapsed:.2} s)",
+        args.bulk_recipients
     );
     figures.add("bulk_accept_recipients_per_s", rate);
     let key = s.key.clone();
