@@ -124,27 +124,12 @@ pub async fn send(
         .value
         .into_draft(&correlation_id(&headers))
         .map_err(Problem::invalid)?;
-    let accepted = to_the_end(async move {
-        let accepted = herald.send(&tenant, draft, idem).await?;
-        super::threads::join(&herald, &tenant, joining, &accepted).await;
-        Ok(accepted)
-    })
-    .await
-    .map_err(accept_problem)?;
+    let accepted = herald
+        .send(&tenant, draft, idem)
+        .await
+        .map_err(accept_problem)?;
+    super::threads::join(&herald, &tenant, joining, &accepted).await;
     Ok(respond(accepted))
-}
-
-/// Runs an accept in a task of its own, to its end: a client that hangs up mid-request drops
-/// the request's future, and an accept cut short there would have stored its messages without
-/// announcing them to the tenant's webhooks or waking the lane's workers.
-async fn to_the_end<T: Send + 'static>(
-    accept: impl std::future::Future<Output = Result<T, AcceptError>> + Send + 'static,
-) -> Result<T, AcceptError> {
-    tokio::spawn(accept).await.unwrap_or_else(|e| {
-        Err(AcceptError::Store(crate::ports::StoreError::Unavailable(
-            format!("accept stopped: {e}"),
-        )))
-    })
 }
 
 /// Accept up to 10,000 messages in one request.
@@ -165,7 +150,8 @@ pub async fn send_bulk(
         .value
         .into_draft(&correlation_id(&headers))
         .map_err(Problem::invalid)?;
-    let accepted = to_the_end(async move { herald.send_bulk(&tenant, draft, idem).await })
+    let accepted = herald
+        .send_bulk(&tenant, draft, idem)
         .await
         .map_err(accept_problem)?;
     Ok(respond(accepted))
@@ -273,31 +259,4 @@ pub(super) fn record_foreign_probes(herald: &Arc<Herald>, caller: &Caller, ids: 
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A request dropped while its accept runs (its client hung up) does not cut the accept
-    /// short: it runs to its end.
-    #[tokio::test]
-    async fn an_accept_runs_to_its_end_when_its_request_is_dropped() {
-        let (started, has_started) = tokio::sync::oneshot::channel::<()>();
-        let (open, gate) = tokio::sync::oneshot::channel::<()>();
-        let (finished, has_finished) = tokio::sync::oneshot::channel::<()>();
-        let mut request = Box::pin(to_the_end(async move {
-            let _ = started.send(());
-            let _ = gate.await;
-            let _ = finished.send(());
-            Ok::<_, AcceptError>(())
-        }));
-        tokio::select! {
-            _ = &mut request => panic!("the accept ended before its gate opened"),
-            _ = has_started => {}
-        }
-        drop(request);
-        let _ = open.send(());
-        assert!(has_finished.await.is_ok(), "the accept was cut short");
-    }
 }
