@@ -121,9 +121,10 @@ impl SqliteBackend {
         if total == 0 {
             return self.queue_chunk(&job, 0, 0, Vec::new())?.await;
         }
-        let ahead = match job.envelope.priority.rank() < URGENT_RANKS {
-            true => 1,
-            false => CHUNKS_QUEUED,
+        let ahead = if job.envelope.priority.rank() < URGENT_RANKS {
+            1
+        } else {
+            CHUNKS_QUEUED
         };
         let mut queued = VecDeque::with_capacity(ahead);
         let mut at = next;
@@ -131,9 +132,11 @@ impl SqliteBackend {
         while at < total {
             let end = at + chunk.len().max(1);
             queued.push_back(self.queue_chunk(&job, at, end, chunk)?);
-            let oldest = (queued.len() >= ahead)
-                .then(|| queued.pop_front())
-                .flatten();
+            let oldest = if queued.len() >= ahead {
+                queued.pop_front()
+            } else {
+                None
+            };
             let settle_oldest = async {
                 match oldest {
                     Some(stored) => stored.await,
@@ -141,9 +144,10 @@ impl SqliteBackend {
                 }
             };
             let render_next = async {
-                match end < total {
-                    true => render_chunk(&job, end).await,
-                    false => Ok(Vec::new()),
+                if end < total {
+                    render_chunk(&job, end).await
+                } else {
+                    Ok(Vec::new())
                 }
             };
             let (stored, rendered) = tokio::join!(settle_oldest, render_next);
@@ -172,24 +176,28 @@ impl SqliteBackend {
         let bulk_id = job.bulk_id.clone();
         let rank = job.envelope.priority.rank();
         let written = self.writer.submit_rows(rank, chunk.len(), move |conn| {
-            let progress: Option<i64> = conn
-                .prepare_cached("SELECT next_index FROM bulk_job_progress WHERE bulk_id = ?1")?
-                .query_row([&bulk_id], |r| r.get(0))
-                .optional()?;
-            if progress != Some(from as i64) {
-                return Ok(Err(progress));
+            // A compare-and-set on the progress: it moves (or goes, after the last chunk) only
+            // from `from`. A failed chunk's savepoint undoes it with the chunk's rows.
+            let (from, end) = (from as i64, end as i64);
+            let moved = if done {
+                conn.prepare_cached(
+                    "DELETE FROM bulk_job_progress WHERE bulk_id = ?1 AND next_index = ?2",
+                )?
+                .execute(params![bulk_id, from])?
+            } else {
+                conn.prepare_cached(
+                    "UPDATE bulk_job_progress SET next_index = ?3 \
+                     WHERE bulk_id = ?1 AND next_index = ?2",
+                )?
+                .execute(params![bulk_id, from, end])?
+            };
+            if moved == 0 {
+                return progress_of(conn, &bulk_id).map(Err);
             }
             insert_messages(conn, &chunk)?;
             if done {
                 conn.prepare_cached("DELETE FROM bulk_job_bodies WHERE bulk_id = ?1")?
                     .execute([&bulk_id])?;
-                conn.prepare_cached("DELETE FROM bulk_job_progress WHERE bulk_id = ?1")?
-                    .execute([&bulk_id])?;
-            } else {
-                conn.prepare_cached(
-                    "UPDATE bulk_job_progress SET next_index = ?2 WHERE bulk_id = ?1",
-                )?
-                .execute(params![bulk_id, end as i64])?;
             }
             Ok(Ok(()))
         })?;
@@ -237,6 +245,13 @@ impl SqliteBackend {
     }
 }
 
+/// Where a stored job's writing stands (none once it is finished).
+fn progress_of(conn: &rusqlite::Connection, bulk_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT next_index FROM bulk_job_progress WHERE bulk_id = ?1")?
+        .query_row([bulk_id], |r| r.get(0))
+        .optional()
+}
+
 /// A stored job's JSON: deflated (a blob), or as text from a Herald before that.
 fn job_json(stored: ValueRef<'_>) -> rusqlite::Result<Vec<u8>> {
     let corrupt = |e: String| FromSqlError::Other(e.into());
@@ -267,6 +282,11 @@ mod tests {
     use crate::ports::MessageStore;
     use crate::sqlite::pool::{RANKS, URGENT_RANKS};
     use crate::sqlite::SqliteBackend;
+
+    /// The one number a counting query answers.
+    fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
 
     /// A backend on a fresh database, and a connection of the test's own to look into it.
     fn opened() -> (tempfile::TempDir, SqliteBackend, rusqlite::Connection) {
@@ -300,20 +320,17 @@ mod tests {
         assert!(b.accept_bulk_in_chunks(job, None).await.is_err());
         // Every chunk queued behind the failed one has run once this job of the lowest rank has.
         b.writer.run(RANKS - 1, |_| Ok(())).await.unwrap();
-        let written = |conn: &rusqlite::Connection| -> i64 {
-            conn.query_row(
-                "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_gap'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        assert_eq!(written(&conn), 256, "only the first chunk is written");
+        let written = "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_gap'";
+        assert_eq!(
+            count(&conn, written),
+            256,
+            "only the first chunk is written"
+        );
         assert!(b.get(&tenant, ids[999]).await.unwrap().is_none());
 
         conn.execute_batch("DROP TRIGGER refuse_one;").unwrap();
         assert_eq!(b.resume_bulk_jobs().await.unwrap(), 1);
-        assert_eq!(written(&conn), 1_000, "every recipient, once");
+        assert_eq!(count(&conn, written), 1_000, "every recipient, once");
         for id in [ids[256], ids[300], ids[511], ids[999]] {
             assert!(b.get(&tenant, id).await.unwrap().is_some());
         }
@@ -326,25 +343,28 @@ mod tests {
     async fn a_dropped_request_still_writes_its_whole_job() {
         let (_dir, b, conn) = opened();
         let job = bulk_job(&TenantId::parse("acme").unwrap(), "bulk_dropped", 5_000);
-        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         let stored = "SELECT COUNT(*) FROM bulk_job_progress WHERE bulk_id = 'bulk_dropped'";
         let written = "SELECT COUNT(*) FROM messages WHERE bulk_id = 'bulk_dropped'";
 
         let mut accept = Box::pin(b.accept_bulk_in_chunks(job, None));
-        while count(stored) == 0 {
+        while count(&conn, stored) == 0 {
             tokio::select! {
                 _ = &mut accept => panic!("the whole job was written before it could be dropped"),
                 _ = tokio::time::sleep(Duration::from_millis(1)) => {}
             }
         }
         drop(accept);
-        assert!(count(written) < 5_000, "dropped before the end");
+        assert!(count(&conn, written) < 5_000, "dropped before the end");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while count(written) < 5_000 && std::time::Instant::now() < deadline {
+        while count(&conn, written) < 5_000 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(count(written), 5_000, "every message, without a restart");
-        assert_eq!(count(stored), 0, "the finished job is removed");
+        assert_eq!(
+            count(&conn, written),
+            5_000,
+            "every message, without a restart"
+        );
+        assert_eq!(count(&conn, stored), 0, "the finished job is removed");
         b.close_and_wait(Duration::from_secs(5)).await;
     }
 }
