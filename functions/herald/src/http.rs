@@ -99,10 +99,13 @@ pub async fn serve(
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
-    let mut tasks = accept_loop(listener, router, limits, stop).await;
+    let (mut tasks, slots) = accept_loop(listener, router, limits, stop).await;
     let open = tasks.len();
+    let every_slot = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
         while tasks.join_next().await.is_some() {}
+        // A request whose client left runs on in a task of its own, holding its slot.
+        let _ = slots.acquire_many(every_slot).await;
     })
     .await
     .is_ok();
@@ -121,7 +124,7 @@ async fn accept_loop(
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
+) -> (JoinSet<()>, Arc<Semaphore>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let live = Arc::new(Live::default());
     let mut tasks = JoinSet::new();
@@ -148,11 +151,11 @@ async fn accept_loop(
             peer,
             router: router.clone(),
             limits,
-            _slot: slot,
+            slot: Arc::new(slot),
         };
         tasks.spawn(conn.run(stream, stop.clone()));
     }
-    tasks
+    (tasks, slots)
 }
 
 /// A slot for a new connection. At the cap, the connection waiting longest without a request
@@ -175,13 +178,14 @@ async fn make_room(
     }
 }
 
-/// One accepted connection and what it holds: its slot and its entry among the live ones.
+/// One accepted connection and what it holds: its slot (shared with a request that outlives
+/// it) and its entry among the live ones.
 struct Conn {
     entry: Entry,
     peer: SocketAddr,
     router: Router,
     limits: Limits,
-    _slot: OwnedSemaphorePermit,
+    slot: Arc<OwnedSemaphorePermit>,
 }
 
 impl Conn {
@@ -193,12 +197,12 @@ impl Conn {
             stream,
             state: state.clone(),
         });
-        let router = self.router.clone();
+        let (router, slot) = (self.router.clone(), self.slot.clone());
         let service = hyper::service::service_fn(move |req| {
-            let (router, state) = (router.clone(), state.clone());
+            let (router, state, slot) = (router.clone(), state.clone(), slot.clone());
             async move {
                 state.begin();
-                let res = answer(router, req, peer, &limits).await;
+                let res = answer(router, req, peer, limits, slot).await;
                 Ok::<_, Infallible>(end_when_sent(res, state))
             }
         });
@@ -242,9 +246,41 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
+/// Answers one request. A request that may change something runs to its end in a task of
+/// its own, holding its connection's slot: hyper drops a request's future when its client
+/// hangs up, and that must not cut an accepted send short between its store and what follows
+/// it (the announce, a thread's timeline entry, a STOP's suppression, an audit entry). The
+/// request timeout still bounds it, inside the task, so a 408 means what it meant.
+async fn answer(
+    router: Router,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    limits: Limits,
+    slot: Arc<OwnedSemaphorePermit>,
+) -> Response {
+    if req.method().is_safe() {
+        return answer_within_limits(router, req, peer, &limits).await;
+    }
+    let detached = tokio::spawn(async move {
+        let _slot = slot;
+        answer_within_limits(router, req, peer, &limits).await
+    });
+    match detached.await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime that is shutting down cancels a task.
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping; retry with the same Idempotency-Key",
+        )
+        .into_response(),
+    }
+}
+
 /// Answers one request: the peer's address in its extensions, the body-read and request
 /// timeouts around the router.
-async fn answer(
+async fn answer_within_limits(
     router: Router,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -544,6 +580,39 @@ mod tests {
         assert!(
             TcpStream::connect(addr).await.is_err(),
             "no accepts after the stop"
+        );
+    }
+
+    /// A client that hangs up does not cut a POST short, and the stop waits for it.
+    #[tokio::test]
+    async fn a_change_runs_to_its_end_when_its_client_hangs_up() {
+        let finished = Arc::new(AtomicU64::new(0));
+        let counter = finished.clone();
+        let change = move || async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        };
+        let router = Router::new().route("/change", axum::routing::post(change));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, router, Limits::default(), stopped));
+
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        socket
+            .write_all(b"POST /change HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(socket);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        server.await.unwrap();
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the change ran to its end before the server stopped"
         );
     }
 
