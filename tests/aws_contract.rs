@@ -130,6 +130,12 @@ async fn dynamo_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn dynamo_provider_event_claims_run_out_unless_applied() {
+    let (_s, b) = backend().await;
+    provider_event_claims_run_out_unless_applied(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_a_sent_never_hides_parked_events() {
     let (_s, b) = backend().await;
     // Only a message with parked events costs the dispatcher a look-up.

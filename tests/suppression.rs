@@ -8,7 +8,7 @@ use herald_tests::{timeline, TestServer};
 use serde_json::json;
 use shared::domain::MessageId;
 use shared::engine::tracker::Notified;
-use shared::ports::{ProviderEvent, ProviderEventKind};
+use shared::ports::{EventClaim, ProviderEvent, ProviderEventKind};
 
 fn email(to: &str) -> serde_json::Value {
     json!({ "channel": "email", "priority": "P4", "to": to, "subject": "Hi", "body": "Hello" })
@@ -303,5 +303,46 @@ async fn csv_import_and_export_round_trip() {
         .await
         .body;
     assert_eq!(filtered["items"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+/// A try that died after claiming a bounce (a crash, a timeout) leaves a claim, not a mark:
+/// a redelivery within its lease is asked to come back, one after it applies the bounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_whose_first_try_died_is_applied_by_a_retry() {
+    let s = TestServer::start().await;
+    let herald = s.embedded.herald.clone();
+    let id = s.send(&email("gone@example.com")).await;
+    let view = s.wait_status(&id, "delivered").await;
+    let bounce = ProviderEvent {
+        gateway: "sandbox".into(),
+        provider_message_id: view["provider_message_id"].as_str().unwrap().to_owned(),
+        message_id: MessageId::parse(&id),
+        kind: ProviderEventKind::Bounced { permanent: true },
+        at: chrono::Utc::now(),
+        detail: json!({ "bounce_type": "Permanent" }),
+    };
+    let held = herald
+        .events
+        .claim_event("test", "hard-1", Duration::from_secs(60));
+    assert_eq!(held.await.unwrap(), EventClaim::First);
+    let early = herald
+        .apply_notification("test", "hard-1", vec![bounce.clone()])
+        .await;
+    assert!(early.is_err(), "a claim still held: come back later");
+    let entry = s.get("/v1/suppressions/email/gone@example.com").await;
+    assert_eq!(entry.status.as_u16(), 404, "nothing applied yet");
+
+    // The same, after a lease that ran out (none here).
+    let died = herald.events.claim_event("test", "hard-2", Duration::ZERO);
+    assert_eq!(died.await.unwrap(), EventClaim::First);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let retried = herald
+        .apply_notification("test", "hard-2", vec![bounce])
+        .await
+        .unwrap();
+    assert_eq!(retried, Notified::Applied);
+    let entry = s.get("/v1/suppressions/email/gone@example.com").await;
+    assert_eq!(entry.status.as_u16(), 200, "{}", entry.body);
     s.stop().await;
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::info;
 
+use super::tracker::{being_applied, EVENT_LEASE};
 use super::Herald;
 use crate::domain::audit::AuditAction;
 use crate::domain::inbound_email::{herald_message, local_part};
@@ -14,7 +15,7 @@ use crate::domain::suppression::{canonical_address, Reason, Scope, Suppression};
 use crate::domain::thread::ThreadId;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
 use crate::gateway::ses_events::SES;
-use crate::ports::StoreError;
+use crate::ports::{EventClaim, StoreError};
 
 /// How long the mark of an applied keyword is kept: as long as the opt-out it concerns, and
 /// opt-outs never expire, so for good (a century). A replayed START older than any event-id
@@ -96,19 +97,25 @@ impl Herald {
                 repeat,
             });
         };
-        // The keyword's effect is applied once per provider message, and forgotten again if
-        // it fails, so the provider's retry applies it then (a stored message alone is not
-        // proof that its STOP took effect).
+        // The keyword's effect is applied once per provider message (so a replayed START
+        // never lifts a later STOP). Its claim is forgotten again if it fails, and runs out if
+        // this process dies first, so the provider's retry applies it then: a stored message
+        // alone is not proof that its STOP took effect.
         let key = format!("{}:{}", message.gateway, message.provider_message_id);
-        if self
+        match self
             .events
-            .first_seen("keyword", &key, KEYWORD_MARK_KEEP)
+            .claim_event("keyword", &key, EVENT_LEASE)
             .await?
         {
-            if let Err(e) = self.apply_keyword(&message, keyword).await {
-                self.events.forget("keyword", &key).await?;
-                return Err(e);
+            EventClaim::First => {
+                if let Err(e) = self.apply_keyword(&message, keyword).await {
+                    self.events.forget("keyword", &key).await?;
+                    return Err(e);
+                }
+                self.mark_applied("keyword", &key, KEYWORD_MARK_KEEP).await;
             }
+            EventClaim::Applied => {}
+            EventClaim::Applying => return Err(being_applied("keyword", &key)),
         }
         // Only an SMS webhook answers with a message (TwiML); the other channels' keywords
         // take effect without one.
@@ -244,21 +251,28 @@ fn opt_out_reason(channel: Channel) -> Option<Reason> {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::time::Duration;
 
-    use super::KeywordReplies;
+    use super::{KeywordReplies, EVENT_LEASE};
     use crate::domain::suppression::Scope;
     use crate::domain::Channel;
     use crate::embedded::{Embedded, EmbeddedConfig};
     use crate::engine::maintenance::purge_once;
     use crate::ports::contract::{inbound, tenant};
+    use crate::ports::EventClaim;
 
-    #[tokio::test]
-    async fn a_replayed_start_never_lifts_a_later_stop() {
+    /// An embedded Herald without lane workers, and its data directory.
+    async fn started() -> (tempfile::TempDir, Embedded) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = EmbeddedConfig::new(dir.path());
         cfg.run_workers = false;
-        let embedded = Embedded::start(cfg).await.unwrap();
+        (dir, Embedded::start(cfg).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_replayed_start_never_lifts_a_later_stop() {
+        let (_dir, embedded) = started().await;
         let herald = embedded.herald.clone();
         let acme = tenant("acme");
         let replies = KeywordReplies::default();
@@ -289,6 +303,41 @@ mod tests {
         purge_once(&herald).await;
         assert!(herald.receive(start, &replies).await.unwrap().repeat);
         assert!(opted_out().await, "the replayed START changed nothing");
+        embedded.shutdown().await;
+    }
+
+    /// A try that died after claiming a STOP (a crash, a timeout) does not make its retries
+    /// repeats: one within the claim's lease is asked to come back, one after it applies it.
+    #[tokio::test]
+    async fn a_stop_whose_first_try_died_is_applied_by_a_retry() {
+        let (_dir, embedded) = started().await;
+        let herald = embedded.herald.clone();
+        let acme = tenant("acme");
+        let replies = KeywordReplies::default();
+        let stop = inbound(&acme, "SM-stop", "STOP");
+        let key = format!("{}:{}", stop.gateway, stop.provider_message_id);
+        let claimed = herald.events.claim_event("keyword", &key, EVENT_LEASE);
+        assert_eq!(
+            claimed.await.unwrap(),
+            EventClaim::First,
+            "the try that died"
+        );
+        let opted_out = || async {
+            let scope = Scope::Tenant(acme.clone());
+            let found = herald
+                .suppressions
+                .get_suppression(&scope, Channel::Sms, &stop.from);
+            found.await.unwrap().is_some()
+        };
+
+        let early = herald.receive(stop.clone(), &replies).await;
+        assert!(early.is_err(), "within the lease: come back later");
+        assert!(!opted_out().await);
+        let lease_over = EVENT_LEASE + Duration::from_secs(1);
+        embedded.backend.age_seen_events(lease_over).await.unwrap();
+        let retried = herald.receive(stop.clone(), &replies).await.unwrap();
+        assert!(retried.repeat, "stored by the early retry");
+        assert!(opted_out().await, "the retry applied the STOP");
         embedded.shutdown().await;
     }
 }

@@ -12,7 +12,9 @@ use tracing::{debug, warn};
 
 use super::Herald;
 use crate::domain::{EventKind, MessageId, MessageStatus};
-use crate::ports::{ProviderEvent, ProviderEventKind, StoreError, Transition, TransitionOutcome};
+use crate::ports::{
+    EventClaim, ProviderEvent, ProviderEventKind, StoreError, Transition, TransitionOutcome,
+};
 
 /// A callback can overtake the recording of `sent`; it is tried again this many times, then
 /// parked in the store (see `parked`).
@@ -314,6 +316,19 @@ fn error_code(detail: &serde_json::Value) -> Option<String> {
 /// accepted, so a replayed SNS notification always meets its MessageId here.
 pub(crate) const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long a claim on a provider event holds while its effect is applied (a few writes). A
+/// claim whose holder died (a crash, a timeout) runs out then, and the provider's redelivery
+/// is applied; one that comes before gets a retryable error.
+pub(crate) const EVENT_LEASE: Duration = Duration::from_secs(60);
+
+/// The answer to a redelivery while another claim on it runs: retry later.
+pub(crate) fn being_applied(source: &str, id: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "{source} event {id} is being applied; retry after {}s",
+        EVENT_LEASE.as_secs()
+    ))
+}
+
 /// What became of a provider notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notified {
@@ -341,23 +356,40 @@ impl Herald {
         let marked = !events
             .iter()
             .all(|e| e.kind == ProviderEventKind::Delivered);
-        if marked && !self.events.first_seen(source, id, EVENT_ID_KEEP).await? {
-            return Ok(Notified::Repeat);
+        if marked {
+            match self.events.claim_event(source, id, EVENT_LEASE).await? {
+                EventClaim::First => {}
+                EventClaim::Applied => return Ok(Notified::Repeat),
+                EventClaim::Applying => return Err(being_applied(source, id)),
+            }
         }
         let (early, changed) = match try_apply(self, &events).await {
             Ok(recorded) => (waiting(events, &recorded.wait), recorded.changed),
             Err(e) => return self.unseen(marked, source, id, e).await,
         };
-        if early.is_empty() {
+        let notified = if early.is_empty() {
             // Deliveries are not marked: one that changed nothing came before, or too late.
-            return Ok(match marked || changed {
+            match marked || changed {
                 true => Notified::Applied,
                 false => Notified::Repeat,
-            });
+            }
+        } else {
+            match self.park(early).await {
+                Ok(()) => Notified::Parked,
+                Err(e) => return self.unseen(marked, source, id, e).await,
+            }
+        };
+        if marked {
+            self.mark_applied(source, id, EVENT_ID_KEEP).await;
         }
-        match self.park(early).await {
-            Ok(()) => Ok(Notified::Parked),
-            Err(e) => self.unseen(marked, source, id, e).await,
+        Ok(notified)
+    }
+
+    /// Records a claimed event applied. Should that fail, the claim runs out with its lease
+    /// and a redelivery applies the event again: a timeline entry twice, never one lost.
+    pub(crate) async fn mark_applied(&self, source: &str, id: &str, keep: Duration) {
+        if let Err(e) = self.events.event_applied(source, id, keep).await {
+            tracing::warn!(source, id, error = %e, "an applied event was not marked; a redelivery applies it again");
         }
     }
 

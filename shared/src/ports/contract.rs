@@ -1075,6 +1075,49 @@ pub async fn provider_events_are_seen_once<S: EventLog>(log: &S) {
     );
 }
 
+/// A claim on an event holds until it is marked applied (then a repeat) or forgotten; a
+/// claim whose holder died runs out with its lease.
+pub async fn provider_event_claims_run_out_unless_applied<S: EventLog>(log: &S) {
+    use crate::ports::EventClaim;
+    let (lease, keep) = (Duration::from_secs(60), Duration::from_secs(3600));
+    assert_eq!(
+        log.claim_event("sns", "c-1", lease).await.unwrap(),
+        EventClaim::First
+    );
+    assert_eq!(
+        log.claim_event("sns", "c-1", lease).await.unwrap(),
+        EventClaim::Applying,
+        "held by the first claim"
+    );
+    log.event_applied("sns", "c-1", keep).await.unwrap();
+    assert_eq!(
+        log.claim_event("sns", "c-1", lease).await.unwrap(),
+        EventClaim::Applied,
+        "a repeat once applied"
+    );
+    assert_eq!(
+        log.claim_event("sns", "c-2", lease).await.unwrap(),
+        EventClaim::First
+    );
+    log.forget("sns", "c-2").await.unwrap();
+    assert_eq!(
+        log.claim_event("sns", "c-2", lease).await.unwrap(),
+        EventClaim::First,
+        "forgotten after a failure: new again"
+    );
+    // A holder that died: its lease (none here) runs out. DynamoDB keeps whole seconds.
+    assert_eq!(
+        log.claim_event("sns", "c-3", Duration::ZERO).await.unwrap(),
+        EventClaim::First
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        log.claim_event("sns", "c-3", lease).await.unwrap(),
+        EventClaim::First,
+        "a claim that ran out is taken again"
+    );
+}
+
 /// Events parked for a provider message come back once, in order, and only for that message.
 pub async fn provider_events_park_until_taken<S: EventLog>(log: &S) {
     let event = |id: &str, kind: crate::ports::ProviderEventKind| crate::ports::ProviderEvent {

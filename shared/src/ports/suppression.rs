@@ -62,6 +62,17 @@ pub trait SuppressionStore: Send + Sync + 'static {
     ) -> Result<u32, StoreError>;
 }
 
+/// What a claim on a provider event found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClaim {
+    /// Claimed: apply it, then record it applied.
+    First,
+    /// Applied before: a repeat.
+    Applied,
+    /// Another claim's lease runs: ask for the event again later.
+    Applying,
+}
+
 /// Provider events already processed, by the provider's own event id (an SNS MessageId, a
 /// Twilio MessageSid plus status): a notification delivered twice is applied once.
 #[async_trait]
@@ -70,6 +81,18 @@ pub trait EventLog: Send + Sync + 'static {
     async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError>;
     /// Forgets an id whose event could not be applied yet, so its redelivery is not a repeat.
     async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError>;
+    /// Claims `(source, id)` for `lease` while its effect is applied. A claim whose holder
+    /// died (a crash, a timeout) runs out with its lease, so the event's redelivery is
+    /// applied then, not taken for a repeat.
+    async fn claim_event(
+        &self,
+        source: &str,
+        id: &str,
+        lease: Duration,
+    ) -> Result<EventClaim, StoreError>;
+    /// Records a claimed event as applied, remembered for `keep`.
+    async fn event_applied(&self, source: &str, id: &str, keep: Duration)
+        -> Result<(), StoreError>;
     /// Keeps events that came before their message's `sent` was recorded, each under its
     /// gateway and provider message id, for `keep`.
     async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError>;

@@ -131,6 +131,12 @@ async fn sqlite_provider_events_are_seen_once() {
 }
 
 #[tokio::test]
+async fn sqlite_provider_event_claims_run_out_unless_applied() {
+    let (_d, b) = backend();
+    provider_event_claims_run_out_unless_applied(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_a_sent_never_hides_parked_events() {
     let (_d, b) = backend();
     // SQLite looks every time: a look-up costs it nothing worth saving.

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 12] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 13] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -18,7 +18,18 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 12] = [
     accept_event_on_the_row,
     sent_event_on_the_row,
     delivered_event_on_the_row,
+    event_claims,
 ];
+
+/// Version 13: a provider event's mark is a claim while its effect is applied (`applying`);
+/// every mark made before was made for an event already applied.
+fn event_claims(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(
+        conn,
+        "seen_events",
+        &[("applying", "INTEGER NOT NULL DEFAULT 0")],
+    )
+}
 
 /// Version 12: a callback's `delivered` event is on its row too (`delivered_seq`,
 /// `delivered_at`, `delivered_detail`), moved into `events` if another replaces it.

@@ -172,11 +172,13 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     updated_at INTEGER NOT NULL,
     paused_until INTEGER
 ) WITHOUT ROWID;
--- Provider events already applied (by the provider's event id), so a repeat is dropped.
+-- Provider events already applied (by the provider's event id), so a repeat is dropped;
+-- `applying` while a claim's lease runs and its effect is not recorded yet.
 CREATE TABLE IF NOT EXISTS seen_events (
     source TEXT NOT NULL,
     id TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
+    applying INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (source, id)
 ) WITHOUT ROWID;
 -- Provider events that came before their message's `sent`: applied when it is recorded.

@@ -15,7 +15,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
-use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
+use crate::ports::{
+    EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore,
+};
 
 /// Hashes of every stored entry's (scope, channel, address).
 #[derive(Default)]
@@ -275,7 +277,8 @@ impl EventLog for SqliteBackend {
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO seen_events (source, id, expires_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (source, id) DO UPDATE SET expires_at = excluded.expires_at \
+                         ON CONFLICT (source, id) DO UPDATE \
+                         SET expires_at = excluded.expires_at, applying = 0 \
                          WHERE seen_events.expires_at < ?4",
                     )?
                     .execute(params![source, id, expires, now])?;
@@ -290,6 +293,65 @@ impl EventLog for SqliteBackend {
             .run(1, move |conn| {
                 conn.prepare_cached("DELETE FROM seen_events WHERE source = ?1 AND id = ?2")?
                     .execute(params![source, id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim_event(
+        &self,
+        source: &str,
+        id: &str,
+        lease: Duration,
+    ) -> Result<EventClaim, StoreError> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        let now = ms(Utc::now());
+        let expires = now + lease.as_millis() as i64;
+        self.writer
+            .run(1, move |conn| {
+                // A claim or mark that ran out counts as never made.
+                let claimed = conn
+                    .prepare_cached(
+                        "INSERT INTO seen_events (source, id, expires_at, applying) \
+                         VALUES (?1, ?2, ?3, 1) \
+                         ON CONFLICT (source, id) DO UPDATE \
+                         SET expires_at = excluded.expires_at, applying = 1 \
+                         WHERE seen_events.expires_at < ?4",
+                    )?
+                    .execute(params![source, id, expires, now])?;
+                if claimed == 1 {
+                    return Ok(EventClaim::First);
+                }
+                let applying: bool = conn
+                    .prepare_cached(
+                        "SELECT applying FROM seen_events WHERE source = ?1 AND id = ?2",
+                    )?
+                    .query_row(params![source, id], |r| r.get(0))?;
+                Ok(match applying {
+                    true => EventClaim::Applying,
+                    false => EventClaim::Applied,
+                })
+            })
+            .await
+    }
+
+    async fn event_applied(
+        &self,
+        source: &str,
+        id: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        let expires = ms(Utc::now()) + keep.as_millis() as i64;
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO seen_events (source, id, expires_at, applying) \
+                     VALUES (?1, ?2, ?3, 0) \
+                     ON CONFLICT (source, id) DO UPDATE \
+                     SET expires_at = excluded.expires_at, applying = 0",
+                )?
+                .execute(params![source, id, expires])?;
                 Ok(())
             })
             .await

@@ -14,7 +14,12 @@ use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{applied, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
-use crate::ports::{EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+
+use super::Updated;
+use crate::ports::{
+    EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore,
+};
 
 pub(super) fn entry_key(channel: Channel, address: &str) -> String {
     format!("{}#{address}", channel.as_str())
@@ -250,6 +255,53 @@ impl EventLog for DynamoStore {
             .send()
             .await
             .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn claim_event(
+        &self,
+        source: &str,
+        id: &str,
+        lease: Duration,
+    ) -> Result<EventClaim, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(format!("event#{source}#{id}")))
+            .update_expression("SET expires_at = :until, applying = :yes")
+            // A claim or mark that ran out counts as never made.
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":until", n(epoch_seconds(until)))
+            .expression_attribute_values(":yes", n(1))
+            .expression_attribute_values(":now", n(epoch_seconds(now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        Ok(match super::updated(result)? {
+            Updated::Applied(_) => EventClaim::First,
+            Updated::Refused(Some(was)) if was.contains_key("applying") => EventClaim::Applying,
+            Updated::Refused(_) => EventClaim::Applied,
+        })
+    }
+
+    async fn event_applied(
+        &self,
+        source: &str,
+        id: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let expires = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
+        self.client
+            .put_item()
+            .table_name(self.idempotency_table()?)
+            .item("pk", s(format!("event#{source}#{id}")))
+            .item("expires_at", n(epoch_seconds(expires)))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
         Ok(())
     }
 
