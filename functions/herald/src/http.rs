@@ -92,14 +92,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const RECHECK: Duration = Duration::from_millis(50);
 
 /// Serves `router` until `stop` turns true; then in-flight requests get `DRAIN_GRACE` to finish
-/// and the connections still open are dropped.
+/// and the connections and requests still open are dropped.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
-    let (mut tasks, slots) = accept_loop(listener, router, limits, stop).await;
+    // Dropped when this returns, after the grace: that ends the requests whose client left
+    // that still run then.
+    let (_abandon, abandoned) = watch::channel(false);
+    let (mut tasks, slots) = accept_loop(listener, router, limits, stop, abandoned).await;
     let open = tasks.len();
     let every_slot = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
@@ -110,9 +113,10 @@ pub async fn serve(
     .await
     .is_ok();
     if !drained {
+        let busy = (every_slot as usize).saturating_sub(slots.available_permits());
         warn!(
-            left = tasks.len(),
-            "connections still busy after the grace period; dropping them"
+            connections = tasks.len(),
+            busy, "connections or requests still busy after the grace period; dropping them"
         );
         tasks.shutdown().await;
     }
@@ -124,6 +128,7 @@ async fn accept_loop(
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
+    abandoned: watch::Receiver<bool>,
 ) -> (JoinSet<()>, Arc<Semaphore>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let live = Arc::new(Live::default());
@@ -152,6 +157,7 @@ async fn accept_loop(
             router: router.clone(),
             limits,
             slot: Arc::new(slot),
+            abandoned: abandoned.clone(),
         };
         tasks.spawn(conn.run(stream, stop.clone()));
     }
@@ -186,6 +192,7 @@ struct Conn {
     router: Router,
     limits: Limits,
     slot: Arc<OwnedSemaphorePermit>,
+    abandoned: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -198,11 +205,13 @@ impl Conn {
             state: state.clone(),
         });
         let (router, slot) = (self.router.clone(), self.slot.clone());
+        let abandoned = self.abandoned.clone();
         let service = hyper::service::service_fn(move |req| {
-            let (router, state, slot) = (router.clone(), state.clone(), slot.clone());
+            let (router, state) = (router.clone(), state.clone());
+            let outlives = (slot.clone(), abandoned.clone());
             async move {
                 state.begin();
-                let res = answer(router, req, peer, limits, slot).await;
+                let res = answer(router, req, peer, limits, outlives).await;
                 Ok::<_, Infallible>(end_when_sent(res, state))
             }
         });
@@ -256,26 +265,34 @@ async fn answer(
     req: Request<Incoming>,
     peer: SocketAddr,
     limits: Limits,
-    slot: Arc<OwnedSemaphorePermit>,
+    (slot, mut abandoned): (Arc<OwnedSemaphorePermit>, watch::Receiver<bool>),
 ) -> Response {
     if req.method().is_safe() {
         return answer_within_limits(router, req, peer, &limits).await;
     }
     let detached = tokio::spawn(async move {
         let _slot = slot;
-        answer_within_limits(router, req, peer, &limits).await
+        tokio::select! {
+            res = answer_within_limits(router, req, peer, &limits) => res,
+            // The stop's grace is over: dropped, as a connection still open then is.
+            _ = abandoned.wait_for(|gone| *gone) => stopping(),
+        }
     });
     match detached.await {
         Ok(res) => res,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only a runtime that is shutting down cancels a task.
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping; retry with the same Idempotency-Key",
-        )
-        .into_response(),
+        Err(_) => stopping(),
     }
+}
+
+fn stopping() -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stopping",
+        "the server is stopping; retry with the same Idempotency-Key",
+    )
+    .into_response()
 }
 
 /// Answers one request: the peer's address in its extensions, the body-read and request

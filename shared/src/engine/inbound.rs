@@ -98,7 +98,7 @@ impl Herald {
             });
         };
         // The keyword's effect is applied once per provider message (so a replayed START
-        // never lifts a later STOP). Its claim is forgotten again if it fails, and runs out if
+        // never lifts a later STOP). Its claim is released again if it fails, and runs out if
         // this process dies first, so the provider's retry applies it then: a stored message
         // alone is not proof that its STOP took effect.
         let key = format!("{}:{}", message.gateway, message.provider_message_id);
@@ -107,12 +107,17 @@ impl Herald {
             .claim_event("keyword", &key, EVENT_LEASE)
             .await?
         {
-            EventClaim::First => {
+            EventClaim::First(token) => {
                 if let Err(e) = self.apply_keyword(&message, keyword).await {
-                    self.events.forget("keyword", &key).await?;
+                    self.events.release_event("keyword", &key, token).await?;
                     return Err(e);
                 }
-                self.mark_applied("keyword", &key, KEYWORD_MARK_KEEP).await;
+                // Unmarked, a replayed START could lift a later STOP: the provider retries
+                // (the same keyword applied again changes nothing) until it is marked.
+                let marking = self
+                    .events
+                    .event_applied("keyword", &key, token, KEYWORD_MARK_KEEP);
+                marking.await?;
             }
             EventClaim::Applied => {}
             EventClaim::Applying => return Err(being_applied("keyword", &key)),
@@ -317,11 +322,8 @@ mod tests {
         let stop = inbound(&acme, "SM-stop", "STOP");
         let key = format!("{}:{}", stop.gateway, stop.provider_message_id);
         let claimed = herald.events.claim_event("keyword", &key, EVENT_LEASE);
-        assert_eq!(
-            claimed.await.unwrap(),
-            EventClaim::First,
-            "the try that died"
-        );
+        let died = claimed.await.unwrap();
+        assert!(matches!(died, EventClaim::First(_)), "the try that died");
         let opted_out = || async {
             let scope = Scope::Tenant(acme.clone());
             let found = herald
@@ -331,7 +333,11 @@ mod tests {
         };
 
         let early = herald.receive(stop.clone(), &replies).await;
-        assert!(early.is_err(), "within the lease: come back later");
+        let early = early.unwrap_err().to_string();
+        assert!(
+            early.contains("being applied"),
+            "within the lease: come back later: {early}"
+        );
         assert!(!opted_out().await);
         let lease_over = EVENT_LEASE + Duration::from_secs(1);
         embedded.backend.age_seen_events(lease_over).await.unwrap();

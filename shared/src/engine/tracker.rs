@@ -13,7 +13,8 @@ use tracing::{debug, warn};
 use super::Herald;
 use crate::domain::{EventKind, MessageId, MessageStatus};
 use crate::ports::{
-    EventClaim, ProviderEvent, ProviderEventKind, StoreError, Transition, TransitionOutcome,
+    ClaimToken, EventClaim, ProviderEvent, ProviderEventKind, StoreError, Transition,
+    TransitionOutcome,
 };
 
 /// A callback can overtake the recording of `sent`; it is tried again this many times, then
@@ -318,14 +319,16 @@ pub(crate) const EVENT_ID_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a claim on a provider event holds while its effect is applied (a few writes). A
 /// claim whose holder died (a crash, a timeout) runs out then, and the provider's redelivery
-/// is applied; one that comes before gets a retryable error.
-pub(crate) const EVENT_LEASE: Duration = Duration::from_secs(60);
+/// is applied; one that comes before gets a retryable error. Short enough that SNS's HTTP
+/// retries (three, 20 s apart) reach past it; a holder slower than it (a request timeout set
+/// higher) only lets a redelivery apply the event a second time, its token keeping either
+/// from undoing the other's claim.
+pub(crate) const EVENT_LEASE: Duration = Duration::from_secs(30);
 
 /// The answer to a redelivery while another claim on it runs: retry later.
 pub(crate) fn being_applied(source: &str, id: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "{source} event {id} is being applied; retry after {}s",
-        EVENT_LEASE.as_secs()
+        "{source} event {id} is being applied by another delivery; retry later"
     ))
 }
 
@@ -356,16 +359,17 @@ impl Herald {
         let marked = !events
             .iter()
             .all(|e| e.kind == ProviderEventKind::Delivered);
-        if marked {
-            match self.events.claim_event(source, id, EVENT_LEASE).await? {
-                EventClaim::First => {}
+        let claim = match marked {
+            false => None,
+            true => match self.events.claim_event(source, id, EVENT_LEASE).await? {
+                EventClaim::First(token) => Some(token),
                 EventClaim::Applied => return Ok(Notified::Repeat),
                 EventClaim::Applying => return Err(being_applied(source, id)),
-            }
-        }
+            },
+        };
         let (early, changed) = match try_apply(self, &events).await {
             Ok(recorded) => (waiting(events, &recorded.wait), recorded.changed),
-            Err(e) => return self.unseen(marked, source, id, e).await,
+            Err(e) => return self.unseen(claim, source, id, e).await,
         };
         let notified = if early.is_empty() {
             // Deliveries are not marked: one that changed nothing came before, or too late.
@@ -376,33 +380,31 @@ impl Herald {
         } else {
             match self.park(early).await {
                 Ok(()) => Notified::Parked,
-                Err(e) => return self.unseen(marked, source, id, e).await,
+                Err(e) => return self.unseen(claim, source, id, e).await,
             }
         };
-        if marked {
-            self.mark_applied(source, id, EVENT_ID_KEEP).await;
+        if let Some(token) = claim {
+            // Unmarked, the claim runs out with its lease and a redelivery applies the event
+            // again: a timeline entry twice, never one lost.
+            let marking = self.events.event_applied(source, id, token, EVENT_ID_KEEP);
+            if let Err(e) = marking.await {
+                warn!(source, id, error = %e, "an applied event was not marked");
+            }
         }
         Ok(notified)
     }
 
-    /// Records a claimed event applied. Should that fail, the claim runs out with its lease
-    /// and a redelivery applies the event again: a timeline entry twice, never one lost.
-    pub(crate) async fn mark_applied(&self, source: &str, id: &str, keep: Duration) {
-        if let Err(e) = self.events.event_applied(source, id, keep).await {
-            tracing::warn!(source, id, error = %e, "an applied event was not marked; a redelivery applies it again");
-        }
-    }
-
-    /// Forgets a notification that failed, so the provider's retry is not taken for a repeat.
+    /// Releases the claim on a notification that failed, so the provider's retry is not
+    /// taken for a repeat.
     async fn unseen(
         &self,
-        marked: bool,
+        claim: Option<ClaimToken>,
         source: &str,
         id: &str,
         e: StoreError,
     ) -> Result<Notified, StoreError> {
-        if marked {
-            self.events.forget(source, id).await?;
+        if let Some(token) = claim {
+            self.events.release_event(source, id, token).await?;
         }
         Err(e)
     }

@@ -1068,54 +1068,59 @@ pub async fn provider_events_are_seen_once<S: EventLog>(log: &S) {
         log.first_seen("twilio", "m-1", keep).await.unwrap(),
         "per source"
     );
-    log.forget("sns", "m-1").await.unwrap();
+    assert!(log.first_seen("sns", "m-2", Duration::ZERO).await.unwrap());
+    // DynamoDB keeps whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
-        log.first_seen("sns", "m-1", keep).await.unwrap(),
-        "forgotten: new again"
+        log.first_seen("sns", "m-2", keep).await.unwrap(),
+        "one that ran out is new again"
     );
 }
 
-/// A claim on an event holds until it is marked applied (then a repeat) or forgotten; a
-/// claim whose holder died runs out with its lease.
+/// A claim on an event holds until it is marked applied (then a repeat) or released; a
+/// claim whose holder died runs out with its lease, and the holder's token then undoes
+/// nothing of the claim that took the event over.
 pub async fn provider_event_claims_run_out_unless_applied<S: EventLog>(log: &S) {
     use crate::ports::EventClaim;
     let (lease, keep) = (Duration::from_secs(60), Duration::from_secs(3600));
+    let claim =
+        |id: &'static str, lease| async move { log.claim_event("sns", id, lease).await.unwrap() };
+    let token = |c: EventClaim| match c {
+        EventClaim::First(token) => token,
+        other => panic!("expected a first claim, got {other:?}"),
+    };
+    let first = token(claim("c-1", lease).await);
     assert_eq!(
-        log.claim_event("sns", "c-1", lease).await.unwrap(),
-        EventClaim::First
-    );
-    assert_eq!(
-        log.claim_event("sns", "c-1", lease).await.unwrap(),
+        claim("c-1", lease).await,
         EventClaim::Applying,
-        "held by the first claim"
+        "held by the first"
     );
-    log.event_applied("sns", "c-1", keep).await.unwrap();
+    log.event_applied("sns", "c-1", first, keep).await.unwrap();
     assert_eq!(
-        log.claim_event("sns", "c-1", lease).await.unwrap(),
+        claim("c-1", lease).await,
         EventClaim::Applied,
         "a repeat once applied"
     );
-    assert_eq!(
-        log.claim_event("sns", "c-2", lease).await.unwrap(),
-        EventClaim::First
-    );
-    log.forget("sns", "c-2").await.unwrap();
-    assert_eq!(
-        log.claim_event("sns", "c-2", lease).await.unwrap(),
-        EventClaim::First,
-        "forgotten after a failure: new again"
-    );
+
+    let failed = token(claim("c-2", lease).await);
+    log.release_event("sns", "c-2", failed).await.unwrap();
+    token(claim("c-2", lease).await);
+
     // A holder that died: its lease (none here) runs out. DynamoDB keeps whole seconds.
-    assert_eq!(
-        log.claim_event("sns", "c-3", Duration::ZERO).await.unwrap(),
-        EventClaim::First
-    );
+    let died = token(claim("c-3", Duration::ZERO).await);
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let took_over = token(claim("c-3", lease).await);
+    log.release_event("sns", "c-3", died).await.unwrap();
+    log.event_applied("sns", "c-3", died, keep).await.unwrap();
     assert_eq!(
-        log.claim_event("sns", "c-3", lease).await.unwrap(),
-        EventClaim::First,
-        "a claim that ran out is taken again"
+        claim("c-3", lease).await,
+        EventClaim::Applying,
+        "the late holder's token undid nothing"
     );
+    log.event_applied("sns", "c-3", took_over, keep)
+        .await
+        .unwrap();
+    assert_eq!(claim("c-3", lease).await, EventClaim::Applied);
 }
 
 /// Events parked for a provider message come back once, in order, and only for that message.

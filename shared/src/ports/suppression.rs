@@ -62,11 +62,29 @@ pub trait SuppressionStore: Send + Sync + 'static {
     ) -> Result<u32, StoreError>;
 }
 
+/// Which claim on an event is whose: a try whose lease ran out cannot release or mark the
+/// claim of the try that took the event over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken(pub i64);
+
+impl ClaimToken {
+    /// A random token, never 0 (which stores use for "applied").
+    pub fn new() -> ClaimToken {
+        ClaimToken(rand::random::<i64>() | 1)
+    }
+}
+
+impl Default for ClaimToken {
+    fn default() -> Self {
+        ClaimToken::new()
+    }
+}
+
 /// What a claim on a provider event found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventClaim {
-    /// Claimed: apply it, then record it applied.
-    First,
+    /// Claimed: apply it, then record it applied (or release it) with this token.
+    First(ClaimToken),
     /// Applied before: a repeat.
     Applied,
     /// Another claim's lease runs: ask for the event again later.
@@ -79,8 +97,6 @@ pub enum EventClaim {
 pub trait EventLog: Send + Sync + 'static {
     /// True the first time `(source, id)` is seen within `keep`; false for a repeat.
     async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError>;
-    /// Forgets an id whose event could not be applied yet, so its redelivery is not a repeat.
-    async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError>;
     /// Claims `(source, id)` for `lease` while its effect is applied. A claim whose holder
     /// died (a crash, a timeout) runs out with its lease, so the event's redelivery is
     /// applied then, not taken for a repeat.
@@ -90,9 +106,23 @@ pub trait EventLog: Send + Sync + 'static {
         id: &str,
         lease: Duration,
     ) -> Result<EventClaim, StoreError>;
-    /// Records a claimed event as applied, remembered for `keep`.
-    async fn event_applied(&self, source: &str, id: &str, keep: Duration)
-        -> Result<(), StoreError>;
+    /// Records a claimed event as applied, remembered for `keep`; nothing when the claim is
+    /// no longer `token`'s (its lease ran out and another took the event over).
+    async fn event_applied(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
+    /// Gives up a claim whose effect could not be applied, so the redelivery is not a repeat;
+    /// nothing when the claim is no longer `token`'s.
+    async fn release_event(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+    ) -> Result<(), StoreError>;
     /// Keeps events that came before their message's `sent` was recorded, each under its
     /// gateway and provider message id, for `keep`.
     async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError>;

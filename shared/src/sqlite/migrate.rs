@@ -21,8 +21,8 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 13] = [
     event_claims,
 ];
 
-/// Version 13: a provider event's mark is a claim while its effect is applied (`applying`);
-/// every mark made before was made for an event already applied.
+/// Version 13: a provider event's mark is a claim while its effect is applied (`applying`,
+/// the claim's token); every mark made before was made for an event already applied (0).
 fn event_claims(conn: &Connection) -> rusqlite::Result<()> {
     add_columns(
         conn,

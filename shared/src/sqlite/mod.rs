@@ -173,7 +173,7 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     paused_until INTEGER
 ) WITHOUT ROWID;
 -- Provider events already applied (by the provider's event id), so a repeat is dropped;
--- `applying` while a claim's lease runs and its effect is not recorded yet.
+-- `applying` holds a claim's token while its effect is applied, 0 once it is.
 CREATE TABLE IF NOT EXISTS seen_events (
     source TEXT NOT NULL,
     id TEXT NOT NULL,

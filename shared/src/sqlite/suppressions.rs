@@ -16,7 +16,8 @@ use super::{from_ms, ms, SqliteBackend};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::{
-    EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter,
+    SuppressionStore,
 };
 
 /// Hashes of every stored entry's (scope, channel, address).
@@ -287,17 +288,6 @@ impl EventLog for SqliteBackend {
             .await
     }
 
-    async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError> {
-        let (source, id) = (source.to_owned(), id.to_owned());
-        self.writer
-            .run(1, move |conn| {
-                conn.prepare_cached("DELETE FROM seen_events WHERE source = ?1 AND id = ?2")?
-                    .execute(params![source, id])?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn claim_event(
         &self,
         source: &str,
@@ -307,20 +297,21 @@ impl EventLog for SqliteBackend {
         let (source, id) = (source.to_owned(), id.to_owned());
         let now = ms(Utc::now());
         let expires = now + lease.as_millis() as i64;
+        let token = ClaimToken::new();
         self.writer
             .run(1, move |conn| {
                 // A claim or mark that ran out counts as never made.
                 let claimed = conn
                     .prepare_cached(
                         "INSERT INTO seen_events (source, id, expires_at, applying) \
-                         VALUES (?1, ?2, ?3, 1) \
+                         VALUES (?1, ?2, ?3, ?5) \
                          ON CONFLICT (source, id) DO UPDATE \
-                         SET expires_at = excluded.expires_at, applying = 1 \
+                         SET expires_at = excluded.expires_at, applying = excluded.applying \
                          WHERE seen_events.expires_at < ?4",
                     )?
-                    .execute(params![source, id, expires, now])?;
+                    .execute(params![source, id, expires, now, token.0])?;
                 if claimed == 1 {
-                    return Ok(EventClaim::First);
+                    return Ok(EventClaim::First(token));
                 }
                 let applying: bool = conn
                     .prepare_cached(
@@ -339,6 +330,7 @@ impl EventLog for SqliteBackend {
         &self,
         source: &str,
         id: &str,
+        token: ClaimToken,
         keep: Duration,
     ) -> Result<(), StoreError> {
         let (source, id) = (source.to_owned(), id.to_owned());
@@ -346,12 +338,28 @@ impl EventLog for SqliteBackend {
         self.writer
             .run(1, move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO seen_events (source, id, expires_at, applying) \
-                     VALUES (?1, ?2, ?3, 0) \
-                     ON CONFLICT (source, id) DO UPDATE \
-                     SET expires_at = excluded.expires_at, applying = 0",
+                    "UPDATE seen_events SET expires_at = ?3, applying = 0 \
+                     WHERE source = ?1 AND id = ?2 AND applying = ?4",
                 )?
-                .execute(params![source, id, expires])?;
+                .execute(params![source, id, expires, token.0])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_event(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+    ) -> Result<(), StoreError> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM seen_events WHERE source = ?1 AND id = ?2 AND applying = ?3",
+                )?
+                .execute(params![source, id, token.0])?;
                 Ok(())
             })
             .await

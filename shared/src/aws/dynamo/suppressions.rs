@@ -18,7 +18,8 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::Updated;
 use crate::ports::{
-    EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter, SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter,
+    SuppressionStore,
 };
 
 pub(super) fn entry_key(channel: Channel, address: &str) -> String {
@@ -229,6 +230,11 @@ impl SuppressionStore for DynamoStore {
     }
 }
 
+/// A provider event's claim or mark in the `idempotency` table.
+fn event_key(source: &str, id: &str) -> String {
+    format!("event#{source}#{id}")
+}
+
 #[async_trait]
 impl EventLog for DynamoStore {
     async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError> {
@@ -238,24 +244,13 @@ impl EventLog for DynamoStore {
             .client
             .put_item()
             .table_name(self.idempotency_table()?)
-            .item("pk", s(format!("event#{source}#{id}")))
+            .item("pk", s(event_key(source, id)))
             .item("expires_at", n(epoch_seconds(expires)))
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .send()
             .await;
         applied(result, "PutItem")
-    }
-
-    async fn forget(&self, source: &str, id: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(self.idempotency_table()?)
-            .key("pk", s(format!("event#{source}#{id}")))
-            .send()
-            .await
-            .map_err(|e| unavailable("DeleteItem", e))?;
-        Ok(())
     }
 
     async fn claim_event(
@@ -266,22 +261,23 @@ impl EventLog for DynamoStore {
     ) -> Result<EventClaim, StoreError> {
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let token = ClaimToken::new();
         let result = self
             .client
             .update_item()
             .table_name(self.idempotency_table()?)
-            .key("pk", s(format!("event#{source}#{id}")))
-            .update_expression("SET expires_at = :until, applying = :yes")
+            .key("pk", s(event_key(source, id)))
+            .update_expression("SET expires_at = :until, applying = :token")
             // A claim or mark that ran out counts as never made.
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":until", n(epoch_seconds(until)))
-            .expression_attribute_values(":yes", n(1))
+            .expression_attribute_values(":token", n(token.0))
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         Ok(match super::updated(result)? {
-            Updated::Applied(_) => EventClaim::First,
+            Updated::Applied(_) => EventClaim::First(token),
             Updated::Refused(Some(was)) if was.contains_key("applying") => EventClaim::Applying,
             Updated::Refused(_) => EventClaim::Applied,
         })
@@ -291,18 +287,39 @@ impl EventLog for DynamoStore {
         &self,
         source: &str,
         id: &str,
+        token: ClaimToken,
         keep: Duration,
     ) -> Result<(), StoreError> {
         let expires = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
-        self.client
+        let result = self
+            .client
             .put_item()
             .table_name(self.idempotency_table()?)
-            .item("pk", s(format!("event#{source}#{id}")))
+            .item("pk", s(event_key(source, id)))
             .item("expires_at", n(epoch_seconds(expires)))
+            .condition_expression("applying = :token")
+            .expression_attribute_values(":token", n(token.0))
             .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
-        Ok(())
+            .await;
+        applied(result, "PutItem").map(|_| ())
+    }
+
+    async fn release_event(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(event_key(source, id)))
+            .condition_expression("applying = :token")
+            .expression_attribute_values(":token", n(token.0))
+            .send()
+            .await;
+        applied(result, "DeleteItem").map(|_| ())
     }
 
     async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError> {
