@@ -633,6 +633,53 @@ mod tests {
         );
     }
 
+    /// A request whose client left keeps its connection's slot: at the cap, a newcomer waits
+    /// until it is done.
+    #[tokio::test]
+    async fn a_change_whose_client_left_holds_its_slot() {
+        let finished = Arc::new(AtomicU64::new(0));
+        let (counter, reader) = (finished.clone(), finished.clone());
+        let change = move || async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        };
+        let read = move || async move { reader.load(Ordering::SeqCst).to_string() };
+        let router = Router::new()
+            .route("/change", axum::routing::post(change))
+            .route("/count", axum::routing::get(read));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve(listener, router, limits, stopped));
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut leaving = TcpStream::connect(addr).await.unwrap();
+        leaving
+            .write_all(b"POST /change HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(leaving);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut newcomer = TcpStream::connect(addr).await.unwrap();
+        newcomer
+            .write_all(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        newcomer.read_to_string(&mut reply).await.unwrap();
+        assert!(
+            reply.ends_with("\r\n\r\n1"),
+            "answered after the change: {reply}"
+        );
+        stop.send(true).unwrap();
+        server.await.unwrap();
+    }
+
     #[test]
     fn the_cap_follows_the_open_file_limit_unless_configured() {
         assert_eq!(connection_cap(None, Some(1_048_576)), 1024);
