@@ -86,6 +86,8 @@ pub fn connection_cap(configured: Option<usize>, open_files: Option<u64>) -> usi
 
 /// How long in-flight requests may finish after a stop before their connections are dropped.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// How long requests ended after the grace get to let go of their slots.
+const ABANDON_GRACE: Duration = Duration::from_millis(500);
 /// Pause after a failed accept (out of descriptors): the error repeats until one frees.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a newcomer at the cap looks again for a slot or a connection to close.
@@ -99,9 +101,8 @@ pub async fn serve(
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
-    // Dropped when this returns, after the grace: that ends the requests whose client left
-    // that still run then.
-    let (_abandon, abandoned) = watch::channel(false);
+    // Dropped after the grace: that ends the requests whose client left that still run then.
+    let (abandon, abandoned) = watch::channel(false);
     let (mut tasks, slots) = accept_loop(listener, router, limits, stop, abandoned).await;
     let open = tasks.len();
     let every_slot = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
@@ -119,6 +120,10 @@ pub async fn serve(
             busy, "connections or requests still busy after the grace period; dropping them"
         );
         tasks.shutdown().await;
+        drop(abandon);
+        // Their tasks end at their next await; the writer is closed only after.
+        let ended = tokio::time::timeout(ABANDON_GRACE, slots.acquire_many(every_slot));
+        let _ = ended.await;
     }
     info!(open_at_stop = open, "HTTP connections closed");
 }
@@ -273,9 +278,10 @@ async fn answer(
     let detached = tokio::spawn(async move {
         let _slot = slot;
         tokio::select! {
-            res = answer_within_limits(router, req, peer, &limits) => res,
+            biased;
             // The stop's grace is over: dropped, as a connection still open then is.
             _ = abandoned.wait_for(|gone| *gone) => stopping(),
+            res = answer_within_limits(router, req, peer, &limits) => res,
         }
     });
     match detached.await {
@@ -600,30 +606,43 @@ mod tests {
         );
     }
 
-    /// A client that hangs up does not cut a POST short, and the stop waits for it.
-    #[tokio::test]
-    async fn a_change_runs_to_its_end_when_its_client_hangs_up() {
-        let finished = Arc::new(AtomicU64::new(0));
-        let counter = finished.clone();
+    /// A POST handler that signals its start, takes 300 ms, then counts itself finished.
+    fn slow_change() -> (axum::routing::MethodRouter, Arc<AtomicU64>, Arc<Notify>) {
+        let (finished, started) = (Arc::new(AtomicU64::new(0)), Arc::new(Notify::new()));
+        let (counter, start) = (finished.clone(), started.clone());
         let change = move || async move {
+            start.notify_one();
             tokio::time::sleep(Duration::from_millis(300)).await;
             counter.fetch_add(1, Ordering::SeqCst);
         };
-        let router = Router::new().route("/change", axum::routing::post(change));
+        (axum::routing::post(change), finished, started)
+    }
+
+    /// Posts to `/change` and hangs up once its handler started.
+    async fn post_and_leave(addr: SocketAddr, started: &Notify) {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"POST /change HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        started.notified().await;
+        drop(socket);
+        // Time for the server to see the hang-up.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// A client that hangs up does not cut a POST short, and the stop waits for it.
+    #[tokio::test]
+    async fn a_change_runs_to_its_end_when_its_client_hangs_up() {
+        let (change, finished, started) = slow_change();
+        let router = Router::new().route("/change", change);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(listener, router, Limits::default(), stopped));
 
-        let mut socket = TcpStream::connect(addr).await.unwrap();
-        use tokio::io::AsyncWriteExt;
-        socket
-            .write_all(b"POST /change HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(socket);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        post_and_leave(addr, &started).await;
         stop.send(true).unwrap();
         server.await.unwrap();
         assert_eq!(
@@ -637,15 +656,11 @@ mod tests {
     /// until it is done.
     #[tokio::test]
     async fn a_change_whose_client_left_holds_its_slot() {
-        let finished = Arc::new(AtomicU64::new(0));
-        let (counter, reader) = (finished.clone(), finished.clone());
-        let change = move || async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            counter.fetch_add(1, Ordering::SeqCst);
-        };
+        let (change, finished, started) = slow_change();
+        let reader = finished.clone();
         let read = move || async move { reader.load(Ordering::SeqCst).to_string() };
         let router = Router::new()
-            .route("/change", axum::routing::post(change))
+            .route("/change", change)
             .route("/count", axum::routing::get(read));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -656,15 +671,8 @@ mod tests {
         };
         let server = tokio::spawn(serve(listener, router, limits, stopped));
 
+        post_and_leave(addr, &started).await;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut leaving = TcpStream::connect(addr).await.unwrap();
-        leaving
-            .write_all(b"POST /change HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(leaving);
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut newcomer = TcpStream::connect(addr).await.unwrap();
         newcomer
             .write_all(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

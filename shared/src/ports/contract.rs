@@ -1121,6 +1121,18 @@ pub async fn provider_event_claims_run_out_unless_applied<S: EventLog>(log: &S) 
         .await
         .unwrap();
     assert_eq!(claim("c-3", lease).await, EventClaim::Applied);
+
+    // The one that took over failed and released it: the late holder did apply it, and marks it.
+    let died = token(claim("c-4", Duration::ZERO).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let failed = token(claim("c-4", lease).await);
+    log.release_event("sns", "c-4", failed).await.unwrap();
+    log.event_applied("sns", "c-4", died, keep).await.unwrap();
+    assert_eq!(
+        claim("c-4", lease).await,
+        EventClaim::Applied,
+        "marked though released"
+    );
 }
 
 /// Events parked for a provider message come back once, in order, and only for that message.

@@ -106,8 +106,8 @@ pub trait EventLog: Send + Sync + 'static {
         id: &str,
         lease: Duration,
     ) -> Result<EventClaim, StoreError>;
-    /// Records a claimed event as applied, remembered for `keep`; nothing when the claim is
-    /// no longer `token`'s (its lease ran out and another took the event over).
+    /// Records a claimed event as applied, remembered for `keep`, also when its claim is gone;
+    /// nothing when another holds it (`token`'s lease ran out and another took it over).
     async fn event_applied(
         &self,
         source: &str,

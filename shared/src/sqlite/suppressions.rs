@@ -337,9 +337,14 @@ impl EventLog for SqliteBackend {
         let expires = ms(Utc::now()) + keep.as_millis() as i64;
         self.writer
             .run(1, move |conn| {
+                // A row gone (purged once its lease ran out, or released by a holder that took
+                // over and failed) is this holder's to mark: it did apply the event.
                 conn.prepare_cached(
-                    "UPDATE seen_events SET expires_at = ?3, applying = 0 \
-                     WHERE source = ?1 AND id = ?2 AND applying = ?4",
+                    "INSERT INTO seen_events (source, id, expires_at, applying) \
+                     VALUES (?1, ?2, ?3, 0) \
+                     ON CONFLICT (source, id) DO UPDATE \
+                     SET expires_at = excluded.expires_at, applying = 0 \
+                     WHERE seen_events.applying = ?4",
                 )?
                 .execute(params![source, id, expires, token.0])?;
                 Ok(())

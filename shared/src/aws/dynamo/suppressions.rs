@@ -297,7 +297,9 @@ impl EventLog for DynamoStore {
             .table_name(self.idempotency_table()?)
             .item("pk", s(event_key(source, id)))
             .item("expires_at", n(epoch_seconds(expires)))
-            .condition_expression("applying = :token")
+            // An item gone (TTL once its lease ran out, or released by a holder that took
+            // over and failed) is this holder's to mark: it did apply the event.
+            .condition_expression("attribute_not_exists(pk) OR applying = :token")
             .expression_attribute_values(":token", n(token.0))
             .send()
             .await;
