@@ -235,17 +235,36 @@ fn event_key(source: &str, id: &str) -> String {
     format!("event#{source}#{id}")
 }
 
-#[async_trait]
-impl EventLog for DynamoStore {
-    async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError> {
-        let now = Utc::now();
-        let expires = now + chrono::Duration::from_std(keep).unwrap_or_default();
-        let result = self
+/// Epoch seconds `d` after `now` (the `expires_at` of a mark or claim).
+fn after(now: DateTime<Utc>, d: Duration) -> i64 {
+    epoch_seconds(now + chrono::Duration::from_std(d).unwrap_or_default())
+}
+
+impl DynamoStore {
+    /// The put of an event's mark, expiring at `expires` (epoch seconds); its condition is
+    /// the caller's.
+    fn event_mark(
+        &self,
+        source: &str,
+        id: &str,
+        expires: i64,
+    ) -> Result<aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder, StoreError>
+    {
+        Ok(self
             .client
             .put_item()
             .table_name(self.idempotency_table()?)
             .item("pk", s(event_key(source, id)))
-            .item("expires_at", n(epoch_seconds(expires)))
+            .item("expires_at", n(expires)))
+    }
+}
+
+#[async_trait]
+impl EventLog for DynamoStore {
+    async fn first_seen(&self, source: &str, id: &str, keep: Duration) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let result = self
+            .event_mark(source, id, after(now, keep))?
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .send()
@@ -260,7 +279,7 @@ impl EventLog for DynamoStore {
         lease: Duration,
     ) -> Result<EventClaim, StoreError> {
         let now = Utc::now();
-        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let until = after(now, lease);
         let token = ClaimToken::new();
         let result = self
             .client
@@ -270,7 +289,7 @@ impl EventLog for DynamoStore {
             .update_expression("SET expires_at = :until, applying = :token")
             // A claim or mark that ran out counts as never made.
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":until", n(epoch_seconds(until)))
+            .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":token", n(token.0))
             .expression_attribute_values(":now", n(epoch_seconds(now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -290,13 +309,8 @@ impl EventLog for DynamoStore {
         token: ClaimToken,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        let expires = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
         let result = self
-            .client
-            .put_item()
-            .table_name(self.idempotency_table()?)
-            .item("pk", s(event_key(source, id)))
-            .item("expires_at", n(epoch_seconds(expires)))
+            .event_mark(source, id, after(Utc::now(), keep))?
             // An item gone (TTL once its lease ran out, or released by a holder that took
             // over and failed) is this holder's to mark: it did apply the event.
             .condition_expression("attribute_not_exists(pk) OR applying = :token")
