@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use herald_tests::conversation::{patch, sms_in, start, start_tuned, ANN};
-use herald_tests::shared::domain::inbound::InboundClaim;
-use herald_tests::shared::domain::{MessageId, TenantId};
+use herald_tests::conversation::{patch, sms_in, start, start_tuned, ACME_NUMBER, ANN};
+use herald_tests::shared::domain::inbound::{Arrival, InboundClaim};
+use herald_tests::shared::domain::{Channel, InboundMessage, MessageId, TenantId};
 use herald_tests::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -87,24 +87,32 @@ async fn auto_replies(s: &TestServer) -> Vec<Value> {
     r.body["items"].as_array().cloned().unwrap_or_default()
 }
 
-#[tokio::test]
-async fn rules_label_assign_follow_up_announce_and_take_over() {
-    let tune = |cfg: &mut herald_tests::shared::embedded::EmbeddedConfig| {
-        let n = &mut cfg.engine.notify;
-        n.policy.allow_loopback = true;
-        n.poll = Duration::from_millis(20);
-    };
-    let (s, hooks) = start_tuned(tune).await;
-    set_up(&s).await;
+/// Webhooks to a receiver on loopback, looked for often.
+fn webhooks_to_loopback(cfg: &mut herald_tests::shared::embedded::EmbeddedConfig) {
+    let n = &mut cfg.engine.notify;
+    n.policy.allow_loopback = true;
+    n.poll = Duration::from_millis(20);
+}
+
+/// A receiver for `events`, subscribed as an endpoint of acme's.
+async fn receiver_of(s: &TestServer, events: &[&str]) -> herald_tests::receiver::Receiver {
     let rx = herald_tests::receiver::Receiver::start("");
     let ep = s
         .post(
             "/v1/webhook-endpoints",
-            &json!({ "url": rx.url, "event_types": ["inbound.matched"] }),
+            &json!({ "url": rx.url, "event_types": events }),
         )
         .await;
     assert_eq!(ep.status, StatusCode::CREATED, "{}", ep.body);
     rx.trust(&[ep.body["secret"].as_str().unwrap()]);
+    rx
+}
+
+#[tokio::test]
+async fn rules_label_assign_follow_up_announce_and_take_over() {
+    let (s, hooks) = start_tuned(webhooks_to_loopback).await;
+    set_up(&s).await;
+    let rx = receiver_of(&s, &["inbound.matched"]).await;
 
     sms_in(&s, &hooks, "SM-r1", ANN, "URGENT: the boiler leaks").await;
     let m = processed(&s).await;
@@ -361,4 +369,62 @@ async fn duplicates_and_dead_workers_process_each_message_once() {
     );
     assert_eq!(results(&m), [result("auto_reply", "applied", "")]);
     assert_eq!(auto_replies(&s).await.len(), 1);
+}
+
+/// `inbound.received` is announced by the pipeline: a message stored by a process that died
+/// before anything else happened is announced after the restart, once although a worker
+/// died holding its claim, and before its `inbound.matched`.
+#[tokio::test]
+async fn a_message_stored_before_a_crash_is_announced_once() {
+    let (s, _hooks) = start_tuned(|cfg| {
+        webhooks_to_loopback(cfg);
+        cfg.run_workers = false;
+    })
+    .await;
+    set_up(&s).await;
+    let rx = receiver_of(&s, &["inbound.received", "inbound.matched"]).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let arrival = Arrival {
+        tenant: acme.clone(),
+        channel: Channel::Sms,
+        gateway: "twilio".into(),
+        provider_message_id: "SM-c1".into(),
+        from: CAROL.into(),
+        to: ACME_NUMBER.into(),
+    };
+    let message = InboundMessage::arrived(arrival, "urgent: call me".into());
+    // Stored as the provider webhook stores it; the process dies right after.
+    let herald = &s.embedded.herald;
+    let policy = herald.thread_policy(&acme).await.unwrap();
+    let stored = herald.inbound.record_inbound(&message, &policy).await;
+    assert!(stored.unwrap(), "stored the first time");
+    // A worker of the next process claims it and dies too.
+    let lease = Duration::from_secs(1);
+    let claim = herald
+        .inbound
+        .claim_inbound(&acme, message.id, lease, chrono::Utc::now());
+    assert!(matches!(claim.await.unwrap(), InboundClaim::Claimed(_)));
+    let s = s
+        .restart_with(|cfg| {
+            webhooks_to_loopback(cfg);
+            cfg.engine.inbound_lease = lease;
+        })
+        .await;
+    let m = processed(&s).await;
+    assert_eq!(
+        (m["attempts"].as_u64(), &m["decision"]["rule"]),
+        (Some(2), &json!("urgent"))
+    );
+    let got = rx.wait_for("both events", |r| r.len() >= 2).await;
+    let types: Vec<&Value> = got.iter().map(|r| &r["body"]["type"]).collect();
+    assert_eq!(types, ["inbound.received", "inbound.matched"], "{got:#?}");
+    let received = &got[0]["body"]["data"];
+    assert_eq!(received["inbound_id"], m["id"], "{received}");
+    assert_eq!(
+        (&received["from"], &received["body"]),
+        (&json!(CAROL), &json!("urgent: call me"))
+    );
+    // Nothing more comes (the dead worker's try announced nothing; had it, the same ids).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.requests().len(), 2, "{:#?}", rx.requests());
 }

@@ -14,10 +14,11 @@ use utoipa::ToSchema;
 use super::extract::{Caller, JsonBody};
 use super::problem::{AuthErrors, JsonBodyErrors, Problem};
 use crate::domain::audit::AuditAction;
+use crate::domain::inbound::Arrival;
 use crate::domain::rules::{Decision, RuleSet};
 use crate::domain::thread::{Insights, Thread};
 use crate::domain::thread_policy::ThreadPolicy;
-use crate::domain::{Channel, ContactId, FieldError, InboundMessage, Keyword, MessageId};
+use crate::domain::{Channel, ContactId, FieldError, InboundMessage, Keyword};
 use crate::engine::Herald;
 
 /// The longest sample body, in characters.
@@ -160,23 +161,17 @@ pub async fn test(
         }
     }
     let received_at = sample.received_at.unwrap_or_else(Utc::now);
-    let message = InboundMessage {
-        id: MessageId::new(),
+    let arrival = Arrival {
         tenant: caller.tenant.clone(),
         channel: sample.channel,
         gateway: "test".into(),
         provider_message_id: String::new(),
         from: sample.from.unwrap_or_default(),
         to: sample.to.unwrap_or_default(),
-        keyword: Keyword::of(&sample.body),
-        body: sample.body,
-        media_urls: Vec::new(),
-        received_at,
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
     };
+    let mut message = InboundMessage::arrived(arrival, sample.body);
+    message.keyword = Keyword::of(&message.body);
+    message.received_at = received_at;
     let thread = input.thread_label.map(|label| {
         let mut t = Thread::open(caller.tenant.clone(), ContactId::new(), received_at);
         t.insights = Insights {

@@ -36,6 +36,49 @@ pub struct InboundMessage {
     pub media: Vec<MediaItem>,
 }
 
+/// Who sent a message to whom, and where it came from.
+pub struct Arrival {
+    pub tenant: TenantId,
+    pub channel: Channel,
+    /// The gateway it came through, and its id there.
+    pub gateway: String,
+    pub provider_message_id: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl InboundMessage {
+    /// A message that arrived just now with `body`: no keyword, media or thread yet, not
+    /// processed. Callers set what their provider tells them more.
+    pub fn arrived(arrival: Arrival, body: String) -> InboundMessage {
+        let Arrival {
+            tenant,
+            channel,
+            gateway,
+            provider_message_id,
+            from,
+            to,
+        } = arrival;
+        InboundMessage {
+            id: MessageId::new(),
+            tenant,
+            channel,
+            gateway,
+            provider_message_id,
+            from,
+            to,
+            body,
+            media_urls: Vec::new(),
+            keyword: None,
+            received_at: Utc::now(),
+            thread: None,
+            progress: InboundProgress::default(),
+            email: None,
+            media: Vec::new(),
+        }
+    }
+}
+
 /// `received -> processing -> processed`, or `failed` after its tries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

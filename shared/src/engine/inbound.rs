@@ -88,7 +88,7 @@ impl Herald {
         let policy = self.thread_policy(&message.tenant).await?;
         let repeat = !self.inbound.record_inbound(&message, &policy).await?;
         if !repeat {
-            self.notify_inbound(&message).await;
+            // Its workers announce `inbound.received` (stored, it is never lost).
             self.announce_inbound(&message).await;
         }
         let Some(keyword) = keyword else {

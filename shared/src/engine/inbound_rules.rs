@@ -5,9 +5,9 @@ use chrono::Utc;
 
 use super::accept::{AcceptError, IdempotencyInput, SendDraft};
 use super::inbound::carrier_keyword;
+use super::inbound_events::matched_notice;
 use super::Herald;
 use crate::domain::compose::ContentSource;
-use crate::domain::notify::{EventId, EventType, Notice, Subject};
 use crate::domain::rules::{
     Action, ActionResult, Decision, DecisionOutcome, InboundRule, RuleSet, Sample,
     DEFAULT_AUTO_REPLY_HOURS,
@@ -217,29 +217,4 @@ fn first_match<'a>(
     let label = thread.and_then(|t| t.insights.label.as_deref());
     let sample = Sample::new(m.channel, &m.body, m.received_at, label);
     rules.first_match(&sample)
-}
-
-/// `inbound.matched`: the message and the rule, with an id made from the message so a message
-/// processed again announces the same event.
-fn matched_notice(m: &InboundMessage, rule: &InboundRule) -> Notice {
-    let data = serde_json::json!({
-        "inbound_id": m.id,
-        "thread_id": m.thread,
-        "rule": rule.name,
-        "channel": m.channel,
-        "from": m.from,
-        "to": m.to,
-        "body": m.body,
-        "received_at": m.received_at,
-    });
-    let mut notice = Notice::new(
-        Some(m.tenant.clone()),
-        EventType::InboundMatched,
-        Subject::Data { data },
-    );
-    // Dated from the first claim (kept on the message), not from its arrival: event streams
-    // resume after the `inbound.received` they saw, which was made later than the arrival.
-    let at = m.progress.first_claimed_at.unwrap_or(m.received_at);
-    notice.id = EventId::derived(at, &format!("inbound.matched:{}", m.id));
-    notice
 }

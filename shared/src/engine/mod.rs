@@ -11,6 +11,7 @@ pub mod followups;
 mod gate;
 pub mod health;
 pub mod inbound;
+mod inbound_events;
 mod inbound_rules;
 pub mod keys;
 pub mod lane_counts;

@@ -1,10 +1,10 @@
 //! The inbound pipeline: every stored inbound message goes `received -> processing ->
 //! processed` (or `failed`), claimed with a lease so that one worker processes it at a time
-//! and a dead worker's message is taken again. Processing runs the tenant's rules
-//! ([`crate::domain::rules`]) and records the decision on the message. Every action is safe
-//! to run twice (patches set values; the auto-reply holds its thread's slot by message id and
-//! is sent with an idempotency key made from it; `inbound.matched` has an id made from it),
-//! so a message processed again after a crash has its effects once.
+//! and a dead worker's message is taken again. Processing announces `inbound.received`, runs
+//! the tenant's rules ([`crate::domain::rules`]) and records the decision on the message.
+//! Every action is safe to run twice (patches set values; the auto-reply holds its thread's
+//! slot by message id and is sent with an idempotency key made from it; the events have ids
+//! made from it), so a message processed again after a crash has its effects once.
 //!
 //! Embedded, [`run`] is woken by [`LocalFeed`] as soon as a message is stored and also polls;
 //! on AWS the `inbound` function takes the queue the feed writes to, and the health checker
@@ -18,6 +18,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
+use super::inbound_events::received_notice;
 use super::media::Downloads;
 use super::Herald;
 use crate::domain::inbound::{InboundClaim, InboundOutcome};
@@ -71,14 +72,17 @@ impl Herald {
             InboundClaim::Missing => return Ok(InboundRun::Missing),
         };
         let attempt = m.progress.attempts;
-        // Claimed more often than it may be tried: each try before died with its worker (a
-        // crash, a timeout) and this one would too.
-        let decided = if attempt > MAX_ATTEMPTS {
-            Err(format!(
+        // Announced by the pipeline, not when it was stored, so a crash between the two
+        // cannot lose the event: in the outbox before the try counts as done.
+        let announced = self.notify_durably(vec![received_notice(&m)]).await;
+        let decided = match announced {
+            Err(e) => Err(failure(&e)),
+            // Claimed more often than it may be tried: each try before died with its worker
+            // (a crash, a timeout) and this one would too.
+            Ok(()) if attempt > MAX_ATTEMPTS => Err(format!(
                 "gave up after {MAX_ATTEMPTS} tries that did not finish"
-            ))
-        } else {
-            self.media_then_decide(&m, attempt >= MAX_ATTEMPTS).await
+            )),
+            Ok(()) => self.media_then_decide(&m, attempt >= MAX_ATTEMPTS).await,
         };
         let run = self.settle(&m, decided).await?;
         let label = match run {

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use base64::Engine;
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
 
 use super::guard::clip;
 use super::{admit, forward, postal, respond, Refusal, Webhooks};
+use crate::domain::inbound::Arrival;
 use crate::domain::inbound_email::{ParsedEmail, Verdicts};
-use crate::domain::{Channel, InboundMessage, MessageId, TenantId};
+use crate::domain::{Channel, InboundMessage, TenantId};
 use crate::gateway::postal::POSTAL;
 use crate::gateway::ses_events::SES;
 
@@ -168,23 +168,17 @@ async fn receive(
                 parsed.attachments.clone(),
             )
             .await?;
-        let message = InboundMessage {
-            id: MessageId::new(),
+        let arrival = Arrival {
             tenant: tenant.clone(),
             channel: Channel::Email,
             gateway: gateway.to_owned(),
             provider_message_id,
             from: parsed.from.clone(),
             to: recipient.to_owned(),
-            body: parsed.new_part.clone(),
-            media_urls: Vec::new(),
-            keyword: None,
-            received_at: Utc::now(),
-            thread: None,
-            progress: Default::default(),
-            email: Some(Box::new(parsed.email.clone())),
-            media,
         };
+        let mut message = InboundMessage::arrived(arrival, parsed.new_part.clone());
+        message.email = Some(Box::new(parsed.email.clone()));
+        message.media = media;
         if webhooks.herald.receive_email(message).await?.repeat {
             forward::withhold("a repeat of an inbound message already stored");
         }

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde_json::Value;
 use tracing::info;
 
 use super::guard::clip;
 use super::{admit, header_str, respond, Refusal, Webhooks};
+use crate::domain::inbound::Arrival;
 use crate::domain::secret::constant_time_eq;
-use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::engine::inbound::KeywordReplies;
 use crate::gateway::telegram::TELEGRAM;
 
@@ -48,8 +49,7 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         return Ok(());
     };
     let text = message["text"].as_str().unwrap_or_default();
-    let inbound = InboundMessage {
-        id: MessageId::new(),
+    let arrival = Arrival {
         tenant: config.tenant.clone(),
         channel: Channel::Telegram,
         gateway: TELEGRAM.into(),
@@ -57,19 +57,16 @@ async fn process(webhooks: &Webhooks, request: Request) -> Result<(), Refusal> {
         provider_message_id: update_id.to_string(),
         from: chat.to_string(),
         to: "bot".into(),
-        body: text.to_owned(),
-        media_urls: Vec::new(),
-        // Bots' commands count as the words: /stop opts out, /start back in.
-        keyword: Keyword::of(text.strip_prefix('/').unwrap_or(text)),
-        received_at: message["date"]
-            .as_i64()
-            .and_then(|d| DateTime::from_timestamp(d, 0))
-            .unwrap_or_else(Utc::now),
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
     };
+    let mut inbound = InboundMessage::arrived(arrival, text.to_owned());
+    // Bots' commands count as the words: /stop opts out, /start back in.
+    inbound.keyword = Keyword::of(text.strip_prefix('/').unwrap_or(text));
+    if let Some(sent) = message["date"]
+        .as_i64()
+        .and_then(|d| DateTime::from_timestamp(d, 0))
+    {
+        inbound.received_at = sent;
+    }
     let received = webhooks
         .herald
         .receive(inbound, &KeywordReplies::default())

@@ -14,6 +14,7 @@ use tracing::info;
 use super::guard::clip;
 use super::signature::twilio_signature;
 use super::{admit, apply, header_str, refuse, respond, Refusal, Webhooks};
+use crate::domain::inbound::Arrival;
 use crate::domain::secret::constant_time_eq;
 use crate::domain::{Channel, InboundMessage, Keyword, MessageId, TenantId};
 use crate::engine::inbound::KeywordReplies;
@@ -163,23 +164,17 @@ async fn process_inbound(webhooks: &Webhooks, request: Request) -> Result<Option
         .filter_map(|i| param(&params, &format!("MediaUrl{i}")).map(str::to_owned))
         .collect();
     let body = field("Body");
-    let message = InboundMessage {
-        id: MessageId::new(),
+    let arrival = Arrival {
         tenant,
         channel: Channel::Sms,
         gateway: TWILIO.into(),
         provider_message_id: sid.to_owned(),
         from: field("From"),
         to,
-        keyword: Keyword::of(&body),
-        body,
-        media_urls,
-        received_at: Utc::now(),
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
     };
+    let mut message = InboundMessage::arrived(arrival, body);
+    message.keyword = Keyword::of(&message.body);
+    message.media_urls = media_urls;
     let received = webhooks.herald.receive(message, &replies).await?;
     if received.repeat {
         super::forward::withhold("a repeat of an inbound message already stored");

@@ -15,8 +15,9 @@ use tracing::info;
 use super::guard::clip;
 use super::signature::hub_signature_256;
 use super::{admit, apply, header_str, refuse, respond, InboundNumber, Refusal, Webhooks};
+use crate::domain::inbound::Arrival;
 use crate::domain::secret::constant_time_eq;
-use crate::domain::{Channel, InboundMessage, Keyword, MessageId};
+use crate::domain::{Channel, InboundMessage, Keyword};
 use crate::gateway::media_fetch::WHATSAPP_MEDIA;
 use crate::gateway::whatsapp::WHATSAPP;
 use crate::ports::{ProviderEvent, ProviderEventKind};
@@ -181,8 +182,7 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
         .and_then(|id| id.as_str())
         .map(|id| vec![format!("{WHATSAPP_MEDIA}{id}")])
         .unwrap_or_default();
-    let inbound = InboundMessage {
-        id: MessageId::new(),
+    let arrival = Arrival {
         tenant: number.tenant.clone(),
         channel: Channel::Whatsapp,
         gateway: WHATSAPP.into(),
@@ -192,15 +192,11 @@ async fn receive(webhooks: &Webhooks, metadata: &Value, message: &Value) -> Resu
             .map(|f| format!("+{}", f.trim_start_matches('+')))
             .unwrap_or_default(),
         to: format!("+{}", to.trim_start_matches('+')),
-        keyword: Keyword::of(&body),
-        body,
-        media_urls,
-        received_at: unix_time(&message["timestamp"]),
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
     };
+    let mut inbound = InboundMessage::arrived(arrival, body);
+    inbound.keyword = Keyword::of(&inbound.body);
+    inbound.media_urls = media_urls;
+    inbound.received_at = unix_time(&message["timestamp"]);
     if webhooks
         .herald
         .receive(inbound, &number.replies)

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use shared::domain::{Channel, InboundMessage, MessageId, TenantId};
+use shared::domain::inbound::Arrival;
+use shared::domain::{Channel, InboundMessage, TenantId};
 use shared::ports::InboundStore;
 use shared::sqlite::SqliteBackend;
 
@@ -18,23 +19,15 @@ const SENDERS: usize = 2_000;
 const TASKS: usize = 32;
 
 fn message(tenant: &TenantId, i: usize) -> InboundMessage {
-    InboundMessage {
-        id: MessageId::new(),
+    let arrival = Arrival {
         tenant: tenant.clone(),
         channel: Channel::Sms,
         gateway: "twilio".into(),
         provider_message_id: format!("SM-bench-{i}"),
         from: format!("+1415555{:04}", i % SENDERS),
         to: "+15557654321".into(),
-        body: format!("Is the flat still free? ({i})"),
-        media_urls: Vec::new(),
-        keyword: None,
-        received_at: chrono::Utc::now(),
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
-    }
+    };
+    InboundMessage::arrived(arrival, format!("Is the flat still free? ({i})"))
 }
 
 async fn record(

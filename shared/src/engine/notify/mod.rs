@@ -26,7 +26,7 @@ use super::Herald;
 use crate::domain::notify::Subject;
 use crate::domain::notify::{EventType, Notice, RetrySchedule, WebhookEndpoint};
 use crate::domain::suppression::Suppression;
-use crate::domain::{Channel, EventKind, InboundMessage, MessageId, TenantId};
+use crate::domain::{Channel, EventKind, MessageId, TenantId};
 use crate::ports::StoreError;
 use crate::ports::{Transition, TransitionOutcome};
 use chrono::{DateTime, Utc};
@@ -225,26 +225,6 @@ impl Herald {
             metrics::counter!("herald_webhook_events_dropped_total").increment(count);
             tracing::error!(error = %e, "events not written to the outbox");
         }
-    }
-
-    /// Announces a message received from a recipient.
-    pub async fn notify_inbound(&self, m: &InboundMessage) {
-        let data = serde_json::json!({
-            "inbound_id": m.id,
-            "channel": m.channel,
-            "from": m.from,
-            "to": m.to,
-            "body": m.body,
-            "media_urls": m.media_urls,
-            "keyword": m.keyword,
-            "received_at": m.received_at,
-        });
-        let n = Notice::new(
-            Some(m.tenant.clone()),
-            EventType::InboundReceived,
-            Subject::Data { data },
-        );
-        self.notify(vec![n]).await;
     }
 
     /// Announces a suppression added (with its entry) or removed, to `tenant`'s endpoints.
