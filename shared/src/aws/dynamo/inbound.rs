@@ -462,37 +462,34 @@ impl InboundStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::inbound::Arrival;
     use crate::domain::inbound_email::InboundEmail;
     use crate::domain::media::MediaId;
     use crate::domain::rules::Decision;
 
     fn message() -> InboundMessage {
-        InboundMessage {
-            id: MessageId::new(),
+        let arrival = Arrival {
             tenant: TenantId::parse("acme").unwrap(),
             channel: Channel::Sms,
             gateway: "twilio".into(),
             provider_message_id: "SM1".into(),
             from: "+14155550100".into(),
             to: "+14155550199".into(),
-            body: "hi".into(),
-            media_urls: vec![],
-            keyword: None,
-            received_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
-            thread: None,
-            progress: InboundProgress::default(),
-            email: Some(Box::new(InboundEmail {
-                subject: Some("Re: hi".into()),
-                in_reply_to: vec!["a@herald".into()],
-                ..Default::default()
-            })),
-            media: vec![MediaItem::stored(
-                MediaId::derive(&TenantId::parse("acme").unwrap(), "twilio", "SM1", 0),
-                "image/png".into(),
-                8,
-                None,
-            )],
-        }
+        };
+        let mut m = InboundMessage::arrived(arrival, "hi".into());
+        m.received_at = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
+        m.email = Some(Box::new(InboundEmail {
+            subject: Some("Re: hi".into()),
+            in_reply_to: vec!["a@herald".into()],
+            ..Default::default()
+        }));
+        m.media = vec![MediaItem::stored(
+            MediaId::derive(&TenantId::parse("acme").unwrap(), "twilio", "SM1", 0),
+            "image/png".into(),
+            8,
+            None,
+        )];
+        m
     }
 
     #[test]
