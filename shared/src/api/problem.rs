@@ -101,6 +101,16 @@ impl Problem {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
+    /// Another worker is doing this very thing: not a failure, so logged as a note.
+    pub fn busy(what: impl std::fmt::Display) -> Problem {
+        tracing::info!(%what, "busy; the caller retries");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "another request is applying this; retry later",
+        )
+    }
+
     pub fn unavailable(e: impl std::fmt::Display) -> Problem {
         tracing::error!(error = %e, "store unavailable");
         Problem::new(
@@ -127,7 +137,10 @@ impl IntoResponse for Problem {
 
 impl From<crate::ports::StoreError> for Problem {
     fn from(e: crate::ports::StoreError) -> Problem {
-        Problem::unavailable(e)
+        match e {
+            crate::ports::StoreError::Busy(what) => Problem::busy(what),
+            e => Problem::unavailable(e),
+        }
     }
 }
 

@@ -209,6 +209,7 @@ fn failure(e: &StoreError) -> String {
     match e {
         StoreError::Unavailable(_) => "store_unavailable".into(),
         StoreError::Corrupt(_) => "stored_data_corrupt".into(),
+        StoreError::Busy(_) => "busy".into(),
     }
 }
 

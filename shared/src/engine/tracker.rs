@@ -327,7 +327,7 @@ pub(crate) const EVENT_LEASE: Duration = Duration::from_secs(30);
 
 /// The answer to a redelivery while another claim on it runs: retry later.
 pub(crate) fn being_applied(source: &str, id: &str) -> StoreError {
-    StoreError::Unavailable(format!(
+    StoreError::Busy(format!(
         "{source} event {id} is being applied by another delivery; retry later"
     ))
 }

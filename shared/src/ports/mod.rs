@@ -57,4 +57,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another worker holds what this needed (a provider event it is applying): nothing is
+    /// wrong with the store, and a retry after a while goes through.
+    #[error("busy: {0}")]
+    Busy(String),
 }

@@ -138,7 +138,7 @@ pub enum Refusal {
     Malformed(String),
     #[error("too many requests")]
     RateLimited(Duration),
-    #[error("store unavailable: {0}")]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 
@@ -168,8 +168,8 @@ impl IntoResponse for Refusal {
                 }
                 r
             }
-            Refusal::Store(_) => {
-                let mut r = Problem::unavailable(detail).into_response();
+            Refusal::Store(e) => {
+                let mut r = Problem::from(e).into_response();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
                 r
@@ -296,6 +296,9 @@ fn log_refusal(source: &'static str, refusal: &Refusal) {
         Refusal::Malformed(reason) => {
             warn!(source, reason = %guard::clip(reason), "malformed webhook")
         }
+        Refusal::Store(StoreError::Busy(what)) => {
+            info!(source, %what, "webhook held: another delivery of it is being applied")
+        }
         Refusal::Store(e) => warn!(source, error = %e, "webhook not applied: store unavailable"),
         other => info!(source, refusal = %other, "webhook refused"),
     }
@@ -346,6 +349,7 @@ fn ok() -> Response {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::sync::Arc;
 
     use axum::body::Body;
@@ -357,6 +361,7 @@ mod tests {
 
     use super::{guarded, Webhooks, WebhooksConfig};
     use crate::embedded::{Embedded, EmbeddedConfig};
+    use crate::ports::StoreError;
 
     async fn panicking() -> StatusCode {
         panic!("a handler bug")
@@ -376,9 +381,33 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let content_type = response.headers()["content-type"].clone();
         assert_eq!(content_type, "application/problem+json");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let problem = problem_of(response).await;
         assert_eq!(problem["type"], "https://herald.dev/problems/internal");
         embedded.shutdown().await;
+    }
+    async fn problem_of(response: axum::response::Response) -> serde_json::Value {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// A redelivery while another applies the event is told to come back (503 with a
+    /// `Retry-After`), as "busy", not as a store that is down.
+    #[tokio::test]
+    async fn an_event_being_applied_is_busy_not_unavailable() {
+        use axum::response::IntoResponse;
+        let busy = StoreError::Busy("sns event n-1 is being applied".into());
+        let response = super::Refusal::Store(busy).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let problem = problem_of(response).await;
+        assert_eq!(problem["type"], "https://herald.dev/problems/busy");
+
+        let down = StoreError::Unavailable("disk I/O error".into());
+        let problem = problem_of(super::Refusal::Store(down).into_response()).await;
+        assert_eq!(
+            problem["type"],
+            "https://herald.dev/problems/store-unavailable"
+        );
+        assert!(!problem.to_string().contains("disk"), "{problem}");
     }
 }
