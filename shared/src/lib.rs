@@ -6,6 +6,7 @@ pub mod ports;
 
 pub mod api;
 pub mod console;
+pub mod detached;
 pub mod engine;
 pub mod gateway;
 pub mod limiter;

@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use shared::api::problem::Problem;
+use shared::detached::run_detached;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -101,8 +102,9 @@ pub async fn serve(
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
-    // Dropped after the grace: that ends the requests whose client left that still run then.
-    let (abandon, abandoned) = watch::channel(false);
+    // Never sent: dropped after the grace, which ends the requests whose client left that
+    // still run then.
+    let (abandon, abandoned) = watch::channel(());
     let (mut tasks, slots) = accept_loop(listener, router, limits, stop, abandoned).await;
     let open = tasks.len();
     let every_slot = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
@@ -133,7 +135,7 @@ async fn accept_loop(
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-    abandoned: watch::Receiver<bool>,
+    abandoned: watch::Receiver<()>,
 ) -> (JoinSet<()>, Arc<Semaphore>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let live = Arc::new(Live::default());
@@ -197,7 +199,7 @@ struct Conn {
     router: Router,
     limits: Limits,
     slot: Arc<OwnedSemaphorePermit>,
-    abandoned: watch::Receiver<bool>,
+    abandoned: watch::Receiver<()>,
 }
 
 impl Conn {
@@ -270,26 +272,21 @@ async fn answer(
     req: Request<Incoming>,
     peer: SocketAddr,
     limits: Limits,
-    (slot, mut abandoned): (Arc<OwnedSemaphorePermit>, watch::Receiver<bool>),
+    (slot, mut abandoned): (Arc<OwnedSemaphorePermit>, watch::Receiver<()>),
 ) -> Response {
     if req.method().is_safe() {
         return answer_within_limits(router, req, peer, &limits).await;
     }
-    let detached = tokio::spawn(async move {
+    let answering = async move {
         let _slot = slot;
         tokio::select! {
             biased;
             // The stop's grace is over: dropped, as a connection still open then is.
-            _ = abandoned.wait_for(|gone| *gone) => stopping(),
+            _ = abandoned.changed() => stopping(),
             res = answer_within_limits(router, req, peer, &limits) => res,
         }
-    });
-    match detached.await {
-        Ok(res) => res,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only a runtime that is shutting down cancels a task.
-        Err(_) => stopping(),
-    }
+    };
+    run_detached(answering).await.unwrap_or_else(|_| stopping())
 }
 
 fn stopping() -> Response {

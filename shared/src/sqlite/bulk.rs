@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use rusqlite::types::{FromSqlError, ValueRef};
 use rusqlite::{params, OptionalExtension};
-use tracing::Instrument;
 
 use super::inserts::insert_messages;
 use super::messages::{find_key, insert_key};
 use super::pool::URGENT_RANKS;
 use super::SqliteBackend;
+use crate::detached::run_detached;
 use crate::domain::{packed, BulkJob, NewMessage};
 use crate::ports::{AcceptOutcome, BulkSummary, IdempotencyRecord, StoreError};
 
@@ -56,13 +56,9 @@ impl SqliteBackend {
     ) -> Result<AcceptOutcome, StoreError> {
         let backend = self.clone();
         let writing = async move { backend.store_and_write_bulk(job, idempotency).await };
-        // In the request's span (its logs keep the request id); a panic stays a panic, for
-        // the API's panic layer to answer, as it would have in the request's own task.
-        match tokio::spawn(writing.in_current_span()).await {
-            Ok(stored) => stored,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Unavailable("bulk accept cancelled".into())),
-        }
+        run_detached(writing)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("bulk accept cancelled".into())))
     }
 
     async fn store_and_write_bulk(
