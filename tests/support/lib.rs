@@ -265,15 +265,14 @@ impl TestServer {
         timeout: Duration,
         done: impl Fn(&str) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.get(&format!("/v1/messages/{id}")).await;
-            assert_eq!(r.status, StatusCode::OK, "GET message: {}", r.body);
-            if done(r.body["status"].as_str().unwrap_or("")) || Instant::now() > deadline {
-                return r.body;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let path = format!("/v1/messages/{id}");
+        let (r, _) = self
+            .poll(&path, timeout, |r| {
+                assert_eq!(r.status, StatusCode::OK, "GET message: {}", r.body);
+                done(r.body["status"].as_str().unwrap_or(""))
+            })
+            .await;
+        r.body
     }
 
     /// Polls `GET path` until `done(reply)` holds (up to `timeout`); returns that reply, or
@@ -285,19 +284,33 @@ impl TestServer {
         timeout: Duration,
         done: impl Fn(&Reply) -> bool,
     ) -> Reply {
+        let (r, held) = self.poll(path, timeout, done).await;
+        assert!(
+            held,
+            "GET {path} never showed {what} within {timeout:?}; last reply {}: {:#}",
+            r.status, r.body
+        );
+        r
+    }
+
+    /// `GET path` every 20 ms until `done(reply)` holds or `timeout` passes: the last reply,
+    /// and whether it held.
+    async fn poll(
+        &self,
+        path: &str,
+        timeout: Duration,
+        done: impl Fn(&Reply) -> bool,
+    ) -> (Reply, bool) {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.get(path).await;
             if done(&r) {
-                return r;
+                return (r, true);
             }
-            assert!(
-                Instant::now() < deadline,
-                "GET {path} never showed {what} within {timeout:?}; last reply {}: {:#}",
-                r.status,
-                r.body
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            if Instant::now() > deadline {
+                return (r, false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
