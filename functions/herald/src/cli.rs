@@ -140,8 +140,9 @@ pub struct ServeArgs {
     /// [default: 1024, less if the open-file limit leaves less room]
     #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
-    /// Accept and store only: no lane workers hand messages over (to load a backlog, or to
-    /// hold sends during maintenance; they go when a server runs without this flag).
+    /// Accept and store only: no lane workers hand messages over and no inbound message is
+    /// processed or announced (to load a backlog, or to hold sends during maintenance; they go
+    /// when a server runs without this flag).
     #[arg(long, env = "HERALD_NO_WORKERS")]
     pub no_workers: bool,
 }

@@ -288,6 +288,10 @@ pub async fn suppression(herald: &Herald, event: SqsEvent) -> SqsBatchResponse {
             Ok(Notified::Parked) => {
                 tracing::info!(sns_message_id = %sns_id, "SES event parked until its message is recorded as sent");
             }
+            Err(StoreError::Busy(what)) => {
+                tracing::info!(%what, "SES event being applied by another delivery; it comes back");
+                response.add_failure(id);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "SES event not applied; it comes back");
                 response.add_failure(id);

@@ -72,11 +72,8 @@ impl Herald {
             InboundClaim::Missing => return Ok(InboundRun::Missing),
         };
         let attempt = m.progress.attempts;
-        // Announced by the pipeline, not when it was stored, so a crash between the two
-        // cannot lose the event: in the outbox before the try counts as done.
-        let announced = self.notify_durably(vec![received_notice(&m)]).await;
-        let decided = match announced {
-            Err(e) => Err(failure(&e)),
+        let decided = match self.announce_received(&m, attempt >= MAX_ATTEMPTS).await {
+            Err(e) => Err(e),
             // Claimed more often than it may be tried: each try before died with its worker
             // (a crash, a timeout) and this one would too.
             Ok(()) if attempt > MAX_ATTEMPTS => Err(format!(
@@ -92,6 +89,22 @@ impl Herald {
         };
         metrics::counter!("herald_inbound_processed_total", "result" => label).increment(1);
         Ok(run)
+    }
+
+    /// Announces `inbound.received`: from the pipeline, not when the message was stored, so a
+    /// crash between the two cannot lose the event; in the outbox before the try counts as
+    /// done. An outbox that fails fails the try, except the last: the message's rules, relay
+    /// and replies matter more than its event, which is then counted as dropped.
+    async fn announce_received(&self, m: &InboundMessage, last_try: bool) -> Result<(), String> {
+        let Err(e) = self.notify_durably(vec![received_notice(m)]).await else {
+            return Ok(());
+        };
+        if !last_try {
+            return Err(failure(&e));
+        }
+        metrics::counter!("herald_webhook_events_dropped_total").increment(1);
+        tracing::error!(tenant = %m.tenant, inbound = %m.id, error = %e, "inbound.received not announced on the last try; processing goes on without it");
+        Ok(())
     }
 
     /// Downloads the message's media, then runs the rules. A download that failed for now

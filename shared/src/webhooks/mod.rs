@@ -169,7 +169,11 @@ impl IntoResponse for Refusal {
                 r
             }
             Refusal::Store(e) => {
+                let busy = matches!(e, StoreError::Busy(_));
                 let mut r = Problem::from(e).into_response();
+                if busy {
+                    r.extensions_mut().insert(Busy);
+                }
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
                 r
@@ -214,6 +218,11 @@ async fn admit(request: Request) -> Result<Admitted, Refusal> {
     })
 }
 
+/// Marks the answer to a redelivery while its event is being applied (a 503 like an outage,
+/// counted apart from one).
+#[derive(Debug, Clone, Copy)]
+struct Busy;
+
 /// Marks a request whose client has no failed verifications left.
 #[derive(Debug, Clone, Copy)]
 struct Suspect;
@@ -232,7 +241,7 @@ async fn count_failures(
     }
     let source = webhook_source(request.uri().path());
     let response = next.run(request).await;
-    crate::telemetry::webhook_received(&source, verdict(response.status()));
+    crate::telemetry::webhook_received(&source, verdict(&response));
     if response.status() != StatusCode::UNAUTHORIZED {
         return response;
     }
@@ -252,8 +261,11 @@ fn webhook_source(path: &str) -> String {
 }
 
 /// A webhook's verdict, from the answer it got.
-fn verdict(status: StatusCode) -> &'static str {
-    match status.as_u16() {
+fn verdict(response: &Response) -> &'static str {
+    if response.extensions().get::<Busy>().is_some() {
+        return "busy";
+    }
+    match response.status().as_u16() {
         200..=299 => "accepted",
         401 => "bad_signature",
         404 => "not_configured",
@@ -296,9 +308,8 @@ fn log_refusal(source: &'static str, refusal: &Refusal) {
         Refusal::Malformed(reason) => {
             warn!(source, reason = %guard::clip(reason), "malformed webhook")
         }
-        Refusal::Store(StoreError::Busy(what)) => {
-            info!(source, %what, "webhook held: another delivery of it is being applied")
-        }
+        // Logged as a note where it is answered (`Problem::busy`).
+        Refusal::Store(StoreError::Busy(_)) => {}
         Refusal::Store(e) => warn!(source, error = %e, "webhook not applied: store unavailable"),
         other => info!(source, refusal = %other, "webhook refused"),
     }
@@ -399,6 +410,11 @@ mod tests {
         let response = super::Refusal::Store(busy).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()["retry-after"], "5");
+        assert_eq!(
+            super::verdict(&response),
+            "busy",
+            "not counted as an outage"
+        );
         let problem = problem_of(response).await;
         assert_eq!(problem["type"], "https://herald.dev/problems/busy");
 
