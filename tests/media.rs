@@ -52,6 +52,8 @@ async fn start(provider: &MockServer, retention_days: u32) -> (TestServer, Strin
         cfg.gateways = serde_json::from_value(gateways).unwrap();
         cfg.engine.media.max_file_bytes = 64 * 1024;
         cfg.engine.media.retention_days = retention_days;
+        cfg.engine.notify.policy.allow_loopback = true;
+        cfg.engine.notify.poll = Duration::from_millis(20);
     })
     .await
 }
@@ -108,6 +110,11 @@ async fn mms_files_are_downloaded_checked_and_served_to_their_tenant_only() {
         .await;
     serve(&provider, &media("ME4"), file(PNG, "image/png")).await;
     let (s, hooks) = start(&provider, 90).await;
+    let rx = herald_tests::receiver::Receiver::start("");
+    let ep = json!({ "url": rx.url, "event_types": ["inbound.received"] });
+    let ep = s.post("/v1/webhook-endpoints", &ep).await;
+    assert_eq!(ep.status, StatusCode::CREATED, "{}", ep.body);
+    rx.trust(&[ep.body["secret"].as_str().unwrap()]);
     let urls: Vec<String> = ["ME1", "ME2", "ME3", "ME4"]
         .iter()
         .map(|n| format!("{}{}", provider.uri(), media(n)))
@@ -139,6 +146,11 @@ async fn mms_files_are_downloaded_checked_and_served_to_their_tenant_only() {
         .collect();
     assert_eq!(states(&m), want, "{m:#}");
     assert!(m["attempts"].as_u64().unwrap() >= 2, "tried again: {m:#}");
+    // Each try announced `inbound.received`, with the same id: delivered once.
+    let got = rx.wait_for("inbound.received", |r| !r.is_empty()).await;
+    assert_eq!(got[0]["body"]["data"]["inbound_id"], m["id"], "{got:#?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.requests().len(), 1, "{:#?}", rx.requests());
 
     let url = m["media"][0]["url"].as_str().unwrap().to_owned();
     let got = s
