@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use herald_tests::conversation::{patch, sms_in, start, start_tuned, ACME_NUMBER, ANN};
-use herald_tests::shared::domain::inbound::{Arrival, InboundClaim};
-use herald_tests::shared::domain::{Channel, InboundMessage, MessageId, TenantId};
+use herald_tests::shared::domain::inbound::InboundClaim;
+use herald_tests::shared::domain::{MessageId, TenantId};
+use herald_tests::shared::ports::contract::inbound;
 use herald_tests::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -384,15 +385,11 @@ async fn a_message_stored_before_a_crash_is_announced_once() {
     set_up(&s).await;
     let rx = receiver_of(&s, &["inbound.received", "inbound.matched"]).await;
     let acme = TenantId::parse("acme").unwrap();
-    let arrival = Arrival {
-        tenant: acme.clone(),
-        channel: Channel::Sms,
-        gateway: "twilio".into(),
-        provider_message_id: "SM-c1".into(),
-        from: CAROL.into(),
-        to: ACME_NUMBER.into(),
-    };
-    let message = InboundMessage::arrived(arrival, "urgent: call me".into());
+    let mut message = inbound(&acme, "SM-c1", "urgent: call me");
+    // Carol's text to acme's number, with no media to fetch.
+    message.from = CAROL.into();
+    message.to = ACME_NUMBER.into();
+    message.media_urls.clear();
     // Stored as the provider webhook stores it; the process dies right after.
     let herald = &s.embedded.herald;
     let policy = herald.thread_policy(&acme).await.unwrap();

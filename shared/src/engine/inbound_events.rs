@@ -19,16 +19,11 @@ pub(super) fn received_notice(m: &InboundMessage) -> Notice {
         "keyword": m.keyword,
         "received_at": m.received_at,
     });
-    let mut notice = Notice::new(
-        Some(m.tenant.clone()),
-        EventType::InboundReceived,
-        Subject::Data { data },
-    );
-    notice.id = EventId::derived(announced_at(m), &format!("inbound.received:{}", m.id));
-    notice
+    event_of(m, EventType::InboundReceived, data, 0)
 }
 
-/// `inbound.matched`: the message and the rule that holds for it.
+/// `inbound.matched`: the message and the rule that holds for it, a millisecond after
+/// `inbound.received`, so the two sort (and stream) in that order.
 pub(super) fn matched_notice(m: &InboundMessage, rule: &InboundRule) -> Notice {
     let data = serde_json::json!({
         "inbound_id": m.id,
@@ -40,41 +35,29 @@ pub(super) fn matched_notice(m: &InboundMessage, rule: &InboundRule) -> Notice {
         "body": m.body,
         "received_at": m.received_at,
     });
-    let mut notice = Notice::new(
-        Some(m.tenant.clone()),
-        EventType::InboundMatched,
-        Subject::Data { data },
-    );
-    // A millisecond after `inbound.received`, so the two sort (and stream) in that order.
-    let at = announced_at(m) + chrono::Duration::milliseconds(1);
-    notice.id = EventId::derived(at, &format!("inbound.matched:{}", m.id));
-    notice
+    event_of(m, EventType::InboundMatched, data, 1)
 }
 
-/// When a message's events are dated: its first claim (kept on the message, so every try
-/// dates them alike), not its arrival. Event streams resume after the last event they saw,
-/// and an event dated at arrival but stored after a later one would be passed over.
-fn announced_at(m: &InboundMessage) -> chrono::DateTime<chrono::Utc> {
-    m.progress.first_claimed_at.unwrap_or(m.received_at)
+/// An event of `m`'s with an id made from the message and `kind`, dated `after_ms` past its
+/// first claim (kept on the message, so every try dates it alike), not its arrival: event
+/// streams resume after the last event they saw, and an event dated at arrival but stored
+/// after a later one would be passed over.
+fn event_of(m: &InboundMessage, kind: EventType, data: serde_json::Value, after_ms: i64) -> Notice {
+    let mut notice = Notice::new(Some(m.tenant.clone()), kind, Subject::Data { data });
+    let first_claim = m.progress.first_claimed_at.unwrap_or(m.received_at);
+    let at = first_claim + chrono::Duration::milliseconds(after_ms);
+    notice.id = EventId::derived(at, &format!("{}:{}", kind.as_str(), m.id));
+    notice
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::domain::inbound::Arrival;
-    use crate::domain::{Channel, TenantId};
+    use crate::ports::contract::{inbound, tenant};
 
     fn claimed(first_claimed_at: i64) -> InboundMessage {
-        let arrival = Arrival {
-            tenant: TenantId::parse("acme").unwrap(),
-            channel: Channel::Sms,
-            gateway: "twilio".into(),
-            provider_message_id: "SM1".into(),
-            from: "+14155550100".into(),
-            to: "+14155550199".into(),
-        };
-        let mut m = InboundMessage::arrived(arrival, "urgent".into());
+        let mut m = inbound(&tenant("acme"), "SM1", "urgent");
         m.progress.first_claimed_at = chrono::DateTime::from_timestamp_millis(first_claimed_at);
         m
     }

@@ -1181,25 +1181,20 @@ pub async fn provider_events_park_until_taken<S: EventLog>(log: &S) {
 }
 
 pub fn inbound(t: &TenantId, provider_id: &str, body: &str) -> crate::domain::InboundMessage {
-    crate::domain::InboundMessage {
-        id: MessageId::new(),
+    let arrival = crate::domain::inbound::Arrival {
         tenant: t.clone(),
         channel: Channel::Sms,
         gateway: "twilio".into(),
         provider_message_id: provider_id.into(),
         from: "+15005550006".into(),
         to: "+15557654321".into(),
-        body: body.into(),
-        media_urls: vec!["https://api.twilio.com/media/ME1".into()],
-        keyword: crate::domain::Keyword::of(body),
-        // Stores keep milliseconds.
-        received_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-            .unwrap(),
-        thread: None,
-        progress: Default::default(),
-        email: None,
-        media: Vec::new(),
-    }
+    };
+    let mut m = crate::domain::InboundMessage::arrived(arrival, body.into());
+    m.media_urls = vec!["https://api.twilio.com/media/ME1".into()];
+    m.keyword = crate::domain::Keyword::of(body);
+    // Stores keep milliseconds.
+    m.received_at = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    m
 }
 
 pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundStore>(store: &S) {

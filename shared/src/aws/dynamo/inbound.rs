@@ -462,21 +462,12 @@ impl InboundStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::inbound::Arrival;
     use crate::domain::inbound_email::InboundEmail;
     use crate::domain::media::MediaId;
     use crate::domain::rules::Decision;
 
     fn message() -> InboundMessage {
-        let arrival = Arrival {
-            tenant: TenantId::parse("acme").unwrap(),
-            channel: Channel::Sms,
-            gateway: "twilio".into(),
-            provider_message_id: "SM1".into(),
-            from: "+14155550100".into(),
-            to: "+14155550199".into(),
-        };
-        let mut m = InboundMessage::arrived(arrival, "hi".into());
+        let mut m = crate::ports::contract::inbound(&TenantId::parse("acme").unwrap(), "SM1", "hi");
         m.received_at = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
         m.email = Some(Box::new(InboundEmail {
             subject: Some("Re: hi".into()),
