@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::info;
 
@@ -108,7 +109,11 @@ impl Herald {
             .await?
         {
             EventClaim::First(token) => {
-                if let Err(e) = self.apply_keyword(&message, keyword).await {
+                let applied = async {
+                    let at = self.keyword_time(&message, repeat).await?;
+                    self.apply_keyword(&message, keyword, at).await
+                };
+                if let Err(e) = applied.await {
                     self.events.release_event("keyword", &key, token).await?;
                     return Err(e);
                 }
@@ -181,10 +186,31 @@ impl Herald {
         Ok(None)
     }
 
+    /// When a keyword was sent, as far as Herald knows: when its message was first stored. A
+    /// retry of a keyword whose effect a crash left unmarked (a provider may retry for days)
+    /// takes effect as of then, so it cannot undo a later keyword of the same sender.
+    async fn keyword_time(
+        &self,
+        message: &InboundMessage,
+        repeat: bool,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        if !repeat {
+            return Ok(message.received_at);
+        }
+        let first = self
+            .inbound
+            .first_received_at(&message.gateway, &message.provider_message_id)
+            .await?;
+        Ok(first.unwrap_or(message.received_at))
+    }
+
+    /// Applies a keyword sent `at`: STOP opts the sender out as of then, and START lifts only
+    /// an opt-out made no later than it.
     async fn apply_keyword(
         &self,
         message: &InboundMessage,
         keyword: Keyword,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let channel = message.channel;
         let Some(opt_out) = opt_out_reason(channel) else {
@@ -210,7 +236,7 @@ impl Herald {
                         "{}:{}",
                         message.gateway, message.provider_message_id
                     )),
-                    created_at: message.received_at,
+                    created_at: at,
                     expires_at: None,
                 };
                 self.suppressions
@@ -219,9 +245,12 @@ impl Herald {
                 self.audit_suppression(&message.tenant, AuditAction::SuppressionAdded, &entry)
                     .await;
             }
-            // START undoes an opt-out only.
+            // START undoes an opt-out only, and not one sent after it (stores keep milliseconds).
             Keyword::Start => match existing {
-                Some(entry) if entry.reason == opt_out => {
+                Some(entry)
+                    if entry.reason == opt_out
+                        && entry.created_at.timestamp_millis() <= at.timestamp_millis() =>
+                {
                     info!(tenant = %message.tenant, channel = channel.as_str(), "opt-in by keyword");
                     self.suppressions
                         .delete_suppression(&scope, channel, &address)
@@ -308,6 +337,55 @@ mod tests {
         purge_once(&herald).await;
         assert!(herald.receive(start, &replies).await.unwrap().repeat);
         assert!(opted_out().await, "the replayed START changed nothing");
+        embedded.shutdown().await;
+    }
+
+    /// A START applied by a try that died before marking it, then a STOP, then the START's
+    /// retry: the retry takes effect as of the START's first arrival, before the STOP, so the
+    /// STOP holds (as the sender meant).
+    #[tokio::test]
+    async fn a_start_retried_after_a_later_stop_does_not_lift_it() {
+        let (_dir, embedded) = started().await;
+        let herald = embedded.herald.clone();
+        let acme = tenant("acme");
+        let replies = KeywordReplies::default();
+        herald
+            .receive(inbound(&acme, "SM-stop-1", "STOP"), &replies)
+            .await
+            .unwrap();
+        let mut start = inbound(&acme, "SM-start", "START");
+        start.received_at -= chrono::Duration::seconds(1);
+        let scope = Scope::Tenant(acme.clone());
+        // The try that died: the START stored, claimed and applied, never marked.
+        let policy = Default::default();
+        assert!(herald
+            .inbound
+            .record_inbound(&start, &policy)
+            .await
+            .unwrap());
+        let key = format!("{}:{}", start.gateway, start.provider_message_id);
+        let claimed = herald.events.claim_event("keyword", &key, EVENT_LEASE);
+        assert!(matches!(claimed.await.unwrap(), EventClaim::First(_)));
+        let lifted = herald
+            .suppressions
+            .delete_suppression(&scope, Channel::Sms, &start.from);
+        lifted.await.unwrap();
+        herald
+            .receive(inbound(&acme, "SM-stop-2", "STOP"), &replies)
+            .await
+            .unwrap();
+        let lease_over = EVENT_LEASE + Duration::from_secs(1);
+        embedded.backend.age_seen_events(lease_over).await.unwrap();
+
+        // The provider's retry, built by the webhook as it arrives: received now.
+        let retry = inbound(&acme, "SM-start", "START");
+        assert!(herald.receive(retry, &replies).await.unwrap().repeat);
+        let entry = herald
+            .suppressions
+            .get_suppression(&scope, Channel::Sms, &start.from)
+            .await
+            .unwrap();
+        assert!(entry.is_some(), "the later STOP still holds");
         embedded.shutdown().await;
     }
 

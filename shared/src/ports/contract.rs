@@ -1206,6 +1206,7 @@ pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundS
         .unwrap());
     let retry = crate::domain::InboundMessage {
         id: MessageId::new(),
+        received_at: first.received_at + chrono::Duration::minutes(5),
         ..first.clone()
     };
     assert!(
@@ -1215,6 +1216,14 @@ pub async fn inbound_messages_are_stored_once_and_paged_newest_first<S: InboundS
             .unwrap(),
         "the provider's retry of the same message"
     );
+    let first_stored = store.first_received_at(&first.gateway, "SM-1").await;
+    assert_eq!(
+        first_stored.unwrap(),
+        Some(first.received_at),
+        "not the retry's time"
+    );
+    let never = store.first_received_at(&first.gateway, "SM-none").await;
+    assert_eq!(never.unwrap(), None);
     let mut ids = vec![first.id];
     for n in 2..=5 {
         let m = inbound(&acme, &format!("SM-{n}"), "hello");

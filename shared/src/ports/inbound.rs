@@ -25,6 +25,13 @@ pub trait InboundStore: Send + Sync + 'static {
         message: &InboundMessage,
         policy: &ThreadPolicy,
     ) -> Result<bool, StoreError>;
+    /// When the message `(gateway, provider_message_id)` was first stored, if it is: a retry's
+    /// keyword takes effect as of then, not as of its redelivery.
+    async fn first_received_at(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// A tenant's messages, newest first, older than `before` when given.
     async fn list_inbound(
         &self,

@@ -207,6 +207,25 @@ impl InboundStore for SqliteBackend {
             .await
     }
 
+    async fn first_received_at(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let key = (gateway.to_owned(), provider_message_id.to_owned());
+        let at: Option<i64> = self
+            .readers
+            .lookup(move |conn| {
+                conn.prepare_cached(
+                    "SELECT received_at FROM inbound WHERE gateway = ?1 AND provider_message_id = ?2",
+                )?
+                .query_row(params![key.0, key.1], |r| r.get(0))
+                .optional()
+            })
+            .await?;
+        Ok(at.and_then(DateTime::from_timestamp_millis))
+    }
+
     async fn inbound_message(
         &self,
         tenant: &TenantId,

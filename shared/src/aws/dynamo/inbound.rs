@@ -299,6 +299,35 @@ impl InboundStore for DynamoStore {
         query_up_to(query, limit, from_item).await
     }
 
+    /// The marker names the message; two reads, on a retry's rare path only.
+    async fn first_received_at(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(marker_pk(gateway, provider_message_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(marker) = out.item else {
+            return Ok(None);
+        };
+        let corrupt = |what: String| StoreError::Corrupt(format!("inbound marker: {what}"));
+        let (tenant, id) = (get_s(&marker, "tenant")?, get_s(&marker, "id")?);
+        let tenant =
+            TenantId::parse(tenant).map_err(|e| corrupt(format!("tenant {tenant}: {e}")))?;
+        let id = MessageId::parse(id).ok_or_else(|| corrupt(format!("id {id}")))?;
+        Ok(self
+            .inbound_message(&tenant, id)
+            .await?
+            .map(|m| m.received_at))
+    }
+
     async fn inbound_message(
         &self,
         tenant: &TenantId,
