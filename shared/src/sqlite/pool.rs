@@ -5,7 +5,8 @@
 //! does not pay one commit per message. Jobs wait in one queue per priority rank and the
 //! writer drains the highest rank first: P0 work is never stuck behind a bulk backlog. A
 //! priority-lane job that arrives while a group of bulk work runs ends that group after the
-//! job in progress, so it waits behind one batch, not a whole group.
+//! job in progress, so it waits behind one batch, not a whole group; and a group that starts
+//! with priority-lane jobs takes no bulk work after them, so their commit waits for none.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -28,6 +29,9 @@ pub(crate) const URGENT_RANKS: usize = 3;
 /// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
 /// so they never cut a group short.
 pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
+/// Urgent-only groups in a row, while other jobs wait, after which a group with urgent jobs
+/// takes other jobs too, as far as the weight budget allows.
+const MAX_URGENT_ONLY_GROUPS: usize = 8;
 /// WAL pages past which the writer checkpoints after a commit (SQLite's own default) when no
 /// urgent job waits, and past which it checkpoints anyway, so a stream of urgent jobs that never
 /// pauses cannot grow the WAL without bound.
@@ -333,6 +337,7 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<
 }
 
 fn writer_loop(shared: &Shared, conn: Connection) {
+    let mut taker = Taker::default();
     loop {
         let mut group = {
             let mut q = shared.queues.lock();
@@ -342,7 +347,7 @@ fn writer_loop(shared: &Shared, conn: Connection) {
             if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
                 return;
             }
-            let group = take_group(shared, &mut q.ranks);
+            let group = taker.next(shared, &mut q.ranks);
             crate::telemetry::writer_queue(q.ranks.iter().map(VecDeque::len).sum());
             group
         };
@@ -372,11 +377,41 @@ fn put_back_unrun(shared: &Shared, mut group: Group, ran: usize) -> Vec<Box<dyn 
     group.jobs
 }
 
-/// The next group: highest rank first, up to the weight budget (always at least one job).
-fn take_group(shared: &Shared, ranks: &mut [VecDeque<Box<dyn Job>>; RANKS]) -> Group {
+/// Takes the groups, counting the urgent-only ones in a row that left other jobs waiting.
+#[derive(Default)]
+struct Taker {
+    urgent_only: usize,
+}
+
+impl Taker {
+    fn next(&mut self, shared: &Shared, ranks: &mut [VecDeque<Box<dyn Job>>; RANKS]) -> Group {
+        let group = take_group(shared, ranks, self.urgent_only < MAX_URGENT_ONLY_GROUPS);
+        let others_taken = group.ranks.last().is_some_and(|r| *r >= URGENT_RANKS);
+        let others_wait = ranks[URGENT_RANKS..].iter().any(|r| !r.is_empty());
+        self.urgent_only = if others_wait && !others_taken {
+            self.urgent_only + 1
+        } else {
+            0
+        };
+        group
+    }
+}
+
+/// The next group: highest rank first, up to the weight budget (always at least one job). A
+/// group with urgent jobs takes no other job, so they wait for no bulk work to run before their
+/// commit, unless `urgent_alone` is false (so that a stream of urgent jobs cannot hold bulk
+/// work back for good).
+fn take_group(
+    shared: &Shared,
+    ranks: &mut [VecDeque<Box<dyn Job>>; RANKS],
+    urgent_alone: bool,
+) -> Group {
     let mut group = Group::default();
     let mut weight = 0;
     for (rank, queue) in ranks.iter_mut().enumerate() {
+        if rank >= URGENT_RANKS && urgent_alone && group.is_urgent() {
+            return group;
+        }
         while let Some(job) = queue.front() {
             if !group.jobs.is_empty() && weight + job.weight() > MAX_WEIGHT_PER_COMMIT {
                 return group;
@@ -400,6 +435,11 @@ struct Group {
 }
 
 impl Group {
+    /// Whether it starts with an urgent job (ranks are taken in order).
+    fn is_urgent(&self) -> bool {
+        self.ranks.first().is_some_and(|r| *r < URGENT_RANKS)
+    }
+
     /// Whether the job at `at` runs in this group: every job does, but an urgent job queued
     /// meanwhile ends the group before the next non-urgent one.
     fn runs_before_urgent(&self, at: usize, urgent: &AtomicUsize) -> bool {
@@ -482,6 +522,52 @@ mod tests {
     use std::time::Duration;
 
     use rusqlite::StatementStatus;
+
+    /// A queued job of `rank` that writes nothing.
+    fn queue_noop(ranks: &mut [std::collections::VecDeque<Box<dyn super::Job>>], rank: usize) {
+        let (reply, _) = tokio::sync::oneshot::channel::<Result<(), crate::ports::StoreError>>();
+        ranks[rank].push_back(Box::new(super::TypedJob {
+            weight: 1,
+            work: |_: &rusqlite::Connection| Ok(()),
+            result: None,
+            reply,
+        }));
+    }
+
+    #[test]
+    fn urgent_jobs_commit_without_bulk_work_but_cannot_hold_it_back_for_good() {
+        use super::{Taker, MAX_URGENT_ONLY_GROUPS, URGENT_RANKS};
+        let (_dir, writer, _) = blob_writer();
+        let shared = &writer.shared;
+        let mut ranks: [std::collections::VecDeque<Box<dyn super::Job>>; super::RANKS] =
+            Default::default();
+        let bulk = super::RANKS - 1;
+        queue_noop(&mut ranks, bulk);
+        let mut taker = Taker::default();
+        for _ in 0..MAX_URGENT_ONLY_GROUPS {
+            queue_noop(&mut ranks, 0);
+            queue_noop(&mut ranks, URGENT_RANKS - 1);
+            let group = taker.next(shared, &mut ranks);
+            assert_eq!(group.ranks, [0, URGENT_RANKS - 1], "urgent jobs alone");
+        }
+        queue_noop(&mut ranks, 0);
+        let group = taker.next(shared, &mut ranks);
+        assert_eq!(
+            group.ranks,
+            [0, bulk],
+            "then the waiting bulk job goes along"
+        );
+        queue_noop(&mut ranks, bulk);
+        queue_noop(&mut ranks, 0);
+        let group = taker.next(shared, &mut ranks);
+        assert_eq!(group.ranks, [0], "and urgent jobs go alone again");
+        let group = taker.next(shared, &mut ranks);
+        assert_eq!(
+            group.ranks,
+            [bulk],
+            "bulk work goes when nothing urgent waits"
+        );
+    }
 
     /// A writer on a new database with one table of blobs, and where its WAL is.
     fn blob_writer() -> (tempfile::TempDir, super::Writer, std::path::PathBuf) {
