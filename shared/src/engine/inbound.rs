@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::tracker::{being_applied, EVENT_LEASE};
 use super::Herald;
@@ -127,11 +127,40 @@ impl Herald {
             EventClaim::Applied => {}
             EventClaim::Applying => return Err(being_applied("keyword", &key)),
         }
-        // Only an SMS webhook answers with a message (TwiML); the other channels' keywords
-        // take effect without one.
-        let reply =
-            (message.channel == Channel::Sms).then(|| replies.for_keyword(keyword).to_owned());
+        let reply = self.keyword_reply(&message, keyword, replies).await?;
         Ok(Received { reply, repeat })
+    }
+
+    /// Only an SMS webhook answers with a message (TwiML); the other channels' keywords take
+    /// effect without one. A START that a later STOP overrides gets none: the sender's last
+    /// word was STOP, and "subscribed again" would say otherwise.
+    async fn keyword_reply(
+        &self,
+        message: &InboundMessage,
+        keyword: Keyword,
+        replies: &KeywordReplies,
+    ) -> Result<Option<String>, StoreError> {
+        if message.channel != Channel::Sms {
+            return Ok(None);
+        }
+        if keyword == Keyword::Start && self.opted_out(message).await?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(replies.for_keyword(keyword).to_owned()))
+    }
+
+    /// The sender's opt-out on the message's channel, if it has one.
+    async fn opted_out(&self, message: &InboundMessage) -> Result<Option<Suppression>, StoreError> {
+        let Some(opt_out) = opt_out_reason(message.channel) else {
+            return Ok(None);
+        };
+        let scope = Scope::Tenant(message.tenant.clone());
+        let address = canonical_address(message.channel, &message.from);
+        let entry = self
+            .suppressions
+            .get_suppression(&scope, message.channel, &address)
+            .await?;
+        Ok(entry.filter(|e| e.reason == opt_out))
     }
 
     /// Stores an inbound email: in the thread of the message it replies to, when that is one
@@ -201,35 +230,40 @@ impl Herald {
             .inbound
             .first_received_at(&message.gateway, &message.provider_message_id)
             .await?;
+        if first.is_none() {
+            // Stored as a repeat a moment ago, and gone since (its retention ran out).
+            warn!(tenant = %message.tenant, "a retried keyword's first message is gone; it takes effect as of now");
+        }
         Ok(first.unwrap_or(message.received_at))
     }
 
     /// Applies a keyword sent `at`: STOP opts the sender out as of then, and START lifts only
-    /// an opt-out made no later than it.
+    /// an opt-out made no later than it. An entry for another reason (a complaint, a manual
+    /// block) stays as it is, so a START cannot lift it.
     async fn apply_keyword(
         &self,
         message: &InboundMessage,
         keyword: Keyword,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let channel = message.channel;
-        let Some(opt_out) = opt_out_reason(channel) else {
+        let Some(opt_out) = opt_out_reason(message.channel) else {
             return Ok(());
         };
         let scope = Scope::Tenant(message.tenant.clone());
-        let address = canonical_address(channel, &message.from);
+        let address = canonical_address(message.channel, &message.from);
         let existing = self
             .suppressions
-            .get_suppression(&scope, channel, &address)
+            .get_suppression(&scope, message.channel, &address)
             .await?;
+        let ours = existing.as_ref().filter(|e| e.reason == opt_out);
+        let before = |e: &Suppression| e.created_at.timestamp_millis() <= at.timestamp_millis();
         match keyword {
-            // An entry for another reason (a complaint, a manual block) stays as it is, so a
-            // later START cannot lift it.
-            Keyword::Stop if existing.is_none() => {
-                info!(tenant = %message.tenant, channel = channel.as_str(), "opt-out by keyword");
+            // A STOP dates an opt-out made before it again, so that a START sent between the
+            // two and retried later cannot lift it.
+            Keyword::Stop if existing.is_none() || ours.is_some_and(|e| e.created_at < at) => {
                 let entry = Suppression {
                     scope,
-                    channel,
+                    channel: message.channel,
                     address,
                     reason: opt_out,
                     source: Some(format!(
@@ -239,29 +273,53 @@ impl Herald {
                     created_at: at,
                     expires_at: None,
                 };
-                self.suppressions
-                    .put_suppressions(vec![entry.clone()])
-                    .await?;
-                self.audit_suppression(&message.tenant, AuditAction::SuppressionAdded, &entry)
-                    .await;
+                self.opt_out(message, entry, existing.is_none()).await
             }
-            // START undoes an opt-out only, and not one sent after it (stores keep milliseconds).
-            Keyword::Start => match existing {
-                Some(entry)
-                    if entry.reason == opt_out
-                        && entry.created_at.timestamp_millis() <= at.timestamp_millis() =>
-                {
-                    info!(tenant = %message.tenant, channel = channel.as_str(), "opt-in by keyword");
-                    self.suppressions
-                        .delete_suppression(&scope, channel, &address)
-                        .await?;
-                    let action = AuditAction::SuppressionRemoved;
-                    self.audit_suppression(&message.tenant, action, &entry)
-                        .await;
-                }
-                _ => {}
+            Keyword::Start => match ours {
+                Some(entry) if before(entry) => self.opt_in(message, entry.clone(), at).await,
+                _ => Ok(()),
             },
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+
+    /// A STOP: stores its opt-out, `new` or dated again.
+    async fn opt_out(
+        &self,
+        message: &InboundMessage,
+        entry: Suppression,
+        new: bool,
+    ) -> Result<(), StoreError> {
+        self.suppressions
+            .put_suppressions(vec![entry.clone()])
+            .await?;
+        if new {
+            let channel = entry.channel.as_str();
+            info!(tenant = %message.tenant, channel, "opt-out by keyword");
+            let action = AuditAction::SuppressionAdded;
+            self.audit_suppression(&message.tenant, action, &entry)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A START: lifts `entry`, the sender's opt-out, unless a STOP dated it after `at` meanwhile.
+    async fn opt_in(
+        &self,
+        message: &InboundMessage,
+        entry: Suppression,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let channel = message.channel;
+        let lifted = self
+            .suppressions
+            .lift_suppression(&entry.scope, channel, &entry.address, entry.reason, at)
+            .await?;
+        if lifted {
+            info!(tenant = %message.tenant, channel = channel.as_str(), "opt-in by keyword");
+            let action = AuditAction::SuppressionRemoved;
+            self.audit_suppression(&message.tenant, action, &entry)
+                .await;
         }
         Ok(())
     }
@@ -340,23 +398,27 @@ mod tests {
         embedded.shutdown().await;
     }
 
-    /// A START applied by a try that died before marking it, then a STOP, then the START's
-    /// retry: the retry takes effect as of the START's first arrival, before the STOP, so the
-    /// STOP holds (as the sender meant).
-    #[tokio::test]
-    async fn a_start_retried_after_a_later_stop_does_not_lift_it() {
+    /// STOP, then a START whose try died (after applying it, or before), then a STOP, then the
+    /// provider's retry of the START: it takes effect as of the START's first arrival, before
+    /// the second STOP, so that STOP holds (the sender's last word), and the retry gets no
+    /// "subscribed again" reply.
+    async fn a_start_retried_after_a_later_stop(applied_before_dying: bool) {
         let (_dir, embedded) = started().await;
         let herald = embedded.herald.clone();
         let acme = tenant("acme");
         let replies = KeywordReplies::default();
+        let sent = |provider_id: &str, body: &str, seconds_ago: i64| {
+            let mut m = inbound(&acme, provider_id, body);
+            m.received_at -= chrono::Duration::seconds(seconds_ago);
+            m
+        };
         herald
-            .receive(inbound(&acme, "SM-stop-1", "STOP"), &replies)
+            .receive(sent("SM-stop-1", "STOP", 2), &replies)
             .await
             .unwrap();
-        let mut start = inbound(&acme, "SM-start", "START");
-        start.received_at -= chrono::Duration::seconds(1);
+        let start = sent("SM-start", "START", 1);
         let scope = Scope::Tenant(acme.clone());
-        // The try that died: the START stored, claimed and applied, never marked.
+        // The try that died: the START stored and claimed, never marked.
         let policy = Default::default();
         assert!(herald
             .inbound
@@ -366,12 +428,14 @@ mod tests {
         let key = format!("{}:{}", start.gateway, start.provider_message_id);
         let claimed = herald.events.claim_event("keyword", &key, EVENT_LEASE);
         assert!(matches!(claimed.await.unwrap(), EventClaim::First(_)));
-        let lifted = herald
-            .suppressions
-            .delete_suppression(&scope, Channel::Sms, &start.from);
-        lifted.await.unwrap();
+        if applied_before_dying {
+            let lifted = herald
+                .suppressions
+                .delete_suppression(&scope, Channel::Sms, &start.from);
+            assert!(lifted.await.unwrap());
+        }
         herald
-            .receive(inbound(&acme, "SM-stop-2", "STOP"), &replies)
+            .receive(sent("SM-stop-2", "STOP", 0), &replies)
             .await
             .unwrap();
         let lease_over = EVENT_LEASE + Duration::from_secs(1);
@@ -379,13 +443,51 @@ mod tests {
 
         // The provider's retry, built by the webhook as it arrives: received now.
         let retry = inbound(&acme, "SM-start", "START");
-        assert!(herald.receive(retry, &replies).await.unwrap().repeat);
+        let received = herald.receive(retry, &replies).await.unwrap();
+        assert!(received.repeat);
+        assert_eq!(
+            received.reply, None,
+            "no \"subscribed again\" after the STOP"
+        );
         let entry = herald
             .suppressions
             .get_suppression(&scope, Channel::Sms, &start.from)
             .await
             .unwrap();
         assert!(entry.is_some(), "the later STOP still holds");
+        embedded.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_start_applied_then_retried_after_a_later_stop_does_not_lift_it() {
+        a_start_retried_after_a_later_stop(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_start_retried_after_a_later_stop_over_an_older_one_does_not_lift_it() {
+        a_start_retried_after_a_later_stop(false).await;
+    }
+
+    /// STOP, then START: lifted, and answered.
+    #[tokio::test]
+    async fn a_start_after_a_stop_lifts_it_and_is_answered() {
+        let (_dir, embedded) = started().await;
+        let herald = embedded.herald.clone();
+        let acme = tenant("acme");
+        let replies = KeywordReplies::default();
+        let mut stop = inbound(&acme, "SM-stop", "STOP");
+        stop.received_at -= chrono::Duration::seconds(1);
+        herald.receive(stop.clone(), &replies).await.unwrap();
+        let start = herald.receive(inbound(&acme, "SM-start", "START"), &replies);
+        assert_eq!(
+            start.await.unwrap().reply.as_deref(),
+            Some(replies.start.as_str())
+        );
+        let scope = Scope::Tenant(acme.clone());
+        let entry = herald
+            .suppressions
+            .get_suppression(&scope, Channel::Sms, &stop.from);
+        assert!(entry.await.unwrap().is_none());
         embedded.shutdown().await;
     }
 

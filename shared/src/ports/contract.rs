@@ -950,6 +950,38 @@ pub async fn suppressions_are_scoped_batched_and_expire<S: SuppressionStore>(sto
         .await
         .unwrap()
         .contains_key("ann@example.com"));
+
+    // A conditional lift: only for its reason, and only of an entry made no later than then.
+    let opt_out = Suppression {
+        scope: acme_scope.clone(),
+        channel: Channel::Sms,
+        address: "+15551230000".into(),
+        reason: Reason::SmsOptOut,
+        source: None,
+        created_at: now,
+        expires_at: None,
+    };
+    store.put_suppressions(vec![opt_out.clone()]).await.unwrap();
+    let lift = |reason, made_by| {
+        store.lift_suppression(&acme_scope, Channel::Sms, "+15551230000", reason, made_by)
+    };
+    let earlier = now - chrono::Duration::milliseconds(1);
+    assert!(
+        !lift(Reason::SmsOptOut, earlier).await.unwrap(),
+        "made after the lift"
+    );
+    assert!(
+        !lift(Reason::Complaint, now).await.unwrap(),
+        "for another reason"
+    );
+    let kept = store.get_suppression(&acme_scope, Channel::Sms, "+15551230000");
+    assert!(kept.await.unwrap().is_some());
+    assert!(lift(Reason::SmsOptOut, now).await.unwrap());
+    let gone = store.get_suppression(&acme_scope, Channel::Sms, "+15551230000");
+    assert!(gone.await.unwrap().is_none());
+    let number = ["+15551230000".to_owned()];
+    let found = store.suppressed(&acme, Channel::Sms, &number, now);
+    assert!(found.await.unwrap().is_empty(), "its look-up is gone too");
 }
 
 /// One address on three lists (two tenants' and the global one): a tenant's own entry comes

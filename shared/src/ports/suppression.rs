@@ -42,6 +42,17 @@ pub trait SuppressionStore: Send + Sync + 'static {
         channel: Channel,
         address: &str,
     ) -> Result<bool, StoreError>;
+    /// Deletes the entry only if it is for `reason` and was made no later than `made_by`, in
+    /// one conditional write (a START lifts only an opt-out that came before it, and a STOP that
+    /// re-dates the entry meanwhile wins). Returns whether it was deleted.
+    async fn lift_suppression(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+        reason: Reason,
+        made_by: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// One scope's entries ordered by (channel, address), after `after`.
     async fn list_suppressions(
         &self,

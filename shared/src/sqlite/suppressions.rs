@@ -96,6 +96,43 @@ fn select_one(
 /// send's thousands go to the blocking pool.
 const FEW_TO_LOOK_UP: usize = 16;
 
+impl SqliteBackend {
+    /// Deletes an entry; with `only_if`, only one for that reason made no later than then.
+    async fn delete_entry(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+        only_if: Option<(Reason, DateTime<Utc>)>,
+    ) -> Result<bool, StoreError> {
+        let (key, address) = (scope.key().to_owned(), address.to_owned());
+        let hash = entry_hash(&key, channel, &address);
+        let (reason, made_by) = only_if.map_or((None, None), |(r, at)| (Some(r), Some(ms(at))));
+        let deleted = self
+            .writer
+            .run(1, move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "DELETE FROM suppressions WHERE scope = ?1 AND channel = ?2 AND address = ?3 \
+                         AND (?4 IS NULL OR reason = ?4) AND (?5 IS NULL OR created_at <= ?5)",
+                    )?
+                    .execute(params![
+                        key,
+                        channel.as_str(),
+                        address,
+                        reason.map(Reason::as_str),
+                        made_by
+                    ])?
+                    == 1)
+            })
+            .await?;
+        if deleted {
+            self.suppression_index.0.write().remove(&hash);
+        }
+        Ok(deleted)
+    }
+}
+
 #[async_trait]
 impl SuppressionStore for SqliteBackend {
     async fn suppressed(
@@ -183,23 +220,19 @@ impl SuppressionStore for SqliteBackend {
         channel: Channel,
         address: &str,
     ) -> Result<bool, StoreError> {
-        let (key, address) = (scope.key().to_owned(), address.to_owned());
-        let hash = entry_hash(&key, channel, &address);
-        let deleted = self
-            .writer
-            .run(1, move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "DELETE FROM suppressions WHERE scope = ?1 AND channel = ?2 AND address = ?3",
-                    )?
-                    .execute(params![key, channel.as_str(), address])?
-                    == 1)
-            })
-            .await?;
-        if deleted {
-            self.suppression_index.0.write().remove(&hash);
-        }
-        Ok(deleted)
+        self.delete_entry(scope, channel, address, None).await
+    }
+
+    async fn lift_suppression(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+        reason: Reason,
+        made_by: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.delete_entry(scope, channel, address, Some((reason, made_by)))
+            .await
     }
 
     async fn list_suppressions(

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::batch::Read;
-use super::item::{get_s, Item};
+use super::item::{get_s, ms, n, s, Item};
 use super::suppressions::{entry_fields, entry_key, from_fields, from_item, key, to_item};
 use super::{build_error, DynamoStore};
-use crate::domain::suppression::{Scope, Suppression};
+use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::StoreError;
 
@@ -212,20 +212,29 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Deletes an entry and its look-up; false when there was no entry.
+    /// Deletes an entry and its look-up; false when there was no entry (or, with `only_if`, no
+    /// entry for that reason made no later than then).
     pub(super) async fn delete_suppression_entry(
         &self,
         table: &str,
         scope: &Scope,
         channel: Channel,
         address: &str,
+        only_if: Option<(Reason, DateTime<Utc>)>,
     ) -> Result<bool, StoreError> {
-        let delete = Delete::builder()
+        let mut delete = Delete::builder()
             .table_name(table)
-            .set_key(Some(key(scope.key(), entry_key(channel, address))))
-            .condition_expression("attribute_exists(entry)")
-            .build()
-            .map_err(build_error)?;
+            .set_key(Some(key(scope.key(), entry_key(channel, address))));
+        delete = match only_if {
+            None => delete.condition_expression("attribute_exists(entry)"),
+            Some((reason, made_by)) => delete
+                .condition_expression(
+                    "attribute_exists(entry) AND reason = :reason AND created_at <= :made_by",
+                )
+                .expression_attribute_values(":reason", s(reason.as_str()))
+                .expression_attribute_values(":made_by", n(ms(made_by))),
+        };
+        let delete = delete.build().map_err(build_error)?;
         let remove = Update::builder()
             .table_name(table)
             .set_key(Some(lookup_key(channel, address)))

@@ -148,7 +148,21 @@ impl SuppressionStore for DynamoStore {
         address: &str,
     ) -> Result<bool, StoreError> {
         let table = self.suppressions_table()?;
-        self.delete_suppression_entry(table, scope, channel, address)
+        self.delete_suppression_entry(table, scope, channel, address, None)
+            .await
+    }
+
+    async fn lift_suppression(
+        &self,
+        scope: &Scope,
+        channel: Channel,
+        address: &str,
+        reason: Reason,
+        made_by: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let table = self.suppressions_table()?;
+        let only_if = Some((reason, made_by));
+        self.delete_suppression_entry(table, scope, channel, address, only_if)
             .await
     }
 
