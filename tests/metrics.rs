@@ -147,5 +147,14 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_the_messages() {
         .samples
         .iter()
         .all(|s| !s.labels.values().any(|v| v.contains("xxxxxxxx"))));
+
+    // Idle, the 24 lane workers look at their lanes every 100 ms; an idle priority worker's
+    // parked look waits for an accept, and never for another worker's look (they would set
+    // each other off, and the writer would spin).
+    let commits = |s: &Scrape| total(s, "herald_sqlite_commit_seconds_count", &[]);
+    let idle_from = commits(&scrape(&metrics).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = commits(&scrape(&metrics).await) - idle_from;
+    assert!(idle < 400.0, "{idle} commits in a second of idling");
     serve.kill9().await;
 }

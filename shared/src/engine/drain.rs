@@ -66,15 +66,13 @@ async fn lane_worker(herald: Arc<Herald>, lane: Priority, mut shutdown: watch::R
                 continue;
             }
         };
-        if received.is_empty() {
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(herald.config.idle_poll) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
+        let received = match received {
+            r if r.is_empty() => herald.when_idle(lane, notified, &mut shutdown).await,
+            r => Some(r),
+        };
+        if let Some(received) = received {
+            in_hand = Some(herald.hand_off_batch(lane, received, &shutdown).await);
         }
-        in_hand = Some(herald.hand_off_batch(lane, received, &shutdown).await);
     }
     if let Some(batch) = in_hand {
         herald.finish_batch(lane, batch).await;
@@ -105,6 +103,40 @@ struct Batch {
 }
 
 impl Herald {
+    /// What an idle worker waits for: a wake-up, the idle poll or shutdown; on a priority lane
+    /// of the embedded queue, also for its claim to run in the next accept's commit
+    /// (`LaneQueue::receive_claimed_with_next`), whose claims it returns.
+    async fn when_idle(
+        &self,
+        lane: Priority,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Received> {
+        let idle_poll = self.config.idle_poll;
+        let give_up = async move {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        let lease = self.config.visibility_timeout;
+        let batch = self.config.lane(lane).batch;
+        let claimed = self
+            .queue
+            .receive_claimed_with_next(lane, batch, lease, Box::pin(give_up))
+            .await;
+        match claimed {
+            Ok(claims) if claims.is_empty() => None,
+            Ok(claims) => Some(Received::Claimed(claims)),
+            Err(e) => {
+                warn!(error = %e, "receive failed; backing off");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        }
+    }
+
     /// The next batch of a lane; a bulk worker steps aside for the priority lanes first.
     async fn receive_next(&self, lane: Priority, max: usize) -> Result<Received, StoreError> {
         if lane.is_bulk() {

@@ -96,6 +96,22 @@ pub trait LaneQueue: Send + Sync + 'static {
     ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
         Ok(None)
     }
+    /// For an idle worker of a priority lane: `receive_claimed`, run only together with the
+    /// lane's next write (an accept, most often) and in its commit, so the worker gets a message
+    /// the moment its accept is durable, without waiting for a commit of its own. Nothing when
+    /// `give_up` comes first (the look is taken back, or its result awaited if it is already
+    /// running). What it receives is hidden, and claimed, for `lease`. Where the queue cannot
+    /// (SQS, and the bulk lanes), it only waits for `give_up`.
+    async fn receive_claimed_with_next(
+        &self,
+        _lane: Priority,
+        _max: usize,
+        _lease: Duration,
+        give_up: futures::future::BoxFuture<'_, ()>,
+    ) -> Result<Vec<(Delivery, ClaimOutcome)>, StoreError> {
+        give_up.await;
+        Ok(Vec::new())
+    }
     /// Records a batch's outcomes (as `MessageStore::transition`) and removes `receipts` in one
     /// unit of work, when the queue and the message store are one database (one job and one
     /// commit instead of two per batch). The receipts go only if the outcomes are recorded.

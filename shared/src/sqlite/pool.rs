@@ -27,7 +27,8 @@ pub(crate) const RANKS: usize = 5;
 /// group commits what it ran and they go next, so they wait behind one job, not a group.
 pub(crate) const URGENT_RANKS: usize = 3;
 /// The rank of outcomes and callbacks: they are not on a priority message's way to its gateway,
-/// so they never cut a group short.
+/// so they never cut a group short. (A priority lane's worker records its batch's outcomes at
+/// its lane's rank, with its next claim: `queue.rs`, `record_and_ack`.)
 pub(crate) const OUTCOMES_RANK: usize = URGENT_RANKS;
 /// Urgent-only groups in a row, while other jobs wait, after which a group with urgent jobs
 /// takes other jobs too, as far as the weight budget allows.
@@ -69,12 +70,15 @@ fn checkpoint_when_idle(conn: &Connection, urgent: &AtomicUsize) {
 /// again on its own (in a savepoint) if another job of the group failed.
 trait Job: Send {
     fn weight(&self) -> usize;
+    /// Whether taking it releases a job parked for its rank (see `Writer::park_rows`).
+    fn wakes_parked(&self) -> bool;
     fn run(&mut self, conn: &Connection) -> bool;
     fn complete(self: Box<Self>, committed: Result<(), String>);
 }
 
 struct TypedJob<F, R> {
     weight: usize,
+    wakes_parked: bool,
     work: F,
     result: Option<Result<R, rusqlite::Error>>,
     reply: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
@@ -87,6 +91,10 @@ where
 {
     fn weight(&self) -> usize {
         self.weight
+    }
+
+    fn wakes_parked(&self) -> bool {
+        self.wakes_parked
     }
 
     fn run(&mut self, conn: &Connection) -> bool {
@@ -108,7 +116,17 @@ where
 
 struct Queues {
     ranks: [VecDeque<Box<dyn Job>>; RANKS],
+    /// Jobs parked by idle priority-lane workers (their lane's claim), each to run right after
+    /// the next job of its rank, in that job's group (`Writer::park_rows`).
+    parked: [VecDeque<(u64, Box<dyn Job>)>; URGENT_RANKS],
+    parked_seq: u64,
     closed: bool,
+}
+
+/// A parked job, to take back with [`Writer::unpark`].
+pub(crate) struct ParkedJob {
+    rank: usize,
+    ticket: u64,
 }
 
 struct Shared {
@@ -156,6 +174,8 @@ impl Writer {
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues {
                 ranks: Default::default(),
+                parked: Default::default(),
+                parked_seq: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -212,13 +232,29 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
-        let job: Box<dyn Job> = Box::new(TypedJob {
-            weight: rows.max(1),
-            work,
-            result: None,
-            reply,
-        });
+        let (job, result) = typed_job(rows, work, true);
+        self.enqueue(rank, job)?;
+        Ok(result)
+    }
+
+    /// As `run_rows`, for a lane worker's own work on its lane (its look, acks and outcomes):
+    /// it releases no parked job, so idle workers' looks do not set each other's off.
+    pub(crate) async fn run_rows_quiet<R, F>(
+        &self,
+        rank: usize,
+        rows: usize,
+        work: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        let (job, result) = typed_job(rows, work, false);
+        self.enqueue(rank, job)?;
+        result.await
+    }
+
+    fn enqueue(&self, rank: usize, job: Box<dyn Job>) -> Result<(), StoreError> {
         {
             let mut q = self.shared.queues.lock();
             if q.closed {
@@ -231,10 +267,50 @@ impl Writer {
             q.ranks[rank].push_back(job);
         }
         self.shared.ready.notify_one();
-        Ok(async move {
-            rx.await
-                .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
-        })
+        Ok(())
+    }
+
+    /// Parks a job of an urgent `rank` (an idle priority-lane worker's claim): it runs right
+    /// after the next job of that rank that is submitted (most often an accept), in its group,
+    /// so the claim takes the accepted message in the accept's own commit. Until then it does
+    /// not run at all: take it back with [`Writer::unpark`].
+    pub(crate) fn park_rows<R, F>(
+        &self,
+        rank: usize,
+        rows: usize,
+        work: F,
+    ) -> Result<
+        (
+            ParkedJob,
+            impl std::future::Future<Output = Result<R, StoreError>>,
+        ),
+        StoreError,
+    >
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        if rank >= URGENT_RANKS {
+            return Err(StoreError::Unavailable(format!("rank {rank} cannot park")));
+        }
+        let (job, result) = typed_job(rows, work, false);
+        let mut q = self.shared.queues.lock();
+        if q.closed {
+            return Err(StoreError::Unavailable("store is shut down".into()));
+        }
+        q.parked_seq += 1;
+        let ticket = q.parked_seq;
+        q.parked[rank].push_back((ticket, job));
+        Ok((ParkedJob { rank, ticket }, result))
+    }
+
+    /// Takes a parked job back: true when it had not been taken to run (it never will), false
+    /// when it has been (its result comes).
+    pub(crate) fn unpark(&self, parked: ParkedJob) -> bool {
+        let mut q = self.shared.queues.lock();
+        let queue = &mut q.parked[parked.rank];
+        let at = queue.iter().position(|(t, _)| *t == parked.ticket);
+        at.and_then(|at| queue.remove(at)).is_some()
     }
 
     pub(crate) fn close(&self) {
@@ -262,6 +338,34 @@ impl Writer {
 /// pages) then finds almost everything copied, finishes quickly, and lets the WAL restart from
 /// the beginning: only a checkpoint between two of the writer's transactions can do that, so
 /// both are needed to keep commits fast and the WAL file small.
+/// A job and the future of its result.
+fn typed_job<R, F>(
+    rows: usize,
+    work: F,
+    wakes_parked: bool,
+) -> (
+    Box<dyn Job>,
+    impl std::future::Future<Output = Result<R, StoreError>>,
+)
+where
+    R: Send + 'static,
+    F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+{
+    let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
+    let job = Box::new(TypedJob {
+        weight: rows.max(1),
+        wakes_parked,
+        work,
+        result: None,
+        reply,
+    });
+    let result = async move {
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+    };
+    (job, result)
+}
+
 pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), StoreError> {
     let conn = open_connection(path).map_err(to_store_error)?;
     std::thread::Builder::new()
@@ -345,15 +449,18 @@ fn writer_loop(shared: &Shared, conn: Connection) {
                 shared.ready.wait(&mut q);
             }
             if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
+                // Parked jobs never run now: their callers hear so.
+                q.parked.iter_mut().for_each(VecDeque::clear);
                 return;
             }
-            let group = taker.next(shared, &mut q.ranks);
+            let group = taker.next(shared, &mut q);
             crate::telemetry::writer_queue(q.ranks.iter().map(VecDeque::len).sum());
             group
         };
         let started = std::time::Instant::now();
         let (committed, ran) = commit_group(&conn, &mut group, &shared.urgent);
         crate::telemetry::writer_commit(started.elapsed());
+        taker.ran(&group, ran);
         let jobs = put_back_unrun(shared, group, ran);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "sqlite: group commit failed");
@@ -377,44 +484,53 @@ fn put_back_unrun(shared: &Shared, mut group: Group, ran: usize) -> Vec<Box<dyn 
     group.jobs
 }
 
-/// Takes the groups, counting the urgent-only ones in a row that left other jobs waiting.
+/// Takes the groups, counting those in a row that ran no other job while others waited.
 #[derive(Default)]
 struct Taker {
-    urgent_only: usize,
+    urgent_only_streak: usize,
+    others_wait: bool,
 }
 
 impl Taker {
-    fn next(&mut self, shared: &Shared, ranks: &mut [VecDeque<Box<dyn Job>>; RANKS]) -> Group {
-        let group = take_group(shared, ranks, self.urgent_only < MAX_URGENT_ONLY_GROUPS);
-        let others_taken = group.ranks.last().is_some_and(|r| *r >= URGENT_RANKS);
-        let others_wait = ranks[URGENT_RANKS..].iter().any(|r| !r.is_empty());
-        self.urgent_only = if others_wait && !others_taken {
-            self.urgent_only + 1
-        } else {
-            0
-        };
+    fn next(&mut self, shared: &Shared, q: &mut Queues) -> Group {
+        let forced = self.urgent_only_streak >= MAX_URGENT_ONLY_GROUPS;
+        let mut group = take_group(shared, q, !forced);
+        group.forced = forced;
+        self.others_wait = q.ranks[URGENT_RANKS..].iter().any(|r| !r.is_empty());
         group
+    }
+
+    /// Counts a group that ran its first `ran` jobs.
+    fn ran(&mut self, group: &Group, ran: usize) {
+        let others = |ranks: &[usize]| ranks.iter().any(|r| *r >= URGENT_RANKS);
+        let (done, put_back) = group.ranks.split_at(ran.min(group.ranks.len()));
+        self.urgent_only_streak = if others(done) || !(self.others_wait || others(put_back)) {
+            0
+        } else {
+            self.urgent_only_streak + 1
+        };
     }
 }
 
 /// The next group: highest rank first, up to the weight budget (always at least one job). A
 /// group with urgent jobs takes no other job, so they wait for no bulk work to run before their
 /// commit, unless `urgent_alone` is false (so that a stream of urgent jobs cannot hold bulk
-/// work back for good).
-fn take_group(
-    shared: &Shared,
-    ranks: &mut [VecDeque<Box<dyn Job>>; RANKS],
-    urgent_alone: bool,
-) -> Group {
+/// work back for good). One job parked for an urgent rank goes right after that rank's jobs,
+/// if one of them may have made work for it.
+fn take_group(shared: &Shared, q: &mut Queues, urgent_alone: bool) -> Group {
     let mut group = Group::default();
     let mut weight = 0;
+    let Queues { ranks, parked, .. } = q;
     for (rank, queue) in ranks.iter_mut().enumerate() {
         if rank >= URGENT_RANKS && urgent_alone && group.is_urgent() {
-            return group;
+            break;
         }
+        let before = group.jobs.len();
+        let mut full = false;
         while let Some(job) = queue.front() {
             if !group.jobs.is_empty() && weight + job.weight() > MAX_WEIGHT_PER_COMMIT {
-                return group;
+                full = true;
+                break;
             }
             weight += job.weight();
             if rank < URGENT_RANKS {
@@ -422,6 +538,15 @@ fn take_group(
             }
             group.jobs.extend(queue.pop_front());
             group.ranks.push(rank);
+        }
+        let woken = group.jobs[before..].iter().any(|j| j.wakes_parked());
+        let parked_here = parked.get_mut(rank).filter(|_| woken);
+        if let Some((_, job)) = parked_here.and_then(VecDeque::pop_front) {
+            group.jobs.push(job);
+            group.ranks.push(rank);
+        }
+        if full {
+            break;
         }
     }
     group
@@ -432,6 +557,9 @@ fn take_group(
 struct Group {
     jobs: Vec<Box<dyn Job>>,
     ranks: Vec<usize>,
+    /// Taken after too many urgent-only groups: its first other job runs even if an urgent job
+    /// comes meanwhile.
+    forced: bool,
 }
 
 impl Group {
@@ -443,7 +571,11 @@ impl Group {
     /// Whether the job at `at` runs in this group: every job does, but an urgent job queued
     /// meanwhile ends the group before the next non-urgent one.
     fn runs_before_urgent(&self, at: usize, urgent: &AtomicUsize) -> bool {
-        at == 0 || self.ranks[at] < URGENT_RANKS || urgent.load(Ordering::SeqCst) == 0
+        let first_other = self.forced && at > 0 && self.ranks[at - 1] < URGENT_RANKS;
+        at == 0
+            || self.ranks[at] < URGENT_RANKS
+            || first_other
+            || urgent.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -523,50 +655,118 @@ mod tests {
 
     use rusqlite::StatementStatus;
 
-    /// A queued job of `rank` that writes nothing.
-    fn queue_noop(ranks: &mut [std::collections::VecDeque<Box<dyn super::Job>>], rank: usize) {
-        let (reply, _) = tokio::sync::oneshot::channel::<Result<(), crate::ports::StoreError>>();
-        ranks[rank].push_back(Box::new(super::TypedJob {
-            weight: 1,
-            work: |_: &rusqlite::Connection| Ok(()),
-            result: None,
-            reply,
-        }));
+    /// A queued job of `rank` that writes nothing (counted urgent, as `submit_rows` does).
+    fn queue_noop(shared: &super::Shared, q: &mut super::Queues, rank: usize) {
+        let (job, _) = super::typed_job(1, |_: &rusqlite::Connection| Ok(()), true);
+        if rank < super::URGENT_RANKS {
+            shared
+                .urgent
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        q.ranks[rank].push_back(job);
+    }
+
+    fn no_queues() -> super::Queues {
+        super::Queues {
+            ranks: Default::default(),
+            parked: Default::default(),
+            parked_seq: 0,
+            closed: false,
+        }
+    }
+
+    /// Takes the next group and runs all of it (as far as the cut for urgent jobs allows, with
+    /// `urgent_meanwhile` urgent jobs queued while it runs); its ranks and how many ran.
+    fn take_and_run(
+        taker: &mut super::Taker,
+        shared: &super::Shared,
+        q: &mut super::Queues,
+        urgent_meanwhile: bool,
+    ) -> (Vec<usize>, usize) {
+        let group = taker.next(shared, q);
+        let urgent = std::sync::atomic::AtomicUsize::new(usize::from(urgent_meanwhile));
+        let ran = (0..group.ranks.len())
+            .take_while(|at| group.runs_before_urgent(*at, &urgent))
+            .count();
+        taker.ran(&group, ran);
+        // What did not run goes back to the front of its queue, as `put_back_unrun` does.
+        let super::Group { jobs, ranks, .. } = group;
+        for (job, rank) in jobs.into_iter().zip(&ranks).skip(ran).rev() {
+            q.ranks[*rank].push_front(job);
+        }
+        (ranks, ran)
     }
 
     #[test]
     fn urgent_jobs_commit_without_bulk_work_but_cannot_hold_it_back_for_good() {
         use super::{Taker, MAX_URGENT_ONLY_GROUPS, URGENT_RANKS};
-        let (_dir, writer, _) = blob_writer();
-        let shared = &writer.shared;
-        let mut ranks: [std::collections::VecDeque<Box<dyn super::Job>>; super::RANKS] =
-            Default::default();
+        let shared = &super::Writer::start(rusqlite::Connection::open_in_memory().unwrap())
+            .unwrap()
+            .shared;
+        let q = &mut no_queues();
         let bulk = super::RANKS - 1;
-        queue_noop(&mut ranks, bulk);
+        queue_noop(shared, q, bulk);
         let mut taker = Taker::default();
         for _ in 0..MAX_URGENT_ONLY_GROUPS {
-            queue_noop(&mut ranks, 0);
-            queue_noop(&mut ranks, URGENT_RANKS - 1);
-            let group = taker.next(shared, &mut ranks);
-            assert_eq!(group.ranks, [0, URGENT_RANKS - 1], "urgent jobs alone");
+            queue_noop(shared, q, 0);
+            queue_noop(shared, q, URGENT_RANKS - 1);
+            let (ranks, _) = take_and_run(&mut taker, shared, q, false);
+            assert_eq!(ranks, [0, URGENT_RANKS - 1], "urgent jobs alone");
         }
-        queue_noop(&mut ranks, 0);
-        let group = taker.next(shared, &mut ranks);
+        queue_noop(shared, q, 0);
+        queue_noop(shared, q, bulk);
+        let (ranks, ran) = take_and_run(&mut taker, shared, q, true);
         assert_eq!(
-            group.ranks,
-            [0, bulk],
-            "then the waiting bulk job goes along"
+            ranks,
+            [0, bulk, bulk],
+            "then the waiting bulk jobs go along"
         );
-        queue_noop(&mut ranks, bulk);
-        queue_noop(&mut ranks, 0);
-        let group = taker.next(shared, &mut ranks);
-        assert_eq!(group.ranks, [0], "and urgent jobs go alone again");
-        let group = taker.next(shared, &mut ranks);
-        assert_eq!(
-            group.ranks,
-            [bulk],
-            "bulk work goes when nothing urgent waits"
+        assert_eq!(ran, 2, "the first runs though an urgent job came meanwhile");
+        queue_noop(shared, q, 0);
+        let (ranks, _) = take_and_run(&mut taker, shared, q, false);
+        assert_eq!(ranks, [0], "and urgent jobs go alone again");
+        let (ranks, _) = take_and_run(&mut taker, shared, q, false);
+        assert_eq!(ranks, [bulk], "bulk work goes when nothing urgent waits");
+    }
+
+    /// A parked job runs right after the next job of its rank, in its commit, and sees what
+    /// that job wrote; one taken back never runs.
+    #[tokio::test]
+    async fn a_parked_job_runs_with_the_next_job_of_its_rank() {
+        let (_dir, writer, _) = blob_writer();
+        let count =
+            |c: &rusqlite::Connection| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0));
+        let (gone, never) = writer.park_rows(0, 1, count).unwrap();
+        assert!(writer.unpark(gone), "taken back before any job of its rank");
+        let (kept, seen) = writer.park_rows(0, 1, count).unwrap();
+        writer
+            .run(1, |c| c.execute("INSERT INTO t VALUES (1)", []).map(drop))
+            .await
+            .unwrap();
+        writer
+            .run(4, |c| c.execute("INSERT INTO t VALUES (4)", []).map(drop))
+            .await
+            .unwrap();
+        let (other, _) = writer.park_rows(1, 1, count).unwrap();
+        let quiet = writer.run_rows_quiet(1, 1, |c| c.execute("INSERT INTO t VALUES (1)", []));
+        quiet.await.unwrap();
+        assert!(
+            writer.unpark(other),
+            "a worker's own look at its lane wakes no parked job"
         );
+        writer
+            .run(0, |c| c.execute("INSERT INTO t VALUES (0)", []).map(drop))
+            .await
+            .unwrap();
+        let seen: i64 = seen.await.unwrap();
+        assert_eq!(seen, 4, "ran in the group of the rank-0 job, after it");
+        assert!(!writer.unpark(kept), "it ran: nothing to take back");
+        assert!(
+            never.await.is_err(),
+            "a job taken back reports it never ran"
+        );
+        let bulk = writer.park_rows(super::URGENT_RANKS, 1, count).map(|_| ());
+        assert!(bulk.is_err(), "only urgent ranks park");
     }
 
     /// A writer on a new database with one table of blobs, and where its WAL is.

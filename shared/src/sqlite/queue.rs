@@ -12,7 +12,7 @@ use rusqlite::types::{ToSql, Type};
 use rusqlite::{params, Connection, Row};
 
 use super::blocks::BlockSql;
-use super::pool::OUTCOMES_RANK;
+use super::pool::{OUTCOMES_RANK, URGENT_RANKS};
 use super::rows::{
     claim_set, claimable, message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT,
 };
@@ -175,7 +175,7 @@ impl LaneQueue for SqliteBackend {
     ) -> Result<Vec<Delivery>, StoreError> {
         let look = Look::new(lane, max, visibility, visibility);
         self.writer
-            .run_rows(lane.rank(), max, move |conn| {
+            .run_rows_quiet(lane.rank(), max, move |conn| {
                 let due = receive_in(conn, look)?;
                 Ok(due.into_iter().map(|e| e.delivery).collect())
             })
@@ -191,23 +191,54 @@ impl LaneQueue for SqliteBackend {
     ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
         let look = Look::new(lane, max, visibility, lease);
         self.writer
-            .run_rows(lane.rank(), max, move |conn| {
+            .run_rows_quiet(lane.rank(), max, move |conn| {
                 receive_and_claim(conn, look).map(Some)
             })
             .await
     }
 
+    async fn receive_claimed_with_next(
+        &self,
+        lane: Priority,
+        max: usize,
+        lease: Duration,
+        give_up: futures::future::BoxFuture<'_, ()>,
+    ) -> Result<Vec<(Delivery, ClaimOutcome)>, StoreError> {
+        if lane.rank() >= URGENT_RANKS {
+            give_up.await;
+            return Ok(Vec::new());
+        }
+        // The look is taken when the job runs, so it sees the write it runs after.
+        let (parked, claims) = self.writer.park_rows(lane.rank(), max, move |conn| {
+            receive_and_claim(conn, Look::new(lane, max, lease, lease))
+        })?;
+        tokio::pin!(claims);
+        tokio::select! {
+            biased;
+            claims = &mut claims => claims,
+            () = give_up => {
+                if self.writer.unpark(parked) {
+                    return Ok(Vec::new());
+                }
+                claims.await
+            }
+        }
+    }
+
     async fn record_and_ack(
         &self,
-        _lane: Priority,
+        lane: Priority,
         outcomes: &[Transition],
         receipts: &[String],
     ) -> Result<Option<Vec<TransitionOutcome>>, StoreError> {
         let batch: Vec<Prepared> = outcomes.iter().cloned().map(Prepared::from).collect();
         let receipts = parse_receipts(receipts);
         let rows = batch.len() + receipts.len();
+        // A priority lane's outcomes go at its rank: its worker records them while it claims
+        // its next batch, and the two share a commit only in the same group (`pool.rs`).
+        let rank = lane.rank().min(OUTCOMES_RANK);
         self.writer
-            .run_rows(OUTCOMES_RANK, rows, move |conn| {
+            .run_rows_quiet(rank, rows, move |conn| {
                 let results = apply_transitions(conn, &batch)?;
                 ack_in(conn, &receipts)?;
                 Ok(Some(results))
@@ -221,7 +252,7 @@ impl LaneQueue for SqliteBackend {
             return Ok(());
         }
         self.writer
-            .run_rows(lane.rank(), receipts.len(), move |conn| {
+            .run_rows_quiet(lane.rank(), receipts.len(), move |conn| {
                 ack_in(conn, &receipts)
             })
             .await
@@ -238,7 +269,7 @@ impl LaneQueue for SqliteBackend {
         };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
-            .run(lane.rank(), move |conn| {
+            .run_rows_quiet(lane.rank(), 1, move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, in_flight = 0 \
                      WHERE rowid = ?2 AND receive_count = ?3 AND visible_at IS NOT NULL",
@@ -531,6 +562,37 @@ mod tests {
         );
         let (m, _) = b.get(&t, ids[2]).await.unwrap().unwrap();
         assert_eq!(m.status, MessageStatus::Sending);
+    }
+
+    /// An idle priority worker's look runs with its lane's next accept, in the same commit, and
+    /// claims what it accepted; a look given up first claims nothing; a bulk lane's only waits.
+    #[tokio::test]
+    async fn an_idle_look_claims_the_next_accept_in_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
+        let t = tenant("acme");
+        let lease = Duration::from_secs(30);
+        let never =
+            || -> futures::future::BoxFuture<'static, ()> { Box::pin(futures::future::pending()) };
+        let gave_up = b.receive_claimed_with_next(Priority::P0, 4, lease, Box::pin(async {}));
+        assert!(gave_up.await.unwrap().is_empty());
+
+        let mut look = b.receive_claimed_with_next(Priority::P0, 4, lease, never());
+        assert!(futures::poll!(&mut look).is_pending(), "parked");
+        let id = accept(&b, message(&t, Priority::P0)).await;
+        let claims = look.await.unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].0.message_id, id);
+        assert!(
+            matches!(&claims[0].1, ClaimOutcome::Claimed(m) if m.status == MessageStatus::Sending),
+            "claimed in the accept's commit"
+        );
+
+        let bulk = accept(&b, message(&t, Priority::P3)).await;
+        let waited = b.receive_claimed_with_next(Priority::P3, 4, lease, Box::pin(async {}));
+        assert!(waited.await.unwrap().is_empty());
+        let due = b.receive(Priority::P3, 4, lease).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.message_id).collect::<Vec<_>>(), [bulk]);
     }
 
     /// A receipt settles only the receive it came from: after the entry came back and was
