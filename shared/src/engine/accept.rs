@@ -336,19 +336,23 @@ impl Herald {
         let pending = message.status.is_pending();
         let due_now = message.status == MessageStatus::Queued
             && message.send_at.is_none_or(|at| at <= Utc::now());
+        // Counted before it is stored: its claim can come the moment it is (`pool.rs`, parked
+        // claims), and a claim before its count would leave the count up for good.
+        let counted = usize::from(pending && due_now);
+        self.priority_gate.arrived(lane, counted);
         let replay = self
             .persist(tenant, Work::Single(message), idempotency, &outcome)
-            .await?;
+            .await
+            .inspect_err(|_| self.priority_gate.withdrawn(lane, counted))?;
         if replay.is_none() {
             let (id, status, note) = announced;
             let detail = note.unwrap_or(serde_json::Value::Null);
             self.notify_message(Some(tenant), id, status.into(), Utc::now(), &detail)
                 .await;
         }
-        if replay.is_none() && pending {
-            if due_now {
-                self.priority_gate.arrived(lane, 1);
-            }
+        if replay.is_some() {
+            self.priority_gate.withdrawn(lane, counted);
+        } else if pending {
             self.wake(lane, false);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))
@@ -418,12 +422,16 @@ impl Herald {
             created_at,
         };
         let notices = self.bulk_notices(&job).await;
+        // Counted before they are stored, as a single send's (`send`).
+        self.priority_gate.arrived(lane, due_now);
         let replay = self
             .persist(tenant, Work::Bulk(job), idempotency, &outcome)
-            .await?;
-        if replay.is_none() {
+            .await
+            .inspect_err(|_| self.priority_gate.withdrawn(lane, due_now))?;
+        if replay.is_some() {
+            self.priority_gate.withdrawn(lane, due_now);
+        } else {
             self.announce_bulk(notices).await;
-            self.priority_gate.arrived(lane, due_now);
             self.wake(lane, true);
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))

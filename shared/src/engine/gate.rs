@@ -30,15 +30,22 @@ impl PriorityGate {
 
     /// A priority-lane worker made its first claim attempt on a message.
     pub(crate) fn claimed(&self, lane: Priority) {
-        if lane.is_bulk() {
+        self.withdrawn(lane, 1);
+    }
+
+    /// `n` messages counted by `arrived` are not waiting after all (their accept stored
+    /// nothing new), or were claimed.
+    pub(crate) fn withdrawn(&self, lane: Priority, n: usize) {
+        if lane.is_bulk() || n == 0 {
             return;
         }
+        let n = n as u64;
         let before = self
             .waiting
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                Some(w.saturating_sub(1))
+                Some(w.saturating_sub(n))
             });
-        if before.is_ok_and(|w| w <= 1) {
+        if before.is_ok_and(|w| w <= n) {
             self.clear.notify_waiters();
         }
     }
@@ -83,6 +90,19 @@ mod tests {
             waited >= Duration::from_millis(9) && waited < MAX_YIELD,
             "waited {waited:?}"
         );
+    }
+
+    /// Accepts that stored nothing new (an idempotent replay, a failed store) take their count
+    /// back, all of it.
+    #[tokio::test]
+    async fn withdrawn_arrivals_do_not_hold_bulk_lanes() {
+        let gate = PriorityGate::default();
+        gate.arrived(Priority::P0, 3);
+        gate.withdrawn(Priority::P0, 2);
+        gate.claimed(Priority::P0);
+        tokio::time::timeout(Duration::from_millis(5), gate.yield_to_priority_lanes())
+            .await
+            .expect("nothing waits");
     }
 
     #[tokio::test]

@@ -97,7 +97,7 @@ pub trait LaneQueue: Send + Sync + 'static {
         Ok(None)
     }
     /// For an idle worker of a priority lane: `receive_claimed`, run only together with the
-    /// lane's next write (an accept, most often) and in its commit, so the worker gets a message
+    /// lane's next accept (or bulk chunk) and in its commit, so the worker gets a message
     /// the moment its accept is durable, without waiting for a commit of its own. Nothing when
     /// `give_up` comes first (the look is taken back, or its result awaited if it is already
     /// running). What it receives is hidden, and claimed, for `lease`. Where the queue cannot

@@ -171,32 +171,34 @@ impl SqliteBackend {
         let done = end >= job.recipients.len();
         let bulk_id = job.bulk_id.clone();
         let rank = job.envelope.priority.rank();
-        let written = self.writer.submit_rows(rank, chunk.len(), move |conn| {
-            // A compare-and-set on the progress: it moves (or goes, after the last chunk) only
-            // from `from`. A failed chunk's savepoint undoes it with the chunk's rows.
-            let (from, end) = (from as i64, end as i64);
-            let moved = if done {
-                conn.prepare_cached(
-                    "DELETE FROM bulk_job_progress WHERE bulk_id = ?1 AND next_index = ?2",
-                )?
-                .execute(params![bulk_id, from])?
-            } else {
-                conn.prepare_cached(
-                    "UPDATE bulk_job_progress SET next_index = ?3 \
+        let written = self
+            .writer
+            .submit_rows_waking(rank, chunk.len(), move |conn| {
+                // A compare-and-set on the progress: it moves (or goes, after the last chunk) only
+                // from `from`. A failed chunk's savepoint undoes it with the chunk's rows.
+                let (from, end) = (from as i64, end as i64);
+                let moved = if done {
+                    conn.prepare_cached(
+                        "DELETE FROM bulk_job_progress WHERE bulk_id = ?1 AND next_index = ?2",
+                    )?
+                    .execute(params![bulk_id, from])?
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE bulk_job_progress SET next_index = ?3 \
                      WHERE bulk_id = ?1 AND next_index = ?2",
-                )?
-                .execute(params![bulk_id, from, end])?
-            };
-            if moved == 0 {
-                return progress_of(conn, &bulk_id).map(Err);
-            }
-            insert_messages(conn, &chunk)?;
-            if done {
-                conn.prepare_cached("DELETE FROM bulk_job_bodies WHERE bulk_id = ?1")?
-                    .execute([&bulk_id])?;
-            }
-            Ok(Ok(()))
-        })?;
+                    )?
+                    .execute(params![bulk_id, from, end])?
+                };
+                if moved == 0 {
+                    return progress_of(conn, &bulk_id).map(Err);
+                }
+                insert_messages(conn, &chunk)?;
+                if done {
+                    conn.prepare_cached("DELETE FROM bulk_job_bodies WHERE bulk_id = ?1")?
+                        .execute([&bulk_id])?;
+                }
+                Ok(Ok(()))
+            })?;
         let bulk_id = job.bulk_id.clone();
         Ok(async move {
             written.await?.map_err(|progress| {

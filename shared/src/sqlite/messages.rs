@@ -193,8 +193,9 @@ impl MessageStore for SqliteBackend {
             .first()
             .map(|m| m.priority.rank())
             .unwrap_or(Priority::P4.rank());
+        // An idle worker's parked claim rides with it (`pool.rs`).
         self.writer
-            .run(rank, move |conn| {
+            .submit_rows_waking(rank, 1, move |conn| {
                 if let Some(key) = &batch.idempotency {
                     if let Some(existing) = find_key(conn, &key.tenant, &key.key)? {
                         return Ok(AcceptOutcome::KeyExists(existing));
@@ -207,7 +208,7 @@ impl MessageStore for SqliteBackend {
                     insert_key(conn, k)?;
                 }
                 Ok(AcceptOutcome::Accepted)
-            })
+            })?
             .await
     }
 

@@ -117,16 +117,48 @@ where
 struct Queues {
     ranks: [VecDeque<Box<dyn Job>>; RANKS],
     /// Jobs parked by idle priority-lane workers (their lane's claim), each to run right after
-    /// the next job of its rank, in that job's group (`Writer::park_rows`).
+    /// the next accept of its rank, in that accept's group (`Writer::park_rows`).
     parked: [VecDeque<(u64, Box<dyn Job>)>; URGENT_RANKS],
     parked_seq: u64,
     closed: bool,
 }
 
-/// A parked job, to take back with [`Writer::unpark`].
+/// A parked job. Dropped, it is taken back, unless [`ParkedJob::ran`] says its result came
+/// (so a caller that gives up half-way leaves no claim to run for nobody).
 pub(crate) struct ParkedJob {
+    shared: Arc<Shared>,
     rank: usize,
     ticket: u64,
+    armed: bool,
+}
+
+impl ParkedJob {
+    /// Takes it back: true when it had not been taken to run (it never will), false when it
+    /// had been (its result comes), or the writer stopped.
+    pub(crate) fn unpark(mut self) -> bool {
+        self.armed = false;
+        self.take_back()
+    }
+
+    /// Its result came: nothing to take back.
+    pub(crate) fn ran(mut self) {
+        self.armed = false;
+    }
+
+    fn take_back(&self) -> bool {
+        let mut q = self.shared.queues.lock();
+        let queue = &mut q.parked[self.rank];
+        let at = queue.iter().position(|(t, _)| *t == self.ticket);
+        at.and_then(|at| queue.remove(at)).is_some()
+    }
+}
+
+impl Drop for ParkedJob {
+    fn drop(&mut self) {
+        if self.armed {
+            self.take_back();
+        }
+    }
 }
 
 struct Shared {
@@ -232,26 +264,28 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (job, result) = typed_job(rows, work, true);
+        let (job, result) = typed_job(rows, work, false);
         self.enqueue(rank, job)?;
         Ok(result)
     }
 
-    /// As `run_rows`, for a lane worker's own work on its lane (its look, acks and outcomes):
-    /// it releases no parked job, so idle workers' looks do not set each other's off.
-    pub(crate) async fn run_rows_quiet<R, F>(
+    /// As `submit_rows`, for a job that makes messages due on its rank's lane (an accept, a
+    /// bulk chunk): taking it releases a claim parked for that rank (`park_rows`). Any other
+    /// job releases none, so idle workers' own looks do not set each other's off, and a
+    /// write that makes no work wakes no claim.
+    pub(crate) fn submit_rows_waking<R, F>(
         &self,
         rank: usize,
         rows: usize,
         work: F,
-    ) -> Result<R, StoreError>
+    ) -> Result<impl std::future::Future<Output = Result<R, StoreError>>, StoreError>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (job, result) = typed_job(rows, work, false);
+        let (job, result) = typed_job(rows, work, true);
         self.enqueue(rank, job)?;
-        result.await
+        Ok(result)
     }
 
     fn enqueue(&self, rank: usize, job: Box<dyn Job>) -> Result<(), StoreError> {
@@ -270,10 +304,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Parks a job of an urgent `rank` (an idle priority-lane worker's claim): it runs right
-    /// after the next job of that rank that is submitted (most often an accept), in its group,
-    /// so the claim takes the accepted message in the accept's own commit. Until then it does
-    /// not run at all: take it back with [`Writer::unpark`].
+    /// Parks a job of an urgent `rank` (an idle priority-lane worker's claim): once a job of
+    /// that rank submitted with [`Writer::submit_rows_waking`] (an accept) is taken into a
+    /// group, one parked job runs right after that rank's jobs, in the same transaction, so the
+    /// claim takes the accepted message in the accept's own commit. Until then it does not run
+    /// at all: take it back with [`ParkedJob::unpark`], or by dropping it.
     pub(crate) fn park_rows<R, F>(
         &self,
         rank: usize,
@@ -301,16 +336,14 @@ impl Writer {
         q.parked_seq += 1;
         let ticket = q.parked_seq;
         q.parked[rank].push_back((ticket, job));
-        Ok((ParkedJob { rank, ticket }, result))
-    }
-
-    /// Takes a parked job back: true when it had not been taken to run (it never will), false
-    /// when it has been (its result comes).
-    pub(crate) fn unpark(&self, parked: ParkedJob) -> bool {
-        let mut q = self.shared.queues.lock();
-        let queue = &mut q.parked[parked.rank];
-        let at = queue.iter().position(|(t, _)| *t == parked.ticket);
-        at.and_then(|at| queue.remove(at)).is_some()
+        let shared = self.shared.clone();
+        let parked = ParkedJob {
+            shared,
+            rank,
+            ticket,
+            armed: true,
+        };
+        Ok((parked, result))
     }
 
     pub(crate) fn close(&self) {
@@ -333,11 +366,6 @@ impl Writer {
     }
 }
 
-/// Copies WAL frames into the database file from its own thread and connection (PASSIVE: it
-/// never blocks the writer). The writer's own checkpoint (`checkpoint_when_idle`, past 1000
-/// pages) then finds almost everything copied, finishes quickly, and lets the WAL restart from
-/// the beginning: only a checkpoint between two of the writer's transactions can do that, so
-/// both are needed to keep commits fast and the WAL file small.
 /// A job and the future of its result.
 fn typed_job<R, F>(
     rows: usize,
@@ -366,6 +394,11 @@ where
     (job, result)
 }
 
+/// Copies WAL frames into the database file from its own thread and connection (PASSIVE: it
+/// never blocks the writer). The writer's own checkpoint (`checkpoint_when_idle`, past 1000
+/// pages) then finds almost everything copied, finishes quickly, and lets the WAL restart from
+/// the beginning: only a checkpoint between two of the writer's transactions can do that, so
+/// both are needed to keep commits fast and the WAL file small.
 pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), StoreError> {
     let conn = open_connection(path).map_err(to_store_error)?;
     std::thread::Builder::new()
@@ -516,7 +549,7 @@ impl Taker {
 /// group with urgent jobs takes no other job, so they wait for no bulk work to run before their
 /// commit, unless `urgent_alone` is false (so that a stream of urgent jobs cannot hold bulk
 /// work back for good). One job parked for an urgent rank goes right after that rank's jobs,
-/// if one of them may have made work for it.
+/// if one of them made work for it (an accept).
 fn take_group(shared: &Shared, q: &mut Queues, urgent_alone: bool) -> Group {
     let mut group = Group::default();
     let mut weight = 0;
@@ -542,6 +575,7 @@ fn take_group(shared: &Shared, q: &mut Queues, urgent_alone: bool) -> Group {
         let woken = group.jobs[before..].iter().any(|j| j.wakes_parked());
         let parked_here = parked.get_mut(rank).filter(|_| woken);
         if let Some((_, job)) = parked_here.and_then(VecDeque::pop_front) {
+            weight += job.weight();
             group.jobs.push(job);
             group.ranks.push(rank);
         }
@@ -737,30 +771,42 @@ mod tests {
         let count =
             |c: &rusqlite::Connection| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0));
         let (gone, never) = writer.park_rows(0, 1, count).unwrap();
-        assert!(writer.unpark(gone), "taken back before any job of its rank");
+        assert!(gone.unpark(), "taken back before any job of its rank");
         let (kept, seen) = writer.park_rows(0, 1, count).unwrap();
-        writer
-            .run(1, |c| c.execute("INSERT INTO t VALUES (1)", []).map(drop))
-            .await
-            .unwrap();
-        writer
-            .run(4, |c| c.execute("INSERT INTO t VALUES (4)", []).map(drop))
-            .await
-            .unwrap();
+        let insert = |c: &rusqlite::Connection| c.execute("INSERT INTO t VALUES (1)", []);
+        for rank in [1, 4] {
+            writer
+                .submit_rows_waking(rank, 1, insert)
+                .unwrap()
+                .await
+                .unwrap();
+        }
         let (other, _) = writer.park_rows(1, 1, count).unwrap();
-        let quiet = writer.run_rows_quiet(1, 1, |c| c.execute("INSERT INTO t VALUES (1)", []));
-        quiet.await.unwrap();
+        writer.run(1, insert).await.unwrap();
         assert!(
-            writer.unpark(other),
-            "a worker's own look at its lane wakes no parked job"
+            other.unpark(),
+            "a job that makes no work wakes no parked job"
         );
         writer
-            .run(0, |c| c.execute("INSERT INTO t VALUES (0)", []).map(drop))
+            .submit_rows_waking(0, 1, insert)
+            .unwrap()
             .await
             .unwrap();
         let seen: i64 = seen.await.unwrap();
         assert_eq!(seen, 4, "ran in the group of the rank-0 job, after it");
-        assert!(!writer.unpark(kept), "it ran: nothing to take back");
+        assert!(!kept.unpark(), "it ran: nothing to take back");
+        let (dropped, _) = writer.park_rows(0, 1, count).unwrap();
+        drop(dropped);
+        let (after, _) = writer.park_rows(0, 1, count).unwrap();
+        writer
+            .submit_rows_waking(0, 1, insert)
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            !after.unpark(),
+            "the dropped one was taken back: this one ran"
+        );
         assert!(
             never.await.is_err(),
             "a job taken back reports it never ran"

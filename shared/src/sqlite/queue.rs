@@ -175,7 +175,7 @@ impl LaneQueue for SqliteBackend {
     ) -> Result<Vec<Delivery>, StoreError> {
         let look = Look::new(lane, max, visibility, visibility);
         self.writer
-            .run_rows_quiet(lane.rank(), max, move |conn| {
+            .run_rows(lane.rank(), max, move |conn| {
                 let due = receive_in(conn, look)?;
                 Ok(due.into_iter().map(|e| e.delivery).collect())
             })
@@ -191,7 +191,7 @@ impl LaneQueue for SqliteBackend {
     ) -> Result<Option<Vec<(Delivery, ClaimOutcome)>>, StoreError> {
         let look = Look::new(lane, max, visibility, lease);
         self.writer
-            .run_rows_quiet(lane.rank(), max, move |conn| {
+            .run_rows(lane.rank(), max, move |conn| {
                 receive_and_claim(conn, look).map(Some)
             })
             .await
@@ -215,9 +215,12 @@ impl LaneQueue for SqliteBackend {
         tokio::pin!(claims);
         tokio::select! {
             biased;
-            claims = &mut claims => claims,
+            claims = &mut claims => {
+                parked.ran();
+                claims
+            }
             () = give_up => {
-                if self.writer.unpark(parked) {
+                if parked.unpark() {
                     return Ok(Vec::new());
                 }
                 claims.await
@@ -238,7 +241,7 @@ impl LaneQueue for SqliteBackend {
         // its next batch, and the two share a commit only in the same group (`pool.rs`).
         let rank = lane.rank().min(OUTCOMES_RANK);
         self.writer
-            .run_rows_quiet(rank, rows, move |conn| {
+            .run_rows(rank, rows, move |conn| {
                 let results = apply_transitions(conn, &batch)?;
                 ack_in(conn, &receipts)?;
                 Ok(Some(results))
@@ -252,7 +255,7 @@ impl LaneQueue for SqliteBackend {
             return Ok(());
         }
         self.writer
-            .run_rows_quiet(lane.rank(), receipts.len(), move |conn| {
+            .run_rows(lane.rank(), receipts.len(), move |conn| {
                 ack_in(conn, &receipts)
             })
             .await
@@ -269,7 +272,7 @@ impl LaneQueue for SqliteBackend {
         };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
-            .run_rows_quiet(lane.rank(), 1, move |conn| {
+            .run_rows(lane.rank(), 1, move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, in_flight = 0 \
                      WHERE rowid = ?2 AND receive_count = ?3 AND visible_at IS NOT NULL",
