@@ -154,13 +154,20 @@ impl Herald {
         let Some(opt_out) = opt_out_reason(message.channel) else {
             return Ok(None);
         };
+        let entry = self.sender_entry(message).await?;
+        Ok(entry.filter(|e| e.reason == opt_out))
+    }
+
+    /// The sender's entry on the tenant's list for the message's channel, whatever its reason.
+    async fn sender_entry(
+        &self,
+        message: &InboundMessage,
+    ) -> Result<Option<Suppression>, StoreError> {
         let scope = Scope::Tenant(message.tenant.clone());
         let address = canonical_address(message.channel, &message.from);
-        let entry = self
-            .suppressions
+        self.suppressions
             .get_suppression(&scope, message.channel, &address)
-            .await?;
-        Ok(entry.filter(|e| e.reason == opt_out))
+            .await
     }
 
     /// Stores an inbound email: in the thread of the message it replies to, when that is one
@@ -249,12 +256,7 @@ impl Herald {
         let Some(opt_out) = opt_out_reason(message.channel) else {
             return Ok(());
         };
-        let scope = Scope::Tenant(message.tenant.clone());
-        let address = canonical_address(message.channel, &message.from);
-        let existing = self
-            .suppressions
-            .get_suppression(&scope, message.channel, &address)
-            .await?;
+        let existing = self.sender_entry(message).await?;
         let ours = existing.as_ref().filter(|e| e.reason == opt_out);
         let before = |e: &Suppression| e.created_at.timestamp_millis() <= at.timestamp_millis();
         match keyword {
@@ -262,9 +264,9 @@ impl Herald {
             // two and retried later cannot lift it.
             Keyword::Stop if existing.is_none() || ours.is_some_and(|e| e.created_at < at) => {
                 let entry = Suppression {
-                    scope,
+                    scope: Scope::Tenant(message.tenant.clone()),
                     channel: message.channel,
-                    address,
+                    address: canonical_address(message.channel, &message.from),
                     reason: opt_out,
                     source: Some(format!(
                         "{}:{}",

@@ -264,9 +264,7 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (job, result) = typed_job(rows, work, false);
-        self.enqueue(rank, job)?;
-        Ok(result)
+        self.submit(rank, rows, work, false)
     }
 
     /// As `submit_rows`, for a job that makes messages due on its rank's lane (an accept, a
@@ -283,12 +281,21 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
-        let (job, result) = typed_job(rows, work, true);
-        self.enqueue(rank, job)?;
-        Ok(result)
+        self.submit(rank, rows, work, true)
     }
 
-    fn enqueue(&self, rank: usize, job: Box<dyn Job>) -> Result<(), StoreError> {
+    fn submit<R, F>(
+        &self,
+        rank: usize,
+        rows: usize,
+        work: F,
+        wakes_parked: bool,
+    ) -> Result<impl std::future::Future<Output = Result<R, StoreError>>, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        let (job, result) = typed_job(rows, work, wakes_parked);
         {
             let mut q = self.shared.queues.lock();
             if q.closed {
@@ -301,7 +308,7 @@ impl Writer {
             q.ranks[rank].push_back(job);
         }
         self.shared.ready.notify_one();
-        Ok(())
+        Ok(result)
     }
 
     /// Parks a job of an urgent `rank` (an idle priority-lane worker's claim): once a job of
