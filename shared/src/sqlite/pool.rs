@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -38,6 +38,9 @@ const MAX_URGENT_ONLY_GROUPS: usize = 8;
 /// pauses cannot grow the WAL without bound.
 const CHECKPOINT_PAGES: i32 = 1000;
 const CHECKPOINT_PAGES_ANYWAY: i32 = 2 * CHECKPOINT_PAGES;
+/// New WAL pages after which the writer wakes the checkpoint thread, so that it copies frames
+/// on the other core while the writer works, and the writer's own checkpoint finds little left.
+const BELL_PAGES: i32 = 256;
 
 thread_local! {
     /// Pages in the WAL after the writer's last commit (its WAL hook runs on the writer thread).
@@ -54,15 +57,56 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 /// Checkpoints from the writer, between two groups, once the WAL is long and no urgent job
 /// waits: copying the frames the checkpoint thread has not copied yet, then restarting the WAL
 /// at the next write, which only a checkpoint between the writer's transactions can let it do.
-fn checkpoint_when_idle(conn: &Connection, urgent: &AtomicUsize) {
+fn checkpoint_when_idle(conn: &Connection, shared: &Shared) {
     let pages = WAL_PAGES.with(Cell::get);
-    let waiting = urgent.load(Ordering::SeqCst) > 0;
+    shared.checkpointer.note(pages);
+    let waiting = shared.urgent.load(Ordering::SeqCst) > 0;
     if pages < CHECKPOINT_PAGES || (waiting && pages < CHECKPOINT_PAGES_ANYWAY) {
         return;
     }
-    WAL_PAGES.with(|p| p.set(0));
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "wal checkpoint failed");
+    // Busy (1) when the checkpoint thread held the checkpoint: the writer tries again after its
+    // next group rather than after another 1000 pages.
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+        Ok(0) => WAL_PAGES.with(|p| p.set(0)),
+        Ok(_) => {}
+        Err(e) => {
+            WAL_PAGES.with(|p| p.set(0));
+            tracing::warn!(error = %e, "wal checkpoint failed");
+        }
+    }
+}
+
+/// How the writer wakes the checkpoint thread.
+#[derive(Default)]
+struct CheckpointBell {
+    due: Mutex<bool>,
+    bell: Condvar,
+    /// WAL pages when the writer last rang (or the WAL restarted).
+    rung_at: AtomicI32,
+}
+
+impl CheckpointBell {
+    /// Rings once the WAL has grown by `BELL_PAGES` since the last ring.
+    fn note(&self, pages: i32) {
+        let last = self.rung_at.load(Ordering::Relaxed);
+        if pages < last {
+            self.rung_at.store(pages, Ordering::Relaxed);
+        }
+        if pages - last.min(pages) < BELL_PAGES {
+            return;
+        }
+        self.rung_at.store(pages, Ordering::Relaxed);
+        *self.due.lock() = true;
+        self.bell.notify_one();
+    }
+
+    /// Waits until rung or `timeout`.
+    fn wait(&self, timeout: std::time::Duration) {
+        let mut due = self.due.lock();
+        if !*due {
+            self.bell.wait_for(&mut due, timeout);
+        }
+        *due = false;
     }
 }
 
@@ -168,6 +212,7 @@ struct Shared {
     ready: Condvar,
     /// Turns true when the writer thread has run its last job.
     stopped: tokio::sync::watch::Sender<bool>,
+    checkpointer: CheckpointBell,
 }
 
 #[derive(Clone)]
@@ -213,6 +258,7 @@ impl Writer {
             ready: Condvar::new(),
             urgent: AtomicUsize::new(0),
             stopped: tokio::sync::watch::Sender::new(false),
+            checkpointer: CheckpointBell::default(),
         });
         let for_thread = shared.clone();
         conn.wal_hook(Some(note_wal_pages));
@@ -402,7 +448,8 @@ where
 }
 
 /// Copies WAL frames into the database file from its own thread and connection (PASSIVE: it
-/// never blocks the writer). The writer's own checkpoint (`checkpoint_when_idle`, past 1000
+/// never blocks the writer), each time the writer has added `BELL_PAGES` and at least every
+/// 500 ms. The writer's own checkpoint (`checkpoint_when_idle`, past 1000
 /// pages) then finds almost everything copied, finishes quickly, and lets the WAL restart from
 /// the beginning: only a checkpoint between two of the writer's transactions can do that, so
 /// both are needed to keep commits fast and the WAL file small.
@@ -412,7 +459,8 @@ pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), Stor
         .name("herald-sqlite-checkpoint".into())
         .spawn(move || {
             while !writer.is_closed() {
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                let bell = &writer.shared.checkpointer;
+                bell.wait(std::time::Duration::from_millis(500));
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "wal checkpoint failed");
                 }
@@ -508,7 +556,7 @@ fn writer_loop(shared: &Shared, conn: Connection) {
         for job in jobs {
             job.complete(committed.clone());
         }
-        checkpoint_when_idle(&conn, &shared.urgent);
+        checkpoint_when_idle(&conn, shared);
     }
 }
 
