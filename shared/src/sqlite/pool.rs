@@ -894,6 +894,32 @@ mod tests {
             .unwrap();
     }
 
+    /// The writer wakes the checkpoint thread each time the WAL has grown by `BELL_PAGES`
+    /// since it last did, counting again from a restarted WAL.
+    #[test]
+    fn the_checkpoint_bell_rings_every_bell_pages() {
+        let bell = super::CheckpointBell::default();
+        let rings = |pages: &[i32]| -> Vec<bool> {
+            pages
+                .iter()
+                .map(|p| {
+                    bell.note(*p);
+                    std::mem::take(&mut *bell.due.lock())
+                })
+                .collect()
+        };
+        let step = super::BELL_PAGES;
+        assert_eq!(
+            rings(&[1, step - 1, step, step + 1, 2 * step - 1, 2 * step + 5]),
+            [false, false, true, false, false, true]
+        );
+        // The WAL restarted: counted from its new length.
+        assert_eq!(
+            rings(&[10, step, step + 10, 2 * step + 10]),
+            [false, false, true, true]
+        );
+    }
+
     /// The writer checkpoints by itself (its WAL hook replaced SQLite's auto-checkpoint), so the
     /// WAL restarts instead of growing with everything written.
     #[tokio::test]
