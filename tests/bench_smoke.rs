@@ -37,6 +37,7 @@ fn bench_prints_every_figure() {
         "messages/s",
         "P0 dwell",
         "P4 dwell",
+        "P3 backlog drained during the probes",
         "inbound stored and threaded",
         "peak RSS",
     ] {
