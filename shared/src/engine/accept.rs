@@ -11,7 +11,7 @@ use crate::domain::sender::{self, SenderIdentity};
 use crate::domain::template::{RenderLimit, RenderLimits, TemplateError};
 use crate::domain::{
     BulkIds, BulkJob, BulkJobRecipient, Channel, ComposeError, DeliveryOptions, FieldError,
-    MessageId, MessageStatus, NewMessage, Recipient, Template, TemplateName, TenantId,
+    MessageId, MessageStatus, NewMessage, Priority, Recipient, Template, TemplateName, TenantId,
     MAX_BULK_RECIPIENTS,
 };
 pub use crate::domain::{ContentSource, Envelope};
@@ -336,24 +336,25 @@ impl Herald {
         let pending = message.status.is_pending();
         let due_now = message.status == MessageStatus::Queued
             && message.send_at.is_none_or(|at| at <= Utc::now());
-        // Counted before it is stored: its claim can come the moment it is (`pool.rs`, parked
-        // claims), and a claim before its count would leave the count up for good.
         let counted = usize::from(pending && due_now);
-        self.priority_gate.arrived(lane, counted);
         let replay = self
-            .persist(tenant, Work::Single(message), idempotency, &outcome)
-            .await
-            .inspect_err(|_| self.priority_gate.withdrawn(lane, counted))?;
+            .persist_counted(
+                lane,
+                counted,
+                tenant,
+                Work::Single(message),
+                idempotency,
+                &outcome,
+            )
+            .await?;
         if replay.is_none() {
             let (id, status, note) = announced;
             let detail = note.unwrap_or(serde_json::Value::Null);
             self.notify_message(Some(tenant), id, status.into(), Utc::now(), &detail)
                 .await;
-        }
-        if replay.is_some() {
-            self.priority_gate.withdrawn(lane, counted);
-        } else if pending {
-            self.wake(lane, false);
+            if pending {
+                self.wake(lane, false);
+            }
         }
         Ok(replay.unwrap_or(Accepted::New(outcome)))
     }
@@ -422,15 +423,17 @@ impl Herald {
             created_at,
         };
         let notices = self.bulk_notices(&job).await;
-        // Counted before they are stored, as a single send's (`send`).
-        self.priority_gate.arrived(lane, due_now);
         let replay = self
-            .persist(tenant, Work::Bulk(job), idempotency, &outcome)
-            .await
-            .inspect_err(|_| self.priority_gate.withdrawn(lane, due_now))?;
-        if replay.is_some() {
-            self.priority_gate.withdrawn(lane, due_now);
-        } else {
+            .persist_counted(
+                lane,
+                due_now,
+                tenant,
+                Work::Bulk(job),
+                idempotency,
+                &outcome,
+            )
+            .await?;
+        if replay.is_none() {
             self.announce_bulk(notices).await;
             self.wake(lane, true);
         }
@@ -630,6 +633,27 @@ impl Herald {
             None => Ok(None),
             Some(stored) => replay_of(input, stored).map(Some),
         }
+    }
+
+    /// `persist`, with the `due` messages counted for the bulk workers' priority gate before they
+    /// are stored (their claim can come the moment they are: `pool.rs`, parked claims, and a
+    /// claim before its count would leave the count up for good), and the count taken back when
+    /// nothing new was stored.
+    async fn persist_counted<T: Serialize>(
+        &self,
+        lane: Priority,
+        due: usize,
+        tenant: &TenantId,
+        work: Work,
+        idempotency: Option<IdempotencyInput>,
+        response: &T,
+    ) -> Result<Option<Accepted<T>>, AcceptError> {
+        self.priority_gate.arrived(lane, due);
+        let replay = self.persist(tenant, work, idempotency, response).await;
+        if !matches!(replay, Ok(None)) {
+            self.priority_gate.withdrawn(lane, due);
+        }
+        replay
     }
 
     /// Writes messages and the idempotency record in one unit; `Some` when the key was seen before.

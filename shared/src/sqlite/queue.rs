@@ -272,7 +272,7 @@ impl LaneQueue for SqliteBackend {
         };
         let due = ms(Utc::now()) + delay.as_millis() as i64;
         self.writer
-            .run_rows(lane.rank(), 1, move |conn| {
+            .run(lane.rank(), move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, in_flight = 0 \
                      WHERE rowid = ?2 AND receive_count = ?3 AND visible_at IS NOT NULL",
