@@ -351,7 +351,7 @@ async fn bench_dwell(args: &BenchArgs, dir: &Path, figures: &mut Figures) -> any
     // Dwell figures compare only at the same bulk load: how fast the backlog drained meanwhile.
     println!(
         "P3 backlog drained during the probes: {p3_rate:.0} messages/s ({p3_before} queued when they started, {p3_left} when they finished{})",
-        if p3_left == 0 { "; later probes met no backlog, raise --backlog" } else { "" }
+        if p3_left == 0 { "; later probes met no backlog and the rate is a lower bound: raise --backlog" } else { "" }
     );
     figures.add("p3_drain_during_probes_msgs_per_s", p3_rate);
     figures.add("p3_left_after_probes", p3_left as f64);
