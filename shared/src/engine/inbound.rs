@@ -154,7 +154,8 @@ impl Herald {
         let Some(opt_out) = opt_out_reason(message.channel) else {
             return Ok(None);
         };
-        let entry = self.sender_entry(message).await?;
+        let address = canonical_address(message.channel, &message.from);
+        let entry = self.sender_entry(message, &address).await?;
         Ok(entry.filter(|e| e.reason == opt_out))
     }
 
@@ -162,11 +163,11 @@ impl Herald {
     async fn sender_entry(
         &self,
         message: &InboundMessage,
+        address: &str,
     ) -> Result<Option<Suppression>, StoreError> {
         let scope = Scope::Tenant(message.tenant.clone());
-        let address = canonical_address(message.channel, &message.from);
         self.suppressions
-            .get_suppression(&scope, message.channel, &address)
+            .get_suppression(&scope, message.channel, address)
             .await
     }
 
@@ -256,7 +257,8 @@ impl Herald {
         let Some(opt_out) = opt_out_reason(message.channel) else {
             return Ok(());
         };
-        let existing = self.sender_entry(message).await?;
+        let address = canonical_address(message.channel, &message.from);
+        let existing = self.sender_entry(message, &address).await?;
         let ours = existing.as_ref().filter(|e| e.reason == opt_out);
         let before = |e: &Suppression| e.created_at.timestamp_millis() <= at.timestamp_millis();
         match keyword {
@@ -266,7 +268,7 @@ impl Herald {
                 let entry = Suppression {
                     scope: Scope::Tenant(message.tenant.clone()),
                     channel: message.channel,
-                    address: canonical_address(message.channel, &message.from),
+                    address,
                     reason: opt_out,
                     source: Some(format!(
                         "{}:{}",

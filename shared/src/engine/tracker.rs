@@ -126,6 +126,16 @@ fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
 pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
     match try_apply(herald, &events).await {
         Ok(recorded) => waiting(events, &recorded.wait),
+        // The store refuses once the workers and the API have stopped, so what still comes
+        // here is the sandbox's callbacks: the next start sends them again for every message
+        // still `sent` (`resume_sandbox_callbacks`), so this is no loss and no warning.
+        Err(e) if e.is_shut_down() => {
+            debug!(
+                count = events.len(),
+                "provider events left for the next start"
+            );
+            events
+        }
         Err(e) => {
             warn!(error = %e, "provider events not recorded");
             events

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -45,6 +45,8 @@ const BELL_PAGES: i32 = 256;
 thread_local! {
     /// Pages in the WAL after the writer's last commit (its WAL hook runs on the writer thread).
     static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
+    /// WAL pages when the writer last rang the checkpoint thread (or the WAL restarted).
+    static BELL_RUNG_AT: Cell<i32> = const { Cell::new(0) };
 }
 
 /// The writer's WAL hook: it replaces SQLite's auto-checkpoint, which ran inside `COMMIT`,
@@ -90,25 +92,22 @@ fn checkpoint_when_idle(conn: &Connection, shared: &Shared) {
 struct CheckpointBell {
     rung: Mutex<bool>,
     bell: Condvar,
-    /// WAL pages when the writer last rang (or the WAL restarted). Only the writer thread
-    /// reads and writes it.
-    rung_at: AtomicI32,
     /// The writer's own checkpoint found the thread holding the checkpoint: the thread skips
     /// its runs until the writer's has gone through.
     writer_waits: AtomicBool,
 }
 
 impl CheckpointBell {
-    /// Rings once the WAL has grown by `BELL_PAGES` since the last ring.
+    /// Rings once the WAL has grown by `BELL_PAGES` since the last ring (on the writer thread).
     fn note(&self, pages: i32) {
-        let last = self.rung_at.load(Ordering::Relaxed);
+        let last = BELL_RUNG_AT.with(Cell::get);
         if pages < last {
-            self.rung_at.store(pages, Ordering::Relaxed);
+            BELL_RUNG_AT.with(|r| r.set(pages));
         }
         if pages - last.min(pages) < BELL_PAGES {
             return;
         }
-        self.rung_at.store(pages, Ordering::Relaxed);
+        BELL_RUNG_AT.with(|r| r.set(pages));
         self.ring();
     }
 
@@ -365,7 +364,7 @@ impl Writer {
         {
             let mut q = self.shared.queues.lock();
             if q.closed {
-                return Err(StoreError::Unavailable("store is shut down".into()));
+                return Err(StoreError::Unavailable(StoreError::SHUT_DOWN.into()));
             }
             let rank = rank.min(RANKS - 1);
             if rank < URGENT_RANKS {
@@ -404,7 +403,7 @@ impl Writer {
         let (job, result) = typed_job(rows, work, false);
         let mut q = self.shared.queues.lock();
         if q.closed {
-            return Err(StoreError::Unavailable("store is shut down".into()));
+            return Err(StoreError::Unavailable(StoreError::SHUT_DOWN.into()));
         }
         q.parked_seq += 1;
         let ticket = q.parked_seq;
@@ -432,10 +431,6 @@ impl Writer {
             .await
             .is_ok_and(|r| r.is_ok());
         done
-    }
-
-    fn is_closed(&self) -> bool {
-        self.shared.queues.lock().closed
     }
 }
 
@@ -480,8 +475,11 @@ pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), Stor
         .name("herald-sqlite-checkpoint".into())
         .spawn(move || {
             let bell = &writer.shared.checkpoint_bell;
-            while !writer.is_closed() {
-                if !bell.wait(std::time::Duration::from_millis(500)) || writer.is_closed() {
+            // Until the writer's thread has made its last commit, so that the final TRUNCATE
+            // finds nothing left to copy after it.
+            let writer_stopped = || *writer.shared.stopped.borrow();
+            while !writer_stopped() {
+                if !bell.wait(std::time::Duration::from_millis(500)) || writer_stopped() {
                     continue;
                 }
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -891,6 +889,29 @@ mod tests {
         );
         let bulk = writer.park_rows(super::URGENT_RANKS, 1, count).map(|_| ());
         assert!(bulk.is_err(), "only urgent ranks park");
+    }
+
+    /// Once shut down, the writer refuses new jobs as shut down (not as a failure), and the
+    /// checkpoint thread's last run, after the writer's last commit, leaves the WAL empty.
+    #[tokio::test]
+    async fn a_shut_down_writer_refuses_as_shut_down_and_leaves_an_empty_wal() {
+        let (_dir, writer, wal) = blob_writer();
+        for _ in 0..3 {
+            write_blobs(&writer, 4, 4096).await;
+        }
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        assert!(writer.close_and_wait(Duration::from_secs(10)).await);
+        let refused = writer.run(1, |_| Ok(())).await.unwrap_err();
+        assert!(refused.is_shut_down(), "{refused}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // Removed, once the last connection has closed.
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not truncated"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A writer on a new database with one table of blobs, and where its WAL is.
