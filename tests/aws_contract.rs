@@ -146,9 +146,9 @@ async fn dynamo_a_sent_never_hides_parked_events() {
 }
 
 #[tokio::test]
-async fn dynamo_provider_events_park_until_taken() {
+async fn dynamo_provider_events_park_until_forgotten() {
     let (_s, b) = backend().await;
-    provider_events_park_until_taken(b.store.as_ref()).await;
+    provider_events_park_until_forgotten(b.store.as_ref()).await;
 }
 
 #[tokio::test]

@@ -239,6 +239,7 @@ impl Embedded {
         let background = vec![
             tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
+            tokio::spawn(apply_parked_events(backend.clone(), herald.clone())),
             tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
             tokio::spawn(followups::run(herald.clone(), rx.clone())),
             tokio::spawn(notify::runner::run(
@@ -328,6 +329,30 @@ impl Embedded {
 pub const WORKER_GRACE: Duration = Duration::from_secs(5);
 /// How long the writer gets on shutdown to commit what is queued.
 pub const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+/// Applies, at start-up, provider events parked for messages whose `sent` a previous process
+/// recorded without applying them (it stopped in between, or the store failed): no `sent`
+/// comes again to release them. Those whose message is not sent yet stay parked.
+async fn apply_parked_events(backend: SqliteBackend, herald: Arc<Herald>) {
+    let keys = match backend.parked_keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "parked provider events not read at start-up");
+            return;
+        }
+    };
+    let mut released = 0;
+    for (gateway, provider_id) in &keys {
+        released += usize::from(herald.release_parked(gateway, provider_id).await);
+    }
+    if !keys.is_empty() {
+        tracing::info!(
+            parked = keys.len(),
+            released,
+            "provider events parked by a previous process looked at"
+        );
+    }
+}
 
 /// Page size of the start-up scan for sandbox messages still awaiting their callbacks.
 const RESUME_PAGE: usize = 10_000;

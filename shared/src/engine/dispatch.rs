@@ -10,7 +10,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::suppress::suppression_note;
 use super::Herald;
-use crate::domain::{Message, MessageStatus};
+use crate::domain::{Message, MessageStatus, TenantId};
 use crate::gateway::Outcome;
 use crate::ports::{
     AttemptChange, ClaimOutcome, Delivery, GatewayError, Grant, MessageRef, OutboundMessage,
@@ -56,6 +56,20 @@ pub(super) fn claimed_or(
         }
         ClaimOutcome::NotFound => Err(Disposition::Done),
     }
+}
+
+/// A redelivered receipt whose message is recorded as sent (or past it): the run that recorded
+/// it may have stopped before it applied the provider events parked for it.
+fn handed_off_before(outcome: &ClaimOutcome, d: &Delivery) -> bool {
+    use MessageStatus::{Clicked, Delivered, Opened, Sent};
+    let after_sent = matches!(
+        outcome,
+        ClaimOutcome::NotClaimable {
+            current: Sent | Delivered | Opened | Clicked,
+            lease_until: None
+        }
+    );
+    after_sent && d.receive_count > 1
 }
 
 fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -126,10 +140,16 @@ impl Herald {
             None => self.store.claim(d.message_id, d.lane, now, lease),
         };
         let claimed = match claim.await {
-            Ok(outcome) => match claimed_or(outcome, d, now) {
-                Ok(m) => m,
-                Err(disposition) => return (disposition, None),
-            },
+            Ok(outcome) => {
+                let handed_off = handed_off_before(&outcome, d);
+                match claimed_or(outcome, d, now) {
+                    Ok(m) => m,
+                    Err(_) if handed_off && !self.release_after_redelivery(d).await => {
+                        return (Disposition::RetryIn(Duration::from_secs(1)), None)
+                    }
+                    Err(disposition) => return (disposition, None),
+                }
+            }
             Err(e) => {
                 warn!(id = %d.message_id, error = %e, "claim failed");
                 return (Disposition::RetryIn(Duration::from_secs(1)), None);
@@ -393,7 +413,29 @@ impl Herald {
         t
     }
 
-    /// Records an outcome; false when the store could not be reached.
+    /// Applies what is parked for a redelivered receipt's message, already sent; false when
+    /// that could not be read or applied (the receipt comes back to try again).
+    async fn release_after_redelivery(&self, d: &Delivery) -> bool {
+        let Ok(tenant) = TenantId::parse(&d.tenant) else {
+            return true;
+        };
+        match self.store.get(&tenant, d.message_id).await {
+            Ok(Some((m, _))) => match (&m.gateway, &m.provider_message_id) {
+                (Some(gateway), Some(provider_id)) => {
+                    self.release_parked(gateway, provider_id).await
+                }
+                _ => true,
+            },
+            Ok(None) => true,
+            Err(e) => {
+                warn!(id = %d.message_id, error = %e, "a redelivered message not read for its parked events");
+                false
+            }
+        }
+    }
+
+    /// Records an outcome; false when the store could not be reached, or a `sent`'s parked
+    /// provider events could not be applied (the receipt's redelivery applies them).
     async fn record(&self, t: Transition) -> bool {
         let (id, to) = (t.id, t.to);
         let sent = (to == MessageStatus::Sent).then(|| t.clone());
@@ -404,10 +446,10 @@ impl Herald {
                 if let Some(TransitionOutcome::Conflict { current }) = results.first() {
                     warn!(%id, %to, %current, "outcome not recorded: the message moved on");
                 }
-                if let Some(t) = &sent {
-                    self.after_recorded(t, results.first()).await;
+                match &sent {
+                    Some(t) => self.after_recorded(t, results.first()).await,
+                    None => true,
                 }
-                true
             }
             // The claim's lease runs out and the message is handed off again: at least once.
             Err(e) => {

@@ -203,7 +203,7 @@ impl Herald {
     }
 
     /// Records a batch's outcomes and settles its receipts.
-    async fn finish_batch(&self, lane: Priority, batch: Batch) {
+    async fn finish_batch(self: &Arc<Self>, lane: Priority, batch: Batch) {
         let finished: Vec<String> = batch
             .fates
             .iter()
@@ -341,7 +341,7 @@ impl Herald {
     /// Records a batch's outcomes as one unit of work, with the receipts of its finished
     /// hand-offs where the queue can take both together.
     async fn record_outcomes(
-        &self,
+        self: &Arc<Self>,
         lane: Priority,
         outcomes: Vec<Transition>,
         finished: &[String],
@@ -361,7 +361,7 @@ impl Herald {
             if let TransitionOutcome::Conflict { current } = result {
                 warn!(id = %t.id, to = %t.to, %current, "outcome not recorded: the message moved on");
             }
-            self.after_recorded(t, Some(result)).await;
+            self.after_recorded_or_retry(t, Some(result)).await;
         }
         self.announce(&outcomes, &results).await;
         recorded

@@ -2,10 +2,13 @@
 //! the hand-off's bookkeeping, and not every provider retries (Twilio does not; the sandbox
 //! never does). They are parked in the store under their gateway and provider message id and
 //! applied when that `sent` is recorded, on whichever instance records it, so none is dropped.
+//! They are forgotten only once applied; what a stopped process left parked is applied at the
+//! next start (embedded) or at its lane entry's redelivery (AWS).
 //! Events whose message never gets a `sent` (sent outside Herald, or a hand-off whose answer
 //! was lost and which went out again under another id) expire after [`PARK_KEEP`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -22,6 +25,7 @@ pub(crate) const PARK_KEEP: Duration = Duration::from_secs(24 * 3600);
 impl Herald {
     /// Parks events that wait for their message's `sent`. A `sent` recorded while they were
     /// being parked found nothing to release, so each provider message is tried once more.
+    /// An error when that found the `sent` but could not apply what is parked.
     pub(crate) async fn park(&self, events: Vec<ProviderEvent>) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
@@ -34,7 +38,13 @@ impl Herald {
                 .await
                 .is_ok_and(|r| !r.wait.contains(&true))
             {
-                self.release(&gateway, &provider_id, None, group).await;
+                // Not all applied: no `sent` comes to release them, so the caller is told (a
+                // provider's webhook then answers so that it retries).
+                if !self.release(&gateway, &provider_id, None, group).await {
+                    return Err(StoreError::Unavailable(format!(
+                        "provider events parked for {gateway} {provider_id} not applied"
+                    )));
+                }
             } else {
                 info!(gateway, provider_message_id = %provider_id, parked = group.len(),
                       "provider events parked until their message is recorded as sent");
@@ -44,53 +54,110 @@ impl Herald {
     }
 
     /// After a recorded transition: a `sent` releases what was parked for its provider id.
-    pub(crate) async fn after_recorded(&self, t: &Transition, outcome: Option<&TransitionOutcome>) {
+    /// False when some of it could not be applied: it stays parked, for a retry.
+    pub(crate) async fn after_recorded(
+        &self,
+        t: &Transition,
+        outcome: Option<&TransitionOutcome>,
+    ) -> bool {
         // `AppliedNothingParked`: applied, with nothing to release.
         if t.to != MessageStatus::Sent || outcome != Some(&TransitionOutcome::Applied) {
-            return;
+            return true;
         }
-        if let (Some(gateway), Some(provider_id)) = (&t.gateway, &t.provider_message_id) {
-            self.release(gateway, provider_id, Some(t.id), Vec::new())
-                .await;
+        match (&t.gateway, &t.provider_message_id) {
+            (Some(gateway), Some(provider_id)) => {
+                self.release(gateway, provider_id, Some(t.id), Vec::new())
+                    .await
+            }
+            _ => true,
         }
     }
 
-    /// Takes what is parked for a provider message and applies it, but for `applied` (already
-    /// applied by the caller). `message` is the message now recorded as sent under that id: a
-    /// look-up by provider id might not see it yet.
+    /// As [`Herald::after_recorded`], retried in the background a few times when it could not
+    /// apply everything (the embedded workers; a Lambda's redelivery retries instead, see
+    /// `dispatch.rs`). What is still parked after that is applied at the next start.
+    pub(crate) async fn after_recorded_or_retry(
+        self: &Arc<Self>,
+        t: &Transition,
+        outcome: Option<&TransitionOutcome>,
+    ) {
+        if self.after_recorded(t, outcome).await {
+            return;
+        }
+        let (herald, t) = (self.clone(), t.clone());
+        tokio::spawn(async move {
+            for delay in RELEASE_RETRIES {
+                tokio::time::sleep(delay).await;
+                if herald
+                    .after_recorded(&t, Some(&TransitionOutcome::Applied))
+                    .await
+                {
+                    return;
+                }
+            }
+            warn!(id = %t.id, "parked provider events still not applied; they are at the next start");
+        });
+    }
+
+    /// Applies what is parked for a provider message whose `sent` may be recorded (a sweep
+    /// at start-up, a redelivered dispatch); true when nothing is left parked.
+    pub async fn release_parked(&self, gateway: &str, provider_id: &str) -> bool {
+        self.release(gateway, provider_id, None, Vec::new()).await
+    }
+
+    /// Applies what is parked for a provider message but `applied` (already applied by the
+    /// caller), then forgets it: a crash or a failure in between leaves it parked, to be
+    /// applied again (a repeat changes no state: each transition is conditional on it).
+    /// `message` is the message now recorded as sent under that id: a look-up by provider id
+    /// might not see it yet. True when nothing is left parked.
     async fn release(
         &self,
         gateway: &str,
         provider_id: &str,
         message: Option<MessageId>,
         applied: Vec<ProviderEvent>,
-    ) {
-        let taken = match self.events.take_parked(gateway, provider_id).await {
-            Ok(taken) => taken,
+    ) -> bool {
+        let parked = match self.events.parked(gateway, provider_id).await {
+            Ok(parked) => parked,
             Err(e) => {
                 warn!(gateway, provider_message_id = %provider_id, error = %e,
-                      "parked provider events not taken; they stay parked");
-                return;
+                      "parked provider events not read; they stay parked");
+                return false;
             }
         };
-        let mut rest = without(taken, applied);
-        if rest.is_empty() {
-            return;
-        }
+        let Some(mark) = parked.mark else {
+            return true;
+        };
+        let mut rest = without(parked.events, applied);
         for event in &mut rest {
             event.message_id = event.message_id.or(message);
         }
-        info!(gateway, provider_message_id = %provider_id, count = rest.len(), "parked provider events applied");
+        if !rest.is_empty() {
+            info!(gateway, provider_message_id = %provider_id, count = rest.len(), "parked provider events applied");
+        }
         let left = apply_batch(self, rest).await;
         if !left.is_empty() {
-            warn!(gateway, provider_message_id = %provider_id, count = left.len(),
-                  "released provider events could not be applied; parked again");
-            if let Err(e) = self.events.park(&left, PARK_KEEP).await {
-                warn!(error = %e, count = left.len(), "provider events lost: not parked again");
-            }
+            // Their message is not recorded as sent (yet), or the store failed (logged).
+            info!(gateway, provider_message_id = %provider_id, count = left.len(),
+                  "parked provider events not all applied; they stay parked");
+            return false;
         }
+        if let Err(e) = self.events.forget_parked(gateway, provider_id, mark).await {
+            // Applied: a later release applies them again, which changes nothing.
+            warn!(gateway, provider_message_id = %provider_id, error = %e,
+                  "applied parked provider events not forgotten");
+        }
+        true
     }
 }
+
+/// When a release that could not apply everything is tried again.
+const RELEASE_RETRIES: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
 
 /// Events grouped by (gateway, provider message id), each group in arrival order.
 fn by_provider_message(
@@ -116,6 +183,80 @@ fn without(taken: Vec<ProviderEvent>, mut applied: Vec<ProviderEvent>) -> Vec<Pr
             None => true,
         })
         .collect()
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod restart_tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use crate::domain::{MessageStatus, Priority};
+    use crate::embedded::{Embedded, EmbeddedConfig};
+    use crate::ports::{AcceptBatch, ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
+    use crate::sqlite::contract_tests::{message, tenant};
+
+    /// A process that recorded a `sent` and stopped before it applied the events parked for
+    /// it: the next start applies them, and forgets them.
+    #[tokio::test]
+    async fn events_parked_for_a_sent_left_unapplied_are_applied_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            let mut cfg = EmbeddedConfig::new(dir.path());
+            cfg.run_workers = false;
+            Embedded::start(cfg)
+        };
+        let embedded = start().await.unwrap();
+        let herald = embedded.herald.clone();
+        let t = tenant("acme");
+        let m = message(&t, Priority::P2);
+        let id = m.id;
+        let batch = AcceptBatch {
+            messages: vec![m],
+            idempotency: None,
+        };
+        herald.store.accept(batch).await.unwrap();
+        let lease = Duration::from_secs(30);
+        let claim = herald.store.claim(id, Priority::P2, Utc::now(), lease);
+        let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
+            panic!("claim")
+        };
+        let bounced = ProviderEvent {
+            gateway: "ses".into(),
+            provider_message_id: "0100-parked".into(),
+            message_id: None,
+            kind: ProviderEventKind::Bounced { permanent: true },
+            at: Utc::now(),
+            detail: serde_json::json!({ "why": "came before its sent" }),
+        };
+        herald
+            .events
+            .park(&[bounced], super::PARK_KEEP)
+            .await
+            .unwrap();
+        // Recorded straight in the store: nothing released what was parked.
+        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+        sent.attempt = Some(claimed.attempts);
+        sent.gateway = Some("ses".into());
+        sent.provider_message_id = Some("0100-parked".into());
+        herald.store.transition(vec![sent]).await.unwrap();
+        embedded.shutdown().await;
+
+        let embedded = start().await.unwrap();
+        let herald = embedded.herald.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (m, _) = herald.store.get(&t, id).await.unwrap().unwrap();
+            if m.status == MessageStatus::Bounced {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {}", m.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = herald.events.parked("ses", "0100-parked").await.unwrap();
+        assert!(left.mark.is_none(), "applied, then forgotten: {left:?}");
+        embedded.shutdown().await;
+    }
 }
 
 #[cfg(test)]

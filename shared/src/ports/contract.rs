@@ -1167,8 +1167,9 @@ pub async fn provider_event_claims_run_out_unless_applied<S: EventLog>(log: &S) 
     );
 }
 
-/// Events parked for a provider message come back once, in order, and only for that message.
-pub async fn provider_events_park_until_taken<S: EventLog>(log: &S) {
+/// Events parked for a provider message come back in order, and only for that message; they
+/// stay until forgotten, and forgetting what was read leaves what was parked since.
+pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     let event = |id: &str, kind: crate::ports::ProviderEventKind| crate::ports::ProviderEvent {
         gateway: "twilio".into(),
         provider_message_id: id.into(),
@@ -1177,38 +1178,83 @@ pub async fn provider_events_park_until_taken<S: EventLog>(log: &S) {
         at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
         detail: json!({ "status": "delivered", "error_code": 30003 }),
     };
-    use crate::ports::ProviderEventKind::{Bounced, Delivered, Opened};
+    use crate::ports::ProviderEventKind::{Bounced, Clicked, Delivered, Opened};
     let keep = Duration::from_secs(3600);
-    assert!(log.take_parked("twilio", "SM-p1").await.unwrap().is_empty());
+    let nothing = log.parked("twilio", "SM-p1").await.unwrap();
+    assert!(nothing.events.is_empty() && nothing.mark.is_none());
     let first = vec![
         event("SM-p1", Delivered),
         event("SM-p2", Bounced { permanent: true }),
     ];
     log.park(&first, keep).await.unwrap();
     log.park(&[event("SM-p1", Opened)], keep).await.unwrap();
-    let taken = log.take_parked("twilio", "SM-p1").await.unwrap();
-    assert_eq!(taken.len(), 2, "{taken:?}");
-    assert_eq!(taken[0], first[0], "as parked, oldest first");
-    assert_eq!(taken[1].kind, Opened);
-    assert!(
-        log.take_parked("twilio", "SM-p1").await.unwrap().is_empty(),
-        "taken once"
+    let read = log.parked("twilio", "SM-p1").await.unwrap();
+    assert_eq!(read.events.len(), 2, "{read:?}");
+    assert_eq!(read.events[0], first[0], "as parked, oldest first");
+    assert_eq!(read.events[1].kind, Opened);
+    let again = log.parked("twilio", "SM-p1").await.unwrap();
+    assert_eq!(again.events, read.events, "a read leaves them parked");
+
+    // Parked after the read: kept when what was read is forgotten.
+    let later = event("SM-p1", Clicked);
+    log.park(std::slice::from_ref(&later), keep).await.unwrap();
+    let mark = read.mark.clone().unwrap();
+    log.forget_parked("twilio", "SM-p1", mark.clone())
+        .await
+        .unwrap();
+    let left = log.parked("twilio", "SM-p1").await.unwrap();
+    assert_eq!(left.events, vec![later], "only what was read is forgotten");
+    log.forget_parked("twilio", "SM-p1", mark).await.unwrap();
+    assert_eq!(
+        log.parked("twilio", "SM-p1").await.unwrap().events.len(),
+        1,
+        "forgetting twice forgets nothing more"
+    );
+    log.forget_parked("twilio", "SM-p1", left.mark.unwrap())
+        .await
+        .unwrap();
+    assert!(log
+        .parked("twilio", "SM-p1")
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+
+    // Forgotten, then parked anew: an old mark forgets nothing of the new.
+    let stale = log.parked("twilio", "SM-p2").await.unwrap();
+    assert_eq!(stale.events, vec![first[1].clone()]);
+    let stale = stale.mark.unwrap();
+    log.forget_parked("twilio", "SM-p2", stale.clone())
+        .await
+        .unwrap();
+    let anew = event("SM-p2", Delivered);
+    log.park(std::slice::from_ref(&anew), keep).await.unwrap();
+    log.forget_parked("twilio", "SM-p2", stale).await.unwrap();
+    assert_eq!(
+        log.parked("twilio", "SM-p2").await.unwrap().events,
+        vec![anew]
     );
     assert!(
-        log.take_parked("postal", "SM-p2").await.unwrap().is_empty(),
+        log.parked("postal", "SM-p2")
+            .await
+            .unwrap()
+            .events
+            .is_empty(),
         "per gateway"
     );
-    assert_eq!(
-        log.take_parked("twilio", "SM-p2").await.unwrap(),
-        vec![first[1].clone()]
-    );
+
     log.park(&[event("SM-p3", Delivered)], Duration::ZERO)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = log.parked("twilio", "SM-p3").await.unwrap();
+    assert!(expired.events.is_empty(), "expired");
+    log.forget_parked("twilio", "SM-p3", expired.mark.unwrap())
+        .await
+        .unwrap();
     assert!(
-        log.take_parked("twilio", "SM-p3").await.unwrap().is_empty(),
-        "expired"
+        log.parked("twilio", "SM-p3").await.unwrap().mark.is_none(),
+        "expired, forgotten"
     );
 }
 
@@ -1325,9 +1371,10 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
     );
     assert_eq!(
         store
-            .take_parked("ses", &format!("ses-{early}"))
+            .parked("ses", &format!("ses-{early}"))
             .await
             .unwrap()
+            .events
             .len(),
         1
     );

@@ -46,7 +46,9 @@ pub use search::{
 };
 pub use sessions::{ConsoleSession, SessionStore};
 pub use store::*;
-pub use suppression::{ClaimToken, EventClaim, EventLog, SuppressionFilter, SuppressionStore};
+pub use suppression::{
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, SuppressionFilter, SuppressionStore,
+};
 pub use threads::{ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
 pub use warmup::WarmupStore;
 

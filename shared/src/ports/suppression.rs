@@ -137,10 +137,40 @@ pub trait EventLog: Send + Sync + 'static {
     /// Keeps events that came before their message's `sent` was recorded, each under its
     /// gateway and provider message id, for `keep`.
     async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError>;
-    /// Removes and returns, oldest first, the unexpired events parked for a provider message.
-    async fn take_parked(
+    /// The unexpired events parked for a provider message, oldest first, left parked: they
+    /// are forgotten only once applied (`forget_parked`), so a crash or a failure between
+    /// the two leaves them to be applied again, not lost.
+    async fn parked(
         &self,
         gateway: &str,
         provider_message_id: &str,
-    ) -> Result<Vec<ProviderEvent>, StoreError>;
+    ) -> Result<ParkedEvents, StoreError>;
+    /// Forgets the events `parked` returned with `mark`, and none parked since; nothing when
+    /// another has forgotten them already.
+    async fn forget_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        mark: ParkedMark,
+    ) -> Result<(), StoreError>;
+}
+
+/// A provider message's parked events as read, and what to forget once they are applied.
+#[derive(Debug, Default)]
+pub struct ParkedEvents {
+    pub events: Vec<ProviderEvent>,
+    /// None when nothing is parked.
+    pub mark: Option<ParkedMark>,
+}
+
+/// Where a read of parked events ended, as its backend says it (a sequence number; the
+/// length and first entry of a list): opaque to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedMark(pub(crate) String);
+
+impl ParkedMark {
+    /// A mark its backend cannot read back.
+    pub(crate) fn unreadable(&self) -> StoreError {
+        StoreError::Corrupt(format!("parked mark {:?}", self.0))
+    }
 }

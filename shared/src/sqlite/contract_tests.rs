@@ -147,9 +147,9 @@ async fn sqlite_a_sent_never_hides_parked_events() {
 }
 
 #[tokio::test]
-async fn sqlite_provider_events_park_until_taken() {
+async fn sqlite_provider_events_park_until_forgotten() {
     let (_d, b) = backend();
-    provider_events_park_until_taken(&b).await;
+    provider_events_park_until_forgotten(&b).await;
 }
 
 #[tokio::test]

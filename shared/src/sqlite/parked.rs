@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use rusqlite::{params, Connection};
 
 use super::{ms, SqliteBackend};
-use crate::ports::{ProviderEvent, StoreError};
+use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
 
 /// Hashes of the (gateway, provider message id) of every parked row.
 #[derive(Default)]
@@ -71,62 +71,104 @@ impl SqliteBackend {
             .await
     }
 
-    pub(super) async fn take_parked_events(
+    /// Read on the writer's thread, in order with every park, when the set says there are
+    /// some.
+    pub(super) async fn parked_events(
         &self,
         gateway: &str,
         provider_message_id: &str,
-    ) -> Result<Vec<ProviderEvent>, StoreError> {
+    ) -> Result<ParkedEvents, StoreError> {
         let hash = key_hash(gateway, provider_message_id);
         if !self.parked_index.0.read().contains(&hash) {
-            return Ok(Vec::new());
+            return Ok(ParkedEvents::default());
         }
         let (gateway, id) = (gateway.to_owned(), provider_message_id.to_owned());
         let now = ms(Utc::now());
-        let index = self.parked_index.clone();
-        let taken = self
+        let (rows, last) = self
             .writer
-            .run(1, move |conn| {
-                let rows = take_rows(conn, &gateway, &id, now)?;
-                index.0.write().remove(&hash);
-                Ok(rows)
-            })
-            .await;
-        let rows = match taken {
-            Ok(rows) => rows,
-            Err(e) => {
-                // Not taken after all: the rows are still there.
-                self.parked_index.0.write().insert(hash);
-                return Err(e);
-            }
-        };
-        rows.iter()
+            .run(1, move |conn| parked_rows(conn, &gateway, &id, now))
+            .await?;
+        let events = rows
+            .iter()
             .map(|json| serde_json::from_str(json).map_err(corrupt))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ParkedEvents {
+            events,
+            mark: last.map(|seq| ParkedMark(seq.to_string())),
+        })
+    }
+
+    /// Deletes the rows up to `mark` (sequence numbers only grow: never one parked since), and
+    /// forgets the key once none is left.
+    pub(super) async fn forget_parked_events(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        mark: ParkedMark,
+    ) -> Result<(), StoreError> {
+        let upto: i64 = mark.0.parse().map_err(|_| mark.unreadable())?;
+        let (gateway, id) = (gateway.to_owned(), provider_message_id.to_owned());
+        let index = self.parked_index.clone();
+        self.writer
+            .run(1, move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM parked_events WHERE gateway = ?1 AND provider_message_id = ?2 \
+                     AND seq <= ?3",
+                )?
+                .execute(params![gateway, id, upto])?;
+                if !any_parked(conn, &gateway, &id)? {
+                    index.0.write().remove(&key_hash(&gateway, &id));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every provider message with events parked, for the sweep at start-up.
+    pub async fn parked_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.readers
+            .lookup(|conn| {
+                conn.prepare_cached(
+                    "SELECT DISTINCT gateway, provider_message_id FROM parked_events",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+            })
+            .await
     }
 }
 
-/// Deletes a provider message's parked rows; returns the unexpired ones' events, oldest first.
-fn take_rows(
+/// A provider message's unexpired parked events, oldest first, and the highest sequence
+/// number read (expired rows included, so that forgetting removes them too).
+fn parked_rows(
     conn: &Connection,
     gateway: &str,
     id: &str,
     now: i64,
-) -> Result<Vec<String>, rusqlite::Error> {
-    let mut rows: Vec<(i64, String, i64)> = conn
+) -> Result<(Vec<String>, Option<i64>), rusqlite::Error> {
+    let rows: Vec<(i64, String, i64)> = conn
         .prepare_cached(
-            "DELETE FROM parked_events WHERE gateway = ?1 AND provider_message_id = ?2 \
-             RETURNING seq, event, expires_at",
+            "SELECT seq, event, expires_at FROM parked_events \
+             WHERE gateway = ?1 AND provider_message_id = ?2 ORDER BY seq",
         )?
         .query_map(params![gateway, id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
-    rows.sort_by_key(|(seq, _, _)| *seq);
-    Ok(rows
+    let last = rows.last().map(|(seq, _, _)| *seq);
+    let live = rows
         .into_iter()
         .filter(|(_, _, expires)| *expires >= now)
         .map(|(_, event, _)| event)
-        .collect())
+        .collect();
+    Ok((live, last))
+}
+
+fn any_parked(conn: &Connection, gateway: &str, id: &str) -> Result<bool, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM parked_events WHERE gateway = ?1 AND provider_message_id = ?2)",
+    )?
+    .query_row(params![gateway, id], |r| r.get(0))
 }
 
 /// Deletes parked events past their time (their message was never recorded as sent), and
@@ -143,11 +185,8 @@ pub(super) fn purge_parked(
         )?
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut left = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM parked_events WHERE gateway = ?1 AND provider_message_id = ?2)",
-    )?;
     for (gateway, id) in &gone {
-        if !left.query_row(params![gateway, id], |r| r.get::<_, bool>(0))? {
+        if !any_parked(conn, gateway, id)? {
             index.0.write().remove(&key_hash(gateway, id));
         }
     }

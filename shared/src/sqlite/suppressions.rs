@@ -16,8 +16,8 @@ use super::{from_ms, ms, SqliteBackend};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, TenantId};
 use crate::ports::{
-    ClaimToken, EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter,
-    SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, StoreError,
+    SuppressionFilter, SuppressionStore,
 };
 
 /// Hashes of every stored entry's (scope, channel, address).
@@ -407,12 +407,22 @@ impl EventLog for SqliteBackend {
         self.park_events(events, keep).await
     }
 
-    async fn take_parked(
+    async fn parked(
         &self,
         gateway: &str,
         provider_message_id: &str,
-    ) -> Result<Vec<ProviderEvent>, StoreError> {
-        self.take_parked_events(gateway, provider_message_id).await
+    ) -> Result<ParkedEvents, StoreError> {
+        self.parked_events(gateway, provider_message_id).await
+    }
+
+    async fn forget_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        mark: ParkedMark,
+    ) -> Result<(), StoreError> {
+        self.forget_parked_events(gateway, provider_message_id, mark)
+            .await
     }
 }
 

@@ -5,17 +5,18 @@
 //! An event that names its message (SES's tag) also flags that message (`parked`) once parked.
 //! The `sent` transition returns the flag with the old item, so the dispatcher looks for parked
 //! events only when there are some. The parker tries its events again after flagging, so a
-//! `sent` that came before the flag is caught by the parker instead.
+//! `sent` that came before the flag is caught by the parker instead. Events are forgotten
+//! only once applied (`engine/parked.rs`).
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
 use super::item::{opt_n, s, Item};
 use super::transitions::PARKED_FLAG;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
-use crate::ports::{ProviderEvent, StoreError};
+use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
 
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
     format!("parked#{gateway}#{provider_message_id}")
@@ -80,42 +81,92 @@ impl DynamoStore {
         applied(result, "UpdateItem").map(|_| ())
     }
 
-    /// A consistent read first: a `sent` with nothing parked (nearly all) costs no write.
-    pub(super) async fn take_parked_events(
+    /// A consistent read: a `sent` with nothing parked (nearly all) costs no write.
+    pub(super) async fn parked_events(
         &self,
         gateway: &str,
         provider_message_id: &str,
-    ) -> Result<Vec<ProviderEvent>, StoreError> {
-        let pk = parked_pk(gateway, provider_message_id);
+    ) -> Result<ParkedEvents, StoreError> {
         let found = self
             .client
             .get_item()
             .table_name(self.idempotency_table()?)
-            .key("pk", s(&pk))
-            .projection_expression("pk")
+            .key("pk", s(parked_pk(gateway, provider_message_id)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
-        if found.item.is_none() {
-            return Ok(Vec::new());
-        }
-        let taken = self
+        let Some(item) = found.item else {
+            return Ok(ParkedEvents::default());
+        };
+        let stored = match item.get("events") {
+            Some(AttributeValue::L(events)) => events.as_slice(),
+            _ => &[],
+        };
+        let mark = match stored.first() {
+            Some(AttributeValue::S(first)) => {
+                Some(ParkedMark(format!("{}\n{first}", stored.len())))
+            }
+            _ => None,
+        };
+        Ok(ParkedEvents {
+            events: live_events(&item)?,
+            mark,
+        })
+    }
+
+    /// Deletes the item when nothing was appended since the read, else removes the entries
+    /// read from the front of its list; either only while its first entry is the one read,
+    /// so an item parked anew after another forgot this one is left alone.
+    pub(super) async fn forget_parked_events(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        mark: ParkedMark,
+    ) -> Result<(), StoreError> {
+        let (count, first) = mark.0.split_once('\n').ok_or_else(|| mark.unreadable())?;
+        let count: usize = count.parse().map_err(|_| mark.unreadable())?;
+        let (table, pk) = (
+            self.idempotency_table()?,
+            parked_pk(gateway, provider_message_id),
+        );
+        let values = [(":n", super::item::n(count)), (":first", s(first))];
+        let deleted = self
             .client
             .delete_item()
-            .table_name(self.idempotency_table()?)
-            .key("pk", s(pk))
-            .return_values(ReturnValue::AllOld)
+            .table_name(table)
+            .key("pk", s(&pk))
+            .condition_expression("size(events) = :n AND events[0] = :first")
+            .set_expression_attribute_values(Some(owned(&values)))
             .send()
-            .await
-            .map_err(|e| unavailable("DeleteItem", e))?;
-        taken
-            .attributes
-            .map_or(Ok(Vec::new()), |item| live_events(&item))
+            .await;
+        if applied(deleted, "DeleteItem")? {
+            return Ok(());
+        }
+        let read: Vec<String> = (0..count).map(|i| format!("events[{i}]")).collect();
+        let trimmed = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .update_expression(format!("REMOVE {}", read.join(", ")))
+            .condition_expression("size(events) > :n AND events[0] = :first")
+            .set_expression_attribute_values(Some(owned(&values)))
+            .send()
+            .await;
+        // Refused: another forgot them already.
+        applied(trimmed, "UpdateItem").map(|_| ())
     }
 }
 
-/// The events of a taken item, unless its time ran out before the TTL removed it.
+fn owned(values: &[(&str, AttributeValue)]) -> std::collections::HashMap<String, AttributeValue> {
+    values
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The events of a parked item, unless its time ran out before the TTL removed it.
 fn live_events(item: &Item) -> Result<Vec<ProviderEvent>, StoreError> {
     let expires: i64 = opt_n(item, "expires_at")?.unwrap_or(0);
     if expires < epoch_seconds(Utc::now()) {

@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::Updated;
 use crate::ports::{
-    ClaimToken, EventClaim, EventLog, ProviderEvent, StoreError, SuppressionFilter,
-    SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, StoreError,
+    SuppressionFilter, SuppressionStore,
 };
 
 pub(super) fn entry_key(channel: Channel, address: &str) -> String {
@@ -356,11 +356,21 @@ impl EventLog for DynamoStore {
         self.park_events(events, keep).await
     }
 
-    async fn take_parked(
+    async fn parked(
         &self,
         gateway: &str,
         provider_message_id: &str,
-    ) -> Result<Vec<ProviderEvent>, StoreError> {
-        self.take_parked_events(gateway, provider_message_id).await
+    ) -> Result<ParkedEvents, StoreError> {
+        self.parked_events(gateway, provider_message_id).await
+    }
+
+    async fn forget_parked(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        mark: ParkedMark,
+    ) -> Result<(), StoreError> {
+        self.forget_parked_events(gateway, provider_message_id, mark)
+            .await
     }
 }
