@@ -720,61 +720,70 @@ async fn herald_upgrade_gives_a_stacks_older_suppressions_their_look_ups() {
 }
 
 /// A dispatch that recorded `sent` and stopped before it applied the provider events parked
-/// for its message: the receipt comes back, and its redelivery applies them.
+/// for its message: the receipt comes back, and its redelivery applies them, whether the
+/// events named the message (SES) or only the provider's id (Twilio: indexed by it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_receipt_applies_the_events_a_stopped_dispatch_left_parked() {
-    use shared::ports::{ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
     let api = Api::start().await;
-    let id = api
-        .send(
-            json!({ "channel": "email", "priority": "P2", "to": "ann@example.com",
-                      "subject": "Hi", "body": "Hello" }),
-        )
-        .await;
-    let id = MessageId::parse(&id).unwrap();
-    let herald = api.herald.clone();
-    let lease = Duration::from_secs(30);
-    let claim = herald
-        .store
-        .claim(id, Priority::P2, chrono::Utc::now(), lease);
+    for names_its_message in [true, false] {
+        // Apart: the first's bounce suppresses its address.
+        let to = format!("ann-{names_its_message}@example.com");
+        let id = api
+            .send(json!({ "channel": "email", "priority": "P2", "to": to,
+                          "subject": "Hi", "body": "Hello" }))
+            .await;
+        let id = MessageId::parse(&id).unwrap();
+        let provider_id = format!("parked-{names_its_message}");
+        sent_with_a_bounce_left_parked(&api, id, &provider_id, names_its_message).await;
+        assert_eq!(api.view(&id.to_string()).await["status"], "sent");
+
+        let redelivery = Delivery {
+            receipt: "unused".into(),
+            message_id: id,
+            tenant: "acme".into(),
+            lane: Priority::P2,
+            receive_count: 2,
+            not_before: None,
+            pace: None,
+            job_part: None,
+        };
+        api.herald.process_delivery(&redelivery).await;
+        let view = api.view(&id.to_string()).await;
+        assert_eq!(view["status"], "bounced", "{view}");
+        let left = api.herald.events.parked("ses", &provider_id).await.unwrap();
+        assert!(left.mark.is_none(), "applied, then forgotten: {left:?}");
+    }
+}
+
+/// Claims `id`, parks a bounce for it under `provider_id` (naming the message, as SES's do,
+/// or not, as Twilio's), and records its `sent` as a dispatch that then stopped would have:
+/// without releasing what was parked.
+async fn sent_with_a_bounce_left_parked(
+    api: &Api,
+    id: MessageId,
+    provider_id: &str,
+    names_its_message: bool,
+) {
+    use shared::ports::{ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
+    let (herald, now, lease) = (&api.herald, chrono::Utc::now(), Duration::from_secs(30));
+    let claim = herald.store.claim(id, Priority::P2, now, lease);
     let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
         panic!("claim")
     };
-    // SES's bounce came while the message was being handed over: parked.
     let bounced = ProviderEvent {
         gateway: "ses".into(),
-        provider_message_id: "ses-parked".into(),
-        message_id: Some(id),
+        provider_message_id: provider_id.into(),
+        message_id: names_its_message.then_some(id),
         kind: ProviderEventKind::Bounced { permanent: true },
-        at: chrono::Utc::now(),
+        at: now,
         detail: json!({ "bounceType": "Permanent" }),
     };
     herald.events.park(&[bounced], lease).await.unwrap();
-    // The dispatch recorded `sent`, then stopped before it released what was parked.
-    let mut sent = Transition::new(id, MessageStatus::Sent, chrono::Utc::now());
+    let mut sent = Transition::new(id, MessageStatus::Sent, now);
     sent.attempt = Some(claimed.attempts);
     sent.gateway = Some("ses".into());
-    sent.provider_message_id = Some("ses-parked".into());
-    sent.index_provider_id = false;
+    sent.provider_message_id = Some(provider_id.into());
+    // Events that do not name their message find it by its provider id.
+    sent.index_provider_id = !names_its_message;
     herald.store.transition(vec![sent]).await.unwrap();
-    assert_eq!(api.view(&id.to_string()).await["status"], "sent");
-
-    let delivery = |receive_count| Delivery {
-        receipt: "unused".into(),
-        message_id: id,
-        tenant: "acme".into(),
-        lane: Priority::P2,
-        receive_count,
-        not_before: None,
-        pace: None,
-        job_part: None,
-    };
-    // A first receipt of a sent message (a duplicate from SQS) looks for nothing.
-    herald.process_delivery(&delivery(1)).await;
-    assert_eq!(api.view(&id.to_string()).await["status"], "sent");
-    herald.process_delivery(&delivery(2)).await;
-    let view = api.view(&id.to_string()).await;
-    assert_eq!(view["status"], "bounced", "{view}");
-    let left = herald.events.parked("ses", "ses-parked").await.unwrap();
-    assert!(left.mark.is_none(), "applied, then forgotten: {left:?}");
 }

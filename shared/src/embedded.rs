@@ -343,7 +343,7 @@ async fn apply_parked_events(backend: SqliteBackend, herald: Arc<Herald>) {
     };
     let mut released = 0;
     for (gateway, provider_id) in &keys {
-        released += usize::from(herald.release_parked(gateway, provider_id).await);
+        released += usize::from(herald.release_parked(gateway, provider_id, None).await);
     }
     if !keys.is_empty() {
         tracing::info!(

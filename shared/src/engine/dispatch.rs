@@ -10,7 +10,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::suppress::suppression_note;
 use super::Herald;
-use crate::domain::{Message, MessageStatus, TenantId};
+use crate::domain::{Message, MessageStatus};
 use crate::gateway::Outcome;
 use crate::ports::{
     AttemptChange, ClaimOutcome, Delivery, GatewayError, Grant, MessageRef, OutboundMessage,
@@ -58,18 +58,17 @@ pub(super) fn claimed_or(
     }
 }
 
-/// A redelivered receipt whose message is recorded as sent (or past it): the run that recorded
-/// it may have stopped before it applied the provider events parked for it.
-fn handed_off_before(outcome: &ClaimOutcome, d: &Delivery) -> bool {
-    use MessageStatus::{Clicked, Delivered, Opened, Sent};
-    let after_sent = matches!(
-        outcome,
+/// Where provider events were parked for a message that is past its hand-off (DynamoDB
+/// flags it): the dispatch that recorded its `sent` may have stopped before it applied them.
+fn parked_under(outcome: &ClaimOutcome) -> Option<(String, String)> {
+    match outcome {
         ClaimOutcome::NotClaimable {
-            current: Sent | Delivered | Opened | Clicked,
-            lease_until: None
-        }
-    );
-    after_sent && d.receive_count > 1
+            current,
+            lease_until: None,
+            parked_under,
+        } if !current.is_pending() && *current != MessageStatus::Sending => parked_under.clone(),
+        _ => None,
+    }
 }
 
 fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -141,13 +140,12 @@ impl Herald {
         };
         let claimed = match claim.await {
             Ok(outcome) => {
-                let handed_off = handed_off_before(&outcome, d);
+                let parked = parked_under(&outcome);
                 match claimed_or(outcome, d, now) {
                     Ok(m) => m,
-                    Err(_) if handed_off && !self.release_after_redelivery(d).await => {
-                        return (Disposition::RetryIn(Duration::from_secs(1)), None)
+                    Err(disposition) => {
+                        return (self.after_refused_claim(d, parked, disposition).await, None)
                     }
-                    Err(disposition) => return (disposition, None),
                 }
             }
             Err(e) => {
@@ -413,24 +411,23 @@ impl Herald {
         t
     }
 
-    /// Applies what is parked for a redelivered receipt's message, already sent; false when
-    /// that could not be read or applied (the receipt comes back to try again).
-    async fn release_after_redelivery(&self, d: &Delivery) -> bool {
-        let Ok(tenant) = TenantId::parse(&d.tenant) else {
-            return true;
+    /// A refused claim's receipt: applies first what is still parked for its message, if
+    /// anything is (the receipt comes back later when that fails).
+    async fn after_refused_claim(
+        &self,
+        d: &Delivery,
+        parked: Option<(String, String)>,
+        disposition: Disposition,
+    ) -> Disposition {
+        let Some((gateway, provider_id)) = parked else {
+            return disposition;
         };
-        match self.store.get(&tenant, d.message_id).await {
-            Ok(Some((m, _))) => match (&m.gateway, &m.provider_message_id) {
-                (Some(gateway), Some(provider_id)) => {
-                    self.release_parked(gateway, provider_id).await
-                }
-                _ => true,
-            },
-            Ok(None) => true,
-            Err(e) => {
-                warn!(id = %d.message_id, error = %e, "a redelivered message not read for its parked events");
-                false
-            }
+        match self
+            .release_parked(&gateway, &provider_id, Some(d.message_id))
+            .await
+        {
+            true => disposition,
+            false => Disposition::RetryIn(self.backoff(d.receive_count)),
         }
     }
 

@@ -25,7 +25,6 @@ pub(crate) const PARK_KEEP: Duration = Duration::from_secs(24 * 3600);
 impl Herald {
     /// Parks events that wait for their message's `sent`. A `sent` recorded while they were
     /// being parked found nothing to release, so each provider message is tried once more.
-    /// An error when that found the `sent` but could not apply what is parked.
     pub(crate) async fn park(&self, events: Vec<ProviderEvent>) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
@@ -38,12 +37,11 @@ impl Herald {
                 .await
                 .is_ok_and(|r| !r.wait.contains(&true))
             {
-                // Not all applied: no `sent` comes to release them, so the caller is told (a
-                // provider's webhook then answers so that it retries).
+                // These are applied; what others parked for the same message is theirs to
+                // apply (each parker tries again after parking), or the `sent`'s dispatch's.
                 if !self.release(&gateway, &provider_id, None, group).await {
-                    return Err(StoreError::Unavailable(format!(
-                        "provider events parked for {gateway} {provider_id} not applied"
-                    )));
+                    warn!(gateway, provider_message_id = %provider_id,
+                          "provider events parked for a sent message left parked");
                 }
             } else {
                 info!(gateway, provider_message_id = %provider_id, parked = group.len(),
@@ -84,10 +82,14 @@ impl Herald {
         if self.after_recorded(t, outcome).await {
             return;
         }
-        let (herald, t) = (self.clone(), t.clone());
+        // Weak: the retries hold nothing open once the process stops.
+        let (herald, t) = (Arc::downgrade(self), t.clone());
         tokio::spawn(async move {
             for delay in RELEASE_RETRIES {
                 tokio::time::sleep(delay).await;
+                let Some(herald) = herald.upgrade() else {
+                    return;
+                };
                 if herald
                     .after_recorded(&t, Some(&TransitionOutcome::Applied))
                     .await
@@ -100,16 +102,25 @@ impl Herald {
     }
 
     /// Applies what is parked for a provider message whose `sent` may be recorded (a sweep
-    /// at start-up, a redelivered dispatch); true when nothing is left parked.
-    pub async fn release_parked(&self, gateway: &str, provider_id: &str) -> bool {
-        self.release(gateway, provider_id, None, Vec::new()).await
+    /// at start-up; a redelivered dispatch, which knows the message); false when some of it
+    /// could not be applied.
+    pub async fn release_parked(
+        &self,
+        gateway: &str,
+        provider_id: &str,
+        message: Option<MessageId>,
+    ) -> bool {
+        self.release(gateway, provider_id, message, Vec::new())
+            .await
     }
 
     /// Applies what is parked for a provider message but `applied` (already applied by the
     /// caller), then forgets it: a crash or a failure in between leaves it parked, to be
-    /// applied again (a repeat changes no state: each transition is conditional on it).
+    /// applied again. A repeat changes no message's state (each transition is conditional
+    /// on it), but may add a `delivery_delayed` note again, and count a bounce again towards
+    /// warm-up; it happens only when a release was cut short, or raced another.
     /// `message` is the message now recorded as sent under that id: a look-up by provider id
-    /// might not see it yet. True when nothing is left parked.
+    /// might not see it yet. True when what was read is applied (or nothing was parked).
     async fn release(
         &self,
         gateway: &str,

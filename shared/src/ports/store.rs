@@ -113,6 +113,11 @@ pub enum ClaimOutcome {
     NotClaimable {
         current: MessageStatus,
         lease_until: Option<DateTime<Utc>>,
+        /// The gateway and provider message id provider events were parked under for it, when
+        /// the store flags that on the message (DynamoDB): a redelivery then applies what a
+        /// dispatch that stopped after its `sent` left parked. None embedded, where a `sent`
+        /// and its lane entry are settled together, so no redelivery follows one.
+        parked_under: Option<(String, String)>,
     },
     NotFound,
 }

@@ -40,6 +40,14 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("parked event: {e}"))
 }
 
+/// A parked event, unless it cannot be read: then it is skipped (and forgotten with the
+/// others), so it cannot hold back those that can.
+fn readable(json: &str) -> Option<ProviderEvent> {
+    serde_json::from_str(json)
+        .inspect_err(|e| tracing::warn!(error = %e, "an unreadable parked provider event skipped"))
+        .ok()
+}
+
 impl SqliteBackend {
     pub(super) async fn park_events(
         &self,
@@ -88,10 +96,7 @@ impl SqliteBackend {
             .writer
             .run(1, move |conn| parked_rows(conn, &gateway, &id, now))
             .await?;
-        let events = rows
-            .iter()
-            .map(|json| serde_json::from_str(json).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
+        let events = rows.iter().filter_map(|json| readable(json)).collect();
         Ok(ParkedEvents {
             events,
             mark: last.map(|seq| ParkedMark(seq.to_string())),
@@ -108,8 +113,9 @@ impl SqliteBackend {
     ) -> Result<(), StoreError> {
         let upto: i64 = mark.0.parse().map_err(|_| mark.unreadable())?;
         let (gateway, id) = (gateway.to_owned(), provider_message_id.to_owned());
-        let index = self.parked_index.clone();
-        self.writer
+        let (index, hash) = (self.parked_index.clone(), key_hash(&gateway, &id));
+        let forgotten = self
+            .writer
             .run(1, move |conn| {
                 conn.prepare_cached(
                     "DELETE FROM parked_events WHERE gateway = ?1 AND provider_message_id = ?2 \
@@ -117,11 +123,16 @@ impl SqliteBackend {
                 )?
                 .execute(params![gateway, id, upto])?;
                 if !any_parked(conn, &gateway, &id)? {
-                    index.0.write().remove(&key_hash(&gateway, &id));
+                    index.0.write().remove(&hash);
                 }
                 Ok(())
             })
-            .await
+            .await;
+        if forgotten.is_err() {
+            // Rolled back: the rows are still there.
+            self.parked_index.0.write().insert(hash);
+        }
+        forgotten
     }
 
     /// Every provider message with events parked, for the sweep at start-up.

@@ -340,6 +340,7 @@ fn receive_and_claim(
             let refused = ClaimOutcome::NotClaimable {
                 current: parse_status(0, &e.status)?,
                 lease_until: e.lease_until.filter(|l| *l > look.now).map(from_ms),
+                parked_under: None,
             };
             out.push((e.rowid, e.delivery, refused));
         }
@@ -440,6 +441,7 @@ mod tests {
                     ClaimOutcome::NotClaimable {
                         current,
                         lease_until,
+                        ..
                     },
                 ) => {
                     assert_eq!(*current, MessageStatus::Sending);

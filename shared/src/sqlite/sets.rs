@@ -110,6 +110,7 @@ pub(crate) fn not_claimable(
         Some((status, lease)) => ClaimOutcome::NotClaimable {
             current: parse_status(0, &status)?,
             lease_until: lease.filter(|l| *l > now_ms).map(super::from_ms),
+            parked_under: None,
         },
         None => ClaimOutcome::NotFound,
     })

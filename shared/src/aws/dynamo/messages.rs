@@ -264,6 +264,19 @@ fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
     format!("{}#{key}", tenant.as_str())
 }
 
+/// Where events may be parked for a message: one the parker flagged (an event that names its
+/// message, `parked.rs`), or one indexed by its provider id (whose events do not name it, so
+/// the parker cannot flag it).
+fn parked_under(item: &Item) -> Option<(String, String)> {
+    let may_have =
+        item.contains_key(super::transitions::PARKED_FLAG) || item.contains_key("provider_key");
+    if !may_have {
+        return None;
+    }
+    let field = |name| opt_s(item, name).map(str::to_owned);
+    Some((field("gateway")?, field("provider_message_id")?))
+}
+
 fn claimable(status: MessageStatus, lease_until: Option<i64>, now_ms: i64) -> bool {
     match status {
         MessageStatus::Queued | MessageStatus::Deferred => true,
@@ -439,7 +452,7 @@ impl MessageStore for DynamoStore {
                     let status = status_of(&item)?;
                     let lease_until: Option<i64> = opt_n(&item, "lease_until")?;
                     let seen: u32 = super::item::get_n(&item, "attempts")?;
-                    current = Some((status, lease_until));
+                    current = Some((status, lease_until, parked_under(&item)));
                     let full = timeline_full(&item) && timeline == Timeline::Append;
                     if !claimable(status, lease_until, now_ms) || (seen == attempts && !full) {
                         break;
@@ -452,7 +465,7 @@ impl MessageStore for DynamoStore {
             }
         }
         // Not claimable, or lost every race: whoever won holds it now.
-        let Some((status, lease_until)) = current else {
+        let Some((status, lease_until, parked_under)) = current else {
             return Ok(ClaimOutcome::NotFound);
         };
         Ok(ClaimOutcome::NotClaimable {
@@ -460,6 +473,7 @@ impl MessageStore for DynamoStore {
             lease_until: lease_until
                 .filter(|l| *l > now_ms)
                 .and_then(DateTime::from_timestamp_millis),
+            parked_under,
         })
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
-use super::item::{opt_n, s, Item};
+use super::item::{opt_n, opt_s, s, Item};
 use super::transitions::PARKED_FLAG;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
 use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
@@ -33,6 +33,9 @@ impl DynamoStore {
         keep: Duration,
     ) -> Result<(), StoreError> {
         let expires = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
+        // Names the item from its first park on, so a mark read from an item that was
+        // forgotten since never matches one parked anew.
+        let generation = uuid::Uuid::now_v7().to_string();
         for event in events {
             let json = serde_json::to_string(event).map_err(corrupt)?;
             self.client
@@ -44,8 +47,9 @@ impl DynamoStore {
                 )
                 .update_expression(
                     "SET events = list_append(if_not_exists(events, :none), :new), \
-                     expires_at = :expires",
+                     expires_at = :expires, generation = if_not_exists(generation, :generation)",
                 )
+                .expression_attribute_values(":generation", s(&generation))
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
                 .expression_attribute_values(":new", AttributeValue::L(vec![s(json)]))
                 .expression_attribute_values(":expires", super::item::n(epoch_seconds(expires)))
@@ -99,16 +103,12 @@ impl DynamoStore {
         let Some(item) = found.item else {
             return Ok(ParkedEvents::default());
         };
-        let stored = match item.get("events") {
-            Some(AttributeValue::L(events)) => events.as_slice(),
-            _ => &[],
+        let read = match item.get("events") {
+            Some(AttributeValue::L(events)) => events.len(),
+            _ => 0,
         };
-        let mark = match stored.first() {
-            Some(AttributeValue::S(first)) => {
-                Some(ParkedMark(format!("{}\n{first}", stored.len())))
-            }
-            _ => None,
-        };
+        let generation = opt_s(&item, "generation").unwrap_or_default();
+        let mark = Some(ParkedMark(format!("{generation}\n{read}")));
         Ok(ParkedEvents {
             events: live_events(&item)?,
             mark,
@@ -116,45 +116,51 @@ impl DynamoStore {
     }
 
     /// Deletes the item when nothing was appended since the read, else removes the entries
-    /// read from the front of its list; either only while its first entry is the one read,
-    /// so an item parked anew after another forgot this one is left alone.
+    /// read from the front of its list; either only while it is the item read (its
+    /// generation), so one parked anew after another forgot this one is left alone.
     pub(super) async fn forget_parked_events(
         &self,
         gateway: &str,
         provider_message_id: &str,
         mark: ParkedMark,
     ) -> Result<(), StoreError> {
-        let (count, first) = mark.0.split_once('\n').ok_or_else(|| mark.unreadable())?;
-        let count: usize = count.parse().map_err(|_| mark.unreadable())?;
+        let (generation, read) = mark.0.split_once('\n').ok_or_else(|| mark.unreadable())?;
+        let read: usize = read.parse().map_err(|_| mark.unreadable())?;
         let (table, pk) = (
             self.idempotency_table()?,
             parked_pk(gateway, provider_message_id),
         );
-        let values = [(":n", super::item::n(count)), (":first", s(first))];
+        // Items parked before generations were stored have none.
+        let (same_item, mut values) = match generation {
+            "" => ("attribute_not_exists(generation)", Vec::new()),
+            g => ("generation = :generation", vec![(":generation", s(g))]),
+        };
+        values.push((":n", super::item::n(read)));
         let deleted = self
             .client
             .delete_item()
             .table_name(table)
             .key("pk", s(&pk))
-            .condition_expression("size(events) = :n AND events[0] = :first")
+            .condition_expression(format!("{same_item} AND size(events) = :n"))
             .set_expression_attribute_values(Some(owned(&values)))
             .send()
             .await;
-        if applied(deleted, "DeleteItem")? {
+        if applied(deleted, "DeleteItem")? || read == 0 {
             return Ok(());
         }
-        let read: Vec<String> = (0..count).map(|i| format!("events[{i}]")).collect();
+        let entries: Vec<String> = (0..read).map(|i| format!("events[{i}]")).collect();
         let trimmed = self
             .client
             .update_item()
             .table_name(table)
             .key("pk", s(pk))
-            .update_expression(format!("REMOVE {}", read.join(", ")))
-            .condition_expression("size(events) > :n AND events[0] = :first")
+            .update_expression(format!("REMOVE {}", entries.join(", ")))
+            .condition_expression(format!("{same_item} AND size(events) > :n"))
             .set_expression_attribute_values(Some(owned(&values)))
             .send()
             .await;
-        // Refused: another forgot them already.
+        // Refused: the item is gone or parked anew, or another release trimmed fewer entries
+        // from it first; what it left is applied again by a later release, or expires.
         applied(trimmed, "UpdateItem").map(|_| ())
     }
 }
@@ -175,11 +181,20 @@ fn live_events(item: &Item) -> Result<Vec<ProviderEvent>, StoreError> {
     let Some(AttributeValue::L(events)) = item.get("events") else {
         return Ok(Vec::new());
     };
-    events
+    // One that cannot be read is skipped (and forgotten with the others), so it cannot hold
+    // back those that can.
+    let readable = |v: &AttributeValue| {
+        let json = v.as_s().map_err(|_| corrupt("not a string"))?;
+        serde_json::from_str(json).map_err(corrupt)
+    };
+    Ok(events
         .iter()
-        .map(|v| match v {
-            AttributeValue::S(json) => serde_json::from_str(json).map_err(corrupt),
-            _ => Err(corrupt("not a string")),
+        .filter_map(|v| {
+            readable(v)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "an unreadable parked provider event skipped"),
+                )
+                .ok()
         })
-        .collect()
+        .collect())
 }
