@@ -18,6 +18,10 @@ use super::transitions::PARKED_FLAG;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
 use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
 
+/// The attribute that names a parked item from its first park on (through `#gen`: a name
+/// that DynamoDB's reserved words might take).
+const GENERATION: &str = "generation";
+
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
     format!("parked#{gateway}#{provider_message_id}")
 }
@@ -47,8 +51,9 @@ impl DynamoStore {
                 )
                 .update_expression(
                     "SET events = list_append(if_not_exists(events, :none), :new), \
-                     expires_at = :expires, generation = if_not_exists(generation, :generation)",
+                     expires_at = :expires, #gen = if_not_exists(#gen, :generation)",
                 )
+                .expression_attribute_names("#gen", GENERATION)
                 .expression_attribute_values(":generation", s(&generation))
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
                 .expression_attribute_values(":new", AttributeValue::L(vec![s(json)]))
@@ -107,7 +112,7 @@ impl DynamoStore {
             Some(AttributeValue::L(events)) => events.len(),
             _ => 0,
         };
-        let generation = opt_s(&item, "generation").unwrap_or_default();
+        let generation = opt_s(&item, GENERATION).unwrap_or_default();
         let mark = Some(ParkedMark(format!("{generation}\n{read}")));
         Ok(ParkedEvents {
             events: live_events(&item)?,
@@ -132,8 +137,8 @@ impl DynamoStore {
         );
         // Items parked before generations were stored have none.
         let (same_item, mut values) = match generation {
-            "" => ("attribute_not_exists(generation)", Vec::new()),
-            g => ("generation = :generation", vec![(":generation", s(g))]),
+            "" => ("attribute_not_exists(#gen)", Vec::new()),
+            g => ("#gen = :generation", vec![(":generation", s(g))]),
         };
         values.push((":n", super::item::n(read)));
         let deleted = self
@@ -142,6 +147,7 @@ impl DynamoStore {
             .table_name(table)
             .key("pk", s(&pk))
             .condition_expression(format!("{same_item} AND size(events) = :n"))
+            .expression_attribute_names("#gen", GENERATION)
             .set_expression_attribute_values(Some(owned(&values)))
             .send()
             .await;
@@ -156,6 +162,7 @@ impl DynamoStore {
             .key("pk", s(pk))
             .update_expression(format!("REMOVE {}", entries.join(", ")))
             .condition_expression(format!("{same_item} AND size(events) > :n"))
+            .expression_attribute_names("#gen", GENERATION)
             .set_expression_attribute_values(Some(owned(&values)))
             .send()
             .await;
