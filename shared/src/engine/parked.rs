@@ -24,31 +24,36 @@ pub(crate) const PARK_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 impl Herald {
     /// Parks events that wait for their message's `sent`. A `sent` recorded while they were
-    /// being parked found nothing to release, so each provider message is tried once more.
+    /// being parked found nothing to release, so each provider message is tried once more; an
+    /// error when that try failed (the events are parked, but may have missed their release).
     pub(crate) async fn park(&self, events: Vec<ProviderEvent>) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
         self.events.park(&events, PARK_KEEP).await?;
+        let mut not_tried = None;
         for ((gateway, provider_id), group) in by_provider_message(events) {
-            // All applied now: `sent` is recorded, so the parked copies come back out (with any
-            // that others parked meanwhile), these skipped.
-            if try_apply(self, &group)
-                .await
-                .is_ok_and(|r| !r.wait.contains(&true))
-            {
-                // These are applied; what others parked for the same message is theirs to
-                // apply (each parker tries again after parking), or the `sent`'s dispatch's.
-                if !self.release(&gateway, &provider_id, None, group).await {
-                    warn!(gateway, provider_message_id = %provider_id,
-                          "provider events parked for a sent message left parked");
+            match try_apply(self, &group).await {
+                // All applied now: `sent` is recorded, so the parked copies come back out (with
+                // any that others parked meanwhile), these skipped. What others parked is also
+                // theirs to apply (each parker tries again after parking), or the `sent`'s
+                // dispatch's.
+                Ok(r) if !r.wait.contains(&true) => {
+                    if !self.release(&gateway, &provider_id, None, group).await {
+                        warn!(gateway, provider_message_id = %provider_id,
+                              "provider events parked for a sent message left parked");
+                    }
                 }
-            } else {
-                info!(gateway, provider_message_id = %provider_id, parked = group.len(),
-                      "provider events parked until their message is recorded as sent");
+                Ok(_) => {
+                    info!(gateway, provider_message_id = %provider_id, parked = group.len(),
+                          "provider events parked until their message is recorded as sent");
+                }
+                // Its `sent` may have been recorded and released already: the caller hears of
+                // it (a provider's webhook answers so that it retries).
+                Err(e) => not_tried = Some(e),
             }
         }
-        Ok(())
+        not_tried.map_or(Ok(()), Err)
     }
 
     /// After a recorded transition: a `sent` releases what was parked for its provider id.
@@ -256,16 +261,20 @@ mod restart_tests {
         let embedded = start().await.unwrap();
         let herald = embedded.herald.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Applied, then forgotten.
         loop {
             let (m, _) = herald.store.get(&t, id).await.unwrap().unwrap();
-            if m.status == MessageStatus::Bounced {
+            let left = herald.events.parked("ses", "0100-parked").await.unwrap();
+            if m.status == MessageStatus::Bounced && left.mark.is_none() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "still {}", m.status);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}, {left:?}",
+                m.status
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = herald.events.parked("ses", "0100-parked").await.unwrap();
-        assert!(left.mark.is_none(), "applied, then forgotten: {left:?}");
         embedded.shutdown().await;
     }
 }

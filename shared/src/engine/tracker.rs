@@ -100,7 +100,8 @@ async fn run_shard(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent
                 if tries + 1 >= MAX_EARLY_RETRIES {
                     // Kept in the store from here on, until the message's `sent` is recorded.
                     if let Err(e) = herald.park(left).await {
-                        warn!(provider_message_id = %key, error = %e, "provider events not parked; dropped");
+                        warn!(provider_message_id = %key, error = %e,
+                              "provider events not parked, or parked and not tried again; what is parked is applied at the next start");
                     }
                 } else {
                     parked.insert(key.clone(), (left.into(), tries + 1));

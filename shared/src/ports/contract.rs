@@ -1179,7 +1179,7 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
         at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
         detail: json!({ "status": "delivered", "error_code": 30003 }),
     };
-    use crate::ports::ProviderEventKind::{Bounced, Clicked, Delivered, Opened};
+    use crate::ports::ProviderEventKind::{Bounced, Clicked, Complained, Delivered, Opened};
     let keep = Duration::from_secs(3600);
     let nothing = log.parked("twilio", "SM-p1").await.unwrap();
     assert!(nothing.events.is_empty() && nothing.mark.is_none());
@@ -1243,6 +1243,32 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
             .events
             .is_empty(),
         "per gateway"
+    );
+
+    // Two reads, each followed by a park; forgetting both in order, or one again, never
+    // forgets what was parked after the later read.
+    let (e1, e2, e3, e4) = (
+        event("SM-p4", Delivered),
+        event("SM-p4", Opened),
+        event("SM-p4", Clicked),
+        event("SM-p4", Complained),
+    );
+    log.park(std::slice::from_ref(&e1), keep).await.unwrap();
+    let r1 = log.parked("twilio", "SM-p4").await.unwrap().mark.unwrap();
+    log.park(std::slice::from_ref(&e2), keep).await.unwrap();
+    let r2 = log.parked("twilio", "SM-p4").await.unwrap().mark.unwrap();
+    log.park(std::slice::from_ref(&e3), keep).await.unwrap();
+    log.forget_parked("twilio", "SM-p4", r1.clone())
+        .await
+        .unwrap();
+    log.forget_parked("twilio", "SM-p4", r2).await.unwrap();
+    log.park(std::slice::from_ref(&e4), keep).await.unwrap();
+    log.forget_parked("twilio", "SM-p4", r1).await.unwrap();
+    let left = log.parked("twilio", "SM-p4").await.unwrap().events;
+    assert!(!left.contains(&e1), "read and forgotten: {left:?}");
+    assert!(
+        left.ends_with(&[e3, e4]),
+        "parked after the reads, kept: {left:?}"
     );
 
     log.park(&[event("SM-p3", Delivered)], Duration::ZERO)

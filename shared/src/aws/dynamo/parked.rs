@@ -8,6 +8,7 @@
 //! `sent` that came before the flag is caught by the parker instead. Events are forgotten
 //! only once applied (`engine/parked.rs`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -17,10 +18,6 @@ use super::item::{opt_n, opt_s, s, Item};
 use super::transitions::PARKED_FLAG;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
 use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
-
-/// The attribute that names a parked item from its first park on (through `#gen`: a name
-/// that DynamoDB's reserved words might take).
-const GENERATION: &str = "generation";
 
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
     format!("parked#{gateway}#{provider_message_id}")
@@ -51,10 +48,12 @@ impl DynamoStore {
                 )
                 .update_expression(
                     "SET events = list_append(if_not_exists(events, :none), :new), \
-                     expires_at = :expires, #gen = if_not_exists(#gen, :generation)",
+                     expires_at = :expires, #gen = if_not_exists(#gen, :generation), \
+                     #forgotten = if_not_exists(#forgotten, :zero)",
                 )
-                .expression_attribute_names("#gen", GENERATION)
+                .set_expression_attribute_names(Some(ItemMark::names()))
                 .expression_attribute_values(":generation", s(&generation))
+                .expression_attribute_values(":zero", super::item::n(0))
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
                 .expression_attribute_values(":new", AttributeValue::L(vec![s(json)]))
                 .expression_attribute_values(":expires", super::item::n(epoch_seconds(expires)))
@@ -108,75 +107,150 @@ impl DynamoStore {
         let Some(item) = found.item else {
             return Ok(ParkedEvents::default());
         };
-        let read = match item.get("events") {
-            Some(AttributeValue::L(events)) => events.len(),
-            _ => 0,
-        };
-        let generation = opt_s(&item, GENERATION).unwrap_or_default();
-        let mark = Some(ParkedMark(format!("{generation}\n{read}")));
         Ok(ParkedEvents {
             events: live_events(&item)?,
-            mark,
+            mark: Some(ItemMark::of(&item)?.mark()),
         })
     }
 
-    /// Deletes the item when nothing was appended since the read, else removes the entries
-    /// read from the front of its list; either only while it is the item read (its
-    /// generation), so one parked anew after another forgot this one is left alone.
+    /// Deletes the item when nothing was parked since the read, else takes the entries read off
+    /// the front of its list; each write only while the item is as read (its generation, and
+    /// nothing taken off since), so a stale mark, a repeated request or an item parked anew
+    /// is left alone.
     pub(super) async fn forget_parked_events(
         &self,
         gateway: &str,
         provider_message_id: &str,
         mark: ParkedMark,
     ) -> Result<(), StoreError> {
-        let (generation, read) = mark.0.split_once('\n').ok_or_else(|| mark.unreadable())?;
-        let read: usize = read.parse().map_err(|_| mark.unreadable())?;
+        let mut at = ItemMark::parse(&mark)?;
         let (table, pk) = (
             self.idempotency_table()?,
             parked_pk(gateway, provider_message_id),
         );
-        // Items parked before generations were stored have none.
-        let (same_item, mut values) = match generation {
-            "" => ("attribute_not_exists(#gen)", Vec::new()),
-            g => ("#gen = :generation", vec![(":generation", s(g))]),
-        };
-        values.push((":n", super::item::n(read)));
+        let (as_read, mut values) = at.as_read();
+        values.insert(":n".into(), super::item::n(at.read));
         let deleted = self
             .client
             .delete_item()
             .table_name(table)
             .key("pk", s(&pk))
-            .condition_expression(format!("{same_item} AND size(events) = :n"))
-            .expression_attribute_names("#gen", GENERATION)
-            .set_expression_attribute_values(Some(owned(&values)))
+            .condition_expression(format!("{as_read} AND size(events) = :n"))
+            .set_expression_attribute_names(Some(ItemMark::names()))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        if applied(deleted, "DeleteItem")? || read == 0 {
+        if applied(deleted, "DeleteItem")? {
             return Ok(());
         }
-        let entries: Vec<String> = (0..read).map(|i| format!("events[{i}]")).collect();
-        let trimmed = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(pk))
-            .update_expression(format!("REMOVE {}", entries.join(", ")))
-            .condition_expression(format!("{same_item} AND size(events) > :n"))
-            .expression_attribute_names("#gen", GENERATION)
-            .set_expression_attribute_values(Some(owned(&values)))
-            .send()
-            .await;
-        // Refused: the item is gone or parked anew, or another release trimmed fewer entries
-        // from it first; what it left is applied again by a later release, or expires.
-        applied(trimmed, "UpdateItem").map(|_| ())
+        // A few at a time: an update expression holds at most 4 KB.
+        while at.read > 0 {
+            let take = at.read.min(TAKEN_PER_WRITE);
+            let entries: Vec<String> = (0..take).map(|i| format!("events[{i}]")).collect();
+            let done = at.forgotten.unwrap_or(0) + take;
+            let (as_read, mut values) = at.as_read();
+            values.insert(":done".into(), super::item::n(done));
+            let taken = self
+                .client
+                .update_item()
+                .table_name(table)
+                .key("pk", s(&pk))
+                .update_expression(format!(
+                    "REMOVE {} SET #forgotten = :done",
+                    entries.join(", ")
+                ))
+                .condition_expression(as_read)
+                .set_expression_attribute_names(Some(ItemMark::names()))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            // Refused: the item is gone or parked anew, or another release took entries off
+            // first; what is left is applied again by a later release, or expires.
+            if !applied(taken, "UpdateItem")? {
+                break;
+            }
+            at.forgotten = Some(done);
+            at.read -= take;
+        }
+        Ok(())
     }
 }
 
-fn owned(values: &[(&str, AttributeValue)]) -> std::collections::HashMap<String, AttributeValue> {
-    values
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
+/// Entries taken off a parked item's list per write.
+const TAKEN_PER_WRITE: usize = 100;
+
+/// What a read saw of a parked item: which item it was (its generation), how many entries had
+/// been taken off its front, and how many it read. Items parked before the first two were
+/// stored have neither.
+struct ItemMark {
+    generation: Option<String>,
+    forgotten: Option<usize>,
+    read: usize,
+}
+
+impl ItemMark {
+    fn of(item: &Item) -> Result<ItemMark, StoreError> {
+        Ok(ItemMark {
+            generation: opt_s(item, "generation").map(str::to_owned),
+            forgotten: opt_n(item, "forgotten")?,
+            read: match item.get("events") {
+                Some(AttributeValue::L(events)) => events.len(),
+                _ => 0,
+            },
+        })
+    }
+
+    fn mark(&self) -> ParkedMark {
+        let forgotten = self.forgotten.map(|f| f.to_string()).unwrap_or_default();
+        let generation = self.generation.as_deref().unwrap_or_default();
+        ParkedMark(format!("{generation}\n{forgotten}\n{}", self.read))
+    }
+
+    fn parse(mark: &ParkedMark) -> Result<ItemMark, StoreError> {
+        let mut parts = mark.0.split('\n');
+        let (Some(generation), Some(forgotten), Some(read), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(mark.unreadable());
+        };
+        let number = |text: &str| text.parse::<usize>().map_err(|_| mark.unreadable());
+        Ok(ItemMark {
+            generation: (!generation.is_empty()).then(|| generation.to_owned()),
+            forgotten: match forgotten {
+                "" => None,
+                f => Some(number(f)?),
+            },
+            read: number(read)?,
+        })
+    }
+
+    /// The condition that the item is as this read saw it, and its values.
+    fn as_read(&self) -> (String, HashMap<String, AttributeValue>) {
+        let mut values = HashMap::new();
+        let generation = match &self.generation {
+            Some(g) => {
+                values.insert(":generation".to_owned(), s(g));
+                "#gen = :generation"
+            }
+            None => "attribute_not_exists(#gen)",
+        };
+        let forgotten = match self.forgotten {
+            Some(f) => {
+                values.insert(":forgotten".to_owned(), super::item::n(f));
+                "#forgotten = :forgotten"
+            }
+            None => "attribute_not_exists(#forgotten)",
+        };
+        (format!("{generation} AND {forgotten}"), values)
+    }
+
+    /// Through names: DynamoDB's reserved words might take them.
+    fn names() -> HashMap<String, String> {
+        HashMap::from([
+            ("#gen".to_owned(), "generation".to_owned()),
+            ("#forgotten".to_owned(), "forgotten".to_owned()),
+        ])
+    }
 }
 
 /// The events of a parked item, unless its time ran out before the TTL removed it.
