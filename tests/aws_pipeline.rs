@@ -327,16 +327,7 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
     let stack = Stack::create().await;
     let backend = shared::aws::AwsBackend::new(&stack.sdk, &stack.settings);
     let id = MessageId::new();
-    let delivery = |receive_count: u32| Delivery {
-        receipt: "unused".into(),
-        message_id: id,
-        tenant: "acme".into(),
-        lane: Priority::P2,
-        receive_count,
-        not_before: None,
-        pace: None,
-        job_part: None,
-    };
+    let delivery = |receive_count| p2_delivery(id, receive_count);
     // maxReceiveCount is 5: the 5th receive may still come back, the next would be dead-lettered.
     let fresh = backend
         .lanes
@@ -349,6 +340,20 @@ async fn a_retry_near_the_dlq_threshold_is_queued_afresh() {
         stack.queue_count(&stack.dlqs[Priority::P2.index()]).await,
         0
     );
+}
+
+/// A receipt of acme's message `id` on the P2 lane, as a test hands it to a consumer.
+fn p2_delivery(id: MessageId, receive_count: u32) -> Delivery {
+    Delivery {
+        receipt: "unused".into(),
+        message_id: id,
+        tenant: "acme".into(),
+        lane: Priority::P2,
+        receive_count,
+        not_before: None,
+        pace: None,
+        job_part: None,
+    }
 }
 
 /// Runs `herald <args> --aws-stack <the harness's stack>`, as an operator would on a deployed
@@ -738,17 +743,9 @@ async fn a_redelivered_receipt_applies_the_events_a_stopped_dispatch_left_parked
         sent_with_a_bounce_left_parked(&api, id, &provider_id, names_its_message).await;
         assert_eq!(api.view(&id.to_string()).await["status"], "sent");
 
-        let redelivery = Delivery {
-            receipt: "unused".into(),
-            message_id: id,
-            tenant: "acme".into(),
-            lane: Priority::P2,
-            receive_count,
-            not_before: None,
-            pace: None,
-            job_part: None,
-        };
-        api.herald.process_delivery(&redelivery).await;
+        api.herald
+            .process_delivery(&p2_delivery(id, receive_count))
+            .await;
         let view = api.view(&id.to_string()).await;
         assert_eq!(view["status"], "bounced", "{view}");
         let left = api.herald.events.parked("ses", &provider_id).await.unwrap();

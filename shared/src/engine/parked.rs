@@ -63,16 +63,11 @@ impl Herald {
         t: &Transition,
         outcome: Option<&TransitionOutcome>,
     ) -> bool {
-        // `AppliedNothingParked`: applied, with nothing to release.
-        if t.to != MessageStatus::Sent || outcome != Some(&TransitionOutcome::Applied) {
-            return true;
-        }
-        match (&t.gateway, &t.provider_message_id) {
-            (Some(gateway), Some(provider_id)) => {
-                self.release(gateway, provider_id, Some(t.id), Vec::new())
-                    .await
+        match released_by(t, outcome) {
+            Some((gateway, provider_id)) => {
+                self.release_parked(gateway, provider_id, Some(t.id)).await
             }
-            _ => true,
+            None => true,
         }
     }
 
@@ -84,11 +79,19 @@ impl Herald {
         t: &Transition,
         outcome: Option<&TransitionOutcome>,
     ) {
-        if self.after_recorded(t, outcome).await {
+        let Some((gateway, provider_id)) = released_by(t, outcome) else {
+            return;
+        };
+        let id = t.id;
+        if self.release_parked(gateway, provider_id, Some(id)).await {
             return;
         }
         // Weak: the retries hold nothing open once the process stops.
-        let (herald, t) = (Arc::downgrade(self), t.clone());
+        let (herald, gateway, provider_id) = (
+            Arc::downgrade(self),
+            gateway.to_owned(),
+            provider_id.to_owned(),
+        );
         tokio::spawn(async move {
             for delay in RELEASE_RETRIES {
                 tokio::time::sleep(delay).await;
@@ -96,13 +99,13 @@ impl Herald {
                     return;
                 };
                 if herald
-                    .after_recorded(&t, Some(&TransitionOutcome::Applied))
+                    .release_parked(&gateway, &provider_id, Some(id))
                     .await
                 {
                     return;
                 }
             }
-            warn!(id = %t.id, "parked provider events still not applied; they are at the next start");
+            warn!(%id, "parked provider events still not applied; they are at the next start");
         });
     }
 
@@ -159,12 +162,24 @@ impl Herald {
             return false;
         }
         if let Err(e) = self.events.forget_parked(gateway, provider_id, mark).await {
-            // Applied: a later release applies them again, which changes nothing.
+            // Applied: a later release applies them again, which changes no state.
             warn!(gateway, provider_message_id = %provider_id, error = %e,
                   "applied parked provider events not forgotten");
         }
         true
     }
+}
+
+/// The gateway and provider id whose parked events a recorded transition releases: a `sent`
+/// applied (`AppliedNothingParked`: applied, with nothing to release) under a provider id.
+fn released_by<'t>(
+    t: &'t Transition,
+    outcome: Option<&TransitionOutcome>,
+) -> Option<(&'t str, &'t str)> {
+    if t.to != MessageStatus::Sent || outcome != Some(&TransitionOutcome::Applied) {
+        return None;
+    }
+    Some((t.gateway.as_deref()?, t.provider_message_id.as_deref()?))
 }
 
 /// When a release that could not apply everything is tried again.
@@ -187,9 +202,9 @@ fn by_provider_message(
     groups
 }
 
-/// `taken` without one occurrence of each event in `applied`, in order.
-fn without(taken: Vec<ProviderEvent>, mut applied: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
-    taken
+/// `parked` without one occurrence of each event in `applied`, in order.
+fn without(parked: Vec<ProviderEvent>, mut applied: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
+    parked
         .into_iter()
         .filter(|e| match applied.iter().position(|a| a == e) {
             Some(at) => {

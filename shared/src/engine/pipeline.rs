@@ -220,7 +220,7 @@ impl Herald {
 fn failure(e: &StoreError) -> String {
     tracing::warn!(error = %e, "an inbound try failed");
     match e {
-        StoreError::Unavailable(_) => "store_unavailable".into(),
+        StoreError::Unavailable(_) | StoreError::ShutDown => "store_unavailable".into(),
         StoreError::Corrupt(_) => "stored_data_corrupt".into(),
         StoreError::Busy(_) => "busy".into(),
     }

@@ -130,7 +130,7 @@ pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<Pro
         // The store refuses once the workers and the API have stopped, so what still comes
         // here is the sandbox's callbacks: the next start sends them again for every message
         // still `sent` (`resume_sandbox_callbacks`), so this is no loss and no warning.
-        Err(e) if e.is_shut_down() => {
+        Err(StoreError::ShutDown) => {
             debug!(
                 count = events.len(),
                 "provider events left for the next start"

@@ -63,14 +63,7 @@ pub enum StoreError {
     /// wrong with the store, and a retry after a while goes through.
     #[error("busy: {0}")]
     Busy(String),
-}
-
-impl StoreError {
-    /// What an embedded store refuses with once it has begun to shut down.
-    pub const SHUT_DOWN: &'static str = "store is shut down";
-
-    /// Refused because the store is shutting down: nothing is wrong, the process is stopping.
-    pub fn is_shut_down(&self) -> bool {
-        matches!(self, StoreError::Unavailable(what) if what == Self::SHUT_DOWN)
-    }
+    /// The embedded store has begun to shut down: nothing is wrong, the process is stopping.
+    #[error("store is shut down")]
+    ShutDown,
 }

@@ -100,15 +100,13 @@ struct CheckpointBell {
 impl CheckpointBell {
     /// Rings once the WAL has grown by `BELL_PAGES` since the last ring (on the writer thread).
     fn note(&self, pages: i32) {
-        let last = BELL_RUNG_AT.with(Cell::get);
-        if pages < last {
-            BELL_RUNG_AT.with(|r| r.set(pages));
+        // A restarted WAL is shorter than at the last ring: counted from its length.
+        let last = BELL_RUNG_AT.with(Cell::get).min(pages);
+        let ring = pages - last >= BELL_PAGES;
+        BELL_RUNG_AT.with(|r| r.set(if ring { pages } else { last }));
+        if ring {
+            self.ring();
         }
-        if pages - last.min(pages) < BELL_PAGES {
-            return;
-        }
-        BELL_RUNG_AT.with(|r| r.set(pages));
-        self.ring();
     }
 
     fn ring(&self) {
@@ -364,7 +362,7 @@ impl Writer {
         {
             let mut q = self.shared.queues.lock();
             if q.closed {
-                return Err(StoreError::Unavailable(StoreError::SHUT_DOWN.into()));
+                return Err(StoreError::ShutDown);
             }
             let rank = rank.min(RANKS - 1);
             if rank < URGENT_RANKS {
@@ -403,7 +401,7 @@ impl Writer {
         let (job, result) = typed_job(rows, work, false);
         let mut q = self.shared.queues.lock();
         if q.closed {
-            return Err(StoreError::Unavailable(StoreError::SHUT_DOWN.into()));
+            return Err(StoreError::ShutDown);
         }
         q.parked_seq += 1;
         let ticket = q.parked_seq;
@@ -477,13 +475,16 @@ pub(crate) fn start_checkpointer(path: &Path, writer: Writer) -> Result<(), Stor
             let bell = &writer.shared.checkpoint_bell;
             // Until the writer's thread has made its last commit, so that the final TRUNCATE
             // finds nothing left to copy after it.
-            let writer_stopped = || *writer.shared.stopped.borrow();
-            while !writer_stopped() {
-                if !bell.wait(std::time::Duration::from_millis(500)) || writer_stopped() {
-                    continue;
+            loop {
+                let writer_free = bell.wait(std::time::Duration::from_millis(500));
+                if *writer.shared.stopped.borrow() {
+                    break;
                 }
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "wal checkpoint failed");
+                if writer_free {
+                    let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = copied {
+                        tracing::warn!(error = %e, "wal checkpoint failed");
+                    }
                 }
             }
             // Leave a small WAL behind on shutdown.
@@ -902,7 +903,10 @@ mod tests {
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
         assert!(writer.close_and_wait(Duration::from_secs(10)).await);
         let refused = writer.run(1, |_| Ok(())).await.unwrap_err();
-        assert!(refused.is_shut_down(), "{refused}");
+        assert!(
+            matches!(refused, crate::ports::StoreError::ShutDown),
+            "{refused}"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         // Removed, once the last connection has closed.
         while std::fs::metadata(&wal).map_or(0, |m| m.len()) > 0 {

@@ -1,6 +1,6 @@
 //! Provider events parked until their message's `sent` is recorded: one item per provider
 //! message in the idempotency table (`parked#<gateway>#<provider id>`), its events a list
-//! appended to in order, gone with the table's TTL (`expires_at`) if never taken.
+//! appended to in order, gone with the table's TTL (`expires_at`) if never forgotten.
 //!
 //! An event that names its message (SES's tag) also flags that message (`parked`) once parked.
 //! The `sent` transition returns the flag with the old item, so the dispatcher looks for parked
