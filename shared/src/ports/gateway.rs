@@ -85,6 +85,18 @@ pub struct ProviderEvent {
     pub detail: serde_json::Value,
 }
 
+impl ProviderEvent {
+    /// A parked event from its stored JSON, unless it cannot be read: then it is skipped (and
+    /// forgotten with the others), so it cannot hold back those that can.
+    pub(crate) fn from_parked(json: &str) -> Option<ProviderEvent> {
+        serde_json::from_str(json)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "an unreadable parked provider event skipped"),
+            )
+            .ok()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProviderEventKind {
     Delivered,

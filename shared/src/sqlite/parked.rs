@@ -40,14 +40,6 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("parked event: {e}"))
 }
 
-/// A parked event, unless it cannot be read: then it is skipped (and forgotten with the
-/// others), so it cannot hold back those that can.
-fn readable(json: &str) -> Option<ProviderEvent> {
-    serde_json::from_str(json)
-        .inspect_err(|e| tracing::warn!(error = %e, "an unreadable parked provider event skipped"))
-        .ok()
-}
-
 impl SqliteBackend {
     pub(super) async fn park_events(
         &self,
@@ -96,7 +88,10 @@ impl SqliteBackend {
             .writer
             .run(1, move |conn| parked_rows(conn, &gateway, &id, now))
             .await?;
-        let events = rows.iter().filter_map(|json| readable(json)).collect();
+        let events = rows
+            .iter()
+            .filter_map(|json| ProviderEvent::from_parked(json))
+            .collect();
         Ok(ParkedEvents {
             events,
             mark: last.map(|seq| ParkedMark(seq.to_string())),

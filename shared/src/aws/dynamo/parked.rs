@@ -262,20 +262,9 @@ fn live_events(item: &Item) -> Result<Vec<ProviderEvent>, StoreError> {
     let Some(AttributeValue::L(events)) = item.get("events") else {
         return Ok(Vec::new());
     };
-    // One that cannot be read is skipped (and forgotten with the others), so it cannot hold
-    // back those that can.
-    let readable = |v: &AttributeValue| {
-        let json = v.as_s().map_err(|_| corrupt("not a string"))?;
-        serde_json::from_str(json).map_err(corrupt)
-    };
+    // An entry that is not a string reads as "", which is no event either.
     Ok(events
         .iter()
-        .filter_map(|v| {
-            readable(v)
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "an unreadable parked provider event skipped"),
-                )
-                .ok()
-        })
+        .filter_map(|v| ProviderEvent::from_parked(v.as_s().map_or("", String::as_str)))
         .collect())
 }
