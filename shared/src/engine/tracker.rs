@@ -189,18 +189,25 @@ async fn record(
     let mut changed = false;
     let mut blocked: std::collections::HashSet<&str> = Default::default();
     for (i, (event, id)) in events.iter().zip(ids).enumerate() {
-        match id {
-            Some(id) if event.kind == ProviderEventKind::Delayed => {
-                changed |= note_delay(herald, *id, event).await
-            }
-            Some(id) if !blocked.contains(event.provider_message_id.as_str()) => {
-                transitions.push(transition_for(*id, event));
-                applied_index.push(i);
-            }
-            _ => {
-                blocked.insert(&event.provider_message_id);
+        let provider_id = event.provider_message_id.as_str();
+        // Behind an event of its provider message that waits, an event waits too (in order).
+        let Some(id) = id.filter(|_| !blocked.contains(provider_id)) else {
+            blocked.insert(provider_id);
+            wait[i] = true;
+            continue;
+        };
+        if event.kind != ProviderEventKind::Delayed {
+            transitions.push(transition_for(id, event));
+            applied_index.push(i);
+            continue;
+        }
+        match note_delay(herald, id, event).await? {
+            Noted::Written => changed = true,
+            Noted::Early => {
+                blocked.insert(provider_id);
                 wait[i] = true;
             }
+            Noted::Nothing => {}
         }
     }
     if transitions.is_empty() {
@@ -224,8 +231,22 @@ async fn record(
     Ok(Recorded { wait, changed })
 }
 
-/// Still trying: a timeline entry, no state change. Whether it was written.
-async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) -> bool {
+/// What noting a delivery delay did.
+enum Noted {
+    Written,
+    /// Its message is still being handed over: the note waits for `sent`, as other events do.
+    Early,
+    /// Its message has moved on (or is gone): too late to say it is still trying.
+    Nothing,
+}
+
+/// Still trying: a timeline entry, no state change. A store error fails the whole batch, so
+/// the provider's retry (or the release's) notes it then.
+async fn note_delay(
+    herald: &Herald,
+    id: MessageId,
+    event: &ProviderEvent,
+) -> Result<Noted, StoreError> {
     let noted = herald
         .store
         .annotate(
@@ -235,9 +256,9 @@ async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) -> bo
             event_detail(event),
             &[MessageStatus::Sent],
         )
-        .await;
+        .await?;
     match noted {
-        Ok(TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked) => {
+        TransitionOutcome::Applied | TransitionOutcome::AppliedNothingParked => {
             herald
                 .notify_message(
                     None,
@@ -247,13 +268,12 @@ async fn note_delay(herald: &Herald, id: MessageId, event: &ProviderEvent) -> bo
                     &event_detail(event),
                 )
                 .await;
-            true
+            Ok(Noted::Written)
         }
-        Ok(_) => false,
-        Err(e) => {
-            warn!(error = %e, "delivery delay not recorded");
-            false
-        }
+        TransitionOutcome::Conflict {
+            current: MessageStatus::Sending,
+        } => Ok(Noted::Early),
+        _ => Ok(Noted::Nothing),
     }
 }
 
@@ -478,8 +498,8 @@ mod tests {
 
     use chrono::Utc;
 
-    use super::apply_batch;
-    use crate::domain::{MessageStatus, Priority};
+    use super::{apply_batch, Notified};
+    use crate::domain::{EventKind, MessageStatus, Priority};
     use crate::embedded::{Embedded, EmbeddedConfig};
     use crate::ports::{AcceptBatch, ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
     use crate::sqlite::contract_tests::{message, tenant};
@@ -543,6 +563,51 @@ mod tests {
             events.last().map(|e| e.kind),
             Some(MessageStatus::Delivered.into())
         );
+        embedded.shutdown().await;
+    }
+
+    /// A delivery delay reported while its message is still being handed over waits for its
+    /// `sent`, as other events do: it was dropped (noted nowhere, and marked as applied).
+    #[tokio::test]
+    async fn a_delay_reported_before_sent_is_noted_once_sent_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.run_workers = false;
+        let embedded = Embedded::start(cfg).await.unwrap();
+        let herald = embedded.herald.clone();
+        let t = tenant("acme");
+        let m = message(&t, Priority::P2);
+        let id = m.id;
+        let batch = AcceptBatch {
+            messages: vec![m],
+            idempotency: None,
+        };
+        herald.store.accept(batch).await.unwrap();
+        let claim = herald
+            .store
+            .claim(id, Priority::P2, Utc::now(), Duration::from_secs(30));
+        let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
+            panic!("claim")
+        };
+        let delayed = ProviderEvent {
+            message_id: Some(id), // SES names the message
+            ..webhook_event("0100-slow", ProviderEventKind::Delayed)
+        };
+        let notified = herald.apply_notification("test", "delay-1", vec![delayed]);
+        assert_eq!(notified.await.unwrap(), Notified::Parked);
+
+        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
+        sent.attempt = Some(claimed.attempts);
+        sent.gateway = Some("ses".into());
+        sent.provider_message_id = Some("0100-slow".into());
+        let outcomes = herald.store.transition(vec![sent.clone()]).await.unwrap();
+        assert!(herald.after_recorded(&sent, outcomes.first()).await);
+        let (m, events) = herald.store.get(&t, id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sent);
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.last(), Some(&EventKind::DeliveryDelayed), "{kinds:?}");
+        let left = herald.events.parked("ses", "0100-slow").await.unwrap();
+        assert!(left.mark.is_none(), "forgotten once noted: {left:?}");
         embedded.shutdown().await;
     }
 }
