@@ -26,8 +26,8 @@ fn ours(line: &Line) -> bool {
 /// Reads and writes an instance makes on a clock, whatever its traffic: the gateway statuses
 /// (read at most every 0.5 s), a rate bucket's pause (every 1 s), the gateway outcomes
 /// (written at most every 30 s unless something failed), and the webhook subscriptions (read
-/// again every 2 s; docs/cost.md prices them under "Webhooks out"). Per message they vanish at volume;
-/// docs/cost.md prices them per busy instance-second.
+/// again every 2 s). Per message they vanish at volume; docs/cost.md prices them per busy
+/// instance-second (the subscriptions under "Webhooks out").
 fn on_a_clock(line: &Line) -> bool {
     let (_, service, op, table) = line;
     service == "dynamodb"

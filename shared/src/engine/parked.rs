@@ -224,8 +224,8 @@ mod restart_tests {
 
     use crate::domain::{MessageStatus, Priority};
     use crate::embedded::{Embedded, EmbeddedConfig};
-    use crate::ports::{AcceptBatch, ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
-    use crate::sqlite::contract_tests::{message, tenant};
+    use crate::ports::contract::{accept, claim_now, message, sent_under, tenant};
+    use crate::ports::{ProviderEvent, ProviderEventKind};
 
     /// A process that recorded a `sent` and stopped before it applied the events parked for
     /// it: the next start applies them, and forgets them.
@@ -240,18 +240,8 @@ mod restart_tests {
         let embedded = start().await.unwrap();
         let herald = embedded.herald.clone();
         let t = tenant("acme");
-        let m = message(&t, Priority::P2);
-        let id = m.id;
-        let batch = AcceptBatch {
-            messages: vec![m],
-            idempotency: None,
-        };
-        herald.store.accept(batch).await.unwrap();
-        let lease = Duration::from_secs(30);
-        let claim = herald.store.claim(id, Priority::P2, Utc::now(), lease);
-        let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
-            panic!("claim")
-        };
+        let id = accept(&*herald.store, message(&t, Priority::P2)).await;
+        let claimed = claim_now(&*herald.store, id, Priority::P2).await;
         let bounced = ProviderEvent {
             gateway: "ses".into(),
             provider_message_id: "0100-parked".into(),
@@ -266,10 +256,7 @@ mod restart_tests {
             .await
             .unwrap();
         // Recorded straight in the store: nothing released what was parked.
-        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
-        sent.attempt = Some(claimed.attempts);
-        sent.gateway = Some("ses".into());
-        sent.provider_message_id = Some("0100-parked".into());
+        let sent = sent_under(&claimed, "ses", "0100-parked");
         herald.store.transition(vec![sent]).await.unwrap();
         embedded.shutdown().await;
 

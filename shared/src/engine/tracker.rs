@@ -494,15 +494,14 @@ fn transition_for(id: MessageId, event: &ProviderEvent) -> Transition {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
-    use std::time::Duration;
-
+    #![allow(clippy::unwrap_used)]
     use chrono::Utc;
 
     use super::{apply_batch, Notified};
     use crate::domain::{EventKind, MessageStatus, Priority};
     use crate::embedded::{Embedded, EmbeddedConfig};
-    use crate::ports::{AcceptBatch, ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
-    use crate::sqlite::contract_tests::{message, tenant};
+    use crate::ports::contract::{accept, claim_now, message, sent_under, tenant};
+    use crate::ports::{ProviderEvent, ProviderEventKind};
 
     fn webhook_event(provider_id: &str, kind: ProviderEventKind) -> ProviderEvent {
         ProviderEvent {
@@ -515,36 +514,22 @@ mod tests {
         }
     }
 
+    /// Only the store and the engine: nothing claims or sends behind the test's back.
+    async fn without_workers(dir: &std::path::Path) -> Embedded {
+        let mut cfg = EmbeddedConfig::new(dir);
+        cfg.run_workers = false;
+        Embedded::start(cfg).await.unwrap()
+    }
+
     #[tokio::test]
     async fn events_without_herald_id_are_found_by_provider_id() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EmbeddedConfig::new(dir.path());
-        cfg.run_workers = false;
-        let embedded = Embedded::start(cfg).await.unwrap();
+        let embedded = without_workers(dir.path()).await;
         let herald = embedded.herald.clone();
         let t = tenant("acme");
-        let m = message(&t, Priority::P4);
-        let id = m.id;
-        herald
-            .store
-            .accept(AcceptBatch {
-                messages: vec![m],
-                idempotency: None,
-            })
-            .await
-            .unwrap();
-        let ClaimOutcome::Claimed(claimed) = herald
-            .store
-            .claim(id, Priority::P4, Utc::now(), Duration::from_secs(30))
-            .await
-            .unwrap()
-        else {
-            panic!("claim")
-        };
-        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
-        sent.attempt = Some(claimed.attempts);
-        sent.gateway = Some("ses".into());
-        sent.provider_message_id = Some("0100-abc".into());
+        let id = accept(&*herald.store, message(&t, Priority::P4)).await;
+        let claimed = claim_now(&*herald.store, id, Priority::P4).await;
+        let sent = sent_under(&claimed, "ses", "0100-abc");
         herald.store.transition(vec![sent]).await.unwrap();
 
         let left = apply_batch(
@@ -571,24 +556,11 @@ mod tests {
     #[tokio::test]
     async fn a_delay_reported_before_sent_is_noted_once_sent_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EmbeddedConfig::new(dir.path());
-        cfg.run_workers = false;
-        let embedded = Embedded::start(cfg).await.unwrap();
+        let embedded = without_workers(dir.path()).await;
         let herald = embedded.herald.clone();
         let t = tenant("acme");
-        let m = message(&t, Priority::P2);
-        let id = m.id;
-        let batch = AcceptBatch {
-            messages: vec![m],
-            idempotency: None,
-        };
-        herald.store.accept(batch).await.unwrap();
-        let claim = herald
-            .store
-            .claim(id, Priority::P2, Utc::now(), Duration::from_secs(30));
-        let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
-            panic!("claim")
-        };
+        let id = accept(&*herald.store, message(&t, Priority::P2)).await;
+        let claimed = claim_now(&*herald.store, id, Priority::P2).await;
         let delayed = ProviderEvent {
             message_id: Some(id), // SES names the message
             ..webhook_event("0100-slow", ProviderEventKind::Delayed)
@@ -596,10 +568,7 @@ mod tests {
         let notified = herald.apply_notification("test", "delay-1", vec![delayed]);
         assert_eq!(notified.await.unwrap(), Notified::Parked);
 
-        let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
-        sent.attempt = Some(claimed.attempts);
-        sent.gateway = Some("ses".into());
-        sent.provider_message_id = Some("0100-slow".into());
+        let sent = sent_under(&claimed, "ses", "0100-slow");
         let outcomes = herald.store.transition(vec![sent.clone()]).await.unwrap();
         assert!(herald.after_recorded(&sent, outcomes.first()).await);
         let (m, events) = herald.store.get(&t, id).await.unwrap().unwrap();

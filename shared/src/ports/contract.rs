@@ -54,14 +54,18 @@ pub fn message(t: &TenantId, lane: Priority) -> NewMessage {
 }
 
 /// Claims `id`, which must be claimable.
-pub async fn claim_now<S: MessageStore>(store: &S, id: MessageId, lane: Priority) -> Box<Message> {
+pub async fn claim_now<S: MessageStore + ?Sized>(
+    store: &S,
+    id: MessageId,
+    lane: Priority,
+) -> Box<Message> {
     match store.claim(id, lane, Utc::now(), LEASE).await.unwrap() {
         ClaimOutcome::Claimed(m) => m,
         other => panic!("not claimed: {other:?}"),
     }
 }
 
-pub async fn accept<S: MessageStore>(store: &S, m: NewMessage) -> MessageId {
+pub async fn accept<S: MessageStore + ?Sized>(store: &S, m: NewMessage) -> MessageId {
     let id = m.id;
     let out = store
         .accept(AcceptBatch {
@@ -75,6 +79,15 @@ pub async fn accept<S: MessageStore>(store: &S, m: NewMessage) -> MessageId {
 }
 
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The `sent` of claimed message `m`, handed to `gateway` under `provider_id`.
+pub fn sent_under(m: &Message, gateway: &str, provider_id: &str) -> Transition {
+    let mut sent = Transition::new(m.id, MessageStatus::Sent, Utc::now());
+    sent.attempt = Some(m.attempts);
+    sent.gateway = Some(gateway.into());
+    sent.provider_message_id = Some(provider_id.into());
+    sent
+}
 
 pub async fn claim_is_exclusive_until_the_lease_runs_out<S: MessageStore>(store: &S) {
     let t = tenant("acme");
@@ -112,10 +125,7 @@ pub async fn provider_ids_find_their_message<S: MessageStore>(store: &S) {
     let t = tenant("acme");
     let id = accept(store, message(&t, Priority::P2)).await;
     let m = claim_now(store, id, Priority::P2).await;
-    let mut sent = Transition::new(id, MessageStatus::Sent, Utc::now());
-    sent.attempt = Some(m.attempts);
-    sent.gateway = Some("ses".into());
-    sent.provider_message_id = Some("0100-abc".into());
+    let sent = sent_under(&m, "ses", "0100-abc");
     assert_eq!(
         store.transition(vec![sent]).await.unwrap(),
         [TransitionOutcome::Applied]
