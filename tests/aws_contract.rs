@@ -146,6 +146,12 @@ async fn dynamo_a_sent_never_hides_parked_events() {
 }
 
 #[tokio::test]
+async fn dynamo_a_parker_learns_of_a_recorded_sent() {
+    let (_s, b) = backend().await;
+    a_parker_learns_of_a_recorded_sent(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_provider_events_park_until_forgotten() {
     let (_s, b) = backend().await;
     provider_events_park_until_forgotten(b.store.as_ref()).await;

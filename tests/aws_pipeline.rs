@@ -748,7 +748,12 @@ async fn a_redelivered_receipt_applies_the_events_a_stopped_dispatch_left_parked
             .await;
         let view = api.view(&id.to_string()).await;
         assert_eq!(view["status"], "bounced", "{view}");
-        let left = api.herald.events.parked("ses", &provider_id).await.unwrap();
+        let left = api
+            .herald
+            .events
+            .parked("ses", &provider_id, None)
+            .await
+            .unwrap();
         assert!(left.mark.is_none(), "applied, then forgotten: {left:?}");
     }
 }

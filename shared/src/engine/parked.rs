@@ -30,10 +30,13 @@ impl Herald {
         if events.is_empty() {
             return Ok(());
         }
-        self.events.park(&events, PARK_KEEP).await?;
+        // A message the store knows as sent under a provider id is named here: the look-up by
+        // provider id may not see it yet (DynamoDB's index catches up a moment later).
+        let sent = self.events.park(&events, PARK_KEEP).await?;
         let mut not_tried = None;
         for ((gateway, provider_id), group) in by_provider_message(events) {
-            match try_apply(self, &group).await {
+            let known = sent.get(&(gateway.clone(), provider_id.clone())).copied();
+            match try_apply(self, &named(&group, known)).await {
                 // All applied now: `sent` is recorded, so the parked copies come back out (with
                 // any that others parked meanwhile), these skipped. What others parked is also
                 // theirs to apply (each parker tries again after parking), or the `sent`'s
@@ -48,9 +51,14 @@ impl Herald {
                     info!(gateway, provider_message_id = %provider_id, parked = group.len(),
                           "provider events parked until their message is recorded as sent");
                 }
-                // Its `sent` may have been recorded and released already: the caller hears of
-                // it (a provider's webhook answers so that it retries).
-                Err(e) => not_tried = Some(e),
+                // Its `sent` may have been recorded and released already. One more try, as a
+                // release, which forgets what it applies: the provider's retry that an error
+                // asks for would apply these events again beside their parked copies.
+                Err(e) => {
+                    if !self.release(&gateway, &provider_id, None, Vec::new()).await {
+                        not_tried = Some(e);
+                    }
+                }
             }
         }
         not_tried.map_or(Ok(()), Err)
@@ -136,7 +144,7 @@ impl Herald {
         message: Option<MessageId>,
         applied: Vec<ProviderEvent>,
     ) -> bool {
-        let parked = match self.events.parked(gateway, provider_id).await {
+        let parked = match self.events.parked(gateway, provider_id, message).await {
             Ok(parked) => parked,
             Err(e) => {
                 warn!(gateway, provider_message_id = %provider_id, error = %e,
@@ -147,10 +155,7 @@ impl Herald {
         let Some(mark) = parked.mark else {
             return true;
         };
-        let mut rest = without(parked.events, applied);
-        for event in &mut rest {
-            event.message_id = event.message_id.or(message);
-        }
+        let rest = named(&without(parked.events, applied), message.or(parked.sent));
         if !rest.is_empty() {
             info!(gateway, provider_message_id = %provider_id, count = rest.len(), "parked provider events applied");
         }
@@ -200,6 +205,15 @@ fn by_provider_message(
         groups.entry(key).or_default().push(e);
     }
     groups
+}
+
+/// The events, each naming `message` where it names none.
+fn named(events: &[ProviderEvent], message: Option<MessageId>) -> Vec<ProviderEvent> {
+    let name = |e: &ProviderEvent| ProviderEvent {
+        message_id: e.message_id.or(message),
+        ..e.clone()
+    };
+    events.iter().map(name).collect()
 }
 
 /// `parked` without one occurrence of each event in `applied`, in order.
@@ -266,7 +280,8 @@ mod restart_tests {
         // Applied, then forgotten.
         loop {
             let (m, _) = herald.store.get(&t, id).await.unwrap().unwrap();
-            let left = herald.events.parked("ses", "0100-parked").await.unwrap();
+            let left = herald.events.parked("ses", "0100-parked", None);
+            let left = left.await.unwrap();
             if m.status == MessageStatus::Bounced && left.mark.is_none() {
                 break;
             }

@@ -575,7 +575,8 @@ mod tests {
         assert_eq!(m.status, MessageStatus::Sent);
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds.last(), Some(&EventKind::DeliveryDelayed), "{kinds:?}");
-        let left = herald.events.parked("ses", "0100-slow").await.unwrap();
+        let left = herald.events.parked("ses", "0100-slow", None);
+        let left = left.await.unwrap();
         assert!(left.mark.is_none(), "forgotten once noted: {left:?}");
         embedded.shutdown().await;
     }

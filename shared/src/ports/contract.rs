@@ -1191,7 +1191,7 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     };
     use crate::ports::ProviderEventKind::{Bounced, Clicked, Complained, Delivered, Opened};
     let keep = Duration::from_secs(3600);
-    let nothing = log.parked("twilio", "SM-p1").await.unwrap();
+    let nothing = log.parked("twilio", "SM-p1", None).await.unwrap();
     assert!(nothing.events.is_empty() && nothing.mark.is_none());
     let first = vec![
         event("SM-p1", Delivered),
@@ -1199,11 +1199,11 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     ];
     log.park(&first, keep).await.unwrap();
     log.park(&[event("SM-p1", Opened)], keep).await.unwrap();
-    let read = log.parked("twilio", "SM-p1").await.unwrap();
+    let read = log.parked("twilio", "SM-p1", None).await.unwrap();
     assert_eq!(read.events.len(), 2, "{read:?}");
     assert_eq!(read.events[0], first[0], "as parked, oldest first");
     assert_eq!(read.events[1].kind, Opened);
-    let again = log.parked("twilio", "SM-p1").await.unwrap();
+    let again = log.parked("twilio", "SM-p1", None).await.unwrap();
     assert_eq!(again.events, read.events, "a read leaves them parked");
 
     // Parked after the read: kept when what was read is forgotten.
@@ -1213,11 +1213,15 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     log.forget_parked("twilio", "SM-p1", mark.clone())
         .await
         .unwrap();
-    let left = log.parked("twilio", "SM-p1").await.unwrap();
+    let left = log.parked("twilio", "SM-p1", None).await.unwrap();
     assert_eq!(left.events, vec![later], "only what was read is forgotten");
     log.forget_parked("twilio", "SM-p1", mark).await.unwrap();
     assert_eq!(
-        log.parked("twilio", "SM-p1").await.unwrap().events.len(),
+        log.parked("twilio", "SM-p1", None)
+            .await
+            .unwrap()
+            .events
+            .len(),
         1,
         "forgetting twice forgets nothing more"
     );
@@ -1225,14 +1229,14 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
         .await
         .unwrap();
     assert!(log
-        .parked("twilio", "SM-p1")
+        .parked("twilio", "SM-p1", None)
         .await
         .unwrap()
         .events
         .is_empty());
 
     // Forgotten, then parked anew: an old mark forgets nothing of the new.
-    let stale = log.parked("twilio", "SM-p2").await.unwrap();
+    let stale = log.parked("twilio", "SM-p2", None).await.unwrap();
     assert_eq!(stale.events, vec![first[1].clone()]);
     let stale = stale.mark.unwrap();
     log.forget_parked("twilio", "SM-p2", stale.clone())
@@ -1243,11 +1247,11 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     log.park(std::slice::from_ref(&anew), keep).await.unwrap();
     log.forget_parked("twilio", "SM-p2", stale).await.unwrap();
     assert_eq!(
-        log.parked("twilio", "SM-p2").await.unwrap().events,
+        log.parked("twilio", "SM-p2", None).await.unwrap().events,
         vec![anew]
     );
     assert!(
-        log.parked("postal", "SM-p2")
+        log.parked("postal", "SM-p2", None)
             .await
             .unwrap()
             .events
@@ -1264,9 +1268,19 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
         event("SM-p4", Complained),
     );
     log.park(std::slice::from_ref(&e1), keep).await.unwrap();
-    let r1 = log.parked("twilio", "SM-p4").await.unwrap().mark.unwrap();
+    let r1 = log
+        .parked("twilio", "SM-p4", None)
+        .await
+        .unwrap()
+        .mark
+        .unwrap();
     log.park(std::slice::from_ref(&e2), keep).await.unwrap();
-    let r2 = log.parked("twilio", "SM-p4").await.unwrap().mark.unwrap();
+    let r2 = log
+        .parked("twilio", "SM-p4", None)
+        .await
+        .unwrap()
+        .mark
+        .unwrap();
     log.park(std::slice::from_ref(&e3), keep).await.unwrap();
     log.forget_parked("twilio", "SM-p4", r1.clone())
         .await
@@ -1274,7 +1288,7 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
     log.forget_parked("twilio", "SM-p4", r2).await.unwrap();
     log.park(std::slice::from_ref(&e4), keep).await.unwrap();
     log.forget_parked("twilio", "SM-p4", r1).await.unwrap();
-    let left = log.parked("twilio", "SM-p4").await.unwrap().events;
+    let left = log.parked("twilio", "SM-p4", None).await.unwrap().events;
     assert!(!left.contains(&e1), "read and forgotten: {left:?}");
     assert!(
         left.ends_with(&[e3, e4]),
@@ -1285,13 +1299,17 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let expired = log.parked("twilio", "SM-p3").await.unwrap();
+    let expired = log.parked("twilio", "SM-p3", None).await.unwrap();
     assert!(expired.events.is_empty(), "expired");
     log.forget_parked("twilio", "SM-p3", expired.mark.unwrap())
         .await
         .unwrap();
     assert!(
-        log.parked("twilio", "SM-p3").await.unwrap().mark.is_none(),
+        log.parked("twilio", "SM-p3", None)
+            .await
+            .unwrap()
+            .mark
+            .is_none(),
         "expired, forgotten"
     );
 }
@@ -1409,7 +1427,7 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
     );
     assert_eq!(
         store
-            .parked("ses", &format!("ses-{early}"))
+            .parked("ses", &format!("ses-{early}"), None)
             .await
             .unwrap()
             .events
@@ -1429,6 +1447,76 @@ pub async fn a_sent_never_hides_parked_events<S: MessageStore + EventLog>(
         "{outcome:?}"
     );
     outcome
+}
+
+/// A `sent` recorded under a provider id and told to `parked` (its release): an event parked
+/// after it, which does not name its message, learns the message from `park` (DynamoDB's
+/// provider-id index may not show it yet), also once earlier events were forgotten; one
+/// parked before it comes back to that release, with the message named.
+pub async fn a_parker_learns_of_a_recorded_sent<S: MessageStore + EventLog>(store: &S) {
+    use Priority::P2;
+    let t = tenant("acme");
+    let keep = Duration::from_secs(3600);
+    let event = |provider_id: &str| crate::ports::ProviderEvent {
+        gateway: "postal".into(),
+        provider_message_id: provider_id.into(),
+        message_id: None,
+        kind: crate::ports::ProviderEventKind::Delivered,
+        at: Utc::now(),
+        detail: json!({}),
+    };
+    let key = |provider_id: &str| ("postal".to_owned(), provider_id.to_owned());
+    let claimed = || async { claim_now(store, accept(store, message(&t, P2)).await, P2).await };
+    let record_sent = |m: Box<Message>, provider_id: &'static str| async move {
+        let sent = sent_under(&m, "postal", provider_id);
+        store.transition(vec![sent]).await.unwrap();
+        m
+    };
+    let first = record_sent(claimed().await, "pm-after").await;
+    let released = store
+        .parked("postal", "pm-after", Some(first.id))
+        .await
+        .unwrap();
+    assert!(
+        released.events.is_empty() && released.mark.is_none(),
+        "{released:?}"
+    );
+    let sent = store.park(&[event("pm-after")], keep).await.unwrap();
+    assert_eq!(sent.get(&key("pm-after")), Some(&first.id), "{sent:?}");
+    let read = store.parked("postal", "pm-after", None).await.unwrap();
+    assert_eq!((read.events.len(), read.sent), (1, Some(first.id)));
+    store
+        .forget_parked("postal", "pm-after", read.mark.unwrap())
+        .await
+        .unwrap();
+    let read = store.parked("postal", "pm-after", None).await.unwrap();
+    assert!(read.events.is_empty() && read.mark.is_none(), "{read:?}");
+    let again = store.park(&[event("pm-after")], keep).await.unwrap();
+    assert_eq!(
+        again.get(&key("pm-after")),
+        Some(&first.id),
+        "known after a forget"
+    );
+
+    let second = claimed().await;
+    let none = store
+        .park(&[event("pm-before"), event("pm-none")], keep)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "nothing sent yet: {none:?}");
+    let second = record_sent(second, "pm-before").await;
+    let released = store
+        .parked("postal", "pm-before", Some(second.id))
+        .await
+        .unwrap();
+    assert_eq!((released.events.len(), released.sent), (1, Some(second.id)));
+    assert!(released.mark.is_some());
+    let other = store.parked("postal", "pm-none", None).await.unwrap();
+    assert_eq!(
+        (other.events.len(), other.sent),
+        (1, None),
+        "another provider id's"
+    );
 }
 
 /// Accepts a message for `t` shaped by `f`.

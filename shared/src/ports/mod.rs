@@ -47,7 +47,8 @@ pub use search::{
 pub use sessions::{ConsoleSession, SessionStore};
 pub use store::*;
 pub use suppression::{
-    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, SuppressionFilter, SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, SentUnder, SuppressionFilter,
+    SuppressionStore,
 };
 pub use threads::{ThreadScan, ThreadStore, THREAD_SCAN_BUDGET};
 pub use warmup::WarmupStore;

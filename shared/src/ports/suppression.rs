@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{ProviderEvent, StoreError};
 use crate::domain::suppression::{Reason, Scope, Suppression};
-use crate::domain::{Channel, TenantId};
+use crate::domain::{Channel, MessageId, TenantId};
 
 /// Which entries a listing wants.
 #[derive(Debug, Clone, Default)]
@@ -135,15 +135,21 @@ pub trait EventLog: Send + Sync + 'static {
         token: ClaimToken,
     ) -> Result<(), StoreError>;
     /// Keeps events that came before their message's `sent` was recorded, each under its
-    /// gateway and provider message id, for `keep`.
-    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError>;
+    /// gateway and provider message id, for `keep`. Returns the messages already recorded as
+    /// sent under those provider ids whose `sent` was told to `parked` (the store answers
+    /// from what it wrote, so a provider-id index that lags cannot hide them).
+    async fn park(&self, events: &[ProviderEvent], keep: Duration)
+        -> Result<SentUnder, StoreError>;
     /// The unexpired events parked for a provider message, oldest first, left parked: they
     /// are forgotten only once applied (`forget_parked`), so a crash or a failure between
-    /// the two leaves them to be applied again, not lost.
+    /// the two leaves them to be applied again, not lost. `sent`: the message the caller has
+    /// just recorded as sent under this provider id; the store keeps word of it, so an event
+    /// parked after this read learns its message from `park`.
     async fn parked(
         &self,
         gateway: &str,
         provider_message_id: &str,
+        sent: Option<MessageId>,
     ) -> Result<ParkedEvents, StoreError>;
     /// Forgets the events `parked` returned with `mark`, and none parked since; nothing when
     /// another has forgotten them already.
@@ -161,7 +167,13 @@ pub struct ParkedEvents {
     pub events: Vec<ProviderEvent>,
     /// None when nothing is parked.
     pub mark: Option<ParkedMark>,
+    /// The message recorded as sent under this provider id, when some is and events are
+    /// parked.
+    pub sent: Option<MessageId>,
 }
+
+/// Messages recorded as sent, by the gateway and provider message id they were sent under.
+pub type SentUnder = BTreeMap<(String, String), MessageId>;
 
 /// Where a read of parked events ended, as its backend says it (a sequence number; the
 /// length and first entry of a list): opaque to the engine.

@@ -147,6 +147,12 @@ async fn sqlite_a_sent_never_hides_parked_events() {
 }
 
 #[tokio::test]
+async fn sqlite_a_parker_learns_of_a_recorded_sent() {
+    let (_d, b) = backend();
+    a_parker_learns_of_a_recorded_sent(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_provider_events_park_until_forgotten() {
     let (_d, b) = backend();
     provider_events_park_until_forgotten(&b).await;

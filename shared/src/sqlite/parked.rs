@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use parking_lot::RwLock;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{ms, SqliteBackend};
-use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
+use crate::domain::MessageId;
+use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, SentUnder, StoreError};
 
 /// Hashes of the (gateway, provider message id) of every parked row.
 #[derive(Default)]
@@ -41,11 +42,13 @@ fn corrupt(e: serde_json::Error) -> StoreError {
 }
 
 impl SqliteBackend {
+    /// Its answer comes from the messages table, in the same transaction: a `sent` is
+    /// recorded there with its provider id, and read back consistently.
     pub(super) async fn park_events(
         &self,
         events: &[ProviderEvent],
         keep: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<SentUnder, StoreError> {
         let expires = ms(Utc::now()) + keep.as_millis() as i64;
         let rows = events
             .iter()
@@ -61,18 +64,22 @@ impl SqliteBackend {
                     "INSERT INTO parked_events (gateway, provider_message_id, event, expires_at) \
                      VALUES (?1, ?2, ?3, ?4)",
                 )?;
+                let mut sent = SentUnder::new();
                 for (gateway, id, json) in &rows {
                     insert.execute(params![gateway, id, json, expires])?;
                     // On the writer thread, in order with every take.
                     index.0.write().insert(key_hash(gateway, id));
+                    if let Some(message) = sent_under(conn, gateway, id)? {
+                        sent.insert((gateway.clone(), id.clone()), message);
+                    }
                 }
-                Ok(())
+                Ok(sent)
             })
             .await
     }
 
     /// Read on the writer's thread, in order with every park, when the set says there are
-    /// some.
+    /// some. A `sent` needs no word kept: the messages table answers consistently.
     pub(super) async fn parked_events(
         &self,
         gateway: &str,
@@ -84,9 +91,12 @@ impl SqliteBackend {
         }
         let (gateway, id) = (gateway.to_owned(), provider_message_id.to_owned());
         let now = ms(Utc::now());
-        let (rows, last) = self
+        let (rows, last, sent) = self
             .writer
-            .run(1, move |conn| parked_rows(conn, &gateway, &id, now))
+            .run(1, move |conn| {
+                let (rows, last) = parked_rows(conn, &gateway, &id, now)?;
+                Ok((rows, last, sent_under(conn, &gateway, &id)?))
+            })
             .await?;
         let events = rows
             .iter()
@@ -95,6 +105,7 @@ impl SqliteBackend {
         Ok(ParkedEvents {
             events,
             mark: last.map(|seq| ParkedMark(seq.to_string())),
+            sent,
         })
     }
 
@@ -142,6 +153,19 @@ impl SqliteBackend {
             })
             .await
     }
+}
+
+/// The message recorded as sent under a provider id.
+fn sent_under(
+    conn: &Connection,
+    gateway: &str,
+    provider_message_id: &str,
+) -> Result<Option<MessageId>, rusqlite::Error> {
+    let id: Option<String> = conn
+        .prepare_cached("SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2")?
+        .query_row([gateway, provider_message_id], |r| r.get(0))
+        .optional()?;
+    Ok(id.as_deref().and_then(MessageId::parse))
 }
 
 /// A provider message's unexpired parked events, oldest first, and the highest sequence

@@ -14,10 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{from_ms, ms, SqliteBackend};
 use crate::domain::suppression::{Reason, Scope, Suppression};
-use crate::domain::{Channel, TenantId};
+use crate::domain::{Channel, MessageId, TenantId};
 use crate::ports::{
-    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, StoreError,
-    SuppressionFilter, SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, SentUnder,
+    StoreError, SuppressionFilter, SuppressionStore,
 };
 
 /// Hashes of every stored entry's (scope, channel, address).
@@ -403,7 +403,11 @@ impl EventLog for SqliteBackend {
             .await
     }
 
-    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError> {
+    async fn park(
+        &self,
+        events: &[ProviderEvent],
+        keep: Duration,
+    ) -> Result<SentUnder, StoreError> {
         self.park_events(events, keep).await
     }
 
@@ -411,6 +415,7 @@ impl EventLog for SqliteBackend {
         &self,
         gateway: &str,
         provider_message_id: &str,
+        _sent: Option<MessageId>,
     ) -> Result<ParkedEvents, StoreError> {
         self.parked_events(gateway, provider_message_id).await
     }

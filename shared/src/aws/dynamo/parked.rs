@@ -7,17 +7,23 @@
 //! events only when there are some. The parker tries its events again after flagging, so a
 //! `sent` that came before the flag is caught by the parker instead. Events are forgotten
 //! only once applied (`engine/parked.rs`).
+//!
+//! An event that does not name its message (Postal, WhatsApp) is matched through the
+//! provider-id index, which catches up a moment after the `sent`. So the release after a `sent`
+//! leaves word of its message on the item (`sent_message`) in the same write that reads it, and
+//! each park reads the item back as written: whichever of the two comes second sees the other.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 
 use super::item::{opt_n, opt_s, s, Item};
 use super::transitions::PARKED_FLAG;
 use super::{applied, epoch_seconds, unavailable, DynamoStore};
-use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, StoreError};
+use crate::domain::MessageId;
+use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, SentUnder, StoreError};
 
 fn parked_pk(gateway: &str, provider_message_id: &str) -> String {
     format!("parked#{gateway}#{provider_message_id}")
@@ -32,14 +38,15 @@ impl DynamoStore {
         &self,
         events: &[ProviderEvent],
         keep: Duration,
-    ) -> Result<(), StoreError> {
-        let expires = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
+    ) -> Result<SentUnder, StoreError> {
         // Names the item from its first park on, so a mark read from an item that was
         // forgotten since never matches one parked anew.
         let generation = uuid::Uuid::now_v7().to_string();
+        let mut sent = SentUnder::new();
         for event in events {
             let json = serde_json::to_string(event).map_err(corrupt)?;
-            self.client
+            let parked = self
+                .client
                 .update_item()
                 .table_name(self.idempotency_table()?)
                 .key(
@@ -56,10 +63,15 @@ impl DynamoStore {
                 .expression_attribute_values(":zero", super::item::n(0))
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
                 .expression_attribute_values(":new", AttributeValue::L(vec![s(json)]))
-                .expression_attribute_values(":expires", super::item::n(epoch_seconds(expires)))
+                .expression_attribute_values(":expires", expires_in(keep))
+                .return_values(ReturnValue::AllNew)
                 .send()
                 .await
                 .map_err(|e| unavailable("UpdateItem", e))?;
+            if let Some(message) = parked.attributes.as_ref().and_then(sent_message) {
+                let key = (event.gateway.clone(), event.provider_message_id.clone());
+                sent.insert(key, message);
+            }
         }
         let mut named: Vec<String> = events
             .iter()
@@ -69,7 +81,7 @@ impl DynamoStore {
         for id in named {
             self.flag_parked(&id).await?;
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Marks a message as having parked events; a message that does not exist stays absent.
@@ -104,13 +116,46 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
-        let Some(item) = found.item else {
-            return Ok(ParkedEvents::default());
-        };
-        Ok(ParkedEvents {
-            events: live_events(&item)?,
-            mark: Some(ItemMark::of(&item)?.mark()),
-        })
+        found
+            .item
+            .as_ref()
+            .map_or(Ok(ParkedEvents::default()), as_read)
+    }
+
+    /// As [`DynamoStore::parked_events`], after a `sent` recorded under the provider id: the
+    /// read is the write that leaves word of its message, so a park after it learns the
+    /// message. One write unit where the consistent read was one read unit.
+    pub(super) async fn parked_after_sent(
+        &self,
+        gateway: &str,
+        provider_message_id: &str,
+        sent: MessageId,
+    ) -> Result<ParkedEvents, StoreError> {
+        let mut names = ItemMark::names();
+        names.insert("#sent".into(), SENT_MESSAGE.into());
+        let written = self
+            .client
+            .update_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(parked_pk(gateway, provider_message_id)))
+            .update_expression(
+                "SET #sent = :sent, expires_at = if_not_exists(expires_at, :expires), \
+                 #gen = if_not_exists(#gen, :generation), \
+                 #forgotten = if_not_exists(#forgotten, :zero)",
+            )
+            .set_expression_attribute_names(Some(names))
+            .expression_attribute_values(":sent", s(sent.to_string()))
+            .expression_attribute_values(":expires", expires_in(WORD_KEEP))
+            .expression_attribute_values(":generation", s(uuid::Uuid::now_v7().to_string()))
+            .expression_attribute_values(":zero", super::item::n(0))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem", e))?;
+        written
+            .attributes
+            .as_ref()
+            .map_or(Ok(ParkedEvents::default()), as_read)
     }
 
     /// Deletes the item when nothing was parked since the read, else takes the entries read off
@@ -130,13 +175,18 @@ impl DynamoStore {
         );
         let (as_read, mut values) = at.as_read();
         values.insert(":n".into(), super::item::n(at.read));
+        // An item that holds a `sent`'s word stays (for a park after this), its entries taken.
+        let mut names = ItemMark::names();
+        names.insert("#sent".into(), SENT_MESSAGE.into());
         let deleted = self
             .client
             .delete_item()
             .table_name(table)
             .key("pk", s(&pk))
-            .condition_expression(format!("{as_read} AND size(events) = :n"))
-            .set_expression_attribute_names(Some(ItemMark::names()))
+            .condition_expression(format!(
+                "{as_read} AND size(events) = :n AND attribute_not_exists(#sent)"
+            ))
+            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
@@ -178,6 +228,34 @@ impl DynamoStore {
 
 /// Entries taken off a parked item's list per write.
 const TAKEN_PER_WRITE: usize = 100;
+
+/// The attribute that holds the message a `sent` was recorded for.
+const SENT_MESSAGE: &str = "sent_message";
+
+/// How long a `sent`'s word is kept on an item that holds nothing else: as long as an event
+/// may wait (the engine's `PARK_KEEP`); the index has caught up long before.
+const WORD_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// A parked item as read: a mark only when it holds entries (an item that holds only a
+/// `sent`'s word has nothing to forget).
+fn as_read(item: &Item) -> Result<ParkedEvents, StoreError> {
+    let at = ItemMark::of(item)?;
+    Ok(ParkedEvents {
+        events: live_events(item)?,
+        mark: (at.read > 0).then(|| at.mark()),
+        sent: sent_message(item),
+    })
+}
+
+/// The TTL attribute's value for an item kept `keep` from now.
+fn expires_in(keep: Duration) -> AttributeValue {
+    let at = Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default();
+    super::item::n(epoch_seconds(at))
+}
+
+fn sent_message(item: &Item) -> Option<MessageId> {
+    opt_s(item, SENT_MESSAGE).and_then(MessageId::parse)
+}
 
 /// What a read saw of a parked item: which item it was (its generation), how many entries had
 /// been taken off its front, and how many it read. Items parked before the first two were

@@ -13,13 +13,13 @@ use super::batch::Read;
 use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{applied, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
-use crate::domain::{Channel, TenantId};
+use crate::domain::{Channel, MessageId, TenantId};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::Updated;
 use crate::ports::{
-    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, StoreError,
-    SuppressionFilter, SuppressionStore,
+    ClaimToken, EventClaim, EventLog, ParkedEvents, ParkedMark, ProviderEvent, SentUnder,
+    StoreError, SuppressionFilter, SuppressionStore,
 };
 
 pub(super) fn entry_key(channel: Channel, address: &str) -> String {
@@ -352,7 +352,11 @@ impl EventLog for DynamoStore {
         applied(result, "DeleteItem").map(|_| ())
     }
 
-    async fn park(&self, events: &[ProviderEvent], keep: Duration) -> Result<(), StoreError> {
+    async fn park(
+        &self,
+        events: &[ProviderEvent],
+        keep: Duration,
+    ) -> Result<SentUnder, StoreError> {
         self.park_events(events, keep).await
     }
 
@@ -360,8 +364,15 @@ impl EventLog for DynamoStore {
         &self,
         gateway: &str,
         provider_message_id: &str,
+        sent: Option<MessageId>,
     ) -> Result<ParkedEvents, StoreError> {
-        self.parked_events(gateway, provider_message_id).await
+        match sent {
+            Some(id) => {
+                self.parked_after_sent(gateway, provider_message_id, id)
+                    .await
+            }
+            None => self.parked_events(gateway, provider_message_id).await,
+        }
     }
 
     async fn forget_parked(
