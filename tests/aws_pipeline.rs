@@ -758,6 +758,56 @@ async fn a_redelivered_receipt_applies_the_events_a_stopped_dispatch_left_parked
     }
 }
 
+/// Events that do not name their message (Postal's) and come while DynamoDB's provider-id
+/// index has not caught up with the `sent`: simulated by a `sent` that never enters the index.
+/// The `sent`'s release left word of its message on the parked item, so the webhook that parks
+/// its event learns the message and applies it, and with it one a stopped webhook left parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_parked_while_the_provider_id_index_lags_are_applied() {
+    use shared::ports::{ProviderEvent, ProviderEventKind};
+    let api = Api::start().await;
+    let herald = &api.herald;
+    let id = api
+        .send(
+            json!({ "channel": "email", "priority": "P2", "to": "lag@example.com",
+                      "subject": "Hi", "body": "Hello" }),
+        )
+        .await;
+    let id = MessageId::parse(&id).unwrap();
+    let claimed = claim_p2(&api, id).await;
+    record_sent(&api, &claimed, ("postal", "pm-lag"), false).await;
+    // The dispatcher's release after that `sent`: nothing parked yet.
+    assert!(herald.release_parked("postal", "pm-lag", Some(id)).await);
+    let event = |kind| ProviderEvent {
+        gateway: "postal".into(),
+        provider_message_id: "pm-lag".into(),
+        message_id: None,
+        kind,
+        at: chrono::Utc::now(),
+        detail: json!({}),
+    };
+    // Parked by a webhook that stopped before it tried again.
+    let opened = event(ProviderEventKind::Opened);
+    herald
+        .events
+        .park(&[opened], Duration::from_secs(600))
+        .await
+        .unwrap();
+    let delivered = vec![event(ProviderEventKind::Delivered)];
+    herald
+        .apply_notification("postal", "lag-1", delivered)
+        .await
+        .unwrap();
+    let view = api.view(&id.to_string()).await;
+    assert_eq!(view["status"], "opened", "{view}");
+    let left = herald
+        .events
+        .parked("postal", "pm-lag", None)
+        .await
+        .unwrap();
+    assert!(left.events.is_empty() && left.mark.is_none(), "{left:?}");
+}
+
 /// Claims `id`, parks a bounce for it under `provider_id` (naming the message, as SES's do,
 /// or not, as Twilio's), and records its `sent` as a dispatch that then stopped would have:
 /// without releasing what was parked.
@@ -767,12 +817,9 @@ async fn sent_with_a_bounce_left_parked(
     provider_id: &str,
     names_its_message: bool,
 ) {
-    use shared::ports::{ClaimOutcome, ProviderEvent, ProviderEventKind, Transition};
+    use shared::ports::{ProviderEvent, ProviderEventKind};
     let (herald, now, lease) = (&api.herald, chrono::Utc::now(), Duration::from_secs(30));
-    let claim = herald.store.claim(id, Priority::P2, now, lease);
-    let ClaimOutcome::Claimed(claimed) = claim.await.unwrap() else {
-        panic!("claim")
-    };
+    let claimed = claim_p2(api, id).await;
     let bounced = ProviderEvent {
         gateway: "ses".into(),
         provider_message_id: provider_id.into(),
@@ -782,11 +829,32 @@ async fn sent_with_a_bounce_left_parked(
         detail: json!({ "bounceType": "Permanent" }),
     };
     herald.events.park(&[bounced], lease).await.unwrap();
-    let mut sent = Transition::new(id, MessageStatus::Sent, now);
-    sent.attempt = Some(claimed.attempts);
-    sent.gateway = Some("ses".into());
-    sent.provider_message_id = Some(provider_id.into());
     // Events that do not name their message find it by its provider id.
-    sent.index_provider_id = !names_its_message;
-    herald.store.transition(vec![sent]).await.unwrap();
+    record_sent(api, &claimed, ("ses", provider_id), !names_its_message).await;
+}
+
+/// Claims a P2 message, as a dispatcher does.
+async fn claim_p2(api: &Api, id: MessageId) -> Box<shared::domain::Message> {
+    let lease = Duration::from_secs(30);
+    let claim = api
+        .herald
+        .store
+        .claim(id, Priority::P2, chrono::Utc::now(), lease);
+    match claim.await.unwrap() {
+        shared::ports::ClaimOutcome::Claimed(claimed) => claimed,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+/// Records a claimed message's `sent` under `(gateway, provider id)`, straight in the store
+/// (nothing parked is released), indexed by that provider id or not.
+async fn record_sent(
+    api: &Api,
+    claimed: &shared::domain::Message,
+    (gateway, provider_id): (&str, &str),
+    index_provider_id: bool,
+) {
+    let mut sent = shared::ports::contract::sent_under(claimed, gateway, provider_id);
+    sent.index_provider_id = index_provider_id;
+    api.herald.store.transition(vec![sent]).await.unwrap();
 }

@@ -55,6 +55,8 @@ impl Herald {
                 // release, which forgets what it applies: the provider's retry that an error
                 // asks for would apply these events again beside their parked copies.
                 Err(e) => {
+                    warn!(gateway, provider_message_id = %provider_id, error = %e,
+                          "parked provider events not tried again; trying them as a release");
                     if !self.release(&gateway, &provider_id, None, Vec::new()).await {
                         not_tried = Some(e);
                     }

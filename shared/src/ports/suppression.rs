@@ -167,8 +167,9 @@ pub struct ParkedEvents {
     pub events: Vec<ProviderEvent>,
     /// None when nothing is parked.
     pub mark: Option<ParkedMark>,
-    /// The message recorded as sent under this provider id, when some is and events are
-    /// parked.
+    /// The message recorded as sent under this provider id, when the store has the item or
+    /// rows read (DynamoDB: a `sent`'s word on the item; SQLite: its messages table, when
+    /// events are parked). None says nothing: a look-up by provider id may still find one.
     pub sent: Option<MessageId>,
 }
 

@@ -133,6 +133,9 @@ impl DynamoStore {
     ) -> Result<ParkedEvents, StoreError> {
         let mut names = ItemMark::names();
         names.insert("#sent".into(), SENT_MESSAGE.into());
+        // An `expires_at` already past stays (its events expired; the item may go any time,
+        // word and all): that takes events parked a day before their `sent`, which a hand-off
+        // that records `sent` in seconds does not leave.
         let written = self
             .client
             .update_item()
