@@ -1267,20 +1267,17 @@ pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {
         event("SM-p4", Clicked),
         event("SM-p4", Complained),
     );
+    let mark_now = || async {
+        log.parked("twilio", "SM-p4", None)
+            .await
+            .unwrap()
+            .mark
+            .unwrap()
+    };
     log.park(std::slice::from_ref(&e1), keep).await.unwrap();
-    let r1 = log
-        .parked("twilio", "SM-p4", None)
-        .await
-        .unwrap()
-        .mark
-        .unwrap();
+    let r1 = mark_now().await;
     log.park(std::slice::from_ref(&e2), keep).await.unwrap();
-    let r2 = log
-        .parked("twilio", "SM-p4", None)
-        .await
-        .unwrap()
-        .mark
-        .unwrap();
+    let r2 = mark_now().await;
     log.park(std::slice::from_ref(&e3), keep).await.unwrap();
     log.forget_parked("twilio", "SM-p4", r1.clone())
         .await

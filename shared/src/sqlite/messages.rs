@@ -365,16 +365,8 @@ impl MessageStore for SqliteBackend {
         // commit, and the transitions that follow the look-up queue there anyway.
         self.writer
             .run(1, move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2",
-                )?;
                 keys.iter()
-                    .map(|(gateway, provider_id)| {
-                        let id: Option<String> = stmt
-                            .query_row([gateway, provider_id], |r| r.get(0))
-                            .optional()?;
-                        Ok(id.as_deref().and_then(MessageId::parse))
-                    })
+                    .map(|(gateway, provider_id)| sent_under(conn, gateway, provider_id))
                     .collect()
             })
             .await
@@ -637,6 +629,19 @@ impl SqliteBackend {
             })
             .await
     }
+}
+
+/// The message recorded as sent under a provider id.
+pub(super) fn sent_under(
+    conn: &Connection,
+    gateway: &str,
+    provider_message_id: &str,
+) -> Result<Option<MessageId>, rusqlite::Error> {
+    let id: Option<String> = conn
+        .prepare_cached("SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2")?
+        .query_row([gateway, provider_message_id], |r| r.get(0))
+        .optional()?;
+    Ok(id.as_deref().and_then(MessageId::parse))
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use parking_lot::RwLock;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+use super::messages::sent_under;
 use super::{ms, SqliteBackend};
-use crate::domain::MessageId;
 use crate::ports::{ParkedEvents, ParkedMark, ProviderEvent, SentUnder, StoreError};
 
 /// Hashes of the (gateway, provider message id) of every parked row.
@@ -153,19 +153,6 @@ impl SqliteBackend {
             })
             .await
     }
-}
-
-/// The message recorded as sent under a provider id.
-fn sent_under(
-    conn: &Connection,
-    gateway: &str,
-    provider_message_id: &str,
-) -> Result<Option<MessageId>, rusqlite::Error> {
-    let id: Option<String> = conn
-        .prepare_cached("SELECT id FROM messages WHERE gateway = ?1 AND provider_message_id = ?2")?
-        .query_row([gateway, provider_message_id], |r| r.get(0))
-        .optional()?;
-    Ok(id.as_deref().and_then(MessageId::parse))
 }
 
 /// A provider message's unexpired parked events, oldest first, and the highest sequence

@@ -119,7 +119,7 @@ impl DynamoStore {
         found
             .item
             .as_ref()
-            .map_or(Ok(ParkedEvents::default()), as_read)
+            .map_or(Ok(ParkedEvents::default()), parked_in)
     }
 
     /// As [`DynamoStore::parked_events`], after a `sent` recorded under the provider id: the
@@ -131,8 +131,7 @@ impl DynamoStore {
         provider_message_id: &str,
         sent: MessageId,
     ) -> Result<ParkedEvents, StoreError> {
-        let mut names = ItemMark::names();
-        names.insert("#sent".into(), SENT_MESSAGE.into());
+        let names = ItemMark::names_with_sent();
         // An `expires_at` already past stays (its events expired; the item may go any time,
         // word and all): that takes events parked a day before their `sent`, which a hand-off
         // that records `sent` in seconds does not leave.
@@ -158,7 +157,7 @@ impl DynamoStore {
         written
             .attributes
             .as_ref()
-            .map_or(Ok(ParkedEvents::default()), as_read)
+            .map_or(Ok(ParkedEvents::default()), parked_in)
     }
 
     /// Deletes the item when nothing was parked since the read, else takes the entries read off
@@ -179,8 +178,7 @@ impl DynamoStore {
         let (as_read, mut values) = at.as_read();
         values.insert(":n".into(), super::item::n(at.read));
         // An item that holds a `sent`'s word stays (for a park after this), its entries taken.
-        let mut names = ItemMark::names();
-        names.insert("#sent".into(), SENT_MESSAGE.into());
+        let names = ItemMark::names_with_sent();
         let deleted = self
             .client
             .delete_item()
@@ -241,7 +239,7 @@ const WORD_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// A parked item as read: a mark only when it holds entries (an item that holds only a
 /// `sent`'s word has nothing to forget).
-fn as_read(item: &Item) -> Result<ParkedEvents, StoreError> {
+fn parked_in(item: &Item) -> Result<ParkedEvents, StoreError> {
     let at = ItemMark::of(item)?;
     Ok(ParkedEvents {
         events: live_events(item)?,
@@ -323,6 +321,13 @@ impl ItemMark {
             None => "attribute_not_exists(#forgotten)",
         };
         (format!("{generation} AND {forgotten}"), values)
+    }
+
+    /// As [`ItemMark::names`], and the `sent`'s word, for the expressions that name it.
+    fn names_with_sent() -> HashMap<String, String> {
+        let mut names = ItemMark::names();
+        names.insert("#sent".to_owned(), SENT_MESSAGE.to_owned());
+        names
     }
 
     /// Through names: DynamoDB's reserved words might take them.
