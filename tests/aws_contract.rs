@@ -136,6 +136,12 @@ async fn dynamo_provider_event_claims_run_out_unless_applied() {
 }
 
 #[tokio::test]
+async fn dynamo_parked_event_claims_wait_to_be_released() {
+    let (_s, b) = backend().await;
+    parked_event_claims_wait_to_be_released(b.store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamo_a_sent_never_hides_parked_events() {
     let (_s, b) = backend().await;
     // Only a message with parked events costs the dispatcher a look-up.

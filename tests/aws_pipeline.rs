@@ -858,3 +858,20 @@ async fn record_sent(
     sent.index_provider_id = index_provider_id;
     api.herald.store.transition(vec![sent]).await.unwrap();
 }
+
+/// A notification whose events parked and were not tried after parking (the store failed
+/// twice): its retry releases them and applies nothing afresh (`shared::engine::untried_parks`).
+#[tokio::test]
+async fn a_retry_of_untried_parked_events_after_their_sent_applies_nothing_again() {
+    let api = Api::start().await;
+    use shared::engine::untried_parks as scenario;
+    scenario::a_retry_after_the_sent_released_the_parked_event_applies_nothing_again(&api.herald)
+        .await;
+}
+
+#[tokio::test]
+async fn a_retry_of_untried_parked_events_before_their_sent_leaves_them_to_it() {
+    let api = Api::start().await;
+    use shared::engine::untried_parks as scenario;
+    scenario::a_retry_before_the_sent_leaves_the_parked_event_to_it(&api.herald).await;
+}

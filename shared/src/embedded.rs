@@ -237,9 +237,10 @@ impl Embedded {
             Vec::new()
         };
         let background = vec![
+            // First: `parked_swept` waits for it.
+            tokio::spawn(apply_parked_events(backend.clone(), herald.clone())),
             tokio::spawn(save_buckets(backend.clone(), limiter.clone(), rx.clone())),
             tokio::spawn(tracker::run(herald.clone(), callbacks)),
-            tokio::spawn(apply_parked_events(backend.clone(), herald.clone())),
             tokio::spawn(health::run_health_checks(herald.clone(), rx.clone())),
             tokio::spawn(followups::run(herald.clone(), rx.clone())),
             tokio::spawn(notify::runner::run(
@@ -306,6 +307,15 @@ impl Embedded {
                 "lane workers still in a hand-off after {WORKER_GRACE:?}; their messages are released at the next start"
             );
             aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+    }
+
+    /// Waits for the start-up's release of parked events to finish (tests that release
+    /// through another engine over the same store).
+    #[cfg(test)]
+    pub(crate) async fn parked_swept(&self) {
+        while !self.background[0].is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -108,7 +108,8 @@ impl Herald {
             .claim_event("keyword", &key, EVENT_LEASE)
             .await?
         {
-            EventClaim::First(token) => {
+            // A keyword's claim is never given up as parked: `Parked` is a first claim too.
+            EventClaim::First(token) | EventClaim::Parked(token) => {
                 let applied = async {
                     let at = self.keyword_time(&message, repeat).await?;
                     self.apply_keyword(&message, keyword, at).await

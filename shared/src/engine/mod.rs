@@ -34,6 +34,8 @@ pub mod thread_policy;
 pub mod thread_reply;
 pub mod tracker;
 pub mod unsubscribe;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod untried_parks;
 pub mod warmup;
 
 use std::collections::BTreeMap;
@@ -260,9 +262,36 @@ pub struct Herald {
     judged: reputation::Judged,
     warmup_caps: warmup::TodaysCaps,
     lane_counts: lane_counts::LaneCounts,
+    release_locks: parked::ReleaseLocks,
 }
 
 impl Herald {
+    /// The ports this engine runs on, to build another over some of them (tests).
+    pub fn ports(&self) -> Ports {
+        Ports {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            templates: self.templates.clone(),
+            tenants: self.tenants.clone(),
+            suppressions: self.suppressions.clone(),
+            events: self.events.clone(),
+            limiter: self.limiter.clone(),
+            health: self.health.clone(),
+            inbound: self.inbound.clone(),
+            audit: self.audit.clone(),
+            webhooks: self.webhooks.clone(),
+            contacts: self.contacts.clone(),
+            threads: self.threads.clone(),
+            rules: self.rules.clone(),
+            inbound_feed: self.inbound_feed.clone(),
+            media: self.media.clone(),
+            media_fetcher: self.media_fetcher.clone(),
+            relay: self.relay.clone(),
+            warmup: self.warmup.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
     pub fn new(ports: Ports, gateways: GatewayRegistry, config: EngineConfig) -> Herald {
         let render_pool = tokio::sync::Semaphore::new(config.render_threads.max(1));
         Herald {
@@ -300,6 +329,7 @@ impl Herald {
             judged: Default::default(),
             warmup_caps: Default::default(),
             lane_counts: Default::default(),
+            release_locks: Default::default(),
         }
     }
 

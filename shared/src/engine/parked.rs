@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::tracker::{apply_batch, try_apply};
+use super::tracker::{not_recorded, try_apply, Notified, EVENT_ID_KEEP};
 use super::Herald;
 use crate::domain::{MessageId, MessageStatus};
-use crate::ports::{ProviderEvent, StoreError, Transition, TransitionOutcome};
+use crate::ports::{ClaimToken, ProviderEvent, StoreError, Transition, TransitionOutcome};
 
 /// How long a parked event waits: a hand-off records `sent` within seconds, or (if its answer
 /// was lost) never.
@@ -24,16 +24,20 @@ pub(crate) const PARK_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 impl Herald {
     /// Parks events that wait for their message's `sent`. A `sent` recorded while they were
-    /// being parked found nothing to release, so each provider message is tried once more; an
-    /// error when that try failed (the events are parked, but may have missed their release).
-    pub(crate) async fn park(&self, events: Vec<ProviderEvent>) -> Result<(), StoreError> {
+    /// being parked found nothing to release, so each provider message is tried once more.
+    /// An error when nothing may be parked; `Untried` when all is parked, but some of it may
+    /// have missed its release (the try after parking failed, and a release too).
+    pub(crate) async fn park(
+        &self,
+        events: Vec<ProviderEvent>,
+    ) -> Result<AfterParking, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(AfterParking::Tried);
         }
         // A message the store knows as sent under a provider id is named here: the look-up by
         // provider id may not see it yet (DynamoDB's index catches up a moment later).
         let sent = self.events.park(&events, PARK_KEEP).await?;
-        let mut not_tried = None;
+        let mut after = AfterParking::Tried;
         for ((gateway, provider_id), group) in by_provider_message(events) {
             let known = sent.get(&(gateway.clone(), provider_id.clone())).copied();
             match try_apply(self, &named(&group, known)).await {
@@ -42,7 +46,8 @@ impl Herald {
                 // theirs to apply (each parker tries again after parking), or the `sent`'s
                 // dispatch's.
                 Ok(r) if !r.wait.contains(&true) => {
-                    if !self.release(&gateway, &provider_id, None, group).await {
+                    let released = self.release(&gateway, &provider_id, None, group).await;
+                    if !matches!(released, Released::All) {
                         warn!(gateway, provider_message_id = %provider_id,
                               "provider events parked for a sent message left parked");
                     }
@@ -52,18 +57,74 @@ impl Herald {
                           "provider events parked until their message is recorded as sent");
                 }
                 // Its `sent` may have been recorded and released already. One more try, as a
-                // release, which forgets what it applies: the provider's retry that an error
-                // asks for would apply these events again beside their parked copies.
+                // release, which forgets what it applies: the provider's retry would apply
+                // these events again beside their parked copies.
                 Err(e) => {
                     warn!(gateway, provider_message_id = %provider_id, error = %e,
                           "parked provider events not tried again; trying them as a release");
-                    if !self.release(&gateway, &provider_id, None, Vec::new()).await {
-                        not_tried = Some(e);
+                    if let Released::Failed(e) =
+                        self.release(&gateway, &provider_id, None, Vec::new()).await
+                    {
+                        after = AfterParking::Untried(e);
                     }
                 }
             }
         }
-        not_tried.map_or(Ok(()), Err)
+        Ok(after)
+    }
+
+    /// Gives up the claim on a notification whose parked events were not tried after
+    /// parking (the store failed), saying so: the provider's retry releases them instead of
+    /// applying them afresh beside their parked copies. Its other events are applied.
+    pub(crate) async fn untried(
+        &self,
+        claim: Option<ClaimToken>,
+        source: &str,
+        id: &str,
+        e: StoreError,
+    ) -> Result<Notified, StoreError> {
+        // Unclaimed (deliveries only), a retry applied afresh changes no state twice.
+        if let Some(token) = claim {
+            let parked = self.events.event_parked(source, id, token, PARK_KEEP);
+            if let Err(e) = parked.await {
+                // The claim runs out with its lease, and the retry applies afresh.
+                warn!(source, id, error = %e, "a notification's untried parked events were not noted");
+            }
+        }
+        Err(e)
+    }
+
+    /// The retry of a notification whose earlier try parked events and failed before it
+    /// tried them (see [`Herald::untried`]): what is parked for its provider messages is
+    /// released, applied once and forgotten. Nothing is applied afresh: that try applied
+    /// what it did not park.
+    pub(crate) async fn release_untried(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        events: &[ProviderEvent],
+    ) -> Result<Notified, StoreError> {
+        let messages: std::collections::BTreeSet<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.gateway.as_str(), e.provider_message_id.as_str()))
+            .collect();
+        let mut waiting = false;
+        for (gateway, provider_id) in messages {
+            match self.release(gateway, provider_id, None, Vec::new()).await {
+                Released::All => {}
+                Released::Waiting => waiting = true,
+                Released::Failed(e) => return self.untried(Some(token), source, id, e).await,
+            }
+        }
+        let marking = self.events.event_applied(source, id, token, EVENT_ID_KEEP);
+        if let Err(e) = marking.await {
+            warn!(source, id, error = %e, "an applied event was not marked");
+        }
+        Ok(match waiting {
+            true => Notified::Parked,
+            false => Notified::Applied,
+        })
     }
 
     /// After a recorded transition: a `sent` releases what was parked for its provider id.
@@ -128,8 +189,8 @@ impl Herald {
         provider_id: &str,
         message: Option<MessageId>,
     ) -> bool {
-        self.release(gateway, provider_id, message, Vec::new())
-            .await
+        let released = self.release(gateway, provider_id, message, Vec::new());
+        matches!(released.await, Released::All)
     }
 
     /// Applies what is parked for a provider message but `applied` (already applied by the
@@ -138,43 +199,94 @@ impl Herald {
     /// on it), but may add a `delivery_delayed` note again, and count a bounce again towards
     /// warm-up; it happens only when a release was cut short, or raced another.
     /// `message` is the message now recorded as sent under that id: a look-up by provider id
-    /// might not see it yet. True when what was read is applied (or nothing was parked).
+    /// might not see it yet.
     async fn release(
         &self,
         gateway: &str,
         provider_id: &str,
         message: Option<MessageId>,
         applied: Vec<ProviderEvent>,
-    ) -> bool {
+    ) -> Released {
+        let _one_at_a_time = self.release_locks.hold(gateway, provider_id).await;
         let parked = match self.events.parked(gateway, provider_id, message).await {
             Ok(parked) => parked,
             Err(e) => {
                 warn!(gateway, provider_message_id = %provider_id, error = %e,
                       "parked provider events not read; they stay parked");
-                return false;
+                return Released::Failed(e);
             }
         };
         let Some(mark) = parked.mark else {
-            return true;
+            return Released::All;
         };
         let rest = named(&without(parked.events, applied), message.or(parked.sent));
         if !rest.is_empty() {
             info!(gateway, provider_message_id = %provider_id, count = rest.len(), "parked provider events applied");
         }
-        let left = apply_batch(self, rest).await;
-        if !left.is_empty() {
-            // Their message is not recorded as sent (yet), or the store failed (logged).
-            info!(gateway, provider_message_id = %provider_id, count = left.len(),
+        let waiting = match try_apply(self, &rest).await {
+            Ok(recorded) => recorded.wait.contains(&true),
+            Err(e) => {
+                not_recorded(&e, rest.len());
+                return Released::Failed(e);
+            }
+        };
+        if waiting {
+            // Their message is not recorded as sent (yet): its `sent` releases them.
+            info!(gateway, provider_message_id = %provider_id,
                   "parked provider events not all applied; they stay parked");
-            return false;
+            return Released::Waiting;
         }
         if let Err(e) = self.events.forget_parked(gateway, provider_id, mark).await {
             // Applied: a later release applies them again, which changes no state.
             warn!(gateway, provider_message_id = %provider_id, error = %e,
                   "applied parked provider events not forgotten");
         }
-        true
+        Released::All
     }
+}
+
+/// Releases of one provider message's parked events run one at a time in a process: two at
+/// once would both read and apply them before either forgot them. Embedded, that is every
+/// release; on AWS, releases in other instances can still race (`docs/providers.md`).
+pub(crate) struct ReleaseLocks([tokio::sync::Mutex<()>; RELEASE_LOCKS]);
+
+const RELEASE_LOCKS: usize = 32;
+
+impl Default for ReleaseLocks {
+    fn default() -> Self {
+        ReleaseLocks(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl ReleaseLocks {
+    async fn hold(&self, gateway: &str, provider_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        (gateway, provider_id).hash(&mut h);
+        self.0[h.finish() as usize % RELEASE_LOCKS].lock().await
+    }
+}
+
+/// What became of events parked by [`Herald::park`].
+#[derive(Debug)]
+pub(crate) enum AfterParking {
+    /// Each provider message was tried again after parking (applied, or left parked for its
+    /// `sent`, which releases it).
+    Tried,
+    /// Some were not (this store failure, twice): they may have missed their `sent`'s release,
+    /// so whoever parked them releases them later, rather than apply them afresh.
+    Untried(StoreError),
+}
+
+/// What a release of parked events did.
+#[derive(Debug)]
+pub(crate) enum Released {
+    /// Everything read is applied and forgotten (or nothing was parked).
+    All,
+    /// Some events still wait for their message's `sent`: they stay parked for it.
+    Waiting,
+    /// The store failed: what was read stays parked.
+    Failed(StoreError),
 }
 
 /// The gateway and provider id whose parked events a recorded transition releases: a `sent`
@@ -294,6 +406,55 @@ mod restart_tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        embedded.shutdown().await;
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod race_tests {
+    use chrono::Utc;
+
+    use crate::domain::{EventKind, Priority};
+    use crate::embedded::{Embedded, EmbeddedConfig};
+    use crate::ports::contract::{accept, claim_now, message, sent_under, tenant};
+    use crate::ports::{ProviderEvent, ProviderEventKind};
+
+    /// Two releases of one provider message at once (a dispatch's and the start-up's, say):
+    /// one applies what is parked, the other finds it forgotten.
+    #[tokio::test]
+    async fn releases_at_once_apply_parked_events_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmbeddedConfig::new(dir.path());
+        cfg.run_workers = false;
+        let embedded = Embedded::start(cfg).await.unwrap();
+        embedded.parked_swept().await;
+        let herald = embedded.herald.clone();
+        let t = tenant("acme");
+        let id = accept(&*herald.store, message(&t, Priority::P2)).await;
+        let claimed = claim_now(&*herald.store, id, Priority::P2).await;
+        let delayed = ProviderEvent {
+            gateway: "ses".into(),
+            provider_message_id: "0100-raced".into(),
+            message_id: None,
+            kind: ProviderEventKind::Delayed,
+            at: Utc::now(),
+            detail: serde_json::json!({ "why": "mailbox full" }),
+        };
+        herald
+            .events
+            .park(&[delayed], super::PARK_KEEP)
+            .await
+            .unwrap();
+        let sent = sent_under(&claimed, "ses", "0100-raced");
+        herald.store.transition(vec![sent]).await.unwrap();
+
+        let release = || herald.release_parked("ses", "0100-raced", None);
+        assert_eq!(tokio::join!(release(), release()), (true, true));
+        let (_, events) = herald.store.get(&t, id).await.unwrap().unwrap();
+        let delays = events
+            .iter()
+            .filter(|e| e.kind == EventKind::DeliveryDelayed);
+        assert_eq!(delays.count(), 1);
         embedded.shutdown().await;
     }
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::parked::AfterParking;
 use super::Herald;
 use crate::domain::{EventKind, MessageId, MessageStatus};
 use crate::ports::{
@@ -99,9 +100,12 @@ async fn run_shard(herald: Arc<Herald>, mut events: mpsc::Receiver<ProviderEvent
                 }
                 if tries + 1 >= MAX_EARLY_RETRIES {
                     // Kept in the store from here on, until the message's `sent` is recorded.
-                    if let Err(e) = herald.park(left).await {
-                        warn!(provider_message_id = %key, error = %e,
-                              "provider events not parked, or parked and not tried again; what is parked is applied at the next start");
+                    match herald.park(left).await {
+                        Ok(AfterParking::Tried) => {}
+                        Ok(AfterParking::Untried(e)) | Err(e) => {
+                            warn!(provider_message_id = %key, error = %e,
+                                  "provider events not parked, or parked and not tried again; what is parked is applied at the next start");
+                        }
                     }
                 } else {
                     parked.insert(key.clone(), (left.into(), tries + 1));
@@ -127,20 +131,21 @@ fn rearm(wake: &mpsc::UnboundedSender<String>, key: String) {
 pub async fn apply_batch(herald: &Herald, events: Vec<ProviderEvent>) -> Vec<ProviderEvent> {
     match try_apply(herald, &events).await {
         Ok(recorded) => waiting(events, &recorded.wait),
+        Err(e) => {
+            not_recorded(&e, events.len());
+            events
+        }
+    }
+}
+
+/// Logs `count` provider events the store did not record.
+pub(crate) fn not_recorded(e: &StoreError, count: usize) {
+    match e {
         // The store refuses once the workers and the API have stopped, so what still comes
         // here is the sandbox's callbacks: the next start sends them again for every message
         // still `sent` (`resume_sandbox_callbacks`), so this is no loss and no warning.
-        Err(StoreError::ShutDown) => {
-            debug!(
-                count = events.len(),
-                "provider events left for the next start"
-            );
-            events
-        }
-        Err(e) => {
-            warn!(error = %e, "provider events not recorded");
-            events
-        }
+        StoreError::ShutDown => debug!(count, "provider events left for the next start"),
+        e => warn!(error = %e, count, "provider events not recorded"),
     }
 }
 
@@ -394,6 +399,9 @@ impl Herald {
             false => None,
             true => match self.events.claim_event(source, id, EVENT_LEASE).await? {
                 EventClaim::First(token) => Some(token),
+                EventClaim::Parked(token) => {
+                    return self.release_untried(source, id, token, &events).await
+                }
                 EventClaim::Applied => return Ok(Notified::Repeat),
                 EventClaim::Applying => return Err(being_applied(source, id)),
             },
@@ -410,7 +418,8 @@ impl Herald {
             }
         } else {
             match self.park(early).await {
-                Ok(()) => Notified::Parked,
+                Ok(AfterParking::Tried) => Notified::Parked,
+                Ok(AfterParking::Untried(e)) => return self.untried(claim, source, id, e).await,
                 Err(e) => return self.unseen(claim, source, id, e).await,
             }
         };

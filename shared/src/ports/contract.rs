@@ -1178,6 +1178,55 @@ pub async fn provider_event_claims_run_out_unless_applied<S: EventLog>(log: &S) 
     );
 }
 
+/// A claim given up as parked (its events parked, not all tried) is answered `Parked` to the
+/// next claim, held by it like any claim, and again after a holder that died, until a holder
+/// marks the event applied; a late token changes nothing, and the word runs out with `keep`.
+pub async fn parked_event_claims_wait_to_be_released<S: EventLog>(log: &S) {
+    use crate::ports::EventClaim;
+    let (lease, keep) = (Duration::from_secs(60), Duration::from_secs(3600));
+    let claim =
+        |id: &'static str, lease| async move { log.claim_event("sns", id, lease).await.unwrap() };
+    let parked = |c: EventClaim| match c {
+        EventClaim::Parked(token) => token,
+        other => panic!("expected a claim on parked events, got {other:?}"),
+    };
+    let first = match claim("p-1", lease).await {
+        EventClaim::First(token) => token,
+        other => panic!("expected a first claim, got {other:?}"),
+    };
+    log.event_parked("sns", "p-1", first, keep).await.unwrap();
+    let second = parked(claim("p-1", lease).await);
+    assert_eq!(claim("p-1", lease).await, EventClaim::Applying);
+    // Its release failed too: given up as parked again.
+    log.event_parked("sns", "p-1", second, keep).await.unwrap();
+    // A holder that died (DynamoDB keeps whole seconds): the next claim still releases.
+    let died = parked(claim("p-1", Duration::ZERO).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = parked(claim("p-1", lease).await);
+    log.event_parked("sns", "p-1", died, keep).await.unwrap();
+    log.event_applied("sns", "p-1", died, keep).await.unwrap();
+    assert_eq!(
+        claim("p-1", lease).await,
+        EventClaim::Applying,
+        "the late holder's token undid nothing"
+    );
+    log.event_applied("sns", "p-1", third, keep).await.unwrap();
+    assert_eq!(claim("p-1", lease).await, EventClaim::Applied);
+
+    // Parked events are kept for `keep`: past it, the event is new again.
+    let first = match claim("p-2", lease).await {
+        EventClaim::First(token) => token,
+        other => panic!("expected a first claim, got {other:?}"),
+    };
+    log.event_parked("sns", "p-2", first, Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(claim("p-2", lease).await, EventClaim::First(_)));
+    // Other ids are untouched.
+    assert!(matches!(claim("p-3", lease).await, EventClaim::First(_)));
+}
+
 /// Events parked for a provider message come back in order, and only for that message; they
 /// stay until forgotten, and forgetting what was read leaves what was parked since.
 pub async fn provider_events_park_until_forgotten<S: EventLog>(log: &S) {

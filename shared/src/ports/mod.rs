@@ -9,6 +9,8 @@ pub mod contract;
 pub mod contract_relay;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract_threads;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod faulty;
 mod gateway;
 mod health;
 mod inbound;

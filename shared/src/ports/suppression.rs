@@ -100,6 +100,10 @@ pub enum EventClaim {
     Applied,
     /// Another claim's lease runs: ask for the event again later.
     Applying,
+    /// Claimed, after an earlier try parked some of its events and failed before it knew
+    /// they were applied ([`EventLog::event_parked`]): release what is parked for its provider
+    /// messages rather than apply the event afresh, which would apply those twice.
+    Parked(ClaimToken),
 }
 
 /// Provider events already processed, by the provider's own event id (an SNS MessageId, a
@@ -120,6 +124,16 @@ pub trait EventLog: Send + Sync + 'static {
     /// Records a claimed event as applied, remembered for `keep`, also when its claim is gone;
     /// nothing when another holds it (`token`'s lease ran out and another took it over).
     async fn event_applied(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
+    /// Gives up a claim whose events are parked but were not all tried after parking (a
+    /// store failure): each later claim within `keep` is answered [`EventClaim::Parked`],
+    /// until one records the event applied. Nothing when another holds the claim.
+    async fn event_parked(
         &self,
         source: &str,
         id: &str,

@@ -137,6 +137,12 @@ async fn sqlite_provider_event_claims_run_out_unless_applied() {
 }
 
 #[tokio::test]
+async fn sqlite_parked_event_claims_wait_to_be_released() {
+    let (_d, b) = backend();
+    parked_event_claims_wait_to_be_released(&b).await;
+}
+
+#[tokio::test]
 async fn sqlite_a_sent_never_hides_parked_events() {
     let (_d, b) = backend();
     // SQLite looks every time: a look-up costs it nothing worth saving.

@@ -577,7 +577,12 @@ impl MessageStore for SqliteBackend {
                     "DELETE FROM soft_bounces WHERE at < ?1",
                     [now - soft_window],
                 )?;
-                conn.execute("DELETE FROM seen_events WHERE expires_at < ?1", [now])?;
+                // A claim that ran out on parked events still says so to the next one.
+                conn.execute(
+                    "DELETE FROM seen_events \
+                     WHERE expires_at < ?1 AND coalesce(parked_until, 0) < ?1",
+                    [now],
+                )?;
                 super::audit::purge_audit(conn)?;
                 super::throughput::purge_sent_minutes(conn, now)?;
                 super::bulk_sends::purge_bulk_sends(conn, cutoff_ms)?;

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; a database at `user_version` n has had the first n.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 13] = [
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 14] = [
     queue_into_messages,
     claims_on_the_row,
     search_indexes,
@@ -19,7 +19,14 @@ const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; 13] = [
     sent_event_on_the_row,
     delivered_event_on_the_row,
     event_claims,
+    parked_event_claims,
 ];
+
+/// Version 14: a provider event's claim can say that a try parked its events and failed
+/// (`parked_until`), so that its redelivery releases them; no mark made before says so.
+fn parked_event_claims(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(conn, "seen_events", &[("parked_until", "INTEGER")])
+}
 
 /// Version 13: a provider event's mark is a claim while its effect is applied (`applying`,
 /// the claim's token); every mark made before was made for an event already applied (0).

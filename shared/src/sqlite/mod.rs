@@ -173,12 +173,14 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     paused_until INTEGER
 ) WITHOUT ROWID;
 -- Provider events already applied (by the provider's event id), so a repeat is dropped;
--- `applying` holds a claim's token while its effect is applied, 0 once it is.
+-- `applying` holds a claim's token while its effect is applied, 0 once it is;
+-- `parked_until`: a try parked some of its events and failed, so the next claim releases them.
 CREATE TABLE IF NOT EXISTS seen_events (
     source TEXT NOT NULL,
     id TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
     applying INTEGER NOT NULL DEFAULT 0,
+    parked_until INTEGER,
     PRIMARY KEY (source, id)
 ) WITHOUT ROWID;
 -- Provider events that came before their message's `sent`: applied when it is recorded.

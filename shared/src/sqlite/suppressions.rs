@@ -312,7 +312,7 @@ impl EventLog for SqliteBackend {
                     .prepare_cached(
                         "INSERT INTO seen_events (source, id, expires_at) VALUES (?1, ?2, ?3) \
                          ON CONFLICT (source, id) DO UPDATE \
-                         SET expires_at = excluded.expires_at, applying = 0 \
+                         SET expires_at = excluded.expires_at, applying = 0, parked_until = NULL \
                          WHERE seen_events.expires_at < ?4",
                     )?
                     .execute(params![source, id, expires, now])?;
@@ -333,18 +333,26 @@ impl EventLog for SqliteBackend {
         let token = ClaimToken::new();
         self.writer
             .run(1, move |conn| {
-                // A claim or mark that ran out counts as never made.
-                let claimed = conn
+                // A claim or mark that ran out counts as never made; parked events wait for
+                // the next claim, which keeps the word (until it runs out).
+                let claimed: Option<i64> = conn
                     .prepare_cached(
                         "INSERT INTO seen_events (source, id, expires_at, applying) \
                          VALUES (?1, ?2, ?3, ?5) \
                          ON CONFLICT (source, id) DO UPDATE \
                          SET expires_at = excluded.expires_at, applying = excluded.applying \
-                         WHERE seen_events.expires_at < ?4",
+                         WHERE seen_events.expires_at < ?4 \
+                            OR (seen_events.parked_until > ?4 AND seen_events.applying = 0) \
+                         RETURNING coalesce(parked_until, 0)",
                     )?
-                    .execute(params![source, id, expires, now, token.0])?;
-                if claimed == 1 {
-                    return Ok(EventClaim::First(token));
+                    .query_row(params![source, id, expires, now, token.0], |r| r.get(0))
+                    .optional()?;
+                match claimed {
+                    Some(parked_until) if parked_until > now => {
+                        return Ok(EventClaim::Parked(token))
+                    }
+                    Some(_) => return Ok(EventClaim::First(token)),
+                    None => {}
                 }
                 let applying: bool = conn
                     .prepare_cached(
@@ -366,23 +374,17 @@ impl EventLog for SqliteBackend {
         token: ClaimToken,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        let (source, id) = (source.to_owned(), id.to_owned());
-        let expires = ms(Utc::now()) + keep.as_millis() as i64;
-        self.writer
-            .run(1, move |conn| {
-                // A row gone (purged once its lease ran out, or released by a holder that took
-                // over and failed) is this holder's to mark: it did apply the event.
-                conn.prepare_cached(
-                    "INSERT INTO seen_events (source, id, expires_at, applying) \
-                     VALUES (?1, ?2, ?3, 0) \
-                     ON CONFLICT (source, id) DO UPDATE \
-                     SET expires_at = excluded.expires_at, applying = 0 \
-                     WHERE seen_events.applying = ?4",
-                )?
-                .execute(params![source, id, expires, token.0])?;
-                Ok(())
-            })
-            .await
+        self.end_claim(source, id, token, keep, false).await
+    }
+
+    async fn event_parked(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        self.end_claim(source, id, token, keep, true).await
     }
 
     async fn release_event(
@@ -427,6 +429,39 @@ impl EventLog for SqliteBackend {
         mark: ParkedMark,
     ) -> Result<(), StoreError> {
         self.forget_parked_events(gateway, provider_message_id, mark)
+            .await
+    }
+}
+
+impl SqliteBackend {
+    /// Ends `token`'s claim on an event with a mark kept for `keep`: applied, or (`parked`)
+    /// its events parked and not all tried, for the next claim to release.
+    async fn end_claim(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+        parked: bool,
+    ) -> Result<(), StoreError> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        let expires = ms(Utc::now()) + keep.as_millis() as i64;
+        let parked_until = parked.then_some(expires);
+        self.writer
+            .run(1, move |conn| {
+                // A row gone (purged once its lease ran out, or released by a holder that took
+                // over and failed) is this holder's to mark: it did apply (or park) the event.
+                conn.prepare_cached(
+                    "INSERT INTO seen_events (source, id, expires_at, applying, parked_until) \
+                     VALUES (?1, ?2, ?3, 0, ?5) \
+                     ON CONFLICT (source, id) DO UPDATE \
+                     SET expires_at = excluded.expires_at, applying = 0, \
+                         parked_until = excluded.parked_until \
+                     WHERE seen_events.applying = ?4",
+                )?
+                .execute(params![source, id, expires, token.0, parked_until])?;
+                Ok(())
+            })
             .await
     }
 }

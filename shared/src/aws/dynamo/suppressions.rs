@@ -14,7 +14,7 @@ use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{applied, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, MessageId, TenantId};
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::Updated;
 use crate::ports::{
@@ -255,6 +255,31 @@ fn after(now: DateTime<Utc>, d: Duration) -> i64 {
 }
 
 impl DynamoStore {
+    /// Ends `token`'s claim on an event with a mark kept for `keep`: applied, or (`parked`)
+    /// its events parked and not all tried, for the next claim to release.
+    async fn end_claim(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+        parked: bool,
+    ) -> Result<(), StoreError> {
+        let until = after(Utc::now(), keep);
+        let mut mark = self.event_mark(source, id, until)?;
+        if parked {
+            mark = mark.item("parked_until", n(until));
+        }
+        let result = mark
+            // An item gone (TTL once its lease ran out, or released by a holder that took
+            // over and failed) is this holder's to mark: it did apply (or park) the event.
+            .condition_expression("attribute_not_exists(pk) OR applying = :token")
+            .expression_attribute_values(":token", n(token.0))
+            .send()
+            .await;
+        applied(result, "PutItem").map(|_| ())
+    }
+
     /// The put of an event's mark, expiring at `expires` (epoch seconds); its condition is
     /// the caller's.
     fn event_mark(
@@ -301,15 +326,25 @@ impl EventLog for DynamoStore {
             .table_name(self.idempotency_table()?)
             .key("pk", s(event_key(source, id)))
             .update_expression("SET expires_at = :until, applying = :token")
-            // A claim or mark that ran out counts as never made.
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            // A claim or mark that ran out counts as never made; parked events wait for the
+            // next claim, which keeps the word (until it runs out).
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at < :now \
+                 OR (parked_until > :now AND attribute_not_exists(applying))",
+            )
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":token", n(token.0))
             .expression_attribute_values(":now", n(epoch_seconds(now)))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         Ok(match super::updated(result)? {
+            Updated::Applied(Some(was))
+                if opt_n::<i64>(&was, "parked_until")? > Some(epoch_seconds(now)) =>
+            {
+                EventClaim::Parked(token)
+            }
             Updated::Applied(_) => EventClaim::First(token),
             Updated::Refused(Some(was)) if was.contains_key("applying") => EventClaim::Applying,
             Updated::Refused(_) => EventClaim::Applied,
@@ -323,15 +358,17 @@ impl EventLog for DynamoStore {
         token: ClaimToken,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        let result = self
-            .event_mark(source, id, after(Utc::now(), keep))?
-            // An item gone (TTL once its lease ran out, or released by a holder that took
-            // over and failed) is this holder's to mark: it did apply the event.
-            .condition_expression("attribute_not_exists(pk) OR applying = :token")
-            .expression_attribute_values(":token", n(token.0))
-            .send()
-            .await;
-        applied(result, "PutItem").map(|_| ())
+        self.end_claim(source, id, token, keep, false).await
+    }
+
+    async fn event_parked(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        self.end_claim(source, id, token, keep, true).await
     }
 
     async fn release_event(
