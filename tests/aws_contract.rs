@@ -141,6 +141,45 @@ async fn dynamo_parked_event_claims_wait_to_be_released() {
     parked_event_claims_wait_to_be_released(b.store.as_ref()).await;
 }
 
+/// `expires_at` is the table's TTL: a claim on parked events whose holder dies must leave the
+/// item to live as long as the events it says are parked, not only as long as its lease.
+#[tokio::test]
+async fn dynamo_a_dead_claim_on_parked_events_keeps_its_item_alive() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use shared::ports::{EventClaim, EventLog};
+    use std::time::Duration;
+    let (stack, b) = backend().await;
+    let log = b.store.as_ref();
+    let keep = Duration::from_secs(3600);
+    let EventClaim::First(first) = log.claim_event("sns", "ttl-1", keep).await.unwrap() else {
+        panic!("not a first claim");
+    };
+    log.event_parked("sns", "ttl-1", first, keep).await.unwrap();
+    let died = log
+        .claim_event("sns", "ttl-1", Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(died, EventClaim::Parked(_)), "{died:?}");
+    let item = aws_sdk_dynamodb::Client::new(&stack.sdk)
+        .get_item()
+        .table_name(stack.settings.tables.idempotency.clone().unwrap())
+        .key("pk", AttributeValue::S("event#sns#ttl-1".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires: i64 = match &item["expires_at"] {
+        AttributeValue::N(n) => n.parse().unwrap(),
+        other => panic!("expires_at: {other:?}"),
+    };
+    let in_an_hour = chrono::Utc::now().timestamp() + 3500;
+    assert!(expires > in_an_hour, "TTL shortened to the lease: {item:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next = log.claim_event("sns", "ttl-1", keep).await.unwrap();
+    assert!(matches!(next, EventClaim::Parked(_)), "{next:?}");
+}
+
 #[tokio::test]
 async fn dynamo_a_sent_never_hides_parked_events() {
     let (_s, b) = backend().await;

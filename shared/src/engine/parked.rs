@@ -25,8 +25,9 @@ pub(crate) const PARK_KEEP: Duration = Duration::from_secs(24 * 3600);
 impl Herald {
     /// Parks events that wait for their message's `sent`. A `sent` recorded while they were
     /// being parked found nothing to release, so each provider message is tried once more.
-    /// An error when nothing may be parked; `Untried` when all is parked, but some of it may
-    /// have missed its release (the try after parking failed, and a release too).
+    /// An error when parking failed (SQLite parks all or nothing; DynamoDB one write per
+    /// event, so some may be parked); `Untried` when all is parked, but some of it may have
+    /// missed its release (the try after parking failed, and a release too).
     pub(crate) async fn park(
         &self,
         events: Vec<ProviderEvent>,
@@ -84,13 +85,25 @@ impl Herald {
         e: StoreError,
     ) -> Result<Notified, StoreError> {
         // Unclaimed (deliveries only), a retry applied afresh changes no state twice.
-        if let Some(token) = claim {
-            let parked = self.events.event_parked(source, id, token, PARK_KEEP);
-            if let Err(e) = parked.await {
-                // The claim runs out with its lease, and the retry applies afresh.
-                warn!(source, id, error = %e, "a notification's untried parked events were not noted");
+        let Some(token) = claim else {
+            return Err(e);
+        };
+        // The store has just failed twice: the note is worth a few more tries.
+        for pause in NOTE_RETRIES {
+            match self.events.event_parked(source, id, token, PARK_KEEP).await {
+                Ok(()) => return Err(e),
+                Err(not_noted) => {
+                    warn!(source, id, error = %not_noted, "a notification's untried parked events not noted yet");
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
+        // The claim runs out with its lease, and the retry applies afresh.
+        warn!(
+            source,
+            id,
+            "a notification's untried parked events were not noted; its retry may apply them twice"
+        );
         Err(e)
     }
 
@@ -300,6 +313,14 @@ fn released_by<'t>(
     }
     Some((t.gateway.as_deref()?, t.provider_message_id.as_deref()?))
 }
+
+/// The pauses after each failed try to note a notification's untried parked events: short,
+/// as a webhook's provider waits for the answer.
+const NOTE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::ZERO,
+];
 
 /// When a release that could not apply everything is tried again.
 const RELEASE_RETRIES: [Duration; 4] = [

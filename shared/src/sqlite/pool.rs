@@ -63,11 +63,15 @@ fn checkpoint_when_idle(conn: &Connection, shared: &Shared) {
     let pages = WAL_PAGES.with(Cell::get);
     let bell = &shared.checkpoint_bell;
     if pages < CHECKPOINT_PAGES {
+        // Short, or restarted: the thread copies again.
+        bell.writer_waits.store(false, Ordering::SeqCst);
         bell.note(pages);
         return;
     }
     // From here the checkpoint is the writer's to take: the thread is not woken, and holds off
-    // while the writer has found it busy, so its runs cannot keep the WAL from restarting.
+    // until the WAL has restarted, so that no run of its own is under way as the writer's
+    // next transaction begins (which keeps the WAL from restarting; on a busy machine, often).
+    bell.writer_waits.store(true, Ordering::SeqCst);
     let waiting = shared.urgent.load(Ordering::SeqCst) > 0;
     if waiting && pages < CHECKPOINT_PAGES_ANYWAY {
         return;
@@ -81,7 +85,6 @@ fn checkpoint_when_idle(conn: &Connection, shared: &Shared) {
             false
         }
     };
-    bell.writer_waits.store(busy, Ordering::SeqCst);
     if !busy {
         WAL_PAGES.with(|p| p.set(0));
     }
@@ -92,8 +95,8 @@ fn checkpoint_when_idle(conn: &Connection, shared: &Shared) {
 struct CheckpointBell {
     rung: Mutex<bool>,
     bell: Condvar,
-    /// The writer's own checkpoint found the thread holding the checkpoint: the thread skips
-    /// its runs until the writer's has gone through.
+    /// The WAL is long enough for the writer's own checkpoint: the thread skips its runs
+    /// until the WAL has restarted.
     writer_waits: AtomicBool,
 }
 

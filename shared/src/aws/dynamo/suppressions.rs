@@ -14,7 +14,7 @@ use super::item::{get_n, get_s, ms, n, opt_n, opt_s, s, Item};
 use super::{applied, epoch_seconds, query_up_to, unavailable, DynamoStore};
 use crate::domain::suppression::{Reason, Scope, Suppression};
 use crate::domain::{Channel, MessageId, TenantId};
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::Updated;
 use crate::ports::{
@@ -280,6 +280,45 @@ impl DynamoStore {
         applied(result, "PutItem").map(|_| ())
     }
 
+    /// Claims an event whose earlier claim was given up as parked (its item lives until
+    /// `parked_until`, its TTL): the lease is `lease_until`, so that a holder that dies
+    /// leaves the item to its TTL, not to the lease's.
+    async fn claim_parked(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        now: DateTime<Utc>,
+        until: i64,
+    ) -> Result<EventClaim, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(event_key(source, id)))
+            .update_expression("SET applying = :token, lease_until = :until")
+            .condition_expression(
+                "parked_until > :now AND (attribute_not_exists(applying) OR lease_until < :now)",
+            )
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":token", n(token.0))
+            .expression_attribute_values(":now", n(epoch_seconds(now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        Ok(match super::updated(result)? {
+            Updated::Applied(_) => EventClaim::Parked(token),
+            // Marked applied meanwhile: a mark alone.
+            Updated::Refused(Some(was))
+                if !was.contains_key("applying") && !was.contains_key("parked_until") =>
+            {
+                EventClaim::Applied
+            }
+            // Held; or its word ran out this second, or the item went: come back.
+            Updated::Refused(_) => EventClaim::Applying,
+        })
+    }
+
     /// The put of an event's mark, expiring at `expires` (epoch seconds); its condition is
     /// the caller's.
     fn event_mark(
@@ -325,27 +364,22 @@ impl EventLog for DynamoStore {
             .update_item()
             .table_name(self.idempotency_table()?)
             .key("pk", s(event_key(source, id)))
-            .update_expression("SET expires_at = :until, applying = :token")
-            // A claim or mark that ran out counts as never made; parked events wait for the
-            // next claim, which keeps the word (until it runs out).
-            .condition_expression(
-                "attribute_not_exists(pk) OR expires_at < :now \
-                 OR (parked_until > :now AND attribute_not_exists(applying))",
+            .update_expression(
+                "SET expires_at = :until, applying = :token REMOVE parked_until, lease_until",
             )
+            // A claim or mark that ran out counts as never made.
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":token", n(token.0))
             .expression_attribute_values(":now", n(epoch_seconds(now)))
-            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         Ok(match super::updated(result)? {
-            Updated::Applied(Some(was))
-                if opt_n::<i64>(&was, "parked_until")? > Some(epoch_seconds(now)) =>
-            {
-                EventClaim::Parked(token)
-            }
             Updated::Applied(_) => EventClaim::First(token),
+            Updated::Refused(Some(was)) if opt_n::<i64>(&was, "parked_until")?.is_some() => {
+                self.claim_parked(source, id, token, now, until).await?
+            }
             Updated::Refused(Some(was)) if was.contains_key("applying") => EventClaim::Applying,
             Updated::Refused(_) => EventClaim::Applied,
         })
