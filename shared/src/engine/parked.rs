@@ -210,7 +210,8 @@ impl Herald {
     /// caller), then forgets it: a crash or a failure in between leaves it parked, to be
     /// applied again. A repeat changes no message's state (each transition is conditional
     /// on it), but may add a `delivery_delayed` note again, and count a bounce again towards
-    /// warm-up; it happens only when a release was cut short, or raced another.
+    /// warm-up; it happens only when a release was cut short, or raced another process's
+    /// (releases in one process take turns: [`ReleaseLocks`]).
     /// `message` is the message now recorded as sent under that id: a look-up by provider id
     /// might not see it yet.
     async fn release(
