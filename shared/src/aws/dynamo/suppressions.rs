@@ -292,18 +292,11 @@ impl DynamoStore {
         until: i64,
     ) -> Result<EventClaim, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.idempotency_table()?)
-            .key("pk", s(event_key(source, id)))
+            .event_claim(source, id, token, now, until)?
             .update_expression("SET applying = :token, lease_until = :until")
             .condition_expression(
                 "parked_until > :now AND (attribute_not_exists(applying) OR lease_until < :now)",
             )
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":token", n(token.0))
-            .expression_attribute_values(":now", n(epoch_seconds(now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         Ok(match super::updated(result)? {
@@ -317,6 +310,31 @@ impl DynamoStore {
             // Held; or its word ran out this second, or the item went: come back.
             Updated::Refused(_) => EventClaim::Applying,
         })
+    }
+
+    /// The update of an event's claim by `token`: `:token`, `:until` (epoch seconds) and
+    /// `:now` are bound, and a refusal returns the item as it was. Its expressions are the
+    /// caller's.
+    fn event_claim(
+        &self,
+        source: &str,
+        id: &str,
+        token: ClaimToken,
+        now: DateTime<Utc>,
+        until: i64,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        StoreError,
+    > {
+        Ok(self
+            .client
+            .update_item()
+            .table_name(self.idempotency_table()?)
+            .key("pk", s(event_key(source, id)))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":token", n(token.0))
+            .expression_attribute_values(":now", n(epoch_seconds(now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld))
     }
 
     /// The put of an event's mark, expiring at `expires` (epoch seconds); its condition is
@@ -360,19 +378,12 @@ impl EventLog for DynamoStore {
         let until = after(now, lease);
         let token = ClaimToken::new();
         let result = self
-            .client
-            .update_item()
-            .table_name(self.idempotency_table()?)
-            .key("pk", s(event_key(source, id)))
+            .event_claim(source, id, token, now, until)?
             .update_expression(
                 "SET expires_at = :until, applying = :token REMOVE parked_until, lease_until",
             )
             // A claim or mark that ran out counts as never made.
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":token", n(token.0))
-            .expression_attribute_values(":now", n(epoch_seconds(now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         Ok(match super::updated(result)? {
