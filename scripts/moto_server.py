@@ -47,7 +47,7 @@ def retained(backend, queue_name, message):
 
 SQSBackend.is_message_valid_based_on_retention_period = retained
 
-send_message = SQSBackend.send_message
+moto_send_message = SQSBackend.send_message
 
 
 def send_without_counts(backend, queue_name, *args, **kwargs):
@@ -55,9 +55,11 @@ def send_without_counts(backend, queue_name, *args, **kwargs):
     deduplication) skips the approximate counts, each a walk of the whole queue. Requests run
     one at a time (`OneAtATime`), so no other request sees the queue meanwhile."""
     queue = backend.get_queue(queue_name)
-    queue.BASE_ATTRIBUTES = [a for a in type(queue).BASE_ATTRIBUTES if not a.startswith("Approximate")]
+    queue.BASE_ATTRIBUTES = [
+        a for a in type(queue).BASE_ATTRIBUTES if not a.startswith("Approximate")
+    ]
     try:
-        return send_message(backend, queue_name, *args, **kwargs)
+        return moto_send_message(backend, queue_name, *args, **kwargs)
     finally:
         del queue.BASE_ATTRIBUTES
 
