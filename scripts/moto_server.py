@@ -34,7 +34,7 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
-from moto.sqs.models import SQSBackend
+from moto.sqs.models import Queue, SQSBackend
 from werkzeug.serving import run_simple
 
 
@@ -49,15 +49,16 @@ SQSBackend.is_message_valid_based_on_retention_period = retained
 
 moto_send_message = SQSBackend.send_message
 
+# A queue's attributes without the approximate counts, listed once rather than on every send.
+COUNTLESS_ATTRIBUTES = [a for a in Queue.BASE_ATTRIBUTES if not a.startswith("Approximate")]
+
 
 def send_without_counts(backend, queue_name, *args, **kwargs):
     """moto's `send_message`, whose one look at the queue's attributes (for content-based
     deduplication) skips the approximate counts, each a walk of the whole queue. Requests run
     one at a time (`OneAtATime`), so no other request sees the queue meanwhile."""
     queue = backend.get_queue(queue_name)
-    queue.BASE_ATTRIBUTES = [
-        a for a in type(queue).BASE_ATTRIBUTES if not a.startswith("Approximate")
-    ]
+    queue.BASE_ATTRIBUTES = COUNTLESS_ATTRIBUTES
     try:
         return moto_send_message(backend, queue_name, *args, **kwargs)
     finally:
