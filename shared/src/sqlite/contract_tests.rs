@@ -1,6 +1,7 @@
 //! The port contract tests (`crate::ports::contract`) on the SQLite backend.
 
 use super::SqliteBackend;
+use crate::domain::MessageId;
 use crate::ports::contract::*;
 pub(crate) use crate::ports::contract::{message, tenant};
 
@@ -326,41 +327,126 @@ async fn sqlite_templates_list_by_name() {
     templates_list_by_name(&b).await;
 }
 
-/// The life of a drained and delivered message writes no `events` row: its accept, claim,
-/// `sent` and `delivered` are all on its row (`sets.rs`), which is what the drain pays for.
-#[tokio::test]
-async fn a_sent_and_delivered_message_keeps_its_events_on_its_row() {
+/// A message accepted, claimed and sent on the `sandbox` gateway: its id and tenant.
+async fn sent_message(
+    b: &SqliteBackend,
+    tenant_name: &str,
+) -> (crate::domain::TenantId, MessageId) {
     use crate::domain::{MessageStatus, Priority};
     use crate::ports::{MessageStore, Transition, TransitionOutcome};
-    let (_d, b) = backend();
-    let t = tenant("row-events");
-    let id = accept(&b, message(&t, Priority::P3)).await;
-    let m = claim_now(&b, id, Priority::P3).await;
+    let t = tenant(tenant_name);
+    let id = accept(b, message(&t, Priority::P3)).await;
+    let m = claim_now(b, id, Priority::P3).await;
     let mut sent = Transition::new(id, MessageStatus::Sent, chrono::Utc::now());
     sent.attempt = Some(m.attempts);
     sent.gateway = Some("sandbox".into());
     sent.provider_message_id = Some("p-1".into());
-    let delivered = Transition::new(id, MessageStatus::Delivered, chrono::Utc::now());
-    for step in [sent, delivered] {
-        assert_eq!(
-            b.transition(vec![step]).await.unwrap(),
-            [TransitionOutcome::Applied]
-        );
-    }
+    assert_eq!(
+        b.transition(vec![sent]).await.unwrap(),
+        [TransitionOutcome::Applied]
+    );
+    (t, id)
+}
+
+/// What the `messages` row's own status column and `delivered_marks` hold for `id`, and how
+/// many `events` rows it has.
+async fn stored_state(b: &SqliteBackend, id: MessageId) -> (String, i64, i64) {
     let key = id.to_string();
-    let rows: i64 = b
-        .readers
+    b.readers
         .run(move |conn| {
             conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE message_id = ?1",
+                "SELECT status, \
+                 (SELECT COUNT(*) FROM delivered_marks WHERE message_id = ?1), \
+                 (SELECT COUNT(*) FROM events WHERE message_id = ?1) \
+                 FROM messages WHERE id = ?1",
                 [key],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
         })
         .await
-        .unwrap();
-    assert_eq!(rows, 0);
-    let (_, events) = b.get(&t, id).await.unwrap().unwrap();
+        .unwrap()
+}
+
+/// The life of a drained and delivered message writes no `events` row, and its `delivered`
+/// does not rewrite the row: its accept, claim and `sent` are on its row and its `delivered`
+/// is a mark (`sets.rs`), which is what the drain pays for. Every read sees `delivered`.
+#[tokio::test]
+async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
+    use crate::domain::MessageStatus;
+    use crate::ports::{MessageFilter, MessageStore, Transition, TransitionOutcome};
+    let (_d, b) = backend();
+    let (t, id) = sent_message(&b, "row-events").await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let delivered = Transition::new(id, MessageStatus::Delivered, at);
+    assert_eq!(
+        b.transition(vec![delivered]).await.unwrap(),
+        [TransitionOutcome::Applied]
+    );
+    assert_eq!(stored_state(&b, id).await, ("sent".to_owned(), 1, 0));
+    let (m, events) = b.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Delivered);
+    assert_eq!(m.updated_at.timestamp_millis(), at.timestamp_millis());
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["queued", "sending", "sent", "delivered"]);
+    let by = |status| MessageFilter {
+        status: Some(status),
+        ..MessageFilter::default()
+    };
+    let found = b.search(&t, &by(MessageStatus::Delivered), None, 10).await;
+    assert_eq!(found.unwrap().items.len(), 1);
+    let found = b.search(&t, &by(MessageStatus::Sent), None, 10).await;
+    assert!(found.unwrap().items.is_empty());
+    let counts = b.channel_counts(&t).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (counts[0].status, counts[0].count),
+        (MessageStatus::Delivered, 1)
+    );
+    assert!(b
+        .sent_by_gateway("sandbox", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A mark is the message's state for every compare-and-set that follows: a second
+/// `delivered` or a `failed` loses to it, a `bounced` applies on top of it and the timeline
+/// keeps both; a purge takes the mark with the row.
+#[tokio::test]
+async fn a_delivered_mark_is_the_state_later_transitions_test() {
+    use crate::domain::MessageStatus;
+    use crate::ports::{MessageStore, Transition, TransitionOutcome};
+    let (_d, b) = backend();
+    let (t, id) = sent_message(&b, "row-marks").await;
+    let now = chrono::Utc::now;
+    let step = |to| vec![Transition::new(id, to, now())];
+    let conflict = TransitionOutcome::Conflict {
+        current: MessageStatus::Delivered,
+    };
+    let delivered = b.transition(step(MessageStatus::Delivered)).await.unwrap();
+    assert_eq!(delivered, [TransitionOutcome::Applied]);
+    let again = b.transition(step(MessageStatus::Delivered)).await.unwrap();
+    assert_eq!(again, std::slice::from_ref(&conflict));
+    assert_eq!(
+        b.transition(step(MessageStatus::Failed)).await.unwrap(),
+        [conflict]
+    );
+    let bounced = b.transition(step(MessageStatus::Bounced)).await.unwrap();
+    assert_eq!(bounced, [TransitionOutcome::Applied]);
+    let (m, events) = b.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Bounced);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["queued", "sending", "sent", "delivered", "bounced"]);
+    let later = now() + chrono::Duration::days(1);
+    assert_eq!(b.purge(later, later).await.unwrap(), 1);
+    assert_eq!(
+        b.readers
+            .run(
+                |conn| conn.query_row("SELECT COUNT(*) FROM delivered_marks", [], |r| r
+                    .get::<_, i64>(0))
+            )
+            .await
+            .unwrap(),
+        0
+    );
 }

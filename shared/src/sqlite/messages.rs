@@ -8,7 +8,7 @@ use super::inserts::insert_message;
 use super::pool::OUTCOMES_RANK;
 use super::rows::{
     claim_set, claimable, detail_text, events_of, insert_event, lane_after, message_columns,
-    message_from_row, parse_status, MESSAGE_COLUMNS,
+    message_from_row, parse_status, status_now, MESSAGE_COLUMNS,
 };
 use super::search;
 use super::sets::{apply_transitions, claim_many, not_claimable, Prepared};
@@ -71,7 +71,9 @@ const TRANSITION_SQL: &str = concat!(
     "attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      gateway = COALESCE(?3, gateway), provider_message_id = COALESCE(?4, provider_message_id), \
      last_error = COALESCE(?5, last_error) \
-     WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
+     WHERE id = ?6 AND instr(?10, ',' || ",
+    status_now!(),
+    " || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
      AND (?8 IS NULL OR attempts = ?8)"
 );
 const TRANSITION_KEEP_ROUTE_SQL: &str = concat!(
@@ -79,7 +81,9 @@ const TRANSITION_KEEP_ROUTE_SQL: &str = concat!(
     lane_after!("?1"),
     "attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
      last_error = COALESCE(?5, last_error) \
-     WHERE id = ?6 AND instr(?10, ',' || status || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
+     WHERE id = ?6 AND instr(?10, ',' || ",
+    status_now!(),
+    " || ',') > 0 AND (?7 IS NULL OR tenant = ?7) \
      AND (?8 IS NULL OR attempts = ?8) AND ?3 IS NULL AND ?4 IS NULL"
 );
 
@@ -141,18 +145,7 @@ pub(super) fn apply_transition(
         }
         return Ok(TransitionOutcome::Applied);
     }
-    let current: Option<(String, String)> = conn
-        .prepare_cached("SELECT status, tenant FROM messages WHERE id = ?1")?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match current {
-        Some((status, tenant)) if t.tenant.as_ref().is_none_or(|x| x.as_str() == tenant) => {
-            TransitionOutcome::Conflict {
-                current: parse_status(0, &status)?,
-            }
-        }
-        _ => TransitionOutcome::NotFound,
-    })
+    super::sets::refused(conn, p)
 }
 
 /// `queued`/`deferred`, or `sending` whose lease ran out, becomes `sending` with one more attempt.
@@ -341,7 +334,11 @@ impl MessageStore for SqliteBackend {
             .run(1, move |conn| {
                 let id = id.to_string();
                 let status: Option<String> = conn
-                    .prepare_cached("SELECT status FROM messages WHERE id = ?1")?
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        status_now!(),
+                        " FROM messages WHERE id = ?1"
+                    ))?
                     .query_row([&id], |r| r.get(0))
                     .optional()?;
                 let Some(status) = status else {
@@ -487,8 +484,9 @@ impl MessageStore for SqliteBackend {
         self.readers
             .run(move |conn| {
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'sent' AND gateway = ?1 \
-                     AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {} = 'sent' AND gateway = ?1 \
+                     AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+                    status_now!()
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(
@@ -543,6 +541,8 @@ impl MessageStore for SqliteBackend {
                         .collect::<Result<_, _>>()?;
                     for id in &ids {
                         conn.prepare_cached("DELETE FROM events WHERE message_id = ?1")?
+                            .execute([id])?;
+                        conn.prepare_cached("DELETE FROM delivered_marks WHERE message_id = ?1")?
                             .execute([id])?;
                         conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
                             .execute([id])?;
@@ -615,11 +615,12 @@ impl SqliteBackend {
         let tenant = tenant.as_str().to_owned();
         self.readers
             .run(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT channel, gateway, status, COUNT(*) FROM messages \
-                     WHERE tenant = ?1 AND id >= ?2 \
-                     GROUP BY channel, gateway, status ORDER BY channel, gateway, status",
-                )?;
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT channel, gateway, ",
+                    status_now!(),
+                    " AS status_now, COUNT(*) FROM messages WHERE tenant = ?1 AND id >= ?2 \
+                     GROUP BY channel, gateway, status_now ORDER BY channel, gateway, status_now",
+                ))?;
                 let rows = stmt.query_map(params![tenant, floor], |r| {
                     let channel: String = r.get(0)?;
                     let status: String = r.get(2)?;

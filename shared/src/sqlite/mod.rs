@@ -128,6 +128,15 @@ CREATE INDEX IF NOT EXISTS messages_by_provider_id
     ON messages (gateway, provider_message_id) WHERE provider_message_id IS NOT NULL;
 -- The dead-letter list; partial, so other status changes do not pay for it.
 CREATE INDEX IF NOT EXISTS messages_failed ON messages (tenant, id) WHERE status = 'failed';
+-- A provider callback's `delivered` for a row left `sent` (`sets.rs`): appended here, near
+-- the right edge of a narrow table (ids grow with time), rather than rewriting the wide row.
+-- `rows.rs`'s `status_now!` reads such a row as `delivered`; its timeline reads the event.
+CREATE TABLE IF NOT EXISTS delivered_marks (
+    message_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    detail TEXT
+) WITHOUT ROWID;
 -- Append-only timeline; seq grows monotonically, so it orders a message's events.
 CREATE TABLE IF NOT EXISTS events (
     message_id TEXT NOT NULL,

@@ -14,7 +14,8 @@ use rusqlite::{params, Connection, Row};
 use super::blocks::BlockSql;
 use super::pool::{OUTCOMES_RANK, URGENT_RANKS};
 use super::rows::{
-    claim_set, claimable, message_columns, message_from_row, parse_status, MESSAGE_COLUMN_COUNT,
+    claim_set, claimable, message_columns, message_from_row, parse_status, status_now,
+    MESSAGE_COLUMN_COUNT,
 };
 use super::sets::{apply_transitions, Prepared};
 use super::{from_ms, ms, next_event_seq, SqliteBackend};
@@ -107,7 +108,9 @@ fn receive_in(conn: &Connection, look: Look) -> rusqlite::Result<Vec<Entry>> {
         "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1, in_flight = 1 \
          WHERE rowid IN (",
         due!(),
-        ") RETURNING rowid, id, tenant, receive_count, status, lease_until"
+        ") RETURNING rowid, id, tenant, receive_count, ",
+        status_now!(),
+        ", lease_until"
     ))?;
     let params = params![look.hidden_until, lane.index() as i64, now, look.max as i64];
     let mut due: Vec<Entry> = stmt

@@ -9,14 +9,42 @@ use crate::domain::{
     MessageStatus, Priority, TenantId,
 };
 
+/// A message's status as its readers see it. A callback's `delivered` for a row left `sent` is
+/// appended to `delivered_marks` (see `sets.rs`) rather than rewriting the wide row, so such a
+/// row is `delivered`. Every statement that reads or tests a message's status uses this; the
+/// `EXISTS` runs only for rows whose column says `sent`.
+macro_rules! status_now {
+    () => {
+        "(CASE WHEN messages.status = 'sent' AND EXISTS (SELECT 1 FROM delivered_marks \
+         WHERE delivered_marks.message_id = messages.id) THEN 'delivered' \
+         ELSE messages.status END)"
+    };
+}
+pub(crate) use status_now;
+
+/// A message's last change as its readers see it: a `delivered` mark's time (above).
+macro_rules! updated_now {
+    () => {
+        "(CASE WHEN messages.status = 'sent' THEN IFNULL((SELECT at FROM delivered_marks \
+         WHERE delivered_marks.message_id = messages.id), messages.updated_at) \
+         ELSE messages.updated_at END)"
+    };
+}
+pub(crate) use updated_now;
+
 /// The columns `message_from_row` reads, as a literal so hot queries can be `concat!`-ed at
 /// compile time.
 macro_rules! message_columns {
     () => {
-        "id, tenant, channel, priority, status, recipient, sender, subject, body, \
-         html, template, sms, message_type, source_type, source_id, metadata, send_at, bulk_id, \
-         external_id, correlation_id, attempts, gateway, provider_message_id, last_error, \
-         created_at, updated_at"
+        concat!(
+            "id, tenant, channel, priority, ",
+            $crate::sqlite::rows::status_now!(),
+            ", recipient, sender, subject, body, \
+             html, template, sms, message_type, source_type, source_id, metadata, send_at, \
+             bulk_id, external_id, correlation_id, attempts, gateway, provider_message_id, \
+             last_error, created_at, ",
+            $crate::sqlite::rows::updated_now!()
+        )
     };
 }
 pub(crate) use message_columns;
@@ -24,12 +52,16 @@ pub(crate) const MESSAGE_COLUMNS: &str = message_columns!();
 /// How many columns `message_columns!` names: what a statement returns after them starts here.
 pub(crate) const MESSAGE_COLUMN_COUNT: usize = count_columns(MESSAGE_COLUMNS);
 
+/// Counts the top-level commas: those inside an expression's parentheses separate arguments.
 const fn count_columns(list: &str) -> usize {
     let bytes = list.as_bytes();
-    let (mut i, mut columns) = (0, 1);
+    let (mut i, mut columns, mut depth) = (0, 1, 0);
     while i < bytes.len() {
-        if bytes[i] == b',' {
-            columns += 1;
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b',' if depth == 0 => columns += 1,
+            _ => {}
         }
         i += 1;
     }
@@ -191,7 +223,9 @@ pub(crate) fn events_of(
            FROM messages WHERE id = ?1 AND sent_seq IS NOT NULL \
            UNION ALL \
            SELECT delivered_seq, 'delivered', delivered_at, delivered_detail \
-           FROM messages WHERE id = ?1 AND delivered_seq IS NOT NULL) \
+           FROM messages WHERE id = ?1 AND delivered_seq IS NOT NULL \
+           UNION ALL \
+           SELECT seq, 'delivered', at, detail FROM delivered_marks WHERE message_id = ?1) \
          ORDER BY seq",
     )?;
     let rows = stmt.query_map([message_id], |row| {

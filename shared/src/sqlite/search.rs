@@ -6,7 +6,7 @@
 use rusqlite::types::Value as Sql;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
-use super::rows::{message_from_row, MESSAGE_COLUMNS};
+use super::rows::{message_from_row, status_now, MESSAGE_COLUMNS};
 use crate::domain::{Message, MessageId, MessageStatus, TenantId};
 use crate::ports::{BulkProgress, MessageFilter, SearchPage, SEARCH_SCAN_BUDGET};
 
@@ -54,7 +54,10 @@ const FAILED: &str = "status = 'failed'";
 fn equalities(f: &MessageFilter) -> Vec<(&'static str, Sql)> {
     let text = |v: &Option<String>| v.clone().map(Sql::Text);
     [
-        ("status", f.status.map(|s| Sql::Text(s.as_str().into()))),
+        (
+            status_now!(),
+            f.status.map(|s| Sql::Text(s.as_str().into())),
+        ),
         ("channel", f.channel.map(|c| Sql::Text(c.as_str().into()))),
         (
             "priority",
@@ -177,10 +180,12 @@ pub(super) fn bulk_progress_in(
     bulk_id: &str,
 ) -> rusqlite::Result<Option<BulkProgress>> {
     let mut progress = BulkProgress::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT status, count(*) FROM messages INDEXED BY messages_by_bulk \
-         WHERE bulk_id = ?1 AND tenant = ?2 GROUP BY status",
-    )?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        status_now!(),
+        " AS status_now, count(*) FROM messages INDEXED BY messages_by_bulk \
+         WHERE bulk_id = ?1 AND tenant = ?2 GROUP BY status_now",
+    ))?;
     let mut rows = stmt.query([bulk_id, tenant])?;
     while let Some(row) = rows.next()? {
         let status: String = row.get(0)?;

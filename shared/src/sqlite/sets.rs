@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::blocks::BlockSql;
 use super::next_event_seq;
 use super::rows::{
-    claim_set, claimable, lane_after, message_columns, message_from_row, parse_status,
+    claim_set, claimable, lane_after, message_columns, message_from_row, parse_status, status_now,
 };
 use super::throughput::SentTally;
 use crate::domain::{EventKind, Message, MessageId, MessageStatus};
@@ -103,7 +103,11 @@ pub(crate) fn not_claimable(
     now_ms: i64,
 ) -> rusqlite::Result<ClaimOutcome> {
     let current: Option<(String, Option<i64>)> = conn
-        .prepare_cached("SELECT status, lease_until FROM messages WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT ",
+            status_now!(),
+            ", lease_until FROM messages WHERE id = ?1"
+        ))?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match current {
@@ -135,12 +139,15 @@ macro_rules! transitions_sql {
                 "last_error = COALESCE(j.column6, last_error) FROM (VALUES "
             ),
             12,
-            ") AS j WHERE messages.id = j.column1 \
-             AND instr(j.column10, ',' || status || ',') > 0 \
-             AND (j.column7 IS NULL OR tenant = j.column7) \
-             AND (j.column8 IS NULL OR attempts = j.column8) \
-             RETURNING messages.id, messages.status = 'sent', messages.tenant, \
-             messages.priority, messages.updated_at",
+            concat!(
+                ") AS j WHERE messages.id = j.column1 AND instr(j.column10, ',' || ",
+                status_now!(),
+                " || ',') > 0 \
+                 AND (j.column7 IS NULL OR tenant = j.column7) \
+                 AND (j.column8 IS NULL OR attempts = j.column8) \
+                 RETURNING messages.id, messages.status = 'sent', messages.tenant, \
+                 messages.priority, messages.updated_at"
+            ),
         )
     };
 }
@@ -195,7 +202,18 @@ impl Prepared {
         self.t.gateway.is_none() && self.t.provider_message_id.is_none()
     }
 
-    /// Whether its event goes on the row (`sent_*`, `delivered_*`) rather than into `events`.
+    /// A callback's `delivered` that changes nothing on the row but its status: appended to
+    /// `delivered_marks` rather than rewriting the wide row (`mark_delivered`).
+    fn marks_delivered(&self) -> bool {
+        self.t.to == MessageStatus::Delivered
+            && self.keeps_route()
+            && self.t.last_error.is_none()
+            && self.attempt_change == 0
+            && !self.t.hold
+    }
+
+    /// Whether its event goes on the row (`sent_*`, `delivered_*`) or in `delivered_marks`
+    /// rather than into `events`.
     fn event_on_row(&self) -> bool {
         match self.t.to {
             MessageStatus::Sent => !self.t.hold && !self.keeps_route(),
@@ -259,11 +277,12 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         .iter()
         .map(|p| p.event_on_row().then(next_event_seq))
         .collect();
+    mark_delivered(conn, run, &row_seqs, &mut applied)?;
     for (sql, keeps_route) in [(&TRANSITIONS_KEEP_ROUTE, true), (&TRANSITIONS, false)] {
         let values: Vec<&dyn ToSql> = run
             .iter()
             .zip(&row_seqs)
-            .filter(|(p, _)| p.keeps_route() == keeps_route)
+            .filter(|(p, _)| !p.marks_delivered() && p.keeps_route() == keeps_route)
             .flat_map(|(p, seq)| p.values(seq))
             .collect();
         sql.run(conn, &values, |stmt, params| {
@@ -303,6 +322,42 @@ fn apply_distinct(conn: &Connection, run: &[Prepared]) -> rusqlite::Result<Vec<T
         .collect()
 }
 
+/// `delivered` for rows left `sent`, one multi-row insert per block. The insert is the
+/// compare-and-set: the row says `sent`, it has no mark yet (the key), and the caller's tenant
+/// and attempt match where given. Those inserted join `applied`.
+static MARK_DELIVERED: BlockSql = BlockSql::new(
+    "INSERT INTO delivered_marks (message_id, seq, at, detail) \
+     SELECT messages.id, j.column2, j.column3, j.column4 FROM (VALUES ",
+    6,
+    ") AS j JOIN messages ON messages.id = j.column1 WHERE messages.status = 'sent' \
+     AND (j.column5 IS NULL OR messages.tenant = j.column5) \
+     AND (j.column6 IS NULL OR messages.attempts = j.column6) \
+     ON CONFLICT DO NOTHING RETURNING message_id",
+);
+
+fn mark_delivered(
+    conn: &Connection,
+    run: &[Prepared],
+    row_seqs: &[Option<i64>],
+    applied: &mut FxHashSet<String>,
+) -> rusqlite::Result<()> {
+    let values: Vec<&dyn ToSql> = run
+        .iter()
+        .zip(row_seqs)
+        .filter(|(p, _)| p.marks_delivered())
+        .flat_map(|(p, seq)| -> [&dyn ToSql; 6] {
+            [&p.id, seq, &p.at_ms, &p.detail, &p.tenant, &p.t.attempt]
+        })
+        .collect();
+    MARK_DELIVERED.run(conn, &values, |stmt, params| {
+        let mut rows = stmt.query(params)?;
+        while let Some(row) = rows.next()? {
+            applied.insert(row.get(0)?);
+        }
+        Ok(())
+    })
+}
+
 /// Held messages go back without a trace: the claim on each row, which is its `sending` event,
 /// is forgotten (one statement per block).
 pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
@@ -317,9 +372,13 @@ pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Res
 }
 
 /// Why a transition did not apply: the message moved on, or it is not the caller's.
-fn refused(conn: &Connection, p: &Prepared) -> rusqlite::Result<TransitionOutcome> {
+pub(crate) fn refused(conn: &Connection, p: &Prepared) -> rusqlite::Result<TransitionOutcome> {
     let current: Option<(String, String)> = conn
-        .prepare_cached("SELECT status, tenant FROM messages WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT ",
+            status_now!(),
+            ", tenant FROM messages WHERE id = ?1"
+        ))?
         .query_row([&p.id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match current {
