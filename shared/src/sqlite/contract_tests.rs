@@ -5,6 +5,13 @@ use crate::domain::MessageId;
 use crate::ports::contract::*;
 pub(crate) use crate::ports::contract::{message, tenant};
 
+/// A backend whose writer leaves delivered marks unfolded, for tests that read them.
+fn unfolded_backend() -> (tempfile::TempDir, SqliteBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open_unfolded(&dir.path().join("t.db")).unwrap();
+    (dir, b)
+}
+
 fn backend() -> (tempfile::TempDir, SqliteBackend) {
     let dir = tempfile::tempdir().unwrap();
     let b = SqliteBackend::open(&dir.path().join("t.db")).unwrap();
@@ -374,7 +381,7 @@ async fn stored_state(b: &SqliteBackend, id: MessageId) -> (String, i64, i64) {
 async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
     use crate::domain::MessageStatus;
     use crate::ports::{MessageFilter, MessageStore, Transition, TransitionOutcome};
-    let (_d, b) = backend();
+    let (_d, b) = unfolded_backend();
     let (t, id) = sent_message(&b, "row-events").await;
     let at = chrono::Utc::now() + chrono::Duration::seconds(5);
     let delivered = Transition::new(id, MessageStatus::Delivered, at);
@@ -409,6 +416,32 @@ async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
         .is_empty());
 }
 
+/// Once the writer has been idle for a moment it folds marks into their rows: the row says
+/// `delivered` itself, the mark is gone, and every read answers as before.
+#[tokio::test]
+async fn an_idle_writer_folds_delivered_marks_into_their_rows() {
+    use crate::domain::MessageStatus;
+    use crate::ports::{MessageStore, Transition};
+    let (_d, b) = backend();
+    let (t, id) = sent_message(&b, "row-fold").await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let delivered = Transition::new(id, MessageStatus::Delivered, at);
+    b.transition(vec![delivered]).await.unwrap();
+    let before = b.get(&t, id).await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stored_state(&b, id).await != ("delivered".to_owned(), 0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mark was not folded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after = b.get(&t, id).await.unwrap().unwrap();
+    assert_eq!(after.0.status, MessageStatus::Delivered);
+    assert_eq!(after.0.updated_at, before.0.updated_at);
+    assert_eq!(after.1, before.1, "the timeline is the same");
+}
+
 /// A mark is the message's state for every compare-and-set that follows: a second
 /// `delivered` or a `failed` loses to it, a `bounced` applies on top of it and the timeline
 /// keeps both; a purge takes the mark with the row.
@@ -416,7 +449,7 @@ async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
 async fn a_delivered_mark_is_the_state_later_transitions_test() {
     use crate::domain::MessageStatus;
     use crate::ports::{MessageStore, Transition, TransitionOutcome};
-    let (_d, b) = backend();
+    let (_d, b) = unfolded_backend();
     let (t, id) = sent_message(&b, "row-marks").await;
     let now = chrono::Utc::now;
     let step = |to| vec![Transition::new(id, to, now())];

@@ -284,6 +284,16 @@ pub struct SqliteBackend {
 impl SqliteBackend {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
+        SqliteBackend::open_folding(path, true)
+    }
+
+    /// Opened with a writer that leaves delivered marks unfolded, for tests that read them.
+    #[cfg(test)]
+    pub(crate) fn open_unfolded(path: &Path) -> Result<SqliteBackend, StoreError> {
+        SqliteBackend::open_folding(path, false)
+    }
+
+    fn open_folding(path: &Path, fold: bool) -> Result<SqliteBackend, StoreError> {
         let conn = open_connection(path).map_err(to_store_error)?;
         conn.execute_batch(SCHEMA).map_err(to_store_error)?;
         conn.execute_batch(notify::SCHEMA).map_err(to_store_error)?;
@@ -304,7 +314,8 @@ impl SqliteBackend {
         let suppression_index =
             Arc::new(suppressions::SuppressionIndex::load(&conn).map_err(to_store_error)?);
         let parked_index = Arc::new(parked::ParkedIndex::load(&conn).map_err(to_store_error)?);
-        let writer = Writer::start(conn)?;
+        let idle: Option<pool::IdleWork> = fold.then_some(sets::fold_delivered_marks);
+        let writer = Writer::start(conn, idle)?;
         start_checkpointer(path, writer.clone())?;
         let readers = Arc::new(Readers::open(path, 4)?);
         Ok(SqliteBackend {

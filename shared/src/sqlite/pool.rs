@@ -264,8 +264,15 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     Ok(conn)
 }
 
+/// Work for the writer's idle time, one transaction per call, until it answers that none is
+/// left (folding `delivered_marks` into their rows, `sets.rs`).
+pub(crate) type IdleWork = fn(&Connection) -> rusqlite::Result<bool>;
+
+/// How long the writer must have had no job before its idle work starts.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Result<Writer, StoreError> {
+    pub(crate) fn start(conn: Connection, idle: Option<IdleWork>) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues {
                 ranks: Default::default(),
@@ -283,7 +290,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || {
-                writer_loop(&for_thread, conn);
+                writer_loop(&for_thread, conn, idle);
                 for_thread.stopped.send_replace(true);
                 // The checkpoint thread's last run (TRUNCATE) comes now, not up to 500 ms later.
                 for_thread.checkpoint_bell.ring();
@@ -553,22 +560,21 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<
     Ok(())
 }
 
-fn writer_loop(shared: &Shared, conn: Connection) {
+fn writer_loop(shared: &Shared, conn: Connection, idle: Option<IdleWork>) {
     let mut taker = Taker::default();
+    let mut idle_state = IdleState::Done;
     loop {
-        let mut group = {
-            let mut q = shared.queues.lock();
-            while q.ranks.iter().all(VecDeque::is_empty) && !q.closed {
-                shared.ready.wait(&mut q);
+        let mut group = match next_work(shared, &mut taker, idle_state) {
+            Next::Group(group) => group,
+            Next::Idle => {
+                idle_state = match idle.is_some_and(|work| run_idle(&conn, work)) {
+                    true => IdleState::Running,
+                    false => IdleState::Done,
+                };
+                checkpoint_when_idle(&conn, shared);
+                continue;
             }
-            if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
-                // Parked jobs never run now: their callers hear so.
-                q.parked.iter_mut().for_each(VecDeque::clear);
-                return;
-            }
-            let group = taker.next(shared, &mut q);
-            crate::telemetry::writer_queue(q.ranks.iter().map(VecDeque::len).sum());
-            group
+            Next::Closed => return,
         };
         let started = std::time::Instant::now();
         let (committed, ran) = commit_group(&conn, &mut group, &shared.urgent);
@@ -581,8 +587,64 @@ fn writer_loop(shared: &Shared, conn: Connection) {
         for job in jobs {
             job.complete(committed.clone());
         }
+        if idle.is_some() {
+            idle_state = IdleState::Pending;
+        }
         checkpoint_when_idle(&conn, shared);
     }
+}
+
+/// Where the writer's idle work stands: none to do until the next job, due once the writer has
+/// been idle for `IDLE_AFTER`, or under way (its next transaction runs as soon as no job waits).
+#[derive(Clone, Copy, PartialEq)]
+enum IdleState {
+    Done,
+    Pending,
+    Running,
+}
+
+enum Next {
+    Group(Group),
+    Idle,
+    Closed,
+}
+
+/// Waits for the next group of jobs, or for the writer's turn at its idle work.
+fn next_work(shared: &Shared, taker: &mut Taker, idle: IdleState) -> Next {
+    let mut q = shared.queues.lock();
+    let empty = |q: &Queues| q.ranks.iter().all(VecDeque::is_empty) && !q.closed;
+    while empty(&q) {
+        match idle {
+            IdleState::Running => return Next::Idle,
+            IdleState::Pending => {
+                if shared.ready.wait_for(&mut q, IDLE_AFTER).timed_out() && empty(&q) {
+                    return Next::Idle;
+                }
+            }
+            IdleState::Done => shared.ready.wait(&mut q),
+        }
+    }
+    if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
+        // Parked jobs never run now: their callers hear so.
+        q.parked.iter_mut().for_each(VecDeque::clear);
+        return Next::Closed;
+    }
+    let group = taker.next(shared, &mut q);
+    crate::telemetry::writer_queue(q.ranks.iter().map(VecDeque::len).sum());
+    Next::Group(group)
+}
+
+/// One transaction of idle work; whether more is left. A failure is logged and ends the idle
+/// work until the next job (it is retried then, not in a loop).
+fn run_idle(conn: &Connection, work: IdleWork) -> bool {
+    let done = exec(conn, "BEGIN IMMEDIATE")
+        .and_then(|()| work(conn).map_err(|e| e.to_string()))
+        .and_then(|more| exec(conn, "COMMIT").map(|()| more));
+    done.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "sqlite: the writer's idle work failed");
+        let _ = exec(conn, "ROLLBACK");
+        false
+    })
 }
 
 /// Returns the first `ran` jobs; the others go back to the front of their queues, in order.
@@ -814,7 +876,7 @@ mod tests {
     #[test]
     fn urgent_jobs_commit_without_bulk_work_but_cannot_hold_it_back_for_good() {
         use super::{Taker, MAX_URGENT_ONLY_GROUPS, URGENT_RANKS};
-        let shared = &super::Writer::start(rusqlite::Connection::open_in_memory().unwrap())
+        let shared = &super::Writer::start(rusqlite::Connection::open_in_memory().unwrap(), None)
             .unwrap()
             .shared;
         let q = &mut no_queues();
@@ -927,7 +989,7 @@ mod tests {
         let conn = super::open_connection(&dir.path().join("t.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
         let wal = dir.path().join("t.db-wal");
-        let writer = super::Writer::start(conn).unwrap();
+        let writer = super::Writer::start(conn, None).unwrap();
         super::start_checkpointer(&dir.path().join("t.db"), writer.clone()).unwrap();
         (dir, writer, wal)
     }

@@ -358,6 +358,33 @@ fn mark_delivered(
     })
 }
 
+/// How many marks one idle transaction folds: a job that comes meanwhile waits for it.
+const FOLD_CHUNK: i64 = 128;
+
+/// The writer's idle work (`pool.rs`): folds the first `FOLD_CHUNK` delivered marks into their
+/// rows, as a `delivered` written on the row would be (a row still `sent` becomes `delivered`;
+/// the event goes in the row's `delivered_*` columns either way), so that a quiet server's
+/// reads find no mark to merge. Whether marks are left.
+pub(crate) fn fold_delivered_marks(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "UPDATE messages SET \
+         status = CASE WHEN messages.status = 'sent' THEN 'delivered' ELSE messages.status END, \
+         updated_at = CASE WHEN messages.status = 'sent' THEN m.at ELSE messages.updated_at END, \
+         delivered_seq = m.seq, delivered_at = m.at, delivered_detail = m.detail \
+         FROM (SELECT message_id, seq, at, detail FROM delivered_marks \
+               ORDER BY message_id LIMIT ?1) AS m \
+         WHERE messages.id = m.message_id",
+    )?
+    .execute([FOLD_CHUNK])?;
+    let folded = conn
+        .prepare_cached(
+            "DELETE FROM delivered_marks WHERE message_id IN \
+             (SELECT message_id FROM delivered_marks ORDER BY message_id LIMIT ?1)",
+        )?
+        .execute([FOLD_CHUNK])?;
+    Ok(folded as i64 == FOLD_CHUNK)
+}
+
 /// Held messages go back without a trace: the claim on each row, which is its `sending` event,
 /// is forgotten (one statement per block).
 pub(crate) fn take_back_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
