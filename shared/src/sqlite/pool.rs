@@ -562,15 +562,12 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<
 
 fn writer_loop(shared: &Shared, conn: Connection, idle: Option<IdleWork>) {
     let mut taker = Taker::default();
-    let mut idle_state = IdleState::Done;
+    let mut idle = IdleTime::new(idle, &conn);
     loop {
-        let mut group = match next_work(shared, &mut taker, idle_state) {
+        let mut group = match next_work(shared, &mut taker, idle.due_in()) {
             Next::Group(group) => group,
             Next::Idle => {
-                idle_state = match idle.is_some_and(|work| run_idle(&conn, work)) {
-                    true => IdleState::Running,
-                    false => IdleState::Done,
-                };
+                idle.run(&conn);
                 checkpoint_when_idle(&conn, shared);
                 continue;
             }
@@ -587,20 +584,70 @@ fn writer_loop(shared: &Shared, conn: Connection, idle: Option<IdleWork>) {
         for job in jobs {
             job.complete(committed.clone());
         }
-        if idle.is_some() {
-            idle_state = IdleState::Pending;
-        }
+        idle.after_group(&conn);
         checkpoint_when_idle(&conn, shared);
     }
 }
 
-/// Where the writer's idle work stands: none to do until the next job, due once the writer has
-/// been idle for `IDLE_AFTER`, or under way (its next transaction runs as soon as no job waits).
+/// The writer's idle work and when it is due. Idle means no row changed for `IDLE_AFTER`,
+/// not no job: idle lane workers look for work every 100 ms, and a look that finds none
+/// changes nothing.
+struct IdleTime {
+    work: Option<IdleWork>,
+    state: IdleState,
+    /// `total_changes` as last seen, and when it last moved by a job's writes.
+    changes: u64,
+    last_change: std::time::Instant,
+}
+
+/// None to do until a job changes something, due once nothing has changed for `IDLE_AFTER`, or
+/// under way (its next transaction runs as soon as no job waits).
 #[derive(Clone, Copy, PartialEq)]
 enum IdleState {
     Done,
     Pending,
     Running,
+}
+
+impl IdleTime {
+    fn new(work: Option<IdleWork>, conn: &Connection) -> IdleTime {
+        IdleTime {
+            state: match work {
+                Some(_) => IdleState::Pending,
+                None => IdleState::Done,
+            },
+            work,
+            changes: conn.total_changes(),
+            last_change: std::time::Instant::now(),
+        }
+    }
+
+    /// How long until the idle work is due; `None` while there is none.
+    fn due_in(&self) -> Option<std::time::Duration> {
+        match self.state {
+            IdleState::Done => None,
+            IdleState::Running => Some(std::time::Duration::ZERO),
+            IdleState::Pending => Some(IDLE_AFTER.saturating_sub(self.last_change.elapsed())),
+        }
+    }
+
+    fn after_group(&mut self, conn: &Connection) {
+        let changes = conn.total_changes();
+        if changes != self.changes && self.work.is_some() {
+            (self.changes, self.last_change) = (changes, std::time::Instant::now());
+            self.state = IdleState::Pending;
+        }
+    }
+
+    fn run(&mut self, conn: &Connection) {
+        let more = self.work.is_some_and(|work| run_idle(conn, work));
+        self.state = match more {
+            true => IdleState::Running,
+            false => IdleState::Done,
+        };
+        // Its own changes are not a job's: they do not put the idle time off.
+        self.changes = conn.total_changes();
+    }
 }
 
 enum Next {
@@ -609,19 +656,20 @@ enum Next {
     Closed,
 }
 
-/// Waits for the next group of jobs, or for the writer's turn at its idle work.
-fn next_work(shared: &Shared, taker: &mut Taker, idle: IdleState) -> Next {
+/// Waits for the next group of jobs, or until the idle work is due (`idle_in`) with no job
+/// waiting.
+fn next_work(shared: &Shared, taker: &mut Taker, idle_in: Option<std::time::Duration>) -> Next {
     let mut q = shared.queues.lock();
     let empty = |q: &Queues| q.ranks.iter().all(VecDeque::is_empty) && !q.closed;
     while empty(&q) {
-        match idle {
-            IdleState::Running => return Next::Idle,
-            IdleState::Pending => {
-                if shared.ready.wait_for(&mut q, IDLE_AFTER).timed_out() && empty(&q) {
+        match idle_in {
+            None => shared.ready.wait(&mut q),
+            Some(wait) => {
+                if wait.is_zero() || (shared.ready.wait_for(&mut q, wait).timed_out() && empty(&q))
+                {
                     return Next::Idle;
                 }
             }
-            IdleState::Done => shared.ready.wait(&mut q),
         }
     }
     if q.closed && q.ranks.iter().all(VecDeque::is_empty) {
@@ -635,7 +683,7 @@ fn next_work(shared: &Shared, taker: &mut Taker, idle: IdleState) -> Next {
 }
 
 /// One transaction of idle work; whether more is left. A failure is logged and ends the idle
-/// work until the next job (it is retried then, not in a loop).
+/// work until a job changes something (it is retried then, not in a loop).
 fn run_idle(conn: &Connection, work: IdleWork) -> bool {
     let done = exec(conn, "BEGIN IMMEDIATE")
         .and_then(|()| work(conn).map_err(|e| e.to_string()))
