@@ -1005,6 +1005,38 @@ mod tests {
         assert!(bulk.is_err(), "only urgent ranks park");
     }
 
+    /// The idle work runs once no row has changed for `IDLE_AFTER`, however many jobs that
+    /// change nothing (idle lane workers' looks) come meanwhile, and not while jobs write.
+    #[tokio::test]
+    async fn idle_work_waits_for_no_row_changed_not_for_no_job() {
+        static IDLE_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn count(_: &rusqlite::Connection) -> rusqlite::Result<bool> {
+            IDLE_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(false)
+        }
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = super::Writer::start(conn, Some(count)).unwrap();
+        let runs = || IDLE_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+        let every = |sql: &'static str| {
+            let writer = writer.clone();
+            async move {
+                for _ in 0..30 {
+                    writer.run(1, move |c| c.execute(sql, [])).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        every("INSERT INTO t VALUES (1)").await;
+        assert_eq!(
+            runs(),
+            0,
+            "a write every 20 ms for 600 ms leaves no idle time"
+        );
+        every("UPDATE t SET x = 2 WHERE x = 3").await;
+        assert_eq!(runs(), 1, "looks that change nothing leave the writer idle");
+    }
+
     /// Once shut down, the writer refuses new jobs as shut down (not as a failure), and the
     /// checkpoint thread's last run, after the writer's last commit, leaves the WAL empty.
     #[tokio::test]
