@@ -268,7 +268,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 /// left (folding `delivered_marks` into their rows, `sets.rs`).
 pub(crate) type IdleWork = fn(&Connection) -> rusqlite::Result<bool>;
 
-/// How long the writer must have had no job before its idle work starts.
+/// How long no row may have changed before the writer's idle work starts (`IdleTime`).
 const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Writer {
