@@ -355,6 +355,17 @@ async fn sent_message(
     (t, id)
 }
 
+/// A provider's `delivered` for `id`, 5 s from now; that time.
+async fn deliver(b: &SqliteBackend, id: MessageId) -> chrono::DateTime<chrono::Utc> {
+    use crate::domain::MessageStatus;
+    use crate::ports::{MessageStore, Transition, TransitionOutcome};
+    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let delivered = Transition::new(id, MessageStatus::Delivered, at);
+    let outcome = b.transition(vec![delivered]).await.unwrap();
+    assert_eq!(outcome, [TransitionOutcome::Applied]);
+    at
+}
+
 /// What the `messages` row's own status column and `delivered_marks` hold for `id`, and how
 /// many `events` rows it has.
 async fn stored_state(b: &SqliteBackend, id: MessageId) -> (String, i64, i64) {
@@ -380,15 +391,10 @@ async fn stored_state(b: &SqliteBackend, id: MessageId) -> (String, i64, i64) {
 #[tokio::test]
 async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
     use crate::domain::MessageStatus;
-    use crate::ports::{MessageFilter, MessageStore, Transition, TransitionOutcome};
+    use crate::ports::{MessageFilter, MessageStore};
     let (_d, b) = unfolded_backend();
     let (t, id) = sent_message(&b, "row-events").await;
-    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
-    let delivered = Transition::new(id, MessageStatus::Delivered, at);
-    assert_eq!(
-        b.transition(vec![delivered]).await.unwrap(),
-        [TransitionOutcome::Applied]
-    );
+    let at = deliver(&b, id).await;
     assert_eq!(stored_state(&b, id).await, ("sent".to_owned(), 1, 0));
     let (m, events) = b.get(&t, id).await.unwrap().unwrap();
     assert_eq!(m.status, MessageStatus::Delivered);
@@ -421,12 +427,10 @@ async fn a_delivered_message_keeps_its_row_and_reads_delivered() {
 #[tokio::test]
 async fn an_idle_writer_folds_delivered_marks_into_their_rows() {
     use crate::domain::MessageStatus;
-    use crate::ports::{MessageStore, Transition};
+    use crate::ports::MessageStore;
     let (_d, b) = backend();
     let (t, id) = sent_message(&b, "row-fold").await;
-    let at = chrono::Utc::now() + chrono::Duration::seconds(5);
-    let delivered = Transition::new(id, MessageStatus::Delivered, at);
-    b.transition(vec![delivered]).await.unwrap();
+    deliver(&b, id).await;
     let before = b.get(&t, id).await.unwrap().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while stored_state(&b, id).await != ("delivered".to_owned(), 0, 0) {
