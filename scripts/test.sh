@@ -32,8 +32,16 @@ browser_tools=$!
 # Everything the suites run, so none of them compiles in the middle of another's timing:
 # the test binaries, and the `herald` binary the CLI, crash and schemathesis runs start
 # (--workspace: with the features the tests built `shared` with; tests/support/lib.rs).
-cargo test --workspace --all-targets --no-run
+# The cost scenarios' binary is run as it is: `cargo test -p herald-tests` would resolve
+# `shared`'s features apart from --workspace's and build it all again (two minutes).
+cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics \
+    > target/test-binaries.json
 cargo build --workspace --bin herald
+aws_cost=$(grep -o '"executable":"[^"]*/aws_cost-[^"]*"' target/test-binaries.json | cut -d'"' -f4)
+if [[ ! -x "$aws_cost" ]]; then
+    echo "no aws_cost test binary in cargo's list (target/test-binaries.json)" >&2
+    exit 1
+fi
 
 if ! wait "$python_tools"; then
     cat target/python-tools.log >&2
@@ -81,14 +89,14 @@ if [[ -z "${HERALD_TEST_AWS_ENDPOINT:-}" ]]; then
     cost_endpoint=$moto_url
 fi
 
-# --nocapture: their tables (requests, WRU, RRU per operation) are the point of them.
+# --nocapture: their tables (requests, WRU, RRU per operation) are the point of them. In
+# tests/, where `cargo test` would run them.
 bulk_scenario=a_bulk_job_of_ten_thousand
-HERALD_TEST_AWS_ENDPOINT=$bulk_endpoint cargo test -p herald-tests --test aws_cost \
-    -- --nocapture --exact "$bulk_scenario"_stays_in_budget_per_recipient \
-    > target/aws_cost_bulk.log 2>&1 &
+(cd tests && HERALD_TEST_AWS_ENDPOINT=$bulk_endpoint "$aws_cost" --nocapture \
+    --exact "$bulk_scenario"_stays_in_budget_per_recipient) > target/aws_cost_bulk.log 2>&1 &
 cost_bulk=$!
-HERALD_TEST_AWS_ENDPOINT=$cost_endpoint cargo test -p herald-tests --test aws_cost \
-    -- --nocapture --skip "$bulk_scenario" > target/aws_cost.log 2>&1 &
+(cd tests && HERALD_TEST_AWS_ENDPOINT=$cost_endpoint "$aws_cost" --nocapture \
+    --skip "$bulk_scenario") > target/aws_cost.log 2>&1 &
 cost=$!
 
 cargo test --workspace --all-targets -- --skip _stays_in_budget
