@@ -18,6 +18,16 @@ cd "$(dirname "$0")/.."
 # A timestamped line as each phase begins, to see where the run's time goes.
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }
 
+# Waits for a background job; if it failed, shows its log and stops the run.
+wait_or_stop() {
+    local pid=$1 log=$2 what=$3
+    if ! wait "$pid"; then
+        cat "$log" >&2
+        echo "$what failed (log above: $log)" >&2
+        exit 1
+    fi
+}
+
 cargo fmt --all -- --check
 
 # Every background job (the Python install, moto servers, the cost scenarios) stops with the
@@ -47,17 +57,10 @@ if [[ ! -x "$aws_cost" ]]; then
     exit 1
 fi
 
-if ! wait "$python_tools"; then
-    cat target/python-tools.log >&2
-    echo "installing the Python tools failed (log above)" >&2
-    exit 1
-fi
+wait_or_stop "$python_tools" target/python-tools.log "installing the Python tools"
 tools=$(tail -n1 target/python-tools.log)
-if ! wait "$browser_tools"; then
-    cat target/browser-tools.log >&2
-    echo "installing chromium or axe-core for the console's browser test failed (log above)" >&2
-    exit 1
-fi
+wait_or_stop "$browser_tools" target/browser-tools.log \
+    "installing chromium or axe-core for the console's browser test"
 
 # Starts a moto server on a free port; its URL in `moto_url`.
 start_moto() {
@@ -105,8 +108,8 @@ cost=$!
 
 phase "the suites (the cost scenarios run beside them)"
 cargo test --workspace --all-targets -- --skip _stays_in_budget
-# clippy beside the template's lint and schemathesis: one after the other they took 12 of the
-# run's 46 minutes (2026-12-07), and schemathesis leaves a core to spare.
+# clippy beside the template's lint and schemathesis: one after the other they took 12.3 of
+# the run's 46 minutes, side by side 9.8 (2026-12-07; the bulk cost scenario shares the cores).
 phase "clippy (target/clippy.log), beside the SAM template and schemathesis"
 cargo clippy --workspace --all-targets -- -D warnings > target/clippy.log 2>&1 &
 clippy=$!
@@ -114,21 +117,12 @@ clippy=$!
 phase schemathesis
 # HERALD_BIN: the binary built above; `cargo build` would wait for clippy's lock.
 HERALD_BIN=target/debug/herald SCHEMATHESIS="$tools/schemathesis" ./scripts/schemathesis.sh
-if ! wait "$clippy"; then
-    cat target/clippy.log >&2
-    echo "clippy failed (log above: target/clippy.log)" >&2
-    exit 1
-fi
+wait_or_stop "$clippy" target/clippy.log clippy
 tail -n1 target/clippy.log
 
 phase "waiting for the cost scenarios"
 for scenarios in "$cost:aws_cost" "$cost_bulk:aws_cost_bulk"; do
-    if ! wait "${scenarios%%:*}"; then
-        log=target/${scenarios#*:}.log
-        cat "$log" >&2
-        echo "the AWS cost scenarios failed (log above: $log)" >&2
-        exit 1
-    fi
+    wait_or_stop "${scenarios%%:*}" "target/${scenarios#*:}.log" "the AWS cost scenarios"
     grep -E "^per message|^bulk on moto|^throttled on moto|^test |^test result" "target/${scenarios#*:}.log"
 done
 phase done
