@@ -113,11 +113,11 @@ moto_dynamodb_serialized = DynamoHandler.serialized
 def dynamodb_serialized(handler, action_result):
     """moto's answer to an item operation, written out with `json.dumps`; errors and every
     other operation go through moto's serializer."""
-    result = action_result.result
-    if isinstance(result, Exception) or handler._get_action() not in PLAIN_JSON_ACTIONS:
+    result, action = action_result.result, handler._get_action()
+    if isinstance(result, Exception) or action not in PLAIN_JSON_ACTIONS:
         return moto_dynamodb_serialized(handler, action_result)
-    members = output_members(handler._get_action())
-    answer = {k: without_nulls(v) for k, v in result.items() if k in members and v is not None}
+    members = output_members(action)
+    answer = without_nulls({k: v for k, v in result.items() if k in members})
     headers = {"Content-Type": "application/x-amz-json-1.0", **handler.response_headers}
     return 200, headers, json.dumps(answer, default=json_value)
 
